@@ -1,0 +1,207 @@
+"""The Python API the CLI and the service are thin layers over.
+
+Place in the flow: glue, not logic. It parses as-of dates, asks ``store`` for the
+tables, ``metrics`` and ``scoring`` for the expression, runs it, and hands results to
+``explain``. Functions here take a store and a model and return Arrow tables or plain
+data; they print nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import ibis.expr.types as ir
+import pyarrow as pa
+
+from healthscore import explain as explain_mod
+from healthscore.errors import ScoringError, StoreError
+from healthscore.metrics import MetricBuilder
+from healthscore.model import Model, load_model
+from healthscore.scoring import score_expr as _score_steps
+from healthscore.store import LoadResult, Store
+
+
+def parse_as_of(value: str | date | datetime | None) -> datetime:
+    """An as-of date as a naive UTC datetime; None means now.
+
+    A date means 00:00 UTC of that day; a timestamp with an offset is converted to UTC.
+
+    >>> parse_as_of("2025-01-01")
+    datetime.datetime(2025, 1, 1, 0, 0)
+    >>> parse_as_of("2025-01-01T12:30:00+02:00")
+    datetime.datetime(2025, 1, 1, 10, 30)
+    """
+    if value is None:
+        return datetime.now(UTC).replace(tzinfo=None)
+    if isinstance(value, datetime):
+        d = value
+    elif isinstance(value, date):
+        return datetime(value.year, value.month, value.day)
+    else:
+        text = str(value).strip()
+        try:
+            d = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ScoringError(
+                f"as-of date {text!r} is not a date",
+                hint="use YYYY-MM-DD or an ISO timestamp such as 2025-01-01T12:00:00Z",
+            ) from None
+    if d.tzinfo is not None:
+        d = d.astimezone(UTC).replace(tzinfo=None)
+    return d
+
+
+def score_expr(store: Store, model: Model, as_of=None, account_ids=None) -> ir.Table:
+    """The Ibis expression scoring every account (or ``account_ids``) as of ``as_of``."""
+    d = parse_as_of(as_of)
+    names = [n for n in model.tables_used() if n != "subscriptions"] + ["subscriptions"]
+    if any(m.formula and "has_flag" in m.formula for m in model.spec.metrics.values()) or (
+        model.spec.population and "has_flag" in model.spec.population
+    ):
+        names.append("flags")
+    raw = MetricBuilder(model, store.tables(names)).build(d, account_ids)
+    return _score_steps(raw, model, d)
+
+
+def score(store: Store, model: Model, as_of=None, account_ids=None) -> pa.Table:
+    """Score every account in the population at ``as_of``; one row per account.
+
+    Columns: see :mod:`healthscore.scoring`. Rows are ordered by account id, so the same
+    data and model give identical output.
+    """
+    return store.execute(score_expr(store, model, as_of, account_ids))
+
+
+def explain(store: Store, model: Model, account_id: str, as_of=None) -> explain_mod.Explanation:
+    """One account's score, pillar by pillar and metric by metric."""
+    d = parse_as_of(as_of)
+    rows = score(store, model, d, [account_id]).to_pylist()
+    if not rows:
+        known = store.table("accounts")
+        exists = known.filter(known.account_id == account_id).count().to_pyarrow().as_py()
+        if not exists:
+            raise ScoringError(f"unknown account {account_id!r}")
+        raise ScoringError(
+            f"account {account_id!r} is not scored as of {d:%Y-%m-%d %H:%M}",
+            hint="it was created later, has no subscription in force then, "
+            "or the model's population excludes it",
+        )
+    return explain_mod.from_row(model, rows[0])
+
+
+def load_file(
+    store: Store,
+    table: str,
+    path: str | Path,
+    mapping: dict[str, str] | None = None,
+    *,
+    date_format: str | None = None,
+    rejects: str | Path | None = None,
+    account_from: str | None = None,
+) -> LoadResult:
+    """Read, validate and load one file; with ``rejects`` invalid rows go to that CSV.
+
+    ``account_from`` names a canonical table (e.g. ``subscriptions``) whose primary key
+    the file carries instead of ``account_id``; the account is looked up in the store.
+    """
+    from healthscore.sources import read_source, write_rejects
+    from healthscore.tables import get_table
+
+    lookup = None
+    if account_from:
+        key = get_table(account_from).primary_key
+        ref = store.table(account_from).select(key, "account_id").to_pyarrow().to_pydict()
+        if not ref[key]:
+            raise StoreError(
+                f"--account-from {account_from}: the store's {account_from} table is empty",
+                hint=f"load {account_from} first",
+            )
+        lookup = (key, dict(zip(ref[key], ref["account_id"], strict=True)))
+    batch = read_source(
+        path,
+        table,
+        mapping,
+        date_format=date_format,
+        allow_rejects=rejects is not None,
+        account_lookup=lookup,
+    )
+    n_rejected = 0
+    if rejects is not None and batch.reject_rows is not None:
+        n_rejected = write_rejects(batch, rejects)
+    return store.load(table, batch.data, rejected=n_rejected)
+
+
+@dataclass
+class DemoResult:
+    """What ``healthscore demo`` built: where, what was loaded, and the scores."""
+
+    directory: Path
+    db_path: Path
+    model_path: Path
+    model: Model
+    as_of: datetime
+    loads: list[LoadResult]
+    scores: pa.Table
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def run_demo(
+    directory: str | Path = ".",
+    *,
+    accounts: int = 1000,
+    months: int = 18,
+    seed: int = 7,
+    end: datetime | None = None,
+    progress: Callable[[str, float], None] | None = None,
+) -> DemoResult:
+    """Generate demo data, load it into a fresh store in ``directory`` and score it.
+
+    Writes ``healthscore.yaml`` (the default model, unless one exists) and
+    ``healthscore.duckdb``. A store that does not hold demo data is never replaced.
+    """
+    from healthscore import demo
+    from healthscore.model import default_model_text
+    from healthscore.store import connect
+    from healthscore.tables import TABLES
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model_path = directory / "healthscore.yaml"
+    if not model_path.exists():
+        model_path.write_text(default_model_text(), encoding="utf-8")
+    model = load_model(model_path)
+    db_path = directory / "healthscore.duckdb"
+    if db_path.exists():
+        existing = connect(db_path)
+        is_demo = existing.meta().get("demo") == "true"
+        existing.con.disconnect()
+        if not is_demo:
+            raise StoreError(
+                f"{db_path} exists and holds data that is not demo data; not replacing it",
+                hint="run the demo in another folder with --dir",
+            )
+        db_path.unlink()
+    end = end or datetime.now(UTC).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    note = progress or (lambda step, frac: None)
+    tables = demo.generate(accounts=accounts, months=months, seed=seed, end=end, progress=note)
+    seconds["generate"] = time.perf_counter() - t0
+    store = connect(db_path)
+    store.set_meta("demo", "true")
+    loads = []
+    t0 = time.perf_counter()
+    names = [n for n in TABLES if n in tables]
+    for i, name in enumerate(names):
+        note(f"loading {name}", i / len(names))
+        loads.append(store.load(name, tables[name]))
+    note("loaded", 1.0)
+    seconds["load"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scores = score(store, model, end)
+    seconds["score"] = time.perf_counter() - t0
+    return DemoResult(directory, db_path, model_path, model, end, loads, scores, seconds)

@@ -1,0 +1,280 @@
+"""The `healthscore` command: one Typer command per capability, thin over the API.
+
+Each command parses its options, calls one API function and prints the result. Our
+errors (:class:`~healthscore.errors.HealthscoreError`) are caught at this boundary and
+printed as ``Error: ...`` with exit code 1, never a traceback; usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from healthscore import api
+from healthscore.errors import HealthscoreError
+from healthscore.model import default_model_text, json_schema, load_model
+
+app = typer.Typer(
+    help="Explainable customer health scores: load data, score accounts, see why.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+model_app = typer.Typer(help="Work with model files.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+out = Console()
+err = Console(stderr=True)
+
+DEFAULT_MODEL = "healthscore.yaml"
+BAND_STYLE = {"green": "green", "yellow": "yellow", "red": "red"}
+
+# shared options, defined once
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--db", help="store URL or DuckDB file [env HEALTHSCORE_DB; default healthscore.duckdb]"),
+]
+ModelOpt = Annotated[
+    Path | None, typer.Option("--model", "-m", help="model file [default: ./healthscore.yaml]")
+]
+AsOfOpt = Annotated[
+    str | None, typer.Option("--as-of", help="score as of this date/time (UTC) [default: now]")
+]
+
+
+def _fail(e: HealthscoreError) -> None:
+    err.print(f"[bold red]Error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _model_path(model: Path | None) -> Path | None:
+    if model is not None:
+        return model
+    return Path(DEFAULT_MODEL) if Path(DEFAULT_MODEL).exists() else None
+
+
+def _open(db, model):
+    from healthscore.store import connect
+
+    return connect(db, create=False), load_model(_model_path(model))
+
+
+def _warn_freshness(store, model, as_of) -> None:
+    for w in store.freshness(model, as_of):
+        err.print(f"[yellow]Warning:[/] {w}", highlight=False)
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="project folder")] = Path("."),
+    force: Annotated[bool, typer.Option(help="overwrite an existing model file")] = False,
+) -> None:
+    """Write a starter project: healthscore.yaml (the default model) and an empty store."""
+    from healthscore.store import connect
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / DEFAULT_MODEL
+        if target.exists() and not force:
+            err.print(f"{target} exists; keeping it (use --force to overwrite)")
+        else:
+            target.write_text(default_model_text(), encoding="utf-8")
+            out.print(f"wrote {target}")
+        db = directory / "healthscore.duckdb"
+        connect(db)
+        out.print(f"store ready: {db}")
+        out.print("next: healthscore load accounts accounts.csv   (see `healthscore load --help`)")
+    except HealthscoreError as e:
+        _fail(e)
+
+
+@app.command()
+def load(
+    table: Annotated[str, typer.Argument(help="canonical table, e.g. accounts, usage_events")],
+    file: Annotated[Path, typer.Argument(help="CSV, Parquet or JSON-lines file")],
+    map_: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="rename a column: source_col=canonical_col (repeatable)"),
+    ] = None,
+    rejects: Annotated[
+        Path | None,
+        typer.Option(help="load the valid rows and write invalid ones with reasons to this CSV"),
+    ] = None,
+    date_format: Annotated[
+        str | None, typer.Option(help="strptime format for ambiguous dates, e.g. %d/%m/%Y")
+    ] = None,
+    account_from: Annotated[
+        str | None,
+        typer.Option(
+            help="the file has no account_id: look it up in this table by its key "
+            "(e.g. subscriptions: usage rows carrying subscription_id)"
+        ),
+    ] = None,
+    db: DbOpt = None,
+) -> None:
+    """Load a file into a canonical table (idempotent: reloading changes nothing)."""
+    from healthscore.sources import parse_mapping
+    from healthscore.store import connect
+
+    try:
+        store = connect(db)
+        result = api.load_file(
+            store,
+            table,
+            file,
+            parse_mapping(map_ or []),
+            date_format=date_format,
+            rejects=rejects,
+            account_from=account_from,
+        )
+        out.print(str(result))
+        if result.rejected:
+            err.print(f"[yellow]Warning:[/] {result.rejected} invalid rows written to {rejects}")
+    except HealthscoreError as e:
+        _fail(e)
+
+
+@app.command()
+def validate(model: Annotated[Path | None, typer.Argument(help="model file")] = None) -> None:
+    """Check a model file; report each problem with its line and key path."""
+    try:
+        m = load_model(_model_path(model))
+    except HealthscoreError as e:
+        _fail(e)
+    n_metrics = len(m.spec.metrics)
+    out.print(
+        f"{m.file}: OK - {n_metrics} metrics in {len(m.spec.pillars)} pillars, "
+        f"{len(m.segment_names())} segment overrides; version {m.version[:12]}"
+    )
+
+
+@model_app.command("schema")
+def model_schema() -> None:
+    """Print the JSON Schema of the model file (for editor completion)."""
+    sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+
+
+@app.command()
+def score(
+    as_of: AsOfOpt = None,
+    model: ModelOpt = None,
+    db: DbOpt = None,
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="table, json, csv or parquet")
+    ] = "table",
+    out_file: Annotated[Path | None, typer.Option("--out", "-o", help="write to this file")] = None,
+) -> None:
+    """Score every account as of a date (point-in-time) and print or write the scores."""
+    if format not in ("table", "json", "csv", "parquet"):
+        raise typer.BadParameter(f"unknown format {format!r}; use table, json, csv or parquet")
+    if format == "parquet" and out_file is None:
+        raise typer.BadParameter("parquet output needs --out FILE")
+    try:
+        store, m = _open(db, model)
+        d = api.parse_as_of(as_of)
+        _warn_freshness(store, m, d)
+        result = api.score(store, m, d)
+    except HealthscoreError as e:
+        _fail(e)
+    _write_scores(result, m, format, out_file)
+
+
+def _write_scores(result: pa.Table, m, format: str, out_file: Path | None) -> None:
+    from healthscore.explain import long_rows
+
+    if format == "parquet":
+        pq.write_table(result, out_file)
+    elif format == "csv":
+        if out_file:
+            pacsv.write_csv(result, out_file)
+        else:
+            sink = pa.BufferOutputStream()
+            pacsv.write_csv(result, sink)
+            sys.stdout.write(sink.getvalue().to_pybytes().decode())
+    elif format == "json":
+        rows = [long_rows(m, r) for r in result.to_pylist()]
+        text = json.dumps(rows, indent=1, default=str) + "\n"
+        if out_file:
+            out_file.write_text(text)
+        else:
+            sys.stdout.write(text)
+    else:
+        table = RichTable(title=f"{result.num_rows} accounts - model {m.label} ({m.version[:12]})")
+        for col in ["account", "segment", "score", "band", "coverage", *m.spec.pillars]:
+            table.add_column(col, justify="right" if col not in ("account", "segment", "band") else "left")
+        for r in result.to_pylist():
+            table.add_row(
+                r["account_id"],
+                r["segment"] or "",
+                _num(r["score"]),
+                f"[{BAND_STYLE.get(r['band'], '')}]{r['band'] or 'no data'}[/]",
+                f"{r['coverage']:.0%}",
+                *[_num(r[f"pillar__{p}"]) for p in m.spec.pillars],
+            )
+        console = Console(file=out_file.open("w"), width=200) if out_file else out
+        console.print(table)
+
+
+def _num(v, digits: int = 1) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+@app.command()
+def explain(
+    account: Annotated[str, typer.Argument(help="account id")],
+    as_of: AsOfOpt = None,
+    model: ModelOpt = None,
+    db: DbOpt = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="text or json")] = "text",
+) -> None:
+    """Show why one account has its score: pillars, metrics, weights, missing data."""
+    try:
+        store, m = _open(db, model)
+        d = api.parse_as_of(as_of)
+        _warn_freshness(store, m, d)
+        e = api.explain(store, m, account, d)
+    except HealthscoreError as ex:
+        _fail(ex)
+    if format == "json":
+        sys.stdout.write(json.dumps(e.to_dict(), indent=1, default=str) + "\n")
+        return
+    from healthscore.render import render_explanation
+
+    render_explanation(out, e)
+
+
+@app.command()
+def demo(
+    accounts: Annotated[int, typer.Option(help="number of accounts")] = 1000,
+    months: Annotated[int, typer.Option(help="months of history")] = 18,
+    seed: Annotated[int, typer.Option(help="random seed")] = 7,
+    directory: Annotated[Path, typer.Option("--dir", help="working folder")] = Path("."),
+) -> None:
+    """Generate a realistic book of business, load it, score it and summarise the portfolio."""
+    from healthscore.render import progress_bar, render_portfolio
+
+    try:
+        with progress_bar(out) as progress:
+            result = api.run_demo(
+                directory, accounts=accounts, months=months, seed=seed, progress=progress
+            )
+        render_portfolio(out, result)
+    except HealthscoreError as e:
+        _fail(e)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Why an account has its score: pillars, metrics and how missing data was treated.
+
+Place in the flow: after ``scoring``; reads one scored row (wide) and the model, and
+returns plain data that the CLI renders and the API serialises. Every score decomposes
+exactly: the contributions of the metric lines add up to the score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from healthscore.model import Model
+from healthscore.scoring import CONTRIB, MISSING, NORM, PILLAR, WEIGHT
+
+
+@dataclass
+class MetricLine:
+    pillar: str
+    metric: str
+    raw: Any
+    normalized: float | None
+    weight: float
+    contribution: float
+    missing: str | None  # policy applied when the metric had no data, else None
+    description: str | None = None
+
+
+@dataclass
+class PillarLine:
+    pillar: str
+    weight: float  # the pillar's weight for this account (after re-weighting)
+    model_weight: float  # the pillar's weight for this account's segment in the model
+    score: float | None
+
+
+@dataclass
+class Explanation:
+    account_id: str
+    as_of: datetime
+    segment: str | None
+    csm: str | None
+    score: float | None
+    band: str | None
+    coverage: float
+    model_version: str
+    model_label: str
+    pillars: list[PillarLine] = field(default_factory=list)
+    metrics: list[MetricLine] = field(default_factory=list)
+    segment_weights_used: str = "default"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["as_of"] = self.as_of.isoformat()
+        return d
+
+    def drivers(self, n: int = 3) -> list[MetricLine]:
+        """The metrics that cost the most points (weight x (100 - normalized))."""
+        lines = [m for m in self.metrics if m.weight > 0 and m.normalized is not None]
+        lines.sort(key=lambda m: (-(m.weight * (100 - m.normalized)), m.metric))
+        return [m for m in lines[:n] if m.weight * (100 - m.normalized) > 0.05]
+
+    def missing_summary(self) -> list[str]:
+        out = []
+        for m in self.metrics:
+            if m.missing == "fill":
+                out.append(f"{m.metric}: no data; the model's fill value {m.raw!r} was used")
+            elif m.missing == "reweight":
+                out.append(f"{m.metric}: no data; its weight was shared among the rest of {m.pillar}")
+            elif m.missing:
+                out.append(
+                    f"{m.metric}: no data; scored {m.normalized:g} by the {m.missing} policy"
+                )
+        return out
+
+
+def from_row(model: Model, row: dict[str, Any]) -> Explanation:
+    """Build the explanation of one scored row (a dict of the wide score columns)."""
+    seg = row.get("segment")
+    used = seg if seg in model.segment_names() else "default"
+    model_pw = model.pillar_weights(seg if used != "default" else None)
+    metrics = []
+    pillar_eff: dict[str, float] = {}
+    for p, m, _use in model.scored_metrics():
+        w = row[m + WEIGHT]
+        pillar_eff[p] = pillar_eff.get(p, 0.0) + w
+        metrics.append(
+            MetricLine(
+                pillar=p,
+                metric=m,
+                raw=row[m],
+                normalized=row[m + NORM],
+                weight=w,
+                contribution=row[m + CONTRIB],
+                missing=row[m + MISSING],
+                description=model.spec.metrics[m].description,
+            )
+        )
+    pillars = [
+        PillarLine(p, pillar_eff.get(p, 0.0), model_pw[p], row[PILLAR + p]) for p in model.spec.pillars
+    ]
+    return Explanation(
+        account_id=row["account_id"],
+        as_of=row["as_of"],
+        segment=seg,
+        csm=row.get("csm"),
+        score=row["score"],
+        band=row["band"],
+        coverage=row["coverage"],
+        model_version=model.version,
+        model_label=model.label,
+        pillars=pillars,
+        metrics=metrics,
+        segment_weights_used=used,
+    )
+
+
+def long_rows(model: Model, row: dict[str, Any]) -> dict[str, Any]:
+    """One scored row as nested JSON-ready data (``score --format json``)."""
+    e = from_row(model, row)
+    return {
+        "account_id": e.account_id,
+        "as_of": e.as_of.isoformat(),
+        "segment": e.segment,
+        "csm": e.csm,
+        "score": e.score,
+        "band": e.band,
+        "coverage": e.coverage,
+        "model_version": e.model_version,
+        "pillars": {p.pillar: p.score for p in e.pillars},
+        "lines": [
+            {"kind": "metric", **{k: v for k, v in asdict(m).items() if k != "description"}}
+            for m in e.metrics
+        ],
+    }

@@ -1,0 +1,435 @@
+"""The model's small SQL dialect: text -> sqlglot tree -> Ibis expression.
+
+Place in the flow: used by ``model`` (to validate ``where``, ``aggregate``,
+``formula`` and ``population`` expressions when a model loads) and by ``metrics``
+(to build the Ibis expressions that run in the backend). No SQL text ever reaches a
+backend: expressions are parsed with sqlglot and rebuilt node by node as Ibis
+expressions over an allow-list of operators and functions, so the same model runs on
+every Ibis backend and an unknown name fails when the model loads.
+
+Two contexts:
+
+- **row** expressions (``where``, arguments of aggregates, formulas, population):
+  columns, literals, arithmetic, comparisons, ``AND/OR/NOT``, ``IN``, ``BETWEEN``,
+  ``LIKE``, ``IS [NOT] NULL``, ``CASE``, and the scalar functions in :data:`SCALARS`;
+- **aggregate** expressions (a metric's ``aggregate:``): the same, plus the
+  aggregates in :data:`AGGREGATES`, which take the metric's filter and window.
+
+Division by zero gives NULL on every backend (the metric's missing-data policy then
+applies), never infinity.
+
+Examples
+--------
+>>> import ibis
+>>> t = ibis.table({"kind": "string", "score": "float64"}, name="surveys")
+>>> e = compile_row("kind = 'nps' AND score >= 9", t.__getitem__)
+>>> e.type()
+Boolean(nullable=True)
+>>> names_in("active_users_30d / accounts.seats")
+[(None, 'active_users_30d'), ('accounts', 'seats')]
+>>> compile_row("nosuch(x)", t.__getitem__)
+Traceback (most recent call last):
+...
+healthscore.expressions.ExpressionError: unknown function 'nosuch'; allowed: abs, ceil, ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import ibis
+import ibis.expr.types as ir
+import sqlglot as sg
+from ibis.common.annotations import ValidationError
+from ibis.common.exceptions import IbisError
+from sqlglot import exp
+
+SECONDS_PER_DAY = 86_400.0
+
+
+class ExpressionError(Exception):
+    """An expression does not parse, names something unknown, or mixes types badly."""
+
+
+#: scalar functions: name -> (min args, max args)
+SCALARS: dict[str, tuple[int, int]] = {
+    "abs": (1, 1),
+    "ceil": (1, 1),
+    "coalesce": (1, 99),
+    "days_between": (2, 2),
+    "days_since": (1, 1),
+    "days_until": (1, 1),
+    "exp": (1, 1),
+    "floor": (1, 1),
+    "greatest": (1, 99),
+    "has_flag": (1, 1),
+    "hours_between": (2, 2),
+    "least": (1, 99),
+    "length": (1, 1),
+    "ln": (1, 1),
+    "log10": (1, 1),
+    "lower": (1, 1),
+    "nullif": (2, 2),
+    "power": (2, 2),
+    "round": (1, 2),
+    "sqrt": (1, 1),
+    "upper": (1, 1),
+}
+
+#: aggregates usable in a metric's ``aggregate:``
+AGGREGATES = (
+    "count",
+    "count_distinct",
+    "sum",
+    "avg",
+    "mean",
+    "min",
+    "max",
+    "median",
+    "last",
+    "first",
+)
+
+#: aggregates whose value over no rows is 0 (not missing)
+ZERO_WHEN_EMPTY = frozenset({"count", "count_distinct", "sum"})
+
+_SQLGLOT_NAMES = {
+    exp.Abs: "abs",
+    exp.Ceil: "ceil",
+    exp.Coalesce: "coalesce",
+    exp.Exp: "exp",
+    exp.Floor: "floor",
+    exp.Greatest: "greatest",
+    exp.Least: "least",
+    exp.Length: "length",
+    exp.Ln: "ln",
+    exp.Lower: "lower",
+    exp.Nullif: "nullif",
+    exp.Pow: "power",
+    exp.Round: "round",
+    exp.Sqrt: "sqrt",
+    exp.Upper: "upper",
+    exp.Count: "count",
+    exp.Sum: "sum",
+    exp.Avg: "avg",
+    exp.Min: "min",
+    exp.Max: "max",
+    exp.Median: "median",
+    exp.Last: "last",
+    exp.First: "first",
+}
+
+Resolver = Callable[..., ir.Value]
+
+
+@dataclass
+class AggregateContext:
+    """What aggregates in an expression need: the row filter and the order for last()."""
+
+    table: ir.Table
+    where: ir.BooleanValue | None
+    order_by: list[ir.Value]  # for last()/first(): time column, then primary key
+
+
+def parse(text: str) -> exp.Expression:
+    """Parse ``text`` in the model dialect; raise :class:`ExpressionError` on bad syntax."""
+    if not isinstance(text, str) or not text.strip():
+        raise ExpressionError("empty expression")
+    try:
+        return sg.parse_one(text, read="duckdb")
+    except sg.errors.ParseError as e:
+        first = e.errors[0] if e.errors else {}
+        col = first.get("col")
+        desc = first.get("description", str(e))
+        raise ExpressionError(
+            f"does not parse: {desc}" + (f" near column {col}" if col else "")
+        ) from None
+
+
+def names_in(text: str | exp.Expression) -> list[tuple[str | None, str]]:
+    """The (qualifier, name) pairs an expression refers to, in order of appearance."""
+    node = parse(text) if isinstance(text, str) else text
+    out: list[tuple[str | None, str]] = []
+    for col in node.find_all(exp.Column):
+        pair = (col.table or None, col.name)
+        if pair not in out:
+            out.append(pair)
+    return out
+
+
+def function_name(node: exp.Expression) -> str | None:
+    if isinstance(node, exp.Anonymous):
+        return node.name.lower()
+    if isinstance(node, exp.Log):
+        return "log10"
+    return _SQLGLOT_NAMES.get(type(node))
+
+
+def compile_row(
+    text: str | exp.Expression,
+    resolve: Resolver,
+    *,
+    as_of: ir.TimestampScalar | None = None,
+    has_flag: Callable[[str], ir.BooleanValue] | None = None,
+) -> ir.Value:
+    """Build the Ibis expression for a row-level expression.
+
+    Parameters
+    ----------
+    text
+        The expression (or an already parsed tree).
+    resolve
+        ``resolve(name)`` or ``resolve(name, qualifier)`` returns the Ibis column for a
+        name; it raises ``KeyError`` for an unknown one.
+    as_of
+        The as-of timestamp (for ``days_since`` / ``days_until``).
+    has_flag
+        Returns the boolean "account has an active flag of this kind" expression.
+    """
+    node = parse(text) if isinstance(text, str) else text
+    return _Builder(resolve, as_of, has_flag, None).build(node)
+
+
+def compile_aggregate(
+    text: str | exp.Expression,
+    resolve: Resolver,
+    ctx: AggregateContext,
+    *,
+    as_of: ir.TimestampScalar | None = None,
+) -> ir.Scalar:
+    """Build the Ibis reduction for an ``aggregate:`` expression (e.g. ``count_distinct(user_id)``)."""
+    node = parse(text) if isinstance(text, str) else text
+    if not any(function_name(n) in AGGREGATES for n in node.walk()):
+        raise ExpressionError(
+            "an aggregate must use one of " + ", ".join(f"{a}()" for a in AGGREGATES)
+        )
+    return _Builder(resolve, as_of, None, ctx).build(node)
+
+
+def outer_aggregate(text: str | exp.Expression) -> str | None:
+    """The name of the aggregate at the top of an aggregate expression, if any."""
+    node = parse(text) if isinstance(text, str) else text
+    name = function_name(node)
+    if name == "count" and isinstance(node.this, exp.Distinct):
+        return "count_distinct"
+    return name if name in AGGREGATES else None
+
+
+class _Builder:
+    def __init__(self, resolve, as_of, has_flag, agg: AggregateContext | None):
+        self.resolve = resolve
+        self.as_of = as_of
+        self.has_flag = has_flag
+        self.agg = agg
+        self.in_aggregate = False
+
+    # --- dispatch -------------------------------------------------------------------
+    def build(self, node: exp.Expression) -> ir.Value:
+        try:
+            return self._build(node)
+        except ExpressionError:
+            raise
+        except (IbisError, ValidationError, TypeError, AttributeError, ValueError) as e:
+            first = str(e).strip().splitlines()[0][:200]
+            raise ExpressionError(f"types do not fit in {node.sql()!r}: {first}") from None
+
+    def _build(self, node: exp.Expression) -> ir.Value:
+        b = self._build
+        if isinstance(node, exp.Paren):
+            return b(node.this)
+        if isinstance(node, exp.Column):
+            return self._column(node)
+        if isinstance(node, exp.Literal):
+            if node.is_string:
+                return ibis.literal(node.this)
+            v = float(node.this)
+            return ibis.literal(int(v) if v.is_integer() and "." not in node.this else v)
+        if isinstance(node, exp.Boolean):
+            return ibis.literal(bool(node.this))
+        if isinstance(node, exp.Null):
+            return ibis.null()
+        if isinstance(node, exp.Neg):
+            return -b(node.this)
+        if isinstance(node, exp.Not):
+            return ~b(node.this)
+        if isinstance(node, exp.And):
+            return b(node.this) & b(node.expression)
+        if isinstance(node, exp.Or):
+            return b(node.this) | b(node.expression)
+        binary = {
+            exp.Add: lambda x, y: x + y,
+            exp.Sub: lambda x, y: x - y,
+            exp.Mul: lambda x, y: x * y,
+            exp.Div: lambda x, y: x / y.nullif(0),
+            exp.Mod: lambda x, y: x % y.nullif(0),
+            exp.EQ: lambda x, y: x == y,
+            exp.NEQ: lambda x, y: x != y,
+            exp.GT: lambda x, y: x > y,
+            exp.GTE: lambda x, y: x >= y,
+            exp.LT: lambda x, y: x < y,
+            exp.LTE: lambda x, y: x <= y,
+        }
+        for cls, fn in binary.items():
+            if type(node) is cls:
+                x, y = b(node.this), b(node.expression)
+                if cls in _ARITHMETIC and not (_numeric(x) and _numeric(y)):
+                    raise ExpressionError(
+                        f"arithmetic needs numbers in {node.sql()!r} "
+                        f"(got {x.type()} and {y.type()}); for dates use days_between()"
+                    )
+                return fn(x, y)
+        if isinstance(node, exp.Is):
+            if isinstance(node.expression, exp.Null):
+                return b(node.this).isnull()
+            raise ExpressionError(f"only IS NULL / IS NOT NULL are supported: {node.sql()!r}")
+        if isinstance(node, exp.In):
+            if node.args.get("query"):
+                raise ExpressionError("subqueries are not allowed")
+            return b(node.this).isin([b(e) for e in node.expressions])
+        if isinstance(node, exp.Between):
+            return b(node.this).between(b(node.args["low"]), b(node.args["high"]))
+        if isinstance(node, exp.Like):
+            return b(node.this).like(node.expression.this)
+        if isinstance(node, exp.ILike):
+            return b(node.this).ilike(node.expression.this)
+        if isinstance(node, exp.Case):
+            return self._case(node)
+        if isinstance(node, exp.Func):
+            return self._function(node)
+        raise ExpressionError(f"{node.key.upper()} is not allowed here: {node.sql()!r}")
+
+    def _column(self, node: exp.Column) -> ir.Value:
+        qualifier = node.table or None
+        try:
+            return self.resolve(node.name, qualifier) if qualifier else self.resolve(node.name)
+        except KeyError as e:
+            shown = f"{qualifier}.{node.name}" if qualifier else node.name
+            known = e.args[0] if e.args and isinstance(e.args[0], str) else ""
+            raise ExpressionError(f"unknown name {shown!r}" + (f"; {known}" if known else ""))
+
+    def _case(self, node: exp.Case) -> ir.Value:
+        base = self._build(node.this) if node.this else None
+        case = None
+        for branch in node.args["ifs"]:
+            cond = self._build(branch.this)
+            if base is not None:
+                cond = base == cond
+            pair = (cond, self._build(branch.args["true"]))
+            case = [pair] if case is None else case + [pair]
+        default = node.args.get("default")
+        return ibis.cases(*case, else_=self._build(default) if default else None)
+
+    # --- functions -------------------------------------------------------------------
+    def _args(self, node: exp.Func) -> list[exp.Expression]:
+        if isinstance(node, exp.Anonymous):
+            return list(node.expressions)
+        if isinstance(node, exp.Log):
+            return [node.expression] if node.expression is not None else [node.this]
+        if isinstance(node, exp.Round):
+            return [a for a in (node.this, node.args.get("decimals")) if a is not None]
+        args = [node.this] if node.this is not None else []
+        args += [node.expression] if node.args.get("expression") is not None else []
+        args += list(node.expressions or [])
+        return args
+
+    def _function(self, node: exp.Func) -> ir.Value:
+        name = function_name(node)
+        if name is None or (name not in SCALARS and name not in AGGREGATES):
+            shown = node.name.lower() if isinstance(node, exp.Anonymous) else node.key
+            allowed = sorted(SCALARS) + ([] if self.agg is None else list(AGGREGATES))
+            raise ExpressionError(f"unknown function {shown!r}; allowed: {', '.join(allowed)}")
+        if name in AGGREGATES:
+            return self._aggregate(name, node)
+        args = self._args(node)
+        lo, hi = SCALARS[name]
+        if not lo <= len(args) <= hi:
+            want = str(lo) if lo == hi else f"{lo} to {hi}"
+            raise ExpressionError(f"{name}() takes {want} argument(s), got {len(args)}")
+        if name == "has_flag":
+            return self._has_flag(args)
+        v = [self._build(a) for a in args]
+        if name in ("days_since", "days_until"):
+            if self.as_of is None:
+                raise ExpressionError(f"{name}() needs the as-of date and is not allowed here")
+            days = (self.as_of.epoch_seconds() - v[0].epoch_seconds()) / SECONDS_PER_DAY
+            return days if name == "days_since" else -days
+        if name in ("days_between", "hours_between"):
+            unit = SECONDS_PER_DAY if name == "days_between" else 3600.0
+            return (v[1].epoch_seconds() - v[0].epoch_seconds()) / unit
+        simple = {
+            "abs": lambda x: x.abs(),
+            "ceil": lambda x: x.ceil(),
+            "floor": lambda x: x.floor(),
+            "exp": lambda x: x.exp(),
+            "ln": lambda x: x.ln(),
+            "log10": lambda x: x.log10(),
+            "sqrt": lambda x: x.sqrt(),
+            "lower": lambda x: x.lower(),
+            "upper": lambda x: x.upper(),
+            "length": lambda x: x.length(),
+        }
+        if name in simple:
+            return simple[name](v[0])
+        if name == "coalesce":
+            return ibis.coalesce(*v)
+        if name == "greatest":
+            return ibis.greatest(*v)
+        if name == "least":
+            return ibis.least(*v)
+        if name == "nullif":
+            return v[0].nullif(v[1])
+        if name == "power":
+            return v[0] ** v[1]
+        if name == "round":
+            return v[0].round(int(args[1].this) if len(args) > 1 else 0)
+        raise AssertionError(name)  # pragma: no cover - SCALARS and this switch agree
+
+    def _has_flag(self, args: list[exp.Expression]) -> ir.Value:
+        if not (isinstance(args[0], exp.Literal) and args[0].is_string):
+            raise ExpressionError("has_flag() takes a quoted flag kind, e.g. has_flag('champion_left')")
+        if self.has_flag is None:
+            raise ExpressionError("has_flag() is only allowed in formulas, rules and population")
+        return self.has_flag(args[0].this)
+
+    def _aggregate(self, name: str, node: exp.Func) -> ir.Scalar:
+        if self.agg is None:
+            raise ExpressionError(
+                f"{name}() is an aggregate; aggregates belong in a metric's `aggregate:`"
+            )
+        if self.in_aggregate:
+            raise ExpressionError(f"aggregates cannot be nested: {node.sql()!r}")
+        where = self.agg.where
+        args = self._args(node)
+        self.in_aggregate = True
+        try:
+            if name == "count":
+                if not args or isinstance(args[0], exp.Star):
+                    return self.agg.table.count(where=where)
+                if isinstance(args[0], exp.Distinct):
+                    inner = args[0].expressions
+                    if len(inner) != 1:
+                        raise ExpressionError("count(distinct ...) takes one column")
+                    return self._build(inner[0]).nunique(where=where)
+                return self._build(args[0]).count(where=where)
+            if len(args) != 1:
+                raise ExpressionError(f"{name}() takes 1 argument, got {len(args)}")
+            x = self._build(args[0])
+            if name == "count_distinct":
+                return x.nunique(where=where)
+            if name in ("avg", "mean"):
+                return x.mean(where=where)
+            if name in ("last", "first"):
+                key = ibis.struct({f"k{i}": k for i, k in enumerate(self.agg.order_by)})
+                return x.argmax(key, where=where) if name == "last" else x.argmin(key, where=where)
+            return getattr(x, name)(where=where)
+        finally:
+            self.in_aggregate = False
+
+
+_ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod)
+
+
+def _numeric(v: ir.Value) -> bool:
+    t = v.type()
+    return t.is_numeric() or t.is_boolean() or t.is_null()

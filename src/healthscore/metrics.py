@@ -1,0 +1,312 @@
+"""Metric specs -> one Ibis expression: raw metric values per account as of D.
+
+Place in the flow: ``store`` hands over Ibis tables, ``model`` the validated spec;
+this module builds (never executes) the expression whose rows are the accounts in the
+population at D with one column per metric. ``scoring`` turns that into scores.
+
+How the expression is shaped (it is what makes scoring fast):
+
+- **Point in time.** Each table is read as known at D: rows whose time column is ``>= D``
+  are left out, and any other timestamp ``>= D`` reads as NULL (a ticket closed after D is
+  open at D, an invoice paid after D is unpaid at D).
+- **One scan per table and time column.** All windowed metrics on the same table share one
+  filtered scan over the longest window they need; each metric is a filtered aggregate
+  (``count(*) FILTER (WHERE ...)``). Metrics without a window (e.g. days since the last
+  event) share a second scan; as-of reads of interval tables share a third.
+- **Population.** Accounts with ``created_at < D`` that, if they have subscriptions
+  known at D, have one in force at D; then the model's ``population:`` filter.
+- Counting aggregates over no rows are 0; other aggregates over no rows are NULL and take
+  the metric's ``fill`` (if any), then its missing-data policy in ``scoring``.
+- ``change_vs`` gives the relative change (a fraction) of the metric against the previous
+  window, or against its value as of D minus a duration; NULL when the previous value is 0
+  or the previous window starts before the account existed, unless ``if_previous_zero``.
+
+Output columns: ``account_id``, ``segment`` (the model's segment value or NULL), ``csm``,
+one column per metric (raw value after fill), and ``<metric>__covered`` (true when the
+value came from data, not from a fill).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import ibis
+import ibis.expr.types as ir
+from dateutil.relativedelta import relativedelta
+
+from healthscore import expressions as ex
+from healthscore.model import MetricSpec, Model, parse_duration
+from healthscore.tables import TABLES
+
+COVERED = "__covered"
+
+
+def shift(d: datetime, duration: str, sign: int = -1) -> datetime:
+    """``d`` moved back (or forward) by a model duration (calendar months for ``mo``)."""
+    n, unit = parse_duration(duration)
+    delta = {"d": relativedelta(days=n), "w": relativedelta(weeks=n), "mo": relativedelta(months=n)}
+    return d + delta[unit] * sign
+
+
+def lag_of(metric: MetricSpec) -> str | None:
+    if metric.change_vs is None:
+        return None
+    return metric.window if metric.change_vs == "previous" else metric.change_vs
+
+
+@dataclass
+class _Group:
+    """Metrics that share one scan of one table."""
+
+    table: str
+    mode: str  # "window" | "history" | "in_force"
+    time: str
+    metrics: dict[str, MetricSpec] = field(default_factory=dict)
+
+
+def _groups(model: Model) -> list[_Group]:
+    groups: dict[tuple, _Group] = {}
+    for name, m in model.spec.metrics.items():
+        if not m.aggregate:
+            continue
+        tdef = TABLES[m.from_]
+        time = m.time or tdef.time
+        if m.window:
+            mode = "window"
+        elif tdef.kind == "interval":
+            mode = "in_force"
+        else:
+            mode = "history"
+        key = (m.from_, mode, time)
+        groups.setdefault(key, _Group(m.from_, mode, time)).metrics[name] = m
+    return list(groups.values())
+
+
+def point_in_time(table: ir.Table, name: str, as_of: ir.Value, keep: tuple[str, ...] = ()):
+    """Every timestamp column except ``keep`` reads NULL when it is at or after ``as_of``."""
+    tdef = TABLES[name]
+    masks = {
+        c: ibis.ifelse(table[c] < as_of, table[c], ibis.null(table[c].type()))
+        for c in tdef.timestamp_columns
+        if c in table.columns and c not in keep
+    }
+    return table.mutate(**masks) if masks else table
+
+
+def in_force(table: ir.Table, name: str, at: ir.Value) -> ir.BooleanValue:
+    """Rows of an interval table in force at ``at`` (see tables.Table.interval_rule)."""
+    tdef = TABLES[name]
+    start, end = table[tdef.start], table[tdef.end]
+    if tdef.interval_rule == "date":
+        return (start <= at) & (end.isnull() | (end > at))
+    return (start < at) & (end.isnull() | (end >= at))
+
+
+def _lit(d: datetime) -> ir.TimestampScalar:
+    return ibis.literal(d, type="timestamp")
+
+
+class MetricBuilder:
+    """Builds the raw-metrics expression for one model over one set of tables."""
+
+    def __init__(self, model: Model, tables: dict[str, ir.Table]):
+        self.model = model
+        self.tables = tables
+
+    def _table(self, name: str, account_ids) -> ir.Table:
+        t = self.tables[name]
+        if account_ids is not None:
+            t = t.filter(t.account_id.isin(list(account_ids)))
+        return t
+
+    def population(self, as_of: datetime, account_ids=None) -> ir.Table:
+        D = _lit(as_of)
+        acc = self._table("accounts", account_ids)
+        acc = acc.filter(acc.created_at < D)
+        if "subscriptions" in self.tables:
+            subs = self._table("subscriptions", account_ids)
+            subs = subs.filter(subs.start_date <= D)  # date rule: a contract starting at D is in force
+            known = subs.group_by("account_id").aggregate(
+                __subs_known=subs.count(), __subs_in_force=subs.count(where=in_force(subs, "subscriptions", D))
+            )
+            acc = acc.left_join(known, "account_id").drop("account_id_right")
+            acc = acc.filter(acc["__subs_known"].isnull() | (acc["__subs_in_force"] > 0))
+            acc = acc.drop("__subs_known", "__subs_in_force")
+        flags = self._flags(as_of, account_ids)
+        if flags is not None:
+            acc = acc.left_join(flags, "account_id").drop("account_id_right")
+            acc = acc.mutate(**{c: acc[c].fill_null(False) for c in flags.columns[1:]})
+        if self.model.spec.population:
+            acc = acc.filter(
+                ex.compile_row(
+                    self.model.spec.population,
+                    _columns_of(acc),
+                    as_of=D,
+                    has_flag=lambda k: acc[_flag_col(k)],
+                )
+            )
+        return acc
+
+    def _flag_kinds(self) -> list[str]:
+        texts = [m.formula for m in self.model.spec.metrics.values() if m.formula]
+        texts += [self.model.spec.population] if self.model.spec.population else []
+        kinds = []
+        for text in texts:
+            node = ex.parse(text)
+            for f in node.walk():
+                if ex.function_name(f) == "has_flag" and f.expressions:
+                    k = f.expressions[0].this
+                    if k not in kinds:
+                        kinds.append(k)
+        return kinds
+
+    def _flags(self, as_of: datetime, account_ids) -> ir.Table | None:
+        kinds = self._flag_kinds()
+        if not kinds:
+            return None
+        D = _lit(as_of)
+        f = point_in_time(self._table("flags", account_ids), "flags", D)
+        f = f.filter(in_force(f, "flags", D))
+        return f.group_by("account_id").aggregate(
+            **{_flag_col(k): f.count(where=f.kind == k) > 0 for k in kinds}
+        )
+
+    def _group_expr(self, g: _Group, as_of: datetime, account_ids) -> ir.Table:
+        D = _lit(as_of)
+        tdef = TABLES[g.table]
+        raw = self._table(g.table, account_ids)
+        keep = (g.time,) if g.mode != "in_force" or tdef.interval_rule == "date" else ()
+        if g.mode == "in_force" and tdef.interval_rule == "date":
+            keep = (tdef.start, tdef.end)
+        t = point_in_time(raw, g.table, D, keep=keep)
+        time = t[g.time]
+        aggs: dict[str, ir.Scalar] = {}
+        if g.mode == "window":
+            starts = []
+            for m in g.metrics.values():
+                lag = lag_of(m)
+                starts.append(shift(shift(as_of, lag), m.window) if lag else shift(as_of, m.window))
+            t = t.filter(time >= _lit(min(starts)), time < D)
+        elif g.mode == "history":
+            t = t.filter(time < D)
+        else:  # in force at D (and at D - lag for change metrics)
+            t = t.filter(t[tdef.start] < D) if tdef.interval_rule != "date" else t
+        order = [t[g.time], t[tdef.primary_key]]
+        resolve = _columns_of(t)
+        for name, m in g.metrics.items():
+            where_m = ex.compile_row(m.where, resolve) if m.where else None
+            evaluations = [("", as_of)]
+            lag = lag_of(m)
+            if lag:
+                evaluations.append(("__prev", shift(as_of, lag)))
+            for suffix, at in evaluations:
+                if g.mode == "window":
+                    cond = (t[g.time] >= _lit(shift(at, m.window))) & (t[g.time] < _lit(at))
+                elif g.mode == "history":
+                    cond = t[g.time] < _lit(at)
+                else:
+                    cond = in_force(t, g.table, _lit(at))
+                cond = cond & where_m if where_m is not None else cond
+                ctx = ex.AggregateContext(t, cond, order)
+                aggs[name + suffix] = ex.compile_aggregate(m.aggregate, resolve, ctx, as_of=_lit(at))
+        return t.group_by("account_id").aggregate(**aggs)
+
+    def build(self, as_of: datetime, account_ids=None) -> ir.Table:
+        """The raw metrics of every account in the population at ``as_of``."""
+        spec = self.model.spec
+        wide = self.population(as_of, account_ids)
+        for g in _groups(self.model):
+            agg = self._group_expr(g, as_of, account_ids)
+            wide = wide.left_join(agg, "account_id").drop("account_id_right")
+        values: dict[str, ir.Value] = {}
+        for name, m in spec.metrics.items():
+            if not m.aggregate:
+                continue
+            v = wide[name]
+            zero = ex.outer_aggregate(m.aggregate) in ex.ZERO_WHEN_EMPTY
+            if zero:
+                v = v.fill_null(0)
+            if m.change_vs:
+                prev = wide[name + "__prev"]
+                prev = prev.fill_null(0) if zero else prev
+                v = self._change(v, prev, m, wide, as_of)
+            values[name] = v
+        wide = wide.mutate(**values)
+        for name, m in spec.metrics.items():
+            if m.column:
+                wide = wide.mutate(**{name: wide[m.column.removeprefix("accounts.")]})
+        # formulas, in dependency order; each sees the metrics (after fill) and account columns
+        for name in self.model.formula_order():
+            m = spec.metrics[name]
+            resolve = _formula_resolver(wide, spec.metrics)
+            value = ex.compile_row(
+                m.formula, resolve, as_of=_lit(as_of), has_flag=lambda k: wide[_flag_col(k)]
+            )
+            wide = wide.mutate(**{name: value})
+            wide = self._fill(wide, name, m)
+        for name, m in spec.metrics.items():
+            if not m.formula:
+                wide = self._fill(wide, name, m)
+        seg = None
+        if spec.segments:
+            by = spec.segments.by.removeprefix("accounts.")
+            seg = wide[by].cast("string")
+        wide = wide.mutate(segment=seg if seg is not None else wide.segment)
+        cols = ["account_id", "segment", "csm"] + list(spec.metrics) + [
+            n + COVERED for n in spec.metrics
+        ]
+        return wide.select(*cols)
+
+    def _fill(self, wide, name, m: MetricSpec):
+        cols = {name + COVERED: wide[name].notnull()}
+        if m.fill is not None:
+            cols[name] = wide[name].fill_null(m.fill)
+        return wide.mutate(**cols)
+
+    def _change(self, cur, prev, m: MetricSpec, wide, as_of: datetime) -> ir.Value:
+        change = (cur - prev) / prev.nullif(0)
+        if m.if_previous_zero is not None:
+            on_zero = ibis.ifelse(cur > 0, m.if_previous_zero, 0.0)
+            return ibis.ifelse(prev == 0, on_zero, change)
+        lag = lag_of(m)
+        prev_start = shift(shift(as_of, lag), m.window) if m.window else shift(as_of, lag)
+        too_young = wide.created_at > _lit(prev_start)
+        return ibis.ifelse(too_young, ibis.null("float64"), change.cast("float64"))
+
+
+def _flag_col(kind: str) -> str:
+    return f"__flag_{kind}"
+
+
+def _columns_of(t: ir.Table):
+    def resolve(name, qualifier=None):
+        if name not in t.columns:
+            raise KeyError("columns: " + ", ".join(c for c in t.columns if not c.startswith("__")))
+        return t[name]
+
+    return resolve
+
+
+def _formula_resolver(wide: ir.Table, metrics: dict):
+    def resolve(name, qualifier=None):
+        if qualifier is None and name in metrics:
+            return wide[name]
+        if name in wide.columns and not name.startswith("__"):
+            return wide[name]
+        raise KeyError("formulas use metrics and account columns")
+
+    return resolve
+
+
+def metric_order(model: Model) -> list[str]:
+    return list(model.spec.metrics)
+
+
+def group_summary(model: Model) -> dict[str, list[str]]:
+    """Which metrics share a scan (shown by ``healthscore validate --verbose``)."""
+    out = defaultdict(list)
+    for g in _groups(model):
+        out[f"{g.table} ({g.mode}, {g.time})"] += list(g.metrics)
+    return dict(out)

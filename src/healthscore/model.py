@@ -1,0 +1,830 @@
+"""The scoring model as code: one YAML file, validated with precise errors.
+
+Place in the flow: read by every stage after ``store``. ``load_model(path)`` parses
+the YAML keeping line numbers, checks it against the pydantic schema (unknown keys
+are named with the keys allowed at that spot), then checks what spans sections:
+metric references, table columns, expressions (parsed with sqlglot and built as Ibis
+expressions against the canonical schema, so an unknown column or a type mismatch
+fails here with its line), formula cycles, weights, segments and bands. Every problem
+is collected and raised once as a :class:`~healthscore.errors.ModelError`.
+
+The model version is the sha256 of the canonical JSON of the validated scoring
+sections, with weights normalised: comments, key order, labels and (later) playbooks
+never change it, and 30/25/20/25 means the same as 0.3/0.25/0.2/0.25.
+
+Examples
+--------
+>>> m = load_model_text('''
+... metrics:
+...   logins_30d: {from: usage_events, aggregate: count(), window: 30d}
+... pillars:
+...   usage: {weight: 1, metrics: {logins_30d: {weight: 1, bad: 0, good: 20}}}
+... ''')
+>>> m.metric_weights()["logins_30d"]
+1.0
+>>> len(m.version)
+64
+>>> load_model_text('''
+... metrics:
+...   logins_30d: {from: usage_events, aggregate: count(), window: 30d}
+... pillars:
+...   usage: {weight: 1, metrics: {logins: {weight: 1, bad: 0, good: 20}}}
+... ''')
+Traceback (most recent call last):
+...
+healthscore.errors.ModelError: <string>:5: pillars.usage.metrics.logins: unknown metric 'logins'; ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import timedelta
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import ibis
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+
+from healthscore import expressions as ex
+from healthscore.errors import ModelError, Problem
+from healthscore.tables import TABLES
+
+DURATION = re.compile(r"^(\d+)(d|w|mo)$")
+SCORING_SECTIONS = ("bands", "population", "columns", "metrics", "pillars", "segments")
+
+
+def parse_duration(text: str) -> tuple[int, str]:
+    """``'30d'`` -> ``(30, 'd')``; units are days, weeks and calendar months."""
+    m = DURATION.match(str(text).strip())
+    if not m:
+        raise ValueError(f"not a duration: {text!r} (expected like 30d, 4w, 3mo)")
+    return int(m.group(1)), m.group(2)
+
+
+def duration_days(text: str) -> float:
+    """Approximate length in days (months count as 30.44 days); used for freshness."""
+    n, unit = parse_duration(text)
+    return n * {"d": 1, "w": 7, "mo": 30.44}[unit]
+
+
+def _duration(v: str) -> str:
+    parse_duration(v)
+    return v
+
+
+# --- schema ------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class MetricSpec(_Strict):
+    """A metric: a windowed aggregate, an as-of read, a formula or an account column."""
+
+    description: str | None = None
+    unit: str | None = None
+    from_: str | None = Field(None, alias="from", description="table to aggregate")
+    aggregate: str | None = Field(None, description="e.g. count(), count_distinct(user_id)")
+    where: str | None = Field(None, description="SQL filter on the table's rows")
+    window: str | None = Field(None, description="rows with time in [D - window, D), e.g. 30d")
+    time: str | None = Field(None, description="time column (default: the table's)")
+    change_vs: str | None = Field(
+        None,
+        description="relative change (a fraction): `previous` = vs the previous window; "
+        "a duration like 90d = vs the value as of D - 90d",
+    )
+    if_previous_zero: float | None = Field(
+        None, description="change when the previous window is empty and the current is not"
+    )
+    formula: str | None = Field(None, description="expression over metrics and account columns")
+    column: str | None = Field(None, description="an account column used directly")
+    fill: float | None = Field(None, description="raw value when there is no data")
+
+    _check_window = field_validator("window")(lambda cls, v: v if v is None else _duration(v))
+    _check_change = field_validator("change_vs")(
+        lambda cls, v: v if v in (None, "previous") else _duration(v)
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        kinds = [k for k in ("aggregate", "formula", "column") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                "a metric needs exactly one of `aggregate` (with `from`), `formula` or `column`"
+                + (f" (got {', '.join(kinds)})" if kinds else "")
+            )
+        if self.aggregate is not None and self.from_ is None:
+            raise ValueError("`aggregate` needs `from: <table>`")
+        if self.aggregate is None:
+            for k in ("from_", "where", "window", "time", "change_vs"):
+                if getattr(self, k) is not None:
+                    raise ValueError(f"`{k.rstrip('_')}` only applies to aggregate metrics")
+        if self.change_vs == "previous" and not self.window:
+            raise ValueError("`change_vs: previous` needs a `window`; or give a duration like 90d")
+        if self.if_previous_zero is not None and not self.change_vs:
+            raise ValueError("`if_previous_zero` only applies with `change_vs: previous`")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "aggregate" if self.aggregate else "formula" if self.formula else "column"
+
+
+class MissingPolicy(_Strict):
+    """What a metric contributes when it has no value."""
+
+    policy: Literal["neutral", "reweight", "penalty"] = "reweight"
+    value: float | None = Field(None, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _value(self):
+        if self.policy == "reweight" and self.value is not None:
+            raise ValueError("`reweight` takes no value")
+        if self.value is None and self.policy != "reweight":
+            self.value = 50.0 if self.policy == "neutral" else 0.0
+        return self
+
+
+def _missing(v: Any) -> Any:
+    if isinstance(v, str):
+        return {"policy": v}
+    if isinstance(v, dict) and len(v) == 1 and next(iter(v)) in ("neutral", "penalty"):
+        k, val = next(iter(v.items()))
+        return {"policy": k, "value": val}
+    return v
+
+
+class MetricUse(_Strict):
+    """A metric inside a pillar: its weight, normalisation to 0-100 and missing policy."""
+
+    weight: float = Field(ge=0)
+    bad: float | None = None
+    good: float | None = None
+    points: list[tuple[float, float]] | None = Field(
+        None, description="piecewise-linear [[raw, score], ...], raw ascending"
+    )
+    map: dict[str, float] | None = Field(None, description="category -> score 0-100")
+    missing: Annotated[MissingPolicy, Field(default_factory=MissingPolicy)]
+
+    _m = field_validator("missing", mode="before")(lambda cls, v: _missing(v))
+
+    @model_validator(mode="after")
+    def _one_normalisation(self):
+        has_linear = self.bad is not None or self.good is not None
+        n = sum([has_linear, self.points is not None, self.map is not None])
+        if n != 1:
+            raise ValueError("give exactly one normalisation: `bad`+`good`, `points` or `map`")
+        if has_linear:
+            if self.bad is None or self.good is None:
+                raise ValueError("`bad` and `good` go together")
+            if self.bad == self.good:
+                raise ValueError(f"`bad` and `good` must differ (both {self.bad})")
+        if self.points is not None:
+            xs = [p[0] for p in self.points]
+            if len(xs) < 2 or any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
+                raise ValueError("`points` needs 2+ [raw, score] pairs with raw strictly ascending")
+            if any(not 0 <= p[1] <= 100 for p in self.points):
+                raise ValueError("`points` scores must be within 0-100")
+        if self.map is not None and any(not 0 <= v <= 100 for v in self.map.values()):
+            raise ValueError("`map` scores must be within 0-100")
+        return self
+
+
+class Pillar(_Strict):
+    weight: float = Field(ge=0)
+    label: str | None = None
+    metrics: dict[str, MetricUse]
+
+
+class Segments(_Strict):
+    by: str = Field(description="account column or metric giving the segment")
+    weights: dict[str, dict[str, Annotated[float, Field(ge=0)]]] = Field(
+        description="segment -> pillar -> weight (pillars left out keep their default weight)"
+    )
+
+
+class Bands(_Strict):
+    green: float = Field(80, ge=0, le=100)
+    yellow: float = Field(50, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _order(self):
+        if not self.green > self.yellow:
+            raise ValueError(f"green ({self.green}) must be above yellow ({self.yellow})")
+        return self
+
+
+ColumnType = Literal["string", "int64", "float64", "boolean", "timestamp"]
+
+
+class ModelSpec(_Strict):
+    """The whole model file."""
+
+    name: str | None = Field(None, description="human label stored beside the version")
+    description: str | None = None
+    bands: Annotated[Bands, Field(default_factory=Bands)]
+    population: str | None = Field(None, description="filter on account columns")
+    columns: dict[str, dict[str, ColumnType]] = Field(
+        default_factory=dict, description="extra columns the model reads: table -> column -> type"
+    )
+    freshness: dict[str, str] = Field(
+        default_factory=dict, description="table -> expected lag, e.g. usage_events: 2d"
+    )
+    metrics: dict[str, MetricSpec]
+    pillars: dict[str, Pillar]
+    segments: Segments | None = None
+
+    _f = field_validator("freshness")(
+        lambda cls, v: {k: _duration(d) for k, d in (v or {}).items()}
+    )
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def _yaml() -> YAML:
+    y = YAML(typ="rt")
+    y.allow_duplicate_keys = False
+    return y
+
+
+def _line_of(doc: Any, path: tuple) -> int | None:
+    """1-based line of the deepest node along ``path`` found in the ruamel document."""
+    line = None
+    node = doc
+    for key in path:
+        lc = getattr(node, "lc", None)
+        try:
+            if isinstance(node, dict) and key in node:
+                if lc is not None:
+                    line = lc.key(key)[0] + 1
+                node = node[key]
+            elif isinstance(node, list) and isinstance(key, int) and key < len(node):
+                if lc is not None:
+                    line = lc.item(key)[0] + 1
+                node = node[key]
+            else:
+                break
+        except (KeyError, TypeError, AttributeError):
+            break
+    return line
+
+
+def _allowed_keys(loc: tuple) -> list[str] | None:
+    """Keys allowed at the mapping that holds ``loc[-1]`` (walks the schema)."""
+    cls: Any = ModelSpec
+    for key in loc[:-1]:
+        if isinstance(cls, type) and issubclass(cls, BaseModel):
+            field = next(
+                (f for n, f in cls.model_fields.items() if (f.alias or n) == key or n == key), None
+            )
+            if field is None:
+                return None
+            cls = _inner(field.annotation)
+        else:  # a dict of models: the key is a user's name
+            cls = _inner(cls)
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        return [f.alias or n for n, f in cls.model_fields.items()]
+    return None
+
+
+def _inner(t: Any) -> Any:
+    """Unwrap Optional[...], Annotated[...] and dict[str, X] to X."""
+    import typing
+
+    origin = typing.get_origin(t)
+    if origin is Annotated:
+        return _inner(typing.get_args(t)[0])
+    if origin in (Union, getattr(__import__("types"), "UnionType", None)):
+        args = [a for a in typing.get_args(t) if a is not type(None)]
+        return _inner(args[0]) if len(args) == 1 else t
+    if origin is dict:
+        return typing.get_args(t)[1]
+    return t
+
+
+def _key_path(loc: tuple) -> str:
+    out = ""
+    for k in loc:
+        out += f"[{k}]" if isinstance(k, int) else (f".{k}" if out else str(k))
+    return out
+
+
+def _schema_problems(e: ValidationError, doc: Any, file: str) -> list[Problem]:
+    problems = []
+    for err in e.errors():
+        # pydantic puts the model-validator name or a union branch into loc; drop those
+        loc = tuple(k for k in err["loc"] if not (isinstance(k, str) and k.startswith("function-")))
+        reason = err["msg"].removeprefix("Value error, ")
+        hint = None
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc)
+            reason = f"unknown key {loc[-1]!r}"
+            if allowed:
+                hint = "allowed here: " + ", ".join(allowed)
+        elif err["type"] == "missing":
+            reason = "required key is missing"
+        got = err.get("input") if err["type"] not in ("missing", "extra_forbidden") else None
+        if isinstance(got, dict | list):
+            got = None
+        problems.append(
+            Problem(reason, file=file, line=_line_of(doc, loc), key=_key_path(loc), got=got, hint=hint)
+        )
+    return problems
+
+
+def load_model(path: str | Path | None = None) -> Model:
+    """Load and validate a model file (the default model when ``path`` is None).
+
+    Raises :class:`ModelError` listing every problem with its line and key path.
+    """
+    if path is None:
+        text = default_model_text()
+        return load_model_text(text, file="<default model>")
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"model file not found: {p}", hint="run `healthscore init` to write one")
+    return load_model_text(p.read_text(encoding="utf-8"), file=str(p))
+
+
+def default_model_text() -> str:
+    """The text of the default four-pillar model that ``init`` writes."""
+    return resources.files("healthscore").joinpath("default_model.yaml").read_text("utf-8")
+
+
+def load_model_text(text: str, file: str = "<string>") -> Model:
+    try:
+        doc = _yaml().load(text)
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else None
+        lines = text.splitlines()
+        ctx = ""
+        if line:
+            lo, hi = max(1, line - 2), min(len(lines), line + 2)
+            ctx = "\n" + "\n".join(f"{i:>5} | {lines[i - 1]}" for i in range(lo, hi + 1))
+        raise ModelError(
+            problems=[Problem(f"YAML syntax error: {e.problem or e}{ctx}", file=file, line=line)]
+        ) from None
+    except Exception as e:  # ruamel raises a few non-marked errors (e.g. duplicate keys)
+        raise ModelError(problems=[Problem(f"YAML error: {e}", file=file)]) from None
+    if not isinstance(doc, dict):
+        raise ModelError(problems=[Problem("a model file must be a YAML mapping", file=file)])
+    try:
+        spec = ModelSpec.model_validate(_plain(doc))
+    except ValidationError as e:
+        raise ModelError(problems=_schema_problems(e, doc, file)) from None
+    model = Model(spec, file=file, doc=doc)
+    problems = _Checker(model).run()
+    if problems:
+        raise ModelError(problems=problems)
+    return model
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+# --- the validated model ----------------------------------------------------------------
+
+
+class Model:
+    """A validated model: the spec plus what every stage derives from it."""
+
+    def __init__(self, spec: ModelSpec, file: str = "<string>", doc: Any = None):
+        self.spec = spec
+        self.file = file
+        self._doc = doc
+
+    def __repr__(self) -> str:
+        return f"<Model {self.label!r} {self.version[:12]} from {self.file}>"
+
+    @property
+    def label(self) -> str:
+        return self.spec.name or Path(self.file).stem
+
+    def line_of(self, *path) -> int | None:
+        return _line_of(self._doc, path) if self._doc is not None else None
+
+    # weights ------------------------------------------------------------------------
+    def pillar_weights(self, segment: str | None = None) -> dict[str, float]:
+        """Pillar weights normalised to sum 1 (for a segment when it overrides them)."""
+        raw = {p: v.weight for p, v in self.spec.pillars.items()}
+        if segment is not None and self.spec.segments:
+            raw.update(self.spec.segments.weights.get(segment, {}))
+        total = sum(raw.values())
+        return {p: w / total for p, w in raw.items()}
+
+    def metric_shares(self) -> dict[str, dict[str, float]]:
+        """Per pillar, each metric's share of the pillar (sums to 1 within a pillar)."""
+        out = {}
+        for p, pillar in self.spec.pillars.items():
+            total = sum(u.weight for u in pillar.metrics.values())
+            out[p] = {m: (u.weight / total if total else 0.0) for m, u in pillar.metrics.items()}
+        return out
+
+    def metric_weights(self, segment: str | None = None) -> dict[str, float]:
+        """Effective weight of each scored metric (pillar weight x share), summing to 1."""
+        pw = self.pillar_weights(segment)
+        return {
+            m: pw[p] * s for p, shares in self.metric_shares().items() for m, s in shares.items()
+        }
+
+    def scored_metrics(self) -> list[tuple[str, str, MetricUse]]:
+        """(pillar, metric, use) for every metric that carries weight, in file order."""
+        return [(p, m, u) for p, pl in self.spec.pillars.items() for m, u in pl.metrics.items()]
+
+    def segment_names(self) -> list[str]:
+        return list(self.spec.segments.weights) if self.spec.segments else []
+
+    # version --------------------------------------------------------------------------
+    @cached_property
+    def version(self) -> str:
+        """sha256 of the canonical JSON of the scoring sections (weights normalised)."""
+        data = self.spec.model_dump(mode="json", by_alias=True, include=set(SCORING_SECTIONS))
+        shares = self.metric_shares()
+        for p, pillar in data["pillars"].items():
+            pillar["weight"] = _r(self.pillar_weights()[p])
+            for m, use in pillar["metrics"].items():
+                use["weight"] = _r(shares[p][m])
+        if data.get("segments"):
+            data["segments"]["weights"] = {
+                s: {p: _r(w) for p, w in self.pillar_weights(s).items()}
+                for s in data["segments"]["weights"]
+            }
+        for metric in data["metrics"].values():
+            for k in [k for k, v in metric.items() if v is None or k == "description"]:
+                del metric[k]
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    # tables ----------------------------------------------------------------------------
+    def table_schema(self, table: str) -> dict[str, str]:
+        """Canonical columns plus the extra columns the model declares for ``table``."""
+        cols = dict(TABLES[table].columns)
+        cols.update(self.spec.columns.get(table, {}))
+        return cols
+
+    def tables_used(self) -> list[str]:
+        used = ["accounts"]
+        for m in self.spec.metrics.values():
+            if m.from_ and m.from_ not in used:
+                used.append(m.from_)
+        return used
+
+    def expected_lag(self, table: str) -> timedelta | None:
+        if table in self.spec.freshness:
+            return timedelta(days=duration_days(self.spec.freshness[table]))
+        return TABLES[table].expected_lag
+
+    def formula_order(self) -> list[str]:
+        """Formula metrics in dependency order."""
+        order: list[str] = []
+        formulas = {n: m for n, m in self.spec.metrics.items() if m.formula}
+
+        def visit(n, stack=()):
+            if n in order or n not in formulas:
+                return
+            for _, name in ex.names_in(formulas[n].formula):
+                if name in formulas and name not in stack:
+                    visit(name, (*stack, n))
+            order.append(n)
+
+        for n in formulas:
+            visit(n)
+        return order
+
+
+def _r(x: float) -> float:
+    return float(f"{x:.12g}")
+
+
+# --- cross-section checks ----------------------------------------------------------------
+
+
+class _Checker:
+    """Checks that span sections; builds every expression against unbound Ibis tables."""
+
+    def __init__(self, model: Model):
+        self.m = model
+        self.spec = model.spec
+        self.problems: list[Problem] = []
+        self.metric_types: dict[str, Any] = {}
+
+    def add(self, reason: str, *path, got=None, hint=None, expected=None):
+        self.problems.append(
+            Problem(
+                reason,
+                file=self.m.file,
+                line=self.m.line_of(*path),
+                key=_key_path(path),
+                got=got,
+                hint=hint,
+                expected=expected,
+            )
+        )
+
+    def run(self) -> list[Problem]:
+        self.check_columns()
+        account_cols = self.m.table_schema("accounts")
+        self.accounts = ibis.table(account_cols, name="accounts")
+        as_of = ibis.literal(ibis.timestamp("2000-01-01"), type="timestamp")
+        self.as_of = as_of
+        for name, metric in self.spec.metrics.items():
+            if name in TABLES["accounts"].columns or name in account_cols:
+                self.add(
+                    f"metric name {name!r} clashes with an account column; rename the metric",
+                    "metrics",
+                    name,
+                )
+            if metric.aggregate:
+                self.check_aggregate(name, metric)
+            elif metric.column:
+                self.check_column_metric(name, metric)
+        self.check_formulas()
+        self.check_pillars()
+        self.check_segments()
+        if self.spec.population:
+            self.check_row_expr(self.spec.population, "population")
+        for t in self.spec.freshness:
+            if t not in TABLES:
+                self.add(f"unknown table {t!r}", "freshness", t, hint=_tables_hint())
+        return self.problems
+
+    def check_columns(self):
+        for t, cols in self.spec.columns.items():
+            if t not in TABLES:
+                self.add(f"unknown table {t!r}", "columns", t, hint=_tables_hint())
+                continue
+            for c, typ in cols.items():
+                canon = TABLES[t].columns.get(c)
+                if canon and canon != typ:
+                    self.add(
+                        f"{t}.{c} is a canonical column of type {canon}", "columns", t, c, got=typ
+                    )
+
+    def check_aggregate(self, name: str, metric: MetricSpec):
+        path = ("metrics", name)
+        t = metric.from_
+        if t not in TABLES:
+            self.add(f"unknown table {t!r}", *path, "from", hint=_tables_hint())
+            return
+        table_def = TABLES[t]
+        schema = self.m.table_schema(t)
+        if t == "accounts":
+            self.add("aggregate metrics read event or interval tables", *path, "from", got=t)
+            return
+        table = ibis.table(schema, name=t)
+        time = metric.time or table_def.time
+        if metric.time and (schema.get(metric.time) != "timestamp"):
+            ts_cols = [c for c, ty in schema.items() if ty == "timestamp"]
+            self.add(
+                f"time column {metric.time!r} is not a timestamp column of {t}",
+                *path,
+                "time",
+                hint="timestamp columns: " + ", ".join(ts_cols),
+            )
+            return
+        resolve = _resolver(table, t)
+        where = None
+        if metric.where:
+            where = self._compile(lambda: ex.compile_row(metric.where, resolve), *path, "where")
+            if where is not None and not where.type().is_boolean():
+                self.add("`where` must be a condition (true/false)", *path, "where")
+        ctx = ex.AggregateContext(table, where, [table[time], table[table_def.primary_key]])
+        value = self._compile(
+            lambda: ex.compile_aggregate(metric.aggregate, resolve, ctx, as_of=self.as_of),
+            *path,
+            "aggregate",
+        )
+        if value is not None:
+            self.metric_types[name] = value.type()
+
+    def check_column_metric(self, name: str, metric: MetricSpec):
+        cols = self.m.table_schema("accounts")
+        col = metric.column.removeprefix("accounts.")
+        if col not in cols:
+            self.add(
+                f"unknown account column {col!r}",
+                "metrics",
+                name,
+                "column",
+                hint="account columns: "
+                + ", ".join(cols)
+                + "; declare extra ones under `columns: {accounts: {name: type}}`",
+            )
+        else:
+            self.metric_types[name] = ibis.dtype(cols[col])
+
+    def check_formulas(self):
+        formulas = {n: m for n, m in self.spec.metrics.items() if m.formula}
+        # cycles first: an unresolvable formula would cascade into noise
+        graph = {}
+        for n, m in formulas.items():
+            try:
+                graph[n] = [x for _, x in ex.names_in(m.formula) if x in formulas]
+            except ex.ExpressionError as e:
+                self.add(str(e), "metrics", n, "formula")
+                graph[n] = []
+        cyclic = _cycle(graph)
+        if cyclic:
+            self.add(
+                "formulas refer to each other in a cycle: " + " -> ".join(cyclic),
+                "metrics",
+                cyclic[0],
+                "formula",
+            )
+            return
+        for n in self.m.formula_order():
+            m = formulas[n]
+            value = self._compile(
+                lambda m=m: ex.compile_row(
+                    m.formula, self._formula_resolver(), as_of=self.as_of, has_flag=_flag_stub
+                ),
+                "metrics",
+                n,
+                "formula",
+            )
+            if value is not None:
+                self.metric_types[n] = value.type()
+
+    def _formula_resolver(self):
+        known = {**self.metric_types}
+        acc = self.accounts
+
+        def resolve(name, qualifier=None):
+            if qualifier not in (None, "accounts"):
+                raise KeyError(f"only accounts.<column> may be qualified (got {qualifier}.)")
+            if qualifier is None and name in known:
+                return ibis.literal(None, type=known[name]) if not known[name].is_null() else ibis.null()
+            if name in acc.columns:
+                return acc[name]
+            if name in self.spec.metrics:
+                raise KeyError(f"metric {name!r} could not be built (see its own error)")
+            raise KeyError(
+                "formulas may use metrics ("
+                + ", ".join(self.spec.metrics)
+                + ") and account columns"
+            )
+
+        return resolve
+
+    def check_row_expr(self, text: str, *path):
+        acc = self.accounts
+
+        def resolve(name, qualifier=None):
+            if qualifier not in (None, "accounts") or name not in acc.columns:
+                raise KeyError("account columns: " + ", ".join(acc.columns))
+            return acc[name]
+
+        value = self._compile(
+            lambda: ex.compile_row(text, resolve, as_of=self.as_of, has_flag=_flag_stub), *path
+        )
+        if value is not None and not value.type().is_boolean():
+            self.add("must be a condition (true/false)", *path)
+
+    def check_pillars(self):
+        if not self.spec.pillars:
+            self.add("a model needs at least one pillar", "pillars")
+        total = 0.0
+        for p, pillar in self.spec.pillars.items():
+            total += pillar.weight
+            if not pillar.metrics:
+                self.add("a pillar needs at least one metric", "pillars", p, "metrics")
+            elif pillar.weight > 0 and sum(u.weight for u in pillar.metrics.values()) <= 0:
+                self.add(
+                    "all metric weights are 0 in a pillar that has weight",
+                    "pillars",
+                    p,
+                    "metrics",
+                )
+            for m, use in pillar.metrics.items():
+                path = ("pillars", p, "metrics", m)
+                if m not in self.spec.metrics:
+                    self.add(
+                        f"unknown metric {m!r}",
+                        *path,
+                        hint="defined metrics: " + ", ".join(self.spec.metrics),
+                    )
+                    continue
+                typ = self.metric_types.get(m)
+                if typ is None:
+                    continue
+                if use.map is None and not (typ.is_numeric() or typ.is_boolean()):
+                    self.add(
+                        f"metric {m!r} is {typ}, not a number: normalise it with `map:`", *path
+                    )
+                if use.map is not None and not typ.is_string():
+                    self.add(f"`map:` normalises text categories; {m!r} is {typ}", *path, "map")
+        seen: dict[str, str] = {}
+        for p, pillar in self.spec.pillars.items():
+            for m in pillar.metrics:
+                if m in seen:
+                    self.add(
+                        f"metric {m!r} is already scored in pillar {seen[m]!r}",
+                        "pillars",
+                        p,
+                        "metrics",
+                        m,
+                    )
+                seen.setdefault(m, p)
+        if self.spec.pillars and total <= 0:
+            self.add("pillar weights add up to 0", "pillars")
+
+    def check_segments(self):
+        seg = self.spec.segments
+        if seg is None:
+            return
+        by = seg.by.removeprefix("accounts.")
+        cols = self.m.table_schema("accounts")
+        if by not in cols and by not in self.spec.metrics:
+            self.add(
+                f"unknown segment column or metric {by!r}",
+                "segments",
+                "by",
+                hint="account columns: " + ", ".join(cols),
+            )
+        for s, weights in seg.weights.items():
+            for p in weights:
+                if p not in self.spec.pillars:
+                    self.add(
+                        f"unknown pillar {p!r}",
+                        "segments",
+                        "weights",
+                        s,
+                        p,
+                        hint="pillars: " + ", ".join(self.spec.pillars),
+                    )
+            merged = {pp: v.weight for pp, v in self.spec.pillars.items()}
+            merged.update({k: v for k, v in weights.items() if k in merged})
+            if sum(merged.values()) <= 0:
+                self.add("pillar weights add up to 0 for this segment", "segments", "weights", s)
+
+    def _compile(self, build, *path):
+        try:
+            return build()
+        except ex.ExpressionError as e:
+            self.add(str(e), *path)
+            return None
+
+
+def _resolver(table, name: str):
+    def resolve(col, qualifier=None):
+        if qualifier not in (None, name) or col not in table.columns:
+            raise KeyError(
+                f"columns of {name}: "
+                + ", ".join(table.columns)
+                + f"; declare extra ones under `columns: {{{name}: {{column: type}}}}`"
+            )
+        return table[col]
+
+    return resolve
+
+
+def _flag_stub(kind: str):
+    return ibis.literal(False)
+
+
+def _tables_hint() -> str:
+    return "tables: " + ", ".join(TABLES)
+
+
+def _cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+
+    def dfs(n, stack):
+        state[n] = 1
+        for d in graph.get(n, []):
+            if state.get(d) == 1:
+                return [*stack[stack.index(d) :], d] if d in stack else [n, d]
+            if state.get(d) is None:
+                found = dfs(d, [*stack, d])
+                if found:
+                    return found
+        state[n] = 2
+        return None
+
+    for n in graph:
+        if state.get(n) is None:
+            found = dfs(n, [n])
+            if found:
+                return found
+    return None
+
+
+def json_schema() -> dict:
+    """JSON Schema of the model file, for editor completion."""
+    schema = ModelSpec.model_json_schema(by_alias=True)
+    schema["title"] = "healthscore model"
+    return schema

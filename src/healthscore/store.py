@@ -1,0 +1,303 @@
+"""The store: canonical tables in an Ibis backend, idempotent loads, watermarks.
+
+Place in the flow: ``sources`` hands validated rows to :meth:`Store.load`; ``metrics``
+and ``scoring`` read the tables through :meth:`Store.tables`; only this module (and
+later ``history``) executes anything. Backend differences live here and nowhere else.
+
+The connection is a URL: a plain path or ``duckdb:///path/to/file.duckdb`` (the
+embedded default, ``healthscore.duckdb`` in the working folder, or ``$HEALTHSCORE_DB``),
+or any Ibis URL such as ``postgres://user@host/db``.
+
+Loads are all-or-nothing and idempotent by primary key: a row whose key is new is
+inserted, a row whose key exists with different values is updated, an identical row is
+left alone; the counts of each are returned. After a load the table's watermark (its
+latest timestamp) is recorded for freshness checks.
+
+Examples
+--------
+>>> import pyarrow as pa, datetime as dt
+>>> s = connect("duckdb://")  # in memory
+>>> rows = pa.table({"account_id": ["a1"], "created_at": [dt.datetime(2024, 1, 1)]})
+>>> s.load("accounts", rows).inserted
+1
+>>> s.load("accounts", rows).unchanged
+1
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import ibis
+import ibis.expr.types as ir
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlglot as sg
+
+from healthscore.errors import StoreError
+from healthscore.tables import SCHEMA_VERSION, TABLES, get_table
+
+DEFAULT_DB = "healthscore.duckdb"
+META = "_healthscore_meta"
+WATERMARKS = "_healthscore_watermarks"
+
+
+@dataclass
+class LoadResult:
+    """What a load did."""
+
+    table: str
+    inserted: int
+    updated: int
+    unchanged: int
+    rejected: int = 0
+    watermark: datetime | None = None
+
+    def __str__(self) -> str:
+        return (
+            f"{self.table}: {self.inserted} inserted, {self.updated} updated, "
+            f"{self.unchanged} unchanged, {self.rejected} rejected"
+        )
+
+
+@dataclass
+class FreshnessWarning:
+    table: str
+    watermark: datetime
+    as_of: datetime
+    expected_lag_days: float
+
+    def __str__(self) -> str:
+        days = (self.as_of - self.watermark).total_seconds() / 86400
+        return (
+            f"{self.table} is stale: latest data {self.watermark:%Y-%m-%d %H:%M}, "
+            f"{days:.1f} days before the as-of date (expected within "
+            f"{self.expected_lag_days:g} days); scores may look worse than they are"
+        )
+
+
+def resolve_url(url: str | os.PathLike | None) -> str:
+    """The store URL: the argument, else ``$HEALTHSCORE_DB``, else the default file."""
+    url = str(url) if url else os.environ.get("HEALTHSCORE_DB") or DEFAULT_DB
+    if "://" not in url:
+        url = f"duckdb://{Path(url).resolve()}" if url != ":memory:" else "duckdb://"
+    return url
+
+
+def connect(url: str | os.PathLike | None = None, *, create: bool = True) -> Store:
+    """Open (and on first use create) the store at ``url``."""
+    full = resolve_url(url)
+    if full.startswith("duckdb://") and not create:
+        path = full.removeprefix("duckdb://")
+        if path and not Path(path).exists():
+            raise StoreError(
+                f"no store at {path}",
+                hint="run `healthscore init` or `healthscore demo`, or pass --db",
+            )
+    try:
+        con = ibis.connect(full)
+    except Exception as e:  # driver errors vary by backend; name the URL
+        raise StoreError(f"cannot open store {full}: {e}") from None
+    store = Store(con, full)
+    store.ensure_schema()
+    return store
+
+
+class Store:
+    """Canonical tables in one Ibis backend."""
+
+    def __init__(self, con, url: str):
+        self.con = con
+        self.url = url
+
+    def __repr__(self) -> str:
+        return f"<Store {self.url}>"
+
+    # schema --------------------------------------------------------------------------
+    def ensure_schema(self) -> None:
+        """Create missing canonical tables with their declared types; record the version."""
+        existing = set(self.con.list_tables())
+        for name, t in TABLES.items():
+            if name not in existing:
+                self.con.create_table(name, schema=ibis.schema(t.columns))
+        if META not in existing:
+            self.con.create_table(META, schema=ibis.schema({"key": "string", "value": "string"}))
+            self.con.insert(META, pa.table({"key": ["schema_version"], "value": [str(SCHEMA_VERSION)]}))
+        else:
+            found = self.meta().get("schema_version")
+            if found and int(found) > SCHEMA_VERSION:
+                raise StoreError(
+                    f"store schema version {found} is newer than this healthscore ({SCHEMA_VERSION})",
+                    hint="upgrade healthscore",
+                )
+        if WATERMARKS not in existing:
+            self.con.create_table(
+                WATERMARKS,
+                schema=ibis.schema(
+                    {"table_name": "string", "watermark": "timestamp", "rows": "int64", "loaded_at": "timestamp"}
+                ),
+            )
+
+    def meta(self) -> dict[str, str]:
+        t = self.con.table(META).to_pyarrow().to_pylist()
+        return {r["key"]: r["value"] for r in t}
+
+    def set_meta(self, key: str, value: str) -> None:
+        meta = self.con.table(META)
+        self._delete_keys(META, "key", meta.filter(meta.key == key).select("key"))
+        self.con.insert(META, pa.table({"key": [key], "value": [value]}))
+
+    def table(self, name: str) -> ir.Table:
+        get_table(name)
+        return self.con.table(name)
+
+    def tables(self, names=None) -> dict[str, ir.Table]:
+        return {n: self.con.table(n) for n in (names or TABLES)}
+
+    def columns(self, name: str) -> dict[str, str]:
+        return {c: str(t) for c, t in self.con.get_schema(name).items()}
+
+    def count(self, name: str) -> int:
+        return int(self.table(name).count().to_pyarrow().as_py())
+
+    # loading -------------------------------------------------------------------------
+    def load(self, name: str, data: pa.Table, *, rejected: int = 0) -> LoadResult:
+        """Insert or update ``data`` (already validated, canonical columns) by primary key."""
+        tdef = get_table(name)
+        pk = tdef.primary_key
+        self._add_extra_columns(name, data)
+        target_cols = self.columns(name)
+        data = _conform(data, target_cols)
+        stage_name = f"_stage_{name}_{uuid.uuid4().hex[:8]}"
+        self.con.create_table(stage_name, data, temp=self.con.supports_temporary_tables)
+        try:
+            stage = self.con.table(stage_name)
+            target = self.con.table(name)
+            if self.count(name) == 0:
+                inserted, updated, unchanged = data.num_rows, 0, 0
+                new_rows = stage
+                changed = None
+            else:
+                j = stage.left_join(target.select(pk, __hit=ibis.literal(True), **{
+                    f"__old_{c}": target[c] for c in target_cols if c != pk
+                }), stage[pk] == target[pk])
+                same = [j[c].identical_to(j[f"__old_{c}"]) for c in target_cols if c != pk]
+                all_same = ibis.and_(*same) if same else ibis.literal(True)
+                kind = ibis.cases((j["__hit"].isnull(), "new"), (all_same, "same"), else_="changed")
+                classified = j.select(pk, __kind=kind)
+                res = classified.group_by("__kind").aggregate(n=classified.count())
+                res = res.to_pyarrow().to_pydict()
+                counts = dict(zip(res["__kind"], res["n"], strict=True))
+                inserted, updated, unchanged = (
+                    counts.get("new", 0), counts.get("changed", 0), counts.get("same", 0)
+                )
+                keep = classified.filter(classified["__kind"] != "same").select(pk)
+                new_rows = stage.semi_join(keep, pk)
+                changed = classified.filter(classified["__kind"] == "changed").select(pk)
+            if inserted or updated:
+                order = [tdef.time] if tdef.time else []
+                with self._transaction():
+                    if changed is not None and updated:
+                        self._delete_keys(name, pk, changed)
+                    self.con.insert(name, new_rows.order_by([*order, pk]).select(*target_cols))
+            watermark = self._update_watermark(name)
+        finally:
+            self.con.drop_table(stage_name, force=True)
+        return LoadResult(name, inserted, updated, unchanged, rejected, watermark)
+
+    def _add_extra_columns(self, name: str, data: pa.Table) -> None:
+        have = self.columns(name)
+        for field in data.schema:
+            if field.name not in have:
+                dtype = ibis.dtype(field.type)
+                typ = self.con.compiler.type_mapper.from_ibis(dtype).sql(self.con.dialect)
+                col = sg.to_identifier(field.name, quoted=True).sql(self.con.dialect)
+                tbl = sg.to_identifier(name, quoted=True).sql(self.con.dialect)
+                self.con.raw_sql(f"ALTER TABLE {tbl} ADD COLUMN {col} {typ}")
+
+    def _delete_keys(self, name: str, pk: str, keys: ir.Table) -> None:
+        sub = self.con.compile(keys)
+        col = sg.to_identifier(pk, quoted=True).sql(self.con.dialect)
+        tbl = sg.to_identifier(name, quoted=True).sql(self.con.dialect)
+        self.con.raw_sql(f"DELETE FROM {tbl} WHERE {col} IN ({sub})")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self.con.raw_sql("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self.con.raw_sql("ROLLBACK")
+            raise
+        self.con.raw_sql("COMMIT")
+
+    def _update_watermark(self, name: str) -> datetime | None:
+        tdef = TABLES[name]
+        t = self.con.table(name)
+        row = t.aggregate(w=t[tdef.time].max(), n=t.count()).to_pyarrow().to_pylist()[0]
+        wm = self.con.table(WATERMARKS)
+        self._delete_keys(WATERMARKS, "table_name", wm.filter(wm.table_name == name).select("table_name"))
+        now = datetime.now(UTC).replace(tzinfo=None)
+        self.con.insert(
+            WATERMARKS,
+            pa.table({
+                "table_name": [name], "watermark": pa.array([row["w"]], pa.timestamp("us")),
+                "rows": [row["n"]], "loaded_at": pa.array([now], pa.timestamp("us")),
+            }),
+        )
+        return row["w"]
+
+    def watermarks(self) -> dict[str, datetime | None]:
+        rows = self.con.table(WATERMARKS).to_pyarrow().to_pylist()
+        return {r["table_name"]: r["watermark"] for r in rows}
+
+    def freshness(self, model, as_of: datetime) -> list[FreshnessWarning]:
+        """Tables the model reads whose latest data is older than their expected lag."""
+        out = []
+        marks = self.watermarks()
+        for name in model.tables_used():
+            lag = model.expected_lag(name)
+            wm = marks.get(name)
+            if lag is None or wm is None:
+                continue
+            if as_of - wm > lag:
+                out.append(FreshnessWarning(name, wm, as_of, lag.total_seconds() / 86400))
+        return out
+
+    # executing -----------------------------------------------------------------------
+    def execute(self, expr: ir.Table) -> pa.Table:
+        return expr.to_pyarrow()
+
+    def compile(self, expr: ir.Table) -> str:
+        return str(self.con.compile(expr))
+
+    def execute_sql(self, sql: str) -> pa.Table:
+        """Run SQL compiled by :meth:`compile` (lets a caller time compile and run apart)."""
+        cur = self.con.raw_sql(sql)
+        if hasattr(cur, "arrow"):
+            res = cur.arrow()
+            return res.read_all() if hasattr(res, "read_all") else res
+        cols = [d[0] for d in cur.description]
+        return pa.Table.from_pylist([dict(zip(cols, r, strict=True)) for r in cur.fetchall()])
+
+
+def _conform(data: pa.Table, target: dict[str, str]) -> pa.Table:
+    """Columns in the store's order and types; columns the file lacks become NULL."""
+    arrays, names = [], []
+    for col, typ in target.items():
+        want = ibis.dtype(typ).to_pyarrow()
+        if col in data.column_names:
+            arr = data[col]
+            if arr.type != want:
+                arr = pc.cast(arr, want)
+        else:
+            arr = pa.nulls(data.num_rows, want)
+        arrays.append(arr)
+        names.append(col)
+    return pa.table(arrays, names=names)

@@ -200,11 +200,12 @@ def compile_aggregate(
 ) -> ir.Scalar:
     """Build the Ibis reduction for an ``aggregate:`` expression (e.g. ``count_distinct(user_id)``)."""
     node = parse(text) if isinstance(text, str) else text
+    value = _Builder(resolve, as_of, None, ctx).build(node)
     if not any(function_name(n) in AGGREGATES for n in node.walk()):
         raise ExpressionError(
             "an aggregate must use one of " + ", ".join(f"{a}()" for a in AGGREGATES)
         )
-    return _Builder(resolve, as_of, None, ctx).build(node)
+    return value
 
 
 def outer_aggregate(text: str | exp.Expression) -> str | None:

@@ -279,34 +279,37 @@ def _line_of(doc: Any, path: tuple) -> int | None:
 
 def _allowed_keys(loc: tuple) -> list[str] | None:
     """Keys allowed at the mapping that holds ``loc[-1]`` (walks the schema)."""
+    import typing
+
     cls: Any = ModelSpec
     for key in loc[:-1]:
-        if isinstance(cls, type) and issubclass(cls, BaseModel):
-            field = next(
-                (f for n, f in cls.model_fields.items() if (f.alias or n) == key or n == key), None
-            )
-            if field is None:
-                return None
-            cls = _inner(field.annotation)
-        else:  # a dict of models: the key is a user's name
-            cls = _inner(cls)
+        if typing.get_origin(cls) is dict:  # a user's name (metric, pillar ...): step into values
+            cls = _unwrap(typing.get_args(cls)[1])
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+            return None
+        field = next(
+            (f for n, f in cls.model_fields.items() if (f.alias or n) == key or n == key), None
+        )
+        if field is None:
+            return None
+        cls = _unwrap(field.annotation)
     if isinstance(cls, type) and issubclass(cls, BaseModel):
         return [f.alias or n for n, f in cls.model_fields.items()]
     return None
 
 
-def _inner(t: Any) -> Any:
-    """Unwrap Optional[...], Annotated[...] and dict[str, X] to X."""
+def _unwrap(t: Any) -> Any:
+    """Unwrap Optional[...] and Annotated[...]."""
+    import types
     import typing
 
     origin = typing.get_origin(t)
     if origin is Annotated:
-        return _inner(typing.get_args(t)[0])
-    if origin in (Union, getattr(__import__("types"), "UnionType", None)):
+        return _unwrap(typing.get_args(t)[0])
+    if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(t) if a is not type(None)]
-        return _inner(args[0]) if len(args) == 1 else t
-    if origin is dict:
-        return typing.get_args(t)[1]
+        return _unwrap(args[0]) if len(args) == 1 else t
     return t
 
 

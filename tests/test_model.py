@@ -1,0 +1,108 @@
+"""Model files: every invalid example fails with the message in its header; versions."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import healthscore as hs
+from healthscore.model import json_schema, load_model_text
+
+MODELS = Path(__file__).parent / "models"
+INVALID = sorted((MODELS / "invalid").glob("*.yaml"))
+VALID = sorted((MODELS / "valid").glob("*.yaml"))
+
+
+def _expected(path: Path) -> str:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# error: "), f"{path.name} must state its error in line 1"
+    return first.removeprefix("# error: ")
+
+
+@pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
+def test_invalid_model_reports_file_line_key_and_reason(path):
+    with pytest.raises(hs.ModelError) as info:
+        hs.load_model(path)
+    message = str(info.value).replace(str(path.parent) + "/", "")
+    assert re.search(_expected(path), message), message
+
+
+@pytest.mark.parametrize("path", VALID, ids=[p.stem for p in VALID])
+def test_valid_models_load(path):
+    assert len(hs.load_model(path).version) == 64
+
+
+def test_default_model_has_four_pillars_with_framework_weights():
+    m = hs.load_model()
+    assert m.pillar_weights() == pytest.approx(
+        {"usage": 0.30, "relationship": 0.25, "support": 0.20, "financial": 0.25}
+    )
+    assert 8 <= len(m.scored_metrics()) <= 12
+    assert m.pillar_weights("enterprise") != m.pillar_weights("smb")
+
+
+def test_all_problems_are_reported_together():
+    with pytest.raises(hs.ModelError) as info:
+        load_model_text(
+            """
+metrics:
+  a: {from: usage_events, aggregate: count(nosuch), window: 30d}
+  b: {from: nowhere, aggregate: count(), window: 30d}
+pillars:
+  p: {weight: 1, metrics: {a: {weight: 1, bad: 0, good: 1}, c: {weight: 1, bad: 0, good: 1}}}
+"""
+        )
+    text = str(info.value)
+    assert text.startswith("3 problems:")
+    assert "unknown name 'nosuch'" in text
+    assert "unknown table 'nowhere'" in text
+    assert "unknown metric 'c'" in text
+
+
+def test_version_ignores_comments_key_order_label_and_weight_scale():
+    a = load_model_text(
+        """
+name: one
+metrics:
+  u: {from: usage_events, aggregate: count(), window: 30d}
+  t: {from: tickets, aggregate: count()}
+pillars:
+  usage: {weight: 30, metrics: {u: {weight: 1, bad: 0, good: 10}}}
+  support: {weight: 20, metrics: {t: {weight: 2, bad: 5, good: 0}}}
+"""
+    )
+    b = load_model_text(
+        """
+# a comment
+pillars:
+  usage: {metrics: {u: {good: 10, bad: 0, weight: 5}}, weight: 0.6}
+  support: {weight: 0.4, metrics: {t: {weight: 1, bad: 5, good: 0}}}
+metrics:
+  t: {from: tickets, aggregate: count()}
+  u: {window: 30d, from: usage_events, aggregate: count()}
+name: two
+"""
+    )
+    assert a.version == b.version
+    c = load_model_text(
+        """
+metrics:
+  u: {from: usage_events, aggregate: count(), window: 30d}
+  t: {from: tickets, aggregate: count()}
+pillars:
+  usage: {weight: 30, metrics: {u: {weight: 1, bad: 0, good: 11}}}
+  support: {weight: 20, metrics: {t: {weight: 2, bad: 5, good: 0}}}
+"""
+    )
+    assert c.version != a.version
+
+
+def test_json_schema_describes_metrics_and_pillars():
+    schema = json_schema()
+    text = json.dumps(schema)
+    assert schema["title"] == "healthscore model"
+    assert "change_vs" in text and "if_previous_zero" in text
+    assert "metrics" in schema["properties"] and "pillars" in schema["properties"]

@@ -39,7 +39,15 @@ def tables() -> dict[str, pa.Table]:
     for i, (user, day) in enumerate(
         [("u1", 2), ("u2", 3), ("u3", 5), ("u4", 10), ("u1", 20), ("u2", 29)]
     ):
-        events.append((f"E1-{i}", "A1", user, ["login", "report", "export"][i % 3], AS_OF - timedelta(days=day)))
+        events.append(
+            (
+                f"E1-{i}",
+                "A1",
+                user,
+                ["login", "report", "export"][i % 3],
+                AS_OF - timedelta(days=day),
+            )
+        )
     for i, day in enumerate([35, 40, 59]):
         events.append((f"E1-p{i}", "A1", "u1", "login", AS_OF - timedelta(days=day)))
     # an event at exactly D and one after: never counted as of D
@@ -49,68 +57,84 @@ def tables() -> dict[str, pa.Table]:
     events.append(("E2-0", "A2", "v1", "login", AS_OF - timedelta(days=12)))
     ev = list(zip(*events, strict=True))
     return {
-        "accounts": pa.table({
-            "account_id": ["A1", "A2", "A3", "A4", "A5"],
-            "name": ["Acme", "Bolt", "Cove", "Dune", "Echo"],
-            "segment": ["enterprise", "smb", "mid-market", "smb", "smb"],
-            "csm": ["alice", "bob", "alice", "bob", "bob"],
-            "created_at": _ts([D(2023, 1, 1), D(2024, 6, 1), D(2024, 12, 15), D(2025, 2, 1), D(2023, 1, 1)]),
-        }),
-        "subscriptions": pa.table({
-            "subscription_id": ["S1", "S2", "S3", "S5"],
-            "account_id": ["A1", "A1", "A2", "A5"],
-            "plan": ["pro", "pro", "basic", "basic"],
-            "seats": [8.0, 10.0, 5.0, 3.0],
-            "mrr": [8000.0, 10000.0, 500.0, 100.0],
-            "arr": [96000.0, 120000.0, 6000.0, 1200.0],
-            "start_date": _ts([D(2024, 1, 1), D(2025, 1, 1), D(2024, 6, 1), D(2023, 1, 1)]),
-            "end_date": _ts([D(2025, 1, 1), D(2026, 1, 1), D(2025, 6, 1), D(2024, 6, 1)]),
-            "billing_period_months": [12, 12, 12, 12],
-            "auto_renew": [True, True, False, False],
-        }),
-        "usage_events": pa.table({
-            "event_id": list(ev[0]),
-            "account_id": list(ev[1]),
-            "user_id": list(ev[2]),
-            "event": list(ev[3]),
-            "ts": _ts(list(ev[4])),
-            "quantity": [1.0] * len(events),
-        }),
-        "tickets": pa.table({
-            "ticket_id": ["T1", "T2", "T3"],
-            "account_id": ["A1", "A1", "A2"],
-            "opened_at": _ts([D(2024, 12, 20), D(2024, 11, 1), D(2025, 1, 2)]),
-            "closed_at": _ts([D(2025, 1, 5), D(2024, 11, 2), None]),
-            "priority": ["low", "high", "urgent"],
-            "escalated_at": _ts([None, None, D(2025, 1, 3)]),
-            "csat": [None, 4.0, None],
-        }),
-        "invoices": pa.table({
-            "invoice_id": ["I1", "I2", "I3"],
-            "account_id": ["A2", "A2", "A2"],
-            "issued_at": _ts([D(2024, 11, 1), D(2024, 10, 2), D(2024, 11, 15)]),
-            "due_at": _ts([D(2024, 12, 1), D(2024, 11, 1), D(2024, 12, 15)]),
-            "paid_at": _ts([D(2024, 12, 10), D(2024, 10, 30), D(2025, 1, 3)]),
-            "amount": [500.0, 500.0, 500.0],
-        }),
-        "surveys": pa.table({
-            "response_id": ["R1", "R2"],
-            "account_id": ["A1", "A1"],
-            "user_id": ["u1", "u2"],
-            "ts": _ts([D(2024, 10, 1), D(2025, 1, 2)]),
-            "kind": ["nps", "nps"],
-            "score": [9.0, 3.0],
-            "comment": [None, "worse"],
-        }),
-        "flags": pa.table({
-            "flag_id": ["F1", "F2"],
-            "account_id": ["A2", "A1"],
-            "ts": _ts([D(2024, 12, 1), D(2024, 10, 1)]),
-            "kind": ["champion_left", "budget_freeze"],
-            "note": ["Our champion moved on", "Freeze until Q4"],
-            "author": ["bob", "alice"],
-            "resolved_at": _ts([None, D(2024, 11, 1)]),
-        }),
+        "accounts": pa.table(
+            {
+                "account_id": ["A1", "A2", "A3", "A4", "A5"],
+                "name": ["Acme", "Bolt", "Cove", "Dune", "Echo"],
+                "segment": ["enterprise", "smb", "mid-market", "smb", "smb"],
+                "csm": ["alice", "bob", "alice", "bob", "bob"],
+                "created_at": _ts(
+                    [D(2023, 1, 1), D(2024, 6, 1), D(2024, 12, 15), D(2025, 2, 1), D(2023, 1, 1)]
+                ),
+            }
+        ),
+        "subscriptions": pa.table(
+            {
+                "subscription_id": ["S1", "S2", "S3", "S5"],
+                "account_id": ["A1", "A1", "A2", "A5"],
+                "plan": ["pro", "pro", "basic", "basic"],
+                "seats": [8.0, 10.0, 5.0, 3.0],
+                "mrr": [8000.0, 10000.0, 500.0, 100.0],
+                "arr": [96000.0, 120000.0, 6000.0, 1200.0],
+                "start_date": _ts([D(2024, 1, 1), D(2025, 1, 1), D(2024, 6, 1), D(2023, 1, 1)]),
+                "end_date": _ts([D(2025, 1, 1), D(2026, 1, 1), D(2025, 6, 1), D(2024, 6, 1)]),
+                "billing_period_months": [12, 12, 12, 12],
+                "auto_renew": [True, True, False, False],
+            }
+        ),
+        "usage_events": pa.table(
+            {
+                "event_id": list(ev[0]),
+                "account_id": list(ev[1]),
+                "user_id": list(ev[2]),
+                "event": list(ev[3]),
+                "ts": _ts(list(ev[4])),
+                "quantity": [1.0] * len(events),
+            }
+        ),
+        "tickets": pa.table(
+            {
+                "ticket_id": ["T1", "T2", "T3"],
+                "account_id": ["A1", "A1", "A2"],
+                "opened_at": _ts([D(2024, 12, 20), D(2024, 11, 1), D(2025, 1, 2)]),
+                "closed_at": _ts([D(2025, 1, 5), D(2024, 11, 2), None]),
+                "priority": ["low", "high", "urgent"],
+                "escalated_at": _ts([None, None, D(2025, 1, 3)]),
+                "csat": [None, 4.0, None],
+            }
+        ),
+        "invoices": pa.table(
+            {
+                "invoice_id": ["I1", "I2", "I3"],
+                "account_id": ["A2", "A2", "A2"],
+                "issued_at": _ts([D(2024, 11, 1), D(2024, 10, 2), D(2024, 11, 15)]),
+                "due_at": _ts([D(2024, 12, 1), D(2024, 11, 1), D(2024, 12, 15)]),
+                "paid_at": _ts([D(2024, 12, 10), D(2024, 10, 30), D(2025, 1, 3)]),
+                "amount": [500.0, 500.0, 500.0],
+            }
+        ),
+        "surveys": pa.table(
+            {
+                "response_id": ["R1", "R2"],
+                "account_id": ["A1", "A1"],
+                "user_id": ["u1", "u2"],
+                "ts": _ts([D(2024, 10, 1), D(2025, 1, 2)]),
+                "kind": ["nps", "nps"],
+                "score": [9.0, 3.0],
+                "comment": [None, "worse"],
+            }
+        ),
+        "flags": pa.table(
+            {
+                "flag_id": ["F1", "F2"],
+                "account_id": ["A2", "A1"],
+                "ts": _ts([D(2024, 12, 1), D(2024, 10, 1)]),
+                "kind": ["champion_left", "budget_freeze"],
+                "note": ["Our champion moved on", "Freeze until Q4"],
+                "author": ["bob", "alice"],
+                "resolved_at": _ts([None, D(2024, 11, 1)]),
+            }
+        ),
     }
 
 

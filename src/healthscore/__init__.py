@@ -12,7 +12,7 @@ The small Python API that the CLI (and later the service) is a thin layer over::
 
 from healthscore.api import explain, load_file, score, score_expr
 from healthscore.errors import HealthscoreError, ModelError, ScoringError, SourceError, StoreError
-from healthscore.model import Model, load_model
+from healthscore.model import Model, load_model, load_model_text
 from healthscore.store import Store, connect
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "explain",
     "load_file",
     "load_model",
+    "load_model_text",
     "score",
     "score_expr",
 ]

@@ -41,7 +41,9 @@ BAND_STYLE = {"green": "green", "yellow": "yellow", "red": "red"}
 # shared options, defined once
 DbOpt = Annotated[
     str | None,
-    typer.Option("--db", help="store URL or DuckDB file [env HEALTHSCORE_DB; default healthscore.duckdb]"),
+    typer.Option(
+        "--db", help="store URL or DuckDB file [env HEALTHSCORE_DB; default healthscore.duckdb]"
+    ),
 ]
 ModelOpt = Annotated[
     Path | None, typer.Option("--model", "-m", help="model file [default: ./healthscore.yaml]")
@@ -210,7 +212,9 @@ def _write_scores(result: pa.Table, m, format: str, out_file: Path | None) -> No
     else:
         table = RichTable(title=f"{result.num_rows} accounts - model {m.label} ({m.version[:12]})")
         for col in ["account", "segment", "score", "band", "coverage", *m.spec.pillars]:
-            table.add_column(col, justify="right" if col not in ("account", "segment", "band") else "left")
+            table.add_column(
+                col, justify="right" if col not in ("account", "segment", "band") else "left"
+            )
         for r in result.to_pylist():
             table.add_row(
                 r["account_id"],

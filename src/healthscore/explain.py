@@ -67,7 +67,9 @@ class Explanation:
             if m.missing == "fill":
                 out.append(f"{m.metric}: no data; the model's fill value {m.raw!r} was used")
             elif m.missing == "reweight":
-                out.append(f"{m.metric}: no data; its weight was shared among the rest of {m.pillar}")
+                out.append(
+                    f"{m.metric}: no data; its weight was shared among the rest of {m.pillar}"
+                )
             elif m.missing:
                 out.append(
                     f"{m.metric}: no data; scored {m.normalized:g} by the {m.missing} policy"
@@ -98,7 +100,8 @@ def from_row(model: Model, row: dict[str, Any]) -> Explanation:
             )
         )
     pillars = [
-        PillarLine(p, pillar_eff.get(p, 0.0), model_pw[p], row[PILLAR + p]) for p in model.spec.pillars
+        PillarLine(p, pillar_eff.get(p, 0.0), model_pw[p], row[PILLAR + p])
+        for p in model.spec.pillars
     ]
     return Explanation(
         account_id=row["account_id"],

@@ -198,7 +198,7 @@ def compile_aggregate(
     *,
     as_of: ir.TimestampScalar | None = None,
 ) -> ir.Scalar:
-    """Build the Ibis reduction for an ``aggregate:`` expression (e.g. ``count_distinct(user_id)``)."""
+    """Build the Ibis reduction for an ``aggregate:`` such as ``count_distinct(user_id)``."""
     node = parse(text) if isinstance(text, str) else text
     value = _Builder(resolve, as_of, None, ctx).build(node)
     if not any(function_name(n) in AGGREGATES for n in node.walk()):
@@ -307,7 +307,8 @@ class _Builder:
         except KeyError as e:
             shown = f"{qualifier}.{node.name}" if qualifier else node.name
             known = e.args[0] if e.args and isinstance(e.args[0], str) else ""
-            raise ExpressionError(f"unknown name {shown!r}" + (f"; {known}" if known else ""))
+            msg = f"unknown name {shown!r}" + (f"; {known}" if known else "")
+            raise ExpressionError(msg) from None
 
     def _case(self, node: exp.Case) -> ir.Value:
         base = self._build(node.this) if node.this else None
@@ -388,7 +389,9 @@ class _Builder:
 
     def _has_flag(self, args: list[exp.Expression]) -> ir.Value:
         if not (isinstance(args[0], exp.Literal) and args[0].is_string):
-            raise ExpressionError("has_flag() takes a quoted flag kind, e.g. has_flag('champion_left')")
+            raise ExpressionError(
+                "has_flag() takes a quoted flag kind, e.g. has_flag('champion_left')"
+            )
         if self.has_flag is None:
             raise ExpressionError("has_flag() is only allowed in formulas, rules and population")
         return self.has_flag(args[0].this)

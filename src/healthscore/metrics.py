@@ -124,12 +124,18 @@ class MetricBuilder:
     def population(self, as_of: datetime, account_ids=None) -> ir.Table:
         D = _lit(as_of)
         acc = self._table("accounts", account_ids)
+        # only the columns the model knows: an undeclared extra column must not shadow a metric
+        declared = self.model.table_schema("accounts")
+        acc = acc.select(*[c for c in acc.columns if c in declared])
         acc = acc.filter(acc.created_at < D)
         if "subscriptions" in self.tables:
             subs = self._table("subscriptions", account_ids)
-            subs = subs.filter(subs.start_date <= D)  # date rule: a contract starting at D is in force
+            subs = subs.filter(
+                subs.start_date <= D
+            )  # date rule: a contract starting at D is in force
             known = subs.group_by("account_id").aggregate(
-                __subs_known=subs.count(), __subs_in_force=subs.count(where=in_force(subs, "subscriptions", D))
+                __subs_known=subs.count(),
+                __subs_in_force=subs.count(where=in_force(subs, "subscriptions", D)),
             )
             acc = acc.left_join(known, "account_id").drop("account_id_right")
             acc = acc.filter(acc["__subs_known"].isnull() | (acc["__subs_in_force"] > 0))
@@ -210,7 +216,9 @@ class MetricBuilder:
                     cond = in_force(t, g.table, _lit(at))
                 cond = cond & where_m if where_m is not None else cond
                 ctx = ex.AggregateContext(t, cond, order)
-                aggs[name + suffix] = ex.compile_aggregate(m.aggregate, resolve, ctx, as_of=_lit(at))
+                aggs[name + suffix] = ex.compile_aggregate(
+                    m.aggregate, resolve, ctx, as_of=_lit(at)
+                )
         return t.group_by("account_id").aggregate(**aggs)
 
     def build(self, as_of: datetime, account_ids=None) -> ir.Table:
@@ -234,15 +242,18 @@ class MetricBuilder:
                 v = self._change(v, prev, m, wide, as_of)
             values[name] = v
         wide = wide.mutate(**values)
-        for name, m in spec.metrics.items():
-            if m.column:
-                wide = wide.mutate(**{name: wide[m.column.removeprefix("accounts.")]})
+        columns = {
+            name: wide[m.column.removeprefix("accounts.")]
+            for name, m in spec.metrics.items()
+            if m.column
+        }
+        wide = wide.mutate(**columns) if columns else wide
         # formulas, in dependency order; each sees the metrics (after fill) and account columns
         for name in self.model.formula_order():
             m = spec.metrics[name]
             resolve = _formula_resolver(wide, spec.metrics)
             value = ex.compile_row(
-                m.formula, resolve, as_of=_lit(as_of), has_flag=lambda k: wide[_flag_col(k)]
+                m.formula, resolve, as_of=_lit(as_of), has_flag=_flag_reader(wide)
             )
             wide = wide.mutate(**{name: value})
             wide = self._fill(wide, name, m)
@@ -254,9 +265,11 @@ class MetricBuilder:
             by = spec.segments.by.removeprefix("accounts.")
             seg = wide[by].cast("string")
         wide = wide.mutate(segment=seg if seg is not None else wide.segment)
-        cols = ["account_id", "segment", "csm"] + list(spec.metrics) + [
-            n + COVERED for n in spec.metrics
-        ]
+        cols = (
+            ["account_id", "segment", "csm"]
+            + list(spec.metrics)
+            + [n + COVERED for n in spec.metrics]
+        )
         return wide.select(*cols)
 
     def _fill(self, wide, name, m: MetricSpec):
@@ -274,6 +287,10 @@ class MetricBuilder:
         prev_start = shift(shift(as_of, lag), m.window) if m.window else shift(as_of, lag)
         too_young = wide.created_at > _lit(prev_start)
         return ibis.ifelse(too_young, ibis.null("float64"), change.cast("float64"))
+
+
+def _flag_reader(t: ir.Table):
+    return lambda kind: t[_flag_col(kind)]
 
 
 def _flag_col(kind: str) -> str:

@@ -32,7 +32,7 @@ Examples
 ... ''')
 Traceback (most recent call last):
 ...
-healthscore.errors.ModelError: <string>:5: pillars.usage.metrics.logins: unknown metric 'logins'; ...
+healthscore.errors.ModelError: <string>:5: pillars.usage.metrics.logins: unknown metric ...
 """
 
 from __future__ import annotations
@@ -338,7 +338,9 @@ def _schema_problems(e: ValidationError, doc: Any, file: str) -> list[Problem]:
         if isinstance(got, dict | list):
             got = None
         problems.append(
-            Problem(reason, file=file, line=_line_of(doc, loc), key=_key_path(loc), got=got, hint=hint)
+            Problem(
+                reason, file=file, line=_line_of(doc, loc), key=_key_path(loc), got=got, hint=hint
+            )
         )
     return problems
 
@@ -545,7 +547,8 @@ class _Checker:
         as_of = ibis.literal(ibis.timestamp("2000-01-01"), type="timestamp")
         self.as_of = as_of
         for name, metric in self.spec.metrics.items():
-            if name in TABLES["accounts"].columns or name in account_cols:
+            same_column = metric.column and metric.column.removeprefix("accounts.") == name
+            if (name in account_cols) and not same_column:
                 self.add(
                     f"metric name {name!r} clashes with an account column; rename the metric",
                     "metrics",
@@ -670,7 +673,11 @@ class _Checker:
             if qualifier not in (None, "accounts"):
                 raise KeyError(f"only accounts.<column> may be qualified (got {qualifier}.)")
             if qualifier is None and name in known:
-                return ibis.literal(None, type=known[name]) if not known[name].is_null() else ibis.null()
+                return (
+                    ibis.literal(None, type=known[name])
+                    if not known[name].is_null()
+                    else ibis.null()
+                )
             if name in acc.columns:
                 return acc[name]
             if name in self.spec.metrics:

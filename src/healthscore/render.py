@@ -48,21 +48,35 @@ def render_explanation(console: Console, e: Explanation) -> None:
     for p in e.pillars:
         pillars.add_row(p.pillar, _fmt(p.score, 1), f"{p.model_weight:.1%}", f"{p.weight:.1%}")
     console.print(pillars)
-    metrics = Table(title="metrics: raw -> normalized (0-100) x weight = contribution", title_justify="left")
+    metrics = Table(
+        title="metrics: raw -> normalized (0-100) x weight = contribution", title_justify="left"
+    )
     for c in ("pillar", "metric", "raw", "normalized", "weight", "contribution", "missing data"):
-        metrics.add_column(c, justify="left" if c in ("pillar", "metric", "missing data") else "right")
+        metrics.add_column(
+            c, justify="left" if c in ("pillar", "metric", "missing data") else "right"
+        )
     for m in e.metrics:
         metrics.add_row(
-            m.pillar, m.metric, _fmt(m.raw), _fmt(m.normalized, 1), f"{m.weight:.1%}",
-            _fmt(m.contribution, 2), m.missing or "",
+            m.pillar,
+            m.metric,
+            _fmt(m.raw),
+            _fmt(m.normalized, 1),
+            f"{m.weight:.1%}",
+            _fmt(m.contribution, 2),
+            m.missing or "",
         )
     metrics.add_row("", "[bold]score[/]", "", "", "", f"[bold]{_fmt(e.score, 2)}[/]", "")
     console.print(metrics)
     drivers = e.drivers()
     if drivers:
-        console.print("biggest drags: " + "; ".join(
-            f"{d.metric} = {_fmt(d.raw)} (-{d.weight * (100 - d.normalized):.1f} points)" for d in drivers
-        ), highlight=False)
+        console.print(
+            "biggest drags: "
+            + "; ".join(
+                f"{d.metric} = {_fmt(d.raw)} (-{d.weight * (100 - d.normalized):.1f} points)"
+                for d in drivers
+            ),
+            highlight=False,
+        )
     for line in e.missing_summary():
         console.print(f"[dim]{line}[/]", highlight=False)
 
@@ -70,8 +84,11 @@ def render_explanation(console: Console, e: Explanation) -> None:
 @contextmanager
 def progress_bar(console: Console) -> Iterator:
     with Progress(
-        TextColumn("{task.description:<28}"), BarColumn(), TimeElapsedColumn(),
-        console=console, transient=True,
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
     ) as progress:
         task = progress.add_task("starting", total=1.0)
 
@@ -90,7 +107,8 @@ def render_portfolio(console: Console, result) -> None:
     console.print(
         f"generated in {t.get('generate', 0):.1f}s, loaded in {t.get('load', 0):.1f}s, "
         f"scored {len(rows):,} accounts in {t.get('score', 0):.1f}s "
-        f"as of {result.as_of:%Y-%m-%d}", highlight=False,
+        f"as of {result.as_of:%Y-%m-%d}",
+        highlight=False,
     )
     counts = Counter(r["band"] for r in rows)
     arr = defaultdict(float)
@@ -102,25 +120,37 @@ def render_portfolio(console: Console, result) -> None:
     for b in ("green", "yellow", "red", None):
         if counts.get(b):
             bands.add_row(
-                f"[{BAND_STYLE[b]}]{b or 'no data'}[/]", f"{counts[b]:,}",
-                f"{counts[b] / len(rows):.0%}", f"{arr[b]:,.0f}",
+                f"[{BAND_STYLE[b]}]{b or 'no data'}[/]",
+                f"{counts[b]:,}",
+                f"{counts[b] / len(rows):.0%}",
+                f"{arr[b]:,.0f}",
             )
     console.print(bands)
-    risky = sorted((r for r in rows if r["score"] is not None), key=lambda r: (r["score"], r["account_id"]))
+    risky = sorted(
+        (r for r in rows if r["score"] is not None), key=lambda r: (r["score"], r["account_id"])
+    )
     top = Table(title="10 riskiest accounts", title_justify="left")
     for c in ("account", "segment", "CSM", "score", "ARR", "top negative drivers"):
         top.add_column(c, justify="right" if c in ("score", "ARR") else "left")
     for r in risky[:10]:
         e = from_row(model, r)
         drivers = ", ".join(
-            f"{d.metric} {_fmt(d.raw)} (-{d.weight * (100 - d.normalized):.1f})" for d in e.drivers(3)
+            f"{d.metric} {_fmt(d.raw)} (-{d.weight * (100 - d.normalized):.1f})"
+            for d in e.drivers(3)
         )
-        top.add_row(r["account_id"], r["segment"] or "", r["csm"] or "", _fmt(r["score"], 1),
-                    f"{r.get('arr') or 0:,.0f}", drivers)
+        top.add_row(
+            r["account_id"],
+            r["segment"] or "",
+            r["csm"] or "",
+            _fmt(r["score"], 1),
+            f"{r.get('arr') or 0:,.0f}",
+            drivers,
+        )
     console.print(top)
     console.print(
         f"store: {result.db_path}   model: {result.model_path}\n"
-        "try: healthscore explain " + (risky[0]["account_id"] if risky else "ACCOUNT")
+        "try: healthscore explain "
+        + (risky[0]["account_id"] if risky else "ACCOUNT")
         + f" --as-of {result.as_of:%Y-%m-%d}   |   healthscore score --format csv --out scores.csv",
         highlight=False,
     )

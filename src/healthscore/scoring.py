@@ -30,7 +30,13 @@ import ibis.expr.types as ir
 from healthscore.metrics import COVERED
 from healthscore.model import MetricUse, Model
 
-NORM, WEIGHT, CONTRIB, MISSING, PILLAR = "__norm", "__weight", "__contribution", "__missing", "pillar__"
+NORM, WEIGHT, CONTRIB, MISSING, PILLAR = (
+    "__norm",
+    "__weight",
+    "__contribution",
+    "__missing",
+    "pillar__",
+)
 
 
 def _normalized(x: ir.Value, use: MetricUse) -> ir.FloatingValue:
@@ -90,12 +96,16 @@ def weigh(t: ir.Table, model: Model) -> ir.Table:
         terms = []
         for m, use in pillar.metrics.items():
             base_w[m] = pw * shares[p][m]
-            avail[m] = t[m + NORM].notnull() if use.missing.policy == "reweight" else ibis.literal(True)
+            avail[m] = (
+                t[m + NORM].notnull() if use.missing.policy == "reweight" else ibis.literal(True)
+            )
             terms.append(ibis.ifelse(avail[m], shares[p][m], 0.0))
         pillar_avail[p] = sum(terms[1:], terms[0])  # share of the pillar with a value
     total_avail = sum(
-        (_by_segment(t, model, pillar_w[p]) * ibis.ifelse(pillar_avail[p] > 0, 1.0, 0.0)
-         for p in model.spec.pillars),
+        (
+            _by_segment(t, model, pillar_w[p]) * ibis.ifelse(pillar_avail[p] > 0, 1.0, 0.0)
+            for p in model.spec.pillars
+        ),
         ibis.literal(0.0),
     )
     cols = {}
@@ -129,7 +139,10 @@ def contribute(t: ir.Table, model: Model) -> ir.Table:
             avail > 0, sum(parts[1:], parts[0]) / avail.nullif(0), ibis.null("float64")
         )
     has_data = sum((t[f"__avail_{p}"] for p in model.spec.pillars), ibis.literal(0.0)) > 0
-    cov = [ibis.ifelse(t[m + COVERED], t["__base_weights"][m], 0.0) for _, m, _ in model.scored_metrics()]
+    cov = [
+        ibis.ifelse(t[m + COVERED], t["__base_weights"][m], 0.0)
+        for _, m, _ in model.scored_metrics()
+    ]
     return t.mutate(
         score=ibis.ifelse(has_data, score, ibis.null("float64")),
         coverage=sum(cov[1:], cov[0]),
@@ -140,7 +153,9 @@ def contribute(t: ir.Table, model: Model) -> ir.Table:
 def band(t: ir.Table, model: Model) -> ir.Table:
     b = model.spec.bands
     label = ibis.cases(
-        (t.score >= b.green, "green"), (t.score >= b.yellow, "yellow"), (t.score.notnull(), "red"),
+        (t.score >= b.green, "green"),
+        (t.score >= b.yellow, "yellow"),
+        (t.score.notnull(), "red"),
         else_=ibis.null("string"),
     )
     return t.mutate(band=label)

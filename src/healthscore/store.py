@@ -128,19 +128,27 @@ class Store:
                 self.con.create_table(name, schema=ibis.schema(t.columns))
         if META not in existing:
             self.con.create_table(META, schema=ibis.schema({"key": "string", "value": "string"}))
-            self.con.insert(META, pa.table({"key": ["schema_version"], "value": [str(SCHEMA_VERSION)]}))
+            self.con.insert(
+                META, pa.table({"key": ["schema_version"], "value": [str(SCHEMA_VERSION)]})
+            )
         else:
             found = self.meta().get("schema_version")
             if found and int(found) > SCHEMA_VERSION:
                 raise StoreError(
-                    f"store schema version {found} is newer than this healthscore ({SCHEMA_VERSION})",
+                    f"store schema version {found} is newer than this healthscore's "
+                    f"({SCHEMA_VERSION})",
                     hint="upgrade healthscore",
                 )
         if WATERMARKS not in existing:
             self.con.create_table(
                 WATERMARKS,
                 schema=ibis.schema(
-                    {"table_name": "string", "watermark": "timestamp", "rows": "int64", "loaded_at": "timestamp"}
+                    {
+                        "table_name": "string",
+                        "watermark": "timestamp",
+                        "rows": "int64",
+                        "loaded_at": "timestamp",
+                    }
                 ),
             )
 
@@ -184,9 +192,14 @@ class Store:
                 new_rows = stage
                 changed = None
             else:
-                j = stage.left_join(target.select(pk, __hit=ibis.literal(True), **{
-                    f"__old_{c}": target[c] for c in target_cols if c != pk
-                }), stage[pk] == target[pk])
+                j = stage.left_join(
+                    target.select(
+                        pk,
+                        __hit=ibis.literal(True),
+                        **{f"__old_{c}": target[c] for c in target_cols if c != pk},
+                    ),
+                    stage[pk] == target[pk],
+                )
                 same = [j[c].identical_to(j[f"__old_{c}"]) for c in target_cols if c != pk]
                 all_same = ibis.and_(*same) if same else ibis.literal(True)
                 kind = ibis.cases((j["__hit"].isnull(), "new"), (all_same, "same"), else_="changed")
@@ -195,7 +208,9 @@ class Store:
                 res = res.to_pyarrow().to_pydict()
                 counts = dict(zip(res["__kind"], res["n"], strict=True))
                 inserted, updated, unchanged = (
-                    counts.get("new", 0), counts.get("changed", 0), counts.get("same", 0)
+                    counts.get("new", 0),
+                    counts.get("changed", 0),
+                    counts.get("same", 0),
                 )
                 keep = classified.filter(classified["__kind"] != "same").select(pk)
                 new_rows = stage.semi_join(keep, pk)
@@ -242,14 +257,20 @@ class Store:
         t = self.con.table(name)
         row = t.aggregate(w=t[tdef.time].max(), n=t.count()).to_pyarrow().to_pylist()[0]
         wm = self.con.table(WATERMARKS)
-        self._delete_keys(WATERMARKS, "table_name", wm.filter(wm.table_name == name).select("table_name"))
+        self._delete_keys(
+            WATERMARKS, "table_name", wm.filter(wm.table_name == name).select("table_name")
+        )
         now = datetime.now(UTC).replace(tzinfo=None)
         self.con.insert(
             WATERMARKS,
-            pa.table({
-                "table_name": [name], "watermark": pa.array([row["w"]], pa.timestamp("us")),
-                "rows": [row["n"]], "loaded_at": pa.array([now], pa.timestamp("us")),
-            }),
+            pa.table(
+                {
+                    "table_name": [name],
+                    "watermark": pa.array([row["w"]], pa.timestamp("us")),
+                    "rows": [row["n"]],
+                    "loaded_at": pa.array([now], pa.timestamp("us")),
+                }
+            ),
         )
         return row["w"]
 

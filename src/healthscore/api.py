@@ -121,13 +121,9 @@ def load_file(
                 hint=f"load {account_from} first",
             )
         lookup = (key, dict(zip(ref[key], ref["account_id"], strict=True)))
+    extra = {"account_lookup": lookup} if lookup else {}
     batch = read_source(
-        path,
-        table,
-        mapping,
-        date_format=date_format,
-        allow_rejects=rejects is not None,
-        account_lookup=lookup,
+        path, table, mapping, date_format=date_format, allow_rejects=rejects is not None, **extra
     )
     n_rejected = 0
     if rejects is not None and batch.reject_rows is not None:

@@ -211,10 +211,10 @@ def _write_scores(result: pa.Table, m, format: str, out_file: Path | None) -> No
             sys.stdout.write(text)
     else:
         table = RichTable(title=f"{result.num_rows} accounts - model {m.label} ({m.version[:12]})")
-        for col in ["account", "segment", "score", "band", "coverage", *m.spec.pillars]:
-            table.add_column(
-                col, justify="right" if col not in ("account", "segment", "band") else "left"
-            )
+        table.add_column("account", no_wrap=True, min_width=10)
+        table.add_column("segment", no_wrap=True)
+        for col in ["score", "band", "coverage", *m.spec.pillars]:
+            table.add_column(col, justify="left" if col == "band" else "right")
         for r in result.to_pylist():
             table.add_row(
                 r["account_id"],

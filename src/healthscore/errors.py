@@ -32,7 +32,7 @@ class Problem:
     reason: str
     file: str | None = None
     line: int | None = None  # model files: 1-based line
-    row: int | None = None  # data files: 1-based data row (header excluded)
+    row: int | None = None  # data files: spreadsheet row (CSV header = 1), JSONL line, Parquet row
     column: str | None = None  # data files: column name
     key: str | None = None  # model files: key path like pillars.usage.metrics.x.weight
     got: Any = None

@@ -224,59 +224,62 @@ class MetricBuilder:
     def build(self, as_of: datetime, account_ids=None) -> ir.Table:
         """The raw metrics of every account in the population at ``as_of``."""
         spec = self.model.spec
-        wide = self.population(as_of, account_ids)
-        for g in _groups(self.model):
-            agg = self._group_expr(g, as_of, account_ids)
-            wide = wide.left_join(agg, "account_id").drop("account_id_right")
-        values: dict[str, ir.Value] = {}
+        pop = self.population(as_of, account_ids)
+        # one join chain (each group's key renamed apart), then few wide projections:
+        # fewer nested selects keep the compile cheap
+        wide, keys = pop, []
+        for i, g in enumerate(_groups(self.model)):
+            key = f"__k{i}"
+            agg = self._group_expr(g, as_of, account_ids).rename({key: "account_id"})
+            wide = wide.left_join(agg, pop.account_id == agg[key])
+            keys.append(key)
+        wide = wide.drop(*keys) if keys else wide
+        # aggregates and account columns: zero for empty counts, change, covered, fill
+        cols: dict[str, ir.Value] = {}
         for name, m in spec.metrics.items():
-            if not m.aggregate:
+            if m.aggregate:
+                v = wide[name]
+                zero = ex.outer_aggregate(m.aggregate) in ex.ZERO_WHEN_EMPTY
+                if zero:
+                    v = v.fill_null(0)
+                if m.change_vs:
+                    prev = wide[name + "__prev"]
+                    prev = prev.fill_null(0) if zero else prev
+                    v = self._change(v, prev, m, wide, as_of)
+            elif m.column:
+                v = wide[m.column.removeprefix("accounts.")]
+            else:
                 continue
-            v = wide[name]
-            zero = ex.outer_aggregate(m.aggregate) in ex.ZERO_WHEN_EMPTY
-            if zero:
-                v = v.fill_null(0)
-            if m.change_vs:
-                prev = wide[name + "__prev"]
-                prev = prev.fill_null(0) if zero else prev
-                v = self._change(v, prev, m, wide, as_of)
-            values[name] = v
-        wide = wide.mutate(**values)
-        columns = {
-            name: wide[m.column.removeprefix("accounts.")]
-            for name, m in spec.metrics.items()
-            if m.column
-        }
-        wide = wide.mutate(**columns) if columns else wide
-        # formulas, in dependency order; each sees the metrics (after fill) and account columns
-        for name in self.model.formula_order():
-            m = spec.metrics[name]
+            cols.update(_filled(name, v, m))
+        wide = wide.mutate(**cols)
+        # formulas see metrics after fill; one projection per dependency level
+        for level in self._formula_levels():
             resolve = _formula_resolver(wide, spec.metrics)
-            value = ex.compile_row(
-                m.formula, resolve, as_of=_lit(as_of), has_flag=_flag_reader(wide)
-            )
-            wide = wide.mutate(**{name: value})
-            wide = self._fill(wide, name, m)
-        for name, m in spec.metrics.items():
-            if not m.formula:
-                wide = self._fill(wide, name, m)
-        seg = None
+            cols = {}
+            for name in level:
+                m = spec.metrics[name]
+                v = ex.compile_row(
+                    m.formula, resolve, as_of=_lit(as_of), has_flag=_flag_reader(wide)
+                )
+                cols.update(_filled(name, v, m))
+            wide = wide.mutate(**cols)
+        seg = wide.segment
         if spec.segments:
-            by = spec.segments.by.removeprefix("accounts.")
-            seg = wide[by].cast("string")
-        wide = wide.mutate(segment=seg if seg is not None else wide.segment)
-        cols = (
-            ["account_id", "segment", "csm"]
-            + list(spec.metrics)
-            + [n + COVERED for n in spec.metrics]
-        )
-        return wide.select(*cols)
+            seg = wide[spec.segments.by.removeprefix("accounts.")].cast("string")
+        out = ["account_id", "csm"] + list(spec.metrics) + [n + COVERED for n in spec.metrics]
+        return wide.select(*out, segment=seg)
 
-    def _fill(self, wide, name, m: MetricSpec):
-        cols = {name + COVERED: wide[name].notnull()}
-        if m.fill is not None:
-            cols[name] = wide[name].fill_null(m.fill)
-        return wide.mutate(**cols)
+    def _formula_levels(self) -> list[list[str]]:
+        """Formulas grouped so each group only uses metrics computed before it."""
+        formulas = {n: m for n, m in self.model.spec.metrics.items() if m.formula}
+        level: dict[str, int] = {}
+        for name in self.model.formula_order():
+            deps = [d for _, d in ex.names_in(formulas[name].formula) if d in formulas]
+            level[name] = 1 + max((level[d] for d in deps), default=-1)
+        out: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+        for name, lv in level.items():
+            out[lv].append(name)
+        return out
 
     def _change(self, cur, prev, m: MetricSpec, wide, as_of: datetime) -> ir.Value:
         change = (cur - prev) / prev.nullif(0)
@@ -287,6 +290,13 @@ class MetricBuilder:
         prev_start = shift(shift(as_of, lag), m.window) if m.window else shift(as_of, lag)
         too_young = wide.created_at > _lit(prev_start)
         return ibis.ifelse(too_young, ibis.null("float64"), change.cast("float64"))
+
+
+def _filled(name: str, value: ir.Value, m: MetricSpec) -> dict[str, ir.Value]:
+    """The metric (after ``fill``) and whether it came from data."""
+    out = {name + COVERED: value.notnull()}
+    out[name] = value.fill_null(m.fill) if m.fill is not None else value
+    return out
 
 
 def _flag_reader(t: ir.Table):

@@ -1,0 +1,190 @@
+"""The `healthscore` command end to end, through Typer's runner on real files."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from healthscore.cli import app
+
+runner = CliRunner()
+
+
+def run(*args, cwd: Path | None = None):
+    import os
+
+    old = os.getcwd()
+    if cwd:
+        os.chdir(cwd)
+    try:
+        return runner.invoke(app, [str(a) for a in args])
+    finally:
+        os.chdir(old)
+
+
+@pytest.fixture
+def project(tmp_path, fixture_db):
+    """A project folder with the default model and a copy of the fixture store."""
+    import shutil
+
+    result = run("init", tmp_path)
+    assert result.exit_code == 0, result.output
+    shutil.copy(fixture_db, tmp_path / "healthscore.duckdb")
+    return tmp_path
+
+
+def test_init_writes_a_commented_default_model_and_an_empty_store(tmp_path):
+    result = run("init", tmp_path / "p")
+    assert result.exit_code == 0, result.output
+    model = (tmp_path / "p" / "healthscore.yaml").read_text()
+    assert model.startswith("# healthscore model")
+    assert "seat_activation" in model
+    assert (tmp_path / "p" / "healthscore.duckdb").exists()
+    again = run("init", tmp_path / "p")
+    assert "exists; keeping it" in again.output
+
+
+def test_load_reports_counts_and_reload_is_harmless(tmp_path):
+    csv = tmp_path / "acc.csv"
+    csv.write_text("id,company,created\nX1,Acme,2024-01-05\nX2,Bolt,05/02/2024\n")
+    db = tmp_path / "s.duckdb"
+    args = [
+        "load",
+        "accounts",
+        csv,
+        "--map",
+        "id=account_id",
+        "--map",
+        "company=name",
+        "--map",
+        "created=created_at",
+        "--date-format",
+        "%d/%m/%Y",
+        "--db",
+        db,
+    ]
+    first = run(*args)
+    assert first.exit_code == 0, first.output
+    assert "accounts: 2 inserted, 0 updated, 0 unchanged, 0 rejected" in first.output
+    second = run(*args)
+    assert "accounts: 0 inserted, 0 updated, 2 unchanged, 0 rejected" in second.output
+
+
+def test_load_with_a_bad_row_loads_nothing_and_names_file_row_and_column(tmp_path):
+    csv = tmp_path / "acc.csv"
+    csv.write_text("account_id,created_at\nX1,2024-01-05\nX2,not a date\n")
+    db = tmp_path / "s.duckdb"
+    result = run("load", "accounts", csv, "--db", db)
+    assert result.exit_code == 1
+    assert result.output.startswith("Error:")
+    assert "acc.csv:3: created_at:" in result.output
+    assert "Traceback" not in result.output
+    count = run("score", "--db", db, "--as-of", "2025-01-01", "--format", "csv")
+    assert count.output.count("\n") == 1  # header only: nothing was loaded
+
+
+def test_load_with_rejects_keeps_valid_rows_and_writes_the_bad_ones(tmp_path):
+    csv = tmp_path / "acc.csv"
+    csv.write_text("account_id,created_at\nX1,2024-01-05\nX2,not a date\n")
+    rejects = tmp_path / "rejects.csv"
+    result = run("load", "accounts", csv, "--rejects", rejects, "--db", tmp_path / "s.duckdb")
+    assert result.exit_code == 0, result.output
+    assert "1 inserted" in result.output and "1 rejected" in result.output
+    rows = pacsv.read_csv(rejects).to_pylist()
+    assert rows[0]["account_id"] == "X2"
+    assert "created_at" in rows[0]["_reason"]
+
+
+def test_validate_reports_ok_or_each_problem(tmp_path):
+    ok = run("validate", Path(__file__).parent / "models" / "valid" / "definitions.yaml")
+    assert ok.exit_code == 0 and "OK" in ok.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "metrics: {}\npillars:\n  p: {weight: 1, metrics: {x: {weight: 1, bad: 0, good: 1}}}\n"
+    )
+    result = run("validate", bad)
+    assert result.exit_code == 1
+    assert "bad.yaml:3: pillars.p.metrics.x: unknown metric 'x'" in result.output
+
+
+def test_model_schema_prints_json_schema():
+    result = run("model", "schema")
+    assert result.exit_code == 0
+    assert json.loads(result.output)["title"] == "healthscore model"
+
+
+def test_score_formats_agree(project):
+    common = ["--as-of", "2025-01-01"]
+    table = run("score", *common, cwd=project)
+    assert table.exit_code == 0, table.output
+    assert "A1" in table.output and "enterprise" in table.output
+    as_json = json.loads(run("score", *common, "--format", "json", cwd=project).output)
+    assert [r["account_id"] for r in as_json] == ["A1", "A2", "A3"]
+    lines = as_json[0]["lines"]
+    assert abs(sum(ln["contribution"] for ln in lines) - as_json[0]["score"]) < 1e-9
+    out = project / "scores.parquet"
+    assert run("score", *common, "--format", "parquet", "--out", out, cwd=project).exit_code == 0
+    wide = pq.read_table(out).to_pylist()
+    assert [r["score"] for r in wide] == [r["score"] for r in as_json]
+    csv_out = run("score", *common, "--format", "csv", cwd=project).output
+    assert csv_out.splitlines()[0].startswith('"account_id","as_of","segment","csm","score"')
+
+
+def test_score_warns_when_data_is_stale(project):
+    result = run("score", "--as-of", "2025-03-01", "--format", "csv", cwd=project)
+    assert result.exit_code == 0
+    assert "Warning: usage_events is stale" in result.output
+
+
+def test_explain_shows_pillars_metrics_and_missing_data(project):
+    result = run("explain", "A2", "--as-of", "2025-01-01", cwd=project)
+    assert result.exit_code == 0, result.output
+    assert "A2 as of 2025-01-01 00:00 UTC" in result.output
+    assert "late_invoices_90d" in result.output
+    assert "nps_latest: no data; scored 50 by the neutral policy" in result.output
+    as_json = json.loads(
+        run("explain", "A2", "--as-of", "2025-01-01", "-f", "json", cwd=project).output
+    )
+    assert as_json["segment_weights_used"] == "smb"
+    assert abs(sum(m["contribution"] for m in as_json["metrics"]) - as_json["score"]) < 1e-9
+
+
+def test_explain_unknown_account_is_an_error_not_a_traceback(project):
+    result = run("explain", "NOPE", "--as-of", "2025-01-01", cwd=project)
+    assert result.exit_code == 1
+    assert "Error: unknown account 'NOPE'" in result.output
+
+
+def test_bad_as_of_and_bad_format_are_reported(project):
+    bad_date = run("score", "--as-of", "yesterday-ish", cwd=project)
+    assert bad_date.exit_code == 1 and "as-of date 'yesterday-ish' is not a date" in bad_date.output
+    bad_format = run("score", "--format", "xml", cwd=project)
+    assert bad_format.exit_code == 2
+
+
+def test_score_without_a_store_says_how_to_make_one(tmp_path):
+    result = run("score", "--db", tmp_path / "none.duckdb")
+    assert result.exit_code == 1
+    assert "no store at" in result.output and "healthscore init" in result.output
+
+
+def test_demo_builds_a_store_every_command_can_use(tmp_path):
+    result = run("demo", "--accounts", 60, "--months", 6, "--seed", 3, "--dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "portfolio by band" in result.output
+    assert "10 riskiest accounts" in result.output
+    for band in ("green", "yellow", "red"):
+        assert band in result.output
+    today = datetime.utcnow().strftime("%Y-%m-%d")
+    scores = json.loads(run("score", "--as-of", today, "--format", "json", cwd=tmp_path).output)
+    assert len(scores) > 30
+    first = scores[0]["account_id"]
+    assert run("explain", first, "--as-of", today, cwd=tmp_path).exit_code == 0
+    # running the demo again replaces its own store, and refuses to replace anything else
+    assert run("demo", "--accounts", 60, "--months", 6, "--dir", tmp_path).exit_code == 0

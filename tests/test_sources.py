@@ -1,0 +1,872 @@
+"""sources: reading CSV, Parquet and JSON-lines files into validated canonical tables."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from healthscore.errors import SourceError
+from healthscore.sources import parse_mapping, read_source, write_rejects
+
+RAVENSTACK = Path(__file__).parents[1].parent / "shared" / "data" / "ravenstack-saas"
+
+TICKETS_HEAD = "ticket_id,account_id,opened_at,closed_at,priority\n"
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_jsonl(path: Path, records: list[dict | None]) -> Path:
+    """One JSON object per line; None writes a blank line."""
+    path.write_text("".join("\n" if r is None else json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def col(batch, name):
+    return batch.data.column(name).to_pylist()
+
+
+def msg(text: str) -> str:
+    """A regex matching ``text`` literally."""
+    return re.escape(text)
+
+
+# ------------------------------------------------------------------------- formats
+
+
+def test_csv_loads_into_canonical_columns_in_table_order(tmp_path):
+    f = write(tmp_path / "a.csv", "created_at,account_id,name\n2024-03-01,A1,Acme\n")
+    batch = read_source(f, "accounts")
+    assert batch.table == "accounts" and batch.file == str(f) and batch.rows_read == 1
+    assert batch.data.column_names == ["account_id", "name", "segment", "csm", "created_at"]
+    assert batch.data.schema.field("created_at").type == pa.timestamp("us")
+    assert batch.data.to_pylist() == [
+        {
+            "account_id": "A1",
+            "name": "Acme",
+            "segment": None,
+            "csm": None,
+            "created_at": dt.datetime(2024, 3, 1),
+        }
+    ]
+    assert batch.rejects == [] and batch.reject_rows is None
+
+
+def test_tsv_and_txt_delimiters_are_recognised(tmp_path):
+    tsv = write(tmp_path / "a.tsv", "account_id\tname\tcreated_at\nA1\tAcme, Inc\t2024-03-01\n")
+    txt = write(tmp_path / "a.txt", "account_id;name;created_at\nA1;Acme, Inc;2024-03-01\n")
+    for f in (tsv, txt):
+        assert col(read_source(f, "accounts"), "name") == ["Acme, Inc"]
+
+
+def test_json_lines_load(tmp_path):
+    f = write_jsonl(
+        tmp_path / "t.jsonl",
+        [{"ticket_id": 7, "account_id": "A1", "opened_at": "2024-03-01T09:30:00Z", "csat": 4}],
+    )
+    batch = read_source(f, "tickets")
+    assert col(batch, "ticket_id") == ["7"]
+    assert col(batch, "opened_at") == [dt.datetime(2024, 3, 1, 9, 30)]
+    assert col(batch, "csat") == [4.0]
+
+
+def test_parquet_integer_ids_become_text(tmp_path):
+    f = tmp_path / "acc.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "account_id": pa.array([42, 7], pa.int32()),
+                "created_at": pa.array([dt.date(2024, 3, 1), dt.date(2024, 3, 2)]),
+            }
+        ),
+        f,
+    )
+    batch = read_source(f, "accounts")
+    assert col(batch, "account_id") == ["42", "7"]
+    assert batch.data.schema.field("account_id").type == pa.string()
+    assert col(batch, "created_at") == [dt.datetime(2024, 3, 1), dt.datetime(2024, 3, 2)]
+
+
+def test_parquet_whole_floats_become_integer_text(tmp_path):
+    f = tmp_path / "acc.parquet"
+    pq.write_table(pa.table({"account_id": [42.0, 1.5], "created_at": ["2024-03-01"] * 2}), f)
+    assert col(read_source(f, "accounts"), "account_id") == ["42", "1.5"]
+
+
+def test_parquet_zoned_timestamps_are_stored_as_naive_utc(tmp_path):
+    f = tmp_path / "u.parquet"
+    paris = dt.timezone(dt.timedelta(hours=1))
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": ["U1"],
+                "account_id": ["A1"],
+                "created_at": pa.array(
+                    [dt.datetime(2024, 3, 1, 12, tzinfo=paris)], pa.timestamp("ns", "Europe/Paris")
+                ),
+            }
+        ),
+        f,
+    )
+    batch = read_source(f, "users")
+    assert col(batch, "created_at") == [dt.datetime(2024, 3, 1, 11)]
+    assert batch.data.schema.field("created_at").type == pa.timestamp("us")
+
+
+def test_unknown_extension_names_the_file_and_accepted_extensions(tmp_path):
+    f = write(tmp_path / "accounts.xlsx", "")
+    with pytest.raises(SourceError, match=msg(f"{f}: unknown file type; hint: accepted ext")):
+        read_source(f, "accounts")
+    with pytest.raises(SourceError, match=msg(".csv, .tsv, .txt, .parquet, .pq, .jsonl")):
+        read_source(f, "accounts")
+
+
+def test_missing_file_is_an_error(tmp_path):
+    f = tmp_path / "nope.csv"
+    with pytest.raises(SourceError, match=msg(f"{f}: file not found")):
+        read_source(f, "accounts")
+
+
+def test_unknown_table_is_an_error(tmp_path):
+    f = write(tmp_path / "a.csv", "x\n1\n")
+    with pytest.raises(SourceError, match=msg("unknown table 'acounts'; hint: canonical tables")):
+        read_source(f, "acounts")
+
+
+def test_unreadable_file_is_reported_with_its_name(tmp_path):
+    f = write(tmp_path / "e.parquet", "not parquet")
+    with pytest.raises(SourceError, match=msg(f"{f}: cannot read as Parquet")):
+        read_source(f, "accounts")
+    j = write(tmp_path / "e.json", '[{"account_id": 1},\n {"account_id": 2}]\n')
+    with pytest.raises(SourceError, match=msg(f"{j}: cannot read as JSON lines")) as e:
+        read_source(j, "accounts")
+    assert str(e.value).endswith(
+        "hint: write one JSON object per line; a file holding a JSON array is not read"
+    )
+
+
+def test_row_with_a_different_number_of_fields_is_named(tmp_path):
+    f = write(tmp_path / "a.csv", "account_id,name,created_at\nA1,x,2024-01-01\nA2,y\n")
+    with pytest.raises(SourceError, match=msg(f"{f}:3: has 2 fields, the header has 3")):
+        read_source(f, "accounts")
+    g = write(tmp_path / "b.csv", "account_id,name,created_at\nA1,Acme, Inc,2024-01-01\n")
+    with pytest.raises(
+        SourceError,
+        match=msg(
+            f"{g}:2: has 4 fields, the header has 3; hint: quote values that contain the delimiter"
+        ),
+    ):
+        read_source(g, "accounts")
+
+
+def test_semicolon_separated_csv_is_recognised(tmp_path):
+    f = write(tmp_path / "a.csv", "account_id;name;created_at\nA1;Acme, Inc;2024-03-01\n")
+    assert col(read_source(f, "accounts"), "name") == ["Acme, Inc"]
+
+
+def test_file_not_in_utf8_is_reported_with_a_hint(tmp_path):
+    f = tmp_path / "a.csv"
+    f.write_bytes("account_id,name,created_at\nA1,Café,2024-01-01\n".encode("latin-1"))
+    with pytest.raises(SourceError, match=msg(f"{f}: cannot read as CSV: ")) as e:
+        read_source(f, "accounts")
+    assert str(e.value).endswith("; hint: save the file as UTF-8")
+
+
+def test_header_only_file_gives_an_empty_batch(tmp_path):
+    f = write(tmp_path / "a.csv", "account_id,created_at,plan_tier\n")
+    batch = read_source(f, "accounts")
+    assert batch.rows_read == 0 and batch.data.num_rows == 0
+    assert batch.data.column_names == [
+        "account_id", "name", "segment", "csm", "created_at", "plan_tier"
+    ]  # fmt: skip
+
+
+def test_zero_byte_file_gives_an_empty_batch(tmp_path):
+    for name in ("a.csv", "a.jsonl"):
+        batch = read_source(write(tmp_path / name, ""), "accounts")
+        assert batch.rows_read == 0 and batch.data.num_rows == 0
+
+
+# ------------------------------------------------------------------- columns, --map
+
+
+def test_mapping_renames_columns(tmp_path):
+    f = write(tmp_path / "a.csv", "account_id,account_name,signup_date\nA1,Acme,2024-03-01\n")
+    batch = read_source(f, "accounts", {"account_name": "name", "signup_date": "created_at"})
+    assert col(batch, "name") == ["Acme"]
+    assert col(batch, "created_at") == [dt.datetime(2024, 3, 1)]
+    assert "signup_date" not in batch.data.column_names
+
+
+def test_mapping_a_column_not_in_the_file_names_it_and_lists_columns(tmp_path):
+    f = write(tmp_path / "a.csv", "account_id,signup_date\nA1,2024-03-01\n")
+    with pytest.raises(SourceError) as e:
+        read_source(f, "accounts", {"signup": "created_at"})
+    assert str(e.value) == (
+        f"{f}: --map names column not in the file (columns found: account_id, signup_date):\n"
+        f"  {f}: --map signup=created_at: the file has no column 'signup' "
+        "(expected one of account_id, signup_date)"
+    )
+
+
+def test_mapping_onto_a_column_the_file_already_has_is_an_error(tmp_path):
+    f = write(tmp_path / "a.csv", "account_id,created_at,signup_date\nA1,2024-01-01,2024-03-01\n")
+    with pytest.raises(
+        SourceError,
+        match=msg(
+            f"{f}: two columns are named 'created_at' (after --map): 'created_at' and 'signup_date'"
+        ),
+    ):
+        read_source(f, "accounts", {"signup_date": "created_at"})
+
+
+def test_missing_required_column_lists_columns_found_and_hints_map(tmp_path):
+    f = write(tmp_path / "a.csv", "account_id,name,signup_date\nA1,Acme,2024-03-01\n")
+    with pytest.raises(SourceError) as e:
+        read_source(f, "accounts")
+    assert str(e.value) == (
+        f"{f}: missing required column for table accounts (created_at); "
+        "columns found: account_id, name, signup_date:\n"
+        f"  {f}: created_at: required column is missing; "
+        "hint: use --map source=canonical, e.g. --map <column>=created_at"
+    )
+    assert [p.column for p in e.value.problems] == ["created_at"]
+
+
+def test_missing_required_columns_are_all_listed_with_close_names_suggested(tmp_path):
+    f = write(tmp_path / "t.csv", "ticket,account,opened\nT1,A1,2024-03-01\n")
+    with pytest.raises(SourceError) as e:
+        read_source(f, "tickets")
+    text = str(e.value)
+    assert text.startswith(
+        f"{f}: missing required columns for table tickets (ticket_id, account_id, opened_at); "
+        "columns found: ticket, account, opened:"
+    )
+    assert "e.g. --map ticket=ticket_id" in text and "e.g. --map opened=opened_at" in text
+
+
+def test_other_tables_without_their_key_column_report_it_missing(tmp_path):
+    f = write(tmp_path / "u.csv", "account_id,created_at\nA1,2024-03-01\n")
+    with pytest.raises(SourceError, match=msg("missing required column for table users (user_id)")):
+        read_source(f, "users")
+
+
+def test_column_names_are_matched_case_sensitively_after_stripping(tmp_path):
+    f = write(tmp_path / "a.csv", " account_id ,Created_At\nA1,2024-03-01\n")
+    with pytest.raises(
+        SourceError, match=msg("(created_at); columns found: account_id, Created_At")
+    ):
+        read_source(f, "accounts")
+    batch = read_source(f, "accounts", {" Created_At ": "created_at"})
+    assert col(batch, "account_id") == ["A1"]
+
+
+def test_optional_canonical_columns_missing_are_null(tmp_path):
+    f = write(tmp_path / "s.csv", "subscription_id,account_id,start_date\nS1,A1,2024-01-01\n")
+    batch = read_source(f, "subscriptions")
+    assert col(batch, "seats") == [None] and col(batch, "auto_renew") == [None]
+    types = {f.name: f.type for f in batch.data.schema}
+    assert types["seats"] == pa.float64() and types["billing_period_months"] == pa.int64()
+    assert types["auto_renew"] == pa.bool_() and types["end_date"] == pa.timestamp("us")
+
+
+def test_extra_columns_are_kept(tmp_path):
+    f = write(
+        tmp_path / "a.csv",
+        "account_id,created_at,seats,arr,industry,is_trial,renews_on,code\n"
+        "A1,2024-03-01,9,1200.5, EdTech ,False,2025-03-01,001\n"
+        "A2,2024-03-02,18,,,True,,A7\n",
+    )
+    batch = read_source(f, "accounts")
+    assert batch.data.column_names[5:] == [
+        "seats", "arr", "industry", "is_trial", "renews_on", "code"
+    ]  # fmt: skip
+    assert col(batch, "seats") == [9, 18]
+    assert col(batch, "arr") == [1200.5, None]
+    assert col(batch, "industry") == ["EdTech", None]
+    assert col(batch, "is_trial") == [False, True]
+    assert col(batch, "renews_on") == [dt.datetime(2025, 3, 1), None]
+    assert col(batch, "code") == ["001", "A7"]
+
+
+def test_extra_column_that_only_looks_numeric_at_first_stays_text(tmp_path):
+    rows = "".join(f"A{i},2024-03-01,{i}\n" for i in range(30_000)) + "B,2024-03-01,n/a\n"
+    f = write(tmp_path / "a.csv", "account_id,created_at,ext\n" + rows)
+    batch = read_source(f, "accounts")
+    assert batch.data.schema.field("ext").type == pa.string()
+    assert col(batch, "ext")[-2:] == ["29999", "n/a"]
+
+
+def test_ravenstack_accounts_load_with_mapping():
+    path = RAVENSTACK / "ravenstack_accounts.csv"
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    mapping = parse_mapping(["account_name=name", "signup_date=created_at", "plan_tier=segment"])
+    batch = read_source(path, "accounts", mapping)
+    assert batch.data.num_rows == 500 and batch.rows_read == 500
+    assert "seats" in batch.data.column_names
+    assert batch.data.schema.field("seats").type == pa.int64()
+    assert batch.data.schema.field("created_at").type == pa.timestamp("us")
+    assert set(col(batch, "segment")) <= {"Basic", "Pro", "Enterprise"}
+
+
+def test_parse_mapping_reads_source_equals_canonical():
+    assert parse_mapping(["signup_date=created_at", " a = b "]) == {
+        "signup_date": "created_at",
+        "a": "b",
+    }
+    assert parse_mapping([]) == {} and parse_mapping(None) == {}
+
+
+@pytest.mark.parametrize(
+    "items, message",
+    [
+        (["signup_date"], "--map 'signup_date': expected source=canonical"),
+        (["=created_at"], "--map '=created_at': expected source=canonical"),
+        (["a=b=c"], "--map 'a=b=c': expected source=canonical"),
+        (["a=b", "a=c"], "--map 'a=c': 'a' is already mapped to 'b'"),
+        (["a=x", "b=x"], "--map 'b=x': 'a' is already mapped to 'x'"),
+    ],
+)
+def test_parse_mapping_names_the_bad_item(items, message):
+    with pytest.raises(SourceError, match=msg(message)):
+        parse_mapping(items)
+
+
+# ---------------------------------------------------------------------- coercion
+
+
+def test_whitespace_is_stripped_and_empty_values_are_null(tmp_path):
+    f = write(
+        tmp_path / "s.csv",
+        "subscription_id,account_id,start_date,plan,seats,auto_renew\n"
+        '  S1 , A1 , 2024-01-01 , " pro ",  , \n'
+        'S2,A1,2024-01-01,"",,""\n',
+    )
+    batch = read_source(f, "subscriptions")
+    assert col(batch, "subscription_id") == ["S1", "S2"]
+    assert col(batch, "plan") == ["pro", None]
+    assert col(batch, "seats") == [None, None]
+    assert col(batch, "auto_renew") == [None, None]
+
+
+def test_tabs_and_no_break_spaces_are_stripped_too(tmp_path):
+    f = write(tmp_path / "u.csv", "user_id,account_id,created_at\n\tU1\u00a0,A1 ,\u00a0\n")
+    batch = read_source(f, "users")
+    assert batch.data.to_pylist() == [{"user_id": "U1", "account_id": "A1", "created_at": None}]
+
+
+def test_windows_line_endings_are_read(tmp_path):
+    f = tmp_path / "u.csv"
+    f.write_bytes(b"user_id,account_id,created_at\r\nU1,A1,2024-03-01\r\n")
+    assert col(read_source(f, "users"), "created_at") == [dt.datetime(2024, 3, 1)]
+
+
+def test_booleans_in_common_spellings(tmp_path):
+    spellings = ["true", "FALSE", "t", "F", "Yes", "no", "Y", "n", "1", "0", ""]
+    rows = "".join(f"P{i},A1,2024-01-01,{v}\n" for i, v in enumerate(spellings))
+    f = write(tmp_path / "t.csv", "touchpoint_id,account_id,ts,executive\n" + rows)
+    assert col(read_source(f, "touchpoints"), "executive") == [
+        True, False, True, False, True, False, True, False, True, False, None
+    ]  # fmt: skip
+
+
+def test_unknown_boolean_is_reported(tmp_path):
+    f = write(tmp_path / "t.csv", "touchpoint_id,account_id,ts,executive\nP1,A1,2024-01-01,maybe\n")
+    with pytest.raises(
+        SourceError,
+        match=msg(
+            f"{f}:2: executive: not a boolean "
+            "(got 'maybe', expected true/false, yes/no, y/n, t/f or 1/0)"
+        ),
+    ):
+        read_source(f, "touchpoints")
+
+
+def test_numbers_are_parsed_and_negative_amounts_are_valid(tmp_path):
+    f = write(
+        tmp_path / "i.csv",
+        "invoice_id,account_id,due_at,amount\n"
+        "I1,A1,2024-01-01,1234.5\nI2,A1,2024-01-01,-20\nI3,A1,2024-01-01,1e3\n"
+        "I4,A1,2024-01-01,.5\nI5,A1,2024-01-01,+7\n",
+    )
+    assert col(read_source(f, "invoices"), "amount") == [1234.5, -20.0, 1000.0, 0.5, 7.0]
+
+
+def test_thousands_separator_is_refused_and_says_why(tmp_path):
+    f = write(tmp_path / "i.csv", 'invoice_id,account_id,due_at,amount\nI1,A1,2024-01-01,"1,234"\n')
+    with pytest.raises(
+        SourceError,
+        match=msg(
+            f"{f}:2: amount: not a number: ',' is not accepted as a thousands or decimal "
+            "separator (got '1,234', expected a number like 1234.5)"
+        ),
+    ):
+        read_source(f, "invoices")
+
+
+@pytest.mark.parametrize("value", ["inf", "-Infinity", "NaN", "1e999"])
+def test_non_finite_numbers_are_refused(tmp_path, value):
+    f = write(
+        tmp_path / "i.csv", f"invoice_id,account_id,due_at,amount\nI1,A1,2024-01-01,{value}\n"
+    )
+    with pytest.raises(SourceError, match=msg(f"{f}:2: amount: not a finite number (got")):
+        read_source(f, "invoices")
+
+
+def test_text_in_a_number_column_is_refused(tmp_path):
+    f = write(tmp_path / "i.csv", "invoice_id,account_id,due_at,amount\nI1,A1,2024-01-01,12 EUR\n")
+    with pytest.raises(SourceError, match=msg(f"{f}:2: amount: not a number (got '12 EUR'")):
+        read_source(f, "invoices")
+
+
+def test_whole_number_columns_refuse_fractions(tmp_path):
+    f = write(
+        tmp_path / "s.csv",
+        "subscription_id,account_id,start_date,billing_period_months\n"
+        "S1,A1,2024-01-01,12\nS2,A1,2024-01-01,12.0\nS3,A1,2024-01-01,1.5\n",
+    )
+    batch = read_source(f, "subscriptions", allow_rejects=True)
+    assert col(batch, "billing_period_months") == [12, 12]
+    assert str(batch.rejects[0]) == (
+        f"{f}:4: billing_period_months: not a whole number "
+        "(got '1.5', expected a whole number like 42)"
+    )
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("2024-03-01", dt.datetime(2024, 3, 1)),
+        ("2024-03-01 12:00:00", dt.datetime(2024, 3, 1, 12)),
+        ("2024-03-01T12:00:00", dt.datetime(2024, 3, 1, 12)),
+        ("2024-03-01T12:00:00Z", dt.datetime(2024, 3, 1, 12)),
+        ("2024-03-01T12:00", dt.datetime(2024, 3, 1, 12)),
+        ("2024-03-01 12:00:00.250", dt.datetime(2024, 3, 1, 12, 0, 0, 250000)),
+        ("2024/03/01", dt.datetime(2024, 3, 1)),
+        ("2024/03/01 08:15:00", dt.datetime(2024, 3, 1, 8, 15)),
+        ("2024-03-01t12:00:00z", dt.datetime(2024, 3, 1, 12)),
+        ("2024-03-01 12:00:00 +02:00", dt.datetime(2024, 3, 1, 10)),
+        ("2024-03-01 12:00:00 UTC", dt.datetime(2024, 3, 1, 12)),
+    ],
+)
+def test_iso_dates_and_times_are_read(tmp_path, text, expected):
+    f = write(tmp_path / "u.csv", f"user_id,account_id,created_at\nU1,A1,{text}\n")
+    assert col(read_source(f, "users"), "created_at") == [expected]
+
+
+def test_offset_timestamps_are_converted_to_utc(tmp_path):
+    f = write(
+        tmp_path / "u.csv",
+        "user_id,account_id,created_at\n"
+        "U1,A1,2024-03-01T12:00:00+02:00\n"
+        "U2,A1,2024-03-01T12:00:00-0530\n"
+        "U3,A1,2024-03-01 01:00:00+03\n"
+        "U4,A1,2024-03-01T12:00:00.5+01:00\n",
+    )
+    assert col(read_source(f, "users"), "created_at") == [
+        dt.datetime(2024, 3, 1, 10),
+        dt.datetime(2024, 3, 1, 17, 30),
+        dt.datetime(2024, 2, 29, 22),
+        dt.datetime(2024, 3, 1, 11, 0, 0, 500000),
+    ]
+
+
+def test_bad_date_is_reported_with_file_row_and_column(tmp_path):
+    f = write(
+        tmp_path / "u.csv",
+        "user_id,account_id,created_at\nU1,A1,2024-03-01\nU2,A1,2024-02-30\nU3,A1,soon\n",
+    )
+    with pytest.raises(SourceError) as e:
+        read_source(f, "users")
+    expected = "expected an ISO 8601 date or time like 2024-03-01 or 2024-03-01T12:00:00Z"
+    assert str(e.value) == (
+        f"{f}: 2 invalid rows, nothing loaded:\n"
+        f"  {f}:3: created_at: not a date or timestamp (got '2024-02-30', {expected})\n"
+        f"  {f}:4: created_at: not a date or timestamp (got 'soon', {expected})"
+    )
+    p = e.value.problems[0]
+    assert (p.file, p.row, p.column, p.got) == (str(f), 3, "created_at", "2024-02-30")
+
+
+def test_day_month_dates_need_a_date_format_and_say_so(tmp_path):
+    f = write(tmp_path / "u.csv", "user_id,account_id,created_at\nU1,A1,03/04/2024\n")
+    with pytest.raises(
+        SourceError,
+        match=msg(
+            f"{f}:2: created_at: not a date or timestamp (got '03/04/2024', expected an ISO "
+            "8601 date or time like 2024-03-01 or 2024-03-01T12:00:00Z); "
+            "hint: pass --date-format, e.g. %d/%m/%Y"
+        ),
+    ):
+        read_source(f, "users")
+
+
+def test_date_format_reads_day_first_or_month_first_dates(tmp_path):
+    f = write(
+        tmp_path / "u.csv", "user_id,account_id,created_at\nU1,A1,03/04/2024\nU2,A1,2024-05-06\n"
+    )
+    day_first = read_source(f, "users", date_format="%d/%m/%Y")
+    assert col(day_first, "created_at") == [dt.datetime(2024, 4, 3), dt.datetime(2024, 5, 6)]
+    month_first = read_source(f, "users", date_format="%m/%d/%Y")
+    assert col(month_first, "created_at") == [dt.datetime(2024, 3, 4), dt.datetime(2024, 5, 6)]
+
+
+def test_date_not_in_the_given_format_is_reported_with_that_format(tmp_path):
+    f = write(tmp_path / "u.csv", "user_id,account_id,created_at\nU1,A1,31/31/2024\n")
+    with pytest.raises(
+        SourceError,
+        match=msg("(got '31/31/2024', expected a date in %d/%m/%Y or ISO 8601 like 2024-03-01)"),
+    ):
+        read_source(f, "users", date_format="%d/%m/%Y")
+
+
+def test_invalid_date_format_is_reported(tmp_path):
+    f = write(tmp_path / "u.csv", "user_id,account_id,created_at\nU1,A1,2024-03-01\n")
+    with pytest.raises(SourceError, match=msg("--date-format '%Q' is not a valid strptime format")):
+        read_source(f, "users", date_format="%Q")
+
+
+# ----------------------------------------------------------------------- row checks
+
+
+def test_required_value_empty_is_reported(tmp_path):
+    f = write(tmp_path / "u.csv", "user_id,account_id\nU1,A1\nU2, \n")
+    with pytest.raises(SourceError, match=msg(f"{f}:3: account_id: required value is empty")):
+        read_source(f, "users")
+
+
+def test_enum_values_are_checked_and_stored_lower_cased(tmp_path):
+    f = write(
+        tmp_path / "s.csv",
+        "response_id,account_id,ts,kind,score\n"
+        "R1,A1,2024-01-01, NPS ,9\nR2,A1,2024-01-01,Csat,4\nR3,A1,2024-01-01,ces,3\n",
+    )
+    with pytest.raises(
+        SourceError, match=msg(f"{f}:4: kind: unknown value (got 'ces', expected one of nps, csat)")
+    ):
+        read_source(f, "surveys")
+    batch = read_source(f, "surveys", allow_rejects=True)
+    assert col(batch, "kind") == ["nps", "csat"]
+
+
+def test_closed_before_opened_is_rejected(tmp_path):
+    f = write(
+        tmp_path / "t.csv",
+        TICKETS_HEAD + "T1,A1,2024-03-01,2024-03-01,high\nT2,A1,2024-03-05,2024-03-04 23:00,low\n",
+    )
+    with pytest.raises(SourceError) as e:
+        read_source(f, "tickets")
+    assert str(e.value) == (
+        f"{f}: 1 invalid row, nothing loaded:\n"
+        f"  {f}:3: closed_at: is before opened_at "
+        "(got '2024-03-04 23:00', expected at or after opened_at '2024-03-05')"
+    )
+
+
+def test_duplicate_key_in_file_names_both_rows(tmp_path):
+    f = write(
+        tmp_path / "t.csv",
+        TICKETS_HEAD
+        + "T1,A1,2024-03-01,,\nT2,A1,2024-03-01,,\nT1,A2,2024-03-02,,\nT1,A3,2024-03-03,,\n",
+    )
+    with pytest.raises(SourceError) as e:
+        read_source(f, "tickets")
+    assert str(e.value) == (
+        f"{f}: 2 invalid rows, nothing loaded:\n"
+        f"  {f}:4: ticket_id: duplicate ticket_id, first seen at row 2 (got 'T1')\n"
+        f"  {f}:5: ticket_id: duplicate ticket_id, first seen at row 2 (got 'T1')"
+    )
+
+
+def test_more_than_20_problems_are_capped(tmp_path):
+    rows = "".join(f"U{i},A1,not-a-date\n" for i in range(25))
+    f = write(tmp_path / "u.csv", "user_id,account_id,created_at\n" + rows)
+    with pytest.raises(SourceError) as e:
+        read_source(f, "users")
+    lines = str(e.value).splitlines()
+    assert lines[0] == f"{f}: 25 invalid rows, nothing loaded:"
+    assert lines[1].startswith(f"  {f}:2: created_at: not a date or timestamp")
+    assert lines[20].startswith(f"  {f}:21: created_at:")
+    assert lines[21:] == ["  ... and 5 more"]
+    assert len(e.value.problems) == 25
+
+
+def test_json_lines_problems_use_line_numbers(tmp_path):
+    f = write_jsonl(
+        tmp_path / "u.jsonl",
+        [
+            {"user_id": "U1", "account_id": "A1"},
+            None,
+            {"user_id": "U2", "account_id": "A1", "created_at": "yesterday"},
+            None,
+            {"user_id": "U1", "account_id": "A2"},
+        ],
+    )
+    with pytest.raises(SourceError) as e:
+        read_source(f, "users")
+    assert [str(p) for p in e.value.problems] == [
+        f"{f}:3: created_at: not a date or timestamp (got 'yesterday', expected an ISO 8601 "
+        "date or time like 2024-03-01 or 2024-03-01T12:00:00Z)",
+        f"{f}:5: user_id: duplicate user_id, first seen at row 1 (got 'U1')",
+    ]
+    batch = read_source(f, "users", allow_rejects=True)
+    assert batch.reject_rows.column("_row").to_pylist() == [3, 5]
+
+
+def test_json_extra_fields_keep_their_types(tmp_path):
+    f = write_jsonl(
+        tmp_path / "u.jsonl",
+        [
+            {"user_id": "U1", "account_id": "A1", "age_days": 3, "admin": True, "tags": ["a"]},
+            {"user_id": "U2", "account_id": "A1", "age_days": 5, "admin": False, "tags": []},
+        ],
+    )
+    batch = read_source(f, "users")
+    assert col(batch, "age_days") == [3, 5]
+    assert col(batch, "admin") == [True, False]
+    assert col(batch, "tags") == [["a"], []]
+
+
+def test_parquet_problems_use_one_based_row_index(tmp_path):
+    f = tmp_path / "u.parquet"
+    pq.write_table(pa.table({"user_id": ["U1", "U2", None], "account_id": ["A1", None, "A1"]}), f)
+    with pytest.raises(SourceError) as e:
+        read_source(f, "users")
+    assert [str(p) for p in e.value.problems] == [
+        f"{f}:2: account_id: required value is empty",
+        f"{f}:3: user_id: required value is empty",
+    ]
+
+
+def test_parquet_native_values_are_checked(tmp_path):
+    f = tmp_path / "i.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "invoice_id": ["I1", "I2"],
+                "account_id": ["A1", "A1"],
+                "due_at": pa.array([dt.date(2024, 1, 1), dt.date(2024, 2, 1)]),
+                "amount": [10.0, float("nan")],
+            }
+        ),
+        f,
+    )
+    with pytest.raises(SourceError, match=msg(f"{f}:2: amount: not a finite number (got 'nan'")):
+        read_source(f, "invoices")
+
+
+# ----------------------------------------------------------------------- rejects
+
+
+def test_rejects_mode_keeps_valid_rows_and_returns_invalid_with_reasons(tmp_path):
+    f = write(
+        tmp_path / "t.csv",
+        TICKETS_HEAD
+        + "T1,A1,2024-03-01,,high\n"
+        + "T2,,someday,,low\n"
+        + "T3,A1,2024-03-05,2024-03-06,low\n"
+        + "T4,A1,2024-03-05,2024-03-01,low\n",
+    )
+    batch = read_source(f, "tickets", allow_rejects=True)
+    assert col(batch, "ticket_id") == ["T1", "T3"]
+    assert batch.rows_read == 4
+    assert [(p.row, p.column) for p in batch.rejects] == [
+        (3, "account_id"),
+        (3, "opened_at"),
+        (5, "closed_at"),
+    ]
+    rows = batch.reject_rows.to_pylist()
+    assert [r["_row"] for r in rows] == [3, 5]
+    assert rows[0]["_reason"] == (
+        "account_id: required value is empty; opened_at: not a date or timestamp (got "
+        "'someday', expected an ISO 8601 date or time like 2024-03-01 or 2024-03-01T12:00:00Z)"
+    )
+    assert rows[0]["ticket_id"] == "T2" and rows[0]["opened_at"] == "someday"
+    assert batch.reject_rows.schema.field("_row").type == pa.int64()
+
+
+def test_reject_rows_keep_the_file_column_names_and_text(tmp_path):
+    f = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"id": [1, 2], "signup": ["2024-01-01", "bad"], "seats": [3, 4]}), f)
+    batch = read_source(
+        f, "accounts", {"id": "account_id", "signup": "created_at"}, allow_rejects=True
+    )
+    assert batch.reject_rows.column_names == ["_row", "_reason", "id", "signup", "seats"]
+    assert batch.reject_rows.to_pylist()[0]["seats"] == "4"
+    assert col(batch, "seats") == [3]
+
+
+def test_write_rejects_writes_csv_with_reason(tmp_path):
+    f = write(tmp_path / "u.csv", "user_id,account_id,created_at\nU1,A1,\nU2,A1,31/12/2024\n")
+    batch = read_source(f, "users", allow_rejects=True)
+    out = tmp_path / "rejects.csv"
+    assert write_rejects(batch, out) == 1
+    with out.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows == [
+        {
+            "_row": "3",
+            "_reason": "created_at: not a date or timestamp (got '31/12/2024', expected an ISO "
+            "8601 date or time like 2024-03-01 or 2024-03-01T12:00:00Z); "
+            "hint: pass --date-format, e.g. %d/%m/%Y",
+            "user_id": "U2",
+            "account_id": "A1",
+            "created_at": "31/12/2024",
+        }
+    ]
+
+
+def test_write_rejects_with_no_rejects_leaves_an_empty_file(tmp_path):
+    f = write(tmp_path / "u.csv", "user_id,account_id\nU1,A1\n")
+    out = write(tmp_path / "rejects.csv", "stale\n")
+    assert write_rejects(read_source(f, "users", allow_rejects=True), out) == 0
+    assert out.read_text().strip() == "_row,_reason"
+
+
+# ---------------------------------------------------------------- derived event ids
+
+
+EVENTS = (
+    "account_id,user_id,event,ts,quantity\n"
+    "A1,U1,login,2024-03-01T10:00:00Z,\n"
+    "A1,U1,login,2024-03-01T10:00:00Z,\n"
+    "A1,U2,export,2024-03-01 11:00:00,2.5\n"
+)
+
+
+def test_derived_event_ids_are_stable_across_reads(tmp_path):
+    f = write(tmp_path / "e.csv", EVENTS)
+    first = read_source(f, "usage_events")
+    again = read_source(f, "usage_events")
+    ids = sorted(col(first, "event_id"))
+    assert ids == sorted(col(again, "event_id"))
+    assert len(set(ids)) == 3  # the exact duplicate rows stay distinct
+
+
+def test_derived_event_id_is_md5_of_canonical_text_and_occurrence(tmp_path):
+    f = write(tmp_path / "e.csv", EVENTS)
+    got = set(col(read_source(f, "usage_events"), "event_id"))
+
+    def md5(*parts):
+        return hashlib.md5("\x1f".join(parts).encode()).hexdigest()
+
+    assert got == {
+        md5("A1", "U1", "login", "2024-03-01 10:00:00", "", "1"),
+        md5("A1", "U1", "login", "2024-03-01 10:00:00", "", "2"),
+        md5("A1", "U2", "export", "2024-03-01 11:00:00", "2.5", "1"),
+    }
+
+
+def test_derived_event_ids_do_not_depend_on_file_format(tmp_path):
+    csv_ids = set(col(read_source(write(tmp_path / "e.csv", EVENTS), "usage_events"), "event_id"))
+    f = tmp_path / "e.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "account_id": ["A1", "A1", "A1"],
+                "user_id": ["U1", "U1", "U2"],
+                "event_name": ["login", "login", "export"],
+                "ts": pa.array(
+                    [dt.datetime(2024, 3, 1, 10)] * 2 + [dt.datetime(2024, 3, 1, 11)],
+                    pa.timestamp("us"),
+                ),
+                "quantity": [None, None, 2.5],
+            }
+        ),
+        f,
+    )
+    batch = read_source(f, "usage_events", {"event_name": "event"})
+    assert set(col(batch, "event_id")) == csv_ids
+
+
+def test_given_event_ids_are_kept_and_empty_ones_derived(tmp_path):
+    f = write(
+        tmp_path / "e.csv",
+        "event_id,account_id,ts\nE1,A1,2024-03-01\n,A1,2024-03-02\n",
+    )
+    ids = col(read_source(f, "usage_events"), "event_id")
+    assert ids[0] == "E1" or ids[1] == "E1"
+    assert all(i and len(i) in (2, 32) for i in ids)
+
+
+def test_given_event_ids_must_be_unique(tmp_path):
+    f = write(tmp_path / "e.csv", "event_id,account_id,ts\nE1,A1,2024-03-01\nE1,A1,2024-03-02\n")
+    with pytest.raises(SourceError, match=msg(f"{f}:3: event_id: duplicate event_id")):
+        read_source(f, "usage_events")
+
+
+# ------------------------------------------------------------------ --account-from
+
+
+SUBSCRIPTION_ACCOUNTS = ("subscription_id", {"S1": "A1", "S2": "A2"})
+
+
+def test_account_is_looked_up_by_another_tables_key(tmp_path):
+    f = write(
+        tmp_path / "u.csv",
+        "usage_id,subscription_id,usage_date,feature_name\n"
+        "U1,S1,2024-03-01,export\nU2, S2 ,2024-03-02,search\n",
+    )
+    batch = read_source(
+        f,
+        "usage_events",
+        {"usage_id": "event_id", "usage_date": "ts", "feature_name": "event"},
+        account_lookup=SUBSCRIPTION_ACCOUNTS,
+    )
+    assert col(batch, "account_id") == ["A1", "A2"]
+    assert col(batch, "subscription_id") == ["S1", "S2"]
+    assert batch.data.column_names[:6] == [
+        "event_id", "account_id", "user_id", "event", "ts", "quantity"
+    ]  # fmt: skip
+
+
+def test_key_with_no_account_is_an_invalid_row(tmp_path):
+    f = write(tmp_path / "u.csv", "subscription_id,ts\nS1,2024-03-01\nS9,2024-03-01\n,2024-03-01\n")
+    with pytest.raises(SourceError) as e:
+        read_source(f, "usage_events", account_lookup=SUBSCRIPTION_ACCOUNTS)
+    assert str(e.value) == (
+        f"{f}: 2 invalid rows, nothing loaded:\n"
+        f"  {f}:3: subscription_id: unknown subscription_id: no account found for it "
+        "(got 'S9'); hint: load the rows that define each subscription_id and its account_id "
+        "first\n"
+        f"  {f}:4: subscription_id: required value is empty; "
+        "hint: the account is looked up by subscription_id"
+    )
+    batch = read_source(f, "usage_events", account_lookup=SUBSCRIPTION_ACCOUNTS, allow_rejects=True)
+    assert col(batch, "account_id") == ["A1"]
+    assert batch.reject_rows.column("subscription_id").to_pylist() == ["S9", None]
+
+
+def test_account_lookup_needs_the_key_column(tmp_path):
+    f = write(tmp_path / "u.csv", "sub,ts\nS1,2024-03-01\n")
+    with pytest.raises(
+        SourceError,
+        match=msg(
+            f"{f}: no column 'subscription_id' to look the account up by (columns found: sub, "
+            "ts); hint: use --map source=canonical, e.g. --map <column>=subscription_id"
+        ),
+    ):
+        read_source(f, "usage_events", account_lookup=SUBSCRIPTION_ACCOUNTS)
+    batch = read_source(
+        f, "usage_events", {"sub": "subscription_id"}, account_lookup=SUBSCRIPTION_ACCOUNTS
+    )
+    assert col(batch, "account_id") == ["A1"]
+
+
+def test_account_lookup_refuses_a_file_that_has_account_id(tmp_path):
+    f = write(tmp_path / "u.csv", "account_id,subscription_id,ts\nA1,S1,2024-03-01\n")
+    with pytest.raises(
+        SourceError, match=msg(f"{f}: has an account_id column; --account-from is for files")
+    ):
+        read_source(f, "usage_events", account_lookup=SUBSCRIPTION_ACCOUNTS)

@@ -870,3 +870,16 @@ def test_account_lookup_refuses_a_file_that_has_account_id(tmp_path):
         SourceError, match=msg(f"{f}: has an account_id column; --account-from is for files")
     ):
         read_source(f, "usage_events", account_lookup=SUBSCRIPTION_ACCOUNTS)
+
+
+def test_set_gives_a_missing_column_one_checked_value(tmp_path):
+    f = tmp_path / "churn.csv"
+    f.write_text("outcome_id,account_id,ts\nO1,A1,2024-05-01\nO2,A2,2024-06-01\n")
+    batch = read_source(f, "outcomes", constants={"kind": "Churned"})
+    assert batch.data.column("kind").to_pylist() == ["churned", "churned"]
+    with pytest.raises(SourceError, match=r"churn.csv:2: kind: unknown value \(got 'lost'"):
+        read_source(f, "outcomes", constants={"kind": "lost"})
+    with pytest.raises(SourceError, match="the file already has a column 'ts'"):
+        read_source(f, "outcomes", constants={"ts": "2024-01-01", "kind": "churned"})
+    with pytest.raises(SourceError, match="'colour' is not a column of outcomes"):
+        read_source(f, "outcomes", constants={"colour": "red", "kind": "churned"})

@@ -102,11 +102,13 @@ def load_file(
     date_format: str | None = None,
     rejects: str | Path | None = None,
     account_from: str | None = None,
+    constants: dict[str, str] | None = None,
 ) -> LoadResult:
     """Read, validate and load one file; with ``rejects`` invalid rows go to that CSV.
 
     ``account_from`` names a canonical table (e.g. ``subscriptions``) whose primary key
     the file carries instead of ``account_id``; the account is looked up in the store.
+    ``constants`` gives a column the file lacks one value on every row.
     """
     from healthscore.sources import read_source, write_rejects
     from healthscore.tables import get_table
@@ -121,9 +123,14 @@ def load_file(
                 hint=f"load {account_from} first",
             )
         lookup = (key, dict(zip(ref[key], ref["account_id"], strict=True)))
-    extra = {"account_lookup": lookup} if lookup else {}
     batch = read_source(
-        path, table, mapping, date_format=date_format, allow_rejects=rejects is not None, **extra
+        path,
+        table,
+        mapping,
+        date_format=date_format,
+        allow_rejects=rejects is not None,
+        account_lookup=lookup,
+        constants=constants,
     )
     n_rejected = 0
     if rejects is not None and batch.reject_rows is not None:

@@ -114,6 +114,10 @@ def load(
     date_format: Annotated[
         str | None, typer.Option(help="strptime format for ambiguous dates, e.g. %d/%m/%Y")
     ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="a column the file lacks, same value on every row: col=value"),
+    ] = None,
     account_from: Annotated[
         str | None,
         typer.Option(
@@ -124,7 +128,7 @@ def load(
     db: DbOpt = None,
 ) -> None:
     """Load a file into a canonical table (idempotent: reloading changes nothing)."""
-    from healthscore.sources import parse_mapping
+    from healthscore.sources import parse_constants, parse_mapping
     from healthscore.store import connect
 
     try:
@@ -137,6 +141,7 @@ def load(
             date_format=date_format,
             rejects=rejects,
             account_from=account_from,
+            constants=parse_constants(set_ or []),
         )
         out.print(str(result))
         if result.rejected:

@@ -166,9 +166,12 @@ class _Column:
     name: str  # name after mapping
     type: str  # DuckDB type as sniffed or read
     csv_type: str = "VARCHAR"  # extra CSV columns: the sniffed type, if every value fits
+    alias: str | None = None  # columns not in the file (a --set constant)
 
     @property
     def sql(self) -> str:
+        if self.alias:
+            return self.alias
         return f"c{self.index}" if self.index >= 0 else "__account"
 
 
@@ -217,6 +220,21 @@ e.g. signup_date=created_at
     return mapping
 
 
+def parse_constants(items: Iterable[str] | None) -> dict[str, str]:
+    """Turn ``--set`` items ``column=value`` into ``{column: value}``.
+
+    >>> parse_constants(["kind=churned"])
+    {'kind': 'churned'}
+    """
+    out: dict[str, str] = {}
+    for item in items or []:
+        col, sep, value = str(item).partition("=")
+        if not sep or not col.strip():
+            raise SourceError(f"--set {item!r}: expected column=value, e.g. kind=churned")
+        out[col.strip()] = value.strip()
+    return out
+
+
 def read_source(
     path,
     table: str,
@@ -225,6 +243,7 @@ def read_source(
     date_format: str | None = None,
     allow_rejects: bool = False,
     account_lookup: tuple[str, dict[str, str]] | None = None,
+    constants: dict[str, str] | None = None,
 ) -> SourceBatch:
     """Read one data file into canonical table ``table``, validated.
 
@@ -249,6 +268,9 @@ def read_source(
         instead of ``account_id`` (``--account-from``, e.g. usage rows with a
         ``subscription_id``): ``account_id`` is looked up by that column, which is kept.
         A key with no account is an invalid row.
+    constants
+        ``{canonical column: text}`` for a column the file lacks that has one value on
+        every row (``--set kind=churned``); it is coerced and checked like file values.
 
     Returns
     -------
@@ -292,7 +314,7 @@ def read_source(
             if p.stat().st_size == 0:
                 return _empty_batch(spec, file)
             reader = _Reader(con, spec, file, fmt, mapping or {}, date_format, allow_rejects)
-            return reader.run(account_lookup)
+            return reader.run(account_lookup, constants or {})
         finally:
             con.close()
 
@@ -345,13 +367,14 @@ class _Reader:
         self.allow_rejects = allow_rejects
         self.lit = _lit(file)
 
-    def run(self, account_lookup=None) -> SourceBatch:
+    def run(self, account_lookup=None, constants=None) -> SourceBatch:
         names, types = self._describe()
         self.columns = self._map_columns(names, types)
         by_name = {c.name: c for c in self.columns}
         self.canonical = {n: by_name.get(n) for n in self.spec.columns}
         self.extras = [c for c in self.columns if c.name not in self.spec.columns]
         self.lookup_key = self._lookup_key(account_lookup, by_name)
+        self.constants = self._constants(constants or {})
         self._check_required()
         self._create_raw(names)
         self._link_accounts(account_lookup)
@@ -511,6 +534,24 @@ class _Reader:
         self.canonical["account_id"] = _Column(-1, "account_id", "account_id", "VARCHAR")
         return by_name[key]
 
+    def _constants(self, constants: dict[str, str]) -> dict[str, str]:
+        """With --set: canonical columns the file lacks, one value on every row."""
+        out = {}
+        for i, (col, value) in enumerate(constants.items()):
+            if col not in self.spec.columns:
+                raise SourceError(
+                    f"--set {col}={value}: {col!r} is not a column of {self.spec.name}",
+                    hint="columns: " + ", ".join(self.spec.columns),
+                )
+            if self.canonical[col] is not None:
+                raise SourceError(
+                    f"{self.file}: --set {col}={value}: the file already has a column {col!r}"
+                )
+            alias = f"__const{i}"
+            self.canonical[col] = _Column(-2 - i, col, col, "VARCHAR", alias=alias)
+            out[alias] = str(value)
+        return out
+
     # -- 3. the raw rows, numbered, and their typed values
 
     def _create_raw(self, names: list[str]) -> None:
@@ -544,8 +585,9 @@ class _Reader:
 
     def _link_accounts(self, account_lookup) -> None:
         """View ``raw``: the file's rows, plus ``__account`` when looked up by a key."""
+        consts = "".join(f", {_lit(v)} AS {a}" for a, v in self.constants.items())
         if self.lookup_key is None:
-            self.con.execute("CREATE VIEW raw AS SELECT * FROM raw_file")
+            self.con.execute(f"CREATE VIEW raw AS SELECT *{consts} FROM raw_file")
         else:
             pairs = account_lookup[1]
             self.con.register(
@@ -559,7 +601,7 @@ class _Reader:
             )
             key = _text(f"f.{self.lookup_key.sql}")
             self.con.execute(
-                "CREATE VIEW raw AS SELECT f.*, l.a AS __account FROM raw_file f "
+                f"CREATE VIEW raw AS SELECT f.*, l.a AS __account{consts} FROM raw_file f "
                 f"LEFT JOIN __accounts l ON l.k = {key}"
             )
         if self.fmt == "csv":

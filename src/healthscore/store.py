@@ -152,13 +152,21 @@ class Store:
                 ),
             )
 
+    def _select_all(self, table: str) -> list[dict]:
+        """Rows of a small bookkeeping table, without an Ibis compile (keeps the CLI quick)."""
+        cur = self.con.raw_sql(sg.select("*").from_(sg.to_identifier(table)).sql(self.con.dialect))
+        try:
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+        finally:
+            if hasattr(cur, "close") and cur is not getattr(self.con, "con", None):
+                cur.close()
+
     def meta(self) -> dict[str, str]:
-        t = self.con.table(META).to_pyarrow().to_pylist()
-        return {r["key"]: r["value"] for r in t}
+        return {r["key"]: r["value"] for r in self._select_all(META)}
 
     def set_meta(self, key: str, value: str) -> None:
-        meta = self.con.table(META)
-        self._delete_keys(META, "key", meta.filter(meta.key == key).select("key"))
+        self._delete_where(META, "key", key)
         self.con.insert(META, pa.table({"key": [key], "value": [value]}))
 
     def table(self, name: str) -> ir.Table:
@@ -172,7 +180,9 @@ class Store:
         return {c: str(t) for c, t in self.con.get_schema(name).items()}
 
     def count(self, name: str) -> int:
-        return int(self.table(name).count().to_pyarrow().as_py())
+        sql = sg.select("count(*)").from_(sg.to_identifier(name)).sql(self.con.dialect)
+        cur = self.con.raw_sql(sql)
+        return int(cur.fetchone()[0])
 
     # loading -------------------------------------------------------------------------
     def load(self, name: str, data: pa.Table, *, rejected: int = 0) -> LoadResult:
@@ -221,7 +231,7 @@ class Store:
                     if changed is not None and updated:
                         self._delete_keys(name, pk, changed)
                     self.con.insert(name, new_rows.order_by([*order, pk]).select(*target_cols))
-            watermark = self._update_watermark(name)
+            watermark = self._update_watermark(name, data, inserted)
         finally:
             self.con.drop_table(stage_name, force=True)
         return LoadResult(name, inserted, updated, unchanged, rejected, watermark)
@@ -242,6 +252,10 @@ class Store:
         tbl = sg.to_identifier(name, quoted=True).sql(self.con.dialect)
         self.con.raw_sql(f"DELETE FROM {tbl} WHERE {col} IN ({sub})")
 
+    def _delete_where(self, table: str, column: str, value: str) -> None:
+        cond = sg.exp.column(column, quoted=True).eq(sg.exp.Literal.string(value))
+        self.con.raw_sql(sg.exp.delete(sg.to_identifier(table), where=cond).sql(self.con.dialect))
+
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         self.con.raw_sql("BEGIN TRANSACTION")
@@ -252,14 +266,14 @@ class Store:
             raise
         self.con.raw_sql("COMMIT")
 
-    def _update_watermark(self, name: str) -> datetime | None:
+    def _update_watermark(self, name: str, data: pa.Table, inserted: int) -> datetime | None:
+        """The latest timestamp ever loaded into ``name`` (from this batch and before)."""
         tdef = TABLES[name]
-        t = self.con.table(name)
-        row = t.aggregate(w=t[tdef.time].max(), n=t.count()).to_pyarrow().to_pylist()[0]
-        wm = self.con.table(WATERMARKS)
-        self._delete_keys(
-            WATERMARKS, "table_name", wm.filter(wm.table_name == name).select("table_name")
-        )
+        old = next((r for r in self._select_all(WATERMARKS) if r["table_name"] == name), None)
+        batch_max = pc.max(data[tdef.time]).as_py() if data.num_rows else None
+        marks = [m for m in (batch_max, old and old["watermark"]) if m is not None]
+        row = {"w": max(marks) if marks else None, "n": (old["rows"] if old else 0) + inserted}
+        self._delete_where(WATERMARKS, "table_name", name)
         now = datetime.now(UTC).replace(tzinfo=None)
         self.con.insert(
             WATERMARKS,
@@ -275,8 +289,7 @@ class Store:
         return row["w"]
 
     def watermarks(self) -> dict[str, datetime | None]:
-        rows = self.con.table(WATERMARKS).to_pyarrow().to_pylist()
-        return {r["table_name"]: r["watermark"] for r in rows}
+        return {r["table_name"]: r["watermark"] for r in self._select_all(WATERMARKS)}
 
     def freshness(self, model, as_of: datetime) -> list[FreshnessWarning]:
         """Tables the model reads whose latest data is older than their expected lag."""
@@ -293,6 +306,9 @@ class Store:
 
     # executing -----------------------------------------------------------------------
     def execute(self, expr: ir.Table) -> pa.Table:
+        """Run an expression; one compile, results as Arrow."""
+        if hasattr(getattr(self.con, "con", None), "sql"):  # a driver that returns Arrow
+            return self.execute_sql(self.compile(expr))
         return expr.to_pyarrow()
 
     def compile(self, expr: ir.Table) -> str:

@@ -308,7 +308,8 @@ class Store:
     def execute(self, expr: ir.Table) -> pa.Table:
         """Run an expression; one compile, results as Arrow."""
         if hasattr(getattr(self.con, "con", None), "sql"):  # a driver that returns Arrow
-            return self.execute_sql(self.compile(expr))
+            # the backend may type literals its own way (DECIMAL); keep the expression's types
+            return self.execute_sql(self.compile(expr)).cast(expr.schema().to_pyarrow())
         return expr.to_pyarrow()
 
     def compile(self, expr: ir.Table) -> str:

@@ -28,6 +28,7 @@ MODEL_KEYS = sorted(
                 model_mod.Pillar,
                 model_mod.Segments,
                 model_mod.Bands,
+                model_mod.Percentile,
             )
         )
     )

@@ -58,6 +58,12 @@ def parse_as_of(value: str | date | datetime | None) -> datetime:
 def score_expr(store: Store, model: Model, as_of=None, account_ids=None) -> ir.Table:
     """The Ibis expression scoring every account (or ``account_ids``) as of ``as_of``."""
     d = parse_as_of(as_of)
+    unfitted = model.unfitted_percentiles()
+    if unfitted:
+        raise ScoringError(
+            f"percentile normalisation of {', '.join(unfitted)} is not fitted yet",
+            hint="run `healthscore model fit-percentiles --as-of <date>` once",
+        )
     names = [n for n in model.tables_used() if n != "subscriptions"] + ["subscriptions"]
     if any(m.formula and "has_flag" in m.formula for m in model.spec.metrics.values()) or (
         model.spec.population and "has_flag" in model.spec.population
@@ -136,6 +142,27 @@ def load_file(
     if rejects is not None and batch.reject_rows is not None:
         n_rejected = write_rejects(batch, rejects)
     return store.load(table, batch.data, rejected=n_rejected)
+
+
+def fit_percentiles(
+    store: Store, model_path: str | Path, as_of=None, out: str | Path | None = None
+) -> Model:
+    """Fit the model's percentile normalisations as of a date; write them into the file.
+
+    Writes to ``out`` (default: the model file itself) and returns the fitted model,
+    whose version differs from the unfitted one.
+    """
+    from healthscore.percentiles import fit_percentiles as fit
+    from healthscore.percentiles import write_fitted_model
+
+    d = parse_as_of(as_of)
+    model = load_model(model_path)
+    fitted = fit(store, model, d)
+    if not fitted:
+        raise ScoringError(
+            f"{model_path}: no scored metric uses `percentile:` normalisation; nothing to fit"
+        )
+    return write_fitted_model(model_path, fitted, d, out or model_path)
 
 
 @dataclass

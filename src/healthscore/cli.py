@@ -162,12 +162,41 @@ def validate(model: Annotated[Path | None, typer.Argument(help="model file")] = 
         f"{m.file}: OK - {n_metrics} metrics in {len(m.spec.pillars)} pillars, "
         f"{len(m.segment_names())} segment overrides; version {m.version[:12]}"
     )
+    for name in m.unfitted_percentiles():
+        err.print(
+            f"[yellow]Note:[/] {name} uses percentile normalisation that is not fitted yet; "
+            "run `healthscore model fit-percentiles --as-of <date>` before scoring",
+            highlight=False,
+        )
 
 
 @model_app.command("schema")
 def model_schema() -> None:
     """Print the JSON Schema of the model file (for editor completion)."""
     sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+
+
+@model_app.command("fit-percentiles")
+def model_fit_percentiles(
+    as_of: AsOfOpt = None,
+    model: ModelOpt = None,
+    db: DbOpt = None,
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="write the fitted model here [default: in place]"),
+    ] = None,
+) -> None:
+    """Fit percentile normalisation once, as of a date, and store it in the model file."""
+    from healthscore.store import connect
+
+    path = _model_path(model)
+    if path is None:
+        raise typer.BadParameter("no model file: pass --model or run `healthscore init`")
+    try:
+        fitted = api.fit_percentiles(connect(db, create=False), path, as_of, out_file)
+    except HealthscoreError as e:
+        _fail(e)
+    out.print(f"fitted percentiles written to {fitted.file}; new version {fitted.version[:12]}")
 
 
 @app.command()

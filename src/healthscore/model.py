@@ -161,6 +161,35 @@ def _missing(v: Any) -> Any:
     return v
 
 
+class Percentile(_Strict):
+    """Percentile normalisation, fitted once and stored as piecewise points per segment."""
+
+    better: Literal["higher", "lower"] = Field("higher", description="which end scores 100")
+    by_segment: bool = Field(True, description="fit separately within each segment")
+    quantiles: list[float] = Field(
+        default_factory=lambda: [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0],
+        description="quantiles to fit (0-1)",
+    )
+    fitted_at: str | None = Field(None, description="as-of date of the fit (written by the fit)")
+    points: dict[str, list[tuple[float, float]]] | None = Field(
+        None,
+        description="segment -> [[raw, score], ...] ('*' = all accounts; written by "
+        "`healthscore model fit-percentiles`)",
+    )
+
+    @model_validator(mode="after")
+    def _check(self):
+        if any(not 0 <= q <= 1 for q in self.quantiles) or len(self.quantiles) < 2:
+            raise ValueError("`quantiles` needs 2+ values within 0-1")
+        for seg, pts in (self.points or {}).items():
+            xs = [p[0] for p in pts]
+            if not pts or any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
+                raise ValueError(f"percentile points for {seg!r} must have raw strictly ascending")
+        if self.points is not None and "*" not in self.points:
+            raise ValueError("percentile points need a '*' entry for accounts of other segments")
+        return self
+
+
 class MetricUse(_Strict):
     """A metric inside a pillar: its weight, normalisation to 0-100 and missing policy."""
 
@@ -171,6 +200,7 @@ class MetricUse(_Strict):
         None, description="piecewise-linear [[raw, score], ...], raw ascending"
     )
     map: dict[str, float] | None = Field(None, description="category -> score 0-100")
+    percentile: Percentile | None = Field(None, description="percentile within segment")
     missing: Annotated[MissingPolicy, Field(default_factory=MissingPolicy)]
 
     _m = field_validator("missing", mode="before")(lambda cls, v: _missing(v))
@@ -178,9 +208,13 @@ class MetricUse(_Strict):
     @model_validator(mode="after")
     def _one_normalisation(self):
         has_linear = self.bad is not None or self.good is not None
-        n = sum([has_linear, self.points is not None, self.map is not None])
+        n = sum(
+            [has_linear, self.points is not None, self.map is not None, self.percentile is not None]
+        )
         if n != 1:
-            raise ValueError("give exactly one normalisation: `bad`+`good`, `points` or `map`")
+            raise ValueError(
+                "give exactly one normalisation: `bad`+`good`, `points`, `map` or `percentile`"
+            )
         if has_linear:
             if self.bad is None or self.good is None:
                 raise ValueError("`bad` and `good` go together")
@@ -449,6 +483,10 @@ class Model:
     def scored_metrics(self) -> list[tuple[str, str, MetricUse]]:
         """(pillar, metric, use) for every metric that carries weight, in file order."""
         return [(p, m, u) for p, pl in self.spec.pillars.items() for m, u in pl.metrics.items()]
+
+    def unfitted_percentiles(self) -> list[str]:
+        """Scored metrics whose percentile normalisation has not been fitted yet."""
+        return [m for _, m, u in self.scored_metrics() if u.percentile and not u.percentile.points]
 
     def segment_names(self) -> list[str]:
         return list(self.spec.segments.weights) if self.spec.segments else []

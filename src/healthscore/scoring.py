@@ -39,21 +39,31 @@ NORM, WEIGHT, CONTRIB, MISSING, PILLAR = (
 )
 
 
-def _normalized(x: ir.Value, use: MetricUse) -> ir.FloatingValue:
+def _normalized(x: ir.Value, use: MetricUse, segment=None) -> ir.FloatingValue:
     # NULL in, NULL out: least/greatest skip NULLs and CASE falls through to its ELSE
-    return ibis.ifelse(x.isnull(), ibis.null("float64"), _normalized_value(x, use))
+    segment = segment if segment is not None else ibis.literal(None, type="string")
+    return ibis.ifelse(x.isnull(), ibis.null("float64"), _normalized_value(x, use, segment))
 
 
-def _normalized_value(x: ir.Value, use: MetricUse) -> ir.FloatingValue:
+def _piecewise(x: ir.FloatingValue, pts) -> ir.FloatingValue:
+    """Linear between the points, flat beyond the ends."""
+    branches = [(x <= pts[0][0], ibis.literal(float(pts[0][1])))]
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
+        branches.append((x <= x1, y0 + (x - x0) * ((y1 - y0) / (x1 - x0))))
+    return ibis.cases(*branches, else_=ibis.literal(float(pts[-1][1])))
+
+
+def _normalized_value(x: ir.Value, use: MetricUse, segment: ir.StringValue) -> ir.FloatingValue:
     if use.map is not None:
         return x.cast("string").substitute(use.map, else_=ibis.null("float64")).cast("float64")
     x = x.cast("float64")
     if use.points is not None:
-        pts = use.points
-        branches = [(x <= pts[0][0], ibis.literal(float(pts[0][1])))]
-        for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
-            branches.append((x <= x1, y0 + (x - x0) * ((y1 - y0) / (x1 - x0))))
-        return ibis.cases(*branches, else_=ibis.literal(float(pts[-1][1])))
+        return _piecewise(x, use.points)
+    if use.percentile is not None:
+        pts = use.percentile.points
+        special = [(segment == s, _piecewise(x, p)) for s, p in pts.items() if s != "*"]
+        default = _piecewise(x, pts["*"])
+        return ibis.cases(*special, else_=default) if special else default
     lo, hi = use.bad, use.good
     frac = (x - lo) / (hi - lo)
     return 100.0 * ibis.least(ibis.greatest(frac, 0.0), 1.0)
@@ -62,7 +72,7 @@ def _normalized_value(x: ir.Value, use: MetricUse) -> ir.FloatingValue:
 def normalize(t: ir.Table, model: Model) -> ir.Table:
     cols = {}
     for _, m, use in model.scored_metrics():
-        n = _normalized(t[m], use)
+        n = _normalized(t[m], use, t.segment)
         missing = use.missing
         covered = t[m + COVERED] & n.notnull()
         if missing.policy == "reweight":
@@ -143,6 +153,9 @@ def contribute(t: ir.Table, model: Model) -> ir.Table:
         ibis.ifelse(t[m + COVERED], t["__base_weights"][m], 0.0)
         for _, m, _ in model.scored_metrics()
     ]
+    # weights that sum to 1 in floating point can overshoot by an ulp: keep 0 <= score <= 100
+    # (the clamp moves it by < 1e-12, well inside the 1e-9 the contributions add up to)
+    score = ibis.least(ibis.greatest(score, 0.0), 100.0)
     return t.mutate(
         score=ibis.ifelse(has_data, score, ibis.null("float64")),
         coverage=sum(cov[1:], cov[0]),

@@ -1,0 +1,104 @@
+"""Fit percentile normalisation once, at a named date, and store it in the model file.
+
+Place in the flow: after ``metrics`` (it reads raw metric values as of the fit date
+through the store) and before scoring with the fitted model. Percentile normalisation
+is never live: the breakpoints are fitted once for a model version and written into
+the model as piecewise points per segment, so a score never moves because a peer's
+data moved, and one account can be rescored alone.
+
+For each scored metric with ``percentile:``, the raw values of the accounts in the
+population at the fit date are cut at the configured quantiles (per segment when
+``by_segment``, and always for all accounts under ``'*'``). Quantile q scores 100·q
+(``better: higher``) or 100·(1 − q) (``better: lower``); where several quantiles fall on
+the same value (e.g. many zeros) the value gets their average score.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedSeq
+
+from healthscore.errors import ModelError, ScoringError
+from healthscore.metrics import MetricBuilder
+from healthscore.model import Model, load_model
+from healthscore.store import Store
+
+
+def fit_points(values: np.ndarray, quantiles: list[float], better: str) -> list[list[float]]:
+    """Piecewise points [[raw, score], ...] for one group of raw values.
+
+    >>> fit_points(np.array([0, 0, 0, 5, 10]), [0, 0.5, 1], "higher")
+    [[0.0, 25.0], [10.0, 100.0]]
+    """
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return []
+    qs = sorted(quantiles)
+    xs = np.quantile(values, qs, method="linear")
+    by_x: dict[float, list[float]] = {}
+    for q, x in zip(qs, xs, strict=True):
+        score = 100.0 * q if better == "higher" else 100.0 * (1.0 - q)
+        by_x.setdefault(round(float(x), 12), []).append(score)
+    return [[x, round(sum(s) / len(s), 9)] for x, s in sorted(by_x.items())]
+
+
+def fit_percentiles(store: Store, model: Model, as_of: datetime) -> dict[tuple[str, str], dict]:
+    """Fitted points for every percentile metric: (pillar, metric) -> {segment: points}."""
+    targets = [(p, m, u) for p, m, u in model.scored_metrics() if u.percentile is not None]
+    if not targets:
+        return {}
+    names = [n for n in model.tables_used() if n != "subscriptions"] + ["subscriptions"]
+    raw = MetricBuilder(model, store.tables(names)).build(as_of)
+    data = store.execute(raw.select("segment", *[m for _, m, _ in targets])).to_pydict()
+    if not data["segment"]:
+        raise ScoringError(f"no account is scored as of {as_of:%Y-%m-%d}; nothing to fit")
+    segments = np.array([s if s is not None else "" for s in data["segment"]], dtype=object)
+    out = {}
+    for p, m, use in targets:
+        values = np.array([np.nan if v is None else float(v) for v in data[m]], dtype=float)
+        spec = use.percentile
+        points = {"*": fit_points(values, spec.quantiles, spec.better)}
+        if spec.by_segment:
+            for seg in sorted(set(segments) - {""}):
+                pts = fit_points(values[segments == seg], spec.quantiles, spec.better)
+                if pts:
+                    points[seg] = pts
+        if not points["*"]:
+            raise ScoringError(f"metric {m!r} has no values as of {as_of:%Y-%m-%d}; cannot fit")
+        out[(p, m)] = points
+    return out
+
+
+def write_fitted_model(
+    path: str | Path, fitted: dict[tuple[str, str], dict], as_of: datetime, out: str | Path
+) -> Model:
+    """Write the model at ``path`` with fitted points into ``out``, keeping comments."""
+    yaml = YAML(typ="rt")
+    yaml.width = 4096
+    doc = yaml.load(Path(path).read_text(encoding="utf-8"))
+    for (pillar, metric), points in fitted.items():
+        spec = doc["pillars"][pillar]["metrics"][metric]["percentile"]
+        spec["fitted_at"] = (
+            f"{as_of:%Y-%m-%d}" if as_of.time() == datetime.min.time() else (as_of.isoformat())
+        )
+        spec["points"] = {seg: _flow(pts) for seg, pts in points.items()}
+    with open(out, "w", encoding="utf-8") as f:
+        yaml.dump(doc, f)
+    try:
+        return load_model(out)
+    except ModelError as e:  # pragma: no cover - the fit writes what the schema accepts
+        raise ModelError(f"the fitted model does not validate: {e}") from None
+
+
+def _flow(points: list[list[float]]) -> CommentedSeq:
+    seq = CommentedSeq()
+    for x, y in points:
+        pair = CommentedSeq([x, y])
+        pair.fa.set_flow_style()
+        seq.append(pair)
+    seq.fa.set_flow_style()
+    return seq

@@ -188,3 +188,13 @@ def test_demo_builds_a_store_every_command_can_use(tmp_path):
     assert run("explain", first, "--as-of", today, cwd=tmp_path).exit_code == 0
     # running the demo again replaces its own store, and refuses to replace anything else
     assert run("demo", "--accounts", 60, "--months", 6, "--dir", tmp_path).exit_code == 0
+
+
+def test_a_clean_load_with_rejects_overwrites_an_old_rejects_file(tmp_path):
+    csv = tmp_path / "acc.csv"
+    csv.write_text("account_id,created_at\nX1,2024-01-05\n")
+    rejects = tmp_path / "rejects.csv"
+    rejects.write_text("_row,_reason\n3,old problem\n")
+    result = run("load", "accounts", csv, "--rejects", rejects, "--db", tmp_path / "s.duckdb")
+    assert result.exit_code == 0, result.output
+    assert "old problem" not in rejects.read_text()

@@ -106,3 +106,16 @@ def test_json_schema_describes_metrics_and_pillars():
     assert schema["title"] == "healthscore model"
     assert "change_vs" in text and "if_previous_zero" in text
     assert "metrics" in schema["properties"] and "pillars" in schema["properties"]
+
+
+def test_version_ignores_pillar_labels_and_metric_units():
+    base = """
+metrics:
+  u: {from: usage_events, aggregate: count(), window: 30d%s}
+pillars:
+  usage: {weight: 1%s, metrics: {u: {weight: 1, bad: 0, good: 10}}}
+"""
+    assert (
+        load_model_text(base % ("", "")).version
+        == load_model_text(base % (", unit: events", ", label: Product usage")).version
+    )

@@ -87,10 +87,7 @@ def test_explain_unknown_or_unscored_account_says_why(store, model):
 
 
 def test_piecewise_points_and_map_normalisation(store):
-    m = hs.load_model_text if False else None  # noqa: F841 - keep the import list honest
-    from healthscore.model import load_model_text
-
-    model = load_model_text(
+    model = hs.load_model_text(
         """
 metrics:
   seats: {from: subscriptions, aggregate: sum(seats)}
@@ -110,3 +107,36 @@ pillars:
     assert rows["A3"]["seg__norm"] == 0.0  # mid-market is not in the map: penalty
     assert rows["A3"]["seg__missing"] == "penalty"
     assert from_row(model, rows["A1"]).score == pytest.approx(100.0)
+
+
+def test_data_only_in_a_zero_weight_pillar_gives_no_score_not_zero(store):
+    model = hs.load_model_text(
+        """
+metrics:
+  users: {from: usage_events, aggregate: count_distinct(user_id), window: 30d}
+  nps: {from: surveys, aggregate: last(score), window: 180d}
+pillars:
+  usage: {weight: 1, metrics: {users: {weight: 1, bad: 0, good: 4}}}
+  relationship: {weight: 1, metrics: {nps: {weight: 1, bad: 0, good: 10}}}
+segments:
+  by: segment
+  weights:
+    smb: {usage: 0}
+"""
+    )
+    a2 = {r["account_id"]: r for r in hs.score(store, model, AS_OF).to_pylist()}["A2"]
+    assert a2["score"] is None and a2["band"] is None  # smb: usage weighs 0, no NPS
+
+
+def test_log_of_a_negative_value_is_missing_not_a_crash(store):
+    model = hs.load_model_text(
+        """
+metrics:
+  seats: {from: subscriptions, aggregate: sum(seats)}
+  odd: {formula: ln(0 - seats)}
+pillars:
+  p: {weight: 1, metrics: {odd: {weight: 1, bad: 0, good: 1}, seats: {weight: 1, bad: 0, good: 10}}}
+"""
+    )
+    rows = {r["account_id"]: r for r in hs.score(store, model, AS_OF).to_pylist()}
+    assert rows["A1"]["odd"] is None and rows["A1"]["odd__missing"] == "reweight"

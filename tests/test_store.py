@@ -76,3 +76,30 @@ def test_opening_a_missing_store_without_create_says_how_to_make_one(tmp_path):
         hs.StoreError, match="no store at .*missing.duckdb; hint: run `healthscore init`"
     ):
         connect(tmp_path / "missing.duckdb", create=False)
+
+
+def test_duplicate_keys_in_one_load_are_refused_and_nothing_changes(fresh_store):
+    before = fresh_store.count("accounts"), fresh_store.watermarks()["accounts"]
+    rows = tables()["accounts"].slice(0, 1).to_pylist() * 2
+    with pytest.raises(hs.StoreError, match="1 account_id values occur more than once.*'A1'"):
+        fresh_store.load("accounts", pa.Table.from_pylist(rows, schema=tables()["accounts"].schema))
+    assert (fresh_store.count("accounts"), fresh_store.watermarks()["accounts"]) == before
+
+
+def test_a_column_differing_only_by_case_is_named(fresh_store):
+    acc = tables()["accounts"].append_column("Name", pa.array(["x"] * 5))
+    with pytest.raises(hs.StoreError, match="column 'Name' differs from the stored column 'name'"):
+        fresh_store.load("accounts", acc)
+
+
+def test_watermark_ignores_scheduled_dates_in_the_future(tmp_path):
+    s = connect(tmp_path / "w.duckdb")
+    inv = pa.table(
+        {
+            "invoice_id": ["I1", "I2"],
+            "account_id": ["A", "A"],
+            "due_at": pa.array([datetime(2024, 1, 1), datetime(2999, 1, 1)], pa.timestamp("us")),
+        }
+    )
+    s.load("invoices", inv)
+    assert s.watermarks()["invoices"] == datetime(2024, 1, 1)

@@ -139,7 +139,7 @@ def load_file(
         constants=constants,
     )
     n_rejected = 0
-    if rejects is not None and batch.reject_rows is not None:
+    if rejects is not None:  # written even when empty, so an old rejects file never lingers
         n_rejected = write_rejects(batch, rejects)
     return store.load(table, batch.data, rejected=n_rejected)
 

@@ -125,11 +125,20 @@ Resolver = Callable[..., ir.Value]
 
 @dataclass
 class AggregateContext:
-    """What aggregates in an expression need: the row filter and the order for last()."""
+    """What aggregates in an expression need: the row filter and the order for last().
 
-    table: ir.Table
+    ``collect`` (a list) records each reduction as ``(aggregate name, reduction)``;
+    ``post`` (a list of values) makes the i-th aggregate call return ``post[i]`` instead
+    of a reduction: together they split ``days_since(max(ts))`` or ``count() / 30`` into
+    reductions computed per account and an outer expression computed after the join,
+    where an account without rows gets 0 for its counts.
+    """
+
+    table: ir.Table | None
     where: ir.BooleanValue | None
     order_by: list[ir.Value]  # for last()/first(): time column, then primary key
+    collect: list | None = None
+    post: list | None = None
 
 
 def parse(text: str) -> exp.Expression:
@@ -208,13 +217,24 @@ def compile_aggregate(
     return value
 
 
-def outer_aggregate(text: str | exp.Expression) -> str | None:
-    """The name of the aggregate at the top of an aggregate expression, if any."""
+def aggregate_parts(
+    text: str | exp.Expression, resolve: Resolver, ctx: AggregateContext, *, as_of=None
+) -> list[tuple[str, ir.Scalar]]:
+    """The reductions inside an ``aggregate:`` expression, as (aggregate name, reduction)."""
+    ctx.collect = []
+    compile_aggregate(text, resolve, ctx, as_of=as_of)
+    return ctx.collect
+
+
+def combine_aggregate(text: str | exp.Expression, parts: list[ir.Value], *, as_of=None):
+    """Rebuild an ``aggregate:`` expression over already computed reductions ``parts``."""
     node = parse(text) if isinstance(text, str) else text
-    name = function_name(node)
-    if name == "count" and isinstance(node.this, exp.Distinct):
-        return "count_distinct"
-    return name if name in AGGREGATES else None
+    ctx = AggregateContext(None, None, [], post=list(parts))
+    return _Builder(_no_columns, as_of, None, ctx).build(node)
+
+
+def _no_columns(name, qualifier=None):
+    raise KeyError("columns are only allowed inside aggregates here")
 
 
 class _Builder:
@@ -364,9 +384,10 @@ class _Builder:
             "ceil": lambda x: x.ceil(),
             "floor": lambda x: x.floor(),
             "exp": lambda x: x.exp(),
-            "ln": lambda x: x.ln(),
-            "log10": lambda x: x.log10(),
-            "sqrt": lambda x: x.sqrt(),
+            # outside their domain these give no value (like division by zero), not an error
+            "ln": lambda x: ibis.ifelse(x > 0, x.ln(), ibis.null("float64")),
+            "log10": lambda x: ibis.ifelse(x > 0, x.log10(), ibis.null("float64")),
+            "sqrt": lambda x: ibis.ifelse(x >= 0, x.sqrt(), ibis.null("float64")),
             "lower": lambda x: x.lower(),
             "upper": lambda x: x.upper(),
             "length": lambda x: x.length(),
@@ -403,8 +424,17 @@ class _Builder:
             )
         if self.in_aggregate:
             raise ExpressionError(f"aggregates cannot be nested: {node.sql()!r}")
+        if self.agg.post is not None:
+            return self.agg.post.pop(0)
         where = self.agg.where
         args = self._args(node)
+        reduction = self._reduction(name, node, args, where)
+        if self.agg.collect is not None:
+            distinct = name == "count" and args and isinstance(args[0], exp.Distinct)
+            self.agg.collect.append(("count_distinct" if distinct else name, reduction))
+        return reduction
+
+    def _reduction(self, name, node, args, where) -> ir.Scalar:
         self.in_aggregate = True
         try:
             if name == "count":

@@ -8,7 +8,8 @@ How the expression is shaped (it is what makes scoring fast):
 
 - **Point in time.** Each table is read as known at D: rows whose time column is ``>= D``
   are left out, and any other timestamp ``>= D`` reads as NULL (a ticket closed after D is
-  open at D, an invoice paid after D is unpaid at D).
+  open at D, an invoice paid after D is unpaid at D), declared extra columns included.
+  The previous value of a ``change_vs`` metric is read the same way as of D minus the lag.
 - **One scan per table and time column.** All windowed metrics on the same table share one
   filtered scan over the longest window they need; each metric is a filtered aggregate
   (``count(*) FILTER (WHERE ...)``). Metrics without a window (e.g. days since the last
@@ -84,17 +85,6 @@ def _groups(model: Model) -> list[_Group]:
     return list(groups.values())
 
 
-def point_in_time(table: ir.Table, name: str, as_of: ir.Value, keep: tuple[str, ...] = ()):
-    """Every timestamp column except ``keep`` reads NULL when it is at or after ``as_of``."""
-    tdef = TABLES[name]
-    masks = {
-        c: ibis.ifelse(table[c] < as_of, table[c], ibis.null(table[c].type()))
-        for c in tdef.timestamp_columns
-        if c in table.columns and c not in keep
-    }
-    return table.mutate(**masks) if masks else table
-
-
 def in_force(table: ir.Table, name: str, at: ir.Value) -> ir.BooleanValue:
     """Rows of an interval table in force at ``at`` (see tables.Table.interval_rule)."""
     tdef = TABLES[name]
@@ -114,6 +104,7 @@ class MetricBuilder:
     def __init__(self, model: Model, tables: dict[str, ir.Table]):
         self.model = model
         self.tables = tables
+        self._part_kinds: dict[str, list[str]] = {}
 
     def _table(self, name: str, account_ids) -> ir.Table:
         t = self.tables[name]
@@ -128,6 +119,9 @@ class MetricBuilder:
         declared = self.model.table_schema("accounts")
         acc = acc.select(*[c for c in acc.columns if c in declared])
         acc = acc.filter(acc.created_at < D)
+        stamps = [c for c, typ in declared.items() if typ == "timestamp" and c != "created_at"]
+        if stamps:  # e.g. a declared churn_notice_at: unknown until it has happened
+            acc = acc.mutate(**{c: _masked_columns(acc, stamps, D)(c) for c in stamps})
         if "subscriptions" in self.tables:
             subs = self._table("subscriptions", account_ids)
             subs = subs.filter(
@@ -173,53 +167,69 @@ class MetricBuilder:
         if not kinds:
             return None
         D = _lit(as_of)
-        f = point_in_time(self._table("flags", account_ids), "flags", D)
+        f = self._table("flags", account_ids)
         f = f.filter(in_force(f, "flags", D))
         return f.group_by("account_id").aggregate(
             **{_flag_col(k): f.count(where=f.kind == k) > 0 for k in kinds}
         )
 
     def _group_expr(self, g: _Group, as_of: datetime, account_ids) -> ir.Table:
+        """One scan of one table: every reduction of the group's metrics, per account."""
         D = _lit(as_of)
         tdef = TABLES[g.table]
-        raw = self._table(g.table, account_ids)
-        keep = (g.time,) if g.mode != "in_force" or tdef.interval_rule == "date" else ()
-        if g.mode == "in_force" and tdef.interval_rule == "date":
-            keep = (tdef.start, tdef.end)
-        t = point_in_time(raw, g.table, D, keep=keep)
-        time = t[g.time]
-        aggs: dict[str, ir.Scalar] = {}
+        t = self._table(g.table, account_ids)
         if g.mode == "window":
             starts = []
             for m in g.metrics.values():
                 lag = lag_of(m)
                 starts.append(shift(shift(as_of, lag), m.window) if lag else shift(as_of, m.window))
-            t = t.filter(time >= _lit(min(starts)), time < D)
+            t = t.filter(t[g.time] >= _lit(min(starts)), t[g.time] < D)
         elif g.mode == "history":
-            t = t.filter(time < D)
-        else:  # in force at D (and at D - lag for change metrics)
-            t = t.filter(t[tdef.start] < D) if tdef.interval_rule != "date" else t
+            t = t.filter(t[g.time] < D)
+        elif tdef.interval_rule != "date":  # in force at D (and at D - lag for change metrics)
+            t = t.filter(t[tdef.start] < D)
+        # the scan's own time column is always before the evaluation date; contract dates
+        # (start/end of a date-rule table) are terms known in advance; every other
+        # timestamp, declared extra columns included, reads NULL from the evaluation date on
+        keep = {g.time} | ({tdef.start, tdef.end} if tdef.interval_rule == "date" else set())
+        stamps = [
+            c
+            for c, typ in self.model.table_schema(g.table).items()
+            if typ == "timestamp" and c in t.columns and c not in keep
+        ]
         order = [t[g.time], t[tdef.primary_key]]
-        resolve = _columns_of(t)
+        aggs: dict[str, ir.Scalar] = {}
         for name, m in g.metrics.items():
-            where_m = ex.compile_row(m.where, resolve) if m.where else None
             evaluations = [("", as_of)]
             lag = lag_of(m)
             if lag:
                 evaluations.append(("__prev", shift(as_of, lag)))
             for suffix, at in evaluations:
+                resolve = _masked_columns(t, stamps, _lit(at))
                 if g.mode == "window":
                     cond = (t[g.time] >= _lit(shift(at, m.window))) & (t[g.time] < _lit(at))
                 elif g.mode == "history":
                     cond = t[g.time] < _lit(at)
                 else:
                     cond = in_force(t, g.table, _lit(at))
-                cond = cond & where_m if where_m is not None else cond
+                if m.where:
+                    cond = cond & ex.compile_row(m.where, resolve)
                 ctx = ex.AggregateContext(t, cond, order)
-                aggs[name + suffix] = ex.compile_aggregate(
-                    m.aggregate, resolve, ctx, as_of=_lit(at)
-                )
+                parts = ex.aggregate_parts(m.aggregate, resolve, ctx, as_of=_lit(at))
+                self._part_kinds[name] = [kind for kind, _ in parts]
+                for i, (_, reduction) in enumerate(parts):
+                    aggs[f"{name}{suffix}__p{i}"] = reduction
         return t.group_by("account_id").aggregate(**aggs)
+
+    def _combined(self, wide: ir.Table, name: str, m: MetricSpec, suffix: str, at: datetime):
+        """The metric from its reductions; an account without rows counts 0, not NULL."""
+        parts = [
+            wide[f"{name}{suffix}__p{i}"].fill_null(0)
+            if kind in ex.ZERO_WHEN_EMPTY
+            else wide[f"{name}{suffix}__p{i}"]
+            for i, kind in enumerate(self._part_kinds[name])
+        ]
+        return ex.combine_aggregate(m.aggregate, parts, as_of=_lit(at))
 
     def build(self, as_of: datetime, account_ids=None) -> ir.Table:
         """The raw metrics of every account in the population at ``as_of``."""
@@ -238,13 +248,9 @@ class MetricBuilder:
         cols: dict[str, ir.Value] = {}
         for name, m in spec.metrics.items():
             if m.aggregate:
-                v = wide[name]
-                zero = ex.outer_aggregate(m.aggregate) in ex.ZERO_WHEN_EMPTY
-                if zero:
-                    v = v.fill_null(0)
+                v = self._combined(wide, name, m, "", as_of)
                 if m.change_vs:
-                    prev = wide[name + "__prev"]
-                    prev = prev.fill_null(0) if zero else prev
+                    prev = self._combined(wide, name, m, "__prev", shift(as_of, lag_of(m)))
                     v = self._change(v, prev, m, wide, as_of)
             elif m.column:
                 v = wide[m.column.removeprefix("accounts.")]
@@ -290,6 +296,18 @@ class MetricBuilder:
         prev_start = shift(shift(as_of, lag), m.window) if m.window else shift(as_of, lag)
         too_young = wide.created_at > _lit(prev_start)
         return ibis.ifelse(too_young, ibis.null("float64"), change.cast("float64"))
+
+
+def _masked_columns(t: ir.Table, stamps: list[str], at: ir.Value):
+    """Resolve column names, with the timestamps in ``stamps`` reading NULL from ``at`` on."""
+
+    def resolve(name, qualifier=None):
+        if name not in t.columns or name.startswith("__"):
+            raise KeyError("columns: " + ", ".join(c for c in t.columns if not c.startswith("__")))
+        col = t[name]
+        return ibis.ifelse(col < at, col, ibis.null(col.type())) if name in stamps else col
+
+    return resolve
 
 
 def _filled(name: str, value: ir.Value, m: MetricSpec) -> dict[str, ir.Value]:

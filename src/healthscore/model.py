@@ -507,8 +507,10 @@ class Model:
                 for s in data["segments"]["weights"]
             }
         for metric in data["metrics"].values():
-            for k in [k for k, v in metric.items() if v is None or k == "description"]:
+            for k in [k for k, v in metric.items() if v is None or k in ("description", "unit")]:
                 del metric[k]
+        for pillar in data["pillars"].values():
+            pillar.pop("label", None)
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -111,14 +111,14 @@ def weigh(t: ir.Table, model: Model) -> ir.Table:
             )
             terms.append(ibis.ifelse(avail[m], shares[p][m], 0.0))
         pillar_avail[p] = sum(terms[1:], terms[0])  # share of the pillar with a value
-    total_avail = sum(
+    cols = {}
+    total_avail = cols["__total_avail"] = sum(
         (
             _by_segment(t, model, pillar_w[p]) * ibis.ifelse(pillar_avail[p] > 0, 1.0, 0.0)
             for p in model.spec.pillars
         ),
         ibis.literal(0.0),
     )
-    cols = {}
     for p, pillar in model.spec.pillars.items():
         pw = _by_segment(t, model, pillar_w[p])
         eff_pw = ibis.ifelse(pillar_avail[p] > 0, pw / total_avail.nullif(0), 0.0)
@@ -148,7 +148,7 @@ def contribute(t: ir.Table, model: Model) -> ir.Table:
         pillars[PILLAR + p] = ibis.ifelse(
             avail > 0, sum(parts[1:], parts[0]) / avail.nullif(0), ibis.null("float64")
         )
-    has_data = sum((t[f"__avail_{p}"] for p in model.spec.pillars), ibis.literal(0.0)) > 0
+    has_data = t["__total_avail"] > 0  # some weight rests on a value (zero-weight pillars don't)
     cov = [
         ibis.ifelse(t[m + COVERED], t["__base_weights"][m], 0.0)
         for _, m, _ in model.scored_metrics()

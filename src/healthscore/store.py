@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlglot as sg
 
-from healthscore.errors import StoreError
+from healthscore.errors import HealthscoreError, ScoringError, StoreError
 from healthscore.tables import SCHEMA_VERSION, TABLES, get_table
 
 DEFAULT_DB = "healthscore.duckdb"
@@ -186,65 +186,92 @@ class Store:
 
     # loading -------------------------------------------------------------------------
     def load(self, name: str, data: pa.Table, *, rejected: int = 0) -> LoadResult:
-        """Insert or update ``data`` (already validated, canonical columns) by primary key."""
+        """Insert or update ``data`` (already validated, canonical columns) by primary key.
+
+        All or nothing: new extra columns, the rows and the watermark are written in one
+        transaction.
+        """
         tdef = get_table(name)
         pk = tdef.primary_key
-        self._add_extra_columns(name, data)
-        target_cols = self.columns(name)
+        self._check_batch(name, pk, data)
+        have = self.columns(name)
+        extra = [f for f in data.schema if f.name not in have]
+        target_cols = {**have, **{f.name: str(ibis.dtype(f.type)) for f in extra}}
         data = _conform(data, target_cols)
         stage_name = f"_stage_{name}_{uuid.uuid4().hex[:8]}"
-        self.con.create_table(stage_name, data, temp=self.con.supports_temporary_tables)
+        empty = self.count(name) == 0
         try:
-            stage = self.con.table(stage_name)
-            target = self.con.table(name)
-            if self.count(name) == 0:
-                inserted, updated, unchanged = data.num_rows, 0, 0
-                new_rows = stage
-                changed = None
-            else:
-                j = stage.left_join(
-                    target.select(
-                        pk,
-                        __hit=ibis.literal(True),
-                        **{f"__old_{c}": target[c] for c in target_cols if c != pk},
-                    ),
-                    stage[pk] == target[pk],
-                )
-                same = [j[c].identical_to(j[f"__old_{c}"]) for c in target_cols if c != pk]
-                all_same = ibis.and_(*same) if same else ibis.literal(True)
-                kind = ibis.cases((j["__hit"].isnull(), "new"), (all_same, "same"), else_="changed")
-                classified = j.select(pk, __kind=kind)
-                res = classified.group_by("__kind").aggregate(n=classified.count())
-                res = res.to_pyarrow().to_pydict()
-                counts = dict(zip(res["__kind"], res["n"], strict=True))
-                inserted, updated, unchanged = (
-                    counts.get("new", 0),
-                    counts.get("changed", 0),
-                    counts.get("same", 0),
-                )
-                keep = classified.filter(classified["__kind"] != "same").select(pk)
-                new_rows = stage.semi_join(keep, pk)
-                changed = classified.filter(classified["__kind"] == "changed").select(pk)
-            if inserted or updated:
-                order = [tdef.time] if tdef.time else []
-                with self._transaction():
-                    if changed is not None and updated:
-                        self._delete_keys(name, pk, changed)
+            with self._transaction():
+                self._add_columns(name, extra)
+                self.con.create_table(stage_name, data, temp=self.con.supports_temporary_tables)
+                stage = self.con.table(stage_name)
+                if empty:
+                    inserted, updated, unchanged = data.num_rows, 0, 0
+                    new_rows, changed = stage, None
+                else:
+                    new_rows, changed, (inserted, updated, unchanged) = self._classify(
+                        stage, self.con.table(name), pk, list(target_cols)
+                    )
+                if updated:
+                    self._delete_keys(name, pk, changed)
+                if inserted or updated:
+                    order = [tdef.time] if tdef.time else []
                     self.con.insert(name, new_rows.order_by([*order, pk]).select(*target_cols))
-            watermark = self._update_watermark(name, data, inserted)
+                watermark = self._update_watermark(name, data, inserted)
         finally:
             self.con.drop_table(stage_name, force=True)
         return LoadResult(name, inserted, updated, unchanged, rejected, watermark)
 
-    def _add_extra_columns(self, name: str, data: pa.Table) -> None:
-        have = self.columns(name)
-        for field in data.schema:
-            if field.name not in have:
-                dtype = ibis.dtype(field.type)
-                typ = self.con.compiler.type_mapper.from_ibis(dtype).sql(self.con.dialect)
-                col = sg.to_identifier(field.name, quoted=True).sql(self.con.dialect)
-                tbl = sg.to_identifier(name, quoted=True).sql(self.con.dialect)
-                self.con.raw_sql(f"ALTER TABLE {tbl} ADD COLUMN {col} {typ}")
+    def _check_batch(self, name: str, pk: str, data: pa.Table) -> None:
+        """One row per key, and no column that differs from a stored one only by case."""
+        if pk not in data.column_names:
+            raise StoreError(f"{name}: the rows to load have no {pk} column")
+        keys = data[pk]
+        if pc.count_distinct(keys).as_py() != data.num_rows or keys.null_count:
+            counts = pc.value_counts(keys)
+            dups = [v["values"] for v in counts.to_pylist() if v["counts"] > 1]
+            shown = ", ".join(repr(d) for d in dups[:20]) + (" ..." if len(dups) > 20 else "")
+            raise StoreError(
+                f"{name}: {len(dups)} {pk} values occur more than once in one load: {shown}",
+                hint="each row needs its own key; nothing was loaded",
+            )
+        have = {c.lower(): c for c in self.columns(name)}
+        for col in data.column_names:
+            if col not in have.values() and col.lower() in have:
+                raise StoreError(
+                    f"{name}: column {col!r} differs from the stored column "
+                    f"{have[col.lower()]!r} only by case",
+                    hint=f"rename it, e.g. --map {col}={have[col.lower()]}",
+                )
+
+    def _classify(self, stage: ir.Table, target: ir.Table, pk: str, cols: list[str]):
+        """Split the staged rows into new, changed and unchanged ones (by primary key)."""
+        j = stage.left_join(
+            target.select(
+                pk,
+                __hit=ibis.literal(True),
+                **{f"__old_{c}": target[c] for c in cols if c != pk},
+            ),
+            stage[pk] == target[pk],
+        )
+        same = [j[c].identical_to(j[f"__old_{c}"]) for c in cols if c != pk]
+        all_same = ibis.and_(*same) if same else ibis.literal(True)
+        kind = ibis.cases((j["__hit"].isnull(), "new"), (all_same, "same"), else_="changed")
+        classified = j.select(pk, __kind=kind)
+        res = classified.group_by("__kind").aggregate(n=classified.count()).to_pyarrow()
+        counts = dict(zip(res["__kind"].to_pylist(), res["n"].to_pylist(), strict=True))
+        keep = classified.filter(classified["__kind"] != "same").select(pk)
+        changed = classified.filter(classified["__kind"] == "changed").select(pk)
+        n = (counts.get("new", 0), counts.get("changed", 0), counts.get("same", 0))
+        return stage.semi_join(keep, pk), changed, n
+
+    def _add_columns(self, name: str, fields: list[pa.Field]) -> None:
+        for field in fields:
+            dtype = ibis.dtype(field.type)
+            typ = self.con.compiler.type_mapper.from_ibis(dtype).sql(self.con.dialect)
+            col = sg.to_identifier(field.name, quoted=True).sql(self.con.dialect)
+            tbl = sg.to_identifier(name, quoted=True).sql(self.con.dialect)
+            self.con.raw_sql(f"ALTER TABLE {tbl} ADD COLUMN {col} {typ}")
 
     def _delete_keys(self, name: str, pk: str, keys: ir.Table) -> None:
         sub = self.con.compile(keys)
@@ -270,11 +297,14 @@ class Store:
         """The latest timestamp ever loaded into ``name`` (from this batch and before)."""
         tdef = TABLES[name]
         old = next((r for r in self._select_all(WATERMARKS) if r["table_name"] == name), None)
-        batch_max = pc.max(data[tdef.time]).as_py() if data.num_rows else None
+        now = datetime.now(UTC).replace(tzinfo=None)
+        # a scheduled date in the future (an invoice's due date) is not "data up to then"
+        times = data[tdef.time]
+        times = pc.filter(times, pc.less_equal(times, pa.scalar(now, pa.timestamp("us"))))
+        batch_max = pc.max(times).as_py() if len(times) else None
         marks = [m for m in (batch_max, old and old["watermark"]) if m is not None]
         row = {"w": max(marks) if marks else None, "n": (old["rows"] if old else 0) + inserted}
         self._delete_where(WATERMARKS, "table_name", name)
-        now = datetime.now(UTC).replace(tzinfo=None)
         self.con.insert(
             WATERMARKS,
             pa.table(
@@ -306,11 +336,21 @@ class Store:
 
     # executing -----------------------------------------------------------------------
     def execute(self, expr: ir.Table) -> pa.Table:
-        """Run an expression; one compile, results as Arrow."""
-        if hasattr(getattr(self.con, "con", None), "sql"):  # a driver that returns Arrow
-            # the backend may type literals its own way (DECIMAL); keep the expression's types
-            return self.execute_sql(self.compile(expr)).cast(expr.schema().to_pyarrow())
-        return expr.to_pyarrow()
+        """Run an expression; one compile, results as Arrow.
+
+        A failure in the backend becomes a :class:`ScoringError` naming the backend's
+        reason, not a driver traceback.
+        """
+        try:
+            if hasattr(getattr(self.con, "con", None), "sql"):  # a driver that returns Arrow
+                # the backend may type literals its own way (DECIMAL); keep the expression's
+                return self.execute_sql(self.compile(expr)).cast(expr.schema().to_pyarrow())
+            return expr.to_pyarrow()
+        except HealthscoreError:
+            raise
+        except Exception as e:  # drivers raise their own classes; name the reason
+            reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise ScoringError(f"the store could not run the scoring query: {reason}") from e
 
     def compile(self, expr: ir.Table) -> str:
         return str(self.con.compile(expr))

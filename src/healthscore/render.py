@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -147,10 +148,11 @@ def render_portfolio(console: Console, result) -> None:
             drivers,
         )
     console.print(top)
-    console.print(
-        f"store: {result.db_path}   model: {result.model_path}\n"
-        "try: healthscore explain "
-        + (risky[0]["account_id"] if risky else "ACCOUNT")
-        + f" --as-of {result.as_of:%Y-%m-%d}   |   healthscore score --format csv --out scores.csv",
-        highlight=False,
-    )
+    where = "" if result.directory.resolve() == Path.cwd() else f"cd {result.directory} && "
+    first = risky[0]["account_id"] if risky else "ACCOUNT"
+    console.print(f"store: {result.db_path}   model: {result.model_path}", highlight=False)
+    for hint in (
+        f"healthscore explain {first} --as-of {result.as_of:%Y-%m-%d}",
+        "healthscore score --format csv --out scores.csv",
+    ):
+        console.print(f"try: {where}{hint}", highlight=False, soft_wrap=True)

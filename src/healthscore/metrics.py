@@ -16,8 +16,10 @@ How the expression is shaped (it is what makes scoring fast):
   event) share a second scan; as-of reads of interval tables share a third.
 - **Population.** Accounts with ``created_at < D`` that, if they have subscriptions
   known at D, have one in force at D; then the model's ``population:`` filter.
-- Counting aggregates over no rows are 0; other aggregates over no rows are NULL and take
-  the metric's ``fill`` (if any), then its missing-data policy in ``scoring``.
+- Each aggregate call is reduced per account in the scan and the metric's outer expression
+  (``days_since(max(ts))``, ``count() / 30``) is applied after the join: an account with no
+  rows gets 0 from ``count``, ``count_distinct`` and ``sum``, and NULL from the others,
+  then the metric's ``fill`` (if any), then its missing-data policy in ``scoring``.
 - ``change_vs`` gives the relative change (a fraction) of the metric against the previous
   window, or against its value as of D minus a duration; NULL when the previous value is 0
   or the previous window starts before the account existed, unless ``if_previous_zero``.
@@ -29,7 +31,6 @@ value came from data, not from a fill).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -124,9 +125,8 @@ class MetricBuilder:
             acc = acc.mutate(**{c: _masked_columns(acc, stamps, D)(c) for c in stamps})
         if "subscriptions" in self.tables:
             subs = self._table("subscriptions", account_ids)
-            subs = subs.filter(
-                subs.start_date <= D
-            )  # date rule: a contract starting at D is in force
+            # date rule: a contract starting at D is in force at D
+            subs = subs.filter(subs.start_date <= D)
             known = subs.group_by("account_id").aggregate(
                 __subs_known=subs.count(),
                 __subs_in_force=subs.count(where=in_force(subs, "subscriptions", D)),
@@ -343,15 +343,3 @@ def _formula_resolver(wide: ir.Table, metrics: dict):
         raise KeyError("formulas use metrics and account columns")
 
     return resolve
-
-
-def metric_order(model: Model) -> list[str]:
-    return list(model.spec.metrics)
-
-
-def group_summary(model: Model) -> dict[str, list[str]]:
-    """Which metrics share a scan (shown by ``healthscore validate --verbose``)."""
-    out = defaultdict(list)
-    for g in _groups(model):
-        out[f"{g.table} ({g.mode}, {g.time})"] += list(g.metrics)
-    return dict(out)

@@ -201,10 +201,11 @@ class Store:
         stage_name = f"_stage_{name}_{uuid.uuid4().hex[:8]}"
         empty = self.count(name) == 0
         try:
+            # the staged copy is scratch: outside the transaction, dropped whatever happens
+            self.con.create_table(stage_name, data, temp=self.con.supports_temporary_tables)
+            stage = self.con.table(stage_name)
             with self._transaction():
                 self._add_columns(name, extra)
-                self.con.create_table(stage_name, data, temp=self.con.supports_temporary_tables)
-                stage = self.con.table(stage_name)
                 if empty:
                     inserted, updated, unchanged = data.num_rows, 0, 0
                     new_rows, changed = stage, None

@@ -198,3 +198,12 @@ def test_a_clean_load_with_rejects_overwrites_an_old_rejects_file(tmp_path):
     result = run("load", "accounts", csv, "--rejects", rejects, "--db", tmp_path / "s.duckdb")
     assert result.exit_code == 0, result.output
     assert "old problem" not in rejects.read_text()
+
+
+def test_load_warns_about_rows_for_unknown_accounts(project):
+    csv = project / "tickets.csv"
+    csv.write_text("ticket_id,account_id,opened_at\nT50,A1,2024-01-01\nT51,NOPE,2024-01-02\n")
+    result = run("load", "tickets", csv, cwd=project)
+    assert result.exit_code == 0, result.output
+    assert "2 inserted" in result.output
+    assert "Warning: 1 rows refer to accounts that are not in the accounts table" in result.output

@@ -272,3 +272,26 @@ def test_change_is_empty_when_the_previous_window_starts_before_the_account():
     )
     m = hs.load_model(MODEL)
     assert _rows(s, m)["Y"]["events_change"] is None  # 1 vs 1, but the window began earlier
+
+
+def test_log_takes_a_base_and_gives_no_value_for_zero(store):
+    m = _model("""
+metrics:
+  y: {from: usage_events, aggregate: "log(2, count())", window: 30d}
+pillars: {p: {weight: 1, metrics: {y: {weight: 1, bad: 0, good: 3}}}}
+""")
+    rows = _rows(store, m)
+    assert rows["A1"]["y"] == pytest.approx(2.584962500721156)  # log2(6)
+    assert rows["A3"]["y"] is None  # log of 0 events
+
+
+def test_a_declared_column_missing_from_the_store_is_named(store):
+    m = _model("""
+columns: {accounts: {churn_notice_at: timestamp}}
+metrics:
+  notice: {formula: "CASE WHEN churn_notice_at IS NULL THEN 0 ELSE 1 END"}
+  n: {from: tickets, aggregate: count()}
+pillars: {p: {weight: 1, metrics: {n: {weight: 1, bad: 2, good: 0}}}}
+""")
+    with pytest.raises(hs.ScoringError, match="accounts.churn_notice_at is declared in the model"):
+        _rows(store, m)

@@ -119,3 +119,14 @@ pillars:
         load_model_text(base % ("", "")).version
         == load_model_text(base % (", unit: events", ", label: Product usage")).version
     )
+
+
+def test_a_column_outside_an_aggregate_call_is_a_model_error():
+    with pytest.raises(hs.ModelError, match="column 'quantity' must be inside an aggregate"):
+        load_model_text(
+            """
+metrics:
+  x: {from: usage_events, aggregate: count() + quantity, window: 30d}
+pillars: {p: {weight: 1, metrics: {x: {weight: 1, bad: 0, good: 1}}}}
+"""
+        )

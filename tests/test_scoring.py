@@ -82,8 +82,12 @@ def test_explanation_lists_segment_weights_and_missing_treatment(store, model):
 def test_explain_unknown_or_unscored_account_says_why(store, model):
     with pytest.raises(hs.ScoringError, match="unknown account 'NOPE'"):
         hs.explain(store, model, "NOPE", AS_OF)
-    with pytest.raises(hs.ScoringError, match="'A4' is not scored as of 2025-01-01"):
+    with pytest.raises(
+        hs.ScoringError, match="'A4' is not scored .*: it was created on 2025-02-01"
+    ):
         hs.explain(store, model, "A4", AS_OF)
+    with pytest.raises(hs.ScoringError, match="none of its subscriptions .* ended on 2024-06-01"):
+        hs.explain(store, model, "A5", AS_OF)
 
 
 def test_piecewise_points_and_map_normalisation(store):

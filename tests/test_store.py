@@ -87,7 +87,7 @@ def test_duplicate_keys_in_one_load_are_refused_and_nothing_changes(fresh_store)
 
 
 def test_a_column_differing_only_by_case_is_named(fresh_store):
-    acc = tables()["accounts"].append_column("Name", pa.array(["x"] * 5))
+    acc = tables()["accounts"].drop(["name"]).append_column("Name", pa.array(["x"] * 5))
     with pytest.raises(hs.StoreError, match="column 'Name' differs from the stored column 'name'"):
         fresh_store.load("accounts", acc)
 
@@ -103,3 +103,14 @@ def test_watermark_ignores_scheduled_dates_in_the_future(tmp_path):
     )
     s.load("invoices", inv)
     assert s.watermarks()["invoices"] == datetime(2024, 1, 1)
+
+
+def test_rows_without_a_key_are_refused(fresh_store):
+    rows = pa.table(
+        {
+            "account_id": pa.array([None], pa.string()),
+            "created_at": pa.array([datetime(2024, 1, 1)], pa.timestamp("us")),
+        }
+    )
+    with pytest.raises(hs.StoreError, match="1 rows have no account_id; nothing was loaded"):
+        fresh_store.load("accounts", rows)

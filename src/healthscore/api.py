@@ -16,6 +16,7 @@ from pathlib import Path
 
 import ibis.expr.types as ir
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from healthscore import explain as explain_mod
 from healthscore.errors import ScoringError, StoreError
@@ -64,6 +65,7 @@ def score_expr(store: Store, model: Model, as_of=None, account_ids=None) -> ir.T
             f"percentile normalisation of {', '.join(unfitted)} is not fitted yet",
             hint="run `healthscore model fit-percentiles --as-of <date>` once",
         )
+    _check_declared_columns(store, model)
     names = [n for n in model.tables_used() if n != "subscriptions"] + ["subscriptions"]
     if any(m.formula and "has_flag" in m.formula for m in model.spec.metrics.values()) or (
         model.spec.population and "has_flag" in model.spec.population
@@ -71,6 +73,23 @@ def score_expr(store: Store, model: Model, as_of=None, account_ids=None) -> ir.T
         names.append("flags")
     raw = MetricBuilder(model, store.tables(names)).build(d, account_ids)
     return _score_steps(raw, model, d)
+
+
+def _check_declared_columns(store: Store, model: Model) -> None:
+    """Every extra column the model declares must be in the store, with a usable type."""
+    problems = []
+    for table, cols in model.spec.columns.items():
+        have = store.columns(table)
+        for col, typ in cols.items():
+            if col not in have:
+                problems.append(
+                    f"{table}.{col} is declared in the model but the store has no such column "
+                    "(load a file that has it)"
+                )
+            elif typ == "timestamp" and not have[col].startswith("timestamp"):
+                problems.append(f"{table}.{col} is declared timestamp but stored as {have[col]}")
+    if problems:
+        raise ScoringError(f"{model.file}: " + "; ".join(problems))
 
 
 def score(store: Store, model: Model, as_of=None, account_ids=None) -> pa.Table:
@@ -87,16 +106,29 @@ def explain(store: Store, model: Model, account_id: str, as_of=None) -> explain_
     d = parse_as_of(as_of)
     rows = score(store, model, d, [account_id]).to_pylist()
     if not rows:
-        known = store.table("accounts")
-        exists = known.filter(known.account_id == account_id).count().to_pyarrow().as_py()
-        if not exists:
-            raise ScoringError(f"unknown account {account_id!r}")
         raise ScoringError(
-            f"account {account_id!r} is not scored as of {d:%Y-%m-%d %H:%M}",
-            hint="it was created later, has no subscription in force then, "
-            "or the model's population excludes it",
+            f"account {account_id!r} is not scored as of {d:%Y-%m-%d %H:%M}: "
+            + _why_not_scored(store, account_id, d)
         )
     return explain_mod.from_row(model, rows[0])
+
+
+def _why_not_scored(store: Store, account_id: str, d: datetime) -> str:
+    acc = store.table("accounts")
+    found = acc.filter(acc.account_id == account_id).select("created_at").to_pyarrow()
+    if not found.num_rows:
+        raise ScoringError(f"unknown account {account_id!r}")
+    created = found["created_at"][0].as_py()
+    if created is None or created >= d:
+        return f"it was created on {created:%Y-%m-%d}, after that date"
+    subs = store.table("subscriptions")
+    subs = subs.filter((subs.account_id == account_id) & (subs.start_date <= d))
+    ends = [r["end_date"] for r in subs.select("end_date").to_pyarrow().to_pylist()]
+    if ends and all(e is not None and e <= d for e in ends):
+        return (
+            f"none of its subscriptions is in force then (the last ended on {max(ends):%Y-%m-%d})"
+        )
+    return "the model's `population:` filter leaves it out"
 
 
 def load_file(
@@ -141,7 +173,12 @@ def load_file(
     n_rejected = 0
     if rejects is not None:  # written even when empty, so an old rejects file never lingers
         n_rejected = write_rejects(batch, rejects)
-    return store.load(table, batch.data, rejected=n_rejected)
+    result = store.load(table, batch.data, rejected=n_rejected)
+    if table != "accounts" and "account_id" in batch.data.column_names:
+        known = store.table("accounts").account_id.to_pyarrow()
+        found = pc.is_in(batch.data["account_id"], value_set=known.combine_chunks())
+        result.unknown_accounts = int(pc.sum(pc.invert(found)).as_py() or 0)
+    return result
 
 
 def fit_percentiles(

@@ -8,6 +8,7 @@ printed as ``Error: ...`` with exit code 1, never a traceback; usage errors exit
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +17,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table as RichTable
 
@@ -146,6 +148,12 @@ def load(
         out.print(str(result))
         if result.rejected:
             err.print(f"[yellow]Warning:[/] {result.rejected} invalid rows written to {rejects}")
+        if result.unknown_accounts:
+            err.print(
+                f"[yellow]Warning:[/] {result.unknown_accounts} rows refer to accounts that are "
+                "not in the accounts table (yet); they count once those accounts are loaded",
+                highlight=False,
+            )
     except HealthscoreError as e:
         _fail(e)
 
@@ -244,11 +252,18 @@ def _write_scores(result: pa.Table, m, format: str, out_file: Path | None) -> No
         else:
             sys.stdout.write(text)
     else:
-        table = RichTable(title=f"{result.num_rows} accounts - model {m.label} ({m.version[:12]})")
+        table = RichTable(
+            title=f"{result.num_rows} accounts - model {m.label} ({m.version[:12]})",
+            box=box.SIMPLE_HEAD,
+            padding=(0, 1),
+            pad_edge=False,
+        )
         table.add_column("account", no_wrap=True, min_width=10)
         table.add_column("segment", no_wrap=True)
-        for col in ["score", "band", "coverage", *m.spec.pillars]:
-            table.add_column(col, justify="left" if col == "band" else "right")
+        table.add_column("score", justify="right", min_width=5)
+        table.add_column("band", no_wrap=True, min_width=6)
+        for col in ["coverage", *m.spec.pillars]:
+            table.add_column(col, justify="right", overflow="fold", min_width=5)
         for r in result.to_pylist():
             table.add_row(
                 r["account_id"],
@@ -305,9 +320,20 @@ def demo(
             result = api.run_demo(
                 directory, accounts=accounts, months=months, seed=seed, progress=progress
             )
-        render_portfolio(out, result)
+        render_portfolio(out, result, _command_name())
     except HealthscoreError as e:
         _fail(e)
+
+
+def _command_name() -> str:
+    """How the user can call this program again: plain `healthscore` when it is on PATH."""
+    exe = Path(sys.argv[0])
+    if exe.name != "healthscore":
+        return "healthscore"
+    found = shutil.which("healthscore")
+    if found and Path(found).resolve() == exe.resolve():
+        return "healthscore"
+    return str(exe.resolve())
 
 
 def main() -> None:

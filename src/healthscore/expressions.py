@@ -68,6 +68,7 @@ SCALARS: dict[str, tuple[int, int]] = {
     "least": (1, 99),
     "length": (1, 1),
     "ln": (1, 1),
+    "log": (2, 2),
     "log10": (1, 1),
     "lower": (1, 1),
     "nullif": (2, 2),
@@ -171,7 +172,7 @@ def function_name(node: exp.Expression) -> str | None:
     if isinstance(node, exp.Anonymous):
         return node.name.lower()
     if isinstance(node, exp.Log):
-        return "log10"
+        return "log" if node.expression is not None else "log10"
     return _SQLGLOT_NAMES.get(type(node))
 
 
@@ -321,6 +322,10 @@ class _Builder:
         raise ExpressionError(f"{node.key.upper()} is not allowed here: {node.sql()!r}")
 
     def _column(self, node: exp.Column) -> ir.Value:
+        if self.agg is not None and not self.in_aggregate:
+            raise ExpressionError(
+                f"column {node.sql()!r} must be inside an aggregate, e.g. max({node.sql()})"
+            )
         qualifier = node.table or None
         try:
             return self.resolve(node.name, qualifier) if qualifier else self.resolve(node.name)
@@ -346,8 +351,8 @@ class _Builder:
     def _args(self, node: exp.Func) -> list[exp.Expression]:
         if isinstance(node, exp.Anonymous):
             return list(node.expressions)
-        if isinstance(node, exp.Log):
-            return [node.expression] if node.expression is not None else [node.this]
+        if isinstance(node, exp.Log):  # log(base, x) or log10(x)
+            return [node.this, node.expression] if node.expression is not None else [node.this]
         if isinstance(node, exp.Round):
             return [a for a in (node.this, node.args.get("decimals")) if a is not None]
         args = [node.this] if node.this is not None else []
@@ -402,6 +407,10 @@ class _Builder:
             return ibis.least(*v)
         if name == "nullif":
             return v[0].nullif(v[1])
+        if name == "log":
+            base, x = v
+            ok = (x > 0) & (base > 0) & (base != 1)
+            return ibis.ifelse(ok, x.ln() / base.ln(), ibis.null("float64"))
         if name == "power":
             return v[0] ** v[1]
         if name == "round":

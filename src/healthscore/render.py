@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -50,36 +51,45 @@ def render_explanation(console: Console, e: Explanation) -> None:
         pillars.add_row(p.pillar, _fmt(p.score, 1), f"{p.model_weight:.1%}", f"{p.weight:.1%}")
     console.print(pillars)
     metrics = Table(
-        title="metrics: raw -> normalized (0-100) x weight = contribution", title_justify="left"
+        title="metrics: raw -> 0-100 x weight = points", title_justify="left", box=box.SIMPLE_HEAD
     )
-    for c in ("pillar", "metric", "raw", "normalized", "weight", "contribution", "missing data"):
-        metrics.add_column(
-            c, justify="left" if c in ("pillar", "metric", "missing data") else "right"
-        )
-    for m in e.metrics:
-        metrics.add_row(
-            m.pillar,
-            m.metric,
-            _fmt(m.raw),
-            _fmt(m.normalized, 1),
-            f"{m.weight:.1%}",
-            _fmt(m.contribution, 2),
-            m.missing or "",
-        )
-    metrics.add_row("", "[bold]score[/]", "", "", "", f"[bold]{_fmt(e.score, 2)}[/]", "")
+    metrics.add_column("metric", no_wrap=True)
+    for c in ("raw", "0-100", "weight", "points"):
+        metrics.add_column(c, justify="right", no_wrap=True)
+    metrics.add_column("missing data")
+    for p in e.pillars:
+        metrics.add_row(f"[bold]{p.pillar}[/] ({_fmt(p.score, 1)})", "", "", "", "", "")
+        for m in (x for x in e.metrics if x.pillar == p.pillar):
+            metrics.add_row(
+                f"  {m.metric}",
+                _fmt(m.raw),
+                _fmt(m.normalized, 1),
+                f"{m.weight:.1%}",
+                _fmt(m.contribution, 2),
+                m.missing or "",
+            )
+    metrics.add_row("[bold]score[/]", "", "", "", f"[bold]{_fmt(e.score, 2)}[/]", "")
     console.print(metrics)
     drivers = e.drivers()
     if drivers:
-        console.print(
-            "biggest drags: "
-            + "; ".join(
-                f"{d.metric} = {_fmt(d.raw)} (-{d.weight * (100 - d.normalized):.1f} points)"
-                for d in drivers
-            ),
-            highlight=False,
-        )
+        console.print("biggest drags: " + "; ".join(_drag(d) for d in drivers), highlight=False)
     for line in e.missing_summary():
         console.print(f"[dim]{line}[/]", highlight=False)
+
+
+def _drag(d, short: bool = False) -> str:
+    """One driver: its value (or how missing data was scored) and the points it costs."""
+    lost = d.weight * (100 - d.normalized)
+    value = (
+        f"no data ({d.missing} {d.normalized:g})"
+        if d.missing and d.missing != "fill"
+        else (_fmt(d.raw))
+    )
+    return (
+        f"{d.metric} {value} (-{lost:.1f})"
+        if short
+        else f"{d.metric} = {value} (-{lost:.1f} points)"
+    )
 
 
 @contextmanager
@@ -99,7 +109,7 @@ def progress_bar(console: Console) -> Iterator:
         yield update
 
 
-def render_portfolio(console: Console, result) -> None:
+def render_portfolio(console: Console, result, command: str = "healthscore") -> None:
     rows = result.scores.to_pylist()
     model = result.model
     loaded = ", ".join(f"{r.table} {r.inserted:,}" for r in result.loads)
@@ -152,7 +162,7 @@ def render_portfolio(console: Console, result) -> None:
     first = risky[0]["account_id"] if risky else "ACCOUNT"
     console.print(f"store: {result.db_path}   model: {result.model_path}", highlight=False)
     for hint in (
-        f"healthscore explain {first} --as-of {result.as_of:%Y-%m-%d}",
-        "healthscore score --format csv --out scores.csv",
+        f"{command} explain {first} --as-of {result.as_of:%Y-%m-%d}",
+        f"{command} score --format csv --out scores.csv",
     ):
         console.print(f"try: {where}{hint}", highlight=False, soft_wrap=True)

@@ -74,6 +74,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from healthscore.errors import Problem, SourceError
 from healthscore.tables import (
@@ -469,10 +470,26 @@ class _Reader:
                 f"{self.file}: --map names {_plural(len(unknown), 'column')} "
                 f"not in the file (columns found: {found})",
             )
-        columns = [
-            _Column(i, s, self.mapping.get(s, s), t)
-            for i, (s, t) in enumerate(zip(stripped, types, strict=True))
-        ]
+        self._check_case_twins()
+        canonical = list(self.spec.columns)
+        for s, target in self.mapping.items():
+            close = difflib.get_close_matches(target, canonical, n=1, cutoff=0.75)
+            if target not in canonical and close:
+                raise SourceError(
+                    f"--map {s}={target}: {target!r} is not a column of {self.spec.name}; "
+                    f"did you mean {close[0]!r}?",
+                    hint="columns: " + ", ".join(canonical),
+                )
+        # a header that differs from a canonical column only by case (Segment) is that column
+        by_lower = {c.lower(): c for c in canonical}
+        present = {self.mapping.get(s, s) for s in stripped}
+        columns = []
+        for i, (s, t) in enumerate(zip(stripped, types, strict=True)):
+            name = self.mapping.get(s, s)
+            if name not in canonical and name.lower() in by_lower:
+                if by_lower[name.lower()] not in present:
+                    name = by_lower[name.lower()]
+            columns.append(_Column(i, s, name, t))
         seen: dict[str, _Column] = {}
         for c in columns:
             if c.name in seen:
@@ -485,6 +502,23 @@ class _Reader:
                 )
             seen[c.name] = c
         return columns
+
+    def _check_case_twins(self) -> None:
+        """Two header names that differ only by case: the reader would rename one silently."""
+        names: list[str] = []
+        if self.fmt == "parquet":
+            names = pq.read_schema(self.file).names
+        elif self.fmt == "csv" and self.delim:
+            with open(self.file, encoding="utf-8", errors="replace", newline="") as f:
+                names = next(csv.reader(f, delimiter=self.delim), [])
+        seen: dict[str, str] = {}
+        for n in (x.strip() for x in names):
+            if n.lower() in seen and seen[n.lower()] != n:
+                raise SourceError(
+                    f"{self.file}: columns {seen[n.lower()]!r} and {n!r} differ only by case",
+                    hint="rename one of them in the file",
+                )
+            seen[n.lower()] = n
 
     def _check_required(self) -> None:
         spec = self.spec

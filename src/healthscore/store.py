@@ -58,6 +58,7 @@ class LoadResult:
     unchanged: int
     rejected: int = 0
     watermark: datetime | None = None
+    unknown_accounts: int = 0  # rows whose account_id is not in the accounts table
 
     def __str__(self) -> str:
         return (
@@ -228,7 +229,9 @@ class Store:
         if pk not in data.column_names:
             raise StoreError(f"{name}: the rows to load have no {pk} column")
         keys = data[pk]
-        if pc.count_distinct(keys).as_py() != data.num_rows or keys.null_count:
+        if keys.null_count:
+            raise StoreError(f"{name}: {keys.null_count} rows have no {pk}; nothing was loaded")
+        if data.num_rows and pc.count_distinct(keys).as_py() != data.num_rows:
             counts = pc.value_counts(keys)
             dups = [v["values"] for v in counts.to_pylist() if v["counts"] > 1]
             shown = ", ".join(repr(d) for d in dups[:20]) + (" ..." if len(dups) > 20 else "")
@@ -236,6 +239,13 @@ class Store:
                 f"{name}: {len(dups)} {pk} values occur more than once in one load: {shown}",
                 hint="each row needs its own key; nothing was loaded",
             )
+        lowered: dict[str, str] = {}
+        for col in data.column_names:
+            if col.lower() in lowered:
+                raise StoreError(
+                    f"{name}: columns {lowered[col.lower()]!r} and {col!r} differ only by case"
+                )
+            lowered[col.lower()] = col
         have = {c.lower(): c for c in self.columns(name)}
         for col in data.column_names:
             if col not in have.values() and col.lower() in have:

@@ -353,10 +353,9 @@ class Store:
         reason, not a driver traceback.
         """
         try:
-            if hasattr(getattr(self.con, "con", None), "sql"):  # a driver that returns Arrow
-                # the backend may type literals its own way (DECIMAL); keep the expression's
-                return self.execute_sql(self.compile(expr)).cast(expr.schema().to_pyarrow())
-            return expr.to_pyarrow()
+            # backends type literals their own way (DuckDB DECIMAL, PostgreSQL NUMERIC): the
+            # result is cast to the expression's types, so every backend returns the same table
+            return self.execute_sql(self.compile(expr)).cast(expr.schema().to_pyarrow())
         except HealthscoreError:
             raise
         except Exception as e:  # drivers raise their own classes; name the reason
@@ -369,11 +368,15 @@ class Store:
     def execute_sql(self, sql: str) -> pa.Table:
         """Run SQL compiled by :meth:`compile` (lets a caller time compile and run apart)."""
         cur = self.con.raw_sql(sql)
-        if hasattr(cur, "arrow"):
+        if hasattr(cur, "arrow"):  # DuckDB hands over Arrow directly
             res = cur.arrow()
             return res.read_all() if hasattr(res, "read_all") else res
-        cols = [d[0] for d in cur.description]
-        return pa.Table.from_pylist([dict(zip(cols, r, strict=True)) for r in cur.fetchall()])
+        try:
+            cols = [d[0] for d in cur.description]
+            rows = cur.fetchall()
+        finally:
+            cur.close()
+        return pa.table({c: pa.array([r[i] for r in rows]) for i, c in enumerate(cols)})
 
 
 def _conform(data: pa.Table, target: dict[str, str]) -> pa.Table:

@@ -1,0 +1,87 @@
+"""The same data and model on every backend give the same scores (to 1e-9).
+
+DuckDB always runs; PostgreSQL runs when ``HEALTHSCORE_TEST_PG`` names a server (``.ci/run``
+starts one) and is skipped with the reason otherwise. Each test session gets a database of
+its own on that server.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+import healthscore as hs
+from fixtures import AS_OF, tables
+
+MODELS = [None, Path(__file__).parent / "models" / "valid" / "definitions.yaml"]
+
+
+@pytest.fixture(scope="module", params=["duckdb", "postgres"])
+def con(request):
+    """A store on each backend, loaded with the fixture tables."""
+    if request.param == "duckdb":
+        store = hs.connect("duckdb://")
+        yield store
+        return
+    server = os.environ.get("HEALTHSCORE_TEST_PG")
+    if not server:
+        pytest.skip("no PostgreSQL server: set HEALTHSCORE_TEST_PG (see .ci/run)")
+    import psycopg
+
+    name = f"hs_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = server.rsplit("/", 1)[0] + "/" + name
+    store = hs.connect(url)
+    yield store
+    store.con.disconnect()
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE "{name}"')
+
+
+@pytest.fixture(scope="module")
+def loaded(con):
+    results = {name: con.load(name, t) for name, t in tables().items()}
+    return con, results
+
+
+@pytest.fixture(scope="module")
+def reference():
+    store = hs.connect("duckdb://")
+    for name, t in tables().items():
+        store.load(name, t)
+    return store
+
+
+def test_loads_report_the_same_counts_and_reload_is_harmless(loaded):
+    store, results = loaded
+    assert results["usage_events"].inserted == 12
+    again = store.load("usage_events", tables()["usage_events"])
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, 12)
+
+
+@pytest.mark.parametrize("model_path", MODELS, ids=["default", "definitions"])
+def test_scores_agree_with_duckdb_to_1e9(loaded, reference, model_path):
+    store, _ = loaded
+    model = hs.load_model(model_path)
+    got = hs.score(store, model, AS_OF).to_pylist()
+    want = hs.score(reference, model, AS_OF).to_pylist()
+    assert [r["account_id"] for r in got] == [r["account_id"] for r in want]
+    for g, w in zip(got, want, strict=True):
+        assert set(g) == set(w)
+        for col, expected in w.items():
+            value = g[col]
+            if isinstance(expected, float) and value is not None:
+                assert math.isclose(value, expected, abs_tol=1e-9), (g["account_id"], col)
+            else:
+                assert value == expected, (g["account_id"], col, value, expected)
+
+
+def test_explanations_add_up_on_every_backend(loaded):
+    store, _ = loaded
+    e = hs.explain(store, hs.load_model(), "A1", AS_OF)
+    assert math.isclose(sum(m.contribution for m in e.metrics), e.score, abs_tol=1e-9)

@@ -202,6 +202,29 @@ def fit_percentiles(
     return write_fitted_model(model_path, fitted, d, out or model_path)
 
 
+def history(
+    store: Store,
+    model: Model,
+    start,
+    end,
+    every: str = "1w",
+    *,
+    rebuild: bool = False,
+    progress: Callable[[str, float], None] | None = None,
+):
+    """Backfill point-in-time scores from ``start`` to ``end`` every ``every``.
+
+    Only dates not stored yet for this model version are computed (``rebuild`` forces
+    them). Returns a :class:`healthscore.history.BackfillResult`.
+    """
+    from healthscore import history as hist
+
+    dates = hist.dates_between(parse_as_of(start), parse_as_of(end), every)
+    return hist.backfill(
+        store, model, dates, lambda d: score(store, model, d), rebuild=rebuild, progress=progress
+    )
+
+
 @dataclass
 class DemoResult:
     """What ``healthscore demo`` built: where, what was loaded, and the scores."""

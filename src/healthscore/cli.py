@@ -282,6 +282,29 @@ def _num(v, digits: int = 1) -> str:
 
 
 @app.command()
+def history(
+    from_: Annotated[str, typer.Option("--from", help="first as-of date (UTC)")],
+    to: Annotated[str, typer.Option("--to", help="last as-of date (UTC), included")],
+    every: Annotated[str, typer.Option(help="step between dates: 1d, 1w, 1mo ...")] = "1w",
+    rebuild: Annotated[bool, typer.Option(help="recompute dates already stored")] = False,
+    model: ModelOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Backfill point-in-time scores into the store's history (only missing dates)."""
+    from healthscore.render import progress_bar
+
+    try:
+        store, m = _open(db, model)
+        with progress_bar(err) as progress:
+            result = api.history(store, m, from_, to, every, rebuild=rebuild, progress=progress)
+    except HealthscoreError as e:
+        _fail(e)
+    except ValueError as e:  # a malformed --every
+        raise typer.BadParameter(str(e)) from None
+    out.print(str(result))
+
+
+@app.command()
 def explain(
     account: Annotated[str, typer.Argument(help="account id")],
     as_of: AsOfOpt = None,

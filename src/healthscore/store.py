@@ -290,6 +290,22 @@ class Store:
         tbl = sg.to_identifier(name, quoted=True).sql(self.con.dialect)
         self.con.raw_sql(f"DELETE FROM {tbl} WHERE {col} IN ({sub})")
 
+    def delete_rows(self, table: str, where: dict) -> None:
+        """Delete the rows whose columns equal the given values (text or timestamps)."""
+        conds = []
+        for col, value in where.items():
+            if isinstance(value, datetime):
+                lit = sg.exp.cast(sg.exp.Literal.string(value.isoformat(sep=" ")), "TIMESTAMP")
+            else:
+                lit = sg.exp.Literal.string(str(value))
+            conds.append(sg.exp.column(col, quoted=True).eq(lit))
+        cond = sg.exp.and_(*conds)
+        self.con.raw_sql(sg.exp.delete(sg.to_identifier(table), where=cond).sql(self.con.dialect))
+
+    def transaction(self):
+        """All writes inside happen together or not at all."""
+        return self._transaction()
+
     def _delete_where(self, table: str, column: str, value: str) -> None:
         cond = sg.exp.column(column, quoted=True).eq(sg.exp.Literal.string(value))
         self.con.raw_sql(sg.exp.delete(sg.to_identifier(table), where=cond).sql(self.con.dialect))

@@ -1,0 +1,253 @@
+"""Score history: point-in-time scores stored per account, as-of date and model version.
+
+Place in the flow: after ``scoring``; it runs the scoring expression at a series of
+as-of dates and writes the results into three tables of the store, which ``trends``,
+``explain --vs``, calibration and the service read:
+
+- ``scores``: one row per (account_id, as_of, model_version, scorecard) with score,
+  band, coverage, probability (empty until calibration), segment and CSM;
+- ``score_lines``: one row per metric and pillar line of each score (raw value,
+  normalized value, weight, contribution, missing-data treatment), so any stored score
+  can be explained and its lines add up to it;
+- ``score_models``: each model version seen, with its human label and its scoring
+  sections, so a stored version can be told apart from the current file.
+
+A backfill computes only the dates missing for that model version (``rebuild`` forces
+them); two model versions coexist. Each date is written in one transaction. History is
+never rewritten by later data: a row loaded afterwards changes stored scores only when
+they are rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import ibis
+import pyarrow as pa
+
+from healthscore.errors import ScoringError
+from healthscore.metrics import shift
+from healthscore.model import Model, parse_duration
+from healthscore.scoring import CONTRIB, MISSING, NORM, PILLAR, WEIGHT
+from healthscore.store import Store
+
+SCORES, LINES, MODELS = "scores", "score_lines", "score_models"
+SCORECARD = "health"
+
+SCHEMAS = {
+    SCORES: {
+        "account_id": "string",
+        "as_of": "timestamp",
+        "model_version": "string",
+        "scorecard": "string",
+        "score": "float64",
+        "band": "string",
+        "coverage": "float64",
+        "probability": "float64",
+        "segment": "string",
+        "csm": "string",
+        "computed_at": "timestamp",
+    },
+    LINES: {
+        "account_id": "string",
+        "as_of": "timestamp",
+        "model_version": "string",
+        "scorecard": "string",
+        "kind": "string",  # metric | pillar (rule lines come with rules)
+        "name": "string",
+        "pillar": "string",
+        "raw": "string",  # as text: metrics may be categorical
+        "raw_value": "float64",  # the same when it is a number
+        "normalized": "float64",
+        "weight": "float64",
+        "contribution": "float64",
+        "missing": "string",
+    },
+    MODELS: {
+        "model_version": "string",
+        "label": "string",
+        "file": "string",
+        "spec": "string",
+        "first_seen": "timestamp",
+    },
+}
+
+
+@dataclass
+class BackfillResult:
+    model_version: str
+    computed: list[datetime] = field(default_factory=list)
+    skipped: list[datetime] = field(default_factory=list)
+    rows: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"history for model {self.model_version[:12]}: {len(self.computed)} dates computed "
+            f"({self.rows:,} scores), {len(self.skipped)} already stored"
+        )
+
+
+def dates_between(start: datetime, end: datetime, every: str) -> list[datetime]:
+    """``start``, ``start + every``, ... up to and including ``end``.
+
+    >>> [d.day for d in dates_between(datetime(2025, 1, 1), datetime(2025, 1, 15), "1w")]
+    [1, 8, 15]
+    """
+    parse_duration(every)
+    if end < start:
+        raise ScoringError(f"--to {end:%Y-%m-%d} is before --from {start:%Y-%m-%d}")
+    out, k = [], 0
+    while True:
+        # multiples from the start, so month steps from the 31st stay on month ends
+        d = start if k == 0 else shift(start, _times(every, k), sign=1)
+        if d > end:
+            return out
+        out.append(d)
+        k += 1
+
+
+def _times(every: str, k: int) -> str:
+    n, unit = parse_duration(every)
+    return f"{n * k}{unit}"
+
+
+def ensure_tables(store: Store) -> None:
+    existing = set(store.con.list_tables())
+    for name, schema in SCHEMAS.items():
+        if name not in existing:
+            store.con.create_table(name, schema=ibis.schema(schema))
+
+
+def stored_dates(store: Store, model: Model, scorecard: str = SCORECARD) -> set[datetime]:
+    t = store.con.table(SCORES)
+    t = t.filter((t.model_version == model.version) & (t.scorecard == scorecard))
+    return set(t.select("as_of").distinct().to_pyarrow()["as_of"].to_pylist())
+
+
+def backfill(
+    store: Store,
+    model: Model,
+    dates: list[datetime],
+    scorer: Callable[[datetime], pa.Table],
+    *,
+    rebuild: bool = False,
+    progress: Callable[[str, float], None] | None = None,
+) -> BackfillResult:
+    """Store the scores ``scorer(d)`` of every account at each date not stored yet."""
+    ensure_tables(store)
+    _remember_model(store, model)
+    have = set() if rebuild else stored_dates(store, model)
+    result = BackfillResult(model.version)
+    todo = [d for d in dates if d not in have]
+    result.skipped = [d for d in dates if d in have]
+    for i, d in enumerate(todo):
+        if progress:
+            progress(f"scoring {d:%Y-%m-%d}", i / max(len(todo), 1))
+        wide = scorer(d)
+        scores, lines = _long(model, wide)
+        with store.transaction():
+            _delete_date(store, model, d)
+            if scores.num_rows:
+                store.con.insert(SCORES, scores)
+                store.con.insert(LINES, lines)
+        result.computed.append(d)
+        result.rows += scores.num_rows
+    if progress:
+        progress("history done", 1.0)
+    return result
+
+
+def _delete_date(store: Store, model: Model, d: datetime) -> None:
+    where = {"model_version": model.version, "scorecard": SCORECARD, "as_of": d}
+    for table in (SCORES, LINES):
+        store.delete_rows(table, where)
+
+
+def _remember_model(store: Store, model: Model) -> None:
+    t = store.con.table(MODELS)
+    known = t.filter(t.model_version == model.version).count().to_pyarrow().as_py()
+    if known:
+        return
+    spec = model.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    store.con.insert(
+        MODELS,
+        pa.table(
+            {
+                "model_version": [model.version],
+                "label": [model.label],
+                "file": [model.file],
+                "spec": [json.dumps(spec, sort_keys=True)],
+                "first_seen": pa.array([_now()], pa.timestamp("us")),
+            }
+        ),
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _long(model: Model, wide: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """Wide score rows -> the ``scores`` rows and the long ``score_lines`` rows."""
+    n = wide.num_rows
+    key = {
+        "account_id": wide["account_id"],
+        "as_of": wide["as_of"],
+        "model_version": pa.array([model.version] * n),
+        "scorecard": pa.array([SCORECARD] * n),
+    }
+    scores = pa.table(
+        {
+            **key,
+            "score": wide["score"],
+            "band": wide["band"],
+            "coverage": wide["coverage"],
+            "probability": pa.nulls(n, pa.float64()),
+            "segment": wide["segment"],
+            "csm": wide["csm"],
+            "computed_at": pa.array([_now()] * n, pa.timestamp("us")),
+        }
+    )
+    parts = []
+    for p in model.spec.pillars:
+        parts.append(_lines(key, n, "pillar", p, p, None, wide[PILLAR + p]))
+    for p, m, _ in model.scored_metrics():
+        parts.append(_lines(key, n, "metric", m, p, wide, None))
+    return scores, pa.concat_tables(parts)
+
+
+def _lines(key, n, kind, name, pillar, wide, pillar_score) -> pa.Table:
+    if kind == "pillar":
+        raw = pa.nulls(n, pa.string())
+        raw_value = pa.nulls(n, pa.float64())
+        normalized, weight, contrib = (
+            pillar_score,
+            pa.nulls(n, pa.float64()),
+            pa.nulls(n, pa.float64()),
+        )
+        missing = pa.nulls(n, pa.string())
+    else:
+        col = wide[name]
+        raw = col.cast(pa.string())
+        numeric = pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
+        is_bool = pa.types.is_boolean(col.type)
+        raw_value = col.cast(pa.float64()) if numeric or is_bool else pa.nulls(n, pa.float64())
+        normalized, weight = wide[name + NORM], wide[name + WEIGHT]
+        contrib, missing = wide[name + CONTRIB], wide[name + MISSING]
+    return pa.table(
+        {
+            **key,
+            "kind": pa.array([kind] * n),
+            "name": pa.array([name] * n),
+            "pillar": pa.array([pillar] * n),
+            "raw": raw,
+            "raw_value": raw_value,
+            "normalized": normalized,
+            "weight": weight,
+            "contribution": contrib,
+            "missing": missing,
+        }
+    )

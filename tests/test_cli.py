@@ -207,3 +207,15 @@ def test_load_warns_about_rows_for_unknown_accounts(project):
     assert result.exit_code == 0, result.output
     assert "2 inserted" in result.output
     assert "Warning: 1 rows refer to accounts that are not in the accounts table" in result.output
+
+
+def test_explain_vs_shows_why_the_score_moved(project):
+    result = run("explain", "A1", "--as-of", "2025-01-01", "--vs", "2024-12-01", cwd=project)
+    assert result.exit_code == 0, result.output
+    assert "A1: " in result.output and "why it moved" in result.output
+    data = run(
+        "explain", "A1", "--as-of", "2025-01-01", "--vs", "2024-12-01", "-f", "json", cwd=project
+    )
+    change = json.loads(data.output)
+    assert abs(sum(ln["effect"] for ln in change["lines"]) - change["delta"]) < 1e-9
+    assert change["summary"].startswith("A1 ")

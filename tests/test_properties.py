@@ -211,3 +211,20 @@ def test_rows_dated_after_as_of_never_change_that_score(default_scores, rows):
         _apply(store, row, i)
     after = hs.score(store, model, AS_OF)
     assert after.equals(before)
+
+
+dates = st.sampled_from(
+    [AS_OF - timedelta(days=d) for d in (0, 3, 10, 20, 35, 60, 120)] + [AS_OF + timedelta(days=4)]
+)
+
+
+@SETTINGS
+@given(model=models(), d1=dates, d2=dates)
+def test_a_change_decomposes_exactly_into_its_lines(mem_store, model, d1, d2):
+    for account in ("A1", "A2"):
+        try:
+            change = hs.api.explain_change(mem_store, model, account, d2, d1)
+        except hs.ScoringError:
+            continue  # not scored at one of the dates
+        total = sum(ln.effect for ln in change.lines)
+        assert math.isclose(total, change.delta, abs_tol=1e-9)

@@ -144,3 +144,31 @@ pillars:
     )
     rows = {r["account_id"]: r for r in hs.score(store, model, AS_OF).to_pylist()}
     assert rows["A1"]["odd"] is None and rows["A1"]["odd__missing"] == "reweight"
+
+
+def test_why_it_moved_names_the_metrics_and_a_segment_change(store):
+    model = hs.load_model_text(
+        """
+metrics:
+  arr: {from: subscriptions, aggregate: sum(arr)}
+  size: {formula: "CASE WHEN arr >= 100000 THEN 'big' ELSE 'small' END"}
+  open_tickets: {from: tickets, aggregate: count()}
+  n_users: {from: usage_events, aggregate: count_distinct(user_id), window: 30d}
+pillars:
+  support: {weight: 1, metrics: {open_tickets: {weight: 1, bad: 2, good: 0}}}
+  usage: {weight: 1, metrics: {n_users: {weight: 1, bad: 0, good: 4}}}
+segments:
+  by: size
+  weights:
+    big: {support: 3, usage: 1}
+"""
+    )
+    change = hs.api.explain_change(store, model, "A1", AS_OF, "2024-12-01")
+    by_name = {ln.name: ln for ln in change.lines}
+    # A1 renewed into a bigger contract (segment small -> big): support now weighs 75 %
+    assert by_name["weights"].raw_before == "small" and by_name["weights"].raw_after == "big"
+    assert by_name["open_tickets"].raw_before == 0 and by_name["open_tickets"].raw_after == 1
+    assert by_name["open_tickets"].effect == pytest.approx(0.5 * (50 - 100))
+    assert sum(ln.effect for ln in change.lines) == pytest.approx(change.delta, abs=1e-9)
+    assert change.summary().startswith("A1 ")
+    assert "open_tickets 0 -> 1 (-25.0)" in change.summary()

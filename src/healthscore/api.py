@@ -113,6 +113,32 @@ def explain(store: Store, model: Model, account_id: str, as_of=None) -> explain_
     return explain_mod.from_row(model, rows[0])
 
 
+def explain_change(
+    store: Store, model: Model, account_id: str, as_of=None, vs=None
+) -> explain_mod.Change:
+    """Why one account's score moved between ``vs`` and ``as_of``, line by line, exactly."""
+    if vs is None:
+        raise ScoringError("explaining a change needs the earlier date (--vs)")
+    d2, d1 = parse_as_of(as_of), parse_as_of(vs)
+    rows = {r["as_of"]: r for r in _score_dates(store, model, account_id, [d1, d2])}
+    for d in (d1, d2):
+        if d not in rows:
+            raise ScoringError(
+                f"account {account_id!r} is not scored as of {d:%Y-%m-%d %H:%M}: "
+                + _why_not_scored(store, account_id, d)
+            )
+    before = explain_mod.from_row(model, rows[d1])
+    after = explain_mod.from_row(model, rows[d2])
+    return explain_mod.decompose(before, after)
+
+
+def _score_dates(store: Store, model: Model, account_id: str, dates) -> list[dict]:
+    out = []
+    for d in dates:
+        out += score(store, model, d, [account_id]).to_pylist()
+    return out
+
+
 def _why_not_scored(store: Store, account_id: str, d: datetime) -> str:
     acc = store.table("accounts")
     found = acc.filter(acc.account_id == account_id).select("created_at").to_pyarrow()

@@ -311,15 +311,29 @@ def explain(
     model: ModelOpt = None,
     db: DbOpt = None,
     format: Annotated[str, typer.Option("--format", "-f", help="text or json")] = "text",
+    vs: Annotated[
+        str | None, typer.Option("--vs", help="explain the change since this earlier date")
+    ] = None,
 ) -> None:
-    """Show why one account has its score: pillars, metrics, weights, missing data."""
+    """Show why one account has its score (or, with --vs, why it moved)."""
     try:
         store, m = _open(db, model)
         d = api.parse_as_of(as_of)
         _warn_freshness(store, m, d)
-        e = api.explain(store, m, account, d)
+        if vs is not None:
+            change = api.explain_change(store, m, account, d, vs)
+        else:
+            e = api.explain(store, m, account, d)
     except HealthscoreError as ex:
         _fail(ex)
+    if vs is not None:
+        if format == "json":
+            sys.stdout.write(json.dumps(change.to_dict(), indent=1, default=str) + "\n")
+            return
+        from healthscore.render import render_change
+
+        render_change(out, change)
+        return
     if format == "json":
         sys.stdout.write(json.dumps(e.to_dict(), indent=1, default=str) + "\n")
         return

@@ -137,3 +137,113 @@ def long_rows(model: Model, row: dict[str, Any]) -> dict[str, Any]:
             for m in e.metrics
         ],
     }
+
+
+@dataclass
+class ChangeLine:
+    """One line of a change: a metric's value effect, or the weight effect."""
+
+    kind: str  # "metric" | "weights"
+    name: str
+    pillar: str | None
+    raw_before: Any
+    raw_after: Any
+    normalized_before: float | None
+    normalized_after: float | None
+    effect: float  # points this line moved the score
+
+
+@dataclass
+class Change:
+    """score(after) - score(before) = the sum of the effects, exactly (to 1e-9)."""
+
+    account_id: str
+    before: Explanation
+    after: Explanation
+    lines: list[ChangeLine]
+
+    @property
+    def delta(self) -> float:
+        return (self.after.score or 0.0) - (self.before.score or 0.0)
+
+    def summary(self, n: int = 3) -> str:
+        """One plain line: the largest movers with their points, e.g. for a CSM's update."""
+        movers = [ln for ln in self.lines if abs(ln.effect) >= 0.05][:n]
+        if not movers:
+            return f"{self.account_id}: no change ({self.delta:+.1f})"
+        parts = []
+        for ln in movers:
+            if ln.kind == "weights":
+                parts.append(f"weights shifted ({ln.effect:+.1f})")
+            else:
+                parts.append(
+                    f"{ln.name} {_show(ln.raw_before)} -> {_show(ln.raw_after)} ({ln.effect:+.1f})"
+                )
+        return (
+            f"{self.account_id} {_show(self.before.score)} -> {_show(self.after.score)}: "
+            + ", ".join(parts)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "account_id": self.account_id,
+            "before": {
+                "as_of": self.before.as_of.isoformat(),
+                "score": self.before.score,
+                "band": self.before.band,
+            },
+            "after": {
+                "as_of": self.after.as_of.isoformat(),
+                "score": self.after.score,
+                "band": self.after.band,
+            },
+            "delta": self.delta,
+            "summary": self.summary(),
+            "lines": [asdict(ln) for ln in self.lines],
+        }
+
+
+def _show(v) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, float):
+        return f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
+    return str(v)
+
+
+def decompose(before: Explanation, after: Explanation) -> Change:
+    """Split score(after) - score(before) into per-metric value effects and one weight line.
+
+    With w the effective weight and n the normalized value (0 where a metric carries no
+    weight): value effect of a metric = w_before * (n_after - n_before); weight line =
+    sum of (w_after - w_before) * n_after (a segment change, missing data re-weighting).
+    They add up to the change exactly, because score = sum of w * n.
+    """
+    old = {m.metric: m for m in before.metrics}
+    lines = []
+    weight_effect = 0.0
+    for m in after.metrics:
+        b = old[m.metric]
+        n_b = b.normalized if b.weight and b.normalized is not None else 0.0
+        n_a = m.normalized if m.weight and m.normalized is not None else 0.0
+        lines.append(
+            ChangeLine(
+                "metric",
+                m.metric,
+                m.pillar,
+                b.raw,
+                m.raw,
+                b.normalized,
+                m.normalized,
+                b.weight * (n_a - n_b),
+            )
+        )
+        weight_effect += (m.weight - b.weight) * n_a
+    if abs(weight_effect) > 0 or before.segment != after.segment:
+        lines.append(
+            ChangeLine(
+                "weights", "weights", None, before.segment, after.segment, None, None, weight_effect
+            )
+        )
+    lines.sort(key=lambda ln: (-abs(ln.effect), ln.name))
+    return Change(after.account_id, before, after, lines)

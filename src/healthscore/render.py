@@ -92,6 +92,36 @@ def _drag(d, short: bool = False) -> str:
     )
 
 
+def render_change(console: Console, c) -> None:
+    b, a = c.before, c.after
+    console.print(
+        f"[bold]{c.account_id}[/]: {_fmt(b.score, 1)} ({b.band or 'no data'}) on "
+        f"{b.as_of:%Y-%m-%d} -> {_fmt(a.score, 1)} ({a.band or 'no data'}) on "
+        f"{a.as_of:%Y-%m-%d}, {c.delta:+.1f} points",
+        highlight=False,
+    )
+    table = Table(title="why it moved, biggest first", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("line", no_wrap=True)
+    for col in ("before", "after", "0-100 before", "0-100 after", "points"):
+        table.add_column(col, justify="right", no_wrap=True)
+    still = [ln for ln in c.lines if abs(ln.effect) < 0.005]
+    for ln in (x for x in c.lines if abs(x.effect) >= 0.005):
+        name = "weights (segment / missing data)" if ln.kind == "weights" else ln.name
+        table.add_row(
+            name,
+            _fmt(ln.raw_before),
+            _fmt(ln.raw_after),
+            _fmt(ln.normalized_before, 1),
+            _fmt(ln.normalized_after, 1),
+            f"{ln.effect:+.2f}",
+        )
+    table.add_row("[bold]change[/]", "", "", "", "", f"[bold]{c.delta:+.2f}[/]")
+    console.print(table)
+    if still:
+        console.print(f"[dim]{len(still)} metrics did not move the score[/]", highlight=False)
+    console.print(c.summary(), highlight=False, soft_wrap=True)
+
+
 @contextmanager
 def progress_bar(console: Console) -> Iterator:
     with Progress(

@@ -91,3 +91,19 @@ segments:
     # in mid-2024 A1's contract in force was S1 (ARR 96k): the segment follows the as-of value
     earlier = {r["account_id"]: r for r in hs.score(store, model, "2024-06-01").to_pylist()}
     assert earlier["A1"]["segment"] == "small"
+
+
+def test_demo_history_shows_rapid_declines_and_expansion_candidates(demo):
+    from healthscore import trends
+
+    result, store = demo
+    backfill = hs.api.history(store, result.model, END - timedelta(weeks=13), END, "1w")
+    assert len(backfill.computed) == 14
+    classes = trends.classify(store, result.model, END).to_pylist()
+    counts = {c: sum(r["trend"] == c for r in classes) for c in trends.CLASSES}
+    assert counts["rapid_decline"] >= 3
+    assert counts["stable_high"] >= 20
+    assert counts["stable"] >= 50
+    for r in classes:
+        if r["trend"] == "rapid_decline":
+            assert r["score_now"] is not None

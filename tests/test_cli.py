@@ -219,3 +219,22 @@ def test_explain_vs_shows_why_the_score_moved(project):
     change = json.loads(data.output)
     assert abs(sum(ln["effect"] for ln in change["lines"]) - change["delta"]) < 1e-9
     assert change["summary"].startswith("A1 ")
+
+
+def test_trends_lists_classes_after_history(project):
+    assert (
+        run(
+            "history", "--from", "2024-10-01", "--to", "2025-01-01", "--every", "1w", cwd=project
+        ).exit_code
+        == 0
+    )
+    result = run("trends", "--as-of", "2025-01-01", "-f", "json", cwd=project)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert {r["account_id"] for r in rows} == {"A1", "A2", "A3"}
+    assert all(
+        r["trend"] in ("rapid_decline", "gradual_decline", "improving", "stable_high", "stable")
+        for r in rows
+    )
+    none = run("trends", "--as-of", "2024-01-01", cwd=project)
+    assert none.exit_code == 1 and "no stored scores as of 2024-01-01" in none.output

@@ -95,8 +95,8 @@ def test_two_model_versions_coexist(mem):
 
 
 def test_month_steps_stay_on_month_ends():
-    dates = history.dates_between(datetime(2025, 1, 31), datetime(2025, 4, 30), "1mo")
-    assert [d.strftime("%m-%d") for d in dates] == ["01-31", "02-28", "03-31", "04-30"]
+    dates = history.dates_between(datetime(2025, 1, 20), datetime(2025, 5, 31), "1mo")
+    assert [d.strftime("%m-%d") for d in dates] == ["01-31", "02-28", "03-31", "04-30", "05-31"]
 
 
 def test_history_command_reports_computed_and_skipped_dates(tmp_path, fixture_db):

@@ -305,6 +305,60 @@ def history(
 
 
 @app.command()
+def trends(
+    as_of: AsOfOpt = None,
+    class_: Annotated[
+        str | None,
+        typer.Option(
+            "--class",
+            help="only this class: rapid_decline, gradual_decline, improving, stable_high, stable",
+        ),
+    ] = None,
+    model: ModelOpt = None,
+    db: DbOpt = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="table, json or csv")] = "table",
+) -> None:
+    """List accounts by trend (from stored history): class, score now and then, change."""
+    from healthscore import trends as trends_mod
+
+    if format not in ("table", "json", "csv"):
+        raise typer.BadParameter(f"unknown format {format!r}; use table, json or csv")
+    try:
+        store, m = _open(db, model)
+        d = api.parse_as_of(as_of) if as_of else _midnight_today()
+        result = trends_mod.classify(store, m, d, class_)
+    except HealthscoreError as e:
+        _fail(e)
+    if format == "json":
+        sys.stdout.write(json.dumps(result.to_pylist(), indent=1, default=str) + "\n")
+    elif format == "csv":
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(result, sink)
+        sys.stdout.write(sink.getvalue().to_pybytes().decode())
+    else:
+        table = RichTable(title=f"trends as of {d:%Y-%m-%d}", box=box.SIMPLE_HEAD)
+        for col in ("account", "trend", "score now", "then", "change"):
+            table.add_column(
+                col, justify="right" if col in ("score now", "then", "change") else "left"
+            )
+        for r in result.to_pylist():
+            table.add_row(
+                r["account_id"],
+                r["trend"],
+                _num(r["score_now"]),
+                _num(r["score_then"]),
+                "-" if r["change"] is None else f"{r['change']:+.1f}",
+            )
+        out.print(table)
+
+
+def _midnight_today():
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
+
+
+@app.command()
 def explain(
     account: Annotated[str, typer.Argument(help="account id")],
     as_of: AsOfOpt = None,

@@ -91,20 +91,20 @@ class BackfillResult:
 
 
 def dates_between(start: datetime, end: datetime, every: str) -> list[datetime]:
-    """``start``, ``start + every``, ... up to and including ``end``.
+    """``end``, ``end - every``, ... back to ``start``, oldest first: ``end`` is always in.
 
-    >>> [d.day for d in dates_between(datetime(2025, 1, 1), datetime(2025, 1, 15), "1w")]
-    [1, 8, 15]
+    >>> [d.day for d in dates_between(datetime(2025, 1, 1), datetime(2025, 1, 16), "1w")]
+    [2, 9, 16]
     """
     parse_duration(every)
     if end < start:
         raise ScoringError(f"--to {end:%Y-%m-%d} is before --from {start:%Y-%m-%d}")
     out, k = [], 0
     while True:
-        # multiples from the start, so month steps from the 31st stay on month ends
-        d = start if k == 0 else shift(start, _times(every, k), sign=1)
-        if d > end:
-            return out
+        # multiples back from the end, so month steps from the 31st stay on month ends
+        d = end if k == 0 else shift(end, _times(every, k))
+        if d < start:
+            return out[::-1]
         out.append(d)
         k += 1
 

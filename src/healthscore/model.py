@@ -56,7 +56,7 @@ from healthscore.errors import ModelError, Problem
 from healthscore.tables import TABLES
 
 DURATION = re.compile(r"^(\d+)(d|w|mo)$")
-SCORING_SECTIONS = ("bands", "population", "columns", "metrics", "pillars", "segments")
+SCORING_SECTIONS = ("bands", "population", "columns", "metrics", "pillars", "segments", "trends")
 
 
 def parse_duration(text: str) -> tuple[int, str]:
@@ -255,6 +255,38 @@ class Bands(_Strict):
         return self
 
 
+class RapidDecline(_Strict):
+    drop: float = Field(20, gt=0, description="points lost ...")
+    within: str = Field("30d", description="... within this long")
+
+    _d = field_validator("within")(lambda cls, v: _duration(v))
+
+
+class Slope(_Strict):
+    slope: float = Field(5, gt=0, description="points per 30 days (a fitted line's slope)")
+    over: str = Field("90d", description="fitted over the scores of this long")
+    min_span: str = Field("60d", description="the stored scores must span at least this")
+    r2: float = Field(0.5, ge=0, le=1, description="how consistent: the fit's R squared")
+
+    _d = field_validator("over", "min_span")(lambda cls, v: _duration(v))
+
+
+class StableHigh(_Strict):
+    for_: str = Field("60d", alias="for", description="green at every stored date of this long")
+    max_range: float = Field(10, ge=0, description="highest minus lowest score at most this")
+
+    _d = field_validator("for_")(lambda cls, v: _duration(v))
+
+
+class Trends(_Strict):
+    """Thresholds of the trend classes (checked in this order; else `stable`)."""
+
+    rapid_decline: Annotated[RapidDecline, Field(default_factory=RapidDecline)]
+    gradual_decline: Annotated[Slope, Field(default_factory=Slope)]
+    improving: Annotated[Slope, Field(default_factory=Slope)]
+    stable_high: Annotated[StableHigh, Field(default_factory=StableHigh)]
+
+
 ColumnType = Literal["string", "int64", "float64", "boolean", "timestamp"]
 
 
@@ -274,6 +306,7 @@ class ModelSpec(_Strict):
     metrics: dict[str, MetricSpec]
     pillars: dict[str, Pillar]
     segments: Segments | None = None
+    trends: Annotated[Trends, Field(default_factory=Trends)]
 
     _f = field_validator("freshness")(
         lambda cls, v: {k: _duration(d) for k, d in (v or {}).items()}

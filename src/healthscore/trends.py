@@ -1,0 +1,153 @@
+"""Trend classes from stored score history: a 65 improving from 40 is not a 65 falling from 90.
+
+Place in the flow: after ``history``; it reads the ``scores`` table of one model version
+and builds (as an Ibis expression, run by the store) one row per account scored at D:
+
+- ``rapid_decline``: the score is at least ``drop`` points below the highest stored score
+  of the last ``within`` (default 20 points in 30 days);
+- ``gradual_decline``: a line fitted to the stored scores of the last ``over`` (90 days),
+  spanning at least ``min_span`` (60 days), falls by at least ``slope`` points per 30 days
+  with R² of at least ``r2``: a consistent decline, not noise;
+- ``improving``: the same line rises by at least ``slope`` points per 30 days;
+- ``stable_high``: green at every stored date of the last ``for`` (60 days), with stored
+  history reaching back at least that far, and moving at most ``max_range`` points: an
+  expansion candidate;
+- ``stable``: anything else.
+
+The first class that applies wins, in that order. Thresholds live in the model's
+``trends:`` section (part of the model version).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import ibis
+import ibis.expr.types as ir
+
+from healthscore.errors import ScoringError
+from healthscore.history import SCORECARD, SCORES, ensure_tables
+from healthscore.metrics import shift
+from healthscore.model import Model
+from healthscore.store import Store
+
+CLASSES = ("rapid_decline", "gradual_decline", "improving", "stable_high", "stable")
+DAY = 86_400.0
+
+
+def trends_expr(store: Store, model: Model, as_of: datetime) -> ir.Table:
+    """One row per account with a stored score at ``as_of``: class, now, then, change."""
+    tr = model.spec.trends
+    ensure_tables(store)
+    D = ibis.literal(as_of, type="timestamp")
+    earliest = min(
+        shift(as_of, tr.rapid_decline.within),
+        shift(as_of, tr.gradual_decline.over),
+        shift(as_of, tr.improving.over),
+        shift(as_of, tr.stable_high.for_),
+    )
+    s = store.con.table(SCORES)
+    s = s.filter(
+        (s.model_version == model.version),
+        (s.scorecard == SCORECARD),
+        s.as_of <= D,
+        s.as_of >= ibis.literal(earliest, type="timestamp"),
+        s.score.notnull(),
+    )
+    days = (s.as_of.epoch_seconds() - D.epoch_seconds()) / DAY  # <= 0
+    s = s.mutate(t=days)
+
+    def since(duration: str) -> ir.BooleanValue:
+        return s.as_of >= ibis.literal(shift(as_of, duration), type="timestamp")
+
+    rd, gd, im, sh = tr.rapid_decline, tr.gradual_decline, tr.improving, tr.stable_high
+    then_at = ibis.literal(shift(as_of, rd.within), type="timestamp")
+    agg = s.group_by("account_id").aggregate(
+        latest=s.as_of.max(),
+        now=s.score.argmax(s.as_of),
+        band=s.band.argmax(s.as_of),
+        then=s.score.argmax(s.as_of, where=s.as_of <= then_at),
+        then_at=s.as_of.max(where=s.as_of <= then_at),
+        recent_max=s.score.max(where=since(rd.within)),
+        **_fit(s, since(gd.over), "gd"),
+        **_fit(s, since(im.over), "im"),
+        high_n=s.count(where=since(sh.for_)),
+        high_green=s.count(where=since(sh.for_) & (s.band == "green")),
+        high_min=s.score.min(where=since(sh.for_)),
+        high_max=s.score.max(where=since(sh.for_)),
+        first=s.t.min(),
+    )
+    agg = agg.filter(agg.latest == D)
+    rapid = agg.now <= agg.recent_max - rd.drop
+    gradual = _consistent(agg, "gd", gd, falling=True)
+    improving = _consistent(agg, "im", im, falling=False)
+    span_days = _days(sh.for_)
+    stable_high = (
+        (agg.high_n > 1)
+        & (agg.high_green == agg.high_n)
+        & (agg.first <= -span_days + 1e-9)  # stored history reaches back that far
+        & (agg.high_max - agg.high_min <= sh.max_range)
+    )
+    cls = ibis.cases(
+        (rapid, "rapid_decline"),
+        (gradual, "gradual_decline"),
+        (improving, "improving"),
+        (stable_high, "stable_high"),
+        else_="stable",
+    )
+    return agg.select(
+        "account_id",
+        trend=cls,
+        score_now=agg.now,
+        band=agg.band,
+        score_then=agg.then,
+        then_as_of=agg.then_at,
+        change=agg.now - agg.then,
+        slope_per_30d=agg.gd_slope * 30.0,
+        r2=agg.gd_r2,
+    ).order_by(["trend", "change", "account_id"])
+
+
+def _fit(s: ir.Table, where: ir.BooleanValue, p: str) -> dict[str, ir.Scalar]:
+    """Least-squares slope (points per day) and R² of score over time, and the span."""
+    return {
+        f"{p}_n": s.count(where=where),
+        f"{p}_span": s.t.max(where=where) - s.t.min(where=where),
+        f"{p}_slope": s.t.cov(s.score, where=where, how="pop")
+        / s.t.var(where=where, how="pop").nullif(0),
+        f"{p}_r2": s.t.corr(s.score, where=where, how="pop") ** 2,
+    }
+
+
+def _consistent(agg: ir.Table, p: str, spec, falling: bool) -> ir.BooleanValue:
+    slope30 = agg[f"{p}_slope"] * 30.0
+    steep = slope30 <= -spec.slope if falling else slope30 >= spec.slope
+    return (
+        (agg[f"{p}_n"] >= 3)
+        & (agg[f"{p}_span"] >= _days(spec.min_span) - 1e-9)
+        & steep.fill_null(False)
+        & (agg[f"{p}_r2"] >= spec.r2).fill_null(False)
+    )
+
+
+def _days(duration: str) -> float:
+    ref = datetime(2000, 1, 1)
+    return (ref - shift(ref, duration)).total_seconds() / DAY
+
+
+def classify(store: Store, model: Model, as_of: datetime, trend: str | None = None):
+    """Run :func:`trends_expr`; with ``trend``, only that class. Raises if nothing is stored."""
+    if trend is not None and trend not in CLASSES:
+        raise ScoringError(f"unknown trend class {trend!r}", hint="classes: " + ", ".join(CLASSES))
+    result = store.execute(trends_expr(store, model, as_of))
+    if result.num_rows == 0:
+        raise ScoringError(
+            f"no stored scores as of {as_of:%Y-%m-%d} for model {model.version[:12]}",
+            hint="store them first: healthscore history --from <date> --to "
+            f"{as_of:%Y-%m-%d} --every 1w",
+        )
+    if trend is not None:
+        import pyarrow.compute as pc
+
+        result = result.filter(pc.equal(result["trend"], trend))
+    return result

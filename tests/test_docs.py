@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel
 
 from healthscore import model as model_mod
-from healthscore.cli import app, model_app
+from healthscore.cli import app, flag_app, model_app
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -47,6 +47,7 @@ def test_every_model_key_is_documented(key):
 def _commands():
     names = [c.name or c.callback.__name__ for c in app.registered_commands]
     names += [f"model {c.name or c.callback.__name__}" for c in model_app.registered_commands]
+    names += [f"flag {c.name or c.callback.__name__}" for c in flag_app.registered_commands]
     return names
 
 

@@ -33,6 +33,8 @@ app = typer.Typer(
 )
 model_app = typer.Typer(help="Work with model files.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+flag_app = typer.Typer(help="CSM flags: qualitative signals on accounts.", no_args_is_help=True)
+app.add_typer(flag_app, name="flag")
 
 out = Console()
 err = Console(stderr=True)
@@ -205,6 +207,83 @@ def model_fit_percentiles(
     except HealthscoreError as e:
         _fail(e)
     out.print(f"fitted percentiles written to {fitted.file}; new version {fitted.version[:12]}")
+
+
+AtOpt = Annotated[str | None, typer.Option("--at", help="when (UTC) [default: now]")]
+
+
+@flag_app.command("add")
+def flag_add(
+    account: Annotated[str, typer.Argument(help="account id")],
+    kind: Annotated[str, typer.Argument(help="e.g. champion_left, budget_freeze, new_champion")],
+    note: Annotated[str | None, typer.Option(help="what happened")] = None,
+    author: Annotated[str | None, typer.Option(help="who raised it")] = None,
+    at: AtOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Raise a flag on an account (active until resolved; usable as has_flag('kind'))."""
+    from healthscore.flags import add_flag
+    from healthscore.store import connect
+
+    try:
+        when = api.parse_as_of(at) if at else None
+        row = add_flag(connect(db, create=False), account, kind, note=note, author=author, at=when)
+    except HealthscoreError as e:
+        _fail(e)
+    out.print(f"flag {row['flag_id']}: {row['kind']} on {account} from {row['ts']:%Y-%m-%d %H:%M}")
+
+
+@flag_app.command("resolve")
+def flag_resolve(
+    flag_id: Annotated[str, typer.Argument(help="the flag's id (see flag list)")],
+    at: AtOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Resolve a flag: it no longer counts from then on (history before is kept)."""
+    from healthscore.flags import resolve_flag
+    from healthscore.store import connect
+
+    try:
+        when = api.parse_as_of(at) if at else None
+        row = resolve_flag(connect(db, create=False), flag_id, at=when)
+    except HealthscoreError as e:
+        _fail(e)
+    out.print(f"flag {flag_id} resolved on {row['resolved_at']:%Y-%m-%d %H:%M}")
+
+
+@flag_app.command("list")
+def flag_list(
+    account: Annotated[str | None, typer.Option(help="only this account")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="include resolved flags")] = False,
+    as_of: AsOfOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Flags active at a date (default now), newest first; --all for every flag."""
+    from healthscore.flags import list_flags
+    from healthscore.store import connect
+
+    try:
+        d = api.parse_as_of(as_of) if as_of else None
+        rows = list_flags(
+            connect(db, create=False), account_id=account, as_of=d, include_resolved=all_
+        )
+    except HealthscoreError as e:
+        _fail(e)
+    table = RichTable(title=f"{len(rows)} flags", box=box.SIMPLE_HEAD)
+    for col in ("flag", "account", "kind", "since", "resolved", "author"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("note")
+    for r in rows:
+        table.add_row(
+            r["flag_id"],
+            r["account_id"],
+            r["kind"],
+            f"{r['ts']:%Y-%m-%d}",
+            f"{r['resolved_at']:%Y-%m-%d}" if r["resolved_at"] else "",
+            r["author"] or "",
+            r["note"] or "",
+        )
+    out.print(table)
 
 
 @app.command()

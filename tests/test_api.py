@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -67,22 +68,7 @@ def test_default_score_before_renewal_separates_churn_from_renewal(demo):
 
 
 def test_segment_can_come_from_an_as_of_value(store):
-    model = hs.load_model_text(
-        """
-metrics:
-  arr: {from: subscriptions, aggregate: sum(arr)}
-  size: {formula: "CASE WHEN arr >= 100000 THEN 'big' ELSE 'small' END"}
-  open_tickets: {from: tickets, aggregate: count()}
-  n_users: {from: usage_events, aggregate: count_distinct(user_id), window: 30d}
-pillars:
-  support: {weight: 1, metrics: {open_tickets: {weight: 1, bad: 2, good: 0}}}
-  usage: {weight: 1, metrics: {n_users: {weight: 1, bad: 0, good: 4}}}
-segments:
-  by: size
-  weights:
-    big: {support: 3, usage: 1}
-"""
-    )
+    model = hs.load_model(Path(__file__).parent / "models" / "valid" / "segment_from_arr.yaml")
     rows = {r["account_id"]: r for r in hs.score(store, model, "2025-01-01").to_pylist()}
     assert rows["A1"]["segment"] == "big"  # ARR 120k in force at D
     assert rows["A1"]["open_tickets__weight"] == pytest.approx(0.75)

@@ -147,22 +147,7 @@ pillars:
 
 
 def test_why_it_moved_names_the_metrics_and_a_segment_change(store):
-    model = hs.load_model_text(
-        """
-metrics:
-  arr: {from: subscriptions, aggregate: sum(arr)}
-  size: {formula: "CASE WHEN arr >= 100000 THEN 'big' ELSE 'small' END"}
-  open_tickets: {from: tickets, aggregate: count()}
-  n_users: {from: usage_events, aggregate: count_distinct(user_id), window: 30d}
-pillars:
-  support: {weight: 1, metrics: {open_tickets: {weight: 1, bad: 2, good: 0}}}
-  usage: {weight: 1, metrics: {n_users: {weight: 1, bad: 0, good: 4}}}
-segments:
-  by: size
-  weights:
-    big: {support: 3, usage: 1}
-"""
-    )
+    model = hs.load_model(Path(__file__).parent / "models" / "valid" / "segment_from_arr.yaml")
     change = hs.api.explain_change(store, model, "A1", AS_OF, "2024-12-01")
     by_name = {ln.name: ln for ln in change.lines}
     # A1 renewed into a bigger contract (segment small -> big): support now weighs 75 %

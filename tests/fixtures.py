@@ -138,6 +138,18 @@ def tables() -> dict[str, pa.Table]:
     }
 
 
+def memory_store(**extra_rows):
+    """The fixture tables in an in-memory DuckDB store, with extra rows per table appended."""
+    from healthscore.store import connect
+
+    store = connect("duckdb://")
+    for name, table in tables().items():
+        if name in extra_rows:
+            table = pa.Table.from_pylist(table.to_pylist() + extra_rows[name], schema=table.schema)
+        store.load(name, table)
+    return store
+
+
 def write(path) -> None:
     """Load the fixture tables into a DuckDB store at ``path`` through healthscore."""
     from healthscore.store import connect

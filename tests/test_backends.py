@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import healthscore as hs
-from fixtures import AS_OF, tables
+from fixtures import AS_OF, memory_store, tables
 
 MODELS = [None, Path(__file__).parent / "models" / "valid" / "definitions.yaml"]
 
@@ -51,10 +51,7 @@ def loaded(con):
 
 @pytest.fixture(scope="module")
 def reference():
-    store = hs.connect("duckdb://")
-    for name, t in tables().items():
-        store.load(name, t)
-    return store
+    return memory_store()
 
 
 def test_loads_report_the_same_counts_and_reload_is_harmless(loaded):

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 import healthscore as hs
-from fixtures import tables
+from fixtures import memory_store
 from healthscore import history
 from healthscore.cli import app
 
@@ -18,10 +18,7 @@ FROM, TO = datetime(2024, 12, 4), datetime(2025, 1, 1)
 
 @pytest.fixture
 def mem():
-    s = hs.connect("duckdb://")
-    for name, t in tables().items():
-        s.load(name, t)
-    return s
+    return memory_store()
 
 
 def _stored(store, model):

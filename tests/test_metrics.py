@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import healthscore as hs
-from fixtures import AS_OF
+from fixtures import AS_OF, memory_store
 
 MODEL = Path(__file__).parent / "models" / "valid" / "definitions.yaml"
 
@@ -111,17 +111,7 @@ def test_as_of_with_a_time_counts_events_before_that_instant(store, model):
 
 def _store_with(**extra):
     """The fixture tables in memory, with extra rows appended per table."""
-    from fixtures import tables
-
-    s = hs.connect("duckdb://")
-    for name, t in tables().items():
-        if name in extra:
-            import pyarrow as pa
-
-            rows = t.to_pylist() + extra[name]
-            t = pa.Table.from_pylist(rows, schema=t.schema) if name in tables() else t
-        s.load(name, t)
-    return s
+    return memory_store(**extra)
 
 
 def _model(text):

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import healthscore as hs
-from fixtures import AS_OF, tables
+from fixtures import AS_OF, memory_store, tables
 from healthscore.model import MetricUse
 from healthscore.scoring import _normalized
 
@@ -22,10 +22,7 @@ finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
 
 @pytest.fixture(scope="module")
 def mem_store():
-    s = hs.connect("duckdb://")
-    for name, t in tables().items():
-        s.load(name, t)
-    return s
+    return memory_store()
 
 
 def _eval(values, use: MetricUse):
@@ -203,9 +200,7 @@ def default_scores(mem_store):
 @given(rows=st.lists(future_rows(), min_size=1, max_size=4))
 def test_rows_dated_after_as_of_never_change_that_score(default_scores, rows):
     model = hs.load_model()
-    store = hs.connect("duckdb://")
-    for name, t in tables().items():
-        store.load(name, t)
+    store = memory_store()
     before = default_scores
     for i, row in enumerate(rows):
         _apply(store, row, i)

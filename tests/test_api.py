@@ -90,6 +90,5 @@ def test_demo_history_shows_rapid_declines_and_expansion_candidates(demo):
     assert counts["rapid_decline"] >= 3
     assert counts["stable_high"] >= 20
     assert counts["stable"] >= 50
-    for r in classes:
-        if r["trend"] == "rapid_decline":
-            assert r["score_now"] is not None
+    rapid = [r for r in classes if r["trend"] == "rapid_decline"]
+    assert all(r["score_now"] is not None and r["score_then"] is not None for r in rapid)

@@ -23,26 +23,26 @@ SERIES = {
 }
 
 
-@pytest.fixture
-def store_with_series():
-    model = hs.load_model()
+def _store(*models):
+    """A store whose history holds SERIES for each of ``models``."""
     store = hs.connect("duckdb://")
     history.ensure_tables(store)
     rows = []
-    for acc, scores in SERIES.items():
-        for i, score in enumerate(reversed(scores)):
-            band = "green" if score >= 80 else "yellow" if score >= 50 else "red"
-            rows.append(
-                {
-                    "account_id": acc,
-                    "as_of": D - timedelta(weeks=i),
-                    "model_version": model.version,
-                    "scorecard": "health",
-                    "score": float(score),
-                    "band": band,
-                    "coverage": 1.0,
-                }
-            )
+    for model in models:
+        for acc, scores in SERIES.items():
+            for i, score in enumerate(reversed(scores)):
+                band = "green" if score >= 80 else "yellow" if score >= 50 else "red"
+                rows.append(
+                    {
+                        "account_id": acc,
+                        "as_of": D - timedelta(weeks=i),
+                        "model_version": model.version,
+                        "scorecard": "health",
+                        "score": float(score),
+                        "band": band,
+                        "coverage": 1.0,
+                    }
+                )
     schema = pa.schema(
         [
             (c, pa.timestamp("us") if t == "timestamp" else ibis_type(t))
@@ -50,7 +50,13 @@ def store_with_series():
         ]
     )
     store.con.insert(history.SCORES, pa.Table.from_pylist(rows, schema=schema))
-    return store, model
+    return store
+
+
+@pytest.fixture
+def store_with_series():
+    model = hs.load_model()
+    return _store(model), model
 
 
 def ibis_type(t):
@@ -75,13 +81,27 @@ def test_each_constructed_series_gets_its_class(store_with_series):
     assert got["slide"]["slope_per_30d"] == pytest.approx(-20 / 84 * 30, rel=0.05)  # 82 -> 62
 
 
-def test_thresholds_come_from_the_model(store_with_series):
-    store, _ = store_with_series
+def test_thresholds_come_from_the_model():
+    default = hs.load_model()
     text = hs.model.default_model_text() + "\ntrends:\n  rapid_decline: {drop: 30, within: 30d}\n"
     strict = hs.load_model_text(text)
-    # another model version has no stored history yet
-    with pytest.raises(hs.ScoringError, match="no stored scores as of 2025-06-01"):
-        trends.classify(store, strict, D)
+    assert strict.version != default.version  # thresholds are part of the version
+    store = _store(default, strict)
+    by_default = {
+        r["account_id"]: r["trend"] for r in trends.classify(store, default, D).to_pylist()
+    }
+    by_strict = {r["account_id"]: r["trend"] for r in trends.classify(store, strict, D).to_pylist()}
+    assert by_default["crash"] == "rapid_decline"  # 84 -> 62 in a week: 24 below the high
+    assert by_strict["crash"] != "rapid_decline"  # less than the strict model's 30 points
+
+
+def test_a_model_version_without_stored_history_says_how_to_store_it(store_with_series):
+    store, _ = store_with_series
+    other = hs.load_model_text(hs.model.default_model_text().replace("green: 80", "green: 85"))
+    with pytest.raises(
+        hs.ScoringError, match="no stored scores as of 2025-06-01.*healthscore history"
+    ):
+        trends.classify(store, other, D)
 
 
 def test_filter_by_class_and_unknown_class(store_with_series):

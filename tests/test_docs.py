@@ -33,6 +33,8 @@ MODEL_KEYS = sorted(
                 model_mod.RapidDecline,
                 model_mod.Slope,
                 model_mod.StableHigh,
+                model_mod.Rule,
+                model_mod.Scorecard,
             )
         )
     )

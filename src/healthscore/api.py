@@ -66,13 +66,18 @@ def score_expr(store: Store, model: Model, as_of=None, account_ids=None) -> ir.T
             hint="run `healthscore model fit-percentiles --as-of <date>` once",
         )
     _check_declared_columns(store, model)
+    raw = MetricBuilder(model, store.tables(tables_needed(model))).build(d, account_ids)
+    return _score_steps(raw, model)
+
+
+def tables_needed(model: Model) -> list[str]:
+    """The store tables a model's expression reads."""
     names = [n for n in model.tables_used() if n != "subscriptions"] + ["subscriptions"]
-    if any(m.formula and "has_flag" in m.formula for m in model.spec.metrics.values()) or (
-        model.spec.population and "has_flag" in model.spec.population
-    ):
+    texts = [m.formula or "" for m in model.spec.metrics.values()]
+    texts += [model.spec.population or ""] + [r.when for r in model.spec.rules.values()]
+    if any("has_flag" in t for t in texts):
         names.append("flags")
-    raw = MetricBuilder(model, store.tables(names)).build(d, account_ids)
-    return _score_steps(raw, model, d)
+    return names
 
 
 def _check_declared_columns(store: Store, model: Model) -> None:

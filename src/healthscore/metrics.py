@@ -43,6 +43,7 @@ from healthscore.model import MetricSpec, Model, parse_duration
 from healthscore.tables import TABLES
 
 COVERED = "__covered"
+RULE = "rule__"  # rule__<name>: whether the rule's condition holds
 
 
 def shift(d: datetime, duration: str, sign: int = -1) -> datetime:
@@ -50,6 +51,16 @@ def shift(d: datetime, duration: str, sign: int = -1) -> datetime:
     n, unit = parse_duration(duration)
     delta = {"d": relativedelta(days=n), "w": relativedelta(weeks=n), "mo": relativedelta(months=n)}
     return d + delta[unit] * sign
+
+
+def shift_value(D: ir.Value, duration: str) -> ir.Value:
+    """An evaluation date (a literal or a column) moved back by a model duration."""
+    op = D.op()
+    if isinstance(op, ibis.expr.operations.Literal):
+        return _lit(shift(op.value, duration))
+    n, unit = parse_duration(duration)
+    step = {"d": ibis.interval(days=n), "w": ibis.interval(days=7 * n)}
+    return D - step.get(unit, ibis.interval(months=n) if unit == "mo" else None)
 
 
 def lag_of(metric: MetricSpec) -> str | None:
@@ -152,6 +163,7 @@ class MetricBuilder:
     def _flag_kinds(self) -> list[str]:
         texts = [m.formula for m in self.model.spec.metrics.values() if m.formula]
         texts += [self.model.spec.population] if self.model.spec.population else []
+        texts += [r.when for r in self.model.spec.rules.values()]
         kinds = []
         for text in texts:
             node = ex.parse(text)
@@ -221,7 +233,7 @@ class MetricBuilder:
                     aggs[f"{name}{suffix}__p{i}"] = reduction
         return t.group_by("account_id").aggregate(**aggs)
 
-    def _combined(self, wide: ir.Table, name: str, m: MetricSpec, suffix: str, at: datetime):
+    def _combined(self, wide: ir.Table, name: str, m: MetricSpec, suffix: str, at: ir.Value):
         """The metric from its reductions; an account without rows counts 0, not NULL."""
         parts = [
             wide[f"{name}{suffix}__p{i}"].fill_null(0)
@@ -229,11 +241,10 @@ class MetricBuilder:
             else wide[f"{name}{suffix}__p{i}"]
             for i, kind in enumerate(self._part_kinds[name])
         ]
-        return ex.combine_aggregate(m.aggregate, parts, as_of=_lit(at))
+        return ex.combine_aggregate(m.aggregate, parts, as_of=at)
 
     def build(self, as_of: datetime, account_ids=None) -> ir.Table:
         """The raw metrics of every account in the population at ``as_of``."""
-        spec = self.model.spec
         pop = self.population(as_of, account_ids)
         # one join chain (each group's key renamed apart), then few wide projections:
         # fewer nested selects keep the compile cheap
@@ -244,14 +255,24 @@ class MetricBuilder:
             wide = wide.left_join(agg, pop.account_id == agg[key])
             keys.append(key)
         wide = wide.drop(*keys) if keys else wide
+        return self.finish(wide, as_of)
+
+    def finish(self, wide: ir.Table, as_of: datetime | ir.Value) -> ir.Table:
+        """Metrics from the population joined with each group's reductions.
+
+        ``as_of`` is the evaluation date: a datetime, or (when many dates are computed
+        together) the table's own ``as_of`` column.
+        """
+        spec = self.model.spec
+        D = _lit(as_of) if isinstance(as_of, datetime) else as_of
         # aggregates and account columns: zero for empty counts, change, covered, fill
         cols: dict[str, ir.Value] = {}
         for name, m in spec.metrics.items():
             if m.aggregate:
-                v = self._combined(wide, name, m, "", as_of)
+                v = self._combined(wide, name, m, "", D)
                 if m.change_vs:
-                    prev = self._combined(wide, name, m, "__prev", shift(as_of, lag_of(m)))
-                    v = self._change(v, prev, m, wide, as_of)
+                    prev = self._combined(wide, name, m, "__prev", shift_value(D, lag_of(m)))
+                    v = self._change(v, prev, m, wide, D)
             elif m.column:
                 v = wide[m.column.removeprefix("accounts.")]
             else:
@@ -264,16 +285,22 @@ class MetricBuilder:
             cols = {}
             for name in level:
                 m = spec.metrics[name]
-                v = ex.compile_row(
-                    m.formula, resolve, as_of=_lit(as_of), has_flag=_flag_reader(wide)
-                )
+                v = ex.compile_row(m.formula, resolve, as_of=D, has_flag=_flag_reader(wide))
                 cols.update(_filled(name, v, m))
             wide = wide.mutate(**cols)
+        # rules: whether each condition holds (scoring applies their effects)
+        resolve = _formula_resolver(wide, spec.metrics)
+        rules = {
+            RULE + name: ex.compile_row(
+                r.when, resolve, as_of=D, has_flag=_flag_reader(wide)
+            ).fill_null(False)
+            for name, r in spec.rules.items()
+        }
         seg = wide.segment
         if spec.segments:
             seg = wide[spec.segments.by.removeprefix("accounts.")].cast("string")
         out = ["account_id", "csm"] + list(spec.metrics) + [n + COVERED for n in spec.metrics]
-        return wide.select(*out, segment=seg)
+        return wide.select(*out, segment=seg, as_of=D, **rules)
 
     def _formula_levels(self) -> list[list[str]]:
         """Formulas grouped so each group only uses metrics computed before it."""
@@ -287,14 +314,16 @@ class MetricBuilder:
             out[lv].append(name)
         return out
 
-    def _change(self, cur, prev, m: MetricSpec, wide, as_of: datetime) -> ir.Value:
+    def _change(self, cur, prev, m: MetricSpec, wide, D: ir.Value) -> ir.Value:
         change = (cur - prev) / prev.nullif(0)
         if m.if_previous_zero is not None:
             on_zero = ibis.ifelse(cur > 0, m.if_previous_zero, 0.0)
             return ibis.ifelse(prev == 0, on_zero, change)
         lag = lag_of(m)
-        prev_start = shift(shift(as_of, lag), m.window) if m.window else shift(as_of, lag)
-        too_young = wide.created_at > _lit(prev_start)
+        prev_start = shift_value(D, lag)
+        if m.window:
+            prev_start = shift_value(prev_start, m.window)
+        too_young = wide.created_at > prev_start
         return ibis.ifelse(too_young, ibis.null("float64"), change.cast("float64"))
 
 

@@ -56,7 +56,19 @@ from healthscore.errors import ModelError, Problem
 from healthscore.tables import TABLES
 
 DURATION = re.compile(r"^(\d+)(d|w|mo)$")
-SCORING_SECTIONS = ("bands", "population", "columns", "metrics", "pillars", "segments", "trends")
+SCORING_SECTIONS = (
+    "bands",
+    "population",
+    "columns",
+    "metrics",
+    "pillars",
+    "segments",
+    "rules",
+    "trends",
+)
+#: the scorecard made of the file's top-level pillars, bands, segments and rules
+HEALTH = "health"
+BAND_NAMES = ("green", "yellow", "red")
 
 
 def parse_duration(text: str) -> tuple[int, str]:
@@ -287,6 +299,42 @@ class Trends(_Strict):
     stable_high: Annotated[StableHigh, Field(default_factory=StableHigh)]
 
 
+class Rule(_Strict):
+    """A condition over metrics, account columns and flags, and what it does to the score.
+
+    Effects apply in a fixed order over all rules that hold: ``add`` points, then
+    ``floor``, then ``cap``, then the 0-100 clamp; ``band`` forces the band (the worst
+    forced band wins); ``signal`` raises a named signal shown beside the score.
+    """
+
+    description: str | None = None
+    when: str = Field(description="SQL condition, e.g. usage_change_30d < -0.2 AND nps_latest < 7")
+    add: float | None = Field(None, ge=-100, le=100, description="points added (negative: taken)")
+    floor: float | None = Field(None, ge=0, le=100, description="the score is at least this")
+    cap: float | None = Field(None, ge=0, le=100, description="the score is at most this")
+    band: Literal["green", "yellow", "red"] | None = Field(None, description="force this band")
+    signal: str | None = Field(None, description="name of a signal raised while the rule holds")
+
+    @model_validator(mode="after")
+    def _has_effect(self):
+        if all(getattr(self, k) is None for k in ("add", "floor", "cap", "band", "signal")):
+            raise ValueError("a rule needs an effect: add, floor, cap, band or signal")
+        return self
+
+
+class Scorecard(_Strict):
+    """Another score over the same metrics: its own pillars, weights, bands and rules."""
+
+    description: str | None = None
+    population: str | None = Field(
+        None, description="which accounts get this score (with the model's own population)"
+    )
+    bands: Annotated[Bands, Field(default_factory=Bands)]
+    pillars: dict[str, Pillar]
+    segments: Segments | None = None
+    rules: dict[str, Rule] = Field(default_factory=dict)
+
+
 ColumnType = Literal["string", "int64", "float64", "boolean", "timestamp"]
 
 
@@ -306,7 +354,15 @@ class ModelSpec(_Strict):
     metrics: dict[str, MetricSpec]
     pillars: dict[str, Pillar]
     segments: Segments | None = None
+    rules: dict[str, Rule] = Field(
+        default_factory=dict, description="rules of the health score: name -> condition, effect"
+    )
     trends: Annotated[Trends, Field(default_factory=Trends)]
+    scorecards: dict[str, Scorecard] = Field(
+        default_factory=dict,
+        description="more scores over the same metrics, e.g. expansion, onboarding "
+        "(the top-level pillars make the `health` scorecard)",
+    )
 
     _f = field_validator("freshness")(
         lambda cls, v: {k: _duration(d) for k, d in (v or {}).items()}
@@ -474,20 +530,70 @@ def _plain(node: Any) -> Any:
 class Model:
     """A validated model: the spec plus what every stage derives from it."""
 
-    def __init__(self, spec: ModelSpec, file: str = "<string>", doc: Any = None):
+    def __init__(
+        self, spec: ModelSpec, file: str = "<string>", doc: Any = None, scorecard: str = HEALTH
+    ):
         self.spec = spec
         self.file = file
         self._doc = doc
+        self.scorecard_name = scorecard
+        self._root: Model = self  # the whole file (a scorecard's view points back to it)
 
     def __repr__(self) -> str:
-        return f"<Model {self.label!r} {self.version[:12]} from {self.file}>"
+        return f"<Model {self.label!r} {self.scorecard_name} {self.version[:12]} from {self.file}>"
 
     @property
     def label(self) -> str:
         return self.spec.name or Path(self.file).stem
 
+    def full_path(self, *path) -> tuple:
+        """A key path of this view as a path in the file (under ``scorecards.<name>``)."""
+        own = ("pillars", "bands", "segments", "rules", "population")
+        if self._root is not self and path and path[0] in own:
+            return ("scorecards", self.scorecard_name, *path)
+        return path
+
     def line_of(self, *path) -> int | None:
-        return _line_of(self._doc, path) if self._doc is not None else None
+        doc = self._root._doc
+        return _line_of(doc, self.full_path(*path)) if doc is not None else None
+
+    # scorecards ---------------------------------------------------------------------
+    def scorecard_names(self) -> list[str]:
+        """``health`` (the top-level pillars) and every scorecard the file defines."""
+        return [HEALTH, *self._root.spec.scorecards]
+
+    def scorecard(self, name: str | None) -> Model:
+        """The model as seen by one scorecard: its pillars, bands, segments and rules.
+
+        The view shares the file's metrics, columns and population (a scorecard's own
+        ``population`` narrows it); its version covers only what it scores with.
+        """
+        root = self._root
+        if name in (None, HEALTH):
+            return root
+        if name not in root.spec.scorecards:
+            raise ModelError(
+                f"{root.file}: no scorecard {name!r}",
+                hint="scorecards: " + ", ".join(root.scorecard_names()),
+            )
+        card = root.spec.scorecards[name]
+        population = root.spec.population
+        if card.population:
+            own = card.population
+            population = f"({population}) AND ({own})" if population else own
+        spec = root.spec.model_copy(
+            update={
+                "pillars": card.pillars,
+                "bands": card.bands,
+                "segments": card.segments,
+                "rules": card.rules,
+                "population": population,
+                "scorecards": {},
+            }
+        )
+        view = Model(spec, file=root.file, doc=None, scorecard=name)
+        view._root = root
+        return view
 
     # weights ------------------------------------------------------------------------
     def pillar_weights(self, segment: str | None = None) -> dict[str, float]:
@@ -529,6 +635,10 @@ class Model:
     def version(self) -> str:
         """sha256 of the canonical JSON of the scoring sections (weights normalised)."""
         data = self.spec.model_dump(mode="json", by_alias=True, include=set(SCORING_SECTIONS))
+        if self.scorecard_name != HEALTH:
+            data["scorecard"] = self.scorecard_name
+        for rule in data.get("rules", {}).values():
+            rule.pop("description", None)
         shares = self.metric_shares()
         for p, pillar in data["pillars"].items():
             pillar["weight"] = _r(self.pillar_weights()[p])
@@ -606,7 +716,7 @@ class _Checker:
                 reason,
                 file=self.m.file,
                 line=self.m.line_of(*path),
-                key=_key_path(path),
+                key=_key_path(self.m.full_path(*path)),
                 got=got,
                 hint=hint,
                 expected=expected,
@@ -632,14 +742,51 @@ class _Checker:
             elif metric.column:
                 self.check_column_metric(name, metric)
         self.check_formulas()
-        self.check_pillars()
-        self.check_segments()
+        self.check_scoring()
         if self.spec.population:
             self.check_row_expr(self.spec.population, "population")
         for t in self.spec.freshness:
             if t not in TABLES:
                 self.add(f"unknown table {t!r}", "freshness", t, hint=_tables_hint())
+        for name, card in self.spec.scorecards.items():
+            if name == HEALTH:
+                self.add(
+                    "the `health` scorecard is the file's top-level pillars; name this one "
+                    "differently",
+                    "scorecards",
+                    name,
+                )
+                continue
+            sub = _Checker(self.m.scorecard(name))
+            sub.metric_types, sub.accounts, sub.as_of = self.metric_types, self.accounts, as_of
+            sub.check_scoring()
+            if card.population:
+                sub.check_row_expr(card.population, "scorecards", name, "population")
+            self.problems += sub.problems
         return self.problems
+
+    def check_scoring(self):
+        """What one scorecard scores with: pillars, segments and rules."""
+        self.check_pillars()
+        self.check_segments()
+        self.check_rules()
+
+    def check_rules(self):
+        for name, rule in self.spec.rules.items():
+            path = ("rules", name)
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                self.add("a rule name is letters, digits and _ (it names output columns)", *path)
+            value = self._compile(
+                lambda rule=rule: ex.compile_row(
+                    rule.when, self._formula_resolver(), as_of=self.as_of, has_flag=_flag_stub
+                ),
+                *path,
+                "when",
+            )
+            if value is not None and not value.type().is_boolean():
+                self.add("`when` must be a condition (true/false)", *path, "when")
+            if rule.floor is not None and rule.cap is not None and rule.floor > rule.cap:
+                self.add(f"floor {rule.floor:g} is above cap {rule.cap:g}", *path)
 
     def check_columns(self):
         for t, cols in self.spec.columns.items():

@@ -22,13 +22,11 @@ applied, or NULL when the value came from data).
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import ibis
 import ibis.expr.types as ir
 
-from healthscore.metrics import COVERED
-from healthscore.model import MetricUse, Model
+from healthscore.metrics import COVERED, RULE
+from healthscore.model import BAND_NAMES, MetricUse, Model
 
 NORM, WEIGHT, CONTRIB, MISSING, PILLAR = (
     "__norm",
@@ -37,6 +35,7 @@ NORM, WEIGHT, CONTRIB, MISSING, PILLAR = (
     "__missing",
     "pillar__",
 )
+CLAMP = "clamp__contribution"  # what the 0-100 clamp took after rules added points
 
 
 def _normalized(x: ir.Value, use: MetricUse, segment=None) -> ir.FloatingValue:
@@ -163,6 +162,86 @@ def contribute(t: ir.Table, model: Model) -> ir.Table:
     )
 
 
+def apply_rules(t: ir.Table, model: Model) -> ir.Table:
+    """The model's rules, in a fixed order: add points, then floor, then cap, then clamp.
+
+    Each step that changes the score is its own contribution line, so the lines still add
+    up to the score: ``rule__<name>__contribution`` (its points, or how far its floor
+    lifted or its cap cut the score; when several floors or caps hold, the highest floor
+    and the lowest cap bind, the first in file order among equals) and
+    ``clamp__contribution`` (what the 0-100 clamp took after points were added).
+    """
+    rules = model.spec.rules
+    if not rules:
+        return t
+    base = t.score
+    fired = {n: t[RULE + n] & base.notnull() for n in rules}
+    contrib = {n: ibis.literal(0.0) for n in rules}
+    s = base
+    for n, r in rules.items():
+        if r.add is not None:
+            c = ibis.ifelse(fired[n], float(r.add), 0.0)
+            contrib[n] = contrib[n] + c
+            s = s + c
+
+    def binding(kind: str, pick):
+        """(value, rule name) of the binding floor or cap among the rules that hold."""
+        values = {n: getattr(r, kind) for n, r in rules.items()}
+        have = [(n, float(v)) for n, v in values.items() if v is not None]
+        if not have:
+            return None, []
+        value = ibis.null("float64")
+        for n, v in have:
+            value = ibis.ifelse(fired[n] & (value.isnull() | pick(v, value)), v, value)
+        chosen, taken = [], ibis.literal(False)
+        for n, v in have:  # the first rule holding the binding value gets the line
+            this = fired[n] & (value == v) & ~taken
+            chosen.append((n, this))
+            taken = taken | this
+        return value, chosen
+
+    floor, chosen = binding("floor", lambda v, cur: v > cur)
+    if floor is not None:
+        lift = ibis.greatest(floor - s, 0.0).fill_null(0.0)
+        for n, this in chosen:
+            contrib[n] = contrib[n] + ibis.ifelse(this, lift, 0.0)
+        s = s + lift
+    cap, chosen = binding("cap", lambda v, cur: v < cur)
+    if cap is not None:
+        cut = ibis.least(cap - s, 0.0).fill_null(0.0)
+        for n, this in chosen:
+            contrib[n] = contrib[n] + ibis.ifelse(this, cut, 0.0)
+        s = s + cut
+    cols = {RULE + n + CONTRIB: contrib[n] for n in rules}
+    if any(r.add is not None for r in rules.values()):
+        clamped = ibis.least(ibis.greatest(s, 0.0), 100.0)
+        cols[CLAMP] = (clamped - s).fill_null(0.0)
+        s = clamped
+    signals = [
+        ibis.ifelse(fired[n], ibis.literal(r.signal + ","), ibis.literal(""))
+        for n, r in rules.items()
+        if r.signal
+    ]
+    joined = ibis.literal("")
+    for part in signals:
+        joined = joined.concat(part)
+    forced = ibis.null("string")
+    forced_by = ibis.null("string")
+    for b in BAND_NAMES:  # built inside out: red, the worst, is checked first
+        for n, r in reversed(list(rules.items())):
+            if r.band == b:
+                forced = ibis.ifelse(fired[n], ibis.literal(b), forced)
+                forced_by = ibis.ifelse(fired[n], ibis.literal(n), forced_by)
+    return t.mutate(
+        base_score=base,
+        score=s,
+        signals=joined.rstrip(",").nullif("") if signals else ibis.null("string"),
+        band_forced_by=forced_by,
+        __forced_band=forced,
+        **cols,
+    )
+
+
 def band(t: ir.Table, model: Model) -> ir.Table:
     b = model.spec.bands
     label = ibis.cases(
@@ -171,24 +250,31 @@ def band(t: ir.Table, model: Model) -> ir.Table:
         (t.score.notnull(), "red"),
         else_=ibis.null("string"),
     )
+    if model.spec.rules:
+        label = ibis.ifelse(t.score.notnull(), t["__forced_band"].fill_null(label), label)
     return t.mutate(band=label)
 
 
-STEPS = (normalize, weigh, contribute, band)
+STEPS = (normalize, weigh, contribute, apply_rules, band)
 
 
-def score_expr(raw: ir.Table, model: Model, as_of: datetime) -> ir.Table:
+def score_expr(raw: ir.Table, model: Model) -> ir.Table:
     """Apply the scoring steps to a raw-metrics expression and select the output columns."""
     t = raw
     for step in STEPS:
         t = step(t, model)
-    t = t.mutate(as_of=ibis.literal(as_of, type="timestamp"))
-    return t.select(*output_columns(model)).order_by("account_id")
+    return t.select(*output_columns(model)).order_by("account_id", "as_of")
 
 
 def output_columns(model: Model) -> list[str]:
     cols = ["account_id", "as_of", "segment", "csm", "score", "band", "coverage"]
     cols += [PILLAR + p for p in model.spec.pillars]
+    if model.spec.rules:
+        cols += ["base_score", "signals", "band_forced_by"]
+        for n in model.spec.rules:
+            cols += [RULE + n, RULE + n + CONTRIB]
+        if any(r.add is not None for r in model.spec.rules.values()):
+            cols.append(CLAMP)
     scored = {m for _, m, _ in model.scored_metrics()}
     for m in model.spec.metrics:
         cols.append(m)

@@ -29,13 +29,12 @@ import ibis
 import pyarrow as pa
 
 from healthscore.errors import ScoringError
-from healthscore.metrics import shift
+from healthscore.metrics import RULE, shift
 from healthscore.model import Model, parse_duration
-from healthscore.scoring import CONTRIB, MISSING, NORM, PILLAR, WEIGHT
+from healthscore.scoring import CLAMP, CONTRIB, MISSING, NORM, PILLAR, WEIGHT
 from healthscore.store import Store
 
 SCORES, LINES, MODELS = "scores", "score_lines", "score_models"
-SCORECARD = "health"
 
 SCHEMAS = {
     SCORES: {
@@ -49,6 +48,7 @@ SCHEMAS = {
         "probability": "float64",
         "segment": "string",
         "csm": "string",
+        "signals": "string",  # signals raised by rules, comma-separated
         "computed_at": "timestamp",
     },
     LINES: {
@@ -56,7 +56,7 @@ SCHEMAS = {
         "as_of": "timestamp",
         "model_version": "string",
         "scorecard": "string",
-        "kind": "string",  # metric | pillar (rule lines come with rules)
+        "kind": "string",  # metric | pillar | rule (a rule's points, floor or cap; or clamp)
         "name": "string",
         "pillar": "string",
         "raw": "string",  # as text: metrics may be categorical
@@ -121,9 +121,10 @@ def ensure_tables(store: Store) -> None:
             store.con.create_table(name, schema=ibis.schema(schema))
 
 
-def stored_dates(store: Store, model: Model, scorecard: str = SCORECARD) -> set[datetime]:
+def stored_dates(store: Store, model: Model) -> set[datetime]:
+    """As-of dates stored for this model version and scorecard."""
     t = store.con.table(SCORES)
-    t = t.filter((t.model_version == model.version) & (t.scorecard == scorecard))
+    t = t.filter((t.model_version == model.version) & (t.scorecard == model.scorecard_name))
     return set(t.select("as_of").distinct().to_pyarrow()["as_of"].to_pylist())
 
 
@@ -161,7 +162,7 @@ def backfill(
 
 
 def _delete_date(store: Store, model: Model, d: datetime) -> None:
-    where = {"model_version": model.version, "scorecard": SCORECARD, "as_of": d}
+    where = {"model_version": model.version, "scorecard": model.scorecard_name, "as_of": d}
     for table in (SCORES, LINES):
         store.delete_rows(table, where)
 
@@ -197,7 +198,7 @@ def _long(model: Model, wide: pa.Table) -> tuple[pa.Table, pa.Table]:
         "account_id": wide["account_id"],
         "as_of": wide["as_of"],
         "model_version": pa.array([model.version] * n),
-        "scorecard": pa.array([SCORECARD] * n),
+        "scorecard": pa.array([model.scorecard_name] * n),
     }
     scores = pa.table(
         {
@@ -208,6 +209,7 @@ def _long(model: Model, wide: pa.Table) -> tuple[pa.Table, pa.Table]:
             "probability": pa.nulls(n, pa.float64()),
             "segment": wide["segment"],
             "csm": wide["csm"],
+            "signals": wide["signals"] if model.spec.rules else pa.nulls(n, pa.string()),
             "computed_at": pa.array([_now()] * n, pa.timestamp("us")),
         }
     )
@@ -216,7 +218,29 @@ def _long(model: Model, wide: pa.Table) -> tuple[pa.Table, pa.Table]:
         parts.append(_lines(key, n, "pillar", p, p, None, wide[PILLAR + p]))
     for p, m, _ in model.scored_metrics():
         parts.append(_lines(key, n, "metric", m, p, wide, None))
+    for r in model.spec.rules:
+        parts.append(_rule_lines(key, n, r, wide[RULE + r], wide[RULE + r + CONTRIB]))
+    if CLAMP in wide.column_names:
+        parts.append(_rule_lines(key, n, "clamp", pa.nulls(n, pa.bool_()), wide[CLAMP]))
     return scores, pa.concat_tables(parts)
+
+
+def _rule_lines(key, n, name, holds, contrib) -> pa.Table:
+    """A rule's line: whether it held (raw) and the points it moved the score by."""
+    return pa.table(
+        {
+            **key,
+            "kind": pa.array(["rule"] * n),
+            "name": pa.array([name] * n),
+            "pillar": pa.nulls(n, pa.string()),
+            "raw": holds.cast(pa.string()),
+            "raw_value": holds.cast(pa.float64()),
+            "normalized": pa.nulls(n, pa.float64()),
+            "weight": pa.nulls(n, pa.float64()),
+            "contribution": contrib,
+            "missing": pa.nulls(n, pa.string()),
+        }
+    )
 
 
 def _lines(key, n, kind, name, pillar, wide, pillar_score) -> pa.Table:

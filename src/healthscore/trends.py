@@ -26,7 +26,7 @@ import ibis
 import ibis.expr.types as ir
 
 from healthscore.errors import ScoringError
-from healthscore.history import SCORECARD, SCORES, ensure_tables
+from healthscore.history import SCORES, ensure_tables
 from healthscore.metrics import shift
 from healthscore.model import Model
 from healthscore.store import Store
@@ -49,7 +49,7 @@ def trends_expr(store: Store, model: Model, as_of: datetime) -> ir.Table:
     s = store.con.table(SCORES)
     s = s.filter(
         (s.model_version == model.version),
-        (s.scorecard == SCORECARD),
+        (s.scorecard == model.scorecard_name),
         s.as_of <= D,
         s.as_of >= ibis.literal(earliest, type="timestamp"),
         s.score.notnull(),

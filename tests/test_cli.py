@@ -152,7 +152,10 @@ def test_explain_shows_pillars_metrics_and_missing_data(project):
         run("explain", "A2", "--as-of", "2025-01-01", "-f", "json", cwd=project).output
     )
     assert as_json["segment_weights_used"] == "smb"
-    assert abs(sum(m["contribution"] for m in as_json["metrics"]) - as_json["score"]) < 1e-9
+    points = [m["contribution"] for m in as_json["metrics"] + as_json["rules"]]
+    assert abs(sum(points) - as_json["score"]) < 1e-9
+    assert as_json["signals"] == ["champion_left"]  # A2's flag is active at D
+    assert "champion_left" in result.output and "add -10" in result.output
 
 
 def test_explain_unknown_account_is_an_error_not_a_traceback(project):

@@ -100,14 +100,32 @@ def models(draw):
         lines.append(
             f"    enterprise: {{a: {draw(st.integers(0, 5))}, b: {draw(st.integers(1, 5))}}}"
         )
+    rules = draw(st.lists(rule_specs, max_size=3))
+    if rules:
+        lines.append("rules:")
+        lines += [f'  r{i}: {{when: "{when}", {effect}}}' for i, (when, effect) in enumerate(rules)]
     return hs.load_model_text("\n".join(lines))
+
+
+conditions = st.sampled_from(
+    ["since > 10", "open_tickets >= 1", "has_flag('champion_left')", "activation < 0.5", "true"]
+)
+effects = st.one_of(
+    st.integers(-60, 60).map(lambda v: f"add: {v}"),
+    st.integers(0, 100).map(lambda v: f"floor: {v}"),
+    st.integers(0, 100).map(lambda v: f"cap: {v}"),
+    st.sampled_from(["band: red", "band: green", "signal: watch"]),
+)
+rule_specs = st.tuples(conditions, effects)
 
 
 @SETTINGS
 @given(model=models())
-def test_contributions_add_up_to_the_score_for_any_model(mem_store, model):
+def test_contributions_add_up_to_the_score_for_any_model_and_rules(mem_store, model):
     for r in hs.score(mem_store, model, AS_OF).to_pylist():
         contribs = [r[f"{m}__contribution"] for _, m, _ in model.scored_metrics()]
+        contribs += [r[f"rule__{n}__contribution"] for n in model.spec.rules]
+        contribs.append(r.get("clamp__contribution") or 0.0)
         if r["score"] is None:
             assert r["band"] is None
             continue

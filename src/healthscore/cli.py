@@ -55,6 +55,10 @@ ModelOpt = Annotated[
 AsOfOpt = Annotated[
     str | None, typer.Option("--as-of", help="score as of this date/time (UTC) [default: now]")
 ]
+ScorecardOpt = Annotated[
+    str | None,
+    typer.Option("--scorecard", "-s", help="which scorecard of the model [default: health]"),
+]
 
 
 def _fail(e: HealthscoreError) -> None:
@@ -68,10 +72,11 @@ def _model_path(model: Path | None) -> Path | None:
     return Path(DEFAULT_MODEL) if Path(DEFAULT_MODEL).exists() else None
 
 
-def _open(db, model):
+def _open(db, model, scorecard: str | None = None):
+    """The store and the model (seen through ``scorecard`` when given)."""
     from healthscore.store import connect
 
-    return connect(db, create=False), load_model(_model_path(model))
+    return connect(db, create=False), load_model(_model_path(model)).scorecard(scorecard)
 
 
 def _warn_freshness(store, model, as_of) -> None:
@@ -295,6 +300,7 @@ def score(
         str, typer.Option("--format", "-f", help="table, json, csv or parquet")
     ] = "table",
     out_file: Annotated[Path | None, typer.Option("--out", "-o", help="write to this file")] = None,
+    scorecard: ScorecardOpt = None,
 ) -> None:
     """Score every account as of a date (point-in-time) and print or write the scores."""
     if format not in ("table", "json", "csv", "parquet"):
@@ -302,7 +308,7 @@ def score(
     if format == "parquet" and out_file is None:
         raise typer.BadParameter("parquet output needs --out FILE")
     try:
-        store, m = _open(db, model)
+        store, m = _open(db, model, scorecard)
         d = api.parse_as_of(as_of)
         _warn_freshness(store, m, d)
         result = api.score(store, m, d)
@@ -331,8 +337,10 @@ def _write_scores(result: pa.Table, m, format: str, out_file: Path | None) -> No
         else:
             sys.stdout.write(text)
     else:
+        card = "" if m.scorecard_name == "health" else f" - scorecard {m.scorecard_name}"
+        signals = any(r.signal for r in m.spec.rules.values())
         table = RichTable(
-            title=f"{result.num_rows} accounts - model {m.label} ({m.version[:12]})",
+            title=f"{result.num_rows} accounts - model {m.label} ({m.version[:12]}){card}",
             box=box.SIMPLE_HEAD,
             padding=(0, 1),
             pad_edge=False,
@@ -343,6 +351,8 @@ def _write_scores(result: pa.Table, m, format: str, out_file: Path | None) -> No
         table.add_column("band", no_wrap=True, min_width=6)
         for col in ["coverage", *m.spec.pillars]:
             table.add_column(col, justify="right", overflow="fold", min_width=5)
+        if signals:
+            table.add_column("signals", overflow="fold")
         for r in result.to_pylist():
             table.add_row(
                 r["account_id"],
@@ -351,6 +361,7 @@ def _write_scores(result: pa.Table, m, format: str, out_file: Path | None) -> No
                 f"[{BAND_STYLE.get(r['band'], '')}]{r['band'] or 'no data'}[/]",
                 f"{r['coverage']:.0%}",
                 *[_num(r[f"pillar__{p}"]) for p in m.spec.pillars],
+                *([r["signals"] or ""] if signals else []),
             )
         console = Console(file=out_file.open("w"), width=200) if out_file else out
         console.print(table)
@@ -368,12 +379,13 @@ def history(
     rebuild: Annotated[bool, typer.Option(help="recompute dates already stored")] = False,
     model: ModelOpt = None,
     db: DbOpt = None,
+    scorecard: ScorecardOpt = None,
 ) -> None:
     """Backfill point-in-time scores into the store's history (only missing dates)."""
     from healthscore.render import progress_bar
 
     try:
-        store, m = _open(db, model)
+        store, m = _open(db, model, scorecard)
         with progress_bar(err) as progress:
             result = api.history(store, m, from_, to, every, rebuild=rebuild, progress=progress)
     except HealthscoreError as e:
@@ -396,6 +408,7 @@ def trends(
     model: ModelOpt = None,
     db: DbOpt = None,
     format: Annotated[str, typer.Option("--format", "-f", help="table, json or csv")] = "table",
+    scorecard: ScorecardOpt = None,
 ) -> None:
     """List accounts by trend (from stored history): class, score now and then, change."""
     from healthscore import trends as trends_mod
@@ -403,7 +416,7 @@ def trends(
     if format not in ("table", "json", "csv"):
         raise typer.BadParameter(f"unknown format {format!r}; use table, json or csv")
     try:
-        store, m = _open(db, model)
+        store, m = _open(db, model, scorecard)
         d = api.parse_as_of(as_of) if as_of else _midnight_today()
         result = trends_mod.classify(store, m, d, class_)
     except HealthscoreError as e:
@@ -447,10 +460,11 @@ def explain(
     vs: Annotated[
         str | None, typer.Option("--vs", help="explain the change since this earlier date")
     ] = None,
+    scorecard: ScorecardOpt = None,
 ) -> None:
     """Show why one account has its score (or, with --vs, why it moved)."""
     try:
-        store, m = _open(db, model)
+        store, m = _open(db, model, scorecard)
         d = api.parse_as_of(as_of)
         _warn_freshness(store, m, d)
         if vs is not None:

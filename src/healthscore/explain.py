@@ -11,8 +11,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from healthscore.metrics import RULE
 from healthscore.model import Model
-from healthscore.scoring import CONTRIB, MISSING, NORM, PILLAR, WEIGHT
+from healthscore.scoring import CLAMP, CONTRIB, MISSING, NORM, PILLAR, WEIGHT
 
 
 @dataclass
@@ -24,6 +25,17 @@ class MetricLine:
     weight: float
     contribution: float
     missing: str | None  # policy applied when the metric had no data, else None
+    description: str | None = None
+
+
+@dataclass
+class RuleLine:
+    """A rule of the model: whether it held, and the points it moved the score by."""
+
+    rule: str
+    holds: bool
+    effect: str  # e.g. "cap 60", "add -10", "band red", "signal disengaging"
+    contribution: float
     description: str | None = None
 
 
@@ -49,6 +61,10 @@ class Explanation:
     pillars: list[PillarLine] = field(default_factory=list)
     metrics: list[MetricLine] = field(default_factory=list)
     segment_weights_used: str = "default"
+    rules: list[RuleLine] = field(default_factory=list)
+    base_score: float | None = None  # the weighted sum, before rules
+    signals: list[str] = field(default_factory=list)
+    band_forced_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -103,6 +119,18 @@ def from_row(model: Model, row: dict[str, Any]) -> Explanation:
         PillarLine(p, pillar_eff.get(p, 0.0), model_pw[p], row[PILLAR + p])
         for p in model.spec.pillars
     ]
+    rules = [
+        RuleLine(
+            rule=n,
+            holds=bool(row[RULE + n]),
+            effect=rule_effect(r),
+            contribution=row[RULE + n + CONTRIB],
+            description=r.description,
+        )
+        for n, r in model.spec.rules.items()
+    ]
+    if row.get(CLAMP):
+        rules.append(RuleLine("clamp", True, "score kept within 0-100", row[CLAMP]))
     return Explanation(
         account_id=row["account_id"],
         as_of=row["as_of"],
@@ -116,7 +144,25 @@ def from_row(model: Model, row: dict[str, Any]) -> Explanation:
         pillars=pillars,
         metrics=metrics,
         segment_weights_used=used,
+        rules=rules,
+        base_score=row.get("base_score", row["score"]),
+        signals=(row.get("signals") or "").split(",") if row.get("signals") else [],
+        band_forced_by=row.get("band_forced_by"),
     )
+
+
+def rule_effect(rule) -> str:
+    """A rule's effects in words, e.g. ``cap 60, signal disengaging``."""
+    parts = []
+    for key in ("add", "floor", "cap"):
+        v = getattr(rule, key)
+        if v is not None:
+            parts.append(f"{key} {v:+g}" if key == "add" else f"{key} {v:g}")
+    if rule.band:
+        parts.append(f"band {rule.band}")
+    if rule.signal:
+        parts.append(f"signal {rule.signal}")
+    return ", ".join(parts)
 
 
 def long_rows(model: Model, row: dict[str, Any]) -> dict[str, Any]:
@@ -135,7 +181,13 @@ def long_rows(model: Model, row: dict[str, Any]) -> dict[str, Any]:
         "lines": [
             {"kind": "metric", **{k: v for k, v in asdict(m).items() if k != "description"}}
             for m in e.metrics
+        ]
+        + [
+            {"kind": "rule", **{k: v for k, v in asdict(r).items() if k != "description"}}
+            for r in e.rules
         ],
+        "signals": e.signals,
+        "band_forced_by": e.band_forced_by,
     }
 
 
@@ -143,7 +195,7 @@ def long_rows(model: Model, row: dict[str, Any]) -> dict[str, Any]:
 class ChangeLine:
     """One line of a change: a metric's value effect, or the weight effect."""
 
-    kind: str  # "metric" | "weights"
+    kind: str  # "metric" | "weights" | "rule"
     name: str
     pillar: str | None
     raw_before: Any
@@ -175,6 +227,10 @@ class Change:
         for ln in movers:
             if ln.kind == "weights":
                 parts.append(f"weights shifted ({ln.effect:+.1f})")
+            elif ln.kind == "rule":
+                state = {(False, True): " now holds", (True, False): " no longer holds"}
+                held = state.get((bool(ln.raw_before), bool(ln.raw_after)), "")
+                parts.append(f"rule {ln.name}{held} ({ln.effect:+.1f})")
             else:
                 parts.append(
                     f"{ln.name} {_show(ln.raw_before)} -> {_show(ln.raw_after)} ({ln.effect:+.1f})"
@@ -217,7 +273,8 @@ def decompose(before: Explanation, after: Explanation) -> Change:
     With w the effective weight and n the normalized value (0 where a metric carries no
     weight): value effect of a metric = w_before * (n_after - n_before); weight line =
     sum of (w_after - w_before) * n_after (a segment change, missing data re-weighting).
-    They add up to the change exactly, because score = sum of w * n.
+    Each rule (and the clamp) adds a line: its contribution after minus before.
+    They add up to the change exactly, because score = sum of w * n + rule contributions.
     """
     old = {m.metric: m for m in before.metrics}
     lines = []
@@ -239,6 +296,28 @@ def decompose(before: Explanation, after: Explanation) -> Change:
             )
         )
         weight_effect += (m.weight - b.weight) * n_a
+    rules_before = {r.rule: r for r in before.rules}
+    for r in after.rules:
+        b = rules_before.get(r.rule)
+        was = b.contribution if b else 0.0
+        if r.contribution or was:
+            lines.append(
+                ChangeLine(
+                    "rule",
+                    r.rule,
+                    None,
+                    b.holds if b else False,
+                    r.holds,
+                    None,
+                    None,
+                    r.contribution - was,
+                )
+            )
+    for r in before.rules:  # a clamp line only the earlier score had
+        if r.rule not in {x.rule for x in after.rules} and r.contribution:
+            lines.append(
+                ChangeLine("rule", r.rule, None, r.holds, False, None, None, -r.contribution)
+            )
     if abs(weight_effect) > 0 or before.segment != after.segment:
         lines.append(
             ChangeLine(

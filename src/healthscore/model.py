@@ -903,7 +903,7 @@ class _Checker:
             if name in self.spec.metrics:
                 raise KeyError(f"metric {name!r} could not be built (see its own error)")
             raise KeyError(
-                "formulas may use metrics ("
+                "formulas and rules may use metrics ("
                 + ", ".join(self.spec.metrics)
                 + ") and account columns"
             )

@@ -68,8 +68,17 @@ def render_explanation(console: Console, e: Explanation) -> None:
                 _fmt(m.contribution, 2),
                 m.missing or "",
             )
+    held = [r for r in e.rules if r.holds or r.contribution]
+    if held:
+        metrics.add_row("[bold]rules[/]", "", "", "", "", "")
+        for r in held:
+            metrics.add_row(f"  {r.rule}", r.effect, "", "", _fmt(r.contribution, 2), "")
     metrics.add_row("[bold]score[/]", "", "", "", f"[bold]{_fmt(e.score, 2)}[/]", "")
     console.print(metrics)
+    if e.band_forced_by:
+        console.print(f"band forced to {e.band} by rule {e.band_forced_by}", highlight=False)
+    if e.signals:
+        console.print("signals: " + ", ".join(e.signals), highlight=False)
     drivers = e.drivers()
     if drivers:
         console.print("biggest drags: " + "; ".join(_drag(d) for d in drivers), highlight=False)
@@ -106,7 +115,9 @@ def render_change(console: Console, c) -> None:
         table.add_column(col, justify="right", no_wrap=True)
     still = [ln for ln in c.lines if abs(ln.effect) < 0.005]
     for ln in (x for x in c.lines if abs(x.effect) >= 0.005):
-        name = "weights (segment / missing data)" if ln.kind == "weights" else ln.name
+        name = {"weights": "weights (segment / missing data)", "rule": f"rule {ln.name}"}.get(
+            ln.kind, ln.name
+        )
         table.add_row(
             name,
             _fmt(ln.raw_before),

@@ -218,13 +218,12 @@ def apply_rules(t: ir.Table, model: Model) -> ir.Table:
         cols[CLAMP] = (clamped - s).fill_null(0.0)
         s = clamped
     signals = [
-        ibis.ifelse(fired[n], ibis.literal(r.signal + ","), ibis.literal(""))
+        ibis.ifelse(fired[n], ibis.literal(r.signal), ibis.null("string"))
         for n, r in rules.items()
         if r.signal
     ]
-    joined = ibis.literal("")
-    for part in signals:
-        joined = joined.concat(part)
+    # concat_ws skips NULLs: the names of the signals raised, in file order
+    joined = ibis.literal(",").join(signals).nullif("") if signals else ibis.null("string")
     forced = ibis.null("string")
     forced_by = ibis.null("string")
     for b in BAND_NAMES:  # built inside out: red, the worst, is checked first
@@ -235,7 +234,7 @@ def apply_rules(t: ir.Table, model: Model) -> ir.Table:
     return t.mutate(
         base_score=base,
         score=s,
-        signals=joined.rstrip(",").nullif("") if signals else ibis.null("string"),
+        signals=joined,
         band_forced_by=forced_by,
         __forced_band=forced,
         **cols,

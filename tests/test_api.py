@@ -83,8 +83,10 @@ def test_demo_history_shows_rapid_declines_and_expansion_candidates(demo):
     from healthscore import trends
 
     result, store = demo
+    # the demo stored 12 months of weekly history: a rerun over part of it computes nothing
+    assert len(result.history.computed) == 53 and result.history.rows > 53 * 300
     backfill = hs.api.history(store, result.model, END - timedelta(weeks=13), END, "1w")
-    assert len(backfill.computed) == 14
+    assert backfill.computed == [] and len(backfill.skipped) == 14
     classes = trends.classify(store, result.model, END).to_pylist()
     counts = {c: sum(r["trend"] == c for r in classes) for c in trends.CLASSES}
     assert counts["rapid_decline"] >= 3
@@ -92,3 +94,25 @@ def test_demo_history_shows_rapid_declines_and_expansion_candidates(demo):
     assert counts["stable"] >= 50
     rapid = [r for r in classes if r["trend"] == "rapid_decline"]
     assert all(r["score_now"] is not None and r["score_then"] is not None for r in rapid)
+
+
+def test_demo_explains_each_rapid_decline_and_writes_the_report(demo):
+    from healthscore import trends
+
+    result, store = demo
+    rapid = {
+        r["account_id"]: r
+        for r in trends.classify(store, result.model, END, "rapid_decline").to_pylist()
+    }
+    assert len(result.declines) == len(rapid) >= 3
+    for change in result.declines:
+        r = rapid[change.account_id]
+        # from the highest stored score of the window down to now, exactly
+        assert change.before.score == pytest.approx(r["peak"])
+        assert change.after.score == pytest.approx(r["score_now"])
+        assert change.delta <= -20 + 1e-9
+        assert sum(ln.effect for ln in change.lines) == pytest.approx(change.delta, abs=1e-9)
+        assert change.summary().startswith(f"{change.account_id} ")
+    assert [c.delta for c in result.declines] == sorted(c.delta for c in result.declines)
+    html = result.report_path.read_text()
+    assert result.report_path.name == "report.html" and "plotly" in html.lower()

@@ -182,6 +182,8 @@ def test_demo_builds_a_store_every_command_can_use(tmp_path):
     assert result.exit_code == 0, result.output
     assert "portfolio by band" in result.output
     assert "10 riskiest accounts" in result.output
+    assert "weekly dates stored" in result.output and "rapid declines" in result.output
+    assert (tmp_path / "report.html").stat().st_size > 1_000_000  # plotly.js is inside
     for band in ("green", "yellow", "red"):
         assert band in result.output
     today = datetime.utcnow().strftime("%Y-%m-%d")

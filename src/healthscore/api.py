@@ -119,12 +119,22 @@ def explain(store: Store, model: Model, account_id: str, as_of=None) -> explain_
 
 
 def explain_change(
-    store: Store, model: Model, account_id: str, as_of=None, vs=None
+    store: Store, model: Model, account_id: str, as_of=None, vs=None, *, stored: bool = True
 ) -> explain_mod.Change:
-    """Why one account's score moved between ``vs`` and ``as_of``, line by line, exactly."""
+    """Why one account's score moved between ``vs`` and ``as_of``, line by line, exactly.
+
+    When both scores are in the stored history of this model version (and ``stored``),
+    the change is explained from what was stored then; otherwise both are scored live.
+    """
     if vs is None:
         raise ScoringError("explaining a change needs the earlier date (--vs)")
     d2, d1 = parse_as_of(as_of), parse_as_of(vs)
+    if stored:
+        from healthscore.history import stored_explanations
+
+        seen = stored_explanations(store, model, [account_id], [d1, d2])
+        if (account_id, d1) in seen and (account_id, d2) in seen:
+            return explain_mod.decompose(seen[(account_id, d1)], seen[(account_id, d2)])
     rows = {r["as_of"]: r for r in _score_dates(store, model, account_id, [d1, d2])}
     for d in (d1, d2):
         if d not in rows:
@@ -268,6 +278,9 @@ class DemoResult:
     loads: list[LoadResult]
     scores: pa.Table
     seconds: dict[str, float] = field(default_factory=dict)
+    history: object = None  # history.BackfillResult of the weekly backfill
+    declines: list[explain_mod.Change] = field(default_factory=list)  # rapid declines, why
+    report_path: Path | None = None
 
 
 def run_demo(
@@ -277,12 +290,16 @@ def run_demo(
     months: int = 18,
     seed: int = 7,
     end: datetime | None = None,
+    history_months: int = 12,
+    report: bool = True,
     progress: Callable[[str, float], None] | None = None,
 ) -> DemoResult:
-    """Generate demo data, load it into a fresh store in ``directory`` and score it.
+    """Generate demo data, load it into a fresh store in ``directory``, score it, store
+    ``history_months`` of weekly history, explain the rapid declines and write the report.
 
-    Writes ``healthscore.yaml`` (the default model, unless one exists) and
-    ``healthscore.duckdb``. A store that does not hold demo data is never replaced.
+    Writes ``healthscore.yaml`` (the default model, unless one exists),
+    ``healthscore.duckdb`` and ``report.html``. A store that does not hold demo data is
+    never replaced.
     """
     from healthscore import demo
     from healthscore.model import default_model_text
@@ -325,4 +342,31 @@ def run_demo(
     t0 = time.perf_counter()
     scores = score(store, model, end)
     seconds["score"] = time.perf_counter() - t0
-    return DemoResult(directory, db_path, model_path, model, end, loads, scores, seconds)
+    result = DemoResult(directory, db_path, model_path, model, end, loads, scores, seconds)
+    if history_months:
+        from dateutil.relativedelta import relativedelta
+
+        t0 = time.perf_counter()
+        start = end - relativedelta(months=history_months)
+        result.history = history(store, model, start, end, "1w", progress=progress)
+        result.declines = rapid_declines(store, model, end)
+        seconds["history"] = time.perf_counter() - t0
+    if report:
+        from healthscore.report import write_report
+
+        t0 = time.perf_counter()
+        note("writing the report", 0.0)
+        result.report_path = write_report(store, model, directory / "report.html", end).path
+        seconds["report"] = time.perf_counter() - t0
+    return result
+
+
+def rapid_declines(store: Store, model: Model, as_of=None) -> list[explain_mod.Change]:
+    """Accounts in rapid decline at ``as_of`` (from stored history), each with why:
+    the change from its highest stored score of the decline window, steepest first."""
+    from healthscore.trends import classify
+
+    d = parse_as_of(as_of)
+    rows = classify(store, model, d, "rapid_decline").to_pylist()
+    changes = [explain_change(store, model, r["account_id"], d, r["peak_as_of"]) for r in rows]
+    return sorted(changes, key=lambda c: (c.delta, c.account_id))

@@ -495,18 +495,55 @@ def demo(
     months: Annotated[int, typer.Option(help="months of history")] = 18,
     seed: Annotated[int, typer.Option(help="random seed")] = 7,
     directory: Annotated[Path, typer.Option("--dir", help="working folder")] = Path("."),
+    history_months: Annotated[
+        int, typer.Option(help="months of weekly score history to store (0: none)")
+    ] = 12,
+    report: Annotated[bool, typer.Option(help="write report.html")] = True,
 ) -> None:
-    """Generate a realistic book of business, load it, score it and summarise the portfolio."""
+    """Generate a realistic book of business, load it, score it, store weekly history,
+    explain the rapid declines, write the portfolio report and summarise it."""
     from healthscore.render import progress_bar, render_portfolio
 
     try:
         with progress_bar(out) as progress:
             result = api.run_demo(
-                directory, accounts=accounts, months=months, seed=seed, progress=progress
+                directory,
+                accounts=accounts,
+                months=months,
+                seed=seed,
+                history_months=history_months,
+                report=report,
+                progress=progress,
             )
         render_portfolio(out, result, _command_name())
     except HealthscoreError as e:
         _fail(e)
+
+
+@app.command()
+def report(
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="the HTML file to write")],
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="report as of this date/time (UTC) [default: today 00:00]"),
+    ] = None,
+    top: Annotated[int, typer.Option(help="how many movers and expansion candidates")] = 10,
+    model: ModelOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Write the portfolio report: one self-contained HTML file with charts, opens offline."""
+    from healthscore.report import write_report
+
+    if top < 1:
+        raise typer.BadParameter(f"--top must be at least 1 (got {top})")
+    try:
+        store, m = _open(db, model)
+        result = write_report(store, m, out_file, as_of, top=top)
+    except HealthscoreError as e:
+        _fail(e)
+    for w in result.warnings:
+        err.print(f"[yellow]Warning:[/] {w}", highlight=False)
+    out.print(str(result), highlight=False, soft_wrap=True)
 
 
 def _command_name() -> str:

@@ -151,6 +151,80 @@ def from_row(model: Model, row: dict[str, Any]) -> Explanation:
     )
 
 
+def from_stored(model: Model, row: dict[str, Any], lines: list[dict[str, Any]]) -> Explanation:
+    """An explanation rebuilt from a stored score and its ``score_lines`` (see history)."""
+    by = {(ln["kind"], ln["name"]): ln for ln in lines}
+    seg = row.get("segment")
+    used = seg if seg in model.segment_names() else "default"
+    model_pw = model.pillar_weights(seg if used != "default" else None)
+    metrics, pillar_eff = [], {}
+    for p, m, _use in model.scored_metrics():
+        ln = by.get(("metric", m), {})
+        w = ln.get("weight") or 0.0
+        pillar_eff[p] = pillar_eff.get(p, 0.0) + w
+        raw = _stored_raw(ln.get("raw"), ln.get("raw_value"))
+        metrics.append(
+            MetricLine(
+                p,
+                m,
+                raw,
+                ln.get("normalized"),
+                w,
+                ln.get("contribution") or 0.0,
+                ln.get("missing"),
+                model.spec.metrics[m].description,
+            )
+        )
+    pillars = [
+        PillarLine(
+            p, pillar_eff.get(p, 0.0), model_pw[p], by.get(("pillar", p), {}).get("normalized")
+        )
+        for p in model.spec.pillars
+    ]
+    rules = []
+    for n, r in [*model.spec.rules.items(), ("clamp", None)]:
+        ln = by.get(("rule", n))
+        if ln is None:
+            continue
+        rules.append(
+            RuleLine(
+                n,
+                ln["raw"] == "true" if r is not None else True,
+                rule_effect(r) if r is not None else "score kept within 0-100",
+                ln["contribution"] or 0.0,
+                r.description if r is not None else None,
+            )
+        )
+    score = row["score"]
+    return Explanation(
+        account_id=row["account_id"],
+        as_of=row["as_of"],
+        segment=seg,
+        csm=row.get("csm"),
+        score=score,
+        band=row["band"],
+        coverage=row["coverage"],
+        model_version=model.version,
+        model_label=model.label,
+        pillars=pillars,
+        metrics=metrics,
+        segment_weights_used=used,
+        rules=rules,
+        base_score=None if score is None else score - sum(r.contribution for r in rules),
+        signals=row["signals"].split(",") if row.get("signals") else [],
+        band_forced_by=None,
+    )
+
+
+def _stored_raw(text: str | None, value: float | None):
+    """A stored raw value back as its type: int, float, bool or text."""
+    if value is None or text is None:
+        return text
+    if text in ("true", "false"):
+        return text == "true"
+    return int(value) if text.lstrip("-").isdigit() else value
+
+
 def rule_effect(rule) -> str:
     """A rule's effects in words, e.g. ``cap 60, signal disengaging``."""
     parts = []

@@ -275,3 +275,35 @@ def _lines(key, n, kind, name, pillar, wide, pillar_score) -> pa.Table:
             "missing": missing,
         }
     )
+
+
+def stored_explanations(store: Store, model: Model, account_ids, dates) -> dict:
+    """Stored scores as explanations, keyed by (account_id, as_of): what was seen then.
+
+    Reads the ``scores`` and ``score_lines`` rows of this model version and scorecard;
+    pairs not stored are simply absent from the result.
+    """
+    from healthscore.explain import from_stored
+
+    ensure_tables(store)
+    ids, when = list(account_ids), list(dates)
+    if not ids or not when:
+        return {}
+    out = {}
+    tables = {}
+    for name in (SCORES, LINES):
+        t = store.con.table(name)
+        t = t.filter(
+            t.model_version == model.version,
+            t.scorecard == model.scorecard_name,
+            t.account_id.isin(ids),
+            t.as_of.isin([ibis.literal(d, type="timestamp") for d in when]),
+        )
+        tables[name] = store.execute(t).to_pylist()
+    lines: dict[tuple, list[dict]] = {}
+    for ln in tables[LINES]:
+        lines.setdefault((ln["account_id"], ln["as_of"]), []).append(ln)
+    for row in tables[SCORES]:
+        key = (row["account_id"], row["as_of"])
+        out[key] = from_stored(model, row, lines.get(key, []))
+    return out

@@ -199,11 +199,38 @@ def render_portfolio(console: Console, result, command: str = "healthscore") -> 
             drivers,
         )
     console.print(top)
+    if result.history is not None:
+        h = result.history
+        console.print(
+            f"history: {len(h.computed) + len(h.skipped)} weekly dates stored "
+            f"({h.rows:,} scores) in {t.get('history', 0):.1f}s",
+            highlight=False,
+        )
+        console.print(
+            f"[bold]{len(result.declines)} rapid declines[/] (20+ points within 30 days), "
+            "steepest first:",
+            highlight=False,
+        )
+        for c in result.declines[:15]:
+            console.print(f"  {c.summary()}", highlight=False, soft_wrap=True)
+        if len(result.declines) > 15:
+            console.print(f"  ... and {len(result.declines) - 15} more", highlight=False)
     where = "" if result.directory.resolve() == Path.cwd() else f"cd {result.directory} && "
     first = risky[0]["account_id"] if risky else "ACCOUNT"
     console.print(f"store: {result.db_path}   model: {result.model_path}", highlight=False)
-    for hint in (
+    if result.report_path is not None:
+        console.print(f"report: {result.report_path} (open it in a browser)", highlight=False)
+    hints = [
         f"{command} explain {first} --as-of {result.as_of:%Y-%m-%d}",
         f"{command} score --format csv --out scores.csv",
-    ):
+    ]
+    if result.declines:
+        c = result.declines[0]
+        hints.insert(
+            1,
+            f"{command} explain {c.account_id} --as-of {c.after.as_of:%Y-%m-%d} "
+            f"--vs {c.before.as_of:%Y-%m-%d}",
+        )
+        hints.insert(2, f"{command} trends --as-of {result.as_of:%Y-%m-%d} --class rapid_decline")
+    for hint in hints:
         console.print(f"try: {where}{hint}", highlight=False, soft_wrap=True)

@@ -69,6 +69,7 @@ def trends_expr(store: Store, model: Model, as_of: datetime) -> ir.Table:
         then=s.score.argmax(s.as_of, where=s.as_of <= then_at),
         then_at=s.as_of.max(where=s.as_of <= then_at),
         recent_max=s.score.max(where=since(rd.within)),
+        peak_at=s.as_of.argmax(s.score, where=since(rd.within)),
         **_fit(s, since(gd.over), "gd"),
         **_fit(s, since(im.over), "im"),
         high_n=s.count(where=since(sh.for_)),
@@ -103,6 +104,8 @@ def trends_expr(store: Store, model: Model, as_of: datetime) -> ir.Table:
         score_then=agg.then,
         then_as_of=agg.then_at,
         change=agg.now - agg.then,
+        peak=agg.recent_max,  # the highest stored score of the rapid-decline window
+        peak_as_of=agg.peak_at,
         slope_per_30d=agg.gd_slope * 30.0,
         r2=agg.gd_r2,
     ).order_by(["trend", "change", "account_id"])

@@ -1,0 +1,269 @@
+"""The portfolio report: one self-contained HTML file that draws offline in a browser."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+import healthscore as hs
+from healthscore import report as report_mod
+from healthscore.api import explain_change, history, run_demo
+from healthscore.cli import app
+from healthscore.model import default_model_text
+from healthscore.trends import classify
+
+END = datetime(2025, 7, 1)
+CHROMIUM = "/usr/bin/chromium"
+EVIL_CSM = '<script>window.__pwned = 1</script>Ana & "Bo"'
+EVIL_NAME = '<img src=x onerror="window.__pwned = 2"> Acme & Sons'
+EXPANSION_YAML = """
+scorecards:
+  expansion:
+    description: Healthy accounts using most of their seats
+    bands: {green: 70, yellow: 40}
+    pillars:
+      health: {weight: 50, metrics: {nps_latest: {weight: 1, bad: 6, good: 10}}}
+      headroom: {weight: 50, metrics: {seat_activation: {weight: 1, bad: 0.5, good: 1.0}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """A small demo book, 10 weeks stored; a CSM and the top mover's name are full of HTML."""
+    result = run_demo(
+        tmp_path_factory.mktemp("report"),
+        accounts=80,
+        months=6,
+        seed=5,
+        end=END,
+        history_months=0,
+        report=False,
+    )
+    store = hs.connect(result.db_path)
+    history(store, result.model, END - timedelta(days=63), END, "1w")
+    moved = [r for r in classify(store, result.model, END).to_pylist() if r["change"] is not None]
+    top_mover = max(moved, key=lambda r: abs(r["change"]))["account_id"]
+    acc = store.table("accounts").to_pyarrow()
+    evil_csm = acc["csm"][0].as_py()
+    csm = [EVIL_CSM if c == evil_csm else c for c in acc["csm"].to_pylist()]
+    names = [
+        EVIL_NAME if a == top_mover else n
+        for a, n in zip(acc["account_id"].to_pylist(), acc["name"].to_pylist(), strict=True)
+    ]
+    acc = acc.set_column(acc.schema.get_field_index("csm"), "csm", pa.array(csm))
+    acc = acc.set_column(acc.schema.get_field_index("name"), "name", pa.array(names))
+    store.load("accounts", acc)  # after history: stored scores keep the old CSM name
+    yield result, store
+    store.con.disconnect()
+
+
+@pytest.fixture(scope="module")
+def written(demo, tmp_path_factory):
+    result, store = demo
+    path = tmp_path_factory.mktemp("out") / "report.html"
+    res = report_mod.write_report(store, result.model, path, END, top=6)
+    return res, path.read_text(encoding="utf-8")
+
+
+def test_report_has_every_section_and_says_what_it_holds(written):
+    res, page = written
+    assert res.charts == 5  # accounts and ARR over time, ARR per band, segments, trends
+    assert res.history_dates == 10 and res.movers == 6 and res.trend_classes >= 2
+    assert res.segments == 3 and res.csms >= 3 and res.warnings == []
+    for section in ("headline", "bands-over-time", "arr-per-band", "movers", "segments"):
+        assert f"id='{section}'" in page
+    for section in ("csms", "expansion", "trends"):
+        assert f"id='{section}'" in page
+    assert f"{res.accounts} accounts as of 2025-07-01, 5 charts" in str(res)
+    assert res.bytes == len(page.encode()) and res.bytes > 1_000_000  # plotly.js is inside
+
+
+def test_report_loads_nothing_from_outside_the_file(written):
+    _, page = written
+    assert not re.search(r"<script[^>]*\bsrc\s*=", page, re.I)
+    assert not re.search(r"<link[^>]*\bhref\s*=", page, re.I)
+    assert page.count("plotly.js v") == 1  # the library is embedded once
+
+
+def test_names_with_html_are_escaped_everywhere(written):
+    _, page = written
+    assert "<script>window.__pwned" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;Ana &amp; &quot;Bo&quot;" in page
+    assert "&lt;img src=x onerror=&quot;window.__pwned = 2&quot;&gt; Acme &amp; Sons" in page
+
+
+def test_breakdowns_add_up_to_the_headline(demo):
+    result, store = demo
+    data = report_mod.gather(store, result.model, END)
+    by_band = {b.band: b for b in data.bands}
+    for groups in (data.segments, data.csms):
+        assert sum(g.accounts for g in groups) == data.accounts
+        assert sum(g.red for g in groups) == by_band["red"].accounts
+        total_red_arr = sum(g.arr_red for g in groups)
+        assert total_red_arr == pytest.approx(by_band["red"].arr)
+    live = hs.score(store, result.model, END)
+    assert data.accounts == live.num_rows
+    assert sum(n for _, n, _ in data.trend_counts) == live.num_rows
+
+
+def test_movers_are_the_largest_stored_changes_with_their_explain_change_line(demo):
+    result, store = demo
+    data = report_mod.gather(store, result.model, END, top=2)
+    trends = classify(store, result.model, END).to_pylist()
+    changes = sorted(abs(r["change"]) for r in trends if r["change"] is not None)
+    assert [round(abs(m.change), 9) for m in data.movers] == [
+        round(c, 9) for c in changes[::-1][:2]
+    ]
+    for m in data.movers:
+        expected = explain_change(store, result.model, m.account_id, END, m.then_as_of)
+        assert expected.summary() == f"{m.account_id} {m.explanation}"
+
+
+def test_candidates_are_stable_high_accounts_without_an_expansion_scorecard(demo):
+    result, store = demo
+    model = hs.Model(result.model.spec.model_copy(update={"scorecards": {}}), result.model.file)
+    assert model.version == result.model.version  # its stored history still applies
+    data = report_mod.gather(store, model, END, top=1000)
+    high = {r["account_id"] for r in classify(store, model, END, "stable_high").to_pylist()}
+    assert data.candidates_source == "stable_high trend"
+    assert {c.account_id for c in data.candidates} == high
+    assert all(c.why and c.arr is not None for c in data.candidates)
+
+
+def test_candidates_are_green_on_the_expansion_scorecard_when_the_model_has_one(demo):
+    result, store = demo
+    model = result.model
+    if "expansion" not in model.scorecard_names():
+        model = hs.load_model_text(default_model_text() + EXPANSION_YAML)
+    data = report_mod.gather(store, model, END, top=1000)
+    green = hs.score(store, model.scorecard("expansion"), END).to_pylist()
+    green = {r["account_id"] for r in green if r["band"] == "green"}
+    assert data.candidates_source == "green on the expansion scorecard"
+    assert {c.account_id for c in data.candidates} == green
+    arrs = [c.arr for c in data.candidates]
+    assert arrs == sorted(arrs, reverse=True)
+
+
+def test_report_without_stored_history_says_so_and_still_draws(demo, tmp_path):
+    result, store = demo
+    early = END - timedelta(days=120)  # before the first stored date
+    res = report_mod.write_report(store, result.model, tmp_path / "r.html", early)
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert any(
+        w.startswith("no stored history: run healthscore history first") for w in res.warnings
+    )
+    assert res.charts == 2 and res.movers == 0 and res.history_dates == 0
+    assert "no stored history: run healthscore history first" in page
+    assert "id='warnings'" in page
+
+
+def test_cli_report_writes_the_file_and_prints_what_it_holds(demo, tmp_path):
+    result, _ = demo
+    out = tmp_path / "portfolio.html"
+    base = ["report", "--db", str(result.db_path), "--model", str(result.model_path)]
+    run = CliRunner().invoke(app, [*base, "--as-of", "2025-07-01", "--out", str(out), "--top", "3"])
+    assert run.exit_code == 0, run.output
+    assert f"wrote {out}" in run.output and "3 movers" in run.output
+    assert out.stat().st_size > 1_000_000
+    bad = CliRunner().invoke(app, [*base, "--out", str(out), "--top", "0"])
+    assert bad.exit_code == 2
+    gone = CliRunner().invoke(app, [*base, "--as-of", "2025-07-01", "--out", "/nonexistent/r.html"])
+    assert gone.exit_code == 1 and "Error:" in gone.output and "Traceback" not in gone.output
+
+
+# in a real browser --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+            ],
+        )
+        yield b
+        b.close()
+
+
+def _open(browser, path: Path):
+    """Open the file; every request that would leave it is aborted and recorded."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    seen = {"errors": [], "requests": [], "dialogs": []}
+    page.on("console", lambda m: seen["errors"].append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: seen["errors"].append(str(e)))
+    page.on("dialog", lambda d: (seen["dialogs"].append(d.message), d.dismiss()))
+
+    def route(r):
+        if r.request.url.startswith(("file:", "data:", "blob:", "about:")):
+            r.continue_()
+        else:
+            seen["requests"].append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.goto(path.resolve().as_uri(), wait_until="load")
+    return page, seen
+
+
+DRAWN = """n => {
+  const plots = [...document.querySelectorAll('.chart .js-plotly-plot')];
+  return plots.length === n && plots.every(g =>
+    g.querySelector('.main-svg') && g.querySelectorAll('g.trace path').length > 0);
+}"""
+
+
+def test_every_chart_draws_offline_in_headless_chromium(written, browser, tmp_path):
+    res, page_html = written
+    path = tmp_path / "report.html"
+    path.write_text(page_html, encoding="utf-8")
+    page, seen = _open(browser, path)
+    try:
+        page.wait_for_function(DRAWN, arg=res.charts, timeout=20_000)
+        charts = page.evaluate(
+            """() => [...document.querySelectorAll('.chart')].map(c => {
+                const g = c.querySelector('.js-plotly-plot');
+                return {name: c.dataset.chart, svgs: g.querySelectorAll('.main-svg').length,
+                        traces: g.data.length, drawn: g.querySelectorAll('g.trace').length};
+            })"""
+        )
+        assert len(charts) == res.charts == 5
+        for c in charts:
+            assert c["svgs"] >= 1 and c["traces"] >= 1 and c["drawn"] == c["traces"], c
+        movers = page.locator("table.movers tbody tr")
+        assert movers.count() == res.movers
+        for i in range(res.movers):
+            why = movers.nth(i).locator("td").last.inner_text()
+            assert "->" in why and "(" in why, why
+        assert EVIL_CSM in page.locator("table.breakdown-csm").inner_text()
+        assert page.evaluate("() => window.__pwned") is None
+        assert page.evaluate("() => typeof window.Plotly") == "object"
+        assert seen == {"errors": [], "requests": [], "dialogs": []}
+    finally:
+        page.close()
+
+
+def test_report_without_history_draws_its_charts_too(demo, browser, tmp_path):
+    result, store = demo
+    path = tmp_path / "early.html"
+    res = report_mod.write_report(store, result.model, path, END - timedelta(days=120))
+    page, seen = _open(browser, path)
+    try:
+        page.wait_for_function(DRAWN, arg=res.charts, timeout=20_000)
+        assert "run healthscore history first" in page.locator("#warnings").inner_text()
+        assert seen == {"errors": [], "requests": [], "dialogs": []}
+    finally:
+        page.close()

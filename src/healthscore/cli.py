@@ -444,6 +444,56 @@ def trends(
         out.print(table)
 
 
+@app.command()
+def backtest(
+    from_: Annotated[str, typer.Option("--from", help="first observation date (UTC)")],
+    to: Annotated[str, typer.Option("--to", help="last observation date (UTC), included")],
+    every: Annotated[str, typer.Option(help="step between observation dates")] = "1mo",
+    horizon: Annotated[str, typer.Option(help="an outcome within this long counts")] = "90d",
+    lead: Annotated[str, typer.Option(help="judge the score this long before the outcome")] = "30d",
+    vs: Annotated[
+        Path | None, typer.Option("--vs", help="a second model file, measured side by side")
+    ] = None,
+    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for the intervals")] = 200,
+    seed: Annotated[int, typer.Option(help="seed of the bootstrap")] = 0,
+    model: ModelOpt = None,
+    db: DbOpt = None,
+    scorecard: ScorecardOpt = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
+) -> None:
+    """How well the model's point-in-time scores would have predicted churn (and expansion)."""
+    from healthscore import backtest as bt
+    from healthscore.render import progress_bar, render_backtest
+
+    if format not in ("table", "json"):
+        raise typer.BadParameter(f"unknown format {format!r}; use table or json")
+    try:
+        store, m = _open(db, model, scorecard)
+        other = load_model(vs).scorecard(scorecard) if vs is not None else None
+        with progress_bar(err) as progress:
+            result = bt.backtest(
+                store,
+                m,
+                api.parse_as_of(from_),
+                api.parse_as_of(to),
+                every=every,
+                horizon=horizon,
+                lead=lead,
+                vs=other,
+                reps=bootstrap,
+                seed=seed,
+                progress=progress,
+            )
+    except HealthscoreError as e:
+        _fail(e)
+    except ValueError as e:  # a malformed duration
+        raise typer.BadParameter(str(e)) from None
+    if format == "json":
+        sys.stdout.write(json.dumps(result.to_dict(), indent=1, default=str) + "\n")
+        return
+    render_backtest(out, result)
+
+
 def _midnight_today():
     from datetime import UTC, datetime
 
@@ -487,6 +537,44 @@ def explain(
     from healthscore.render import render_explanation
 
     render_explanation(out, e)
+
+
+@app.command()
+def compare(
+    vs: Annotated[Path, typer.Option("--vs", help="the current model file, to compare against")],
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", "-m", help="the new model file [default: ./healthscore.yaml]"),
+    ] = None,
+    as_of: AsOfOpt = None,
+    db: DbOpt = None,
+    scorecard: ScorecardOpt = None,
+    top: Annotated[int, typer.Option(help="how many of the biggest score changes to show")] = 10,
+    format: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
+) -> None:
+    """Compare a new model with the current one: band migration, biggest changes, history."""
+    from healthscore.compare import compare_models
+
+    if format not in ("table", "json"):
+        raise typer.BadParameter(f"unknown format {format!r}; use table or json")
+    if top < 0:
+        raise typer.BadParameter(f"--top must be 0 or more (got {top})")
+    try:
+        store, new = _open(db, model)
+        current = load_model(vs)
+        d = api.parse_as_of(as_of)
+        both = (new.scorecard(scorecard), current.scorecard(scorecard))
+        for w in dict.fromkeys(str(w) for m in both for w in store.freshness(m, d)):
+            err.print(f"[yellow]Warning:[/] {w}", highlight=False)
+        result = compare_models(store, new, current, d, scorecard=scorecard, top=top)
+    except HealthscoreError as e:
+        _fail(e)
+    if format == "json":
+        sys.stdout.write(json.dumps(result.to_dict(), indent=1, default=str) + "\n")
+        return
+    from healthscore.render import render_comparison
+
+    render_comparison(out, result)
 
 
 @app.command()

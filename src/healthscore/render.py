@@ -150,6 +150,79 @@ def progress_bar(console: Console) -> Iterator:
         yield update
 
 
+def render_backtest(console: Console, r) -> None:
+    """The backtest figures: overall and per segment, side by side with --vs."""
+    console.print(
+        f"[bold]backtest[/] of {r.model_label} ({r.model_version[:12]}): observations every "
+        f"{r.every} from {r.start:%Y-%m-%d} to {r.end:%Y-%m-%d}, outcome within {r.horizon}, "
+        f"judged {r.lead} before it; 95 % intervals from a bootstrap over accounts",
+        highlight=False,
+    )
+    rows = [
+        ("recall: flagged at event - lead", "recall"),
+        ("opposite band at event - lead", "opposite_share"),
+        ("false-positive rate", "false_positive_rate"),
+        ("precision of the flag", "precision"),
+        ("ROC AUC", "roc_auc"),
+        ("PR AUC", "pr_auc"),
+        ("score-outcome correlation", "correlation"),
+    ]
+    for kind, ev in r.evaluations.items():
+        flag = "red" if kind == "churned" else "green"
+        table = Table(
+            title=f"{kind} (flag: {flag}); {ev.overall.events} events judged, "
+            f"{ev.overall.positives} of {ev.overall.observations:,} observations positive",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+        )
+        table.add_column("figure")
+        table.add_column(r.model_label, justify="right")
+        other = r.vs_evaluations.get(kind) if r.vs_evaluations else None
+        if other is not None:
+            table.add_column(r.vs_label or "vs", justify="right")
+            table.add_column("difference", justify="right")
+        diffs = {d.metric: d.value for d in r.differences.get(kind, [])}
+        for label, key in rows:
+            cells = [label, str(getattr(ev.overall, key))]
+            if other is not None:
+                cells += [str(getattr(other.overall, key)), str(diffs.get(key, ""))]
+            table.add_row(*cells)
+        o = ev.overall
+        cells = ["median lead time (days)", _fmt(o.median_lead_days, 0)]
+        if other is not None:
+            cells += [_fmt(other.overall.median_lead_days, 0), ""]
+        table.add_row(*cells)
+        if kind == "churned":
+            share = _pct(o.flagged_but_renewed_share)
+            cells = ["red but renewed", f"{o.flagged_but_renewed} ({share})"]
+            if other is not None:
+                oo = other.overall
+                cells += [f"{oo.flagged_but_renewed} ({_pct(oo.flagged_but_renewed_share)})", ""]
+            table.add_row(*cells)
+        console.print(table)
+        lift = " ".join("-" if x is None else f"{x:.1f}" for x in o.lift)
+        console.print(f"lift per decile, most flagged first: {lift}", highlight=False)
+        seg = Table(title=f"{kind} by segment", title_justify="left", box=box.SIMPLE_HEAD)
+        for c in ("segment", "observations", "events", "recall", "ROC AUC", "FPR"):
+            seg.add_column(c, justify="left" if c == "segment" else "right")
+        for name, m in ev.segments.items():
+            seg.add_row(
+                name,
+                f"{m.observations:,}",
+                str(m.events),
+                str(m.recall),
+                str(m.roc_auc),
+                str(m.false_positive_rate),
+            )
+        console.print(seg)
+    for note in r.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
 def render_portfolio(console: Console, result, command: str = "healthscore") -> None:
     rows = result.scores.to_pylist()
     model = result.model
@@ -234,3 +307,138 @@ def render_portfolio(console: Console, result, command: str = "healthscore") -> 
         hints.insert(2, f"{command} trends --as-of {result.as_of:%Y-%m-%d} --class rapid_decline")
     for hint in hints:
         console.print(f"try: {where}{hint}", highlight=False, soft_wrap=True)
+
+
+# --- compare: two models side by side (healthscore compare) ----------------------------------
+
+
+def _money(x: float | None) -> str:
+    """ARR in a few characters: 950, 12k, 1.2M."""
+    if x is None:
+        return "-"
+    if abs(x) >= 1e6:
+        return f"{x / 1e6:.1f}M"
+    if abs(x) >= 1e3:
+        return f"{x / 1e3:.0f}k"
+    return f"{x:.0f}"
+
+
+def _share(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
+def render_comparison(console: Console, c) -> None:
+    """A :class:`healthscore.compare.Comparison`: matrix, biggest changes, history."""
+    s = c.summary
+    card = "" if c.scorecard == "health" else f", scorecard {c.scorecard}"
+    console.print(
+        f"[bold]compare[/] as of {c.as_of:%Y-%m-%d %H:%M} UTC{card}\n"
+        f"  new:     {c.new}\n  current: {c.current}",
+        highlight=False,
+    )
+    arr = c.has_arr
+    title = "band migration: rows = current model, columns = new model; accounts" + (
+        " (ARR)" if arr else ""
+    )
+    matrix = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    matrix.add_column("current \\ new", no_wrap=True)
+    for b in c.bands:
+        matrix.add_column(f"[{BAND_STYLE.get(b, 'dim')}]{b}[/]", justify="right", no_wrap=True)
+    matrix.add_column("total", justify="right", no_wrap=True)
+    for b1 in c.bands:
+        row = c.matrix[b1]
+        n = sum(cell.accounts for cell in row.values())
+        if not n and b1 == "not scored" and not c.entered:
+            continue
+        cells = []
+        for b2 in c.bands:
+            cell = row[b2]
+            text = f"{cell.accounts:,}" + (f" ({_money(cell.arr)})" if arr else "")
+            if not cell.accounts:
+                text = "[dim]-[/]"
+            elif b1 == b2:
+                text = f"[bold]{text}[/]"
+            cells.append(text)
+        total_arr = sum(cell.arr or 0.0 for cell in row.values())
+        total = f"{n:,}" + (f" ({_money(total_arr)})" if arr else "")
+        matrix.add_row(f"[{BAND_STYLE.get(b1, 'dim')}]{b1}[/]", *cells, total)
+    console.print(matrix)
+    moved = (
+        f"{s.accounts_both:,} accounts scored by both: {s.moved_up:,} move up a band"
+        + (f" ({_money(s.arr_moved_up)} ARR)" if arr else "")
+        + f", {s.moved_down:,} down"
+        + (f" ({_money(s.arr_moved_down)} ARR)" if arr else "")
+        + f", {s.same_band:,} stay"
+    )
+    if s.mean_change is not None:
+        moved += (
+            f"; mean change {s.mean_change:+.1f} points "
+            f"(mean absolute change {s.mean_abs_change:.1f})"
+        )
+    console.print(moved, highlight=False)
+    console.print(
+        f"red: {_share(s.red_share_current)} of accounts under the current model -> "
+        f"{_share(s.red_share_new)} under the new one; {s.entered:,} accounts enter the "
+        f"population, {s.left:,} leave it",
+        highlight=False,
+    )
+    for note in c.notes:
+        console.print(f"[yellow]Note:[/] {note}", highlight=False)
+    changes = [ch for ch in c.changes if abs(ch.delta) >= 0.05]
+    if c.changes and not changes:
+        console.print("no account's score changes by 0.05 points or more", highlight=False)
+    if changes:
+        top = Table(
+            title=f"{len(changes)} biggest score changes, and why",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+        )
+        for col in ("account", "segment", "current", "new", "change"):
+            right = col not in ("account", "segment")
+            top.add_column(col, no_wrap=True, justify="right" if right else "left")
+        top.add_column("biggest lines (points)")
+        for ch in changes:
+            top.add_row(
+                ch.account_id,
+                ch.segment or "",
+                f"{_fmt(ch.score_current, 1)} [{BAND_STYLE.get(ch.band_current, 'dim')}]"
+                f"{ch.band_current}[/]",
+                f"{_fmt(ch.score_new, 1)} [{BAND_STYLE.get(ch.band_new, 'dim')}]{ch.band_new}[/]",
+                f"{ch.delta:+.1f}",
+                ch.summary().split(": ", 1)[1],
+            )
+        console.print(top)
+    if c.history is not None:
+        _render_compare_history(console, c.history)
+
+
+def _render_compare_history(console: Console, h) -> None:
+    if h.points:
+        table = Table(
+            title="over stored history: the same comparison at each stored as-of date",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+        )
+        for col in ("as of", "accounts", "change band", "up", "down", "enter", "leave"):
+            table.add_column(col, justify="left" if col == "as of" else "right", no_wrap=True)
+        for col in ("red current", "red new", "mean change", "biggest change"):
+            table.add_column(col, justify="right", no_wrap=True)
+        for p in h.points:
+            s = p.summary
+            big = p.biggest_change
+            table.add_row(
+                f"{p.as_of:%Y-%m-%d}",
+                f"{s.accounts_both:,}",
+                f"{s.changed_band:,}",
+                f"{s.moved_up:,}",
+                f"{s.moved_down:,}",
+                f"{s.entered:,}",
+                f"{s.left:,}",
+                _share(s.red_share_current),
+                _share(s.red_share_new),
+                "-" if s.mean_change is None else f"{s.mean_change:+.1f}",
+                "-" if big is None or abs(big[1]) < 0.05 else f"{big[0]} {big[1]:+.1f}",
+            )
+        console.print(table)
+    for note in h.notes:
+        console.print(f"[yellow]History:[/] {note}", highlight=False, soft_wrap=True)

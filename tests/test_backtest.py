@@ -1,0 +1,140 @@
+"""Backtest figures on a constructed book whose every figure is worked out by hand.
+
+40 accounts, scored from a column: R0..R19 score 20 (red), G0..G19 score 90 (green).
+R0..R9 and G0, G1 churn on 2025-03-15; R10..R14 renew on 2025-04-15 (red but renewed);
+G2..G19 renew on 2025-12-31 (so every 90-day window has closed). Observations monthly
+2025-01-01 .. 2025-06-01, horizon 90d, lead 30d.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+import healthscore as hs
+from healthscore import backtest as bt
+from healthscore.cli import app
+
+MODEL = """
+columns: {accounts: {hint: float64}}
+metrics:
+  hint: {column: hint}
+pillars:
+  p: {weight: 1, metrics: {hint: {weight: 1, bad: 0, good: 100}}}
+"""
+INVERTED = MODEL.replace("bad: 0, good: 100", "bad: 100, good: 0")
+START, END = datetime(2025, 1, 1), datetime(2025, 6, 1)
+
+
+def _book(path):
+    store = hs.connect(path)
+    ids = [f"R{i}" for i in range(20)] + [f"G{i}" for i in range(20)]
+    store.load(
+        "accounts",
+        pa.table(
+            {
+                "account_id": ids,
+                "created_at": pa.array([datetime(2024, 1, 1)] * 40, pa.timestamp("us")),
+                "segment": ["smb" if i % 2 else "enterprise" for i in range(40)],
+                "hint": [20.0] * 20 + [90.0] * 20,
+            }
+        ),
+    )
+    rows = [(f"R{i}", datetime(2025, 3, 15), "churned") for i in range(10)]
+    rows += [(f"G{i}", datetime(2025, 3, 15), "churned") for i in range(2)]
+    rows += [(f"R{i}", datetime(2025, 4, 15), "renewed") for i in range(10, 15)]
+    rows += [(f"G{i}", datetime(2025, 12, 31), "renewed") for i in range(2, 20)]
+    store.load(
+        "outcomes",
+        pa.table(
+            {
+                "outcome_id": [f"O{i}" for i in range(len(rows))],
+                "account_id": [r[0] for r in rows],
+                "ts": pa.array([r[1] for r in rows], pa.timestamp("us")),
+                "kind": [r[2] for r in rows],
+            }
+        ),
+    )
+    return store
+
+
+@pytest.fixture(scope="module")
+def book(tmp_path_factory):
+    store = _book(tmp_path_factory.mktemp("bt") / "book.duckdb")
+    yield store
+    store.con.disconnect()
+
+
+def test_churn_figures_equal_the_hand_computed_ones(book):
+    model = hs.load_model_text(MODEL)
+    r = bt.backtest(book, model, START, END, every="1mo", horizon="90d", lead="30d", reps=100)
+    m = r.evaluations["churned"].overall
+    # 12 churn events, judged on the score of 2025-02-01: 10 red, 2 green
+    assert m.events == 12
+    assert m.recall.value == pytest.approx(10 / 12)
+    assert m.opposite_share.value == pytest.approx(2 / 12)
+    # churners: 3 positive observations each (Jan, Feb, Mar), none after their churn
+    assert m.positives == 36 and m.observations == 36 + 28 * 6
+    assert m.false_positive_rate.value == pytest.approx(60 / 168)
+    assert m.precision.value == pytest.approx(30 / 90)
+    assert m.roc_auc.value == pytest.approx(4464 / 6048)
+    assert m.flagged_but_renewed == 15 and m.flagged_but_renewed_share == pytest.approx(15 / 90)
+    assert m.median_lead_days == pytest.approx(73.0)  # red since 2025-01-01, churned 03-15
+    assert m.lift[0] > 1 > m.lift[-1]
+    assert m.roc_auc.lo < m.roc_auc.value < m.roc_auc.hi
+    assert set(r.evaluations) == {"churned"}  # no expansion outcomes on file
+    # 12 events: too few to trust, and said so
+    assert any("only 12 outcome events" in n for n in r.notes)
+    assert set(r.evaluations["churned"].segments) == {"enterprise", "smb"}
+
+
+def test_the_bootstrap_is_seeded_and_resamples_accounts(book):
+    model = hs.load_model_text(MODEL)
+    a = bt.backtest(book, model, START, END, reps=60, seed=3).evaluations["churned"].overall
+    b = bt.backtest(book, model, START, END, reps=60, seed=3).evaluations["churned"].overall
+    c = bt.backtest(book, model, START, END, reps=60, seed=4).evaluations["churned"].overall
+    assert (a.roc_auc.lo, a.roc_auc.hi) == (b.roc_auc.lo, b.roc_auc.hi)
+    assert (a.roc_auc.lo, a.roc_auc.hi) != (c.roc_auc.lo, c.roc_auc.hi)
+
+
+def test_two_models_side_by_side_on_the_same_observations(book):
+    good, bad = hs.load_model_text(MODEL), hs.load_model_text(INVERTED)
+    r = bt.backtest(book, good, START, END, vs=bad, reps=100)
+    ours, theirs = r.evaluations["churned"].overall, r.vs_evaluations["churned"].overall
+    assert ours.observations == theirs.observations
+    assert theirs.roc_auc.value == pytest.approx(1 - 4464 / 6048)
+    diff = {d.metric: d.value for d in r.differences["churned"]}
+    assert diff["roc_auc"].value == pytest.approx(ours.roc_auc.value - theirs.roc_auc.value)
+    assert diff["roc_auc"].lo > 0  # clearly better, interval and all
+    # the inverted model scores churners 80 (green): worse than chance, and said so
+    assert not any("better than chance" in n for n in r.notes)
+    r2 = bt.backtest(book, bad, START, END, reps=100)
+    assert any("does not predict churned better than chance" in n for n in r2.notes)
+
+
+def test_later_outcomes_leave_open_windows_out(tmp_path):
+    store = _book(tmp_path / "b.duckdb")
+    model = hs.load_model_text(MODEL)
+    r = bt.backtest(store, model, START, datetime(2025, 12, 1), every="1mo", reps=20)
+    # windows of 2025-10-01 .. 12-01 end after the last outcome (2025-12-31)
+    assert any("observations left out" in n and "2025-12-31" in n for n in r.notes)
+
+
+def test_backtest_command_prints_figures_and_json(book, tmp_path):
+    db = book.con.con.execute("PRAGMA database_list").fetchall()[0][2]
+    (tmp_path / "m.yaml").write_text(MODEL)
+    (tmp_path / "inv.yaml").write_text(INVERTED)
+    args = ["backtest", "--db", db, "--model", str(tmp_path / "m.yaml")]
+    args += ["--from", "2025-01-01", "--to", "2025-06-01", "--bootstrap", "50"]
+    res = CliRunner().invoke(
+        app, [*args, "--vs", str(tmp_path / "inv.yaml")], env={"COLUMNS": "150"}
+    )
+    assert res.exit_code == 0, res.output
+    assert "ROC AUC" in res.output and "red but renewed" in res.output
+    assert "difference" in res.output and "only 12 outcome events" in res.output
+    out = json.loads(CliRunner().invoke(app, [*args, "-f", "json"]).output)
+    assert out["evaluations"]["churned"]["overall"]["events"] == 12

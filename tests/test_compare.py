@@ -1,0 +1,341 @@
+"""Comparing two models: band migration, exact per-account reasons, and stored history."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections import Counter
+from datetime import datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+import healthscore as hs
+from fixtures import memory_store
+from healthscore import api, demo
+from healthscore.cli import app
+from healthscore.compare import NOT_SCORED, account_change, compare_models
+from healthscore.model import Model, Rule, default_model_text
+from healthscore.tables import TABLES
+
+D = datetime(2025, 7, 1)
+HISTORY_DATES = [D - timedelta(weeks=2), D - timedelta(weeks=1), D]
+CURRENT_ONLY_DATE = D - timedelta(weeks=3)  # stored for the current model only
+
+
+def _edit(text: str, pattern: str, repl: str) -> str:
+    """``text`` with the first match of ``pattern`` replaced; the match must exist."""
+    out, n = re.subn(pattern, repl, text, count=1)
+    assert n == 1, f"the default model no longer has {pattern!r}"
+    return out
+
+
+def _with_rule(text: str, rule: str) -> str:
+    """``text`` with one more top-level rule (``rule`` is the indented YAML of one rule)."""
+    if re.search(r"^rules:\n", text, flags=re.M):
+        return re.sub(r"^rules:\n", "rules:\n" + rule, text, count=1, flags=re.M)
+    return text + "\nrules:\n" + rule
+
+
+def _reweighted_text() -> str:
+    """The default model with usage change weighing more and tighter bands."""
+    text = _edit(
+        default_model_text(), r"bands: \{green: 80, yellow: 50\}", "bands: {green: 75, yellow: 55}"
+    )
+    return _edit(text, r"(usage_change_30d:\s*\{weight: )\d+", r"\g<1>60")
+
+
+CURRENT = hs.load_model()
+NEW = hs.load_model_text(_reweighted_text(), file="new.yaml")
+# leaves enterprise accounts out of the population, and caps everyone at 60 on top
+NARROW = hs.load_model_text(
+    _with_rule(
+        _edit(
+            default_model_text(),
+            r"bands: \{green: 80, yellow: 50\}",
+            "bands: {green: 80, yellow: 50}\npopulation: \"segment <> 'enterprise'\"",
+        ),
+        '  compare_cap:\n    when: "seats >= 0"\n    cap: 60\n',
+    ),
+    file="narrow.yaml",
+)
+
+
+@pytest.fixture(scope="module")
+def book():
+    """A small demo book (about 60 accounts), with stored history of CURRENT and NEW.
+
+    Both versions are stored at the three HISTORY_DATES; CURRENT also one week earlier.
+    """
+    tables = demo.generate(accounts=60, months=6, seed=3, end=D)
+    store = hs.connect("duckdb://")
+    for name in TABLES:
+        if name in tables:
+            store.load(name, tables[name])
+    api.history(store, CURRENT, CURRENT_ONLY_DATE, D, "1w")
+    api.history(store, NEW, HISTORY_DATES[0], D, "1w")
+    return store
+
+
+def _brute(store, new: Model, current: Model, as_of):
+    """(current band, new band) -> (accounts, ARR), counted from both score tables."""
+    rows_new = {r["account_id"]: r for r in hs.score(store, new, as_of).to_pylist()}
+    rows_cur = {r["account_id"]: r for r in hs.score(store, current, as_of).to_pylist()}
+    counts, arr = Counter(), Counter()
+    for acc in rows_new.keys() | rows_cur.keys():
+        cur, new_ = rows_cur.get(acc), rows_new.get(acc)
+        key = (cur["band"] if cur else NOT_SCORED, new_["band"] if new_ else NOT_SCORED)
+        counts[key] += 1
+        arr[key] += (cur or new_)["arr"] or 0.0
+    return counts, arr, rows_new, rows_cur
+
+
+def test_migration_matrix_equals_a_brute_force_count_of_both_score_tables(book):
+    c = compare_models(book, NEW, CURRENT, D, history=False)
+    counts, arr, rows_new, rows_cur = _brute(book, NEW, CURRENT, D)
+    assert c.has_arr
+    for b1, row in c.matrix.items():
+        for b2, cell in row.items():
+            assert cell.accounts == counts.get((b1, b2), 0), (b1, b2)
+            assert cell.arr == pytest.approx(arr.get((b1, b2), 0.0)), (b1, b2)
+    total = sum(cell.accounts for row in c.matrix.values() for cell in row.values())
+    assert total == len(rows_new.keys() | rows_cur.keys()) == c.summary.accounts_both
+    assert c.summary.moved_up + c.summary.moved_down + c.summary.same_band == total
+    assert c.summary.moved_up + c.summary.moved_down > 0  # the edit does move some accounts
+    red_new = sum(r["band"] == "red" for r in rows_new.values()) / len(rows_new)
+    assert c.summary.red_share_new == pytest.approx(red_new)
+
+
+def test_an_account_outside_one_population_is_counted_as_not_scored(book):
+    c = compare_models(book, NARROW, CURRENT, D, history=False)
+    rows_cur = hs.score(book, CURRENT, D).to_pylist()
+    enterprise = sorted(r["account_id"] for r in rows_cur if r["segment"] == "enterprise")
+    assert enterprise and c.left == enterprise and c.entered == []
+    assert sum(row[NOT_SCORED].accounts for row in c.matrix.values()) == len(enterprise)
+    assert sum(c.matrix[NOT_SCORED][b].accounts for b in c.bands) == 0
+    assert c.summary.left == len(enterprise)
+    back = compare_models(book, CURRENT, NARROW, D, history=False)
+    assert back.entered == enterprise
+    assert sum(back.matrix[NOT_SCORED][b].accounts for b in back.bands) == len(enterprise)
+
+
+def test_each_change_splits_exactly_into_metric_rule_and_clamp_lines(book):
+    c = compare_models(book, NARROW, CURRENT, D, top=None, history=False)
+    assert len(c.changes) == c.summary.accounts_both
+    deltas = [abs(ch.delta) for ch in c.changes]
+    assert deltas == sorted(deltas, reverse=True)
+    for ch in c.changes:
+        assert abs(sum(ln.effect for ln in ch.lines) - ch.delta) < 1e-9, ch.account_id
+        for ln in ch.lines:
+            assert ln.effect == pytest.approx(ln.contribution_new - ln.contribution_current)
+        effects = [abs(ln.effect) for ln in ch.lines]
+        assert effects == sorted(effects, reverse=True)
+    capped = [ch for ch in c.changes if ch.score_current > 60.5]
+    assert capped, "some account scores above the new cap"
+    for ch in capped:
+        assert ch.score_new <= 60 + 1e-9
+        assert "new rule compare_cap cap 60 (" in ch.summary()
+    assert (
+        c.changes[0]
+        .summary()
+        .startswith(
+            f"{c.changes[0].account_id} {c.changes[0].score_current:.1f} -> "
+            f"{c.changes[0].score_new:.1f}: "
+        )
+    )
+
+
+def test_the_summary_names_the_weight_that_changed(book):
+    c = compare_models(book, NEW, CURRENT, D, top=3, history=False)
+    assert len(c.changes) == 3
+    line = c.changes[0].summary()
+    assert re.search(r"usage_change_30d weight 0\.\d\d -> 0\.\d\d \([+-]\d+\.\d\)", line), line
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pillar_w=st.lists(st.integers(1, 100), min_size=4, max_size=4),
+    metric_w=st.lists(st.integers(1, 100), min_size=20, max_size=20),
+    cap=st.integers(30, 100),
+)
+def test_random_weight_changes_always_decompose_exactly(pillar_w, metric_w, cap):
+    store, current_rows = _small_store()
+    spec = CURRENT.spec
+    weights = iter(metric_w)
+    pillars = {
+        p: pl.model_copy(
+            update={
+                "weight": float(w),
+                "metrics": {
+                    m: u.model_copy(update={"weight": float(next(weights))})
+                    for m, u in pl.metrics.items()
+                },
+            }
+        )
+        for (p, pl), w in zip(spec.pillars.items(), pillar_w, strict=False)
+    }
+    rules = {**spec.rules, "everyone": Rule(when="seats >= 0", cap=float(cap))}
+    new = Model(spec.model_copy(update={"pillars": pillars, "rules": rules}), file="random.yaml")
+    for row in hs.score(store, new, SMALL_AS_OF).to_pylist():
+        ch = account_change(new, CURRENT, row, current_rows[row["account_id"]])
+        assert abs(sum(ln.effect for ln in ch.lines) - ch.delta) < 1e-9
+        assert ch.delta == row["score"] - current_rows[row["account_id"]]["score"]
+
+
+SMALL_AS_OF = "2025-01-01"
+_SMALL = []
+
+
+def _small_store():
+    """The three-account fixture store and its CURRENT scores, built once."""
+    if not _SMALL:
+        store = memory_store()
+        rows = {r["account_id"]: r for r in hs.score(store, CURRENT, SMALL_AS_OF).to_pylist()}
+        _SMALL.append((store, rows))
+    return _SMALL[0]
+
+
+def test_history_agrees_with_the_comparison_at_each_stored_date(book):
+    c = compare_models(book, NEW, CURRENT, D, top=1)
+    h = c.history
+    assert [p.as_of for p in h.points] == HISTORY_DATES
+    assert CURRENT_ONLY_DATE in h.dates_current and CURRENT_ONLY_DATE not in h.dates_new
+    for p in h.points:
+        live = compare_models(book, NEW, CURRENT, p.as_of, history=False)
+        assert p.matrix == {
+            b1: {b2: cell.accounts for b2, cell in row.items()} for b1, row in live.matrix.items()
+        }
+        for key in ("accounts_both", "moved_up", "moved_down", "same_band", "entered", "left"):
+            assert getattr(p.summary, key) == getattr(live.summary, key), (p.as_of, key)
+        assert p.summary.red_share_new == pytest.approx(live.summary.red_share_new)
+        assert p.summary.mean_change == pytest.approx(live.summary.mean_change)
+    assert p.summary.changed_band == c.summary.changed_band  # the last date is D
+    only = [n for n in h.notes if "stored for the current model only" in n]
+    assert only and "healthscore history --model new.yaml --from 2025-06-10" in only[0]
+
+
+def test_history_says_which_command_to_run_when_a_version_has_none(book):
+    c = compare_models(book, NARROW, CURRENT, D, top=0)
+    assert c.history.points == []
+    assert any(
+        "the new model" in n
+        and "has no stored history" in n
+        and "healthscore history --model narrow.yaml" in n
+        for n in c.history.notes
+    ), c.history.notes
+    empty = compare_models(memory_store(), NEW, CURRENT, "2025-01-01", top=0)
+    assert len(empty.history.notes) == 2  # no scores table at all: both versions lack history
+
+
+def test_without_an_arr_metric_the_matrix_holds_counts_only():
+    no_arr = _edit(default_model_text(), r"\n  arr:\n(    .*\n)+", "\n")
+    a = hs.load_model_text(no_arr, file="a.yaml")
+    b = hs.load_model_text(
+        _edit(no_arr, r"bands: \{green: 80, yellow: 50\}", "bands: {green: 60, yellow: 40}")
+    )
+    store = memory_store()
+    c = compare_models(store, b, a, "2025-01-01", history=False)
+    assert not c.has_arr
+    assert all(cell.arr is None for row in c.matrix.values() for cell in row.values())
+    assert any("counts only" in n for n in c.notes)
+    half = compare_models(store, NEW, a, "2025-01-01", history=False)
+    assert half.has_arr and any("from the new model" in n for n in half.notes)
+
+
+def test_a_scorecard_untouched_by_the_edit_compares_equal(book):
+    others = CURRENT.scorecard_names()[1:]
+    if not others:
+        pytest.skip("the default model defines no scorecard besides health")
+    c = compare_models(book, NEW, CURRENT, D, scorecard=others[0], history=False)
+    assert c.scorecard == others[0] and c.new.version == c.current.version
+    assert c.summary.changed_band == 0 and c.summary.mean_abs_change == 0
+    assert any("same version" in n for n in c.notes)
+
+
+def test_to_dict_is_json_and_keeps_the_exact_lines(book):
+    c = compare_models(book, NEW, CURRENT, D, top=2)
+    d = json.loads(json.dumps(c.to_dict()))
+    assert d["new"]["version"] == NEW.version and d["current"]["file"] == CURRENT.file
+    assert len(d["changes"]) == 2 and len(d["history"]["points"]) == len(HISTORY_DATES)
+    ch = d["changes"][0]
+    assert abs(sum(ln["effect"] for ln in ch["lines"]) - ch["delta"]) < 1e-9
+    assert ch["summary"] == c.changes[0].summary()
+
+
+# --- the command ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def project(tmp_path, fixture_db):
+    """The fixture store and two model files: the default and one with lower bands."""
+    shutil.copy(fixture_db, tmp_path / "healthscore.duckdb")
+    (tmp_path / "current.yaml").write_text(default_model_text())
+    (tmp_path / "new.yaml").write_text(
+        _edit(
+            default_model_text(),
+            r"bands: \{green: 80, yellow: 50\}",
+            "bands: {green: 60, yellow: 40}",
+        )
+    )
+    return tmp_path
+
+
+def _run(project, *args):
+    db = project / "healthscore.duckdb"
+    return CliRunner().invoke(
+        app,
+        [
+            "compare",
+            "--model",
+            str(project / "new.yaml"),
+            "--vs",
+            str(project / "current.yaml"),
+            "--db",
+            str(db),
+            "--as-of",
+            "2025-01-01",
+            *args,
+        ],
+    )
+
+
+def test_compare_command_prints_the_matrix_and_the_biggest_changes(project):
+    result = _run(project)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "band migration" in out and "current \\ new" in out
+    # A1 (ARR 120,000) yellow -> green; A3 red -> yellow; A2 stays red
+    assert re.search(r"yellow\s+1 \(120k\)", out), out
+    assert "3 accounts scored by both: 2 move up a band" in out
+    assert "has no stored history" in out  # neither model has history in the fixture store
+
+
+def test_compare_command_json_has_the_matrix_and_exact_lines(project):
+    result = _run(project, "--format", "json", "--top", "3")
+    assert result.exit_code == 0, result.output
+    d = json.loads(result.output)
+    assert d["matrix"]["yellow"]["green"] == {"accounts": 1, "arr": 120000.0}
+    assert d["matrix"]["red"]["yellow"]["accounts"] == 1
+    assert sum(c["accounts"] for row in d["matrix"].values() for c in row.values()) == 3
+    # only the bands moved: every score is the same, so no line moves
+    assert all(ch["delta"] == 0 for ch in d["changes"])
+
+
+def test_compare_command_reports_a_missing_model_file_and_a_bad_format(project):
+    missing = CliRunner().invoke(
+        app,
+        [
+            "compare",
+            "--vs",
+            str(project / "nope.yaml"),
+            "--db",
+            str(project / "healthscore.duckdb"),
+        ],
+    )
+    assert missing.exit_code == 1
+    assert missing.output.startswith("Error:") and "Traceback" not in missing.output
+    bad = _run(project, "--format", "csv")
+    assert bad.exit_code == 2

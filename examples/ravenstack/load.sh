@@ -13,3 +13,4 @@ healthscore load usage_events $DATA/ravenstack_feature_usage.csv --db $DB --acco
 healthscore load tickets $DATA/ravenstack_support_tickets.csv --db $DB --map submitted_at=opened_at --map satisfaction_score=csat
 healthscore load outcomes $DATA/ravenstack_churn_events.csv --db $DB --map churn_event_id=outcome_id --map churn_date=ts --set kind=churned
 healthscore score --db $DB --model $MODEL --as-of 2025-01-01
+healthscore backtest --db $DB --model $MODEL --from 2023-06-01 --to 2024-10-01 --every 1mo

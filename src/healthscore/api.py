@@ -59,13 +59,7 @@ def parse_as_of(value: str | date | datetime | None) -> datetime:
 def score_expr(store: Store, model: Model, as_of=None, account_ids=None) -> ir.Table:
     """The Ibis expression scoring every account (or ``account_ids``) as of ``as_of``."""
     d = parse_as_of(as_of)
-    unfitted = model.unfitted_percentiles()
-    if unfitted:
-        raise ScoringError(
-            f"percentile normalisation of {', '.join(unfitted)} is not fitted yet",
-            hint="run `healthscore model fit-percentiles --as-of <date>` once",
-        )
-    _check_declared_columns(store, model)
+    check_scorable(store, model)
     raw = MetricBuilder(model, store.tables(tables_needed(model))).build(d, account_ids)
     return _score_steps(raw, model)
 
@@ -78,6 +72,17 @@ def tables_needed(model: Model) -> list[str]:
     if any("has_flag" in t for t in texts):
         names.append("flags")
     return names
+
+
+def check_scorable(store: Store, model: Model) -> None:
+    """Raise when the model cannot score this store: unfitted percentiles, missing columns."""
+    unfitted = model.unfitted_percentiles()
+    if unfitted:
+        raise ScoringError(
+            f"percentile normalisation of {', '.join(unfitted)} is not fitted yet",
+            hint="run `healthscore model fit-percentiles --as-of <date>` once",
+        )
+    _check_declared_columns(store, model)
 
 
 def _check_declared_columns(store: Store, model: Model) -> None:
@@ -259,10 +264,17 @@ def history(
     them). Returns a :class:`healthscore.history.BackfillResult`.
     """
     from healthscore import history as hist
+    from healthscore import timeline
 
     dates = hist.dates_between(parse_as_of(start), parse_as_of(end), every)
     return hist.backfill(
-        store, model, dates, lambda d: score(store, model, d), rebuild=rebuild, progress=progress
+        store,
+        model,
+        dates,
+        lambda d: score(store, model, d),
+        rebuild=rebuild,
+        progress=progress,
+        score_dates=lambda ds: timeline.score_dates(store, model, ds),
     )
 
 

@@ -13,9 +13,9 @@ as-of dates and writes the results into three tables of the store, which ``trend
   sections, so a stored version can be told apart from the current file.
 
 A backfill computes only the dates missing for that model version (``rebuild`` forces
-them); two model versions coexist. Each date is written in one transaction. History is
-never rewritten by later data: a row loaded afterwards changes stored scores only when
-they are rebuilt.
+them); two model versions coexist. Each date, or each chunk of dates scored together,
+is written in one transaction. History is never rewritten by later data: a row loaded
+afterwards changes stored scores only when they are rebuilt.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from healthscore.scoring import CLAMP, CONTRIB, MISSING, NORM, PILLAR, WEIGHT
 from healthscore.store import Store
 
 SCORES, LINES, MODELS = "scores", "score_lines", "score_models"
+#: scores (accounts x dates) computed together in a backfill: bounds its memory
+CHUNK_ROWS = 1_000_000
 
 SCHEMAS = {
     SCORES: {
@@ -136,26 +138,45 @@ def backfill(
     *,
     rebuild: bool = False,
     progress: Callable[[str, float], None] | None = None,
+    score_dates: Callable[[list[datetime]], pa.Table] | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> BackfillResult:
-    """Store the scores ``scorer(d)`` of every account at each date not stored yet."""
+    """Store the scores ``scorer(d)`` of every account at each date not stored yet.
+
+    With ``score_dates`` (scores of every account at a list of dates, with ``as_of``),
+    the missing dates are scored together, in chunks of about ``chunk_rows`` scores
+    (accounts x dates) to bound memory; each chunk is written in one transaction
+    (without ``score_dates``, each date).
+    """
     ensure_tables(store)
     _remember_model(store, model)
     have = set() if rebuild else stored_dates(store, model)
     result = BackfillResult(model.version)
     todo = [d for d in dates if d not in have]
     result.skipped = [d for d in dates if d in have]
-    for i, d in enumerate(todo):
+    if score_dates is None:
+        chunks = [[d] for d in todo]
+    else:
+        n = store.table("accounts").count().to_pyarrow().as_py() or 1
+        size = max(1, chunk_rows // n)
+        chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+    done = 0
+    for chunk in chunks:
         if progress:
-            progress(f"scoring {d:%Y-%m-%d}", i / max(len(todo), 1))
-        wide = scorer(d)
+            span = f"{chunk[0]:%Y-%m-%d}" + (f" to {chunk[-1]:%Y-%m-%d}" if len(chunk) > 1 else "")
+            progress(f"scoring {span}", done / max(len(todo), 1))
+        wide = scorer(chunk[0]) if score_dates is None else score_dates(chunk)
         scores, lines = _long(model, wide)
+        # the chunk's dates in one transaction: all of them stored, or none
         with store.transaction():
-            _delete_date(store, model, d)
+            for d in chunk:
+                _delete_date(store, model, d)
             if scores.num_rows:
                 store.con.insert(SCORES, scores)
                 store.con.insert(LINES, lines)
-        result.computed.append(d)
+        result.computed += chunk
         result.rows += scores.num_rows
+        done += len(chunk)
     if progress:
         progress("history done", 1.0)
     return result

@@ -53,14 +53,36 @@ def shift(d: datetime, duration: str, sign: int = -1) -> datetime:
     return d + delta[unit] * sign
 
 
-def shift_value(D: ir.Value, duration: str) -> ir.Value:
-    """An evaluation date (a literal or a column) moved back by a model duration."""
+def shifted_name(durations: tuple[str, ...]) -> str:
+    """Name of the column holding the evaluation date moved back by ``durations``
+    (when many dates are computed together, each shifted date is a precomputed column)."""
+    return "__at_" + "_".join(durations) if durations else "as_of"
+
+
+def shift_value(wide: ir.Table, D: ir.Value, *durations: str) -> ir.Value:
+    """An evaluation date (a literal or a column) moved back by model durations, in order.
+
+    For a column, the precomputed ``__at_...`` column of ``wide`` is used when present:
+    interval arithmetic in the backend is the last resort (DuckDB 1.5 merges
+    ``D - INTERVAL 1 MONTH`` with ``D - INTERVAL 30 DAY`` as one common subexpression).
+    """
     op = D.op()
     if isinstance(op, ibis.expr.operations.Literal):
-        return _lit(shift(op.value, duration))
-    n, unit = parse_duration(duration)
-    step = {"d": ibis.interval(days=n), "w": ibis.interval(days=7 * n)}
-    return D - step.get(unit, ibis.interval(months=n) if unit == "mo" else None)
+        d = op.value
+        for duration in durations:
+            d = shift(d, duration)
+        return _lit(d)
+    name = shifted_name(tuple(durations))
+    if name in wide.columns:
+        return wide[name]
+    for duration in durations:
+        n, unit = parse_duration(duration)
+        D = D - (
+            ibis.interval(months=n)
+            if unit == "mo"
+            else ibis.interval(days=n * (7 if unit == "w" else 1))
+        )
+    return D
 
 
 def lag_of(metric: MetricSpec) -> str | None:
@@ -271,7 +293,8 @@ class MetricBuilder:
             if m.aggregate:
                 v = self._combined(wide, name, m, "", D)
                 if m.change_vs:
-                    prev = self._combined(wide, name, m, "__prev", shift_value(D, lag_of(m)))
+                    at = shift_value(wide, D, lag_of(m))
+                    prev = self._combined(wide, name, m, "__prev", at)
                     v = self._change(v, prev, m, wide, D)
             elif m.column:
                 v = wide[m.column.removeprefix("accounts.")]
@@ -320,9 +343,7 @@ class MetricBuilder:
             on_zero = ibis.ifelse(cur > 0, m.if_previous_zero, 0.0)
             return ibis.ifelse(prev == 0, on_zero, change)
         lag = lag_of(m)
-        prev_start = shift_value(D, lag)
-        if m.window:
-            prev_start = shift_value(prev_start, m.window)
+        prev_start = shift_value(wide, D, *(d for d in (lag, m.window) if d))
         too_young = wide.created_at > prev_start
         return ibis.ifelse(too_young, ibis.null("float64"), change.cast("float64"))
 

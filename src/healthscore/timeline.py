@@ -1,0 +1,492 @@
+"""Raw metrics of every account at many as-of dates, in one expression that shares work.
+
+Place in the flow: beside ``metrics``; ``history`` (through ``api.history``) uses it to
+backfill many dates at once. :meth:`TimelineBuilder.build` gives, for a list of dates,
+the rows ``MetricBuilder(model, tables).build(d)`` gives for each date ``d`` (same columns,
+same values), stacked, each with its ``as_of``. ``scoring.score_expr`` then scores them
+row by row.
+
+How work is shared across dates (``D`` below is a column of a small table of dates):
+
+- **Population**: accounts crossed with the dates (``created_at < D``), subscriptions and
+  flags joined to the dates they are known or in force at, declared timestamps masked
+  per date, then the model's ``population:`` filter with ``D`` as a column.
+- **Windowed aggregates whose reductions add up day by day** (count, sum, min, max, avg,
+  last, first; ``where`` and arguments that do not read a timestamp masked at ``D``):
+  one pass over the table reduces per account and day; each day row is fanned out only to
+  the dates whose window (or previous window, for ``change_vs``) covers it, and the day
+  partials are combined per (account, date). When every date is a midnight a row is in a
+  window exactly when its day is, so this is exact.
+- **count_distinct over a window**: distinct (account, value, day), then gaps-and-islands:
+  a value seen on days ``a..b`` with no gap longer than the window ``W`` counts at every
+  date in ``(a, b + W]``; each island is fanned out to those dates and counted.
+  Calendar-month windows fan the distinct day rows out instead.
+- **Aggregates over all history** (``days_since(max(ts))``: count, sum, min, max): per
+  account and day, running totals, and each date takes the last day before it (the day
+  row whose ``[day, next day)`` span holds it).
+- **Everything else** (interval tables read as in force at ``D``, medians, reductions that
+  read a masked timestamp such as ``paid_at``, dates that are not midnights): the exact
+  path. Raw rows are fanned out to the dates that may need them and the per-date
+  conditions of :class:`healthscore.metrics.MetricBuilder` are evaluated with ``D`` as a
+  column, reduction by reduction.
+
+Then :meth:`MetricBuilder.finish` combines the reductions with ``D = as_of`` as for one
+date. Dates can be given in chunks (see :func:`score_dates`) to bound memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from datetime import time as dtime
+
+import ibis
+import ibis.expr.operations as ops
+import ibis.expr.types as ir
+import pyarrow as pa
+
+from healthscore import expressions as ex
+from healthscore.metrics import (
+    MetricBuilder,
+    _columns_of,
+    _flag_col,
+    _Group,
+    _groups,
+    _masked_columns,
+    in_force,
+    lag_of,
+    shift,
+    shifted_name,
+)
+from healthscore.model import MetricSpec, Model, parse_duration
+from healthscore.tables import TABLES
+
+AS_OF = "as_of"
+DAY = "__day"
+_FAR = datetime(9999, 1, 1)
+_SENTINEL = datetime(1111, 11, 11, 11, 11, 11)  # stands for the date in plain reductions
+
+# reductions that combine from per-day partials, and how
+_BY_DAY = {
+    ops.CountStar: "sum",
+    ops.Count: "sum",
+    ops.Sum: "sum",
+    ops.Min: "min",
+    ops.Max: "max",
+    ops.Mean: "mean",
+    ops.ArgMax: "last",
+    ops.ArgMin: "first",
+    ops.CountDistinct: "distinct",
+}
+# ... and from running totals over all days before the date
+_CUMULATIVE = {"sum", "min", "max"}
+
+
+def _days_upper(duration: str | None) -> int:
+    """An upper bound of a duration in days (a calendar month counts 31)."""
+    if not duration:
+        return 0
+    n, unit = parse_duration(duration)
+    return n * {"d": 1, "w": 7, "mo": 31}[unit]
+
+
+def _fixed_days(duration: str) -> int | None:
+    n, unit = parse_duration(duration)
+    return None if unit == "mo" else n * (7 if unit == "w" else 1)
+
+
+def _evaluations(m: MetricSpec) -> list[tuple[str, str | None]]:
+    """(column suffix, lag) of each evaluation: as of D, and D minus the lag."""
+    lag = lag_of(m)
+    return [("", None)] + ([("__prev", lag)] if lag else [])
+
+
+def _at(t: ir.Table, *durations: str | None) -> ir.Value:
+    """The date column moved back by ``durations`` (the lag, then the window).
+
+    Shifted dates are computed in Python, exactly as for one date
+    (:func:`healthscore.metrics.shift`), and carried as columns of the dates table:
+    no interval arithmetic reaches the backend (DuckDB 1.5 merges ``D - INTERVAL 1
+    MONTH`` with ``D - INTERVAL 30 DAY`` as one common subexpression).
+    """
+    return t[_shift_name(tuple(d for d in durations if d))]
+
+
+_shift_name = shifted_name
+
+
+def _shifts(model: Model) -> set[tuple[str, ...]]:
+    """Every (lag,), (window,), (lag, window) a metric of the model evaluates at."""
+    out: set[tuple[str, ...]] = set()
+    for m in model.spec.metrics.values():
+        if not m.aggregate:
+            continue
+        for _, lag in _evaluations(m):
+            steps = tuple(d for d in (lag, m.window) if d)
+            out |= {steps[:1], steps} - {()}
+    return out
+
+
+def _dates_table(base: ir.Table, dates: list[datetime], model: Model) -> ir.Table:
+    """The dates and their shifted dates, built from literals (no temporary table: the
+    expression runs as plain SQL on any backend)."""
+    cols = {AS_OF: dates}
+    for steps in sorted(_shifts(model)):
+        moved = []
+        for d in dates:
+            for step in steps:
+                d = shift(d, step)
+            moved.append(d)
+        cols[_shift_name(steps)] = moved
+    arrays = {k: ibis.literal(v, type="array<timestamp>").unnest() for k, v in cols.items()}
+    return base.limit(1).select(**arrays)
+
+
+def _lit(d: datetime) -> ir.TimestampScalar:
+    return ibis.literal(d, type="timestamp")
+
+
+class TimelineBuilder:
+    """Builds the raw-metrics expression of one model at many dates."""
+
+    def __init__(self, model: Model, tables: dict[str, ir.Table]):
+        self.model = model
+        self.tables = tables
+        self.mb = MetricBuilder(model, tables)
+
+    # --- the whole expression ---------------------------------------------------------
+    def build(self, dates: Iterable[datetime], account_ids=None) -> ir.Table:
+        """Raw metrics of every account in the population at each date, with ``as_of``."""
+        dates = sorted(set(dates))
+        if not dates:
+            raise ValueError("no dates")
+        dt = _dates_table(self.tables["accounts"], dates, self.model)
+        midnights = all(d.time() == dtime(0) for d in dates)
+        pop = self.population(dt, account_ids)
+        wide, keys = pop, []
+        n = 0
+        for g in _groups(self.model):
+            for agg in self._group_tables(g, dt, dates, midnights, account_ids):
+                k, d = f"__k{n}", f"__d{n}"
+                n += 1
+                agg = agg.rename({k: "account_id", d: AS_OF})
+                wide = wide.left_join(agg, [pop.account_id == agg[k], pop[AS_OF] == agg[d]])
+                keys += [k, d]
+        wide = wide.drop(*keys) if keys else wide
+        return self.mb.finish(wide, wide[AS_OF])
+
+    # --- population -------------------------------------------------------------------
+    def population(self, dt: ir.Table, account_ids=None) -> ir.Table:
+        """Accounts in the population at each date: one row per (account, as_of)."""
+        mb = self.mb
+        acc = mb._table("accounts", account_ids)
+        declared = self.model.table_schema("accounts")
+        acc = acc.select(*[c for c in acc.columns if c in declared and c != AS_OF])
+        g = acc.cross_join(dt)
+        g = g.filter(g.created_at < g[AS_OF])
+        stamps = [c for c, typ in declared.items() if typ == "timestamp" and c != "created_at"]
+        if stamps:
+            g = g.mutate(**{c: _masked_columns(g, stamps, g[AS_OF])(c) for c in stamps})
+        if "subscriptions" in self.tables:
+            subs = mb._table("subscriptions", account_ids)
+            s = subs.inner_join(dt, subs.start_date <= dt[AS_OF])
+            known = s.group_by(["account_id", AS_OF]).aggregate(
+                __subs_known=s.count(),
+                __subs_in_force=s.count(where=in_force(s, "subscriptions", s[AS_OF])),
+            )
+            known = known.rename(__sk="account_id", __sd=AS_OF)
+            g = g.left_join(known, [g.account_id == known["__sk"], g[AS_OF] == known["__sd"]])
+            g = g.filter(g["__subs_known"].isnull() | (g["__subs_in_force"] > 0))
+            g = g.drop("__sk", "__sd", "__subs_known", "__subs_in_force")
+        kinds = mb._flag_kinds()
+        if kinds:
+            f = mb._table("flags", account_ids)
+            f = f.inner_join(dt, in_force(f, "flags", dt[AS_OF]))
+            fl = f.group_by(["account_id", AS_OF]).aggregate(
+                **{_flag_col(k): f.count(where=f.kind == k) > 0 for k in kinds}
+            )
+            fl = fl.rename(__fk="account_id", __fd=AS_OF)
+            g = g.left_join(fl, [g.account_id == fl["__fk"], g[AS_OF] == fl["__fd"]])
+            g = g.drop("__fk", "__fd")
+            g = g.mutate(**{_flag_col(k): g[_flag_col(k)].fill_null(False) for k in kinds})
+        if self.model.spec.population:
+            g = g.filter(
+                ex.compile_row(
+                    self.model.spec.population,
+                    _without(_columns_of(g), AS_OF),
+                    as_of=g[AS_OF],
+                    has_flag=lambda k: g[_flag_col(k)],
+                )
+            )
+        return g
+
+    # --- one group of metrics (one table, mode and time column) -----------------------
+    def _stamps(self, g: _Group, columns) -> list[str]:
+        """Timestamps of the group's table that read NULL from the evaluation date on."""
+        tdef = TABLES[g.table]
+        keep = {g.time} | ({tdef.start, tdef.end} if tdef.interval_rule == "date" else set())
+        return [
+            c
+            for c, typ in self.model.table_schema(g.table).items()
+            if typ == "timestamp" and c in columns and c not in keep
+        ]
+
+    def _group_tables(self, g: _Group, dt, dates, midnights, account_ids) -> list[ir.Table]:
+        """Tables keyed (account_id, as_of) holding every reduction of the group."""
+        out: list[ir.Table] = []
+        rest = dict(g.metrics)
+        if midnights and g.mode in ("window", "history"):
+            t = self._scan(g, dates, account_ids)
+            parts = {}
+            for name, m in g.metrics.items():
+                p = self._plain_parts(g, m, t)
+                if p is None:
+                    continue
+                kinds = [_BY_DAY[type(r.op())] for _, r in p]
+                if g.mode == "history" and not set(kinds) <= _CUMULATIVE:
+                    continue
+                parts[name] = p
+                self.mb._part_kinds[name] = [kind for kind, _ in p]
+                del rest[name]
+            if parts and g.mode == "window":
+                out += self._window_by_day(g, t, parts, dt)
+            elif parts:
+                out += self._history_by_day(g, t, parts, dt)
+        if rest:
+            out.append(self._exact(_Group(g.table, g.mode, g.time, rest), dt, account_ids))
+        return out
+
+    def _scan(self, g: _Group, dates, account_ids) -> ir.Table:
+        """The group's table, cut to the rows some date can use, with its day column."""
+        t = self.mb._table(g.table, account_ids)
+        time = t[g.time]
+        cond = time < _lit(dates[-1])
+        if g.mode == "window":
+            span = max(_days_upper(m.window) + _days_upper(lag_of(m)) for m in g.metrics.values())
+            cond = cond & (time >= _lit(dates[0]) - ibis.interval(days=span))
+        t = t.filter(cond)
+        return t.mutate(**{DAY: t[g.time].truncate("D")})
+
+    def _plain_parts(self, g: _Group, m: MetricSpec, t: ir.Table):
+        """The metric's reductions when they do not depend on the date, else None.
+
+        Compiled without a date and without the group's masked timestamps: a metric that
+        reads either (``days_since`` in an argument, ``paid_at`` in a filter) fails to
+        compile here and takes the exact path.
+        """
+        tdef = TABLES[g.table]
+        masked = set(self._stamps(g, t.columns))
+
+        def resolve(name, qualifier=None):
+            if name not in t.columns or name.startswith("__") or name in masked:
+                raise KeyError(name)
+            return t[name]
+
+        try:
+            where = ex.compile_row(m.where, resolve) if m.where else None
+            ctx = ex.AggregateContext(t, where, [t[g.time], t[tdef.primary_key]])
+            # the outer expression may use the date (days_since(max(ts))): only the
+            # reductions are kept, and one that reads the date is not plain
+            parts = ex.aggregate_parts(m.aggregate, resolve, ctx, as_of=_lit(_SENTINEL))
+        except ex.ExpressionError:
+            return None
+        if not all(type(r.op()) in _BY_DAY for _, r in parts):
+            return None
+        if any(_reads_sentinel(r) for _, r in parts):
+            return None
+        return parts
+
+    # --- windows from day partials ----------------------------------------------------
+    def _window_by_day(self, g: _Group, t: ir.Table, parts: dict, dt: ir.Table) -> list:
+        daily: dict[str, ir.Scalar] = {}
+        out: list[ir.Table] = []
+        for name, p in parts.items():
+            for i, (_, r) in enumerate(p):
+                key, op = f"{name}__p{i}", r.op()
+                how = _BY_DAY[type(op)]
+                if how == "distinct":
+                    out.append(self._distinct(g, t, name, i, op, dt))
+                elif how == "mean":
+                    where = op.where.to_expr() if op.where is not None else None
+                    arg = op.arg.to_expr()
+                    daily[key + "__s"] = arg.sum(where=where)
+                    daily[key + "__n"] = arg.count(where=where)
+                else:
+                    daily[key] = r
+        if not daily:
+            return out
+        day = t.group_by(["account_id", DAY]).aggregate(**daily)
+        span = max(
+            _days_upper(g.metrics[name].window) + _days_upper(lag_of(g.metrics[name]))
+            for name, p in parts.items()
+            if any(_BY_DAY[type(r.op())] != "distinct" for _, r in p)
+        )
+        D = dt[AS_OF]
+        j = day.inner_join(dt, (day[DAY] >= D - ibis.interval(days=span)) & (day[DAY] < D))
+        D = j[AS_OF]
+        aggs: dict[str, ir.Scalar] = {}
+        for name, p in parts.items():
+            m = g.metrics[name]
+            for suffix, lag in _evaluations(m):
+                at = _at(j, lag)
+                inwin = (j[DAY] >= _at(j, lag, m.window)) & (j[DAY] < at)
+                for i, (_, r) in enumerate(p):
+                    key, col = f"{name}__p{i}", f"{name}{suffix}__p{i}"
+                    how = _BY_DAY[type(r.op())]
+                    if how == "distinct":
+                        continue
+                    if how == "mean":
+                        s = j[key + "__s"].sum(where=inwin)
+                        n = j[key + "__n"].sum(where=inwin)
+                        aggs[col] = s.cast("float64") / n.nullif(0)
+                    elif how == "last":
+                        aggs[col] = j[key].argmax(j[DAY], where=inwin & j[key].notnull())
+                    elif how == "first":
+                        aggs[col] = j[key].argmin(j[DAY], where=inwin & j[key].notnull())
+                    else:
+                        aggs[col] = getattr(j[key], how)(where=inwin)
+        out.append(j.group_by(["account_id", AS_OF]).aggregate(**aggs))
+        return out
+
+    def _distinct(self, g: _Group, t: ir.Table, name: str, i: int, op, dt) -> ir.Table:
+        """count_distinct over the window (and the previous one) of one metric."""
+        m = g.metrics[name]
+        where = op.where.to_expr() if op.where is not None else ibis.literal(True)
+        rows = t.select(account_id=t.account_id, __x=op.arg.to_expr(), __w=where, **{DAY: t[DAY]})
+        rows = rows.filter(rows["__w"].fill_null(False) & rows["__x"].notnull())
+        rows = rows.select("account_id", "__x", DAY).distinct()
+        evals = _evaluations(m)
+        W = _fixed_days(m.window)
+        D = dt[AS_OF]
+        if W is None:  # calendar months: fan the distinct day rows out
+            span = _days_upper(m.window) + _days_upper(lag_of(m))
+            j = rows.inner_join(dt, (rows[DAY] >= D - ibis.interval(days=span)) & (rows[DAY] < D))
+            aggs = {}
+            for suffix, lag in evals:
+                at = _at(j, lag)
+                inwin = (j[DAY] >= _at(j, lag, m.window)) & (j[DAY] < at)
+                aggs[f"{name}{suffix}__p{i}"] = j["__x"].nunique(where=inwin)
+            return j.group_by(["account_id", AS_OF]).aggregate(**aggs)
+        # each day a value is seen counts it at the dates after it, until the window
+        # has passed or the next day it is seen: (day, least(next day, day + W)]; those
+        # spans never overlap for one value, so counting rows counts distinct values
+        nxt = rows[DAY].lead().over(ibis.window(group_by=["account_id", "__x"], order_by=DAY))
+        end = rows[DAY] + ibis.interval(days=W)
+        rows = rows.mutate(__e=ibis.least(end, nxt.fill_null(end)))
+        lagmax = _days_upper(lag_of(m))
+        far = rows["__e"] + ibis.interval(days=lagmax) if lagmax else rows["__e"]
+        j = rows.inner_join(dt, (rows[DAY] < D) & (far >= D))
+        aggs = {}
+        for suffix, lag in evals:
+            at = _at(j, lag)
+            aggs[f"{name}{suffix}__p{i}"] = j.count(where=(j[DAY] < at) & (at <= j["__e"]))
+        return j.group_by(["account_id", AS_OF]).aggregate(**aggs)
+
+    # --- all history from running totals ------------------------------------------------
+    def _history_by_day(self, g: _Group, t: ir.Table, parts: dict, dt: ir.Table) -> list:
+        daily = {f"{name}__p{i}": r for name, p in parts.items() for i, (_, r) in enumerate(p)}
+        how = {
+            f"{name}__p{i}": _BY_DAY[type(r.op())]
+            for name, p in parts.items()
+            for i, (_, r) in enumerate(p)
+        }
+        day = t.group_by(["account_id", DAY]).aggregate(**daily)
+        cum = ibis.cumulative_window(group_by="account_id", order_by=DAY)
+        nxt = day[DAY].lead().over(ibis.window(group_by="account_id", order_by=DAY))
+        day = day.mutate(
+            **{k: getattr(day[k], how[k])().over(cum) for k in daily},
+            __next=nxt.fill_null(_lit(_FAR)),
+        )
+        out = []
+        lags = {lag for name in parts for _, lag in _evaluations(g.metrics[name])}
+        for lag in sorted(lags, key=lambda x: x or ""):
+            at = _at(dt, lag)
+            j = day.inner_join(dt, (day[DAY] < at) & (day["__next"] >= at))
+            cols = {}
+            for name, p in parts.items():
+                for suffix, lg in _evaluations(g.metrics[name]):
+                    if lg == lag:
+                        for i in range(len(p)):
+                            cols[f"{name}{suffix}__p{i}"] = j[f"{name}__p{i}"]
+            out.append(j.select("account_id", AS_OF, **cols))
+        return out
+
+    # --- the exact path -------------------------------------------------------------------
+    def _exact(self, g: _Group, dt: ir.Table, account_ids) -> ir.Table:
+        """Raw rows fanned out to the dates that may use them; per-date conditions as in
+        ``MetricBuilder._group_expr`` with the date a column."""
+        tdef = TABLES[g.table]
+        t = self.mb._table(g.table, account_ids)
+        D = dt[AS_OF]
+        lag = max(_days_upper(lag_of(m)) for m in g.metrics.values())
+        if g.mode == "window":
+            span = max(_days_upper(m.window) for m in g.metrics.values()) + lag
+            cond = (t[g.time] >= D - ibis.interval(days=span)) & (t[g.time] < D)
+        elif g.mode == "history":
+            cond = t[g.time] < D
+        else:
+            start, end = t[tdef.start], t[tdef.end]
+            early = D - ibis.interval(days=lag)
+            if tdef.interval_rule == "date":
+                cond = (start <= D) & (end.isnull() | (end > early))
+            else:
+                cond = (start < D) & (end.isnull() | (end >= early))
+        j = t.inner_join(dt, cond)
+        D = j[AS_OF]
+        stamps = self._stamps(g, t.columns)
+        order = [j[g.time], j[tdef.primary_key]]
+        aggs: dict[str, ir.Scalar] = {}
+        for name, m in g.metrics.items():
+            for suffix, lg in _evaluations(m):
+                at = _at(j, lg)
+                resolve = _without(_masked_columns(j, stamps, at), AS_OF, t.columns)
+                if g.mode == "window":
+                    cond = (j[g.time] >= _at(j, lg, m.window)) & (j[g.time] < at)
+                elif g.mode == "history":
+                    cond = j[g.time] < at
+                else:
+                    cond = in_force(j, g.table, at)
+                if m.where:
+                    cond = cond & ex.compile_row(m.where, resolve)
+                ctx = ex.AggregateContext(j, cond, order)
+                parts = ex.aggregate_parts(m.aggregate, resolve, ctx, as_of=at)
+                self.mb._part_kinds[name] = [kind for kind, _ in parts]
+                for i, (_, reduction) in enumerate(parts):
+                    aggs[f"{name}{suffix}__p{i}"] = reduction
+        return j.group_by(["account_id", AS_OF]).aggregate(**aggs)
+
+
+def _reads_sentinel(r: ir.Value) -> bool:
+    return any(lit.value == _SENTINEL for lit in r.op().find(ops.Literal))
+
+
+def _without(resolve, name: str, columns=()):
+    """A resolver that does not see the date column (unless the table has one itself)."""
+
+    def inner(col, qualifier=None):
+        if col == name and col not in columns:
+            raise KeyError("unknown column")
+        return resolve(col, qualifier) if qualifier else resolve(col)
+
+    return inner
+
+
+def raw_expr(store, model: Model, dates, account_ids=None) -> ir.Table:
+    """The raw metrics of ``model`` at every date in ``dates`` (one expression)."""
+    from healthscore.api import tables_needed
+
+    return TimelineBuilder(model, store.tables(tables_needed(model))).build(dates, account_ids)
+
+
+def score_expr(store, model: Model, dates, account_ids=None) -> ir.Table:
+    """The scoring expression of every account at every date: one row per (account, as_of)."""
+    from healthscore.api import check_scorable
+    from healthscore.scoring import score_expr as score_steps
+
+    check_scorable(store, model)
+    return score_steps(raw_expr(store, model, dates, account_ids), model)
+
+
+def score_dates(store, model: Model, dates, account_ids=None) -> pa.Table:
+    """Scores of every account at every date (rows ordered by account id, then date)."""
+    return store.execute(score_expr(store, model, dates, account_ids))

@@ -82,3 +82,28 @@ def test_explanations_add_up_on_every_backend(loaded):
     store, _ = loaded
     e = hs.explain(store, hs.load_model(), "A1", AS_OF)
     assert math.isclose(sum(m.contribution for m in e.metrics), e.score, abs_tol=1e-9)
+
+
+@pytest.mark.parametrize("model_path", MODELS, ids=["default", "definitions"])
+def test_many_dates_in_one_pass_agree_with_duckdb_one_date_at_a_time(loaded, reference, model_path):
+    """The shared multi-date expression (history backfills) runs on every backend."""
+    from datetime import timedelta
+
+    from healthscore import timeline
+
+    store, _ = loaded
+    model = hs.load_model(model_path)
+    dates = [AS_OF - timedelta(days=7 * k) for k in range(8)] + [AS_OF + timedelta(days=3)]
+    got = timeline.score_dates(store, model, dates).to_pylist()
+    want = []
+    for d in sorted(dates):
+        want += hs.score(reference, model, d).to_pylist()
+    key = lambda r: (r["account_id"], r["as_of"])  # noqa: E731
+    got, want = sorted(got, key=key), sorted(want, key=key)
+    assert [key(r) for r in got] == [key(r) for r in want]
+    for g, w in zip(got, want, strict=True):
+        for col in ("score", "band", "coverage"):
+            if isinstance(w[col], float):
+                assert math.isclose(g[col], w[col], abs_tol=1e-9), (key(g), col)
+            else:
+                assert g[col] == w[col], (key(g), col)

@@ -5,7 +5,8 @@ as-of dates and writes the results into three tables of the store, which ``trend
 ``explain --vs``, calibration and the service read:
 
 - ``scores``: one row per (account_id, as_of, model_version, scorecard) with score,
-  band, coverage, probability (empty until calibration), segment and CSM;
+  band, coverage, probability (when the model has a ``probability:`` section), segment
+  and CSM;
 - ``score_lines``: one row per metric and pillar line of each score (raw value,
   normalized value, weight, contribution, missing-data treatment), so any stored score
   can be explained and its lines add up to it;
@@ -208,6 +209,11 @@ def _remember_model(store: Store, model: Model) -> None:
     )
 
 
+def _const(value, n: int, type=pa.string()) -> pa.Array:
+    """``n`` copies of one value, built by Arrow (not a Python list of ``n`` items)."""
+    return pa.repeat(pa.scalar(value, type), n)
+
+
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -218,8 +224,8 @@ def _long(model: Model, wide: pa.Table) -> tuple[pa.Table, pa.Table]:
     key = {
         "account_id": wide["account_id"],
         "as_of": wide["as_of"],
-        "model_version": pa.array([model.version] * n),
-        "scorecard": pa.array([model.scorecard_name] * n),
+        "model_version": _const(model.version, n),
+        "scorecard": _const(model.scorecard_name, n),
     }
     scores = pa.table(
         {
@@ -227,11 +233,15 @@ def _long(model: Model, wide: pa.Table) -> tuple[pa.Table, pa.Table]:
             "score": wide["score"],
             "band": wide["band"],
             "coverage": wide["coverage"],
-            "probability": pa.nulls(n, pa.float64()),
+            "probability": (
+                wide["probability"]
+                if "probability" in wide.column_names
+                else pa.nulls(n, pa.float64())
+            ),
             "segment": wide["segment"],
             "csm": wide["csm"],
             "signals": wide["signals"] if model.spec.rules else pa.nulls(n, pa.string()),
-            "computed_at": pa.array([_now()] * n, pa.timestamp("us")),
+            "computed_at": _const(_now(), n, pa.timestamp("us")),
         }
     )
     parts = []
@@ -251,8 +261,8 @@ def _rule_lines(key, n, name, holds, contrib) -> pa.Table:
     return pa.table(
         {
             **key,
-            "kind": pa.array(["rule"] * n),
-            "name": pa.array([name] * n),
+            "kind": _const("rule", n),
+            "name": _const(name, n),
             "pillar": pa.nulls(n, pa.string()),
             "raw": holds.cast(pa.string()),
             "raw_value": holds.cast(pa.float64()),
@@ -285,9 +295,9 @@ def _lines(key, n, kind, name, pillar, wide, pillar_score) -> pa.Table:
     return pa.table(
         {
             **key,
-            "kind": pa.array([kind] * n),
-            "name": pa.array([name] * n),
-            "pillar": pa.array([pillar] * n),
+            "kind": _const(kind, n),
+            "name": _const(name, n),
+            "pillar": _const(pillar, n, pa.string()),
             "raw": raw,
             "raw_value": raw_value,
             "normalized": normalized,

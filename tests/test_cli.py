@@ -243,3 +243,18 @@ def test_trends_lists_classes_after_history(project):
     )
     none = run("trends", "--as-of", "2024-01-01", cwd=project)
     assert none.exit_code == 1 and "no stored scores as of 2024-01-01" in none.output
+
+
+def test_bad_steps_formats_and_folders_are_errors_not_hangs_or_tracebacks(project):
+    zero = run(
+        "history", "--from", "2024-12-01", "--to", "2025-01-01", "--every", "0d", cwd=project
+    )
+    assert zero.exit_code == 2 and "longer than 0" in zero.output
+    missing = project / "no" / "such" / "x.csv"
+    res = run("score", "--as-of", "2025-01-01", "-f", "csv", "--out", missing, cwd=project)
+    assert res.exit_code == 1 and "does not exist" in res.output
+    assert not missing.parent.exists()
+    res = run("explain", "A1", "--as-of", "2025-01-01", "-f", "yaml", cwd=project)
+    assert res.exit_code == 2 and "unknown format 'yaml'" in res.output
+    res = run("trends", "--as-of", "2025-01-01", "--scorecard", "onboarding", cwd=project)
+    assert res.exit_code == 1 and "--scorecard onboarding" in res.output

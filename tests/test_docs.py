@@ -29,6 +29,7 @@ MODEL_KEYS = sorted(
                 model_mod.Segments,
                 model_mod.Bands,
                 model_mod.Percentile,
+                model_mod.Probability,
                 model_mod.Trends,
                 model_mod.RapidDecline,
                 model_mod.Slope,

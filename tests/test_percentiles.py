@@ -95,3 +95,31 @@ def test_fit_without_percentile_metrics_is_an_error(store, tmp_path):
     )
     with pytest.raises(hs.ScoringError, match="no scored metric uses `percentile:`"):
         hs.api.fit_percentiles(store, path, AS_OF)
+
+
+def test_a_scorecard_percentile_is_fitted_within_that_scorecard(fresh_store, tmp_path):
+    """The `young` scorecard ranks only its own population (A3, created 2024-12-15)."""
+    path = tmp_path / "cards.yaml"
+    path.write_text(
+        MODEL
+        + """scorecards:
+  young:
+    population: "days_since(created_at) <= 60"
+    pillars:
+      q:
+        weight: 1
+        metrics:
+          events_30d:
+            weight: 1
+            percentile: {better: higher, by_segment: false, quantiles: [0, 1]}
+"""
+    )
+    fitted = hs.api.fit_percentiles(fresh_store, path, AS_OF)
+    young = fitted.scorecard("young")
+    use = young.spec.pillars["q"].metrics["events_30d"]
+    assert use.percentile.points["*"] == [(0.0, 50.0)]  # one account, no events: one point
+    rows = hs.score(fresh_store, young, AS_OF).to_pylist()
+    assert [r["account_id"] for r in rows] == ["A3"]
+    # the health scorecard's own percentile is fitted over all three accounts
+    use = fitted.spec.pillars["usage"].metrics["users_30d"]
+    assert use.percentile.points["*"] == [(0.0, 0.0), (1.0, 50.0), (4.0, 100.0)]

@@ -265,3 +265,52 @@ def test_default_model_ships_health_expansion_and_onboarding():
     assert model.spec.rules  # health has rules
     onboarding = model.scorecard("onboarding")
     assert "days_to_first_key_action" in {m for _, m, _ in onboarding.scored_metrics()}
+
+
+def test_a_band_only_rule_shows_in_why_it_moved_though_it_moves_no_points():
+    flag = {
+        "flag_id": "F8",
+        "account_id": "A1",
+        "ts": datetime(2024, 12, 10),
+        "kind": "budget_freeze",
+        "note": None,
+        "author": None,
+        "resolved_at": None,
+    }
+    store = memory_store(flags=[flag])
+    text = "rules:\n  frozen: {when: \"has_flag('budget_freeze')\", band: red, signal: freeze}\n"
+    model = hs.load_model_text(BASE + text)
+    change = hs.api.explain_change(store, model, "A1", AS_OF, datetime(2024, 12, 5))
+    line = next(ln for ln in change.lines if ln.name == "frozen")
+    assert (line.kind, line.raw_before, line.raw_after, line.effect) == ("rule", False, True, 0.0)
+    assert change.after.band == "red" and change.after.band_forced_by == "frozen"
+    assert "band forced red by rule frozen" in change.summary()
+    assert change.to_dict()["after"]["signals"] == ["freeze"]
+
+
+def test_a_metric_whose_data_arrives_is_its_own_line_not_a_weight_shift():
+    """NPS (reweight) has no answer before 2024-10-01 and a 9 after: its line says so."""
+    text = """
+metrics:
+  events_30d: {from: usage_events, aggregate: count(), window: 30d}
+  nps: {from: surveys, aggregate: last(score), window: 365d}
+pillars:
+  p:
+    weight: 1
+    metrics:
+      events_30d: {weight: 1, bad: 0, good: 10}
+      nps: {weight: 1, bad: 0, good: 10, missing: reweight}
+"""
+    model = hs.load_model_text(text)
+    store = memory_store()
+    before, after = datetime(2024, 9, 15), datetime(2024, 10, 15)
+    change = hs.api.explain_change(store, model, "A1", after, before, stored=False)
+    lines = {ln.name: ln for ln in change.lines}
+    # before: only events_30d, weight 1, 3 events -> 30; after: 9 -> 90 at weight 1/2
+    assert lines["nps"].raw_before is None and lines["nps"].raw_after == 9.0
+    assert lines["nps"].effect == pytest.approx(45.0)  # its whole new contribution
+    shifted = lines["weights"].effect if "weights" in lines else 0.0
+    assert shifted == pytest.approx(change.delta - 45.0 - lines["events_30d"].effect, abs=1e-9)
+    assert sum(ln.effect for ln in change.lines) == pytest.approx(change.delta, abs=1e-9)
+    back = hs.api.explain_change(store, model, "A1", before, after, stored=False)
+    assert {ln.name: ln for ln in back.lines}["nps"].effect == pytest.approx(-45.0)

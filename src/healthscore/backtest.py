@@ -161,12 +161,19 @@ def observations(
     dates: list[datetime],
     horizon: str,
     outcome: str = RISK,
+    until: datetime | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
-    """Scored (account, date) pairs with their label and whether a renewal followed."""
+    """Scored (account, date) pairs with their label and whether a renewal followed.
+
+    With ``until``, only outcomes up to then are read, as if the table ended there:
+    observations whose horizon ends later are left out (a fit never sees later data).
+    """
     notes = []
     stored = _stored(store, model)
     obs = stored[stored["as_of"].isin(dates)].reset_index(drop=True)
     out = _outcomes(store)
+    if until is not None:
+        out = out[out["ts"] <= until].reset_index(drop=True)
     events = out[out["kind"] == outcome]
     if out.empty:
         raise ScoringError("the outcomes table is empty: load renewals and churns first")

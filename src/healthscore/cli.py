@@ -214,6 +214,79 @@ def model_fit_percentiles(
     out.print(f"fitted percentiles written to {fitted.file}; new version {fitted.version[:12]}")
 
 
+@model_app.command("fit-probability")
+def model_fit_probability(
+    until: Annotated[
+        str, typer.Option(help="fit on observations whose horizon closed by this date (UTC)")
+    ],
+    outcome: Annotated[
+        str, typer.Option(help="churned (churn), contracted, expanded (expansion) ...")
+    ] = "churned",
+    horizon: Annotated[str, typer.Option(help="the outcome within this long")] = "90d",
+    method: Annotated[str, typer.Option(help="isotonic or platt")] = "isotonic",
+    every: Annotated[str, typer.Option(help="step between observation dates")] = "1mo",
+    from_: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="first observation date [default: 2 years before the last one, not before "
+            "the first outcome on file]",
+        ),
+    ] = None,
+    model: ModelOpt = None,
+    db: DbOpt = None,
+    scorecard: ScorecardOpt = None,
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="write the fitted model here [default: in place]"),
+    ] = None,
+) -> None:
+    """Fit the probability of churn within a horizon from the score, out of sample, and
+    store it in the model file (then score, explain and report show it, and ARR at risk)."""
+    from healthscore import probability as prob
+    from healthscore.render import progress_bar
+
+    path = _model_path(model)
+    if path is None:
+        raise typer.BadParameter("no model file: pass --model or run `healthscore init`")
+    if method not in prob.METHODS:
+        raise typer.BadParameter(f"unknown method {method!r}; use isotonic or platt")
+    try:
+        store, m = _open(db, path, scorecard)
+        with progress_bar(err) as progress:
+            fit = prob.fit_probability_details(
+                store,
+                m,
+                until,
+                outcome=outcome,
+                horizon=horizon,
+                every=every,
+                start=from_,
+                method=method,
+                progress=progress,
+            )
+        target = out_file or path
+        fitted = prob.write_probability(path, fit.probability, target, scorecard=scorecard)
+    except HealthscoreError as e:
+        _fail(e)
+    p = fit.probability
+    out.print(
+        f"probability of {p.describe()} ({p.method}) fitted on {p.observations:,} observations "
+        f"at {len(fit.dates)} dates from {fit.dates[0]:%Y-%m-%d} to {fit.dates[-1]:%Y-%m-%d}, "
+        f"{p.events:,} followed by {p.outcome} (outcomes up to {p.fitted_until})",
+        highlight=False,
+    )
+    table = RichTable(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    table.add_column("score", justify="right")
+    table.add_column(f"p({p.describe().split()[0]})", justify="right")
+    for x, y in p.points:
+        table.add_row(f"{x:g}", prob.percent(y))
+    out.print(table)
+    for note in fit.notes:
+        err.print(f"[yellow]Note:[/] {note}", highlight=False, soft_wrap=True)
+    out.print(f"written to {fitted.file}; new version {fitted.version[:12]}", highlight=False)
+
+
 AtOpt = Annotated[str | None, typer.Option("--at", help="when (UTC) [default: now]")]
 
 
@@ -301,24 +374,46 @@ def score(
     ] = "table",
     out_file: Annotated[Path | None, typer.Option("--out", "-o", help="write to this file")] = None,
     scorecard: ScorecardOpt = None,
+    summary: Annotated[
+        bool,
+        typer.Option(
+            "--summary", help="only the ARR at risk per segment and CSM (needs fit-probability)"
+        ),
+    ] = False,
 ) -> None:
     """Score every account as of a date (point-in-time) and print or write the scores."""
     if format not in ("table", "json", "csv", "parquet"):
         raise typer.BadParameter(f"unknown format {format!r}; use table, json, csv or parquet")
     if format == "parquet" and out_file is None:
         raise typer.BadParameter("parquet output needs --out FILE")
+    if out_file is not None and not out_file.resolve().parent.is_dir():
+        _fail(HealthscoreError(f"--out {out_file}: the folder {out_file.parent} does not exist"))
+    if summary and format != "table":
+        raise typer.BadParameter("--summary prints a table; leave out --format")
     try:
         store, m = _open(db, model, scorecard)
+        if summary and m.spec.probability is None:
+            raise HealthscoreError(
+                f"{m.file}: no `probability:` section, so no ARR at risk",
+                hint="run `healthscore model fit-probability --until <date>` first",
+            )
         d = api.parse_as_of(as_of)
         _warn_freshness(store, m, d)
         result = api.score(store, m, d)
     except HealthscoreError as e:
         _fail(e)
+    if summary:
+        from healthscore.render import render_arr_at_risk
+
+        console = Console(file=out_file.open("w"), width=200) if out_file else out
+        render_arr_at_risk(console, result, m)
+        return
     _write_scores(result, m, format, out_file)
 
 
 def _write_scores(result: pa.Table, m, format: str, out_file: Path | None) -> None:
     from healthscore.explain import long_rows
+    from healthscore.probability import percent
 
     if format == "parquet":
         pq.write_table(result, out_file)
@@ -349,6 +444,10 @@ def _write_scores(result: pa.Table, m, format: str, out_file: Path | None) -> No
         table.add_column("segment", no_wrap=True)
         table.add_column("score", justify="right", min_width=5)
         table.add_column("band", no_wrap=True, min_width=6)
+        chance = "probability" in result.column_names
+        if chance:
+            what = m.spec.probability.describe().split()[0]
+            table.add_column(f"p({what})", justify="right", no_wrap=True)
         for col in ["coverage", *m.spec.pillars]:
             table.add_column(col, justify="right", overflow="fold", min_width=5)
         if signals:
@@ -358,13 +457,18 @@ def _write_scores(result: pa.Table, m, format: str, out_file: Path | None) -> No
                 r["account_id"],
                 r["segment"] or "",
                 _num(r["score"]),
-                f"[{BAND_STYLE.get(r['band'], '')}]{r['band'] or 'no data'}[/]",
+                f"[{BAND_STYLE.get(r['band'], 'dim')}]{r['band'] or 'no data'}[/]",
+                *([percent(r["probability"])] if chance else []),
                 f"{r['coverage']:.0%}",
                 *[_num(r[f"pillar__{p}"]) for p in m.spec.pillars],
                 *([r["signals"] or ""] if signals else []),
             )
         console = Console(file=out_file.open("w"), width=200) if out_file else out
         console.print(table)
+        if chance:
+            from healthscore.render import render_arr_at_risk
+
+            render_arr_at_risk(console, result, m)
 
 
 def _num(v, digits: int = 1) -> str:
@@ -460,6 +564,16 @@ def backtest(
     db: DbOpt = None,
     scorecard: ScorecardOpt = None,
     format: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="also write a self-contained HTML report")
+    ] = None,
+    challenger: Annotated[
+        bool, typer.Option(help="train and measure a learned challenger (challenger only)")
+    ] = False,
+    train_until: Annotated[
+        str | None,
+        typer.Option(help="challenger trains on horizons closed by then [default: mid-way]"),
+    ] = None,
 ) -> None:
     """How well the model's point-in-time scores would have predicted churn (and expansion)."""
     from healthscore import backtest as bt
@@ -467,6 +581,9 @@ def backtest(
 
     if format not in ("table", "json"):
         raise typer.BadParameter(f"unknown format {format!r}; use table or json")
+    if train_until is not None and not challenger:
+        raise typer.BadParameter("--train-until goes with --challenger")
+    extra, written = None, None
     try:
         store, m = _open(db, model, scorecard)
         other = load_model(vs).scorecard(scorecard) if vs is not None else None
@@ -484,14 +601,98 @@ def backtest(
                 seed=seed,
                 progress=progress,
             )
+        if challenger:
+            from healthscore.challenger import challenge
+            from healthscore.history import dates_between
+
+            extra = challenge(
+                store,
+                m,
+                dates_between(result.start, result.end, every),
+                horizon=horizon,
+                train_until=api.parse_as_of(train_until) if train_until else None,
+                reps=bootstrap,
+                seed=seed,
+            )
+        if out_file is not None:
+            from healthscore import backtest_report as br
+
+            models = (m, other) if other is not None else (m,)
+            written = br.write_backtest_report(
+                result,
+                br.report_observations(store, result, models),
+                out_file,
+                models=models,
+                challenger=extra,
+            )
     except HealthscoreError as e:
         _fail(e)
     except ValueError as e:  # a malformed duration
         raise typer.BadParameter(str(e)) from None
     if format == "json":
-        sys.stdout.write(json.dumps(result.to_dict(), indent=1, default=str) + "\n")
+        d = result.to_dict()
+        if extra is not None:
+            d["challenger"] = extra.to_dict()
+        if written is not None:
+            d["report"] = str(written.path)
+        sys.stdout.write(json.dumps(d, indent=1, default=str) + "\n")
         return
     render_backtest(out, result)
+    for line in extra.lines() if extra is not None else []:
+        out.print(line, highlight=False, soft_wrap=True, markup=False)
+    if written is not None:
+        out.print(str(written), highlight=False, soft_wrap=True, markup=False)
+
+
+@app.command()
+def calibrate(
+    train_until: Annotated[
+        str, typer.Option("--train-until", help="learn only from outcome windows closed by D")
+    ],
+    outcome: Annotated[str, typer.Option(help="the outcome to predict: churn, ...")] = "churn",
+    horizon: Annotated[str, typer.Option(help="an outcome within this long counts")] = "90d",
+    every: Annotated[str, typer.Option(help="step between observation dates")] = "1mo",
+    from_: Annotated[
+        str | None,
+        typer.Option("--from", help="first observation date [default: 90d after the first event]"),
+    ] = None,
+    target_recall: Annotated[
+        float, typer.Option(help="share of outcomes the red band must catch (training)")
+    ] = 0.85,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="write the calibrated model file here")
+    ] = None,
+    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples, held-out test")] = 200,
+    seed: Annotated[int, typer.Option(help="seed of the held-out bootstrap")] = 0,
+    model: ModelOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Learn weights, anchors, directions and bands from outcomes up to D; test after D."""
+    from healthscore import calibrate as cal
+    from healthscore.render import progress_bar
+
+    try:
+        store, m = _open(db, model)
+        with progress_bar(err) as progress:
+            result = cal.calibrate(
+                store,
+                m,
+                api.parse_as_of(train_until),
+                outcome=outcome,
+                horizon=horizon,
+                every=every,
+                start=api.parse_as_of(from_) if from_ else None,
+                target_recall=target_recall,
+                seed=seed,
+                out=out_file,
+                reps=bootstrap,
+                progress=progress,
+            )
+    except HealthscoreError as e:
+        _fail(e)
+    except ValueError as e:  # a malformed duration
+        raise typer.BadParameter(str(e)) from None
+    cal.render_calibration(out, result)
 
 
 def _midnight_today():
@@ -513,6 +714,8 @@ def explain(
     scorecard: ScorecardOpt = None,
 ) -> None:
     """Show why one account has its score (or, with --vs, why it moved)."""
+    if format not in ("text", "json"):
+        raise typer.BadParameter(f"unknown format {format!r}; use text or json")
     try:
         store, m = _open(db, model, scorecard)
         d = api.parse_as_of(as_of)

@@ -65,6 +65,9 @@ class Explanation:
     base_score: float | None = None  # the weighted sum, before rules
     signals: list[str] = field(default_factory=list)
     band_forced_by: str | None = None
+    # the model's calibrated probability of its outcome within its horizon (None without one)
+    probability: float | None = None
+    probability_of: str | None = None  # e.g. "churn within 90d"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -148,7 +151,15 @@ def from_row(model: Model, row: dict[str, Any]) -> Explanation:
         base_score=row.get("base_score", row["score"]),
         signals=(row.get("signals") or "").split(",") if row.get("signals") else [],
         band_forced_by=row.get("band_forced_by"),
+        **_probability(model, row),
     )
+
+
+def _probability(model: Model, row: dict[str, Any]) -> dict[str, Any]:
+    spec = model.spec.probability
+    if spec is None:
+        return {}
+    return {"probability": row.get("probability"), "probability_of": spec.describe()}
 
 
 def from_stored(model: Model, row: dict[str, Any], lines: list[dict[str, Any]]) -> Explanation:
@@ -184,7 +195,7 @@ def from_stored(model: Model, row: dict[str, Any], lines: list[dict[str, Any]]) 
     rules = []
     for n, r in [*model.spec.rules.items(), ("clamp", None)]:
         ln = by.get(("rule", n))
-        if ln is None:
+        if ln is None or (r is None and not ln["contribution"]):
             continue
         rules.append(
             RuleLine(
@@ -212,8 +223,19 @@ def from_stored(model: Model, row: dict[str, Any], lines: list[dict[str, Any]]) 
         rules=rules,
         base_score=None if score is None else score - sum(r.contribution for r in rules),
         signals=row["signals"].split(",") if row.get("signals") else [],
-        band_forced_by=None,
+        band_forced_by=_forced_by(model, rules) if score is not None else None,
+        **_probability(model, row),
     )
+
+
+def _forced_by(model: Model, rules: list[RuleLine]) -> str | None:
+    """The rule that forced the band, as scoring picks it: the worst band, first rule."""
+    held = {r.rule for r in rules if r.holds}
+    for band in ("red", "yellow", "green"):
+        for name, rule in model.spec.rules.items():
+            if rule.band == band and name in held:
+                return name
+    return None
 
 
 def _stored_raw(text: str | None, value: float | None):
@@ -250,6 +272,7 @@ def long_rows(model: Model, row: dict[str, Any]) -> dict[str, Any]:
         "score": e.score,
         "band": e.band,
         "coverage": e.coverage,
+        **({"probability": e.probability} if e.probability_of else {}),
         "model_version": e.model_version,
         "pillars": {p.pillar: p.score for p in e.pillars},
         "lines": [
@@ -295,8 +318,14 @@ class Change:
     def summary(self, n: int = 3) -> str:
         """One plain line: the largest movers with their points, e.g. for a CSM's update."""
         movers = [ln for ln in self.lines if abs(ln.effect) >= 0.05][:n]
+        forced = ""
+        a, b = self.after, self.before
+        if a.band_forced_by and (a.band_forced_by, a.band) != (b.band_forced_by, b.band):
+            forced = f"; band forced {a.band} by rule {a.band_forced_by}"
+        elif b.band_forced_by and not a.band_forced_by:
+            forced = f"; rule {b.band_forced_by} no longer forces the band"
         if not movers:
-            return f"{self.account_id}: no change ({self.delta:+.1f})"
+            return f"{self.account_id}: no change ({self.delta:+.1f}){forced}"
         parts = []
         for ln in movers:
             if ln.kind == "weights":
@@ -312,25 +341,28 @@ class Change:
         return (
             f"{self.account_id} {_show(self.before.score)} -> {_show(self.after.score)}: "
             + ", ".join(parts)
+            + forced
         )
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "account_id": self.account_id,
-            "before": {
-                "as_of": self.before.as_of.isoformat(),
-                "score": self.before.score,
-                "band": self.before.band,
-            },
-            "after": {
-                "as_of": self.after.as_of.isoformat(),
-                "score": self.after.score,
-                "band": self.after.band,
-            },
+            "before": _end(self.before),
+            "after": _end(self.after),
             "delta": self.delta,
             "summary": self.summary(),
             "lines": [asdict(ln) for ln in self.lines],
         }
+
+
+def _end(e: Explanation) -> dict[str, Any]:
+    return {
+        "as_of": e.as_of.isoformat(),
+        "score": e.score,
+        "band": e.band,
+        "band_forced_by": e.band_forced_by,
+        "signals": e.signals,
+    }
 
 
 def _show(v) -> str:
@@ -347,7 +379,9 @@ def decompose(before: Explanation, after: Explanation) -> Change:
     With w the effective weight and n the normalized value (0 where a metric carries no
     weight): value effect of a metric = w_before * (n_after - n_before); weight line =
     sum of (w_after - w_before) * n_after (a segment change, missing data re-weighting).
-    Each rule (and the clamp) adds a line: its contribution after minus before.
+    A metric whose data came or went (no value or no weight at one of the dates) carries
+    both parts, w_after * n_after - w_before * n_before, on its own line. Each rule that
+    held at either date (and the clamp) adds a line: its contribution after minus before.
     They add up to the change exactly, because score = sum of w * n + rule contributions.
     """
     old = {m.metric: m for m in before.metrics}
@@ -357,24 +391,26 @@ def decompose(before: Explanation, after: Explanation) -> Change:
         b = old[m.metric]
         n_b = b.normalized if b.weight and b.normalized is not None else 0.0
         n_a = m.normalized if m.weight and m.normalized is not None else 0.0
+        value = b.weight * (n_a - n_b)
+        shifted = (m.weight - b.weight) * n_a
+        # data that came or went (no value, or no weight, at one date): the metric's whole
+        # change is its own line, so "none -> 64.3" names the metric instead of the weights
+        came_or_went = (b.normalized is None) != (m.normalized is None) or (
+            (b.weight == 0) != (m.weight == 0)
+        )
+        if came_or_went:
+            value, shifted = value + shifted, 0.0
         lines.append(
             ChangeLine(
-                "metric",
-                m.metric,
-                m.pillar,
-                b.raw,
-                m.raw,
-                b.normalized,
-                m.normalized,
-                b.weight * (n_a - n_b),
+                "metric", m.metric, m.pillar, b.raw, m.raw, b.normalized, m.normalized, value
             )
         )
-        weight_effect += (m.weight - b.weight) * n_a
+        weight_effect += shifted
     rules_before = {r.rule: r for r in before.rules}
     for r in after.rules:
         b = rules_before.get(r.rule)
         was = b.contribution if b else 0.0
-        if r.contribution or was:
+        if r.contribution or was or r.holds or (b is not None and b.holds):
             lines.append(
                 ChangeLine(
                     "rule",

@@ -40,7 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -65,6 +65,7 @@ SCORING_SECTIONS = (
     "segments",
     "rules",
     "trends",
+    "probability",
 )
 #: the scorecard made of the file's top-level pillars, bands, segments and rules
 HEALTH = "health"
@@ -76,6 +77,8 @@ def parse_duration(text: str) -> tuple[int, str]:
     m = DURATION.match(str(text).strip())
     if not m:
         raise ValueError(f"not a duration: {text!r} (expected like 30d, 4w, 3mo)")
+    if int(m.group(1)) == 0:
+        raise ValueError(f"a duration must be longer than 0: {text!r} (e.g. 1d, 1w, 1mo)")
     return int(m.group(1)), m.group(2)
 
 
@@ -322,6 +325,76 @@ class Rule(_Strict):
         return self
 
 
+#: outcomes whose probability falls as the score rises (the others rise with it)
+RISK_OUTCOMES = ("churned", "contracted")
+OUTCOME_KINDS = ("churned", "contracted", "expanded", "renewed", "reactivated")
+
+
+class Probability(_Strict):
+    """A calibrated probability of an outcome within a horizon, as a function of the score.
+
+    Fitted out of sample by ``healthscore model fit-probability`` on stored point-in-time
+    scores and the outcomes that followed them; stored as piecewise-linear points so that
+    scoring reads it like any other normalisation.
+    """
+
+    outcome: Literal["churned", "contracted", "expanded", "renewed", "reactivated"] = Field(
+        "churned", description="the outcome it is the probability of (an outcomes kind)"
+    )
+    horizon: str = Field("90d", description="the outcome happens within this long")
+    method: Literal["isotonic", "platt"] = Field("isotonic", description="how it was fitted")
+    fitted_until: str | None = Field(
+        None, description="only observations whose horizon closed by this date were used"
+    )
+    observations: int | None = Field(None, ge=0, description="(account, date) pairs fitted on")
+    events: int | None = Field(None, ge=0, description="of which followed by the outcome")
+    points: list[tuple[float, float]] = Field(
+        description="[[score, probability], ...], score strictly ascending within 0-100, "
+        "linear in between and flat beyond the ends"
+    )
+
+    _h = field_validator("horizon")(lambda cls, v: _duration(v))
+
+    @field_validator("fitted_until", mode="before")
+    @classmethod
+    def _date_text(cls, v):
+        # YAML reads an unquoted 2025-06-01 as a date
+        if isinstance(v, datetime):
+            return f"{v:%Y-%m-%d}" if v.time() == datetime.min.time() else v.isoformat()
+        return v.isoformat() if isinstance(v, date) else v
+
+    @field_validator("points")
+    @classmethod
+    def _points(cls, points):
+        xs = [p[0] for p in points]
+        if len(xs) < 2 or any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
+            raise ValueError("needs 2+ [score, probability] pairs, score strictly ascending")
+        if any(not 0 <= x <= 100 for x in xs):
+            raise ValueError("scores must be within 0-100")
+        if any(not 0 <= p[1] <= 1 for p in points):
+            raise ValueError("probabilities must be within 0-1")
+        return points
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.events is not None and self.observations is not None:
+            if self.events > self.observations:
+                raise ValueError(
+                    f"`events` ({self.events}) cannot exceed `observations` ({self.observations})"
+                )
+        return self
+
+    @property
+    def decreasing(self) -> bool:
+        """Whether the probability falls as the score rises (a risk such as churn)."""
+        return self.outcome in RISK_OUTCOMES
+
+    def describe(self) -> str:
+        """``churn within 90d``: what the probability is of, in words."""
+        noun = {"churned": "churn", "contracted": "contraction", "expanded": "expansion"}
+        return f"{noun.get(self.outcome, self.outcome)} within {self.horizon}"
+
+
 class Scorecard(_Strict):
     """Another score over the same metrics: its own pillars, weights, bands and rules."""
 
@@ -333,6 +406,9 @@ class Scorecard(_Strict):
     pillars: dict[str, Pillar]
     segments: Segments | None = None
     rules: dict[str, Rule] = Field(default_factory=dict)
+    probability: Probability | None = Field(
+        None, description="calibrated probability of an outcome from this scorecard's score"
+    )
 
 
 ColumnType = Literal["string", "int64", "float64", "boolean", "timestamp"]
@@ -358,6 +434,11 @@ class ModelSpec(_Strict):
         default_factory=dict, description="rules of the health score: name -> condition, effect"
     )
     trends: Annotated[Trends, Field(default_factory=Trends)]
+    probability: Probability | None = Field(
+        None,
+        description="calibrated probability of an outcome (e.g. churn within 90d) from the "
+        "score; written by `healthscore model fit-probability`",
+    )
     scorecards: dict[str, Scorecard] = Field(
         default_factory=dict,
         description="more scores over the same metrics, e.g. expansion, onboarding "
@@ -548,7 +629,7 @@ class Model:
 
     def full_path(self, *path) -> tuple:
         """A key path of this view as a path in the file (under ``scorecards.<name>``)."""
-        own = ("pillars", "bands", "segments", "rules", "population")
+        own = ("pillars", "bands", "segments", "rules", "population", "probability")
         if self._root is not self and path and path[0] in own:
             return ("scorecards", self.scorecard_name, *path)
         return path
@@ -587,6 +668,7 @@ class Model:
                 "bands": card.bands,
                 "segments": card.segments,
                 "rules": card.rules,
+                "probability": card.probability,
                 "population": population,
                 "scorecards": {},
             }
@@ -635,6 +717,8 @@ class Model:
     def version(self) -> str:
         """sha256 of the canonical JSON of the scoring sections (weights normalised)."""
         data = self.spec.model_dump(mode="json", by_alias=True, include=set(SCORING_SECTIONS))
+        if data.get("probability") is None:  # versions of models without one stay as they were
+            data.pop("probability", None)
         if self.scorecard_name != HEALTH:
             data["scorecard"] = self.scorecard_name
         for rule in data.get("rules", {}).values():

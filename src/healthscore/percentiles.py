@@ -24,7 +24,7 @@ from ruamel.yaml.comments import CommentedSeq
 
 from healthscore.errors import ModelError, ScoringError
 from healthscore.metrics import MetricBuilder
-from healthscore.model import Model, load_model
+from healthscore.model import HEALTH, Model, load_model
 from healthscore.store import Store
 
 
@@ -46,8 +46,21 @@ def fit_points(values: np.ndarray, quantiles: list[float], better: str) -> list[
     return [[x, round(sum(s) / len(s), 9)] for x, s in sorted(by_x.items())]
 
 
-def fit_percentiles(store: Store, model: Model, as_of: datetime) -> dict[tuple[str, str], dict]:
-    """Fitted points for every percentile metric: (pillar, metric) -> {segment: points}."""
+def fit_percentiles(
+    store: Store, model: Model, as_of: datetime
+) -> dict[tuple[str, str, str], dict]:
+    """Fitted points for every percentile metric of every scorecard:
+    (scorecard, pillar, metric) -> {segment: points}. Each scorecard fits within its own
+    population and segments."""
+    out = {}
+    for card in model.scorecard_names():
+        view = model.scorecard(card)
+        for (p, m), points in _fit_view(store, view, as_of).items():
+            out[(card, p, m)] = points
+    return out
+
+
+def _fit_view(store: Store, model: Model, as_of: datetime) -> dict[tuple[str, str], dict]:
     targets = [(p, m, u) for p, m, u in model.scored_metrics() if u.percentile is not None]
     if not targets:
         return {}
@@ -55,7 +68,10 @@ def fit_percentiles(store: Store, model: Model, as_of: datetime) -> dict[tuple[s
     raw = MetricBuilder(model, store.tables(names)).build(as_of)
     data = store.execute(raw.select("segment", *[m for _, m, _ in targets])).to_pydict()
     if not data["segment"]:
-        raise ScoringError(f"no account is scored as of {as_of:%Y-%m-%d}; nothing to fit")
+        raise ScoringError(
+            f"no account is in the {model.scorecard_name} scorecard as of {as_of:%Y-%m-%d}; "
+            "nothing to fit"
+        )
     segments = np.array([s if s is not None else "" for s in data["segment"]], dtype=object)
     out = {}
     for p, m, use in targets:
@@ -74,14 +90,15 @@ def fit_percentiles(store: Store, model: Model, as_of: datetime) -> dict[tuple[s
 
 
 def write_fitted_model(
-    path: str | Path, fitted: dict[tuple[str, str], dict], as_of: datetime, out: str | Path
+    path: str | Path, fitted: dict[tuple[str, str, str], dict], as_of: datetime, out: str | Path
 ) -> Model:
     """Write the model at ``path`` with fitted points into ``out``, keeping comments."""
     yaml = YAML(typ="rt")
     yaml.width = 4096
     doc = yaml.load(Path(path).read_text(encoding="utf-8"))
-    for (pillar, metric), points in fitted.items():
-        spec = doc["pillars"][pillar]["metrics"][metric]["percentile"]
+    for (card, pillar, metric), points in fitted.items():
+        pillars = doc["pillars"] if card == HEALTH else doc["scorecards"][card]["pillars"]
+        spec = pillars[pillar]["metrics"][metric]["percentile"]
         spec["fitted_at"] = (
             f"{as_of:%Y-%m-%d}" if as_of.time() == datetime.min.time() else (as_of.isoformat())
         )

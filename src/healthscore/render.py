@@ -44,6 +44,13 @@ def render_explanation(console: Console, e: Explanation) -> None:
         f"CSM {e.csm or '-'}, model {e.model_label} ({e.model_version[:12]})",
         highlight=False,
     )
+    if e.probability_of:
+        from healthscore.probability import percent
+
+        console.print(
+            f"probability of {e.probability_of}: [bold]{percent(e.probability)}[/]",
+            highlight=False,
+        )
     pillars = Table(title="pillars", title_justify="left")
     for c in ("pillar", "score", "model weight", "weight used"):
         pillars.add_column(c, justify="left" if c == "pillar" else "right")
@@ -442,3 +449,57 @@ def _render_compare_history(console: Console, h) -> None:
         console.print(table)
     for note in h.notes:
         console.print(f"[yellow]History:[/] {note}", highlight=False, soft_wrap=True)
+
+
+# --- ARR at risk (healthscore score with a fitted probability) ------------------------------
+
+
+def render_arr_at_risk(console: Console, scores, model) -> None:
+    """Expected outcomes and ARR at risk (Σ p x ARR), overall, per segment and per CSM."""
+    from healthscore.probability import arr_at_risk
+
+    what = model.spec.probability.describe()
+    if not scores.num_rows:
+        console.print(f"no account scored: no ARR at risk of {what}", highlight=False)
+        return
+    total = arr_at_risk(scores, None)[0]
+    arr = (
+        f"; ARR at risk {_arr(total.arr_at_risk)} of {_arr(total.arr)} ({total.share or 0:.1%})"
+        if total.arr is not None
+        else " (no `arr` metric in the model: ARR left out)"
+    )
+    console.print(
+        f"[bold]ARR at risk[/] of {what}: expected {total.expected:,.1f} of "
+        f"{total.accounts:,} accounts{arr}",
+        highlight=False,
+    )
+    for by, label in (("segment", "segment"), ("csm", "CSM")):
+        table = Table(
+            title=f"ARR at risk by {label} (Σ probability x ARR)",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+        )
+        table.add_column(label)
+        for c in ("accounts", "expected", "ARR", "ARR at risk", "share"):
+            table.add_column(c, justify="right")
+        for r in arr_at_risk(scores, by):
+            table.add_row(
+                r.group or "(none)",
+                f"{r.accounts:,}",
+                f"{r.expected:,.1f}" if r.expected >= 10 else f"{r.expected:.2f}",
+                _arr(r.arr),
+                _arr(r.arr_at_risk),
+                "-" if r.share is None else f"{r.share:.1%}",
+            )
+        console.print(table)
+
+
+def _arr(x: float | None) -> str:
+    """ARR with three significant digits: 950, 2.8k, 1.23M."""
+    if x is None:
+        return "-"
+    if abs(x) >= 1e6:
+        return f"{x / 1e6:.3g}M"
+    if abs(x) >= 1e3:
+        return f"{x / 1e3:.3g}k"
+    return f"{x:.0f}"

@@ -124,6 +124,10 @@ class ReportData:
     candidates_source: str = ""
     trend_counts: list[tuple[str, int, float | None]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # with the model's probability: what of (e.g. "churn within 90d") and ARR at risk
+    risk_of: str | None = None
+    risk_segments: list = field(default_factory=list)  # probability.RiskRow per segment
+    risk_csms: list = field(default_factory=list)  # ... per CSM
 
 
 @dataclass
@@ -227,6 +231,12 @@ def gather(store: Store, model: Model, as_of=None, *, top: int = 10) -> ReportDa
         warnings.append(f"no account is scored as of {d:%Y-%m-%d}")
     data.segments = _breakdown(live, "segment", arr_now)
     data.csms = _breakdown(live, "csm", arr_now)
+    if model.spec.probability is not None:
+        from healthscore.probability import arr_at_risk
+
+        data.risk_of = model.spec.probability.describe()
+        data.risk_segments = arr_at_risk(live, "segment", arr_now)
+        data.risk_csms = arr_at_risk(live, "csm", arr_now)
     trends = _history(store, model, d, data)
     if trends is not None:
         data.movers = _movers(store, model, trends, accounts, top, data)
@@ -620,6 +630,8 @@ def render_html(data: ReportData) -> tuple[str, int]:
     parts.append(_breakdown_table(data.csms, "CSM", data.arr_known))
     parts.append("</section>")
 
+    parts.append(_risk_section(data))
+
     parts.append(_candidates_section(data))
 
     parts.append("<section id='trends'><h2>Trend classes</h2>")
@@ -800,6 +812,36 @@ def _breakdown_table(groups: list[Breakdown], what: str, arr_known: bool) -> str
             row += [esc(money(b.arr)), esc(money(b.arr_red))]
         rows.append(row)
     return _table(headers, rows, set(range(1, len(headers))), f"breakdown breakdown-{what.lower()}")
+
+
+def _risk_section(data: ReportData) -> str:
+    """ARR at risk by segment and by CSM: Σ probability x ARR (only with a probability)."""
+    if data.risk_of is None:
+        return ""
+    out = ["<section id='arr-at-risk'><h2>ARR at risk by segment and by CSM</h2>"]
+    expected = sum(r.expected for r in data.risk_segments)
+    at_risk = sum(r.arr_at_risk or 0.0 for r in data.risk_segments)
+    out.append(
+        f"<p class='sub'>The model's calibrated probability of {esc(data.risk_of)} per "
+        f"account: expected {expected:,.1f} accounts"
+        + (f", ARR at risk {esc(money(at_risk))} (Σ probability × ARR)" if data.arr_known else "")
+        + ".</p>"
+    )
+    for groups, what in ((data.risk_segments, "segment"), (data.risk_csms, "CSM")):
+        headers = [what, "accounts", f"expected ({data.risk_of.split()[0]})"]
+        if data.arr_known:
+            headers += ["ARR", "ARR at risk", "share"]
+        rows = []
+        for r in groups:
+            row = [esc(r.group if r.group is not None else "(none)"), str(r.accounts)]
+            row.append(f"{r.expected:,.1f}")
+            if data.arr_known:
+                share = "-" if r.share is None else f"{r.share:.1%}"
+                row += [esc(money(r.arr)), esc(money(r.arr_at_risk)), share]
+            rows.append(row)
+        out.append(_table(headers, rows, set(range(1, len(headers))), f"risk risk-{what.lower()}"))
+    out.append("</section>")
+    return "\n".join(out)
 
 
 def _candidates_section(data: ReportData) -> str:

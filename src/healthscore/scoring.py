@@ -12,12 +12,15 @@ expressions (nothing runs here), an ordered tuple of small table-to-table steps:
 3. :func:`contribute` - contribution = weight x normalized value; pillar scores;
    score = the sum of the contributions (so they add up exactly); coverage = the share of
    the model's weight backed by real data;
-4. :func:`band` - green / yellow / red from the model's thresholds.
+4. :func:`band` - green / yellow / red from the model's thresholds;
+5. :func:`probability` - when the model has a ``probability:`` section, the calibrated
+   probability of its outcome within its horizon, piecewise linear in the final score.
 
 Output columns (wide, one row per account): ``account_id, as_of, segment, csm, score,
-band, coverage``, then ``pillar__<p>`` per pillar and, per metric, ``<m>`` (raw),
-``<m>__norm``, ``<m>__weight``, ``<m>__contribution`` and ``<m>__missing`` (the policy
-applied, or NULL when the value came from data).
+band, coverage`` (and ``probability`` when the model has that section), then
+``pillar__<p>`` per pillar and, per metric, ``<m>`` (raw), ``<m>__norm``, ``<m>__weight``,
+``<m>__contribution`` and ``<m>__missing`` (the policy applied, or NULL when the value
+came from data).
 """
 
 from __future__ import annotations
@@ -254,7 +257,16 @@ def band(t: ir.Table, model: Model) -> ir.Table:
     return t.mutate(band=label)
 
 
-STEPS = (normalize, weigh, contribute, apply_rules, band)
+def probability(t: ir.Table, model: Model) -> ir.Table:
+    """The calibrated probability of the model's outcome, from the final score."""
+    spec = model.spec.probability
+    if spec is None:
+        return t
+    p = _piecewise(t.score.cast("float64"), spec.points)
+    return t.mutate(probability=ibis.ifelse(t.score.isnull(), ibis.null("float64"), p))
+
+
+STEPS = (normalize, weigh, contribute, apply_rules, band, probability)
 
 
 def score_expr(raw: ir.Table, model: Model) -> ir.Table:
@@ -267,6 +279,8 @@ def score_expr(raw: ir.Table, model: Model) -> ir.Table:
 
 def output_columns(model: Model) -> list[str]:
     cols = ["account_id", "as_of", "segment", "csm", "score", "band", "coverage"]
+    if model.spec.probability is not None:
+        cols.append("probability")
     cols += [PILLAR + p for p in model.spec.pillars]
     if model.spec.rules:
         cols += ["base_score", "signals", "band_forced_by"]

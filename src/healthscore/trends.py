@@ -147,7 +147,8 @@ def classify(store: Store, model: Model, as_of: datetime, trend: str | None = No
         raise ScoringError(
             f"no stored scores as of {as_of:%Y-%m-%d} for model {model.version[:12]}",
             hint="store them first: healthscore history --from <date> --to "
-            f"{as_of:%Y-%m-%d} --every 1w",
+            f"{as_of:%Y-%m-%d} --every 1w"
+            + ("" if model.scorecard_name == "health" else f" --scorecard {model.scorecard_name}"),
         )
     if trend is not None:
         import pyarrow.compute as pc

@@ -1,0 +1,928 @@
+"""Calibration: learn a model's weights, anchors, directions and bands from outcomes.
+
+Place in the flow: after ``backtest``. It reads the stored point-in-time history of the
+current model (computing the missing dates first) and the ``outcomes`` table, and
+writes a new model file: still the same explainable weighted sum, with numbers learned
+from what happened.
+
+- **The time split.** Observations are the backtest's (account, date) pairs at
+  ``start``, ``start + every`` ... up to ``train_until - horizon``: every label window
+  closes by ``train_until`` (D). Outcomes after D are not read at all (not even to decide
+  which windows are closed), and every feature is a point-in-time score line at a date
+  before D, so nothing after D can change the fit.
+- **Features** are the stored raw metric values (``score_lines.raw_value``, after
+  ``fill``) of the scored metrics. A linear metric (``bad``/``good``) is renormalised
+  with anchors chosen from the training data: candidates are the old anchors and the
+  1, 5, 10, 25, 50, 75, 90, 95 and 99 % quantiles; the pair (and its orientation, i.e. the
+  metric's **direction**) whose one-metric logistic fit explains the outcome best wins
+  when it beats the old anchors by more than 2 log-likelihood units per observation an
+  account has on average (an account's observations are correlated); else the old
+  anchors stay. ``points``, ``map`` and ``percentile`` metrics keep their normalisation (their
+  stored 0-100 value is the feature); only their weight is learned.
+- **Missing data** follows the metric's policy exactly as scoring does: ``neutral`` and
+  ``penalty`` put their value in; ``reweight`` leaves the metric out of that
+  observation, its pillar's other metrics carry its weight (and a pillar with no data
+  gives its weight to the others). The fit uses this same score function, so the
+  fitted weights are the ones the score will use.
+- **Weights** come from a logistic model of the outcome on the score, risk logit =
+  a − Σ β_m · n_m (n_m the 0-1 normalised value), with β_m ≥ 0 (L-BFGS-B, bounds
+  (0, ∞)) and an L2 penalty on β: the score stays a weighted sum that rises with health.
+  Weights are β normalised to sum 1 and written as percent of the score (rounded to
+  0.1); a pillar's weight is the sum of its metrics'. A metric whose fitted weight is 0
+  stays in the file with weight 0. Per-segment pillar weights of the old model are
+  dropped: one set of weights is fitted for all accounts (the segment is still reported).
+- **Bands.** ``yellow`` (red below it) is the lowest whole-number threshold at which
+  at least ``target_recall`` of the training observations followed by the outcome are
+  red (after rules), i.e. the target recall at the lowest false-positive rate; ``green``
+  keeps the share of green training observations the old model had. Segments with 20+
+  positive training observations get a suggested yellow threshold of their own (in the
+  notes; the model file has one set of bands).
+- **Held-out comparison.** The new model and the old are backtested on the observation
+  dates from D on only, never on the training period; beside the backtest, the recall
+  the new score reaches at the old model's false-positive rate on the same observations.
+
+Everything is deterministic: the same data, model and options give the same file.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+
+from healthscore import backtest as bt
+from healthscore.errors import ScoringError
+from healthscore.history import LINES, dates_between, ensure_tables
+from healthscore.metrics import shift
+from healthscore.model import HEALTH, Model, default_model_text, load_model_text
+from healthscore.store import Store
+from healthscore.tables import TABLES
+
+#: outcome kinds and the words the CLI also accepts for them
+OUTCOMES = {
+    "churn": "churned",
+    "churned": "churned",
+    "renewal": "renewed",
+    "renewed": "renewed",
+    "expansion": "expanded",
+    "expanded": "expanded",
+    "contraction": "contracted",
+    "contracted": "contracted",
+    "reactivation": "reactivated",
+    "reactivated": "reactivated",
+}
+QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
+ANCHOR_GAIN = 2.0  # log-likelihood units per (observations per account) to move anchors
+L2 = 1e-4  # penalty on the coefficients, on the mean log-loss (about scikit-learn C=1)
+MIN_POSITIVES = 10  # fewer positive training observations: refuse to calibrate
+MIN_SEGMENT_POSITIVES = bt.MIN_EVENTS  # a segment's own band suggestion needs this many
+WARM_UP = "90d"  # default start: this long after the first event on file
+
+
+@dataclass
+class MetricChange:
+    """One scored metric before and after calibration."""
+
+    pillar: str
+    metric: str
+    kind: str  # linear | points | map | percentile
+    old_weight: float  # share of the whole score (0-1), default segment
+    new_weight: float
+    old_bad: float | None = None
+    old_good: float | None = None
+    new_bad: float | None = None
+    new_good: float | None = None
+    old_direction: str | None = None  # higher | lower (is better)
+    new_direction: str | None = None
+    note: str = ""
+
+    @property
+    def inverted(self) -> bool:
+        return self.old_direction is not None and self.old_direction != self.new_direction
+
+
+@dataclass
+class EqualFPR:
+    """Recall of both models at the old model's false-positive rate (held-out set)."""
+
+    observations: int
+    positives: int
+    old_fpr: float | None
+    old_recall: float | None
+    new_threshold: float | None  # the new score below which an observation is flagged
+    new_fpr: float | None
+    new_recall: float | None
+
+
+@dataclass
+class CalibrationResult:
+    """What calibration learned, wrote and measured."""
+
+    model: Model
+    yaml_text: str
+    out: Path | None
+    old_label: str
+    old_version: str
+    train_until: datetime
+    outcome: str
+    horizon: str
+    every: str
+    train_dates: list[datetime]
+    observations: int
+    positives: int
+    events: int
+    accounts: int
+    metrics: list[MetricChange]
+    pillars: dict[str, tuple[float, float]]  # pillar -> (old, new) share of the score
+    old_bands: dict[str, float]
+    new_bands: dict[str, float]
+    train_recall: float | None
+    train_fpr: float | None
+    segment_bands: dict[str, float] = field(default_factory=dict)  # suggested yellow
+    test_dates: list[datetime] = field(default_factory=list)
+    backtest: bt.BacktestResult | None = None
+    equal_fpr: EqualFPR | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def auc(self) -> tuple[float | None, float | None]:
+        """Held-out ROC AUC for the outcome: (old, new)."""
+        if self.backtest is None or self.outcome not in self.backtest.evaluations:
+            return None, None
+        new = self.backtest.evaluations[self.outcome].overall.roc_auc.value
+        old = (self.backtest.vs_evaluations or {}).get(self.outcome)
+        return (old.overall.roc_auc.value if old else None), new
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+def outcome_kind(text: str) -> str:
+    """``churn`` -> ``churned``; the outcome kinds of the ``outcomes`` table.
+
+    >>> outcome_kind("churn")
+    'churned'
+    """
+    kind = OUTCOMES.get(str(text).strip().lower())
+    if kind is None:
+        raise ScoringError(
+            f"unknown outcome {text!r}",
+            hint="use churn, renewed, expanded, contracted or reactivated",
+        )
+    return kind
+
+
+def data_start(store: Store, model: Model) -> datetime | None:
+    """From when every event table the model reads has data (None: no events).
+
+    Interval tables (subscriptions, tickets) are left out: contracts signed years
+    before the events were recorded would otherwise pull the start back.
+    """
+    firsts = []
+    for name in model.tables_used():
+        if TABLES[name].kind != "event":
+            continue
+        t = store.table(name)
+        time = TABLES[name].time
+        v = store.execute(t.aggregate(first=t[time].min()))["first"][0].as_py()
+        if v is not None:
+            firsts.append(v if isinstance(v, datetime) else datetime(v.year, v.month, v.day))
+    return max(firsts) if firsts else None
+
+
+def training_observations(
+    store: Store, model: Model, dates: list[datetime], horizon: str, outcome: str, until: datetime
+) -> pd.DataFrame:
+    """The backtest's observations at ``dates``, reading only outcomes dated by ``until``.
+
+    Labels need no later outcome (every window closes by ``until``); windows that end
+    after the last outcome known by ``until`` are left out, as the backtest does.
+    """
+    stored = bt._stored(store, model)
+    obs = stored[stored["as_of"].isin(dates)].reset_index(drop=True)
+    out = bt._outcomes(store)
+    out = out[out["ts"] <= until].reset_index(drop=True)
+    if out.empty:
+        raise ScoringError(f"no outcome on file by {until:%Y-%m-%d}: nothing to learn from")
+    last = out["ts"].max()
+    closed = obs["as_of"].map(lambda d: shift(d, horizon, +1) <= last).to_numpy(bool)
+    obs = obs[closed].reset_index(drop=True)
+    events = out[out["kind"] == outcome]
+    first = events.groupby("account_id")["ts"].min()
+    done = obs["account_id"].map(first).le(obs["as_of"]).fillna(False).to_numpy(bool)
+    obs = obs[~done].reset_index(drop=True)
+    obs["label"] = bt._within(obs, events, horizon)
+    return obs
+
+
+def score_lines(store: Store, model: Model, dates: list[datetime]) -> pd.DataFrame:
+    """Stored metric and rule lines at ``dates``, long: account, date, kind, name, values."""
+    t = store.con.table(LINES)
+    t = t.filter(
+        t.model_version == model.version,
+        t.scorecard == model.scorecard_name,
+        t.as_of.isin(list(dates)),
+        t.kind.isin(["metric", "rule"]),
+    )
+    cols = ("account_id", "as_of", "kind", "name", "raw_value", "normalized", "missing")
+    return store.execute(t.select(*cols)).to_pandas()
+
+
+def _wide(lines: pd.DataFrame, obs: pd.DataFrame, kind: str, column: str, names: list[str]):
+    part = lines[lines["kind"] == kind]
+    wide = part.pivot_table(
+        index=["account_id", "as_of"], columns="name", values=column, aggfunc="first", dropna=False
+    )
+    wide = wide.reindex(columns=names)
+    keys = pd.MultiIndex.from_frame(obs[["account_id", "as_of"]])
+    return wide.reindex(keys)
+
+
+# --- normalisation and the score in numpy ------------------------------------------------------
+
+
+def _linear(x: np.ndarray, bad: float, good: float) -> np.ndarray:
+    return np.clip((x - bad) / (good - bad), 0.0, 1.0)
+
+
+@dataclass
+class _Feature:
+    pillar: str
+    metric: str
+    kind: str
+    policy: str
+    value: float | None  # neutral/penalty value 0-1
+    raw: np.ndarray  # raw values (NaN: none)
+    stored: np.ndarray  # stored normalised 0-1 (NaN: none)
+    bad: float | None = None
+    good: float | None = None
+
+    def normalized(self) -> np.ndarray:
+        """0-1 per observation; NaN where the metric is left out (reweight)."""
+        if self.kind == "linear":
+            return _linear_feature(self.raw, self.value, self.bad, self.good)
+        n = self.stored
+        return n if self.value is None else np.where(np.isnan(n), self.value, n)
+
+
+def _score01(n: np.ndarray, w: np.ndarray, pillar_of: np.ndarray, pillars: int) -> np.ndarray:
+    """The model's weighted sum (0-1) with reweighting of missing metrics and pillars.
+
+    ``n`` is observations x metrics (NaN: left out), ``w`` the metric weights (any
+    scale); a pillar's weight is the sum of its metrics' weights.
+    """
+    avail = ~np.isnan(n)
+    filled = np.where(avail, n, 0.0)
+    total_w = np.zeros(n.shape[0])
+    total = np.zeros(n.shape[0])
+    for p in range(pillars):
+        cols = pillar_of == p
+        wp = w[cols]
+        pw = wp.sum()
+        a = avail[:, cols] @ wp
+        s = filled[:, cols] @ wp
+        has = a > 0
+        ps = np.divide(s, a, out=np.zeros_like(s), where=has)
+        total += np.where(has, pw * ps, 0.0)
+        total_w += np.where(has, pw, 0.0)
+    return np.divide(total, total_w, out=np.full_like(total, np.nan), where=total_w > 0)
+
+
+def _nll(y: np.ndarray, z: np.ndarray) -> float:
+    """Sum of the logistic log-loss with risk logit ``z``."""
+    return float(np.sum(np.logaddexp(0.0, z) - y * z))
+
+
+def _fit_one(n: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Logistic risk ~ a + b·n by Newton steps: (negative log-likelihood, b)."""
+    a = math.log((y.mean() + 1e-9) / (1 - y.mean() + 1e-9))
+    b = 0.0
+    x = np.column_stack([np.ones_like(n), n])
+    for _ in range(25):
+        z = np.clip(a + b * n, -30.0, 30.0)
+        p = 1.0 / (1.0 + np.exp(-z))
+        g = x.T @ (p - y)
+        h = (x * (p * (1 - p))[:, None]).T @ x + np.eye(2) * 1e-6
+        step = np.linalg.solve(h, g)
+        a, b = a - step[0], b - step[1]
+        if np.abs(step).max() < 1e-9:
+            break
+    return _nll(y, a + b * n), b
+
+
+def _round_sig(x: float, digits: int = 3) -> float:
+    if x == 0 or not np.isfinite(x):
+        return 0.0
+    return float(f"{x:.{digits}g}")
+
+
+def _linear_feature(raw: np.ndarray, value: float | None, bad: float, good: float):
+    n = np.where(np.isnan(raw), np.nan, _linear(np.nan_to_num(raw), bad, good))
+    return n if value is None else np.where(np.isnan(n), value, n)
+
+
+def _anchors(f: _Feature, y: np.ndarray, gain: float) -> tuple[float, float, bool]:
+    """Best (bad, good) for a linear metric; whether they differ from the old ones.
+
+    Each candidate pair is judged by a one-metric logistic fit of the outcome on the
+    normalised value; its sign gives the direction. New anchors must beat the old ones
+    by ``gain`` log-likelihood units; the direction flips only when the old anchors' fit
+    carries a signal (beats no metric at all by the same margin) that points the other way.
+    """
+    x = f.raw
+    keep = ~np.isnan(x) if f.value is None else np.ones(len(x), bool)
+    values = x[~np.isnan(x)]
+    if values.size < 2 or np.unique(values).size < 2 or y[keep].all() or not y[keep].any():
+        return f.bad, f.good, False
+    yk = y[keep]
+
+    def fit(bad, good):
+        return _fit_one(_linear_feature(x, f.value, bad, good)[keep], yk)
+
+    rate = yk.mean()
+    null = _nll(yk, np.full(len(yk), math.log(rate / (1 - rate))))
+    old_nll, old_b = fit(f.bad, f.good)
+    wrong_way = old_b > 0 and old_nll < null - gain
+    cands = sorted({_round_sig(v) for v in np.quantile(values, QUANTILES)} | {f.bad, f.good})
+    best = (math.inf, f.bad, f.good)
+    for i, lo in enumerate(cands):
+        for hi in cands[i + 1 :]:
+            value, b = fit(lo, hi)  # lo scores 0, hi 100: b < 0 when risk falls as it rises
+            if value < best[0] - 1e-9:
+                best = (value, lo, hi) if b <= 0 else (value, hi, lo)
+    if wrong_way or (old_b <= 0 and best[0] < old_nll - gain):
+        return best[1], best[2], True
+    return f.bad, f.good, False
+
+
+def _fit_weights(
+    n: np.ndarray,
+    y: np.ndarray,
+    pillar_of: np.ndarray,
+    pillars: int,
+    l2: float,
+    holds: pd.DataFrame,
+    model: Model,
+) -> np.ndarray:
+    """Non-negative coefficients of the health score: risk logit = a - Σβ · score / 100.
+
+    The score is the model's own (the weighted sum with reweighting, then its rules),
+    with weights β / Σβ: without missing data and rules this is a - Σ β_m n_m.
+    """
+    from scipy.optimize import minimize
+
+    m = n.shape[1]
+    count = len(y)
+
+    def objective(theta):
+        a, beta = theta[0], theta[1:]
+        total = beta.sum()
+        if total <= 0:
+            z = np.full(count, a)
+        else:
+            base = 100.0 * _score01(n, beta, pillar_of, pillars)
+            final, _ = _apply_rules(np.nan_to_num(base), holds, model)
+            z = a - total * final / 100.0
+        return _nll(y, z) / count + l2 * float(beta @ beta)
+
+    base = math.log(y.mean() / (1 - y.mean()))
+    x0 = np.concatenate([[base + 1.0], np.full(m, 2.0 / m)])
+    bounds = [(None, None)] + [(0.0, None)] * m
+    res = minimize(objective, x0, method="L-BFGS-B", bounds=bounds, options={"maxiter": 500})
+    return np.where(res.x[1:] < 1e-6, 0.0, res.x[1:])
+
+
+def _apply_rules(
+    base: np.ndarray, holds: pd.DataFrame, model: Model
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rules on top of a base score (0-100), as ``scoring.apply_rules`` does: score, band forced."""
+    rules = model.spec.rules
+    s = base.copy()
+    forced = np.full(len(base), None, dtype=object)
+    if not rules:
+        return s, forced
+    fired = {r: holds[r].to_numpy(float) == 1.0 for r in rules}
+    for r, rule in rules.items():
+        if rule.add is not None:
+            s = s + np.where(fired[r], rule.add, 0.0)
+    floors = [
+        np.where(fired[r], rule.floor, -np.inf)
+        for r, rule in rules.items()
+        if rule.floor is not None
+    ]
+    if floors:
+        s = np.maximum(s, np.max(floors, axis=0))
+    caps = [
+        np.where(fired[r], rule.cap, np.inf) for r, rule in rules.items() if rule.cap is not None
+    ]
+    if caps:
+        s = np.minimum(s, np.min(caps, axis=0))
+    if any(rule.add is not None for rule in rules.values()):
+        s = np.clip(s, 0.0, 100.0)
+    order = {"red": 0, "yellow": 1, "green": 2}
+    for r, rule in rules.items():
+        if rule.band is None:
+            continue
+        worse = np.array([f is None or order[rule.band] < order[f] for f in forced])
+        forced = np.where(fired[r] & worse, rule.band, forced)
+    return s, forced
+
+
+def _red(score: np.ndarray, forced: np.ndarray, yellow: float) -> np.ndarray:
+    free = np.array([f is None for f in forced])
+    return np.where(free, score < yellow, forced == "red")
+
+
+def _yellow_for(
+    score: np.ndarray, forced: np.ndarray, y: np.ndarray, target: float
+) -> tuple[float, bool]:
+    """Lowest whole-number threshold with recall >= target (lowest FPR); reached?"""
+    for t in range(1, 100):
+        red = _red(score, forced, t)
+        if y.sum() and red[y].mean() >= target:
+            return float(t), True
+    return 99.0, False
+
+
+def features(
+    store: Store, model: Model, obs: pd.DataFrame, dates: list[datetime]
+) -> tuple[list[_Feature], pd.DataFrame]:
+    """Per scored metric its stored raw and normalised values at the observations, and
+    whether each rule held (one column per rule)."""
+    lines = score_lines(store, model, dates)
+    scored = model.scored_metrics()
+    names = [m for _, m, _ in scored]
+    raw = _wide(lines, obs, "metric", "raw_value", names)
+    norm = _wide(lines, obs, "metric", "normalized", names)
+    holds = _wide(lines, obs, "rule", "raw_value", list(model.spec.rules))
+    feats = []
+    for p, m, use in scored:
+        kind = (
+            "linear"
+            if use.bad is not None
+            else "points"
+            if use.points is not None
+            else "map"
+            if use.map is not None
+            else "percentile"
+        )
+        pol = use.missing
+        value = None if pol.policy == "reweight" else pol.value / 100.0
+        stored = norm[m].to_numpy(float) / 100.0
+        if pol.policy != "reweight":  # the stored value has the policy's value filled in
+            stored = np.where(lines_missing(lines, obs, m) == pol.policy, np.nan, stored)
+        feats.append(
+            _Feature(
+                p, m, kind, pol.policy, value, raw[m].to_numpy(float), stored, use.bad, use.good
+            )
+        )
+    return feats, holds
+
+
+# --- calibrate --------------------------------------------------------------------------------
+
+
+def calibrate(
+    store: Store,
+    model: Model,
+    train_until: datetime,
+    *,
+    outcome: str = "churned",
+    horizon: str = "90d",
+    every: str = "1mo",
+    start: datetime | None = None,
+    target_recall: float = 0.85,
+    seed: int = 0,
+    out: str | Path | None = None,
+    reps: int = 200,
+    l2: float = L2,
+    held_out: bool = True,
+    progress=None,
+) -> CalibrationResult:
+    """Fit the model's weights, anchors, directions and bands on data up to ``train_until``.
+
+    Parameters
+    ----------
+    store, model
+        The store with accounts, events and outcomes; the current model (its health
+        scorecard is calibrated).
+    train_until
+        D: only observations whose ``horizon`` closes by D are learned from.
+    outcome, horizon, every, start
+        The label (``churn`` = ``churned``), its window, the step between observation
+        dates and the first one (default: 90 days after the first event on file).
+    target_recall
+        Share of the training observations followed by the outcome that must be red.
+    seed
+        Seeds the held-out backtest's bootstrap (the fit itself is deterministic).
+    out
+        Where to write the new model file (None: not written; the text is returned).
+    reps, l2
+        Bootstrap resamples of the held-out backtest; the L2 penalty of the fit.
+    held_out
+        Backtest new vs old on the dates from ``train_until`` on (False: fit only).
+
+    Returns
+    -------
+    CalibrationResult
+    """
+    from healthscore import api
+
+    outcome = outcome_kind(outcome)
+    if not 0 < target_recall <= 1:
+        raise ScoringError(f"--target-recall must be within (0, 1] (got {target_recall})")
+    model = model.scorecard(HEALTH)
+    ensure_tables(store)
+    if start is None:
+        first = data_start(store, model)
+        if first is None:
+            raise ScoringError("the store holds no events: nothing to calibrate on")
+        start = shift(datetime(first.year, first.month, first.day) + timedelta(days=1), WARM_UP, +1)
+    last_train = shift(train_until, horizon, -1)
+    if last_train < start:
+        raise ScoringError(
+            f"no observation date between {start:%Y-%m-%d} and {last_train:%Y-%m-%d} "
+            f"(--train-until minus the {horizon} horizon)",
+            hint="choose a later --train-until or an earlier --from",
+        )
+    dates = [
+        d for d in dates_between(start, last_train, every) if shift(d, horizon, +1) <= train_until
+    ]
+    api.history(store, model, dates[0], dates[-1], every, progress=progress)
+    obs = training_observations(store, model, dates, horizon, outcome, train_until)
+    y = obs["label"].to_numpy(bool)
+    if y.sum() < MIN_POSITIVES or y.all():
+        raise ScoringError(
+            f"only {int(y.sum())} of {len(y):,} training observations had {outcome} within "
+            f"{horizon} by {train_until:%Y-%m-%d}: too few to calibrate on",
+            hint="choose a later --train-until or an earlier --from",
+        )
+    notes: list[str] = []
+    feats, holds = features(store, model, obs, dates)
+    pillars = list(model.spec.pillars)
+    pillar_of = np.array([pillars.index(f.pillar) for f in feats])
+    yf = y.astype(float)
+    # an account's observations are correlated: demand the margin per account, not per row
+    gain = ANCHOR_GAIN * len(obs) / max(obs["account_id"].nunique(), 1)
+    changes = []
+    old_w = model.metric_weights()
+    for f in feats:
+        c = MetricChange(f.pillar, f.metric, f.kind, old_w[f.metric], 0.0)
+        if f.kind == "linear":
+            c.old_bad, c.old_good = f.bad, f.good
+            c.old_direction = "higher" if f.good > f.bad else "lower"
+            bad, good, moved = _anchors(f, yf, gain)
+            f.bad, f.good = bad, good
+            c.new_bad, c.new_good = bad, good
+            c.new_direction = "higher" if good > bad else "lower"
+            if c.inverted:
+                c.note = f"direction learned: {c.new_direction} is better (inverted)"
+            elif moved:
+                c.note = "anchors re-estimated"
+        else:
+            c.note = f"{f.kind} normalisation kept; weight learned"
+        changes.append(c)
+    n = np.column_stack([f.normalized() for f in feats])
+    beta = _fit_weights(n, yf, pillar_of, len(pillars), l2, holds, model)
+    if beta.sum() <= 0:
+        raise ScoringError(
+            f"no scored metric predicts {outcome} on the training observations: "
+            "every fitted weight is 0; keeping the current model"
+        )
+    pct = np.round(100.0 * beta / beta.sum(), 1)
+    for c, w in zip(changes, pct, strict=True):
+        c.new_weight = float(w) / 100.0
+        if w == 0:
+            c.note = (c.note + "; " if c.note else "") + "fitted weight 0 (kept in the file)"
+    zero = [c.metric for c in changes if c.new_weight == 0]
+    if zero:
+        notes.append(
+            "fitted weight 0 (no predictive value beyond the other metrics, or it points "
+            "the wrong way): " + ", ".join(zero) + "; they stay in the file with weight 0"
+        )
+    inverted = [c.metric for c in changes if c.inverted]
+    if inverted:
+        notes.append(
+            "direction learned from data, opposite to the old model: " + ", ".join(inverted)
+        )
+    if model.spec.segments and model.spec.segments.weights:
+        notes.append(
+            "per-segment pillar weights of the old model were dropped: one set of weights "
+            "is fitted for all accounts (segments are still reported)"
+        )
+    # the new score on the training observations, with the file's rounded numbers
+    w = pct / 100.0
+    base = 100.0 * _score01(n, w, pillar_of, len(pillars))
+    score, forced = _apply_rules(np.nan_to_num(base, nan=0.0), holds, model)
+    yellow, reached = _yellow_for(score, forced, y, target_recall)
+    if not reached:
+        notes.append(
+            f"no band threshold reaches {target_recall:.0%} recall on the training "
+            "observations; yellow set to 99"
+        )
+    old_green_share = float((obs["band"] == "green").mean())
+    green = float(np.ceil(np.quantile(score, 1.0 - old_green_share))) if old_green_share else 100.0
+    green = min(max(green, yellow + 1.0), 100.0)
+    red = _red(score, forced, yellow)
+    train_recall = float(red[y].mean())
+    train_fpr = float(red[~y].mean()) if (~y).any() else None
+    segment_bands = {}
+    for seg in sorted(obs["segment"].dropna().unique()):
+        part = (obs["segment"] == seg).to_numpy()
+        if y[part].sum() >= MIN_SEGMENT_POSITIVES:
+            t, ok = _yellow_for(score[part], forced[part], y[part], target_recall)
+            if ok:
+                segment_bands[str(seg)] = t
+    if segment_bands:
+        notes.append(
+            f"suggested yellow thresholds per segment for {target_recall:.0%} recall "
+            "(the model file holds one set of bands): "
+            + ", ".join(f"{s} {t:g}" for s, t in segment_bands.items())
+        )
+    events = int(obs.loc[y, "account_id"].nunique())
+    header = (
+        f"calibrated by `healthscore calibrate` from {model.label!r} ({model.version[:12]}):\n"
+        f"outcome {outcome} within {horizon}, observations every {every} from "
+        f"{dates[0]:%Y-%m-%d} to {dates[-1]:%Y-%m-%d}, trained until {train_until:%Y-%m-%d}\n"
+        f"({len(obs):,} observations of {obs['account_id'].nunique():,} accounts, {int(y.sum())} "
+        f"followed by {outcome}, {events} accounts with the outcome; nothing after "
+        f"{train_until:%Y-%m-%d} was read).\n"
+        "Weights are percent of the score (a pillar's weight is the sum of its metrics'), "
+        f"fitted by a non-negative\nlogistic model; bands: yellow for {target_recall:.0%} "
+        "recall of the training observations, green keeps the old green share."
+    )
+    text = write_model_text(
+        _source_text(model), changes, {"green": green, "yellow": yellow}, header, train_until
+    )
+    new = load_model_text(text, file=str(out) if out else "<calibrated model>")
+    if out is not None:
+        Path(out).write_text(text, encoding="utf-8")
+    pillar_changes = {
+        p: (model.pillar_weights()[p], sum(c.new_weight for c in changes if c.pillar == p))
+        for p in pillars
+    }
+    result = CalibrationResult(
+        model=new,
+        yaml_text=text,
+        out=Path(out) if out else None,
+        old_label=model.label,
+        old_version=model.version,
+        train_until=train_until,
+        outcome=outcome,
+        horizon=horizon,
+        every=every,
+        train_dates=dates,
+        observations=len(obs),
+        positives=int(y.sum()),
+        events=events,
+        accounts=int(obs["account_id"].nunique()),
+        metrics=changes,
+        pillars=pillar_changes,
+        old_bands={"green": model.spec.bands.green, "yellow": model.spec.bands.yellow},
+        new_bands={"green": green, "yellow": yellow},
+        train_recall=train_recall,
+        train_fpr=train_fpr,
+        segment_bands=segment_bands,
+        notes=notes,
+    )
+    if held_out:
+        _held_out(store, model, result, reps=reps, seed=seed, progress=progress)
+    return result
+
+
+def lines_missing(lines: pd.DataFrame, obs: pd.DataFrame, metric: str) -> np.ndarray:
+    """The stored missing-data treatment of one metric per observation (None: data)."""
+    part = lines[(lines["kind"] == "metric") & (lines["name"] == metric)]
+    s = part.set_index(["account_id", "as_of"])["missing"]
+    keys = pd.MultiIndex.from_frame(obs[["account_id", "as_of"]])
+    return s.reindex(keys).to_numpy(object)
+
+
+def _held_out(store: Store, old: Model, result: CalibrationResult, *, reps, seed, progress):
+    """Backtest new vs old on the dates from train_until on; recall at the old FPR."""
+    out = bt._outcomes(store)
+    if out.empty:
+        return
+    end = shift(out["ts"].max().to_pydatetime(), result.horizon, -1)
+    d = result.train_until
+    if end < d:
+        result.notes.append(
+            f"no held-out period: the last outcome on file leaves no {result.horizon} window "
+            f"after {d:%Y-%m-%d} to test on"
+        )
+        return
+    dates = dates_between(d, end, result.every)
+    result.test_dates = dates
+    new = result.model
+    result.backtest = bt.backtest(
+        store,
+        new,
+        d,
+        end,
+        every=result.every,
+        horizon=result.horizon,
+        vs=old,
+        reps=reps,
+        seed=seed,
+        progress=progress,
+    )
+    result.equal_fpr = equal_fpr(store, old, new, dates, result.horizon, result.outcome)
+
+
+def equal_fpr(
+    store: Store, old: Model, new: Model, dates: list[datetime], horizon: str, outcome: str
+) -> EqualFPR:
+    """Recall of ``new`` at the false-positive rate of ``old``'s red band, same observations.
+
+    The new model flags an observation when its score is below a threshold (or a rule
+    forces red); the threshold is the highest whose false-positive rate does not exceed
+    the old model's.
+    """
+    a, _ = bt.observations(store, old, dates, horizon, outcome)
+    b, _ = bt.observations(store, new, dates, horizon, outcome)
+    key = ["account_id", "as_of"]
+    m = a[[*key, "band", "label"]].merge(b[[*key, "score", "band"]], on=key, suffixes=("", "_new"))
+    y = m["label"].to_numpy(bool)
+    if not y.any() or y.all():
+        return EqualFPR(len(m), int(y.sum()), None, None, None, None, None)
+    old_red = (m["band"] == "red").to_numpy()
+    old_fpr = float(old_red[~y].mean())
+    score = m["score"].to_numpy(float)
+    forced = ((m["band_new"] == "red") & (score >= new.spec.bands.yellow)).to_numpy()
+    best = (None, 0.0, 0.0)
+    for t in np.unique(np.concatenate([score, [np.inf]])):
+        flag = forced | (score < t)
+        fpr = float(flag[~y].mean())
+        if fpr <= old_fpr + 1e-12:
+            best = (float(t), fpr, float(flag[y].mean()))
+        else:
+            break
+    return EqualFPR(
+        observations=len(m),
+        positives=int(y.sum()),
+        old_fpr=old_fpr,
+        old_recall=float(old_red[y].mean()),
+        new_threshold=best[0],
+        new_fpr=best[1],
+        new_recall=best[2],
+    )
+
+
+# --- the model file -------------------------------------------------------------------------
+
+
+def _source_text(model: Model) -> str:
+    """The model's text: its file, the default model, or its loaded document."""
+    if model.file == "<default model>":
+        return default_model_text()
+    path = Path(model.file)
+    if not model.file.startswith("<") and path.exists():
+        return path.read_text(encoding="utf-8")
+    buf = io.StringIO()
+    yaml = YAML(typ="rt")
+    yaml.width = 4096
+    yaml.dump(model._root._doc, buf)
+    return buf.getvalue()
+
+
+def _num(x: float) -> float | int:
+    x = float(x)
+    return int(x) if x.is_integer() else x
+
+
+def write_model_text(
+    text: str,
+    changes: list[MetricChange],
+    bands: dict[str, float],
+    header: str,
+    train_until: datetime,
+) -> str:
+    """The old model text with new weights, anchors and bands; comments kept."""
+    yaml = YAML(typ="rt")
+    yaml.width = 4096
+    doc = yaml.load(text)
+    name = doc.get("name") or "model"
+    doc["name"] = f"{str(name).split(' (calibrated')[0]} (calibrated until {train_until:%Y-%m-%d})"
+    if "bands" not in doc:
+        doc["bands"] = CommentedMap()
+        doc["bands"].fa.set_flow_style()
+    doc["bands"]["green"] = _num(bands["green"])
+    doc["bands"]["yellow"] = _num(bands["yellow"])
+    totals: dict[str, float] = {}
+    for c in changes:
+        use = doc["pillars"][c.pillar]["metrics"][c.metric]
+        use["weight"] = _num(round(100.0 * c.new_weight, 1))
+        totals[c.pillar] = totals.get(c.pillar, 0.0) + round(100.0 * c.new_weight, 1)
+        if c.kind == "linear":
+            use["bad"], use["good"] = _num(c.new_bad), _num(c.new_good)
+        was = f"was weight {100 * c.old_weight:.1f} %"
+        if c.kind == "linear" and (c.old_bad, c.old_good) != (c.new_bad, c.new_good):
+            was += f", bad {c.old_bad:g}, good {c.old_good:g}"
+        doc["pillars"][c.pillar]["metrics"].yaml_add_eol_comment(was, c.metric)
+    for p, total in totals.items():
+        doc["pillars"][p]["weight"] = _num(round(total, 1))
+    if "probability" in doc:  # fitted on the old scores; refit it for the new ones
+        del doc["probability"]
+    if doc.get("segments") and doc["segments"].get("weights"):
+        empty = CommentedMap()
+        empty.fa.set_flow_style()
+        doc["segments"]["weights"] = empty
+    doc.yaml_set_start_comment(header)
+    buf = io.StringIO()
+    yaml.dump(doc, buf)
+    return buf.getvalue()
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def _w(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def _anchor(bad, good) -> str:
+    return "-" if bad is None else f"{bad:g} -> {good:g}"
+
+
+def _p(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def render_calibration(console: Console, r: CalibrationResult) -> None:
+    """Weight changes, bands, the training figures and the held-out comparison."""
+    from healthscore.render import render_backtest
+
+    console.print(
+        f"[bold]calibrated[/] {r.old_label} ({r.old_version[:12]}) -> {r.model.label} "
+        f"({r.model.version[:12]}): {r.outcome} within {r.horizon}, trained on "
+        f"{r.observations:,} observations of {r.accounts:,} accounts at {len(r.train_dates)} "
+        f"dates {r.train_dates[0]:%Y-%m-%d} to {r.train_dates[-1]:%Y-%m-%d} "
+        f"({r.positives} positive, {r.events} accounts), nothing after "
+        f"{r.train_until:%Y-%m-%d}",
+        highlight=False,
+    )
+    t = Table(title="weights (% of the score) and anchors (bad -> good)", box=box.SIMPLE_HEAD)
+    for c in ("pillar", "metric", "weight", "new", "anchors", "new anchors", "note"):
+        t.add_column(c, justify="right" if c in ("weight", "new") else "left")
+    for c in r.metrics:
+        t.add_row(
+            c.pillar,
+            c.metric,
+            _w(c.old_weight),
+            _w(c.new_weight),
+            _anchor(c.old_bad, c.old_good),
+            _anchor(c.new_bad, c.new_good),
+            c.note,
+        )
+    for p, (old, new) in r.pillars.items():
+        t.add_row(f"[bold]{p}[/]", "(pillar)", _w(old), _w(new), "", "", "")
+    console.print(t)
+    console.print(
+        f"bands: green {r.old_bands['green']:g} -> {r.new_bands['green']:g}, yellow "
+        f"{r.old_bands['yellow']:g} -> {r.new_bands['yellow']:g} (training recall "
+        f"{_p(r.train_recall)}, false-positive rate {_p(r.train_fpr)})",
+        highlight=False,
+    )
+    if r.out is not None:
+        console.print(f"wrote {r.out}", highlight=False)
+    if r.backtest is not None:
+        console.print(
+            f"[bold]held out[/]: {len(r.test_dates)} observation dates from "
+            f"{r.test_dates[0]:%Y-%m-%d} to {r.test_dates[-1]:%Y-%m-%d} (after the training "
+            "period only)",
+            highlight=False,
+        )
+        e = r.equal_fpr
+        if e is not None and e.old_fpr is not None:
+            console.print(
+                f"recall at equal false-positive rate ({e.positives} of {e.observations:,} "
+                f"held-out observations positive): old {_p(e.old_recall)} at FPR "
+                f"{_p(e.old_fpr)}; new {_p(e.new_recall)} at FPR {_p(e.new_fpr)} "
+                f"(score below {e.new_threshold:g})",
+                highlight=False,
+            )
+        render_backtest(console, r.backtest)
+    for note in r.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+
+
+__all__ = [
+    "CalibrationResult",
+    "EqualFPR",
+    "MetricChange",
+    "calibrate",
+    "equal_fpr",
+    "outcome_kind",
+    "render_calibration",
+    "training_observations",
+    "write_model_text",
+]

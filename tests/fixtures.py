@@ -21,6 +21,7 @@ Run ``python tests/fixtures.py out.duckdb`` to write the file for manual explora
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from datetime import datetime as D
 from datetime import timedelta
 
@@ -148,6 +149,34 @@ def memory_store(**extra_rows):
             table = pa.Table.from_pylist(table.to_pylist() + extra_rows[name], schema=table.schema)
         store.load(name, table)
     return store
+
+
+@contextmanager
+def postgres_store():
+    """A store on a database of its own on the ``HEALTHSCORE_TEST_PG`` server (``.ci/run``
+    starts one), dropped afterwards; the test is skipped with the reason without a server."""
+    import os
+    import uuid
+
+    import pytest
+
+    from healthscore.store import connect
+
+    server = os.environ.get("HEALTHSCORE_TEST_PG")
+    if not server:
+        pytest.skip("no PostgreSQL server: set HEALTHSCORE_TEST_PG (see .ci/run)")
+    import psycopg
+
+    name = f"hs_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    store = connect(server.rsplit("/", 1)[0] + "/" + name)
+    try:
+        yield store
+    finally:
+        store.con.disconnect()
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{name}"')
 
 
 def write(path) -> None:

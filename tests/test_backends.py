@@ -8,14 +8,12 @@ its own on that server.
 from __future__ import annotations
 
 import math
-import os
-import uuid
 from pathlib import Path
 
 import pytest
 
 import healthscore as hs
-from fixtures import AS_OF, memory_store, tables
+from fixtures import AS_OF, memory_store, postgres_store, tables
 
 MODELS = [None, Path(__file__).parent / "models" / "valid" / "definitions.yaml"]
 
@@ -27,20 +25,8 @@ def con(request):
         store = hs.connect("duckdb://")
         yield store
         return
-    server = os.environ.get("HEALTHSCORE_TEST_PG")
-    if not server:
-        pytest.skip("no PostgreSQL server: set HEALTHSCORE_TEST_PG (see .ci/run)")
-    import psycopg
-
-    name = f"hs_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = server.rsplit("/", 1)[0] + "/" + name
-    store = hs.connect(url)
-    yield store
-    store.con.disconnect()
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE "{name}"')
+    with postgres_store() as store:
+        yield store
 
 
 @pytest.fixture(scope="module")

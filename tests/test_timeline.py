@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 import healthscore as hs
-from fixtures import memory_store
+from fixtures import memory_store, postgres_store
 from healthscore import api, demo, history, timeline
 from healthscore.metrics import MetricBuilder
 from healthscore.store import connect
@@ -264,6 +264,39 @@ def test_fixture_dates_equal_one_date_at_a_time(store, model_path):
     _compare(store, hs.load_model(model_path), FIXTURE_DATES, raw=model_path is not None)
 
 
+def test_last_and_first_of_a_column_with_nulls_agree_with_one_date_at_a_time():
+    """T1 (the latest ticket) has no CSAT, T2 has 4: last() is NULL, not T2's 4, and a
+    NULL on the latest event of a day is that day's last value too."""
+    late_null = {
+        "event_id": "E1-late",
+        "account_id": "A1",
+        "user_id": "u1",
+        "event": "login",
+        "ts": datetime(2024, 12, 30, 18),
+        "quantity": None,
+    }
+    early = {**late_null, "event_id": "E1-early", "ts": datetime(2024, 12, 30, 9), "quantity": 7.0}
+    store = memory_store(usage_events=[early, late_null])
+    model = hs.load_model_text(
+        """
+metrics:
+  last_csat_90d: {from: tickets, aggregate: last(csat), window: 90d}
+  first_csat_90d: {from: tickets, aggregate: first(csat), window: 90d}
+  last_qty_7d: {from: usage_events, aggregate: last(quantity), window: 7d}
+pillars:
+  p:
+    weight: 1
+    metrics:
+      last_csat_90d: {weight: 1, bad: 1, good: 5, missing: neutral}
+      last_qty_7d: {weight: 1, bad: 0, good: 10, missing: neutral}
+"""
+    )
+    dates = _weekly(END, 6)
+    _compare(store, model, dates)
+    at_end = {r["account_id"]: r for r in api.score(store, model, END).to_pylist()}
+    assert at_end["A1"]["last_csat_90d"] is None and at_end["A1"]["last_qty_7d"] is None
+
+
 def test_every_metric_kind_on_demo_data_weekly(demo_store):
     model = hs.load_model_text(KINDS)
     _compare(demo_store, model, _weekly(END, 14) + [END + timedelta(days=30)])
@@ -361,3 +394,78 @@ def test_api_history_computes_only_missing_dates_with_the_shared_pass(demo_store
     for r in stored:
         assert _close(r["score"], live[r["account_id"]]["score"])
         assert r["band"] == live[r["account_id"]]["band"]
+
+
+# --- evenly spaced dates: date indexes by arithmetic (timeline._Grid) -------------------
+
+
+@pytest.mark.parametrize(
+    ("step_days", "n"),
+    [(1, 12), (7, 14), (9, 6), (30, 3)],
+    ids=["daily", "weekly", "every-9-days", "every-30-days"],
+)
+def test_every_metric_kind_on_evenly_spaced_dates(demo_store, step_days, n):
+    """Evenly spaced midnights take the arithmetic path (ranges of date indexes, bit
+    masks for distinct values) and agree with one date at a time."""
+    model = hs.load_model_text(KINDS)
+    dates = _weekly(END, n, step_days)
+    assert timeline._grid(dates) == timeline._Grid(dates[0], step_days, n)
+    _compare(demo_store, model, dates)
+
+
+def test_evenly_spaced_dates_from_before_any_data(demo_store):
+    """A grid that starts before the first account and event (indexes clamp at 0)."""
+    model = hs.load_model_text(KINDS)
+    _compare(demo_store, model, _weekly(END, 5, 61))
+
+
+def test_one_date_and_more_dates_than_one_bit_mask(demo_store):
+    """One date is a grid of one; 70 daily dates need two 62-bit masks per value."""
+    model = hs.load_model_text(KINDS)
+    _compare(demo_store, model, [END])
+    dates = _weekly(END, 70, 1)
+    tables = demo_store.tables(api.tables_needed(model))
+    fast = demo_store.execute(timeline.TimelineBuilder(model, tables).build(dates))
+    slow = timeline.TimelineBuilder(model, tables, arithmetic=False).build(dates)
+    _assert_same(fast, demo_store.execute(slow).to_pylist())
+
+
+def test_grid_only_for_evenly_spaced_midnights():
+    d = datetime(2024, 3, 1)
+    assert timeline._grid([d]) == timeline._Grid(d, 1, 1)
+    assert timeline._grid([d, d + timedelta(days=2), d + timedelta(days=4)]).step == 2
+    assert timeline._grid([d, d + timedelta(days=2), d + timedelta(days=5)]) is None
+    assert timeline._grid([d, d + timedelta(hours=36)]) is None
+    assert timeline._grid([d + timedelta(hours=1), d + timedelta(days=1, hours=1)]) is None
+
+
+def test_arithmetic_path_replaces_range_joins(demo_store):
+    """Weekly dates: window and history aggregates fan out with range(); only the
+    calendar-month windows and the exact path still join the dates table."""
+    model = hs.load_model_text(KINDS)
+    tables = demo_store.tables(api.tables_needed(model))
+    dates = _weekly(END, 8)
+    fast = demo_store.compile(timeline.TimelineBuilder(model, tables).build(dates))
+    slow = demo_store.compile(
+        timeline.TimelineBuilder(model, tables, arithmetic=False).build(dates)
+    )
+    assert "RANGE(" in fast.upper() and "BIT_OR" in fast.upper()
+    assert "BIT_OR" not in slow.upper()
+    _assert_same(
+        demo_store.execute(timeline.raw_expr(demo_store, model, dates)),
+        demo_store.execute(
+            timeline.TimelineBuilder(model, tables, arithmetic=False).build(dates)
+        ).to_pylist(),
+    )
+
+
+def test_arithmetic_path_on_postgres(demo_store):
+    """Date ranges, bit masks and day indexes compile and agree on PostgreSQL too (runs
+    when ``HEALTHSCORE_TEST_PG`` names a server, as in tests/test_backends.py)."""
+    with postgres_store() as pg:
+        model = hs.load_model_text(KINDS)
+        for table in api.tables_needed(model):
+            pg.load(table, demo_store.table(table).to_pyarrow())
+        for dates in (_weekly(END, 10), _weekly(END, 64, 1)):  # one and two bit masks
+            many = pg.execute(timeline.raw_expr(pg, model, dates))
+            _assert_same(many, _raw_per_date(demo_store, model, dates))

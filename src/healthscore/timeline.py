@@ -17,13 +17,22 @@ How work is shared across dates (``D`` below is a column of a small table of dat
   the dates whose window (or previous window, for ``change_vs``) covers it, and the day
   partials are combined per (account, date). When every date is a midnight a row is in a
   window exactly when its day is, so this is exact.
-- **count_distinct over a window**: distinct (account, value, day), then gaps-and-islands:
-  a value seen on days ``a..b`` with no gap longer than the window ``W`` counts at every
-  date in ``(a, b + W]``; each island is fanned out to those dates and counted.
-  Calendar-month windows fan the distinct day rows out instead.
+- **count_distinct over a window**: distinct (account, value, day); each counts at the
+  dates after it until the window has passed or the value is seen again (those spans never
+  overlap, so counting rows counts values). Calendar-month windows fan the distinct day
+  rows out instead.
 - **Aggregates over all history** (``days_since(max(ts))``: count, sum, min, max): per
   account and day, running totals, and each date takes the last day before it (the day
   row whose ``[day, next day)`` span holds it).
+- **Evenly spaced midnights** (the usual daily or weekly backfill, ``D_k = D_0 + k * step``
+  days) with windows and lags in days or weeks: which dates a day serves is arithmetic
+  (:class:`_Grid`): a day ``e`` days after ``D_0`` is in the window ``[D_k - L - W, D_k - L)``
+  exactly when ``L < k * step - e <= L + W``, one range of date indexes ``k``; day rows are
+  fanned out with ``unnest(range(lo, hi))`` and the results keyed by ``k``, no range join.
+  count_distinct ORs each row's range into bit masks per (account, value) (62 dates per
+  64-bit mask), so a value is one row however often it was seen; the row is fanned out to
+  the dates whose bit is set. All-history aggregates reduce per account and first date
+  after the day (instead of per day) before the running totals.
 - **Everything else** (interval tables read as in force at ``D``, medians, reductions that
   read a masked timestamp such as ``paid_at``, dates that are not midnights): the exact
   path. Raw rows are fanned out to the dates that may need them and the per-date
@@ -37,7 +46,8 @@ date. Dates can be given in chunks (see :func:`score_dates`) to bound memory.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from datetime import time as dtime
 
 import ibis
@@ -63,6 +73,7 @@ from healthscore.tables import TABLES
 
 AS_OF = "as_of"
 DAY = "__day"
+KIDX = "__kidx"  # index of the date in an evenly spaced list (see _Grid)
 _FAR = datetime(9999, 1, 1)
 _SENTINEL = datetime(1111, 11, 11, 11, 11, 11)  # stands for the date in plain reductions
 
@@ -90,9 +101,48 @@ def _days_upper(duration: str | None) -> int:
     return n * {"d": 1, "w": 7, "mo": 31}[unit]
 
 
-def _fixed_days(duration: str) -> int | None:
+def _fixed_days(duration: str | None) -> int | None:
+    if not duration:
+        return 0
     n, unit = parse_duration(duration)
     return None if unit == "mo" else n * (7 if unit == "w" else 1)
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Evenly spaced midnights ``D_k = first + k * step`` days, ``k = 0 .. n - 1``.
+
+    Which dates a day row serves is then arithmetic: with ``e`` the day's index in days
+    from ``first``, the day is in the window ``[D_k - L - W, D_k - L)`` exactly when
+    ``L < k * step - e <= L + W``, so the ``k`` it serves form one integer range; rows are
+    fanned out with ``unnest(range(lo, hi))`` instead of a range join against the dates.
+    """
+
+    first: datetime
+    step: int
+    n: int
+
+    def index(self, day: ir.Value) -> ir.IntegerValue:
+        """Days from the first date to a midnight (a difference of midnights: exact)."""
+        return day.delta(_lit(self.first), unit="day")
+
+    def upto(self, days: ir.IntegerValue) -> ir.IntegerValue:
+        """How many dates are ``<= first + days``: the index of the first date after it."""
+        k = days + 1 if self.step == 1 else days // self.step + 1
+        return ibis.least(ibis.greatest(k, 0), self.n)
+
+
+def _grid(dates: list[datetime]) -> _Grid | None:
+    """The dates as a :class:`_Grid` when they are midnights a whole number of days apart."""
+    if any(d.time() != dtime(0) for d in dates):
+        return None
+    steps = {b - a for a, b in zip(dates, dates[1:], strict=False)}
+    if len(steps) > 1:
+        return None
+    step = steps.pop() if steps else timedelta(days=1)
+    if step.seconds or step.microseconds or step.days < 1:
+        return None
+    return _Grid(dates[0], step.days, len(dates))
 
 
 def _evaluations(m: MetricSpec) -> list[tuple[str, str | None]]:
@@ -130,7 +180,7 @@ def _shifts(model: Model) -> set[tuple[str, ...]]:
 def _dates_table(base: ir.Table, dates: list[datetime], model: Model) -> ir.Table:
     """The dates and their shifted dates, built from literals (no temporary table: the
     expression runs as plain SQL on any backend)."""
-    cols = {AS_OF: dates}
+    cols: dict[str, list] = {AS_OF: dates}
     for steps in sorted(_shifts(model)):
         moved = []
         for d in dates:
@@ -139,6 +189,7 @@ def _dates_table(base: ir.Table, dates: list[datetime], model: Model) -> ir.Tabl
             moved.append(d)
         cols[_shift_name(steps)] = moved
     arrays = {k: ibis.literal(v, type="array<timestamp>").unnest() for k, v in cols.items()}
+    arrays[KIDX] = ibis.literal(list(range(len(dates))), type="array<int64>").unnest()
     return base.limit(1).select(**arrays)
 
 
@@ -149,10 +200,12 @@ def _lit(d: datetime) -> ir.TimestampScalar:
 class TimelineBuilder:
     """Builds the raw-metrics expression of one model at many dates."""
 
-    def __init__(self, model: Model, tables: dict[str, ir.Table]):
+    def __init__(self, model: Model, tables: dict[str, ir.Table], arithmetic: bool = True):
         self.model = model
         self.tables = tables
         self.mb = MetricBuilder(model, tables)
+        # evenly spaced midnights: date indexes by arithmetic instead of range joins
+        self.arithmetic = arithmetic
 
     # --- the whole expression ---------------------------------------------------------
     def build(self, dates: Iterable[datetime], account_ids=None) -> ir.Table:
@@ -162,17 +215,20 @@ class TimelineBuilder:
             raise ValueError("no dates")
         dt = _dates_table(self.tables["accounts"], dates, self.model)
         midnights = all(d.time() == dtime(0) for d in dates)
+        grid = _grid(dates) if self.arithmetic else None
         pop = self.population(dt, account_ids)
         wide, keys = pop, []
         n = 0
         for g in _groups(self.model):
-            for agg in self._group_tables(g, dt, dates, midnights, account_ids):
+            for agg in self._group_tables(g, dt, dates, midnights, grid, account_ids):
+                # keyed by (account, as_of), or by (account, date index) on a grid
+                on = KIDX if KIDX in agg.columns else AS_OF
                 k, d = f"__k{n}", f"__d{n}"
                 n += 1
-                agg = agg.rename({k: "account_id", d: AS_OF})
-                wide = wide.left_join(agg, [pop.account_id == agg[k], pop[AS_OF] == agg[d]])
+                agg = agg.rename({k: "account_id", d: on})
+                wide = wide.left_join(agg, [pop.account_id == agg[k], pop[on] == agg[d]])
                 keys += [k, d]
-        wide = wide.drop(*keys) if keys else wide
+        wide = wide.drop(*keys, KIDX) if keys else wide.drop(KIDX)
         return self.mb.finish(wide, wide[AS_OF])
 
     # --- population -------------------------------------------------------------------
@@ -231,8 +287,9 @@ class TimelineBuilder:
             if typ == "timestamp" and c in columns and c not in keep
         ]
 
-    def _group_tables(self, g: _Group, dt, dates, midnights, account_ids) -> list[ir.Table]:
-        """Tables keyed (account_id, as_of) holding every reduction of the group."""
+    def _group_tables(self, g: _Group, dt, dates, midnights, grid, account_ids) -> list[ir.Table]:
+        """Tables keyed (account_id, as_of) or (account_id, date index) holding every
+        reduction of the group."""
         out: list[ir.Table] = []
         rest = dict(g.metrics)
         if midnights and g.mode in ("window", "history"):
@@ -249,9 +306,9 @@ class TimelineBuilder:
                 self.mb._part_kinds[name] = [kind for kind, _ in p]
                 del rest[name]
             if parts and g.mode == "window":
-                out += self._window_by_day(g, t, parts, dt)
+                out += self._window_by_day(g, t, parts, dt, grid)
             elif parts:
-                out += self._history_by_day(g, t, parts, dt)
+                out += self._history_by_day(g, t, parts, dt, grid)
         if rest:
             out.append(self._exact(_Group(g.table, g.mode, g.time, rest), dt, account_ids))
         return out
@@ -294,10 +351,18 @@ class TimelineBuilder:
             return None
         if any(_reads_sentinel(r) for _, r in parts):
             return None
+        # last()/first() give the latest row's value even when it is NULL: per-day partials
+        # would skip such rows, so only a column that is never NULL takes the fast path
+        for _, r in parts:
+            op = r.op()
+            if isinstance(op, ops.ArgMax | ops.ArgMin) and not (
+                isinstance(op.arg, ops.Field) and op.arg.name in tdef.required
+            ):
+                return None
         return parts
 
     # --- windows from day partials ----------------------------------------------------
-    def _window_by_day(self, g: _Group, t: ir.Table, parts: dict, dt: ir.Table) -> list:
+    def _window_by_day(self, g: _Group, t: ir.Table, parts: dict, dt: ir.Table, grid) -> list:
         daily: dict[str, ir.Scalar] = {}
         out: list[ir.Table] = []
         for name, p in parts.items():
@@ -305,7 +370,11 @@ class TimelineBuilder:
                 key, op = f"{name}__p{i}", r.op()
                 how = _BY_DAY[type(op)]
                 if how == "distinct":
-                    out.append(self._distinct(g, t, name, i, op, dt))
+                    m = g.metrics[name]
+                    if grid and None not in (_fixed_days(m.window), _fixed_days(lag_of(m))):
+                        out.append(self._distinct_grid(g, t, name, i, op, grid))
+                    else:
+                        out.append(self._distinct(g, t, name, i, op, dt))
                 elif how == "mean":
                     where = op.where.to_expr() if op.where is not None else None
                     arg = op.arg.to_expr()
@@ -316,6 +385,14 @@ class TimelineBuilder:
         if not daily:
             return out
         day = t.group_by(["account_id", DAY]).aggregate(**daily)
+        plain = [
+            g.metrics[name]
+            for name, p in parts.items()
+            if any(_BY_DAY[type(r.op())] != "distinct" for _, r in p)
+        ]
+        if grid and all(None not in (_fixed_days(m.window), _fixed_days(lag_of(m))) for m in plain):
+            out.append(self._window_grid(g, day, parts, grid))
+            return out
         span = max(
             _days_upper(g.metrics[name].window) + _days_upper(lag_of(g.metrics[name]))
             for name, p in parts.items()
@@ -330,23 +407,81 @@ class TimelineBuilder:
             for suffix, lag in _evaluations(m):
                 at = _at(j, lag)
                 inwin = (j[DAY] >= _at(j, lag, m.window)) & (j[DAY] < at)
-                for i, (_, r) in enumerate(p):
-                    key, col = f"{name}__p{i}", f"{name}{suffix}__p{i}"
-                    how = _BY_DAY[type(r.op())]
-                    if how == "distinct":
-                        continue
-                    if how == "mean":
-                        s = j[key + "__s"].sum(where=inwin)
-                        n = j[key + "__n"].sum(where=inwin)
-                        aggs[col] = s.cast("float64") / n.nullif(0)
-                    elif how == "last":
-                        aggs[col] = j[key].argmax(j[DAY], where=inwin & j[key].notnull())
-                    elif how == "first":
-                        aggs[col] = j[key].argmin(j[DAY], where=inwin & j[key].notnull())
-                    else:
-                        aggs[col] = getattr(j[key], how)(where=inwin)
+                aggs.update(_combine_days(j, name, suffix, p, inwin, j[DAY]))
         out.append(j.group_by(["account_id", AS_OF]).aggregate(**aggs))
         return out
+
+    def _window_grid(self, g: _Group, day: ir.Table, parts: dict, grid: _Grid) -> ir.Table:
+        """Day partials fanned out by date index: a day ``e`` serves the dates with
+        ``L < k * step - e <= L + W`` for each evaluation (lag ``L``, window ``W``)."""
+        evals = {
+            (_fixed_days(lag), _fixed_days(g.metrics[name].window))
+            for name in parts
+            for _, lag in _evaluations(g.metrics[name])
+        }
+        lo = min(L for L, _ in evals)
+        hi = max(L + W for L, W in evals)
+        day = day.mutate(__e=grid.index(day[DAY]))
+        e = day["__e"]
+        j = day.mutate(**{KIDX: ibis.range(grid.upto(e + lo), grid.upto(e + hi)).unnest()})
+        ago = j[KIDX] * grid.step - j["__e"]  # days from the day to the date
+        aggs: dict[str, ir.Scalar] = {}
+        for name, p in parts.items():
+            m = g.metrics[name]
+            W = _fixed_days(m.window)
+            for suffix, lag in _evaluations(m):
+                L = _fixed_days(lag)
+                inwin = (ago > L) & (ago <= L + W)
+                aggs.update(_combine_days(j, name, suffix, p, inwin, j["__e"]))
+        return j.group_by(["account_id", KIDX]).aggregate(**aggs)
+
+    def _distinct_grid(self, g: _Group, t, name: str, i: int, op, grid: _Grid) -> ir.Table:
+        """count_distinct over a window of whole days (and the previous one), on a grid.
+
+        A row of day ``e`` counts its value at the dates ``upto(e + L) .. upto(e + L + W)``
+        (lag ``L``, window ``W``): one range of date indexes. The ranges of each (account,
+        value) are OR-ed into bit masks (one bit per date, 62 dates per 64-bit mask), so
+        the value is reduced to one row however many days it was seen on and however long
+        its gaps; the row is then fanned out to its dates and counted where its bit is set.
+        """
+        m = g.metrics[name]
+        W = _fixed_days(m.window)
+        where = op.where.to_expr() if op.where is not None else ibis.literal(True)
+        rows = t.select(account_id=t.account_id, __x=op.arg.to_expr(), __w=where, **{DAY: t[DAY]})
+        rows = rows.filter(rows["__w"].fill_null(False) & rows["__x"].notnull())
+        rows = rows.select("account_id", "__x", __e=grid.index(rows[DAY]))
+        e = rows["__e"]
+        evals = [(suffix, _fixed_days(lag)) for suffix, lag in _evaluations(m)]
+        blocks = range(-(-grid.n // _BITS))
+        aggs = {}
+        for s, (_, L) in enumerate(evals):
+            lo, hi = grid.upto(e + L), grid.upto(e + L + W)
+            aggs[f"__lo{s}"] = lo.min()
+            aggs[f"__hi{s}"] = hi.max()
+            for b in blocks:
+                aggs[f"__m{s}_{b}"] = _bit_range(lo, hi, b * _BITS, grid.n).bit_or()
+        v = rows.group_by("account_id", "__x").aggregate(**aggs)
+        lo = _least([v[f"__lo{s}"] for s in range(len(evals))])
+        hi = _greatest([v[f"__hi{s}"] for s in range(len(evals))])
+        f = v.mutate(**{KIDX: ibis.range(lo, hi).unnest()})
+
+        def bit(f: ir.Table, s: int) -> ir.BooleanValue:  # the date's bit is set
+            k = f[KIDX]
+            if len(blocks) == 1:
+                mask, off = f[f"__m{s}_0"], k
+            else:
+                mask = ibis.cases(*[(k // _BITS == b, f[f"__m{s}_{b}"]) for b in blocks])
+                off = k % _BITS
+            return ((mask >> off.cast("int32")) & 1) == 1
+
+        f = f.filter(ibis.or_(*[bit(f, s) for s in range(len(evals))]))
+        if len(evals) == 1:
+            aggs = {f"{name}{evals[0][0]}__p{i}": f.count()}
+        else:
+            aggs = {
+                f"{name}{sx}__p{i}": f.count(where=bit(f, s)) for s, (sx, _) in enumerate(evals)
+            }
+        return f.group_by("account_id", KIDX).aggregate(**aggs)
 
     def _distinct(self, g: _Group, t: ir.Table, name: str, i: int, op, dt) -> ir.Table:
         """count_distinct over the window (and the previous one) of one metric."""
@@ -383,13 +518,16 @@ class TimelineBuilder:
         return j.group_by(["account_id", AS_OF]).aggregate(**aggs)
 
     # --- all history from running totals ------------------------------------------------
-    def _history_by_day(self, g: _Group, t: ir.Table, parts: dict, dt: ir.Table) -> list:
+    def _history_by_day(self, g: _Group, t: ir.Table, parts: dict, dt: ir.Table, grid) -> list:
         daily = {f"{name}__p{i}": r for name, p in parts.items() for i, (_, r) in enumerate(p)}
         how = {
             f"{name}__p{i}": _BY_DAY[type(r.op())]
             for name, p in parts.items()
             for i, (_, r) in enumerate(p)
         }
+        lags = {lag for name in parts for _, lag in _evaluations(g.metrics[name])}
+        if grid and all(_fixed_days(lag) is not None for lag in lags):
+            return self._history_grid(g, t, parts, daily, how, lags, grid)
         day = t.group_by(["account_id", DAY]).aggregate(**daily)
         cum = ibis.cumulative_window(group_by="account_id", order_by=DAY)
         nxt = day[DAY].lead().over(ibis.window(group_by="account_id", order_by=DAY))
@@ -398,7 +536,6 @@ class TimelineBuilder:
             __next=nxt.fill_null(_lit(_FAR)),
         )
         out = []
-        lags = {lag for name in parts for _, lag in _evaluations(g.metrics[name])}
         for lag in sorted(lags, key=lambda x: x or ""):
             at = _at(dt, lag)
             j = day.inner_join(dt, (day[DAY] < at) & (day["__next"] >= at))
@@ -409,6 +546,35 @@ class TimelineBuilder:
                         for i in range(len(p)):
                             cols[f"{name}{suffix}__p{i}"] = j[f"{name}__p{i}"]
             out.append(j.select("account_id", AS_OF, **cols))
+        return out
+
+    def _history_grid(self, g, t, parts, daily, how, lags, grid: _Grid) -> list:
+        """All history on a grid: rows reduced per account and bucket ``j`` (the first
+        date after the row's day moved by the lag), running totals over the buckets, and
+        each bucket serves the dates from ``j`` to the next bucket."""
+        e = grid.index(t[DAY])
+        out = []
+        for lag in sorted(lags, key=lambda x: x or ""):
+            L = _fixed_days(lag)
+            day = t.group_by("account_id", __j=grid.upto(e + L)).aggregate(**daily)
+            day = day.filter(day["__j"] < grid.n)
+            cum = ibis.cumulative_window(group_by="account_id", order_by="__j")
+            nxt = day["__j"].lead().over(ibis.window(group_by="account_id", order_by="__j"))
+            day = day.mutate(
+                **{k: getattr(day[k], how[k])().over(cum) for k in daily},
+                __next=nxt.fill_null(grid.n),
+            )
+            cols = {}
+            for name, p in parts.items():
+                for suffix, lg in _evaluations(g.metrics[name]):
+                    if lg == lag:
+                        for i in range(len(p)):
+                            cols[f"{name}{suffix}__p{i}"] = day[f"{name}__p{i}"]
+            out.append(
+                day.select(
+                    "account_id", **{KIDX: ibis.range(day["__j"], day["__next"]).unnest()}, **cols
+                )
+            )
         return out
 
     # --- the exact path -------------------------------------------------------------------
@@ -454,6 +620,49 @@ class TimelineBuilder:
                 for i, (_, reduction) in enumerate(parts):
                     aggs[f"{name}{suffix}__p{i}"] = reduction
         return j.group_by(["account_id", AS_OF]).aggregate(**aggs)
+
+
+_BITS = 62  # dates per bit mask: 1 << 62 still fits a signed 64-bit integer
+
+
+def _bit_range(lo: ir.IntegerValue, hi: ir.IntegerValue, base: int, n: int) -> ir.IntegerValue:
+    """The bits ``k - base`` of the dates ``k`` in ``[lo, hi)`` (both in ``[0, n]``) that
+    fall in the block of ``_BITS`` dates from ``base``, as a 64-bit integer."""
+    if base or n > _BITS:
+        lo = ibis.least(ibis.greatest(lo - base, 0), _BITS)
+        hi = ibis.least(ibis.greatest(hi - base, 0), _BITS)
+    one = ibis.literal(1).cast("int64")
+    return (one << hi.cast("int32")) - (one << lo.cast("int32"))
+
+
+def _least(values: list) -> ir.Value:
+    return values[0] if len(values) == 1 else ibis.least(*values)
+
+
+def _greatest(values: list) -> ir.Value:
+    return values[0] if len(values) == 1 else ibis.greatest(*values)
+
+
+def _combine_days(j: ir.Table, name: str, suffix: str, parts, inwin, day) -> dict:
+    """The metric's reductions from its per-day partials of the days in the window
+    (``day`` orders the days, for last/first); distinct counts are built elsewhere."""
+    aggs = {}
+    for i, (_, r) in enumerate(parts):
+        key, col = f"{name}__p{i}", f"{name}{suffix}__p{i}"
+        how = _BY_DAY[type(r.op())]
+        if how == "distinct":
+            continue
+        if how == "mean":
+            s = j[key + "__s"].sum(where=inwin)
+            n = j[key + "__n"].sum(where=inwin)
+            aggs[col] = s.cast("float64") / n.nullif(0)
+        elif how == "last":
+            aggs[col] = j[key].argmax(day, where=inwin & j[key].notnull())
+        elif how == "first":
+            aggs[col] = j[key].argmin(day, where=inwin & j[key].notnull())
+        else:
+            aggs[col] = getattr(j[key], how)(where=inwin)
+    return aggs
 
 
 def _reads_sentinel(r: ir.Value) -> bool:

@@ -138,3 +138,13 @@ def test_backtest_command_prints_figures_and_json(book, tmp_path):
     assert "difference" in res.output and "only 12 outcome events" in res.output
     out = json.loads(CliRunner().invoke(app, [*args, "-f", "json"]).output)
     assert out["evaluations"]["churned"]["overall"]["events"] == 12
+
+
+def test_no_scores_at_the_dates_or_no_events_of_the_kind_are_clear(book):
+    model = hs.load_model_text(MODEL)
+    early = [datetime(2023, 1, 1), datetime(2023, 2, 1)]  # before any account existed
+    hs.api.history(book, model, early[0], early[1], "1mo")
+    with pytest.raises(hs.ScoringError, match="no account has a stored score at the 2"):
+        bt.observations(book, model, early, "90d")
+    obs, _ = bt.observations(book, model, [START], "90d", outcome="contracted")
+    assert len(obs) == 40 and not obs["label"].any()  # nobody contracted: all negative

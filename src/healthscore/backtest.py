@@ -177,8 +177,14 @@ def observations(
     events = out[out["kind"] == outcome]
     if out.empty:
         raise ScoringError("the outcomes table is empty: load renewals and churns first")
+    if obs.empty:
+        raise ScoringError(
+            f"no account has a stored score at the {len(dates)} observation dates "
+            f"({min(dates):%Y-%m-%d} .. {max(dates):%Y-%m-%d})",
+            hint="choose dates when the accounts existed and had data",
+        )
     last = out["ts"].max()
-    open_window = obs["as_of"].map(lambda d: shift(d, horizon, +1) > last)
+    open_window = obs["as_of"].map(lambda d: shift(d, horizon, +1) > last).astype(bool)
     if open_window.any():
         notes.append(
             f"{int(open_window.sum()):,} observations left out: their {horizon} horizon ends "
@@ -187,7 +193,9 @@ def observations(
         obs = obs[~open_window.values].reset_index(drop=True)
     # an account whose outcome already happened is no longer a prediction target
     first = events.groupby("account_id")["ts"].min()
-    done = obs["account_id"].map(first).le(obs["as_of"]).fillna(False).to_numpy(bool)
+    done = np.zeros(len(obs), dtype=bool)
+    if not events.empty:
+        done = obs["account_id"].map(first).le(obs["as_of"]).fillna(False).to_numpy(bool)
     obs = obs[~done].reset_index(drop=True)
     obs["label"] = _within(obs, events, horizon)
     obs["renewed"] = _within(obs, out[out["kind"] == "renewed"], horizon)

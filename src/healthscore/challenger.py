@@ -603,6 +603,7 @@ def roc_auc(y: np.ndarray, risk: np.ndarray) -> float | None:
     >>> roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
     0.75
     """
+    y = np.asarray(y, dtype=bool)  # a 0/1 integer array would index by position
     n1 = int(y.sum())
     n0 = len(y) - n1
     if not n1 or not n0:

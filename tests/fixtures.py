@@ -151,6 +151,38 @@ def memory_store(**extra_rows):
     return store
 
 
+def outcome_book(path, hints: list[tuple[str, float]], outcomes: list[tuple]):
+    """A store whose accounts carry a ``hint`` column (score them with ``{column: hint}``),
+    alternately enterprise and smb, created 2024-01-01, with ``(account, ts, kind)``
+    outcomes: a book whose backtest figures can be worked out by hand."""
+    from healthscore.store import connect
+
+    store = connect(path)
+    store.load(
+        "accounts",
+        pa.table(
+            {
+                "account_id": [a for a, _ in hints],
+                "created_at": _ts([D(2024, 1, 1)] * len(hints)),
+                "segment": ["smb" if i % 2 else "enterprise" for i in range(len(hints))],
+                "hint": [float(h) for _, h in hints],
+            }
+        ),
+    )
+    store.load(
+        "outcomes",
+        pa.table(
+            {
+                "outcome_id": [f"O{i}" for i in range(len(outcomes))],
+                "account_id": [o[0] for o in outcomes],
+                "ts": _ts([o[1] for o in outcomes]),
+                "kind": [o[2] for o in outcomes],
+            }
+        ),
+    )
+    return store
+
+
 @contextmanager
 def postgres_store():
     """A store on a database of its own on the ``HEALTHSCORE_TEST_PG`` server (``.ci/run``

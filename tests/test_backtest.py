@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
 import healthscore as hs
+from fixtures import outcome_book
 from healthscore import backtest as bt
 from healthscore.cli import app
 
@@ -31,35 +31,12 @@ START, END = datetime(2025, 1, 1), datetime(2025, 6, 1)
 
 
 def _book(path):
-    store = hs.connect(path)
-    ids = [f"R{i}" for i in range(20)] + [f"G{i}" for i in range(20)]
-    store.load(
-        "accounts",
-        pa.table(
-            {
-                "account_id": ids,
-                "created_at": pa.array([datetime(2024, 1, 1)] * 40, pa.timestamp("us")),
-                "segment": ["smb" if i % 2 else "enterprise" for i in range(40)],
-                "hint": [20.0] * 20 + [90.0] * 20,
-            }
-        ),
-    )
+    hints = [(f"R{i}", 20.0) for i in range(20)] + [(f"G{i}", 90.0) for i in range(20)]
     rows = [(f"R{i}", datetime(2025, 3, 15), "churned") for i in range(10)]
     rows += [(f"G{i}", datetime(2025, 3, 15), "churned") for i in range(2)]
     rows += [(f"R{i}", datetime(2025, 4, 15), "renewed") for i in range(10, 15)]
     rows += [(f"G{i}", datetime(2025, 12, 31), "renewed") for i in range(2, 20)]
-    store.load(
-        "outcomes",
-        pa.table(
-            {
-                "outcome_id": [f"O{i}" for i in range(len(rows))],
-                "account_id": [r[0] for r in rows],
-                "ts": pa.array([r[1] for r in rows], pa.timestamp("us")),
-                "kind": [r[2] for r in rows],
-            }
-        ),
-    )
-    return store
+    return outcome_book(path, hints, rows)
 
 
 @pytest.fixture(scope="module")

@@ -120,7 +120,7 @@ def test_weight_changes_are_effective_weights_old_to_new():
 
 def test_calibration_uses_the_models_probability(page):
     assert "Calibration: observed vs predicted churn probability" in page
-    assert "probability of churn within 90d" in page or "churn within 90d" in page
+    assert "The model's probability is of churn within 90d" in page
 
 
 def test_names_are_escaped(page):

@@ -13,12 +13,11 @@ import math
 from datetime import datetime, timedelta
 
 import numpy as np
-import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
 import healthscore as hs
-from fixtures import AS_OF, memory_store
+from fixtures import AS_OF, memory_store, outcome_book
 from healthscore import probability as prob
 from healthscore.cli import app
 from healthscore.history import SCORES
@@ -58,30 +57,7 @@ def _book(path, *, perturb: bool = False):
                     rows.append((acc, datetime(2025, 5, 15), "churned"))
     if perturb:
         rows.append((ids[0], datetime(2025, 9, 1), "renewed"))
-    store = hs.connect(path)
-    store.load(
-        "accounts",
-        pa.table(
-            {
-                "account_id": ids,
-                "created_at": pa.array([datetime(2024, 1, 1)] * len(ids), pa.timestamp("us")),
-                "segment": ["smb" if i % 2 else "enterprise" for i in range(len(ids))],
-                "hint": hints,
-            }
-        ),
-    )
-    store.load(
-        "outcomes",
-        pa.table(
-            {
-                "outcome_id": [f"O{i}" for i in range(len(rows))],
-                "account_id": [r[0] for r in rows],
-                "ts": pa.array([r[1] for r in rows], pa.timestamp("us")),
-                "kind": [r[2] for r in rows],
-            }
-        ),
-    )
-    return store
+    return outcome_book(path, list(zip(ids, hints, strict=True)), rows)
 
 
 @pytest.fixture(scope="module")

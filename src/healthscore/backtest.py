@@ -126,7 +126,7 @@ class BacktestResult:
 # --- data -----------------------------------------------------------------------------------
 
 
-def _stored(store: Store, model: Model) -> pd.DataFrame:
+def stored_scores(store: Store, model: Model) -> pd.DataFrame:
     t = store.con.table(SCORES)
     t = t.filter(
         t.model_version == model.version,
@@ -137,12 +137,12 @@ def _stored(store: Store, model: Model) -> pd.DataFrame:
     return df.sort_values(["account_id", "as_of"], kind="stable").reset_index(drop=True)
 
 
-def _outcomes(store: Store) -> pd.DataFrame:
+def outcome_events(store: Store) -> pd.DataFrame:
     df = store.execute(store.table("outcomes").select("account_id", "ts", "kind")).to_pandas()
     return df.sort_values(["account_id", "ts"], kind="stable").reset_index(drop=True)
 
 
-def _within(obs: pd.DataFrame, events: pd.DataFrame, horizon: str) -> np.ndarray:
+def within_horizon(obs: pd.DataFrame, events: pd.DataFrame, horizon: str) -> np.ndarray:
     """For each observation (account, as_of): an event in (as_of, as_of + horizon]."""
     if events.empty or obs.empty:
         return np.zeros(len(obs), dtype=bool)
@@ -169,9 +169,9 @@ def observations(
     observations whose horizon ends later are left out (a fit never sees later data).
     """
     notes = []
-    stored = _stored(store, model)
+    stored = stored_scores(store, model)
     obs = stored[stored["as_of"].isin(dates)].reset_index(drop=True)
-    out = _outcomes(store)
+    out = outcome_events(store)
     if until is not None:
         out = out[out["ts"] <= until].reset_index(drop=True)
     events = out[out["kind"] == outcome]
@@ -197,8 +197,8 @@ def observations(
     if not events.empty:
         done = obs["account_id"].map(first).le(obs["as_of"]).fillna(False).to_numpy(bool)
     obs = obs[~done].reset_index(drop=True)
-    obs["label"] = _within(obs, events, horizon)
-    obs["renewed"] = _within(obs, out[out["kind"] == "renewed"], horizon)
+    obs["label"] = within_horizon(obs, events, horizon)
+    obs["renewed"] = within_horizon(obs, out[out["kind"] == "renewed"], horizon)
     return obs, notes
 
 
@@ -227,7 +227,7 @@ def _corr(score: np.ndarray, y: np.ndarray) -> float | None:
     return float(np.corrcoef(score, y.astype(float))[0, 1])
 
 
-def _lift(score: np.ndarray, y: np.ndarray, positive_low: bool) -> list[float | None]:
+def lift_by_decile(score: np.ndarray, y: np.ndarray, positive_low: bool) -> list[float | None]:
     if not len(y) or not y.any():
         return []
     order = np.argsort(score if positive_low else -score, kind="stable")
@@ -300,8 +300,8 @@ def _evaluate(
     obs_acc = obs["account_id"].map(acc_index).to_numpy()
     ev_acc = judged["account_id"].map(acc_index).to_numpy() if len(judged) else np.array([])
     draws: dict[str, list[float]] = {k: [] for k in (*figures, "recall", "opposite")}
-    obs_rows = _rows_by_group(obs_acc, len(accounts))
-    ev_rows = _rows_by_group(ev_acc, len(accounts))
+    obs_rows = rows_by_group(obs_acc, len(accounts))
+    ev_rows = rows_by_group(ev_acc, len(accounts))
     for sample in boot:
         o = np.concatenate([obs_rows[i] for i in sample]) if len(obs) else np.array([], int)
         sub = obs.iloc[o]
@@ -343,20 +343,20 @@ def _evaluate(
         pr_auc=est("pr_auc", figures["pr_auc"]),
         correlation=est("correlation", figures["correlation"]),
         base_rate=float(y.mean()) if len(y) else None,
-        lift=_lift(score, y, risky),
+        lift=lift_by_decile(score, y, risky),
         median_lead_days=float(np.median(leads)) if leads else None,
         flagged_but_renewed=int(renewed.sum()),
         flagged_but_renewed_share=_ratio(renewed.sum(), flagged.sum()) if risky else None,
     )
 
 
-def _rows_by_group(groups: np.ndarray, n: int) -> list[np.ndarray]:
+def rows_by_group(groups: np.ndarray, n: int) -> list[np.ndarray]:
     order = np.argsort(groups, kind="stable")
     bounds = np.searchsorted(groups[order], np.arange(n + 1))
     return [order[bounds[i] : bounds[i + 1]] for i in range(n)]
 
 
-def _bootstrap(n_accounts: int, reps: int, seed: int) -> list[np.ndarray]:
+def bootstrap_accounts(n_accounts: int, reps: int, seed: int) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.integers(0, n_accounts, n_accounts) for _ in range(reps)]
 
@@ -377,19 +377,19 @@ def evaluate(
     obs, notes = observations(store, model, dates, horizon, outcome)
     if keep is not None:  # the same observations as another model
         obs = obs.merge(keep, on=["account_id", "as_of"], how="inner")
-    stored = _stored(store, model)
-    out = _outcomes(store)
+    stored = stored_scores(store, model)
+    out = outcome_events(store)
     events = out[out["kind"] == outcome]
     start, end = min(dates), max(dates)
     accounts = np.array(sorted(obs["account_id"].unique()))
-    boot = _bootstrap(len(accounts), reps, seed)
+    boot = bootstrap_accounts(len(accounts), reps, seed)
     overall = _evaluate(obs, stored, events, outcome, lead, start, end, boot, accounts)
     segments = {}
     for seg, part in obs.groupby(obs["segment"].fillna("(none)"), sort=True):
         part = part.reset_index(drop=True)
         seg_accounts = np.array(sorted(part["account_id"].unique()))
         seg_events = events[events["account_id"].isin(seg_accounts)]
-        seg_boot = _bootstrap(len(seg_accounts), reps, seed)
+        seg_boot = bootstrap_accounts(len(seg_accounts), reps, seed)
         segments[str(seg)] = _evaluate(
             part, stored, seg_events, outcome, lead, start, end, seg_boot, seg_accounts
         )
@@ -424,7 +424,7 @@ def backtest(
     backfill(model)
     if vs is not None:
         backfill(vs)
-    outcomes = set(_outcomes(store)["kind"])
+    outcomes = set(outcome_events(store)["kind"])
     kinds = [RISK] + ([GOOD] if GOOD in outcomes else [])
     result = BacktestResult(
         model.label, model.version, start, end, every, horizon, lead, evaluations={}
@@ -498,11 +498,11 @@ def _paired(
 
     point = figures(np.arange(len(m)))
     accounts = np.array(sorted(m["account_id"].unique()))
-    rows = _rows_by_group(
+    rows = rows_by_group(
         m["account_id"].map({a: i for i, a in enumerate(accounts)}).to_numpy(), len(accounts)
     )
     draws = {k: [] for k in point}
-    for sample in _bootstrap(len(accounts), reps, seed):
+    for sample in bootstrap_accounts(len(accounts), reps, seed):
         idx = np.concatenate([rows[i] for i in sample]) if len(m) else np.array([], int)
         for k, v in figures(idx).items():
             if v is not None:

@@ -556,7 +556,7 @@ def _lift_chart(result, labels, challenger):
             (
                 "challenger, held-out dates",
                 CHALLENGER_COLOR,
-                bt._lift(-held["probability"].to_numpy(float), y, True),
+                bt.lift_by_decile(-held["probability"].to_numpy(float), y, True),
             )
         )
     for name, color, lift in series:

@@ -207,9 +207,9 @@ def training_observations(
     Labels need no later outcome (every window closes by ``until``); windows that end
     after the last outcome known by ``until`` are left out, as the backtest does.
     """
-    stored = bt._stored(store, model)
+    stored = bt.stored_scores(store, model)
     obs = stored[stored["as_of"].isin(dates)].reset_index(drop=True)
-    out = bt._outcomes(store)
+    out = bt.outcome_events(store)
     out = out[out["ts"] <= until].reset_index(drop=True)
     if out.empty:
         raise ScoringError(f"no outcome on file by {until:%Y-%m-%d}: nothing to learn from")
@@ -220,7 +220,7 @@ def training_observations(
     first = events.groupby("account_id")["ts"].min()
     done = obs["account_id"].map(first).le(obs["as_of"]).fillna(False).to_numpy(bool)
     obs = obs[~done].reset_index(drop=True)
-    obs["label"] = bt._within(obs, events, horizon)
+    obs["label"] = bt.within_horizon(obs, events, horizon)
     return obs
 
 
@@ -709,7 +709,7 @@ def lines_missing(lines: pd.DataFrame, obs: pd.DataFrame, metric: str) -> np.nda
 
 def _held_out(store: Store, old: Model, result: CalibrationResult, *, reps, seed, progress):
     """Backtest new vs old on the dates from train_until on; recall at the old FPR."""
-    out = bt._outcomes(store)
+    out = bt.outcome_events(store)
     if out.empty:
         return
     end = shift(out["ts"].max().to_pydatetime(), result.horizon, -1)

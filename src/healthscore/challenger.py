@@ -587,9 +587,9 @@ def _paired_figures(test, y, prob, weighted, reps, seed):
     point = figures(np.arange(len(test)))
     accounts = np.array(sorted(test["account_id"].unique()))
     groups = test["account_id"].map({a: i for i, a in enumerate(accounts)}).to_numpy()
-    rows = bt._rows_by_group(groups, len(accounts))
+    rows = bt.rows_by_group(groups, len(accounts))
     draws: dict[str, list[float]] = {k: [] for k in point}
-    for sample in bt._bootstrap(len(accounts), reps, seed):
+    for sample in bt.bootstrap_accounts(len(accounts), reps, seed):
         idx = np.concatenate([rows[i] for i in sample]) if len(test) else np.array([], int)
         for k, v in figures(idx).items():
             if v is not None:

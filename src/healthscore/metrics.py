@@ -62,9 +62,10 @@ def shifted_name(durations: tuple[str, ...]) -> str:
 def shift_value(wide: ir.Table, D: ir.Value, *durations: str) -> ir.Value:
     """An evaluation date (a literal or a column) moved back by model durations, in order.
 
-    For a column, the precomputed ``__at_...`` column of ``wide`` is used when present:
-    interval arithmetic in the backend is the last resort (DuckDB 1.5 merges
-    ``D - INTERVAL 1 MONTH`` with ``D - INTERVAL 30 DAY`` as one common subexpression).
+    For a column (many dates at once), the shifted dates are precomputed columns of
+    ``wide`` (``__at_...``, see ``timeline``): no interval arithmetic reaches the backend
+    (DuckDB 1.5 merges ``D - INTERVAL 1 MONTH`` with ``D - INTERVAL 30 DAY`` as one
+    common subexpression).
     """
     op = D.op()
     if isinstance(op, ibis.expr.operations.Literal):
@@ -72,17 +73,7 @@ def shift_value(wide: ir.Table, D: ir.Value, *durations: str) -> ir.Value:
         for duration in durations:
             d = shift(d, duration)
         return _lit(d)
-    name = shifted_name(tuple(durations))
-    if name in wide.columns:
-        return wide[name]
-    for duration in durations:
-        n, unit = parse_duration(duration)
-        D = D - (
-            ibis.interval(months=n)
-            if unit == "mo"
-            else ibis.interval(days=n * (7 if unit == "w" else 1))
-        )
-    return D
+    return wide[shifted_name(tuple(durations))]
 
 
 def lag_of(metric: MetricSpec) -> str | None:

@@ -115,6 +115,7 @@ class BacktestResult:
     vs_evaluations: dict[str, Evaluation] | None = None
     differences: dict[str, list[Difference]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    snapshot: bool = False  # one observation per account at ``start``; labels without dates
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -283,16 +284,21 @@ def _evaluate(
     end: datetime,
     boot: list[np.ndarray],
     accounts: np.ndarray,
+    judged: pd.DataFrame | None = None,
 ) -> Metrics:
+    """One model's figures; ``judged`` (snapshot data) gives the events and the band each
+    was judged by directly, instead of the stored score at event - lead (no lead time)."""
     risky = outcome != GOOD
+    snapshot = judged is not None
     flag_band = "red" if risky else "green"
     opposite_band = "green" if risky else "red"
     flagged = (obs["band"] == flag_band).to_numpy(bool)
     score = obs["score"].to_numpy(float)
     risk = -score if risky else score
     figures = _point_figures(obs, flagged, risk)
-    judged = _event_view(stored, events, lead, start, end)
-    judged = judged[judged["band"].notna()] if "band" in judged else judged
+    if judged is None:
+        judged = _event_view(stored, events, lead, start, end)
+        judged = judged[judged["band"].notna()] if "band" in judged else judged
     recall = _ratio((judged["band"] == flag_band).sum(), len(judged)) if len(judged) else None
     opposite = _ratio((judged["band"] == opposite_band).sum(), len(judged)) if len(judged) else None
     # bootstrap over accounts: the same resamples for every figure
@@ -323,7 +329,7 @@ def _evaluate(
         return Estimate(value, float(lo), float(hi))
 
     leads = []
-    if risky and len(judged):
+    if risky and len(judged) and not snapshot:
         for r in judged[judged["band"] == "red"].itertuples():
             began = _red_run_start(stored, r.account_id, r.as_of, "red")
             if began is not None:

@@ -17,8 +17,17 @@ from what happened.
   metric's **direction**) whose one-metric logistic fit explains the outcome best wins
   when it beats the old anchors by more than 2 log-likelihood units per observation an
   account has on average (an account's observations are correlated); else the old
-  anchors stay. ``points``, ``map`` and ``percentile`` metrics keep their normalisation (their
-  stored 0-100 value is the feature); only their weight is learned.
+  anchors stay. A ``map`` metric's category scores are learned the same way: each
+  category's effect on the outcome, scaled so the riskiest scores 0 and the safest 100
+  (shrunk toward no effect for rare categories). ``points`` and ``percentile`` metrics
+  keep their normalisation (their stored 0-100 value is the feature); only their weight
+  is learned.
+- **Refinement.** A metric judged alone can look predictive only through another (a
+  long tenure and a long contract go together). After the first weight fit, each linear
+  and map metric's normalisation is re-chosen given the others' fitted effect (the same
+  candidates plus the data's range, the same margin), and the weights are refitted;
+  ``REFINE_ROUNDS`` passes. The weights stay non-negative: a direction is carried by the
+  anchors' orientation, so the result is still an explainable weighted sum.
 - **Missing data** follows the metric's policy exactly as scoring does: ``neutral`` and
   ``penalty`` put their value in; ``reweight`` leaves the metric out of that
   observation, its pillar's other metrics carry its weight (and a pillar with no data
@@ -48,7 +57,7 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -82,6 +91,9 @@ OUTCOMES = {
     "reactivated": "reactivated",
 }
 QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
+#: refinement passes: each metric's normalisation re-chosen given the others' fitted effect
+REFINE_ROUNDS = 2
+MAP_RIDGE = 1.0  # shrinks a category's learned effect toward none (pseudo-observations)
 ANCHOR_GAIN = 2.0  # log-likelihood units per (observations per account) to move anchors
 L2 = 1e-4  # penalty on the coefficients, on the mean log-loss (about scikit-learn C=1)
 MIN_POSITIVES = 10  # fewer positive training observations: refuse to calibrate
@@ -104,6 +116,8 @@ class MetricChange:
     new_good: float | None = None
     old_direction: str | None = None  # higher | lower (is better)
     new_direction: str | None = None
+    old_map: dict[str, float] | None = None  # map metrics: category -> score 0-100
+    new_map: dict[str, float] | None = None
     note: str = ""
 
     @property
@@ -233,7 +247,7 @@ def score_lines(store: Store, model: Model, dates: list[datetime]) -> pd.DataFra
         t.as_of.isin(list(dates)),
         t.kind.isin(["metric", "rule"]),
     )
-    cols = ("account_id", "as_of", "kind", "name", "raw_value", "normalized", "missing")
+    cols = ("account_id", "as_of", "kind", "name", "raw", "raw_value", "normalized", "missing")
     return store.execute(t.select(*cols)).to_pandas()
 
 
@@ -265,13 +279,38 @@ class _Feature:
     stored: np.ndarray  # stored normalised 0-1 (NaN: none)
     bad: float | None = None
     good: float | None = None
+    text: np.ndarray | None = None  # map metrics: the raw category per observation
+    map: dict[str, float] | None = None  # map metrics: category -> score 0-100
 
     def normalized(self) -> np.ndarray:
         """0-1 per observation; NaN where the metric is left out (reweight)."""
         if self.kind == "linear":
             return _linear_feature(self.raw, self.value, self.bad, self.good)
-        n = self.stored
+        if self.kind == "map" and self.text is not None and self.map is not None:
+            n = _map_feature(self.text, self.map)
+        else:
+            n = self.stored
         return n if self.value is None else np.where(np.isnan(n), self.value, n)
+
+    def has_data(self) -> np.ndarray:
+        """Observations where the metric has a value of its own (not a policy's)."""
+        if self.kind == "linear":
+            return ~np.isnan(self.raw)
+        if self.kind == "map" and self.text is not None and self.map is not None:
+            return ~np.isnan(_map_feature(self.text, self.map))
+        return ~np.isnan(self.stored)
+
+    def take(self, rows: np.ndarray) -> _Feature:
+        """The same metric on a subset of the observations."""
+        text = None if self.text is None else self.text[rows]
+        return replace(self, raw=self.raw[rows], stored=self.stored[rows], text=text)
+
+
+def _map_feature(text: np.ndarray, mapping: dict[str, float]) -> np.ndarray:
+    """0-1 per observation from a category map; NaN for no category or an unmapped one."""
+    return np.array(
+        [np.nan if t is None or t not in mapping else mapping[t] / 100.0 for t in text], float
+    )
 
 
 def _score01(n: np.ndarray, w: np.ndarray, pillar_of: np.ndarray, pillars: int) -> np.ndarray:
@@ -297,18 +336,61 @@ def _score01(n: np.ndarray, w: np.ndarray, pillar_of: np.ndarray, pillars: int) 
     return np.divide(total, total_w, out=np.full_like(total, np.nan), where=total_w > 0)
 
 
+def _score01_grad(
+    n: np.ndarray, w: np.ndarray, pillar_of: np.ndarray, pillars: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_score01` (0 where nothing is known) and its derivative by each weight.
+
+    Per observation S = N / W with N = Σ_p pw_p · ps_p and W = Σ_p pw_p over the pillars
+    with data, pw_p = Σ_{m in p} w_m and ps_p = Σ w_m n_m / Σ w_m over the metrics of p
+    with data.
+    """
+    avail = ~np.isnan(n)
+    filled = np.where(avail, n, 0.0)
+    count, m = n.shape
+    num = np.zeros(count)
+    den = np.zeros(count)
+    ps_of = np.zeros((count, m))  # the pillar score of each metric's pillar
+    has_of = np.zeros((count, m), bool)
+    a_of = np.ones((count, m))
+    pw_of = np.zeros(m)
+    for p in range(pillars):
+        cols = pillar_of == p
+        wp = w[cols]
+        pw = wp.sum()
+        a = avail[:, cols] @ wp
+        s = filled[:, cols] @ wp
+        has = a > 0
+        ps = np.divide(s, a, out=np.zeros_like(s), where=has)
+        num += np.where(has, pw * ps, 0.0)
+        den += np.where(has, pw, 0.0)
+        ps_of[:, cols] = ps[:, None]
+        has_of[:, cols] = has[:, None]
+        a_of[:, cols] = np.where(has, a, 1.0)[:, None]
+        pw_of[cols] = pw
+    known = den > 0
+    score = np.divide(num, den, out=np.zeros(count), where=known)
+    dps = np.where(avail, (filled - ps_of) / a_of, 0.0)
+    dnum = np.where(has_of, ps_of + pw_of[None, :] * dps, 0.0)
+    dden = has_of.astype(float)
+    safe = np.where(known, den, 1.0)[:, None]
+    dscore = np.where(known[:, None], (dnum - score[:, None] * dden) / safe, 0.0)
+    return score, dscore
+
+
 def _nll(y: np.ndarray, z: np.ndarray) -> float:
     """Sum of the logistic log-loss with risk logit ``z``."""
     return float(np.sum(np.logaddexp(0.0, z) - y * z))
 
 
-def _fit_one(n: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Logistic risk ~ a + b·n by Newton steps: (negative log-likelihood, b)."""
-    a = math.log((y.mean() + 1e-9) / (1 - y.mean() + 1e-9))
+def _fit_one(n: np.ndarray, y: np.ndarray, offset: np.ndarray | None = None) -> tuple[float, float]:
+    """Logistic risk ~ offset + a + b·n by Newton steps: (negative log-likelihood, b)."""
+    off = np.zeros(len(n)) if offset is None else offset
+    a = 0.0 if offset is not None else math.log((y.mean() + 1e-9) / (1 - y.mean() + 1e-9))
     b = 0.0
     x = np.column_stack([np.ones_like(n), n])
     for _ in range(25):
-        z = np.clip(a + b * n, -30.0, 30.0)
+        z = np.clip(off + a + b * n, -30.0, 30.0)
         p = 1.0 / (1.0 + np.exp(-z))
         g = x.T @ (p - y)
         h = (x * (p * (1 - p))[:, None]).T @ x + np.eye(2) * 1e-6
@@ -316,7 +398,7 @@ def _fit_one(n: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         a, b = a - step[0], b - step[1]
         if np.abs(step).max() < 1e-9:
             break
-    return _nll(y, a + b * n), b
+    return _nll(y, off + a + b * n), b
 
 
 def _round_sig(x: float, digits: int = 3) -> float:
@@ -364,6 +446,228 @@ def _anchors(f: _Feature, y: np.ndarray, gain: float) -> tuple[float, float, boo
     return f.bad, f.good, False
 
 
+def _refit_anchors(
+    f: _Feature, y: np.ndarray, offset: np.ndarray, gain: float
+) -> tuple[float, float]:
+    """Anchors of a linear metric given the other metrics' effect (``offset``).
+
+    Candidates are the data's range and quantiles and the current pair; a pair (with its
+    orientation) replaces the current one when it explains the outcome better by ``gain``.
+    """
+    keep = f.has_data() if f.value is None else np.ones(len(f.raw), bool)
+    values = f.raw[~np.isnan(f.raw)]
+    if values.size < 2 or np.unique(values).size < 2 or y[keep].all() or not y[keep].any():
+        return f.bad, f.good
+    yk, ok = y[keep], offset[keep]
+
+    def fit(bad, good):
+        return _fit_one(_linear_feature(f.raw, f.value, bad, good)[keep], yk, ok)
+
+    current, current_b = fit(f.bad, f.good)
+    wrong_way = current_b > 0 and current < _nll_offset(yk, ok) - gain
+    qs = np.quantile(values, (0.0, *QUANTILES, 1.0))
+    cands = sorted({_round_sig(v) for v in qs} | {f.bad, f.good})
+    best = (math.inf, f.bad, f.good)
+    for i, lo in enumerate(cands):
+        for hi in cands[i + 1 :]:
+            value, b = fit(lo, hi)
+            if value < best[0] - 1e-9:
+                best = (value, lo, hi) if b <= 0 else (value, hi, lo)
+    if wrong_way or best[0] < current - gain:
+        return best[1], best[2]
+    return f.bad, f.good
+
+
+def _nll_offset(y: np.ndarray, offset: np.ndarray) -> float:
+    """The log-loss of ``offset`` plus a fitted intercept: no metric at all."""
+    return _fit_one(np.zeros(len(y)), y, offset)[0]
+
+
+def _category_effects(text: np.ndarray, y: np.ndarray, offset: np.ndarray) -> dict[str, float]:
+    """Per category, its effect on the risk logit beyond ``offset`` (ridge-shrunk to 0)."""
+    effects = {}
+    for cat in sorted({t for t in text if t is not None}):
+        rows = np.array([t == cat for t in text])
+        t = 0.0
+        for _ in range(50):
+            p = 1.0 / (1.0 + np.exp(-np.clip(offset[rows] + t, -30.0, 30.0)))
+            g = (p - y[rows]).sum() + MAP_RIDGE * t
+            h = (p * (1 - p)).sum() + MAP_RIDGE
+            step = g / h
+            t -= step
+            if abs(step) < 1e-10:
+                break
+        effects[cat] = t
+    return effects
+
+
+def _refit_map(
+    f: _Feature, y: np.ndarray, offset: np.ndarray | None, gain: float
+) -> dict[str, float] | None:
+    """Category scores of a map metric learned from the outcome, when that helps.
+
+    Each category's effect on the risk (given ``offset``: the other metrics, or the base
+    rate) is scaled so that the riskiest category scores 0 and the safest 100; categories
+    of the old map not seen in the data keep their old score. The new map replaces the
+    old when it explains the outcome better by ``gain``.
+    """
+    if f.text is None or f.map is None:
+        return f.map
+    has = np.array([t is not None for t in f.text])
+    if has.sum() < 2 or y[has].all() or not y[has].any():
+        return f.map
+    yk = y[has]
+    ok = (
+        np.full(int(has.sum()), math.log(yk.mean() / (1 - yk.mean())))
+        if offset is None
+        else offset[has]
+    )
+    effects = _category_effects(f.text[has], yk, ok)
+    lo, hi = min(effects.values()), max(effects.values())
+    if hi - lo < 1e-9:
+        return f.map
+    learned = {c: round(100.0 * (hi - e) / (hi - lo), 1) for c, e in effects.items()}
+    new = {**{c: v for c, v in f.map.items() if c not in learned}, **learned}
+    keep = f.has_data() if f.value is None else np.ones(len(f.text), bool)
+    keep_new = ~np.isnan(_map_feature(f.text, new)) if f.value is None else keep
+    if not np.array_equal(keep, keep_new):  # compare on the same observations
+        keep = keep & keep_new
+    off = None if offset is None else offset[keep]
+    old_nll, old_b = _fit_one(replace(f).normalized()[keep], y[keep], off)
+    new_nll, _ = _fit_one(replace(f, map=new).normalized()[keep], y[keep], off)
+    # the old scores point the wrong way (risk rises with them) and that is no noise
+    null = _nll_offset(y[keep], np.zeros(int(keep.sum())) if off is None else off)
+    wrong_way = old_b > 0 and old_nll < null - gain
+    return new if wrong_way or new_nll < old_nll - gain else f.map
+
+
+def _column_means(n: np.ndarray) -> np.ndarray:
+    """Per column the mean of its values (0.5 for a column with none)."""
+    have = ~np.isnan(n)
+    total = np.where(have, n, 0.0).sum(axis=0)
+    count = have.sum(axis=0)
+    return np.divide(total, count, out=np.full(n.shape[1], 0.5), where=count > 0)
+
+
+@dataclass
+class Learned:
+    """What :func:`learn` fitted: per metric its change, the weights, the features."""
+
+    changes: list[MetricChange]
+    weights: np.ndarray  # share of the score per metric, rounded to 0.1 %
+    feats: list[_Feature]  # with the learned anchors and maps
+    n: np.ndarray  # observations x metrics, 0-1 with the learned normalisations
+    notes: list[str]
+
+
+def learn(
+    model: Model,
+    feats: list[_Feature],
+    holds: pd.DataFrame,
+    y: np.ndarray,
+    *,
+    gain: float,
+    l2: float = L2,
+    rounds: int = REFINE_ROUNDS,
+) -> Learned:
+    """Directions, anchors, category scores and non-negative weights from outcomes ``y``.
+
+    First each metric alone (anchors and direction of linear metrics, category scores
+    of map metrics); then the weights; then ``rounds`` passes that re-choose each
+    metric's normalisation given the others' fitted effect, and refit the weights.
+    ``feats`` are copied, not changed.
+    """
+    feats = [replace(f) for f in feats]
+    pillars = list(model.spec.pillars)
+    pillar_of = np.array([pillars.index(f.pillar) for f in feats])
+    yf = y.astype(float)
+    old_w = model.metric_weights()
+    changes = []
+    for f in feats:
+        c = MetricChange(f.pillar, f.metric, f.kind, old_w[f.metric], 0.0)
+        if f.kind == "linear":
+            c.old_bad, c.old_good = f.bad, f.good
+            c.old_direction = "higher" if f.good > f.bad else "lower"
+            f.bad, f.good, _ = _anchors(f, yf, gain)
+        elif f.kind == "map":
+            c.old_map = dict(f.map or {})
+            f.map = _refit_map(f, yf, None, gain)
+        changes.append(c)
+    n = np.column_stack([f.normalized() for f in feats])
+    a, beta = _fit_weights(n, yf, pillar_of, len(pillars), l2, holds, model)
+    for _ in range(rounds):
+        if beta.sum() <= 0:
+            break
+        moved = False
+        for j, f in enumerate(feats):
+            if f.kind not in ("linear", "map"):
+                continue
+            filled = np.where(np.isnan(n), _column_means(n), n)
+            offset = a - filled @ beta + beta[j] * filled[:, j]
+            if f.kind == "linear":
+                bad, good = _refit_anchors(f, yf, offset, gain)
+                moved |= (bad, good) != (f.bad, f.good)
+                f.bad, f.good = bad, good
+            else:
+                new = _refit_map(f, yf, offset, gain)
+                moved |= new != f.map
+                f.map = new
+            n[:, j] = f.normalized()
+        if not moved:
+            break
+        a, beta = _fit_weights(n, yf, pillar_of, len(pillars), l2, holds, model)
+    notes: list[str] = []
+    if beta.sum() <= 0:
+        return Learned(changes, np.zeros(len(feats)), feats, n, notes)
+    pct = np.round(100.0 * beta / beta.sum(), 1)
+    for c, f, w in zip(changes, feats, pct, strict=True):
+        c.new_weight = float(w) / 100.0
+        if f.kind == "linear":
+            c.new_bad, c.new_good = f.bad, f.good
+            c.new_direction = "higher" if f.good > f.bad else "lower"
+            if c.inverted:
+                c.note = f"direction learned: {c.new_direction} is better (inverted)"
+            elif (c.old_bad, c.old_good) != (c.new_bad, c.new_good):
+                c.note = "anchors re-estimated"
+        elif f.kind == "map":
+            c.new_map = dict(f.map or {})
+            c.note = (
+                "category scores learned" if c.new_map != c.old_map else "map kept; weight learned"
+            )
+        else:
+            c.note = f"{f.kind} normalisation kept; weight learned"
+        if w == 0:
+            c.note = (c.note + "; " if c.note else "") + "fitted weight 0 (kept in the file)"
+    zero = [c.metric for c in changes if c.new_weight == 0]
+    if zero:
+        notes.append(
+            "fitted weight 0 (no predictive value beyond the other metrics, or it points "
+            "the wrong way): " + ", ".join(zero) + "; they stay in the file with weight 0"
+        )
+    inverted = [c.metric for c in changes if c.inverted]
+    if inverted:
+        notes.append(
+            "direction learned from data, opposite to the old model: " + ", ".join(inverted)
+        )
+    return Learned(changes, pct / 100.0, feats, n, notes)
+
+
+def learned_score(
+    model: Model, learned: Learned, feats: list[_Feature], holds: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray]:
+    """The new score (0-100, rules applied) and forced bands of observations ``feats``
+    (the same metrics, e.g. a held-out fold), with what ``learn`` fitted."""
+    pillars = list(model.spec.pillars)
+    pillar_of = np.array([pillars.index(f.pillar) for f in learned.feats])
+    cols = []
+    for f, fitted in zip(feats, learned.feats, strict=True):
+        g = replace(f, bad=fitted.bad, good=fitted.good, map=fitted.map)
+        cols.append(g.normalized())
+    n = np.column_stack(cols) if cols else np.zeros((len(holds), 0))
+    base = 100.0 * _score01(n, learned.weights, pillar_of, len(pillars))
+    return _apply_rules(np.nan_to_num(base, nan=0.0), holds, model)
+
+
 def _fit_weights(
     n: np.ndarray,
     y: np.ndarray,
@@ -372,8 +676,8 @@ def _fit_weights(
     l2: float,
     holds: pd.DataFrame,
     model: Model,
-) -> np.ndarray:
-    """Non-negative coefficients of the health score: risk logit = a - Σβ · score / 100.
+) -> tuple[float, np.ndarray]:
+    """Intercept and non-negative coefficients: risk logit = a - Σβ · score / 100.
 
     The score is the model's own (the weighted sum with reweighting, then its rules),
     with weights β / Σβ: without missing data and rules this is a - Σ β_m n_m.
@@ -386,19 +690,34 @@ def _fit_weights(
     def objective(theta):
         a, beta = theta[0], theta[1:]
         total = beta.sum()
+        grad = np.zeros(m + 1)
         if total <= 0:
             z = np.full(count, a)
-        else:
-            base = 100.0 * _score01(n, beta, pillar_of, pillars)
-            final, _ = _apply_rules(np.nan_to_num(base), holds, model)
-            z = a - total * final / 100.0
-        return _nll(y, z) / count + l2 * float(beta @ beta)
+            r = (1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0))) - y) / count
+            grad[0] = r.sum()
+            # from no weight at all, weight on metric m alone makes the score n_m
+            grad[1:] = -(r @ np.nan_to_num(n)) + 2.0 * l2 * beta
+            return _nll(y, z) / count + l2 * float(beta @ beta), grad
+        score, dscore = _score01_grad(n, beta, pillar_of, pillars)
+        base = np.nan_to_num(100.0 * score)
+        final, _ = _apply_rules(base, holds, model)
+        # rules shift, floor, cap and clamp the base score: slope 1 or 0 per observation
+        bumped, _ = _apply_rules(base + 1e-6, holds, model)
+        slope = np.clip(np.round((bumped - final) / 1e-6), 0.0, 1.0)
+        z = a - total * final / 100.0
+        r = (1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0))) - y) / count  # dL/dz
+        dz = -(final[:, None] / 100.0 + total * slope[:, None] * dscore)  # dz/dβ
+        grad[0] = r.sum()
+        grad[1:] = r @ dz + 2.0 * l2 * beta
+        return _nll(y, z) / count + l2 * float(beta @ beta), grad
 
     base = math.log(y.mean() / (1 - y.mean()))
     x0 = np.concatenate([[base + 1.0], np.full(m, 2.0 / m)])
     bounds = [(None, None)] + [(0.0, None)] * m
-    res = minimize(objective, x0, method="L-BFGS-B", bounds=bounds, options={"maxiter": 500})
-    return np.where(res.x[1:] < 1e-6, 0.0, res.x[1:])
+    res = minimize(
+        objective, x0, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 500}
+    )
+    return float(res.x[0]), np.where(res.x[1:] < 1e-6, 0.0, res.x[1:])
 
 
 def _apply_rules(
@@ -462,6 +781,7 @@ def features(
     scored = model.scored_metrics()
     names = [m for _, m, _ in scored]
     raw = _wide(lines, obs, "metric", "raw_value", names)
+    text = _wide(lines, obs, "metric", "raw", names)
     norm = _wide(lines, obs, "metric", "normalized", names)
     holds = _wide(lines, obs, "rule", "raw_value", list(model.spec.rules))
     feats = []
@@ -480,9 +800,22 @@ def features(
         stored = norm[m].to_numpy(float) / 100.0
         if pol.policy != "reweight":  # the stored value has the policy's value filled in
             stored = np.where(lines_missing(lines, obs, m) == pol.policy, np.nan, stored)
+        categories = None
+        if kind == "map":
+            categories = np.array([None if pd.isna(t) else str(t) for t in text[m]], object)
         feats.append(
             _Feature(
-                p, m, kind, pol.policy, value, raw[m].to_numpy(float), stored, use.bad, use.good
+                p,
+                m,
+                kind,
+                pol.policy,
+                value,
+                raw[m].to_numpy(float),
+                stored,
+                use.bad,
+                use.good,
+                categories,
+                dict(use.map) if use.map is not None else None,
             )
         )
     return feats, holds
@@ -569,60 +902,23 @@ def calibrate(
     notes: list[str] = []
     feats, holds = features(store, model, obs, dates)
     pillars = list(model.spec.pillars)
-    pillar_of = np.array([pillars.index(f.pillar) for f in feats])
-    yf = y.astype(float)
     # an account's observations are correlated: demand the margin per account, not per row
     gain = ANCHOR_GAIN * len(obs) / max(obs["account_id"].nunique(), 1)
-    changes = []
-    old_w = model.metric_weights()
-    for f in feats:
-        c = MetricChange(f.pillar, f.metric, f.kind, old_w[f.metric], 0.0)
-        if f.kind == "linear":
-            c.old_bad, c.old_good = f.bad, f.good
-            c.old_direction = "higher" if f.good > f.bad else "lower"
-            bad, good, moved = _anchors(f, yf, gain)
-            f.bad, f.good = bad, good
-            c.new_bad, c.new_good = bad, good
-            c.new_direction = "higher" if good > bad else "lower"
-            if c.inverted:
-                c.note = f"direction learned: {c.new_direction} is better (inverted)"
-            elif moved:
-                c.note = "anchors re-estimated"
-        else:
-            c.note = f"{f.kind} normalisation kept; weight learned"
-        changes.append(c)
-    n = np.column_stack([f.normalized() for f in feats])
-    beta = _fit_weights(n, yf, pillar_of, len(pillars), l2, holds, model)
-    if beta.sum() <= 0:
+    fitted = learn(model, feats, holds, y, gain=gain, l2=l2)
+    if fitted.weights.sum() <= 0:
         raise ScoringError(
             f"no scored metric predicts {outcome} on the training observations: "
             "every fitted weight is 0; keeping the current model"
         )
-    pct = np.round(100.0 * beta / beta.sum(), 1)
-    for c, w in zip(changes, pct, strict=True):
-        c.new_weight = float(w) / 100.0
-        if w == 0:
-            c.note = (c.note + "; " if c.note else "") + "fitted weight 0 (kept in the file)"
-    zero = [c.metric for c in changes if c.new_weight == 0]
-    if zero:
-        notes.append(
-            "fitted weight 0 (no predictive value beyond the other metrics, or it points "
-            "the wrong way): " + ", ".join(zero) + "; they stay in the file with weight 0"
-        )
-    inverted = [c.metric for c in changes if c.inverted]
-    if inverted:
-        notes.append(
-            "direction learned from data, opposite to the old model: " + ", ".join(inverted)
-        )
+    changes = fitted.changes
+    notes += fitted.notes
     if model.spec.segments and model.spec.segments.weights:
         notes.append(
             "per-segment pillar weights of the old model were dropped: one set of weights "
             "is fitted for all accounts (segments are still reported)"
         )
     # the new score on the training observations, with the file's rounded numbers
-    w = pct / 100.0
-    base = 100.0 * _score01(n, w, pillar_of, len(pillars))
-    score, forced = _apply_rules(np.nan_to_num(base, nan=0.0), holds, model)
+    score, forced = learned_score(model, fitted, feats, holds)
     yellow, reached = _yellow_for(score, forced, y, target_recall)
     if not reached:
         notes.append(
@@ -824,6 +1120,10 @@ def write_model_text(
         totals[c.pillar] = totals.get(c.pillar, 0.0) + round(100.0 * c.new_weight, 1)
         if c.kind == "linear":
             use["bad"], use["good"] = _num(c.new_bad), _num(c.new_good)
+        if c.kind == "map" and c.new_map is not None and c.new_map != c.old_map:
+            learned = CommentedMap((k, _num(v)) for k, v in c.new_map.items())
+            learned.fa.set_flow_style()
+            use["map"] = learned
         was = f"was weight {100 * c.old_weight:.1f} %"
         if c.kind == "linear" and (c.old_bad, c.old_good) != (c.new_bad, c.new_good):
             was += f", bad {c.old_bad:g}, good {c.old_good:g}"
@@ -853,6 +1153,13 @@ def _anchor(bad, good) -> str:
     return "-" if bad is None else f"{bad:g} -> {good:g}"
 
 
+def _categories(mapping: dict[str, float] | None) -> str:
+    if not mapping:
+        return "-"
+    shown = ", ".join(f"{k} {v:g}" for k, v in list(mapping.items())[:4])
+    return shown + (f" (+{len(mapping) - 4})" if len(mapping) > 4 else "")
+
+
 def _p(x: float | None) -> str:
     return "-" if x is None else f"{x:.1%}"
 
@@ -879,8 +1186,8 @@ def render_calibration(console: Console, r: CalibrationResult) -> None:
             c.metric,
             _w(c.old_weight),
             _w(c.new_weight),
-            _anchor(c.old_bad, c.old_good),
-            _anchor(c.new_bad, c.new_good),
+            _anchor(c.old_bad, c.old_good) if c.kind != "map" else _categories(c.old_map),
+            _anchor(c.new_bad, c.new_good) if c.kind != "map" else _categories(c.new_map),
             c.note,
         )
     for p, (old, new) in r.pillars.items():

@@ -550,8 +550,12 @@ def trends(
 
 @app.command()
 def backtest(
-    from_: Annotated[str, typer.Option("--from", help="first observation date (UTC)")],
-    to: Annotated[str, typer.Option("--to", help="last observation date (UTC), included")],
+    from_: Annotated[
+        str | None, typer.Option("--from", help="first observation date (UTC)")
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="last observation date (UTC), included")
+    ] = None,
     every: Annotated[str, typer.Option(help="step between observation dates")] = "1mo",
     horizon: Annotated[str, typer.Option(help="an outcome within this long counts")] = "90d",
     lead: Annotated[str, typer.Option(help="judge the score this long before the outcome")] = "30d",
@@ -574,6 +578,15 @@ def backtest(
         str | None,
         typer.Option(help="challenger trains on horizons closed by then [default: mid-way]"),
     ] = None,
+    snapshot: Annotated[
+        bool,
+        typer.Option(help="data with no history: score once, label by the outcomes on file"),
+    ] = False,
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="--snapshot: the snapshot date [default: day after the last outcome]"),
+    ] = None,
+    outcome: Annotated[str, typer.Option(help="--snapshot: the outcome to predict")] = "churn",
 ) -> None:
     """How well the model's point-in-time scores would have predicted churn (and expansion)."""
     from healthscore import backtest as bt
@@ -583,10 +596,37 @@ def backtest(
         raise typer.BadParameter(f"unknown format {format!r}; use table or json")
     if train_until is not None and not challenger:
         raise typer.BadParameter("--train-until goes with --challenger")
+    if snapshot:
+        if from_ or to or challenger or out_file:
+            raise typer.BadParameter(
+                "--snapshot scores once: --from/--to, --challenger and --out do not apply "
+                "(calibrate --snapshot measures the challenger)"
+            )
+    elif from_ is None or to is None:
+        raise typer.BadParameter("give --from and --to (or --snapshot for data with no history)")
+    elif as_of is not None:
+        raise typer.BadParameter("--as-of goes with --snapshot")
     extra, written = None, None
     try:
         store, m = _open(db, model, scorecard)
         other = load_model(vs).scorecard(scorecard) if vs is not None else None
+        if snapshot:
+            from healthscore import snapshot as snap
+
+            result = snap.backtest(
+                store,
+                m,
+                as_of=api.parse_as_of(as_of) if as_of else None,
+                outcome=outcome,
+                vs=other,
+                reps=bootstrap,
+                seed=seed,
+            )
+            if format == "json":
+                sys.stdout.write(json.dumps(result.to_dict(), indent=1, default=str) + "\n")
+            else:
+                render_backtest(out, result)
+            return
         with progress_bar(err) as progress:
             result = bt.backtest(
                 store,
@@ -647,8 +687,9 @@ def backtest(
 @app.command()
 def calibrate(
     train_until: Annotated[
-        str, typer.Option("--train-until", help="learn only from outcome windows closed by D")
-    ],
+        str | None,
+        typer.Option("--train-until", help="learn only from outcome windows closed by D"),
+    ] = None,
     outcome: Annotated[str, typer.Option(help="the outcome to predict: churn, ...")] = "churn",
     horizon: Annotated[str, typer.Option(help="an outcome within this long counts")] = "90d",
     every: Annotated[str, typer.Option(help="step between observation dates")] = "1mo",
@@ -666,11 +707,56 @@ def calibrate(
     seed: Annotated[int, typer.Option(help="seed of the held-out bootstrap")] = 0,
     model: ModelOpt = None,
     db: DbOpt = None,
+    snapshot: Annotated[
+        bool,
+        typer.Option(help="data with no history: judge by stratified cross-validation"),
+    ] = False,
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="--snapshot: the snapshot date [default: day after the last outcome]"),
+    ] = None,
+    folds: Annotated[int, typer.Option(help="--snapshot: cross-validation folds")] = 5,
+    challenger: Annotated[
+        bool, typer.Option(help="--snapshot: measure the gradient-boosted challenger too")
+    ] = True,
+    format: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
 ) -> None:
     """Learn weights, anchors, directions and bands from outcomes up to D; test after D."""
     from healthscore import calibrate as cal
     from healthscore.render import progress_bar
 
+    if format not in ("table", "json"):
+        raise typer.BadParameter(f"unknown format {format!r}; use table or json")
+    if snapshot:
+        if train_until or from_:
+            raise typer.BadParameter(
+                "--snapshot has no time to split on: --train-until and --from do not apply"
+            )
+        from healthscore import snapshot as snap
+
+        try:
+            store, m = _open(db, model)
+            r = snap.calibrate(
+                store,
+                m,
+                as_of=api.parse_as_of(as_of) if as_of else None,
+                outcome=outcome,
+                folds=folds,
+                target_recall=target_recall,
+                seed=seed,
+                out=out_file,
+                reps=bootstrap,
+                challenger=challenger,
+            )
+        except HealthscoreError as e:
+            _fail(e)
+        if format == "json":
+            sys.stdout.write(json.dumps(r.to_dict(), indent=1, default=str) + "\n")
+        else:
+            snap.render_snapshot_calibration(out, r)
+        return
+    if train_until is None:
+        raise typer.BadParameter("give --train-until (or --snapshot for data with no history)")
     try:
         store, m = _open(db, model)
         with progress_bar(err) as progress:

@@ -159,15 +159,26 @@ def progress_bar(console: Console) -> Iterator:
 
 def render_backtest(console: Console, r) -> None:
     """The backtest figures: overall and per segment, side by side with --vs."""
-    console.print(
-        f"[bold]backtest[/] of {r.model_label} ({r.model_version[:12]}): observations every "
-        f"{r.every} from {r.start:%Y-%m-%d} to {r.end:%Y-%m-%d}, outcome within {r.horizon}, "
-        f"judged {r.lead} before it; 95 % intervals from a bootstrap over accounts",
-        highlight=False,
-    )
+    if getattr(r, "snapshot", False):
+        console.print(
+            f"[bold]backtest[/] of {r.model_label} ({r.model_version[:12]}) on snapshot data: "
+            f"one observation per account at {r.start:%Y-%m-%d}, labelled by the outcomes on "
+            f"file (no dates, no lead time); {r.every}; 95 % intervals from a bootstrap over "
+            "accounts",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"[bold]backtest[/] of {r.model_label} ({r.model_version[:12]}): observations "
+            f"every {r.every} from {r.start:%Y-%m-%d} to {r.end:%Y-%m-%d}, outcome within "
+            f"{r.horizon}, judged {r.lead} before it; 95 % intervals from a bootstrap over "
+            "accounts",
+            highlight=False,
+        )
+    when = "at the snapshot" if getattr(r, "snapshot", False) else "at event - lead"
     rows = [
-        ("recall: flagged at event - lead", "recall"),
-        ("opposite band at event - lead", "opposite_share"),
+        (f"recall: flagged {when}", "recall"),
+        (f"opposite band {when}", "opposite_share"),
         ("false-positive rate", "false_positive_rate"),
         ("precision of the flag", "precision"),
         ("ROC AUC", "roc_auc"),

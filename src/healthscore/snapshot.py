@@ -1,0 +1,454 @@
+"""snapshot: evaluate and calibrate a model on data with no history.
+
+Place in the flow: beside ``backtest`` and ``calibrate``, for data sets that are one row
+per customer with an outcome label and no event dates (a CRM export, IBM's Telco churn
+sample). There is no time to split on, so:
+
+- **Observations** are the accounts scored once, at the snapshot date ``as_of``
+  (default: the day after the last outcome on file), stored in the history like any
+  other date. The label is whether the account has the outcome (default ``churned``)
+  in the outcomes table, whatever its date; an account with no outcome counts as not
+  having it. Recall is the share of those accounts that are red at the snapshot; there
+  is no lead time.
+- **Calibration** is judged by stratified k-fold cross-validation (seeded): for each
+  fold, :func:`healthscore.calibrate.learn` fits anchors, directions, category scores
+  and non-negative weights (and the bands) on the other folds only, and the fold is
+  scored with them. The out-of-fold scores give the calibrated model's ROC AUC, and its
+  bands the recall and false-positive rate, on accounts the fit never saw. The model
+  file written is then fitted on all accounts.
+- **Baselines on the same folds and the same metrics:** an unconstrained logistic
+  regression (each numeric metric standardised with a missing indicator, each
+  categorical one one-hot; scikit-learn) shows what a free linear model reaches, and
+  the gradient-boosted challenger what a non-linear one does. The current model, which
+  learns nothing, is measured on all accounts.
+
+Columns that give the answer away (a satisfaction score recorded after the churn, a
+vendor's churn score, a churn reason) must not be metrics; the model decides what is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from healthscore import backtest as bt
+from healthscore import calibrate as cal
+from healthscore.errors import ScoringError
+from healthscore.history import ensure_tables
+from healthscore.model import HEALTH, Model, load_model_text
+from healthscore.store import Store
+
+FOLDS = 5
+#: label of the observation step in reports
+EVERY = "snapshot"
+
+
+# --- observations ---------------------------------------------------------------------------
+
+
+def snapshot_date(store: Store) -> datetime:
+    """The default snapshot date: the day after the last outcome on file."""
+    out = bt.outcome_events(store)
+    if out.empty:
+        raise ScoringError("the outcomes table is empty: load the churn labels first")
+    last = pd.Timestamp(out["ts"].max()).to_pydatetime()
+    return datetime(last.year, last.month, last.day) + timedelta(days=1)
+
+
+def observations(store: Store, model: Model, as_of: datetime, outcome: str) -> pd.DataFrame:
+    """Every account scored at ``as_of``, labelled: account_id, as_of, score, band,
+    segment, label (has the outcome), renewed (has a renewal)."""
+    from healthscore import api
+
+    ensure_tables(store)
+    api.history(store, model, as_of, as_of, "1d")
+    stored = bt.stored_scores(store, model)
+    obs = stored[stored["as_of"] == pd.Timestamp(as_of)].reset_index(drop=True)
+    if obs.empty:
+        raise ScoringError(
+            f"no account has a score at {as_of:%Y-%m-%d}",
+            hint="the snapshot date must be after the accounts' created_at; pass --as-of",
+        )
+    out = bt.outcome_events(store)
+    if out.empty:
+        raise ScoringError("the outcomes table is empty: load the churn labels first")
+    has = set(out.loc[out["kind"] == outcome, "account_id"])
+    renewed = set(out.loc[out["kind"] == "renewed", "account_id"])
+    obs["label"] = obs["account_id"].isin(has).to_numpy(bool)
+    obs["renewed"] = obs["account_id"].isin(renewed).to_numpy(bool)
+    return obs
+
+
+def _metrics(obs: pd.DataFrame, outcome: str, reps: int, seed: int) -> bt.Metrics:
+    accounts = np.array(sorted(obs["account_id"].unique()))
+    boot = bt.bootstrap_accounts(len(accounts), reps, seed)
+    judged = obs[obs["label"]].reset_index(drop=True)
+    start = obs["as_of"].min()
+    return bt._evaluate(obs, obs, judged, outcome, "", start, start, boot, accounts, judged)
+
+
+def evaluate(obs: pd.DataFrame, outcome: str, *, reps: int = 200, seed: int = 0) -> bt.Evaluation:
+    """One model's figures on labelled snapshot observations, overall and per segment."""
+    overall = _metrics(obs, outcome, reps, seed)
+    segments = {}
+    for seg, part in obs.groupby(obs["segment"].fillna("(none)"), sort=True):
+        segments[str(seg)] = _metrics(part.reset_index(drop=True), outcome, reps, seed)
+    return bt.Evaluation(outcome, overall, segments)
+
+
+def _result(model_label, version, as_of, outcome, obs, reps, seed) -> bt.BacktestResult:
+    r = bt.BacktestResult(
+        model_label, version, as_of, as_of, EVERY, "-", "-", evaluations={}, snapshot=True
+    )
+    ev = evaluate(obs, outcome, reps=reps, seed=seed)
+    r.evaluations[outcome] = ev
+    r.notes += bt._weak(ev, outcome, model_label)
+    return r
+
+
+def backtest(
+    store: Store,
+    model: Model,
+    *,
+    as_of: datetime | None = None,
+    outcome: str = bt.RISK,
+    vs: Model | None = None,
+    reps: int = 200,
+    seed: int = 0,
+) -> bt.BacktestResult:
+    """How well the model's snapshot scores separate the accounts with the outcome."""
+    outcome = cal.outcome_kind(outcome)
+    as_of = as_of or snapshot_date(store)
+    obs = observations(store, model, as_of, outcome)
+    result = _result(model.label, model.version, as_of, outcome, obs, reps, seed)
+    if vs is not None:
+        other = observations(store, vs, as_of, outcome)
+        key = ["account_id", "as_of"]
+        both = obs[key].merge(other[key])
+        obs = obs.merge(both, on=key)
+        other = other.merge(both, on=key)
+        result = _result(model.label, model.version, as_of, outcome, obs, reps, seed)
+        result.vs_label = vs.label
+        result.vs_evaluations = {outcome: evaluate(other, outcome, reps=reps, seed=seed)}
+        result.differences[outcome] = bt._paired(obs, other, outcome, reps, seed)
+    return result
+
+
+# --- calibration ----------------------------------------------------------------------------
+
+
+@dataclass
+class SnapshotCalibration:
+    """What snapshot calibration learned and how it did out of fold."""
+
+    model: Model
+    yaml_text: str
+    out: Path | None
+    old_label: str
+    old_version: str
+    as_of: datetime
+    outcome: str
+    folds: int
+    seed: int
+    observations: int
+    positives: int
+    metrics: list[cal.MetricChange]
+    pillars: dict[str, tuple[float, float]]
+    old_bands: dict[str, float]
+    new_bands: dict[str, float]
+    auc: dict[str, bt.Estimate]  # current, calibrated (cv), logistic (cv), challenger (cv)
+    backtest: bt.BacktestResult  # calibrated (out of fold) vs the current model
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model.label,
+            "version": self.model.version,
+            "out": str(self.out) if self.out else None,
+            "as_of": self.as_of.isoformat(),
+            "outcome": self.outcome,
+            "folds": self.folds,
+            "observations": self.observations,
+            "positives": self.positives,
+            "roc_auc": {k: vars(v) for k, v in self.auc.items()},
+            "bands": {"old": self.old_bands, "new": self.new_bands},
+            "weights": {c.metric: {"old": c.old_weight, "new": c.new_weight} for c in self.metrics},
+            "notes": self.notes,
+        }
+
+
+def _bands(score, forced, y, old_green_share, target_recall) -> tuple[float, float, bool]:
+    """Yellow for the target recall (lowest FPR); green keeps the old green share."""
+    yellow, reached = cal._yellow_for(score, forced, y, target_recall)
+    green = float(np.ceil(np.quantile(score, 1.0 - old_green_share))) if old_green_share else 100.0
+    return yellow, min(max(green, yellow + 1.0), 100.0), reached
+
+
+def _band(score, forced, yellow, green) -> np.ndarray:
+    free = np.where(score < yellow, "red", np.where(score < green, "yellow", "green"))
+    return np.array([f if f is not None else b for f, b in zip(forced, free, strict=True)])
+
+
+def _folds(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import StratifiedKFold
+
+    k = min(folds, int(y.sum()), int((~y).sum()))
+    if k < 2:
+        raise ScoringError(
+            f"{int(y.sum())} of {len(y):,} accounts have the outcome: too few for cross-validation"
+        )
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(y)), y))
+
+
+def design(feats: list, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The metrics as a free linear model sees them, fitted on ``train`` rows: numeric
+    ones standardised with a missing indicator, categorical ones one-hot."""
+    cols_all = []
+    for f in feats:
+        if f.kind == "map" and f.text is not None:
+            text = np.array(["(none)" if t is None else t for t in f.text], object)
+            for cat in sorted(set(text[train]))[1:]:  # the first category is the reference
+                col = (text == cat).astype(float)
+                cols_all.append(col)
+        else:
+            x = f.raw if f.kind == "linear" or not np.isnan(f.raw).all() else f.stored
+            miss = np.isnan(x)
+            fill = np.nanmedian(x[train]) if (~miss[train]).any() else 0.0
+            v = np.where(miss, fill, x)
+            sd = v[train].std() or 1.0
+            cols_all.append((v - v[train].mean()) / sd)
+            if miss[train].any():
+                cols_all.append(miss.astype(float))
+    m = np.column_stack(cols_all) if cols_all else np.zeros((len(feats[0].raw), 0))
+    return m[train], m
+
+
+def _challenger_matrix(feats: list) -> tuple[np.ndarray, list[bool]]:
+    cols, categorical = [], []
+    for f in feats:
+        if f.kind == "map" and f.text is not None:
+            cats = sorted({t for t in f.text if t is not None})
+            code = {c: i for i, c in enumerate(cats)}
+            cols.append(np.array([np.nan if t is None else code[t] for t in f.text], float))
+            categorical.append(True)
+        else:
+            cols.append(f.raw if not np.isnan(f.raw).all() else f.stored)
+            categorical.append(False)
+    return np.column_stack(cols), categorical
+
+
+def _auc_estimate(y: np.ndarray, risk: np.ndarray, reps: int, seed: int) -> bt.Estimate:
+    value = bt._auc(y, risk)
+    if value is None:
+        return bt.Estimate(None)
+    draws = []
+    for idx in bt.bootstrap_accounts(len(y), reps, seed):
+        v = bt._auc(y[idx], risk[idx])
+        if v is not None:
+            draws.append(v)
+    if len(draws) < 20:
+        return bt.Estimate(value)
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    return bt.Estimate(value, float(lo), float(hi))
+
+
+def calibrate(
+    store: Store,
+    model: Model,
+    *,
+    as_of: datetime | None = None,
+    outcome: str = "churned",
+    folds: int = FOLDS,
+    target_recall: float = 0.85,
+    seed: int = 0,
+    out: str | Path | None = None,
+    reps: int = 200,
+    challenger: bool = True,
+    l2: float = cal.L2,
+) -> SnapshotCalibration:
+    """Calibrate ``model`` on snapshot data; judge it by stratified cross-validation.
+
+    Returns the model fitted on all accounts (written to ``out`` when given) with the
+    out-of-fold ROC AUC of the calibrated score beside the current model's and the
+    baselines' (logistic regression and, with ``challenger``, gradient boosting).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    from healthscore.challenger import _estimator, _one_thread
+
+    outcome = cal.outcome_kind(outcome)
+    if not 0 < target_recall <= 1:
+        raise ScoringError(f"--target-recall must be within (0, 1] (got {target_recall})")
+    model = model.scorecard(HEALTH)
+    as_of = as_of or snapshot_date(store)
+    obs = observations(store, model, as_of, outcome)
+    y = obs["label"].to_numpy(bool)
+    if y.sum() < cal.MIN_POSITIVES or y.all():
+        raise ScoringError(
+            f"only {int(y.sum())} of {len(y):,} accounts have the outcome {outcome}: too few "
+            "to calibrate on"
+        )
+    feats, holds = cal.features(store, model, obs, [as_of])
+    gain = cal.ANCHOR_GAIN  # one observation per account
+    old_green = float((obs["band"] == "green").mean())
+    splits = _folds(y, folds, seed)
+    oof = np.zeros(len(y))
+    oof_band = np.empty(len(y), dtype=object)
+    lr = np.zeros(len(y))
+    boost = np.zeros(len(y))
+    xb, categorical = _challenger_matrix(feats)
+    for train, test in splits:
+        part = [f.take(train) for f in feats]
+        hold_tr = holds.iloc[train].reset_index(drop=True)
+        fitted = cal.learn(model, part, hold_tr, y[train], gain=gain, l2=l2)
+        s_tr, f_tr = cal.learned_score(model, fitted, part, hold_tr)
+        yellow, green, _ = _bands(s_tr, f_tr, y[train], old_green, target_recall)
+        hold_te = holds.iloc[test].reset_index(drop=True)
+        s_te, f_te = cal.learned_score(model, fitted, [f.take(test) for f in feats], hold_te)
+        oof[test] = s_te
+        oof_band[test] = _band(s_te, f_te, yellow, green)
+        x_tr, x_all = design(feats, train)
+        clf = LogisticRegression(max_iter=5000)
+        clf.fit(x_tr, y[train])
+        lr[test] = clf.predict_proba(x_all[test])[:, 1]
+        if challenger:
+            est = _estimator(seed, [0] * xb.shape[1]).set_params(categorical_features=categorical)
+            with _one_thread():
+                est.fit(xb[train], y[train])
+                boost[test] = est.predict_proba(xb[test])[:, 1]
+    # the file: fitted on every account
+    fitted = cal.learn(model, feats, holds, y, gain=gain, l2=l2)
+    if fitted.weights.sum() <= 0:
+        raise ScoringError(
+            f"no scored metric predicts {outcome}: every fitted weight is 0; keeping the "
+            "current model"
+        )
+    score, forced = cal.learned_score(model, fitted, feats, holds)
+    yellow, green, reached = _bands(score, forced, y, old_green, target_recall)
+    notes = list(fitted.notes)
+    if not reached:
+        notes.append(f"no band threshold reaches {target_recall:.0%} recall; yellow set to 99")
+    header = (
+        f"calibrated by `healthscore calibrate --snapshot` from {model.label!r} "
+        f"({model.version[:12]}):\noutcome {outcome} (on file, undated) of {len(y):,} accounts "
+        f"scored at {as_of:%Y-%m-%d}, {int(y.sum())} with the outcome; judged by {len(splits)}-"
+        f"fold stratified cross-validation (seed {seed}).\nWeights are percent of the score "
+        "(a pillar's weight is the sum of its metrics'), fitted by a non-negative\nlogistic "
+        f"model; bands: yellow for {target_recall:.0%} recall, green keeps the old green share."
+    )
+    text = cal.write_model_text(
+        cal._source_text(model), fitted.changes, {"green": green, "yellow": yellow}, header, as_of
+    )
+    new = load_model_text(text, file=str(out) if out else "<calibrated model>")
+    if out is not None:
+        Path(out).write_text(text, encoding="utf-8")
+    auc = {
+        "current model": _auc_estimate(y, -obs["score"].to_numpy(float), reps, seed),
+        "calibrated (out of fold)": _auc_estimate(y, -oof, reps, seed),
+        "logistic regression (out of fold)": _auc_estimate(y, lr, reps, seed),
+    }
+    if challenger:
+        auc["gradient boosting challenger (out of fold)"] = _auc_estimate(y, boost, reps, seed)
+    gap = auc["logistic regression (out of fold)"].value - auc["calibrated (out of fold)"].value
+    notes.append(
+        f"the calibrated weighted score is {gap:+.3f} ROC AUC below an unconstrained logistic "
+        "regression on the same metrics"
+        if gap > 0
+        else f"the calibrated weighted score matches or beats an unconstrained logistic "
+        f"regression on the same metrics ({-gap:.3f} ROC AUC above it)"
+    )
+    calibrated = obs.assign(score=oof, band=oof_band)
+    result = _result(
+        new.label + " (out of fold)", new.version, as_of, outcome, calibrated, reps, seed
+    )
+    result.vs_label = model.label
+    result.vs_evaluations = {outcome: evaluate(obs, outcome, reps=reps, seed=seed)}
+    result.differences[outcome] = bt._paired(calibrated, obs, outcome, reps, seed)
+    pillars = list(model.spec.pillars)
+    return SnapshotCalibration(
+        model=new,
+        yaml_text=text,
+        out=Path(out) if out else None,
+        old_label=model.label,
+        old_version=model.version,
+        as_of=as_of,
+        outcome=outcome,
+        folds=len(splits),
+        seed=seed,
+        observations=len(y),
+        positives=int(y.sum()),
+        metrics=fitted.changes,
+        pillars={
+            p: (
+                model.pillar_weights()[p],
+                sum(c.new_weight for c in fitted.changes if c.pillar == p),
+            )
+            for p in pillars
+        },
+        old_bands={"green": model.spec.bands.green, "yellow": model.spec.bands.yellow},
+        new_bands={"green": green, "yellow": yellow},
+        auc=auc,
+        backtest=result,
+        notes=notes,
+    )
+
+
+def render_snapshot_calibration(console: Console, r: SnapshotCalibration) -> None:
+    """Weights, bands, the cross-validated comparison and the backtest table."""
+    from healthscore.render import render_backtest
+
+    console.print(
+        f"[bold]calibrated on snapshot data[/] {r.old_label} ({r.old_version[:12]}) -> "
+        f"{r.model.label} ({r.model.version[:12]}): {r.observations:,} accounts at "
+        f"{r.as_of:%Y-%m-%d}, {r.positives:,} {r.outcome}; {r.folds}-fold stratified "
+        f"cross-validation, seed {r.seed}",
+        highlight=False,
+    )
+    t = Table(title="weights (% of the score) and normalisation", box=box.SIMPLE_HEAD)
+    for c in ("pillar", "metric", "weight", "new", "was", "now", "note"):
+        t.add_column(c, justify="right" if c in ("weight", "new") else "left")
+    for c in r.metrics:
+        if c.kind == "map":
+            was, now = cal._categories(c.old_map), cal._categories(c.new_map)
+        else:
+            was, now = cal._anchor(c.old_bad, c.old_good), cal._anchor(c.new_bad, c.new_good)
+        t.add_row(c.pillar, c.metric, cal._w(c.old_weight), cal._w(c.new_weight), was, now, c.note)
+    for p, (old, new) in r.pillars.items():
+        t.add_row(f"[bold]{p}[/]", "(pillar)", cal._w(old), cal._w(new), "", "", "")
+    console.print(t)
+    console.print(
+        f"bands: green {r.old_bands['green']:g} -> {r.new_bands['green']:g}, yellow "
+        f"{r.old_bands['yellow']:g} -> {r.new_bands['yellow']:g}",
+        highlight=False,
+    )
+    a = Table(title="ROC AUC (95 % bootstrap interval)", box=box.SIMPLE_HEAD, title_justify="left")
+    a.add_column("model")
+    a.add_column("ROC AUC", justify="right")
+    for name, est in r.auc.items():
+        a.add_row(name, str(est))
+    console.print(a)
+    if r.out is not None:
+        console.print(f"wrote {r.out}", highlight=False)
+    render_backtest(console, r.backtest)
+    for note in r.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+
+
+__all__ = [
+    "SnapshotCalibration",
+    "backtest",
+    "calibrate",
+    "design",
+    "evaluate",
+    "observations",
+    "render_snapshot_calibration",
+    "snapshot_date",
+]

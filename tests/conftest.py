@@ -47,3 +47,11 @@ def ravenstack_dir() -> Path:
     if not d.exists():
         pytest.skip(f"real data not present at {d}")
     return d
+
+
+@pytest.fixture
+def telco_dir() -> Path:
+    d = SHARED_DATA / "ibm-telco-churn-v11"
+    if not d.exists():
+        pytest.skip(f"real data not present at {d}")
+    return d

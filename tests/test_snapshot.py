@@ -166,3 +166,19 @@ def test_too_few_outcomes_is_a_clear_error(tmp_path):
     store.con.raw_sql("UPDATE outcomes SET kind = 'renewed'")
     with pytest.raises(ScoringError, match="too few to calibrate"):
         snap.calibrate(store, hs.load_model(tmp_path / "model.yaml"), reps=10)
+
+
+def test_yes_no_column_declared_string_is_refused_before_it_scores_as_missing(tmp_path):
+    (tmp_path / "a.csv").write_text(
+        "account_id,created_at,married\nA1,2024-01-01,Yes\nA2,2024-01-01,No\n"
+    )
+    (tmp_path / "m.yaml").write_text(
+        "columns: {accounts: {married: string}}\n"
+        "metrics: {married: {column: married}}\n"
+        "pillars: {p: {weight: 100, metrics: {married: {weight: 100, "
+        'map: {"Yes": 100, "No": 0}}}}}\n'
+    )
+    store = hs.connect(tmp_path / "s.duckdb")
+    hs.api.load_file(store, "accounts", tmp_path / "a.csv")
+    with pytest.raises(ScoringError, match="declared string but stored as boolean"):
+        hs.api.score(store, hs.load_model(tmp_path / "m.yaml"), "2024-06-01")

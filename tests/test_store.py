@@ -9,7 +9,7 @@ import pytest
 
 import healthscore as hs
 from fixtures import tables
-from healthscore.store import SCHEMA_VERSION, connect
+from healthscore.store import SCHEMA_VERSION, LoadResult, connect
 
 
 def test_new_store_has_typed_canonical_tables_and_schema_version(tmp_path):
@@ -114,3 +114,109 @@ def test_rows_without_a_key_are_refused(fresh_store):
     )
     with pytest.raises(hs.StoreError, match="1 rows have no account_id; nothing was loaded"):
         fresh_store.load("accounts", rows)
+
+
+# ------------------------------------------------------- files with different columns
+
+CRM = "account_id,created_at,segment,industry\nA1,2024-01-01,smb,retail\nA2,2024-01-01,smb,media\n"
+BILLING = "account_id,created_at,plan\nA1,2024-01-01,gold\nA2,2024-01-01,silver\n"
+
+
+def _files(tmp_path, **texts) -> dict[str, str]:
+    for name, text in texts.items():
+        (tmp_path / f"{name}.csv").write_text(text)
+    return {name: str(tmp_path / f"{name}.csv") for name in texts}
+
+
+def _accounts(store) -> dict[str, dict]:
+    return {r["account_id"]: r for r in store.table("accounts").to_pyarrow().to_pylist()}
+
+
+def test_a_second_file_adds_its_columns_and_keeps_the_first_files(tmp_path):
+    s = connect(tmp_path / "s.duckdb")
+    f = _files(tmp_path, crm=CRM, billing=BILLING)
+    hs.load_file(s, "accounts", f["crm"])
+    second = hs.load_file(s, "accounts", f["billing"])
+    assert (second.inserted, second.updated, second.unchanged) == (0, 2, 0)
+    a1 = _accounts(s)["A1"]
+    assert (a1["segment"], a1["industry"], a1["plan"]) == ("smb", "retail", "gold")
+
+
+@pytest.mark.parametrize("order", [("crm", "billing"), ("billing", "crm")])
+def test_reloading_both_files_in_either_order_changes_nothing(tmp_path, order):
+    s = connect(tmp_path / "s.duckdb")
+    f = _files(tmp_path, crm=CRM, billing=BILLING)
+    for name in ("crm", "billing"):
+        hs.load_file(s, "accounts", f[name])
+    before = _accounts(s)
+    for name in order:
+        result = hs.load_file(s, "accounts", f[name])
+        assert (result.inserted, result.updated, result.unchanged) == (0, 0, 2), name
+    assert _accounts(s) == before
+
+
+def test_a_changed_value_in_the_second_file_updates_only_that_account(tmp_path):
+    s = connect(tmp_path / "s.duckdb")
+    f = _files(tmp_path, crm=CRM, billing=BILLING, billing2=BILLING.replace("silver", "gold"))
+    for name in ("crm", "billing"):
+        hs.load_file(s, "accounts", f[name])
+    result = hs.load_file(s, "accounts", f["billing2"])
+    assert (result.inserted, result.updated, result.unchanged) == (0, 1, 1)
+    a2 = _accounts(s)["A2"]
+    assert (a2["plan"], a2["industry"], a2["segment"]) == ("gold", "media", "smb")
+
+
+def test_a_new_account_in_the_second_file_has_no_values_for_the_firsts_columns(tmp_path):
+    s = connect(tmp_path / "s.duckdb")
+    f = _files(tmp_path, crm=CRM, billing=BILLING + "A3,2024-02-01,bronze\n")
+    hs.load_file(s, "accounts", f["crm"])
+    result = hs.load_file(s, "accounts", f["billing"])
+    assert (result.inserted, result.updated) == (1, 2)
+    a3 = _accounts(s)["A3"]
+    assert (a3["plan"], a3["industry"], a3["segment"]) == ("bronze", None, None)
+
+
+def test_a_column_present_but_empty_in_the_file_is_cleared(tmp_path):
+    s = connect(tmp_path / "s.duckdb")
+    f = _files(tmp_path, crm=CRM, crm2=CRM.replace(",retail", ","))
+    hs.load_file(s, "accounts", f["crm"])
+    result = hs.load_file(s, "accounts", f["crm2"])
+    assert (result.updated, _accounts(s)["A1"]["industry"]) == (1, None)
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def backend(request, tmp_path):
+    """An empty store on each backend."""
+    if request.param == "duckdb":
+        yield connect(tmp_path / "s.duckdb")
+        return
+    from fixtures import postgres_store
+
+    with postgres_store() as store:
+        yield store
+
+
+def test_loads_merge_supplied_columns_on_every_backend(backend):
+    day = pa.array([datetime(2024, 1, 1)] * 2, pa.timestamp("us"))
+    crm = pa.table({"account_id": ["A1", "A2"], "created_at": day, "industry": ["x", "y"]})
+    billing = pa.table({"account_id": ["A2", "A3"], "created_at": day, "plan": ["p", "q"]})
+    backend.load("accounts", crm, columns=crm.column_names)
+    result = backend.load("accounts", billing, columns=billing.column_names)
+    assert (result.inserted, result.updated, result.unchanged) == (1, 1, 0)
+    again = backend.load("accounts", crm, columns=crm.column_names)
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, 2)
+    rows = backend.table("accounts").select("account_id", "industry", "plan").to_pyarrow()
+    assert sorted(rows.to_pylist(), key=lambda r: r["account_id"]) == [
+        {"account_id": "A1", "industry": "x", "plan": None},
+        {"account_id": "A2", "industry": "y", "plan": "p"},
+        {"account_id": "A3", "industry": None, "plan": "q"},
+    ]
+
+
+def test_skipped_rows_are_reported_with_their_reason():
+    result = LoadResult("outcomes", 2, 0, 0, skipped=3, skip_reason="S maps to nothing (J)")
+    assert str(result) == (
+        "outcomes: 2 inserted, 0 updated, 0 unchanged, 0 rejected; "
+        "skipped 3 rows whose S maps to nothing (J)"
+    )
+    assert "skipped" not in str(LoadResult("outcomes", 2, 0, 0))

@@ -98,6 +98,13 @@ def _check_declared_columns(store: Store, model: Model) -> None:
                 )
             elif typ == "timestamp" and not have[col].startswith("timestamp"):
                 problems.append(f"{table}.{col} is declared timestamp but stored as {have[col]}")
+            elif typ == "string" and have[col] == "boolean":
+                # a `map:` of Yes/No would then match nothing: every value would be missing
+                problems.append(
+                    f"{table}.{col} is declared string but stored as boolean (the file's "
+                    "yes/no values were read as true/false): declare it boolean and "
+                    "normalise it with bad: 0, good: 1"
+                )
     if problems:
         raise ScoringError(f"{model.file}: " + "; ".join(problems))
 
@@ -181,18 +188,27 @@ def load_file(
     store: Store,
     table: str,
     path: str | Path,
-    mapping: dict[str, str] | None = None,
+    mapping: dict[str, str | list[str]] | None = None,
     *,
     date_format: str | None = None,
     rejects: str | Path | None = None,
     account_from: str | None = None,
     constants: dict[str, str] | None = None,
+    values: dict[str, dict[str, str | None]] | None = None,
 ) -> LoadResult:
     """Read, validate and load one file; with ``rejects`` invalid rows go to that CSV.
 
+    ``mapping`` renames columns (a list of names feeds several columns from one).
     ``account_from`` names a canonical table (e.g. ``subscriptions``) whose primary key
     the file carries instead of ``account_id``; the account is looked up in the store.
-    ``constants`` gives a column the file lacks one value on every row.
+    ``constants`` gives a column the file lacks one value on every row. ``values``
+    recodes a source column's values (``{column: {text: new text or None}}``); rows whose
+    key or a required value is recoded to None are skipped and counted. See
+    :func:`healthscore.sources.read_source`; :func:`healthscore.sources.read_spec` reads
+    all of these from a load spec file.
+
+    Rows whose key is stored already keep the stored values of the columns this file
+    does not supply, so files with different columns about the same rows add up.
     """
     from healthscore.sources import read_source, write_rejects
     from healthscore.tables import get_table
@@ -215,11 +231,15 @@ def load_file(
         allow_rejects=rejects is not None,
         account_lookup=lookup,
         constants=constants,
+        values=values,
     )
     n_rejected = 0
     if rejects is not None:  # written even when empty, so an old rejects file never lingers
         n_rejected = write_rejects(batch, rejects)
-    result = store.load(table, batch.data, rejected=n_rejected)
+    result = store.load(
+        table, batch.data, rejected=n_rejected, skipped=batch.skipped, columns=batch.supplied
+    )
+    result.skip_reason = batch.skip_reason
     if table != "accounts" and "account_id" in batch.data.column_names:
         known = store.table("accounts").account_id.to_pyarrow()
         found = pc.is_in(batch.data["account_id"], value_set=known.combine_chunks())

@@ -532,6 +532,9 @@ def _refit_map(
     keep_new = ~np.isnan(_map_feature(f.text, new)) if f.value is None else keep
     if not np.array_equal(keep, keep_new):  # compare on the same observations
         keep = keep & keep_new
+    if keep.sum() < 2 or y[keep].all() or not y[keep].any():
+        # the old map knows none of the categories seen: the learned one is all there is
+        return new
     off = None if offset is None else offset[keep]
     old_nll, old_b = _fit_one(replace(f).normalized()[keep], y[keep], off)
     new_nll, _ = _fit_one(replace(f, map=new).normalized()[keep], y[keep], off)

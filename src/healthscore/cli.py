@@ -114,7 +114,19 @@ def load(
     file: Annotated[Path, typer.Argument(help="CSV, Parquet or JSON-lines file")],
     map_: Annotated[
         list[str] | None,
-        typer.Option("--map", help="rename a column: source_col=canonical_col (repeatable)"),
+        typer.Option(
+            "--map",
+            help="rename a column: source_col=canonical_col (repeatable; a column mapped "
+            "twice feeds two columns, e.g. --map 'Customer ID=account_id' "
+            "--map 'Customer ID=outcome_id')",
+        ),
+    ] = None,
+    spec: Annotated[
+        Path | None,
+        typer.Option(
+            help="a YAML load spec holding map:, set:, date_format: and value maps "
+            "(see docs/data.md); --map, --set and --date-format add to it and win"
+        ),
     ] = None,
     rejects: Annotated[
         Path | None,
@@ -136,21 +148,31 @@ def load(
     ] = None,
     db: DbOpt = None,
 ) -> None:
-    """Load a file into a canonical table (idempotent: reloading changes nothing)."""
-    from healthscore.sources import parse_constants, parse_mapping
+    """Load a file into a canonical table (idempotent: reloading changes nothing).
+
+    Rows are matched by key: new ones are inserted, changed ones updated. Columns the
+    file does not have keep their stored values, so several files with different
+    columns about the same rows (accounts from a CRM export and a billing export) add
+    up. A --spec file can also recode values (e.g. Churned -> churned); a row whose key
+    or a required value is recoded to null is skipped and counted.
+    """
+    from healthscore.sources import LoadSpec, parse_constants, parse_mapping, read_spec
     from healthscore.store import connect
 
     try:
+        plan = read_spec(spec, table) if spec else LoadSpec()
+        plan = plan.with_flags(parse_mapping(map_ or []), parse_constants(set_ or []), date_format)
         store = connect(db)
         result = api.load_file(
             store,
             table,
             file,
-            parse_mapping(map_ or []),
-            date_format=date_format,
+            plan.mapping,
+            date_format=plan.date_format,
             rejects=rejects,
             account_from=account_from,
-            constants=parse_constants(set_ or []),
+            constants=plan.constants,
+            values=plan.values,
         )
         out.print(str(result))
         if result.rejected:

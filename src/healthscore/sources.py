@@ -23,6 +23,11 @@ Rules, in the order a row meets them:
   its start; a primary key may appear once in a file (the later row is the invalid one);
 - negative quantities and amounts are valid (credits, refunds).
 
+A source column may feed several canonical columns (``--map "Customer ID=account_id"
+--map "Customer ID=outcome_id"``), and its values may be recoded before they are coerced
+(``values`` in a load spec file, see :func:`read_spec`): a value recoded to nothing in
+the primary key or a required column skips its row, which is counted, not rejected.
+
 A ``usage_events`` file without ``event_id`` gets one derived from the row: the md5 hex
 of its canonical values as text (``account_id, user_id, event, ts, quantity``, NULL as
 empty) and its occurrence number among identical rows, joined by ``\\x1f``. Re-reading a
@@ -69,12 +74,17 @@ import math
 import re
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
 
 from healthscore.errors import Problem, SourceError
 from healthscore.tables import (
@@ -148,6 +158,12 @@ class SourceBatch:
     invalid rows as read (text) with ``_row`` and ``_reason``; both are empty/None
     unless :func:`read_source` was called with ``allow_rejects=True``. Rows follow the
     file's order except when event ids are derived (tables are keyed: order is not data).
+
+    ``rows_read`` counts every row of the file, ``skipped`` the rows left out because a
+    value map sent their key or a required value to nothing (``skip_reason`` says which
+    values). ``supplied`` names the columns that carry the file's data (read, set or
+    derived); the other canonical columns of ``data`` are NULL only because the file
+    lacks them, and the store keeps their stored values.
     """
 
     table: str
@@ -156,6 +172,9 @@ class SourceBatch:
     rejects: list[Problem]
     reject_rows: pa.Table | None
     rows_read: int
+    skipped: int = 0
+    skip_reason: str | None = None
+    supplied: tuple[str, ...] = ()
 
 
 @dataclass
@@ -165,9 +184,10 @@ class _Column:
     index: int
     source: str  # name in the file, whitespace stripped
     name: str  # name after mapping
-    type: str  # DuckDB type as sniffed or read
-    csv_type: str = "VARCHAR"  # extra CSV columns: the sniffed type, if every value fits
-    alias: str | None = None  # columns not in the file (a --set constant)
+    type: str  # DuckDB type as sniffed or read (VARCHAR once its values are recoded)
+    text_type: str = "VARCHAR"  # extras read as text (CSV, recoded): the type every value fits
+    alias: str | None = None  # columns not in the file (a --set constant, a 2nd --map target)
+    recoded: bool = False  # its values go through a value map
 
     @property
     def sql(self) -> str:
@@ -176,30 +196,35 @@ class _Column:
         return f"c{self.index}" if self.index >= 0 else "__account"
 
 
-def parse_mapping(items: Iterable[str] | None) -> dict[str, str]:
+def parse_mapping(items: Iterable[str] | None) -> dict[str, str | list[str]]:
     """Turn ``--map`` items ``source=canonical`` into ``{source: canonical}``.
 
     Parameters
     ----------
     items
-        Strings like ``"signup_date=created_at"``; whitespace around names is ignored.
+        Strings like ``"signup_date=created_at"``; whitespace around names is ignored. A
+        source given several times feeds several columns (the first is the file's
+        column renamed; the others must be canonical columns).
 
     Returns
     -------
     dict
-        Source column name -> canonical column name.
+        Source column name -> canonical column name, or the list of names, in the order
+        given, for a source mapped more than once.
 
     Examples
     --------
     >>> parse_mapping(["signup_date=created_at", " plan_tier = segment "])
     {'signup_date': 'created_at', 'plan_tier': 'segment'}
+    >>> parse_mapping(["Customer ID=account_id", "Customer ID=outcome_id"])
+    {'Customer ID': ['account_id', 'outcome_id']}
     >>> parse_mapping(["signup_date"])
     Traceback (most recent call last):
     ...
     healthscore.errors.SourceError: --map 'signup_date': expected source=canonical, \
 e.g. signup_date=created_at
     """
-    mapping: dict[str, str] = {}
+    mapping: dict[str, list[str]] = {}
     targets: dict[str, str] = {}
     for item in items or []:
         source, sep, target = str(item).partition("=")
@@ -208,17 +233,14 @@ e.g. signup_date=created_at
             raise SourceError(
                 f"--map {item!r}: expected source=canonical, e.g. signup_date=created_at"
             )
-        if source in mapping and mapping[source] != target:
-            raise SourceError(
-                f"--map {item!r}: {source!r} is already mapped to {mapping[source]!r}"
-            )
         if target in targets and targets[target] != source:
             raise SourceError(
                 f"--map {item!r}: {targets[target]!r} is already mapped to {target!r}"
             )
-        mapping[source] = target
+        if target not in mapping.setdefault(source, []):  # the same item twice is harmless
+            mapping[source].append(target)
         targets[target] = source
-    return mapping
+    return {s: t[0] if len(t) == 1 else t for s, t in mapping.items()}
 
 
 def parse_constants(items: Iterable[str] | None) -> dict[str, str]:
@@ -239,12 +261,13 @@ def parse_constants(items: Iterable[str] | None) -> dict[str, str]:
 def read_source(
     path,
     table: str,
-    mapping: dict[str, str] | None = None,
+    mapping: dict[str, str | list[str]] | None = None,
     *,
     date_format: str | None = None,
     allow_rejects: bool = False,
     account_lookup: tuple[str, dict[str, str]] | None = None,
     constants: dict[str, str] | None = None,
+    values: dict[str, dict[str, str | None]] | None = None,
 ) -> SourceBatch:
     """Read one data file into canonical table ``table``, validated.
 
@@ -257,7 +280,9 @@ def read_source(
     table
         Canonical table name, e.g. ``"accounts"``.
     mapping
-        ``{source column: canonical column}`` renames applied before validation.
+        ``{source column: canonical column}`` renames applied before validation. A list
+        of names feeds several columns from one: the first renames the file's column,
+        the others must be canonical columns and read the same values.
     date_format
         A strptime format (``%d/%m/%Y``) tried before ISO 8601 on text timestamps.
     allow_rejects
@@ -272,6 +297,13 @@ def read_source(
     constants
         ``{canonical column: text}`` for a column the file lacks that has one value on
         every row (``--set kind=churned``); it is coerced and checked like file values.
+    values
+        ``{source column: {text: new text or None}}`` value maps, applied to the stripped
+        text of a value (exact, case-sensitive) before it is coerced; other values pass
+        through. A value sent to None is NULL, and when that lands in the primary key or
+        a required column the row is skipped (``skipped``, ``skip_reason``). An extra
+        column whose values are recoded is typed by the new values: boolean (all
+        true/false), whole number, number, timestamp, else text.
 
     Returns
     -------
@@ -314,7 +346,9 @@ def read_source(
                 _check_date_format(con, date_format)
             if p.stat().st_size == 0:
                 return _empty_batch(spec, file)
-            reader = _Reader(con, spec, file, fmt, mapping or {}, date_format, allow_rejects)
+            reader = _Reader(
+                con, spec, file, fmt, mapping or {}, date_format, allow_rejects, values or {}
+            )
             return reader.run(account_lookup, constants or {})
         finally:
             con.close()
@@ -352,35 +386,419 @@ def write_rejects(batch: SourceBatch, path) -> int:
     return rows.num_rows
 
 
+# ---------------------------------------------------------------------------- load specs
+
+
+@dataclass
+class LoadSpec:
+    """How one file becomes rows of one table: what the load flags hold, plus value maps.
+
+    ``mapping`` is ``{source: name or [names]}`` as :func:`parse_mapping` returns,
+    ``values`` ``{source: {text: new text or None}}``, ``constants`` ``{column: text}``
+    as :func:`parse_constants` returns and ``date_format`` a strptime format; each is
+    the :func:`read_source` argument of that name. :func:`read_spec` reads one from a
+    YAML file.
+    """
+
+    mapping: dict[str, str | list[str]] = field(default_factory=dict)
+    values: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    constants: dict[str, str] = field(default_factory=dict)
+    date_format: str | None = None
+
+    def with_flags(
+        self,
+        mapping: dict[str, str | list[str]] | None = None,
+        constants: dict[str, str] | None = None,
+        date_format: str | None = None,
+    ) -> LoadSpec:
+        """This spec with command-line flags added; where they disagree the flag wins.
+
+        A ``--map`` of a source the spec maps replaces the spec's names for it (its value
+        map stays) and takes its target away from any other source of the spec; a
+        ``--set`` replaces the spec's value for that column; ``--date-format`` the spec's.
+
+        Examples
+        --------
+        >>> spec = LoadSpec({"Id": ["account_id", "outcome_id"], "Status": "kind"})
+        >>> spec.with_flags({"Ref": "outcome_id"}, {"ts": "2024-02-01"}).mapping
+        {'Id': 'account_id', 'Status': 'kind', 'Ref': 'outcome_id'}
+        """
+        mapping = mapping or {}
+        taken = {t for v in mapping.values() for t in _as_list(v)}
+        merged: dict[str, str | list[str]] = {}
+        for source, names in self.mapping.items():
+            kept = [t for t in _as_list(names) if t not in taken]
+            if source not in mapping and kept:
+                merged[source] = kept[0] if len(kept) == 1 else kept
+        return LoadSpec(
+            {**merged, **mapping},
+            {s: dict(v) for s, v in self.values.items()},
+            {**self.constants, **(constants or {})},
+            date_format or self.date_format,
+        )
+
+
+def read_spec(path, table: str | None = None) -> LoadSpec:
+    """Read a load spec file: column names, value maps, constants and a date format.
+
+    The file is YAML::
+
+        map:
+          Customer ID: [account_id, outcome_id]   # one column feeds two
+          Tenure in Months: tenure_months         # rename
+          Customer Status:                        # rename and recode values
+            to: kind
+            values: {Churned: churned, Stayed: renewed, Joined: null}
+          Phone Service:
+            values: {"Yes": true, "No": false}    # recode only
+        set: {ts: 2022-09-30}                     # like --set
+        date_format: "%d/%m/%Y"                   # like --date-format
+
+    ``values`` keys are compared with a file's values as text: YAML reads ``true``,
+    ``1.5`` or ``2024-03-01`` unquoted as other types, which are taken back to the text
+    ``true``, ``1.5``, ``2024-03-01``; quote keys to match other spellings exactly. New
+    values may be text, numbers, true/false (all written as text, then coerced like
+    the file's values) or null.
+
+    Parameters
+    ----------
+    path
+        The YAML file.
+    table
+        The canonical table the spec is for: when given, the column names it maps to
+        and sets are checked against that table's here, with the spec's line numbers.
+
+    Returns
+    -------
+    LoadSpec
+
+    Raises
+    ------
+    SourceError
+        Listing every problem as ``<file>:<line>: <key path>: <what is wrong>``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "status.yaml"
+    >>> _ = f.write_text(
+    ...     "map:\\n  Status:\\n    to: kind\\n    values: {Lost: churned, New: null}\\n"
+    ...     "set: {ts: 2024-03-01}\\n"
+    ... )
+    >>> spec = read_spec(f, "outcomes")
+    >>> spec.mapping, spec.values, spec.constants
+    ({'Status': 'kind'}, {'Status': {'Lost': 'churned', 'New': None}}, {'ts': '2024-03-01'})
+    >>> _ = f.write_text("map:\\n  Status:\\n    to: knd\\n")
+    >>> try:
+    ...     read_spec(f, "outcomes")
+    ... except SourceError as e:
+    ...     print(str(e).replace(str(f), "status.yaml"))
+    status.yaml:3: map.Status.to: 'knd' is not a column of outcomes; did you mean 'kind'?; \
+hint: columns: outcome_id, account_id, ts, kind, arr_delta
+    """
+    file = str(path)
+    p = Path(path)
+    if not p.is_file():
+        raise SourceError(
+            f"{file}: load spec not found" if not p.exists() else f"{file}: not a file"
+        )
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SourceError(f"{file}: cannot read the load spec", hint="save it as UTF-8") from None
+    doc = _load_yaml(text, file)
+    if not isinstance(doc, dict):
+        raise SourceError(
+            problems=[
+                Problem(
+                    "a load spec must be a YAML mapping",
+                    file=file,
+                    line=1,
+                    expected="keys " + ", ".join(_SPEC_KEYS),
+                    hint="see `healthscore load` in docs/data.md",
+                )
+            ]
+        )
+    try:
+        parsed = _SpecFile.model_validate(_plain(doc))
+    except ValidationError as e:
+        raise SourceError(problems=_spec_problems(e, doc, file)) from None
+    problems = _spec_checks(parsed, doc, file, table)
+    if problems:
+        raise SourceError(problems=problems)
+    return LoadSpec(
+        {s.strip(): c.to[0] if len(c.to) == 1 else c.to for s, c in parsed.map_.items() if c.to},
+        {s.strip(): c.values for s, c in parsed.map_.items() if c.values},
+        {c.strip(): v for c, v in parsed.set_.items()},
+        parsed.date_format,
+    )
+
+
+_SPEC_KEYS = ("map", "set", "date_format")
+_COLUMN_KEYS = ("to", "values")
+_COLUMN_FORMS = (
+    "expected a column name, a list of names, or a mapping with `to:` (names) and/or "
+    "`values:` (a value map)"
+)
+
+
+class _SpecBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _SpecColumn(_SpecBase):
+    """One entry of ``map:``: the names a file column feeds and the map of its values."""
+
+    to: list[str] | None = None
+    values: dict[str, str | None] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_forms(cls, v: Any) -> Any:
+        if isinstance(v, str | list):
+            return {"to": v}
+        if not isinstance(v, dict):
+            raise ValueError(_COLUMN_FORMS)
+        return v
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        names = [v] if isinstance(v, str) else v
+        if v is None:
+            return None
+        if not isinstance(names, list) or not names:
+            raise ValueError("expected a column name or a list of column names")
+        if not all(isinstance(n, str) and n.strip() for n in names):
+            raise ValueError("expected column names (text), not empty")
+        return [n.strip() for n in names]
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _texts(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        if not isinstance(v, dict):
+            raise ValueError("expected a map of file value: new value, e.g. {Churned: churned}")
+        out = {}
+        for key, new in v.items():
+            if key is None or not _yaml_text(key).strip():
+                raise ValueError("a key must be a value found in the file (empty cells are NULL)")
+            if isinstance(new, dict | list):
+                raise ValueError(
+                    f"{_yaml_text(key)!r}: a new value must be text, a number, true/false or null"
+                )
+            out[_yaml_text(key).strip()] = None if new is None else _yaml_text(new)
+        return out
+
+    @model_validator(mode="after")
+    def _does_something(self):
+        if self.to is None and self.values is None:
+            raise ValueError(_COLUMN_FORMS)
+        return self
+
+
+class _SpecFile(_SpecBase):
+    map_: dict[str, _SpecColumn] = Field(default_factory=dict, alias="map")
+    set_: dict[str, str] = Field(default_factory=dict, alias="set")
+    date_format: str | None = None
+
+    @field_validator("map_", "set_", mode="before")
+    @classmethod
+    def _text_keys(cls, v: Any) -> Any:
+        if v is None:
+            return {}
+        return {_yaml_text(k): x for k, x in v.items()} if isinstance(v, dict) else v
+
+    @field_validator("set_", mode="before")
+    @classmethod
+    def _text_values(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        return {k: x if isinstance(x, dict | list) else _yaml_text(x) for k, x in v.items()}
+
+
+def _yaml_text(v: Any) -> str:
+    """The text a CSV would hold for a YAML scalar: true/false, 1.5, 2022-09-30, '' for null."""
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, date):  # datetime too
+        return v.isoformat()
+    if isinstance(v, int):
+        return str(int(v))
+    if isinstance(v, float):
+        return repr(float(v))
+    return str(v)
+
+
+def _as_list(names: str | list[str]) -> list[str]:
+    return [names] if isinstance(names, str) else list(names)
+
+
+def _load_yaml(text: str, file: str) -> Any:
+    """The YAML document with node positions; a syntax error shows its numbered lines."""
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        return yaml.load(text)
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else None
+        context = ""
+        if line:
+            lines = text.splitlines()
+            lo, hi = max(1, line - 2), min(len(lines), line + 2)
+            context = "\n" + "\n".join(f"{i:>5} | {lines[i - 1]}" for i in range(lo, hi + 1))
+        reason = f"YAML syntax error: {e.problem or e}{context}"
+        raise SourceError(problems=[Problem(reason, file=file, line=line)]) from None
+    except Exception as e:  # ruamel raises a few errors without a position
+        raise SourceError(problems=[Problem(f"YAML error: {e}", file=file)]) from None
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's mappings and lists as plain ones (keys untouched: validators read them)."""
+    if isinstance(node, dict):
+        return {k: _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def _spec_node(doc: Any, path: tuple) -> tuple[Any, int | None]:
+    """The node at ``path`` (as far as it exists) and the 1-based line of the deepest key."""
+    line, node = None, doc
+    for key in path:
+        lc = getattr(node, "lc", None)
+        if isinstance(node, dict):
+            found = [k for k in node if k == key or _yaml_text(k) == key]
+            if not found:
+                return None, line
+            if lc is not None:
+                line = lc.key(found[0])[0] + 1
+            node = node[found[0]]
+        elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+            if lc is not None:
+                line = lc.item(key)[0] + 1
+            node = node[key]
+        else:
+            return None, line
+    return node, line
+
+
+def _key_path(loc: tuple) -> str:
+    out = ""
+    for k in loc:
+        out += f"[{k}]" if isinstance(k, int) else (f".{k}" if out else str(k))
+    return out
+
+
+def _spec_problems(e: ValidationError, doc: Any, file: str) -> list[Problem]:
+    """Schema errors as problems with the spec's line and key path."""
+    problems = []
+    for err in e.errors():
+        loc = tuple(k for k in err["loc"] if not (isinstance(k, str) and k.startswith("function-")))
+        reason = err["msg"].removeprefix("Value error, ")
+        hint = None
+        if err["type"] == "extra_forbidden":
+            reason = f"unknown key {loc[-1]!r}"
+            hint = "allowed here: " + ", ".join(_SPEC_KEYS if len(loc) == 1 else _COLUMN_KEYS)
+        got = err.get("input") if err["type"] != "extra_forbidden" else None
+        if isinstance(got, dict | list):
+            got = None
+        line = _spec_node(doc, loc)[1]
+        problems.append(
+            Problem(reason, file=file, line=line, key=_key_path(loc), got=got, hint=hint)
+        )
+    return problems
+
+
+def _spec_checks(parsed: _SpecFile, doc: Any, file: str, table: str | None) -> list[Problem]:
+    """What the schema cannot see: names mapped twice, names not in ``table``, the format."""
+    problems = []
+    spec = _table(table) if table else None
+
+    def add(reason: str, path: tuple, **kw) -> None:
+        problems.append(
+            Problem(reason, file=file, line=_spec_node(doc, path)[1], key=_key_path(path), **kw)
+        )
+
+    owner: dict[str, str] = {}
+    for source, column in parsed.map_.items():
+        raw = _spec_node(doc, ("map", source))[0]
+        base = ("map", source, "to") if isinstance(raw, dict) else ("map", source)
+        listed = isinstance(raw.get("to") if isinstance(raw, dict) else raw, list)
+        for k, target in enumerate(column.to or []):
+            path = base + ((k,) if listed else ())
+            if target in (column.to or [])[:k]:
+                add(f"{target!r} is listed twice", path)
+            elif target in owner:
+                add(f"{owner[target]!r} is already mapped to {target!r}", path)
+            elif spec and (wrong := _target_problem(spec, target, further=k > 0)):
+                add(wrong, path, hint=_columns_hint(spec))
+            owner.setdefault(target, source)
+    for column in parsed.set_:
+        if spec and column not in spec.columns:
+            close = difflib.get_close_matches(column, list(spec.columns), n=1, cutoff=0.6)
+            guess = f"; did you mean {close[0]!r}?" if close else ""
+            add(
+                f"{column!r} is not a column of {spec.name}{guess}",
+                ("set", column),
+                hint=_columns_hint(spec),
+            )
+    if parsed.date_format is not None:
+        con = duckdb.connect()
+        try:
+            con.execute(f"SELECT try_strptime('2024-01-01', {_lit(parsed.date_format)})")
+        except duckdb.Error as e:
+            add(
+                f"not a valid strptime format: {_duckdb_detail(e)}",
+                ("date_format",),
+                got=parsed.date_format,
+                hint="e.g. %d/%m/%Y or %m/%d/%Y %H:%M",
+            )
+        finally:
+            con.close()
+    return problems
+
+
 # ---------------------------------------------------------------------------- reading
 
 
 class _Reader:
     """One read: describe the file, map columns, coerce, check, fetch."""
 
-    def __init__(self, con, spec: Table, file, fmt, mapping, date_format, allow_rejects):
+    def __init__(
+        self, con, spec: Table, file, fmt, mapping, date_format, allow_rejects, values=None
+    ):
         self.con = con
         self.spec = spec
         self.file = file
         self.fmt = fmt
-        self.mapping = {str(k).strip(): str(v).strip() for k, v in mapping.items()}
+        self.mapping = {str(k).strip(): _targets(k, v) for k, v in mapping.items()}
+        self.values = {
+            str(k).strip(): {str(a).strip(): b for a, b in v.items()}
+            for k, v in (values or {}).items()
+        }
         self.date_format = date_format
         self.allow_rejects = allow_rejects
         self.lit = _lit(file)
 
     def run(self, account_lookup=None, constants=None) -> SourceBatch:
         names, types = self._describe()
-        self.columns = self._map_columns(names, types)
-        by_name = {c.name: c for c in self.columns}
+        self.columns, self.aliases = self._map_columns(names, types)
+        by_name = {c.name: c for c in self.columns + self.aliases}
         self.canonical = {n: by_name.get(n) for n in self.spec.columns}
         self.extras = [c for c in self.columns if c.name not in self.spec.columns]
         self.lookup_key = self._lookup_key(account_lookup, by_name)
         self.constants = self._constants(constants or {})
         self._check_required()
         self._create_raw(names)
+        skipped, skip_reason = self._recode()
         self._link_accounts(account_lookup)
         self._create_typed()
-        rows_read = self.con.execute("SELECT count(*) FROM raw").fetchone()[0]
+        rows_read = self.con.execute("SELECT count(*) FROM raw_read").fetchone()[0]
         problems, null_keys = self._find_problems()
         # usage_events: ids missing from the file (or from some rows) are derived.
         self.derive_key = self.spec.name in DERIVABLE_KEYS and null_keys > 0
@@ -394,7 +812,19 @@ class _Reader:
             self.con.register("__bad", pa.table({"r": pa.array(bad_rows, pa.int64())}))
         data = self._fetch_valid(bad_rows)
         reject_rows = self._fetch_rejects(bad_rows, problems) if bad_rows else None
-        return SourceBatch(self.spec.name, self.file, data, problems, reject_rows, rows_read)
+        pk = self.spec.primary_key
+        supplied = [n for n in self.spec.columns if self.canonical[n] is not None or n == pk]
+        return SourceBatch(
+            self.spec.name,
+            self.file,
+            data,
+            problems,
+            reject_rows,
+            rows_read,
+            skipped=skipped,
+            skip_reason=skip_reason,
+            supplied=tuple(supplied + [c.name for c in self.extras]),
+        )
 
     # -- 1. what is in the file
 
@@ -451,47 +881,57 @@ class _Reader:
 
     # -- 2. --map and required columns
 
-    def _map_columns(self, names: list[str], types: list[str]) -> list[_Column]:
+    def _map_columns(
+        self, names: list[str], types: list[str]
+    ) -> tuple[list[_Column], list[_Column]]:
+        """The file's columns as renamed, and the further columns fed by the same values."""
         if self.fmt == "parquet":  # the reader's file_row_number comes last
             names, types = names[:-1], types[:-1]
         stripped = [n.strip() for n in names]
-        unknown = [s for s in self.mapping if s not in stripped]
+        unknown = [s for s in {**self.values, **self.mapping} if s not in stripped]
         if unknown:
             found = ", ".join(stripped)
+            mapped = sum(s in self.mapping for s in unknown)
+            what = {len(unknown): "--map names", 0: "values name"}.get(
+                mapped, "--map and values name"
+            )
             raise SourceError.collect(
                 [
                     Problem(
-                        f"--map {s}={self.mapping[s]}: the file has no column {s!r}",
+                        f"{self._map_item(s)}: the file has no column {s!r}",
                         file=self.file,
                         expected=f"one of {found}",
                     )
                     for s in unknown
                 ],
-                f"{self.file}: --map names {_plural(len(unknown), 'column')} "
+                f"{self.file}: {what} {_plural(len(unknown), 'column')} "
                 f"not in the file (columns found: {found})",
             )
         self._check_case_twins()
         canonical = list(self.spec.columns)
-        for s, target in self.mapping.items():
-            close = difflib.get_close_matches(target, canonical, n=1, cutoff=0.75)
-            if target not in canonical and close:
-                raise SourceError(
-                    f"--map {s}={target}: {target!r} is not a column of {self.spec.name}; "
-                    f"did you mean {close[0]!r}?",
-                    hint="columns: " + ", ".join(canonical),
-                )
+        for s, targets in self.mapping.items():
+            for k, target in enumerate(targets):
+                wrong = _target_problem(self.spec, target, further=k > 0)
+                if wrong:
+                    raise SourceError(f"--map {s}={target}: {wrong}", hint=_columns_hint(self.spec))
+                if target in targets[:k]:
+                    raise SourceError(f"--map {s}={target}: {s!r} is mapped to {target!r} twice")
         # a header that differs from a canonical column only by case (Segment) is that column
         by_lower = {c.lower(): c for c in canonical}
-        present = {self.mapping.get(s, s) for s in stripped}
-        columns = []
+        present = {t for s in stripped for t in self.mapping.get(s, [s])}
+        columns, aliases = [], []
         for i, (s, t) in enumerate(zip(stripped, types, strict=True)):
-            name = self.mapping.get(s, s)
+            name, *more = self.mapping.get(s, [s])
             if name not in canonical and name.lower() in by_lower:
                 if by_lower[name.lower()] not in present:
                     name = by_lower[name.lower()]
-            columns.append(_Column(i, s, name, t))
+            recoded = s in self.values
+            col = _Column(i, s, name, "VARCHAR" if recoded else t, recoded=recoded)
+            columns.append(col)
+            # the raw view names the file's columns c0, c1...: a further name reads the same
+            aliases += [_Column(i, s, m, col.type, alias=f"c{i}", recoded=recoded) for m in more]
         seen: dict[str, _Column] = {}
-        for c in columns:
+        for c in columns + aliases:
             if c.name in seen:
                 first = seen[c.name]
                 how = " (after --map)" if c.name != c.source or first.name != first.source else ""
@@ -501,7 +941,13 @@ class _Reader:
                     hint="rename or drop one of them",
                 )
             seen[c.name] = c
-        return columns
+        return columns, aliases
+
+    def _map_item(self, source: str) -> str:
+        """How the user named a source column: ``--map source=target`` or its value map."""
+        if source in self.mapping:
+            return "; ".join(f"--map {source}={t}" for t in self.mapping[source])
+        return f"values of {source!r}"
 
     def _check_case_twins(self) -> None:
         """Two header names that differ only by case: the reader would rename one silently."""
@@ -594,7 +1040,7 @@ class _Reader:
         try:
             if self.fmt == "parquet":
                 self.con.execute(
-                    f"CREATE VIEW raw_file AS SELECT file_row_number + 1 AS __row, "
+                    f"CREATE VIEW raw_read AS SELECT file_row_number + 1 AS __row, "
                     f"* EXCLUDE (file_row_number) FROM {self._reader_sql(False)} {alias}"
                 )
                 return
@@ -612,10 +1058,61 @@ class _Reader:
             # A table keeps the file's order, so rowid numbers the rows.
             self.con.execute(f"CREATE TEMP TABLE raw0 AS SELECT * FROM {source} {alias}")
             self.con.execute(
-                f"CREATE VIEW raw_file AS SELECT rowid + {first} AS __row, * FROM raw0"
+                f"CREATE VIEW raw_read AS SELECT rowid + {first} AS __row, * FROM raw0"
             )
         except duckdb.Error as e:
             raise self._read_error(e) from None
+
+    def _recode(self) -> tuple[int, str | None]:
+        """View ``raw_file``: the rows as read, value maps applied; rows sent to nothing skipped.
+
+        A row is skipped when a value is mapped to nothing (NULL) in a column that lands in
+        the primary key or a required column: it is not loaded, and not an invalid row.
+        Filtering here keeps the numbers (``__row``) of the other rows as they are in the
+        file. Returns how many rows are skipped and why.
+        """
+        spec = self.spec
+        needed = set(spec.required)
+        if spec.name not in DERIVABLE_KEYS:
+            needed.add(spec.primary_key)
+        replace, skips = [], []
+        for c in self.columns:
+            vmap = self.values.get(c.source)
+            if vmap is None:
+                continue
+            text = _text(c.sql)
+            whens = " ".join(
+                f"WHEN {_lit(k)} THEN {'NULL' if v is None else _lit(v)}" for k, v in vmap.items()
+            )
+            replace.append(f"CASE {text} {whens} ELSE CAST({c.sql} AS VARCHAR) END AS {c.sql}")
+            lands = {c.name} | {a.name for a in self.aliases if a.index == c.index}
+            nothing = [k for k, v in vmap.items() if v is None or not str(v).strip(_SPACE)]
+            if lands & needed and nothing:
+                skips.append((c, nothing, f"{text} IN ({', '.join(_lit(k) for k in nothing)})"))
+        if not replace:
+            self.con.execute("CREATE VIEW raw_file AS SELECT * FROM raw_read")
+            return 0, None
+        where = ""
+        skipped, reason = 0, None
+        if skips:
+            any_skip = " OR ".join(f"coalesce({cond}, false)" for _, _, cond in skips)
+            where = f"WHERE NOT ({any_skip})"
+            found = ", ".join(
+                f"list(DISTINCT {_text(c.sql)}) FILTER (WHERE {cond})" for c, _, cond in skips
+            )
+            skipped, *seen = self.con.execute(
+                f"SELECT count(*) FILTER (WHERE {any_skip}), {found} FROM raw_read"
+            ).fetchone()
+            parts = [
+                f"{c.source} maps to nothing ({', '.join(k for k in nothing if k in hit)})"
+                for (c, nothing, _), hit in zip(skips, seen, strict=True)
+                if hit
+            ]
+            reason = " or ".join(parts) or None
+        self.con.execute(
+            f"CREATE VIEW raw_file AS SELECT * REPLACE ({', '.join(replace)}) FROM raw_read {where}"
+        )
+        return skipped, reason
 
     def _link_accounts(self, account_lookup) -> None:
         """View ``raw``: the file's rows, plus ``__account`` when looked up by a key."""
@@ -638,21 +1135,34 @@ class _Reader:
                 f"CREATE VIEW raw AS SELECT f.*, l.a AS __account{consts} FROM raw_file f "
                 f"LEFT JOIN __accounts l ON l.k = {key}"
             )
-        if self.fmt == "csv":
-            self._type_csv_extras()
+        self._type_extras()
 
-    def _type_csv_extras(self) -> None:
-        """Give extra CSV columns the type DuckDB sniffed, if every value fits it."""
-        candidates = [c for c in self.extras if c.type not in ("VARCHAR", "NULL")]
-        if not candidates:
+    def _type_extras(self) -> None:
+        """Type the extra columns read as text, if every value fits.
+
+        A CSV column gets the type DuckDB sniffed; a recoded column (any format) the first
+        of boolean (only true/false), whole number, number and timestamp that all of its
+        new values fit. Otherwise the column stays text.
+        """
+        tries: list[tuple[_Column, str]] = []
+        for c in self.extras:
+            if c.recoded:
+                tries += [(c, t) for t in _RECODED_TYPES]
+            elif self.fmt == "csv" and c.type not in ("VARCHAR", "NULL"):
+                tries.append((c, c.type))
+        if not tries:
             return
-        checks = ", ".join(
-            f"bool_and({_text(c.sql)} IS NULL OR TRY_CAST({_text(c.sql)} AS {c.type}) IS NOT NULL)"
-            for c in candidates
-        )
-        fits = self.con.execute(f"SELECT {checks} FROM raw").fetchone()
-        for c, ok in zip(candidates, fits, strict=True):
-            c.csv_type = c.type if ok is not False else "VARCHAR"
+        checks = []
+        for c, t in tries:
+            x = _text(c.sql)
+            fit = _fits_sql(x, t) if c.recoded else f"TRY_CAST({x} AS {t}) IS NOT NULL"
+            fits = f"bool_and({x} IS NULL OR {fit})"
+            # an extra column recoded to nothing but NULLs has no type to find: text
+            checks.append(f"(count({x}) > 0 AND {fits})" if c.recoded else fits)
+        fits = self.con.execute(f"SELECT {', '.join(checks)} FROM raw").fetchone()
+        for (c, t), ok in reversed(list(zip(tries, fits, strict=True))):  # first fit wins
+            if ok is not False:
+                c.text_type = t
 
     def _create_typed(self) -> None:
         """View ``typed``: per canonical column c its value v_c, presence p_c, raw text r_c."""
@@ -685,10 +1195,11 @@ class _Reader:
         self.con.execute(f"CREATE VIEW typed AS {self.typed_select} raw")
 
     def _extra_sql(self, c: _Column) -> str:
-        t = c.csv_type if self.fmt == "csv" else c.type
+        as_text = self.fmt == "csv" or c.recoded
+        t = c.text_type if as_text else c.type
         if t in ("VARCHAR", "JSON"):
             return _text(c.sql)
-        if self.fmt == "csv":
+        if as_text:
             value = f"TRY_CAST({_text(c.sql)} AS {t})"
         else:
             value = c.sql
@@ -870,7 +1381,8 @@ class _Reader:
         cols = ", ".join(f"CAST({c.sql} AS VARCHAR)" for c in self.columns)
         table = _to_arrow(
             self.con.sql(
-                f"SELECT __row, {cols} FROM raw WHERE __row IN (SELECT r FROM __bad) ORDER BY __row"
+                f"SELECT __row, {cols} FROM raw_read "  # as read, before any value map
+                "WHERE __row IN (SELECT r FROM __bad) ORDER BY __row"
             )
         )
         reasons: dict[int, list[str]] = {}
@@ -890,6 +1402,57 @@ class _Reader:
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def _targets(source, target) -> list[str]:
+    """The column names one source feeds: a name, or a list of names in order."""
+    names = [target] if isinstance(target, str) else list(target or [])
+    names = [str(n).strip() for n in names]
+    if not names or not all(names):
+        raise SourceError(f"--map {str(source).strip()}=: expected a column name to map to")
+    return names
+
+
+def _target_problem(spec: Table, target: str, further: bool = False) -> str | None:
+    """Why ``target`` cannot be a --map target of table ``spec``, or None if it can.
+
+    The first name a column is mapped to may be any name (extra columns are kept), unless
+    it looks like a misspelt canonical column; further names must be canonical columns.
+    """
+    if target in spec.columns:
+        return None
+    close = difflib.get_close_matches(target, list(spec.columns), n=1, cutoff=0.75)
+    guess = f"; did you mean {close[0]!r}?" if close else ""
+    if further:
+        return (
+            f"{target!r} is not a column of {spec.name}{guess} (a column mapped to several "
+            "names feeds canonical columns after the first)"
+        )
+    return f"{target!r} is not a column of {spec.name}{guess}" if close else None
+
+
+def _columns_hint(spec: Table) -> str:
+    return "columns: " + ", ".join(spec.columns)
+
+
+#: The types a recoded extra column may take, tried in order (else it stays text).
+_RECODED_TYPES = ("BOOLEAN", "BIGINT", "DOUBLE", "TIMESTAMP")
+
+
+def _fits_sql(x: str, t: str) -> str:
+    """SQL: text ``x`` (not NULL) is a value of DuckDB type ``t``.
+
+    Recoded values are held to their plain forms: a boolean is true or false (not 1/0 or
+    yes/no), a whole number has no fraction (DuckDB's cast would round 1.5 to 2).
+    """
+    if t == "BOOLEAN":
+        return f"lower({x}) IN ('true', 'false')"
+    if t == "BIGINT":
+        return f"(regexp_full_match({x}, '^[+-]?[0-9]+$') AND TRY_CAST({x} AS BIGINT) IS NOT NULL)"
+    if t == "DOUBLE":
+        d = f"TRY_CAST({x} AS DOUBLE)"
+        return f"(regexp_full_match({x}, {_lit(_NUM_RE)}) AND isfinite({d}))"
+    return f"TRY_CAST({x} AS {t}) IS NOT NULL"
 
 
 def _table(name: str) -> Table:
@@ -928,7 +1491,7 @@ def _check_date_format(con, date_format: str) -> None:
 
 def _empty_batch(spec: Table, file: str) -> SourceBatch:
     data = pa.table({n: pa.array([], ARROW_TYPES[t]) for n, t in spec.columns.items()})
-    return SourceBatch(spec.name, file, data, [], None, 0)
+    return SourceBatch(spec.name, file, data, [], None, 0, supplied=tuple(spec.columns))
 
 
 def _to_arrow(rel) -> pa.Table:

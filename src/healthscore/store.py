@@ -10,8 +10,10 @@ or any Ibis URL such as ``postgres://user@host/db``.
 
 Loads are all-or-nothing and idempotent by primary key: a row whose key is new is
 inserted, a row whose key exists with different values is updated, an identical row is
-left alone; the counts of each are returned. After a load the table's watermark (its
-latest timestamp) is recorded for freshness checks.
+left alone; the counts of each are returned. A load that supplies only some columns
+(a second file about the same accounts, with other columns) merges: the columns it does
+not supply keep their stored values. After a load the table's watermark (its latest
+timestamp) is recorded for freshness checks.
 
 Examples
 --------
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -59,12 +61,19 @@ class LoadResult:
     rejected: int = 0
     watermark: datetime | None = None
     unknown_accounts: int = 0  # rows whose account_id is not in the accounts table
+    skipped: int = 0  # rows left out on purpose: a value map sent their key to nothing
+    skip_reason: str | None = None  # e.g. "Customer Status maps to nothing (Joined)"
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"{self.table}: {self.inserted} inserted, {self.updated} updated, "
             f"{self.unchanged} unchanged, {self.rejected} rejected"
         )
+        if self.skipped:
+            rows = "row" if self.skipped == 1 else "rows"
+            why = f" whose {self.skip_reason}" if self.skip_reason else ""
+            text += f"; skipped {self.skipped} {rows}{why}"
+        return text
 
 
 @dataclass
@@ -186,11 +195,47 @@ class Store:
         return int(cur.fetchone()[0])
 
     # loading -------------------------------------------------------------------------
-    def load(self, name: str, data: pa.Table, *, rejected: int = 0) -> LoadResult:
+    def load(
+        self,
+        name: str,
+        data: pa.Table,
+        *,
+        rejected: int = 0,
+        skipped: int = 0,
+        columns: Sequence[str] | None = None,
+    ) -> LoadResult:
         """Insert or update ``data`` (already validated, canonical columns) by primary key.
 
         All or nothing: new extra columns, the rows and the watermark are written in one
         transaction.
+
+        Parameters
+        ----------
+        name
+            The canonical table.
+        data
+            The rows, keyed by the table's primary key.
+        rejected, skipped
+            Rows the reader set aside, reported in the result.
+        columns
+            The columns ``data`` supplies (the rest of its columns are NULL only because
+            the file lacks them). A stored column not among them keeps its stored value
+            on rows that exist already, and is NULL on new rows: loading a second file
+            with other columns about the same keys adds them instead of wiping the
+            first file's. None (default): every column is supplied and a stored column
+            absent from ``data`` becomes NULL on the rows loaded.
+
+        Examples
+        --------
+        >>> import pyarrow as pa, datetime as dt
+        >>> s = connect("duckdb://")
+        >>> day = pa.array([dt.datetime(2024, 1, 1)])
+        >>> _ = s.load("accounts", pa.table({"account_id": ["a1"], "created_at": day, "x": [1]}))
+        >>> b = pa.table({"account_id": ["a1"], "created_at": day, "y": [2]})
+        >>> str(s.load("accounts", b, columns=["account_id", "created_at", "y"]))
+        'accounts: 0 inserted, 1 updated, 0 unchanged, 0 rejected'
+        >>> s.table("accounts").select("x", "y").to_pyarrow().to_pylist()
+        [{'x': 1, 'y': 2}]
         """
         tdef = get_table(name)
         pk = tdef.primary_key
@@ -199,12 +244,21 @@ class Store:
         extra = [f for f in data.schema if f.name not in have]
         target_cols = {**have, **{f.name: str(ibis.dtype(f.type)) for f in extra}}
         data = _conform(data, target_cols)
+        supplied = set(target_cols) if columns is None else {*columns, pk}
+        kept = [c for c in have if c not in supplied]
         stage_name = f"_stage_{name}_{uuid.uuid4().hex[:8]}"
+        scratch = [stage_name]
         empty = self.count(name) == 0
         try:
-            # the staged copy is scratch: outside the transaction, dropped whatever happens
-            self.con.create_table(stage_name, data, temp=self.con.supports_temporary_tables)
+            # the staged copies are scratch: outside the transaction, dropped whatever happens
+            temp = self.con.supports_temporary_tables
+            self.con.create_table(stage_name, data, temp=temp)
             stage = self.con.table(stage_name)
+            if kept and not empty:
+                # materialised: the rows' stored values are read before any is deleted
+                scratch.append(f"{stage_name}_merged")
+                merged = _with_stored(stage, self.con.table(name), pk, list(target_cols), kept)
+                stage = self.con.create_table(scratch[-1], merged, temp=temp)
             with self._transaction():
                 self._add_columns(name, extra)
                 if empty:
@@ -221,8 +275,9 @@ class Store:
                     self.con.insert(name, new_rows.order_by([*order, pk]).select(*target_cols))
                 watermark = self._update_watermark(name, data, inserted)
         finally:
-            self.con.drop_table(stage_name, force=True)
-        return LoadResult(name, inserted, updated, unchanged, rejected, watermark)
+            for table in scratch:
+                self.con.drop_table(table, force=True)
+        return LoadResult(name, inserted, updated, unchanged, rejected, watermark, skipped=skipped)
 
     def _check_batch(self, name: str, pk: str, data: pa.Table) -> None:
         """One row per key, and no column that differs from a stored one only by case."""
@@ -393,6 +448,18 @@ class Store:
         finally:
             cur.close()
         return pa.table({c: pa.array([r[i] for r in rows]) for i, c in enumerate(cols)})
+
+
+def _with_stored(
+    stage: ir.Table, target: ir.Table, pk: str, cols: list[str], kept: list[str]
+) -> ir.Table:
+    """The staged rows, with the ``kept`` columns taken from the stored row of the same key.
+
+    A key not stored yet gets NULL there (a left join), as it would have anyway.
+    """
+    stored = target.select(__key=target[pk], **{f"__old_{c}": target[c] for c in kept})
+    j = stage.left_join(stored, stage[pk] == stored["__key"])
+    return j.select(*[j[f"__old_{c}"].name(c) if c in kept else j[c] for c in cols])
 
 
 def _conform(data: pa.Table, target: dict[str, str]) -> pa.Table:

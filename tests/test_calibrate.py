@@ -69,6 +69,12 @@ def test_calibrated_file_validates_keeps_comments_and_says_how_it_was_made(calib
         assert pillar.weight == pytest.approx(total, abs=1e-9)
     assert sum(p.weight for p in new.spec.pillars.values()) == pytest.approx(100, abs=0.5)
     assert r.train_recall >= 0.85
+    # segments with enough outcomes and a threshold of their own carry it in the file
+    assert r.segment_bands, "the demo's segments have 20+ positive training observations"
+    for seg, yellow in r.segment_bands.items():
+        own = new.bands_for(seg)
+        assert own.yellow == yellow != new.spec.bands.yellow and own.green > own.yellow
+        assert f"{seg}: {{green:" in text
 
 
 def test_same_data_and_seed_give_the_same_file_and_figures(calibrated):

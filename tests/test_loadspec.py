@@ -265,3 +265,27 @@ def test_telco_files_load_into_accounts_and_outcomes(telco_dir, tmp_path):
     for name in ("services", "demographics"):  # reloading, in the other order
         again = load("accounts", name, accounts)
         assert (again.inserted, again.updated, again.unchanged) == (0, 0, 7043), name
+
+
+def test_a_value_map_key_no_row_holds_is_a_warning_naming_what_the_column_holds(tmp_path):
+    # YAML reads an unquoted 007 as the number 7: the file's "007" is then never matched
+    spec = write(
+        tmp_path / "spec.yaml",
+        "map:\n  Customer ID: [account_id, outcome_id]\n"
+        "  Status:\n    to: kind\n    values: {Lost: churned, Lots: churned, Kept: renewed}\n"
+        '  Plan:\n    values: {007: gold, "008": silver}\n'
+        'set: {ts: "2024-03-01"}\n',
+    )
+    f = write(tmp_path / "s.csv", "Customer ID,Status,Plan\nC1,Lost,007\nC2,Kept,008\n")
+    run = CliRunner().invoke(
+        app, ["load", "outcomes", str(f), "--spec", str(spec), "--db", str(tmp_path / "d.db")]
+    )
+    assert run.exit_code == 0, run.output
+    text = one_line(run.output)
+    assert "outcomes: 2 inserted" in text
+    assert "values of 'Status': 'Lots' match no value in the file; it holds 'Kept', 'Lost'" in text
+    assert "values of 'Plan': '7' match no value in the file; it holds '007', '008'" in text
+    store = hs.connect(tmp_path / "d.db")
+    rows = store.execute(store.table("outcomes").select("outcome_id", "Plan")).to_pylist()
+    plans = {r["outcome_id"]: r["Plan"] for r in rows}
+    assert plans == {"C1": "007", "C2": "silver"}  # the quoted key matched; 007 did not

@@ -157,3 +157,32 @@ def test_why_it_moved_names_the_metrics_and_a_segment_change(store):
     assert sum(ln.effect for ln in change.lines) == pytest.approx(change.delta, abs=1e-9)
     assert change.summary().startswith("A1 ")
     assert "open_tickets 0 -> 1 (-25.0)" in change.summary()
+
+
+def test_a_segment_with_bands_of_its_own_is_banded_by_them(store):
+    text = """
+metrics:
+  seats: {from: subscriptions, aggregate: sum(seats)}
+pillars:
+  p: {weight: 1, metrics: {seats: {weight: 1, points: [[0, 0], [5, 50], [10, 100]]}}}
+bands: {green: 80, yellow: 40}
+segments:
+  by: segment
+"""
+    plain = hs.load_model_text(text)
+    own = hs.load_model_text(text + "  bands:\n    smb: {green: 95, yellow: 60}\n")
+    a = {r["account_id"]: r for r in hs.score(store, plain, AS_OF).to_pylist()}
+    b = {r["account_id"]: r for r in hs.score(store, own, AS_OF).to_pylist()}
+    # A2 (smb) scores 50: yellow by the model's bands, red by its segment's
+    assert a["A2"]["score"] == b["A2"]["score"] == pytest.approx(50.0)
+    assert (a["A2"]["band"], b["A2"]["band"]) == ("yellow", "red")
+    # other segments keep the model's bands
+    assert b["A1"]["band"] == a["A1"]["band"] == "green"
+    assert own.version != plain.version
+    assert own.bands_for("smb").yellow == 60 and own.bands_for("enterprise").yellow == 40
+    # a segments section without bands keeps the version it had before bands existed
+    no_bands = hs.load_model_text(text + "  weights: {smb: {p: 1}}\n")
+    assert (
+        no_bands.version
+        == hs.load_model_text(text + "  weights: {smb: {p: 1}}\n  bands: {}\n").version
+    )

@@ -166,6 +166,8 @@ def test_too_few_outcomes_is_a_clear_error(tmp_path):
     store.con.raw_sql("UPDATE outcomes SET kind = 'renewed'")
     with pytest.raises(ScoringError, match="too few to calibrate"):
         snap.calibrate(store, hs.load_model(tmp_path / "model.yaml"), reps=10)
+    with pytest.raises(ScoringError, match="'expanded' is not one: use churned or contracted"):
+        snap.calibrate(store, hs.load_model(tmp_path / "model.yaml"), outcome="expansion")
 
 
 def test_yes_no_column_declared_string_is_refused_before_it_scores_as_missing(tmp_path):

@@ -240,6 +240,7 @@ def load_file(
         table, batch.data, rejected=n_rejected, skipped=batch.skipped, columns=batch.supplied
     )
     result.skip_reason = batch.skip_reason
+    result.warnings = list(batch.warnings)
     if table != "accounts" and "account_id" in batch.data.column_names:
         known = store.table("accounts").account_id.to_pyarrow()
         found = pc.is_in(batch.data["account_id"], value_set=known.combine_chunks())

@@ -44,8 +44,8 @@ from what happened.
   at least ``target_recall`` of the training observations followed by the outcome are
   red (after rules), i.e. the target recall at the lowest false-positive rate; ``green``
   keeps the share of green training observations the old model had. Segments with 20+
-  positive training observations get a suggested yellow threshold of their own (in the
-  notes; the model file has one set of bands).
+  positive training observations get a yellow threshold of their own when it differs
+  (written to ``segments.bands``, green at least a point above it).
 - **Held-out comparison.** The new model and the old are backtested on the observation
   dates from D on only, never on the training period; beside the backtest, the recall
   the new score reaches at the old model's false-positive rate on the same observations.
@@ -162,7 +162,7 @@ class CalibrationResult:
     new_bands: dict[str, float]
     train_recall: float | None
     train_fpr: float | None
-    segment_bands: dict[str, float] = field(default_factory=dict)  # suggested yellow
+    segment_bands: dict[str, float] = field(default_factory=dict)  # own yellow, in the file
     test_dates: list[datetime] = field(default_factory=list)
     backtest: bt.BacktestResult | None = None
     equal_fpr: EqualFPR | None = None
@@ -931,22 +931,23 @@ def calibrate(
     old_green_share = float((obs["band"] == "green").mean())
     green = float(np.ceil(np.quantile(score, 1.0 - old_green_share))) if old_green_share else 100.0
     green = min(max(green, yellow + 1.0), 100.0)
-    red = _red(score, forced, yellow)
-    train_recall = float(red[y].mean())
-    train_fpr = float(red[~y].mean()) if (~y).any() else None
     segment_bands = {}
     for seg in sorted(obs["segment"].dropna().unique()):
         part = (obs["segment"] == seg).to_numpy()
         if y[part].sum() >= MIN_SEGMENT_POSITIVES:
             t, ok = _yellow_for(score[part], forced[part], y[part], target_recall)
-            if ok:
+            if ok and t != yellow:
                 segment_bands[str(seg)] = t
     if segment_bands:
         notes.append(
-            f"suggested yellow thresholds per segment for {target_recall:.0%} recall "
-            "(the model file holds one set of bands): "
+            f"segments with {MIN_SEGMENT_POSITIVES}+ positive training observations get a "
+            f"yellow threshold of their own for {target_recall:.0%} recall (segments.bands): "
             + ", ".join(f"{s} {t:g}" for s, t in segment_bands.items())
         )
+    own = obs["segment"].map(lambda s: segment_bands.get(str(s), yellow) if pd.notna(s) else yellow)
+    red = _red(score, forced, own.to_numpy(float))
+    train_recall = float(red[y].mean())
+    train_fpr = float(red[~y].mean()) if (~y).any() else None
     events = int(obs.loc[y, "account_id"].nunique())
     header = (
         f"calibrated by `healthscore calibrate` from {model.label!r} ({model.version[:12]}):\n"
@@ -960,7 +961,15 @@ def calibrate(
         "recall of the training observations, green keeps the old green share."
     )
     text = write_model_text(
-        _source_text(model), changes, {"green": green, "yellow": yellow}, header, train_until
+        _source_text(model),
+        changes,
+        {"green": green, "yellow": yellow},
+        header,
+        train_until,
+        {
+            s: {"green": min(max(green, t + 1.0), 100.0), "yellow": t}
+            for s, t in segment_bands.items()
+        },
     )
     new = load_model_text(text, file=str(out) if out else "<calibrated model>")
     if out is not None:
@@ -1049,14 +1058,17 @@ def equal_fpr(
     a, _ = bt.observations(store, old, dates, horizon, outcome)
     b, _ = bt.observations(store, new, dates, horizon, outcome)
     key = ["account_id", "as_of"]
-    m = a[[*key, "band", "label"]].merge(b[[*key, "score", "band"]], on=key, suffixes=("", "_new"))
+    m = a[[*key, "band", "label"]].merge(
+        b[[*key, "score", "band", "segment"]], on=key, suffixes=("", "_new")
+    )
     y = m["label"].to_numpy(bool)
     if not y.any() or y.all():
         return EqualFPR(len(m), int(y.sum()), None, None, None, None, None)
     old_red = (m["band"] == "red").to_numpy()
     old_fpr = float(old_red[~y].mean())
     score = m["score"].to_numpy(float)
-    forced = ((m["band_new"] == "red") & (score >= new.spec.bands.yellow)).to_numpy()
+    yellow = m["segment"].map(lambda s: new.bands_for(None if pd.isna(s) else str(s)).yellow)
+    forced = ((m["band_new"] == "red") & (score >= yellow.to_numpy(float))).to_numpy()
     best = (None, 0.0, 0.0)
     for t in np.unique(np.concatenate([score, [np.inf]])):
         flag = forced | (score < t)
@@ -1104,8 +1116,13 @@ def write_model_text(
     bands: dict[str, float],
     header: str,
     train_until: datetime,
+    segment_bands: dict[str, dict[str, float]] | None = None,
 ) -> str:
-    """The old model text with new weights, anchors and bands; comments kept."""
+    """The old model text with new weights, anchors and bands; comments kept.
+
+    ``segment_bands`` (segment -> green and yellow) replace ``segments.bands``; a model
+    without a ``segments`` section gets one keyed by the account's ``segment`` column.
+    """
     yaml = YAML(typ="rt")
     yaml.width = 4096
     doc = yaml.load(text)
@@ -1139,6 +1156,17 @@ def write_model_text(
         empty = CommentedMap()
         empty.fa.set_flow_style()
         doc["segments"]["weights"] = empty
+    if doc.get("segments") and "bands" in doc["segments"]:
+        del doc["segments"]["bands"]
+    if segment_bands:
+        if not doc.get("segments"):
+            doc["segments"] = CommentedMap([("by", "segment")])
+        own = CommentedMap()
+        for seg, b in segment_bands.items():
+            entry = CommentedMap([("green", _num(b["green"])), ("yellow", _num(b["yellow"]))])
+            entry.fa.set_flow_style()
+            own[seg] = entry
+        doc["segments"]["bands"] = own
     doc.yaml_set_start_comment(header)
     buf = io.StringIO()
     yaml.dump(doc, buf)

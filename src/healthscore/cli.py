@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from healthscore import api
@@ -175,6 +176,8 @@ def load(
             values=plan.values,
         )
         out.print(str(result))
+        for warning in result.warnings:
+            err.print(f"[yellow]Warning:[/] {escape(warning)}", highlight=False)
         if result.rejected:
             err.print(f"[yellow]Warning:[/] {result.rejected} invalid rows written to {rejects}")
         if result.unknown_accounts:

@@ -252,13 +252,6 @@ class Pillar(_Strict):
     metrics: dict[str, MetricUse]
 
 
-class Segments(_Strict):
-    by: str = Field(description="account column or metric giving the segment")
-    weights: dict[str, dict[str, Annotated[float, Field(ge=0)]]] = Field(
-        description="segment -> pillar -> weight (pillars left out keep their default weight)"
-    )
-
-
 class Bands(_Strict):
     green: float = Field(80, ge=0, le=100)
     yellow: float = Field(50, ge=0, le=100)
@@ -268,6 +261,18 @@ class Bands(_Strict):
         if not self.green > self.yellow:
             raise ValueError(f"green ({self.green}) must be above yellow ({self.yellow})")
         return self
+
+
+class Segments(_Strict):
+    by: str = Field(description="account column or metric giving the segment")
+    weights: dict[str, dict[str, Annotated[float, Field(ge=0)]]] = Field(
+        default_factory=dict,
+        description="segment -> pillar -> weight (pillars left out keep their default weight)",
+    )
+    bands: dict[str, Bands] = Field(
+        default_factory=dict,
+        description="segment -> its own green and yellow thresholds (others use `bands`)",
+    )
 
 
 class RapidDecline(_Strict):
@@ -712,6 +717,13 @@ class Model:
     def segment_names(self) -> list[str]:
         return list(self.spec.segments.weights) if self.spec.segments else []
 
+    def bands_for(self, segment: str | None) -> Bands:
+        """The green and yellow thresholds an account of ``segment`` is banded by."""
+        seg = self.spec.segments
+        if seg is not None and segment is not None and segment in seg.bands:
+            return seg.bands[segment]
+        return self.spec.bands
+
     # version --------------------------------------------------------------------------
     @cached_property
     def version(self) -> str:
@@ -729,6 +741,8 @@ class Model:
             for m, use in pillar["metrics"].items():
                 use["weight"] = _r(shares[p][m])
         if data.get("segments"):
+            if not data["segments"].get("bands"):  # versions of models without them stay
+                data["segments"].pop("bands", None)
             data["segments"]["weights"] = {
                 s: {p: _r(w) for p, w in self.pillar_weights(s).items()}
                 for s in data["segments"]["weights"]

@@ -246,9 +246,14 @@ def apply_rules(t: ir.Table, model: Model) -> ir.Table:
 
 def band(t: ir.Table, model: Model) -> ir.Table:
     b = model.spec.bands
+    green, yellow = ibis.literal(b.green), ibis.literal(b.yellow)
+    own = model.spec.segments.bands if model.spec.segments else {}
+    if own:  # segments with thresholds of their own
+        green = t.segment.substitute({s: v.green for s, v in own.items()}, else_=green)
+        yellow = t.segment.substitute({s: v.yellow for s, v in own.items()}, else_=yellow)
     label = ibis.cases(
-        (t.score >= b.green, "green"),
-        (t.score >= b.yellow, "yellow"),
+        (t.score >= green, "green"),
+        (t.score >= yellow, "yellow"),
         (t.score.notnull(), "red"),
         else_=ibis.null("string"),
     )

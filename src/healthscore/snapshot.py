@@ -46,6 +46,8 @@ from healthscore.model import HEALTH, Model, load_model_text
 from healthscore.store import Store
 
 FOLDS = 5
+#: outcomes a health score is low before: the ones calibration can fit
+RISKS = frozenset({"churned", "contracted"})
 #: label of the observation step in reports
 EVERY = "snapshot"
 
@@ -285,6 +287,12 @@ def calibrate(
     from healthscore.challenger import _estimator, _one_thread
 
     outcome = cal.outcome_kind(outcome)
+    if outcome not in RISKS:
+        raise ScoringError(
+            f"calibrate --snapshot fits a score that is low before a loss, and {outcome!r} "
+            f"is not one: use {' or '.join(sorted(RISKS))}",
+            hint="backtest --snapshot measures any outcome",
+        )
     if not 0 < target_recall <= 1:
         raise ScoringError(f"--target-recall must be within (0, 1] (got {target_recall})")
     model = model.scorecard(HEALTH)
@@ -334,6 +342,11 @@ def calibrate(
     score, forced = cal.learned_score(model, fitted, feats, holds)
     yellow, green, reached = _bands(score, forced, y, old_green, target_recall)
     notes = list(fitted.notes)
+    if model.spec.segments and model.spec.segments.weights:
+        notes.append(
+            "per-segment pillar weights of the old model were dropped: one set of weights "
+            "is fitted for all accounts (segments are still reported)"
+        )
     if not reached:
         notes.append(f"no band threshold reaches {target_recall:.0%} recall; yellow set to 99")
     header = (

@@ -174,6 +174,8 @@ class SourceBatch:
     rows_read: int
     skipped: int = 0
     skip_reason: str | None = None
+    #: things worth a look that are not errors, e.g. value-map keys no row has
+    warnings: list[str] = field(default_factory=list)
     supplied: tuple[str, ...] = ()
 
 
@@ -784,6 +786,7 @@ class _Reader:
         self.date_format = date_format
         self.allow_rejects = allow_rejects
         self.lit = _lit(file)
+        self.warnings: list[str] = []
 
     def run(self, account_lookup=None, constants=None) -> SourceBatch:
         names, types = self._describe()
@@ -823,6 +826,7 @@ class _Reader:
             rows_read,
             skipped=skipped,
             skip_reason=skip_reason,
+            warnings=self.warnings,
             supplied=tuple(supplied + [c.name for c in self.extras]),
         )
 
@@ -1092,6 +1096,7 @@ class _Reader:
         if not replace:
             self.con.execute("CREATE VIEW raw_file AS SELECT * FROM raw_read")
             return 0, None
+        self._unmatched_keys()
         where = ""
         skipped, reason = 0, None
         if skips:
@@ -1113,6 +1118,30 @@ class _Reader:
             f"CREATE VIEW raw_file AS SELECT * REPLACE ({', '.join(replace)}) FROM raw_read {where}"
         )
         return skipped, reason
+
+    def _unmatched_keys(self) -> None:
+        """A value-map key that no row holds (a typo, ``007`` read by YAML as 7, a number
+        column holding ``1.0``) recodes nothing: say so, with values the column does hold."""
+        for c in self.columns:
+            vmap = self.values.get(c.source)
+            if vmap is None:
+                continue
+            text = _text(c.sql)
+            keys = ", ".join(_lit(k) for k in vmap)
+            hit, sample = self.con.execute(
+                f"SELECT list(DISTINCT {text}) FILTER (WHERE {text} IN ({keys})), "
+                f"list(DISTINCT {text}) FILTER (WHERE {text} IS NOT NULL) FROM raw_read"
+            ).fetchone()
+            missing = [k for k in vmap if k not in set(hit or [])]
+            if missing:
+                held = sorted(sample or [])
+                shown = ", ".join(repr(v) for v in held[:10]) + (" ..." if len(held) > 10 else "")
+                self.warnings.append(
+                    f"{self.file}: values of {c.source!r}: "
+                    f"{', '.join(repr(k) for k in missing)} match no value in the file; "
+                    f"it holds {shown or 'no values'} (quote keys in the spec to keep "
+                    "their spelling)"
+                )
 
     def _link_accounts(self, account_lookup) -> None:
         """View ``raw``: the file's rows, plus ``__account`` when looked up by a key."""

@@ -32,7 +32,7 @@ import os
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -63,6 +63,7 @@ class LoadResult:
     unknown_accounts: int = 0  # rows whose account_id is not in the accounts table
     skipped: int = 0  # rows left out on purpose: a value map sent their key to nothing
     skip_reason: str | None = None  # e.g. "Customer Status maps to nothing (Joined)"
+    warnings: list[str] = field(default_factory=list)  # from reading the file
 
     def __str__(self) -> str:
         text = (
@@ -332,10 +333,10 @@ class Store:
         return stage.semi_join(keep, pk), changed, n
 
     def _add_columns(self, name: str, fields: list[pa.Field]) -> None:
-        for field in fields:
-            dtype = ibis.dtype(field.type)
+        for f in fields:
+            dtype = ibis.dtype(f.type)
             typ = self.con.compiler.type_mapper.from_ibis(dtype).sql(self.con.dialect)
-            col = sg.to_identifier(field.name, quoted=True).sql(self.con.dialect)
+            col = sg.to_identifier(f.name, quoted=True).sql(self.con.dialect)
             tbl = sg.to_identifier(name, quoted=True).sql(self.con.dialect)
             self.con.raw_sql(f"ALTER TABLE {tbl} ADD COLUMN {col} {typ}")
 

@@ -1095,3 +1095,14 @@ def test_a_value_map_of_a_column_not_in_the_file_is_an_error(tmp_path):
         ),
     ):
         read_source(f, "accounts", values={"Status": {"a": "b"}})
+
+
+def test_a_fraction_after_the_sniffed_rows_makes_a_number_column_not_a_rounded_one(tmp_path):
+    # DuckDB sniffs types from a sample of rows; a 1.5 far below it used to be cast to 2
+    rows = "".join(f"A{i},2024-03-01,{i % 7}\n" for i in range(30_000))
+    f = tmp_path / "accounts.csv"
+    f.write_text("account_id,created_at,seats_used\n" + rows + "A-last,2024-03-01,1.5\n")
+    batch = read_source(f, "accounts")
+    col = batch.data.column("seats_used")
+    assert pa.types.is_floating(col.type)
+    assert col.to_pylist()[-1] == 1.5 and col.to_pylist()[:3] == [0.0, 1.0, 2.0]

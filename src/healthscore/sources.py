@@ -1179,12 +1179,19 @@ class _Reader:
                 tries += [(c, t) for t in _RECODED_TYPES]
             elif self.fmt == "csv" and c.type not in ("VARCHAR", "NULL"):
                 tries.append((c, c.type))
+                if c.type in _INT_TYPES:  # sniffed from a sample: a later 1.5 is a number
+                    tries.append((c, "DOUBLE"))
         if not tries:
             return
         checks = []
         for c, t in tries:
             x = _text(c.sql)
-            fit = _fits_sql(x, t) if c.recoded else f"TRY_CAST({x} AS {t}) IS NOT NULL"
+            if c.recoded:
+                fit = _fits_sql(x, t)
+            elif t in _INT_TYPES:  # DuckDB's cast would round 1.5 to 2
+                fit = f"({_fits_sql(x, 'BIGINT')} AND TRY_CAST({x} AS {t}) IS NOT NULL)"
+            else:
+                fit = f"TRY_CAST({x} AS {t}) IS NOT NULL"
             fits = f"bool_and({x} IS NULL OR {fit})"
             # an extra column recoded to nothing but NULLs has no type to find: text
             checks.append(f"(count({x}) > 0 AND {fits})" if c.recoded else fits)

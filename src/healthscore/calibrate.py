@@ -317,29 +317,16 @@ def _score01(n: np.ndarray, w: np.ndarray, pillar_of: np.ndarray, pillars: int) 
     """The model's weighted sum (0-1) with reweighting of missing metrics and pillars.
 
     ``n`` is observations x metrics (NaN: left out), ``w`` the metric weights (any
-    scale); a pillar's weight is the sum of its metrics' weights.
+    scale); a pillar's weight is the sum of its metrics' weights. NaN where nothing is
+    known.
     """
-    avail = ~np.isnan(n)
-    filled = np.where(avail, n, 0.0)
-    total_w = np.zeros(n.shape[0])
-    total = np.zeros(n.shape[0])
-    for p in range(pillars):
-        cols = pillar_of == p
-        wp = w[cols]
-        pw = wp.sum()
-        a = avail[:, cols] @ wp
-        s = filled[:, cols] @ wp
-        has = a > 0
-        ps = np.divide(s, a, out=np.zeros_like(s), where=has)
-        total += np.where(has, pw * ps, 0.0)
-        total_w += np.where(has, pw, 0.0)
-    return np.divide(total, total_w, out=np.full_like(total, np.nan), where=total_w > 0)
+    return _score01_grad(n, w, pillar_of, pillars)[0]
 
 
 def _score01_grad(
     n: np.ndarray, w: np.ndarray, pillar_of: np.ndarray, pillars: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_score01` (0 where nothing is known) and its derivative by each weight.
+    """:func:`_score01` (NaN where nothing is known) and its derivative by each weight.
 
     Per observation S = N / W with N = Σ_p pw_p · ps_p and W = Σ_p pw_p over the pillars
     with data, pw_p = Σ_{m in p} w_m and ps_p = Σ w_m n_m / Σ w_m over the metrics of p
@@ -375,7 +362,7 @@ def _score01_grad(
     dden = has_of.astype(float)
     safe = np.where(known, den, 1.0)[:, None]
     dscore = np.where(known[:, None], (dnum - score[:, None] * dden) / safe, 0.0)
-    return score, dscore
+    return np.where(known, score, np.nan), dscore
 
 
 def _nll(y: np.ndarray, z: np.ndarray) -> float:
@@ -702,7 +689,7 @@ def _fit_weights(
             grad[1:] = -(r @ np.nan_to_num(n)) + 2.0 * l2 * beta
             return _nll(y, z) / count + l2 * float(beta @ beta), grad
         score, dscore = _score01_grad(n, beta, pillar_of, pillars)
-        base = np.nan_to_num(100.0 * score)
+        base = np.nan_to_num(100.0 * score, nan=0.0)
         final, _ = _apply_rules(base, holds, model)
         # rules shift, floor, cap and clamp the base score: slope 1 or 0 per observation
         bumped, _ = _apply_rules(base + 1e-6, holds, model)

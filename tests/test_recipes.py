@@ -10,6 +10,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from healthscore.cli import app
+from healthscore.store import connect as hs_connect
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 RECIPE = EXAMPLES / "ravenstack"
@@ -111,5 +112,9 @@ def test_telco_recipe_loads_a_snapshot_and_calibrates_close_to_a_free_logistic_f
     assert 0.85 < auc["gradient boosting challenger (out of fold)"] < 0.95
     written = tmp_path / "telco-calibrated.yaml"
     assert written.exists() and "stratified cross-validation" in written.read_text()
-    # the leakage columns stayed on the outcome rows: the model never reads them
-    assert "Satisfaction Score" not in written.read_text()
+    # the leakage columns stayed on the outcome rows, out of the accounts metrics read
+    store = hs_connect(tmp_path / "telco.duckdb")
+    leaks = {"Satisfaction Score", "Churn Score", "Churn Category", "Churn Reason"}
+    assert leaks <= set(store.columns("outcomes"))
+    assert not leaks & set(store.columns("accounts"))
+    assert {"tenure_months", "gender", "contract"} <= set(store.columns("accounts"))

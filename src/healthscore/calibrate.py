@@ -1182,6 +1182,23 @@ def _p(x: float | None) -> str:
     return "-" if x is None else f"{x:.1%}"
 
 
+def weights_table(metrics: list[MetricChange], pillars: dict[str, tuple[float, float]]) -> Table:
+    """Per metric its old and new weight and normalisation (anchors or category scores),
+    then per pillar its old and new weight."""
+    t = Table(title="weights (% of the score) and normalisation", box=box.SIMPLE_HEAD)
+    for c in ("pillar", "metric", "weight", "new", "was", "now", "note"):
+        t.add_column(c, justify="right" if c in ("weight", "new") else "left")
+    for c in metrics:
+        if c.kind == "map":
+            was, now = _categories(c.old_map), _categories(c.new_map)
+        else:
+            was, now = _anchor(c.old_bad, c.old_good), _anchor(c.new_bad, c.new_good)
+        t.add_row(c.pillar, c.metric, _w(c.old_weight), _w(c.new_weight), was, now, c.note)
+    for p, (old, new) in pillars.items():
+        t.add_row(f"[bold]{p}[/]", "(pillar)", _w(old), _w(new), "", "", "")
+    return t
+
+
 def render_calibration(console: Console, r: CalibrationResult) -> None:
     """Weight changes, bands, the training figures and the held-out comparison."""
     from healthscore.render import render_backtest
@@ -1195,22 +1212,7 @@ def render_calibration(console: Console, r: CalibrationResult) -> None:
         f"{r.train_until:%Y-%m-%d}",
         highlight=False,
     )
-    t = Table(title="weights (% of the score) and anchors (bad -> good)", box=box.SIMPLE_HEAD)
-    for c in ("pillar", "metric", "weight", "new", "anchors", "new anchors", "note"):
-        t.add_column(c, justify="right" if c in ("weight", "new") else "left")
-    for c in r.metrics:
-        t.add_row(
-            c.pillar,
-            c.metric,
-            _w(c.old_weight),
-            _w(c.new_weight),
-            _anchor(c.old_bad, c.old_good) if c.kind != "map" else _categories(c.old_map),
-            _anchor(c.new_bad, c.new_good) if c.kind != "map" else _categories(c.new_map),
-            c.note,
-        )
-    for p, (old, new) in r.pillars.items():
-        t.add_row(f"[bold]{p}[/]", "(pillar)", _w(old), _w(new), "", "", "")
-    console.print(t)
+    console.print(weights_table(r.metrics, r.pillars))
     console.print(
         f"bands: green {r.old_bands['green']:g} -> {r.new_bands['green']:g}, yellow "
         f"{r.old_bands['yellow']:g} -> {r.new_bands['yellow']:g} (training recall "

@@ -425,18 +425,7 @@ def render_snapshot_calibration(console: Console, r: SnapshotCalibration) -> Non
         f"cross-validation, seed {r.seed}",
         highlight=False,
     )
-    t = Table(title="weights (% of the score) and normalisation", box=box.SIMPLE_HEAD)
-    for c in ("pillar", "metric", "weight", "new", "was", "now", "note"):
-        t.add_column(c, justify="right" if c in ("weight", "new") else "left")
-    for c in r.metrics:
-        if c.kind == "map":
-            was, now = cal._categories(c.old_map), cal._categories(c.new_map)
-        else:
-            was, now = cal._anchor(c.old_bad, c.old_good), cal._anchor(c.new_bad, c.new_good)
-        t.add_row(c.pillar, c.metric, cal._w(c.old_weight), cal._w(c.new_weight), was, now, c.note)
-    for p, (old, new) in r.pillars.items():
-        t.add_row(f"[bold]{p}[/]", "(pillar)", cal._w(old), cal._w(new), "", "", "")
-    console.print(t)
+    console.print(cal.weights_table(r.metrics, r.pillars))
     console.print(
         f"bands: green {r.old_bands['green']:g} -> {r.new_bands['green']:g}, yellow "
         f"{r.old_bands['yellow']:g} -> {r.new_bands['yellow']:g}",

@@ -8,7 +8,7 @@ from datetime import timedelta
 import ibis
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import healthscore as hs
@@ -54,6 +54,9 @@ def test_linear_normalisation_stays_within_0_100_and_keeps_nulls(bad, good, valu
     ys=st.lists(st.floats(0, 100), min_size=6, max_size=6),
     values=st.lists(finite, min_size=1, max_size=20),
 )
+# points a subnormal apart (the slope overflows) and points whose distance overflows
+@example(xs=[-2.225073858507203e-309, 0.0], ys=[0.0, 1.0, 0, 0, 0, 0], values=[0.0, -1e-309])
+@example(xs=[-1e308, 1e308], ys=[0.0, 100.0, 0, 0, 0, 0], values=[0.0, 5e307, -1e308])
 def test_piecewise_normalisation_stays_within_its_points(xs, ys, values):
     xs = sorted(xs)
     points = list(zip(xs, ys[: len(xs)], strict=True))

@@ -25,6 +25,8 @@ came from data).
 
 from __future__ import annotations
 
+import math
+
 import ibis
 import ibis.expr.types as ir
 
@@ -51,7 +53,13 @@ def _piecewise(x: ir.FloatingValue, pts) -> ir.FloatingValue:
     """Linear between the points, flat beyond the ends."""
     branches = [(x <= pts[0][0], ibis.literal(float(pts[0][1])))]
     for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
-        branches.append((x <= x1, y0 + (x - x0) * ((y1 - y0) / (x1 - x0))))
+        # the share of the way from x0 to x1 first (0-1): a slope (y1 - y0) / (x1 - x0)
+        # overflows when the points are a subnormal apart; halves when x1 - x0 overflows
+        if math.isinf(x1 - x0):
+            frac = (x * 0.5 - x0 * 0.5) / (x1 * 0.5 - x0 * 0.5)
+        else:
+            frac = (x - x0) / (x1 - x0)
+        branches.append((x <= x1, y0 + (y1 - y0) * frac))
     return ibis.cases(*branches, else_=ibis.literal(float(pts[-1][1])))
 
 

@@ -41,7 +41,7 @@ def child(db: str) -> None:
     """(b) and (w) in a fresh process on a store without stored scores."""
     t0 = time.perf_counter()
     import healthscore as hs
-    from healthscore import history, timeline
+    from healthscore.engine import history, timeline
 
     sys.path.insert(0, str(REF))
     import spec
@@ -53,7 +53,7 @@ def child(db: str) -> None:
     model = hs.load_model(MODEL)
     dates = sorted(spec.DATES)
     t0 = time.perf_counter()
-    expr = timeline.score_expr(store, model, dates)
+    expr = timeline.dates_expr(store, model, dates)
     sql = store.compile(expr)
     t_build = time.perf_counter() - t0
     wide = store.execute_sql(sql).cast(expr.schema().to_pyarrow())

@@ -80,7 +80,7 @@ def test_segment_can_come_from_an_as_of_value(store):
 
 
 def test_demo_history_shows_rapid_declines_and_expansion_candidates(demo):
-    from healthscore import trends
+    from healthscore.engine import trends
 
     result, store = demo
     # the demo stored 12 months of weekly history: a rerun over part of it computes nothing
@@ -97,7 +97,7 @@ def test_demo_history_shows_rapid_declines_and_expansion_candidates(demo):
 
 
 def test_demo_explains_each_rapid_decline_and_writes_the_report(demo):
-    from healthscore import trends
+    from healthscore.engine import trends
 
     result, store = demo
     rapid = {

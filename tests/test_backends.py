@@ -75,7 +75,7 @@ def test_many_dates_in_one_pass_agree_with_duckdb_one_date_at_a_time(loaded, ref
     """The shared multi-date expression (history backfills) runs on every backend."""
     from datetime import timedelta
 
-    from healthscore import timeline
+    from healthscore.engine import timeline
 
     store, _ = loaded
     model = hs.load_model(model_path)

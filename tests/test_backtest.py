@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 import healthscore as hs
 from fixtures import outcome_book
-from healthscore import backtest as bt
 from healthscore.cli import app
+from healthscore.evaluate import backtest as bt
 
 MODEL = """
 columns: {accounts: {hint: float64}}

@@ -10,12 +10,12 @@ import pytest
 from typer.testing import CliRunner
 
 import healthscore as hs
-from healthscore import backtest as bt
-from healthscore import backtest_report as br
 from healthscore.api import run_demo
-from healthscore.challenger import CHALLENGER_ONLY
 from healthscore.cli import app
+from healthscore.evaluate import backtest as bt
+from healthscore.evaluate.challenger import CHALLENGER_ONLY
 from healthscore.model import default_model_text
+from healthscore.views import backtest_report as br
 
 # the browser fixture and page helpers of the portfolio report's tests
 from test_report import DRAWN, _open, browser  # noqa: F401

@@ -15,10 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 import healthscore as hs
-from healthscore import calibrate as cal
 from healthscore.cli import app
+from healthscore.core.time import shift
 from healthscore.errors import ScoringError
-from healthscore.metrics import shift
+from healthscore.evaluate import calibrate as cal
 
 END = datetime(2025, 7, 1)
 D = datetime(2024, 10, 1)

@@ -11,12 +11,11 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 import healthscore as hs
-from healthscore import backtest as bt
-from healthscore import challenger as chm
 from healthscore.api import run_demo
+from healthscore.core.time import dates_between, shift
 from healthscore.errors import ScoringError
-from healthscore.history import dates_between
-from healthscore.metrics import shift
+from healthscore.evaluate import backtest as bt
+from healthscore.evaluate import challenger as chm
 
 END = datetime(2025, 7, 1)
 START, STOP = datetime(2024, 7, 1), datetime(2025, 4, 1)

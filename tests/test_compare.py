@@ -15,11 +15,12 @@ from typer.testing import CliRunner
 
 import healthscore as hs
 from fixtures import memory_store
-from healthscore import api, demo
+from healthscore import api
 from healthscore.cli import app
-from healthscore.compare import NOT_SCORED, account_change, compare_models
+from healthscore.core.tables import TABLES
+from healthscore.demo import book as demo
+from healthscore.evaluate.compare import NOT_SCORED, account_change, compare_models
 from healthscore.model import Model, Rule, default_model_text
-from healthscore.tables import TABLES
 
 D = datetime(2025, 7, 1)
 HISTORY_DATES = [D - timedelta(weeks=2), D - timedelta(weeks=1), D]

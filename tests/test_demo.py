@@ -10,8 +10,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from healthscore import tables
-from healthscore.demo import generate, latent_health
+from healthscore.core import tables
+from healthscore.demo.book import generate, latent_health
 
 END = datetime(2025, 7, 1)
 ARROW = {

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 import healthscore as hs
 from healthscore.cli import app
-from healthscore.flags import add_flag, list_flags, resolve_flag
+from healthscore.engine.flags import add_flag, list_flags, resolve_flag
 
 MODEL = """
 metrics:

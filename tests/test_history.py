@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 
 import healthscore as hs
 from fixtures import memory_store
-from healthscore import history
 from healthscore.cli import app
+from healthscore.core.time import dates_between
+from healthscore.engine import history
 
 FROM, TO = datetime(2024, 12, 4), datetime(2025, 1, 1)
 
@@ -94,7 +95,7 @@ def test_two_model_versions_coexist(mem):
 
 
 def test_month_steps_stay_on_month_ends():
-    dates = history.dates_between(datetime(2025, 1, 20), datetime(2025, 5, 31), "1mo")
+    dates = dates_between(datetime(2025, 1, 20), datetime(2025, 5, 31), "1mo")
     assert [d.strftime("%m-%d") for d in dates] == ["01-31", "02-28", "03-31", "04-30", "05-31"]
 
 

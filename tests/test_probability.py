@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 
 import healthscore as hs
 from fixtures import AS_OF, memory_store, outcome_book
-from healthscore import probability as prob
 from healthscore.cli import app
-from healthscore.history import SCORES
+from healthscore.engine.history import SCORES
+from healthscore.evaluate import probability as prob
 
 BOOK_MODEL = """\
 # scores straight from a column
@@ -276,7 +276,7 @@ def test_history_stores_the_probability(small_model, small_scores):
     assert stored == pytest.approx(
         {r["account_id"]: r["probability"] for r in small_scores.to_pylist()}
     )
-    from healthscore.history import stored_explanations
+    from healthscore.engine.history import stored_explanations
 
     seen = stored_explanations(store, small_model, ["A2"], [AS_OF])
     assert seen[("A2", AS_OF)].probability == pytest.approx(0.15)
@@ -385,7 +385,7 @@ def test_fit_probability_command_writes_the_section(book_path, tmp_path):
 
 
 def test_report_has_arr_at_risk_by_segment_and_csm(small_model):
-    from healthscore import report
+    from healthscore.views import report
 
     data = report.gather(memory_store(), small_model, AS_OF)
     assert data.risk_of == "churn within 90d"

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 import healthscore as hs
 from fixtures import AS_OF, memory_store, tables
+from healthscore.engine.scoring import _normalized
 from healthscore.model import MetricUse
-from healthscore.scoring import _normalized
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)

@@ -11,11 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 import healthscore as hs
-from healthscore import report as report_mod
 from healthscore.api import explain_change, history, run_demo
 from healthscore.cli import app
+from healthscore.engine.trends import classify
 from healthscore.model import default_model_text
-from healthscore.trends import classify
+from healthscore.views import report as report_mod
 
 END = datetime(2025, 7, 1)
 CHROMIUM = "/usr/bin/chromium"

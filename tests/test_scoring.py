@@ -8,7 +8,7 @@ import pytest
 
 import healthscore as hs
 from fixtures import AS_OF
-from healthscore.explain import from_row
+from healthscore.engine.explain import from_row
 
 MODEL = Path(__file__).parent / "models" / "valid" / "definitions.yaml"
 

@@ -16,9 +16,9 @@ import pytest
 from typer.testing import CliRunner
 
 import healthscore as hs
-from healthscore import snapshot as snap
 from healthscore.cli import app
 from healthscore.errors import ScoringError
+from healthscore.evaluate import snapshot as snap
 
 MODEL = """\
 name: constructed snapshot

@@ -17,8 +17,10 @@ import pytest
 
 import healthscore as hs
 from fixtures import memory_store, postgres_store
-from healthscore import api, demo, history, timeline
-from healthscore.metrics import MetricBuilder
+from healthscore import api
+from healthscore.demo import book as demo
+from healthscore.engine import history, timeline
+from healthscore.engine.metrics import MetricBuilder
 from healthscore.store import connect
 
 DEFINITIONS = "tests/models/valid/definitions.yaml"

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 import healthscore as hs
-from healthscore import history, trends
+from healthscore.engine import history, trends
 
 D = datetime(2025, 6, 1)
 

@@ -115,3 +115,7 @@ class StoreError(HealthscoreError):
 
 class ScoringError(HealthscoreError):
     """A score cannot be computed (e.g. an unknown account or a bad as-of date)."""
+
+
+class DurationError(HealthscoreError):
+    """A duration such as ``30d``, ``4w`` or ``3mo`` is malformed (the text and why)."""

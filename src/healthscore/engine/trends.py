@@ -25,9 +25,11 @@ from datetime import datetime
 import ibis
 import ibis.expr.types as ir
 
+from healthscore.core.time import parse_as_of, shift
+from healthscore.engine.asof import explain_change
+from healthscore.engine.explain import Change
+from healthscore.engine.history import SCORES, ensure_tables
 from healthscore.errors import ScoringError
-from healthscore.history import SCORES, ensure_tables
-from healthscore.metrics import shift
 from healthscore.model import Model
 from healthscore.store import Store
 
@@ -46,7 +48,7 @@ def trends_expr(store: Store, model: Model, as_of: datetime) -> ir.Table:
         shift(as_of, tr.improving.over),
         shift(as_of, tr.stable_high.for_),
     )
-    s = store.con.table(SCORES)
+    s = store.stored(SCORES)
     s = s.filter(
         (s.model_version == model.version),
         (s.scorecard == model.scorecard_name),
@@ -155,3 +157,12 @@ def classify(store: Store, model: Model, as_of: datetime, trend: str | None = No
 
         result = result.filter(pc.equal(result["trend"], trend))
     return result
+
+
+def rapid_declines(store: Store, model: Model, as_of=None) -> list[Change]:
+    """Accounts in rapid decline at ``as_of`` (from stored history), each with why:
+    the change from its highest stored score of the decline window, steepest first."""
+    d = parse_as_of(as_of)
+    rows = classify(store, model, d, "rapid_decline").to_pylist()
+    changes = [explain_change(store, model, r["account_id"], d, r["peak_as_of"]) for r in rows]
+    return sorted(changes, key=lambda c: (c.delta, c.account_id))

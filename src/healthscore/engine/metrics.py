@@ -36,21 +36,14 @@ from datetime import datetime
 
 import ibis
 import ibis.expr.types as ir
-from dateutil.relativedelta import relativedelta
 
 from healthscore import expressions as ex
-from healthscore.model import MetricSpec, Model, parse_duration
-from healthscore.tables import TABLES
+from healthscore.core.tables import TABLES
+from healthscore.core.time import shift
+from healthscore.model import MetricSpec, Model
 
 COVERED = "__covered"
 RULE = "rule__"  # rule__<name>: whether the rule's condition holds
-
-
-def shift(d: datetime, duration: str, sign: int = -1) -> datetime:
-    """``d`` moved back (or forward) by a model duration (calendar months for ``mo``)."""
-    n, unit = parse_duration(duration)
-    delta = {"d": relativedelta(days=n), "w": relativedelta(weeks=n), "mo": relativedelta(months=n)}
-    return d + delta[unit] * sign
 
 
 def shifted_name(durations: tuple[str, ...]) -> str:

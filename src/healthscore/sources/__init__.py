@@ -1,7 +1,7 @@
 """sources: file -> validated canonical rows; the store writes them.
 
 Place in the flow: the first stage. :func:`read_source` reads one data file (CSV/TSV,
-Parquet or JSON lines) into one canonical table of :mod:`healthscore.tables`: it renames
+Parquet or JSON lines) into one canonical table of :mod:`healthscore.core.tables`: it renames
 columns (``--map source=canonical``), coerces every canonical column to its type, checks
 each row, and returns a :class:`SourceBatch` holding the valid rows as a ``pyarrow.Table``
 plus, when asked for, the invalid ones with their reasons. Nothing here writes anywhere
@@ -86,8 +86,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
-from healthscore.errors import Problem, SourceError
-from healthscore.tables import (
+from healthscore.core.tables import (
     BOOL,
     DERIVABLE_KEYS,
     FLOAT,
@@ -97,6 +96,7 @@ from healthscore.tables import (
     TIMESTAMP,
     Table,
 )
+from healthscore.errors import Problem, SourceError
 
 CSV_EXTENSIONS = (".csv", ".tsv", ".txt")
 PARQUET_EXTENSIONS = (".parquet", ".pq")

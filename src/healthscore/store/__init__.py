@@ -42,8 +42,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlglot as sg
 
+from healthscore.core.tables import SCHEMA_VERSION, TABLES, get_table
 from healthscore.errors import HealthscoreError, ScoringError, StoreError
-from healthscore.tables import SCHEMA_VERSION, TABLES, get_table
 
 DEFAULT_DB = "healthscore.duckdb"
 META = "_healthscore_meta"
@@ -186,6 +186,27 @@ class Store:
 
     def tables(self, names=None) -> dict[str, ir.Table]:
         return {n: self.con.table(n) for n in (names or TABLES)}
+
+    def list_tables(self) -> list[str]:
+        """Every table in the store: canonical, history and bookkeeping."""
+        return list(self.con.list_tables())
+
+    def has_table(self, name: str) -> bool:
+        return name in self.con.list_tables()
+
+    def stored(self, name: str) -> ir.Table:
+        """Any table of the store (history tables included), as an Ibis expression."""
+        return self.con.table(name)
+
+    def create_table(self, name: str, schema: dict[str, str]) -> None:
+        self.con.create_table(name, schema=ibis.schema(schema))
+
+    def insert(self, name: str, data: pa.Table) -> None:
+        """Append rows to a table (callers wrap several in :meth:`transaction`)."""
+        self.con.insert(name, data)
+
+    def close(self) -> None:
+        self.con.disconnect()
 
     def columns(self, name: str) -> dict[str, str]:
         return {c: str(t) for c, t in self.con.get_schema(name).items()}

@@ -35,9 +35,10 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from healthscore.core.time import dates_between, shift
+from healthscore.engine import asof
+from healthscore.engine.history import SCORES, ensure_tables
 from healthscore.errors import ScoringError
-from healthscore.history import SCORES, dates_between, ensure_tables
-from healthscore.metrics import shift
 from healthscore.model import Model
 from healthscore.store import Store
 
@@ -128,7 +129,7 @@ class BacktestResult:
 
 
 def stored_scores(store: Store, model: Model) -> pd.DataFrame:
-    t = store.con.table(SCORES)
+    t = store.stored(SCORES)
     t = t.filter(
         t.model_version == model.version,
         t.scorecard == model.scorecard_name,
@@ -420,13 +421,12 @@ def backtest(
     """Backtest ``model`` (and ``vs``) on point-in-time history from ``start`` to ``end``.
 
     Missing history dates are computed first (``scorer`` backfills a model over dates;
-    by default :func:`healthscore.api.history`).
+    by default :func:`healthscore.engine.asof.backfill`).
     """
-    from healthscore import api
 
     ensure_tables(store)
     dates = dates_between(start, end, every)
-    backfill = scorer or (lambda m: api.history(store, m, start, end, every, progress=progress))
+    backfill = scorer or (lambda m: asof.backfill(store, m, start, end, every, progress=progress))
     backfill(model)
     if vs is not None:
         backfill(vs)

@@ -2,7 +2,7 @@
 
 Place in the flow: a *source* that needs no files. :func:`generate` returns one
 pyarrow table per canonical table (exactly the columns and types of
-:mod:`healthscore.tables`), ready to be loaded into a store like any other source.
+:mod:`healthscore.core.tables`), ready to be loaded into a store like any other source.
 
 How the data is made: every account has a hidden (latent) health in [0, 1] per day —
 a baseline by segment, slow noise, onboarding, slow declines over 60–120 days, sudden
@@ -42,8 +42,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from healthscore.core.tables import TABLES
 from healthscore.errors import SourceError
-from healthscore.tables import TABLES
 
 __all__ = ["generate", "latent_health", "FEATURES", "SEGMENTS"]
 
@@ -226,7 +226,7 @@ def generate(
     Returns
     -------
     dict[str, pyarrow.Table]
-        Keys are the canonical table names of :data:`healthscore.tables.TABLES`, each
+        Keys are the canonical table names of :data:`healthscore.core.tables.TABLES`, each
         table with exactly its columns, in order, typed string / int64 / float64 /
         bool / timestamp[us]. At the default size usage_events has about 1.5 million
         rows: one row per user, day and feature, ``quantity`` = actions that day.

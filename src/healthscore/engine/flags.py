@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
+from healthscore.core.tables import TABLES
 from healthscore.errors import StoreError
 from healthscore.store import LoadResult, Store
-from healthscore.tables import TABLES
 
 
 def _now() -> datetime:

@@ -11,7 +11,7 @@ sample). There is no time to split on, so:
   having it. Recall is the share of those accounts that are red at the snapshot; there
   is no lead time.
 - **Calibration** is judged by stratified k-fold cross-validation (seeded): for each
-  fold, :func:`healthscore.calibrate.learn` fits anchors, directions, category scores
+  fold, :func:`healthscore.evaluate.calibrate.learn` fits anchors, directions, category scores
   and non-negative weights (and the bands) on the other folds only, and the fold is
   scored with them. The out-of-fold scores give the calibrated model's ROC AUC, and its
   bands the recall and false-positive rate, on accounts the fit never saw. The model
@@ -34,14 +34,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from rich import box
-from rich.console import Console
-from rich.table import Table
 
-from healthscore import backtest as bt
-from healthscore import calibrate as cal
+from healthscore.engine import asof
+from healthscore.engine.history import ensure_tables
 from healthscore.errors import ScoringError
-from healthscore.history import ensure_tables
+from healthscore.evaluate import backtest as bt
+from healthscore.evaluate import calibrate as cal
 from healthscore.model import HEALTH, Model, load_model_text
 from healthscore.store import Store
 
@@ -67,10 +65,9 @@ def snapshot_date(store: Store) -> datetime:
 def observations(store: Store, model: Model, as_of: datetime, outcome: str) -> pd.DataFrame:
     """Every account scored at ``as_of``, labelled: account_id, as_of, score, band,
     segment, label (has the outcome), renewed (has a renewal)."""
-    from healthscore import api
 
     ensure_tables(store)
-    api.history(store, model, as_of, as_of, "1d")
+    asof.backfill(store, model, as_of, as_of, "1d")
     stored = bt.stored_scores(store, model)
     obs = stored[stored["as_of"] == pd.Timestamp(as_of)].reset_index(drop=True)
     if obs.empty:
@@ -284,7 +281,7 @@ def calibrate(
     """
     from sklearn.linear_model import LogisticRegression
 
-    from healthscore.challenger import _estimator, _one_thread
+    from healthscore.evaluate.challenger import _estimator, _one_thread
 
     outcome = cal.outcome_kind(outcome)
     if outcome not in RISKS:
@@ -414,36 +411,6 @@ def calibrate(
     )
 
 
-def render_snapshot_calibration(console: Console, r: SnapshotCalibration) -> None:
-    """Weights, bands, the cross-validated comparison and the backtest table."""
-    from healthscore.render import render_backtest
-
-    console.print(
-        f"[bold]calibrated on snapshot data[/] {r.old_label} ({r.old_version[:12]}) -> "
-        f"{r.model.label} ({r.model.version[:12]}): {r.observations:,} accounts at "
-        f"{r.as_of:%Y-%m-%d}, {r.positives:,} {r.outcome}; {r.folds}-fold stratified "
-        f"cross-validation, seed {r.seed}",
-        highlight=False,
-    )
-    console.print(cal.weights_table(r.metrics, r.pillars))
-    console.print(
-        f"bands: green {r.old_bands['green']:g} -> {r.new_bands['green']:g}, yellow "
-        f"{r.old_bands['yellow']:g} -> {r.new_bands['yellow']:g}",
-        highlight=False,
-    )
-    a = Table(title="ROC AUC (95 % bootstrap interval)", box=box.SIMPLE_HEAD, title_justify="left")
-    a.add_column("model")
-    a.add_column("ROC AUC", justify="right")
-    for name, est in r.auc.items():
-        a.add_row(name, str(est))
-    console.print(a)
-    if r.out is not None:
-        console.print(f"wrote {r.out}", highlight=False)
-    render_backtest(console, r.backtest)
-    for note in r.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
-
-
 __all__ = [
     "SnapshotCalibration",
     "backtest",
@@ -451,6 +418,5 @@ __all__ = [
     "design",
     "evaluate",
     "observations",
-    "render_snapshot_calibration",
     "snapshot_date",
 ]

@@ -12,7 +12,7 @@ a second look (``healthscore compare``); the challenger itself never scores acco
   and metrics never present in the training data are left out. A missing value stays
   missing (the booster routes it on its own).
 - **Observations and labels** are the backtest's
-  (:func:`healthscore.backtest.observations`). The challenger is trained on the
+  (:func:`healthscore.evaluate.backtest.observations`). The challenger is trained on the
   observation dates whose horizon closes by ``train_until`` (so no label it learns
   from depends on anything after ``train_until``), and evaluated on the dates from
   ``train_until`` on, where the weighted model is measured on the very same
@@ -37,10 +37,10 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from healthscore import backtest as bt
+from healthscore.core.time import shift
+from healthscore.engine.history import LINES
 from healthscore.errors import ScoringError
-from healthscore.history import LINES
-from healthscore.metrics import shift
+from healthscore.evaluate import backtest as bt
 from healthscore.model import Model
 from healthscore.store import Store
 
@@ -218,7 +218,7 @@ def features(store: Store, model: Model, dates: list[datetime]) -> pd.DataFrame:
     stored at ``dates`` (the backtest stores it).
     """
     names = [m for _, m, _ in model.scored_metrics()]
-    lines = store.con.table(LINES)
+    lines = store.stored(LINES)
     t = lines.filter(
         lines.model_version == model.version,
         lines.scorecard == model.scorecard_name,
@@ -454,7 +454,7 @@ def challenge(
     Without ``train_until`` the observation dates are split in half: the challenger
     learns from the first half whose horizon has closed by the first date of the second
     half, and both are measured on the second half. History must be stored at
-    ``dates`` (:func:`healthscore.backtest.backtest` stores it).
+    ``dates`` (:func:`healthscore.evaluate.backtest.backtest` stores it).
 
     ``top`` riskiest accounts by the challenger at the last held-out date are explained.
     """

@@ -20,13 +20,14 @@ from pathlib import Path
 
 import ibis
 
-from healthscore import api
+from healthscore.core.time import parse_as_of, today
+from healthscore.engine import asof
+from healthscore.engine.explain import Change, decompose
+from healthscore.engine.history import SCORES
+from healthscore.engine.metrics import in_force
+from healthscore.engine.scoring import CONTRIB
 from healthscore.errors import HealthscoreError
-from healthscore.explain import Change, decompose
-from healthscore.history import SCORES
-from healthscore.metrics import in_force
 from healthscore.model import Model
-from healthscore.scoring import CONTRIB
 from healthscore.store import Store
 
 BANDS = ("green", "yellow", "red", None)  # None: no score (no data)
@@ -209,9 +210,9 @@ def write_report(
 
 def gather(store: Store, model: Model, as_of=None, *, top: int = 10) -> ReportData:
     """Collect what the report shows; executes queries, renders nothing."""
-    d = api.parse_as_of(as_of) if as_of is not None else _midnight_today()
+    d = parse_as_of(as_of) if as_of is not None else today()
     warnings = [str(w) for w in store.freshness(model, d)]
-    live = api.score(store, model, d).to_pylist()
+    live = asof.score(store, model, d).to_pylist()
     arr_now = _arr_in_force(store, d)
     if arr_now is None:
         warnings.append("no subscription has an ARR: ARR figures are left out")
@@ -232,7 +233,7 @@ def gather(store: Store, model: Model, as_of=None, *, top: int = 10) -> ReportDa
     data.segments = _breakdown(live, "segment", arr_now)
     data.csms = _breakdown(live, "csm", arr_now)
     if model.spec.probability is not None:
-        from healthscore.probability import arr_at_risk
+        from healthscore.evaluate.probability import arr_at_risk
 
         data.risk_of = model.spec.probability.describe()
         data.risk_segments = arr_at_risk(live, "segment", arr_now)
@@ -249,10 +250,6 @@ def gather(store: Store, model: Model, as_of=None, *, top: int = 10) -> ReportDa
         ]
     _candidates(store, model, d, live, trends, accounts, arr_now, top, data)
     return data
-
-
-def _midnight_today() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
 
 
 def _accounts(store: Store) -> dict[str, dict]:
@@ -310,12 +307,12 @@ def _breakdown(live: list[dict], key: str, arr: dict[str, float] | None) -> list
 
 def _history(store: Store, model: Model, d: datetime, data: ReportData) -> list[dict] | None:
     """Band counts per stored date and the trend classes; None when nothing is stored."""
-    from healthscore.trends import trends_expr
+    from healthscore.engine.trends import trends_expr
 
-    if SCORES not in store.con.list_tables():
+    if SCORES not in store.list_tables():
         data.warnings.append(NO_HISTORY)
         return None
-    s = store.con.table(SCORES)
+    s = store.stored(SCORES)
     mine = s.filter(
         (s.model_version == model.version),
         (s.scorecard == model.scorecard_name),
@@ -386,7 +383,7 @@ def _movers(store, model, trends, accounts, top, data: ReportData) -> list[Mover
     for r in moved:
         acc = accounts.get(r["account_id"], {})
         try:
-            change = changes.get(r["account_id"]) or api.explain_change(
+            change = changes.get(r["account_id"]) or asof.explain_change(
                 store, model, r["account_id"], data.history_as_of, r["then_as_of"]
             )
             why = change.summary().removeprefix(f"{r['account_id']} ")
@@ -412,9 +409,9 @@ def _changes(store, model, now: datetime, moved: list[dict]) -> dict[str, Change
     """What ``explain_change`` gives per mover, from the stored history (what was seen then).
 
     Two reads for all movers; a pair not stored is left out, and
-    :func:`api.explain_change` then scores it live or says why it cannot.
+    :func:`healthscore.engine.asof.explain_change` then scores it live or says why it cannot.
     """
-    from healthscore.history import stored_explanations
+    from healthscore.engine.history import stored_explanations
 
     ids = [r["account_id"] for r in moved]
     if not ids:
@@ -435,7 +432,7 @@ def _candidates(store, model, d, live, trends, accounts, arr, top, data: ReportD
         card = model.scorecard(EXPANSION)
         data.candidates_source = "green on the expansion scorecard"
         try:
-            rows = [r for r in api.score(store, card, d).to_pylist() if r["band"] == "green"]
+            rows = [r for r in asof.score(store, card, d).to_pylist() if r["band"] == "green"]
         except HealthscoreError as e:
             data.warnings.append(f"expansion scorecard not scored: {e}")
             return

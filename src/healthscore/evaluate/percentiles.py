@@ -22,8 +22,8 @@ import numpy as np
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedSeq
 
+from healthscore.engine.metrics import MetricBuilder
 from healthscore.errors import ModelError, ScoringError
-from healthscore.metrics import MetricBuilder
 from healthscore.model import HEALTH, Model, load_model
 from healthscore.store import Store
 

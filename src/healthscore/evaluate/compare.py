@@ -3,7 +3,7 @@
 Place in the flow: beside ``explain``; it scores the same accounts at the same as-of
 date under a new and a current model (through :mod:`healthscore.api`), and reads the
 stored history of both model versions (the ``scores`` table written by
-:mod:`healthscore.history`). It returns plain data that the CLI renders and
+:mod:`healthscore.engine.history`). It returns plain data that the CLI renders and
 ``to_dict`` serialises:
 
 - the band migration matrix: from each band of the current model (or "not scored",
@@ -24,8 +24,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from healthscore.core.time import parse_as_of
+from healthscore.engine import asof
+from healthscore.engine.scoring import CLAMP, CONTRIB, NORM, WEIGHT
 from healthscore.model import BAND_NAMES, Model
-from healthscore.scoring import CLAMP, CONTRIB, NORM, WEIGHT
 from healthscore.store import Store
 
 NOT_SCORED = "not scored"  # outside the model's population at that date
@@ -298,13 +300,12 @@ def compare_models(
         The migration matrix, the summary, the biggest changes with their exact
         decomposition, and the history section.
     """
-    from healthscore import api
 
     if scorecard is not None:
         new, current = new.scorecard(scorecard), current.scorecard(scorecard)
-    d = api.parse_as_of(as_of)
-    rows_new = {r["account_id"]: r for r in api.score(store, new, d).to_pylist()}
-    rows_cur = {r["account_id"]: r for r in api.score(store, current, d).to_pylist()}
+    d = parse_as_of(as_of)
+    rows_new = {r["account_id"]: r for r in asof.score(store, new, d).to_pylist()}
+    rows_cur = {r["account_id"]: r for r in asof.score(store, current, d).to_pylist()}
     has_arr = "arr" in new.spec.metrics or "arr" in current.spec.metrics
     notes = []
     if not has_arr:
@@ -364,7 +365,7 @@ def account_change(
 ) -> AccountChange:
     """Split one account's score(new) - score(current) into metric, rule and clamp lines.
 
-    Both rows are wide score rows (from :func:`healthscore.api.score`) of the same account
+    Both rows are wide score rows (from :func:`healthscore.engine.asof.score`) of the same account
     at the same date. The effects add up to the change exactly (to 1e-9), because each
     score is the sum of its contribution columns.
     """
@@ -425,12 +426,12 @@ def account_change(
 
 def compare_history(store: Store, new: Model, current: Model) -> HistorySection:
     """The band migration at every as-of date both model versions have stored scores for."""
-    from healthscore import history as hist
+    from healthscore.engine import history as hist
 
     section = HistorySection()
     rows: list[dict] = []
-    if hist.SCORES in store.con.list_tables():
-        t = store.con.table(hist.SCORES)
+    if hist.SCORES in store.list_tables():
+        t = store.stored(hist.SCORES)
         t = t.filter(
             ((t.model_version == new.version) & (t.scorecard == new.scorecard_name))
             | ((t.model_version == current.version) & (t.scorecard == current.scorecard_name))

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from healthscore.metrics import RULE
+from healthscore.engine.metrics import RULE
+from healthscore.engine.scoring import CLAMP, CONTRIB, MISSING, NORM, PILLAR, WEIGHT
 from healthscore.model import Model
-from healthscore.scoring import CLAMP, CONTRIB, MISSING, NORM, PILLAR, WEIGHT
 
 
 @dataclass

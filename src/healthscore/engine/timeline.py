@@ -1,9 +1,9 @@
 """Raw metrics of every account at many as-of dates, in one expression that shares work.
 
-Place in the flow: beside ``metrics``; ``history`` (through ``api.history``) uses it to
-backfill many dates at once. :meth:`TimelineBuilder.build` gives, for a list of dates,
+Place in the flow: beside ``metrics``; :func:`healthscore.engine.asof.backfill` uses it
+to store many dates of history at once. :meth:`TimelineBuilder.build` gives, for a list of dates,
 the rows ``MetricBuilder(model, tables).build(d)`` gives for each date ``d`` (same columns,
-same values), stacked, each with its ``as_of``. ``scoring.score_expr`` then scores them
+same values), stacked, each with its ``as_of``. ``scoring.score_metrics`` then scores them
 row by row.
 
 How work is shared across dates (``D`` below is a column of a small table of dates):
@@ -36,7 +36,7 @@ How work is shared across dates (``D`` below is a column of a small table of dat
 - **Everything else** (interval tables read as in force at ``D``, medians, reductions that
   read a masked timestamp such as ``paid_at``, dates that are not midnights): the exact
   path. Raw rows are fanned out to the dates that may need them and the per-date
-  conditions of :class:`healthscore.metrics.MetricBuilder` are evaluated with ``D`` as a
+  conditions of :class:`healthscore.engine.metrics.MetricBuilder` are evaluated with ``D`` as a
   column, reduction by reduction.
 
 Then :meth:`MetricBuilder.finish` combines the reductions with ``D = as_of`` as for one
@@ -56,7 +56,10 @@ import ibis.expr.types as ir
 import pyarrow as pa
 
 from healthscore import expressions as ex
-from healthscore.metrics import (
+from healthscore.core.tables import TABLES
+from healthscore.core.time import parse_duration, shift
+from healthscore.engine.inputs import check_scorable, tables_needed
+from healthscore.engine.metrics import (
     MetricBuilder,
     _columns_of,
     _flag_col,
@@ -65,11 +68,10 @@ from healthscore.metrics import (
     _masked_columns,
     in_force,
     lag_of,
-    shift,
     shifted_name,
 )
-from healthscore.model import MetricSpec, Model, parse_duration
-from healthscore.tables import TABLES
+from healthscore.engine.scoring import score_metrics
+from healthscore.model import MetricSpec, Model
 
 AS_OF = "as_of"
 DAY = "__day"
@@ -155,7 +157,7 @@ def _at(t: ir.Table, *durations: str | None) -> ir.Value:
     """The date column moved back by ``durations`` (the lag, then the window).
 
     Shifted dates are computed in Python, exactly as for one date
-    (:func:`healthscore.metrics.shift`), and carried as columns of the dates table:
+    (:func:`healthscore.core.time.shift`), and carried as columns of the dates table:
     no interval arithmetic reaches the backend (DuckDB 1.5 merges ``D - INTERVAL 1
     MONTH`` with ``D - INTERVAL 30 DAY`` as one common subexpression).
     """
@@ -682,20 +684,15 @@ def _without(resolve, name: str, columns=()):
 
 def raw_expr(store, model: Model, dates, account_ids=None) -> ir.Table:
     """The raw metrics of ``model`` at every date in ``dates`` (one expression)."""
-    from healthscore.api import tables_needed
-
     return TimelineBuilder(model, store.tables(tables_needed(model))).build(dates, account_ids)
 
 
-def score_expr(store, model: Model, dates, account_ids=None) -> ir.Table:
+def dates_expr(store, model: Model, dates, account_ids=None) -> ir.Table:
     """The scoring expression of every account at every date: one row per (account, as_of)."""
-    from healthscore.api import check_scorable
-    from healthscore.scoring import score_expr as score_steps
-
     check_scorable(store, model)
-    return score_steps(raw_expr(store, model, dates, account_ids), model)
+    return score_metrics(raw_expr(store, model, dates, account_ids), model)
 
 
 def score_dates(store, model: Model, dates, account_ids=None) -> pa.Table:
     """Scores of every account at every date (rows ordered by account id, then date)."""
-    return store.execute(score_expr(store, model, dates, account_ids))
+    return store.execute(dates_expr(store, model, dates, account_ids))

@@ -52,10 +52,10 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
 from healthscore import expressions as ex
-from healthscore.errors import ModelError, Problem
-from healthscore.tables import TABLES
+from healthscore.core.tables import TABLES
+from healthscore.core.time import duration_days, parse_duration
+from healthscore.errors import DurationError, ModelError, Problem
 
-DURATION = re.compile(r"^(\d+)(d|w|mo)$")
 SCORING_SECTIONS = (
     "bands",
     "population",
@@ -72,24 +72,11 @@ HEALTH = "health"
 BAND_NAMES = ("green", "yellow", "red")
 
 
-def parse_duration(text: str) -> tuple[int, str]:
-    """``'30d'`` -> ``(30, 'd')``; units are days, weeks and calendar months."""
-    m = DURATION.match(str(text).strip())
-    if not m:
-        raise ValueError(f"not a duration: {text!r} (expected like 30d, 4w, 3mo)")
-    if int(m.group(1)) == 0:
-        raise ValueError(f"a duration must be longer than 0: {text!r} (e.g. 1d, 1w, 1mo)")
-    return int(m.group(1)), m.group(2)
-
-
-def duration_days(text: str) -> float:
-    """Approximate length in days (months count as 30.44 days); used for freshness."""
-    n, unit = parse_duration(text)
-    return n * {"d": 1, "w": 7, "mo": 30.44}[unit]
-
-
 def _duration(v: str) -> str:
-    parse_duration(v)
+    try:
+        parse_duration(v)
+    except DurationError as e:  # pydantic turns ValueError into a located problem
+        raise ValueError(e.message) from None
     return v
 
 
@@ -570,7 +557,7 @@ def load_model(path: str | Path | None = None) -> Model:
 
 def default_model_text() -> str:
     """The text of the default four-pillar model that ``init`` writes."""
-    return resources.files("healthscore").joinpath("default_model.yaml").read_text("utf-8")
+    return resources.files("healthscore.model").joinpath("default_model.yaml").read_text("utf-8")
 
 
 def load_model_text(text: str, file: str = "<string>") -> Model:

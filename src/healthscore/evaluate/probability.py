@@ -16,7 +16,7 @@ the ``outcomes`` table) and before scoring with the fitted model:
 - :func:`arr_at_risk` sums, per segment or CSM, the expected churns (Σ p) and the ARR
   at risk (Σ p × ARR) of a scored table.
 
-Scoring reads the section in :func:`healthscore.scoring.probability`: the probability is
+Scoring reads the section in :func:`healthscore.engine.scoring.probability`: the probability is
 piecewise linear in the final score, flat beyond the first and last points.
 
 Examples
@@ -44,6 +44,8 @@ import pyarrow as pa
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from healthscore.core.time import parse_as_of
+from healthscore.engine import asof
 from healthscore.errors import ModelError, ScoringError
 from healthscore.model import (
     HEALTH,
@@ -233,11 +235,10 @@ def fit_probability_details(
     progress: Callable[[str, float], None] | None = None,
 ) -> ProbabilityFit:
     """:func:`fit_probability`, also returning the observations, dates and notes."""
-    from healthscore import api, timeline
-    from healthscore.backtest import observations
-    from healthscore.history import backfill, dates_between, ensure_tables
-    from healthscore.metrics import shift
-    from healthscore.model import parse_duration
+    from healthscore.core.time import dates_between, parse_duration, shift
+    from healthscore.engine import timeline
+    from healthscore.engine.history import backfill, ensure_tables
+    from healthscore.evaluate.backtest import observations
 
     if method not in METHODS:
         raise ScoringError(f"unknown method {method!r}", hint="use isotonic or platt")
@@ -251,11 +252,11 @@ def fit_probability_details(
         raise ScoringError(
             f"unknown outcome {outcome!r}", hint="outcomes: " + ", ".join(OUTCOME_KINDS)
         )
-    until = api.parse_as_of(until)
+    until = parse_as_of(until)
     # the latest date on the grid back from `until` whose horizon has closed by then
     recent = dates_between(shift(shift(until, horizon), every), until, every)
     last = max(d for d in recent if _closed(d, horizon, until))
-    start = api.parse_as_of(start) if start is not None else _default_start(store, last, until)
+    start = parse_as_of(start) if start is not None else _default_start(store, last, until)
     if start > last:
         raise ScoringError(
             f"no observation date from {start:%Y-%m-%d} has its {horizon} horizon closed by "
@@ -269,7 +270,7 @@ def fit_probability_details(
         store,
         base,
         dates,
-        lambda d: api.score(store, base, d),
+        lambda d: asof.score(store, base, d),
         progress=progress,
         score_dates=lambda ds: timeline.score_dates(store, base, ds),
     )
@@ -315,7 +316,7 @@ def fit_probability_details(
 
 
 def _closed(d: datetime, horizon: str, until: datetime) -> bool:
-    from healthscore.metrics import shift
+    from healthscore.core.time import shift
 
     return shift(d, horizon, +1) <= until
 
@@ -323,7 +324,7 @@ def _closed(d: datetime, horizon: str, until: datetime) -> bool:
 def _default_start(store: Store, last: datetime, until: datetime) -> datetime:
     """Two years before ``last``, but not before the first outcome on file: earlier
     observations (often before any data was collected) could never see an outcome."""
-    from healthscore.metrics import shift
+    from healthscore.core.time import shift
 
     t = store.table("outcomes")
     t = t.filter(t.ts <= ibis.literal(until, type="timestamp"))

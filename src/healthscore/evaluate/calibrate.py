@@ -63,19 +63,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from rich import box
-from rich.console import Console
-from rich.table import Table
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
-from healthscore import backtest as bt
+from healthscore.core.tables import TABLES
+from healthscore.core.time import dates_between, shift
+from healthscore.engine import asof
+from healthscore.engine.history import LINES, ensure_tables
 from healthscore.errors import ScoringError
-from healthscore.history import LINES, dates_between, ensure_tables
-from healthscore.metrics import shift
+from healthscore.evaluate import backtest as bt
 from healthscore.model import HEALTH, Model, default_model_text, load_model_text
 from healthscore.store import Store
-from healthscore.tables import TABLES
 
 #: outcome kinds and the words the CLI also accepts for them
 OUTCOMES = {
@@ -240,7 +238,7 @@ def training_observations(
 
 def score_lines(store: Store, model: Model, dates: list[datetime]) -> pd.DataFrame:
     """Stored metric and rule lines at ``dates``, long: account, date, kind, name, values."""
-    t = store.con.table(LINES)
+    t = store.stored(LINES)
     t = t.filter(
         t.model_version == model.version,
         t.scorecard == model.scorecard_name,
@@ -858,7 +856,6 @@ def calibrate(
     -------
     CalibrationResult
     """
-    from healthscore import api
 
     outcome = outcome_kind(outcome)
     if not 0 < target_recall <= 1:
@@ -880,7 +877,7 @@ def calibrate(
     dates = [
         d for d in dates_between(start, last_train, every) if shift(d, horizon, +1) <= train_until
     ]
-    api.history(store, model, dates[0], dates[-1], every, progress=progress)
+    asof.backfill(store, model, dates[0], dates[-1], every, progress=progress)
     obs = training_observations(store, model, dates, horizon, outcome, train_until)
     y = obs["label"].to_numpy(bool)
     if y.sum() < MIN_POSITIVES or y.all():
@@ -1163,85 +1160,6 @@ def write_model_text(
 # --- rendering ------------------------------------------------------------------------------
 
 
-def _w(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}"
-
-
-def _anchor(bad, good) -> str:
-    return "-" if bad is None else f"{bad:g} -> {good:g}"
-
-
-def _categories(mapping: dict[str, float] | None) -> str:
-    if not mapping:
-        return "-"
-    shown = ", ".join(f"{k} {v:g}" for k, v in list(mapping.items())[:4])
-    return shown + (f" (+{len(mapping) - 4})" if len(mapping) > 4 else "")
-
-
-def _p(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1%}"
-
-
-def weights_table(metrics: list[MetricChange], pillars: dict[str, tuple[float, float]]) -> Table:
-    """Per metric its old and new weight and normalisation (anchors or category scores),
-    then per pillar its old and new weight."""
-    t = Table(title="weights (% of the score) and normalisation", box=box.SIMPLE_HEAD)
-    for c in ("pillar", "metric", "weight", "new", "was", "now", "note"):
-        t.add_column(c, justify="right" if c in ("weight", "new") else "left")
-    for c in metrics:
-        if c.kind == "map":
-            was, now = _categories(c.old_map), _categories(c.new_map)
-        else:
-            was, now = _anchor(c.old_bad, c.old_good), _anchor(c.new_bad, c.new_good)
-        t.add_row(c.pillar, c.metric, _w(c.old_weight), _w(c.new_weight), was, now, c.note)
-    for p, (old, new) in pillars.items():
-        t.add_row(f"[bold]{p}[/]", "(pillar)", _w(old), _w(new), "", "", "")
-    return t
-
-
-def render_calibration(console: Console, r: CalibrationResult) -> None:
-    """Weight changes, bands, the training figures and the held-out comparison."""
-    from healthscore.render import render_backtest
-
-    console.print(
-        f"[bold]calibrated[/] {r.old_label} ({r.old_version[:12]}) -> {r.model.label} "
-        f"({r.model.version[:12]}): {r.outcome} within {r.horizon}, trained on "
-        f"{r.observations:,} observations of {r.accounts:,} accounts at {len(r.train_dates)} "
-        f"dates {r.train_dates[0]:%Y-%m-%d} to {r.train_dates[-1]:%Y-%m-%d} "
-        f"({r.positives} positive, {r.events} accounts), nothing after "
-        f"{r.train_until:%Y-%m-%d}",
-        highlight=False,
-    )
-    console.print(weights_table(r.metrics, r.pillars))
-    console.print(
-        f"bands: green {r.old_bands['green']:g} -> {r.new_bands['green']:g}, yellow "
-        f"{r.old_bands['yellow']:g} -> {r.new_bands['yellow']:g} (training recall "
-        f"{_p(r.train_recall)}, false-positive rate {_p(r.train_fpr)})",
-        highlight=False,
-    )
-    if r.out is not None:
-        console.print(f"wrote {r.out}", highlight=False)
-    if r.backtest is not None:
-        console.print(
-            f"[bold]held out[/]: {len(r.test_dates)} observation dates from "
-            f"{r.test_dates[0]:%Y-%m-%d} to {r.test_dates[-1]:%Y-%m-%d} (after the training "
-            "period only)",
-            highlight=False,
-        )
-        e = r.equal_fpr
-        if e is not None and e.old_fpr is not None:
-            console.print(
-                f"recall at equal false-positive rate ({e.positives} of {e.observations:,} "
-                f"held-out observations positive): old {_p(e.old_recall)} at FPR "
-                f"{_p(e.old_fpr)}; new {_p(e.new_recall)} at FPR {_p(e.new_fpr)} "
-                f"(score below {e.new_threshold:g})",
-                highlight=False,
-            )
-        render_backtest(console, r.backtest)
-    for note in r.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
-
-
 __all__ = [
     "CalibrationResult",
     "EqualFPR",
@@ -1249,7 +1167,6 @@ __all__ = [
     "calibrate",
     "equal_fpr",
     "outcome_kind",
-    "render_calibration",
     "training_observations",
     "write_model_text",
 ]

@@ -10,13 +10,18 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from healthscore.explain import Explanation, from_row
+from healthscore.engine.explain import Explanation, from_row
+
+if TYPE_CHECKING:
+    from healthscore.evaluate.calibrate import CalibrationResult, MetricChange
+    from healthscore.evaluate.snapshot import SnapshotCalibration
 
 BAND_STYLE = {"green": "green", "yellow": "yellow", "red": "bold red", None: "dim"}
 
@@ -45,7 +50,7 @@ def render_explanation(console: Console, e: Explanation) -> None:
         highlight=False,
     )
     if e.probability_of:
-        from healthscore.probability import percent
+        from healthscore.evaluate.probability import percent
 
         console.print(
             f"probability of {e.probability_of}: [bold]{percent(e.probability)}[/]",
@@ -346,7 +351,7 @@ def _share(x: float | None) -> str:
 
 
 def render_comparison(console: Console, c) -> None:
-    """A :class:`healthscore.compare.Comparison`: matrix, biggest changes, history."""
+    """A :class:`healthscore.evaluate.compare.Comparison`: matrix, biggest changes, history."""
     s = c.summary
     card = "" if c.scorecard == "health" else f", scorecard {c.scorecard}"
     console.print(
@@ -467,7 +472,7 @@ def _render_compare_history(console: Console, h) -> None:
 
 def render_arr_at_risk(console: Console, scores, model) -> None:
     """Expected outcomes and ARR at risk (Σ p x ARR), overall, per segment and per CSM."""
-    from healthscore.probability import arr_at_risk
+    from healthscore.evaluate.probability import arr_at_risk
 
     what = model.spec.probability.describe()
     if not scores.num_rows:
@@ -514,3 +519,119 @@ def _arr(x: float | None) -> str:
     if abs(x) >= 1e3:
         return f"{x / 1e3:.3g}k"
     return f"{x:.0f}"
+
+
+# --- calibration -------------------------------------------------------------------
+
+
+def _weight_pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def _anchor(bad, good) -> str:
+    return "-" if bad is None else f"{bad:g} -> {good:g}"
+
+
+def _categories(mapping: dict[str, float] | None) -> str:
+    if not mapping:
+        return "-"
+    shown = ", ".join(f"{k} {v:g}" for k, v in list(mapping.items())[:4])
+    return shown + (f" (+{len(mapping) - 4})" if len(mapping) > 4 else "")
+
+
+def _pct1(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def weights_table(metrics: list[MetricChange], pillars: dict[str, tuple[float, float]]) -> Table:
+    """Per metric its old and new weight and normalisation (anchors or category scores),
+    then per pillar its old and new weight."""
+    t = Table(title="weights (% of the score) and normalisation", box=box.SIMPLE_HEAD)
+    for c in ("pillar", "metric", "weight", "new", "was", "now", "note"):
+        t.add_column(c, justify="right" if c in ("weight", "new") else "left")
+    for c in metrics:
+        if c.kind == "map":
+            was, now = _categories(c.old_map), _categories(c.new_map)
+        else:
+            was, now = _anchor(c.old_bad, c.old_good), _anchor(c.new_bad, c.new_good)
+        t.add_row(
+            c.pillar,
+            c.metric,
+            _weight_pct(c.old_weight),
+            _weight_pct(c.new_weight),
+            was,
+            now,
+            c.note,
+        )
+    for p, (old, new) in pillars.items():
+        t.add_row(f"[bold]{p}[/]", "(pillar)", _weight_pct(old), _weight_pct(new), "", "", "")
+    return t
+
+
+def render_calibration(console: Console, r: CalibrationResult) -> None:
+    """Weight changes, bands, the training figures and the held-out comparison."""
+    console.print(
+        f"[bold]calibrated[/] {r.old_label} ({r.old_version[:12]}) -> {r.model.label} "
+        f"({r.model.version[:12]}): {r.outcome} within {r.horizon}, trained on "
+        f"{r.observations:,} observations of {r.accounts:,} accounts at {len(r.train_dates)} "
+        f"dates {r.train_dates[0]:%Y-%m-%d} to {r.train_dates[-1]:%Y-%m-%d} "
+        f"({r.positives} positive, {r.events} accounts), nothing after "
+        f"{r.train_until:%Y-%m-%d}",
+        highlight=False,
+    )
+    console.print(weights_table(r.metrics, r.pillars))
+    console.print(
+        f"bands: green {r.old_bands['green']:g} -> {r.new_bands['green']:g}, yellow "
+        f"{r.old_bands['yellow']:g} -> {r.new_bands['yellow']:g} (training recall "
+        f"{_pct1(r.train_recall)}, false-positive rate {_pct1(r.train_fpr)})",
+        highlight=False,
+    )
+    if r.out is not None:
+        console.print(f"wrote {r.out}", highlight=False)
+    if r.backtest is not None:
+        console.print(
+            f"[bold]held out[/]: {len(r.test_dates)} observation dates from "
+            f"{r.test_dates[0]:%Y-%m-%d} to {r.test_dates[-1]:%Y-%m-%d} (after the training "
+            "period only)",
+            highlight=False,
+        )
+        e = r.equal_fpr
+        if e is not None and e.old_fpr is not None:
+            console.print(
+                f"recall at equal false-positive rate ({e.positives} of {e.observations:,} "
+                f"held-out observations positive): old {_pct1(e.old_recall)} at FPR "
+                f"{_pct1(e.old_fpr)}; new {_pct1(e.new_recall)} at FPR {_pct1(e.new_fpr)} "
+                f"(score below {e.new_threshold:g})",
+                highlight=False,
+            )
+        render_backtest(console, r.backtest)
+    for note in r.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+
+
+def render_snapshot_calibration(console: Console, r: SnapshotCalibration) -> None:
+    """Weights, bands, the cross-validated comparison and the backtest table."""
+    console.print(
+        f"[bold]calibrated on snapshot data[/] {r.old_label} ({r.old_version[:12]}) -> "
+        f"{r.model.label} ({r.model.version[:12]}): {r.observations:,} accounts at "
+        f"{r.as_of:%Y-%m-%d}, {r.positives:,} {r.outcome}; {r.folds}-fold stratified "
+        f"cross-validation, seed {r.seed}",
+        highlight=False,
+    )
+    console.print(weights_table(r.metrics, r.pillars))
+    console.print(
+        f"bands: green {r.old_bands['green']:g} -> {r.new_bands['green']:g}, yellow "
+        f"{r.old_bands['yellow']:g} -> {r.new_bands['yellow']:g}",
+        highlight=False,
+    )
+    a = Table(title="ROC AUC (95 % bootstrap interval)", box=box.SIMPLE_HEAD, title_justify="left")
+    a.add_column("model")
+    a.add_column("ROC AUC", justify="right")
+    for name, est in r.auc.items():
+        a.add_row(name, str(est))
+    console.print(a)
+    if r.out is not None:
+        console.print(f"wrote {r.out}", highlight=False)
+    render_backtest(console, r.backtest)
+    for note in r.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)

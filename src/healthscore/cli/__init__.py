@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.table import Table as RichTable
 
 from healthscore import api
-from healthscore.errors import HealthscoreError
+from healthscore.errors import DurationError, HealthscoreError
 from healthscore.model import default_model_text, json_schema, load_model
 
 app = typer.Typer(
@@ -63,6 +63,8 @@ ScorecardOpt = Annotated[
 
 
 def _fail(e: HealthscoreError) -> None:
+    if isinstance(e, DurationError):  # a malformed duration option is a usage error
+        raise typer.BadParameter(str(e)) from None
     err.print(f"[bold red]Error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(1)
 
@@ -268,8 +270,8 @@ def model_fit_probability(
 ) -> None:
     """Fit the probability of churn within a horizon from the score, out of sample, and
     store it in the model file (then score, explain and report show it, and ARR at risk)."""
-    from healthscore import probability as prob
-    from healthscore.render import progress_bar
+    from healthscore.evaluate import probability as prob
+    from healthscore.views.terminal import progress_bar
 
     path = _model_path(model)
     if path is None:
@@ -325,7 +327,7 @@ def flag_add(
     db: DbOpt = None,
 ) -> None:
     """Raise a flag on an account (active until resolved; usable as has_flag('kind'))."""
-    from healthscore.flags import add_flag
+    from healthscore.engine.flags import add_flag
     from healthscore.store import connect
 
     try:
@@ -343,7 +345,7 @@ def flag_resolve(
     db: DbOpt = None,
 ) -> None:
     """Resolve a flag: it no longer counts from then on (history before is kept)."""
-    from healthscore.flags import resolve_flag
+    from healthscore.engine.flags import resolve_flag
     from healthscore.store import connect
 
     try:
@@ -362,7 +364,7 @@ def flag_list(
     db: DbOpt = None,
 ) -> None:
     """Flags active at a date (default now), newest first; --all for every flag."""
-    from healthscore.flags import list_flags
+    from healthscore.engine.flags import list_flags
     from healthscore.store import connect
 
     try:
@@ -428,7 +430,7 @@ def score(
     except HealthscoreError as e:
         _fail(e)
     if summary:
-        from healthscore.render import render_arr_at_risk
+        from healthscore.views.terminal import render_arr_at_risk
 
         console = Console(file=out_file.open("w"), width=200) if out_file else out
         render_arr_at_risk(console, result, m)
@@ -437,8 +439,8 @@ def score(
 
 
 def _write_scores(result: pa.Table, m, format: str, out_file: Path | None) -> None:
-    from healthscore.explain import long_rows
-    from healthscore.probability import percent
+    from healthscore.engine.explain import long_rows
+    from healthscore.evaluate.probability import percent
 
     if format == "parquet":
         pq.write_table(result, out_file)
@@ -491,7 +493,7 @@ def _write_scores(result: pa.Table, m, format: str, out_file: Path | None) -> No
         console = Console(file=out_file.open("w"), width=200) if out_file else out
         console.print(table)
         if chance:
-            from healthscore.render import render_arr_at_risk
+            from healthscore.views.terminal import render_arr_at_risk
 
             render_arr_at_risk(console, result, m)
 
@@ -511,7 +513,7 @@ def history(
     scorecard: ScorecardOpt = None,
 ) -> None:
     """Backfill point-in-time scores into the store's history (only missing dates)."""
-    from healthscore.render import progress_bar
+    from healthscore.views.terminal import progress_bar
 
     try:
         store, m = _open(db, model, scorecard)
@@ -540,7 +542,7 @@ def trends(
     scorecard: ScorecardOpt = None,
 ) -> None:
     """List accounts by trend (from stored history): class, score now and then, change."""
-    from healthscore import trends as trends_mod
+    from healthscore.engine import trends as trends_mod
 
     if format not in ("table", "json", "csv"):
         raise typer.BadParameter(f"unknown format {format!r}; use table, json or csv")
@@ -614,8 +616,8 @@ def backtest(
     outcome: Annotated[str, typer.Option(help="--snapshot: the outcome to predict")] = "churn",
 ) -> None:
     """How well the model's point-in-time scores would have predicted churn (and expansion)."""
-    from healthscore import backtest as bt
-    from healthscore.render import progress_bar, render_backtest
+    from healthscore.evaluate import backtest as bt
+    from healthscore.views.terminal import progress_bar, render_backtest
 
     if format not in ("table", "json"):
         raise typer.BadParameter(f"unknown format {format!r}; use table or json")
@@ -636,7 +638,7 @@ def backtest(
         store, m = _open(db, model, scorecard)
         other = load_model(vs).scorecard(scorecard) if vs is not None else None
         if snapshot:
-            from healthscore import snapshot as snap
+            from healthscore.evaluate import snapshot as snap
 
             result = snap.backtest(
                 store,
@@ -667,8 +669,8 @@ def backtest(
                 progress=progress,
             )
         if challenger:
-            from healthscore.challenger import challenge
-            from healthscore.history import dates_between
+            from healthscore.core.time import dates_between
+            from healthscore.evaluate.challenger import challenge
 
             extra = challenge(
                 store,
@@ -680,7 +682,7 @@ def backtest(
                 seed=seed,
             )
         if out_file is not None:
-            from healthscore import backtest_report as br
+            from healthscore.views import backtest_report as br
 
             models = (m, other) if other is not None else (m,)
             written = br.write_backtest_report(
@@ -747,8 +749,8 @@ def calibrate(
     format: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
 ) -> None:
     """Learn weights, anchors, directions and bands from outcomes up to D; test after D."""
-    from healthscore import calibrate as cal
-    from healthscore.render import progress_bar
+    from healthscore.evaluate import calibrate as cal
+    from healthscore.views.terminal import progress_bar
 
     if format not in ("table", "json"):
         raise typer.BadParameter(f"unknown format {format!r}; use table or json")
@@ -757,7 +759,7 @@ def calibrate(
             raise typer.BadParameter(
                 "--snapshot has no time to split on: --train-until and --from do not apply"
             )
-        from healthscore import snapshot as snap
+        from healthscore.evaluate import snapshot as snap
 
         try:
             store, m = _open(db, model)
@@ -778,7 +780,9 @@ def calibrate(
         if format == "json":
             sys.stdout.write(json.dumps(r.to_dict(), indent=1, default=str) + "\n")
         else:
-            snap.render_snapshot_calibration(out, r)
+            from healthscore.views.terminal import render_snapshot_calibration
+
+            render_snapshot_calibration(out, r)
         return
     if train_until is None:
         raise typer.BadParameter("give --train-until (or --snapshot for data with no history)")
@@ -803,7 +807,9 @@ def calibrate(
         _fail(e)
     except ValueError as e:  # a malformed duration
         raise typer.BadParameter(str(e)) from None
-    cal.render_calibration(out, result)
+    from healthscore.views.terminal import render_calibration
+
+    render_calibration(out, result)
 
 
 def _midnight_today():
@@ -841,14 +847,14 @@ def explain(
         if format == "json":
             sys.stdout.write(json.dumps(change.to_dict(), indent=1, default=str) + "\n")
             return
-        from healthscore.render import render_change
+        from healthscore.views.terminal import render_change
 
         render_change(out, change)
         return
     if format == "json":
         sys.stdout.write(json.dumps(e.to_dict(), indent=1, default=str) + "\n")
         return
-    from healthscore.render import render_explanation
+    from healthscore.views.terminal import render_explanation
 
     render_explanation(out, e)
 
@@ -867,7 +873,7 @@ def compare(
     format: Annotated[str, typer.Option("--format", "-f", help="table or json")] = "table",
 ) -> None:
     """Compare a new model with the current one: band migration, biggest changes, history."""
-    from healthscore.compare import compare_models
+    from healthscore.evaluate.compare import compare_models
 
     if format not in ("table", "json"):
         raise typer.BadParameter(f"unknown format {format!r}; use table or json")
@@ -886,7 +892,7 @@ def compare(
     if format == "json":
         sys.stdout.write(json.dumps(result.to_dict(), indent=1, default=str) + "\n")
         return
-    from healthscore.render import render_comparison
+    from healthscore.views.terminal import render_comparison
 
     render_comparison(out, result)
 
@@ -904,7 +910,7 @@ def demo(
 ) -> None:
     """Generate a realistic book of business, load it, score it, store weekly history,
     explain the rapid declines, write the portfolio report and summarise it."""
-    from healthscore.render import progress_bar, render_portfolio
+    from healthscore.views.terminal import progress_bar, render_portfolio
 
     try:
         with progress_bar(out) as progress:
@@ -934,7 +940,7 @@ def report(
     db: DbOpt = None,
 ) -> None:
     """Write the portfolio report: one self-contained HTML file with charts, opens offline."""
-    from healthscore.report import write_report
+    from healthscore.views.report import write_report
 
     if top < 1:
         raise typer.BadParameter(f"--top must be at least 1 (got {top})")

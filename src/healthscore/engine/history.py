@@ -29,10 +29,9 @@ from datetime import UTC, datetime
 import ibis
 import pyarrow as pa
 
-from healthscore.errors import ScoringError
-from healthscore.metrics import RULE, shift
-from healthscore.model import Model, parse_duration
-from healthscore.scoring import CLAMP, CONTRIB, MISSING, NORM, PILLAR, WEIGHT
+from healthscore.engine.metrics import RULE
+from healthscore.engine.scoring import CLAMP, CONTRIB, MISSING, NORM, PILLAR, WEIGHT
+from healthscore.model import Model
 from healthscore.store import Store
 
 SCORES, LINES, MODELS = "scores", "score_lines", "score_models"
@@ -93,40 +92,16 @@ class BackfillResult:
         )
 
 
-def dates_between(start: datetime, end: datetime, every: str) -> list[datetime]:
-    """``end``, ``end - every``, ... back to ``start``, oldest first: ``end`` is always in.
-
-    >>> [d.day for d in dates_between(datetime(2025, 1, 1), datetime(2025, 1, 16), "1w")]
-    [2, 9, 16]
-    """
-    parse_duration(every)
-    if end < start:
-        raise ScoringError(f"--to {end:%Y-%m-%d} is before --from {start:%Y-%m-%d}")
-    out, k = [], 0
-    while True:
-        # multiples back from the end, so month steps from the 31st stay on month ends
-        d = end if k == 0 else shift(end, _times(every, k))
-        if d < start:
-            return out[::-1]
-        out.append(d)
-        k += 1
-
-
-def _times(every: str, k: int) -> str:
-    n, unit = parse_duration(every)
-    return f"{n * k}{unit}"
-
-
 def ensure_tables(store: Store) -> None:
-    existing = set(store.con.list_tables())
+    existing = set(store.list_tables())
     for name, schema in SCHEMAS.items():
         if name not in existing:
-            store.con.create_table(name, schema=ibis.schema(schema))
+            store.create_table(name, schema)
 
 
 def stored_dates(store: Store, model: Model) -> set[datetime]:
     """As-of dates stored for this model version and scorecard."""
-    t = store.con.table(SCORES)
+    t = store.stored(SCORES)
     t = t.filter((t.model_version == model.version) & (t.scorecard == model.scorecard_name))
     return set(t.select("as_of").distinct().to_pyarrow()["as_of"].to_pylist())
 
@@ -173,8 +148,8 @@ def backfill(
             for d in chunk:
                 _delete_date(store, model, d)
             if scores.num_rows:
-                store.con.insert(SCORES, scores)
-                store.con.insert(LINES, lines)
+                store.insert(SCORES, scores)
+                store.insert(LINES, lines)
         result.computed += chunk
         result.rows += scores.num_rows
         done += len(chunk)
@@ -190,12 +165,12 @@ def _delete_date(store: Store, model: Model, d: datetime) -> None:
 
 
 def _remember_model(store: Store, model: Model) -> None:
-    t = store.con.table(MODELS)
+    t = store.stored(MODELS)
     known = t.filter(t.model_version == model.version).count().to_pyarrow().as_py()
     if known:
         return
     spec = model.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
-    store.con.insert(
+    store.insert(
         MODELS,
         pa.table(
             {
@@ -314,7 +289,7 @@ def stored_explanations(store: Store, model: Model, account_ids, dates) -> dict:
     Reads the ``scores`` and ``score_lines`` rows of this model version and scorecard;
     pairs not stored are simply absent from the result.
     """
-    from healthscore.explain import from_stored
+    from healthscore.engine.explain import from_stored
 
     ensure_tables(store)
     ids, when = list(account_ids), list(dates)
@@ -323,7 +298,7 @@ def stored_explanations(store: Store, model: Model, account_ids, dates) -> dict:
     out = {}
     tables = {}
     for name in (SCORES, LINES):
-        t = store.con.table(name)
+        t = store.stored(name)
         t = t.filter(
             t.model_version == model.version,
             t.scorecard == model.scorecard_name,

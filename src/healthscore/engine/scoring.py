@@ -30,7 +30,7 @@ import math
 import ibis
 import ibis.expr.types as ir
 
-from healthscore.metrics import COVERED, RULE
+from healthscore.engine.metrics import COVERED, RULE
 from healthscore.model import BAND_NAMES, MetricUse, Model
 
 NORM, WEIGHT, CONTRIB, MISSING, PILLAR = (
@@ -282,7 +282,7 @@ def probability(t: ir.Table, model: Model) -> ir.Table:
 STEPS = (normalize, weigh, contribute, apply_rules, band, probability)
 
 
-def score_expr(raw: ir.Table, model: Model) -> ir.Table:
+def score_metrics(raw: ir.Table, model: Model) -> ir.Table:
     """Apply the scoring steps to a raw-metrics expression and select the output columns."""
     t = raw
     for step in STEPS:

@@ -1,8 +1,8 @@
 """The backtest report: one self-contained HTML file with the backtest's charts and words.
 
 Place in the flow: a consumer at the end, beside ``report``. It draws what
-:func:`healthscore.backtest.backtest` measured (and, optionally, the learned
-challenger of :mod:`healthscore.challenger`) for the churn outcome:
+:func:`healthscore.evaluate.backtest.backtest` measured (and, optionally, the learned
+challenger of :mod:`healthscore.evaluate.challenger`) for the churn outcome:
 
 - the figures table per outcome (with ``--vs``: both models and the paired difference)
   and the notes in words (e.g. "does not predict churned better than chance");
@@ -31,12 +31,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from healthscore import backtest as bt
+from healthscore.core.time import dates_between
+from healthscore.engine.history import SCORES
 from healthscore.errors import HealthscoreError
-from healthscore.history import SCORES, dates_between
+from healthscore.evaluate import backtest as bt
 from healthscore.model import Model
-from healthscore.report import CSS, _Charts, _num, _table, esc
 from healthscore.store import Store
+from healthscore.views.report import CSS, _Charts, _num, _table, esc
 
 NEW_COLOR, OLD_COLOR, CHALLENGER_COLOR, HELD_OUT_COLOR = "#3c6fd6", "#ef8a3c", "#8e44ad", "#7b8794"
 CHURNED_COLOR, RETAINED_COLOR = "#d64545", "#2e9e5b"
@@ -113,7 +114,7 @@ def report_observations(
 
 
 def _with_probability(store: Store, model: Model, obs: pd.DataFrame) -> pd.DataFrame:
-    t = store.con.table(SCORES)
+    t = store.stored(SCORES)
     if "probability" not in t.columns or obs.empty:
         return obs.assign(probability=np.nan)
     t = t.filter(
@@ -196,7 +197,7 @@ def write_backtest_report(
     Parameters
     ----------
     result
-        What :func:`healthscore.backtest.backtest` returned.
+        What :func:`healthscore.evaluate.backtest.backtest` returned.
     observations
         Per model, its churn observations (:func:`report_observations`), in the order
         of ``models``.
@@ -206,7 +207,7 @@ def write_backtest_report(
         The backtested model first; with ``--vs``, the other (old) model second: the
         weight changes are shown old -> new.
     challenger
-        A :class:`healthscore.challenger.ChallengerResult`, drawn beside the models and
+        A :class:`healthscore.evaluate.challenger.ChallengerResult`, drawn beside the models and
         labelled "challenger only".
 
     Returns
@@ -836,7 +837,7 @@ def _w(x: float | None) -> str:
 
 
 def _challenger_section(chart, ch, label: str) -> str:
-    from healthscore.challenger import CHALLENGER_ONLY
+    from healthscore.evaluate.challenger import CHALLENGER_ONLY
 
     go = _go()
     diff = {d.metric: d.value for d in ch.differences}

@@ -1,0 +1,78 @@
+"""Load one file into the store: read and validate it, put rejects aside, write it.
+
+Place in the flow: the top of ``sources``; it reads with :func:`read_source` and writes
+through the store, the only holder of a connection.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.compute as pc
+
+from healthscore.core.tables import get_table
+from healthscore.errors import StoreError
+from healthscore.sources import read_source, write_rejects
+from healthscore.store import LoadResult, Store
+
+
+def load_file(
+    store: Store,
+    table: str,
+    path: str | Path,
+    mapping: dict[str, str | list[str]] | None = None,
+    *,
+    date_format: str | None = None,
+    rejects: str | Path | None = None,
+    account_from: str | None = None,
+    constants: dict[str, str] | None = None,
+    values: dict[str, dict[str, str | None]] | None = None,
+) -> LoadResult:
+    """Read, validate and load one file; with ``rejects`` invalid rows go to that CSV.
+
+    ``mapping`` renames columns (a list of names feeds several columns from one).
+    ``account_from`` names a canonical table (e.g. ``subscriptions``) whose primary key
+    the file carries instead of ``account_id``; the account is looked up in the store.
+    ``constants`` gives a column the file lacks one value on every row. ``values``
+    recodes a source column's values (``{column: {text: new text or None}}``); rows whose
+    key or a required value is recoded to None are skipped and counted. See
+    :func:`healthscore.sources.read_source`; :func:`healthscore.sources.read_spec` reads
+    all of these from a load spec file.
+
+    Rows whose key is stored already keep the stored values of the columns this file
+    does not supply, so files with different columns about the same rows add up.
+    """
+
+    lookup = None
+    if account_from:
+        key = get_table(account_from).primary_key
+        ref = store.table(account_from).select(key, "account_id").to_pyarrow().to_pydict()
+        if not ref[key]:
+            raise StoreError(
+                f"account_from={account_from}: the store's {account_from} table is empty",
+                hint=f"load {account_from} first",
+            )
+        lookup = (key, dict(zip(ref[key], ref["account_id"], strict=True)))
+    batch = read_source(
+        path,
+        table,
+        mapping,
+        date_format=date_format,
+        allow_rejects=rejects is not None,
+        account_lookup=lookup,
+        constants=constants,
+        values=values,
+    )
+    n_rejected = 0
+    if rejects is not None:  # written even when empty, so an old rejects file never lingers
+        n_rejected = write_rejects(batch, rejects)
+    result = store.load(
+        table, batch.data, rejected=n_rejected, skipped=batch.skipped, columns=batch.supplied
+    )
+    result.skip_reason = batch.skip_reason
+    result.warnings = list(batch.warnings)
+    if table != "accounts" and "account_id" in batch.data.column_names:
+        known = store.table("accounts").account_id.to_pyarrow()
+        found = pc.is_in(batch.data["account_id"], value_set=known.combine_chunks())
+        result.unknown_accounts = int(pc.sum(pc.invert(found)).as_py() or 0)
+    return result

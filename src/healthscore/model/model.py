@@ -20,7 +20,7 @@ Examples
 >>> m.pillar_weights()
 {'usage': 0.75, 'support': 0.25}
 >>> m.line_of("pillars", "support", "weight")
-6
+7
 """
 
 from __future__ import annotations

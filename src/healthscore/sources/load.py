@@ -12,7 +12,8 @@ import pyarrow.compute as pc
 
 from healthscore.core.tables import get_table
 from healthscore.errors import StoreError
-from healthscore.sources import read_source, write_rejects
+from healthscore.sources.read import read_source
+from healthscore.sources.rejects import write_rejects
 from healthscore.store import LoadResult, Store
 
 

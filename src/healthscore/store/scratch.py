@@ -11,15 +11,15 @@ Callers catch :data:`ScratchError`, the driver's error under our name, and word 
 
 Examples
 --------
->>> with scratch() as db:
+>>> with open_scratch() as db:
 ...     db.execute("SELECT current_setting('TimeZone')").fetchone()
 ('UTC',)
->>> with scratch() as db:
+>>> with open_scratch() as db:
 ...     try:
 ...         db.execute("SELECT nosuch")
 ...     except ScratchError as e:
 ...         print(error_detail(e))
-Referenced column "nosuch" not found in FROM clause!
+Referenced column "nosuch" ...FROM clause...
 """
 
 from __future__ import annotations
@@ -35,12 +35,12 @@ import pyarrow as pa
 #: What a scratch query raises: the driver's error class.
 ScratchError = duckdb.Error
 
-#: A scratch connection: what :func:`scratch` yields.
+#: A scratch connection: what :func:`open_scratch` yields.
 ScratchConnection = duckdb.DuckDBPyConnection
 
 
 @contextmanager
-def scratch() -> Iterator[ScratchConnection]:
+def open_scratch() -> Iterator[ScratchConnection]:
     """A fresh in-memory DuckDB connection in UTC that spills to a private temp folder.
 
     Closed, and its folder removed, when the ``with`` block ends.

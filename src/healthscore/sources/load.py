@@ -50,7 +50,7 @@ def load_file(
         ref = store.table(account_from).select(key, "account_id").to_pyarrow().to_pydict()
         if not ref[key]:
             raise StoreError(
-                f"account_from={account_from}: the store's {account_from} table is empty",
+                f"`account_from` {account_from}: the store's {account_from} table is empty",
                 hint=f"load {account_from} first",
             )
         lookup = (key, dict(zip(ref[key], ref["account_id"], strict=True)))

@@ -146,6 +146,11 @@ BAD_SPECS = [
     ('date_format: "%Q"\n', "spec.yaml:1: date_format: not a valid strptime format"),
     ("map: {a: b\n", "spec.yaml:2: YAML syntax error"),
     ("map:\n  a: b\n  a: c\n", "spec.yaml:3: YAML syntax error: found duplicate key"),
+    # a key merged in by `<<:` has no line of its own: the line of its mapping is given
+    (
+        "map:\n  A: &b {to: account_id}\n  Status:\n    <<: *b\n",
+        "spec.yaml:3: map.Status.to: 'A' is already mapped to 'account_id'",
+    ),
 ]
 
 

@@ -130,3 +130,21 @@ metrics:
 pillars: {p: {weight: 1, metrics: {x: {weight: 1, bad: 0, good: 1}}}}
 """
         )
+
+
+def test_a_key_yaml_reads_as_a_number_is_located_on_its_own_line():
+    with pytest.raises(hs.ModelError) as info:
+        load_model_text(
+            """
+metrics:
+  u: {from: usage_events, aggregate: count(), window: 30d}
+pillars:
+  usage: {weight: 1, metrics: {u: {weight: 1, bad: 0, good: 10}}}
+segments:
+  by: segment
+  weights:
+    1:
+      usgae: 2
+"""
+        )
+    assert str(info.value).startswith("<string>:10: segments.weights.1.usgae: unknown pillar")

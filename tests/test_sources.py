@@ -197,7 +197,7 @@ def test_zero_byte_file_gives_an_empty_batch(tmp_path):
         assert batch.rows_read == 0 and batch.data.num_rows == 0
 
 
-# ------------------------------------------------------------------- columns, --map
+# ------------------------------------------------------------------- columns, mapping
 
 
 def test_mapping_renames_columns(tmp_path):
@@ -213,8 +213,8 @@ def test_mapping_a_column_not_in_the_file_names_it_and_lists_columns(tmp_path):
     with pytest.raises(SourceError) as e:
         read_source(f, "accounts", {"signup": "created_at"})
     assert str(e.value) == (
-        f"{f}: --map names column not in the file (columns found: account_id, signup_date):\n"
-        f"  {f}: --map signup=created_at: the file has no column 'signup' "
+        f"{f}: `mapping` names column not in the file (columns found: account_id, signup_date):\n"
+        f"  {f}: `mapping` signup=created_at: the file has no column 'signup' "
         "(expected one of account_id, signup_date)"
     )
 
@@ -224,7 +224,8 @@ def test_mapping_onto_a_column_the_file_already_has_is_an_error(tmp_path):
     with pytest.raises(
         SourceError,
         match=msg(
-            f"{f}: two columns are named 'created_at' (after --map): 'created_at' and 'signup_date'"
+            f"{f}: two columns are named 'created_at' (after `mapping`): "
+            "'created_at' and 'signup_date'"
         ),
     ):
         read_source(f, "accounts", {"signup_date": "created_at"})
@@ -238,7 +239,7 @@ def test_missing_required_column_lists_columns_found_and_hints_map(tmp_path):
         f"{f}: missing required column for table accounts (created_at); "
         "columns found: account_id, name, signup_date:\n"
         f"  {f}: created_at: required column is missing; "
-        "hint: use --map source=canonical, e.g. --map <column>=created_at"
+        "hint: use `mapping` source=canonical, e.g. `mapping` <column>=created_at"
     )
     assert [p.column for p in e.value.problems] == ["created_at"]
 
@@ -252,7 +253,7 @@ def test_missing_required_columns_are_all_listed_with_close_names_suggested(tmp_
         f"{f}: missing required columns for table tickets (ticket_id, account_id, opened_at); "
         "columns found: ticket, account, opened:"
     )
-    assert "e.g. --map ticket=ticket_id" in text and "e.g. --map opened=opened_at" in text
+    assert "e.g. `mapping` ticket=ticket_id" in text and "e.g. `mapping` opened=opened_at" in text
 
 
 def test_other_tables_without_their_key_column_report_it_missing(tmp_path):
@@ -328,10 +329,10 @@ def test_parse_mapping_reads_source_equals_canonical():
 @pytest.mark.parametrize(
     "items, message",
     [
-        (["signup_date"], "--map 'signup_date': expected source=canonical"),
-        (["=created_at"], "--map '=created_at': expected source=canonical"),
-        (["a=b=c"], "--map 'a=b=c': expected source=canonical"),
-        (["a=x", "b=x"], "--map 'b=x': 'a' is already mapped to 'x'"),
+        (["signup_date"], "`mapping` 'signup_date': expected source=canonical"),
+        (["=created_at"], "`mapping` '=created_at': expected source=canonical"),
+        (["a=b=c"], "`mapping` 'a=b=c': expected source=canonical"),
+        (["a=x", "b=x"], "`mapping` 'b=x': 'a' is already mapped to 'x'"),
     ],
 )
 def test_parse_mapping_names_the_bad_item(items, message):
@@ -381,11 +382,11 @@ def test_further_names_of_a_column_must_be_canonical(tmp_path):
     f = write(tmp_path / "status.csv", STATUS)
     with pytest.raises(
         SourceError,
-        match=msg("--map Customer ID=outcome: 'outcome' is not a column of outcomes; did you "),
+        match=msg("`mapping` Customer ID=outcome: 'outcome' is not a column of outcomes; did you "),
     ):
         read_source(f, "outcomes", {"Customer ID": ["account_id", "outcome"]})
     with pytest.raises(
-        SourceError, match=msg("--map Customer ID=account_id: 'Customer ID' is mapped to")
+        SourceError, match=msg("`mapping` Customer ID=account_id: 'Customer ID' is mapped to")
     ):
         read_source(f, "outcomes", {"Customer ID": ["account_id", "account_id"]})
 
@@ -394,7 +395,9 @@ def test_a_further_name_the_file_already_has_is_an_error(tmp_path):
     f = write(tmp_path / "o.csv", "id,outcome_id,kind,ts\nA1,O1,churned,2024-01-01\n")
     with pytest.raises(
         SourceError,
-        match=msg(f"{f}: two columns are named 'outcome_id' (after --map): 'outcome_id' and 'id'"),
+        match=msg(
+            f"{f}: two columns are named 'outcome_id' (after `mapping`): 'outcome_id' and 'id'"
+        ),
     ):
         read_source(f, "outcomes", {"id": ["account_id", "outcome_id"]})
 
@@ -562,7 +565,7 @@ def test_day_month_dates_need_a_date_format_and_say_so(tmp_path):
         match=msg(
             f"{f}:2: created_at: not a date or timestamp (got '03/04/2024', expected an ISO "
             "8601 date or time like 2024-03-01 or 2024-03-01T12:00:00Z); "
-            "hint: pass --date-format, e.g. %d/%m/%Y"
+            "hint: pass `date_format`, e.g. %d/%m/%Y"
         ),
     ):
         read_source(f, "users")
@@ -589,7 +592,7 @@ def test_date_not_in_the_given_format_is_reported_with_that_format(tmp_path):
 
 def test_invalid_date_format_is_reported(tmp_path):
     f = write(tmp_path / "u.csv", "user_id,account_id,created_at\nU1,A1,2024-03-01\n")
-    with pytest.raises(SourceError, match=msg("--date-format '%Q' is not a valid strptime format")):
+    with pytest.raises(SourceError, match=msg("`date_format` '%Q' is not a valid strptime format")):
         read_source(f, "users", date_format="%Q")
 
 
@@ -775,7 +778,7 @@ def test_write_rejects_writes_csv_with_reason(tmp_path):
             "_row": "3",
             "_reason": "created_at: not a date or timestamp (got '31/12/2024', expected an ISO "
             "8601 date or time like 2024-03-01 or 2024-03-01T12:00:00Z); "
-            "hint: pass --date-format, e.g. %d/%m/%Y",
+            "hint: pass `date_format`, e.g. %d/%m/%Y",
             "user_id": "U2",
             "account_id": "A1",
             "created_at": "31/12/2024",
@@ -862,7 +865,7 @@ def test_given_event_ids_must_be_unique(tmp_path):
         read_source(f, "usage_events")
 
 
-# ------------------------------------------------------------------ --account-from
+# ------------------------------------------------------------------ account lookup (account_from)
 
 
 SUBSCRIPTION_ACCOUNTS = ("subscription_id", {"S1": "A1", "S2": "A2"})
@@ -910,7 +913,7 @@ def test_account_lookup_needs_the_key_column(tmp_path):
         SourceError,
         match=msg(
             f"{f}: no column 'subscription_id' to look the account up by (columns found: sub, "
-            "ts); hint: use --map source=canonical, e.g. --map <column>=subscription_id"
+            "ts); hint: use `mapping` source=canonical, e.g. `mapping` <column>=subscription_id"
         ),
     ):
         read_source(f, "usage_events", account_lookup=SUBSCRIPTION_ACCOUNTS)
@@ -923,7 +926,7 @@ def test_account_lookup_needs_the_key_column(tmp_path):
 def test_account_lookup_refuses_a_file_that_has_account_id(tmp_path):
     f = write(tmp_path / "u.csv", "account_id,subscription_id,ts\nA1,S1,2024-03-01\n")
     with pytest.raises(
-        SourceError, match=msg(f"{f}: has an account_id column; --account-from is for files")
+        SourceError, match=msg(f"{f}: has an account_id column; `account_from` is for files")
     ):
         read_source(f, "usage_events", account_lookup=SUBSCRIPTION_ACCOUNTS)
 

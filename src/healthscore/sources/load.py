@@ -12,7 +12,8 @@ import pyarrow.compute as pc
 
 from healthscore.core.tables import get_table
 from healthscore.errors import StoreError
-from healthscore.sources import read_source, write_rejects
+from healthscore.sources.read import read_source
+from healthscore.sources.rejects import write_rejects
 from healthscore.store import LoadResult, Store
 
 
@@ -49,7 +50,7 @@ def load_file(
         ref = store.table(account_from).select(key, "account_id").to_pyarrow().to_pydict()
         if not ref[key]:
             raise StoreError(
-                f"account_from={account_from}: the store's {account_from} table is empty",
+                f"`account_from` {account_from}: the store's {account_from} table is empty",
                 hint=f"load {account_from} first",
             )
         lookup = (key, dict(zip(ref[key], ref["account_id"], strict=True)))

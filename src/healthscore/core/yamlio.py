@@ -1,0 +1,206 @@
+"""YAML with line numbers: load keeping node positions, locate key paths and schema errors.
+
+Place in the flow: the bottom layer, used by every YAML file healthscore reads: the model
+file (:mod:`healthscore.model`) and load spec files (:mod:`healthscore.sources`). A file
+is loaded with ruamel's round-trip loader, which keeps each key's line; a syntax error
+becomes one located problem showing the numbered lines around it; a key path such as
+``pillars.usage.metrics.x.weight`` leads back to its line; and a pydantic
+``ValidationError`` over the document becomes one located problem per error, naming
+an unknown key together with the keys allowed at that spot.
+
+Examples
+--------
+>>> from healthscore.errors import ModelError
+>>> doc = load_yaml("a:\\n  b: [1, 2]\\n  c: {d: 3}\\n", "f.yaml", ModelError)
+>>> line_of(doc, ("a", "c", "d")), key_path(("a", "b", 1))
+(3, 'a.b[1]')
+>>> try:
+...     load_yaml("a: [1, 2\\nb: 3\\n", "f.yaml", ModelError)
+... except ModelError as e:
+...     print(e)
+f.yaml:2: YAML syntax error: expected ',' or ']', but got ':'
+    1 | a: [1, 2
+    2 | b: 3
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Callable
+from datetime import date
+from typing import Annotated, Any, Union
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+
+from healthscore.errors import HealthscoreError, Problem
+
+#: lines shown on each side of a syntax error
+CONTEXT_LINES = 2
+
+
+def load_yaml(text: str, file: str, error: type[HealthscoreError]) -> Any:
+    """The YAML document of ``text``, keeping node positions (ruamel round-trip).
+
+    Duplicate keys are refused. A syntax error raises ``error`` (the caller's stage:
+    :class:`~healthscore.errors.ModelError`, :class:`~healthscore.errors.SourceError`)
+    with one problem at the error's line that shows the numbered lines around it.
+    """
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        return yaml.load(text)
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else None
+        context = ""
+        if line:
+            lines = text.splitlines()
+            lo, hi = max(1, line - CONTEXT_LINES), min(len(lines), line + CONTEXT_LINES)
+            context = "\n" + "\n".join(f"{i:>5} | {lines[i - 1]}" for i in range(lo, hi + 1))
+        reason = f"YAML syntax error: {e.problem or e}{context}"
+        raise error(problems=[Problem(reason, file=file, line=line)]) from None
+    except Exception as e:  # ruamel raises a few errors without a position
+        raise error(problems=[Problem(f"YAML error: {e}", file=file)]) from None
+
+
+def scalar_text(v: Any) -> str:
+    """The text a YAML scalar was most likely written as: ``true``, ``1.5``, ``2022-09-30``.
+
+    YAML reads unquoted ``true``, ``1.5`` or ``2022-09-30`` as other types; this takes them
+    back to text (None is ``''``).
+
+    >>> scalar_text(True), scalar_text(1.5), scalar_text(date(2022, 9, 30)), scalar_text(None)
+    ('true', '1.5', '2022-09-30', '')
+    """
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, date):  # datetime too
+        return v.isoformat()
+    if isinstance(v, int):
+        return str(int(v))
+    if isinstance(v, float):
+        return repr(float(v))
+    return str(v)
+
+
+def plain(node: Any, key: Callable[[Any], Any] | None = None) -> Any:
+    """ruamel's mappings and lists as plain ones, for pydantic to validate.
+
+    ``key`` turns each mapping key into what the schema expects (the model's keys are
+    ``str(k)``); by default keys are left as YAML typed them, for validators to read.
+    """
+    if isinstance(node, dict):
+        return {(key(k) if key else k): plain(v, key) for k, v in node.items()}
+    if isinstance(node, list):
+        return [plain(v, key) for v in node]
+    return node
+
+
+def node_at(doc: Any, path: tuple) -> tuple[Any, int | None]:
+    """The node at ``path`` (None when it does not exist) and the line of the deepest key found.
+
+    A path key matches a mapping key equal to it or written as it (``str(k)`` or
+    :func:`scalar_text`), so ``true`` or ``1.5`` keys are found by their text. Keys
+    without a recorded position (merged in by ``<<:``) end the walk at the last line found.
+    """
+    line, node = None, doc
+    for key in path:
+        lc = getattr(node, "lc", None)
+        try:
+            if isinstance(node, dict):
+                found = [k for k in node if k == key or str(k) == key or scalar_text(k) == key]
+                if not found:
+                    return None, line
+                if lc is not None:
+                    line = lc.key(found[0])[0] + 1
+                node = node[found[0]]
+            elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+                if lc is not None:
+                    line = lc.item(key)[0] + 1
+                node = node[key]
+            else:
+                return None, line
+        except (KeyError, TypeError, AttributeError):
+            return None, line
+    return node, line
+
+
+def line_of(doc: Any, path: tuple) -> int | None:
+    """1-based line of the deepest key along ``path`` found in the document."""
+    return node_at(doc, path)[1]
+
+
+def key_path(loc: tuple) -> str:
+    """``("pillars", "usage", "metrics", 0)`` as ``pillars.usage.metrics[0]``."""
+    out = ""
+    for k in loc:
+        out += f"[{k}]" if isinstance(k, int) else (f".{k}" if out else str(k))
+    return out
+
+
+def validation_problems(
+    e: ValidationError, doc: Any, file: str, schema: type[BaseModel]
+) -> list[Problem]:
+    """pydantic's errors over ``doc`` (validated as ``schema``) as located problems.
+
+    Each names the file, the line and key path of the error; an unknown key names the
+    keys allowed at that spot.
+    """
+    problems = []
+    for err in e.errors():
+        # pydantic puts the model-validator name or a union branch into loc; drop those
+        loc = tuple(k for k in err["loc"] if not (isinstance(k, str) and k.startswith("function-")))
+        reason = err["msg"].removeprefix("Value error, ")
+        hint = None
+        if err["type"] == "extra_forbidden":
+            allowed = allowed_keys(schema, loc)
+            reason = f"unknown key {loc[-1]!r}"
+            if allowed:
+                hint = "allowed here: " + ", ".join(allowed)
+        elif err["type"] == "missing":
+            reason = "required key is missing"
+        got = err.get("input") if err["type"] not in ("missing", "extra_forbidden") else None
+        if isinstance(got, dict | list):
+            got = None
+        problems.append(
+            Problem(
+                reason, file=file, line=line_of(doc, loc), key=key_path(loc), got=got, hint=hint
+            )
+        )
+    return problems
+
+
+def allowed_keys(schema: type[BaseModel], loc: tuple) -> list[str] | None:
+    """Keys allowed at the mapping that holds ``loc[-1]``, walking ``schema``'s fields."""
+    cls: Any = schema
+    for key in loc[:-1]:
+        if typing.get_origin(cls) is dict:  # a user's name (metric, pillar ...): step into values
+            cls = _unwrap(typing.get_args(cls)[1])
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
+            return None
+        field = next(
+            (f for n, f in cls.model_fields.items() if (f.alias or n) == key or n == key), None
+        )
+        if field is None:
+            return None
+        cls = _unwrap(field.annotation)
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        return [f.alias or n for n, f in cls.model_fields.items()]
+    return None
+
+
+def _unwrap(t: Any) -> Any:
+    """Unwrap Optional[...] and Annotated[...]."""
+    origin = typing.get_origin(t)
+    if origin is Annotated:
+        return _unwrap(typing.get_args(t)[0])
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(t) if a is not type(None)]
+        return _unwrap(args[0]) if len(args) == 1 else t
+    return t

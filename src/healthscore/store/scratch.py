@@ -1,0 +1,74 @@
+"""Scratch connections: a private in-memory DuckDB for reading and writing files.
+
+Place in the flow: part of ``store``, the only holder of a backend connection. ``sources``
+reads a data file by running set-based queries over it in a scratch connection (one per
+file, closed after), and writes rejects through one; nothing there is ever kept. The
+connection is in memory, spills to a private temporary folder (never the working folder)
+and runs in UTC, so casts between zoned and naive timestamps mean UTC.
+
+Callers catch :data:`ScratchError`, the driver's error under our name, and word it with
+:func:`error_detail`; they never import the driver.
+
+Examples
+--------
+>>> with open_scratch() as db:
+...     db.execute("SELECT current_setting('TimeZone')").fetchone()
+('UTC',)
+>>> with open_scratch() as db:
+...     try:
+...         db.execute("SELECT nosuch")
+...     except ScratchError as e:
+...         print(error_detail(e))
+Referenced column "nosuch" ...FROM clause...
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import duckdb
+import pyarrow as pa
+
+#: What a scratch query raises: the driver's error class.
+ScratchError = duckdb.Error
+
+#: A scratch connection: what :func:`open_scratch` yields.
+ScratchConnection = duckdb.DuckDBPyConnection
+
+
+@contextmanager
+def open_scratch() -> Iterator[ScratchConnection]:
+    """A fresh in-memory DuckDB connection in UTC that spills to a private temp folder.
+
+    Closed, and its folder removed, when the ``with`` block ends.
+    """
+    # A private spill directory keeps memory bounded without writing into the cwd.
+    with tempfile.TemporaryDirectory(prefix="healthscore-") as spill:
+        db = duckdb.connect(config={"temp_directory": spill})
+        try:
+            # Session time zone UTC: casts between zoned and naive timestamps then mean UTC.
+            db.execute("SET TimeZone = 'UTC'")
+            yield db
+        finally:
+            db.close()
+
+
+def fetch_arrow(relation) -> pa.Table:
+    """A scratch query's result as an Arrow table (the method's name differs by version)."""
+    fetch = getattr(relation, "to_arrow_table", None) or relation.fetch_arrow_table
+    return fetch()
+
+
+def error_detail(e: Exception) -> str:
+    """The useful part of a driver error: its first paragraph, without the echoed input."""
+    lines = []
+    for line in str(e).strip().splitlines():
+        if not line.strip() or line.startswith("Possible"):
+            break
+        if not line.startswith("Original Line"):
+            lines.append(line.strip())
+    text = ": ".join(lines) or type(e).__name__
+    return re.sub(r"^[A-Za-z ]*Error: ", "", text)

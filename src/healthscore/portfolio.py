@@ -171,7 +171,7 @@ def gather(store: Store, model: Model, as_of=None, *, top: int = 10) -> ReportDa
         model_version=model.version,
         scorecard=model.scorecard_name,
         accounts=len(live),
-        bands=_bands(live, arr_now),
+        bands=_band_rows(live, arr_now),
         arr_known=arr_now is not None,
         window=model.spec.trends.rapid_decline.within,
         warnings=warnings,
@@ -225,7 +225,7 @@ def _arr_in_force(store: Store, d: datetime) -> dict[str, float] | None:
     return {r["account_id"]: float(r["arr"]) for r in rows}
 
 
-def _bands(live: list[dict], arr: dict[str, float] | None) -> list[BandRow]:
+def _band_rows(live: list[dict], arr: dict[str, float] | None) -> list[BandRow]:
     n = len(live)
     out = []
     for band in BANDS:

@@ -35,13 +35,13 @@ from healthscore.evaluate import backtest as bt
 # the data behind the page lives in evaluate.diagnostics; importable from here as before
 from healthscore.evaluate.diagnostics import WeightChange, report_observations, weight_changes
 from healthscore.model import Model
-from healthscore.views import format as fmt
+from healthscore.views.format import date_text, number, weight_text
 from healthscore.views.report import page_environment, page_globals, write_page
 
 __all__ = [
     "BacktestReportResult",
     "WeightChange",
-    "render_html",
+    "render_backtest_html",
     "report_observations",
     "weight_changes",
     "write_backtest_report",
@@ -139,7 +139,7 @@ def write_backtest_report(
     """
     if len(observations) != len(models):
         raise ValueError("one observations frame per model")
-    page, charts, changes = render_html(result, observations, models, challenger)
+    page, charts, changes = render_backtest_html(result, observations, models, challenger)
     path = write_page(page, out)
     return BacktestReportResult(
         path=path,
@@ -152,36 +152,36 @@ def write_backtest_report(
     )
 
 
-def render_html(result, observations, models, challenger=None):
+def render_backtest_html(result, observations, models, challenger=None):
     """The page, the number of charts in it, and the weight changes it shows."""
     from healthscore.evaluate.challenger import CHALLENGER_ONLY
-    from healthscore.views import charts as ch
+    from healthscore.views import charts
 
     labels = model_labels(models)
     changes = weight_changes(models[0], models[1]) if len(models) > 1 else []
-    probability = _probability(observations[0], models[0])
-    charts = {}
+    probability = _calibrated_spec(observations[0], models[0])
+    drawn = {}
     curves = _curves(observations, labels, challenger)
-    charts["roc"] = ch.embed(ch.roc_figure(curves), "roc")
-    charts["pr"] = ch.embed(ch.pr_figure(curves), "pr")
-    charts["lift"] = ch.embed(ch.lift_figure(result, labels, challenger), "lift")
+    drawn["roc"] = charts.embed(charts.roc_figure(curves), "roc")
+    drawn["pr"] = charts.embed(charts.pr_figure(curves), "pr")
+    drawn["lift"] = charts.embed(charts.lift_figure(result, labels, challenger), "lift")
     if probability is not None:
-        fig = ch.probability_calibration(_probability_series(observations, labels, challenger))
+        fig = charts.probability_calibration(_probability_series(observations, labels, challenger))
     else:
-        fig = ch.score_calibration(observations, labels, models[0].spec.bands)
-    charts["calibration"] = ch.embed(fig, "calibration")
+        fig = charts.score_calibration(observations, labels, models[0].spec.bands)
+    drawn["calibration"] = charts.embed(fig, "calibration")
     distributions = []
     for i, obs in enumerate(observations):
-        fig = ch.score_distribution(obs, labels[i], models[i].spec.bands)
-        distributions.append(ch.embed(fig, f"distribution-{i}"))
+        fig = charts.score_distribution(obs, labels[i], models[i].spec.bands)
+        distributions.append(charts.embed(fig, f"distribution-{i}"))
     weights = _weights_view(changes, models) if len(models) > 1 else None
     if weights is not None:
-        fig = ch.weights_figure(changes, labels)
-        charts["weights"] = ch.embed(fig, "weights", height=160 + 34 * len(changes))
+        fig = charts.weights_figure(changes, labels)
+        drawn["weights"] = charts.embed(fig, "weights", height=160 + 34 * len(changes))
     if challenger is not None and challenger.importance:
-        fig = ch.importance_figure(challenger.importance)
+        fig = charts.importance_figure(challenger.importance)
         height = 160 + 26 * len(challenger.importance)
-        charts["challenger-importance"] = ch.embed(fig, "challenger-importance", height)
+        drawn["challenger-importance"] = charts.embed(fig, "challenger-importance", height)
     risk = result.evaluations.get(bt.RISK)
     page = (
         page_environment()
@@ -196,17 +196,16 @@ def render_html(result, observations, models, challenger=None):
             notes=[*result.notes, *(challenger.notes if challenger is not None else [])],
             figures=_figures(result, labels),
             probability=probability,
-            charts=charts,
+            charts=drawn,
             distributions=distributions,
             weights=weights,
             challenger_rows=_challenger_rows(challenger) if challenger is not None else [],
             explained=_explained(challenger) if challenger is not None else [],
-            title=f"healthscore backtest, {fmt.date_text(result.start)} to "
-            f"{fmt.date_text(result.end)}",
+            title=f"healthscore backtest, {date_text(result.start)} to {date_text(result.end)}",
             **page_globals(),
         )
     )
-    return page, len(charts) + len(distributions), changes
+    return page, len(drawn) + len(distributions), changes
 
 
 def model_labels(models) -> list[str]:
@@ -229,7 +228,7 @@ def _kpis(m: bt.Metrics) -> list[tuple[str, bt.Estimate]]:
 
 
 def _lift_text(lift) -> str:
-    return "-" if not lift or lift[0] is None else f"{fmt.number(lift[0])}x"
+    return "-" if not lift or lift[0] is None else f"{number(lift[0])}x"
 
 
 def _figures(result, labels) -> list[OutcomeFigures]:
@@ -245,9 +244,9 @@ def _figures(result, labels) -> list[OutcomeFigures]:
             if other is not None:
                 row += [getattr(other.overall, key), diffs.get(key, "")]
             rows.append(row)
-        lead = ["median lead time (days)", fmt.number(o.median_lead_days, ".0f")]
+        lead = ["median lead time (days)", number(o.median_lead_days, ".0f")]
         if other is not None:
-            lead += [fmt.number(other.overall.median_lead_days, ".0f"), ""]
+            lead += [number(other.overall.median_lead_days, ".0f"), ""]
         rows.append(lead)
         top = ["lift, riskiest decile", _lift_text(o.lift)]
         if other is not None:
@@ -257,12 +256,12 @@ def _figures(result, labels) -> list[OutcomeFigures]:
             rows.append(
                 [
                     "red but renewed",
-                    f"{o.flagged_but_renewed} ({fmt.number(o.flagged_but_renewed_share, '.1%')})",
+                    f"{o.flagged_but_renewed} ({number(o.flagged_but_renewed_share, '.1%')})",
                 ]
             )
             if other is not None:
                 oo = other.overall
-                share = fmt.number(oo.flagged_but_renewed_share, ".1%")
+                share = number(oo.flagged_but_renewed_share, ".1%")
                 rows[-1] += [f"{oo.flagged_but_renewed} ({share})", ""]
         segment_rows = [
             [name, f"{m.observations:,}", m.events, m.recall, m.roc_auc, m.false_positive_rate]
@@ -304,7 +303,7 @@ def _curves(observations, labels, challenger) -> list[tuple]:
     return curves
 
 
-def _probability(obs: pd.DataFrame, model: Model):
+def _calibrated_spec(obs: pd.DataFrame, model: Model):
     """The model's churn probability spec when the observations carry its values, else None."""
     spec = getattr(model.spec, "probability", None)
     has = (
@@ -345,16 +344,15 @@ def _weights_view(changes: list[WeightChange], models) -> WeightsView:
     new, old = models[0], models[1]
     segments = list(changes[0].segments) if changes else []
     segment_rows = [
-        [c.metric]
-        + [f"{fmt.weight_text(o)} -> {fmt.weight_text(n)}" for o, n in c.segments.values()]
+        [c.metric] + [f"{weight_text(o)} -> {weight_text(n)}" for o, n in c.segments.values()]
         for c in changes
     ]
     pw_old, pw_new = old.pillar_weights(), new.pillar_weights()
     pillar_rows = [
         [
             p,
-            fmt.weight_text(pw_old.get(p)),
-            fmt.weight_text(pw_new.get(p)),
+            weight_text(pw_old.get(p)),
+            weight_text(pw_new.get(p)),
             f"{((pw_new.get(p) or 0) - (pw_old.get(p) or 0)) * 100:+.1f} pp",
         ]
         for p in dict.fromkeys([*pw_new, *pw_old])

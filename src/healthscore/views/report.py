@@ -1,7 +1,7 @@
 """The portfolio report: one self-contained HTML file for a customer-success team.
 
 Place in the flow: in ``views``, above :mod:`healthscore.portfolio` (the data) and
-:mod:`healthscore.views.charts` (the figures). :func:`render_html` fills the Jinja2
+:mod:`healthscore.views.charts` (the figures). :func:`render_report_html` fills the Jinja2
 template ``templates/report.html`` with a :class:`healthscore.portfolio.ReportData`;
 :func:`write_report` gathers, renders and writes the file. :func:`page_environment` is the
 templates' environment, shared with :mod:`healthscore.views.backtest_report`.
@@ -24,14 +24,14 @@ from healthscore.model import Model
 # gather and ReportData are importable from here, as before the data moved to portfolio
 from healthscore.portfolio import NO_HISTORY, ReportData, gather
 from healthscore.store import Store
-from healthscore.views import format as fmt
+from healthscore.views.format import date_text, metric_value, money, number, weight_text
 
 __all__ = [
     "ReportData",
     "ReportResult",
     "gather",
     "page_environment",
-    "render_html",
+    "render_report_html",
     "write_page",
     "write_report",
 ]
@@ -88,7 +88,7 @@ def write_report(
         The path, the size, the counts per section and the warnings (also on the page).
     """
     data = gather(store, model, as_of, top=top)
-    page, charts = render_html(data)
+    page, charts = render_report_html(data)
     path = write_page(page, out)
     return ReportResult(
         path=path,
@@ -140,11 +140,11 @@ def page_environment():
     env.policies["json.dumps_function"] = chart_json
     env.policies["json.dumps_kwargs"] = {}
     env.filters.update(
-        money=fmt.money,
-        number=fmt.number,
-        metric_value=fmt.metric_value,
-        date_text=fmt.date_text,
-        weight_text=fmt.weight_text,
+        money=money,
+        number=number,
+        metric_value=metric_value,
+        date_text=date_text,
+        weight_text=weight_text,
     )
     return env
 
@@ -161,45 +161,45 @@ def page_globals() -> dict:
 
 def _portfolio_charts(data: ReportData) -> dict:
     """The report's figures by slug, in page order; a section without data has none."""
-    from healthscore.views import charts as ch
+    from healthscore.views import charts
 
     out = {}
     if data.band_history:
-        out["bands-over-time-accounts"] = ch.embed(
-            ch.bands_over_time(data, "accounts"), "bands-over-time-accounts"
+        out["bands-over-time-accounts"] = charts.embed(
+            charts.bands_over_time(data, "accounts"), "bands-over-time-accounts"
         )
         if data.arr_known:
-            out["bands-over-time-arr"] = ch.embed(
-                ch.bands_over_time(data, "arr"), "bands-over-time-arr"
+            out["bands-over-time-arr"] = charts.embed(
+                charts.bands_over_time(data, "arr"), "bands-over-time-arr"
             )
-    out["arr-per-band"] = ch.embed(ch.band_bars(data), "arr-per-band")
+    out["arr-per-band"] = charts.embed(charts.band_bars(data), "arr-per-band")
     if data.segments:
-        out["segments"] = ch.embed(
-            ch.segment_bands(data), "segments", height=120 + 40 * len(data.segments)
+        out["segments"] = charts.embed(
+            charts.segment_bands(data), "segments", height=120 + 40 * len(data.segments)
         )
     if data.trend_counts:
-        out["trends"] = ch.embed(ch.trend_classes(data), "trends")
+        out["trends"] = charts.embed(charts.trend_classes(data), "trends")
     return out
 
 
-def render_html(data: ReportData) -> tuple[str, int]:
+def render_report_html(data: ReportData) -> tuple[str, int]:
     """The report page and the number of charts in it."""
     from healthscore.views.charts import BAND_COLOR
 
-    charts = _portfolio_charts(data)
+    drawn = _portfolio_charts(data)
     page = (
         page_environment()
         .get_template("report.html")
         .render(
             data=data,
-            charts=charts,
+            charts=drawn,
             band_color=BAND_COLOR,
             no_history=NO_HISTORY,
-            title=f"healthscore portfolio report, {fmt.date_text(data.as_of)}",
+            title=f"healthscore portfolio report, {date_text(data.as_of)}",
             **page_globals(),
         )
     )
-    return page, len(charts)
+    return page, len(drawn)
 
 
 def _risk_section(data: ReportData) -> str:

@@ -18,7 +18,7 @@ from healthscore.model import default_model_text
 from healthscore.views import backtest_report as br
 
 # the browser fixture and page helpers of the portfolio report's tests
-from test_report import DRAWN, _open, browser  # noqa: F401
+from test_report import DRAWN, _open, _Page, browser, chart_labels  # noqa: F401
 
 END = datetime(2025, 7, 1)
 START, STOP = "2024-07-01", "2025-04-01"
@@ -125,8 +125,22 @@ def test_calibration_uses_the_models_probability(page):
 
 def test_names_are_escaped(page):
     assert "<script>window.__pwned" not in page and "<img src=x" not in page
-    assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;Old &amp; &quot;model&quot;" in page
-    assert "&lt;img src=x onerror=&quot;window.__pwned = 2&quot;&gt;" in page
+    # the entities Jinja's autoescape writes (&#34; for a double quote, as html.escape's &quot;)
+    assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;Old &amp; &#34;model&#34;" in page
+    assert "&lt;img src=x onerror=&#34;window.__pwned = 2&#34;&gt;" in page
+
+
+def test_names_read_as_themselves_in_tables_and_charts(page):
+    """Model labels and segment names are escaped once for HTML and once for Plotly."""
+    cells = _Page(page).cells
+    assert EVIL_NAME in cells["figures"]  # the old model's column
+    assert EVIL_SEGMENT in cells["segment-weights"]
+    labels = chart_labels(page)
+    assert f"old: {EVIL_NAME}" in labels  # the weights chart's legend
+    assert f"Scores of churned vs retained observations, {EVIL_NAME}" in labels
+    assert any(s.startswith(f"{EVIL_NAME} (AUC ") for s in labels)
+    twice = [s for s in labels if re.search(r"&(amp|lt|gt|quot|#\d+|#x[\da-f]+);", s)]
+    assert twice == []
 
 
 def test_report_loads_nothing_from_outside_the_file(page):
@@ -200,6 +214,18 @@ def test_every_chart_draws_offline_in_headless_chromium(project, browser):  # no
         assert EVIL_NAME in page.locator("#headline h1").inner_text()
         assert EVIL_SEGMENT in page.locator("table.segment-weights").inner_text()
         assert page.locator("table.challenger-explanations tbody tr").count() == 10
+        assert seen == {"errors": [], "requests": [], "dialogs": []}
+    finally:
+        page.close()
+
+
+def test_chart_legends_read_as_the_model_names_in_chromium(project, browser):  # noqa: F811
+    page, seen = _draws(browser, project[3], 8)
+    try:
+        legend = page.locator("#chart-weights text.legendtext").all_text_contents()
+        assert f"old: {EVIL_NAME}" in legend, legend
+        title = page.locator("#chart-distribution-1 text.gtitle").all_text_contents()
+        assert title == [f"Scores of churned vs retained observations, {EVIL_NAME}"], title
         assert seen == {"errors": [], "requests": [], "dialogs": []}
     finally:
         page.close()

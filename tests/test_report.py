@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime, timedelta
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,6 +23,7 @@ END = datetime(2025, 7, 1)
 CHROMIUM = "/usr/bin/chromium"
 EVIL_CSM = '<script>window.__pwned = 1</script>Ana & "Bo"'
 EVIL_NAME = '<img src=x onerror="window.__pwned = 2"> Acme & Sons'
+EVIL_SEGMENT = 'A&B <b>"east"</b>'  # the demo's mid-market, which the model gives no weights
 EXPANSION_YAML = """
 scorecards:
   expansion:
@@ -34,7 +37,8 @@ scorecards:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    """A small demo book, 10 weeks stored; a CSM and the top mover's name are full of HTML."""
+    """A small demo book, 10 weeks stored; a CSM, a segment and the top mover's name are full
+    of HTML."""
     result = run_demo(
         tmp_path_factory.mktemp("report"),
         accounts=80,
@@ -51,12 +55,14 @@ def demo(tmp_path_factory):
     acc = store.table("accounts").to_pyarrow()
     evil_csm = acc["csm"][0].as_py()
     csm = [EVIL_CSM if c == evil_csm else c for c in acc["csm"].to_pylist()]
+    segments = [EVIL_SEGMENT if s == "mid-market" else s for s in acc["segment"].to_pylist()]
     names = [
         EVIL_NAME if a == top_mover else n
         for a, n in zip(acc["account_id"].to_pylist(), acc["name"].to_pylist(), strict=True)
     ]
     acc = acc.set_column(acc.schema.get_field_index("csm"), "csm", pa.array(csm))
     acc = acc.set_column(acc.schema.get_field_index("name"), "name", pa.array(names))
+    acc = acc.set_column(acc.schema.get_field_index("segment"), "segment", pa.array(segments))
     store.load("accounts", acc)  # after history: stored scores keep the old CSM name
     yield result, store
     store.con.disconnect()
@@ -93,8 +99,82 @@ def test_report_loads_nothing_from_outside_the_file(written):
 def test_names_with_html_are_escaped_everywhere(written):
     _, page = written
     assert "<script>window.__pwned" not in page and "<img src=x" not in page
-    assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;Ana &amp; &quot;Bo&quot;" in page
-    assert "&lt;img src=x onerror=&quot;window.__pwned = 2&quot;&gt; Acme &amp; Sons" in page
+    # the entities Jinja's autoescape writes (&#34; for a double quote, as html.escape's &quot;)
+    assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;Ana &amp; &#34;Bo&#34;" in page
+    assert "&lt;img src=x onerror=&#34;window.__pwned = 2&#34;&gt; Acme &amp; Sons" in page
+
+
+class _Page(HTMLParser):
+    """The text of each table cell (by the table's first class) and the chart scripts."""
+
+    def __init__(self, page: str):
+        super().__init__(convert_charrefs=True)
+        self.cells: dict[str, list[str]] = {}
+        self.scripts: list[str] = []
+        self._table = self._cell = self._script = None
+        self.feed(page)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self._table = (dict(attrs).get("class") or "").split()[0]
+        elif tag in ("td", "th") and self._table:
+            self._cell = []
+        elif tag == "script":
+            self._script = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.cells.setdefault(self._table, []).append("".join(self._cell))
+            self._cell = None
+        elif tag == "script" and self._script is not None:
+            text = "".join(self._script)
+            if "Plotly.newPlot(" in text and "plotly.js v" not in text:
+                self.scripts.append(text)
+            self._script = None
+
+    def handle_data(self, data):
+        for part in (self._cell, self._script):
+            if part is not None:
+                part.append(data)
+
+
+PLOTLY_ENTITIES = {"mu": "\u03bc", "amp": "&", "lt": "<", "gt": ">", "nbsp": "\xa0"}
+PLOTLY_ENTITIES |= {"times": "\xd7", "plusmn": "\xb1", "deg": "\xb0"}
+
+
+def plotly_shows(text: str) -> str:
+    """What Plotly draws for a label: its entities decoded (plotly.js ``convertEntities``)."""
+
+    def one(m):
+        e = m.group(1)
+        if e.startswith("#"):
+            return chr(int(e[2:], 16) if e[1] == "x" else int(e[1:]))
+        return PLOTLY_ENTITIES.get(e, m.group(0))
+
+    return re.sub(r"&(#\d+|#x[\da-fA-F]+|[a-z]+);", one, text)
+
+
+def chart_labels(page: str) -> set[str]:
+    """Every string in the charts' JSON as Plotly shows it."""
+    out = set()
+    for script in _Page(page).scripts:
+        for literal in re.findall(r'"(?:[^"\\]|\\.)*"', script):
+            out.add(plotly_shows(json.loads(literal)))
+    return out
+
+
+def test_names_read_as_themselves_in_tables_and_charts(written):
+    """A segment named "A&B" shows as A&B, not A&amp;B (escaped once for HTML, once for
+    Plotly), and so do CSM and account names with HTML in them."""
+    _, page = written
+    cells = _Page(page).cells
+    assert EVIL_SEGMENT in cells["breakdown"]  # the segment table (class "breakdown ...")
+    assert EVIL_CSM in cells["breakdown"]
+    assert EVIL_NAME in cells["movers"]
+    labels = chart_labels(page)
+    assert EVIL_SEGMENT in labels  # the segments chart's axis and hover
+    twice = [s for s in labels if re.search(r"&(amp|lt|gt|quot|#\d+|#x[\da-f]+);", s)]
+    assert twice == []
 
 
 def test_breakdowns_add_up_to_the_headline(demo):
@@ -251,6 +331,31 @@ def test_every_chart_draws_offline_in_headless_chromium(written, browser, tmp_pa
         assert EVIL_CSM in page.locator("table.breakdown-csm").inner_text()
         assert page.evaluate("() => window.__pwned") is None
         assert page.evaluate("() => typeof window.Plotly") == "object"
+        assert seen == {"errors": [], "requests": [], "dialogs": []}
+    finally:
+        page.close()
+
+
+def test_chart_labels_read_as_the_names_in_chromium(written, browser, tmp_path):
+    res, page_html = written
+    path = tmp_path / "report.html"
+    path.write_text(page_html, encoding="utf-8")
+    page, seen = _open(browser, path)
+    try:
+        page.wait_for_function(DRAWN, arg=res.charts, timeout=20_000)
+        chart = page.locator("#chart-segments")
+        ticks = chart.locator("g.ytick text").all_text_contents()
+        assert EVIL_SEGMENT in ticks, ticks
+        chart.scroll_into_view_if_needed()
+        bars = chart.locator("g.point path")
+        hovers = set()
+        for i in range(bars.count()):
+            box = bars.nth(i).bounding_box()
+            if box and box["width"] > 1 and box["height"] > 1:
+                page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+                hovers.add(" / ".join(chart.locator(".hoverlayer text").all_text_contents()))
+        assert any(EVIL_SEGMENT in h for h in hovers), hovers
+        assert EVIL_SEGMENT in page.locator("table.breakdown-segment").inner_text()
         assert seen == {"errors": [], "requests": [], "dialogs": []}
     finally:
         page.close()

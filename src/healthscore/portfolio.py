@@ -1,0 +1,419 @@
+"""The portfolio as plain data: what the portfolio report (and the dashboard to come) shows.
+
+Place in the flow: above ``evaluate`` and ``engine``, below ``views``. :func:`gather`
+reads live scores at D (:mod:`healthscore.engine.asof`), the stored history and its trend
+classes (:mod:`healthscore.engine.trends`), the biggest movers with their ``explain --vs``
+line, expansion candidates and, with the model's probability, ARR at risk
+(:mod:`healthscore.evaluate.probability`), and returns a :class:`ReportData`: dataclasses
+of numbers and names, no HTML, no Plotly, no Rich. :mod:`healthscore.views.report` draws it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import ibis
+
+from healthscore.core.time import parse_as_of, today
+from healthscore.engine import asof
+from healthscore.engine.explain import Change, decompose
+from healthscore.engine.history import SCORES
+from healthscore.engine.metrics import in_force
+from healthscore.engine.scoring import CONTRIB
+from healthscore.engine.trends import CLASSES, trends_expr
+from healthscore.errors import HealthscoreError
+from healthscore.model import Model
+from healthscore.store import Store
+
+BANDS = ("green", "yellow", "red", None)  # None: no score (no data)
+EXPANSION = "expansion"
+NO_HISTORY = "no stored history: run healthscore history first"
+
+
+@dataclass
+class BandRow:
+    """Accounts in one band now (``None``: no score), their share and ARR in force."""
+
+    band: str | None
+    accounts: int
+    share: float
+    arr: float | None
+
+
+@dataclass
+class Breakdown:
+    """One segment's or one CSM's book: accounts, bands, average score, ARR at risk."""
+
+    key: str | None
+    accounts: int = 0
+    green: int = 0
+    yellow: int = 0
+    red: int = 0
+    no_score: int = 0
+    score_sum: float = 0.0
+    scored: int = 0
+    arr: float = 0.0
+    arr_red: float = 0.0
+
+    @property
+    def avg_score(self) -> float | None:
+        return self.score_sum / self.scored if self.scored else None
+
+
+@dataclass
+class Mover:
+    """One of the largest stored score changes, with why it moved in words."""
+
+    account_id: str
+    name: str | None
+    segment: str | None
+    csm: str | None
+    then_as_of: datetime
+    score_then: float
+    score_now: float
+    band_now: str | None
+    explanation: str
+
+    @property
+    def change(self) -> float:
+        return self.score_now - self.score_then
+
+
+@dataclass
+class Candidate:
+    """An expansion candidate and the metrics that earn it the most points."""
+
+    account_id: str
+    name: str | None
+    segment: str | None
+    csm: str | None
+    arr: float | None
+    score: float | None  # on the scorecard that made it a candidate
+    health_score: float | None
+    health_band: str | None
+    why: list[tuple[str, object, float]]  # (metric, raw value, points)
+
+
+@dataclass
+class ReportData:
+    """Everything the page shows, as plain data."""
+
+    as_of: datetime
+    model_label: str
+    model_version: str
+    scorecard: str
+    accounts: int
+    bands: list[BandRow]
+    arr_known: bool
+    history_as_of: datetime | None = None  # the stored date movers and trends use
+    history_dates: list[datetime] = field(default_factory=list)
+    # per stored date and band: accounts and ARR in force at that date
+    band_history: list[tuple[datetime, str | None, int, float | None]] = field(default_factory=list)
+    window: str = "30d"
+    movers: list[Mover] = field(default_factory=list)
+    segments: list[Breakdown] = field(default_factory=list)
+    csms: list[Breakdown] = field(default_factory=list)
+    candidates: list[Candidate] = field(default_factory=list)
+    candidates_total: int = 0
+    candidates_source: str = ""
+    trend_counts: list[tuple[str, int, float | None]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    # with the model's probability: what of (e.g. "churn within 90d") and ARR at risk
+    risk_of: str | None = None
+    risk_segments: list = field(default_factory=list)  # probability.RiskRow per segment
+    risk_csms: list = field(default_factory=list)  # ... per CSM
+
+    @property
+    def total_arr(self) -> float | None:
+        """ARR in force over all bands (None: no subscription has an ARR)."""
+        return sum(b.arr or 0.0 for b in self.bands) if self.arr_known else None
+
+    @property
+    def risk_expected(self) -> float:
+        """Expected outcomes over the book: Σ probability (with the model's probability)."""
+        return sum(r.expected for r in self.risk_segments)
+
+    @property
+    def risk_arr(self) -> float:
+        """ARR at risk over the book: Σ probability x ARR."""
+        return sum(r.arr_at_risk or 0.0 for r in self.risk_segments)
+
+
+def gather(store: Store, model: Model, as_of=None, *, top: int = 10) -> ReportData:
+    """Collect what the portfolio report shows; executes queries, renders nothing.
+
+    Parameters
+    ----------
+    store, model
+        The store (with stored history, see ``healthscore history``) and the model.
+    as_of
+        A date or timestamp (UTC), default today 00:00 UTC; live scores are computed at
+        it, movers and trends use the latest stored history date at or before it.
+    top
+        How many movers and expansion candidates to keep.
+
+    Returns
+    -------
+    ReportData
+        Plain data; what could not be gathered is said in ``warnings``.
+    """
+    d = parse_as_of(as_of) if as_of is not None else today()
+    warnings = [str(w) for w in store.freshness(model, d)]
+    live = asof.score(store, model, d).to_pylist()
+    arr_now = _arr_in_force(store, d)
+    if arr_now is None:
+        warnings.append("no subscription has an ARR: ARR figures are left out")
+    accounts = _accounts(store)
+    data = ReportData(
+        as_of=d,
+        model_label=model.label,
+        model_version=model.version,
+        scorecard=model.scorecard_name,
+        accounts=len(live),
+        bands=_band_rows(live, arr_now),
+        arr_known=arr_now is not None,
+        window=model.spec.trends.rapid_decline.within,
+        warnings=warnings,
+    )
+    if not live:
+        warnings.append(f"no account is scored as of {d:%Y-%m-%d}")
+    data.segments = _breakdown(live, "segment", arr_now)
+    data.csms = _breakdown(live, "csm", arr_now)
+    if model.spec.probability is not None:
+        # imported here: only a model with a probability pays for it
+        from healthscore.evaluate.probability import arr_at_risk
+
+        data.risk_of = model.spec.probability.describe()
+        data.risk_segments = arr_at_risk(live, "segment", arr_now)
+        data.risk_csms = arr_at_risk(live, "csm", arr_now)
+    trends = _history(store, model, d, data)
+    if trends is not None:
+        data.movers = _movers(store, model, trends, accounts, top, data)
+        counts: dict[str, list] = {c: [0, 0.0] for c in CLASSES}
+        for r in trends:
+            counts[r["trend"]][0] += 1
+            counts[r["trend"]][1] += (arr_now or {}).get(r["account_id"], 0.0)
+        data.trend_counts = [
+            (c, n, a if arr_now is not None else None) for c, (n, a) in counts.items()
+        ]
+    _candidates(store, model, d, live, trends, accounts, arr_now, top, data)
+    return data
+
+
+def _accounts(store: Store) -> dict[str, dict]:
+    acc = store.table("accounts").select("account_id", "name", "segment", "csm")
+    return {r["account_id"]: r for r in acc.to_pyarrow().to_pylist()}
+
+
+def _subscriptions(store: Store):
+    subs = store.table("subscriptions")
+    subs = subs.filter(subs.arr.notnull())
+    if not store.execute(subs.select("arr").limit(1)).num_rows:
+        return None
+    return subs
+
+
+def _arr_in_force(store: Store, d: datetime) -> dict[str, float] | None:
+    """ARR per account: the sum over its subscriptions in force at ``d``."""
+    subs = _subscriptions(store)
+    if subs is None:
+        return None
+    subs = subs.filter(in_force(subs, "subscriptions", ibis.literal(d, type="timestamp")))
+    per = subs.group_by("account_id").aggregate(arr=subs.arr.sum())
+    rows = store.execute(per).to_pylist()
+    return {r["account_id"]: float(r["arr"]) for r in rows}
+
+
+def _band_rows(live: list[dict], arr: dict[str, float] | None) -> list[BandRow]:
+    n = len(live)
+    out = []
+    for band in BANDS:
+        rows = [r for r in live if r["band"] == band]
+        if band is None and not rows:
+            continue
+        total = sum(arr.get(r["account_id"], 0.0) for r in rows) if arr is not None else None
+        out.append(BandRow(band, len(rows), len(rows) / n if n else 0.0, total))
+    return out
+
+
+def _breakdown(live: list[dict], key: str, arr: dict[str, float] | None) -> list[Breakdown]:
+    groups: dict[str | None, Breakdown] = {}
+    for r in live:
+        b = groups.setdefault(r[key], Breakdown(r[key]))
+        b.accounts += 1
+        band = r["band"] if r["band"] in ("green", "yellow", "red") else "no_score"
+        setattr(b, band, getattr(b, band) + 1)
+        if r["score"] is not None:
+            b.score_sum += r["score"]
+            b.scored += 1
+        a = (arr or {}).get(r["account_id"], 0.0)
+        b.arr += a
+        if r["band"] == "red":
+            b.arr_red += a
+    return sorted(groups.values(), key=lambda b: (-b.arr_red, -b.red, str(b.key)))
+
+
+def _history(store: Store, model: Model, d: datetime, data: ReportData) -> list[dict] | None:
+    """Band counts per stored date and the trend classes; None when nothing is stored."""
+    if SCORES not in store.list_tables():
+        data.warnings.append(NO_HISTORY)
+        return None
+    s = store.stored(SCORES)
+    mine = s.filter(
+        (s.model_version == model.version),
+        (s.scorecard == model.scorecard_name),
+        s.as_of <= ibis.literal(d, type="timestamp"),
+    )
+    dates = sorted(store.execute(mine.select("as_of").distinct())["as_of"].to_pylist())
+    if not dates:
+        others = store.execute(s.select("model_version").distinct())["model_version"]
+        hint = (
+            f" (stored history is for other model versions: "
+            f"{', '.join(sorted(v[:12] for v in others.to_pylist()))})"
+            if len(others)
+            else ""
+        )
+        data.warnings.append(
+            f"{NO_HISTORY} for model {model.version[:12]} up to {d:%Y-%m-%d}{hint}, e.g. "
+            f"healthscore history --from <date> --to {d:%Y-%m-%d} --every 1w"
+        )
+        return None
+    last = dates[-1]
+    data.history_dates = dates
+    data.history_as_of = last
+    if last < d:
+        data.warnings.append(
+            f"stored history ends on {last:%Y-%m-%d}, before the as-of date {d:%Y-%m-%d}: "
+            f"movers and trends are as of {last:%Y-%m-%d} (healthscore history --to "
+            f"{d:%Y-%m-%d} brings it up to date)"
+        )
+    counts = mine.group_by(["as_of", "band"]).aggregate(accounts=mine.count())
+    arr: dict[tuple, float] = {}
+    subs = _subscriptions(store)
+    if subs is not None:
+        keys = mine.select("account_id", "as_of", "band")
+        subs = subs.select(
+            sub_account=subs.account_id,
+            start_date=subs.start_date,
+            end_date=subs.end_date,
+            arr=subs.arr,
+        )
+        j = keys.inner_join(
+            subs, [keys.account_id == subs.sub_account, in_force(subs, "subscriptions", keys.as_of)]
+        )
+        per = j.group_by(["as_of", "band"]).aggregate(arr=j.arr.sum())
+        arr = {(r["as_of"], r["band"]): float(r["arr"]) for r in store.execute(per).to_pylist()}
+    rows = store.execute(counts).to_pylist()
+    data.band_history = sorted(
+        (
+            (
+                r["as_of"],
+                r["band"],
+                int(r["accounts"]),
+                arr.get((r["as_of"], r["band"]), 0.0) if subs is not None else None,
+            )
+            for r in rows
+        ),
+        key=lambda t: (t[0], BANDS.index(t[1]) if t[1] in BANDS else len(BANDS)),
+    )
+    return store.execute(trends_expr(store, model, last)).to_pylist()
+
+
+def _movers(store, model, trends, accounts, top, data: ReportData) -> list[Mover]:
+    """The largest score changes over the rapid-decline window, each with why it moved."""
+    moved = [r for r in trends if r["change"] is not None and r["score_then"] is not None]
+    moved.sort(key=lambda r: (-abs(r["change"]), r["account_id"]))
+    moved = moved[:top]
+    changes = _changes(store, model, data.history_as_of, moved)
+    out = []
+    for r in moved:
+        acc = accounts.get(r["account_id"], {})
+        try:
+            change = changes.get(r["account_id"]) or asof.explain_change(
+                store, model, r["account_id"], data.history_as_of, r["then_as_of"]
+            )
+            why = change.summary().removeprefix(f"{r['account_id']} ")
+        except HealthscoreError as e:
+            why = f"not explained: {e}"
+        out.append(
+            Mover(
+                account_id=r["account_id"],
+                name=acc.get("name"),
+                segment=acc.get("segment"),
+                csm=acc.get("csm"),
+                then_as_of=r["then_as_of"],
+                score_then=r["score_then"],
+                score_now=r["score_now"],
+                band_now=r["band"],
+                explanation=why,
+            )
+        )
+    return out
+
+
+def _changes(store, model, now: datetime, moved: list[dict]) -> dict[str, Change]:
+    """What ``explain_change`` gives per mover, from the stored history (what was seen then).
+
+    Two reads for all movers; a pair not stored is left out, and
+    :func:`healthscore.engine.asof.explain_change` then scores it live or says why it cannot.
+    """
+    from healthscore.engine.history import stored_explanations
+
+    ids = [r["account_id"] for r in moved]
+    if not ids:
+        return {}
+    seen = stored_explanations(store, model, ids, {now, *(r["then_as_of"] for r in moved)})
+    out = {}
+    for r in moved:
+        acc = r["account_id"]
+        before, after = seen.get((acc, r["then_as_of"])), seen.get((acc, now))
+        if before is not None and after is not None:
+            out[acc] = decompose(before, after)
+    return out
+
+
+def _candidates(store, model, d, live, trends, accounts, arr, top, data: ReportData) -> None:
+    """Green on the ``expansion`` scorecard if the model has one, else ``stable_high``."""
+    if EXPANSION in model.scorecard_names():
+        card = model.scorecard(EXPANSION)
+        data.candidates_source = "green on the expansion scorecard"
+        try:
+            rows = [r for r in asof.score(store, card, d).to_pylist() if r["band"] == "green"]
+        except HealthscoreError as e:
+            data.warnings.append(f"expansion scorecard not scored: {e}")
+            return
+    else:
+        card = model
+        data.candidates_source = "stable_high trend"
+        if trends is None:
+            return
+        high = {r["account_id"] for r in trends if r["trend"] == "stable_high"}
+        rows = [r for r in live if r["account_id"] in high]
+    health = {r["account_id"]: r for r in live}
+    found = []
+    for r in rows:
+        acc = accounts.get(r["account_id"], {})
+        h = health.get(r["account_id"], {})
+        found.append(
+            Candidate(
+                account_id=r["account_id"],
+                name=acc.get("name"),
+                segment=r.get("segment"),
+                csm=r.get("csm"),
+                arr=arr.get(r["account_id"], 0.0) if arr is not None else None,
+                score=r["score"],
+                health_score=h.get("score"),
+                health_band=h.get("band"),
+                why=_top_contributions(card, r),
+            )
+        )
+    found.sort(key=lambda c: (-(c.arr or 0.0), -(c.score or 0.0), c.account_id))
+    data.candidates_total = len(found)
+    data.candidates = found[:top]
+
+
+def _top_contributions(model: Model, row: dict, n: int = 3) -> list[tuple[str, object, float]]:
+    lines = [(m, row.get(m), row.get(m + CONTRIB) or 0.0) for _, m, _ in model.scored_metrics()]
+    lines.sort(key=lambda t: (-t[2], t[0]))
+    return [t for t in lines[:n] if t[2] > 0]

@@ -1,0 +1,435 @@
+"""The Plotly figures of both HTML reports, built in one place (the dashboard reuses them).
+
+Place in the flow: in ``views``, below :mod:`healthscore.views.report` and
+:mod:`healthscore.views.backtest_report`. Each function takes plain data
+(:class:`healthscore.portfolio.ReportData`, the backtest's results and
+:mod:`healthscore.evaluate.diagnostics`) and returns a ``plotly.graph_objects.Figure``;
+:func:`embed` gives it the common look and turns it into a :class:`Chart` that the
+templates embed as JSON (``tojson``) beside plotly.js, which the page holds once.
+
+Text from the data (segment and model names, metric names) goes through
+:func:`plotly_text` exactly once: Plotly reads labels as its own small HTML (``<b>``,
+``<br>``, ``&amp;``), so a segment named ``A&B <b>x</b>`` would otherwise lose its tags.
+Nothing else escapes it: the page embeds the figure as JSON, not as HTML.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from healthscore.evaluate import backtest as bt
+from healthscore.evaluate import diagnostics
+from healthscore.portfolio import BANDS, ReportData
+from healthscore.views.format import date_text, money
+
+BAND_COLOR = {"green": "#2e9e5b", "yellow": "#e3b505", "red": "#d64545", None: "#9aa0a6"}
+TREND_COLOR = {
+    "rapid_decline": "#d64545",
+    "gradual_decline": "#ef8a3c",
+    "improving": "#3c8dd6",
+    "stable_high": "#2e9e5b",
+    "stable": "#9aa0a6",
+}
+NEW_COLOR, OLD_COLOR, CHALLENGER_COLOR, HELD_OUT_COLOR = "#3c6fd6", "#ef8a3c", "#8e44ad", "#7b8794"
+CHURNED_COLOR, RETAINED_COLOR = "#d64545", "#2e9e5b"
+HEIGHT = 360  # pixels, unless a chart grows with its rows
+
+
+@dataclass
+class Chart:
+    """One figure as the page embeds it: ``<div data-chart=slug>`` and its JSON."""
+
+    slug: str
+    height: int
+    figure: dict  # data, layout and config for Plotly.newPlot
+
+    @property
+    def div_id(self) -> str:
+        return f"chart-{self.slug}"
+
+
+def embed(fig: go.Figure, slug: str, height: int = HEIGHT) -> Chart:
+    """The figure with the reports' common layout, ready for the ``_chart.html`` partial."""
+    fig.update_layout(
+        template="plotly_white",
+        height=height,
+        margin={"l": 60, "r": 20, "t": 40, "b": 50},
+        legend={"orientation": "h", "y": -0.18},
+        font={"family": "system-ui, sans-serif", "size": 12},
+    )
+    spec = fig.to_plotly_json()
+    spec["config"] = {"displaylogo": False, "responsive": True}
+    return Chart(slug, height, spec)
+
+
+def chart_json(obj, **_) -> str:
+    """JSON for Plotly (numpy arrays, dates): the templates' ``tojson`` dumps through this.
+
+    Jinja passes its own ``json.dumps`` options; Plotly's encoder chooses its own.
+    """
+    return pio.json.to_json_plotly(obj)
+
+
+def plotly_js() -> str:
+    """plotly.js itself (about 4.6 MB), for one ``<script>`` in the page: nothing from a CDN."""
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def plotly_text(text) -> str:
+    """Text for a Plotly label or title: ``&``, ``<`` and ``>`` as the entities Plotly decodes.
+
+    Quotes stay as they are: Plotly decodes no ``&quot;`` and would show it.
+
+    >>> plotly_text('A&B <b>"east"</b>')
+    'A&amp;B &lt;b&gt;"east"&lt;/b&gt;'
+    """
+    return html.escape(str(text), quote=False)
+
+
+def band_label(band: str | None) -> str:
+    """``green``, ``yellow``, ``red``, or ``no score``."""
+    return band or "no score"
+
+
+# --- the portfolio report -------------------------------------------------------------------
+
+
+def bands_over_time(data: ReportData, measure: str) -> go.Figure:
+    """Accounts (``measure="accounts"``) or ARR (``"arr"``) per band at each stored date."""
+    dates = data.history_dates
+    title = "Accounts per band" if measure == "accounts" else "ARR per band"
+    fig = go.Figure()
+    for band in BANDS:
+        by_date = {
+            t[0]: (t[2] if measure == "accounts" else t[3])
+            for t in data.band_history
+            if t[1] == band
+        }
+        if not by_date:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=dates,
+                y=[by_date.get(x, 0) for x in dates],
+                name=band_label(band),
+                stackgroup="one",
+                mode="lines",
+                line={"color": BAND_COLOR[band], "width": 0.5},
+                fillcolor=BAND_COLOR[band],
+            )
+        )
+    fig.update_layout(title=f"{title}, stored history ({len(dates)} dates)")
+    return fig
+
+
+def band_bars(data: ReportData) -> go.Figure:
+    """ARR (or accounts, without ARR) per band now."""
+    fig = go.Figure(
+        go.Bar(
+            x=[band_label(b.band) for b in data.bands],
+            y=[b.arr if data.arr_known else b.accounts for b in data.bands],
+            marker_color=[BAND_COLOR[b.band] for b in data.bands],
+            text=[money(b.arr) if data.arr_known else str(b.accounts) for b in data.bands],
+            textposition="auto",
+            customdata=[[b.accounts, f"{b.share:.0%}"] for b in data.bands],
+            hovertemplate="%{x}: %{y:,.0f}<br>%{customdata[0]} accounts (%{customdata[1]})"
+            "<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=("ARR" if data.arr_known else "Accounts") + f" per band as of {date_text(data.as_of)}"
+    )
+    return fig
+
+
+def segment_bands(data: ReportData) -> go.Figure:
+    """Accounts per band in each segment, stacked."""
+    fig = go.Figure()
+    for band in ("green", "yellow", "red"):
+        fig.add_trace(
+            go.Bar(
+                y=[plotly_text(b.key or "(none)") for b in data.segments],
+                x=[getattr(b, band) for b in data.segments],
+                name=band,
+                orientation="h",
+                marker_color=BAND_COLOR[band],
+            )
+        )
+    fig.update_layout(barmode="stack", title="Accounts per band and segment")
+    return fig
+
+
+def trend_classes(data: ReportData) -> go.Figure:
+    """Accounts (and their ARR, on hover) per trend class."""
+    fig = go.Figure(
+        go.Bar(
+            x=[c for c, _, _ in data.trend_counts],
+            y=[n for _, n, _ in data.trend_counts],
+            marker_color=[TREND_COLOR[c] for c, _, _ in data.trend_counts],
+            text=[str(n) for _, n, _ in data.trend_counts],
+            textposition="auto",
+            customdata=[money(a) for _, _, a in data.trend_counts],
+            hovertemplate="%{x}: %{y} accounts, ARR %{customdata}<extra></extra>",
+        )
+    )
+    fig.update_layout(title=f"Accounts per trend class as of {date_text(data.history_as_of)}")
+    return fig
+
+
+# --- the backtest report --------------------------------------------------------------------
+
+
+def roc_figure(curves) -> go.Figure:
+    """ROC curves; ``curves`` holds (name, colour, labels, risk, dash) per model."""
+    fig = go.Figure()
+    for name, color, y, risk, dash in curves:
+        roc = diagnostics.roc_points(y, risk)
+        if roc is None:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=roc.x,
+                y=roc.y,
+                mode="lines",
+                name=f"{plotly_text(name)} (AUC {roc.area:.2f})",
+                line={"color": color, "dash": dash, "width": 2},
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 1], y=[0, 1], mode="lines", name="chance", line={"color": "#bbb", "dash": "dot"}
+        )
+    )
+    fig.update_layout(
+        title="ROC curve (churn)",
+        xaxis_title="false-positive rate",
+        yaxis_title="true-positive rate",
+        xaxis={"range": [0, 1]},
+        yaxis={"range": [0, 1.02]},
+    )
+    return fig
+
+
+def pr_figure(curves) -> go.Figure:
+    """Precision-recall curves, same ``curves`` as :func:`roc_figure`, with the base rate."""
+    fig = go.Figure()
+    base = None
+    for name, color, y, risk, dash in curves:
+        pr = diagnostics.pr_points(y, risk)
+        if pr is None:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=pr.x,
+                y=pr.y,
+                mode="lines",
+                line_shape="hv",
+                name=f"{plotly_text(name)} (AP {pr.area:.2f})",
+                line={"color": color, "dash": dash, "width": 2},
+            )
+        )
+        base = base if base is not None else float(y.mean())
+    if base is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=[0, 1],
+                y=[base, base],
+                mode="lines",
+                name=f"chance (base rate {base:.1%})",
+                line={"color": "#bbb", "dash": "dot"},
+            )
+        )
+    fig.update_layout(
+        title="Precision-recall curve (churn)",
+        xaxis_title="recall",
+        yaxis_title="precision",
+        xaxis={"range": [0, 1]},
+        yaxis={"range": [0, 1.02]},
+    )
+    return fig
+
+
+def lift_figure(result, labels: list[str], challenger) -> go.Figure:
+    """Lift per score decile, riskiest first, per model and for the challenger."""
+    fig = go.Figure()
+    deciles = [f"{i}" for i in range(1, 11)]
+    series = [(labels[0], NEW_COLOR, result.evaluations[bt.RISK].overall.lift)]
+    if result.vs_evaluations and bt.RISK in result.vs_evaluations:
+        series.append((labels[1], OLD_COLOR, result.vs_evaluations[bt.RISK].overall.lift))
+    if challenger is not None and challenger.predictions is not None:
+        held = challenger.predictions
+        y = held["label"].to_numpy(bool)
+        series.append(
+            (
+                "challenger, held-out dates",
+                CHALLENGER_COLOR,
+                bt.lift_by_decile(-held["probability"].to_numpy(float), y, True),
+            )
+        )
+    for name, color, lift in series:
+        if not lift:
+            continue
+        fig.add_trace(
+            go.Bar(
+                x=deciles[: len(lift)],
+                y=[v if v is not None else 0 for v in lift],
+                name=plotly_text(name),
+                marker_color=color,
+                hovertemplate="decile %{x}: lift %{y:.2f}<extra></extra>",
+            )
+        )
+    fig.add_hline(y=1, line={"color": "#999", "dash": "dot"})
+    fig.update_layout(
+        title="Lift per decile, riskiest first (churn)",
+        xaxis_title="score decile (1 = lowest scores)",
+        yaxis_title="churn rate / overall rate",
+        barmode="group",
+    )
+    return fig
+
+
+def probability_calibration(series) -> go.Figure:
+    """Observed against predicted churn rate per probability bin; ``series`` holds
+    (name, colour, probabilities, labels) per model and for the challenger."""
+    fig = go.Figure()
+    for name, color, p, y in series:
+        x, rate, n = diagnostics.reliability(p, y)
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=rate,
+                mode="lines+markers",
+                name=plotly_text(name),
+                line={"color": color},
+                customdata=n,
+                hovertemplate="predicted %{x:.1%}: observed %{y:.1%} of %{customdata} "
+                "observations<extra></extra>",
+            )
+        )
+    top = max([0.05, *(max(t.x) for t in fig.data), *(max(t.y) for t in fig.data)]) * 1.05
+    fig.add_trace(
+        go.Scatter(
+            x=[0, top],
+            y=[0, top],
+            mode="lines",
+            name="perfect",
+            line={"color": "#bbb", "dash": "dot"},
+        )
+    )
+    fig.update_layout(
+        title="Calibration: observed vs predicted churn probability",
+        xaxis_title="mean predicted probability",
+        yaxis_title="observed churn rate",
+    )
+    return fig
+
+
+def score_calibration(observations, labels: list[str], bands) -> go.Figure:
+    """Observed churn rate per 10-point score bin, per model; dotted lines at the bands."""
+    fig = go.Figure()
+    for i, o in enumerate(observations):
+        x, rate, n = diagnostics.rate_per_bin(o)
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=rate,
+                mode="lines+markers",
+                name=plotly_text(labels[i]),
+                line={"color": [NEW_COLOR, OLD_COLOR][i]},
+                customdata=n,
+                hovertemplate="score %{x}: churn rate %{y:.1%} of %{customdata} "
+                "observations<extra></extra>",
+            )
+        )
+    for v in (bands.yellow, bands.green):
+        fig.add_vline(x=v, line={"color": "#bbb", "dash": "dot"})
+    fig.update_layout(
+        title="Observed churn rate per score bin",
+        xaxis_title="score (bin centre)",
+        yaxis_title="churn rate within the horizon",
+        xaxis={"range": [0, 100]},
+        yaxis={"tickformat": ".0%"},
+    )
+    return fig
+
+
+def score_distribution(obs, label: str, bands) -> go.Figure:
+    """Scores of the observations that churned within the horizon and of the others."""
+    fig = go.Figure()
+    y = obs["label"].to_numpy(bool)
+    for name, mask, color in (
+        (f"churned within the horizon ({int(y.sum()):,})", y, CHURNED_COLOR),
+        (f"did not churn ({int((~y).sum()):,})", ~y, RETAINED_COLOR),
+    ):
+        fig.add_trace(
+            go.Histogram(
+                x=obs["score"].to_numpy(float)[mask],
+                name=name,
+                histnorm="percent",
+                xbins={"start": 0, "end": 100, "size": 5},
+                marker_color=color,
+                opacity=0.6,
+            )
+        )
+    for v in (bands.yellow, bands.green):
+        fig.add_vline(x=v, line={"color": "#999", "dash": "dot"})
+    fig.update_layout(
+        barmode="overlay",
+        title=f"Scores of churned vs retained observations, {plotly_text(label)}",
+        xaxis_title="score",
+        yaxis_title="% of the group",
+        xaxis={"range": [0, 100]},
+    )
+    return fig
+
+
+def weights_figure(changes: list[diagnostics.WeightChange], labels: list[str]) -> go.Figure:
+    """Effective metric weights of the old and the new model, biggest change first."""
+    metrics = [plotly_text(c.metric) for c in changes]
+    fig = go.Figure()
+    for name, color, values in (
+        (f"old: {labels[1]}", OLD_COLOR, [c.old or 0.0 for c in changes]),
+        (f"new: {labels[0]}", NEW_COLOR, [c.new or 0.0 for c in changes]),
+    ):
+        fig.add_trace(
+            go.Bar(
+                y=metrics,
+                x=[v * 100 for v in values],
+                name=plotly_text(name),
+                orientation="h",
+                marker_color=color,
+                hovertemplate="%{y}: %{x:.1f} %<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        barmode="group",
+        title="Effective metric weights, all accounts (%)",
+        xaxis_title="weight (%)",
+        yaxis={"autorange": "reversed"},
+    )
+    return fig
+
+
+def importance_figure(importance: list[tuple[str, float]]) -> go.Figure:
+    """The challenger's permutation importance: held-out ROC AUC lost per shuffled feature."""
+    fig = go.Figure(
+        go.Bar(
+            y=[plotly_text(f) for f, _ in importance],
+            x=[v for _, v in importance],
+            orientation="h",
+            marker_color=CHALLENGER_COLOR,
+            hovertemplate="%{y}: %{x:+.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title="What the challenger relies on: held-out ROC AUC lost when a feature is shuffled",
+        xaxis_title="ROC AUC drop",
+        yaxis={"autorange": "reversed"},
+    )
+    return fig

@@ -1,0 +1,66 @@
+"""Numbers as every view shows them: one money formatter, one number formatter.
+
+Place in the flow: the bottom of ``views``. The terminal tables, the HTML reports and
+their charts format figures through these functions, so ARR reads the same everywhere
+(``2.8k`` in the terminal is ``2.8k`` in the report). Also the Jinja2 filters of the
+report templates (see :func:`healthscore.views.report.page_environment`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+MISSING = "-"  # what a figure that is not there shows as
+
+
+def money(v: float | None) -> str:
+    """ARR in a few characters, three significant digits: 950, 2.8k, 1.23M.
+
+    >>> [money(v) for v in (1_234_567, 350_400, 12_345, 2_800, 900, None)]
+    ['1.23M', '350k', '12.3k', '2.8k', '900', '-']
+    """
+    if v is None:
+        return MISSING
+    if abs(v) >= 1e6:
+        return f"{v / 1e6:.3g}M"
+    if abs(v) >= 1e3:
+        return f"{v / 1e3:.3g}k"
+    return f"{v:.0f}"
+
+
+def number(v: float | None, spec: str = ".1f") -> str:
+    """A figure with a format spec (``.1f``, ``,.2f``, ``.1%``, ``+.1f``); ``-`` when missing.
+
+    >>> [number(72.345), number(0.1234, ".1%"), number(1234.5, ",.2f"), number(None)]
+    ['72.3', '12.3%', '1,234.50', '-']
+    """
+    return MISSING if v is None else format(v, spec)
+
+
+def metric_value(v) -> str:
+    """A metric's raw value in a sentence: 0.42, 12.3, 3, none.
+
+    >>> [metric_value(v) for v in (0.4242, 12.345, 3, "gold", None)]
+    ['0.42', '12.3', '3', 'gold', 'none']
+    """
+    if isinstance(v, float):
+        return number(v, ".2f" if abs(v) < 10 else ".1f")
+    return "none" if v is None else str(v)
+
+
+def date_text(d: datetime | None, spec: str = "%Y-%m-%d") -> str:
+    """A date as the pages print it (UTC): 2025-07-01.
+
+    >>> date_text(datetime(2025, 7, 1, 6, 30)), date_text(datetime(2025, 7, 1), "%Y-%m-%d %H:%M")
+    ('2025-07-01', '2025-07-01 00:00')
+    """
+    return MISSING if d is None else format(d, spec)
+
+
+def weight_text(share: float | None) -> str:
+    """A weight (a share of 1) in percent, as the weight tables print it: 12.5 %.
+
+    >>> weight_text(0.125), weight_text(None)
+    ('12.5 %', '-')
+    """
+    return MISSING if share is None else f"{number(share * 100)} %"

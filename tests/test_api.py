@@ -116,3 +116,36 @@ def test_demo_explains_each_rapid_decline_and_writes_the_report(demo):
     assert [c.delta for c in result.declines] == sorted(c.delta for c in result.declines)
     html = result.report_path.read_text()
     assert result.report_path.name == "report.html" and "plotly" in html.lower()
+
+
+def test_importing_the_api_and_the_cli_loads_no_heavy_library():
+    """`healthscore --help` stays fast: the engine's libraries load when a command runs."""
+    import subprocess
+    import sys
+
+    heavy = ["ibis", "pandas", "sklearn", "scipy", "plotly", "pyarrow", "duckdb"]
+    code = (
+        "import sys, healthscore.api, healthscore.cli; "
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_every_name_the_api_exports_resolves():
+    from healthscore import api
+
+    for name in api.__all__:
+        assert getattr(api, name) is not None, name
+    assert api.score is hs.score and api.history.__module__ == "healthscore.api"
+
+
+def test_api_argument_errors_name_parameters_not_flags():
+    from healthscore import api
+
+    with pytest.raises(api.ArgumentError, match="^`train_until` goes with `challenger`$"):
+        api.run_backtest(None, None, "2024-01-01", "2024-06-01", train_until="2024-03-01")
+    with pytest.raises(api.ArgumentError, match="give `start` and `end`"):
+        api.run_backtest(None, None)
+    with pytest.raises(api.ArgumentError, match="give `train_until`"):
+        api.calibrate_model(None, None)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from healthscore.cli import app
@@ -255,6 +256,58 @@ def test_bad_steps_formats_and_folders_are_errors_not_hangs_or_tracebacks(projec
     assert res.exit_code == 1 and "does not exist" in res.output
     assert not missing.parent.exists()
     res = run("explain", "A1", "--as-of", "2025-01-01", "-f", "yaml", cwd=project)
-    assert res.exit_code == 2 and "unknown format 'yaml'" in res.output
+    # the format is an enum: Typer lists the choices and names the bad value
+    assert res.exit_code == 2 and "'yaml' is not one of" in res.output
     res = run("trends", "--as-of", "2025-01-01", "--scorecard", "onboarding", cwd=project)
     assert res.exit_code == 1 and "--scorecard onboarding" in res.output
+
+
+def test_explain_trends_and_compare_write_their_format_to_out_like_score(project):
+    common = ["--as-of", "2025-01-01"]
+    printed = json.loads(run("explain", "A2", *common, "-f", "json", cwd=project).output)
+    out = project / "a2.json"
+    res = run("explain", "A2", *common, "-f", "json", "--out", out, cwd=project)
+    assert res.exit_code == 0 and res.output == ""
+    assert json.loads(out.read_text()) == printed
+    text = project / "a2.txt"
+    assert run("explain", "A2", *common, "--out", text, cwd=project).exit_code == 0
+    assert "A2 as of 2025-01-01 00:00 UTC" in text.read_text()
+    run("history", "--from", "2024-10-01", "--to", "2025-01-01", cwd=project)
+    rows = project / "trends.csv"
+    assert run("trends", *common, "-f", "csv", "--out", rows, cwd=project).exit_code == 0
+    assert {r["account_id"] for r in pacsv.read_csv(rows).to_pylist()} == {"A1", "A2", "A3"}
+    model = project / "healthscore.yaml"
+    both = project / "compare.json"
+    res = run("compare", "--vs", model, *common, "-f", "json", "--out", both, cwd=project)
+    assert res.exit_code == 0, res.output
+    assert json.loads(both.read_text())["summary"]
+    missing = project / "nowhere" / "a2.json"
+    res = run("explain", "A2", *common, "-f", "json", "--out", missing, cwd=project)
+    assert res.exit_code == 1 and f"Error: --out {missing}: the folder" in res.output
+
+
+def test_library_messages_are_told_in_the_commands_flags(project):
+    res = run("backtest", "--snapshot", "--from", "2024-01-01", cwd=project)
+    assert res.exit_code == 2
+    assert "--snapshot scores once: --from/--to, --challenger and --out" in res.output
+    assert "`" not in res.output.split("scores once")[1].split("do not apply")[0]
+
+
+def test_translate_maps_parameters_to_flags_and_leaves_other_backticks():
+    from healthscore.cli import COMMANDS, app
+    from healthscore.cli.common import translate
+    from healthscore.cli.outcomes import backtest_command
+
+    command = typer.main.get_command(app).commands["backtest"]
+    assert COMMANDS[app]["backtest"] is backtest_command
+    text = "`train_until` goes with `challenger`; `reps` and `start`; see `probability:`"
+    assert translate(text, command) == (
+        "--train-until goes with --challenger; --bootstrap and --from; see `probability:`"
+    )
+
+
+def test_a_flag_that_does_not_apply_is_a_usage_error_not_ignored(project):
+    res = run("backtest", "--snapshot", "--horizon", "30d", cwd=project)
+    assert res.exit_code == 2 and "--horizon does not apply with --snapshot" in res.output
+    res = run("calibrate", "--train-until", "2025-01-01", "--folds", "3", cwd=project)
+    assert res.exit_code == 2 and "--folds does not apply without --snapshot" in res.output

@@ -1,41 +1,390 @@
-"""The Python API the CLI and the service are thin layers over.
+"""The Python API: the facade the CLI (and the coming service) is a thin layer over.
 
-Place in the flow: the facade, above every capability. One function per capability;
-each takes a store and a model (or paths) and returns a result object or an Arrow
-table, and prints nothing. The logic lives below: the engine scores, evaluate judges,
-views render.
+Place in the flow: the top of the library, below only ``cli/`` and ``service/``. One
+function per capability; each takes a store and a model (or paths) and returns a result
+object or an Arrow table, prints nothing, and holds no logic beyond calling the layer
+that owns the job: ``engine`` scores and explains, ``evaluate`` judges, ``views`` render
+files, ``demo`` builds a book of business. Its messages name Python parameters in
+backticks (`` `train_until` ``); a front end translates them into its own words.
+
+Start-up is kept cheap: the heavy layers (Ibis, pandas, scikit-learn, Plotly) are
+imported inside the functions that use them, and the names this module re-exports from
+the layer that owns them (:data:`_OWNERS`) are imported on first use, so
+``import healthscore.api`` (and ``healthscore --help``) loads none of them.
+
+>>> import healthscore.api as api
+>>> api.parse_as_of("2025-01-01")
+datetime.datetime(2025, 1, 1, 0, 0)
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from healthscore.core.time import parse_as_of
-from healthscore.demo.run import DemoResult, run_demo
-from healthscore.engine.asof import backfill as history
-from healthscore.engine.asof import explain, explain_change, score, score_expr
-from healthscore.engine.inputs import check_scorable, tables_needed
-from healthscore.engine.trends import rapid_declines
-from healthscore.errors import ScoringError
-from healthscore.model import Model, load_model
-from healthscore.sources.load import load_file
-from healthscore.store import Store
+from healthscore.errors import HealthscoreError
+
+if TYPE_CHECKING:  # the lazily re-exported names, for readers and type checkers
+    import pyarrow as pa
+
+    from healthscore.core.time import parse_as_of, today
+    from healthscore.demo.run import DemoResult, run_demo
+    from healthscore.engine.asof import explain, explain_change, score, score_expr
+    from healthscore.engine.explain import Change, Explanation
+    from healthscore.engine.flags import add_flag, list_flags, resolve_flag
+    from healthscore.engine.history import BackfillResult
+    from healthscore.engine.inputs import check_scorable, tables_needed
+    from healthscore.engine.trends import rapid_declines
+    from healthscore.evaluate.backtest import BacktestResult
+    from healthscore.evaluate.calibrate import CalibrationResult
+    from healthscore.evaluate.challenger import ChallengerResult
+    from healthscore.evaluate.compare import Comparison
+    from healthscore.evaluate.probability import ProbabilityFit
+    from healthscore.evaluate.snapshot import SnapshotCalibration
+    from healthscore.model import Model, json_schema, load_model
+    from healthscore.sources import LoadSpec
+    from healthscore.sources.load import load_file
+    from healthscore.store import LoadResult, Store, connect
+    from healthscore.views.backtest_report import BacktestReportResult
+    from healthscore.views.report import write_report
 
 __all__ = [
+    "ArgumentError",
+    "BacktestRun",
+    "Calibration",
+    "Change",
+    "Comparison",
+    "ComparisonRun",
     "DemoResult",
+    "ExplainResult",
+    "Explanation",
+    "InitResult",
+    "LoadSpec",
+    "Model",
+    "ProbabilityRun",
+    "Project",
+    "ScoreResult",
+    "Store",
+    "TrendsResult",
+    "add_flag",
+    "account_trends",
+    "calibrate_model",
     "check_scorable",
+    "compare_versions",
+    "connect",
     "explain",
+    "explain_account",
     "explain_change",
     "fit_percentiles",
+    "fit_probability_curve",
     "history",
+    "init_project",
+    "json_schema",
+    "list_flags",
     "load_file",
+    "load_model",
+    "load_plan",
+    "load_table",
+    "model_path",
+    "open_project",
     "parse_as_of",
     "rapid_declines",
+    "resolve_flag",
+    "run_backtest",
     "run_demo",
     "score",
+    "score_accounts",
     "score_expr",
     "tables_needed",
+    "today",
+    "validate_model",
+    "write_report",
 ]
+
+#: name -> (module that owns it, its name there), imported on first use (PEP 562)
+_OWNERS: dict[str, tuple[str, str]] = {
+    "parse_as_of": ("healthscore.core.time", "parse_as_of"),
+    "today": ("healthscore.core.time", "today"),
+    "Model": ("healthscore.model", "Model"),
+    "load_model": ("healthscore.model", "load_model"),
+    "json_schema": ("healthscore.model", "json_schema"),
+    "Store": ("healthscore.store", "Store"),
+    "connect": ("healthscore.store", "connect"),
+    "LoadSpec": ("healthscore.sources", "LoadSpec"),
+    "load_file": ("healthscore.sources.load", "load_file"),
+    "score": ("healthscore.engine.asof", "score"),
+    "score_expr": ("healthscore.engine.asof", "score_expr"),
+    "explain": ("healthscore.engine.asof", "explain"),
+    "explain_change": ("healthscore.engine.asof", "explain_change"),
+    "Explanation": ("healthscore.engine.explain", "Explanation"),
+    "Change": ("healthscore.engine.explain", "Change"),
+    "check_scorable": ("healthscore.engine.inputs", "check_scorable"),
+    "tables_needed": ("healthscore.engine.inputs", "tables_needed"),
+    "rapid_declines": ("healthscore.engine.trends", "rapid_declines"),
+    "add_flag": ("healthscore.engine.flags", "add_flag"),
+    "resolve_flag": ("healthscore.engine.flags", "resolve_flag"),
+    "list_flags": ("healthscore.engine.flags", "list_flags"),
+    "Comparison": ("healthscore.evaluate.compare", "Comparison"),
+    "write_report": ("healthscore.views.report", "write_report"),
+    "DemoResult": ("healthscore.demo.run", "DemoResult"),
+    "run_demo": ("healthscore.demo.run", "run_demo"),
+}
+
+DEFAULT_MODEL = "healthscore.yaml"
+DEFAULT_STORE = "healthscore.duckdb"
+
+Progress = Callable[[str, float], None]
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attr = _OWNERS[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_OWNERS))
+
+
+class ArgumentError(HealthscoreError):
+    """Arguments that do not go together (e.g. `train_until` without `challenger`).
+
+    A front end reports it as a usage error (the CLI: exit code 2).
+    """
+
+
+# --- projects ----------------------------------------------------------------------------
+
+
+@dataclass
+class Project:
+    """An open store and the model seen through one scorecard."""
+
+    store: Store
+    model: Model
+
+
+def model_path(model: str | Path | None = None) -> Path | None:
+    """The model file to use: ``model``, else ``./healthscore.yaml`` when it exists,
+    else None (the built-in default model)."""
+    if model is not None:
+        return Path(model)
+    return Path(DEFAULT_MODEL) if Path(DEFAULT_MODEL).exists() else None
+
+
+def open_project(
+    db: str | Path | None = None, model: str | Path | None = None, scorecard: str | None = None
+) -> Project:
+    """Open the existing store at ``db`` and the model file ``model`` (see
+    :func:`model_path`), seen through ``scorecard`` (default: ``health``)."""
+    from healthscore.model import load_model
+    from healthscore.store import connect
+
+    store = connect(db, create=False)
+    return Project(store, load_model(model_path(model)).scorecard(scorecard))
+
+
+@dataclass
+class InitResult:
+    """What :func:`init_project` wrote: the model file (or kept it) and the store."""
+
+    model_file: Path
+    kept: bool  # the model file existed and was kept
+    db_path: Path
+
+
+def init_project(directory: str | Path = ".", *, force: bool = False) -> InitResult:
+    """Write a starter project: the default model (kept if present, unless ``force``)
+    and an empty store."""
+    from healthscore.model import default_model_text
+    from healthscore.store import connect
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / DEFAULT_MODEL
+    kept = target.exists() and not force
+    if not kept:
+        target.write_text(default_model_text(), encoding="utf-8")
+    db = directory / DEFAULT_STORE
+    connect(db).close()
+    return InitResult(target, kept, db)
+
+
+def validate_model(model: str | Path | None = None) -> Model:
+    """Load and check the model file (see :func:`model_path`); raises a ``ModelError``
+    listing every problem with its line and key path."""
+    from healthscore.model import load_model
+
+    return load_model(model_path(model))
+
+
+# --- loading -----------------------------------------------------------------------------
+
+
+def load_plan(
+    table: str,
+    spec: str | Path | None = None,
+    mapping: list[str] | tuple[str, ...] = (),
+    constants: list[str] | tuple[str, ...] = (),
+    date_format: str | None = None,
+) -> LoadSpec:
+    """How to load a file into ``table``: the load spec file ``spec`` with ``mapping``
+    (``source=canonical`` items), ``constants`` (``column=value`` items) and
+    ``date_format`` added; where they disagree the arguments win."""
+    from healthscore.sources import LoadSpec, parse_constants, parse_mapping, read_spec
+
+    plan = read_spec(spec, table) if spec else LoadSpec()
+    return plan.with_flags(parse_mapping(mapping), parse_constants(constants), date_format)
+
+
+def load_table(
+    store: Store,
+    table: str,
+    file: str | Path,
+    plan: LoadSpec | None = None,
+    *,
+    rejects: str | Path | None = None,
+    account_from: str | None = None,
+) -> LoadResult:
+    """Load ``file`` into ``table`` following ``plan`` (see :func:`load_plan`)."""
+    from healthscore.sources import LoadSpec
+    from healthscore.sources.load import load_file
+
+    plan = plan or LoadSpec()
+    return load_file(
+        store,
+        table,
+        file,
+        plan.mapping,
+        date_format=plan.date_format,
+        rejects=rejects,
+        account_from=account_from,
+        constants=plan.constants,
+        values=plan.values,
+    )
+
+
+# --- scoring and explaining --------------------------------------------------------------
+
+
+def _freshness(store: Store, models, as_of: datetime) -> list[str]:
+    """The stale-table warnings of every model, each once."""
+    return list(dict.fromkeys(str(w) for m in models for w in store.freshness(m, as_of)))
+
+
+@dataclass
+class ScoreResult:
+    """Every account's score as of a date (one wide row each), with stale-data warnings."""
+
+    scores: pa.Table
+    model: Model
+    as_of: datetime
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> list[dict]:
+        """One nested object per account: its lines per metric and rule."""
+        from healthscore.engine.explain import long_rows
+
+        return [long_rows(self.model, r) for r in self.scores.to_pylist()]
+
+
+def score_accounts(
+    store: Store, model: Model, as_of=None, *, need_probability: bool = False
+) -> ScoreResult:
+    """Score every account as of ``as_of`` (default now); ``need_probability`` fails
+    early when the model has no fitted ``probability:`` section."""
+    from healthscore.core.time import parse_as_of
+    from healthscore.engine.asof import score
+
+    if need_probability and model.spec.probability is None:
+        raise HealthscoreError(
+            f"{model.file}: no `probability:` section, so no ARR at risk",
+            hint="run `healthscore model fit-probability --until <date>` first",
+        )
+    d = parse_as_of(as_of)
+    warnings = _freshness(store, [model], d)
+    return ScoreResult(score(store, model, d), model, d, warnings)
+
+
+@dataclass
+class ExplainResult:
+    """One account's explanation, or (with ``vs``) why its score moved; and warnings."""
+
+    explanation: Explanation | None = None
+    change: Change | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return (self.change or self.explanation).to_dict()
+
+
+def explain_account(
+    store: Store, model: Model, account_id: str, as_of=None, vs=None
+) -> ExplainResult:
+    """Why ``account_id`` has its score as of ``as_of`` (default now), or with ``vs``
+    (an earlier date) why it moved since then."""
+    from healthscore.core.time import parse_as_of
+    from healthscore.engine.asof import explain, explain_change
+
+    d = parse_as_of(as_of)
+    warnings = _freshness(store, [model], d)
+    if vs is not None:
+        return ExplainResult(
+            change=explain_change(store, model, account_id, d, vs), warnings=warnings
+        )
+    return ExplainResult(explanation=explain(store, model, account_id, d), warnings=warnings)
+
+
+def history(
+    store: Store,
+    model: Model,
+    start,
+    end,
+    every: str = "1w",
+    *,
+    rebuild: bool = False,
+    progress: Progress | None = None,
+) -> BackfillResult:
+    """Store point-in-time scores from ``start`` to ``end`` every ``every`` into the
+    store's history; only dates missing for this model version are computed unless
+    ``rebuild``."""
+    from healthscore.engine.asof import backfill
+
+    return backfill(store, model, start, end, every, rebuild=rebuild, progress=progress)
+
+
+@dataclass
+class TrendsResult:
+    """Accounts by trend class from stored history, as of a date."""
+
+    trends: pa.Table
+    as_of: datetime
+
+    def to_dict(self) -> list[dict]:
+        return self.trends.to_pylist()
+
+
+def account_trends(
+    store: Store, model: Model, as_of=None, trend: str | None = None
+) -> TrendsResult:
+    """Accounts by trend class (only ``trend`` when given) as of ``as_of`` (default:
+    today 00:00 UTC, the last date stored history usually has)."""
+    from healthscore.core.time import parse_as_of, today
+    from healthscore.engine.trends import classify
+
+    d = parse_as_of(as_of) if as_of else today()
+    return TrendsResult(classify(store, model, d, trend), d)
+
+
+# --- model files -------------------------------------------------------------------------
 
 
 def fit_percentiles(
@@ -46,14 +395,297 @@ def fit_percentiles(
     Writes to ``out`` (default: the model file itself) and returns the fitted model,
     whose version differs from the unfitted one.
     """
-    from healthscore.evaluate.percentiles import fit_percentiles as fit  # noqa: I001
-    from healthscore.evaluate.percentiles import write_fitted_model
+    from healthscore.core.time import parse_as_of
+    from healthscore.errors import ScoringError
+    from healthscore.evaluate import percentiles
+    from healthscore.model import load_model
 
     d = parse_as_of(as_of)
-    model = load_model(model_path)
-    fitted = fit(store, model, d)
+    fitted = percentiles.fit_percentiles(store, load_model(model_path), d)
     if not fitted:
         raise ScoringError(
             f"{model_path}: no scored metric uses `percentile:` normalisation; nothing to fit"
         )
-    return write_fitted_model(model_path, fitted, d, out or model_path)
+    return percentiles.write_fitted_model(model_path, fitted, d, out or model_path)
+
+
+@dataclass
+class ProbabilityRun:
+    """A fitted ``probability:`` section, what it was fitted on, and the model written."""
+
+    fit: ProbabilityFit
+    model: Model  # the model file written
+
+
+def fit_probability_curve(
+    store: Store,
+    model: Model,
+    until,
+    *,
+    outcome: str = "churned",
+    horizon: str = "90d",
+    every: str = "1mo",
+    start=None,
+    method: str = "isotonic",
+    out: str | Path | None = None,
+    progress: Progress | None = None,
+) -> ProbabilityRun:
+    """Fit the probability of ``outcome`` within ``horizon`` from the score, out of
+    sample, and write it into the model file (``out``; default: in place) under the
+    model's scorecard."""
+    from healthscore.evaluate import probability
+
+    fit = probability.fit_probability_details(
+        store,
+        model,
+        until,
+        outcome=outcome,
+        horizon=horizon,
+        every=every,
+        start=start,
+        method=method,
+        progress=progress,
+    )
+    written = probability.write_probability(
+        model.file, fit.probability, out or model.file, scorecard=model.scorecard_name
+    )
+    return ProbabilityRun(fit, written)
+
+
+# --- evaluation --------------------------------------------------------------------------
+
+
+@dataclass
+class BacktestRun:
+    """A backtest with, when asked, the challenger and the HTML report."""
+
+    result: BacktestResult
+    challenger: ChallengerResult | None = None
+    report: BacktestReportResult | None = None
+
+    def to_dict(self) -> dict:
+        d = self.result.to_dict()
+        if self.challenger is not None:
+            d["challenger"] = self.challenger.to_dict()
+        if self.report is not None:
+            d["report"] = str(self.report.path)
+        return d
+
+
+def run_backtest(
+    store: Store,
+    model: Model,
+    start=None,
+    end=None,
+    *,
+    every: str = "1mo",
+    horizon: str = "90d",
+    lead: str = "30d",
+    vs: Model | None = None,
+    reps: int = 200,
+    seed: int = 0,
+    challenger: bool = False,
+    train_until=None,
+    report: str | Path | None = None,
+    snapshot: bool = False,
+    as_of=None,
+    outcome: str = "churn",
+    progress: Progress | None = None,
+) -> BacktestRun:
+    """How well ``model``'s point-in-time scores (beside ``vs``) would have predicted
+    the outcomes, from ``start`` to ``end``; with ``challenger`` a learned challenger is
+    measured beside it (trained on horizons closed by ``train_until``), with ``report``
+    the HTML report is written there. With ``snapshot`` (data with no history) every
+    account is scored once, as of ``as_of``, and labelled by ``outcome``."""
+    from healthscore.core.time import parse_as_of
+
+    if train_until is not None and not challenger:
+        raise ArgumentError("`train_until` goes with `challenger`")
+    if snapshot:
+        if start or end or challenger or report:
+            raise ArgumentError(
+                "`snapshot` scores once: `start`/`end`, `challenger` and `report` do not apply "
+                "(calibrate with `snapshot` measures the challenger)"
+            )
+        from healthscore.evaluate import snapshot as snap
+
+        d = parse_as_of(as_of) if as_of else None
+        result = snap.backtest(store, model, as_of=d, outcome=outcome, vs=vs, reps=reps, seed=seed)
+        return BacktestRun(result)
+    if start is None or end is None:
+        raise ArgumentError("give `start` and `end` (or `snapshot` for data with no history)")
+    if as_of is not None:
+        raise ArgumentError("`as_of` goes with `snapshot`")
+    from healthscore.evaluate import backtest
+
+    result = backtest.backtest(
+        store,
+        model,
+        parse_as_of(start),
+        parse_as_of(end),
+        every=every,
+        horizon=horizon,
+        lead=lead,
+        vs=vs,
+        reps=reps,
+        seed=seed,
+        progress=progress,
+    )
+    run = BacktestRun(result)
+    if challenger:
+        from healthscore.core.time import dates_between
+        from healthscore.evaluate.challenger import challenge
+
+        run.challenger = challenge(
+            store,
+            model,
+            dates_between(result.start, result.end, every),
+            horizon=horizon,
+            train_until=parse_as_of(train_until) if train_until else None,
+            reps=reps,
+            seed=seed,
+        )
+    if report is not None:
+        from healthscore.views import backtest_report
+
+        models = (model, vs) if vs is not None else (model,)
+        run.report = backtest_report.write_backtest_report(
+            result,
+            backtest_report.report_observations(store, result, models),
+            report,
+            models=models,
+            challenger=run.challenger,
+        )
+    return run
+
+
+@dataclass
+class Calibration:
+    """A calibration on history (``result``) or on snapshot data (``snapshot``)."""
+
+    result: CalibrationResult | None = None
+    snapshot: SnapshotCalibration | None = None
+
+    def to_dict(self) -> dict:
+        if self.snapshot is not None:
+            return self.snapshot.to_dict()
+        r = self.result
+        old, new = r.auc()
+        return {
+            "model": r.model.label,
+            "version": r.model.version,
+            "out": str(r.out) if r.out else None,
+            "train_until": r.train_until.isoformat(),
+            "outcome": r.outcome,
+            "horizon": r.horizon,
+            "every": r.every,
+            "observations": r.observations,
+            "positives": r.positives,
+            "accounts": r.accounts,
+            "roc_auc": {"old": old, "new": new},
+            "bands": {"old": r.old_bands, "new": r.new_bands},
+            "weights": {c.metric: {"old": c.old_weight, "new": c.new_weight} for c in r.metrics},
+            "notes": r.notes,
+        }
+
+
+def calibrate_model(
+    store: Store,
+    model: Model,
+    train_until=None,
+    *,
+    outcome: str = "churn",
+    horizon: str = "90d",
+    every: str = "1mo",
+    start=None,
+    target_recall: float = 0.85,
+    seed: int = 0,
+    out: str | Path | None = None,
+    reps: int = 200,
+    snapshot: bool = False,
+    as_of=None,
+    folds: int = 5,
+    challenger: bool = True,
+    progress: Progress | None = None,
+) -> Calibration:
+    """Learn weights, anchors, directions and bands from the outcomes whose window
+    closed by ``train_until`` and test after it; with ``snapshot`` (data with no
+    history) judge by stratified cross-validation in ``folds``. The calibrated model
+    file is written to ``out`` when given."""
+    from healthscore.core.time import parse_as_of
+
+    if snapshot:
+        if train_until or start:
+            raise ArgumentError(
+                "`snapshot` has no time to split on: `train_until` and `start` do not apply"
+            )
+        from healthscore.evaluate import snapshot as snap
+
+        return Calibration(
+            snapshot=snap.calibrate(
+                store,
+                model,
+                as_of=parse_as_of(as_of) if as_of else None,
+                outcome=outcome,
+                folds=folds,
+                target_recall=target_recall,
+                seed=seed,
+                out=out,
+                reps=reps,
+                challenger=challenger,
+            )
+        )
+    if train_until is None:
+        raise ArgumentError("give `train_until` (or `snapshot` for data with no history)")
+    from healthscore.evaluate import calibrate
+
+    return Calibration(
+        result=calibrate.calibrate(
+            store,
+            model,
+            parse_as_of(train_until),
+            outcome=outcome,
+            horizon=horizon,
+            every=every,
+            start=parse_as_of(start) if start else None,
+            target_recall=target_recall,
+            seed=seed,
+            out=out,
+            reps=reps,
+            progress=progress,
+        )
+    )
+
+
+@dataclass
+class ComparisonRun:
+    """A comparison of two models, with the stale-data warnings of both."""
+
+    comparison: Comparison
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return self.comparison.to_dict()
+
+
+def compare_versions(
+    store: Store,
+    new: Model,
+    current: str | Path,
+    as_of=None,
+    *,
+    scorecard: str | None = None,
+    top: int = 10,
+) -> ComparisonRun:
+    """Compare the model ``new`` with the current model file ``current`` as of
+    ``as_of`` (default now): band migration, biggest changes, stored history."""
+    from healthscore.core.time import parse_as_of
+    from healthscore.evaluate.compare import compare_models
+    from healthscore.model import load_model
+
+    current_model = load_model(current)
+    d = parse_as_of(as_of)
+    both = (new.scorecard(scorecard), current_model.scorecard(scorecard))
+    warnings = _freshness(store, both, d)
+    result = compare_models(store, new, current_model, d, scorecard=scorecard, top=top)
+    return ComparisonRun(result, warnings)

@@ -1,7 +1,9 @@
-"""Rich rendering for the terminal: an explanation, the demo's portfolio summary.
+"""Rich rendering for the terminal: every table, message and progress bar the CLI shows.
 
-Place in the flow: presentation only, called by ``cli``; it computes nothing that the
-API does not already return (the portfolio summary groups the scores it is given).
+Place in the flow: presentation only, called by ``cli`` (the only module that imports
+Rich for it); it computes nothing that the API does not already return (the portfolio
+summary groups the scores it is given). The library layers it renders are imported
+inside the functions that need them, so the CLI's start-up does not load them.
 """
 
 from __future__ import annotations
@@ -14,16 +16,52 @@ from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from healthscore.engine.explain import Explanation, from_row
-
 if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from healthscore.engine.explain import Explanation
     from healthscore.evaluate.calibrate import CalibrationResult, MetricChange
     from healthscore.evaluate.snapshot import SnapshotCalibration
 
 BAND_STYLE = {"green": "green", "yellow": "yellow", "red": "bold red", None: "dim"}
+
+# Rich finds sys.stdout / sys.stderr when it prints, so these follow a test's capture
+stdout = Console()
+stderr = Console(stderr=True)
+
+
+@contextmanager
+def console_to(path: Path | None) -> Iterator[Console]:
+    """A console printing to ``path`` (wide, no colour), or to stdout when None."""
+    if path is None:
+        yield stdout
+        return
+    with open(path, "w", encoding="utf-8") as f:
+        yield Console(file=f, width=200)
+
+
+def error(message: object) -> None:
+    """``Error: ...`` on stderr: how every command reports a failure."""
+    stderr.print(
+        f"[bold red]Error:[/] {escape(str(message))}", highlight=False, markup=True, soft_wrap=True
+    )
+
+
+def warning(message: object) -> None:
+    stderr.print(f"[yellow]Warning:[/] {escape(str(message))}", highlight=False)
+
+
+def note(message: object) -> None:
+    stderr.print(f"[yellow]Note:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+
+def say(console: Console, text: object) -> None:
+    """One line of plain text as it is: no markup, no highlighting, no wrapping."""
+    console.print(str(text), highlight=False, soft_wrap=True, markup=False)
 
 
 def _fmt(v, digits: int = 2) -> str:
@@ -247,6 +285,8 @@ def _pct(x) -> str:
 
 
 def render_portfolio(console: Console, result, command: str = "healthscore") -> None:
+    from healthscore.engine import explain
+
     rows = result.scores.to_pylist()
     model = result.model
     loaded = ", ".join(f"{r.table} {r.inserted:,}" for r in result.loads)
@@ -281,7 +321,7 @@ def render_portfolio(console: Console, result, command: str = "healthscore") -> 
     for c in ("account", "segment", "CSM", "score", "ARR", "top negative drivers"):
         top.add_column(c, justify="right" if c in ("score", "ARR") else "left")
     for r in risky[:10]:
-        e = from_row(model, r)
+        e = explain.from_row(model, r)
         drivers = ", ".join(
             f"{d.metric} {_fmt(d.raw)} (-{d.weight * (100 - d.normalized):.1f})"
             for d in e.drivers(3)
@@ -635,3 +675,121 @@ def render_snapshot_calibration(console: Console, r: SnapshotCalibration) -> Non
     render_backtest(console, r.backtest)
     for note in r.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+
+
+# --- tables of the scores, trends, flags and a probability curve -----------------------------
+
+
+def render_validation(console: Console, model) -> None:
+    """A valid model's outline; a note per percentile normalisation not fitted yet."""
+    console.print(
+        f"{model.file}: OK - {len(model.spec.metrics)} metrics in {len(model.spec.pillars)} "
+        f"pillars, {len(model.segment_names())} segment overrides; version {model.version[:12]}"
+    )
+    for name in model.unfitted_percentiles():
+        stderr.print(
+            f"[yellow]Note:[/] {name} uses percentile normalisation that is not fitted yet; "
+            "run `healthscore model fit-percentiles --as-of <date>` before scoring",
+            highlight=False,
+        )
+
+
+def render_scores(console: Console, scores: pa.Table, model) -> None:
+    """One row per account: score, band, p(outcome), coverage, pillars, signals; below
+    it the ARR at risk when the model has a fitted probability."""
+    from healthscore.evaluate.probability import percent
+
+    card = "" if model.scorecard_name == "health" else f" - scorecard {model.scorecard_name}"
+    signals = any(r.signal for r in model.spec.rules.values())
+    table = Table(
+        title=f"{scores.num_rows} accounts - model {model.label} ({model.version[:12]}){card}",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        pad_edge=False,
+    )
+    table.add_column("account", no_wrap=True, min_width=10)
+    table.add_column("segment", no_wrap=True)
+    table.add_column("score", justify="right", min_width=5)
+    table.add_column("band", no_wrap=True, min_width=6)
+    chance = "probability" in scores.column_names
+    if chance:
+        what = model.spec.probability.describe().split()[0]
+        table.add_column(f"p({what})", justify="right", no_wrap=True)
+    for col in ["coverage", *model.spec.pillars]:
+        table.add_column(col, justify="right", overflow="fold", min_width=5)
+    if signals:
+        table.add_column("signals", overflow="fold")
+    for r in scores.to_pylist():
+        table.add_row(
+            r["account_id"],
+            r["segment"] or "",
+            _fmt(r["score"], 1),
+            f"[{BAND_STYLE.get(r['band'], 'dim')}]{r['band'] or 'no data'}[/]",
+            *([percent(r["probability"])] if chance else []),
+            f"{r['coverage']:.0%}",
+            *[_fmt(r[f"pillar__{p}"], 1) for p in model.spec.pillars],
+            *([r["signals"] or ""] if signals else []),
+        )
+    console.print(table)
+    if chance:
+        render_arr_at_risk(console, scores, model)
+
+
+def render_trends(console: Console, trends: pa.Table, as_of) -> None:
+    """Accounts by trend class: score now, then, and the change."""
+    table = Table(title=f"trends as of {as_of:%Y-%m-%d}", box=box.SIMPLE_HEAD)
+    for col in ("account", "trend", "score now", "then", "change"):
+        table.add_column(col, justify="right" if col in ("score now", "then", "change") else "left")
+    for r in trends.to_pylist():
+        table.add_row(
+            r["account_id"],
+            r["trend"],
+            _fmt(r["score_now"], 1),
+            _fmt(r["score_then"], 1),
+            "-" if r["change"] is None else f"{r['change']:+.1f}",
+        )
+    console.print(table)
+
+
+def render_flags(console: Console, rows: list[dict]) -> None:
+    """CSM flags, one per row: id, account, kind, since, resolved, author, note."""
+    table = Table(title=f"{len(rows)} flags", box=box.SIMPLE_HEAD)
+    for col in ("flag", "account", "kind", "since", "resolved", "author"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("note")
+    for r in rows:
+        table.add_row(
+            r["flag_id"],
+            r["account_id"],
+            r["kind"],
+            f"{r['ts']:%Y-%m-%d}",
+            f"{r['resolved_at']:%Y-%m-%d}" if r["resolved_at"] else "",
+            r["author"] or "",
+            r["note"] or "",
+        )
+    console.print(table)
+
+
+def render_probability_fit(console: Console, run) -> None:
+    """What a probability fit was fitted on, its curve (score -> probability), its notes
+    (on stderr) and the model file written."""
+    from healthscore.evaluate.probability import percent
+
+    fit, p = run.fit, run.fit.probability
+    console.print(
+        f"probability of {p.describe()} ({p.method}) fitted on {p.observations:,} observations "
+        f"at {len(fit.dates)} dates from {fit.dates[0]:%Y-%m-%d} to {fit.dates[-1]:%Y-%m-%d}, "
+        f"{p.events:,} followed by {p.outcome} (outcomes up to {p.fitted_until})",
+        highlight=False,
+    )
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    table.add_column("score", justify="right")
+    table.add_column(f"p({p.describe().split()[0]})", justify="right")
+    for x, y in p.points:
+        table.add_row(f"{x:g}", percent(y))
+    console.print(table)
+    for text in fit.notes:
+        note(text)
+    console.print(
+        f"written to {run.model.file}; new version {run.model.version[:12]}", highlight=False
+    )

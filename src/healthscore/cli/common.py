@@ -1,0 +1,215 @@
+"""What every command shares: options, output formats, the error boundary, output files.
+
+Place in the flow: the bottom of ``cli/``, above :mod:`healthscore.api` and
+:mod:`healthscore.views`. Shared options (``--db``, ``--model``, ``--as-of``,
+``--scorecard``, ``--out``) are defined once here, with one ``Format`` enum per family
+of outputs. :class:`Command` is the one error boundary: a library error prints
+``Error: ...`` and exits 1 (no traceback), arguments that do not go together and
+malformed durations are usage errors (exit 2), and the backticked parameter names of
+library messages (`` `train_until` ``) are translated into the running command's flags
+(``--train-until``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperCommand
+
+from healthscore import api
+from healthscore.errors import DurationError, HealthscoreError
+from healthscore.views import terminal
+
+# --- shared options ------------------------------------------------------------------------
+
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db", help="store URL or DuckDB file [env HEALTHSCORE_DB; default healthscore.duckdb]"
+    ),
+]
+ModelOpt = Annotated[
+    Path | None, typer.Option("--model", "-m", help="model file [default: ./healthscore.yaml]")
+]
+AsOfOpt = Annotated[
+    str | None, typer.Option("--as-of", help="score as of this date/time (UTC) [default: now]")
+]
+ScorecardOpt = Annotated[
+    str | None,
+    typer.Option("--scorecard", "-s", help="which scorecard of the model [default: health]"),
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="write the output to this file [default: stdout]"),
+]
+
+
+class TableFormat(StrEnum):
+    """A result printed as tables, or as one JSON object."""
+
+    table = "table"
+    json = "json"
+
+
+class TextFormat(StrEnum):
+    """One account's explanation as text, or as one JSON object."""
+
+    text = "text"
+    json = "json"
+
+
+class RowsFormat(StrEnum):
+    """One row per account: a table, a JSON list, or CSV."""
+
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+class ScoreFormat(StrEnum):
+    """Scores: a table, a JSON list of nested objects, CSV, or Parquet (needs --out)."""
+
+    table = "table"
+    json = "json"
+    csv = "csv"
+    parquet = "parquet"
+
+
+# one option object, typed per command by its enum: Typer lists the choices in --help
+# and rejects any other value as a usage error (exit 2) naming it
+FORMAT = typer.Option("--format", "-f", help="output format")
+
+
+# --- the error boundary --------------------------------------------------------------------
+
+# library parameter -> flag, where the flag is not the parameter's own name
+ALIASES = {
+    "constants": "--set",
+    "end": "--to",
+    "mapping": "--map",
+    "out": "--out",
+    "reps": "--bootstrap",
+    "report": "--out",
+    "start": "--from",
+    "trend": "--class",
+}
+_BACKTICKED = re.compile(r"`([a-z_][a-z0-9_]*)`")
+
+
+def flag_names(command: TyperCommand) -> dict[str, str]:
+    """Parameter name -> how the user writes it in this command (``--train-until``)."""
+    names = {}
+    for p in command.params:
+        long = [o for o in p.opts if o.startswith("--")]
+        names[p.name] = long[0] if long else (p.opts[0] if p.opts else p.name).upper()
+    return names
+
+
+def translate(message: str, command: TyperCommand | None) -> str:
+    """Backticked library parameter names in ``message`` as this command's flags; other
+    backticked text (`` `probability:` ``, `` `healthscore init` ``) stays as it is."""
+    names = {**ALIASES, **(flag_names(command) if command is not None else {})}
+    return _BACKTICKED.sub(lambda m: names.get(m.group(1), m.group(0)), message)
+
+
+class Command(TyperCommand):
+    """A command whose library errors are reported, never raised: the one boundary."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            self._check_out_folders(ctx)
+            return super().invoke(ctx)
+        except (api.ArgumentError, DurationError) as e:  # the options are wrong: usage
+            raise typer.BadParameter(translate(str(e), self), ctx=ctx) from None
+        except HealthscoreError as e:
+            terminal.error(translate(str(e), self))
+            raise typer.Exit(1) from None
+
+    def _check_out_folders(self, ctx: typer.Context) -> None:
+        """A file to write into a folder that does not exist fails before any work."""
+        for p in self.params:
+            value = ctx.params.get(p.name)
+            if "--out" in p.opts and value is not None and not value.resolve().parent.is_dir():
+                raise HealthscoreError(f"--out {value}: the folder {value.parent} does not exist")
+
+
+def reject_options(ctx: typer.Context, names: list[str], why: str) -> None:
+    """A usage error naming the options among ``names`` given on the command line:
+    a command never silently ignores a flag that does not apply."""
+    flags = flag_names(ctx.command)
+    given = [flags[n] for n in names if _source(ctx, n) == "COMMANDLINE"]
+    if given:
+        verb = "does" if len(given) == 1 else "do"
+        raise typer.BadParameter(f"{', '.join(given)} {verb} not apply {why}")
+
+
+def _source(ctx: typer.Context, name: str) -> str | None:
+    source = ctx.get_parameter_source(name)
+    return source.name if source is not None else None
+
+
+# --- output --------------------------------------------------------------------------------
+
+
+def write_output(
+    fmt: str,
+    out: Path | None,
+    result: Any,
+    *,
+    render: Callable[[Any], None],
+    rows: Any = None,
+) -> None:
+    """``result`` in format ``fmt`` to ``out`` (default stdout): ``json`` is
+    ``result.to_dict()``, ``csv``/``parquet`` the Arrow table ``rows`` (one row per
+    account), anything else what ``render(console)`` prints."""
+    if fmt == "json":
+        text = json.dumps(result.to_dict(), indent=1, default=str) + "\n"
+        if out is None:
+            sys.stdout.write(text)
+        else:
+            out.write_text(text, encoding="utf-8")
+    elif fmt == "csv":
+        import pyarrow.csv as pacsv
+
+        if out is not None:
+            pacsv.write_csv(rows, out)
+        else:
+            import pyarrow as pa
+
+            sink = pa.BufferOutputStream()
+            pacsv.write_csv(rows, sink)
+            sys.stdout.write(sink.getvalue().to_pybytes().decode())
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(rows, out)
+    else:
+        with terminal.console_to(out) as console:
+            render(console)
+
+
+def model_file(model: Path | None) -> Path:
+    """The model file a command writes into: ``--model`` or ./healthscore.yaml."""
+    path = api.model_path(model)
+    if path is None:
+        raise typer.BadParameter("no model file: pass --model or run `healthscore init`")
+    return path
+
+
+def command_name() -> str:
+    """How the user can call this program again: plain `healthscore` when it is on PATH."""
+    exe = Path(sys.argv[0])
+    if exe.name != "healthscore":
+        return "healthscore"
+    found = shutil.which("healthscore")
+    if found and Path(found).resolve() == exe.resolve():
+        return "healthscore"
+    return str(exe.resolve())

@@ -1,0 +1,58 @@
+"""CSM flag commands: ``flag add``, ``flag resolve`` and ``flag list``.
+
+Place in the flow: ``cli/``, over :mod:`healthscore.api` (add_flag, resolve_flag,
+list_flags); the list is drawn by :mod:`healthscore.views.terminal`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from healthscore import api
+from healthscore.cli.common import AsOfOpt, DbOpt
+from healthscore.views import terminal
+
+AtOpt = Annotated[str | None, typer.Option("--at", help="when (UTC) [default: now]")]
+
+
+def add_command(
+    account: Annotated[str, typer.Argument(help="account id")],
+    kind: Annotated[str, typer.Argument(help="e.g. champion_left, budget_freeze, new_champion")],
+    note: Annotated[str | None, typer.Option(help="what happened")] = None,
+    author: Annotated[str | None, typer.Option(help="who raised it")] = None,
+    at: AtOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Raise a flag on an account (active until resolved; usable as has_flag('kind'))."""
+    when = api.parse_as_of(at) if at else None
+    store = api.connect(db, create=False)
+    row = api.add_flag(store, account, kind, note=note, author=author, at=when)
+    terminal.stdout.print(
+        f"flag {row['flag_id']}: {row['kind']} on {account} from {row['ts']:%Y-%m-%d %H:%M}"
+    )
+
+
+def resolve_command(
+    flag_id: Annotated[str, typer.Argument(help="the flag's id (see flag list)")],
+    at: AtOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Resolve a flag: it no longer counts from then on (history before is kept)."""
+    when = api.parse_as_of(at) if at else None
+    row = api.resolve_flag(api.connect(db, create=False), flag_id, at=when)
+    terminal.stdout.print(f"flag {flag_id} resolved on {row['resolved_at']:%Y-%m-%d %H:%M}")
+
+
+def list_command(
+    account: Annotated[str | None, typer.Option(help="only this account")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="include resolved flags")] = False,
+    as_of: AsOfOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Flags active at a date (default now), newest first; --all for every flag."""
+    when = api.parse_as_of(as_of) if as_of else None
+    store = api.connect(db, create=False)
+    rows = api.list_flags(store, account_id=account, as_of=when, include_resolved=all_)
+    terminal.render_flags(terminal.stdout, rows)

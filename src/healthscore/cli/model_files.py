@@ -1,0 +1,96 @@
+"""Commands on model files: ``model schema``, ``model fit-percentiles`` and
+``model fit-probability``.
+
+Place in the flow: ``cli/``, over :mod:`healthscore.api` (json_schema, fit_percentiles,
+fit_probability_curve); the fitted curve is drawn by :mod:`healthscore.views.terminal`.
+Fitting writes into the model file (in place unless ``--out``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from healthscore import api
+from healthscore.cli.common import AsOfOpt, DbOpt, ModelOpt, ScorecardOpt, model_file
+from healthscore.views import terminal
+
+ModelOutOpt = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="write the fitted model here [default: in place]"),
+]
+
+
+class Method(StrEnum):
+    """How the score is mapped to a probability."""
+
+    isotonic = "isotonic"
+    platt = "platt"
+
+
+def schema_command() -> None:
+    """Print the JSON Schema of the model file (for editor completion)."""
+    sys.stdout.write(json.dumps(api.json_schema(), indent=2) + "\n")
+
+
+def fit_percentiles_command(
+    as_of: AsOfOpt = None,
+    model: ModelOpt = None,
+    db: DbOpt = None,
+    out_file: ModelOutOpt = None,
+) -> None:
+    """Fit percentile normalisation once, as of a date, and store it in the model file."""
+    path = model_file(model)
+    fitted = api.fit_percentiles(api.connect(db, create=False), path, as_of, out_file)
+    terminal.stdout.print(
+        f"fitted percentiles written to {fitted.file}; new version {fitted.version[:12]}"
+    )
+
+
+def fit_probability_command(
+    until: Annotated[
+        str, typer.Option(help="fit on observations whose horizon closed by this date (UTC)")
+    ],
+    outcome: Annotated[
+        str, typer.Option(help="churned (churn), contracted, expanded (expansion) ...")
+    ] = "churned",
+    horizon: Annotated[str, typer.Option(help="the outcome within this long")] = "90d",
+    method: Annotated[Method, typer.Option(help="how the score maps to a probability")] = (
+        Method.isotonic
+    ),
+    every: Annotated[str, typer.Option(help="step between observation dates")] = "1mo",
+    from_: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="first observation date [default: 2 years before the last one, not before "
+            "the first outcome on file]",
+        ),
+    ] = None,
+    model: ModelOpt = None,
+    db: DbOpt = None,
+    scorecard: ScorecardOpt = None,
+    out_file: ModelOutOpt = None,
+) -> None:
+    """Fit the probability of churn within a horizon from the score, out of sample, and
+    store it in the model file (then score, explain and report show it, and ARR at risk)."""
+    project = api.open_project(db, model_file(model), scorecard)
+    with terminal.progress_bar(terminal.stderr) as progress:
+        run = api.fit_probability_curve(
+            project.store,
+            project.model,
+            until,
+            outcome=outcome,
+            horizon=horizon,
+            every=every,
+            start=from_,
+            method=method.value,
+            out=out_file,
+            progress=progress,
+        )
+    terminal.render_probability_fit(terminal.stdout, run)

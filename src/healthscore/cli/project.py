@@ -1,0 +1,127 @@
+"""Commands that set a project up: ``init``, ``load``, ``validate`` and ``demo``.
+
+Place in the flow: ``cli/``, over :mod:`healthscore.api` (init_project, load_plan,
+load_table, validate_model, run_demo); rendering comes from :mod:`healthscore.views`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from healthscore import api
+from healthscore.cli.common import DbOpt, command_name
+from healthscore.views import terminal
+
+
+def init_command(
+    directory: Annotated[Path, typer.Argument(help="project folder")] = Path("."),
+    force: Annotated[bool, typer.Option(help="overwrite an existing model file")] = False,
+) -> None:
+    """Write a starter project: healthscore.yaml (the default model) and an empty store."""
+    result = api.init_project(directory, force=force)
+    if result.kept:
+        terminal.stderr.print(f"{result.model_file} exists; keeping it (use --force to overwrite)")
+    else:
+        terminal.stdout.print(f"wrote {result.model_file}")
+    terminal.stdout.print(f"store ready: {result.db_path}")
+    terminal.stdout.print(
+        "next: healthscore load accounts accounts.csv   (see `healthscore load --help`)"
+    )
+
+
+def load_command(
+    table: Annotated[str, typer.Argument(help="canonical table, e.g. accounts, usage_events")],
+    file: Annotated[Path, typer.Argument(help="CSV, Parquet or JSON-lines file")],
+    map_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map",
+            help="rename a column: source_col=canonical_col (repeatable; a column mapped "
+            "twice feeds two columns, e.g. --map 'Customer ID=account_id' "
+            "--map 'Customer ID=outcome_id')",
+        ),
+    ] = None,
+    spec: Annotated[
+        Path | None,
+        typer.Option(
+            help="a YAML load spec holding map:, set:, date_format: and value maps "
+            "(see docs/data.md); --map, --set and --date-format add to it and win"
+        ),
+    ] = None,
+    rejects: Annotated[
+        Path | None,
+        typer.Option(help="load the valid rows and write invalid ones with reasons to this CSV"),
+    ] = None,
+    date_format: Annotated[
+        str | None, typer.Option(help="strptime format for ambiguous dates, e.g. %d/%m/%Y")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="a column the file lacks, same value on every row: col=value"),
+    ] = None,
+    account_from: Annotated[
+        str | None,
+        typer.Option(
+            help="the file has no account_id: look it up in this table by its key "
+            "(e.g. subscriptions: usage rows carrying subscription_id)"
+        ),
+    ] = None,
+    db: DbOpt = None,
+) -> None:
+    """Load a file into a canonical table (idempotent: reloading changes nothing).
+
+    Rows are matched by key: new ones are inserted, changed ones updated. Columns the
+    file does not have keep their stored values, so several files with different
+    columns about the same rows (accounts from a CRM export and a billing export) add
+    up. A --spec file can also recode values (e.g. Churned -> churned); a row whose key
+    or a required value is recoded to null is skipped and counted.
+    """
+    # the plan first: a bad spec or --map leaves no empty store behind
+    plan = api.load_plan(table, spec, map_ or [], set_ or [], date_format)
+    store = api.connect(db)
+    result = api.load_table(store, table, file, plan, rejects=rejects, account_from=account_from)
+    terminal.stdout.print(str(result))
+    for text in result.warnings:
+        terminal.warning(text)
+    if result.rejected:
+        terminal.warning(f"{result.rejected} invalid rows written to {rejects}")
+    if result.unknown_accounts:
+        terminal.warning(
+            f"{result.unknown_accounts} rows refer to accounts that are not in the accounts "
+            "table (yet); they count once those accounts are loaded"
+        )
+
+
+def validate_command(
+    model: Annotated[Path | None, typer.Argument(help="model file")] = None,
+) -> None:
+    """Check a model file; report each problem with its line and key path."""
+    terminal.render_validation(terminal.stdout, api.validate_model(model))
+
+
+def demo_command(
+    accounts: Annotated[int, typer.Option(help="number of accounts")] = 1000,
+    months: Annotated[int, typer.Option(help="months of history")] = 18,
+    seed: Annotated[int, typer.Option(help="random seed")] = 7,
+    directory: Annotated[Path, typer.Option("--dir", help="working folder")] = Path("."),
+    history_months: Annotated[
+        int, typer.Option(help="months of weekly score history to store (0: none)")
+    ] = 12,
+    report: Annotated[bool, typer.Option(help="write report.html")] = True,
+) -> None:
+    """Generate a realistic book of business, load it, score it, store weekly history,
+    explain the rapid declines, write the portfolio report and summarise it."""
+    with terminal.progress_bar(terminal.stdout) as progress:
+        result = api.run_demo(
+            directory,
+            accounts=accounts,
+            months=months,
+            seed=seed,
+            history_months=history_months,
+            report=report,
+            progress=progress,
+        )
+    terminal.render_portfolio(terminal.stdout, result, command_name())

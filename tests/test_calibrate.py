@@ -190,8 +190,16 @@ def test_unknown_outcome_and_no_training_window_are_explained(calibrated):
     store, _ = calibrated
     with pytest.raises(ScoringError, match="unknown outcome 'refund'"):
         cal.calibrate(store, hs.load_model(None), D, outcome="refund")
-    with pytest.raises(ScoringError, match="no observation date"):
+    with pytest.raises(ScoringError, match="no observation date") as e:
         cal.calibrate(store, hs.load_model(None), datetime(2023, 8, 1))
+    # the library names its parameters; the CLI translates them into its flags
+    assert "`train_until`" in str(e.value) and "--" not in str(e.value)
+
+
+def test_target_recall_out_of_range_names_the_parameter(calibrated):
+    store, _ = calibrated
+    with pytest.raises(ScoringError, match=r"`target_recall` must be within \(0, 1\]"):
+        cal.calibrate(store, hs.load_model(None), D, target_recall=1.5)
 
 
 def test_cli_calibrate_prints_weights_and_the_held_out_comparison(demo, calibrated, tmp_path):

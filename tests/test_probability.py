@@ -153,8 +153,10 @@ def test_fit_without_any_outcome_in_the_horizon_says_so(book):
         _fit(book, outcome="renewed", horizon="30d", until=datetime(2025, 4, 1))
     with pytest.raises(hs.ScoringError, match="unknown outcome 'lost'"):
         _fit(book, outcome="lost")
-    with pytest.raises(hs.ScoringError, match="horizon closed by 2025-02-01"):
+    with pytest.raises(hs.ScoringError, match="horizon closed by 2025-02-01.*pass `start`"):
         _fit(book, until=datetime(2025, 2, 1))
+    with pytest.raises(hs.errors.DurationError, match="`horizon`: not a duration"):
+        _fit(book, horizon="soon")
 
 
 def test_refitting_reuses_the_history_of_the_unfitted_model(book):
@@ -237,6 +239,17 @@ def test_write_probability_keeps_comments_and_validates(tmp_path):
     m2 = prob.write_probability(tmp_path / "out.yaml", p2, tmp_path / "out.yaml")
     assert m2.spec.probability == p2
     assert (tmp_path / "out.yaml").read_text().count("probability:") == 1
+
+
+def test_a_model_text_that_does_not_validate_is_never_written(tmp_path):
+    from healthscore.core.modelfile import save_model_text
+
+    path = tmp_path / "m.yaml"
+    path.write_text("# my model\n" + SMALL)
+    with pytest.raises(hs.ModelError, match="does not validate"):
+        save_model_text("pillars: 3\n", path, hs.load_model_text)
+    assert path.read_text() == "# my model\n" + SMALL
+    assert [p.name for p in tmp_path.iterdir()] == ["m.yaml"]  # no temporary file left
 
 
 # --- scoring, history, explain -------------------------------------------------------------

@@ -1,13 +1,14 @@
 """Backtesting: how well a model's past scores would have predicted real outcomes.
 
-Place in the flow: after ``history``; it reads the stored point-in-time scores of one
-model version (computing the missing observation dates first, so nothing is scored
-with hindsight) and the ``outcomes`` table, and measures:
+Place in the flow: after ``engine.history``; it stores the point-in-time scores of one
+model version at the observation dates (computing the missing ones first, so nothing
+is scored with hindsight), takes its observations from
+:mod:`healthscore.evaluate.observations` and measures them with
+:mod:`healthscore.evaluate.stats`:
 
 - **Observations** are (account, observation date) pairs at ``start``, ``start + every``
   ... ``end``; the label is whether the outcome (default ``churned``) happens within
-  ``horizon`` after the date. Accounts whose outcome came on or before the date are left
-  out, and so are observations whose label window ends after the last outcome on file.
+  ``horizon`` after the date (see :func:`healthscore.evaluate.observations.observations`).
 - **Churn recall** (what CS teams call churn prediction accuracy): of the churn events,
   the share whose account's latest stored score at or before churn - ``lead`` was red;
   and the share that was green then.
@@ -37,30 +38,29 @@ import pandas as pd
 
 from healthscore.core.time import dates_between, shift
 from healthscore.engine import asof
-from healthscore.engine.history import SCORES, ensure_tables
-from healthscore.errors import ScoringError
+from healthscore.engine.history import ensure_tables
+from healthscore.evaluate.observations import (
+    GOOD,
+    RISK,
+    observations,
+    outcome_events,
+    stored_scores,
+)
+from healthscore.evaluate.stats import (
+    Difference,
+    Estimate,
+    account_rows,
+    average_precision,
+    bootstrap,
+    interval,
+    ratio,
+    roc_auc,
+    take,
+)
 from healthscore.model import Model
 from healthscore.store import Store
 
-#: outcomes a score predicts by being low (red) and by being high (green)
-RISK, GOOD = "churned", "expanded"
 MIN_EVENTS = 20  # below this many outcome events, the evidence is called weak
-
-
-@dataclass
-class Estimate:
-    """A figure with its bootstrap interval (``lo``/``hi`` are None when not computable)."""
-
-    value: float | None
-    lo: float | None = None
-    hi: float | None = None
-
-    def __str__(self) -> str:
-        if self.value is None:
-            return "-"
-        if self.lo is None:
-            return f"{self.value:.3f}"
-        return f"{self.value:.3f} [{self.lo:.3f}, {self.hi:.3f}]"
 
 
 @dataclass
@@ -95,14 +95,6 @@ class Evaluation:
 
 
 @dataclass
-class Difference:
-    """New minus current on the same observations, with a paired bootstrap interval."""
-
-    metric: str
-    value: Estimate
-
-
-@dataclass
 class BacktestResult:
     model_label: str
     model_version: str
@@ -125,102 +117,7 @@ class BacktestResult:
         return d
 
 
-# --- data -----------------------------------------------------------------------------------
-
-
-def stored_scores(store: Store, model: Model) -> pd.DataFrame:
-    t = store.stored(SCORES)
-    t = t.filter(
-        t.model_version == model.version,
-        t.scorecard == model.scorecard_name,
-        t.score.notnull(),
-    )
-    df = store.execute(t.select("account_id", "as_of", "score", "band", "segment")).to_pandas()
-    return df.sort_values(["account_id", "as_of"], kind="stable").reset_index(drop=True)
-
-
-def outcome_events(store: Store) -> pd.DataFrame:
-    df = store.execute(store.table("outcomes").select("account_id", "ts", "kind")).to_pandas()
-    return df.sort_values(["account_id", "ts"], kind="stable").reset_index(drop=True)
-
-
-def within_horizon(obs: pd.DataFrame, events: pd.DataFrame, horizon: str) -> np.ndarray:
-    """For each observation (account, as_of): an event in (as_of, as_of + horizon]."""
-    if events.empty or obs.empty:
-        return np.zeros(len(obs), dtype=bool)
-    ends = obs["as_of"].map(lambda d: shift(d, horizon, +1))
-    m = obs[["account_id", "as_of"]].assign(_end=ends.values, _i=np.arange(len(obs)))
-    j = m.merge(events[["account_id", "ts"]], on="account_id", how="inner")
-    hit = j[(j["ts"] > j["as_of"]) & (j["ts"] <= j["_end"])]["_i"].unique()
-    out = np.zeros(len(obs), dtype=bool)
-    out[hit] = True
-    return out
-
-
-def observations(
-    store: Store,
-    model: Model,
-    dates: list[datetime],
-    horizon: str,
-    outcome: str = RISK,
-    until: datetime | None = None,
-) -> tuple[pd.DataFrame, list[str]]:
-    """Scored (account, date) pairs with their label and whether a renewal followed.
-
-    With ``until``, only outcomes up to then are read, as if the table ended there:
-    observations whose horizon ends later are left out (a fit never sees later data).
-    """
-    notes = []
-    stored = stored_scores(store, model)
-    obs = stored[stored["as_of"].isin(dates)].reset_index(drop=True)
-    out = outcome_events(store)
-    if until is not None:
-        out = out[out["ts"] <= until].reset_index(drop=True)
-    events = out[out["kind"] == outcome]
-    if out.empty:
-        raise ScoringError("the outcomes table is empty: load renewals and churns first")
-    if obs.empty:
-        raise ScoringError(
-            f"no account has a stored score at the {len(dates)} observation dates "
-            f"({min(dates):%Y-%m-%d} .. {max(dates):%Y-%m-%d})",
-            hint="choose dates when the accounts existed and had data",
-        )
-    last = out["ts"].max()
-    open_window = obs["as_of"].map(lambda d: shift(d, horizon, +1) > last).astype(bool)
-    if open_window.any():
-        notes.append(
-            f"{int(open_window.sum()):,} observations left out: their {horizon} horizon ends "
-            f"after the last outcome on file ({last:%Y-%m-%d})"
-        )
-        obs = obs[~open_window.values].reset_index(drop=True)
-    # an account whose outcome already happened is no longer a prediction target
-    first = events.groupby("account_id")["ts"].min()
-    done = np.zeros(len(obs), dtype=bool)
-    if not events.empty:
-        done = obs["account_id"].map(first).le(obs["as_of"]).fillna(False).to_numpy(bool)
-    obs = obs[~done].reset_index(drop=True)
-    obs["label"] = within_horizon(obs, events, horizon)
-    obs["renewed"] = within_horizon(obs, out[out["kind"] == "renewed"], horizon)
-    return obs, notes
-
-
 # --- metrics ---------------------------------------------------------------------------------
-
-
-def _auc(y: np.ndarray, risk: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, risk)) if 0 < y.sum() < len(y) else None
-
-
-def _ap(y: np.ndarray, risk: np.ndarray) -> float | None:
-    from sklearn.metrics import average_precision_score
-
-    return float(average_precision_score(y, risk)) if 0 < y.sum() < len(y) else None
-
-
-def _ratio(a: float, b: float) -> float | None:
-    return float(a / b) if b else None
 
 
 def _corr(score: np.ndarray, y: np.ndarray) -> float | None:
@@ -230,6 +127,7 @@ def _corr(score: np.ndarray, y: np.ndarray) -> float | None:
 
 
 def lift_by_decile(score: np.ndarray, y: np.ndarray, positive_low: bool) -> list[float | None]:
+    """Outcome rate per tenth of the observations, riskiest first, over the overall rate."""
     if not len(y) or not y.any():
         return []
     order = np.argsort(score if positive_low else -score, kind="stable")
@@ -243,10 +141,10 @@ def _point_figures(obs: pd.DataFrame, flagged: np.ndarray, risk: np.ndarray) -> 
     y = obs["label"].to_numpy(bool)
     neg = ~y
     return {
-        "false_positive_rate": _ratio((flagged & neg).sum(), neg.sum()),
-        "precision": _ratio((flagged & y).sum(), flagged.sum()),
-        "roc_auc": _auc(y, risk),
-        "pr_auc": _ap(y, risk),
+        "false_positive_rate": ratio((flagged & neg).sum(), neg.sum()),
+        "precision": ratio((flagged & y).sum(), flagged.sum()),
+        "roc_auc": roc_auc(y, risk),
+        "pr_auc": average_precision(y, risk),
         "correlation": _corr(obs["score"].to_numpy(float), y),
     }
 
@@ -275,7 +173,7 @@ def _red_run_start(stored: pd.DataFrame, account: str, until: datetime, band: st
     return start
 
 
-def _evaluate(
+def measure(
     obs: pd.DataFrame,
     stored: pd.DataFrame,
     events: pd.DataFrame,
@@ -283,12 +181,18 @@ def _evaluate(
     lead: str,
     start: datetime,
     end: datetime,
-    boot: list[np.ndarray],
-    accounts: np.ndarray,
+    *,
+    reps: int,
+    seed: int,
     judged: pd.DataFrame | None = None,
 ) -> Metrics:
-    """One model's figures; ``judged`` (snapshot data) gives the events and the band each
-    was judged by directly, instead of the stored score at event - lead (no lead time)."""
+    """One model's figures on labelled observations, with account-bootstrap intervals.
+
+    Recall judges each outcome event in ``events`` by the account's latest ``stored``
+    score at or before the event - ``lead`` (between ``start`` and ``end``); ``judged``
+    (snapshot data) gives the events and the band each was judged by directly instead
+    (no lead time).
+    """
     risky = outcome != GOOD
     snapshot = judged is not None
     flag_band = "red" if risky else "green"
@@ -300,34 +204,27 @@ def _evaluate(
     if judged is None:
         judged = _event_view(stored, events, lead, start, end)
         judged = judged[judged["band"].notna()] if "band" in judged else judged
-    recall = _ratio((judged["band"] == flag_band).sum(), len(judged)) if len(judged) else None
-    opposite = _ratio((judged["band"] == opposite_band).sum(), len(judged)) if len(judged) else None
+    recall = ratio((judged["band"] == flag_band).sum(), len(judged)) if len(judged) else None
+    opposite = ratio((judged["band"] == opposite_band).sum(), len(judged)) if len(judged) else None
     # bootstrap over accounts: the same resamples for every figure
-    acc_index = {a: i for i, a in enumerate(accounts)}
-    obs_acc = obs["account_id"].map(acc_index).to_numpy()
-    ev_acc = judged["account_id"].map(acc_index).to_numpy() if len(judged) else np.array([])
-    draws: dict[str, list[float]] = {k: [] for k in (*figures, "recall", "opposite")}
-    obs_rows = rows_by_group(obs_acc, len(accounts))
-    ev_rows = rows_by_group(ev_acc, len(accounts))
-    for sample in boot:
-        o = np.concatenate([obs_rows[i] for i in sample]) if len(obs) else np.array([], int)
-        sub = obs.iloc[o]
-        f = _point_figures(sub, flagged[o], risk[o])
-        for k, v in f.items():
-            if v is not None:
-                draws[k].append(v)
-        e = np.concatenate([ev_rows[i] for i in sample]) if len(judged) else np.array([], int)
+    accounts = np.array(sorted(obs["account_id"].unique()))
+    obs_rows = account_rows(accounts, obs["account_id"])
+    ev_rows = account_rows(accounts, judged["account_id"])
+    judged_bands = judged["band"].to_numpy()
+
+    def resampled(sample: np.ndarray) -> dict[str, float | None]:
+        o = take(obs_rows, sample)
+        f = _point_figures(obs.iloc[o], flagged[o], risk[o])
+        e = take(ev_rows, sample)
         if len(e):
-            bands = judged["band"].to_numpy()[e]
-            draws["recall"].append(float((bands == flag_band).mean()))
-            draws["opposite"].append(float((bands == opposite_band).mean()))
+            f["recall"] = float((judged_bands[e] == flag_band).mean())
+            f["opposite"] = float((judged_bands[e] == opposite_band).mean())
+        return f
+
+    draws = bootstrap(resampled, len(accounts), reps, seed)
 
     def est(key, value):
-        xs = draws[key]
-        if value is None or len(xs) < 20:
-            return Estimate(value)
-        lo, hi = np.percentile(xs, [2.5, 97.5])
-        return Estimate(value, float(lo), float(hi))
+        return interval(value, draws.get(key, []))
 
     leads = []
     if risky and len(judged) and not snapshot:
@@ -353,19 +250,8 @@ def _evaluate(
         lift=lift_by_decile(score, y, risky),
         median_lead_days=float(np.median(leads)) if leads else None,
         flagged_but_renewed=int(renewed.sum()),
-        flagged_but_renewed_share=_ratio(renewed.sum(), flagged.sum()) if risky else None,
+        flagged_but_renewed_share=ratio(renewed.sum(), flagged.sum()) if risky else None,
     )
-
-
-def rows_by_group(groups: np.ndarray, n: int) -> list[np.ndarray]:
-    order = np.argsort(groups, kind="stable")
-    bounds = np.searchsorted(groups[order], np.arange(n + 1))
-    return [order[bounds[i] : bounds[i + 1]] for i in range(n)]
-
-
-def bootstrap_accounts(n_accounts: int, reps: int, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, n_accounts, n_accounts) for _ in range(reps)]
 
 
 def evaluate(
@@ -388,17 +274,13 @@ def evaluate(
     out = outcome_events(store)
     events = out[out["kind"] == outcome]
     start, end = min(dates), max(dates)
-    accounts = np.array(sorted(obs["account_id"].unique()))
-    boot = bootstrap_accounts(len(accounts), reps, seed)
-    overall = _evaluate(obs, stored, events, outcome, lead, start, end, boot, accounts)
+    overall = measure(obs, stored, events, outcome, lead, start, end, reps=reps, seed=seed)
     segments = {}
     for seg, part in obs.groupby(obs["segment"].fillna("(none)"), sort=True):
         part = part.reset_index(drop=True)
-        seg_accounts = np.array(sorted(part["account_id"].unique()))
-        seg_events = events[events["account_id"].isin(seg_accounts)]
-        seg_boot = bootstrap_accounts(len(seg_accounts), reps, seed)
-        segments[str(seg)] = _evaluate(
-            part, stored, seg_events, outcome, lead, start, end, seg_boot, seg_accounts
+        seg_events = events[events["account_id"].isin(part["account_id"].unique())]
+        segments[str(seg)] = measure(
+            part, stored, seg_events, outcome, lead, start, end, reps=reps, seed=seed
         )
     return Evaluation(outcome, overall, segments), obs, notes
 
@@ -435,52 +317,44 @@ def backtest(
     result = BacktestResult(
         model.label, model.version, start, end, every, horizon, lead, evaluations={}
     )
-    for kind in kinds:
-        ev, obs, notes = evaluate(
-            store, model, dates, outcome=kind, horizon=horizon, lead=lead, reps=reps, seed=seed
+
+    def measured(m: Model, kind: str, keep: pd.DataFrame | None = None):
+        return evaluate(
+            store,
+            m,
+            dates,
+            outcome=kind,
+            horizon=horizon,
+            lead=lead,
+            reps=reps,
+            seed=seed,
+            keep=keep,
         )
+
+    for kind in kinds:
+        ev, obs, notes = measured(model, kind)
         result.notes += [n for n in notes if n not in result.notes]
         if vs is not None:
-            ev_vs, obs_vs, _ = evaluate(
-                store, vs, dates, outcome=kind, horizon=horizon, lead=lead, reps=reps, seed=seed
-            )
+            ev_vs, obs_vs, _ = measured(vs, kind)
             both = obs[["account_id", "as_of"]].merge(obs_vs[["account_id", "as_of"]])
             if len(both) < len(obs) or len(both) < len(obs_vs):
-                ev, obs, _ = evaluate(
-                    store,
-                    model,
-                    dates,
-                    outcome=kind,
-                    horizon=horizon,
-                    lead=lead,
-                    reps=reps,
-                    seed=seed,
-                    keep=both,
-                )
-                ev_vs, obs_vs, _ = evaluate(
-                    store,
-                    vs,
-                    dates,
-                    outcome=kind,
-                    horizon=horizon,
-                    lead=lead,
-                    reps=reps,
-                    seed=seed,
-                    keep=both,
-                )
+                # the two models scored different observations: measure both on the common ones
+                ev, obs, _ = measured(model, kind, both)
+                ev_vs, obs_vs, _ = measured(vs, kind, both)
             result.vs_label = vs.label
             result.vs_evaluations = result.vs_evaluations or {}
             result.vs_evaluations[kind] = ev_vs
-            result.differences[kind] = _paired(obs, obs_vs, kind, reps, seed)
+            result.differences[kind] = paired_differences(obs, obs_vs, kind, reps, seed)
         result.evaluations[kind] = ev
-        result.notes += _weak(ev, kind, model.label)
+        result.notes += weak_evidence_notes(ev, kind, model.label)
     return result
 
 
-def _paired(
+def paired_differences(
     a: pd.DataFrame, b: pd.DataFrame, outcome: str, reps: int, seed: int
 ) -> list[Difference]:
-    """AUC and false-positive-rate differences (a - b) with a paired account bootstrap."""
+    """ROC AUC and false-positive-rate of ``a`` minus ``b`` on the observations both have
+    (labelled frames with ``score`` and ``band``), with a paired account bootstrap."""
     key = ["account_id", "as_of"]
     m = a[[*key, "score", "band", "label"]].merge(
         b[[*key, "score", "band"]], on=key, suffixes=("", "_b")
@@ -492,11 +366,11 @@ def _paired(
 
     def figures(idx):
         yy = y[idx]
-        auc_a = _auc(yy, sign * m["score"].to_numpy(float)[idx])
-        auc_b = _auc(yy, sign * m["score_b"].to_numpy(float)[idx])
+        auc_a = roc_auc(yy, sign * m["score"].to_numpy(float)[idx])
+        auc_b = roc_auc(yy, sign * m["score_b"].to_numpy(float)[idx])
         neg = ~yy
-        fpr_a = _ratio(((m["band"].to_numpy()[idx] == flag) & neg).sum(), neg.sum())
-        fpr_b = _ratio(((m["band_b"].to_numpy()[idx] == flag) & neg).sum(), neg.sum())
+        fpr_a = ratio(((m["band"].to_numpy()[idx] == flag) & neg).sum(), neg.sum())
+        fpr_b = ratio(((m["band_b"].to_numpy()[idx] == flag) & neg).sum(), neg.sum())
         return {
             "roc_auc": None if auc_a is None or auc_b is None else auc_a - auc_b,
             "false_positive_rate": None if fpr_a is None or fpr_b is None else fpr_a - fpr_b,
@@ -504,27 +378,14 @@ def _paired(
 
     point = figures(np.arange(len(m)))
     accounts = np.array(sorted(m["account_id"].unique()))
-    rows = rows_by_group(
-        m["account_id"].map({a: i for i, a in enumerate(accounts)}).to_numpy(), len(accounts)
-    )
-    draws = {k: [] for k in point}
-    for sample in bootstrap_accounts(len(accounts), reps, seed):
-        idx = np.concatenate([rows[i] for i in sample]) if len(m) else np.array([], int)
-        for k, v in figures(idx).items():
-            if v is not None:
-                draws[k].append(v)
-    out = []
-    for k, v in point.items():
-        if v is None or len(draws[k]) < 20:
-            out.append(Difference(k, Estimate(v)))
-        else:
-            lo, hi = np.percentile(draws[k], [2.5, 97.5])
-            out.append(Difference(k, Estimate(v, float(lo), float(hi))))
-    return out
+    rows = account_rows(accounts, m["account_id"])
+    draws = bootstrap(lambda sample: figures(take(rows, sample)), len(accounts), reps, seed)
+    return [Difference(k, interval(v, draws.get(k, []))) for k, v in point.items()]
 
 
-def _weak(ev: Evaluation, outcome: str, label: str) -> list[str]:
-    """Plain words when the evidence does not support a claim."""
+def weak_evidence_notes(ev: Evaluation, outcome: str, label: str) -> list[str]:
+    """Plain words when the evidence does not support a claim: too few events judged, no
+    outcome at all, or a ROC AUC whose interval includes chance."""
     m = ev.overall
     notes = []
     if m.events < MIN_EVENTS:

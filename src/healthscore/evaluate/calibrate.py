@@ -1,9 +1,10 @@
 """Calibration: learn a model's weights, anchors, directions and bands from outcomes.
 
 Place in the flow: after ``backtest``. It reads the stored point-in-time history of the
-current model (computing the missing dates first) and the ``outcomes`` table, and
-writes a new model file: still the same explainable weighted sum, with numbers learned
-from what happened.
+current model (computing the missing dates first) and the ``outcomes`` table (through
+:mod:`healthscore.evaluate.observations`), and writes a new model file through
+:mod:`healthscore.core.modelfile`: still the same explainable weighted sum, with numbers
+learned from what happened.
 
 - **The time split.** Observations are the backtest's (account, date) pairs at
   ``start``, ``start + every`` ... up to ``train_until - horizon``: every label window
@@ -55,7 +56,6 @@ Everything is deterministic: the same data, model and options give the same file
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -63,31 +63,30 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap
 
+from healthscore.core.modelfile import (
+    block_map,
+    dump_document,
+    edit_model_text,
+    flow_map,
+    number,
+    save_model_text,
+)
 from healthscore.core.tables import TABLES
 from healthscore.core.time import dates_between, shift
 from healthscore.engine import asof
 from healthscore.engine.history import LINES, ensure_tables
 from healthscore.errors import ScoringError
 from healthscore.evaluate import backtest as bt
+from healthscore.evaluate.observations import (
+    observations,
+    outcome_events,
+    outcome_kind,
+    training_observations,
+)
 from healthscore.model import HEALTH, Model, default_model_text, load_model_text
 from healthscore.store import Store
 
-#: outcome kinds and the words the CLI also accepts for them
-OUTCOMES = {
-    "churn": "churned",
-    "churned": "churned",
-    "renewal": "renewed",
-    "renewed": "renewed",
-    "expansion": "expanded",
-    "expanded": "expanded",
-    "contraction": "contracted",
-    "contracted": "contracted",
-    "reactivation": "reactivated",
-    "reactivated": "reactivated",
-}
 QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 #: refinement passes: each metric's normalisation re-chosen given the others' fitted effect
 REFINE_ROUNDS = 2
@@ -178,21 +177,6 @@ class CalibrationResult:
 # --- data ----------------------------------------------------------------------------------
 
 
-def outcome_kind(text: str) -> str:
-    """``churn`` -> ``churned``; the outcome kinds of the ``outcomes`` table.
-
-    >>> outcome_kind("churn")
-    'churned'
-    """
-    kind = OUTCOMES.get(str(text).strip().lower())
-    if kind is None:
-        raise ScoringError(
-            f"unknown outcome {text!r}",
-            hint="use churn, renewed, expanded, contracted or reactivated",
-        )
-    return kind
-
-
 def data_start(store: Store, model: Model) -> datetime | None:
     """From when every event table the model reads has data (None: no events).
 
@@ -209,31 +193,6 @@ def data_start(store: Store, model: Model) -> datetime | None:
         if v is not None:
             firsts.append(v if isinstance(v, datetime) else datetime(v.year, v.month, v.day))
     return max(firsts) if firsts else None
-
-
-def training_observations(
-    store: Store, model: Model, dates: list[datetime], horizon: str, outcome: str, until: datetime
-) -> pd.DataFrame:
-    """The backtest's observations at ``dates``, reading only outcomes dated by ``until``.
-
-    Labels need no later outcome (every window closes by ``until``); windows that end
-    after the last outcome known by ``until`` are left out, as the backtest does.
-    """
-    stored = bt.stored_scores(store, model)
-    obs = stored[stored["as_of"].isin(dates)].reset_index(drop=True)
-    out = bt.outcome_events(store)
-    out = out[out["ts"] <= until].reset_index(drop=True)
-    if out.empty:
-        raise ScoringError(f"no outcome on file by {until:%Y-%m-%d}: nothing to learn from")
-    last = out["ts"].max()
-    closed = obs["as_of"].map(lambda d: shift(d, horizon, +1) <= last).to_numpy(bool)
-    obs = obs[closed].reset_index(drop=True)
-    events = out[out["kind"] == outcome]
-    first = events.groupby("account_id")["ts"].min()
-    done = obs["account_id"].map(first).le(obs["as_of"]).fillna(False).to_numpy(bool)
-    obs = obs[~done].reset_index(drop=True)
-    obs["label"] = bt.within_horizon(obs, events, horizon)
-    return obs
 
 
 def score_lines(store: Store, model: Model, dates: list[datetime]) -> pd.DataFrame:
@@ -760,7 +719,32 @@ def _yellow_for(
     return 99.0, False
 
 
-def features(
+def fit_bands(
+    score: np.ndarray,
+    forced: np.ndarray,
+    y: np.ndarray,
+    old_green_share: float,
+    target_recall: float,
+) -> tuple[float, float, bool]:
+    """The new bands from the new ``score`` (and rule-``forced`` bands) of observations
+    labelled ``y``: (yellow, green, whether the target recall was reached).
+
+    Yellow (red below it) is the lowest whole number at which ``target_recall`` of the
+    positives are red (99 when none is); green keeps the share of green observations
+    the old model had, at least a point above yellow.
+    """
+    yellow, reached = _yellow_for(score, forced, y, target_recall)
+    green = float(np.ceil(np.quantile(score, 1.0 - old_green_share))) if old_green_share else 100.0
+    return yellow, min(max(green, yellow + 1.0), 100.0), reached
+
+
+def check_target_recall(target_recall: float) -> None:
+    """A recall to reach is a share of the positives: within (0, 1]."""
+    if not 0 < target_recall <= 1:
+        raise ScoringError(f"`target_recall` must be within (0, 1] (got {target_recall})")
+
+
+def calibration_features(
     store: Store, model: Model, obs: pd.DataFrame, dates: list[datetime]
 ) -> tuple[list[_Feature], pd.DataFrame]:
     """Per scored metric its stored raw and normalised values at the observations, and
@@ -858,8 +842,7 @@ def calibrate(
     """
 
     outcome = outcome_kind(outcome)
-    if not 0 < target_recall <= 1:
-        raise ScoringError(f"--target-recall must be within (0, 1] (got {target_recall})")
+    check_target_recall(target_recall)
     model = model.scorecard(HEALTH)
     ensure_tables(store)
     if start is None:
@@ -871,8 +854,8 @@ def calibrate(
     if last_train < start:
         raise ScoringError(
             f"no observation date between {start:%Y-%m-%d} and {last_train:%Y-%m-%d} "
-            f"(--train-until minus the {horizon} horizon)",
-            hint="choose a later --train-until or an earlier --from",
+            f"(`train_until` minus the {horizon} `horizon`)",
+            hint="choose a later `train_until` or an earlier `start`",
         )
     dates = [
         d for d in dates_between(start, last_train, every) if shift(d, horizon, +1) <= train_until
@@ -884,10 +867,10 @@ def calibrate(
         raise ScoringError(
             f"only {int(y.sum())} of {len(y):,} training observations had {outcome} within "
             f"{horizon} by {train_until:%Y-%m-%d}: too few to calibrate on",
-            hint="choose a later --train-until or an earlier --from",
+            hint="choose a later `train_until` or an earlier `start`",
         )
     notes: list[str] = []
-    feats, holds = features(store, model, obs, dates)
+    feats, holds = calibration_features(store, model, obs, dates)
     pillars = list(model.spec.pillars)
     # an account's observations are correlated: demand the margin per account, not per row
     gain = ANCHOR_GAIN * len(obs) / max(obs["account_id"].nunique(), 1)
@@ -906,15 +889,13 @@ def calibrate(
         )
     # the new score on the training observations, with the file's rounded numbers
     score, forced = learned_score(model, fitted, feats, holds)
-    yellow, reached = _yellow_for(score, forced, y, target_recall)
+    old_green_share = float((obs["band"] == "green").mean())
+    yellow, green, reached = fit_bands(score, forced, y, old_green_share, target_recall)
     if not reached:
         notes.append(
             f"no band threshold reaches {target_recall:.0%} recall on the training "
             "observations; yellow set to 99"
         )
-    old_green_share = float((obs["band"] == "green").mean())
-    green = float(np.ceil(np.quantile(score, 1.0 - old_green_share))) if old_green_share else 100.0
-    green = min(max(green, yellow + 1.0), 100.0)
     segment_bands = {}
     for seg in sorted(obs["segment"].dropna().unique()):
         part = (obs["segment"] == seg).to_numpy()
@@ -944,8 +925,8 @@ def calibrate(
         f"fitted by a non-negative\nlogistic model; bands: yellow for {target_recall:.0%} "
         "recall of the training observations, green keeps the old green share."
     )
-    text = write_model_text(
-        _source_text(model),
+    text = calibrated_model_text(
+        model,
         changes,
         {"green": green, "yellow": yellow},
         header,
@@ -955,9 +936,7 @@ def calibrate(
             for s, t in segment_bands.items()
         },
     )
-    new = load_model_text(text, file=str(out) if out else "<calibrated model>")
-    if out is not None:
-        Path(out).write_text(text, encoding="utf-8")
+    new = save_model_text(text, out, load_model_text, name="<calibrated model>")
     pillar_changes = {
         p: (model.pillar_weights()[p], sum(c.new_weight for c in changes if c.pillar == p))
         for p in pillars
@@ -1001,7 +980,7 @@ def lines_missing(lines: pd.DataFrame, obs: pd.DataFrame, metric: str) -> np.nda
 
 def _held_out(store: Store, old: Model, result: CalibrationResult, *, reps, seed, progress):
     """Backtest new vs old on the dates from train_until on; recall at the old FPR."""
-    out = bt.outcome_events(store)
+    out = outcome_events(store)
     if out.empty:
         return
     end = shift(out["ts"].max().to_pydatetime(), result.horizon, -1)
@@ -1039,8 +1018,8 @@ def equal_fpr(
     forces red); the threshold is the highest whose false-positive rate does not exceed
     the old model's.
     """
-    a, _ = bt.observations(store, old, dates, horizon, outcome)
-    b, _ = bt.observations(store, new, dates, horizon, outcome)
+    a, _ = observations(store, old, dates, horizon, outcome)
+    b, _ = observations(store, new, dates, horizon, outcome)
     key = ["account_id", "as_of"]
     m = a[[*key, "band", "label"]].merge(
         b[[*key, "score", "band", "segment"]], on=key, suffixes=("", "_new")
@@ -1082,82 +1061,66 @@ def _source_text(model: Model) -> str:
     path = Path(model.file)
     if not model.file.startswith("<") and path.exists():
         return path.read_text(encoding="utf-8")
-    buf = io.StringIO()
-    yaml = YAML(typ="rt")
-    yaml.width = 4096
-    yaml.dump(model._root._doc, buf)
-    return buf.getvalue()
+    return dump_document(model._root._doc)
 
 
-def _num(x: float) -> float | int:
-    x = float(x)
-    return int(x) if x.is_integer() else x
-
-
-def write_model_text(
-    text: str,
+def calibrated_model_text(
+    model: Model,
     changes: list[MetricChange],
     bands: dict[str, float],
     header: str,
-    train_until: datetime,
+    fitted_until: datetime,
     segment_bands: dict[str, dict[str, float]] | None = None,
 ) -> str:
-    """The old model text with new weights, anchors and bands; comments kept.
+    """The text of ``model``'s file with new weights, anchors and bands; comments kept.
 
     ``segment_bands`` (segment -> green and yellow) replace ``segments.bands``; a model
     without a ``segments`` section gets one keyed by the account's ``segment`` column.
+    The name says the model was calibrated with data until ``fitted_until``, and
+    ``header`` becomes the comment at the top.
     """
-    yaml = YAML(typ="rt")
-    yaml.width = 4096
-    doc = yaml.load(text)
-    name = doc.get("name") or "model"
-    doc["name"] = f"{str(name).split(' (calibrated')[0]} (calibrated until {train_until:%Y-%m-%d})"
-    if "bands" not in doc:
-        doc["bands"] = CommentedMap()
-        doc["bands"].fa.set_flow_style()
-    doc["bands"]["green"] = _num(bands["green"])
-    doc["bands"]["yellow"] = _num(bands["yellow"])
-    totals: dict[str, float] = {}
-    for c in changes:
-        use = doc["pillars"][c.pillar]["metrics"][c.metric]
-        use["weight"] = _num(round(100.0 * c.new_weight, 1))
-        totals[c.pillar] = totals.get(c.pillar, 0.0) + round(100.0 * c.new_weight, 1)
-        if c.kind == "linear":
-            use["bad"], use["good"] = _num(c.new_bad), _num(c.new_good)
-        if c.kind == "map" and c.new_map is not None and c.new_map != c.old_map:
-            learned = CommentedMap((k, _num(v)) for k, v in c.new_map.items())
-            learned.fa.set_flow_style()
-            use["map"] = learned
-        was = f"was weight {100 * c.old_weight:.1f} %"
-        if c.kind == "linear" and (c.old_bad, c.old_good) != (c.new_bad, c.new_good):
-            was += f", bad {c.old_bad:g}, good {c.old_good:g}"
-        doc["pillars"][c.pillar]["metrics"].yaml_add_eol_comment(was, c.metric)
-    for p, total in totals.items():
-        doc["pillars"][p]["weight"] = _num(round(total, 1))
-    if "probability" in doc:  # fitted on the old scores; refit it for the new ones
-        del doc["probability"]
-    if doc.get("segments") and doc["segments"].get("weights"):
-        empty = CommentedMap()
-        empty.fa.set_flow_style()
-        doc["segments"]["weights"] = empty
-    if doc.get("segments") and "bands" in doc["segments"]:
-        del doc["segments"]["bands"]
-    if segment_bands:
-        if not doc.get("segments"):
-            doc["segments"] = CommentedMap([("by", "segment")])
-        own = CommentedMap()
-        for seg, b in segment_bands.items():
-            entry = CommentedMap([("green", _num(b["green"])), ("yellow", _num(b["yellow"]))])
-            entry.fa.set_flow_style()
-            own[seg] = entry
-        doc["segments"]["bands"] = own
-    doc.yaml_set_start_comment(header)
-    buf = io.StringIO()
-    yaml.dump(doc, buf)
-    return buf.getvalue()
 
+    def edit(doc) -> None:
+        name = doc.get("name") or "model"
+        doc["name"] = (
+            f"{str(name).split(' (calibrated')[0]} (calibrated until {fitted_until:%Y-%m-%d})"
+        )
+        if "bands" not in doc:
+            doc["bands"] = flow_map()
+        doc["bands"]["green"] = number(bands["green"])
+        doc["bands"]["yellow"] = number(bands["yellow"])
+        totals: dict[str, float] = {}
+        for c in changes:
+            use = doc["pillars"][c.pillar]["metrics"][c.metric]
+            use["weight"] = number(round(100.0 * c.new_weight, 1))
+            totals[c.pillar] = totals.get(c.pillar, 0.0) + round(100.0 * c.new_weight, 1)
+            if c.kind == "linear":
+                use["bad"], use["good"] = number(c.new_bad), number(c.new_good)
+            if c.kind == "map" and c.new_map is not None and c.new_map != c.old_map:
+                use["map"] = flow_map((k, number(v)) for k, v in c.new_map.items())
+            was = f"was weight {100 * c.old_weight:.1f} %"
+            if c.kind == "linear" and (c.old_bad, c.old_good) != (c.new_bad, c.new_good):
+                was += f", bad {c.old_bad:g}, good {c.old_good:g}"
+            doc["pillars"][c.pillar]["metrics"].yaml_add_eol_comment(was, c.metric)
+        for p, total in totals.items():
+            doc["pillars"][p]["weight"] = number(round(total, 1))
+        if "probability" in doc:  # fitted on the old scores; refit it for the new ones
+            del doc["probability"]
+        if doc.get("segments") and doc["segments"].get("weights"):
+            doc["segments"]["weights"] = flow_map()
+        if doc.get("segments") and "bands" in doc["segments"]:
+            del doc["segments"]["bands"]
+        if segment_bands:
+            if not doc.get("segments"):
+                doc["segments"] = block_map([("by", "segment")])
+            own = block_map()
+            for seg, b in segment_bands.items():
+                own[seg] = flow_map(
+                    [("green", number(b["green"])), ("yellow", number(b["yellow"]))]
+                )
+            doc["segments"]["bands"] = own
 
-# --- rendering ------------------------------------------------------------------------------
+    return edit_model_text(_source_text(model), edit, header=header)
 
 
 __all__ = [
@@ -1165,8 +1128,10 @@ __all__ = [
     "EqualFPR",
     "MetricChange",
     "calibrate",
+    "calibrated_model_text",
+    "calibration_features",
+    "check_target_recall",
     "equal_fpr",
+    "fit_bands",
     "outcome_kind",
-    "training_observations",
-    "write_model_text",
 ]

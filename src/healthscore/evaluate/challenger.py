@@ -12,12 +12,12 @@ a second look (``healthscore compare``); the challenger itself never scores acco
   and metrics never present in the training data are left out. A missing value stays
   missing (the booster routes it on its own).
 - **Observations and labels** are the backtest's
-  (:func:`healthscore.evaluate.backtest.observations`). The challenger is trained on the
+  (:func:`healthscore.evaluate.observations.observations`). The challenger is trained on the
   observation dates whose horizon closes by ``train_until`` (so no label it learns
   from depends on anything after ``train_until``), and evaluated on the dates from
   ``train_until`` on, where the weighted model is measured on the very same
   observations: ROC AUC and PR AUC with a seeded bootstrap over accounts, and the
-  paired difference.
+  paired difference (:mod:`healthscore.evaluate.stats`).
 - **Per-account explanations** are baseline Shapley values: the baseline is the
   training median of every feature; a feature's contribution is its average effect on
   the predicted probability of moving it from the baseline to the account's value,
@@ -40,7 +40,18 @@ import pandas as pd
 from healthscore.core.time import shift
 from healthscore.engine.history import LINES
 from healthscore.errors import ScoringError
-from healthscore.evaluate import backtest as bt
+from healthscore.evaluate.backtest import MIN_EVENTS
+from healthscore.evaluate.observations import GOOD, RISK, observations
+from healthscore.evaluate.stats import (
+    Difference,
+    Estimate,
+    account_rows,
+    bootstrap,
+    interval,
+    rank_roc_auc,
+    step_average_precision,
+    take,
+)
 from healthscore.model import Model
 from healthscore.store import Store
 
@@ -101,21 +112,21 @@ class Challenger:
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Probability of the outcome within the horizon, per row of a feature frame."""
-        with _one_thread():
+        with one_thread():
             return self.estimator.predict_proba(_matrix(frame, self.features))[:, 1]
 
     def explain(self, frame: pd.DataFrame) -> list[ChallengerExplanation]:
         """Baseline Shapley explanations of each row (``account_id``, ``as_of``, features)."""
         x = _matrix(frame, self.features)
-        with _one_thread():
+        with one_thread():
             base = float(self.estimator.predict_proba(self.baseline[None, :])[0, 1])
         rng = np.random.default_rng(self.seed)
         out = []
         for i, r in enumerate(frame[["account_id", "as_of"]].itertuples(index=False)):
-            with _one_thread():
+            with one_thread():
                 phi, p = _shapley(self.estimator, x[i], self.baseline, rng)
             drivers = [
-                Driver(f, _num(x[i, j]), _num(self.baseline[j]), float(phi[j]))
+                Driver(f, _value_or_none(x[i, j]), _value_or_none(self.baseline[j]), float(phi[j]))
                 for j, f in enumerate(self.features)
             ]
             drivers.sort(key=lambda d: (-abs(d.contribution), d.feature))
@@ -141,11 +152,11 @@ class ChallengerResult:
     observations: int
     positives: int
     accounts: int
-    roc_auc: bt.Estimate
-    pr_auc: bt.Estimate
-    weighted_roc_auc: bt.Estimate
-    weighted_pr_auc: bt.Estimate
-    differences: list[bt.Difference] = field(default_factory=list)  # challenger - weighted
+    roc_auc: Estimate
+    pr_auc: Estimate
+    weighted_roc_auc: Estimate
+    weighted_pr_auc: Estimate
+    differences: list[Difference] = field(default_factory=list)  # challenger - weighted
     importance: list[tuple[str, float]] = field(default_factory=list)  # held-out AUC drop
     explanations: list[ChallengerExplanation] = field(default_factory=list)  # riskiest first
     explained_as_of: datetime | None = None
@@ -244,7 +255,8 @@ def _matrix(frame: pd.DataFrame, cols: list[str]) -> np.ndarray:
     return frame[cols].to_numpy(dtype=float, na_value=np.nan)
 
 
-def _num(v: float) -> float | None:
+def _value_or_none(v: float) -> float | None:
+    """A feature value for people and JSON: None when missing (NaN)."""
     return None if v is None or np.isnan(v) else float(v)
 
 
@@ -257,7 +269,9 @@ def _fmt(v: float | None) -> str:
 # --- training ----------------------------------------------------------------------------
 
 
-def _estimator(seed: int, directions: list[int]):
+def gradient_boosting(seed: int, directions: list[int]):
+    """The challenger's unfitted booster, each feature's effect constrained to
+    ``directions`` (-1, 0 or +1 per feature; see :func:`directions`)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     # shallow trees, slow learning, large leaves and each feature's direction fixed:
@@ -274,7 +288,7 @@ def _estimator(seed: int, directions: list[int]):
     )
 
 
-def directions(model: Model, names: list[str], outcome: str = bt.RISK) -> list[int]:
+def directions(model: Model, names: list[str], outcome: str = RISK) -> list[int]:
     """Per feature, the direction the model's anchors give its effect on ``outcome``.
 
     A metric whose 0-100 value rises with the raw value (``good`` above ``bad``,
@@ -283,7 +297,7 @@ def directions(model: Model, names: list[str], outcome: str = bt.RISK) -> list[i
     falling ones; 0 (free) when the shape is not monotone or the metric is a ``map``.
     """
     uses = {m: u for _, m, u in model.scored_metrics()}
-    sign = 1 if outcome == bt.GOOD else -1
+    sign = 1 if outcome == GOOD else -1
     out = []
     for name in names:
         u = uses[name]
@@ -301,8 +315,9 @@ def directions(model: Model, names: list[str], outcome: str = bt.RISK) -> list[i
     return out
 
 
-def _one_thread():
-    """Small fits run fastest on one thread (and do not fight other work for cores)."""
+def one_thread():
+    """A context in which OpenMP runs one thread: small fits run fastest so (and do not
+    fight other work for cores)."""
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="openmp")
@@ -315,7 +330,7 @@ def train_challenger(
     *,
     dates: list[datetime],
     horizon: str = "90d",
-    outcome: str = bt.RISK,
+    outcome: str = RISK,
     seed: int = 0,
 ) -> Challenger:
     """Fit the challenger on the observations at ``dates`` whose horizon closes by ``train_until``.
@@ -344,10 +359,10 @@ def train_challenger(
         raise ScoringError(
             f"no observation date's {horizon} horizon closes by {train_until:%Y-%m-%d}: "
             "nothing to train the challenger on",
-            hint="choose a later --train-until or earlier --from",
+            hint="choose a later `train_until` or earlier `dates`",
         )
     # outcomes after train_until are not even read: the fit cannot depend on them
-    obs, _ = bt.observations(store, model, train_dates, horizon, outcome, until=train_until)
+    obs, _ = observations(store, model, train_dates, horizon, outcome, until=train_until)
     feats = features(store, model, train_dates)
     data = obs[["account_id", "as_of", "label"]].merge(feats, on=["account_id", "as_of"])
     names = [m for _, m, _ in model.scored_metrics() if m in data.columns]
@@ -359,11 +374,11 @@ def train_challenger(
         raise ScoringError(
             f"only {int(y.sum())} of {len(y):,} training observations had {outcome} within "
             f"{horizon} by {train_until:%Y-%m-%d}: too few to train the challenger",
-            hint="choose a later --train-until or an earlier --from",
+            hint="choose a later `train_until` or earlier `dates`",
         )
     x = _matrix(data, names)
-    with _one_thread():
-        est = _estimator(seed, directions(model, names, outcome)).fit(x, y)
+    with one_thread():
+        est = gradient_boosting(seed, directions(model, names, outcome)).fit(x, y)
     baseline = np.array([_median(x[:, j]) for j in range(x.shape[1])])
     return Challenger(
         estimator=est,
@@ -444,7 +459,7 @@ def challenge(
     *,
     horizon: str = "90d",
     train_until: datetime | None = None,
-    outcome: str = bt.RISK,
+    outcome: str = RISK,
     reps: int = 200,
     seed: int = 0,
     top: int = 10,
@@ -456,6 +471,9 @@ def challenge(
     half, and both are measured on the second half. History must be stored at
     ``dates`` (:func:`healthscore.evaluate.backtest.backtest` stores it).
 
+    Raises :class:`~healthscore.errors.ScoringError` naming the parameters to change
+    (``dates``, ``train_until``) when the split leaves nothing to train or evaluate on.
+
     ``top`` riskiest accounts by the challenger at the last held-out date are explained.
     """
     dates = sorted(dates)
@@ -464,7 +482,7 @@ def challenge(
             raise ScoringError(
                 f"{len(dates)} observation dates are too few to split into training and "
                 "held-out halves",
-                hint="use more dates (--from, --every) or give --train-until",
+                hint="give more `dates` or a `train_until`",
             )
         train_until = dates[len(dates) // 2]
         split = (
@@ -476,14 +494,14 @@ def challenge(
     test_dates = [d for d in dates if d >= train_until]
     if not test_dates:
         raise ScoringError(
-            f"no observation date on or after --train-until {train_until:%Y-%m-%d}: "
+            f"no observation date on or after `train_until` {train_until:%Y-%m-%d}: "
             "nothing to evaluate the challenger on",
-            hint="choose an earlier --train-until or a later --to",
+            hint="choose an earlier `train_until` or later `dates`",
         )
     ch = train_challenger(
         store, model, train_until, dates=dates, horizon=horizon, outcome=outcome, seed=seed
     )
-    obs, notes = bt.observations(store, model, test_dates, horizon, outcome)
+    obs, notes = observations(store, model, test_dates, horizon, outcome)
     notes = [f"challenger: {n}" for n in notes]
     feats = features(store, model, test_dates)
     test = obs.merge(feats, on=["account_id", "as_of"], how="inner")
@@ -491,7 +509,7 @@ def challenge(
         notes.append(
             f"challenger: {len(obs) - len(test):,} held-out observations have no stored metrics"
         )
-    risky = outcome != bt.GOOD
+    risky = outcome != GOOD
     test["probability"] = ch.predict(test) if len(test) else np.array([])
     y = test["label"].to_numpy(bool)
     prob = test["probability"].to_numpy(float)
@@ -512,13 +530,13 @@ def challenge(
         observations=len(test),
         positives=int(y.sum()),
         accounts=int(test["account_id"].nunique()),
-        roc_auc=_est(figures, draws, "roc_auc"),
-        pr_auc=_est(figures, draws, "pr_auc"),
-        weighted_roc_auc=_est(figures, draws, "weighted_roc_auc"),
-        weighted_pr_auc=_est(figures, draws, "weighted_pr_auc"),
+        roc_auc=interval(figures["roc_auc"], draws.get("roc_auc", [])),
+        pr_auc=interval(figures["pr_auc"], draws.get("pr_auc", [])),
+        weighted_roc_auc=interval(figures["weighted_roc_auc"], draws.get("weighted_roc_auc", [])),
+        weighted_pr_auc=interval(figures["weighted_pr_auc"], draws.get("weighted_pr_auc", [])),
         differences=[
-            bt.Difference("roc_auc", _est(figures, draws, "diff_roc_auc")),
-            bt.Difference("pr_auc", _est(figures, draws, "diff_pr_auc")),
+            Difference("roc_auc", interval(figures["diff_roc_auc"], draws.get("diff_roc_auc", []))),
+            Difference("pr_auc", interval(figures["diff_pr_auc"], draws.get("diff_pr_auc", []))),
         ],
         split=split,
         notes=notes,
@@ -550,7 +568,7 @@ def _importance(ch: Challenger, test: pd.DataFrame, y: np.ndarray, seed: int):
     """Per feature: how much the held-out ROC AUC drops when its values are shuffled."""
     if y.all() or not y.any():
         return []
-    with _one_thread():
+    with one_thread():
         imp = _permutation_importance(ch, test, y, seed)
     pairs = zip(ch.features, map(float, imp.importances_mean), strict=True)
     return sorted(pairs, key=lambda t: (-t[1], t[0]))
@@ -571,13 +589,16 @@ def _permutation_importance(ch: Challenger, test: pd.DataFrame, y: np.ndarray, s
 
 
 def _paired_figures(test, y, prob, weighted, reps, seed):
+    """The challenger's and the weighted model's ranking figures and their differences,
+    on the held-out observations and on paired account resamples of them."""
+
     def figures(idx):
         yy = y[idx]
         f = {
-            "roc_auc": roc_auc(yy, prob[idx]),
-            "pr_auc": average_precision(yy, prob[idx]),
-            "weighted_roc_auc": roc_auc(yy, weighted[idx]),
-            "weighted_pr_auc": average_precision(yy, weighted[idx]),
+            "roc_auc": rank_roc_auc(yy, prob[idx]),
+            "pr_auc": step_average_precision(yy, prob[idx]),
+            "weighted_roc_auc": rank_roc_auc(yy, weighted[idx]),
+            "weighted_pr_auc": step_average_precision(yy, weighted[idx]),
         }
         for k in ("roc_auc", "pr_auc"):
             a, b = f[k], f[f"weighted_{k}"]
@@ -586,62 +607,15 @@ def _paired_figures(test, y, prob, weighted, reps, seed):
 
     point = figures(np.arange(len(test)))
     accounts = np.array(sorted(test["account_id"].unique()))
-    groups = test["account_id"].map({a: i for i, a in enumerate(accounts)}).to_numpy()
-    rows = bt.rows_by_group(groups, len(accounts))
-    draws: dict[str, list[float]] = {k: [] for k in point}
-    for sample in bt.bootstrap_accounts(len(accounts), reps, seed):
-        idx = np.concatenate([rows[i] for i in sample]) if len(test) else np.array([], int)
-        for k, v in figures(idx).items():
-            if v is not None:
-                draws[k].append(v)
+    rows = account_rows(accounts, test["account_id"])
+    draws = bootstrap(lambda sample: figures(take(rows, sample)), len(accounts), reps, seed)
     return point, draws
-
-
-def roc_auc(y: np.ndarray, risk: np.ndarray) -> float | None:
-    """ROC AUC as the Mann-Whitney statistic (ties count half); sklearn's value, faster.
-
-    >>> roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
-    0.75
-    """
-    y = np.asarray(y, dtype=bool)  # a 0/1 integer array would index by position
-    n1 = int(y.sum())
-    n0 = len(y) - n1
-    if not n1 or not n0:
-        return None
-    ranks = pd.Series(risk).rank(method="average").to_numpy()
-    return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def average_precision(y: np.ndarray, risk: np.ndarray) -> float | None:
-    """Average precision (PR AUC) over distinct thresholds; sklearn's value, faster.
-
-    >>> average_precision(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
-    0.8333333333333333
-    """
-    n1 = int(y.sum())
-    if not n1 or n1 == len(y):
-        return None
-    order = np.argsort(-risk, kind="stable")
-    r, yy = risk[order], y[order]
-    last = np.r_[np.flatnonzero(r[1:] != r[:-1]), len(r) - 1]  # end of each tied run
-    tp = np.cumsum(yy)[last]
-    precision = tp / (last + 1)
-    recall_step = np.diff(np.r_[0, tp]) / n1
-    return float(np.sum(recall_step * precision))
-
-
-def _est(point: dict, draws: dict, key: str) -> bt.Estimate:
-    v, xs = point[key], draws[key]
-    if v is None or len(xs) < 20:
-        return bt.Estimate(v)
-    lo, hi = np.percentile(xs, [2.5, 97.5])
-    return bt.Estimate(v, float(lo), float(hi))
 
 
 def _verdict(r: ChallengerResult) -> list[str]:
     """The comparison in words, and weak evidence said as such."""
     notes = []
-    if r.positives < bt.MIN_EVENTS:
+    if r.positives < MIN_EVENTS:
         notes.append(
             f"challenger: only {r.positives} held-out observations had {r.outcome} in their "
             "horizon; too few to trust the comparison either way"

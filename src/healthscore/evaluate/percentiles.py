@@ -19,12 +19,11 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedSeq
 
+from healthscore.core.modelfile import date_text, edit_model_text, flow_list, save_model_text
 from healthscore.engine.metrics import MetricBuilder
-from healthscore.errors import ModelError, ScoringError
-from healthscore.model import HEALTH, Model, load_model
+from healthscore.errors import ScoringError
+from healthscore.model import HEALTH, Model, load_model_text
 from healthscore.store import Store
 
 
@@ -93,29 +92,13 @@ def write_fitted_model(
     path: str | Path, fitted: dict[tuple[str, str, str], dict], as_of: datetime, out: str | Path
 ) -> Model:
     """Write the model at ``path`` with fitted points into ``out``, keeping comments."""
-    yaml = YAML(typ="rt")
-    yaml.width = 4096
-    doc = yaml.load(Path(path).read_text(encoding="utf-8"))
-    for (card, pillar, metric), points in fitted.items():
-        pillars = doc["pillars"] if card == HEALTH else doc["scorecards"][card]["pillars"]
-        spec = pillars[pillar]["metrics"][metric]["percentile"]
-        spec["fitted_at"] = (
-            f"{as_of:%Y-%m-%d}" if as_of.time() == datetime.min.time() else (as_of.isoformat())
-        )
-        spec["points"] = {seg: _flow(pts) for seg, pts in points.items()}
-    with open(out, "w", encoding="utf-8") as f:
-        yaml.dump(doc, f)
-    try:
-        return load_model(out)
-    except ModelError as e:  # pragma: no cover - the fit writes what the schema accepts
-        raise ModelError(f"the fitted model does not validate: {e}") from None
 
+    def edit(doc) -> None:
+        for (card, pillar, metric), points in fitted.items():
+            pillars = doc["pillars"] if card == HEALTH else doc["scorecards"][card]["pillars"]
+            spec = pillars[pillar]["metrics"][metric]["percentile"]
+            spec["fitted_at"] = date_text(as_of)
+            spec["points"] = {seg: flow_list(pts) for seg, pts in points.items()}
 
-def _flow(points: list[list[float]]) -> CommentedSeq:
-    seq = CommentedSeq()
-    for x, y in points:
-        pair = CommentedSeq([x, y])
-        pair.fa.set_flow_style()
-        seq.append(pair)
-    seq.fa.set_flow_style()
-    return seq
+    text = edit_model_text(Path(path).read_text(encoding="utf-8"), edit)
+    return save_model_text(text, out, load_model_text)

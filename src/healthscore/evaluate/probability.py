@@ -36,30 +36,35 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ibis
 import numpy as np
-import pandas as pd
 import pyarrow as pa
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from healthscore.core.time import parse_as_of
+from healthscore.core.modelfile import (
+    block_map,
+    date_text,
+    edit_model_text,
+    flow_list,
+    save_model_text,
+)
+from healthscore.core.time import dates_between, parse_as_of, parse_duration, shift
 from healthscore.engine import asof
-from healthscore.errors import ModelError, ScoringError
+from healthscore.errors import DurationError, ModelError, ScoringError
 from healthscore.model import (
     HEALTH,
-    OUTCOME_KINDS,
     RISK_OUTCOMES,
     Model,
     Probability,
-    load_model,
+    load_model_text,
 )
 from healthscore.store import Store
 
+if TYPE_CHECKING:  # ``score`` imports this module for percent(): pandas only where used
+    import pandas as pd
+
 METHODS = ("isotonic", "platt")
-#: words people use for the outcomes table's kinds
-OUTCOME_ALIASES = {"churn": "churned", "expansion": "expanded", "contraction": "contracted"}
 #: about this many score bins (isotonic) or knots (platt) per fitted curve
 KNOTS = 20
 #: observation dates reach back this far before the last one, by default
@@ -235,23 +240,18 @@ def fit_probability_details(
     progress: Callable[[str, float], None] | None = None,
 ) -> ProbabilityFit:
     """:func:`fit_probability`, also returning the observations, dates and notes."""
-    from healthscore.core.time import dates_between, parse_duration, shift
     from healthscore.engine import timeline
     from healthscore.engine.history import backfill, ensure_tables
-    from healthscore.evaluate.backtest import observations
+    from healthscore.evaluate.observations import observations, outcome_kind
 
     if method not in METHODS:
         raise ScoringError(f"unknown method {method!r}", hint="use isotonic or platt")
     for name, value in (("horizon", horizon), ("every", every)):
         try:
             parse_duration(value)
-        except ValueError as e:
-            raise ScoringError(f"--{name}: {e}") from None
-    outcome = OUTCOME_ALIASES.get(outcome, outcome)
-    if outcome not in OUTCOME_KINDS:
-        raise ScoringError(
-            f"unknown outcome {outcome!r}", hint="outcomes: " + ", ".join(OUTCOME_KINDS)
-        )
+        except DurationError as e:
+            raise DurationError(f"`{name}`: {e}") from None
+    outcome = outcome_kind(outcome)
     until = parse_as_of(until)
     # the latest date on the grid back from `until` whose horizon has closed by then
     recent = dates_between(shift(shift(until, horizon), every), until, every)
@@ -261,7 +261,7 @@ def fit_probability_details(
         raise ScoringError(
             f"no observation date from {start:%Y-%m-%d} has its {horizon} horizon closed by "
             f"{until:%Y-%m-%d}",
-            hint=f"pass --from on or before {last:%Y-%m-%d}",
+            hint=f"pass `start` on or before {last:%Y-%m-%d}",
         )
     dates = [d for d in dates_between(start, until, every) if _closed(d, horizon, until)]
     base = _without_probability(model)
@@ -294,7 +294,7 @@ def fit_probability_details(
         raise ScoringError(
             f"none of the {len(obs):,} observations was followed by {outcome} within "
             f"{horizon} (outcomes up to {until:%Y-%m-%d}); nothing to calibrate against",
-            hint="try a longer --horizon or a later --until",
+            hint="try a longer `horizon` or a later `until`",
         )
     points = fit(obs["score"], y, method, decreasing=outcome in RISK_OUTCOMES)
     obs = obs.assign(predicted=evaluate_points(points, obs["score"]))
@@ -307,7 +307,7 @@ def fit_probability_details(
         outcome=outcome,
         horizon=horizon,
         method=method,
-        fitted_until=_date_text(until),
+        fitted_until=date_text(until),
         observations=len(obs),
         events=int(y.sum()),
         points=points,
@@ -316,25 +316,17 @@ def fit_probability_details(
 
 
 def _closed(d: datetime, horizon: str, until: datetime) -> bool:
-    from healthscore.core.time import shift
-
     return shift(d, horizon, +1) <= until
 
 
 def _default_start(store: Store, last: datetime, until: datetime) -> datetime:
     """Two years before ``last``, but not before the first outcome on file: earlier
     observations (often before any data was collected) could never see an outcome."""
-    from healthscore.core.time import shift
-
     t = store.table("outcomes")
     t = t.filter(t.ts <= ibis.literal(until, type="timestamp"))
     first = store.execute(t.select(first=t.ts.min()))["first"][0].as_py()
     start = shift(last, LOOKBACK)
     return max(start, first) if first is not None else start
-
-
-def _date_text(d: datetime) -> str:
-    return f"{d:%Y-%m-%d}" if d.time() == datetime.min.time() else d.isoformat()
 
 
 def _without_probability(model: Model) -> Model:
@@ -354,46 +346,30 @@ def write_probability(
 ) -> Model:
     """Write ``probability`` as the ``probability:`` section of the model at ``path``
     (or of its scorecard ``scorecard``) into ``out``, keeping comments and key order."""
-    yaml = YAML(typ="rt")
-    yaml.width = 4096
-    doc = yaml.load(Path(path).read_text(encoding="utf-8"))
-    target = doc
-    if scorecard not in (None, HEALTH):
-        cards = doc.get("scorecards") or {}
-        if scorecard not in cards:
-            raise ModelError(
-                f"{path}: no scorecard {scorecard!r}", hint="scorecards: " + ", ".join(cards)
+
+    def edit(doc) -> None:
+        target = doc
+        if scorecard not in (None, HEALTH):
+            cards = doc.get("scorecards") or {}
+            if scorecard not in cards:
+                raise ModelError(
+                    f"{path}: no scorecard {scorecard!r}", hint="scorecards: " + ", ".join(cards)
+                )
+            target = cards[scorecard]
+        fields = probability.model_dump(mode="json", exclude_none=True)
+        section = block_map((k, flow_list(v) if k == "points" else v) for k, v in fields.items())
+        new = "probability" not in target
+        target["probability"] = section
+        if new:
+            target.yaml_set_comment_before_after_key(
+                "probability",
+                before="score -> probability of the outcome; refit with "
+                "`healthscore model fit-probability --until <date>`",
+                indent=0 if target is doc else 4,
             )
-        target = cards[scorecard]
-    section = CommentedMap()
-    for key, value in probability.model_dump(mode="json", exclude_none=True).items():
-        section[key] = _flow(value) if key == "points" else value
-    new = "probability" not in target
-    target["probability"] = section
-    if new:
-        target.yaml_set_comment_before_after_key(
-            "probability",
-            before="score -> probability of the outcome; refit with "
-            "`healthscore model fit-probability --until <date>`",
-            indent=0 if target is doc else 4,
-        )
-    with open(out, "w", encoding="utf-8") as f:
-        yaml.dump(doc, f)
-    try:
-        model = load_model(out)
-    except ModelError as e:  # pragma: no cover - the fit writes what the schema accepts
-        raise ModelError(f"the fitted model does not validate: {e}") from None
-    return model.scorecard(scorecard)
 
-
-def _flow(points: list[list[float]]) -> CommentedSeq:
-    seq = CommentedSeq()
-    for x, y in points:
-        pair = CommentedSeq([x, y])
-        pair.fa.set_flow_style()
-        seq.append(pair)
-    seq.fa.set_flow_style()
-    return seq
+    text = edit_model_text(Path(path).read_text(encoding="utf-8"), edit)
+    return save_model_text(text, out, load_model_text).scorecard(scorecard)
 
 
 # --- ARR at risk -----------------------------------------------------------------------------

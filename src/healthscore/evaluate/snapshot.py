@@ -6,10 +6,11 @@ sample). There is no time to split on, so:
 
 - **Observations** are the accounts scored once, at the snapshot date ``as_of``
   (default: the day after the last outcome on file), stored in the history like any
-  other date. The label is whether the account has the outcome (default ``churned``)
-  in the outcomes table, whatever its date; an account with no outcome counts as not
-  having it. Recall is the share of those accounts that are red at the snapshot; there
-  is no lead time.
+  other date (:func:`healthscore.evaluate.observations.snapshot_observations`). The
+  label is whether the account has the outcome (default ``churned``) in the outcomes
+  table, whatever its date; an account with no outcome counts as not having it. Recall
+  is the share of those accounts that are red at the snapshot; there is no lead time.
+  The figures and intervals are the backtest's (:func:`healthscore.evaluate.backtest.measure`).
 - **Calibration** is judged by stratified k-fold cross-validation (seeded): for each
   fold, :func:`healthscore.evaluate.calibrate.learn` fits anchors, directions, category scores
   and non-negative weights (and the bands) on the other folds only, and the fold is
@@ -29,17 +30,23 @@ vendor's churn score, a churn reason) must not be metrics; the model decides wha
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from healthscore.engine import asof
-from healthscore.engine.history import ensure_tables
+from healthscore.core.modelfile import save_model_text
 from healthscore.errors import ScoringError
 from healthscore.evaluate import backtest as bt
 from healthscore.evaluate import calibrate as cal
+from healthscore.evaluate.observations import (
+    RISK,
+    outcome_kind,
+    snapshot_date,
+    snapshot_observations,
+)
+from healthscore.evaluate.stats import Estimate, bootstrap, interval, roc_auc
 from healthscore.model import HEALTH, Model, load_model_text
 from healthscore.store import Store
 
@@ -50,50 +57,21 @@ RISKS = frozenset({"churned", "contracted"})
 EVERY = "snapshot"
 
 
-# --- observations ---------------------------------------------------------------------------
-
-
-def snapshot_date(store: Store) -> datetime:
-    """The default snapshot date: the day after the last outcome on file."""
-    out = bt.outcome_events(store)
-    if out.empty:
-        raise ScoringError("the outcomes table is empty: load the churn labels first")
-    last = pd.Timestamp(out["ts"].max()).to_pydatetime()
-    return datetime(last.year, last.month, last.day) + timedelta(days=1)
-
-
-def observations(store: Store, model: Model, as_of: datetime, outcome: str) -> pd.DataFrame:
-    """Every account scored at ``as_of``, labelled: account_id, as_of, score, band,
-    segment, label (has the outcome), renewed (has a renewal)."""
-
-    ensure_tables(store)
-    asof.backfill(store, model, as_of, as_of, "1d")
-    stored = bt.stored_scores(store, model)
-    obs = stored[stored["as_of"] == pd.Timestamp(as_of)].reset_index(drop=True)
-    if obs.empty:
-        raise ScoringError(
-            f"no account has a score at {as_of:%Y-%m-%d}",
-            hint="the snapshot date must be after the accounts' created_at; pass --as-of",
-        )
-    out = bt.outcome_events(store)
-    if out.empty:
-        raise ScoringError("the outcomes table is empty: load the churn labels first")
-    has = set(out.loc[out["kind"] == outcome, "account_id"])
-    renewed = set(out.loc[out["kind"] == "renewed", "account_id"])
-    obs["label"] = obs["account_id"].isin(has).to_numpy(bool)
-    obs["renewed"] = obs["account_id"].isin(renewed).to_numpy(bool)
-    return obs
+# --- evaluation -----------------------------------------------------------------------------
 
 
 def _metrics(obs: pd.DataFrame, outcome: str, reps: int, seed: int) -> bt.Metrics:
-    accounts = np.array(sorted(obs["account_id"].unique()))
-    boot = bt.bootstrap_accounts(len(accounts), reps, seed)
+    # every account with the outcome is judged by its band at the snapshot
     judged = obs[obs["label"]].reset_index(drop=True)
     start = obs["as_of"].min()
-    return bt._evaluate(obs, obs, judged, outcome, "", start, start, boot, accounts, judged)
+    return bt.measure(
+        obs, obs, judged, outcome, "", start, start, reps=reps, seed=seed, judged=judged
+    )
 
 
-def evaluate(obs: pd.DataFrame, outcome: str, *, reps: int = 200, seed: int = 0) -> bt.Evaluation:
+def evaluate_snapshot(
+    obs: pd.DataFrame, outcome: str, *, reps: int = 200, seed: int = 0
+) -> bt.Evaluation:
     """One model's figures on labelled snapshot observations, overall and per segment."""
     overall = _metrics(obs, outcome, reps, seed)
     segments = {}
@@ -106,9 +84,9 @@ def _result(model_label, version, as_of, outcome, obs, reps, seed) -> bt.Backtes
     r = bt.BacktestResult(
         model_label, version, as_of, as_of, EVERY, "-", "-", evaluations={}, snapshot=True
     )
-    ev = evaluate(obs, outcome, reps=reps, seed=seed)
+    ev = evaluate_snapshot(obs, outcome, reps=reps, seed=seed)
     r.evaluations[outcome] = ev
-    r.notes += bt._weak(ev, outcome, model_label)
+    r.notes += bt.weak_evidence_notes(ev, outcome, model_label)
     return r
 
 
@@ -117,26 +95,26 @@ def backtest(
     model: Model,
     *,
     as_of: datetime | None = None,
-    outcome: str = bt.RISK,
+    outcome: str = RISK,
     vs: Model | None = None,
     reps: int = 200,
     seed: int = 0,
 ) -> bt.BacktestResult:
     """How well the model's snapshot scores separate the accounts with the outcome."""
-    outcome = cal.outcome_kind(outcome)
+    outcome = outcome_kind(outcome)
     as_of = as_of or snapshot_date(store)
-    obs = observations(store, model, as_of, outcome)
+    obs = snapshot_observations(store, model, as_of, outcome)
     result = _result(model.label, model.version, as_of, outcome, obs, reps, seed)
     if vs is not None:
-        other = observations(store, vs, as_of, outcome)
+        other = snapshot_observations(store, vs, as_of, outcome)
         key = ["account_id", "as_of"]
         both = obs[key].merge(other[key])
         obs = obs.merge(both, on=key)
         other = other.merge(both, on=key)
         result = _result(model.label, model.version, as_of, outcome, obs, reps, seed)
         result.vs_label = vs.label
-        result.vs_evaluations = {outcome: evaluate(other, outcome, reps=reps, seed=seed)}
-        result.differences[outcome] = bt._paired(obs, other, outcome, reps, seed)
+        result.vs_evaluations = {outcome: evaluate_snapshot(other, outcome, reps=reps, seed=seed)}
+        result.differences[outcome] = bt.paired_differences(obs, other, outcome, reps, seed)
     return result
 
 
@@ -162,7 +140,7 @@ class SnapshotCalibration:
     pillars: dict[str, tuple[float, float]]
     old_bands: dict[str, float]
     new_bands: dict[str, float]
-    auc: dict[str, bt.Estimate]  # current, calibrated (cv), logistic (cv), challenger (cv)
+    auc: dict[str, Estimate]  # current, calibrated (cv), logistic (cv), challenger (cv)
     backtest: bt.BacktestResult  # calibrated (out of fold) vs the current model
     notes: list[str] = field(default_factory=list)
 
@@ -181,13 +159,6 @@ class SnapshotCalibration:
             "weights": {c.metric: {"old": c.old_weight, "new": c.new_weight} for c in self.metrics},
             "notes": self.notes,
         }
-
-
-def _bands(score, forced, y, old_green_share, target_recall) -> tuple[float, float, bool]:
-    """Yellow for the target recall (lowest FPR); green keeps the old green share."""
-    yellow, reached = cal._yellow_for(score, forced, y, target_recall)
-    green = float(np.ceil(np.quantile(score, 1.0 - old_green_share))) if old_green_share else 100.0
-    return yellow, min(max(green, yellow + 1.0), 100.0), reached
 
 
 def _band(score, forced, yellow, green) -> np.ndarray:
@@ -244,19 +215,14 @@ def _challenger_matrix(feats: list) -> tuple[np.ndarray, list[bool]]:
     return np.column_stack(cols), categorical
 
 
-def _auc_estimate(y: np.ndarray, risk: np.ndarray, reps: int, seed: int) -> bt.Estimate:
-    value = bt._auc(y, risk)
+def _auc_estimate(y: np.ndarray, risk: np.ndarray, reps: int, seed: int) -> Estimate:
+    """ROC AUC with its bootstrap interval: one observation per account, so the rows are
+    the accounts resampled."""
+    value = roc_auc(y, risk)
     if value is None:
-        return bt.Estimate(None)
-    draws = []
-    for idx in bt.bootstrap_accounts(len(y), reps, seed):
-        v = bt._auc(y[idx], risk[idx])
-        if v is not None:
-            draws.append(v)
-    if len(draws) < 20:
-        return bt.Estimate(value)
-    lo, hi = np.percentile(draws, [2.5, 97.5])
-    return bt.Estimate(value, float(lo), float(hi))
+        return Estimate(None)
+    draws = bootstrap(lambda idx: {"auc": roc_auc(y[idx], risk[idx])}, len(y), reps, seed)
+    return interval(value, draws.get("auc", []))
 
 
 def calibrate(
@@ -281,27 +247,26 @@ def calibrate(
     """
     from sklearn.linear_model import LogisticRegression
 
-    from healthscore.evaluate.challenger import _estimator, _one_thread
+    from healthscore.evaluate.challenger import gradient_boosting, one_thread
 
-    outcome = cal.outcome_kind(outcome)
+    outcome = outcome_kind(outcome)
     if outcome not in RISKS:
         raise ScoringError(
-            f"calibrate --snapshot fits a score that is low before a loss, and {outcome!r} "
+            f"snapshot calibration fits a score that is low before a loss, and {outcome!r} "
             f"is not one: use {' or '.join(sorted(RISKS))}",
-            hint="backtest --snapshot measures any outcome",
+            hint="a snapshot backtest measures any outcome",
         )
-    if not 0 < target_recall <= 1:
-        raise ScoringError(f"--target-recall must be within (0, 1] (got {target_recall})")
+    cal.check_target_recall(target_recall)
     model = model.scorecard(HEALTH)
     as_of = as_of or snapshot_date(store)
-    obs = observations(store, model, as_of, outcome)
+    obs = snapshot_observations(store, model, as_of, outcome)
     y = obs["label"].to_numpy(bool)
     if y.sum() < cal.MIN_POSITIVES or y.all():
         raise ScoringError(
             f"only {int(y.sum())} of {len(y):,} accounts have the outcome {outcome}: too few "
             "to calibrate on"
         )
-    feats, holds = cal.features(store, model, obs, [as_of])
+    feats, holds = cal.calibration_features(store, model, obs, [as_of])
     gain = cal.ANCHOR_GAIN  # one observation per account
     old_green = float((obs["band"] == "green").mean())
     splits = _folds(y, folds, seed)
@@ -315,7 +280,7 @@ def calibrate(
         hold_tr = holds.iloc[train].reset_index(drop=True)
         fitted = cal.learn(model, part, hold_tr, y[train], gain=gain, l2=l2)
         s_tr, f_tr = cal.learned_score(model, fitted, part, hold_tr)
-        yellow, green, _ = _bands(s_tr, f_tr, y[train], old_green, target_recall)
+        yellow, green, _ = cal.fit_bands(s_tr, f_tr, y[train], old_green, target_recall)
         hold_te = holds.iloc[test].reset_index(drop=True)
         s_te, f_te = cal.learned_score(model, fitted, [f.take(test) for f in feats], hold_te)
         oof[test] = s_te
@@ -325,8 +290,9 @@ def calibrate(
         clf.fit(x_tr, y[train])
         lr[test] = clf.predict_proba(x_all[test])[:, 1]
         if challenger:
-            est = _estimator(seed, [0] * xb.shape[1]).set_params(categorical_features=categorical)
-            with _one_thread():
+            est = gradient_boosting(seed, [0] * xb.shape[1])
+            est.set_params(categorical_features=categorical)
+            with one_thread():
                 est.fit(xb[train], y[train])
                 boost[test] = est.predict_proba(xb[test])[:, 1]
     # the file: fitted on every account
@@ -337,7 +303,7 @@ def calibrate(
             "current model"
         )
     score, forced = cal.learned_score(model, fitted, feats, holds)
-    yellow, green, reached = _bands(score, forced, y, old_green, target_recall)
+    yellow, green, reached = cal.fit_bands(score, forced, y, old_green, target_recall)
     notes = list(fitted.notes)
     if model.spec.segments and model.spec.segments.weights:
         notes.append(
@@ -354,12 +320,10 @@ def calibrate(
         "(a pillar's weight is the sum of its metrics'), fitted by a non-negative\nlogistic "
         f"model; bands: yellow for {target_recall:.0%} recall, green keeps the old green share."
     )
-    text = cal.write_model_text(
-        cal._source_text(model), fitted.changes, {"green": green, "yellow": yellow}, header, as_of
+    text = cal.calibrated_model_text(
+        model, fitted.changes, {"green": green, "yellow": yellow}, header, as_of
     )
-    new = load_model_text(text, file=str(out) if out else "<calibrated model>")
-    if out is not None:
-        Path(out).write_text(text, encoding="utf-8")
+    new = save_model_text(text, out, load_model_text, name="<calibrated model>")
     auc = {
         "current model": _auc_estimate(y, -obs["score"].to_numpy(float), reps, seed),
         "calibrated (out of fold)": _auc_estimate(y, -oof, reps, seed),
@@ -380,8 +344,8 @@ def calibrate(
         new.label + " (out of fold)", new.version, as_of, outcome, calibrated, reps, seed
     )
     result.vs_label = model.label
-    result.vs_evaluations = {outcome: evaluate(obs, outcome, reps=reps, seed=seed)}
-    result.differences[outcome] = bt._paired(calibrated, obs, outcome, reps, seed)
+    result.vs_evaluations = {outcome: evaluate_snapshot(obs, outcome, reps=reps, seed=seed)}
+    result.differences[outcome] = bt.paired_differences(calibrated, obs, outcome, reps, seed)
     pillars = list(model.spec.pillars)
     return SnapshotCalibration(
         model=new,
@@ -416,7 +380,5 @@ __all__ = [
     "backtest",
     "calibrate",
     "design",
-    "evaluate",
-    "observations",
-    "snapshot_date",
+    "evaluate_snapshot",
 ]

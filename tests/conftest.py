@@ -26,7 +26,7 @@ def store(fixture_db):
 
     s = connect(fixture_db)
     yield s
-    s.con.disconnect()
+    s.close()
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def fresh_store(tmp_path):
     fixtures.write(path)
     s = connect(path)
     yield s
-    s.con.disconnect()
+    s.close()
 
 
 @pytest.fixture

@@ -93,3 +93,46 @@ def test_many_dates_in_one_pass_agree_with_duckdb_one_date_at_a_time(loaded, ref
                 assert math.isclose(g[col], w[col], abs_tol=1e-9), (key(g), col)
             else:
                 assert g[col] == w[col], (key(g), col)
+
+
+def test_history_is_written_once_and_read_back_on_every_backend(loaded, reference):
+    """The history tables' writes (deletes by date, inserts) and keyed reads run anywhere."""
+    from datetime import timedelta
+
+    from healthscore.engine import asof, history
+
+    store, _ = loaded
+    model = hs.load_model()
+    dates = [AS_OF - timedelta(days=7), AS_OF]
+    assert asof.backfill_dates(store, model, dates).computed == dates
+    assert asof.backfill_dates(store, model, dates).skipped == dates
+    assert history.stored_dates(store, model) == set(dates)
+    rebuilt = asof.backfill_dates(store, model, dates, rebuild=True)
+    assert rebuilt.computed == dates  # replaced, not added to
+    seen = history.stored_explanations(store, model, ["A1", "A2"], dates)
+    want = {r["account_id"]: r["score"] for r in hs.score(reference, model, AS_OF).to_pylist()}
+    for acc in ("A1", "A2"):
+        e, live = seen[(acc, AS_OF)], hs.explain(reference, model, acc, AS_OF)
+        assert math.isclose(e.score, want[acc], abs_tol=1e-9), acc
+        for m, m_live in zip(e.metrics, live.metrics, strict=True):
+            assert math.isclose(m.contribution, m_live.contribution, abs_tol=1e-9), (acc, m)
+    n = store.stored(history.SCORES).count().to_pyarrow().as_py()
+    assert n == 2 * len(want)  # each account at each date, once
+
+
+def test_a_failure_inside_a_transaction_writes_nothing_on_every_backend(loaded):
+    """A load inside a transaction joins it: the failure after it takes it back too."""
+    import pyarrow as pa
+
+    store, _ = loaded
+    before = store.count("accounts"), store.watermarks()["accounts"]
+    row = tables()["accounts"].slice(0, 1).to_pylist()
+    row[0].update(account_id="A-late", name="Late")
+    batch = pa.Table.from_pylist(row, schema=tables()["accounts"].schema)
+    with pytest.raises(RuntimeError, match="half-way"):
+        with store.transaction():
+            assert store.load("accounts", batch).inserted == 1
+            store.set_meta("owner", "cs-ops")
+            raise RuntimeError("half-way")
+    assert (store.count("accounts"), store.watermarks()["accounts"]) == before
+    assert "owner" not in store.meta()

@@ -23,7 +23,7 @@ def mem():
 
 
 def _stored(store, model):
-    t = store.con.table(history.SCORES)
+    t = store.stored(history.SCORES)
     t = t.filter(t.model_version == model.version)
     return t.order_by(["as_of", "account_id"]).to_pyarrow().to_pylist()
 
@@ -45,7 +45,7 @@ def test_stored_scores_equal_live_scores_and_their_lines_add_up(mem):
     live = {r["account_id"]: r for r in hs.score(mem, model, TO).to_pylist()}
     stored = {r["account_id"]: r for r in _stored(mem, model)}
     assert stored.keys() == live.keys()
-    lines = mem.con.table(history.LINES)
+    lines = mem.stored(history.LINES)
     # metric and rule lines add up (the default model's champion_left rule takes 10 from A2)
     lines = lines.filter((lines.kind != "pillar") & (lines.as_of == TO)).to_pyarrow().to_pylist()
     assert any(ln["kind"] == "rule" and ln["contribution"] == -10 for ln in lines)
@@ -90,7 +90,7 @@ def test_two_model_versions_coexist(mem):
     result = hs.api.history(mem, b, TO, TO, "1d")
     assert len(result.computed) == 1  # not skipped: another version
     assert len(_stored(mem, a)) == len(_stored(mem, b)) == 3
-    labels = mem.con.table(history.MODELS).to_pyarrow().to_pylist()
+    labels = mem.stored(history.MODELS).to_pyarrow().to_pylist()
     assert {r["model_version"] for r in labels} == {a.version, b.version}
 
 
@@ -155,3 +155,16 @@ def test_why_it_moved_from_stored_history_matches_the_live_decomposition(mem):
     stored = hs.api.explain_change(mem, model, "A1", TO, FROM)
     live = hs.api.explain_change(mem, model, "A1", TO, FROM, stored=False)
     assert live.after.score < stored.after.score
+
+
+def test_a_chunk_that_fails_while_being_written_leaves_the_stored_dates_as_they_were(mem):
+    from healthscore.store import history as tables
+
+    model = hs.load_model()
+    hs.api.history(mem, model, FROM, TO, "1w")
+    before = _stored(mem, model)
+    scores = mem.stored(history.SCORES).to_pyarrow()
+    broken = pa.table({"no_such_column": [1]})  # the lines' insert fails after the deletes
+    with pytest.raises(Exception, match="score_lines"):
+        tables.write_dates(mem, model, [FROM, TO], scores, broken)
+    assert _stored(mem, model) == before

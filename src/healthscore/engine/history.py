@@ -1,81 +1,60 @@
 """Score history: point-in-time scores stored per account, as-of date and model version.
 
 Place in the flow: after ``scoring``; it runs the scoring expression at a series of
-as-of dates and writes the results into three tables of the store, which ``trends``,
-``explain --vs``, calibration and the service read:
-
-- ``scores``: one row per (account_id, as_of, model_version, scorecard) with score,
-  band, coverage, probability (when the model has a ``probability:`` section), segment
-  and CSM;
-- ``score_lines``: one row per metric and pillar line of each score (raw value,
-  normalized value, weight, contribution, missing-data treatment), so any stored score
-  can be explained and its lines add up to it;
-- ``score_models``: each model version seen, with its human label and its scoring
-  sections, so a stored version can be told apart from the current file.
+as-of dates, turns each wide score row into a ``scores`` row and its long
+``score_lines`` (one per metric, pillar and rule line), and has the store write them
+(:mod:`healthscore.store.history` owns the tables: ``scores``, ``score_lines``,
+``score_models``, their schemas and every write). ``trends``, ``explain --vs``,
+calibration and the service read them back.
 
 A backfill computes only the dates missing for that model version (``rebuild`` forces
 them); two model versions coexist. Each date, or each chunk of dates scored together,
 is written in one transaction. History is never rewritten by later data: a row loaded
 afterwards changes stored scores only when they are rebuilt.
+
+The table names and schemas are re-exported here (``SCORES``, ``LINES``, ``MODELS``,
+``SCHEMAS``, ``ensure_tables``) for the engine's readers of history.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import ibis
 import pyarrow as pa
 
 from healthscore.engine.metrics import RULE
 from healthscore.engine.scoring import CLAMP, CONTRIB, MISSING, NORM, PILLAR, WEIGHT
 from healthscore.model import Model
 from healthscore.store import Store
+from healthscore.store.history import (
+    LINES,
+    MODELS,
+    SCHEMAS,
+    SCORES,
+    ensure_tables,
+    remember_model,
+    stored_dates,
+    stored_rows,
+    write_dates,
+)
 
-SCORES, LINES, MODELS = "scores", "score_lines", "score_models"
+__all__ = [
+    "CHUNK_ROWS",
+    "LINES",
+    "MODELS",
+    "SCHEMAS",
+    "SCORES",
+    "BackfillResult",
+    "backfill",
+    "ensure_tables",
+    "stored_dates",
+    "stored_explanations",
+]
+
 #: scores (accounts x dates) computed together in a backfill: bounds its memory
 CHUNK_ROWS = 1_000_000
-
-SCHEMAS = {
-    SCORES: {
-        "account_id": "string",
-        "as_of": "timestamp",
-        "model_version": "string",
-        "scorecard": "string",
-        "score": "float64",
-        "band": "string",
-        "coverage": "float64",
-        "probability": "float64",
-        "segment": "string",
-        "csm": "string",
-        "signals": "string",  # signals raised by rules, comma-separated
-        "computed_at": "timestamp",
-    },
-    LINES: {
-        "account_id": "string",
-        "as_of": "timestamp",
-        "model_version": "string",
-        "scorecard": "string",
-        "kind": "string",  # metric | pillar | rule (a rule's points, floor or cap; or clamp)
-        "name": "string",
-        "pillar": "string",
-        "raw": "string",  # as text: metrics may be categorical
-        "raw_value": "float64",  # the same when it is a number
-        "normalized": "float64",
-        "weight": "float64",
-        "contribution": "float64",
-        "missing": "string",
-    },
-    MODELS: {
-        "model_version": "string",
-        "label": "string",
-        "file": "string",
-        "spec": "string",
-        "first_seen": "timestamp",
-    },
-}
 
 
 @dataclass
@@ -90,20 +69,6 @@ class BackfillResult:
             f"history for model {self.model_version[:12]}: {len(self.computed)} dates computed "
             f"({self.rows:,} scores), {len(self.skipped)} already stored"
         )
-
-
-def ensure_tables(store: Store) -> None:
-    existing = set(store.list_tables())
-    for name, schema in SCHEMAS.items():
-        if name not in existing:
-            store.create_table(name, schema)
-
-
-def stored_dates(store: Store, model: Model) -> set[datetime]:
-    """As-of dates stored for this model version and scorecard."""
-    t = store.stored(SCORES)
-    t = t.filter((t.model_version == model.version) & (t.scorecard == model.scorecard_name))
-    return set(t.select("as_of").distinct().to_pyarrow()["as_of"].to_pylist())
 
 
 def backfill(
@@ -125,7 +90,7 @@ def backfill(
     (without ``score_dates``, each date).
     """
     ensure_tables(store)
-    _remember_model(store, model)
+    remember_model(store, model)
     have = set() if rebuild else stored_dates(store, model)
     result = BackfillResult(model.version)
     todo = [d for d in dates if d not in have]
@@ -143,45 +108,13 @@ def backfill(
             progress(f"scoring {span}", done / max(len(todo), 1))
         wide = scorer(chunk[0]) if score_dates is None else score_dates(chunk)
         scores, lines = _long(model, wide)
-        # the chunk's dates in one transaction: all of them stored, or none
-        with store.transaction():
-            for d in chunk:
-                _delete_date(store, model, d)
-            if scores.num_rows:
-                store.insert(SCORES, scores)
-                store.insert(LINES, lines)
+        write_dates(store, model, chunk, scores, lines)  # all of the chunk's dates, or none
         result.computed += chunk
         result.rows += scores.num_rows
         done += len(chunk)
     if progress:
         progress("history done", 1.0)
     return result
-
-
-def _delete_date(store: Store, model: Model, d: datetime) -> None:
-    where = {"model_version": model.version, "scorecard": model.scorecard_name, "as_of": d}
-    for table in (SCORES, LINES):
-        store.delete_rows(table, where)
-
-
-def _remember_model(store: Store, model: Model) -> None:
-    t = store.stored(MODELS)
-    known = t.filter(t.model_version == model.version).count().to_pyarrow().as_py()
-    if known:
-        return
-    spec = model.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
-    store.insert(
-        MODELS,
-        pa.table(
-            {
-                "model_version": [model.version],
-                "label": [model.label],
-                "file": [model.file],
-                "spec": [json.dumps(spec, sort_keys=True)],
-                "first_seen": pa.array([_now()], pa.timestamp("us")),
-            }
-        ),
-    )
 
 
 def _const(value, n: int, type=pa.string()) -> pa.Array:
@@ -291,25 +224,15 @@ def stored_explanations(store: Store, model: Model, account_ids, dates) -> dict:
     """
     from healthscore.engine.explain import from_stored
 
-    ensure_tables(store)
     ids, when = list(account_ids), list(dates)
     if not ids or not when:
         return {}
+    scores, score_lines = stored_rows(store, model, ids, when)
     out = {}
-    tables = {}
-    for name in (SCORES, LINES):
-        t = store.stored(name)
-        t = t.filter(
-            t.model_version == model.version,
-            t.scorecard == model.scorecard_name,
-            t.account_id.isin(ids),
-            t.as_of.isin([ibis.literal(d, type="timestamp") for d in when]),
-        )
-        tables[name] = store.execute(t).to_pylist()
     lines: dict[tuple, list[dict]] = {}
-    for ln in tables[LINES]:
+    for ln in score_lines.to_pylist():
         lines.setdefault((ln["account_id"], ln["as_of"]), []).append(ln)
-    for row in tables[SCORES]:
+    for row in scores.to_pylist():
         key = (row["account_id"], row["as_of"])
         out[key] = from_stored(model, row, lines.get(key, []))
     return out

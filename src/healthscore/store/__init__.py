@@ -1,8 +1,12 @@
 """The store: canonical tables in an Ibis backend, idempotent loads, watermarks.
 
 Place in the flow: ``sources`` hands validated rows to :meth:`Store.load`; ``metrics``
-and ``scoring`` read the tables through :meth:`Store.tables`; only this module (and
-later ``history``) executes anything. Backend differences live here and nowhere else.
+and ``scoring`` read the tables through :meth:`Store.tables` and run their expressions
+with :meth:`Store.execute`; ``engine.history`` writes and reads the history tables
+through :mod:`healthscore.store.history`. Only the store holds a connection and runs
+anything: queries through Ibis (``to_pyarrow``), and the few statements and
+transactions Ibis has no API for through :mod:`healthscore.store.backend`, where the
+differences between backends live.
 
 The connection is a URL: a plain path or ``duckdb:///path/to/file.duckdb`` (the
 embedded default, ``healthscore.duckdb`` in the working folder, or ``$HEALTHSCORE_DB``),
@@ -30,8 +34,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,13 +45,27 @@ import ibis.expr.types as ir
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlglot as sg
+import sqlglot.expressions as sge
 
 from healthscore.core.tables import SCHEMA_VERSION, TABLES, get_table
 from healthscore.errors import HealthscoreError, ScoringError, StoreError
+from healthscore.store.backend import backend_for
 
 DEFAULT_DB = "healthscore.duckdb"
 META = "_healthscore_meta"
 WATERMARKS = "_healthscore_watermarks"
+#: the store's own bookkeeping tables, whose schemas are known without asking the backend
+BOOKKEEPING = {
+    META: ibis.schema({"key": "string", "value": "string"}),
+    WATERMARKS: ibis.schema(
+        {
+            "table_name": "string",
+            "watermark": "timestamp",
+            "rows": "int64",
+            "loaded_at": "timestamp",
+        }
+    ),
+}
 
 
 @dataclass
@@ -126,6 +144,7 @@ class Store:
     def __init__(self, con, url: str):
         self.con = con
         self.url = url
+        self._backend = backend_for(con)
 
     def __repr__(self) -> str:
         return f"<Store {self.url}>"
@@ -138,7 +157,7 @@ class Store:
             if name not in existing:
                 self.con.create_table(name, schema=ibis.schema(t.columns))
         if META not in existing:
-            self.con.create_table(META, schema=ibis.schema({"key": "string", "value": "string"}))
+            self.con.create_table(META, schema=BOOKKEEPING[META])
             self.con.insert(
                 META, pa.table({"key": ["schema_version"], "value": [str(SCHEMA_VERSION)]})
             )
@@ -151,34 +170,21 @@ class Store:
                     hint="upgrade healthscore",
                 )
         if WATERMARKS not in existing:
-            self.con.create_table(
-                WATERMARKS,
-                schema=ibis.schema(
-                    {
-                        "table_name": "string",
-                        "watermark": "timestamp",
-                        "rows": "int64",
-                        "loaded_at": "timestamp",
-                    }
-                ),
-            )
+            self.con.create_table(WATERMARKS, schema=BOOKKEEPING[WATERMARKS])
 
     def _select_all(self, table: str) -> list[dict]:
-        """Rows of a small bookkeeping table, without an Ibis compile (keeps the CLI quick)."""
-        cur = self.con.raw_sql(sg.select("*").from_(sg.to_identifier(table)).sql(self.con.dialect))
-        try:
-            cols = [d[0] for d in cur.description]
-            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-        finally:
-            if hasattr(cur, "close") and cur is not getattr(self.con, "con", None):
-                cur.close()
+        """Rows of a small bookkeeping table."""
+        # its schema is known: an unbound table spares the backend a schema lookup, which
+        # every command would pay on opening the store
+        return self.con.to_pyarrow(ibis.table(BOOKKEEPING[table], name=table)).to_pylist()
 
     def meta(self) -> dict[str, str]:
         return {r["key"]: r["value"] for r in self._select_all(META)}
 
     def set_meta(self, key: str, value: str) -> None:
-        self._delete_where(META, "key", key)
-        self.con.insert(META, pa.table({"key": [key], "value": [value]}))
+        with self.transaction():
+            self.delete_rows(META, {"key": key})
+            self.con.insert(META, pa.table({"key": [key], "value": [value]}))
 
     def table(self, name: str) -> ir.Table:
         get_table(name)
@@ -212,9 +218,8 @@ class Store:
         return {c: str(t) for c, t in self.con.get_schema(name).items()}
 
     def count(self, name: str) -> int:
-        sql = sg.select("count(*)").from_(sg.to_identifier(name)).sql(self.con.dialect)
-        cur = self.con.raw_sql(sql)
-        return int(cur.fetchone()[0])
+        # counting needs no columns: a table known by name only spares a schema lookup
+        return self.con.to_pyarrow(ibis.table(ibis.schema({}), name=name).count()).as_py()
 
     # loading -------------------------------------------------------------------------
     def load(
@@ -281,7 +286,7 @@ class Store:
                 scratch.append(f"{stage_name}_merged")
                 merged = _with_stored(stage, self.con.table(name), pk, list(target_cols), kept)
                 stage = self.con.create_table(scratch[-1], merged, temp=temp)
-            with self._transaction():
+            with self.transaction():
                 self._add_columns(name, extra)
                 if empty:
                     inserted, updated, unchanged = data.num_rows, 0, 0
@@ -355,47 +360,49 @@ class Store:
 
     def _add_columns(self, name: str, fields: list[pa.Field]) -> None:
         for f in fields:
-            dtype = ibis.dtype(f.type)
-            typ = self.con.compiler.type_mapper.from_ibis(dtype).sql(self.con.dialect)
-            col = sg.to_identifier(f.name, quoted=True).sql(self.con.dialect)
-            tbl = sg.to_identifier(name, quoted=True).sql(self.con.dialect)
-            self.con.raw_sql(f"ALTER TABLE {tbl} ADD COLUMN {col} {typ}")
+            column = sge.ColumnDef(
+                this=sg.to_identifier(f.name, quoted=True),
+                kind=self.con.compiler.type_mapper.from_ibis(ibis.dtype(f.type)),
+            )
+            table = sg.table(name, quoted=True)
+            self._backend.statement(sge.Alter(this=table, kind="TABLE", actions=[column]))
 
     def _delete_keys(self, name: str, pk: str, keys: ir.Table) -> None:
-        sub = self.con.compile(keys)
-        col = sg.to_identifier(pk, quoted=True).sql(self.con.dialect)
-        tbl = sg.to_identifier(name, quoted=True).sql(self.con.dialect)
-        self.con.raw_sql(f"DELETE FROM {tbl} WHERE {col} IN ({sub})")
+        """Delete the rows of ``name`` whose key is among ``keys`` (a one-column query)."""
+        where = sg.column(pk, quoted=True).isin(query=self.con.compiler.to_sqlglot(keys))
+        self._backend.statement(sge.delete(sg.table(name, quoted=True), where=where))
 
-    def delete_rows(self, table: str, where: dict) -> None:
-        """Delete the rows whose columns equal the given values (text or timestamps)."""
+    def delete_rows(self, table: str, where: Mapping[str, object]) -> None:
+        """Delete the rows whose columns equal the given values (text or timestamps); a
+        list of values matches any of them."""
         conds = []
         for col, value in where.items():
-            if isinstance(value, datetime):
-                lit = sg.exp.cast(sg.exp.Literal.string(value.isoformat(sep=" ")), "TIMESTAMP")
-            else:
-                lit = sg.exp.Literal.string(str(value))
-            conds.append(sg.exp.column(col, quoted=True).eq(lit))
-        cond = sg.exp.and_(*conds)
-        self.con.raw_sql(sg.exp.delete(sg.to_identifier(table), where=cond).sql(self.con.dialect))
+            values = value if isinstance(value, list | tuple | set) else [value]
+            column = sg.column(col, quoted=True)
+            conds.append(column.isin(*[_literal(v) for v in values]) if values else sge.false())
+        self._backend.statement(sge.delete(sg.table(table, quoted=True), where=sge.and_(*conds)))
 
-    def transaction(self):
-        """All writes inside happen together or not at all."""
-        return self._transaction()
+    def transaction(self) -> AbstractContextManager[None]:
+        """All writes inside happen together or not at all; an inner block joins the outer.
 
-    def _delete_where(self, table: str, column: str, value: str) -> None:
-        cond = sg.exp.column(column, quoted=True).eq(sg.exp.Literal.string(value))
-        self.con.raw_sql(sg.exp.delete(sg.to_identifier(table), where=cond).sql(self.con.dialect))
+        On DuckDB and PostgreSQL this is the backend's transaction. On a backend without
+        transactions (Spark) the writes inside run one after another, and a failure
+        part-way leaves the earlier ones in place; see :class:`~.backend.Backend` for how
+        the store's writers recover from that (a rerun completes or replaces the work).
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self.con.raw_sql("BEGIN TRANSACTION")
-        try:
-            yield
-        except BaseException:
-            self.con.raw_sql("ROLLBACK")
-            raise
-        self.con.raw_sql("COMMIT")
+        Examples
+        --------
+        >>> s = connect("duckdb://")
+        >>> try:
+        ...     with s.transaction():
+        ...         s.set_meta("owner", "cs-ops")
+        ...         raise KeyboardInterrupt
+        ... except KeyboardInterrupt:
+        ...     pass
+        >>> "owner" in s.meta()
+        False
+        """
+        return self._backend.transaction()
 
     def _update_watermark(self, name: str, data: pa.Table, inserted: int) -> datetime | None:
         """The latest timestamp ever loaded into ``name`` (from this batch and before)."""
@@ -408,7 +415,7 @@ class Store:
         batch_max = pc.max(times).as_py() if len(times) else None
         marks = [m for m in (batch_max, old and old["watermark"]) if m is not None]
         row = {"w": max(marks) if marks else None, "n": (old["rows"] if old else 0) + inserted}
-        self._delete_where(WATERMARKS, "table_name", name)
+        self.delete_rows(WATERMARKS, {"table_name": name})
         self.con.insert(
             WATERMARKS,
             pa.table(
@@ -440,15 +447,18 @@ class Store:
 
     # executing -----------------------------------------------------------------------
     def execute(self, expr: ir.Table) -> pa.Table:
-        """Run an expression; one compile, results as Arrow.
+        """Run an expression through Ibis (one compile); the result as Arrow, in the
+        expression's types on every backend.
 
         A failure in the backend becomes a :class:`ScoringError` naming the backend's
         reason, not a driver traceback.
         """
         try:
-            # backends type literals their own way (DuckDB DECIMAL, PostgreSQL NUMERIC): the
-            # result is cast to the expression's types, so every backend returns the same table
-            return self.execute_sql(self.compile(expr)).cast(expr.schema().to_pyarrow())
+            result = self._backend.to_arrow(expr)
+            # Ibis already converts to the expression's types; a backend that types a
+            # literal its own way (DuckDB DECIMAL, PostgreSQL NUMERIC) is cast here
+            want = expr.schema().to_pyarrow()
+            return result if result.schema.equals(want) else result.cast(want)
         except HealthscoreError:
             raise
         except Exception as e:  # drivers raise their own classes; name the reason
@@ -456,20 +466,22 @@ class Store:
             raise ScoringError(f"the store could not run the scoring query: {reason}") from e
 
     def compile(self, expr: ir.Table) -> str:
+        """The SQL Ibis compiles ``expr`` to on this backend (for review and benchmarks)."""
         return str(self.con.compile(expr))
 
     def execute_sql(self, sql: str) -> pa.Table:
-        """Run SQL compiled by :meth:`compile` (lets a caller time compile and run apart)."""
-        cur = self.con.raw_sql(sql)
-        if hasattr(cur, "arrow"):  # DuckDB hands over Arrow directly
-            res = cur.arrow()
-            return res.read_all() if hasattr(res, "read_all") else res
-        try:
-            cols = [d[0] for d in cur.description]
-            rows = cur.fetchall()
-        finally:
-            cur.close()
-        return pa.table({c: pa.array([r[i] for r in rows]) for i, c in enumerate(cols)})
+        """Run SQL compiled by :meth:`compile`; lets a benchmark time compile and run apart.
+
+        Code that has the expression runs it with :meth:`execute` instead.
+        """
+        return self._backend.run_sql(sql)
+
+
+def _literal(value) -> sge.Expression:
+    """A text or timestamp value as a SQL literal (the keys the store deletes by)."""
+    if isinstance(value, datetime):
+        return sge.cast(sge.Literal.string(value.isoformat(sep=" ")), "TIMESTAMP")
+    return sge.Literal.string(str(value))
 
 
 def _with_stored(

@@ -55,3 +55,44 @@ def telco_dir() -> Path:
     if not d.exists():
         pytest.skip(f"real data not present at {d}")
     return d
+
+
+# --- demo projects, built once per session and copied for each module that writes ---------
+
+
+@pytest.fixture(scope="session")
+def demo_projects(tmp_path_factory):
+    """A cache of demo projects (no stored history, no report), one per size; a module
+    gets its own copy through :func:`demo_project`, so writes never leak between modules."""
+    from healthscore.api import run_demo
+
+    built = {}
+
+    def get(size: dict):
+        key = tuple(sorted(size.items()))
+        if key not in built:
+            d = tmp_path_factory.mktemp("demo-" + "-".join(str(v) for _, v in key))
+            built[key] = run_demo(d, **size, end=fixtures.DEMO_END, history_months=0, report=False)
+        return built[key]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def demo_project(demo_projects, tmp_path_factory, request):
+    """A private copy of a shared demo project; the module names its size with
+    ``DEMO = fixtures.CALIBRATION_DEMO`` (default: ``fixtures.SMALL_DEMO``)."""
+    import dataclasses
+    import shutil
+
+    size = getattr(request.module, "DEMO", fixtures.SMALL_DEMO)
+    template = demo_projects(size)
+    d = tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])
+    for f in (template.db_path, template.model_path):
+        shutil.copy2(f, d / f.name)
+    return dataclasses.replace(
+        template,
+        directory=d,
+        db_path=d / template.db_path.name,
+        model_path=d / template.model_path.name,
+    )

@@ -28,6 +28,10 @@ from datetime import timedelta
 import pyarrow as pa
 
 AS_OF = D(2025, 1, 1)
+# the shared demo projects (conftest's ``demo_project``): one small, one for calibration
+DEMO_END = D(2025, 7, 1)
+SMALL_DEMO = dict(accounts=300, months=15, seed=3)  # backtest report, challenger
+CALIBRATION_DEMO = dict(accounts=800, months=24, seed=7)  # calibrate's held-out figures
 
 
 def _ts(values):

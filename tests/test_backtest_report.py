@@ -10,7 +10,6 @@ import pytest
 from typer.testing import CliRunner
 
 import healthscore as hs
-from healthscore.api import run_demo
 from healthscore.cli import app
 from healthscore.evaluate import backtest as bt
 from healthscore.evaluate.challenger import CHALLENGER_ONLY
@@ -52,10 +51,10 @@ def _old_model_text() -> str:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def project(demo_project):
     """A demo book, a new and an old model file, and the report the CLI wrote for them."""
-    d = tmp_path_factory.mktemp("btreport")
-    result = run_demo(d, accounts=300, months=15, seed=3, end=END, history_months=0, report=False)
+    result = demo_project
+    d = result.directory
     (d / "new.yaml").write_text(_new_model_text())
     (d / "old.yaml").write_text(_old_model_text())
     out = d / "backtest.html"

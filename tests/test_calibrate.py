@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
+import fixtures
 import healthscore as hs
 from healthscore.cli import app
 from healthscore.core.time import shift
@@ -24,11 +25,12 @@ END = datetime(2025, 7, 1)
 D = datetime(2024, 10, 1)
 
 
+DEMO = fixtures.CALIBRATION_DEMO  # the shared project: 800 accounts, 24 months to 2025-07-01
+
+
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    d = tmp_path_factory.mktemp("calibrate")
-    r = hs.api.run_demo(d, accounts=800, months=24, seed=7, end=END, history_months=0, report=False)
-    return r.db_path
+def demo(demo_project):
+    return demo_project.db_path
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 import healthscore as hs
-from healthscore.api import run_demo
 from healthscore.core.time import dates_between, shift
 from healthscore.errors import ScoringError
 from healthscore.evaluate import backtest as bt
@@ -24,17 +23,10 @@ TRAIN_UNTIL = datetime(2024, 12, 1)
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """300 demo accounts over 15 months; monthly history stored by a backtest."""
-    result = run_demo(
-        tmp_path_factory.mktemp("challenger"),
-        accounts=300,
-        months=15,
-        seed=3,
-        end=END,
-        history_months=0,
-        report=False,
-    )
+def demo(demo_project):
+    """300 demo accounts over 15 months (the shared small project); monthly history stored
+    by a backtest."""
+    result = demo_project
     store = hs.connect(result.db_path)
     bt.backtest(store, result.model, START, STOP, every="1mo", reps=20)
     store.con.raw_sql("CHECKPOINT")

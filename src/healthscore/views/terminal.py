@@ -20,6 +20,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from healthscore.views.format import money
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -375,17 +377,6 @@ def render_portfolio(console: Console, result, command: str = "healthscore") -> 
 # --- compare: two models side by side (healthscore compare) ----------------------------------
 
 
-def _money(x: float | None) -> str:
-    """ARR in a few characters: 950, 12k, 1.2M."""
-    if x is None:
-        return "-"
-    if abs(x) >= 1e6:
-        return f"{x / 1e6:.1f}M"
-    if abs(x) >= 1e3:
-        return f"{x / 1e3:.0f}k"
-    return f"{x:.0f}"
-
-
 def _share(x: float | None) -> str:
     return "-" if x is None else f"{x:.0%}"
 
@@ -416,21 +407,21 @@ def render_comparison(console: Console, c) -> None:
         cells = []
         for b2 in c.bands:
             cell = row[b2]
-            text = f"{cell.accounts:,}" + (f" ({_money(cell.arr)})" if arr else "")
+            text = f"{cell.accounts:,}" + (f" ({money(cell.arr)})" if arr else "")
             if not cell.accounts:
                 text = "[dim]-[/]"
             elif b1 == b2:
                 text = f"[bold]{text}[/]"
             cells.append(text)
         total_arr = sum(cell.arr or 0.0 for cell in row.values())
-        total = f"{n:,}" + (f" ({_money(total_arr)})" if arr else "")
+        total = f"{n:,}" + (f" ({money(total_arr)})" if arr else "")
         matrix.add_row(f"[{BAND_STYLE.get(b1, 'dim')}]{b1}[/]", *cells, total)
     console.print(matrix)
     moved = (
         f"{s.accounts_both:,} accounts scored by both: {s.moved_up:,} move up a band"
-        + (f" ({_money(s.arr_moved_up)} ARR)" if arr else "")
+        + (f" ({money(s.arr_moved_up)} ARR)" if arr else "")
         + f", {s.moved_down:,} down"
-        + (f" ({_money(s.arr_moved_down)} ARR)" if arr else "")
+        + (f" ({money(s.arr_moved_down)} ARR)" if arr else "")
         + f", {s.same_band:,} stay"
     )
     if s.mean_change is not None:
@@ -520,7 +511,7 @@ def render_arr_at_risk(console: Console, scores, model) -> None:
         return
     total = arr_at_risk(scores, None)[0]
     arr = (
-        f"; ARR at risk {_arr(total.arr_at_risk)} of {_arr(total.arr)} ({total.share or 0:.1%})"
+        f"; ARR at risk {money(total.arr_at_risk)} of {money(total.arr)} ({total.share or 0:.1%})"
         if total.arr is not None
         else " (no `arr` metric in the model: ARR left out)"
     )
@@ -543,22 +534,11 @@ def render_arr_at_risk(console: Console, scores, model) -> None:
                 r.group or "(none)",
                 f"{r.accounts:,}",
                 f"{r.expected:,.1f}" if r.expected >= 10 else f"{r.expected:.2f}",
-                _arr(r.arr),
-                _arr(r.arr_at_risk),
+                money(r.arr),
+                money(r.arr_at_risk),
                 "-" if r.share is None else f"{r.share:.1%}",
             )
         console.print(table)
-
-
-def _arr(x: float | None) -> str:
-    """ARR with three significant digits: 950, 2.8k, 1.23M."""
-    if x is None:
-        return "-"
-    if abs(x) >= 1e6:
-        return f"{x / 1e6:.3g}M"
-    if abs(x) >= 1e3:
-        return f"{x / 1e3:.3g}k"
-    return f"{x:.0f}"
 
 
 # --- calibration -------------------------------------------------------------------

@@ -677,8 +677,6 @@ def render_validation(console: Console, model) -> None:
 def render_scores(console: Console, scores: pa.Table, model) -> None:
     """One row per account: score, band, p(outcome), coverage, pillars, signals; below
     it the ARR at risk when the model has a fitted probability."""
-    from healthscore.evaluate.probability import percent
-
     card = "" if model.scorecard_name == "health" else f" - scorecard {model.scorecard_name}"
     signals = any(r.signal for r in model.spec.rules.values())
     table = Table(
@@ -692,7 +690,9 @@ def render_scores(console: Console, scores: pa.Table, model) -> None:
     table.add_column("score", justify="right", min_width=5)
     table.add_column("band", no_wrap=True, min_width=6)
     chance = "probability" in scores.column_names
-    if chance:
+    if chance:  # only then: the probability module brings pandas with it
+        from healthscore.evaluate.probability import percent
+
         what = model.spec.probability.describe().split()[0]
         table.add_column(f"p({what})", justify="right", no_wrap=True)
     for col in ["coverage", *model.spec.pillars]:

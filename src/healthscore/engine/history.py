@@ -13,7 +13,7 @@ is written in one transaction. History is never rewritten by later data: a row l
 afterwards changes stored scores only when they are rebuilt.
 
 The table names and schemas are re-exported here (``SCORES``, ``LINES``, ``MODELS``,
-``SCHEMAS``, ``ensure_tables``) for the engine's readers of history.
+``SCHEMAS``, ``ensure_tables``) for the modules that read history.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def backfill(
     if score_dates is None:
         chunks = [[d] for d in todo]
     else:
-        n = store.table("accounts").count().to_pyarrow().as_py() or 1
+        n = store.count("accounts") or 1
         size = max(1, chunk_rows // n)
         chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
     done = 0

@@ -93,6 +93,7 @@ FORMAT = typer.Option("--format", "-f", help="output format")
 # library parameter -> flag, where the flag is not the parameter's own name
 ALIASES = {
     "constants": "--set",
+    "dates": "--from/--to/--every",
     "end": "--to",
     "mapping": "--map",
     "out": "--out",

@@ -176,7 +176,7 @@ class Store:
         """Rows of a small bookkeeping table."""
         # its schema is known: an unbound table spares the backend a schema lookup, which
         # every command would pay on opening the store
-        return self.con.to_pyarrow(ibis.table(BOOKKEEPING[table], name=table)).to_pylist()
+        return self._backend.to_arrow(ibis.table(BOOKKEEPING[table], name=table)).to_pylist()
 
     def meta(self) -> dict[str, str]:
         return {r["key"]: r["value"] for r in self._select_all(META)}
@@ -219,7 +219,8 @@ class Store:
 
     def count(self, name: str) -> int:
         # counting needs no columns: a table known by name only spares a schema lookup
-        return self.con.to_pyarrow(ibis.table(ibis.schema({}), name=name).count()).as_py()
+        expr = ibis.table(ibis.schema({}), name=name).count().name("n").as_table()
+        return self._backend.to_arrow(expr)["n"][0].as_py()
 
     # loading -------------------------------------------------------------------------
     def load(

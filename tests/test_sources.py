@@ -174,12 +174,79 @@ def test_semicolon_separated_csv_is_recognised(tmp_path):
     assert col(read_source(f, "accounts"), "name") == ["Acme, Inc"]
 
 
-def test_file_not_in_utf8_is_reported_with_a_hint(tmp_path):
+def test_file_not_in_utf8_is_reported_with_its_line_and_a_hint(tmp_path):
     f = tmp_path / "a.csv"
     f.write_bytes("account_id,name,created_at\nA1,Café,2024-01-01\n".encode("latin-1"))
-    with pytest.raises(SourceError, match=msg(f"{f}: cannot read as CSV: ")) as e:
+    with pytest.raises(
+        SourceError,
+        match=msg(
+            f"{f}:2: not UTF-8 text (byte 0xe9 at character 7); hint: save the file as UTF-8"
+        ),
+    ):
         read_source(f, "accounts")
-    assert str(e.value).endswith("; hint: save the file as UTF-8")
+    g = tmp_path / "b.csv"
+    g.write_bytes("account_id,name,created_at\nA1,x,2024-01-01\n".encode("utf-16"))
+    with pytest.raises(SourceError, match=msg(f"{g}:1: the file is UTF-16 text; hint: save")):
+        read_source(g, "accounts")
+
+
+def test_mixed_line_endings_load(tmp_path):
+    """A CRLF file whose last line was appended with LF (or the other way round)."""
+    for i, text in enumerate(
+        [
+            'account_id,name,created_at\r\nA1,"Acme, Inc",2024-01-01\r\nA2,Globex,2024-01-02\n',
+            "account_id,name,created_at\nA1,Acme,2024-01-01\r\n\r\nA2,Globex,2024-01-02\r\n",
+        ]
+    ):
+        f = tmp_path / f"m{i}.csv"
+        f.write_bytes(text.encode())
+        batch = read_source(f, "accounts")
+        assert col(batch, "account_id") == ["A1", "A2"]
+        assert col(batch, "name")[1] == "Globex"
+        assert col(batch, "created_at")[1] == dt.datetime(2024, 1, 2)
+
+
+def test_mixed_line_endings_with_a_bad_row_name_the_row_not_the_encoding(tmp_path):
+    f = tmp_path / "m.csv"
+    f.write_bytes(b"account_id,name,created_at\r\nA1,x,2024-01-01\r\nA2,y\n")
+    with pytest.raises(SourceError) as e:
+        read_source(f, "accounts")
+    assert str(e.value) == f"{f}:3: has 2 fields, the header has 3"
+
+
+def test_a_quote_never_closed_is_named_by_its_line(tmp_path):
+    f = write(
+        tmp_path / "a.csv", 'account_id,name,created_at\nA1,"Acme,2024-01-01\nA2,y,2024-01-02\n'
+    )
+    with pytest.raises(
+        SourceError, match=msg(f"{f}:2: a quoted value opened on this line is never closed")
+    ):
+        read_source(f, "accounts")
+    g = write(tmp_path / "b.csv", 'account_id,name,created_at\nA1,"Acme "Big" Inc",2024-01-01\n')
+    with pytest.raises(SourceError, match=msg(f"{g}:2: a quote inside a quoted value")):
+        read_source(g, "accounts")
+
+
+def test_quoted_values_keep_no_quotes_beside_a_literal_inch_mark(tmp_path):
+    f = write(
+        tmp_path / "a.csv",
+        'account_id,name,created_at\nA1,"Acme, Inc",2024-01-01\nA2,5" Co,2024-01-01\n',
+    )
+    assert col(read_source(f, "accounts"), "name") == ["Acme, Inc", '5" Co']
+
+
+def test_row_numbers_count_blank_lines_as_a_spreadsheet_does(tmp_path):
+    f = write(
+        tmp_path / "u.csv",
+        'user_id,account_id,created_at\nU1,A1,2024-01-01\n\nU2,A1,"2024-01-02"\n\n\n'
+        "U3,A1,soon\nU1,A1,2024-01-01\n",
+    )
+    with pytest.raises(SourceError) as e:
+        read_source(f, "users")
+    assert [(p.row, p.column) for p in e.value.problems] == [(7, "created_at"), (8, "user_id")]
+    assert "duplicate user_id, first seen at row 2" in str(e.value)
+    batch = read_source(f, "users", allow_rejects=True)
+    assert batch.reject_rows.column("_row").to_pylist() == [7, 8]
 
 
 def test_header_only_file_gives_an_empty_batch(tmp_path):
@@ -191,10 +258,19 @@ def test_header_only_file_gives_an_empty_batch(tmp_path):
     ]  # fmt: skip
 
 
-def test_zero_byte_file_gives_an_empty_batch(tmp_path):
-    for name in ("a.csv", "a.jsonl"):
-        batch = read_source(write(tmp_path / name, ""), "accounts")
-        assert batch.rows_read == 0 and batch.data.num_rows == 0
+def test_a_file_without_a_header_is_an_error(tmp_path):
+    f = write(tmp_path / "a.csv", "")
+    with pytest.raises(SourceError, match=msg(f"{f}: the file is empty (0 bytes): no header row")):
+        read_source(f, "accounts")
+    j = write(tmp_path / "a.jsonl", "")
+    with pytest.raises(SourceError, match=msg(f"{j}: the file is empty (0 bytes); hint:")):
+        read_source(j, "accounts")
+    b = write(tmp_path / "b.csv", "\ufeff\n \r\n\n")
+    with pytest.raises(SourceError, match=msg(f"{b}: the file holds only blank lines: no header")):
+        read_source(b, "accounts")
+    h = write(tmp_path / "h.csv", "\naccount_id,created_at\nA1,2024-01-01\n")
+    with pytest.raises(SourceError, match=msg(f"{h}:1: the first line is blank")):
+        read_source(h, "accounts")
 
 
 # ------------------------------------------------------------------- columns, mapping

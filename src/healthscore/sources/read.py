@@ -145,13 +145,12 @@ def read_source(
     p = Path(path)
     if not p.is_file():
         raise SourceError(f"{file}: file not found" if not p.exists() else f"{file}: not a file")
+    data = DataFile(file, fmt)
+    data.check_not_empty()
     with open_scratch() as db:
         if date_format is not None:
             check_date_format(db, date_format)
-        if p.stat().st_size == 0:
-            return _empty_batch(spec, file)
         cols = FileColumns.of(file, spec, mapping or {}, values or {})
-        data = DataFile(file, fmt)
         names, types = data.describe(db)
         map_columns(cols, data, names, types, account_lookup, constants)
         check_required_columns(spec, cols)
@@ -283,8 +282,3 @@ def _derived_key_sql(spec: Table, cols: FileColumns) -> str:
     if cols.canonical[spec.primary_key] is None:
         return derived
     return f"coalesce(v_{spec.primary_key}, {derived})"
-
-
-def _empty_batch(spec: Table, file: str) -> SourceBatch:
-    data = pa.table({n: pa.array([], ARROW_TYPES[t]) for n, t in spec.columns.items()})
-    return SourceBatch(spec.name, file, data, [], None, 0, supplied=tuple(spec.columns))

@@ -538,16 +538,73 @@ def test_numbers_are_parsed_and_negative_amounts_are_valid(tmp_path):
     assert col(read_source(f, "invoices"), "amount") == [1234.5, -20.0, 1000.0, 0.5, 7.0]
 
 
-def test_thousands_separator_is_refused_and_says_why(tmp_path):
-    f = write(tmp_path / "i.csv", 'invoice_id,account_id,due_at,amount\nI1,A1,2024-01-01,"1,234"\n')
+def amounts(tmp_path, *values: str) -> Path:
+    rows = "".join(f'I{i},A1,2024-01-01,"{v}"\n' for i, v in enumerate(values, start=1))
+    return write(tmp_path / "i.csv", "invoice_id,account_id,due_at,amount\n" + rows)
+
+
+def test_a_lone_thousands_comma_is_refused_and_the_hint_names_both_formats(tmp_path):
+    f = amounts(tmp_path, "1,234", "$6,000")
+    with pytest.raises(SourceError) as e:
+        read_source(f, "invoices")
+    assert (
+        f"{f}:2: amount: not a number: ',' could separate thousands or decimals (got '1,234', "
+        "expected a number like 1234.5); hint: no number in amount shows whether ',' "
+        "separates thousands or decimals (row 2: '1,234'): pass `number_format` 1,234.56 "
+        "(thousands) or 1.234,56 (decimals)"
+    ) in str(e.value)
+    assert col(read_source(f, "invoices", number_format="1,234.56"), "amount") == [1234, 6000]
+    assert col(read_source(f, "invoices", number_format="1.234,56"), "amount") == [1.234, 6.0]
+
+
+def test_money_as_people_write_it_loads_with_its_number_format(tmp_path):
+    us = amounts(tmp_path, "$6,000", "1,234.5", "-$1,234.50", "USD 12", " 7 ")
+    got = col(read_source(us, "invoices", number_format="1,234.56"), "amount")
+    assert got == [6000, 1234.5, -1234.5, 12, 7]
+    eu = amounts(tmp_path, "6.000,00 €", "12,5", "EUR 1.234.567,8", "-3")
+    got = col(read_source(eu, "invoices", number_format="1.234,56"), "amount")
+    assert got == [6000, 12.5, 1234567.8, -3]
+    fr = amounts(tmp_path, "6 000,00 €", "1\u202f234,5", "12")
+    assert col(read_source(fr, "invoices", number_format="1 234,56"), "amount") == [
+        6000,
+        1234.5,
+        12,
+    ]
+
+
+def test_numbers_that_show_their_format_load_by_default(tmp_path):
+    f = amounts(tmp_path, "1,234.5", "$500", "£1,234,567", "-$12.50")
+    assert col(read_source(f, "invoices"), "amount") == [1234.5, 500, 1234567, -12.5]
+
+
+def test_a_column_written_the_european_way_asks_for_its_format(tmp_path):
+    f = amounts(tmp_path, "12", "6.000,00 €")
     with pytest.raises(
         SourceError,
         match=msg(
-            f"{f}:2: amount: not a number: ',' is not accepted as a thousands or decimal "
-            "separator (got '1,234', expected a number like 1234.5)"
+            f"{f}:3: amount: not a number (got '6.000,00 €', expected a number like 1234.5); "
+            "hint: amount writes numbers as 1.234,56 (row 3: '6.000,00 €'): pass "
+            "`number_format` 1.234,56"
         ),
     ):
         read_source(f, "invoices")
+
+
+def test_a_column_mixing_two_number_formats_is_refused(tmp_path):
+    f = amounts(tmp_path, "6,000.00", "6.000,00")
+    with pytest.raises(SourceError, match=msg("amount mixes numbers written 1,234.56 (row 2:")):
+        read_source(f, "invoices")
+
+
+def test_a_number_not_in_the_given_format_is_refused(tmp_path):
+    f = amounts(tmp_path, "1.5")
+    with pytest.raises(
+        SourceError,
+        match=msg("amount: not a number written 1.234,56 (got '1.5', expected a number written"),
+    ):
+        read_source(f, "invoices", number_format="1.234,56")
+    with pytest.raises(SourceError, match=msg("`number_format` '1,2' is not a number format")):
+        read_source(f, "invoices", number_format="1,2")
 
 
 @pytest.mark.parametrize("value", ["inf", "-Infinity", "NaN", "1e999"])
@@ -560,8 +617,8 @@ def test_non_finite_numbers_are_refused(tmp_path, value):
 
 
 def test_text_in_a_number_column_is_refused(tmp_path):
-    f = write(tmp_path / "i.csv", "invoice_id,account_id,due_at,amount\nI1,A1,2024-01-01,12 EUR\n")
-    with pytest.raises(SourceError, match=msg(f"{f}:2: amount: not a number (got '12 EUR'")):
+    f = write(tmp_path / "i.csv", "invoice_id,account_id,due_at,amount\nI1,A1,2024-01-01,12 kg\n")
+    with pytest.raises(SourceError, match=msg(f"{f}:2: amount: not a number (got '12 kg'")):
         read_source(f, "invoices")
 
 
@@ -634,17 +691,40 @@ def test_bad_date_is_reported_with_file_row_and_column(tmp_path):
     assert (p.file, p.row, p.column, p.got) == (str(f), 3, "created_at", "2024-02-30")
 
 
-def test_day_month_dates_need_a_date_format_and_say_so(tmp_path):
+def test_day_month_dates_the_file_cannot_order_are_refused_naming_both_formats(tmp_path):
     f = write(tmp_path / "u.csv", "user_id,account_id,created_at\nU1,A1,03/04/2024\n")
     with pytest.raises(
         SourceError,
         match=msg(
             f"{f}:2: created_at: not a date or timestamp (got '03/04/2024', expected an ISO "
             "8601 date or time like 2024-03-01 or 2024-03-01T12:00:00Z); "
-            "hint: pass `date_format`, e.g. %d/%m/%Y"
+            "hint: no date in created_at has a field above 12, so the file cannot tell "
+            "whether '03/04/2024' (row 2: '03/04/2024') is day first or month first: pass "
+            "`date_format` %d/%m/%Y (day first) or %m/%d/%Y (month first)"
         ),
     ):
         read_source(f, "users")
+
+
+@pytest.mark.parametrize(
+    ("dates", "hint"),
+    [
+        (["03/15/2025", "01/02/2024"], "created_at has its month first (row 2: '03/15/2025'): "
+         "pass `date_format` %m/%d/%Y"),
+        (["01/02/2024", "15/03/2025"], "created_at has its day first (row 3: '15/03/2025'): "
+         "pass `date_format` %d/%m/%Y"),
+        (["01.02.24 09:30", "15.03.25 10:00"], "pass `date_format` %d.%m.%y %H:%M"),
+        (["15/03/2025", "03/15/2025"], "created_at mixes day-first (row 2: '15/03/2025') and "
+         "month-first (row 3: '03/15/2025') dates"),
+    ],
+)  # fmt: skip
+def test_the_date_format_hint_is_drawn_from_the_columns_evidence(tmp_path, dates, hint):
+    rows = "".join(f"U{i},A1,{d}\n" for i, d in enumerate(dates))
+    f = write(tmp_path / "u.csv", "user_id,account_id,created_at\n" + rows)
+    with pytest.raises(SourceError) as e:
+        read_source(f, "users")
+    assert all(hint in p.hint for p in e.value.problems), str(e.value)
+    assert "%d/%m/%Y" not in str(e.value) or "day" in hint
 
 
 def test_date_format_reads_day_first_or_month_first_dates(tmp_path):
@@ -854,7 +934,7 @@ def test_write_rejects_writes_csv_with_reason(tmp_path):
             "_row": "3",
             "_reason": "created_at: not a date or timestamp (got '31/12/2024', expected an ISO "
             "8601 date or time like 2024-03-01 or 2024-03-01T12:00:00Z); "
-            "hint: pass `date_format`, e.g. %d/%m/%Y",
+            "hint: created_at has its day first (row 3: '31/12/2024'): pass `date_format` %d/%m/%Y",
             "user_id": "U2",
             "account_id": "A1",
             "created_at": "31/12/2024",

@@ -79,7 +79,7 @@ from healthscore.sources.columns import MAP_HINT
 from healthscore.sources.formats import EXTENSIONS
 from healthscore.sources.read import SourceBatch, read_source
 from healthscore.sources.rejects import write_rejects
-from healthscore.sources.spec import LoadSpec, parse_constants, parse_mapping, read_spec
+from healthscore.sources.spec import LoadSpec, parse_constants, parse_key, parse_mapping, read_spec
 
 __all__ = [
     "ARROW_TYPES",
@@ -91,6 +91,7 @@ __all__ = [
     "SourceBatch",
     "SourceError",
     "parse_constants",
+    "parse_key",
     "parse_mapping",
     "read_source",
     "read_spec",

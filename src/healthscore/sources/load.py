@@ -50,14 +50,14 @@ def load_file(
 
     lookup = None
     if account_from:
-        key = get_table(account_from).primary_key
-        ref = store.table(account_from).select(key, "account_id").to_pyarrow().to_pydict()
-        if not ref[key]:
+        ref_key = get_table(account_from).primary_key
+        ref = store.table(account_from).select(ref_key, "account_id").to_pyarrow().to_pydict()
+        if not ref[ref_key]:
             raise StoreError(
                 f"`account_from` {account_from}: the store's {account_from} table is empty",
                 hint=f"load {account_from} first",
             )
-        lookup = (key, dict(zip(ref[key], ref["account_id"], strict=True)))
+        lookup = (ref_key, dict(zip(ref[ref_key], ref["account_id"], strict=True)))
     batch = read_source(
         path,
         table,

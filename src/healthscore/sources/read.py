@@ -14,7 +14,8 @@ per step, so a 10-million-row Parquet file of events is read in seconds:
 5. coerce every canonical column (:mod:`~healthscore.sources.coerce`, view ``typed``);
 6. check every row (:mod:`~healthscore.sources.checks`): raise, or set invalid rows
    aside (:mod:`~healthscore.sources.rejects`) with ``allow_rejects``;
-7. fetch the valid rows as Arrow, deriving missing ``usage_events`` ids.
+7. fetch the valid rows as Arrow, deriving event ids a file lacks (or building them from
+   ``key``).
 """
 
 from __future__ import annotations

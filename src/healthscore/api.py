@@ -235,14 +235,23 @@ def load_plan(
     mapping: list[str] | tuple[str, ...] = (),
     constants: list[str] | tuple[str, ...] = (),
     date_format: str | None = None,
+    number_format: str | None = None,
+    key: str | None = None,
 ) -> LoadSpec:
     """How to load a file into ``table``: the load spec file ``spec`` with ``mapping``
-    (``source=canonical`` items), ``constants`` (``column=value`` items) and
-    ``date_format`` added; where they disagree the arguments win."""
-    from healthscore.sources import LoadSpec, parse_constants, parse_mapping, read_spec
+    (``source=canonical`` items), ``constants`` (``column=value`` items),
+    ``date_format``, ``number_format`` and ``key`` (``col,col``) added; where they
+    disagree the arguments win."""
+    from healthscore.sources import LoadSpec, parse_constants, parse_key, parse_mapping, read_spec
 
     plan = read_spec(spec, table) if spec else LoadSpec()
-    return plan.with_flags(parse_mapping(mapping), parse_constants(constants), date_format)
+    return plan.with_flags(
+        parse_mapping(mapping),
+        parse_constants(constants),
+        date_format,
+        number_format=number_format,
+        key=parse_key(key),
+    )
 
 
 def load_table(
@@ -265,6 +274,8 @@ def load_table(
         file,
         plan.mapping,
         date_format=plan.date_format,
+        number_format=plan.number_format,
+        key=plan.key,
         rejects=rejects,
         account_from=account_from,
         constants=plan.constants,

@@ -24,6 +24,8 @@ def load_file(
     mapping: dict[str, str | list[str]] | None = None,
     *,
     date_format: str | None = None,
+    number_format: str | None = None,
+    key: list[str] | None = None,
     rejects: str | Path | None = None,
     account_from: str | None = None,
     constants: dict[str, str] | None = None,
@@ -36,7 +38,9 @@ def load_file(
     the file carries instead of ``account_id``; the account is looked up in the store.
     ``constants`` gives a column the file lacks one value on every row. ``values``
     recodes a source column's values (``{column: {text: new text or None}}``); rows whose
-    key or a required value is recoded to None are skipped and counted. See
+    key or a required value is recoded to None are skipped and counted. ``number_format``
+    says how numbers are written, ``key`` names the columns a missing primary key is
+    built from. See
     :func:`healthscore.sources.read_source`; :func:`healthscore.sources.read_spec` reads
     all of these from a load spec file.
 
@@ -46,19 +50,21 @@ def load_file(
 
     lookup = None
     if account_from:
-        key = get_table(account_from).primary_key
-        ref = store.table(account_from).select(key, "account_id").to_pyarrow().to_pydict()
-        if not ref[key]:
+        ref_key = get_table(account_from).primary_key
+        ref = store.table(account_from).select(ref_key, "account_id").to_pyarrow().to_pydict()
+        if not ref[ref_key]:
             raise StoreError(
                 f"`account_from` {account_from}: the store's {account_from} table is empty",
                 hint=f"load {account_from} first",
             )
-        lookup = (key, dict(zip(ref[key], ref["account_id"], strict=True)))
+        lookup = (ref_key, dict(zip(ref[ref_key], ref["account_id"], strict=True)))
     batch = read_source(
         path,
         table,
         mapping,
         date_format=date_format,
+        number_format=number_format,
+        key=key,
         allow_rejects=rejects is not None,
         account_lookup=lookup,
         constants=constants,

@@ -14,7 +14,8 @@ per step, so a 10-million-row Parquet file of events is read in seconds:
 5. coerce every canonical column (:mod:`~healthscore.sources.coerce`, view ``typed``);
 6. check every row (:mod:`~healthscore.sources.checks`): raise, or set invalid rows
    aside (:mod:`~healthscore.sources.rejects`) with ``allow_rejects``;
-7. fetch the valid rows as Arrow, deriving missing ``usage_events`` ids.
+7. fetch the valid rows as Arrow, deriving event ids a file lacks (or building them from
+   ``key``).
 """
 
 from __future__ import annotations
@@ -24,10 +25,16 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from healthscore.core.tables import DERIVABLE_KEYS, Table
+from healthscore.core.tables import DERIVABLE_KEYS, DERIVED_KEY_COLUMNS, Table
 from healthscore.errors import Problem, SourceError
-from healthscore.sources.checks import check_required_columns, find_problems
-from healthscore.sources.coerce import ARROW_TYPES, check_date_format, create_typed, type_extras
+from healthscore.sources.checks import check_required_columns, find_problems, key_value_sql
+from healthscore.sources.coerce import (
+    ARROW_TYPES,
+    check_date_format,
+    check_number_format,
+    create_typed,
+    type_extras,
+)
 from healthscore.sources.columns import FileColumns, canonical_table, map_columns
 from healthscore.sources.formats import DataFile, format_of
 from healthscore.sources.recode import recode
@@ -73,10 +80,12 @@ def read_source(
     mapping: dict[str, str | list[str]] | None = None,
     *,
     date_format: str | None = None,
+    number_format: str | None = None,
     allow_rejects: bool = False,
     account_lookup: tuple[str, dict[str, str]] | None = None,
     constants: dict[str, str] | None = None,
     values: dict[str, dict[str, str | None]] | None = None,
+    key: list[str] | None = None,
 ) -> SourceBatch:
     """Read one data file into canonical table ``table``, validated.
 
@@ -94,6 +103,10 @@ def read_source(
         the others must be canonical columns and read the same values.
     date_format
         A strptime format (``%d/%m/%Y``) tried before ISO 8601 on text timestamps.
+    number_format
+        How numbers are written: ``1,234.56``, ``1.234,56``, ``1 234,56`` or
+        ``1 234.56``. None (default): commas separate thousands where a value shows it
+        (``1,234.5``); ``1,234`` alone is refused with a hint from the column.
     allow_rejects
         False (default): any invalid row raises :class:`SourceError` listing every
         problem, and nothing is returned. True: invalid rows are set aside in
@@ -113,6 +126,12 @@ def read_source(
         a required column the row is skipped (``skipped``, ``skip_reason``). An extra
         column whose values are recoded is typed by the new values: boolean (all
         true/false), whole number, number, timestamp, else text.
+    key
+        Column names (after ``mapping``) whose values identify a row, for a file without
+        the table's primary key (not accounts, users, subscriptions): the key is the md5
+        of their values as text joined by ``\\x1f``, and two rows with the same values are
+        a duplicate key. Event tables without one derive it from the row (see the
+        package docs).
 
     Returns
     -------
@@ -145,24 +164,24 @@ def read_source(
     p = Path(path)
     if not p.is_file():
         raise SourceError(f"{file}: file not found" if not p.exists() else f"{file}: not a file")
+    data = DataFile(file, fmt)
+    data.check_not_empty()
     with open_scratch() as db:
         if date_format is not None:
             check_date_format(db, date_format)
-        if p.stat().st_size == 0:
-            return _empty_batch(spec, file)
+        check_number_format(number_format)
         cols = FileColumns.of(file, spec, mapping or {}, values or {})
-        data = DataFile(file, fmt)
         names, types = data.describe(db)
-        map_columns(cols, data, names, types, account_lookup, constants)
+        map_columns(cols, data, names, types, account_lookup, constants, key)
         check_required_columns(spec, cols)
         _create_raw(db, data, spec, cols, names)
         skipped, skip_reason, warnings = recode(db, spec, cols)
         _link_accounts(db, cols, account_lookup)
         type_extras(db, cols, fmt)
-        typed_select = create_typed(db, spec, cols, fmt, date_format)
+        typed_select = create_typed(db, spec, cols, fmt, date_format, number_format)
         rows_read = db.execute("SELECT count(*) FROM raw_read").fetchone()[0]
         problems, null_keys, internal_row = find_problems(
-            db, spec, cols, typed_select, data, date_format
+            db, spec, cols, typed_select, data, date_format, number_format
         )
         if problems and not allow_rejects:
             n = len({p.row for p in problems})
@@ -172,8 +191,8 @@ def read_source(
         bad_rows = sorted({internal_row[p.row] for p in problems})
         if bad_rows:
             db.register("__bad", pa.table({"r": pa.array(bad_rows, pa.int64())}))
-        # usage_events: ids missing from the file (or from some rows) are derived.
-        derive_key = spec.name in DERIVABLE_KEYS and null_keys > 0
+        # event tables: ids missing from the file (or from some rows) are derived.
+        derive_key = (spec.name in DERIVABLE_KEYS and null_keys > 0) or bool(cols.key)
         valid = _fetch_valid(db, spec, cols, bad_rows, derive_key)
         reject_rows = fetch_rejects(db, cols, problems, internal_row) if bad_rows else None
     pk = spec.primary_key
@@ -269,22 +288,22 @@ def _fetch_valid(
 
 
 def _derived_key_sql(spec: Table, cols: FileColumns) -> str:
-    """md5 of the row's canonical text joined by \\x1f, then its occurrence number.
+    """md5 of the row's identifying text joined by \\x1f (then its occurrence number).
 
-    The text of a column is DuckDB's cast to VARCHAR of the coerced value (timestamps
-    as ``2024-03-01 12:00:00``, NULL as ''), so the same event gets the same id from a
-    CSV, a JSON or a Parquet file; the occurrence number (1, 2, ... in file order among
-    identical rows) keeps exact duplicates apart.
+    With ``key`` the named columns, else the table's :data:`DERIVED_KEY_COLUMNS`. The
+    text of a column is DuckDB's cast to VARCHAR of the coerced value (timestamps as
+    ``2024-03-01 12:00:00``, NULL as ''), so the same event gets the same id from a CSV,
+    a JSON or a Parquet file; without ``key`` the occurrence number (1, 2, ... in file
+    order among identical rows) keeps exact duplicates apart.
     """
-    values = [f"v_{n}" for n in spec.columns if n != spec.primary_key]
+    if cols.key:
+        values = [key_value_sql(spec, c) for c in cols.key]
+        text = ", ".join(f"coalesce(CAST({v} AS VARCHAR), '')" for v in values)
+        return f"md5(concat_ws(chr(31), {text}))"
+    values = [f"v_{n}" for n in DERIVED_KEY_COLUMNS[spec.name]]
     text = ", ".join(f"coalesce(CAST({v} AS VARCHAR), '')" for v in values)
     occurrence = f"row_number() OVER (PARTITION BY {', '.join(values)} ORDER BY __row)"
     derived = f"md5(concat_ws(chr(31), {text}, CAST({occurrence} AS VARCHAR)))"
     if cols.canonical[spec.primary_key] is None:
         return derived
     return f"coalesce(v_{spec.primary_key}, {derived})"
-
-
-def _empty_batch(spec: Table, file: str) -> SourceBatch:
-    data = pa.table({n: pa.array([], ARROW_TYPES[t]) for n, t in spec.columns.items()})
-    return SourceBatch(spec.name, file, data, [], None, 0, supplied=tuple(spec.columns))

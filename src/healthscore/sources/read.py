@@ -319,7 +319,8 @@ def _stream_valid(
     reader = stream_arrow(db, f"SELECT {', '.join(select)} FROM typed {where}")
     found = reader.schema
     fields = [pa.field(n, ARROW_TYPES[t]) for n, t in spec.columns.items()]
-    fields += [pa.field(c.name, f.type) for c, f in zip(cols.extras, list(found)[len(fields) :], strict=True)]
+    extras = list(found)[len(fields) :]
+    fields += [pa.field(c.name, f.type) for c, f in zip(cols.extras, extras, strict=True)]
     schema = pa.schema(fields)
 
     def batches() -> Iterator[pa.RecordBatch]:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -291,7 +291,7 @@ class Store:
         step = progress or (lambda _step, _fraction: None)
         temp = self.con.supports_temporary_tables
         try:
-            with self._backend.memory_limit(load_memory_limit()):
+            with _load_errors(name), self._backend.memory_limit(load_memory_limit()):
                 # the staged copies are scratch: outside the transaction, dropped whatever
                 # happens
                 if rows is None and isinstance(data, pa.Table):
@@ -328,9 +328,9 @@ class Store:
             for table in scratch:
                 self.con.drop_table(table, force=True)
         step("loaded", 1.0)
-        result = LoadResult(name, inserted, updated, unchanged, rejected, watermark, skipped=skipped)
-        result.unknown_accounts = unknown
-        return result
+        return LoadResult(
+            name, inserted, updated, unchanged, rejected, watermark, unknown, skipped=skipped
+        )
 
     def _check_columns(self, name: str, pk: str, schema: pa.Schema) -> None:
         """A key column, and no column that differs from a stored one only by case."""
@@ -367,9 +367,7 @@ class Store:
             figures["latest"] = stage[time].max(where=stage[time] <= ibis.literal(now))
         found = self._backend.to_arrow(stage.aggregate(**figures)).to_pylist()[0]
         if found["null_keys"]:
-            raise StoreError(
-                f"{name}: {found['null_keys']} rows have no {pk}; nothing was loaded"
-            )
+            raise StoreError(f"{name}: {found['null_keys']} rows have no {pk}; nothing was loaded")
         distinct = stage.select(pk).distinct()
         n_keys = self._backend.to_arrow(distinct.count().name("n").as_table())["n"][0].as_py()
         if n_keys != found["n"]:
@@ -561,6 +559,26 @@ def _conform(stage: ir.Table, target: dict[str, str]) -> ir.Table:
         else:
             columns.append(stage[col])
     return stage.select(*columns)
+
+
+@contextmanager
+def _load_errors(name: str) -> Iterator[None]:
+    """A load that fails in the backend or its input stream (out of memory, no disk left
+    to spill to, a stream that breaks off) says so in our words: nothing was loaded."""
+    try:
+        yield
+    except HealthscoreError:
+        raise
+    except Exception as e:  # drivers and Arrow raise their own classes; name the reason
+        reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        hint = None
+        if "memory" in reason.lower() or "space" in reason.lower():
+            hint = (
+                "a load holds at most $HEALTHSCORE_LOAD_MEMORY in memory (now "
+                f"{load_memory_limit()}) and spills the rest to disk beside the store: "
+                "free disk space there, or raise the limit"
+            )
+        raise StoreError(f"{name}: the load failed, nothing was loaded: {reason}", hint=hint) from e
 
 
 def _counted(

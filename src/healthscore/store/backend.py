@@ -173,16 +173,20 @@ class DuckDBBackend(Backend):
 
     @contextmanager
     def memory_limit(self, limit: str | None) -> Iterator[None]:
-        if not limit:
-            yield
-            return
+        # DuckDB's own progress bar would draw on the terminal under ours
         native = self.con.con
-        old = native.execute("SELECT current_setting('memory_limit')").fetchone()[0]
-        native.execute("SET memory_limit = $1", [limit])
+        old = native.execute(
+            "SELECT current_setting('memory_limit'), current_setting('enable_progress_bar')"
+        ).fetchone()
+        if limit:
+            native.execute("SET memory_limit = $1", [limit])
+        native.execute("PRAGMA disable_progress_bar")
         try:
             yield
         finally:
-            native.execute("SET memory_limit = $1", [old])
+            native.execute("SET memory_limit = $1", [old[0]])
+            if old[1]:
+                native.execute("PRAGMA enable_progress_bar")
 
     def run_sql(self, sql: str) -> pa.Table:
         result = self.con.con.execute(sql).arrow()

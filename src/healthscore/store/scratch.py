@@ -40,7 +40,7 @@ ScratchConnection = duckdb.DuckDBPyConnection
 
 
 #: Rows per Arrow record batch when a scratch query's result is streamed.
-BATCH_ROWS = 1 << 20
+BATCH_ROWS = 1 << 17
 
 
 @contextmanager
@@ -60,6 +60,8 @@ def open_scratch(memory_limit: str | None = None) -> Iterator[ScratchConnection]
         try:
             # Session time zone UTC: casts between zoned and naive timestamps then mean UTC.
             db.execute("SET TimeZone = 'UTC'")
+            # no progress bar of DuckDB's own: the caller reports progress its way
+            db.execute("PRAGMA disable_progress_bar")
             yield db
         finally:
             db.close()

@@ -262,8 +262,10 @@ def load_table(
     *,
     rejects: str | Path | None = None,
     account_from: str | None = None,
+    progress: Progress | None = None,
 ) -> LoadResult:
-    """Load ``file`` into ``table`` following ``plan`` (see :func:`load_plan`)."""
+    """Load ``file`` into ``table`` following ``plan`` (see :func:`load_plan`);
+    ``progress(step, fraction)`` hears of each step of a long load."""
     from healthscore.sources import LoadSpec
     from healthscore.sources.load import load_file
 
@@ -280,6 +282,7 @@ def load_table(
         account_from=account_from,
         constants=plan.constants,
         values=plan.values,
+        progress=progress,
     )
 
 

@@ -97,7 +97,10 @@ def load_command(
     # the plan first: a bad spec or --map leaves no empty store behind
     plan = api.load_plan(table, spec, map_ or [], set_ or [], date_format, number_format, key)
     store = api.connect(db)
-    result = api.load_table(store, table, file, plan, rejects=rejects, account_from=account_from)
+    with terminal.progress_bar(terminal.stderr) as progress:
+        result = api.load_table(
+            store, table, file, plan, rejects=rejects, account_from=account_from, progress=progress
+        )
     terminal.stdout.print(str(result))
     for text in result.warnings:
         terminal.warning(text)

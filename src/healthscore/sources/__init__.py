@@ -4,8 +4,9 @@ Place in the flow: the first stage. :func:`read_source` reads one data file (CSV
 Parquet or JSON lines) into one canonical table of :mod:`healthscore.core.tables`: it renames
 columns (``mapping``), coerces every canonical column to its type, checks
 each row, and returns a :class:`SourceBatch` holding the valid rows as a ``pyarrow.Table``
-plus, when asked for, the invalid ones with their reasons. Nothing here writes anywhere
-except :func:`write_rejects`; ``store`` loads the batch.
+plus, when asked for, the invalid ones with their reasons; :func:`stream_source` gives the
+valid rows of a file of any size as a stream of record batches instead. Nothing here
+writes anywhere except :func:`write_rejects`; ``store`` loads the batch.
 
 The work is done by DuckDB in a scratch in-memory connection the store opens
 (:mod:`healthscore.store.scratch`), one set-based query per step, so a 10-million-row
@@ -79,7 +80,7 @@ from healthscore.errors import SourceError
 from healthscore.sources.coerce import ARROW_TYPES, DATE_FORMAT_HINT, EXPECTED
 from healthscore.sources.columns import MAP_HINT
 from healthscore.sources.formats import EXTENSIONS
-from healthscore.sources.read import SourceBatch, read_source
+from healthscore.sources.read import SourceBatch, read_source, stream_source
 from healthscore.sources.rejects import write_rejects
 from healthscore.sources.spec import LoadSpec, parse_constants, parse_key, parse_mapping, read_spec
 
@@ -97,5 +98,6 @@ __all__ = [
     "parse_mapping",
     "read_source",
     "read_spec",
+    "stream_source",
     "write_rejects",
 ]

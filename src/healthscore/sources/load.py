@@ -1,20 +1,19 @@
 """Load one file into the store: read and validate it, put rejects aside, write it.
 
-Place in the flow: the top of ``sources``; it reads with :func:`read_source` and writes
-through the store, the only holder of a connection.
+Place in the flow: the top of ``sources``; it reads with
+:func:`~healthscore.sources.read.stream_source` and writes through the store, the only
+holder of a connection.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow.compute as pc
-
 from healthscore.core.tables import get_table
 from healthscore.errors import StoreError
-from healthscore.sources.read import read_source
+from healthscore.sources.read import Progress, stream_source
 from healthscore.sources.rejects import write_rejects
-from healthscore.store import LoadResult, Store
+from healthscore.store import LoadResult, Store, load_memory_limit
 
 
 def load_file(
@@ -30,6 +29,7 @@ def load_file(
     account_from: str | None = None,
     constants: dict[str, str] | None = None,
     values: dict[str, dict[str, str | None]] | None = None,
+    progress: Progress | None = None,
 ) -> LoadResult:
     """Read, validate and load one file; with ``rejects`` invalid rows go to that CSV.
 
@@ -46,6 +46,11 @@ def load_file(
 
     Rows whose key is stored already keep the stored values of the columns this file
     does not supply, so files with different columns about the same rows add up.
+
+    A file of any size loads in bounded memory: its valid rows stream from the reading
+    into the store batch by batch, and the checks on them (one row per key, accounts
+    not known yet) and the comparison with the stored rows run in the store, as SQL.
+    ``progress(step, fraction)`` hears of each step.
     """
 
     lookup = None
@@ -58,7 +63,7 @@ def load_file(
                 hint=f"load {account_from} first",
             )
         lookup = (ref_key, dict(zip(ref[ref_key], ref["account_id"], strict=True)))
-    batch = read_source(
+    with stream_source(
         path,
         table,
         mapping,
@@ -69,17 +74,21 @@ def load_file(
         account_lookup=lookup,
         constants=constants,
         values=values,
-    )
-    n_rejected = 0
-    if rejects is not None:  # written even when empty, so an old rejects file never lingers
-        n_rejected = write_rejects(batch, rejects)
-    result = store.load(
-        table, batch.data, rejected=n_rejected, skipped=batch.skipped, columns=batch.supplied
-    )
+        progress=progress,
+        memory_limit=load_memory_limit(),
+    ) as batch:
+        n_rejected = 0
+        if rejects is not None:  # written even when empty, so an old rejects file never lingers
+            n_rejected = write_rejects(batch, rejects)
+        result = store.load(
+            table,
+            batch.data,
+            rejected=n_rejected,
+            skipped=batch.skipped,
+            columns=batch.supplied,
+            progress=progress,
+            rows=batch.valid,
+        )
     result.skip_reason = batch.skip_reason
     result.warnings = list(batch.warnings)
-    if table != "accounts" and "account_id" in batch.data.column_names:
-        known = store.table("accounts").account_id.to_pyarrow()
-        found = pc.is_in(batch.data["account_id"], value_set=known.combine_chunks())
-        result.unknown_accounts = int(pc.sum(pc.invert(found)).as_py() or 0)
     return result

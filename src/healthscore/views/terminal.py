@@ -187,6 +187,11 @@ def render_change(console: Console, c) -> None:
 
 @contextmanager
 def progress_bar(console: Console) -> Iterator:
+    """``update(step, fraction)`` for a long job: a transient bar on a terminal, nothing
+    elsewhere (a redirected stream gets no bar and no blank line from one)."""
+    if not console.is_terminal:
+        yield lambda step, fraction: None
+        return
     with Progress(
         TextColumn("{task.description:<28}"),
         BarColumn(),

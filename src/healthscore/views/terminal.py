@@ -836,9 +836,10 @@ def render_scores(
         if total is not None
         else "by account id"
     )
-    say(
-        console,
+    console.print(  # wrapped at a terminal's width, whole in a pipe
         f"{count} accounts - model {model.label} ({model.version[:12]}){card} - {order}",
+        highlight=False,
+        markup=False,
     )
     names = "account_name" in scores.column_names
     signals = any(r.signal for r in model.spec.rules.values())

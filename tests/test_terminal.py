@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 import re
 
-import fixtures
-import pytest
 from typer.testing import CliRunner
 
+import fixtures
 from healthscore.cli import app
 
 AS_OF = f"{fixtures.DEMO_END:%Y-%m-%d}"

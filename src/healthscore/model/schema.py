@@ -400,7 +400,7 @@ class ModelSpec(_Strict):
     band_names: BandNames = Field(
         default_factory=BandNames,
         description="what the health bands are called in tables and reports (presentation: "
-        "not part of the version)"
+        "not part of the version)",
     )
     list_first: ListFirst = Field(
         "red", description="`score` lists red first (lowest score) or green (highest score)"

@@ -335,8 +335,36 @@ def progress_bar(console: Console) -> Iterator:
         yield update
 
 
-def render_backtest(console: Console, r) -> None:
-    """The backtest figures: overall and per segment, side by side with --vs."""
+def _paragraph(console: Console, text: str) -> None:
+    """Plain words before the figures: wrapped at a terminal's width, whole in a pipe."""
+    console.print(text, highlight=False, markup=False)
+    console.print()
+
+
+def render_backtest(console: Console, r, *, plain: bool = True) -> None:
+    """The backtest figures: overall and per segment, side by side with --vs; first
+    (``plain``) one paragraph saying in plain words what was done and how to read it."""
+    if plain and getattr(r, "snapshot", False):
+        _paragraph(
+            console,
+            "In plain words: every account was scored once, at the snapshot date, and the "
+            "scores were set against the outcomes on file. Recall is the share of accounts "
+            "that churned which the score had in red; the false-positive rate is the share "
+            "of accounts that stayed but were red anyway. ROC AUC says how well the score "
+            "ranks the accounts that left below those that stayed (1 = always, 0.5 = a coin "
+            "toss). The snapshot has no dates, so it cannot say how early a warning came.",
+        )
+    elif plain:
+        _paragraph(
+            console,
+            f"In plain words: we went back to every {r.every} between {r.start:%Y-%m-%d} "
+            f"and {r.end:%Y-%m-%d}, scored each account with only the data it had then, and "
+            f"looked at what happened in the {r.horizon} after. Recall is the share of "
+            f"accounts that churned which were red {r.lead} before they left; the "
+            "false-positive rate is the share of accounts that stayed but were red anyway. "
+            "ROC AUC says how well the score ranks the accounts that left below those that "
+            "stayed (1 = always, 0.5 = a coin toss).",
+        )
     if getattr(r, "snapshot", False):
         console.print(
             f"[bold]backtest[/] of {r.model_label} ({r.model_version[:12]}) on snapshot data: "
@@ -722,7 +750,16 @@ def weights_table(metrics: list[MetricChange], pillars: dict[str, tuple[float, f
 
 
 def render_calibration(console: Console, r: CalibrationResult) -> None:
-    """Weight changes, bands, the training figures and the held-out comparison."""
+    """Weight changes, bands, the training figures and the held-out comparison, after
+    one paragraph in plain words."""
+    _paragraph(
+        console,
+        f"In plain words: the weights and the band thresholds were fitted so that the "
+        f"score best separates the accounts that {r.outcome} within {r.horizon} from the "
+        f"rest, using only what was known up to {r.train_until:%Y-%m-%d}; then the old and "
+        "the new model were both judged on the later dates the fit never saw. Below: each "
+        "metric's weight before and after, the new bands, and the two models side by side.",
+    )
     console.print(
         f"[bold]calibrated[/] {r.old_label} ({r.old_version[:12]}) -> {r.model.label} "
         f"({r.model.version[:12]}): {r.outcome} within {r.horizon}, trained on "
@@ -757,13 +794,22 @@ def render_calibration(console: Console, r: CalibrationResult) -> None:
                 f"(score below {e.new_threshold:g})",
                 highlight=False,
             )
-        render_backtest(console, r.backtest)
+        render_backtest(console, r.backtest, plain=False)
     for note in r.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
 
 
 def render_snapshot_calibration(console: Console, r: SnapshotCalibration) -> None:
-    """Weights, bands, the cross-validated comparison and the backtest table."""
+    """Weights, bands, the cross-validated comparison and the backtest table, after one
+    paragraph in plain words."""
+    _paragraph(
+        console,
+        f"In plain words: the weights and the band thresholds were fitted so that the "
+        f"score best separates the {r.positives:,} accounts that {r.outcome} from the "
+        f"rest, each time on {r.folds - 1} of {r.folds} groups of accounts and judged on "
+        "the group left out, so no account judges a fit it was part of. Below: each "
+        "metric's weight before and after, the new bands, and ROC AUC old vs new.",
+    )
     console.print(
         f"[bold]calibrated on snapshot data[/] {r.old_label} ({r.old_version[:12]}) -> "
         f"{r.model.label} ({r.model.version[:12]}): {r.observations:,} accounts at "
@@ -785,7 +831,7 @@ def render_snapshot_calibration(console: Console, r: SnapshotCalibration) -> Non
     console.print(a)
     if r.out is not None:
         console.print(f"wrote {r.out}", highlight=False)
-    render_backtest(console, r.backtest)
+    render_backtest(console, r.backtest, plain=False)
     for note in r.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
 

@@ -49,6 +49,7 @@ class _Strict(BaseModel):
 class MetricSpec(_Strict):
     """A metric: a windowed aggregate, an as-of read, a formula or an account column."""
 
+    description: str | None = None
     label: str | None = Field(
         None, description="what people read instead of the key, e.g. Late invoices (90 days)"
     )
@@ -57,7 +58,6 @@ class MetricSpec(_Strict):
         description="shown after the value: days, hours, USD ...; `%` shows a fraction "
         "(0.25) as 25 %",
     )
-    description: str | None = None
     from_: str | None = Field(None, alias="from", description="table to aggregate")
     aggregate: str | None = Field(None, description="e.g. count(), count_distinct(user_id)")
     where: str | None = Field(None, description="SQL filter on the table's rows")

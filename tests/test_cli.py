@@ -126,7 +126,9 @@ def test_score_formats_agree(project):
     assert table.exit_code == 0, table.output
     assert "A1" in table.output and "enterprise" in table.output
     as_json = json.loads(run("score", *common, "--format", "json", cwd=project).output)
-    assert [r["account_id"] for r in as_json] == ["A1", "A2", "A3"]
+    # every format lists the accounts at risk first, as the table does
+    assert sorted(r["account_id"] for r in as_json) == ["A1", "A2", "A3"]
+    assert [r["score"] for r in as_json] == sorted(r["score"] for r in as_json)
     lines = as_json[0]["lines"]
     assert abs(sum(ln["contribution"] for ln in lines) - as_json[0]["score"]) < 1e-9
     out = project / "scores.parquet"
@@ -147,8 +149,8 @@ def test_explain_shows_pillars_metrics_and_missing_data(project):
     result = run("explain", "A2", "--as-of", "2025-01-01", cwd=project)
     assert result.exit_code == 0, result.output
     assert "A2 as of 2025-01-01 00:00 UTC" in result.output
-    assert "late_invoices_90d" in result.output
-    assert "nps_latest: no data; scored 50 by the neutral policy" in result.output
+    assert "Late invoices (90 days)" in result.output  # the metric's label, not its key
+    assert "NPS (latest): no data; scored 50 by the neutral policy" in result.output
     as_json = json.loads(
         run("explain", "A2", "--as-of", "2025-01-01", "-f", "json", cwd=project).output
     )

@@ -771,5 +771,7 @@ def render_probability_fit(console: Console, run) -> None:
     for text in fit.notes:
         note(text)
     console.print(
-        f"written to {run.model.file}; new version {run.model.version[:12]}", highlight=False
+        f"written to {run.model.file}; model version {run.model.version[:12]} unchanged "
+        "(the curve is fitted to a version, not part of it): its stored history still applies",
+        highlight=False,
     )

@@ -55,6 +55,7 @@ def model_version(model: Model) -> str:
         pillar["weight"] = _rounded(model.pillar_weights()[p])
         for m, use in pillar["metrics"].items():
             use["weight"] = _rounded(shares[p][m])
+            use.pop("direction", None)  # guides calibration; never moves a score
     if data.get("segments"):
         if not data["segments"].get("bands"):  # versions of models without them stay
             data["segments"].pop("bands", None)

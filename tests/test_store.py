@@ -97,8 +97,9 @@ def test_subscriptions_without_a_new_contract_for_months_are_not_stale_while_loa
     )
     stale = {w.table: str(w) for w in store.freshness(own, as_of)}
     assert "subscriptions is stale: latest data" in stale["subscriptions"]
-    assert "expected new data within 30 days (the model's `freshness.subscriptions`)" in (
-        stale["subscriptions"]
+    assert (
+        "expected new data within 30 days (the model's `freshness.subscriptions`)"
+        in (stale["subscriptions"])
     )
     assert "usage_events" not in stale  # loaded now, after the as-of date
     with pytest.raises(hs.ModelError, match=r"freshness\.subscriptions.*one of `data"):

@@ -333,3 +333,25 @@ def test_weighted_score_gradient_matches_finite_differences():
         down = cal._score01(n, w - eps * np.eye(6)[j], pillar_of, 3)
         numeric = np.nan_to_num((up - down) / (2 * eps))
         assert np.abs(numeric - grad[:, j]).max() < 1e-6
+
+
+def test_a_flip_the_metric_alone_does_not_support_says_it_comes_from_the_others():
+    """Telco's referred_a_friend: alone, referrers churn less (AUC 0.58 the old way), yet
+    given the other metrics the fit flips it; the review says which."""
+    e = cal.Evidence(
+        observations=7043, positives=1869, auc=0.58, mean_positive=0.33, mean_negative=0.5
+    )
+    c = cal.MetricChange(
+        "p",
+        "referred",
+        "linear",
+        0.023,
+        0.061,
+        old_direction="higher",
+        new_direction="lower",
+        evidence=e,
+    )
+    [line] = cal.review([c], "churned")
+    assert line.startswith("flipped referred: higher was better, now lower is (weight 2.3 %")
+    assert "AUC 0.58 read the old way" in line and "on 7,043 training observations, 1,869" in line
+    assert "alone it agrees with the old direction: flipped only given the other" in line

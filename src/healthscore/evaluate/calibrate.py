@@ -215,10 +215,16 @@ def review(changes: list[MetricChange], outcome: str) -> list[str]:
     for c in changes:
         why = c.evidence.describe(outcome) if c.evidence is not None else ""
         if c.inverted:
+            alone = c.evidence is not None and c.evidence.auc is not None and c.evidence.auc > 0.5
             lines.append(
                 f"flipped {c.metric}: {c.old_direction} was better, now {c.new_direction} is "
-                f"(weight {100 * c.old_weight:.1f} % -> {100 * c.new_weight:.1f} %): {why}; "
-                "if its meaning is unambiguous, mark it `direction: fixed`"
+                f"(weight {100 * c.old_weight:.1f} % -> {100 * c.new_weight:.1f} %): {why}"
+                + (
+                    "; alone it agrees with the old direction: flipped only given the other metrics"
+                    if alone
+                    else ""
+                )
+                + "; if its meaning is unambiguous, mark it `direction: fixed`"
             )
     for c in changes:
         why = c.evidence.describe(outcome) if c.evidence is not None else ""

@@ -70,13 +70,57 @@ def test_calibrated_file_validates_keeps_comments_and_says_how_it_was_made(calib
         total = sum(u.weight for u in pillar.metrics.values())
         assert pillar.weight == pytest.approx(total, abs=1e-9)
     assert sum(p.weight for p in new.spec.pillars.values()) == pytest.approx(100, abs=0.5)
-    assert r.train_recall >= 0.85
+    assert "with at most 10.8% of them red" in text
     # segments with enough outcomes and a threshold of their own carry it in the file
-    assert r.segment_bands, "the demo's segments have 20+ positive training observations"
     for seg, yellow in r.segment_bands.items():
         own = new.bands_for(seg)
         assert own.yellow == yellow != new.spec.bands.yellow and own.green > own.yellow
         assert f"{seg}: {{green:" in text
+
+
+def test_calibration_on_the_demo_bounds_red_and_lists_what_to_review_first(calibrated):
+    """85 % recall would make a third of the demo's training observations red (the
+    false-positive rate went from 6.7 % to 45 %): the red-share cap (1.5 x the current
+    model's 7.2 %) binds, and says so; every zeroed metric is listed with its evidence;
+    no metric the default model fixes is flipped."""
+    _, r = calibrated
+    assert r.old_red_share == pytest.approx(0.072, abs=0.001)
+    assert r.red_cap == pytest.approx(1.5 * r.old_red_share)
+    assert r.red_share <= r.red_cap and r.wanted_yellow > r.new_bands["yellow"]
+    assert r.train_fpr < 0.10 and r.old_train_fpr == pytest.approx(0.067, abs=0.001)
+    note = "the red-share cap bound the bands: 85% recall needed yellow"
+    assert any(n.startswith(note) for n in r.notes)
+    # segments are held by the cap too (uncapped: mid-market 75, smb 61)
+    assert r.segment_bands == {}
+    flagged = {c.metric for c in r.metrics if c.inverted or c.zeroed or c.held}
+    assert flagged >= {"arr_change_90d"}  # the demo's contraction signal gets weight 0
+    listed = [line.split()[1].rstrip(":") for line in r.review]
+    assert sorted(listed) == sorted(flagged)
+    fixed = {c.metric for c in r.metrics if c.fixed}
+    assert {"arr_change_90d", "late_invoices_90d", "escalated_or_high_90d"} <= fixed
+    assert not [c.metric for c in r.metrics if c.fixed and c.inverted]
+    arr = next(line for line in r.review if " arr_change_90d " in line)
+    e = next(c.evidence for c in r.metrics if c.metric == "arr_change_90d")
+    assert f"AUC {e.auc:.2f} read the old way" in arr and f"on {e.observations:,} training" in arr
+
+
+def test_the_red_share_cap_lowers_yellow_to_the_highest_threshold_within_it():
+    score = np.arange(100, dtype=float)  # one observation per score 0-99
+    forced = np.full(100, None, dtype=object)
+    y = score < 40  # the positives: every score below 40
+    free = cal.fit_bands(score, forced, y, 0.2, 0.85)
+    assert free.yellow == 34 and free.red_share == 0.34 and not free.capped
+    capped = cal.fit_bands(score, forced, y, 0.2, 0.85, red_cap=0.25)
+    assert (capped.yellow, capped.wanted, capped.red_share) == (25, 34, 0.25)
+    assert capped.recall == pytest.approx(25 / 40) and not capped.reached
+    # a rule forcing red counts against the cap; so do segments with a yellow of their own
+    forced[90:] = "red"
+    assert cal.fit_bands(score, forced, y, 0.2, 0.85, red_cap=0.25).yellow == 15
+    own = np.where(np.arange(100) >= 50, 60.0, np.nan)  # 50-59 red by their own threshold
+    assert cal.fit_bands(score, forced, y, 0.2, 0.85, 0.25, own).yellow == 5
+    assert cal.red_share_cap(0.02) == 0.05 and cal.red_share_cap(0.2) == pytest.approx(0.3)
+    with pytest.raises(ScoringError, match=r"`max_red_share` must be within \(0, 1\]"):
+        cal.red_share_cap(0.1, 0)
 
 
 def test_same_data_and_seed_give_the_same_file_and_figures(calibrated):
@@ -185,7 +229,40 @@ def test_an_inverted_metric_gets_its_direction_from_the_data(tmp_path):
     assert not by["signal"].inverted and by["signal"].new_direction == "higher"
     use = r.model.spec.pillars["p"].metrics["hint"]
     assert use.bad > use.good
-    assert any("hint" in n and "opposite" in n for n in r.notes)
+    # the flip is listed first, with the evidence: read the old way the hint ranks
+    # churners above renewals (AUC below 0.5) on the training observations
+    assert r.review[0].startswith("flipped hint: higher was better, now lower is")
+    e = by["hint"].evidence
+    assert e.auc < 0.3 and e.positives > 0 and e.observations > e.positives
+    assert f"AUC {e.auc:.2f} read the old way" in r.review[0]
+    assert f"on {e.observations:,} training observations, {e.positives:,} churned" in r.review[0]
+
+
+def test_a_fixed_direction_is_never_flipped_and_its_zero_weight_is_listed_with_evidence(
+    tmp_path,
+):
+    """The book above, the hint marked `direction: fixed`: its anchors keep their order,
+    and since its data points the other way its weight goes to 0, said first."""
+    store = _inverted_book(tmp_path / "inverted.duckdb")
+    plain = "hint: {weight: 1, bad: 0, good: 100}"
+    text = INVERTED.replace(plain, plain[:-1] + ", direction: fixed}")
+    model = hs.load_model_text(text)
+    assert model.version == hs.load_model_text(INVERTED).version  # guides calibration only
+    try:
+        r = cal.calibrate(
+            store, model, datetime(2025, 1, 1), start=datetime(2024, 2, 1), held_out=False
+        )
+    finally:
+        store.con.disconnect()
+    by = {c.metric: c for c in r.metrics}
+    assert not by["hint"].inverted and by["hint"].new_direction == "higher"
+    use = r.model.spec.pillars["p"].metrics["hint"]
+    assert use.bad < use.good and use.direction == "fixed"
+    assert by["hint"].new_weight == 0
+    assert r.review[0].startswith(
+        "zeroed hint (weight 50.0 % -> 0, kept in the file): its data points the other way "
+        "and its direction is fixed; AUC 0."
+    )
 
 
 def test_unknown_outcome_and_no_training_window_are_explained(calibrated):
@@ -218,12 +295,19 @@ def test_cli_calibrate_prints_weights_and_the_held_out_comparison(demo, calibrat
             str(out),
             "--db",
             str(demo),
+            "--bootstrap",
+            "20",
         ],
+        env={"COLUMNS": "200"},
     )
     assert res.exit_code == 0, res.output
     assert res.output.lstrip().startswith("In plain words: the weights and the band thresholds")
     assert "only what was known up to 2024-10-01" in res.output
     assert "(pillar)" in res.output and "bands: green 80 ->" in res.output
+    # what to check is printed first, before the weights
+    review = res.output.index("review first (")
+    assert review < res.output.index("zeroed arr_change_90d") < res.output.index("(pillar)")
+    assert "false-positive rate 6.7% -> " in res.output and "the cap bound" in res.output
     assert "recall at equal false-positive rate" in res.output
     assert "held out" in res.output
     assert out.read_text() == calibrated[1].yaml_text
@@ -251,3 +335,25 @@ def test_weighted_score_gradient_matches_finite_differences():
         down = cal._score01(n, w - eps * np.eye(6)[j], pillar_of, 3)
         numeric = np.nan_to_num((up - down) / (2 * eps))
         assert np.abs(numeric - grad[:, j]).max() < 1e-6
+
+
+def test_a_flip_the_metric_alone_does_not_support_says_it_comes_from_the_others():
+    """Telco's referred_a_friend: alone, referrers churn less (AUC 0.58 the old way), yet
+    given the other metrics the fit flips it; the review says which."""
+    e = cal.Evidence(
+        observations=7043, positives=1869, auc=0.58, mean_positive=0.33, mean_negative=0.5
+    )
+    c = cal.MetricChange(
+        "p",
+        "referred",
+        "linear",
+        0.023,
+        0.061,
+        old_direction="higher",
+        new_direction="lower",
+        evidence=e,
+    )
+    [line] = cal.review([c], "churned")
+    assert line.startswith("flipped referred: higher was better, now lower is (weight 2.3 %")
+    assert "AUC 0.58 read the old way" in line and "on 7,043 training observations, 1,869" in line
+    assert "alone it agrees with the old direction: flipped only given the other" in line

@@ -203,11 +203,12 @@ def test_probability_section_is_validated_with_its_key_path():
         hs.load_model_text(SMALL + SECTION.replace("horizon: 90d", "horizon: soon"))
 
 
-def test_the_probability_section_is_part_of_the_model_version():
+def test_the_probability_section_is_not_part_of_the_model_version():
     plain, fitted = hs.load_model_text(SMALL), hs.load_model_text(SMALL + SECTION)
-    assert plain.version != fitted.version
-    refit = hs.load_model_text(SMALL + SECTION.replace("events: 25", "events: 26"))
-    assert refit.version != fitted.version
+    assert plain.version == fitted.version
+    refit = hs.load_model_text(SMALL + SECTION.replace("[80, 0.05]", "[80, 0.07]"))
+    assert refit.version == fitted.version
+    assert hs.load_model_text(SMALL.replace("bad: 30", "bad: 31")).version != plain.version
 
 
 def test_a_scorecard_has_its_own_probability(tmp_path):
@@ -411,3 +412,34 @@ def test_report_has_arr_at_risk_by_segment_and_csm(small_model):
     assert "2.8k" in html and "900" in html
     plain = report.gather(memory_store(), hs.load_model_text(SMALL), AS_OF)
     assert report._risk_section(plain) == ""
+
+
+# --- refitting keeps the version and its history ---------------------------------------------
+
+
+def test_fitting_the_probability_keeps_the_version_and_its_history(demo_project, tmp_path):
+    """A demo book: fit-probability stores monthly history, writes the curve, and the
+    same version's trends, report and stored explanations still find that history."""
+    db, path = demo_project.db_path, demo_project.model_path
+    before = hs.load_model(path).version
+    base = ["--db", db, "--model", path]
+    text = _run("model", "fit-probability", *base, "--until", "2025-04-01", "--from", "2024-12-01")
+    fitted = hs.load_model(path)
+    assert fitted.spec.probability is not None and fitted.version == before
+    assert f"model version {before[:12]} unchanged" in text
+    trends = json.loads(_run("trends", *base, "--as-of", "2025-01-01", "--format", "json"))
+    assert len(trends) > 100 and {t["trend"] for t in trends} >= {"stable"}
+    _run("report", *base, "--as-of", "2025-01-01", "--out", tmp_path / "r.html")
+    html = (tmp_path / "r.html").read_text()
+    assert "From stored history as of 2025-01-01" in html
+    # a stored score reads the probability of the current curve, not a stale one
+    from healthscore.engine.history import stored_explanations
+
+    store = hs.connect(db)
+    row = store.execute(store.stored(SCORES).limit(1)).to_pylist()[0]
+    seen = stored_explanations(store, fitted, [row["account_id"]], [row["as_of"]])
+    e = seen[(row["account_id"], row["as_of"])]
+    assert e.probability == pytest.approx(
+        prob.evaluate_points(fitted.spec.probability.points, row["score"])
+    )
+    store.close()

@@ -118,3 +118,32 @@ def test_telco_recipe_loads_a_snapshot_and_calibrates_close_to_a_free_logistic_f
     assert leaks <= set(store.columns("outcomes"))
     assert not leaks & set(store.columns("accounts"))
     assert {"tenure_months", "gender", "contract"} <= set(store.columns("accounts"))
+
+
+def test_recipes_run_from_a_fresh_clone_with_the_command_in_venv(tmp_path):
+    """A fresh clone after `make demo` has `healthscore` in .venv/bin, not on PATH: the
+    scripts use it; without it they stop with a hint instead of `not found` mid-way."""
+    import shutil
+    import subprocess
+
+    clone = tmp_path / "clone"
+    for recipe in ("ravenstack", "telco"):
+        shutil.copytree(EXAMPLES / recipe, clone / "examples" / recipe)
+    bare = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    run = ["sh", "examples/ravenstack/load.sh", "data"]
+    res = subprocess.run(run, cwd=clone, env=bare, capture_output=True, text=True)
+    assert res.returncode == 1 and res.stdout == ""
+    assert f"healthscore not found: run `make demo` in {clone} first" in res.stderr
+    venv = clone / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    calls = tmp_path / "calls.txt"
+    (venv / "healthscore").write_text(f'#!/bin/sh\necho "$1" >> {calls}\n')
+    (venv / "healthscore").chmod(0o755)
+    for recipe in ("ravenstack", "telco"):
+        script = f"examples/{recipe}/load.sh"
+        res = subprocess.run(["sh", script, "data"], cwd=clone, env=bare, capture_output=True)
+        assert res.returncode == 0, res.stderr
+    lines = calls.read_text().split()
+    assert lines == [c[0] for c in _commands(Path("d"), Path("db"))] + [
+        c[0] for c in _commands(Path("d"), Path("db"), TELCO)
+    ]

@@ -71,6 +71,43 @@ def test_freshness_warns_when_as_of_is_past_a_tables_expected_lag(store):
     assert store.freshness(model, datetime(2025, 1, 2)) == []
 
 
+def test_subscriptions_without_a_new_contract_for_months_are_not_stale_while_loaded():
+    """Contracts start at renewals, months apart: a slow-changing table is judged by its
+    last load (a stalled sync), not by its latest start date; usage still by its data."""
+    from datetime import timedelta
+
+    from fixtures import memory_store
+
+    as_of = datetime(2025, 3, 1)
+    event = {"event_id": "E-late", "account_id": "A1", "user_id": "U1", "event": "login"}
+    store = memory_store(usage_events=[{**event, "ts": as_of - timedelta(days=1)}])
+    assert as_of - store.watermarks()["subscriptions"] > timedelta(days=35)
+    model = hs.load_model()
+    stale = {w.table: str(w) for w in store.freshness(model, as_of)}
+    assert "subscriptions" not in stale and "usage_events" not in stale
+    # a sync that stopped: the last load is more than 35 days before the as-of date
+    later = datetime.now() + timedelta(days=40)
+    text = {w.table: str(w) for w in store.freshness(model, later)}["subscriptions"]
+    assert "subscriptions is stale: last loaded" in text
+    assert "(expected a load within 35 days (the default for subscriptions; set " in text
+    # a table's cadence is the model's to set, and the warning names it
+    own = hs.load_model_text(
+        "freshness: {subscriptions: {data: 30d}, usage_events: {load: 1d}}\n"
+        + hs.model.default_model_text()
+    )
+    stale = {w.table: str(w) for w in store.freshness(own, as_of)}
+    assert "subscriptions is stale: latest data" in stale["subscriptions"]
+    assert (
+        "expected new data within 30 days (the model's `freshness.subscriptions`)"
+        in (stale["subscriptions"])
+    )
+    assert "usage_events" not in stale  # loaded now, after the as-of date
+    with pytest.raises(hs.ModelError, match=r"freshness\.subscriptions.*one of `data"):
+        hs.load_model_text(
+            "freshness: {subscriptions: {data: 30d, load: 2d}}\n" + hs.model.default_model_text()
+        )
+
+
 def test_opening_a_missing_store_without_create_says_how_to_make_one(tmp_path):
     with pytest.raises(
         hs.StoreError, match="no store at .*missing.duckdb; hint: run `healthscore init`"

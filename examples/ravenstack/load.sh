@@ -4,6 +4,13 @@
 # Usage: sh examples/ravenstack/load.sh [DATA_DIR] [DB]
 # tests/test_recipes.py runs the `healthscore` lines of this file, so keep one per line.
 set -eu
+# a fresh clone: `make demo` (or `make test`) installs the command into .venv; use it
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+if [ -x "$ROOT/.venv/bin/healthscore" ]; then PATH="$ROOT/.venv/bin:$PATH"; fi
+command -v healthscore >/dev/null || {
+  echo "healthscore not found: run \`make demo\` in $ROOT first (or pip install -e $ROOT)" >&2
+  exit 1
+}
 DATA=${1:-../shared/data/ravenstack-saas}
 DB=${2:-ravenstack.duckdb}
 MODEL=$(dirname "$0")/healthscore.yaml

@@ -649,6 +649,12 @@ class Calibration:
             "roc_auc": {"old": old, "new": new},
             "bands": {"old": r.old_bands, "new": r.new_bands},
             "weights": {c.metric: {"old": c.old_weight, "new": c.new_weight} for c in r.metrics},
+            "training": {
+                "old": {"recall": r.old_train_recall, "fpr": r.old_train_fpr},
+                "new": {"recall": r.train_recall, "fpr": r.train_fpr},
+            },
+            "red_share": {"old": r.old_red_share, "new": r.red_share, "cap": r.red_cap},
+            "review": r.review,
             "notes": r.notes,
         }
 
@@ -663,6 +669,7 @@ def calibrate_model(
     every: str = "1mo",
     start=None,
     target_recall: float = 0.85,
+    max_red_share: float | None = None,
     seed: int = 0,
     out: str | Path | None = None,
     reps: int = 200,
@@ -674,8 +681,10 @@ def calibrate_model(
 ) -> Calibration:
     """Learn weights, anchors, directions and bands from the outcomes whose window
     closed by ``train_until`` and test after it; with ``snapshot`` (data with no
-    history) judge by stratified cross-validation in ``folds``. The calibrated model
-    file is written to ``out`` when given."""
+    history) judge by stratified cross-validation in ``folds``. The red band holds at
+    most ``max_red_share`` of the training observations (default: 1.5 x the current
+    model's red share, at least 5 %). The calibrated model file is written to ``out``
+    when given."""
     from healthscore.core.time import parse_as_of
 
     if snapshot:
@@ -693,6 +702,7 @@ def calibrate_model(
                 outcome=outcome,
                 folds=folds,
                 target_recall=target_recall,
+                max_red_share=max_red_share,
                 seed=seed,
                 out=out,
                 reps=reps,
@@ -713,6 +723,7 @@ def calibrate_model(
             every=every,
             start=parse_as_of(start) if start else None,
             target_recall=target_recall,
+            max_red_share=max_red_share,
             seed=seed,
             out=out,
             reps=reps,

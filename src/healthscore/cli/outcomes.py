@@ -125,6 +125,13 @@ def calibrate_command(
     target_recall: Annotated[
         float, typer.Option(help="share of outcomes the red band must catch (training)")
     ] = 0.85,
+    max_red_share: Annotated[
+        float | None,
+        typer.Option(
+            help="most of the training observations the red band may hold; wins over "
+            "--target-recall [default: 1.5 x the current model's red share, at least 0.05]"
+        ),
+    ] = None,
     out_file: Annotated[
         Path | None,
         typer.Option(
@@ -165,6 +172,7 @@ def calibrate_command(
             every=every,
             start=from_,
             target_recall=target_recall,
+            max_red_share=max_red_share,
             seed=seed,
             out=out_file,
             reps=bootstrap,

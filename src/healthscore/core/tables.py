@@ -53,6 +53,10 @@ class Table:
     #: "timestamp" intervals follow the point-in-time rule start < D and (end null or end >= D)
     interval_rule: str = "timestamp"
     expected_lag: timedelta | None = None  # freshness: warn when D - watermark exceeds this
+    #: what the lag is measured from: "data", the latest timestamp loaded (tables that
+    #: change every day), or "load", the last load (slow-changing tables: a month without a
+    #: new contract is no stalled feed, a month without a sync is)
+    freshness_by: str = "data"
     description: str = ""
     enums: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
@@ -63,6 +67,28 @@ class Table:
     @property
     def account_key(self) -> str:
         return "account_id"
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """How a table's freshness is judged: by its ``data`` (the latest timestamp loaded)
+    or by its last ``load``, how long may pass before it is stale, and who said so
+    (``default``: the table's own; ``model``: the model file's ``freshness:``)."""
+
+    by: str
+    within: timedelta
+    set_by: str = "default"
+
+    def describe(self, table: str) -> str:
+        """``a load within 35 days (the default for subscriptions)``."""
+        what = "a load" if self.by == "load" else "new data"
+        days = self.within.total_seconds() / 86400
+        who = (
+            f"the model's `freshness.{table}`"
+            if self.set_by == "model"
+            else f"the default for {table}; set `freshness.{table}` in the model to change it"
+        )
+        return f"{what} within {days:g} days ({who})"
 
 
 def _t(**kw) -> Table:
@@ -109,6 +135,7 @@ TABLES: dict[str, Table] = {
             end="end_date",
             interval_rule="date",
             expected_lag=timedelta(days=35),
+            freshness_by="load",
             description="Contracts; the ones in force at D give seats, MRR, ARR, renewal date.",
         ),
         _t(

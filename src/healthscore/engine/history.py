@@ -25,7 +25,15 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from healthscore.engine.metrics import RULE
-from healthscore.engine.scoring import CLAMP, CONTRIB, MISSING, NORM, PILLAR, WEIGHT
+from healthscore.engine.scoring import (
+    CLAMP,
+    CONTRIB,
+    MISSING,
+    NORM,
+    PILLAR,
+    WEIGHT,
+    probability,
+)
 from healthscore.model import Model
 from healthscore.store import Store
 from healthscore.store.history import (
@@ -216,6 +224,15 @@ def _lines(key, n, kind, name, pillar, wide, pillar_score) -> pa.Table:
     )
 
 
+def current_probability(model: Model):
+    """A view of stored ``scores`` rows with the probability the model's current curve
+    gives their score: the curve is refitted without changing the version, so the
+    probability stored beside an older row may be another curve's (None: no curve)."""
+    if model.spec.probability is None:
+        return None
+    return lambda t: probability(t.drop("probability") if "probability" in t.columns else t, model)
+
+
 def stored_explanations(store: Store, model: Model, account_ids, dates) -> dict:
     """Stored scores as explanations, keyed by (account_id, as_of): what was seen then.
 
@@ -227,7 +244,7 @@ def stored_explanations(store: Store, model: Model, account_ids, dates) -> dict:
     ids, when = list(account_ids), list(dates)
     if not ids or not when:
         return {}
-    scores, score_lines = stored_rows(store, model, ids, when)
+    scores, score_lines = stored_rows(store, model, ids, when, current_probability(model))
     out = {}
     lines: dict[tuple, list[dict]] = {}
     for ln in score_lines.to_pylist():

@@ -41,12 +41,22 @@ learned from what happened.
   0.1); a pillar's weight is the sum of its metrics'. A metric whose fitted weight is 0
   stays in the file with weight 0. Per-segment pillar weights of the old model are
   dropped: one set of weights is fitted for all accounts (the segment is still reported).
+- **Directions.** A metric marked ``direction: fixed`` is never flipped: its anchors may
+  move, only in the old orientation (a ``map`` keeps its scores); when its data points
+  the other way its weight goes to 0. Every flip, every zeroed metric and every fixed
+  metric held against its data is listed first (:func:`review`) with its evidence on the
+  training observations (:class:`Evidence`: the AUC of the metric alone read the old
+  way, n, the means).
 - **Bands.** ``yellow`` (red below it) is the lowest whole-number threshold at which
   at least ``target_recall`` of the training observations followed by the outcome are
-  red (after rules), i.e. the target recall at the lowest false-positive rate; ``green``
-  keeps the share of green training observations the old model had. Segments with 20+
-  positive training observations get a yellow threshold of their own when it differs
-  (written to ``segments.bands``, green at least a point above it).
+  red (after rules), i.e. the target recall at the lowest false-positive rate, unless
+  more than the **red-share cap** of the training observations would be red: then the
+  highest threshold within the cap (:func:`red_share_cap`: ``max_red_share``, default
+  1.5 x the current model's red share, at least 5 %), and a note says the cap bound.
+  ``green`` keeps the share of green training observations the old model had. Segments
+  with 20+ positive training observations get a yellow threshold of their own when it
+  differs and reaches the target within the cap in the segment (written to
+  ``segments.bands``, green at least a point above it).
 - **Held-out comparison.** The new model and the old are backtested on the observation
   dates from D on only, never on the training period; beside the backtest, the recall
   the new score reaches at the old model's false-positive rate on the same observations.
@@ -96,6 +106,10 @@ L2 = 1e-4  # penalty on the coefficients, on the mean log-loss (about scikit-lea
 MIN_POSITIVES = 10  # fewer positive training observations: refuse to calibrate
 MIN_SEGMENT_POSITIVES = bt.MIN_EVENTS  # a segment's own band suggestion needs this many
 WARM_UP = "90d"  # default start: this long after the first event on file
+#: the calibrated red band holds at most this many times the current model's red share of
+#: the training observations (a red list the team cannot work is no warning) ...
+RED_CAP_FACTOR = 1.5
+MIN_RED_CAP = 0.05  # ... and may always hold this share
 
 
 @dataclass
@@ -116,10 +130,120 @@ class MetricChange:
     old_map: dict[str, float] | None = None  # map metrics: category -> score 0-100
     new_map: dict[str, float] | None = None
     note: str = ""
+    fixed: bool = False  # `direction: fixed`: never flipped
+    evidence: Evidence | None = None  # what the training data says of it alone
 
     @property
     def inverted(self) -> bool:
         return self.old_direction is not None and self.old_direction != self.new_direction
+
+    @property
+    def zeroed(self) -> bool:
+        """Weighted before, weight 0 after calibration."""
+        return self.old_weight > 0 and self.new_weight == 0
+
+    @property
+    def held(self) -> bool:
+        """A ``fixed`` metric whose data alone points the other way: kept, not flipped."""
+        e = self.evidence
+        return self.fixed and e is not None and e.auc is not None and e.auc < 0.5
+
+
+@dataclass
+class Evidence:
+    """What the training observations say of one metric alone, read the old model's way."""
+
+    observations: int  # training observations where it has a value of its own
+    positives: int  # of which followed by the outcome
+    # the chance that an observation not followed by the outcome reads healthier than one
+    # followed by it (ties count half): 0.5 is no signal, below 0.5 the data points the
+    # other way
+    auc: float | None
+    mean_positive: float | None  # mean value (raw; 0-100 for map, points, percentile)
+    mean_negative: float | None
+
+    def describe(self, outcome: str) -> str:
+        """``AUC 0.46 read the old way (0.5: chance) on 9,612 observations, 214 churned;
+        mean -0.01 when churned vs 0.02 otherwise``."""
+        if self.auc is None:
+            return (
+                f"no signal to measure on {self.observations:,} observations "
+                f"({self.positives:,} {outcome})"
+            )
+        return (
+            f"AUC {self.auc:.2f} read the old way (0.5: chance, below it the data points "
+            f"the other way) on {self.observations:,} training observations, "
+            f"{self.positives:,} {outcome}; mean {_g(self.mean_positive)} when {outcome} vs "
+            f"{_g(self.mean_negative)} otherwise"
+        )
+
+
+def _g(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3g}"
+
+
+def metric_evidence(f: _Feature, y: np.ndarray) -> Evidence:
+    """:class:`Evidence` of feature ``f`` (its old normalisation) for outcomes ``y``."""
+    from sklearn.metrics import roc_auc_score
+
+    has = f.has_data()
+    if f.kind == "linear":
+        value = f.raw
+        healthy = value if f.good > f.bad else -value
+    else:
+        healthy = f.normalized() if f.kind == "map" else f.stored
+        value = 100.0 * healthy
+    yk = y[has].astype(bool)
+    pos, neg = value[has][yk], value[has][~yk]
+    auc = None
+    if yk.any() and not yk.all() and np.unique(healthy[has]).size > 1:
+        auc = float(roc_auc_score(~yk, healthy[has]))
+    return Evidence(
+        observations=int(has.sum()),
+        positives=int(yk.sum()),
+        auc=auc,
+        mean_positive=float(pos.mean()) if pos.size else None,
+        mean_negative=float(neg.mean()) if neg.size else None,
+    )
+
+
+def review(changes: list[MetricChange], outcome: str) -> list[str]:
+    """What a person should check before trusting a calibration, one line per metric:
+    every direction flipped, every metric whose weight went to 0, every ``fixed`` metric
+    whose data alone points the other way; each with its evidence."""
+    lines = []
+    for c in changes:
+        why = c.evidence.describe(outcome) if c.evidence is not None else ""
+        if c.inverted:
+            alone = c.evidence is not None and c.evidence.auc is not None and c.evidence.auc > 0.5
+            lines.append(
+                f"flipped {c.metric}: {c.old_direction} was better, now {c.new_direction} is "
+                f"(weight {100 * c.old_weight:.1f} % -> {100 * c.new_weight:.1f} %): {why}"
+                + (
+                    "; alone it agrees with the old direction: flipped only given the other metrics"
+                    if alone
+                    else ""
+                )
+                + "; if its meaning is unambiguous, mark it `direction: fixed`"
+            )
+    for c in changes:
+        why = c.evidence.describe(outcome) if c.evidence is not None else ""
+        if c.zeroed:
+            reason = (
+                "its data points the other way and its direction is fixed"
+                if c.held
+                else "no predictive value beyond the other metrics"
+            )
+            lines.append(
+                f"zeroed {c.metric} (weight {100 * c.old_weight:.1f} % -> 0, kept in the file): "
+                f"{reason}; {why}"
+            )
+        elif c.held and not c.inverted:
+            lines.append(
+                f"kept {c.metric} (direction: fixed) {c.old_direction} is better although the "
+                f"data alone points the other way: {why}"
+            )
+    return lines
 
 
 @dataclass
@@ -164,6 +288,18 @@ class CalibrationResult:
     backtest: bt.BacktestResult | None = None
     equal_fpr: EqualFPR | None = None
     notes: list[str] = field(default_factory=list)
+    # the current model on the same training observations, and the red-share cap
+    old_train_recall: float | None = None
+    old_train_fpr: float | None = None
+    old_red_share: float | None = None
+    red_share: float | None = None  # share of the training observations red, new bands
+    red_cap: float | None = None
+    wanted_yellow: float | None = None  # the yellow the target recall needed, when capped
+
+    @property
+    def review(self) -> list[str]:
+        """Flips, zeroed metrics and held fixed directions, each with its evidence."""
+        return review(self.metrics, self.outcome)
 
     def auc(self) -> tuple[float | None, float | None]:
         """Held-out ROC AUC for the outcome: (old, new)."""
@@ -238,6 +374,7 @@ class _Feature:
     good: float | None = None
     text: np.ndarray | None = None  # map metrics: the raw category per observation
     map: dict[str, float] | None = None  # map metrics: category -> score 0-100
+    fixed: bool = False  # `direction: fixed`: which end is healthy is never flipped
 
     def normalized(self) -> np.ndarray:
         """0-1 per observation; NaN where the metric is left out (reweight)."""
@@ -377,17 +514,28 @@ def _anchors(f: _Feature, y: np.ndarray, gain: float) -> tuple[float, float, boo
     rate = yk.mean()
     null = _nll(yk, np.full(len(yk), math.log(rate / (1 - rate))))
     old_nll, old_b = fit(f.bad, f.good)
-    wrong_way = old_b > 0 and old_nll < null - gain
+    wrong_way = old_b > 0 and old_nll < null - gain and not f.fixed
     cands = sorted({_round_sig(v) for v in np.quantile(values, QUANTILES)} | {f.bad, f.good})
+    best = _best_pair(f, cands, fit)
+    if wrong_way or (old_b <= 0 and best[0] < old_nll - gain):
+        return best[1], best[2], True
+    return f.bad, f.good, False
+
+
+def _best_pair(f: _Feature, cands: list[float], fit) -> tuple[float, float, float]:
+    """(log-loss, bad, good) of the candidate pair that explains the outcome best; its
+    orientation (the direction) from the fit, or, for a ``fixed`` metric, the old one
+    only: a pair whose fit points the other way is then no candidate."""
+    higher = f.good > f.bad
     best = (math.inf, f.bad, f.good)
     for i, lo in enumerate(cands):
         for hi in cands[i + 1 :]:
             value, b = fit(lo, hi)  # lo scores 0, hi 100: b < 0 when risk falls as it rises
+            if f.fixed and (b <= 0) != higher:
+                continue
             if value < best[0] - 1e-9:
                 best = (value, lo, hi) if b <= 0 else (value, hi, lo)
-    if wrong_way or (old_b <= 0 and best[0] < old_nll - gain):
-        return best[1], best[2], True
-    return f.bad, f.good, False
+    return best
 
 
 def _refit_anchors(
@@ -408,15 +556,10 @@ def _refit_anchors(
         return _fit_one(_linear_feature(f.raw, f.value, bad, good)[keep], yk, ok)
 
     current, current_b = fit(f.bad, f.good)
-    wrong_way = current_b > 0 and current < _nll_offset(yk, ok) - gain
+    wrong_way = current_b > 0 and current < _nll_offset(yk, ok) - gain and not f.fixed
     qs = np.quantile(values, (0.0, *QUANTILES, 1.0))
     cands = sorted({_round_sig(v) for v in qs} | {f.bad, f.good})
-    best = (math.inf, f.bad, f.good)
-    for i, lo in enumerate(cands):
-        for hi in cands[i + 1 :]:
-            value, b = fit(lo, hi)
-            if value < best[0] - 1e-9:
-                best = (value, lo, hi) if b <= 0 else (value, hi, lo)
+    best = _best_pair(f, cands, fit)
     if wrong_way or best[0] < current - gain:
         return best[1], best[2]
     return f.bad, f.good
@@ -455,7 +598,7 @@ def _refit_map(
     of the old map not seen in the data keep their old score. The new map replaces the
     old when it explains the outcome better by ``gain``.
     """
-    if f.text is None or f.map is None:
+    if f.text is None or f.map is None or f.fixed:
         return f.map
     has = np.array([t is not None for t in f.text])
     if has.sum() < 2 or y[has].all() or not y[has].any():
@@ -531,7 +674,8 @@ def learn(
     old_w = model.metric_weights()
     changes = []
     for f in feats:
-        c = MetricChange(f.pillar, f.metric, f.kind, old_w[f.metric], 0.0)
+        c = MetricChange(f.pillar, f.metric, f.kind, old_w[f.metric], 0.0, fixed=f.fixed)
+        c.evidence = metric_evidence(f, yf)
         if f.kind == "linear":
             c.old_bad, c.old_good = f.bad, f.good
             c.old_direction = "higher" if f.good > f.bad else "lower"
@@ -585,17 +729,6 @@ def learn(
             c.note = f"{f.kind} normalisation kept; weight learned"
         if w == 0:
             c.note = (c.note + "; " if c.note else "") + "fitted weight 0 (kept in the file)"
-    zero = [c.metric for c in changes if c.new_weight == 0]
-    if zero:
-        notes.append(
-            "fitted weight 0 (no predictive value beyond the other metrics, or it points "
-            "the wrong way): " + ", ".join(zero) + "; they stay in the file with weight 0"
-        )
-    inverted = [c.metric for c in changes if c.inverted]
-    if inverted:
-        notes.append(
-            "direction learned from data, opposite to the old model: " + ", ".join(inverted)
-        )
     return Learned(changes, pct / 100.0, feats, n, notes)
 
 
@@ -719,23 +852,79 @@ def _yellow_for(
     return 99.0, False
 
 
+def red_share_cap(old_red_share: float, max_red_share: float | None = None) -> float:
+    """The most of the training observations the calibrated red band may hold:
+    ``max_red_share`` when given, else ``RED_CAP_FACTOR`` x the current model's red share
+    on the same observations, and at least ``MIN_RED_CAP``."""
+    if max_red_share is not None:
+        if not 0 < max_red_share <= 1:
+            raise ScoringError(f"`max_red_share` must be within (0, 1] (got {max_red_share})")
+        return float(max_red_share)
+    return max(RED_CAP_FACTOR * old_red_share, MIN_RED_CAP)
+
+
+@dataclass
+class BandFit:
+    """Bands fitted to a new score: thresholds, what they reach, and whether the red-share
+    cap bound them."""
+
+    yellow: float
+    green: float
+    reached: bool  # the target recall was reached within the cap
+    recall: float | None  # share of the positives red (training)
+    red_share: float  # share of all observations red (training)
+    cap: float | None  # the red-share cap applied (None: none)
+    wanted: float | None = None  # the yellow the target recall needed, when the cap bound
+
+    @property
+    def capped(self) -> bool:
+        return self.wanted is not None
+
+
 def fit_bands(
     score: np.ndarray,
     forced: np.ndarray,
     y: np.ndarray,
     old_green_share: float,
     target_recall: float,
-) -> tuple[float, float, bool]:
+    red_cap: float | None = None,
+    own_yellow: np.ndarray | None = None,
+) -> BandFit:
     """The new bands from the new ``score`` (and rule-``forced`` bands) of observations
-    labelled ``y``: (yellow, green, whether the target recall was reached).
+    labelled ``y``.
 
     Yellow (red below it) is the lowest whole number at which ``target_recall`` of the
-    positives are red (99 when none is); green keeps the share of green observations
-    the old model had, at least a point above yellow.
+    positives are red (99 when none is), then lowered, when more than ``red_cap`` of the
+    observations would be red, to the highest whole number that keeps them within it
+    (1 when rules alone force more red). Observations with a yellow of their own
+    (``own_yellow``, a segment's; NaN: none) count with it. Green keeps the share of
+    green observations the old model had, at least a point above yellow.
     """
+    own = np.full(len(score), np.nan) if own_yellow is None else own_yellow
+
+    def red(t: float) -> np.ndarray:
+        return _red(score, forced, np.where(np.isnan(own), t, own))
+
     yellow, reached = _yellow_for(score, forced, y, target_recall)
+    wanted = None
+    if red_cap is not None and len(score) and red(yellow).mean() > red_cap + 1e-12:
+        wanted = yellow
+        yellow = next(
+            (float(t) for t in range(int(yellow) - 1, 0, -1) if red(t).mean() <= red_cap + 1e-12),
+            1.0,
+        )
+        reached = False
     green = float(np.ceil(np.quantile(score, 1.0 - old_green_share))) if old_green_share else 100.0
-    return yellow, min(max(green, yellow + 1.0), 100.0), reached
+    flagged = red(yellow)
+    return BandFit(
+        yellow=yellow,
+        green=min(max(green, yellow + 1.0), 100.0),
+        reached=reached,
+        recall=float(flagged[y].mean()) if y.any() else None,
+        red_share=float(flagged.mean()) if len(flagged) else 0.0,
+        cap=red_cap,
+        wanted=wanted,
+    )
 
 
 def check_target_recall(target_recall: float) -> None:
@@ -788,6 +977,7 @@ def calibration_features(
                 use.good,
                 categories,
                 dict(use.map) if use.map is not None else None,
+                use.direction == "fixed",
             )
         )
     return feats, holds
@@ -806,6 +996,7 @@ def calibrate(
     every: str = "1mo",
     start: datetime | None = None,
     target_recall: float = 0.85,
+    max_red_share: float | None = None,
     seed: int = 0,
     out: str | Path | None = None,
     reps: int = 200,
@@ -827,6 +1018,10 @@ def calibrate(
         dates and the first one (default: 90 days after the first event on file).
     target_recall
         Share of the training observations followed by the outcome that must be red.
+    max_red_share
+        The most of the training observations the new red band may hold (the cap wins
+        over ``target_recall``); None: ``RED_CAP_FACTOR`` x the current model's red
+        share, at least ``MIN_RED_CAP``.
     seed
         Seeds the held-out backtest's bootstrap (the fit itself is deterministic).
     out
@@ -843,6 +1038,7 @@ def calibrate(
 
     outcome = outcome_kind(outcome)
     check_target_recall(target_recall)
+    red_share_cap(0.0, max_red_share)  # a bad cap fails before any work
     model = model.scorecard(HEALTH)
     ensure_tables(store)
     if start is None:
@@ -890,27 +1086,41 @@ def calibrate(
     # the new score on the training observations, with the file's rounded numbers
     score, forced = learned_score(model, fitted, feats, holds)
     old_green_share = float((obs["band"] == "green").mean())
-    yellow, green, reached = fit_bands(score, forced, y, old_green_share, target_recall)
-    if not reached:
+    old_red = (obs["band"] == "red").to_numpy()
+    cap = red_share_cap(float(old_red.mean()), max_red_share)
+    # a segment with enough outcomes gets its own yellow for the target recall, when it
+    # reaches it without more than the cap of the segment's observations red
+    segment_bands = {}
+    segment = obs["segment"].map(lambda s: str(s) if pd.notna(s) else None).to_numpy(object)
+    for seg in sorted({s for s in segment if s is not None}):
+        part = segment == seg
+        if y[part].sum() >= MIN_SEGMENT_POSITIVES:
+            b = fit_bands(score[part], forced[part], y[part], 0.0, target_recall, cap)
+            if b.reached:
+                segment_bands[seg] = b.yellow
+    own = np.array([segment_bands.get(s, np.nan) for s in segment], float)
+    bands = fit_bands(score, forced, y, old_green_share, target_recall, cap, own)
+    yellow, green = bands.yellow, bands.green
+    segment_bands = {s: t for s, t in segment_bands.items() if t != yellow}
+    if bands.capped:
+        notes.append(
+            f"the red-share cap bound the bands: {target_recall:.0%} recall needed yellow "
+            f"{bands.wanted:g}, which makes more than {cap:.1%} of the training observations "
+            f"red; yellow is {yellow:g} instead (recall {bands.recall:.1%}; set the cap "
+            "with `max_red_share`)"
+        )
+    elif not bands.reached:
         notes.append(
             f"no band threshold reaches {target_recall:.0%} recall on the training "
             "observations; yellow set to 99"
         )
-    segment_bands = {}
-    for seg in sorted(obs["segment"].dropna().unique()):
-        part = (obs["segment"] == seg).to_numpy()
-        if y[part].sum() >= MIN_SEGMENT_POSITIVES:
-            t, ok = _yellow_for(score[part], forced[part], y[part], target_recall)
-            if ok and t != yellow:
-                segment_bands[str(seg)] = t
     if segment_bands:
         notes.append(
             f"segments with {MIN_SEGMENT_POSITIVES}+ positive training observations get a "
             f"yellow threshold of their own for {target_recall:.0%} recall (segments.bands): "
             + ", ".join(f"{s} {t:g}" for s, t in segment_bands.items())
         )
-    own = obs["segment"].map(lambda s: segment_bands.get(str(s), yellow) if pd.notna(s) else yellow)
-    red = _red(score, forced, own.to_numpy(float))
+    red = _red(score, forced, np.where(np.isnan(own), yellow, own))
     train_recall = float(red[y].mean())
     train_fpr = float(red[~y].mean()) if (~y).any() else None
     events = int(obs.loc[y, "account_id"].nunique())
@@ -923,7 +1133,8 @@ def calibrate(
         f"{train_until:%Y-%m-%d} was read).\n"
         "Weights are percent of the score (a pillar's weight is the sum of its metrics'), "
         f"fitted by a non-negative\nlogistic model; bands: yellow for {target_recall:.0%} "
-        "recall of the training observations, green keeps the old green share."
+        f"recall of the training observations with at most {cap:.1%} of them red,\ngreen "
+        "keeps the old green share."
     )
     text = calibrated_model_text(
         model,
@@ -964,6 +1175,12 @@ def calibrate(
         train_fpr=train_fpr,
         segment_bands=segment_bands,
         notes=notes,
+        old_train_recall=float(old_red[y].mean()),
+        old_train_fpr=float(old_red[~y].mean()) if (~y).any() else None,
+        old_red_share=float(old_red.mean()),
+        red_share=float(red.mean()),
+        red_cap=cap,
+        wanted_yellow=bands.wanted,
     )
     if held_out:
         _held_out(store, model, result, reps=reps, seed=seed, progress=progress)

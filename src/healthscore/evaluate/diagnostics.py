@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from healthscore.core.time import dates_between
-from healthscore.engine.history import SCORES
+from healthscore.engine.history import SCORES, current_probability
 from healthscore.evaluate import backtest as bt
 from healthscore.model import Model
 from healthscore.store import Store
@@ -80,15 +80,14 @@ def report_observations(
 
 
 def with_probability(store: Store, model: Model, obs: pd.DataFrame) -> pd.DataFrame:
-    """``obs`` with the stored calibrated probability of each (account, date), or NaN."""
-    t = store.stored(SCORES)
-    if "probability" not in t.columns or obs.empty:
+    """``obs`` with the calibrated probability of each (account, date)'s stored score by
+    the model's current curve (refitting it keeps the version), or NaN."""
+    view = current_probability(model)
+    if view is None or obs.empty:
         return obs.assign(probability=np.nan)
-    t = t.filter(
-        t.model_version == model.version,
-        t.scorecard == model.scorecard_name,
-        t.probability.notnull(),
-    )
+    t = store.stored(SCORES)
+    t = view(t.filter(t.model_version == model.version, t.scorecard == model.scorecard_name))
+    t = t.filter(t.probability.notnull())
     p = store.execute(t.select("account_id", "as_of", "probability")).to_pandas()
     return obs.merge(p, on=["account_id", "as_of"], how="left")
 

@@ -143,6 +143,15 @@ class SnapshotCalibration:
     auc: dict[str, Estimate]  # current, calibrated (cv), logistic (cv), challenger (cv)
     backtest: bt.BacktestResult  # calibrated (out of fold) vs the current model
     notes: list[str] = field(default_factory=list)
+    old_red_share: float | None = None  # share of the accounts red: current model
+    red_share: float | None = None  # with the new bands (fitted on all accounts)
+    red_cap: float | None = None
+    wanted_yellow: float | None = None  # the yellow the target recall needed, when capped
+
+    @property
+    def review(self) -> list[str]:
+        """Flips, zeroed metrics and held fixed directions, each with its evidence."""
+        return cal.review(self.metrics, self.outcome)
 
     def to_dict(self) -> dict:
         return {
@@ -157,6 +166,8 @@ class SnapshotCalibration:
             "roc_auc": {k: vars(v) for k, v in self.auc.items()},
             "bands": {"old": self.old_bands, "new": self.new_bands},
             "weights": {c.metric: {"old": c.old_weight, "new": c.new_weight} for c in self.metrics},
+            "red_share": {"old": self.old_red_share, "new": self.red_share, "cap": self.red_cap},
+            "review": self.review,
             "notes": self.notes,
         }
 
@@ -233,6 +244,7 @@ def calibrate(
     outcome: str = "churned",
     folds: int = FOLDS,
     target_recall: float = 0.85,
+    max_red_share: float | None = None,
     seed: int = 0,
     out: str | Path | None = None,
     reps: int = 200,
@@ -243,7 +255,8 @@ def calibrate(
 
     Returns the model fitted on all accounts (written to ``out`` when given) with the
     out-of-fold ROC AUC of the calibrated score beside the current model's and the
-    baselines' (logistic regression and, with ``challenger``, gradient boosting).
+    baselines' (logistic regression and, with ``challenger``, gradient boosting). The
+    bands keep the red share within ``max_red_share`` (see :func:`calibrate.red_share_cap`).
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -257,6 +270,7 @@ def calibrate(
             hint="a snapshot backtest measures any outcome",
         )
     cal.check_target_recall(target_recall)
+    cal.red_share_cap(0.0, max_red_share)  # a bad cap fails before any work
     model = model.scorecard(HEALTH)
     as_of = as_of or snapshot_date(store)
     obs = snapshot_observations(store, model, as_of, outcome)
@@ -269,6 +283,8 @@ def calibrate(
     feats, holds = cal.calibration_features(store, model, obs, [as_of])
     gain = cal.ANCHOR_GAIN  # one observation per account
     old_green = float((obs["band"] == "green").mean())
+    old_red_share = float((obs["band"] == "red").mean())
+    cap = cal.red_share_cap(old_red_share, max_red_share)
     splits = _folds(y, folds, seed)
     oof = np.zeros(len(y))
     oof_band = np.empty(len(y), dtype=object)
@@ -280,7 +296,8 @@ def calibrate(
         hold_tr = holds.iloc[train].reset_index(drop=True)
         fitted = cal.learn(model, part, hold_tr, y[train], gain=gain, l2=l2)
         s_tr, f_tr = cal.learned_score(model, fitted, part, hold_tr)
-        yellow, green, _ = cal.fit_bands(s_tr, f_tr, y[train], old_green, target_recall)
+        fold_bands = cal.fit_bands(s_tr, f_tr, y[train], old_green, target_recall, cap)
+        yellow, green = fold_bands.yellow, fold_bands.green
         hold_te = holds.iloc[test].reset_index(drop=True)
         s_te, f_te = cal.learned_score(model, fitted, [f.take(test) for f in feats], hold_te)
         oof[test] = s_te
@@ -303,14 +320,22 @@ def calibrate(
             "current model"
         )
     score, forced = cal.learned_score(model, fitted, feats, holds)
-    yellow, green, reached = cal.fit_bands(score, forced, y, old_green, target_recall)
+    bands = cal.fit_bands(score, forced, y, old_green, target_recall, cap)
+    yellow, green = bands.yellow, bands.green
     notes = list(fitted.notes)
     if model.spec.segments and model.spec.segments.weights:
         notes.append(
             "per-segment pillar weights of the old model were dropped: one set of weights "
             "is fitted for all accounts (segments are still reported)"
         )
-    if not reached:
+    if bands.capped:
+        notes.append(
+            f"the red-share cap bound the bands: {target_recall:.0%} recall needed yellow "
+            f"{bands.wanted:g}, which makes more than {cap:.1%} of the accounts red; yellow "
+            f"is {yellow:g} instead (recall {bands.recall:.1%}; set the cap with "
+            "`max_red_share`)"
+        )
+    elif not bands.reached:
         notes.append(f"no band threshold reaches {target_recall:.0%} recall; yellow set to 99")
     header = (
         f"calibrated by `healthscore calibrate --snapshot` from {model.label!r} "
@@ -318,7 +343,8 @@ def calibrate(
         f"scored at {as_of:%Y-%m-%d}, {int(y.sum())} with the outcome; judged by {len(splits)}-"
         f"fold stratified cross-validation (seed {seed}).\nWeights are percent of the score "
         "(a pillar's weight is the sum of its metrics'), fitted by a non-negative\nlogistic "
-        f"model; bands: yellow for {target_recall:.0%} recall, green keeps the old green share."
+        f"model; bands: yellow for {target_recall:.0%} recall with at most {cap:.1%} of the "
+        "accounts red,\ngreen keeps the old green share."
     )
     text = cal.calibrated_model_text(
         model, fitted.changes, {"green": green, "yellow": yellow}, header, as_of
@@ -372,6 +398,10 @@ def calibrate(
         auc=auc,
         backtest=result,
         notes=notes,
+        old_red_share=old_red_share,
+        red_share=bands.red_share,
+        red_cap=cap,
+        wanted_yellow=bands.wanted,
     )
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from healthscore import expressions as ex
-from healthscore.core.tables import TABLES
+from healthscore.core.tables import TABLES, Cadence
 from healthscore.core.time import duration_days
 from healthscore.core.yamlio import line_of
 from healthscore.errors import ModelError
@@ -218,10 +218,19 @@ class Model:
                 used.append(m.from_)
         return used
 
-    def expected_lag(self, table: str) -> timedelta | None:
-        if table in self.spec.freshness:
-            return timedelta(days=duration_days(self.spec.freshness[table]))
-        return TABLES[table].expected_lag
+    def cadence(self, table: str) -> Cadence | None:
+        """How ``table``'s freshness is judged: the model's ``freshness:`` entry, else the
+        table's default (None: never stale)."""
+        own = TABLES[table]
+        given = self.spec.freshness.get(table)
+        if given is None:
+            lag = own.expected_lag
+            return Cadence(own.freshness_by, lag) if lag is not None else None
+        if isinstance(given, dict):
+            by, text = next(iter(given.items()))
+        else:
+            by, text = own.freshness_by, given
+        return Cadence(by, timedelta(days=duration_days(text)), "model")
 
     def formula_order(self) -> list[str]:
         """Formula metrics in dependency order."""

@@ -22,7 +22,14 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from healthscore.core.time import parse_duration
 from healthscore.errors import DurationError
@@ -40,6 +47,15 @@ def _duration(v: str) -> str:
     except DurationError as e:  # pydantic turns ValueError into a located problem
         raise ValueError(e.message) from None
     return v
+
+
+def _cadence(v: str | dict) -> str | dict:
+    """A freshness entry: a duration, or one of ``{data: D}`` / ``{load: D}``."""
+    if isinstance(v, dict):
+        if len(v) != 1:
+            raise ValueError("give one of `data: <duration>` or `load: <duration>`")
+        return {k: _duration(d) for k, d in v.items()}
+    return _duration(v)
 
 
 class _Strict(BaseModel):
@@ -170,6 +186,12 @@ class MetricUse(_Strict):
     map: dict[str, float] | None = Field(None, description="category -> score 0-100")
     percentile: Percentile | None = Field(None, description="percentile within segment")
     missing: Annotated[MissingPolicy, Field(default_factory=MissingPolicy)]
+    direction: Literal["fixed", "learned"] | None = Field(
+        None,
+        description="`fixed`: `healthscore calibrate` never flips which end is healthy (it "
+        "may move `bad`/`good`, never swap them; a `map` keeps its scores); `learned` "
+        "(the default): the data may flip it. Not part of the model version",
+    )
 
     _m = field_validator("missing", mode="before")(lambda cls, v: _missing(v))
 
@@ -409,8 +431,13 @@ class ModelSpec(_Strict):
     columns: dict[str, dict[str, ColumnType]] = Field(
         default_factory=dict, description="extra columns the model reads: table -> column -> type"
     )
-    freshness: dict[str, str] = Field(
-        default_factory=dict, description="table -> expected lag, e.g. usage_events: 2d"
+    freshness: dict[
+        str, Annotated[str | dict[Literal["data", "load"], str], AfterValidator(_cadence)]
+    ] = Field(
+        default_factory=dict,
+        description="table -> how long may pass before its data is stale: a duration "
+        "(`usage_events: 2d`, measured the table's default way) or `{data: 90d}` (since "
+        "its latest timestamp) or `{load: 35d}` (since its last load)",
     )
     metrics: dict[str, MetricSpec]
     pillars: dict[str, Pillar]
@@ -428,10 +455,6 @@ class ModelSpec(_Strict):
         default_factory=dict,
         description="more scores over the same metrics, e.g. expansion, onboarding "
         "(the top-level pillars make the `health` scorecard)",
-    )
-
-    _f = field_validator("freshness")(
-        lambda cls, v: {k: _duration(d) for k, d in (v or {}).items()}
     )
 
 

@@ -3,7 +3,8 @@
 Place in the flow: computed once per :class:`~healthscore.model.Model` (its ``version``)
 and stored beside every score, so history is keyed by what scored it. Only what can
 change a score counts: comments, key order, labels, units, rule descriptions, playbooks
-and fitted artefacts that do not move a score stay out, and weights are normalised
+and fitted artefacts that do not move a score (the ``probability:`` curve: a refit
+must not orphan the version's history) stay out, and weights are normalised
 first, so 30/25/20/25 and 0.3/0.25/0.2/0.25 give the same version.
 
 Examples
@@ -39,15 +40,12 @@ SCORING_SECTIONS = (
     "segments",
     "rules",
     "trends",
-    "probability",
 )
 
 
 def model_version(model: Model) -> str:
     """sha256 of the canonical JSON of ``model``'s scoring sections (weights normalised)."""
     data = model.spec.model_dump(mode="json", by_alias=True, include=set(SCORING_SECTIONS))
-    if data.get("probability") is None:  # versions of models without one stay as they were
-        data.pop("probability", None)
     if model.scorecard_name != HEALTH:
         data["scorecard"] = model.scorecard_name
     for rule in data.get("rules", {}).values():
@@ -57,6 +55,7 @@ def model_version(model: Model) -> str:
         pillar["weight"] = _rounded(model.pillar_weights()[p])
         for m, use in pillar["metrics"].items():
             use["weight"] = _rounded(shares[p][m])
+            use.pop("direction", None)  # guides calibration; never moves a score
     if data.get("segments"):
         if not data["segments"].get("bands"):  # versions of models without them stay
             data["segments"].pop("bands", None)

@@ -46,7 +46,7 @@ import pyarrow as pa
 import sqlglot as sg
 import sqlglot.expressions as sge
 
-from healthscore.core.tables import SCHEMA_VERSION, TABLES, get_table
+from healthscore.core.tables import SCHEMA_VERSION, TABLES, Cadence, get_table
 from healthscore.errors import HealthscoreError, ScoringError, StoreError
 from healthscore.store.backend import backend_for
 
@@ -101,17 +101,25 @@ class LoadResult:
 
 @dataclass
 class FreshnessWarning:
+    """A table judged stale at ``as_of`` by its ``cadence``: ``watermark`` is its latest
+    data (``cadence.by == "data"``) or its last load (``"load"``)."""
+
     table: str
     watermark: datetime
     as_of: datetime
-    expected_lag_days: float
+    cadence: Cadence
+
+    @property
+    def expected_lag_days(self) -> float:
+        return self.cadence.within.total_seconds() / 86400
 
     def __str__(self) -> str:
         days = (self.as_of - self.watermark).total_seconds() / 86400
+        seen = "last loaded" if self.cadence.by == "load" else "latest data"
         return (
-            f"{self.table} is stale: latest data {self.watermark:%Y-%m-%d %H:%M}, "
-            f"{days:.1f} days before the as-of date (expected within "
-            f"{self.expected_lag_days:g} days); scores may look worse than they are"
+            f"{self.table} is stale: {seen} {self.watermark:%Y-%m-%d %H:%M}, {days:.1f} days "
+            f"before the as-of date (expected {self.cadence.describe(self.table)}); scores "
+            "may look worse than they are"
         )
 
 
@@ -484,16 +492,19 @@ class Store:
         return {r["table_name"]: r["watermark"] for r in self._select_all(WATERMARKS)}
 
     def freshness(self, model, as_of: datetime) -> list[FreshnessWarning]:
-        """Tables the model reads whose latest data is older than their expected lag."""
+        """Tables the model reads that are stale at ``as_of`` by their cadence
+        (``model.cadence``): their latest data, or for slow-changing tables their last
+        load, is longer before ``as_of`` than the cadence allows."""
         out = []
-        marks = self.watermarks()
+        marks = {r["table_name"]: r for r in self._select_all(WATERMARKS)}
         for name in model.tables_used():
-            lag = model.expected_lag(name)
-            wm = marks.get(name)
-            if lag is None or wm is None:
+            cadence = model.cadence(name)
+            mark = marks.get(name)
+            if cadence is None or mark is None:
                 continue
-            if as_of - wm > lag:
-                out.append(FreshnessWarning(name, wm, as_of, lag.total_seconds() / 86400))
+            seen = mark["loaded_at"] if cadence.by == "load" else mark["watermark"]
+            if seen is not None and as_of - seen > cadence.within:
+                out.append(FreshnessWarning(name, seen, as_of, cadence))
         return out
 
     # executing -----------------------------------------------------------------------

@@ -5,8 +5,10 @@ these rows and runs backfills; readers (``engine.trends``, ``evaluate``,
 ``views.report``) query the tables through ``store.stored(SCORES)``. Three tables:
 
 - ``scores``: one row per (account_id, as_of, model_version, scorecard) with score,
-  band, coverage, probability (when the model has a ``probability:`` section), segment,
-  CSM and the signals rules raised;
+  band, coverage, probability (when the model has a ``probability:`` section: the curve
+  in force when the row was written; readers derive it again from the score and the
+  current curve, since refitting the curve keeps the version), segment, CSM and the
+  signals rules raised;
 - ``score_lines``: one row per metric, pillar and rule line of each score (raw value,
   normalized value, weight, contribution, missing-data treatment), so any stored score
   can be explained and its lines add up to it;
@@ -30,7 +32,7 @@ set()
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -38,6 +40,8 @@ import ibis
 import pyarrow as pa
 
 if TYPE_CHECKING:
+    import ibis.expr.types as ir
+
     from healthscore.model import Model
     from healthscore.store import Store
 
@@ -136,16 +140,24 @@ def remember_model(store: Store, model: Model) -> None:
 
 
 def stored_rows(
-    store: Store, model: Model, account_ids: Iterable[str], dates: Iterable[datetime]
+    store: Store,
+    model: Model,
+    account_ids: Iterable[str],
+    dates: Iterable[datetime],
+    scores_view: Callable[[ir.Table], ir.Table] | None = None,
 ) -> tuple[pa.Table, pa.Table]:
     """The ``scores`` and ``score_lines`` rows of these accounts at these dates, for this
-    model version and scorecard (pairs not stored are simply absent)."""
+    model version and scorecard (pairs not stored are simply absent); ``scores_view``
+    derives columns of the ``scores`` rows before they are read (the probability)."""
     ensure_tables(store)
     ids, when = list(account_ids), [ibis.literal(d, type="timestamp") for d in dates]
     out = []
     for name in (SCORES, LINES):
         t = _of_model(store, name, model)
-        out.append(store.execute(t.filter(t.account_id.isin(ids), t.as_of.isin(when))))
+        t = t.filter(t.account_id.isin(ids), t.as_of.isin(when))
+        if name == SCORES and scores_view is not None:
+            t = scores_view(t)
+        out.append(store.execute(t))
     return out[0], out[1]
 
 

@@ -774,11 +774,14 @@ def render_calibration(console: Console, r: CalibrationResult) -> None:
         f"{r.train_until:%Y-%m-%d}",
         highlight=False,
     )
+    render_review(console, r.review)
     console.print(weights_table(r.metrics, r.pillars))
     console.print(
         f"bands: green {r.old_bands['green']:g} -> {r.new_bands['green']:g}, yellow "
-        f"{r.old_bands['yellow']:g} -> {r.new_bands['yellow']:g} (training recall "
-        f"{_pct1(r.train_recall)}, false-positive rate {_pct1(r.train_fpr)})",
+        f"{r.old_bands['yellow']:g} -> {r.new_bands['yellow']:g}; on the training "
+        f"observations recall {_pct1(r.old_train_recall)} -> {_pct1(r.train_recall)}, "
+        f"false-positive rate {_pct1(r.old_train_fpr)} -> {_pct1(r.train_fpr)}, "
+        + _red_share_text(r),
         highlight=False,
     )
     if r.out is not None:
@@ -804,6 +807,25 @@ def render_calibration(console: Console, r: CalibrationResult) -> None:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
 
 
+def render_review(console: Console, lines: list[str]) -> None:
+    """What to check before trusting a calibration: flips, zeroed metrics, fixed
+    directions held against the data; first, before the weights."""
+    if not lines:
+        console.print("review: no direction flipped, no metric zeroed", highlight=False)
+        return
+    console.print(f"[bold]review first[/] ({len(lines)}):", highlight=False)
+    for line in lines:
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
+
+
+def _red_share_text(r) -> str:
+    """``red 8.1 % -> 12.0 % of observations (cap 12.2 %, bound: yellow 61 wanted)``."""
+    text = f"red {_pct1(r.old_red_share)} -> {_pct1(r.red_share)} of them (cap {_pct1(r.red_cap)}"
+    if r.wanted_yellow is not None:
+        text += f"; the cap bound: the target recall wanted yellow {r.wanted_yellow:g}"
+    return text + ")"
+
+
 def render_snapshot_calibration(console: Console, r: SnapshotCalibration) -> None:
     """Weights, bands, the cross-validated comparison and the backtest table, after one
     paragraph in plain words."""
@@ -822,10 +844,11 @@ def render_snapshot_calibration(console: Console, r: SnapshotCalibration) -> Non
         f"cross-validation, seed {r.seed}",
         highlight=False,
     )
+    render_review(console, r.review)
     console.print(weights_table(r.metrics, r.pillars))
     console.print(
         f"bands: green {r.old_bands['green']:g} -> {r.new_bands['green']:g}, yellow "
-        f"{r.old_bands['yellow']:g} -> {r.new_bands['yellow']:g}",
+        f"{r.old_bands['yellow']:g} -> {r.new_bands['yellow']:g}; " + _red_share_text(r),
         highlight=False,
     )
     a = Table(title="ROC AUC (95 % bootstrap interval)", box=box.SIMPLE_HEAD, title_justify="left")
@@ -1020,5 +1043,7 @@ def render_probability_fit(console: Console, run) -> None:
     for text in fit.notes:
         note(text)
     console.print(
-        f"written to {run.model.file}; new version {run.model.version[:12]}", highlight=False
+        f"written to {run.model.file}; model version {run.model.version[:12]} unchanged "
+        "(the curve is fitted to a version, not part of it): its stored history still applies",
+        highlight=False,
     )

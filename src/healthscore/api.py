@@ -299,7 +299,7 @@ class ScoreResult:
 def score_accounts(
     store: Store, model: Model, as_of=None, *, need_probability: bool = False
 ) -> ScoreResult:
-    """Score every account as of ``as_of`` (default now); ``need_probability`` fails
+    """Score every account as of ``as_of`` (default today 00:00 UTC); ``need_probability`` fails
     early when the model has no fitted ``probability:`` section."""
     from healthscore.core.time import parse_as_of
     from healthscore.engine.asof import score
@@ -329,7 +329,7 @@ class ExplainResult:
 def explain_account(
     store: Store, model: Model, account_id: str, as_of=None, vs=None
 ) -> ExplainResult:
-    """Why ``account_id`` has its score as of ``as_of`` (default now), or with ``vs``
+    """Why ``account_id`` has its score as of ``as_of`` (default today 00:00 UTC), or with ``vs``
     (an earlier date) why it moved since then."""
     from healthscore.core.time import parse_as_of
     from healthscore.engine.asof import explain, explain_change
@@ -377,10 +377,10 @@ def account_trends(
 ) -> TrendsResult:
     """Accounts by trend class (only ``trend`` when given) as of ``as_of`` (default:
     today 00:00 UTC, the last date stored history usually has)."""
-    from healthscore.core.time import parse_as_of, today
+    from healthscore.core.time import parse_as_of
     from healthscore.engine.trends import classify
 
-    d = parse_as_of(as_of) if as_of else today()
+    d = parse_as_of(as_of)
     return TrendsResult(classify(store, model, d, trend), d)
 
 
@@ -678,7 +678,7 @@ def compare_versions(
     top: int = 10,
 ) -> ComparisonRun:
     """Compare the model ``new`` with the current model file ``current`` as of
-    ``as_of`` (default now): band migration, biggest changes, stored history."""
+    ``as_of`` (default today 00:00 UTC): band migration, biggest changes, stored history."""
     from healthscore.core.time import parse_as_of
     from healthscore.evaluate.compare import compare_models
     from healthscore.model import load_model

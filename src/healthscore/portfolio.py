@@ -15,7 +15,7 @@ from datetime import datetime
 
 import ibis
 
-from healthscore.core.time import parse_as_of, today
+from healthscore.core.time import parse_as_of
 from healthscore.engine import asof
 from healthscore.engine.explain import Change, decompose
 from healthscore.engine.history import SCORES
@@ -158,7 +158,7 @@ def gather(store: Store, model: Model, as_of=None, *, top: int = 10) -> ReportDa
     ReportData
         Plain data; what could not be gathered is said in ``warnings``.
     """
-    d = parse_as_of(as_of) if as_of is not None else today()
+    d = parse_as_of(as_of)
     warnings = [str(w) for w in store.freshness(model, d)]
     live = asof.score(store, model, d).to_pylist()
     arr_now = _arr_in_force(store, d)

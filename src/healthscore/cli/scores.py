@@ -172,10 +172,7 @@ def compare_command(
 
 def report_command(
     out_file: Annotated[Path, typer.Option("--out", "-o", help="the HTML file to write")],
-    as_of: Annotated[
-        str | None,
-        typer.Option("--as-of", help="report as of this date/time (UTC) [default: today 00:00]"),
-    ] = None,
+    as_of: AsOfOpt = None,
     top: Annotated[int, typer.Option(min=1, help="how many movers and expansion candidates")] = 10,
     model: ModelOpt = None,
     db: DbOpt = None,

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # the lazily re-exported names, for readers and type checkers
 
     from healthscore.core.time import parse_as_of, today
     from healthscore.demo.run import DemoResult, run_demo
-    from healthscore.engine.asof import explain, explain_change, score, score_expr
+    from healthscore.engine.asof import Evidence, explain, explain_change, score, score_expr
     from healthscore.engine.explain import Change, Explanation
     from healthscore.engine.flags import add_flag, list_flags, resolve_flag
     from healthscore.engine.history import BackfillResult
@@ -60,6 +60,7 @@ __all__ = [
     "Comparison",
     "ComparisonRun",
     "DemoResult",
+    "Evidence",
     "ExplainResult",
     "Explanation",
     "InitResult",
@@ -121,6 +122,7 @@ _OWNERS: dict[str, tuple[str, str]] = {
     "explain": ("healthscore.engine.asof", "explain"),
     "explain_change": ("healthscore.engine.asof", "explain_change"),
     "Explanation": ("healthscore.engine.explain", "Explanation"),
+    "Evidence": ("healthscore.engine.asof", "Evidence"),
     "Change": ("healthscore.engine.explain", "Change"),
     "check_scorable": ("healthscore.engine.inputs", "check_scorable"),
     "tables_needed": ("healthscore.engine.inputs", "tables_needed"),
@@ -280,29 +282,62 @@ def _freshness(store: Store, models, as_of: datetime) -> list[str]:
     return list(dict.fromkeys(str(w) for m in models for w in store.freshness(m, as_of)))
 
 
+def _empty_tables(store: Store, model: Model) -> list[str]:
+    """The warning naming the model's tables that hold no row (none when all have rows)."""
+    from healthscore.engine.inputs import empty_tables, empty_tables_note
+
+    note = empty_tables_note(model, empty_tables(store, model))
+    return [note] if note else []
+
+
 @dataclass
 class ScoreResult:
-    """Every account's score as of a date (one wide row each), with stale-data warnings."""
+    """Every account's score as of a date (one wide row each), with warnings (stale or
+    empty tables, category values the model does not name), what the scores rest on
+    (``evidence``: accounts left out and why) and, when asked, the accounts left out."""
 
     scores: pa.Table
     model: Model
     as_of: datetime
     warnings: list[str] = field(default_factory=list)
+    evidence: Evidence | None = None
+    unscored: pa.Table | None = None  # account_id, name, reason (with include_unscored)
 
     def to_dict(self) -> list[dict]:
-        """One nested object per account: its lines per metric and rule."""
+        """One nested object per account: its lines per metric and rule; then, when
+        asked for, one ``{account_id, name, left_out}`` object per account left out."""
         from healthscore.engine.explain import long_rows
 
-        return [long_rows(self.model, r) for r in self.scores.to_pylist()]
+        scored = [long_rows(self.model, r) for r in self.scores.to_pylist()]
+        return scored + [
+            {"account_id": r["account_id"], "name": r["name"], "left_out": r["reason"]}
+            for r in (self.unscored.to_pylist() if self.unscored is not None else [])
+        ]
+
+    def rows(self) -> pa.Table:
+        """One row per account (csv, parquet): the scores, then the accounts left out
+        (when asked for) with no score and their ``left_out`` reason."""
+        if self.unscored is None:
+            return self.scores
+        import pyarrow as pa
+
+        out = self.unscored.rename_columns(["account_id", "name", "left_out"])
+        return pa.concat_tables([self.scores, out], promote_options="default")
 
 
 def score_accounts(
-    store: Store, model: Model, as_of=None, *, need_probability: bool = False
+    store: Store,
+    model: Model,
+    as_of=None,
+    *,
+    need_probability: bool = False,
+    include_unscored: bool = False,
 ) -> ScoreResult:
-    """Score every account as of ``as_of`` (default today 00:00 UTC); ``need_probability`` fails
-    early when the model has no fitted ``probability:`` section."""
+    """Score every account as of ``as_of`` (default today 00:00 UTC); ``need_probability``
+    fails early when the model has no fitted ``probability:`` section; with
+    ``include_unscored`` the accounts left out are listed with their reason."""
     from healthscore.core.time import parse_as_of
-    from healthscore.engine.asof import score
+    from healthscore.engine.asof import evidence, left_out, score
 
     if need_probability and model.spec.probability is None:
         raise HealthscoreError(
@@ -310,8 +345,11 @@ def score_accounts(
             hint="run `healthscore model fit-probability --until <date>` first",
         )
     d = parse_as_of(as_of)
-    warnings = _freshness(store, [model], d)
-    return ScoreResult(score(store, model, d), model, d, warnings)
+    scores = score(store, model, d)
+    book = evidence(store, model, d)
+    warnings = _freshness(store, [model], d) + book.warnings
+    unscored = left_out(store, model, d) if include_unscored else None
+    return ScoreResult(scores, model, d, warnings, book, unscored)
 
 
 @dataclass
@@ -335,7 +373,7 @@ def explain_account(
     from healthscore.engine.asof import explain, explain_change
 
     d = parse_as_of(as_of)
-    warnings = _freshness(store, [model], d)
+    warnings = _freshness(store, [model], d) + _empty_tables(store, model)
     if vs is not None:
         return ExplainResult(
             change=explain_change(store, model, account_id, d, vs), warnings=warnings

@@ -119,6 +119,7 @@ class ReportData:
     candidates_source: str = ""
     trend_counts: list[tuple[str, int, float | None]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    book: asof.Evidence | None = None  # accounts left out and why, empty tables
     # with the model's probability: what of (e.g. "churn within 90d") and ARR at risk
     risk_of: str | None = None
     risk_segments: list = field(default_factory=list)  # probability.RiskRow per segment
@@ -159,7 +160,8 @@ def gather(store: Store, model: Model, as_of=None, *, top: int = 10) -> ReportDa
         Plain data; what could not be gathered is said in ``warnings``.
     """
     d = parse_as_of(as_of)
-    warnings = [str(w) for w in store.freshness(model, d)]
+    book = asof.evidence(store, model, d)
+    warnings = [str(w) for w in store.freshness(model, d)] + book.warnings
     live = asof.score(store, model, d).to_pylist()
     arr_now = _arr_in_force(store, d)
     if arr_now is None:
@@ -175,6 +177,7 @@ def gather(store: Store, model: Model, as_of=None, *, top: int = 10) -> ReportDa
         arr_known=arr_now is not None,
         window=model.spec.trends.rapid_decline.within,
         warnings=warnings,
+        book=book,
     )
     if not live:
         warnings.append(f"no account is scored as of {d:%Y-%m-%d}")

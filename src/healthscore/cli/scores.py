@@ -44,6 +44,14 @@ def score_command(
             "--summary", help="only the ARR at risk per segment and CSM (needs fit-probability)"
         ),
     ] = False,
+    include_unscored: Annotated[
+        bool,
+        typer.Option(
+            "--include-unscored",
+            help="also list the accounts left out (not yet created, no subscription in "
+            "force, outside the population) with the reason",
+        ),
+    ] = False,
 ) -> None:
     """Score every account as of a date (point-in-time) and print or write the scores."""
     if format == ScoreFormat.parquet and out_file is None:
@@ -51,9 +59,16 @@ def score_command(
     if summary and format != ScoreFormat.table:
         raise typer.BadParameter("--summary prints a table; leave out --format")
     project = api.open_project(db, model, scorecard)
-    result = api.score_accounts(project.store, project.model, as_of, need_probability=summary)
+    result = api.score_accounts(
+        project.store,
+        project.model,
+        as_of,
+        need_probability=summary,
+        include_unscored=include_unscored,
+    )
     for text in result.warnings:
         terminal.warning(text)
+    terminal.note(result.evidence.summary())
     if summary:
         with terminal.console_to(out_file) as console:
             terminal.render_arr_at_risk(console, result.scores, result.model)
@@ -62,9 +77,12 @@ def score_command(
         format,
         out_file,
         result,
-        rows=result.scores,
+        rows=result.rows(),
         render=lambda console: terminal.render_scores(console, result.scores, result.model),
     )
+    if include_unscored and format == ScoreFormat.table:
+        with terminal.console_to(out_file, append=True) as console:
+            terminal.render_unscored(console, result.unscored, result.as_of)
 
 
 def explain_command(

@@ -58,7 +58,7 @@ import pyarrow as pa
 from healthscore import expressions as ex
 from healthscore.core.tables import TABLES
 from healthscore.core.time import parse_duration, shift
-from healthscore.engine.inputs import check_scorable, tables_needed
+from healthscore.engine.inputs import check_scorable, empty_tables, tables_needed
 from healthscore.engine.metrics import (
     MetricBuilder,
     _columns_of,
@@ -202,10 +202,12 @@ def _lit(d: datetime) -> ir.TimestampScalar:
 class TimelineBuilder:
     """Builds the raw-metrics expression of one model at many dates."""
 
-    def __init__(self, model: Model, tables: dict[str, ir.Table], arithmetic: bool = True):
+    def __init__(
+        self, model: Model, tables: dict[str, ir.Table], arithmetic: bool = True, empty=()
+    ):
         self.model = model
         self.tables = tables
-        self.mb = MetricBuilder(model, tables)
+        self.mb = MetricBuilder(model, tables, empty)
         # evenly spaced midnights: date indexes by arithmetic instead of range joins
         self.arithmetic = arithmetic
 
@@ -684,7 +686,9 @@ def _without(resolve, name: str, columns=()):
 
 def raw_expr(store, model: Model, dates, account_ids=None) -> ir.Table:
     """The raw metrics of ``model`` at every date in ``dates`` (one expression)."""
-    return TimelineBuilder(model, store.tables(tables_needed(model))).build(dates, account_ids)
+    tables = store.tables(tables_needed(model))
+    empty = empty_tables(store, model)
+    return TimelineBuilder(model, tables, empty=empty).build(dates, account_ids)
 
 
 def dates_expr(store, model: Model, dates, account_ids=None) -> ir.Table:

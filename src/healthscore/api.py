@@ -74,6 +74,7 @@ __all__ = [
     "add_flag",
     "account_trends",
     "calibrate_model",
+    "check_against_store",
     "check_scorable",
     "compare_versions",
     "connect",
@@ -228,6 +229,28 @@ def validate_model(model: str | Path | None = None) -> Model:
     return load_model(model_path(model))
 
 
+def check_against_store(model: Model, db: str | Path | None = None) -> list[str]:
+    """What the store ``db`` (default: ./healthscore.duckdb or $HEALTHSCORE_DB, when it
+    exists) would make of ``model`` as of today: its tables with no rows and the category
+    values the model does not name. Nothing when there is no store."""
+    from healthscore.core.time import today
+    from healthscore.engine.asof import evidence, score
+    from healthscore.store import connect, resolve_url
+
+    url = resolve_url(db)
+    if url.startswith("duckdb://") and not Path(url.removeprefix("duckdb://")).exists():
+        if db is None:
+            return []
+    store = connect(db, create=False)
+    try:
+        if model.unfitted_percentiles():
+            return []
+        d = today()
+        return evidence(store, model, d, score(store, model, d)).warnings
+    finally:
+        store.close()
+
+
 # --- loading -----------------------------------------------------------------------------
 
 
@@ -346,7 +369,7 @@ def score_accounts(
         )
     d = parse_as_of(as_of)
     scores = score(store, model, d)
-    book = evidence(store, model, d)
+    book = evidence(store, model, d, scores)
     warnings = _freshness(store, [model], d) + book.warnings
     unscored = left_out(store, model, d) if include_unscored else None
     return ScoreResult(scores, model, d, warnings, book, unscored)

@@ -160,9 +160,10 @@ def gather(store: Store, model: Model, as_of=None, *, top: int = 10) -> ReportDa
         Plain data; what could not be gathered is said in ``warnings``.
     """
     d = parse_as_of(as_of)
-    book = asof.evidence(store, model, d)
+    scores = asof.score(store, model, d)
+    book = asof.evidence(store, model, d, scores)
     warnings = [str(w) for w in store.freshness(model, d)] + book.warnings
-    live = asof.score(store, model, d).to_pylist()
+    live = scores.to_pylist()
     arr_now = _arr_in_force(store, d)
     if arr_now is None:
         warnings.append("no subscription has an ARR: ARR figures are left out")

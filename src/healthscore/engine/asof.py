@@ -80,8 +80,9 @@ class Evidence:
         }
 
 
-def evidence(store: Store, model: Model, as_of=None) -> Evidence:
-    """What scoring the whole book as of ``as_of`` rests on (see :class:`Evidence`)."""
+def evidence(store: Store, model: Model, as_of=None, scores: pa.Table | None = None) -> Evidence:
+    """What scoring the whole book as of ``as_of`` rests on (see :class:`Evidence`);
+    given the ``scores`` of that date, also the category values the model does not name."""
     d = parse_as_of(as_of)
     empty = empty_tables(store, model)
     mb = MetricBuilder(model, store.tables(tables_needed(model)), empty)
@@ -90,9 +91,54 @@ def evidence(store: Store, model: Model, as_of=None) -> Evidence:
     order = {why: i for i, why in enumerate(LEFT_OUT_REASONS)}
     counts.sort(key=lambda r: order.get(r["reason"], len(order)))
     notes = [n for n in [empty_tables_note(model, empty)] if n]
-    return Evidence(
-        d, store.count("accounts"), {r["reason"]: r["n"] for r in counts}, empty, notes
-    )
+    if scores is not None:
+        notes += unmatched_categories(model, scores)
+    return Evidence(d, store.count("accounts"), {r["reason"]: r["n"] for r in counts}, empty, notes)
+
+
+def unmatched_categories(model: Model, scores: pa.Table) -> list[str]:
+    """Warnings naming the values in ``scores`` (segments, ``map:`` metrics) that the
+    model does not name, with how many accounts hold each: they are never defaulted
+    silently. Values match whatever their case and surrounding spaces."""
+    import pyarrow.compute as pc
+
+    def counted(values: pa.ChunkedArray, known: set[str]) -> str | None:
+        key = pc.utf8_lower(pc.utf8_trim_whitespace(values.cast(pa.string())))
+        odd = pc.filter(
+            values,
+            pc.and_(
+                pc.is_valid(key), pc.invert(pc.is_in(key, pa.array(sorted(known), pa.string())))
+            ),
+        )
+        if not len(odd):
+            return None
+        found = sorted(
+            ((r["values"], r["counts"]) for r in pc.value_counts(odd).to_pylist()),
+            key=lambda vc: (-vc[1], str(vc[0])),
+        )
+        shown = ", ".join(f"{v!r} ({n:,} account{'s' if n != 1 else ''})" for v, n in found[:10])
+        return shown + (f" and {len(found) - 10} more" if len(found) > 10 else "")
+
+    out = []
+    if model.spec.segments and "segment" in scores.column_names:
+        names = model.named_segments()
+        odd = counted(scores["segment"], {n.strip().lower() for n in names})
+        if odd:
+            out.append(
+                f"segment values the model does not name get the default weights and bands: "
+                f"{odd}; the model names {', '.join(repr(n) for n in names)} (list a value "
+                "under `segments: weights:` to name it, `{}` keeps the default weights)"
+            )
+    for _, m, use in model.scored_metrics():
+        if use.map is None or m not in scores.column_names:
+            continue
+        odd = counted(scores[m], {k.strip().lower() for k in use.map})
+        if odd:
+            out.append(
+                f"{m}: values its `map:` does not name count as missing data: {odd}; "
+                "add them to the map"
+            )
+    return out
 
 
 def left_out(store: Store, model: Model, as_of=None) -> pa.Table:

@@ -220,7 +220,7 @@ class MetricBuilder:
         f = self._table("flags", account_ids)
         f = f.filter(in_force(f, "flags", D))
         return f.group_by("account_id").aggregate(
-            **{_flag_col(k): f.count(where=f.kind == k) > 0 for k in kinds}
+            **{_flag_col(k): f.count(where=_flag_kind(f, k)) > 0 for k in kinds}
         )
 
     def _group_expr(self, g: _Group, as_of: datetime, account_ids) -> ir.Table:
@@ -337,7 +337,9 @@ class MetricBuilder:
         }
         seg = wide.segment
         if spec.segments:
-            seg = wide[spec.segments.by.removeprefix("accounts.")].cast("string")
+            seg = segment_name(
+                wide[spec.segments.by.removeprefix("accounts.")].cast("string"), self.model
+            )
         out = ["account_id", "csm"] + list(spec.metrics) + [n + COVERED for n in spec.metrics]
         return wide.select(*out, segment=seg, as_of=D, **rules)
 
@@ -362,6 +364,16 @@ class MetricBuilder:
         prev_start = shift_value(wide, D, *(d for d in (lag, m.window) if d))
         too_young = wide.created_at > prev_start
         return ibis.ifelse(too_young, ibis.null("float64"), change.cast("float64"))
+
+
+def segment_name(value: ir.StringValue, model: Model) -> ir.StringValue:
+    """The account's segment as the model spells it when the model names it, whatever
+    the case and surrounding spaces in the data (``Enterprise`` -> ``enterprise``);
+    other values as they are (they get the default weights and are reported)."""
+    names = model.named_segments()
+    if not names:
+        return value
+    return ex.category(value).substitute({n.strip().lower(): n for n in names}, else_=value)
 
 
 def _masked_columns(t: ir.Table, stamps: list[str], at: ir.Value):
@@ -392,6 +404,11 @@ def _flag_reader(t: ir.Table):
 
 def _flag_col(kind: str) -> str:
     return f"__flag_{kind}"
+
+
+def _flag_kind(flags: ir.Table, kind: str) -> ir.BooleanValue:
+    """Flags of ``kind``: a category (``Champion_Left`` is ``champion_left``)."""
+    return ex.category(flags.kind) == kind.strip().lower()
 
 
 def _columns_of(t: ir.Table):

@@ -63,6 +63,7 @@ from healthscore.engine.metrics import (
     MetricBuilder,
     _columns_of,
     _flag_col,
+    _flag_kind,
     _Group,
     _groups,
     _masked_columns,
@@ -263,7 +264,7 @@ class TimelineBuilder:
             f = mb._table("flags", account_ids)
             f = f.inner_join(dt, in_force(f, "flags", dt[AS_OF]))
             fl = f.group_by(["account_id", AS_OF]).aggregate(
-                **{_flag_col(k): f.count(where=f.kind == k) > 0 for k in kinds}
+                **{_flag_col(k): f.count(where=_flag_kind(f, k)) > 0 for k in kinds}
             )
             fl = fl.rename(__fk="account_id", __fd=AS_OF)
             g = g.left_join(fl, [g.account_id == fl["__fk"], g[AS_OF] == fl["__fd"]])

@@ -87,7 +87,7 @@ def test_load_with_a_bad_row_loads_nothing_and_names_file_row_and_column(tmp_pat
     assert "acc.csv:3: created_at:" in result.output
     assert "Traceback" not in result.output
     count = run("score", "--db", db, "--as-of", "2025-01-01", "--format", "csv")
-    assert count.output.count("\n") == 1  # header only: nothing was loaded
+    assert count.stdout.count("\n") == 1  # header only: nothing was loaded
 
 
 def test_load_with_rejects_keeps_valid_rows_and_writes_the_bad_ones(tmp_path):
@@ -125,7 +125,7 @@ def test_score_formats_agree(project):
     table = run("score", *common, cwd=project)
     assert table.exit_code == 0, table.output
     assert "A1" in table.output and "enterprise" in table.output
-    as_json = json.loads(run("score", *common, "--format", "json", cwd=project).output)
+    as_json = json.loads(run("score", *common, "--format", "json", cwd=project).stdout)
     # every format lists the accounts at risk first, as the table does
     assert sorted(r["account_id"] for r in as_json) == ["A1", "A2", "A3"]
     assert [r["score"] for r in as_json] == sorted(r["score"] for r in as_json)
@@ -135,7 +135,7 @@ def test_score_formats_agree(project):
     assert run("score", *common, "--format", "parquet", "--out", out, cwd=project).exit_code == 0
     wide = pq.read_table(out).to_pylist()
     assert [r["score"] for r in wide] == [r["score"] for r in as_json]
-    csv_out = run("score", *common, "--format", "csv", cwd=project).output
+    csv_out = run("score", *common, "--format", "csv", cwd=project).stdout
     assert csv_out.splitlines()[0].startswith('"account_id","as_of","segment","csm","score"')
 
 
@@ -152,7 +152,7 @@ def test_explain_shows_pillars_metrics_and_missing_data(project):
     assert "Late invoices (90 days)" in result.output  # the metric's label, not its key
     assert "NPS (latest): no data; scored 50 by the neutral policy" in result.output
     as_json = json.loads(
-        run("explain", "A2", "--as-of", "2025-01-01", "-f", "json", cwd=project).output
+        run("explain", "A2", "--as-of", "2025-01-01", "-f", "json", cwd=project).stdout
     )
     assert as_json["segment_weights_used"] == "smb"
     points = [m["contribution"] for m in as_json["metrics"] + as_json["rules"]]
@@ -190,7 +190,7 @@ def test_demo_builds_a_store_every_command_can_use(tmp_path):
     for band in ("green", "yellow", "red"):
         assert band in result.output
     today = datetime.utcnow().strftime("%Y-%m-%d")
-    scores = json.loads(run("score", "--as-of", today, "--format", "json", cwd=tmp_path).output)
+    scores = json.loads(run("score", "--as-of", today, "--format", "json", cwd=tmp_path).stdout)
     assert len(scores) > 30
     first = scores[0]["account_id"]
     assert run("explain", first, "--as-of", today, cwd=tmp_path).exit_code == 0
@@ -224,7 +224,7 @@ def test_explain_vs_shows_why_the_score_moved(project):
     data = run(
         "explain", "A1", "--as-of", "2025-01-01", "--vs", "2024-12-01", "-f", "json", cwd=project
     )
-    change = json.loads(data.output)
+    change = json.loads(data.stdout)
     assert abs(sum(ln["effect"] for ln in change["lines"]) - change["delta"]) < 1e-9
     assert change["summary"].startswith("A1 ")
 
@@ -266,10 +266,10 @@ def test_bad_steps_formats_and_folders_are_errors_not_hangs_or_tracebacks(projec
 
 def test_explain_trends_and_compare_write_their_format_to_out_like_score(project):
     common = ["--as-of", "2025-01-01"]
-    printed = json.loads(run("explain", "A2", *common, "-f", "json", cwd=project).output)
+    printed = json.loads(run("explain", "A2", *common, "-f", "json", cwd=project).stdout)
     out = project / "a2.json"
     res = run("explain", "A2", *common, "-f", "json", "--out", out, cwd=project)
-    assert res.exit_code == 0 and res.output == ""
+    assert res.exit_code == 0 and res.stdout == ""
     assert json.loads(out.read_text()) == printed
     text = project / "a2.txt"
     assert run("explain", "A2", *common, "--out", text, cwd=project).exit_code == 0

@@ -345,7 +345,7 @@ def small_file(tmp_path):
 def _run(*args):
     res = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "160"})
     assert res.exit_code == 0, res.output
-    return res.output
+    return res.stdout
 
 
 def test_score_shows_p_churn_and_arr_at_risk(fixture_db, small_file):

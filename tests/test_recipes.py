@@ -61,7 +61,7 @@ def test_ravenstack_recipe_loads_and_scores(ravenstack_dir, tmp_path):
     assert "usage_events: 0 inserted, 0 updated, 24979 unchanged, 21 rejected" in again.output
     rejects = (tmp_path / "ravenstack_usage_rejects.csv").read_text()
     assert "duplicate event_id, first seen at row" in rejects
-    rows = json.loads(scored.output)
+    rows = json.loads(scored.stdout)
     assert len(rows) == 500
     assert {r["band"] for r in rows} == {"green", "yellow", "red"}
     for r in rows:

@@ -250,7 +250,7 @@ def test_cli_takes_a_scorecard(tmp_path, monkeypatch):
         app, ["score", "--as-of", "2025-01-01", "--scorecard", "reach", "-f", "csv"]
     )
     assert res.exit_code == 0, res.output
-    header, *rows = res.output.strip().splitlines()
+    header, *rows = res.stdout.strip().splitlines()
     assert "rule__support_load" in header and len(rows) == 3
     res = runner.invoke(app, ["explain", "A2", "--as-of", "2025-01-01"], env={"COLUMNS": "120"})
     assert res.exit_code == 0, res.output

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # the lazily re-exported names, for readers and type checkers
 
     from healthscore.core.time import parse_as_of, today
     from healthscore.demo.run import DemoResult, run_demo
-    from healthscore.engine.asof import explain, explain_change, score, score_expr
+    from healthscore.engine.asof import Evidence, explain, explain_change, score, score_expr
     from healthscore.engine.explain import Change, Explanation
     from healthscore.engine.flags import add_flag, list_flags, resolve_flag
     from healthscore.engine.history import BackfillResult
@@ -60,6 +60,7 @@ __all__ = [
     "Comparison",
     "ComparisonRun",
     "DemoResult",
+    "Evidence",
     "ExplainResult",
     "Explanation",
     "InitResult",
@@ -73,6 +74,7 @@ __all__ = [
     "add_flag",
     "account_trends",
     "calibrate_model",
+    "check_against_store",
     "check_scorable",
     "compare_versions",
     "connect",
@@ -121,6 +123,7 @@ _OWNERS: dict[str, tuple[str, str]] = {
     "explain": ("healthscore.engine.asof", "explain"),
     "explain_change": ("healthscore.engine.asof", "explain_change"),
     "Explanation": ("healthscore.engine.explain", "Explanation"),
+    "Evidence": ("healthscore.engine.asof", "Evidence"),
     "Change": ("healthscore.engine.explain", "Change"),
     "check_scorable": ("healthscore.engine.inputs", "check_scorable"),
     "tables_needed": ("healthscore.engine.inputs", "tables_needed"),
@@ -226,6 +229,28 @@ def validate_model(model: str | Path | None = None) -> Model:
     return load_model(model_path(model))
 
 
+def check_against_store(model: Model, db: str | Path | None = None) -> list[str]:
+    """What the store ``db`` (default: ./healthscore.duckdb or $HEALTHSCORE_DB, when it
+    exists) would make of ``model`` as of today: its tables with no rows and the category
+    values the model does not name. Nothing when there is no store."""
+    from healthscore.core.time import today
+    from healthscore.engine.asof import evidence, score
+    from healthscore.store import connect, resolve_url
+
+    url = resolve_url(db)
+    if url.startswith("duckdb://") and not Path(url.removeprefix("duckdb://")).exists():
+        if db is None:
+            return []
+    store = connect(db, create=False)
+    try:
+        if model.unfitted_percentiles():
+            return []
+        d = today()
+        return evidence(store, model, d, score(store, model, d)).warnings
+    finally:
+        store.close()
+
+
 # --- loading -----------------------------------------------------------------------------
 
 
@@ -294,9 +319,19 @@ def _freshness(store: Store, models, as_of: datetime) -> list[str]:
     return list(dict.fromkeys(str(w) for m in models for w in store.freshness(m, as_of)))
 
 
+def _empty_tables(store: Store, model: Model) -> list[str]:
+    """The warning naming the model's tables that hold no row (none when all have rows)."""
+    from healthscore.engine.inputs import empty_tables, empty_tables_note
+
+    note = empty_tables_note(model, empty_tables(store, model))
+    return [note] if note else []
+
+
 @dataclass
 class ScoreResult:
-    """Every account's score as of a date (one wide row each), with stale-data warnings."""
+    """Every account's score as of a date (one wide row each), with warnings (stale or
+    empty tables, category values the model does not name), what the scores rest on
+    (``evidence``: accounts left out and why) and, when asked, the accounts left out."""
 
     scores: pa.Table
     model: Model
@@ -304,10 +339,13 @@ class ScoreResult:
     warnings: list[str] = field(default_factory=list)
     total: int | None = None  # accounts scored before the filters (None: not filtered)
     sort: str = "score"
+    evidence: Evidence | None = None
+    unscored: pa.Table | None = None  # account_id, name, reason (with include_unscored)
 
     def to_dict(self) -> list[dict]:
         """One nested object per account: its lines per metric and rule, and its name,
-        ARR in force and renewal date when the list has them."""
+        ARR in force and renewal date when the list has them; then, when asked for, one
+        ``{account_id, name, left_out}`` object per account left out."""
         from healthscore.engine.explain import long_rows
         from healthscore.portfolio import FACTS
 
@@ -318,7 +356,20 @@ class ScoreResult:
             if "renewal_date" in facts and facts["renewal_date"] is not None:
                 facts["renewal_date"] = facts["renewal_date"].isoformat()
             out.append({**row, **facts})
-        return out
+        return out + [
+            {"account_id": r["account_id"], "name": r["name"], "left_out": r["reason"]}
+            for r in (self.unscored.to_pylist() if self.unscored is not None else [])
+        ]
+
+    def rows(self) -> pa.Table:
+        """One row per account (csv, parquet): the scores, then the accounts left out
+        (when asked for) with no score and their ``left_out`` reason."""
+        if self.unscored is None:
+            return self.scores
+        import pyarrow as pa
+
+        out = self.unscored.rename_columns(["account_id", "name", "left_out"])
+        return pa.concat_tables([self.scores, out], promote_options="default")
 
 
 def score_accounts(
@@ -332,9 +383,11 @@ def score_accounts(
     segment: str | None = None,
     csm: str | None = None,
     limit: int | None = None,
+    include_unscored: bool = False,
 ) -> ScoreResult:
-    """Score every account as of ``as_of`` (default now); ``need_probability`` fails
-    early when the model has no fitted ``probability:`` section.
+    """Score every account as of ``as_of`` (default today 00:00 UTC); ``need_probability``
+    fails early when the model has no fitted ``probability:`` section; with
+    ``include_unscored`` the accounts left out are listed with their reason.
 
     With any of ``sort`` (score, arr, renewal, name), ``bands`` (green/yellow/red or
     the scorecard's names for them), ``segment``, ``csm`` or ``limit``, the scores are
@@ -342,7 +395,7 @@ def score_accounts(
     name, ARR in force and renewal date, filtered and sorted (score: the end that needs
     attention first); otherwise one row per account by account id."""
     from healthscore.core.time import parse_as_of
-    from healthscore.engine.asof import score
+    from healthscore.engine.asof import evidence, left_out, score
 
     wanted = None
     if bands is not None:
@@ -358,10 +411,12 @@ def score_accounts(
             hint="run `healthscore model fit-probability --until <date>` first",
         )
     d = parse_as_of(as_of)
-    warnings = _freshness(store, [model], d)
     scores = score(store, model, d)
+    book = evidence(store, model, d, scores)
+    warnings = _freshness(store, [model], d) + book.warnings
+    unscored = left_out(store, model, d) if include_unscored else None
     if sort is None and wanted is None and segment is None and csm is None and limit is None:
-        return ScoreResult(scores, model, d, warnings)
+        return ScoreResult(scores, model, d, warnings, evidence=book, unscored=unscored)
     from healthscore.portfolio import account_facts, account_list
 
     sort = sort or "score"
@@ -375,7 +430,16 @@ def score_accounts(
         csm=csm,
         limit=limit,
     )
-    return ScoreResult(listed, model, d, warnings, total=scores.num_rows, sort=sort)
+    return ScoreResult(
+        listed,
+        model,
+        d,
+        warnings,
+        total=scores.num_rows,
+        sort=sort,
+        evidence=book,
+        unscored=unscored,
+    )
 
 
 @dataclass
@@ -393,13 +457,13 @@ class ExplainResult:
 def explain_account(
     store: Store, model: Model, account_id: str, as_of=None, vs=None
 ) -> ExplainResult:
-    """Why ``account_id`` has its score as of ``as_of`` (default now), or with ``vs``
+    """Why ``account_id`` has its score as of ``as_of`` (default today 00:00 UTC), or with ``vs``
     (an earlier date) why it moved since then."""
     from healthscore.core.time import parse_as_of
     from healthscore.engine.asof import explain, explain_change
 
     d = parse_as_of(as_of)
-    warnings = _freshness(store, [model], d)
+    warnings = _freshness(store, [model], d) + _empty_tables(store, model)
     if vs is not None:
         return ExplainResult(
             change=explain_change(store, model, account_id, d, vs), warnings=warnings
@@ -441,10 +505,10 @@ def account_trends(
 ) -> TrendsResult:
     """Accounts by trend class (only ``trend`` when given) as of ``as_of`` (default:
     today 00:00 UTC, the last date stored history usually has)."""
-    from healthscore.core.time import parse_as_of, today
+    from healthscore.core.time import parse_as_of
     from healthscore.engine.trends import classify
 
-    d = parse_as_of(as_of) if as_of else today()
+    d = parse_as_of(as_of)
     return TrendsResult(classify(store, model, d, trend), d)
 
 
@@ -753,7 +817,7 @@ def compare_versions(
     top: int = 10,
 ) -> ComparisonRun:
     """Compare the model ``new`` with the current model file ``current`` as of
-    ``as_of`` (default now): band migration, biggest changes, stored history."""
+    ``as_of`` (default today 00:00 UTC): band migration, biggest changes, stored history."""
     from healthscore.core.time import parse_as_of
     from healthscore.evaluate.compare import compare_models
     from healthscore.model import load_model

@@ -12,6 +12,9 @@ Two contexts:
 - **row** expressions (``where``, arguments of aggregates, formulas, population):
   columns, literals, arithmetic, comparisons, ``AND/OR/NOT``, ``IN``, ``BETWEEN``,
   ``LIKE``, ``IS [NOT] NULL``, ``CASE``, and the scalar functions in :data:`SCALARS`;
+  text compared with ``=``, ``<>``, ``IN``, ``LIKE`` or ``CASE x WHEN`` is a category:
+  case and surrounding spaces do not matter (``priority = 'Urgent'`` holds for
+  `` urgent``), as for segments and ``map:`` keys;
 - **aggregate** expressions (a metric's ``aggregate:``): the same, plus the
   aggregates in :data:`AGGREGATES`, which take the metric's filter and window.
 
@@ -300,6 +303,8 @@ class _Builder:
                         f"arithmetic needs numbers in {node.sql()!r} "
                         f"(got {x.type()} and {y.type()}); for dates use days_between()"
                     )
+                if cls in (exp.EQ, exp.NEQ):
+                    x, y = _categories(x, y)
                 return fn(x, y)
         if isinstance(node, exp.Is):
             if isinstance(node.expression, exp.Null):
@@ -308,11 +313,15 @@ class _Builder:
         if isinstance(node, exp.In):
             if node.args.get("query"):
                 raise ExpressionError("subqueries are not allowed")
-            return b(node.this).isin([b(e) for e in node.expressions])
+            x, *values = _categories(b(node.this), *[b(e) for e in node.expressions])
+            return x.isin(values)
         if isinstance(node, exp.Between):
             return b(node.this).between(b(node.args["low"]), b(node.args["high"]))
-        if isinstance(node, exp.Like):
-            return b(node.this).like(node.expression.this)
+        if isinstance(node, exp.Like):  # a category comparison: as ILIKE, spaces around ignored
+            x = b(node.this)
+            if _text(x):
+                return x.strip().ilike(node.expression.this)
+            return x.like(node.expression.this)
         if isinstance(node, exp.ILike):
             return b(node.this).ilike(node.expression.this)
         if isinstance(node, exp.Case):
@@ -341,7 +350,8 @@ class _Builder:
         for branch in node.args["ifs"]:
             cond = self._build(branch.this)
             if base is not None:
-                cond = base == cond
+                x, y = _categories(base, cond)
+                cond = x == y
             pair = (cond, self._build(branch.args["true"]))
             case = [pair] if case is None else case + [pair]
         default = node.args.get("default")
@@ -471,6 +481,24 @@ class _Builder:
 
 
 _ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod)
+
+
+def _text(v: ir.Value) -> bool:
+    return v.type().is_string()
+
+
+def category(v: ir.StringValue) -> ir.StringValue:
+    """A category value as compared: lower case, surrounding spaces stripped."""
+    return v.strip().lower()
+
+
+def _categories(*values: ir.Value) -> list[ir.Value]:
+    """Operands of ``=``, ``<>`` or ``IN`` as compared: when the first and another are
+    text, every text operand is a category (``'Urgent'`` matches ``urgent``); numbers,
+    dates and booleans are left as they are."""
+    if not _text(values[0]) or not any(_text(v) for v in values[1:]):
+        return list(values)
+    return [category(v) if _text(v) else v for v in values]
 
 
 def _numeric(v: ir.Value) -> bool:

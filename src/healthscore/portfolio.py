@@ -15,7 +15,7 @@ from datetime import datetime
 
 import ibis
 
-from healthscore.core.time import parse_as_of, today
+from healthscore.core.time import parse_as_of
 from healthscore.engine import asof
 from healthscore.engine.explain import Change, decompose
 from healthscore.engine.history import SCORES
@@ -119,6 +119,7 @@ class ReportData:
     candidates_source: str = ""
     trend_counts: list[tuple[str, int, float | None]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    book: asof.Evidence | None = None  # accounts left out and why, empty tables
     # with the model's probability: what of (e.g. "churn within 90d") and ARR at risk
     risk_of: str | None = None
     risk_segments: list = field(default_factory=list)  # probability.RiskRow per segment
@@ -158,9 +159,11 @@ def gather(store: Store, model: Model, as_of=None, *, top: int = 10) -> ReportDa
     ReportData
         Plain data; what could not be gathered is said in ``warnings``.
     """
-    d = parse_as_of(as_of) if as_of is not None else today()
-    warnings = [str(w) for w in store.freshness(model, d)]
-    live = asof.score(store, model, d).to_pylist()
+    d = parse_as_of(as_of)
+    scores = asof.score(store, model, d)
+    book = asof.evidence(store, model, d, scores)
+    warnings = [str(w) for w in store.freshness(model, d)] + book.warnings
+    live = scores.to_pylist()
     arr_now = _arr_in_force(store, d)
     if arr_now is None:
         warnings.append("no subscription has an ARR: ARR figures are left out")
@@ -175,6 +178,7 @@ def gather(store: Store, model: Model, as_of=None, *, top: int = 10) -> ReportDa
         arr_known=arr_now is not None,
         window=model.spec.trends.rapid_decline.within,
         warnings=warnings,
+        book=book,
     )
     if not live:
         warnings.append(f"no account is scored as of {d:%Y-%m-%d}")

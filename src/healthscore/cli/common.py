@@ -39,8 +39,12 @@ DbOpt = Annotated[
 ModelOpt = Annotated[
     Path | None, typer.Option("--model", "-m", help="model file [default: ./healthscore.yaml]")
 ]
+#: the one default as-of of every command: the start of the current UTC day, so commands
+#: agree with each other and with stored history (data dated today counts from tomorrow)
+AS_OF_DEFAULT = "[default: today 00:00 UTC; data dated before it counts]"
 AsOfOpt = Annotated[
-    str | None, typer.Option("--as-of", help="score as of this date/time (UTC) [default: now]")
+    str | None,
+    typer.Option("--as-of", help=f"score as of this date or ISO timestamp (UTC) {AS_OF_DEFAULT}"),
 ]
 ScorecardOpt = Annotated[
     str | None,

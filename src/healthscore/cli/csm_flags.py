@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from healthscore import api
-from healthscore.cli.common import AsOfOpt, DbOpt
+from healthscore.cli.common import DbOpt
 from healthscore.views import terminal
 
 AtOpt = Annotated[str | None, typer.Option("--at", help="when (UTC) [default: now]")]
@@ -48,7 +48,14 @@ def resolve_command(
 def list_command(
     account: Annotated[str | None, typer.Option(help="only this account")] = None,
     all_: Annotated[bool, typer.Option("--all", help="include resolved flags")] = False,
-    as_of: AsOfOpt = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="flags active at this date/time (UTC) [default: now: a flag raised today "
+            "shows here, and scores count it from tomorrow's default as-of]",
+        ),
+    ] = None,
     db: DbOpt = None,
 ) -> None:
     """Flags active at a date (default now), newest first; --all for every flag."""

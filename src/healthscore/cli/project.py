@@ -115,9 +115,15 @@ def load_command(
 
 def validate_command(
     model: Annotated[Path | None, typer.Argument(help="model file")] = None,
+    db: DbOpt = None,
 ) -> None:
-    """Check a model file; report each problem with its line and key path."""
-    terminal.render_validation(terminal.stdout, api.validate_model(model))
+    """Check a model file; report each problem with its line and key path. With a store
+    (--db, or ./healthscore.duckdb when present), also warn about its tables with no rows
+    and the category values (segments, `map:`) the model does not name, as of today."""
+    checked = api.validate_model(model)
+    terminal.render_validation(terminal.stdout, checked)
+    for text in api.check_against_store(checked, db):
+        terminal.warning(text)
 
 
 def demo_command(

@@ -71,6 +71,14 @@ def score_command(
     segment: Annotated[str | None, typer.Option(help="only this segment")] = None,
     csm: Annotated[str | None, typer.Option(help="only this CSM's accounts")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="only the first N accounts")] = None,
+    include_unscored: Annotated[
+        bool,
+        typer.Option(
+            "--include-unscored",
+            help="also list the accounts left out (not yet created, no subscription in "
+            "force, outside the population) with the reason",
+        ),
+    ] = False,
 ) -> None:
     """Score every account as of a date (point-in-time) and list them, those that need
     attention first: name, CSM, ARR, renewal, score and band (CSV, JSON and Parquet keep
@@ -90,9 +98,11 @@ def score_command(
         segment=segment,
         csm=csm,
         limit=limit,
+        include_unscored=include_unscored,
     )
     for text in result.warnings:
         terminal.warning(text)
+    terminal.note(result.evidence.summary())
     if summary:
         with terminal.console_to(out_file) as console:
             terminal.render_arr_at_risk(console, result.scores, result.model)
@@ -101,11 +111,14 @@ def score_command(
         format,
         out_file,
         result,
-        rows=result.scores,
+        rows=result.rows(),
         render=lambda console: terminal.render_scores(
             console, result.scores, result.model, total=result.total, sort=result.sort
         ),
     )
+    if include_unscored and format == ScoreFormat.table:
+        with terminal.console_to(out_file, append=True) as console:
+            terminal.render_unscored(console, result.unscored, result.as_of)
 
 
 def explain_command(
@@ -215,10 +228,7 @@ def compare_command(
 
 def report_command(
     out_file: Annotated[Path, typer.Option("--out", "-o", help="the HTML file to write")],
-    as_of: Annotated[
-        str | None,
-        typer.Option("--as-of", help="report as of this date/time (UTC) [default: today 00:00]"),
-    ] = None,
+    as_of: AsOfOpt = None,
     top: Annotated[int, typer.Option(min=1, help="how many movers and expansion candidates")] = 10,
     model: ModelOpt = None,
     db: DbOpt = None,

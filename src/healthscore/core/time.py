@@ -18,9 +18,13 @@ DURATION = re.compile(r"^(\d+)(d|w|mo)$")
 
 
 def parse_as_of(value: str | date | datetime | None) -> datetime:
-    """An as-of date as a naive UTC datetime; None means now.
+    """An as-of date as a naive UTC datetime; None means :func:`today` (00:00 UTC).
 
     A date means 00:00 UTC of that day; a timestamp with an offset is converted to UTC.
+    Every command defaults to the start of the current UTC day, so ``score``,
+    ``explain``, ``report``, ``trends`` and ``compare`` run without ``--as-of`` agree with
+    each other and with stored history (midnights): a score as of D uses data dated before
+    D, so data of the current day counts from the next day. Pass a timestamp for "now".
 
     >>> parse_as_of("2025-01-01")
     datetime.datetime(2025, 1, 1, 0, 0)
@@ -28,7 +32,7 @@ def parse_as_of(value: str | date | datetime | None) -> datetime:
     datetime.datetime(2025, 1, 1, 10, 30)
     """
     if value is None:
-        return datetime.now(UTC).replace(tzinfo=None)
+        return today()
     if isinstance(value, datetime):
         d = value
     elif isinstance(value, date):
@@ -48,7 +52,7 @@ def parse_as_of(value: str | date | datetime | None) -> datetime:
 
 
 def today() -> datetime:
-    """The start of the current UTC day (naive UTC), the batch commands' default as-of."""
+    """The start of the current UTC day (naive UTC): every command's default as-of."""
     return datetime.now(UTC).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
 
 

@@ -12,7 +12,8 @@ and print nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, time
 
 import ibis.expr.types as ir
 import pyarrow as pa
@@ -21,7 +22,12 @@ from healthscore.core.time import dates_between, parse_as_of
 from healthscore.engine import explain as explain_mod
 from healthscore.engine import history as hist
 from healthscore.engine import timeline
-from healthscore.engine.inputs import check_scorable, tables_needed
+from healthscore.engine.inputs import (
+    check_scorable,
+    empty_tables,
+    empty_tables_note,
+    tables_needed,
+)
 from healthscore.engine.metrics import MetricBuilder
 from healthscore.engine.scoring import score_metrics
 from healthscore.errors import ScoringError
@@ -33,8 +39,116 @@ def score_expr(store: Store, model: Model, as_of=None, account_ids=None) -> ir.T
     """The Ibis expression scoring every account (or ``account_ids``) as of ``as_of``."""
     d = parse_as_of(as_of)
     check_scorable(store, model)
-    raw = MetricBuilder(model, store.tables(tables_needed(model))).build(d, account_ids)
+    tables = store.tables(tables_needed(model))
+    raw = MetricBuilder(model, tables, empty_tables(store, model)).build(d, account_ids)
     return score_metrics(raw, model)
+
+
+@dataclass
+class Evidence:
+    """What the scores of one date rest on: how many accounts were left out and why, the
+    tables with no rows, and warnings about data the model cannot read as meant."""
+
+    as_of: datetime
+    accounts: int  # rows of the accounts table
+    left_out: dict[str, int] = field(default_factory=dict)  # reason -> accounts
+    empty_tables: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def scored(self) -> int:
+        return self.accounts - sum(self.left_out.values())
+
+    def summary(self) -> str:
+        """``scored 866 of 1,000 accounts as of 2025-07-01; left out: 120 not yet created,
+        14 no subscription in force``."""
+        text = f"scored {self.scored:,} of {self.accounts:,} accounts as of {self.as_of:%Y-%m-%d}"
+        if self.as_of.time() != time(0):
+            text += f" {self.as_of:%H:%M} UTC"
+        if self.left_out:
+            text += "; left out: " + ", ".join(f"{n:,} {why}" for why, n in self.left_out.items())
+        return text
+
+    def to_dict(self) -> dict:
+        return {
+            "as_of": self.as_of.isoformat(),
+            "accounts": self.accounts,
+            "scored": self.scored,
+            "left_out": dict(self.left_out),
+            "empty_tables": list(self.empty_tables),
+            "warnings": list(self.warnings),
+        }
+
+
+def evidence(store: Store, model: Model, as_of=None, scores: pa.Table | None = None) -> Evidence:
+    """What scoring the whole book as of ``as_of`` rests on (see :class:`Evidence`);
+    given the ``scores`` of that date, also the category values the model does not name."""
+    d = parse_as_of(as_of)
+    empty = empty_tables(store, model)
+    mb = MetricBuilder(model, store.tables(tables_needed(model)), empty)
+    out = mb.left_out(d)
+    counts = store.execute(out.group_by("reason").aggregate(n=out.count())).to_pylist()
+    order = {why: i for i, why in enumerate(LEFT_OUT_REASONS)}
+    counts.sort(key=lambda r: order.get(r["reason"], len(order)))
+    notes = [n for n in [empty_tables_note(model, empty)] if n]
+    if scores is not None:
+        notes += unmatched_categories(model, scores)
+    return Evidence(d, store.count("accounts"), {r["reason"]: r["n"] for r in counts}, empty, notes)
+
+
+def unmatched_categories(model: Model, scores: pa.Table) -> list[str]:
+    """Warnings naming the values in ``scores`` (segments, ``map:`` metrics) that the
+    model does not name, with how many accounts hold each: they are never defaulted
+    silently. Values match whatever their case and surrounding spaces."""
+    import pyarrow.compute as pc
+
+    def counted(values: pa.ChunkedArray, known: set[str]) -> str | None:
+        key = pc.utf8_lower(pc.utf8_trim_whitespace(values.cast(pa.string())))
+        odd = pc.filter(
+            values,
+            pc.and_(
+                pc.is_valid(key), pc.invert(pc.is_in(key, pa.array(sorted(known), pa.string())))
+            ),
+        )
+        if not len(odd):
+            return None
+        found = sorted(
+            ((r["values"], r["counts"]) for r in pc.value_counts(odd).to_pylist()),
+            key=lambda vc: (-vc[1], str(vc[0])),
+        )
+        shown = ", ".join(f"{v!r} ({n:,} account{'s' if n != 1 else ''})" for v, n in found[:10])
+        return shown + (f" and {len(found) - 10} more" if len(found) > 10 else "")
+
+    out = []
+    if model.spec.segments and "segment" in scores.column_names:
+        names = model.named_segments()
+        odd = counted(scores["segment"], {n.strip().lower() for n in names})
+        if odd:
+            out.append(
+                f"segment values the model does not name get the default weights and bands: "
+                f"{odd}; the model names {', '.join(repr(n) for n in names)} (list a value "
+                "under `segments: weights:` to name it, `{}` keeps the default weights)"
+            )
+    for _, m, use in model.scored_metrics():
+        if use.map is None or m not in scores.column_names:
+            continue
+        odd = counted(scores[m], {k.strip().lower() for k in use.map})
+        if odd:
+            out.append(
+                f"{m}: values its `map:` does not name count as missing data: {odd}; "
+                "add them to the map"
+            )
+    return out
+
+
+def left_out(store: Store, model: Model, as_of=None) -> pa.Table:
+    """The accounts not scored as of ``as_of``: ``account_id, name, reason``, by id."""
+    mb = MetricBuilder(model, store.tables(tables_needed(model)))
+    return store.execute(mb.left_out(parse_as_of(as_of)).order_by("account_id"))
+
+
+#: why an account is not scored at a date, in the order they are checked
+LEFT_OUT_REASONS = ("not yet created", "no subscription in force", "outside the population")
 
 
 def score(store: Store, model: Model, as_of=None, account_ids=None) -> pa.Table:
@@ -134,8 +248,9 @@ def backfill_dates(
     rebuild: bool = False,
     progress: Callable[[str, float], None] | None = None,
 ) -> hist.BackfillResult:
-    """Store point-in-time scores at each of ``dates`` (only those not stored yet)."""
-    return hist.backfill(
+    """Store point-in-time scores at each of ``dates`` (only those not stored yet); the
+    result's notes say what the last date's scores rest on."""
+    result = hist.backfill(
         store,
         model,
         dates,
@@ -144,3 +259,7 @@ def backfill_dates(
         progress=progress,
         score_dates=lambda ds: timeline.score_dates(store, model, ds),
     )
+    if dates:
+        book = evidence(store, model, max(dates))
+        result.notes = [*book.warnings, book.summary()]
+    return result

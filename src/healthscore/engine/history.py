@@ -71,11 +71,16 @@ class BackfillResult:
     computed: list[datetime] = field(default_factory=list)
     skipped: list[datetime] = field(default_factory=list)
     rows: int = 0
+    # what the last date's scores rest on (accounts left out and why), warnings first
+    notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return (
-            f"history for model {self.model_version[:12]}: {len(self.computed)} dates computed "
-            f"({self.rows:,} scores), {len(self.skipped)} already stored"
+        return "\n".join(
+            [
+                f"history for model {self.model_version[:12]}: {len(self.computed)} dates "
+                f"computed ({self.rows:,} scores), {len(self.skipped)} already stored",
+                *self.notes,
+            ]
         )
 
 

@@ -20,6 +20,9 @@ How the expression is shaped (it is what makes scoring fast):
   (``days_since(max(ts))``, ``count() / 30``) is applied after the join: an account with no
   rows gets 0 from ``count``, ``count_distinct`` and ``sum``, and NULL from the others,
   then the metric's ``fill`` (if any), then its missing-data policy in ``scoring``.
+- **Empty tables are no evidence.** A metric over a table that holds no row at all (never
+  loaded), and a formula using it, is NULL (not 0, not its ``fill``): the missing-data
+  policy applies. An account without rows in a table that has rows keeps its real zero.
 - ``change_vs`` gives the relative change (a fraction) of the metric against the previous
   window, or against its value as of D minus a duration; NULL when the previous value is 0
   or the previous window starts before the account existed, unless ``if_previous_zero``.
@@ -40,6 +43,7 @@ import ibis.expr.types as ir
 from healthscore import expressions as ex
 from healthscore.core.tables import TABLES
 from healthscore.core.time import shift
+from healthscore.engine.inputs import metrics_without_evidence
 from healthscore.model import MetricSpec, Model
 
 COVERED = "__covered"
@@ -119,9 +123,11 @@ def _lit(d: datetime) -> ir.TimestampScalar:
 class MetricBuilder:
     """Builds the raw-metrics expression for one model over one set of tables."""
 
-    def __init__(self, model: Model, tables: dict[str, ir.Table]):
+    def __init__(self, model: Model, tables: dict[str, ir.Table], empty=()):
         self.model = model
         self.tables = tables
+        # metrics over a table with no rows at all: no evidence, so missing (not zero)
+        self.blind = metrics_without_evidence(model, empty)
         self._part_kinds: dict[str, list[str]] = {}
 
     def _table(self, name: str, account_ids) -> ir.Table:
@@ -141,14 +147,8 @@ class MetricBuilder:
         if stamps:  # e.g. a declared churn_notice_at: unknown until it has happened
             acc = acc.mutate(**{c: _masked_columns(acc, stamps, D)(c) for c in stamps})
         if "subscriptions" in self.tables:
-            subs = self._table("subscriptions", account_ids)
-            # date rule: a contract starting at D is in force at D
-            subs = subs.filter(subs.start_date <= D)
-            known = subs.group_by("account_id").aggregate(
-                __subs_known=subs.count(),
-                __subs_in_force=subs.count(where=in_force(subs, "subscriptions", D)),
-            )
-            acc = acc.left_join(known, "account_id").drop("account_id_right")
+            acc = acc.left_join(self._subscriptions_known(D, account_ids), "account_id")
+            acc = acc.drop("account_id_right")
             acc = acc.filter(acc["__subs_known"].isnull() | (acc["__subs_in_force"] > 0))
             acc = acc.drop("__subs_known", "__subs_in_force")
         flags = self._flags(as_of, account_ids)
@@ -165,6 +165,38 @@ class MetricBuilder:
                 )
             )
         return acc
+
+    def _subscriptions_known(self, D: ir.Value, account_ids) -> ir.Table:
+        """Per account: its subscriptions known at D and how many are in force at D."""
+        subs = self._table("subscriptions", account_ids)
+        # date rule: a contract starting at D is in force at D
+        subs = subs.filter(subs.start_date <= D)
+        return subs.group_by("account_id").aggregate(
+            __subs_known=subs.count(),
+            __subs_in_force=subs.count(where=in_force(subs, "subscriptions", D)),
+        )
+
+    def left_out(self, as_of: datetime) -> ir.Table:
+        """The accounts not in the population at ``as_of``, with why (``reason``): ``not
+        yet created``, ``no subscription in force`` or ``outside the population`` (the
+        model's ``population:`` filter); columns ``account_id, name, reason``."""
+        D = _lit(as_of)
+        acc = self.tables["accounts"]
+        name = acc["name"] if "name" in acc.columns else ibis.null("string")
+        acc = acc.select("account_id", "created_at", name=name.cast("string"))
+        if "subscriptions" in self.tables:
+            acc = acc.left_join(self._subscriptions_known(D, None), "account_id")
+            acc = acc.drop("account_id_right")
+            lapsed = acc["__subs_known"].notnull() & (acc["__subs_in_force"] == 0)
+        else:
+            lapsed = ibis.literal(False)
+        reason = ibis.cases(
+            (acc.created_at.isnull() | (acc.created_at >= D), "not yet created"),
+            (lapsed, "no subscription in force"),
+            else_="outside the population",
+        )
+        out = acc.select("account_id", "name", reason=reason)
+        return out.anti_join(self.population(as_of).select("account_id"), "account_id")
 
     def _flag_kinds(self) -> list[str]:
         texts = [m.formula for m in self.model.spec.metrics.values() if m.formula]
@@ -188,7 +220,7 @@ class MetricBuilder:
         f = self._table("flags", account_ids)
         f = f.filter(in_force(f, "flags", D))
         return f.group_by("account_id").aggregate(
-            **{_flag_col(k): f.count(where=f.kind == k) > 0 for k in kinds}
+            **{_flag_col(k): f.count(where=_flag_kind(f, k)) > 0 for k in kinds}
         )
 
     def _group_expr(self, g: _Group, as_of: datetime, account_ids) -> ir.Table:
@@ -284,7 +316,7 @@ class MetricBuilder:
                 v = wide[m.column.removeprefix("accounts.")]
             else:
                 continue
-            cols.update(_filled(name, v, m))
+            cols.update(_filled(name, v, m, name not in self.blind))
         wide = wide.mutate(**cols)
         # formulas see metrics after fill; one projection per dependency level
         for level in self._formula_levels():
@@ -293,7 +325,7 @@ class MetricBuilder:
             for name in level:
                 m = spec.metrics[name]
                 v = ex.compile_row(m.formula, resolve, as_of=D, has_flag=_flag_reader(wide))
-                cols.update(_filled(name, v, m))
+                cols.update(_filled(name, v, m, name not in self.blind))
             wide = wide.mutate(**cols)
         # rules: whether each condition holds (scoring applies their effects)
         resolve = _formula_resolver(wide, spec.metrics)
@@ -305,7 +337,9 @@ class MetricBuilder:
         }
         seg = wide.segment
         if spec.segments:
-            seg = wide[spec.segments.by.removeprefix("accounts.")].cast("string")
+            seg = segment_name(
+                wide[spec.segments.by.removeprefix("accounts.")].cast("string"), self.model
+            )
         out = ["account_id", "csm"] + list(spec.metrics) + [n + COVERED for n in spec.metrics]
         return wide.select(*out, segment=seg, as_of=D, **rules)
 
@@ -332,6 +366,16 @@ class MetricBuilder:
         return ibis.ifelse(too_young, ibis.null("float64"), change.cast("float64"))
 
 
+def segment_name(value: ir.StringValue, model: Model) -> ir.StringValue:
+    """The account's segment as the model spells it when the model names it, whatever
+    the case and surrounding spaces in the data (``Enterprise`` -> ``enterprise``);
+    other values as they are (they get the default weights and are reported)."""
+    names = model.named_segments()
+    if not names:
+        return value
+    return ex.category(value).substitute({n.strip().lower(): n for n in names}, else_=value)
+
+
 def _masked_columns(t: ir.Table, stamps: list[str], at: ir.Value):
     """Resolve column names, with the timestamps in ``stamps`` reading NULL from ``at`` on."""
 
@@ -344,8 +388,11 @@ def _masked_columns(t: ir.Table, stamps: list[str], at: ir.Value):
     return resolve
 
 
-def _filled(name: str, value: ir.Value, m: MetricSpec) -> dict[str, ir.Value]:
-    """The metric (after ``fill``) and whether it came from data."""
+def _filled(name: str, value: ir.Value, m: MetricSpec, evidence: bool) -> dict[str, ir.Value]:
+    """The metric (after ``fill``) and whether it came from data; without ``evidence``
+    (its table holds no row at all) it is missing: NULL, not filled."""
+    if not evidence:
+        return {name + COVERED: ibis.literal(False), name: ibis.null(value.type())}
     out = {name + COVERED: value.notnull()}
     out[name] = value.fill_null(m.fill) if m.fill is not None else value
     return out
@@ -357,6 +404,11 @@ def _flag_reader(t: ir.Table):
 
 def _flag_col(kind: str) -> str:
     return f"__flag_{kind}"
+
+
+def _flag_kind(flags: ir.Table, kind: str) -> ir.BooleanValue:
+    """Flags of ``kind``: a category (``Champion_Left`` is ``champion_left``)."""
+    return ex.category(flags.kind) == kind.strip().lower()
 
 
 def _columns_of(t: ir.Table):

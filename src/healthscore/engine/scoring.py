@@ -30,6 +30,7 @@ import math
 import ibis
 import ibis.expr.types as ir
 
+from healthscore import expressions as ex
 from healthscore.engine.metrics import COVERED, RULE
 from healthscore.model import BAND_NAMES, MetricUse, Model
 
@@ -64,14 +65,20 @@ def _piecewise(x: ir.FloatingValue, pts) -> ir.FloatingValue:
 
 
 def _normalized_value(x: ir.Value, use: MetricUse, segment: ir.StringValue) -> ir.FloatingValue:
-    if use.map is not None:
-        return x.cast("string").substitute(use.map, else_=ibis.null("float64")).cast("float64")
+    if use.map is not None:  # keys are categories: case and surrounding spaces do not matter
+        keys = {k.strip().lower(): v for k, v in use.map.items()}
+        value = ex.category(x.cast("string"))
+        return value.substitute(keys, else_=ibis.null("float64")).cast("float64")
     x = x.cast("float64")
     if use.points is not None:
         return _piecewise(x, use.points)
     if use.percentile is not None:
         pts = use.percentile.points
-        special = [(segment == s, _piecewise(x, p)) for s, p in pts.items() if s != "*"]
+        special = [
+            (ex.category(segment) == s.strip().lower(), _piecewise(x, p))
+            for s, p in pts.items()
+            if s != "*"
+        ]
         default = _piecewise(x, pts["*"])
         return ibis.cases(*special, else_=default) if special else default
     lo, hi = use.bad, use.good

@@ -58,11 +58,12 @@ import pyarrow as pa
 from healthscore import expressions as ex
 from healthscore.core.tables import TABLES
 from healthscore.core.time import parse_duration, shift
-from healthscore.engine.inputs import check_scorable, tables_needed
+from healthscore.engine.inputs import check_scorable, empty_tables, tables_needed
 from healthscore.engine.metrics import (
     MetricBuilder,
     _columns_of,
     _flag_col,
+    _flag_kind,
     _Group,
     _groups,
     _masked_columns,
@@ -202,10 +203,12 @@ def _lit(d: datetime) -> ir.TimestampScalar:
 class TimelineBuilder:
     """Builds the raw-metrics expression of one model at many dates."""
 
-    def __init__(self, model: Model, tables: dict[str, ir.Table], arithmetic: bool = True):
+    def __init__(
+        self, model: Model, tables: dict[str, ir.Table], arithmetic: bool = True, empty=()
+    ):
         self.model = model
         self.tables = tables
-        self.mb = MetricBuilder(model, tables)
+        self.mb = MetricBuilder(model, tables, empty)
         # evenly spaced midnights: date indexes by arithmetic instead of range joins
         self.arithmetic = arithmetic
 
@@ -261,7 +264,7 @@ class TimelineBuilder:
             f = mb._table("flags", account_ids)
             f = f.inner_join(dt, in_force(f, "flags", dt[AS_OF]))
             fl = f.group_by(["account_id", AS_OF]).aggregate(
-                **{_flag_col(k): f.count(where=f.kind == k) > 0 for k in kinds}
+                **{_flag_col(k): f.count(where=_flag_kind(f, k)) > 0 for k in kinds}
             )
             fl = fl.rename(__fk="account_id", __fd=AS_OF)
             g = g.left_join(fl, [g.account_id == fl["__fk"], g[AS_OF] == fl["__fd"]])
@@ -684,7 +687,9 @@ def _without(resolve, name: str, columns=()):
 
 def raw_expr(store, model: Model, dates, account_ids=None) -> ir.Table:
     """The raw metrics of ``model`` at every date in ``dates`` (one expression)."""
-    return TimelineBuilder(model, store.tables(tables_needed(model))).build(dates, account_ids)
+    tables = store.tables(tables_needed(model))
+    empty = empty_tables(store, model)
+    return TimelineBuilder(model, tables, empty=empty).build(dates, account_ids)
 
 
 def dates_expr(store, model: Model, dates, account_ids=None) -> ir.Table:

@@ -286,7 +286,7 @@ def compare_models(
     new, current
         The candidate model and the one in use.
     as_of
-        The as-of date (default now).
+        The as-of date (default today 00:00 UTC).
     scorecard
         View both models through this scorecard (default: as given, usually ``health``).
     top

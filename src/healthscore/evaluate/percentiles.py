@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from healthscore.core.modelfile import date_text, edit_model_text, flow_list, save_model_text
+from healthscore.engine.inputs import empty_tables, tables_needed
 from healthscore.engine.metrics import MetricBuilder
 from healthscore.errors import ScoringError
 from healthscore.model import HEALTH, Model, load_model_text
@@ -63,8 +64,9 @@ def _fit_view(store: Store, model: Model, as_of: datetime) -> dict[tuple[str, st
     targets = [(p, m, u) for p, m, u in model.scored_metrics() if u.percentile is not None]
     if not targets:
         return {}
-    names = [n for n in model.tables_used() if n != "subscriptions"] + ["subscriptions"]
-    raw = MetricBuilder(model, store.tables(names)).build(as_of)
+    # an empty table's metrics have no values: fitting them on zeros would be wrong
+    tables = store.tables(tables_needed(model))
+    raw = MetricBuilder(model, tables, empty_tables(store, model)).build(as_of)
     data = store.execute(raw.select("segment", *[m for _, m, _ in targets])).to_pydict()
     if not data["segment"]:
         raise ScoringError(

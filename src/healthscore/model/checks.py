@@ -254,6 +254,24 @@ def check_metric_use(c: Checks, pillar: str, metric: str, use: MetricUse) -> Non
         c.add(f"metric {metric!r} is {typ}, not a number: normalise it with `map:`", *path)
     if use.map is not None and not typ.is_string():
         c.add(f"`map:` normalises text categories; {metric!r} is {typ}", *path, "map")
+    if use.map is not None:
+        _same_category(c, list(use.map), *path, "map")
+
+
+def _same_category(c: Checks, names: list[str], *path) -> None:
+    """Category names are matched whatever their case and surrounding spaces: two that
+    differ only so would be one category with two meanings."""
+    seen: dict[str, str] = {}
+    for name in names:
+        key = str(name).strip().lower()
+        if key in seen and seen[key] != name:
+            c.add(
+                f"{seen[key]!r} and {name!r} are the same category (case and surrounding "
+                "spaces do not matter): keep one",
+                *path,
+                name,
+            )
+        seen.setdefault(key, name)
 
 
 def check_metrics_scored_once(c: Checks) -> None:
@@ -294,6 +312,8 @@ def check_segments(c: Checks) -> None:
             "by",
             hint="account columns: " + ", ".join(cols),
         )
+    _same_category(c, list(seg.weights), "segments", "weights")
+    _same_category(c, list(seg.bands), "segments", "bands")
     for s, weights in seg.weights.items():
         for p in weights:
             if p not in c.spec.pillars:

@@ -145,6 +145,11 @@ class Model:
     def segment_names(self) -> list[str]:
         return list(self.spec.segments.weights) if self.spec.segments else []
 
+    def named_segments(self) -> list[str]:
+        """Every segment the model names (own weights or own bands), in file order."""
+        seg = self.spec.segments
+        return list(dict.fromkeys([*seg.weights, *seg.bands])) if seg else []
+
     def bands_for(self, segment: str | None) -> Bands:
         """The green and yellow thresholds an account of ``segment`` is banded by."""
         seg = self.spec.segments

@@ -234,6 +234,25 @@ class Store:
         expr = ibis.table(ibis.schema({}), name=name).count().name("n").as_table()
         return self._backend.to_arrow(expr)["n"][0].as_py()
 
+    def empty_tables(self, names) -> list[str]:
+        """The tables among ``names`` that hold no row at all, in one query that reads at
+        most one row of each (a count would scan a big table on PostgreSQL)."""
+        names = list(dict.fromkeys(names))
+        if not names:
+            return []
+        parts = [
+            ibis.table(ibis.schema({}), name=n)
+            .limit(1)
+            .count()
+            .name("n")
+            .as_table()
+            .mutate(table=ibis.literal(n))
+            for n in names
+        ]
+        found = self._backend.to_arrow(ibis.union(*parts) if len(parts) > 1 else parts[0])
+        seen = dict(zip(found["table"].to_pylist(), found["n"].to_pylist(), strict=True))
+        return [n for n in names if not seen[n]]
+
     # loading -------------------------------------------------------------------------
     def load(
         self,

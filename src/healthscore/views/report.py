@@ -54,15 +54,17 @@ class ReportResult:
     candidates_source: str
     trend_classes: int
     warnings: list[str] = field(default_factory=list)
+    left_out: str = ""  # "scored 866 of 1,000 accounts ...; left out: ..."
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"wrote {self.path} ({self.bytes / 1e6:.1f} MB): {self.accounts:,} accounts as of "
             f"{self.as_of:%Y-%m-%d}, {self.charts} charts, {self.history_dates} stored dates, "
             f"{self.movers} movers, {self.segments} segments, {self.csms} CSMs, "
             f"{self.candidates} expansion candidates ({self.candidates_source}), "
             f"{self.trend_classes} trend classes"
         )
+        return text + (f"\n{self.left_out}" if self.left_out else "")
 
 
 def write_report(
@@ -104,6 +106,7 @@ def write_report(
         candidates_source=data.candidates_source,
         trend_classes=sum(1 for _, n, _ in data.trend_counts if n),
         warnings=list(data.warnings),
+        left_out=data.book.summary() if data.book else "",
     )
 
 

@@ -64,12 +64,12 @@ stderr = _Console(stderr=True)
 
 
 @contextmanager
-def console_to(path: Path | None) -> Iterator[Console]:
+def console_to(path: Path | None, *, append: bool = False) -> Iterator[Console]:
     """A console printing to ``path`` (unwrapped, no colour), or to stdout when None."""
     if path is None:
         yield stdout
         return
-    with open(path, "w", encoding="utf-8") as f:
+    with open(path, "a" if append else "w", encoding="utf-8") as f:
         yield _Console(file=f, width=UNWRAPPED)
 
 
@@ -965,6 +965,19 @@ def render_scores(
     _left_out(console, dropped, "--format csv has every column")
     if chance:
         render_arr_at_risk(console, scores, model)
+
+
+def render_unscored(console: Console, unscored: pa.Table, as_of) -> None:
+    """The accounts left out of the scores, with why."""
+    table = Table(
+        title=f"{unscored.num_rows} accounts left out as of {as_of:%Y-%m-%d}",
+        box=box.SIMPLE_HEAD,
+    )
+    for col in ("account", "name", "left out because"):
+        table.add_column(col)
+    for r in unscored.to_pylist():
+        table.add_row(escape(r["account_id"]), escape(r["name"] or ""), r["reason"])
+    console.print(table)
 
 
 def render_trends(console: Console, trends: pa.Table, as_of, model=None) -> None:

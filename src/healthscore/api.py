@@ -269,6 +269,7 @@ def load_table(
         account_from=account_from,
         constants=plan.constants,
         values=plan.values,
+        domains=plan.domains,
     )
 
 

@@ -28,6 +28,7 @@ def load_file(
     account_from: str | None = None,
     constants: dict[str, str] | None = None,
     values: dict[str, dict[str, str | None]] | None = None,
+    domains: dict[str, tuple[float | None, float | None]] | None = None,
 ) -> LoadResult:
     """Read, validate and load one file; with ``rejects`` invalid rows go to that CSV.
 
@@ -36,7 +37,8 @@ def load_file(
     the file carries instead of ``account_id``; the account is looked up in the store.
     ``constants`` gives a column the file lacks one value on every row. ``values``
     recodes a source column's values (``{column: {text: new text or None}}``); rows whose
-    key or a required value is recoded to None are skipped and counted. See
+    key or a required value is recoded to None are skipped and counted. ``domains``
+    (``{column: (min, max)}``) bounds a column's values. See
     :func:`healthscore.sources.read_source`; :func:`healthscore.sources.read_spec` reads
     all of these from a load spec file.
 
@@ -63,6 +65,7 @@ def load_file(
         account_lookup=lookup,
         constants=constants,
         values=values,
+        domains=domains,
     )
     n_rejected = 0
     if rejects is not None:  # written even when empty, so an old rejects file never lingers

@@ -77,6 +77,7 @@ def read_source(
     account_lookup: tuple[str, dict[str, str]] | None = None,
     constants: dict[str, str] | None = None,
     values: dict[str, dict[str, str | None]] | None = None,
+    domains: dict[str, tuple[float | None, float | None]] | None = None,
 ) -> SourceBatch:
     """Read one data file into canonical table ``table``, validated.
 
@@ -113,6 +114,10 @@ def read_source(
         a required column the row is skipped (``skipped``, ``skip_reason``). An extra
         column whose values are recoded is typed by the new values: boolean (all
         true/false), whole number, number, timestamp, else text.
+    domains
+        ``{column: (min, max)}`` (None: no bound): an extra column's domain, a range added
+        to a canonical column, or a CSAT column's scale; a value outside it is an invalid
+        row, like the canonical tables' own domains (no negative seats, NPS 0-10 ...).
 
     Returns
     -------
@@ -162,7 +167,7 @@ def read_source(
         typed_select = create_typed(db, spec, cols, fmt, date_format)
         rows_read = db.execute("SELECT count(*) FROM raw_read").fetchone()[0]
         problems, null_keys, internal_row = find_problems(
-            db, spec, cols, typed_select, data, date_format
+            db, spec, cols, typed_select, data, date_format, domains
         )
         if problems and not allow_rejects:
             n = len({p.row for p in problems})

@@ -522,8 +522,8 @@ def run_backtest(
     result = backtest.backtest(
         store,
         model,
-        parse_as_of(start),
-        parse_as_of(end),
+        parse_as_of(start, "start"),
+        parse_as_of(end, "end"),
         every=every,
         horizon=horizon,
         lead=lead,
@@ -542,7 +542,7 @@ def run_backtest(
             model,
             dates_between(result.start, result.end, every),
             horizon=horizon,
-            train_until=parse_as_of(train_until) if train_until else None,
+            train_until=parse_as_of(train_until, "train_until") if train_until else None,
             reps=reps,
             seed=seed,
         )
@@ -644,11 +644,11 @@ def calibrate_model(
         result=calibrate.calibrate(
             store,
             model,
-            parse_as_of(train_until),
+            parse_as_of(train_until, "train_until"),
             outcome=outcome,
             horizon=horizon,
             every=every,
-            start=parse_as_of(start) if start else None,
+            start=parse_as_of(start, "start") if start else None,
             target_recall=target_recall,
             seed=seed,
             out=out,

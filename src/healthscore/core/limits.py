@@ -36,5 +36,7 @@ MAX_EXPRESSION_DEPTH = 100
 #: dates healthscore accepts anywhere (as-of dates, ranges, data files): years in this range
 MIN_YEAR = 1900
 MAX_YEAR = 2999
-#: the longest duration a model or an option may name (``window: 36500d`` is 100 years)
+#: the longest duration a model or an option may name: 100 years (36,600d, 5,228w, 1,202mo)
 MAX_DURATION_DAYS = 100 * 366
+#: dates in one range (``backfill --from --to --every``, a backtest's dates)
+MAX_DATES = 20_000

@@ -75,7 +75,9 @@ def test_load_spec_alias_bomb_is_refused_before_the_file_is_read(tmp_path):
     spec.write_text(BOMB.replace("metrics: {x: *i}", "set: {name: *i}"))
     data = tmp_path / "accounts.csv"
     data.write_text("account_id,created_at\nA1,2024-01-01\n")
-    out = _cli("load", "accounts", data, "--spec", spec, "--db", tmp_path / "x.duckdb", cwd=tmp_path)
+    out = _cli(
+        "load", "accounts", data, "--spec", spec, "--db", tmp_path / "x.duckdb", cwd=tmp_path
+    )
     assert out.returncode == 1, out.stdout + out.stderr
     assert f"Error: {spec}:" in out.stderr and "once alias *" in out.stderr
 

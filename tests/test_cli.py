@@ -169,7 +169,7 @@ def test_explain_unknown_account_is_an_error_not_a_traceback(project):
 
 def test_bad_as_of_and_bad_format_are_reported(project):
     bad_date = run("score", "--as-of", "yesterday-ish", cwd=project)
-    assert bad_date.exit_code == 1 and "as-of date 'yesterday-ish' is not a date" in bad_date.output
+    assert bad_date.exit_code == 1 and "--as-of 'yesterday-ish' is not a date" in bad_date.output
     bad_format = run("score", "--format", "xml", cwd=project)
     assert bad_format.exit_code == 2
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 import healthscore as hs
 from healthscore.cli import app
 from healthscore.errors import SourceError
-from healthscore.sources import LoadSpec, read_spec
+from healthscore.sources import LoadSpec, read_source, read_spec
 
 SPEC = """\
 # healthscore load spec: how one file becomes rows of one table
@@ -144,6 +145,10 @@ BAD_SPECS = [
     ),
     ("set: {tss: 2024-01-01}\n", "spec.yaml:1: set.tss: 'tss' is not a column of outcomes"),
     ('date_format: "%Q"\n', "spec.yaml:1: date_format: not a valid strptime format"),
+    ("domains:\n  arr_delta: {}\n", "spec.yaml:2: domains.arr_delta: give `min:`, `max:`"),
+    ("domains:\n  x: {min: 5, max: 1}\n", "spec.yaml:2: domains.x: min 5 is above max 1"),
+    ("domains:\n  x: {low: 5}\n", "spec.yaml:2: domains.x.low: unknown key 'low'"),
+    ("domains:\n  kind: {min: 0}\n", "spec.yaml:2: domains.kind: 'kind' holds string values"),
     ("map: {a: b\n", "spec.yaml:2: YAML syntax error"),
     ("map:\n  a: b\n  a: c\n", "spec.yaml:3: YAML syntax error: found duplicate key"),
     # a key merged in by `<<:` has no line of its own: the line of its mapping is given
@@ -294,3 +299,56 @@ def test_a_value_map_key_no_row_holds_is_a_warning_naming_what_the_column_holds(
     rows = store.execute(store.table("outcomes").select("outcome_id", "Plan")).to_pylist()
     plans = {r["outcome_id"]: r["Plan"] for r in rows}
     assert plans == {"C1": "007", "C2": "silver"}  # the quoted key matched; 007 did not
+
+
+# -------------------------------------------------------------------------- domains
+
+
+def test_a_spec_declares_the_domain_of_an_extra_column_and_the_csat_scale(tmp_path):
+    spec = write(
+        tmp_path / "spec.yaml",
+        "domains:\n  tenure_months: {min: 0, max: 1200}\n  score: {min: 1, max: 10}\n",
+    )
+    f = write(
+        tmp_path / "surveys.csv",
+        "response_id,account_id,ts,kind,score,tenure_months\n"
+        "R1,A1,2024-01-01,csat,7,12\n"  # a 1-10 CSAT scale: fine with the spec
+        "R2,A1,2024-01-01,csat,11,12\n"
+        "R3,A1,2024-01-01,nps,-1,12\n"  # NPS keeps its 0-10
+        "R4,A1,2024-01-01,nps,9,-3\n"
+        "R5,A1,2024-01-01,nps,9,many\n",
+    )
+    plan = read_spec(spec, "surveys")
+    assert plan.domains == {"tenure_months": (0.0, 1200.0), "score": (1.0, 10.0)}
+    with pytest.raises(SourceError) as e:
+        read_source(f, "surveys", domains=plan.domains)
+    assert str(e.value).replace(str(f), "f.csv").splitlines()[1:] == [
+        "  f.csv:3: score: out of range (got '11', expected between 1 and 10 where kind = 'csat'); "
+        "hint: CSAT is read on a 1-10 scale; declare yours in a load spec, e.g. "
+        "`domains: {score: {min: 1, max: 10}}`",
+        "  f.csv:4: score: out of range (got '-1', expected between 0 and 10 where kind = 'nps')",
+        "  f.csv:5: tenure_months: out of range (got '-3', expected between 0 and 1200)",
+        "  f.csv:6: tenure_months: not a number (got 'many', expected between 0 and 1200)",
+    ]
+
+
+def test_cli_load_sets_out_of_domain_rows_aside_with_rejects(tmp_path):
+    spec = write(tmp_path / "spec.yaml", "domains:\n  discount: {max: 1}\n")
+    f = write(
+        tmp_path / "subs.csv",
+        "subscription_id,account_id,start_date,seats,discount\n"
+        "S1,A1,2024-01-01,10,0.2\nS2,A1,2024-01-01,-10,0.2\nS3,A1,2024-01-01,10,1.5\n",
+    )
+    db, rejects = tmp_path / "s.duckdb", tmp_path / "rejects.csv"
+    result = CliRunner().invoke(
+        app,
+        ["load", "subscriptions", str(f), "--spec", str(spec), "--db", str(db)]
+        + ["--rejects", str(rejects)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 inserted, 0 updated, 0 unchanged, 2 rejected" in one_line(result.output)
+    reasons = [r["_reason"] for r in csv.DictReader(rejects.open())]
+    assert reasons == [
+        "seats: out of range (got '-10', expected at least 0)",
+        "discount: out of range (got '1.5', expected at most 1)",
+    ]

@@ -528,14 +528,15 @@ def test_unknown_boolean_is_reported(tmp_path):
         read_source(f, "touchpoints")
 
 
-def test_numbers_are_parsed_and_negative_amounts_are_valid(tmp_path):
+def test_numbers_are_parsed(tmp_path):
+    # a negative amount parses too, and is then out of the amount's domain (see domains)
     f = write(
         tmp_path / "i.csv",
         "invoice_id,account_id,due_at,amount\n"
-        "I1,A1,2024-01-01,1234.5\nI2,A1,2024-01-01,-20\nI3,A1,2024-01-01,1e3\n"
+        "I1,A1,2024-01-01,1234.5\nI2,A1,2024-01-01,-0\nI3,A1,2024-01-01,1e3\n"
         "I4,A1,2024-01-01,.5\nI5,A1,2024-01-01,+7\n",
     )
-    assert col(read_source(f, "invoices"), "amount") == [1234.5, -20.0, 1000.0, 0.5, 7.0]
+    assert col(read_source(f, "invoices"), "amount") == [1234.5, 0.0, 1000.0, 0.5, 7.0]
 
 
 def amounts(tmp_path, *values: str) -> Path:
@@ -1265,3 +1266,103 @@ def test_a_fraction_after_the_sniffed_rows_makes_a_number_column_not_a_rounded_o
     col = batch.data.column("seats_used")
     assert pa.types.is_floating(col.type)
     assert col.to_pylist()[-1] == 1.5 and col.to_pylist()[:3] == [0.0, 1.0, 2.0]
+
+
+# ------------------------------------------------------------------------- domains
+
+
+@pytest.mark.parametrize(
+    "table, head, row, message",
+    [
+        (
+            "subscriptions",
+            "subscription_id,account_id,start_date,seats,mrr,arr",
+            "S1,A1,2024-01-01,-3,100,1200",
+            "seats: out of range (got '-3', expected at least 0)",
+        ),
+        (
+            "subscriptions",
+            "subscription_id,account_id,start_date,seats,mrr,arr",
+            "S1,A1,2024-01-01,3,100,-1200",
+            "arr: out of range (got '-1200', expected at least 0)",
+        ),
+        (
+            "usage_events",
+            "event_id,account_id,ts,quantity",
+            "E1,A1,2024-01-01,-2.5",
+            "quantity: out of range (got '-2.5', expected at least 0)",
+        ),
+        (
+            "invoices",
+            "invoice_id,account_id,due_at,amount",
+            "I1,A1,2024-01-01,-10",
+            "amount: out of range (got '-10', expected at least 0)",
+        ),
+        (
+            "surveys",
+            "response_id,account_id,ts,kind,score",
+            "R1,A1,2024-01-01,NPS,-5",
+            "score: out of range (got '-5', expected between 0 and 10 where kind = 'nps')",
+        ),
+        (
+            "surveys",
+            "response_id,account_id,ts,kind,score",
+            "R1,A1,2024-01-01,csat,7",
+            "score: out of range (got '7', expected between 1 and 5 where kind = 'csat'); "
+            "hint: CSAT is read on a 1-5 scale",
+        ),
+        (
+            "tickets",
+            "ticket_id,account_id,opened_at,csat",
+            "T1,A1,2024-01-01,0",
+            "csat: out of range (got '0', expected between 1 and 5)",
+        ),
+        (
+            "usage_events",
+            "event_id,account_id,ts",
+            "E1,A1,0001-01-01",
+            "ts: date out of range (got '0001-01-01', expected a year from 1900 to 2999)",
+        ),
+        (
+            "subscriptions",
+            "subscription_id,account_id,start_date,end_date",
+            "S1,A1,2024-01-01,9999-12-31",
+            "end_date: date out of range (got '9999-12-31', expected a year from 1900 to 2999)",
+        ),
+    ],
+    ids=["seats", "arr", "quantity", "amount", "nps", "csat-survey", "csat-ticket", "y1", "y9999"],
+)
+def test_values_outside_a_columns_domain_are_invalid_rows(tmp_path, table, head, row, message):
+    f = write(tmp_path / f"{table}.csv", f"{head}\n{row}\n")
+    with pytest.raises(SourceError) as e:
+        read_source(f, table)
+    assert f"{f}: 1 invalid row, nothing loaded:\n  {f}:2: {message}" in str(e.value)
+
+
+def test_values_at_the_edge_of_their_domain_load(tmp_path):
+    f = write(
+        tmp_path / "surveys.csv",
+        "response_id,account_id,ts,kind,score\n"
+        "R1,A1,1900-01-01,nps,0\nR2,A1,2999-12-31,nps,10\nR3,A1,2024-01-01,csat,1\n"
+        "R4,A1,2024-01-01,csat,5\n",
+    )
+    batch = read_source(f, "surveys", allow_rejects=True)
+    assert batch.rejects == [] and col(batch, "score") == [0, 10, 1, 5]
+
+
+def test_out_of_domain_rows_go_to_rejects_with_the_others(tmp_path):
+    f = write(
+        tmp_path / "subscriptions.csv",
+        "subscription_id,account_id,start_date,seats\n"
+        "S1,A1,2024-01-01,10\nS2,A1,2024-01-01,-1\nS3,A1,2024-01-01,x\n",
+    )
+    batch = read_source(f, "subscriptions", allow_rejects=True)
+    assert col(batch, "subscription_id") == ["S1"]
+    assert [(p.row, p.reason) for p in batch.rejects] == [
+        (3, "out of range"),
+        (4, "not a number"),
+    ]
+    out = tmp_path / "rejects.csv"
+    write_rejects(batch, out)
+    rows = list(csv.DictReader(out.open()))
+    assert rows[0]["_reason"] == "seats: out of range (got '-1', expected at least 0)"

@@ -308,6 +308,7 @@ def load_table(
         constants=plan.constants,
         values=plan.values,
         progress=progress,
+        domains=plan.domains,
     )
 
 
@@ -649,8 +650,8 @@ def run_backtest(
     result = backtest.backtest(
         store,
         model,
-        parse_as_of(start),
-        parse_as_of(end),
+        parse_as_of(start, "start"),
+        parse_as_of(end, "end"),
         every=every,
         horizon=horizon,
         lead=lead,
@@ -669,7 +670,7 @@ def run_backtest(
             model,
             dates_between(result.start, result.end, every),
             horizon=horizon,
-            train_until=parse_as_of(train_until) if train_until else None,
+            train_until=parse_as_of(train_until, "train_until") if train_until else None,
             reps=reps,
             seed=seed,
         )
@@ -781,11 +782,11 @@ def calibrate_model(
         result=calibrate.calibrate(
             store,
             model,
-            parse_as_of(train_until),
+            parse_as_of(train_until, "train_until"),
             outcome=outcome,
             horizon=horizon,
             every=every,
-            start=parse_as_of(start) if start else None,
+            start=parse_as_of(start, "start") if start else None,
             target_recall=target_recall,
             max_red_share=max_red_share,
             seed=seed,

@@ -47,8 +47,13 @@ import sqlglot as sg
 from ibis.common.annotations import ValidationError
 from ibis.common.exceptions import IbisError
 from sqlglot import exp
+from sqlglot.dialects.duckdb import DuckDB
+from sqlglot.tokens import TokenType
+
+from healthscore.core.limits import MAX_EXPRESSION_CHARS, MAX_EXPRESSION_DEPTH
 
 SECONDS_PER_DAY = 86_400.0
+_DIALECT = DuckDB()
 
 
 class ExpressionError(Exception):
@@ -146,11 +151,43 @@ class AggregateContext:
 
 
 def parse(text: str) -> exp.Expression:
-    """Parse ``text`` in the model dialect; raise :class:`ExpressionError` on bad syntax."""
+    """Parse ``text`` in the model dialect; raise :class:`ExpressionError` on bad syntax.
+
+    The text must be exactly one expression, so the file says what is applied: a ``;``
+    (which would end it, leaving the rest unread) and a SQL comment (``--`` or
+    ``/* */``, whose text would be ignored) are refused, as are texts over
+    :data:`~healthscore.core.limits.MAX_EXPRESSION_CHARS` characters or nested deeper
+    than :data:`~healthscore.core.limits.MAX_EXPRESSION_DEPTH`.
+
+    >>> parse("kind = 'nps'; DROP TABLE accounts; --")
+    Traceback (most recent call last):
+    ...
+    healthscore.expressions.ExpressionError: `;` ends the expression at column 13 and the \
+text after it would be ignored; write one expression without `;`
+    >>> parse("kind = '--;'").sql()
+    "kind = '--;'"
+    """
     if not isinstance(text, str) or not text.strip():
         raise ExpressionError("empty expression")
+    if len(text) > MAX_EXPRESSION_CHARS:
+        raise ExpressionError(
+            f"expression is {len(text):,} characters long; at most "
+            f"{MAX_EXPRESSION_CHARS:,} are allowed (split it into formula metrics)"
+        )
     try:
-        return sg.parse_one(text, read="duckdb")
+        tokens = _DIALECT.tokenize(text)
+        for t in tokens:
+            if t.token_type == TokenType.SEMICOLON:
+                raise ExpressionError(
+                    f"`;` ends the expression at column {t.start + 1} and the text after it "
+                    "would be ignored; write one expression without `;`"
+                )
+            if t.comments:
+                raise ExpressionError(
+                    f"a SQL comment (`--` or `/* */`) next to {t.text!r}: its text would be "
+                    "ignored; put comments outside the quotes, after a YAML `#`"
+                )
+        nodes = _DIALECT.parser().parse(tokens, text)
     except sg.errors.ParseError as e:
         first = e.errors[0] if e.errors else {}
         col = first.get("col")
@@ -158,6 +195,30 @@ def parse(text: str) -> exp.Expression:
         raise ExpressionError(
             f"does not parse: {desc}" + (f" near column {col}" if col else "")
         ) from None
+    except sg.errors.TokenError as e:
+        raise ExpressionError(f"does not parse: {e}") from None
+    except RecursionError:
+        raise ExpressionError(
+            f"nested more than {MAX_EXPRESSION_DEPTH} levels deep; split it into formula metrics"
+        ) from None
+    if len(nodes) != 1 or nodes[0] is None:  # pragma: no cover - `;` is refused above
+        raise ExpressionError("write exactly one expression")
+    node = nodes[0]
+    if _depth(node) > MAX_EXPRESSION_DEPTH:
+        raise ExpressionError(
+            f"nested more than {MAX_EXPRESSION_DEPTH} levels deep; split it into formula metrics"
+        )
+    return node
+
+
+def _depth(node: exp.Expression) -> int:
+    """How deeply ``node``'s tree nests (iteratively: a deep tree must not overflow here)."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        n, d = stack.pop()
+        deepest = max(deepest, d)
+        stack.extend((c, d + 1) for c in n.iter_expressions())
+    return deepest
 
 
 def names_in(text: str | exp.Expression) -> list[tuple[str | None, str]]:

@@ -15,6 +15,12 @@ columns that carry time:
 All timestamps are stored as UTC timestamps without a zone. Extra columns in a source
 file are kept (typed as text, number or timestamp as they parse) and usable in metrics.
 
+Numeric columns declare their **domain** (:class:`Domain`): seats, MRR, ARR, quantities
+and amounts are never negative, an NPS is 0-10 and a CSAT sits on its scale (1-5 unless
+a load spec says otherwise); a value outside it is an invalid row, like a value of the
+wrong type. Every timestamp lies in the years :data:`~healthscore.core.limits.MIN_YEAR`
+to :data:`~healthscore.core.limits.MAX_YEAR`.
+
 Examples
 --------
 >>> TABLES["usage_events"].primary_key
@@ -23,6 +29,8 @@ Examples
 ('interval', 'opened_at', 'closed_at')
 >>> sorted(TABLES["subscriptions"].timestamp_columns)
 ['end_date', 'start_date']
+>>> [d.describe() for d in TABLES["surveys"].domains["score"]]
+["between 0 and 10 where kind = 'nps'", "between 1 and 5 where kind = 'csat'"]
 """
 
 from __future__ import annotations
@@ -35,6 +43,42 @@ SCHEMA_VERSION = 1
 
 #: Column types, named as Ibis data types.
 STRING, INT, FLOAT, BOOL, TIMESTAMP = "string", "int64", "float64", "boolean", "timestamp"
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The values a numeric column may hold: ``min <= value <= max`` (None: no bound).
+
+    ``when`` = ``(column, value)`` limits it to the rows where that column has that value
+    (an NPS answer); ``scale`` names a scale a load spec may set instead (``csat``).
+    """
+
+    min: float | None = None
+    max: float | None = None
+    when: tuple[str, str] | None = None
+    scale: str | None = None
+
+    def describe(self) -> str:
+        """``at least 0``, ``between 1 and 5 where kind = 'csat'``."""
+        if self.min is not None and self.max is not None:
+            text = f"between {_num(self.min)} and {_num(self.max)}"
+        elif self.min is not None:
+            text = f"at least {_num(self.min)}"
+        else:
+            text = f"at most {_num(self.max)}"
+        return text + (f" where {self.when[0]} = {self.when[1]!r}" if self.when else "")
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else str(v)
+
+
+#: never negative: counts and money
+NON_NEGATIVE = Domain(min=0)
+#: Net Promoter Score answers are 0-10
+NPS = Domain(min=0, max=10)
+#: CSAT answers, on a 1-5 scale unless a load spec declares another (``domains:``)
+CSAT = Domain(min=1, max=5, scale="csat")
 
 
 @dataclass(frozen=True)
@@ -59,6 +103,7 @@ class Table:
     freshness_by: str = "data"
     description: str = ""
     enums: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    domains: dict[str, tuple[Domain, ...]] = field(default_factory=dict)
 
     @property
     def timestamp_columns(self) -> tuple[str, ...]:
@@ -137,6 +182,12 @@ TABLES: dict[str, Table] = {
             expected_lag=timedelta(days=35),
             freshness_by="load",
             description="Contracts; the ones in force at D give seats, MRR, ARR, renewal date.",
+            domains={
+                "seats": (NON_NEGATIVE,),
+                "mrr": (NON_NEGATIVE,),
+                "arr": (NON_NEGATIVE,),
+                "billing_period_months": (Domain(min=1),),
+            },
         ),
         _t(
             name="users",
@@ -162,6 +213,7 @@ TABLES: dict[str, Table] = {
             time="ts",
             expected_lag=timedelta(days=2),
             description="Product usage; one row per event (or per user/day/feature with quantity).",
+            domains={"quantity": (NON_NEGATIVE,)},
         ),
         _t(
             name="tickets",
@@ -181,6 +233,7 @@ TABLES: dict[str, Table] = {
             start="opened_at",
             end="closed_at",
             expected_lag=timedelta(days=7),
+            domains={"csat": (CSAT,)},
         ),
         _t(
             name="invoices",
@@ -197,6 +250,7 @@ TABLES: dict[str, Table] = {
             required=("invoice_id", "account_id", "due_at"),
             time="due_at",
             expected_lag=timedelta(days=45),
+            domains={"amount": (NON_NEGATIVE,)},
         ),
         _t(
             name="surveys",
@@ -215,6 +269,12 @@ TABLES: dict[str, Table] = {
             time="ts",
             expected_lag=timedelta(days=120),
             enums={"kind": ("nps", "csat")},
+            domains={
+                "score": (
+                    Domain(NPS.min, NPS.max, when=("kind", "nps")),
+                    Domain(CSAT.min, CSAT.max, when=("kind", "csat"), scale="csat"),
+                )
+            },
         ),
         _t(
             name="touchpoints",

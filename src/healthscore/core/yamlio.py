@@ -8,6 +8,11 @@ becomes one located problem showing the numbered lines around it; a key path suc
 ``ValidationError`` over the document becomes one located problem per error, naming
 an unknown key together with the keys allowed at that spot.
 
+Files arrive from anywhere, so reading is bounded (:mod:`healthscore.core.limits`): a file
+over a few MB is refused before it is read, and while the document is composed, aliases,
+the nodes they expand to and the nesting depth are counted and refused past their bound,
+so a 300-byte "billion laughs" file fails in milliseconds instead of filling the memory.
+
 Examples
 --------
 >>> from healthscore.errors import ModelError
@@ -29,16 +34,44 @@ import types
 import typing
 from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
+from ruamel.yaml.composer import Composer
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.events import AliasEvent
+from ruamel.yaml.nodes import MappingNode, SequenceNode
 
+from healthscore.core.limits import MAX_YAML_ALIASES, MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES
 from healthscore.errors import HealthscoreError, Problem
 
 #: lines shown on each side of a syntax error
 CONTEXT_LINES = 2
+
+
+def read_yaml_text(path: str | Path, file: str, error: type[HealthscoreError]) -> str:
+    """The text of the YAML file at ``path`` (UTF-8), refused unread when it is too large.
+
+    ``file`` names it in the error, raised as ``error`` (the caller's stage).
+    """
+    p = Path(path)
+    size = p.stat().st_size
+    if size > MAX_YAML_BYTES:
+        raise error(problems=[_too_large(file, size)])
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise error(
+            problems=[
+                Problem(
+                    f"not UTF-8 text (byte {e.start}: {e.object[e.start : e.start + 1]!r})",
+                    file=file,
+                    hint="save it as UTF-8",
+                )
+            ]
+        ) from None
 
 
 def load_yaml(text: str, file: str, error: type[HealthscoreError]) -> Any:
@@ -46,12 +79,23 @@ def load_yaml(text: str, file: str, error: type[HealthscoreError]) -> Any:
 
     Duplicate keys are refused. A syntax error raises ``error`` (the caller's stage:
     :class:`~healthscore.errors.ModelError`, :class:`~healthscore.errors.SourceError`)
-    with one problem at the error's line that shows the numbered lines around it.
+    with one problem at the error's line that shows the numbered lines around it. So do a
+    text over :data:`~healthscore.core.limits.MAX_YAML_BYTES` and a document past the
+    alias, node or depth bounds of :mod:`healthscore.core.limits`.
+
+    >>> bomb = "a: &a [x, x]\\nb: &b [*a, *a]\\nc: &c [*b, *b]\\n"
+    >>> load_yaml(bomb, "f.yaml", HealthscoreError)["c"][1][0]
+    ['x', 'x']
     """
+    if len(text) > MAX_YAML_BYTES or len(text.encode("utf-8")) > MAX_YAML_BYTES:
+        raise error(problems=[_too_large(file, len(text.encode("utf-8")))])
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
+    yaml.Composer = _BoundedComposer
     try:
         return yaml.load(text)
+    except _Refused as e:
+        raise error(problems=[Problem(e.reason, file=file, line=e.line, hint=e.hint)]) from None
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
@@ -64,6 +108,83 @@ def load_yaml(text: str, file: str, error: type[HealthscoreError]) -> Any:
         raise error(problems=[Problem(reason, file=file, line=line)]) from None
     except Exception as e:  # ruamel raises a few errors without a position
         raise error(problems=[Problem(f"YAML error: {e}", file=file)]) from None
+
+
+_BIG_HINT = "a model or load spec this large is not hand-written; see Limits in docs/model.md"
+
+
+def _too_large(file: str, size: int) -> Problem:
+    return Problem(
+        f"file is too large to read ({size / 1024 / 1024:.1f} MB)",
+        file=file,
+        expected=f"at most {MAX_YAML_BYTES // 1024 // 1024} MB",
+        hint=_BIG_HINT,
+    )
+
+
+class _Refused(Exception):
+    """A document past one of the bounds; caught by :func:`load_yaml`."""
+
+    def __init__(self, reason: str, mark: Any, hint: str | None = None):
+        super().__init__(reason)
+        self.reason, self.line, self.hint = reason, (mark.line + 1 if mark else None), hint
+
+
+class _BoundedComposer(Composer):
+    """ruamel's composer, counting aliases, expanded nodes and depth as it goes.
+
+    An alias is cheap to parse and costly to use (whoever walks the document walks the
+    aliased node again each time), so each one adds the full size of the node it names;
+    a size is memoised per node, which keeps the count linear in the text.
+    """
+
+    def __init__(self, loader: Any = None) -> None:
+        super().__init__(loader)
+        self._aliases = 0
+        self._nodes = 0
+        self._sizes: dict[int, int] = {}
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.parser.check_event(AliasEvent):
+            event = self.parser.peek_event()
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise _Refused(
+                    f"more than {MAX_YAML_ALIASES} aliases (*{event.anchor} is one too many)",
+                    event.start_mark,
+                    hint="write the values out instead of repeating them through anchors",
+                )
+            node = super().compose_node(parent, index)
+            if isinstance(node, SequenceNode | MappingNode) and node.end_mark is None:
+                raise _Refused(
+                    f"alias *{event.anchor} refers to a node that contains it", event.start_mark
+                )
+            self._add(self._sizes[id(node)], event)
+            return node
+        event = self.parser.peek_event()
+        if self.depth >= MAX_YAML_DEPTH:
+            raise _Refused(f"nested more than {MAX_YAML_DEPTH} levels deep", event.start_mark)
+        node = super().compose_node(parent, index)
+        if isinstance(node, SequenceNode):
+            size = 1 + sum(self._sizes[id(v)] for v in node.value)
+        elif isinstance(node, MappingNode):
+            size = 1 + sum(self._sizes[id(k)] + self._sizes[id(v)] for k, v in node.value)
+        else:
+            size = 1
+        self._sizes[id(node)] = size
+        self._add(1, event)
+        return node
+
+    def _add(self, n: int, event: Any) -> None:
+        self._nodes += n
+        if self._nodes > MAX_YAML_NODES:
+            alias = isinstance(event, AliasEvent)
+            raise _Refused(
+                f"the document holds more than {MAX_YAML_NODES:,} values"
+                + (f" once alias *{event.anchor} is expanded" if alias else ""),
+                event.start_mark,
+                hint="each alias repeats the whole node it names" if alias else _BIG_HINT,
+            )
 
 
 def scalar_text(v: Any) -> str:

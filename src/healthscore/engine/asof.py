@@ -182,7 +182,7 @@ def explain_change(
     """
     if vs is None:
         raise ScoringError("explaining a change needs the earlier date (vs)")
-    d2, d1 = parse_as_of(as_of), parse_as_of(vs)
+    d2, d1 = parse_as_of(as_of), parse_as_of(vs, "vs")
     if stored:
         seen = hist.stored_explanations(store, model, [account_id], [d1, d2])
         if (account_id, d1) in seen and (account_id, d2) in seen:
@@ -236,7 +236,7 @@ def backfill(
     Only dates not stored yet for this model version are computed (``rebuild`` forces
     them); many dates are scored in one shared pass (:mod:`healthscore.engine.timeline`).
     """
-    dates = dates_between(parse_as_of(start), parse_as_of(end), every)
+    dates = dates_between(parse_as_of(start, "start"), parse_as_of(end, "end"), every)
     return backfill_dates(store, model, dates, rebuild=rebuild, progress=progress)
 
 

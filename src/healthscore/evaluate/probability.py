@@ -252,11 +252,11 @@ def fit_probability_details(
         except DurationError as e:
             raise DurationError(f"`{name}`: {e}") from None
     outcome = outcome_kind(outcome)
-    until = parse_as_of(until)
+    until = parse_as_of(until, "until")
     # the latest date on the grid back from `until` whose horizon has closed by then
     recent = dates_between(shift(shift(until, horizon), every), until, every)
     last = max(d for d in recent if _closed(d, horizon, until))
-    start = parse_as_of(start) if start is not None else _default_start(store, last, until)
+    start = parse_as_of(start, "start") if start is not None else _default_start(store, last, until)
     if start > last:
         raise ScoringError(
             f"no observation date from {start:%Y-%m-%d} has its {horizon} horizon closed by "

@@ -193,13 +193,15 @@ def check_formulas(c: Checks) -> None:
     """Formulas parse, do not refer to each other in a cycle, and build in dependency order."""
     formulas = {n: m for n, m in c.spec.metrics.items() if m.formula}
     # cycles first: an unresolvable formula would cascade into noise
-    graph = {}
+    graph, unparsed = {}, False
     for n, m in formulas.items():
         try:
             graph[n] = [x for _, x in ex.names_in(m.formula) if x in formulas]
         except ex.ExpressionError as e:
             c.add(str(e), "metrics", n, "formula")
-            graph[n] = []
+            graph[n], unparsed = [], True
+    if unparsed:  # the order below parses every formula again
+        return
     cyclic = _cycle(graph)
     if cyclic:
         c.add(

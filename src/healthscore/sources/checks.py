@@ -3,10 +3,11 @@
 Place in the flow: after coercion in :func:`~healthscore.sources.read_source`. Before any
 row is read, the table's required columns must be supplied. Then each row meets, in one
 set-based pass over the ``typed`` view: values that did not coerce, required values that
-are empty, enum values outside their list (compared lower-cased), an interval's end
-before its start, an account key with no account (``account_lookup``); and a primary key
-may appear once in a file (the later row is the invalid one). Python only touches the
-rows already found invalid, to word their problems.
+are empty, enum values outside their list (compared lower-cased), numbers outside their
+column's domain (the table's, or one a load spec declares), timestamps outside the years
+1900-2999, an interval's end before its start, an account key with no account
+(``account_lookup``); and a primary key may appear once in a file (the later row is the
+invalid one). Python only touches the rows already found invalid, to word their problems.
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ import difflib
 
 import pyarrow as pa
 
-from healthscore.core.tables import DERIVABLE_KEYS, FLOAT, INT, KEYABLE, TIMESTAMP, Table
+from healthscore.core.limits import MAX_YEAR, MIN_YEAR
+from healthscore.core.tables import (
+    DERIVABLE_KEYS,
+    FLOAT,
+    INT,
+    KEYABLE,
+    TIMESTAMP,
+    Domain,
+    Table,
+)
 from healthscore.errors import Problem, SourceError
 from healthscore.sources.coerce import (
     coercion_reason,
@@ -98,10 +108,14 @@ def find_problems(
     data: DataFile,
     date_format: str | None,
     number_format: str | None = None,
+    domains: dict[str, tuple[float | None, float | None]] | None = None,
 ) -> tuple[list[Problem], int, dict[int, int]]:
     """Every problem in the file's rows, how many rows have no primary key value, and the
-    internal number of each row a problem names (by the number a user sees)."""
-    checks = _row_checks(spec, cols)
+    internal number of each row a problem names (by the number a user sees).
+
+    ``domains`` (a load spec's ``{column: (min, max)}``) bounds extra columns, adds a
+    range to a canonical column, or sets a CSAT column's scale."""
+    checks = _row_checks(spec, cols, domains or {})
     found, null_keys = _failed_row_checks(db, spec, cols, typed_select, checks)
     if cols.canonical[spec.primary_key] is not None:
         found += _duplicate_keys(db, spec.primary_key)
@@ -144,26 +158,67 @@ def _column_hints(db, spec, cols, data, found, date_format, number_format) -> di
     return hints
 
 
-def _row_checks(spec: Table, cols: FileColumns) -> list[tuple[str, str, str]]:
-    """What each row must pass: (SQL true when it fails, kind, column)."""
-    checks: list[tuple[str, str, str]] = []
+#: a check: SQL true when a row fails it, its kind, the column, what the message needs
+Check = tuple[str, str, str, Domain | None]
+
+
+def _row_checks(spec: Table, cols: FileColumns, declared: dict) -> list[Check]:
+    """What each row must pass: (SQL true when it fails, kind, column, its domain)."""
+    checks: list[Check] = []
     looked_up = cols.lookup_key is not None
-    for name in spec.columns:
+    for name, ctype in spec.columns.items():
         if cols.canonical[name] is None or (looked_up and name == "account_id"):
             continue
-        checks.append((f"p_{name} AND v_{name} IS NULL", "type", name))
+        checks.append((f"p_{name} AND v_{name} IS NULL", "type", name, None))
         if name in spec.required:
-            checks.append((f"NOT p_{name}", "required", name))
+            checks.append((f"NOT p_{name}", "required", name, None))
         if name in spec.enums:
             allowed = ", ".join(sql_literal(v) for v in spec.enums[name])
-            checks.append((f"v_{name} NOT IN ({allowed})", "enum", name))
+            checks.append((f"v_{name} NOT IN ({allowed})", "enum", name, None))
+        for d in _domains(spec.domains.get(name, ()), declared.get(name)):
+            when = f" AND v_{d.when[0]} = {sql_literal(d.when[1])}" if d.when else ""
+            checks.append((f"({_outside(f'v_{name}', d)}){when}", "domain", name, d))
+        if ctype == TIMESTAMP:
+            checks.append(
+                (
+                    f"v_{name} < TIMESTAMP '{MIN_YEAR:04d}-01-01' "
+                    f"OR v_{name} >= TIMESTAMP '{MAX_YEAR + 1:04d}-01-01'",
+                    "date_range",
+                    name,
+                    None,
+                )
+            )
+    for c in cols.extras:
+        if c.name in declared:
+            d = Domain(*declared[c.name])
+            number = f"TRY_CAST(x{c.index} AS DOUBLE)"
+            sql = f"x{c.index} IS NOT NULL AND ({number} IS NULL OR {_outside(number, d)})"
+            checks.append((sql, "domain", c.name, d))
     if spec.start and spec.end and cols.canonical[spec.start] and cols.canonical[spec.end]:
-        checks.append((f"v_{spec.end} < v_{spec.start}", "interval", spec.end))
+        checks.append((f"v_{spec.end} < v_{spec.start}", "interval", spec.end, None))
     if looked_up:
         key, key_text = cols.lookup_key.name, sql_text("r__lookup")
-        checks.append((f"{key_text} IS NULL", "lookup_empty", key))
-        checks.append((f"{key_text} IS NOT NULL AND v_account_id IS NULL", "lookup", key))
+        checks.append((f"{key_text} IS NULL", "lookup_empty", key, None))
+        checks.append((f"{key_text} IS NOT NULL AND v_account_id IS NULL", "lookup", key, None))
     return checks
+
+
+def _domains(canonical: tuple[Domain, ...], declared: tuple | None) -> list[Domain]:
+    """A column's domains: a declared range sets a scale's bounds (CSAT), else it is added."""
+    if declared is None:
+        return list(canonical)
+    scales = [Domain(*declared, when=d.when, scale=d.scale) for d in canonical if d.scale]
+    return [d for d in canonical if not d.scale] + (scales or [Domain(*declared)])
+
+
+def _outside(value: str, d: Domain) -> str:
+    """SQL true when ``value`` is outside the domain ``d``."""
+    bounds = []
+    if d.min is not None:
+        bounds.append(f"{value} < {float(d.min)!r}")
+    if d.max is not None:
+        bounds.append(f"{value} > {float(d.max)!r}")
+    return " OR ".join(bounds) or "false"
 
 
 def _failed_row_checks(
@@ -171,16 +226,21 @@ def _failed_row_checks(
     spec: Table,
     cols: FileColumns,
     typed_select: str,
-    checks: list[tuple[str, str, str]],
+    checks: list[Check],
 ) -> tuple[list[tuple[int, str, str, tuple]], int]:
     """(row, kind, column, (raw value, other)) per failed check; rows without a key."""
     looked_up = cols.lookup_key is not None
-    raw_names = list(spec.columns) + ([cols.lookup_key.name] if looked_up else [])
+    raw_sql = {n: f"r_{n}" for n in spec.columns}
+    extras = {c.name: c.index for c in cols.extras}
+    raw_sql |= {c: f"CAST(x{extras[c]} AS VARCHAR)" for _, _, c, _ in checks if c in extras}
+    if looked_up:
+        raw_sql[cols.lookup_key.name] = "r__lookup"
+    raw_names = list(raw_sql)
     found: list[tuple[int, str, str, tuple]] = []
     pk = spec.primary_key
-    flags = ", ".join(f"coalesce({sql}, false)" for sql, _, _ in checks)
-    raws = ", ".join([f"r_{n}" for n in spec.columns] + (["r__lookup"] if looked_up else []))
-    any_bad = " OR ".join(f"coalesce({sql}, false)" for sql, _, _ in checks) or "false"
+    flags = ", ".join(f"coalesce({sql}, false)" for sql, *_ in checks)
+    raws = ", ".join(raw_sql.values())
+    any_bad = " OR ".join(f"coalesce({sql}, false)" for sql, *_ in checks) or "false"
     # First only which rows are bad: as a projection feeding an aggregate, each value
     # is coerced once (a WHERE would inline and repeat the coercions).
     bad, null_keys = db.execute(
@@ -197,9 +257,9 @@ def _failed_row_checks(
         width = len(raw_names)
         for row in rows:
             raw = dict(zip(raw_names, row[1 : 1 + width], strict=True))
-            for (_, kind, col), hit in zip(checks, row[1 + width :], strict=True):
+            for (_, kind, col, domain), hit in zip(checks, row[1 + width :], strict=True):
                 if hit:
-                    extra = raw[spec.start] if kind == "interval" else None
+                    extra = raw[spec.start] if kind == "interval" else domain
                     found.append((row[0], kind, col, (raw[col], extra)))
     return found, null_keys
 
@@ -257,6 +317,19 @@ def _problem(spec: Table, cols: FileColumns, formats, shown, row, kind, column, 
     if kind == "enum":
         allowed = ", ".join(spec.enums[column])
         return Problem("unknown value", got=got, expected=f"one of {allowed}", **where)
+    if kind == "domain":
+        hint = None
+        if other.scale:
+            hint = (
+                f"{other.scale.upper()} is read on a {_scale(other)} scale; declare yours in a "
+                f"load spec, e.g. `domains: {{{column}: {{min: 1, max: 10}}}}`"
+            )
+        reason = "out of range" if _is_number(got) else "not a number"
+        return Problem(reason, got=got, expected=other.describe(), hint=hint, **where)
+    if kind == "date_range":
+        return Problem(
+            "date out of range", got=got, expected=f"a year from {MIN_YEAR} to {MAX_YEAR}", **where
+        )
     if kind == "lookup_empty":
         return Problem(
             "required value is empty", hint=f"the account is looked up by {column}", **where
@@ -284,3 +357,15 @@ def _problem(spec: Table, cols: FileColumns, formats, shown, row, kind, column, 
             **{**where, "column": names},
         )
     return Problem(f"duplicate {column}, first seen at row {shown[other]}", got=got, **where)
+
+
+def _is_number(text) -> bool:
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _scale(d: Domain) -> str:
+    return d.describe().split(" where ")[0].removeprefix("between ").replace(" and ", "-")

@@ -30,6 +30,7 @@ def load_file(
     constants: dict[str, str] | None = None,
     values: dict[str, dict[str, str | None]] | None = None,
     progress: Progress | None = None,
+    domains: dict[str, tuple[float | None, float | None]] | None = None,
 ) -> LoadResult:
     """Read, validate and load one file; with ``rejects`` invalid rows go to that CSV.
 
@@ -40,7 +41,8 @@ def load_file(
     recodes a source column's values (``{column: {text: new text or None}}``); rows whose
     key or a required value is recoded to None are skipped and counted. ``number_format``
     says how numbers are written, ``key`` names the columns a missing primary key is
-    built from. See
+    built from. ``domains``
+    (``{column: (min, max)}``) bounds a column's values. See
     :func:`healthscore.sources.read_source`; :func:`healthscore.sources.read_spec` reads
     all of these from a load spec file.
 
@@ -74,6 +76,7 @@ def load_file(
         account_lookup=lookup,
         constants=constants,
         values=values,
+        domains=domains,
         progress=progress,
         memory_limit=load_memory_limit(),
     ) as batch:

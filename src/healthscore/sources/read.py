@@ -94,6 +94,7 @@ def read_source(
     constants: dict[str, str] | None = None,
     values: dict[str, dict[str, str | None]] | None = None,
     key: list[str] | None = None,
+    domains: dict[str, tuple[float | None, float | None]] | None = None,
 ) -> SourceBatch:
     """Read one data file into canonical table ``table``, validated.
 
@@ -140,6 +141,10 @@ def read_source(
         of their values as text joined by ``\\x1f``, and two rows with the same values are
         a duplicate key. Event tables without one derive it from the row (see the
         package docs).
+    domains
+        ``{column: (min, max)}`` (None: no bound): an extra column's domain, a range added
+        to a canonical column, or a CSAT column's scale; a value outside it is an invalid
+        row, like the canonical tables' own domains (no negative seats, NPS 0-10 ...).
 
     Returns
     -------
@@ -177,6 +182,7 @@ def read_source(
         constants=constants,
         values=values,
         key=key,
+        domains=domains,
     ) as batch:
         batch.data = batch.data.read_all()
     return batch
@@ -195,6 +201,7 @@ def stream_source(
     constants: dict[str, str] | None = None,
     values: dict[str, dict[str, str | None]] | None = None,
     key: list[str] | None = None,
+    domains: dict[str, tuple[float | None, float | None]] | None = None,
     progress: Progress | None = None,
     memory_limit: str | None = None,
 ) -> Iterator[SourceBatch]:
@@ -242,7 +249,7 @@ def stream_source(
         if progress:
             progress(f"checking {rows_read:,} rows", 0.0)
         problems, null_keys, internal_row = find_problems(
-            db, spec, cols, typed_select, data, date_format, number_format
+            db, spec, cols, typed_select, data, date_format, number_format, domains
         )
         if problems and not allow_rejects:
             n = len({p.row for p in problems})

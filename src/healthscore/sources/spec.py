@@ -25,6 +25,7 @@ from healthscore.core.yamlio import (
     load_yaml,
     node_at,
     plain,
+    read_yaml_text,
     scalar_text,
     validation_problems,
 )
@@ -127,6 +128,8 @@ class LoadSpec:
     date_format: str | None = None
     number_format: str | None = None
     key: list[str] | None = None
+    #: ``{column: (min, max)}``: a column's domain (see ``read_source``'s ``domains``)
+    domains: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
 
     def with_flags(
         self,
@@ -165,6 +168,7 @@ class LoadSpec:
             date_format or self.date_format,
             number_format or self.number_format,
             key or self.key,
+            dict(self.domains),
         )
 
 
@@ -185,6 +189,9 @@ def read_spec(path, table: str | None = None) -> LoadSpec:
         date_format: "%d/%m/%Y"                   # strptime format
         number_format: "1.234,56"                 # how numbers are written
         key: [account_id, ts, kind]               # columns the missing id is built from
+        domains:                                  # bounds on numbers (inclusive)
+          tenure_months: {min: 0, max: 1200}      # an extra column
+          csat: {min: 1, max: 10}                 # a CSAT scale other than 1-5
 
     ``values`` keys are compared with a file's values as text: YAML reads ``true``,
     ``1.5`` or ``2024-03-01`` unquoted as other types, which are taken back to the text
@@ -234,11 +241,7 @@ hint: columns: outcome_id, account_id, ts, kind, arr_delta
         raise SourceError(
             f"{file}: load spec not found" if not p.exists() else f"{file}: not a file"
         )
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise SourceError(f"{file}: cannot read the load spec", hint="save it as UTF-8") from None
-    doc = load_yaml(text, file, SourceError)
+    doc = load_yaml(read_yaml_text(p, file, SourceError), file, SourceError)
     if not isinstance(doc, dict):
         raise SourceError(
             problems=[
@@ -265,10 +268,11 @@ hint: columns: outcome_id, account_id, ts, kind, arr_delta
         parsed.date_format,
         parsed.number_format,
         parse_key(parsed.key),
+        {c.strip(): (d.min, d.max) for c, d in parsed.domains.items()},
     )
 
 
-_SPEC_KEYS = ("map", "set", "date_format", "number_format", "key")
+_SPEC_KEYS = ("map", "set", "date_format", "number_format", "key", "domains")
 _COLUMN_FORMS = (
     "expected a column name, a list of names, or a mapping with `to:` (names) and/or "
     "`values:` (a value map)"
@@ -331,6 +335,21 @@ class _SpecColumn(_SpecBase):
         return self
 
 
+class _SpecDomain(_SpecBase):
+    """One entry of ``domains:``: the inclusive bounds of a column's numbers."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.min is None and self.max is None:
+            raise ValueError("give `min:`, `max:` or both, e.g. {min: 0, max: 10}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}")
+        return self
+
+
 class _SpecFile(_SpecBase):
     map_: dict[str, _SpecColumn] = Field(default_factory=dict, alias="map")
     set_: dict[str, str] = Field(default_factory=dict, alias="set")
@@ -344,6 +363,7 @@ class _SpecFile(_SpecBase):
         if v is not None and v not in NUMBER_FORMATS:
             raise ValueError("expected one of " + ", ".join(NUMBER_FORMATS))
         return v
+    domains: dict[str, _SpecDomain] = Field(default_factory=dict)
 
     @field_validator("map_", "set_", mode="before")
     @classmethod
@@ -377,6 +397,7 @@ def _spec_checks(parsed: _SpecFile, doc: Any, file: str, table: str | None) -> l
     _check_map_targets(parsed, doc, spec, add)
     _check_set_columns(parsed, spec, add)
     _check_spec_date_format(parsed, add)
+    _check_domain_columns(parsed, spec, add)
     return problems
 
 
@@ -409,6 +430,14 @@ def _check_set_columns(parsed: _SpecFile, spec: Table | None, add) -> None:
                 ("set", column),
                 hint=columns_hint(spec),
             )
+
+
+def _check_domain_columns(parsed: _SpecFile, spec: Table | None, add) -> None:
+    """A domain bounds numbers: not a canonical text, true/false or timestamp column."""
+    for column in parsed.domains:
+        ctype = spec.columns.get(column.strip()) if spec else None
+        if ctype is not None and ctype not in ("int64", "float64"):
+            add(f"{column!r} holds {ctype} values; a domain bounds numbers", ("domains", column))
 
 
 def _check_spec_date_format(parsed: _SpecFile, add) -> None:

@@ -1,0 +1,42 @@
+"""The limits on what healthscore reads from files it cannot trust, in one place.
+
+Place in the flow: the bottom layer. Model files and load spec files are code a person
+writes, but they arrive from anywhere (a pull request, an upload to the service): these
+bounds make a hostile or broken file fail fast with a clear error instead of hanging the
+tool or filling its memory. Every number here is documented in ``docs/model.md``
+("Limits"); a real model stays far below each of them.
+"""
+
+from __future__ import annotations
+
+#: a model file or load spec file larger than this is refused before it is parsed
+MAX_YAML_BYTES = 1024 * 1024
+#: aliases (``*name``, including ``<<: *name`` merges) allowed in one YAML file
+MAX_YAML_ALIASES = 100
+#: nodes (mappings, lists, scalars) a YAML file may expand to, aliases counted in full
+MAX_YAML_NODES = 50_000
+#: how deeply mappings and lists may nest in a YAML file
+MAX_YAML_DEPTH = 50
+
+#: counts in one model file (pillars, rules and segments: per scorecard)
+MAX_METRICS = 500
+MAX_PILLARS = 50
+MAX_RULES = 200
+MAX_SEGMENTS = 100
+MAX_SCORECARDS = 20
+#: tables under ``columns:``, and extra columns declared per table
+MAX_COLUMNS = 200
+#: entries in one ``map:`` (category -> 0-100) and points in one piecewise curve
+MAX_MAP_ENTRIES = 1_000
+#: characters in one expression (``where``, ``formula``, a rule's ``when`` ...)
+MAX_EXPRESSION_CHARS = 2_000
+#: how deeply one expression may nest (``a + b + c`` nests as deeply as it has terms)
+MAX_EXPRESSION_DEPTH = 100
+
+#: dates healthscore accepts anywhere (as-of dates, ranges, data files): years in this range
+MIN_YEAR = 1900
+MAX_YEAR = 2999
+#: the longest duration a model or an option may name: 100 years (36,600d, 5,228w, 1,202mo)
+MAX_DURATION_DAYS = 100 * 366
+#: dates in one range (``backfill --from --to --every``, a backtest's dates)
+MAX_DATES = 20_000

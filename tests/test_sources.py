@@ -559,12 +559,16 @@ def test_a_lone_thousands_comma_is_refused_and_the_hint_names_both_formats(tmp_p
 
 
 def test_money_as_people_write_it_loads_with_its_number_format(tmp_path):
-    us = amounts(tmp_path, "$6,000", "1,234.5", "-$1,234.50", "USD 12", " 7 ")
+    us = amounts(tmp_path, "$6,000", "1,234.5", "$1,234.50", "USD 12", " 7 ")
     got = col(read_source(us, "invoices", number_format="1,234.56"), "amount")
-    assert got == [6000, 1234.5, -1234.5, 12, 7]
-    eu = amounts(tmp_path, "6.000,00 €", "12,5", "EUR 1.234.567,8", "-3")
+    assert got == [6000, 1234.5, 1234.5, 12, 7]
+    eu = amounts(tmp_path, "6.000,00 €", "12,5", "EUR 1.234.567,8", "3")
     got = col(read_source(eu, "invoices", number_format="1.234,56"), "amount")
-    assert got == [6000, 12.5, 1234567.8, -3]
+    assert got == [6000, 12.5, 1234567.8, 3]
+    # a negative amount is read as a number, then refused by the column's domain
+    neg = amounts(tmp_path, "-$1,234.50")
+    with pytest.raises(SourceError, match=r"amount: out of range \(got '-\$1,234.50'"):
+        read_source(neg, "invoices", number_format="1,234.56")
     fr = amounts(tmp_path, "6 000,00 €", "1\u202f234,5", "12")
     assert col(read_source(fr, "invoices", number_format="1 234,56"), "amount") == [
         6000,
@@ -574,8 +578,8 @@ def test_money_as_people_write_it_loads_with_its_number_format(tmp_path):
 
 
 def test_numbers_that_show_their_format_load_by_default(tmp_path):
-    f = amounts(tmp_path, "1,234.5", "$500", "£1,234,567", "-$12.50")
-    assert col(read_source(f, "invoices"), "amount") == [1234.5, 500, 1234567, -12.5]
+    f = amounts(tmp_path, "1,234.5", "$500", "£1,234,567", "$12.50")
+    assert col(read_source(f, "invoices"), "amount") == [1234.5, 500, 1234567, 12.5]
 
 
 def test_a_column_written_the_european_way_asks_for_its_format(tmp_path):

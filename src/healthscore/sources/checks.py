@@ -324,7 +324,9 @@ def _problem(spec: Table, cols: FileColumns, formats, shown, row, kind, column, 
                 f"{other.scale.upper()} is read on a {_scale(other)} scale; declare yours in a "
                 f"load spec, e.g. `domains: {{{column}: {{min: 1, max: 10}}}}`"
             )
-        reason = "out of range" if _is_number(got) else "not a number"
+        # a canonical column's value coerced (the domain is checked on the typed value)
+        numeric = column in spec.columns or _is_number(got)
+        reason = "out of range" if numeric else "not a number"
         return Problem(reason, got=got, expected=other.describe(), hint=hint, **where)
     if kind == "date_range":
         return Problem(

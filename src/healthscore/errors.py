@@ -119,3 +119,16 @@ class ScoringError(HealthscoreError):
 
 class DurationError(HealthscoreError):
     """A duration such as ``30d``, ``4w`` or ``3mo`` is malformed (the text and why)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The process was asked to stop (SIGTERM) while it waited on the store.
+
+    A ``KeyboardInterrupt``, so the database driver treats it as Ctrl-C (psycopg cancels
+    the running query in the server) and nothing catches it as an ordinary error;
+    ``signum`` is the signal, for the exit code (128 + signum).
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum

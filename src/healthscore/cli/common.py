@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -138,6 +139,12 @@ class Command(TyperCommand):
         except HealthscoreError as e:
             terminal.error(translate(str(e), self))
             raise typer.Exit(1) from None
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (errors.Interrupted)
+            signum = getattr(e, "signum", signal.SIGINT)
+            terminal.error(
+                f"interrupted ({signal.Signals(signum).name}): stopped, work in progress cancelled"
+            )
+            raise typer.Exit(128 + signum) from None
 
     def _check_out_folders(self, ctx: typer.Context) -> None:
         """A file to write into a folder that does not exist fails before any work."""

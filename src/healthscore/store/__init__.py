@@ -221,7 +221,7 @@ class Store:
 
     def insert(self, name: str, data: pa.Table) -> None:
         """Append rows to a table (callers wrap several in :meth:`transaction`)."""
-        self.con.insert(name, data)
+        self._backend.insert(name, data)
 
     def close(self) -> None:
         self.con.disconnect()
@@ -354,6 +354,8 @@ class Store:
         finally:
             for table in scratch:
                 self.con.drop_table(table, force=True)
+        if inserted or updated:
+            self._backend.analyze(name)  # the planner's row counts follow the data
         step("loaded", 1.0)
         return LoadResult(
             name, inserted, updated, unchanged, rejected, watermark, unknown, skipped=skipped
@@ -547,8 +549,8 @@ class Store:
             raise ScoringError(f"the store could not run the scoring query: {reason}") from e
 
     def compile(self, expr: ir.Table) -> str:
-        """The SQL Ibis compiles ``expr`` to on this backend (for review and benchmarks)."""
-        return str(self.con.compile(expr))
+        """The SQL this backend runs for ``expr`` (for review and benchmarks)."""
+        return self._backend.compile(expr)
 
     def execute_sql(self, sql: str) -> pa.Table:
         """Run SQL compiled by :meth:`compile`; lets a benchmark time compile and run apart.

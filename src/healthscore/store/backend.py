@@ -34,6 +34,10 @@ True
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -41,7 +45,10 @@ import ibis
 import ibis.expr.operations as ops
 import ibis.expr.types as ir
 import pyarrow as pa
+import sqlglot as sg
 import sqlglot.expressions as sge
+
+from healthscore.errors import Interrupted, StoreError
 
 #: rows per insert when a stream is staged through Ibis (PostgreSQL and others)
 STAGE_ROWS = 50_000
@@ -85,23 +92,19 @@ class Backend:
         return begin()
 
     def to_arrow(self, expr: ir.Table) -> pa.Table:
-        """Run ``expr`` through Ibis (``to_pyarrow``); the result in the expression's types.
+        """Run ``expr`` through Ibis (``to_pyarrow``); the result in the expression's types."""
+        return self.con.to_pyarrow(_floats_as_declared(expr))
 
-        A backend may compute a column as a decimal where Ibis types it float64
-        (PostgreSQL's AVG and SUM of integers and its decimal literals give NUMERIC), and
-        Ibis's ``to_pyarrow`` cannot convert those values: such columns are cast in the
-        SQL itself, by one outer projection.
-        """
-        cols = expr.schema()
-        if any(t.is_floating() for t in cols.values()):
-            # built as the operation: `Value.cast` to the type Ibis already sees is dropped
-            expr = expr.select(
-                *[
-                    ops.Cast(expr[c], to=t).to_expr().name(c) if t.is_floating() else expr[c]
-                    for c, t in cols.items()
-                ]
-            )
-        return self.con.to_pyarrow(expr)
+    def compile(self, expr: ir.Table) -> str:
+        """The SQL this backend runs for ``expr``."""
+        return str(self.con.compile(expr))
+
+    def insert(self, table: str, data: pa.Table) -> None:
+        """Append Arrow rows to ``table`` (matched by column name)."""
+        self.con.insert(table, data)
+
+    def analyze(self, table: str) -> None:
+        """Refresh the planner's statistics of ``table`` after a load (where it keeps any)."""
 
     def stage(self, name: str, rows: pa.RecordBatchReader, *, temp: bool) -> None:
         """Create table ``name`` holding the stream ``rows``, read once, batch by batch.
@@ -159,7 +162,7 @@ class DuckDBBackend(Backend):
         # materialises through a relation (about 160 MB more at the history benchmark's
         # peak) and imports pandas for its converter (0.3 s of every command's start);
         # `Store.execute` casts the result to the expression's types (DuckDB decimals)
-        return self.run_sql(str(self.con.compile(expr)))
+        return self.run_sql(self.compile(expr))
 
     def stage(self, name: str, rows: pa.RecordBatchReader, *, temp: bool) -> None:
         # DuckDB scans the stream itself, batch by batch, spilling past its memory limit
@@ -194,6 +197,217 @@ class DuckDBBackend(Backend):
         return result.read_all() if hasattr(result, "read_all") else result
 
 
+class PostgresBackend(Backend):
+    """PostgreSQL: every statement under a time limit, queries PostgreSQL can plan, and a
+    query that stops when the command stops.
+
+    - **Session settings** (on connect): ``statement_timeout`` from
+      ``$HEALTHSCORE_STATEMENT_TIMEOUT`` (PostgreSQL's syntax: ``90s``, ``30min``, ``2h``;
+      ``0`` for none); unset, a limit the server already gives the session (the role's
+      or database's setting, ``PGOPTIONS``) is kept, else :data:`DEFAULT_STATEMENT_TIMEOUT`.
+      ``jit`` is off: the scoring queries are one-off expressions hundreds of columns
+      wide, whose LLVM compilation took longer than running them (3.6 s of 6 s at demo
+      size) and, once its cost estimate crossed ``jit_optimize_above_cost``, ran for
+      many minutes at 4 GB without answering a cancel, the statement timeout or
+      ``pg_terminate_backend``. ``client_connection_check_interval`` lets the server
+      stop a query whose client has gone (killed, or its machine lost).
+    - **Queries** are Ibis's SQL with one change (:func:`fence_projections`): a derived
+      table that computes columns gets ``OFFSET 0``. Without it PostgreSQL pulls every
+      nested projection up into the one above, copying a column's expression into each
+      place it is used; the scoring steps use each column several times, one level on
+      top of another, so the copies multiply: the 9-date history expression planned in
+      8 s with a cost estimate near 10^6 (which is what switched on JIT optimisation)
+      and ran in 22 s; fenced, it plans in 0.1 s and runs in 2.4 s.
+    - **Stopping**: on Ctrl-C psycopg cancels the running query in the server; SIGTERM
+      does the same here (:func:`interruptible`), and the command ends with
+      :class:`~healthscore.errors.Interrupted`.
+    - **Statistics**: :meth:`analyze` after each load, so the planner never works from
+      row counts of a table that has since been replaced.
+    """
+
+    def __init__(self, con):
+        super().__init__(con)
+        self.statement_timeout = _configure_session(con)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with interruptible(), self._translated():
+            with super().transaction():
+                yield
+
+    def to_arrow(self, expr: ir.Table) -> pa.Table:
+        expr = _floats_as_declared(expr)
+        return self._fetch(self.compile(expr), expr.schema())
+
+    def compile(self, expr: ir.Table) -> str:
+        tree = self.con.compiler.to_sqlglot(expr)
+        return fence_projections(tree).sql(self.con.dialect)
+
+    def statement(self, stmt: sge.Expression) -> None:
+        with interruptible(), self._translated():
+            super().statement(stmt)
+
+    def insert(self, table: str, data: pa.Table) -> None:
+        # COPY: Ibis inserts Arrow rows with one INSERT each (about 6,000 rows a second
+        # here); streamed through COPY they arrive many times faster
+        from psycopg import sql
+
+        names = sql.SQL(", ").join(sql.Identifier(c) for c in data.column_names)
+        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(table), names)
+        con = self.con.con
+        with interruptible(), self._translated(), con.cursor() as cur, con.transaction():
+            with cur.copy(copy_sql) as copy:
+                for batch in data.to_batches(max_chunksize=_FETCH_ROWS):
+                    for row in zip(*(c.to_pylist() for c in batch.columns), strict=True):
+                        copy.write_row(row)
+
+    def analyze(self, table: str) -> None:
+        self.statement(sge.Command(this="ANALYZE", expression=sg.table(table, quoted=True)))
+
+    def _fetch(self, sql: str, schema) -> pa.Table:
+        """Run ``sql`` and read its rows into Arrow in batches (as Ibis's own reader does)."""
+        struct = schema.as_struct().to_pyarrow()
+        batches = []
+        con = self.con.con
+        with interruptible(), self._translated():
+            # a named cursor is a server-side one: the rows come over in batches
+            with con.cursor(name=f"hs_{uuid.uuid4().hex[:12]}") as cur, con.transaction():
+                cur.execute(sql)
+                while rows := cur.fetchmany(_FETCH_ROWS):
+                    batches.append(pa.RecordBatch.from_struct_array(pa.array(rows, type=struct)))
+        return pa.Table.from_batches(batches, schema=schema.to_pyarrow())
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """The statement timeout, as a :class:`StoreError` naming the setting."""
+        import psycopg.errors
+
+        try:
+            yield
+        except psycopg.errors.QueryCanceled as e:
+            if "statement timeout" not in str(e):
+                raise
+            raise StoreError(
+                f"PostgreSQL stopped a statement that ran longer than the statement "
+                f"timeout ({self.statement_timeout})",
+                hint=f"set {TIMEOUT_ENV} to allow longer (e.g. 2h; 0 for no limit)",
+            ) from None
+
+
+#: how long one statement may run on PostgreSQL unless $HEALTHSCORE_STATEMENT_TIMEOUT says
+DEFAULT_STATEMENT_TIMEOUT = "30min"
+TIMEOUT_ENV = "HEALTHSCORE_STATEMENT_TIMEOUT"
+_FETCH_ROWS = 100_000
+
+
+def _configure_session(con) -> str:
+    """Set the session's statement timeout, JIT and client check; the timeout in force."""
+    import psycopg
+
+    native = con.con
+    wanted = os.environ.get(TIMEOUT_ENV, "").strip()
+    try:
+        if not wanted and native.execute("SHOW statement_timeout").fetchone()[0] == "0":
+            wanted = DEFAULT_STATEMENT_TIMEOUT
+        if wanted:
+            native.execute("SELECT set_config('statement_timeout', %s, false)", [wanted])
+    except psycopg.DataError as e:  # PostgreSQL names what it accepts
+        reason = str(e).strip().splitlines()[0]
+        raise StoreError(
+            f"{TIMEOUT_ENV}={wanted!r}: {reason}", hint="e.g. 90s, 30min, 2h"
+        ) from None
+    native.execute("SET jit = off")
+    native.execute("SET client_connection_check_interval = '2s'")
+    return native.execute("SHOW statement_timeout").fetchone()[0]
+
+
+def fence_projections(tree: sge.Expression) -> sge.Expression:
+    """``tree`` with ``OFFSET 0`` on each derived table that computes a column.
+
+    PostgreSQL pulls a derived table's projection up into the query that reads it and
+    copies each computed column's expression into every place that uses it; stacked
+    projections that each use a column several times (the scoring steps) multiply the
+    copies. ``OFFSET 0`` keeps the derived table a step of its own (a no-op on the
+    rows). A derived table that only selects, renames or filters columns is left to the
+    planner, which may push conditions into it.
+
+    Examples
+    --------
+    >>> import sqlglot as sg
+    >>> q = "SELECT a * 2 AS b FROM (SELECT x + 1 AS a FROM t) AS s"
+    >>> fence_projections(sg.parse_one(q)).sql()
+    'SELECT a * 2 AS b FROM (SELECT x + 1 AS a FROM t OFFSET 0) AS s'
+    >>> q = "SELECT a FROM (SELECT x AS a FROM t WHERE x > 1) AS s"
+    >>> fence_projections(sg.parse_one(q)).sql() == q
+    True
+    """
+    for sub in tree.find_all(sge.Subquery):
+        select = sub.this
+        if not isinstance(select, sge.Select) or not isinstance(sub.parent, sge.From | sge.Join):
+            continue
+        if select.args.get("limit") or select.args.get("offset"):
+            continue
+        plain = (sge.Column, sge.Literal, sge.Star, sge.Null)
+        if any(not isinstance(_unaliased(c), plain) for c in select.expressions):
+            select.set("offset", sge.Offset(expression=sge.Literal.number(0)))
+    return tree
+
+
+def _unaliased(e: sge.Expression) -> sge.Expression:
+    return e.this if isinstance(e, sge.Alias) else e
+
+
+_depth = 0
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """SIGTERM raises :class:`~healthscore.errors.Interrupted` inside: psycopg then
+    cancels the running query in the server, as it does on Ctrl-C (KeyboardInterrupt).
+
+    Only in the main thread (where Python runs signal handlers), and only where nobody
+    else handles SIGTERM (a web server has its own shutdown).
+    """
+    global _depth
+    if _depth or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Interrupted(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _floats_as_declared(expr: ir.Table) -> ir.Table:
+    """``expr`` with its float columns cast in the SQL itself, by one outer projection.
+
+    A backend may compute a column as a decimal where Ibis types it float64
+    (PostgreSQL's AVG and SUM of integers and its decimal literals give NUMERIC), and
+    Arrow does not convert those values to floats on the way in.
+    """
+    cols = expr.schema()
+    if not any(t.is_floating() for t in cols.values()):
+        return expr
+    # built as the operation: `Value.cast` to the type Ibis already sees is dropped
+    return expr.select(
+        *[
+            ops.Cast(expr[c], to=t).to_expr().name(c) if t.is_floating() else expr[c]
+            for c, t in cols.items()
+        ]
+    )
+
+
 @contextmanager
 def _no_transaction() -> Iterator[None]:
     yield
@@ -203,6 +417,9 @@ def backend_for(con) -> Backend:
     """The :class:`Backend` for an Ibis connection.
 
     The one place that looks at which backend it is: DuckDB's transaction calls belong
-    to its driver, which Ibis does not wrap; everything else asks Ibis.
+    to its driver, which Ibis does not wrap; PostgreSQL's session settings and planner
+    belong to PostgreSQL; everything else asks Ibis.
     """
-    return DuckDBBackend(con) if con.name == "duckdb" else Backend(con)
+    if con.name == "duckdb":
+        return DuckDBBackend(con)
+    return PostgresBackend(con) if con.name == "postgres" else Backend(con)

@@ -31,6 +31,7 @@ from healthscore.errors import HealthscoreError
 if TYPE_CHECKING:  # the lazily re-exported names, for readers and type checkers
     import pyarrow as pa
 
+    from healthscore.core.files import disk_error
     from healthscore.core.time import parse_as_of, today
     from healthscore.demo.run import DemoResult, run_demo
     from healthscore.engine.asof import explain, explain_change, score, score_expr
@@ -76,6 +77,7 @@ __all__ = [
     "check_scorable",
     "compare_versions",
     "connect",
+    "disk_error",
     "explain",
     "explain_account",
     "explain_change",
@@ -107,6 +109,7 @@ __all__ = [
 
 #: name -> (module that owns it, its name there), imported on first use (PEP 562)
 _OWNERS: dict[str, tuple[str, str]] = {
+    "disk_error": ("healthscore.core.files", "disk_error"),
     "parse_as_of": ("healthscore.core.time", "parse_as_of"),
     "today": ("healthscore.core.time", "today"),
     "Model": ("healthscore.model", "Model"),
@@ -204,6 +207,7 @@ class InitResult:
 def init_project(directory: str | Path = ".", *, force: bool = False) -> InitResult:
     """Write a starter project: the default model (kept if present, unless ``force``)
     and an empty store."""
+    from healthscore.core.files import write_text_atomic
     from healthscore.model import default_model_text
     from healthscore.store import connect
 
@@ -212,7 +216,7 @@ def init_project(directory: str | Path = ".", *, force: bool = False) -> InitRes
     target = directory / DEFAULT_MODEL
     kept = target.exists() and not force
     if not kept:
-        target.write_text(default_model_text(), encoding="utf-8")
+        write_text_atomic(target, default_model_text())
     db = directory / DEFAULT_STORE
     connect(db).close()
     return InitResult(target, kept, db)
@@ -253,8 +257,11 @@ def load_table(
     *,
     rejects: str | Path | None = None,
     account_from: str | None = None,
+    raw: bool = False,
 ) -> LoadResult:
-    """Load ``file`` into ``table`` following ``plan`` (see :func:`load_plan`)."""
+    """Load ``file`` into ``table`` following ``plan`` (see :func:`load_plan`); invalid
+    rows go to the CSV file ``rejects`` when given (written as they are with ``raw``,
+    else with formula-like text neutralized for spreadsheets)."""
     from healthscore.sources import LoadSpec
     from healthscore.sources.load import load_file
 
@@ -269,6 +276,7 @@ def load_table(
         account_from=account_from,
         constants=plan.constants,
         values=plan.values,
+        raw=raw,
     )
 
 

@@ -21,6 +21,7 @@ from healthscore.cli.common import (
     DbOpt,
     ModelOpt,
     OutOpt,
+    RawOpt,
     RowsFormat,
     ScorecardOpt,
     ScoreFormat,
@@ -44,8 +45,11 @@ def score_command(
             "--summary", help="only the ARR at risk per segment and CSM (needs fit-probability)"
         ),
     ] = False,
+    raw: RawOpt = False,
 ) -> None:
     """Score every account as of a date (point-in-time) and print or write the scores."""
+    if raw and format != ScoreFormat.csv:
+        raise typer.BadParameter("--raw applies to --format csv")
     if format == ScoreFormat.parquet and out_file is None:
         raise typer.BadParameter("parquet output needs --out FILE")
     if summary and format != ScoreFormat.table:
@@ -64,6 +68,7 @@ def score_command(
         result,
         rows=result.scores,
         render=lambda console: terminal.render_scores(console, result.scores, result.model),
+        raw=raw,
     )
 
 
@@ -126,8 +131,11 @@ def trends_command(
     format: Annotated[RowsFormat, FORMAT] = RowsFormat.table,
     out_file: OutOpt = None,
     scorecard: ScorecardOpt = None,
+    raw: RawOpt = False,
 ) -> None:
     """List accounts by trend (from stored history): class, score now and then, change."""
+    if raw and format != RowsFormat.csv:
+        raise typer.BadParameter("--raw applies to --format csv")
     project = api.open_project(db, model, scorecard)
     result = api.account_trends(project.store, project.model, as_of, class_)
     write_output(
@@ -136,6 +144,7 @@ def trends_command(
         result,
         rows=result.trends,
         render=lambda console: terminal.render_trends(console, result.trends, result.as_of),
+        raw=raw,
     )
 
 

@@ -28,8 +28,10 @@ def load_file(
     account_from: str | None = None,
     constants: dict[str, str] | None = None,
     values: dict[str, dict[str, str | None]] | None = None,
+    raw: bool = False,
 ) -> LoadResult:
-    """Read, validate and load one file; with ``rejects`` invalid rows go to that CSV.
+    """Read, validate and load one file; with ``rejects`` invalid rows go to that CSV
+    (formula-like text neutralized for spreadsheets unless ``raw``).
 
     ``mapping`` renames columns (a list of names feeds several columns from one).
     ``account_from`` names a canonical table (e.g. ``subscriptions``) whose primary key
@@ -66,7 +68,7 @@ def load_file(
     )
     n_rejected = 0
     if rejects is not None:  # written even when empty, so an old rejects file never lingers
-        n_rejected = write_rejects(batch, rejects)
+        n_rejected = write_rejects(batch, rejects, raw=raw)
     result = store.load(
         table, batch.data, rejected=n_rejected, skipped=batch.skipped, columns=batch.supplied
     )

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 
-from healthscore.errors import HealthscoreError
+from healthscore.core.files import write_text_atomic
 from healthscore.model import Model
 
 # gather and ReportData are importable from here, as before the data moved to portfolio
@@ -108,12 +108,11 @@ def write_report(
 
 
 def write_page(page: str, out: str | Path) -> Path:
-    """Write a rendered page to ``out``; a folder that is not there is our error, not Python's."""
+    """Write a rendered page to ``out``, atomically: a failure (a full disk, a folder that
+    is not there) is an :class:`~healthscore.errors.OutputError` naming the file, and
+    leaves the old page as it was, or no file."""
     path = Path(out)
-    try:
-        path.write_text(page, encoding="utf-8")
-    except OSError as e:
-        raise HealthscoreError(f"{path}: cannot write the report ({e.strerror})") from None
+    write_text_atomic(path, page, param="out")
     return path
 
 

@@ -38,11 +38,14 @@ stderr = Console(stderr=True)
 
 @contextmanager
 def console_to(path: Path | None) -> Iterator[Console]:
-    """A console printing to ``path`` (wide, no colour), or to stdout when None."""
+    """A console printing to ``path`` (wide, no colour), or to stdout when None; the file
+    is replaced only once everything is printed (see :mod:`healthscore.core.files`)."""
     if path is None:
         yield stdout
         return
-    with open(path, "w", encoding="utf-8") as f:
+    from healthscore.core.files import atomic_write
+
+    with atomic_write(path, param="out") as f:
         yield Console(file=f, width=200)
 
 

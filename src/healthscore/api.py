@@ -184,14 +184,22 @@ def model_path(model: str | Path | None = None) -> Path | None:
 
 
 def open_project(
-    db: str | Path | None = None, model: str | Path | None = None, scorecard: str | None = None
+    db: str | Path | None = None,
+    model: str | Path | None = None,
+    scorecard: str | None = None,
+    *,
+    read_only: bool = False,
 ) -> Project:
     """Open the existing store at ``db`` and the model file ``model`` (see
-    :func:`model_path`), seen through ``scorecard`` (default: ``health``)."""
+    :func:`model_path`), seen through ``scorecard`` (default: ``health``).
+
+    ``read_only`` (for a capability that only reads: scoring without storing, explain,
+    trends, compare, the report) opens a DuckDB store read-only, so it works where the
+    user may not write and beside other readers."""
     from healthscore.model import load_model
     from healthscore.store import connect
 
-    store = connect(db, create=False)
+    store = connect(db, create=False, read_only=read_only)
     return Project(store, load_model(model_path(model)).scorecard(scorecard))
 
 

@@ -54,7 +54,7 @@ def score_command(
         raise typer.BadParameter("parquet output needs --out FILE")
     if summary and format != ScoreFormat.table:
         raise typer.BadParameter("--summary prints a table; leave out --format")
-    project = api.open_project(db, model, scorecard)
+    project = api.open_project(db, model, scorecard, read_only=True)
     result = api.score_accounts(project.store, project.model, as_of, need_probability=summary)
     for text in result.warnings:
         terminal.warning(text)
@@ -85,7 +85,7 @@ def explain_command(
     scorecard: ScorecardOpt = None,
 ) -> None:
     """Show why one account has its score (or, with --vs, why it moved)."""
-    project = api.open_project(db, model, scorecard)
+    project = api.open_project(db, model, scorecard, read_only=True)
     result = api.explain_account(project.store, project.model, account, as_of, vs)
     for text in result.warnings:
         terminal.warning(text)
@@ -136,7 +136,7 @@ def trends_command(
     """List accounts by trend (from stored history): class, score now and then, change."""
     if raw and format != RowsFormat.csv:
         raise typer.BadParameter("--raw applies to --format csv")
-    project = api.open_project(db, model, scorecard)
+    project = api.open_project(db, model, scorecard, read_only=True)
     result = api.account_trends(project.store, project.model, as_of, class_)
     write_output(
         format,
@@ -165,7 +165,7 @@ def compare_command(
 ) -> None:
     """Compare a new model with the current one: band migration, biggest changes, history."""
     # both models are seen through --scorecard by the comparison itself
-    project = api.open_project(db, model)
+    project = api.open_project(db, model, read_only=True)
     result = api.compare_versions(
         project.store, project.model, vs, as_of, scorecard=scorecard, top=top
     )
@@ -190,7 +190,7 @@ def report_command(
     db: DbOpt = None,
 ) -> None:
     """Write the portfolio report: one self-contained HTML file with charts, opens offline."""
-    project = api.open_project(db, model)
+    project = api.open_project(db, model, read_only=True)
     result = api.write_report(project.store, project.model, out_file, as_of, top=top)
     for text in result.warnings:
         terminal.warning(text)

@@ -221,6 +221,8 @@ def test_cli_calibrate_prints_weights_and_the_held_out_comparison(demo, calibrat
         ],
     )
     assert res.exit_code == 0, res.output
+    assert res.output.lstrip().startswith("In plain words: the weights and the band thresholds")
+    assert "only what was known up to 2024-10-01" in res.output
     assert "(pillar)" in res.output and "bands: green 80 ->" in res.output
     assert "recall at equal false-positive rate" in res.output
     assert "held out" in res.output

@@ -126,7 +126,9 @@ def test_score_formats_agree(project):
     assert table.exit_code == 0, table.output
     assert "A1" in table.output and "enterprise" in table.output
     as_json = json.loads(run("score", *common, "--format", "json", cwd=project).output)
-    assert [r["account_id"] for r in as_json] == ["A1", "A2", "A3"]
+    # every format lists the accounts at risk first, as the table does
+    assert sorted(r["account_id"] for r in as_json) == ["A1", "A2", "A3"]
+    assert [r["score"] for r in as_json] == sorted(r["score"] for r in as_json)
     lines = as_json[0]["lines"]
     assert abs(sum(ln["contribution"] for ln in lines) - as_json[0]["score"]) < 1e-9
     out = project / "scores.parquet"
@@ -147,8 +149,8 @@ def test_explain_shows_pillars_metrics_and_missing_data(project):
     result = run("explain", "A2", "--as-of", "2025-01-01", cwd=project)
     assert result.exit_code == 0, result.output
     assert "A2 as of 2025-01-01 00:00 UTC" in result.output
-    assert "late_invoices_90d" in result.output
-    assert "nps_latest: no data; scored 50 by the neutral policy" in result.output
+    assert "Late invoices (90 days)" in result.output  # the metric's label, not its key
+    assert "NPS (latest): no data; scored 50 by the neutral policy" in result.output
     as_json = json.loads(
         run("explain", "A2", "--as-of", "2025-01-01", "-f", "json", cwd=project).output
     )
@@ -311,3 +313,135 @@ def test_a_flag_that_does_not_apply_is_a_usage_error_not_ignored(project):
     assert res.exit_code == 2 and "--horizon does not apply with --snapshot" in res.output
     res = run("calibrate", "--train-until", "2025-01-01", "--folds", "3", cwd=project)
     assert res.exit_code == 2 and "--folds does not apply without --snapshot" in res.output
+
+
+# --- real-world files through `healthscore load` (issues 13 and 15) ----------------------
+
+
+def load(tmp_path, table, name, content: str | bytes, *flags):
+    f = tmp_path / name
+    if isinstance(content, bytes):
+        f.write_bytes(content)
+    else:
+        f.write_text(content)
+    return run("load", table, f, *flags, "--db", tmp_path / "s.duckdb")
+
+
+def stored(tmp_path, table, column):
+    import healthscore as hs
+
+    return hs.connect(tmp_path / "s.duckdb").table(table)[column].to_pyarrow().to_pylist()
+
+
+def test_load_of_an_empty_file_is_an_error_not_zero_rows(tmp_path):
+    result = load(tmp_path, "accounts", "accounts.csv", "")
+    assert result.exit_code == 1
+    assert "accounts.csv: the file is empty (0 bytes): no header row" in result.output
+
+
+def test_load_of_a_file_mixing_crlf_and_lf_line_ends_loads_every_row(tmp_path):
+    text = b"account_id,name,created_at\r\nA1,Acme,2024-01-01\r\nA2,Bolt,2024-01-02\n"
+    result = load(tmp_path, "accounts", "accounts.csv", text)
+    assert result.exit_code == 0, result.output
+    assert "accounts: 2 inserted" in result.output
+    assert sorted(stored(tmp_path, "accounts", "name")) == ["Acme", "Bolt"]
+
+
+def test_load_names_the_spreadsheet_row_when_blank_lines_come_before_it(tmp_path):
+    text = "account_id,created_at\nA1,2024-01-01\n\n\nA2,someday\n"
+    result = load(tmp_path, "accounts", "accounts.csv", text)
+    assert result.exit_code == 1
+    assert "accounts.csv:5: created_at: not a date or timestamp (got 'someday'" in result.output
+
+
+def test_load_proposes_the_date_format_the_column_shows(tmp_path):
+    text = "account_id,created_at\nA1,03/15/2025\nA2,01/02/2024\n"
+    result = load(tmp_path, "accounts", "accounts.csv", text)
+    assert result.exit_code == 1
+    out = " ".join(result.output.split())
+    assert (
+        "hint: created_at has its month first (row 2: '03/15/2025'): pass --date-format %m/%d/%Y"
+        in out
+    )
+    assert "%d/%m/%Y" not in out
+    again = load(tmp_path, "accounts", "accounts.csv", text, "--date-format", "%m/%d/%Y")
+    assert again.exit_code == 0, again.output
+    assert sorted(map(str, stored(tmp_path, "accounts", "created_at"))) == [
+        "2024-01-02 00:00:00",
+        "2025-03-15 00:00:00",
+    ]
+
+
+def test_load_refuses_dates_the_file_cannot_order_and_asks_for_a_format(tmp_path):
+    result = load(tmp_path, "accounts", "a.csv", "account_id,created_at\nA1,01/02/2024\n")
+    assert result.exit_code == 1
+    out = " ".join(result.output.split())
+    assert "no date in created_at has a field above 12" in out
+    assert "pass --date-format %d/%m/%Y (day first) or %m/%d/%Y (month first)" in out
+
+
+def test_load_reads_money_as_people_write_it_with_number_format(tmp_path):
+    load(tmp_path, "accounts", "a.csv", "account_id,created_at\nA1,2024-01-01\n")
+    text = 'subscription_id,account_id,start_date,arr\nS1,A1,2024-01-01,"$6,000"\n'
+    refused = load(tmp_path, "subscriptions", "s.csv", text)
+    assert refused.exit_code == 1
+    out = " ".join(refused.output.split())
+    assert "s.csv:2: arr: not a number: ',' could separate thousands or decimals" in out
+    assert "pass --number-format 1,234.56 (thousands) or 1.234,56 (decimals)" in out
+    ok = load(tmp_path, "subscriptions", "s.csv", text, "--number-format", "1,234.56")
+    assert ok.exit_code == 0, ok.output
+    assert stored(tmp_path, "subscriptions", "arr") == [6000.0]
+    eu = 'subscription_id;account_id;start_date;arr\nS1;A1;2024-01-01;"6.000,00 €"\n'
+    again = load(tmp_path, "subscriptions", "s.csv", eu, "--number-format", "1.234,56")
+    assert "0 inserted, 0 updated, 1 unchanged" in again.output
+    spec = tmp_path / "spec.yaml"
+    spec.write_text('number_format: "1,234.56"\n')
+    us = 'subscription_id,account_id,start_date,arr\nS1,A1,2024-01-01,"1,234.5"\n'
+    with_spec = load(tmp_path, "subscriptions", "s.csv", us, "--spec", spec)
+    assert "1 updated" in with_spec.output
+    assert stored(tmp_path, "subscriptions", "arr") == [1234.5]
+
+
+def test_load_of_outcomes_without_an_id_derives_one_and_reloading_inserts_nothing(tmp_path):
+    text = "account_id,ts,kind,arr_delta\nA1,2024-03-01,renewed,100\nA2,2024-03-02,churned,\n"
+    first = load(tmp_path, "outcomes", "renewals.csv", text)
+    assert first.exit_code == 0, first.output
+    assert "outcomes: 2 inserted" in first.output
+    again = load(tmp_path, "outcomes", "renewals.csv", text)
+    assert "outcomes: 0 inserted, 0 updated, 2 unchanged" in again.output
+    # a later export correcting arr_delta updates the row instead of adding one
+    fixed = load(tmp_path, "outcomes", "renewals.csv", text.replace(",100", ",120"))
+    assert "outcomes: 0 inserted, 1 updated, 1 unchanged" in fixed.output
+
+
+def test_load_builds_the_id_from_the_columns_named_by_key(tmp_path):
+    text = "account_id,ts,kind\nA1,2024-03-01,renewed\nA1,2024-03-01,churned\n"
+    first = load(
+        tmp_path,
+        "touchpoints",
+        "t.csv",
+        text.replace("renewed", "call").replace("churned", "email"),
+        "--key",
+        "account_id,ts,kind",
+    )
+    assert first.exit_code == 0, first.output
+    assert len(set(stored(tmp_path, "touchpoints", "touchpoint_id"))) == 2
+    dup = load(tmp_path, "outcomes", "o.csv", text, "--key", "account_id,ts")
+    assert dup.exit_code == 1
+    assert (
+        "o.csv:3: account_id, ts: duplicate key (account_id, ts), first seen at row 2"
+        in " ".join(dup.output.split())
+    )
+    refused = load(
+        tmp_path, "accounts", "a.csv", "name,created_at\nX,2024-01-01\n", "--key", "name"
+    )
+    assert "accounts rows are identified by their account_id" in refused.output
+
+
+def test_load_names_a_column_renamed_away_as_the_cause(tmp_path):
+    text = "account_id,ts,kind\nA1,2024-03-01,churned\n"
+    result = load(tmp_path, "outcomes", "o.csv", text, "--map", "account_id=outcome_id")
+    assert result.exit_code == 1
+    out = " ".join(result.output.split())
+    assert "columns found: account_id (renamed outcome_id), ts, kind" in out
+    assert "--map account_id=outcome_id renamed the file's account_id away" in out

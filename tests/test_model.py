@@ -121,6 +121,32 @@ pillars:
     )
 
 
+def test_version_ignores_metric_labels_and_band_names_but_not_bands():
+    base = """
+metrics:
+  u: {from: usage_events, aggregate: count(), window: 30d%s}
+pillars:
+  usage: {weight: 1, metrics: {u: {weight: 1, bad: 0, good: 10}}}
+%s
+"""
+    plain = load_model_text(base % ("", "")).version
+    named = base % (", label: Events (30 days)", "band_names: {green: fine, red: at risk}")
+    assert load_model_text(named).version == plain
+    assert load_model_text(base % ("", "bands: {green: 70, yellow: 50}")).version != plain
+
+
+def test_every_metric_of_the_shipped_models_has_a_label():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    files = [None, *sorted((root / "examples").glob("*/healthscore.yaml"))]
+    assert len(files) >= 3
+    for f in files:
+        model = hs.load_model(f) if f is not None else hs.load_model()
+        unlabelled = [m for m, spec in model.spec.metrics.items() if not spec.label]
+        assert not unlabelled, f"{f or 'default model'}: no label for {unlabelled}"
+
+
 def test_a_column_outside_an_aggregate_call_is_a_model_error():
     with pytest.raises(hs.ModelError, match="column 'quantity' must be inside an aggregate"):
         load_model_text(

@@ -145,6 +145,9 @@ def test_cli_snapshot_backtest_and_calibrate(book):
     )
     assert run.exit_code == 0, run.output
     assert "on snapshot data" in run.output and "recall: flagged at the snapshot" in run.output
+    # it opens with one paragraph in plain words, whole on one line in a pipe
+    assert run.output.lstrip().startswith("In plain words: every account was scored once")
+    assert "how early a warning came.\n" in run.output.lstrip().splitlines(keepends=True)[0]
     run = CliRunner().invoke(
         app,
         ["calibrate", "--snapshot", "--db", db, "--model", model, "--bootstrap", "20",
@@ -152,6 +155,7 @@ def test_cli_snapshot_backtest_and_calibrate(book):
     )  # fmt: skip
     assert run.exit_code == 0, run.output
     assert "logistic regression (out of fold)" in run.output
+    assert run.output.lstrip().startswith("In plain words: the weights and the band thresholds")
     assert (d / "cli.yaml").exists()
     bad = CliRunner().invoke(app, ["calibrate", "--snapshot", "--train-until", "2024-01-01",
                                    "--db", db, "--model", model])  # fmt: skip

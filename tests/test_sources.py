@@ -174,12 +174,79 @@ def test_semicolon_separated_csv_is_recognised(tmp_path):
     assert col(read_source(f, "accounts"), "name") == ["Acme, Inc"]
 
 
-def test_file_not_in_utf8_is_reported_with_a_hint(tmp_path):
+def test_file_not_in_utf8_is_reported_with_its_line_and_a_hint(tmp_path):
     f = tmp_path / "a.csv"
     f.write_bytes("account_id,name,created_at\nA1,Café,2024-01-01\n".encode("latin-1"))
-    with pytest.raises(SourceError, match=msg(f"{f}: cannot read as CSV: ")) as e:
+    with pytest.raises(
+        SourceError,
+        match=msg(
+            f"{f}:2: not UTF-8 text (byte 0xe9 at character 7); hint: save the file as UTF-8"
+        ),
+    ):
         read_source(f, "accounts")
-    assert str(e.value).endswith("; hint: save the file as UTF-8")
+    g = tmp_path / "b.csv"
+    g.write_bytes("account_id,name,created_at\nA1,x,2024-01-01\n".encode("utf-16"))
+    with pytest.raises(SourceError, match=msg(f"{g}:1: the file is UTF-16 text; hint: save")):
+        read_source(g, "accounts")
+
+
+def test_mixed_line_endings_load(tmp_path):
+    """A CRLF file whose last line was appended with LF (or the other way round)."""
+    for i, text in enumerate(
+        [
+            'account_id,name,created_at\r\nA1,"Acme, Inc",2024-01-01\r\nA2,Globex,2024-01-02\n',
+            "account_id,name,created_at\nA1,Acme,2024-01-01\r\n\r\nA2,Globex,2024-01-02\r\n",
+        ]
+    ):
+        f = tmp_path / f"m{i}.csv"
+        f.write_bytes(text.encode())
+        batch = read_source(f, "accounts")
+        assert col(batch, "account_id") == ["A1", "A2"]
+        assert col(batch, "name")[1] == "Globex"
+        assert col(batch, "created_at")[1] == dt.datetime(2024, 1, 2)
+
+
+def test_mixed_line_endings_with_a_bad_row_name_the_row_not_the_encoding(tmp_path):
+    f = tmp_path / "m.csv"
+    f.write_bytes(b"account_id,name,created_at\r\nA1,x,2024-01-01\r\nA2,y\n")
+    with pytest.raises(SourceError) as e:
+        read_source(f, "accounts")
+    assert str(e.value) == f"{f}:3: has 2 fields, the header has 3"
+
+
+def test_a_quote_never_closed_is_named_by_its_line(tmp_path):
+    f = write(
+        tmp_path / "a.csv", 'account_id,name,created_at\nA1,"Acme,2024-01-01\nA2,y,2024-01-02\n'
+    )
+    with pytest.raises(
+        SourceError, match=msg(f"{f}:2: a quoted value opened on this line is never closed")
+    ):
+        read_source(f, "accounts")
+    g = write(tmp_path / "b.csv", 'account_id,name,created_at\nA1,"Acme "Big" Inc",2024-01-01\n')
+    with pytest.raises(SourceError, match=msg(f"{g}:2: a quote inside a quoted value")):
+        read_source(g, "accounts")
+
+
+def test_quoted_values_keep_no_quotes_beside_a_literal_inch_mark(tmp_path):
+    f = write(
+        tmp_path / "a.csv",
+        'account_id,name,created_at\nA1,"Acme, Inc",2024-01-01\nA2,5" Co,2024-01-01\n',
+    )
+    assert col(read_source(f, "accounts"), "name") == ["Acme, Inc", '5" Co']
+
+
+def test_row_numbers_count_blank_lines_as_a_spreadsheet_does(tmp_path):
+    f = write(
+        tmp_path / "u.csv",
+        'user_id,account_id,created_at\nU1,A1,2024-01-01\n\nU2,A1,"2024-01-02"\n\n\n'
+        "U3,A1,soon\nU1,A1,2024-01-01\n",
+    )
+    with pytest.raises(SourceError) as e:
+        read_source(f, "users")
+    assert [(p.row, p.column) for p in e.value.problems] == [(7, "created_at"), (8, "user_id")]
+    assert "duplicate user_id, first seen at row 2" in str(e.value)
+    batch = read_source(f, "users", allow_rejects=True)
+    assert batch.reject_rows.column("_row").to_pylist() == [7, 8]
 
 
 def test_header_only_file_gives_an_empty_batch(tmp_path):
@@ -191,10 +258,19 @@ def test_header_only_file_gives_an_empty_batch(tmp_path):
     ]  # fmt: skip
 
 
-def test_zero_byte_file_gives_an_empty_batch(tmp_path):
-    for name in ("a.csv", "a.jsonl"):
-        batch = read_source(write(tmp_path / name, ""), "accounts")
-        assert batch.rows_read == 0 and batch.data.num_rows == 0
+def test_a_file_without_a_header_is_an_error(tmp_path):
+    f = write(tmp_path / "a.csv", "")
+    with pytest.raises(SourceError, match=msg(f"{f}: the file is empty (0 bytes): no header row")):
+        read_source(f, "accounts")
+    j = write(tmp_path / "a.jsonl", "")
+    with pytest.raises(SourceError, match=msg(f"{j}: the file is empty (0 bytes); hint:")):
+        read_source(j, "accounts")
+    b = write(tmp_path / "b.csv", "\ufeff\n \r\n\n")
+    with pytest.raises(SourceError, match=msg(f"{b}: the file holds only blank lines: no header")):
+        read_source(b, "accounts")
+    h = write(tmp_path / "h.csv", "\naccount_id,created_at\nA1,2024-01-01\n")
+    with pytest.raises(SourceError, match=msg(f"{h}:1: the first line is blank")):
+        read_source(h, "accounts")
 
 
 # ------------------------------------------------------------------- columns, mapping
@@ -462,16 +538,73 @@ def test_numbers_are_parsed_and_negative_amounts_are_valid(tmp_path):
     assert col(read_source(f, "invoices"), "amount") == [1234.5, -20.0, 1000.0, 0.5, 7.0]
 
 
-def test_thousands_separator_is_refused_and_says_why(tmp_path):
-    f = write(tmp_path / "i.csv", 'invoice_id,account_id,due_at,amount\nI1,A1,2024-01-01,"1,234"\n')
+def amounts(tmp_path, *values: str) -> Path:
+    rows = "".join(f'I{i},A1,2024-01-01,"{v}"\n' for i, v in enumerate(values, start=1))
+    return write(tmp_path / "i.csv", "invoice_id,account_id,due_at,amount\n" + rows)
+
+
+def test_a_lone_thousands_comma_is_refused_and_the_hint_names_both_formats(tmp_path):
+    f = amounts(tmp_path, "1,234", "$6,000")
+    with pytest.raises(SourceError) as e:
+        read_source(f, "invoices")
+    assert (
+        f"{f}:2: amount: not a number: ',' could separate thousands or decimals (got '1,234', "
+        "expected a number like 1234.5); hint: no number in amount shows whether ',' "
+        "separates thousands or decimals (row 2: '1,234'): pass `number_format` 1,234.56 "
+        "(thousands) or 1.234,56 (decimals)"
+    ) in str(e.value)
+    assert col(read_source(f, "invoices", number_format="1,234.56"), "amount") == [1234, 6000]
+    assert col(read_source(f, "invoices", number_format="1.234,56"), "amount") == [1.234, 6.0]
+
+
+def test_money_as_people_write_it_loads_with_its_number_format(tmp_path):
+    us = amounts(tmp_path, "$6,000", "1,234.5", "-$1,234.50", "USD 12", " 7 ")
+    got = col(read_source(us, "invoices", number_format="1,234.56"), "amount")
+    assert got == [6000, 1234.5, -1234.5, 12, 7]
+    eu = amounts(tmp_path, "6.000,00 €", "12,5", "EUR 1.234.567,8", "-3")
+    got = col(read_source(eu, "invoices", number_format="1.234,56"), "amount")
+    assert got == [6000, 12.5, 1234567.8, -3]
+    fr = amounts(tmp_path, "6 000,00 €", "1\u202f234,5", "12")
+    assert col(read_source(fr, "invoices", number_format="1 234,56"), "amount") == [
+        6000,
+        1234.5,
+        12,
+    ]
+
+
+def test_numbers_that_show_their_format_load_by_default(tmp_path):
+    f = amounts(tmp_path, "1,234.5", "$500", "£1,234,567", "-$12.50")
+    assert col(read_source(f, "invoices"), "amount") == [1234.5, 500, 1234567, -12.5]
+
+
+def test_a_column_written_the_european_way_asks_for_its_format(tmp_path):
+    f = amounts(tmp_path, "12", "6.000,00 €")
     with pytest.raises(
         SourceError,
         match=msg(
-            f"{f}:2: amount: not a number: ',' is not accepted as a thousands or decimal "
-            "separator (got '1,234', expected a number like 1234.5)"
+            f"{f}:3: amount: not a number (got '6.000,00 €', expected a number like 1234.5); "
+            "hint: amount writes numbers as 1.234,56 (row 3: '6.000,00 €'): pass "
+            "`number_format` 1.234,56"
         ),
     ):
         read_source(f, "invoices")
+
+
+def test_a_column_mixing_two_number_formats_is_refused(tmp_path):
+    f = amounts(tmp_path, "6,000.00", "6.000,00")
+    with pytest.raises(SourceError, match=msg("amount mixes numbers written 1,234.56 (row 2:")):
+        read_source(f, "invoices")
+
+
+def test_a_number_not_in_the_given_format_is_refused(tmp_path):
+    f = amounts(tmp_path, "1.5")
+    with pytest.raises(
+        SourceError,
+        match=msg("amount: not a number written 1.234,56 (got '1.5', expected a number written"),
+    ):
+        read_source(f, "invoices", number_format="1.234,56")
+    with pytest.raises(SourceError, match=msg("`number_format` '1,2' is not a number format")):
+        read_source(f, "invoices", number_format="1,2")
 
 
 @pytest.mark.parametrize("value", ["inf", "-Infinity", "NaN", "1e999"])
@@ -484,8 +617,8 @@ def test_non_finite_numbers_are_refused(tmp_path, value):
 
 
 def test_text_in_a_number_column_is_refused(tmp_path):
-    f = write(tmp_path / "i.csv", "invoice_id,account_id,due_at,amount\nI1,A1,2024-01-01,12 EUR\n")
-    with pytest.raises(SourceError, match=msg(f"{f}:2: amount: not a number (got '12 EUR'")):
+    f = write(tmp_path / "i.csv", "invoice_id,account_id,due_at,amount\nI1,A1,2024-01-01,12 kg\n")
+    with pytest.raises(SourceError, match=msg(f"{f}:2: amount: not a number (got '12 kg'")):
         read_source(f, "invoices")
 
 
@@ -558,17 +691,40 @@ def test_bad_date_is_reported_with_file_row_and_column(tmp_path):
     assert (p.file, p.row, p.column, p.got) == (str(f), 3, "created_at", "2024-02-30")
 
 
-def test_day_month_dates_need_a_date_format_and_say_so(tmp_path):
+def test_day_month_dates_the_file_cannot_order_are_refused_naming_both_formats(tmp_path):
     f = write(tmp_path / "u.csv", "user_id,account_id,created_at\nU1,A1,03/04/2024\n")
     with pytest.raises(
         SourceError,
         match=msg(
             f"{f}:2: created_at: not a date or timestamp (got '03/04/2024', expected an ISO "
             "8601 date or time like 2024-03-01 or 2024-03-01T12:00:00Z); "
-            "hint: pass `date_format`, e.g. %d/%m/%Y"
+            "hint: no date in created_at has a field above 12, so the file cannot tell "
+            "whether '03/04/2024' (row 2: '03/04/2024') is day first or month first: pass "
+            "`date_format` %d/%m/%Y (day first) or %m/%d/%Y (month first)"
         ),
     ):
         read_source(f, "users")
+
+
+@pytest.mark.parametrize(
+    ("dates", "hint"),
+    [
+        (["03/15/2025", "01/02/2024"], "created_at has its month first (row 2: '03/15/2025'): "
+         "pass `date_format` %m/%d/%Y"),
+        (["01/02/2024", "15/03/2025"], "created_at has its day first (row 3: '15/03/2025'): "
+         "pass `date_format` %d/%m/%Y"),
+        (["01.02.24 09:30", "15.03.25 10:00"], "pass `date_format` %d.%m.%y %H:%M"),
+        (["15/03/2025", "03/15/2025"], "created_at mixes day-first (row 2: '15/03/2025') and "
+         "month-first (row 3: '03/15/2025') dates"),
+    ],
+)  # fmt: skip
+def test_the_date_format_hint_is_drawn_from_the_columns_evidence(tmp_path, dates, hint):
+    rows = "".join(f"U{i},A1,{d}\n" for i, d in enumerate(dates))
+    f = write(tmp_path / "u.csv", "user_id,account_id,created_at\n" + rows)
+    with pytest.raises(SourceError) as e:
+        read_source(f, "users")
+    assert all(hint in p.hint for p in e.value.problems), str(e.value)
+    assert "%d/%m/%Y" not in str(e.value) or "day" in hint
 
 
 def test_date_format_reads_day_first_or_month_first_dates(tmp_path):
@@ -778,7 +934,7 @@ def test_write_rejects_writes_csv_with_reason(tmp_path):
             "_row": "3",
             "_reason": "created_at: not a date or timestamp (got '31/12/2024', expected an ISO "
             "8601 date or time like 2024-03-01 or 2024-03-01T12:00:00Z); "
-            "hint: pass `date_format`, e.g. %d/%m/%Y",
+            "hint: created_at has its day first (row 3: '31/12/2024'): pass `date_format` %d/%m/%Y",
             "user_id": "U2",
             "account_id": "A1",
             "created_at": "31/12/2024",

@@ -23,13 +23,13 @@ SERIES = {
 }
 
 
-def _store(*models):
-    """A store whose history holds SERIES for each of ``models``."""
-    store = hs.connect("duckdb://")
+def _store(*models, series=SERIES, url="duckdb://"):
+    """A store whose history holds ``series`` for each of ``models``."""
+    store = hs.connect(url)
     history.ensure_tables(store)
     rows = []
     for model in models:
-        for acc, scores in SERIES.items():
+        for acc, scores in series.items():
             for i, score in enumerate(reversed(scores)):
                 band = "green" if score >= 80 else "yellow" if score >= 50 else "red"
                 rows.append(
@@ -110,3 +110,30 @@ def test_filter_by_class_and_unknown_class(store_with_series):
     assert [r["account_id"] for r in only] == ["climb"]
     with pytest.raises(hs.ScoringError, match="unknown trend class 'falling'"):
         trends.classify(store, model, D, "falling")
+
+
+def test_a_rapid_decline_row_shows_the_peak_it_fell_from_and_when(tmp_path):
+    """Scored 60 a month ago, 85 two weeks ago, 62 now: +2 on the month, 23 below the peak."""
+    from typer.testing import CliRunner
+
+    from healthscore.cli import app
+
+    model = hs.load_model()
+    db = tmp_path / "h.duckdb"
+    _store(model, series={"spike": [60, 60, 60, 60, 85, 84, 62]}, url=str(db)).close()
+    args = ["trends", "--db", str(db), "--as-of", f"{D:%Y-%m-%d}", "--class", "rapid_decline"]
+    model_file = tmp_path / "healthscore.yaml"
+    model_file.write_text(hs.model.default_model_text())
+    out = CliRunner().invoke(app, [*args, "--model", str(model_file)], env={"COLUMNS": "80"})
+    assert out.exit_code == 0, out.output
+    row = next(ln for ln in out.output.splitlines() if ln.startswith("spike"))
+    peak_on = D - timedelta(weeks=2)
+    assert row.split()[:6] == [
+        "spike",
+        "rapid_decline",
+        "62.0",
+        "yellow",
+        "85.0",
+        f"{peak_on:%Y-%m-%d}",
+    ]
+    assert "30d peak" in out.output and "peak on" in out.output

@@ -247,14 +247,23 @@ def load_plan(
     mapping: list[str] | tuple[str, ...] = (),
     constants: list[str] | tuple[str, ...] = (),
     date_format: str | None = None,
+    number_format: str | None = None,
+    key: str | None = None,
 ) -> LoadSpec:
     """How to load a file into ``table``: the load spec file ``spec`` with ``mapping``
-    (``source=canonical`` items), ``constants`` (``column=value`` items) and
-    ``date_format`` added; where they disagree the arguments win."""
-    from healthscore.sources import LoadSpec, parse_constants, parse_mapping, read_spec
+    (``source=canonical`` items), ``constants`` (``column=value`` items),
+    ``date_format``, ``number_format`` and ``key`` (``col,col``) added; where they
+    disagree the arguments win."""
+    from healthscore.sources import LoadSpec, parse_constants, parse_key, parse_mapping, read_spec
 
     plan = read_spec(spec, table) if spec else LoadSpec()
-    return plan.with_flags(parse_mapping(mapping), parse_constants(constants), date_format)
+    return plan.with_flags(
+        parse_mapping(mapping),
+        parse_constants(constants),
+        date_format,
+        number_format=number_format,
+        key=parse_key(key),
+    )
 
 
 def load_table(
@@ -265,11 +274,13 @@ def load_table(
     *,
     rejects: str | Path | None = None,
     account_from: str | None = None,
+    progress: Progress | None = None,
     raw: bool = False,
 ) -> LoadResult:
-    """Load ``file`` into ``table`` following ``plan`` (see :func:`load_plan`); invalid
-    rows go to the CSV file ``rejects`` when given (written as they are with ``raw``,
-    else with formula-like text neutralized for spreadsheets)."""
+    """Load ``file`` into ``table`` following ``plan`` (see :func:`load_plan`);
+    ``progress(step, fraction)`` hears of each step of a long load. Invalid rows go to
+    the CSV file ``rejects`` when given (written as they are with ``raw``, else with
+    formula-like text neutralized for spreadsheets)."""
     from healthscore.sources import LoadSpec
     from healthscore.sources.load import load_file
 
@@ -280,10 +291,13 @@ def load_table(
         file,
         plan.mapping,
         date_format=plan.date_format,
+        number_format=plan.number_format,
+        key=plan.key,
         rejects=rejects,
         account_from=account_from,
         constants=plan.constants,
         values=plan.values,
+        progress=progress,
         raw=raw,
     )
 
@@ -304,21 +318,55 @@ class ScoreResult:
     model: Model
     as_of: datetime
     warnings: list[str] = field(default_factory=list)
+    total: int | None = None  # accounts scored before the filters (None: not filtered)
+    sort: str = "score"
 
     def to_dict(self) -> list[dict]:
-        """One nested object per account: its lines per metric and rule."""
+        """One nested object per account: its lines per metric and rule, and its name,
+        ARR in force and renewal date when the list has them."""
         from healthscore.engine.explain import long_rows
+        from healthscore.portfolio import FACTS
 
-        return [long_rows(self.model, r) for r in self.scores.to_pylist()]
+        out = []
+        for r in self.scores.to_pylist():
+            row = long_rows(self.model, r)
+            facts = {k: r[k] for k in FACTS if k in r}
+            if "renewal_date" in facts and facts["renewal_date"] is not None:
+                facts["renewal_date"] = facts["renewal_date"].isoformat()
+            out.append({**row, **facts})
+        return out
 
 
 def score_accounts(
-    store: Store, model: Model, as_of=None, *, need_probability: bool = False
+    store: Store,
+    model: Model,
+    as_of=None,
+    *,
+    need_probability: bool = False,
+    sort: str | None = None,
+    bands: list[str] | None = None,
+    segment: str | None = None,
+    csm: str | None = None,
+    limit: int | None = None,
 ) -> ScoreResult:
     """Score every account as of ``as_of`` (default now); ``need_probability`` fails
-    early when the model has no fitted ``probability:`` section."""
+    early when the model has no fitted ``probability:`` section.
+
+    With any of ``sort`` (score, arr, renewal, name), ``bands`` (green/yellow/red or
+    the scorecard's names for them), ``segment``, ``csm`` or ``limit``, the scores are
+    the account list of :func:`healthscore.portfolio.account_list`: each row with its
+    name, ARR in force and renewal date, filtered and sorted (score: the end that needs
+    attention first); otherwise one row per account by account id."""
     from healthscore.core.time import parse_as_of
     from healthscore.engine.asof import score
+
+    wanted = None
+    if bands is not None:
+        wanted = [model.band_of_name(b) for b in bands]
+        if None in wanted:
+            bad = [b for b, w in zip(bands, wanted, strict=True) if w is None]
+            names = ", ".join(f"{model.band_name(b)}" for b in ("green", "yellow", "red"))
+            raise ArgumentError(f"`bands` {', '.join(bad)}: not a band of this scorecard ({names})")
 
     if need_probability and model.spec.probability is None:
         raise HealthscoreError(
@@ -327,7 +375,23 @@ def score_accounts(
         )
     d = parse_as_of(as_of)
     warnings = _freshness(store, [model], d)
-    return ScoreResult(score(store, model, d), model, d, warnings)
+    scores = score(store, model, d)
+    if sort is None and wanted is None and segment is None and csm is None and limit is None:
+        return ScoreResult(scores, model, d, warnings)
+    from healthscore.portfolio import account_facts, account_list
+
+    sort = sort or "score"
+    listed = account_list(
+        model,
+        scores,
+        account_facts(store, d),
+        sort=sort,
+        bands=wanted,
+        segment=segment,
+        csm=csm,
+        limit=limit,
+    )
+    return ScoreResult(listed, model, d, warnings, total=scores.num_rows, sort=sort)
 
 
 @dataclass

@@ -214,15 +214,119 @@ def _subscriptions(store: Store):
     return subs
 
 
+def _in_force(subs, d: datetime):
+    """Per account with a subscription in force at ``d``: the ARR summed over them and
+    the renewal date (the earliest end date; null when all are open-ended)."""
+    subs = subs.filter(in_force(subs, "subscriptions", ibis.literal(d, type="timestamp")))
+    return subs.group_by("account_id").aggregate(
+        arr=subs.arr.sum(), renewal_date=subs.end_date.min()
+    )
+
+
 def _arr_in_force(store: Store, d: datetime) -> dict[str, float] | None:
     """ARR per account: the sum over its subscriptions in force at ``d``."""
     subs = _subscriptions(store)
     if subs is None:
         return None
-    subs = subs.filter(in_force(subs, "subscriptions", ibis.literal(d, type="timestamp")))
-    per = subs.group_by("account_id").aggregate(arr=subs.arr.sum())
-    rows = store.execute(per).to_pylist()
+    rows = store.execute(_in_force(subs, d)).to_pylist()
     return {r["account_id"]: float(r["arr"]) for r in rows}
+
+
+#: what :func:`account_list` adds to each scored row
+FACTS = ("account_name", "arr_in_force", "renewal_date")
+#: how :func:`account_list` can sort
+SORTS = ("score", "arr", "renewal", "name")
+
+
+def account_facts(store: Store, d: datetime) -> dict[str, dict]:
+    """Per account: its name (accounts), the ARR in force at ``d`` and the renewal date
+    (subscriptions), as :data:`FACTS`; ARR and renewal are None without a subscription
+    in force (or without an ARR on it)."""
+    names = {k: r.get("name") for k, r in _accounts(store).items()}
+    subs = store.execute(_in_force(store.table("subscriptions"), d)).to_pylist()
+    in_force = {r["account_id"]: r for r in subs}
+    out = {}
+    for k in names.keys() | in_force.keys():
+        sub = in_force.get(k, {})
+        arr = sub.get("arr")
+        out[k] = {
+            "account_name": names.get(k),
+            "arr_in_force": None if arr is None else float(arr),
+            "renewal_date": sub.get("renewal_date"),
+        }
+    return out
+
+
+def account_list(
+    model: Model,
+    scores,
+    facts: dict[str, dict],
+    *,
+    sort: str = "score",
+    bands: list[str] | None = None,
+    segment: str | None = None,
+    csm: str | None = None,
+    limit: int | None = None,
+):
+    """The scored accounts as a CS team reads them: each row with its name, ARR in force
+    and renewal date (:data:`FACTS`), only those of ``bands`` (green/yellow/red),
+    ``segment`` and ``csm`` (compared case- and space-insensitively), sorted and cut
+    to ``limit`` rows.
+
+    ``sort``: ``score`` puts the end of the scorecard that needs attention first
+    (lowest score for health, highest for a readiness scorecard such as expansion, see
+    :attr:`Model.highest_first`), ``arr`` the largest ARR first, ``renewal`` the
+    soonest renewal first, ``name`` the account name A-Z. Rows without the value go
+    last; ties are broken by account id.
+
+    Returns
+    -------
+    pyarrow.Table
+        ``scores``' columns plus :data:`FACTS`, in that order.
+    """
+    import pyarrow as pa
+
+    if sort not in SORTS:
+        raise HealthscoreError(f"`sort` {sort!r}: not one of {', '.join(SORTS)}")
+    ids = scores["account_id"].to_pylist()
+    empty = dict.fromkeys(FACTS)
+    rows = [facts.get(k, empty) for k in ids]
+    types = {"account_name": pa.string(), "arr_in_force": pa.float64()}
+    for col in FACTS:
+        if col not in scores.column_names:
+            values = [r[col] for r in rows]
+            kind = types.get(col, pa.timestamp("us"))
+            scores = scores.append_column(col, pa.array(values, kind))
+    keep = list(range(scores.num_rows))
+    for col, wanted in (("band", bands), ("segment", segment), ("csm", csm)):
+        if wanted is None:
+            continue
+        allowed = {_key(w) for w in ([wanted] if isinstance(wanted, str) else wanted)}
+        values = scores[col].to_pylist()
+        known = {_key(v): v for v in values if v is not None}
+        unknown = sorted(a for a in allowed if a not in known)
+        if col != "band" and unknown:
+            raise HealthscoreError(
+                f"`{col}` {wanted!r}: no scored account has it",
+                hint=f"{col} values: " + ", ".join(sorted(map(str, known.values()))),
+            )
+        keep = [i for i in keep if _key(values[i]) in allowed]
+    data = scores.to_pylist()
+    hi = model.highest_first
+    key = {
+        "score": lambda r: (r["score"] is None, -(r["score"] or 0) if hi else (r["score"] or 0)),
+        "arr": lambda r: (r["arr_in_force"] is None, -(r["arr_in_force"] or 0)),
+        "renewal": lambda r: (r["renewal_date"] is None, r["renewal_date"] or 0),
+        "name": lambda r: (r["account_name"] is None, (r["account_name"] or "").casefold()),
+    }[sort]
+    keep.sort(key=lambda i: (key(data[i]), data[i]["account_id"]))
+    if limit is not None:
+        keep = keep[:limit]
+    return scores.take(pa.array(keep, pa.int64()))
+
+
+def _key(v) -> str | None:
+    return None if v is None else " ".join(str(v).split()).casefold()
 
 
 def _band_rows(live: list[dict], arr: dict[str, float] | None) -> list[BandRow]:

@@ -108,6 +108,7 @@ ALIASES = {
     "report": "--out",
     "start": "--from",
     "trend": "--class",
+    "bands": "--band",
 }
 _BACKTICKED = re.compile(r"`([a-z_][a-z0-9_]*)`")
 

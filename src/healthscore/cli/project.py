@@ -47,8 +47,8 @@ def load_command(
     spec: Annotated[
         Path | None,
         typer.Option(
-            help="a YAML load spec holding map:, set:, date_format: and value maps "
-            "(see docs/data.md); --map, --set and --date-format add to it and win"
+            help="a YAML load spec holding map:, set:, date_format:, number_format:, key: "
+            "and value maps (see docs/data.md); the flags add to it and win"
         ),
     ] = None,
     rejects: Annotated[
@@ -58,6 +58,21 @@ def load_command(
     raw: RawOpt = False,
     date_format: Annotated[
         str | None, typer.Option(help="strptime format for ambiguous dates, e.g. %d/%m/%Y")
+    ] = None,
+    number_format: Annotated[
+        str | None,
+        typer.Option(
+            help="how numbers are written: 1,234.56, 1.234,56, 1 234,56 or 1 234.56 "
+            "(currency symbols and codes are dropped); needed when a column's numbers "
+            "cannot tell, e.g. only $6,000"
+        ),
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            help="the file has no id column: build it from these columns, e.g. "
+            "--key account_id,ts,kind (event tables without one derive it from the row)"
+        ),
     ] = None,
     set_: Annotated[
         list[str] | None,
@@ -83,11 +98,19 @@ def load_command(
     # the plan first: a bad spec or --map leaves no empty store behind
     if raw and rejects is None:
         raise typer.BadParameter("--raw is how the --rejects file is written; give --rejects")
-    plan = api.load_plan(table, spec, map_ or [], set_ or [], date_format)
+    plan = api.load_plan(table, spec, map_ or [], set_ or [], date_format, number_format, key)
     store = api.connect(db)
-    result = api.load_table(
-        store, table, file, plan, rejects=rejects, account_from=account_from, raw=raw
-    )
+    with terminal.progress_bar(terminal.stderr) as progress:
+        result = api.load_table(
+            store,
+            table,
+            file,
+            plan,
+            rejects=rejects,
+            account_from=account_from,
+            progress=progress,
+            raw=raw,
+        )
     terminal.stdout.print(str(result))
     for text in result.warnings:
         terminal.warning(text)

@@ -9,6 +9,7 @@ from :mod:`healthscore.views.terminal`. Every command with ``--format`` also tak
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -32,6 +33,15 @@ from healthscore.cli.common import (
 from healthscore.views import terminal
 
 
+class Sort(StrEnum):
+    """How ``score`` orders the accounts."""
+
+    score = "score"
+    arr = "arr"
+    renewal = "renewal"
+    name = "name"
+
+
 def score_command(
     as_of: AsOfOpt = None,
     model: ModelOpt = None,
@@ -45,9 +55,28 @@ def score_command(
             "--summary", help="only the ARR at risk per segment and CSM (needs fit-probability)"
         ),
     ] = False,
+    sort: Annotated[
+        Sort,
+        typer.Option(
+            help="score: the accounts that need attention first (health: lowest score; "
+            "a readiness scorecard such as expansion: highest); arr: largest first; "
+            "renewal: soonest first; name: A-Z"
+        ),
+    ] = Sort.score,
+    band: Annotated[
+        str | None,
+        typer.Option(
+            help="only these bands, comma-separated: red,yellow (or the scorecard's names)"
+        ),
+    ] = None,
+    segment: Annotated[str | None, typer.Option(help="only this segment")] = None,
+    csm: Annotated[str | None, typer.Option(help="only this CSM's accounts")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="only the first N accounts")] = None,
     raw: RawOpt = False,
 ) -> None:
-    """Score every account as of a date (point-in-time) and print or write the scores."""
+    """Score every account as of a date (point-in-time) and list them, those that need
+    attention first: name, CSM, ARR, renewal, score and band (CSV, JSON and Parquet keep
+    every column; the filters and the order apply to them too)."""
     if raw and format != ScoreFormat.csv:
         raise typer.BadParameter("--raw applies to --format csv")
     if format == ScoreFormat.parquet and out_file is None:
@@ -55,7 +84,17 @@ def score_command(
     if summary and format != ScoreFormat.table:
         raise typer.BadParameter("--summary prints a table; leave out --format")
     project = api.open_project(db, model, scorecard, read_only=True)
-    result = api.score_accounts(project.store, project.model, as_of, need_probability=summary)
+    result = api.score_accounts(
+        project.store,
+        project.model,
+        as_of,
+        need_probability=summary,
+        sort=sort.value,
+        bands=[b for b in band.split(",") if b.strip()] if band is not None else None,
+        segment=segment,
+        csm=csm,
+        limit=limit,
+    )
     for text in result.warnings:
         terminal.warning(text)
     if summary:
@@ -67,7 +106,9 @@ def score_command(
         out_file,
         result,
         rows=result.scores,
-        render=lambda console: terminal.render_scores(console, result.scores, result.model),
+        render=lambda console: terminal.render_scores(
+            console, result.scores, result.model, total=result.total, sort=result.sort
+        ),
         raw=raw,
     )
 
@@ -143,7 +184,9 @@ def trends_command(
         out_file,
         result,
         rows=result.trends,
-        render=lambda console: terminal.render_trends(console, result.trends, result.as_of),
+        render=lambda console: terminal.render_trends(
+            console, result.trends, result.as_of, project.model
+        ),
         raw=raw,
     )
 

@@ -241,8 +241,21 @@ TABLES: dict[str, Table] = {
     ]
 }
 
-#: Tables whose primary key may be derived from the row's content when a file has none.
-DERIVABLE_KEYS = frozenset({"usage_events"})
+#: Event tables whose primary key is derived from the row's content when a file has none:
+#: the md5 of these columns' values and the row's occurrence among identical ones. The
+#: columns are what identifies an event, not what may be corrected later (an invoice's
+#: paid_at, an outcome's arr_delta), so a later export of a row updates it.
+DERIVED_KEY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "usage_events": ("account_id", "user_id", "event", "ts", "quantity"),
+    "invoices": ("account_id", "issued_at", "due_at", "amount"),
+    "surveys": ("account_id", "user_id", "ts", "kind"),
+    "touchpoints": ("account_id", "ts", "kind"),
+    "outcomes": ("account_id", "ts", "kind"),
+}
+DERIVABLE_KEYS = frozenset(DERIVED_KEY_COLUMNS)
+#: Tables whose key may be built from named columns (``key``): every table whose key no
+#: other table refers to (accounts, users and subscriptions are referred to by theirs).
+KEYABLE = DERIVABLE_KEYS | {"tickets", "flags"}
 
 
 def get_table(name: str) -> Table:

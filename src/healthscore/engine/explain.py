@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
+from healthscore.core.values import value_text
 from healthscore.engine.metrics import RULE
 from healthscore.engine.scoring import CLAMP, CONTRIB, MISSING, NORM, PILLAR, WEIGHT
 from healthscore.model import Model
@@ -26,6 +27,12 @@ class MetricLine:
     contribution: float
     missing: str | None  # policy applied when the metric had no data, else None
     description: str | None = None
+    label: str | None = None  # what people read (the model's `label`, else the key)
+    unit: str | None = None
+
+    @property
+    def shown(self) -> str:
+        return self.label or self.metric
 
 
 @dataclass
@@ -68,6 +75,7 @@ class Explanation:
     # the model's calibrated probability of its outcome within its horizon (None without one)
     probability: float | None = None
     probability_of: str | None = None  # e.g. "churn within 90d"
+    band_name: str | None = None  # what the band is called in this scorecard (e.g. ready)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -84,15 +92,13 @@ class Explanation:
         out = []
         for m in self.metrics:
             if m.missing == "fill":
-                out.append(f"{m.metric}: no data; the model's fill value {m.raw!r} was used")
+                out.append(f"{m.shown}: no data; the model's fill value {m.raw!r} was used")
             elif m.missing == "reweight":
                 out.append(
-                    f"{m.metric}: no data; its weight was shared among the rest of {m.pillar}"
+                    f"{m.shown}: no data; its weight was shared among the rest of {m.pillar}"
                 )
             elif m.missing:
-                out.append(
-                    f"{m.metric}: no data; scored {m.normalized:g} by the {m.missing} policy"
-                )
+                out.append(f"{m.shown}: no data; scored {m.normalized:g} by the {m.missing} policy")
         return out
 
 
@@ -116,6 +122,8 @@ def from_row(model: Model, row: dict[str, Any]) -> Explanation:
                 contribution=row[m + CONTRIB],
                 missing=row[m + MISSING],
                 description=model.spec.metrics[m].description,
+                label=model.metric_label(m),
+                unit=model.metric_unit(m),
             )
         )
     pillars = [
@@ -151,6 +159,7 @@ def from_row(model: Model, row: dict[str, Any]) -> Explanation:
         base_score=row.get("base_score", row["score"]),
         signals=(row.get("signals") or "").split(",") if row.get("signals") else [],
         band_forced_by=row.get("band_forced_by"),
+        band_name=model.band_name(row["band"]),
         **_probability(model, row),
     )
 
@@ -184,6 +193,8 @@ def from_stored(model: Model, row: dict[str, Any], lines: list[dict[str, Any]]) 
                 ln.get("contribution") or 0.0,
                 ln.get("missing"),
                 model.spec.metrics[m].description,
+                model.metric_label(m),
+                model.metric_unit(m),
             )
         )
     pillars = [
@@ -224,6 +235,7 @@ def from_stored(model: Model, row: dict[str, Any], lines: list[dict[str, Any]]) 
         base_score=None if score is None else score - sum(r.contribution for r in rules),
         signals=row["signals"].split(",") if row.get("signals") else [],
         band_forced_by=_forced_by(model, rules) if score is not None else None,
+        band_name=model.band_name(row["band"]),
         **_probability(model, row),
     )
 
@@ -276,7 +288,10 @@ def long_rows(model: Model, row: dict[str, Any]) -> dict[str, Any]:
         "model_version": e.model_version,
         "pillars": {p.pillar: p.score for p in e.pillars},
         "lines": [
-            {"kind": "metric", **{k: v for k, v in asdict(m).items() if k != "description"}}
+            {
+                "kind": "metric",
+                **{k: v for k, v in asdict(m).items() if k not in ("description", "label", "unit")},
+            }
             for m in e.metrics
         ]
         + [
@@ -300,6 +315,14 @@ class ChangeLine:
     normalized_before: float | None
     normalized_after: float | None
     effect: float  # points this line moved the score
+    # in words: the metric's label, or for the weights line why they moved
+    # ("re-weighted because NPS (latest) has no data")
+    label: str | None = None
+    unit: str | None = None
+
+    @property
+    def shown(self) -> str:
+        return self.label or self.name
 
 
 @dataclass
@@ -329,15 +352,14 @@ class Change:
         parts = []
         for ln in movers:
             if ln.kind == "weights":
-                parts.append(f"weights shifted ({ln.effect:+.1f})")
+                parts.append(f"{ln.shown} ({ln.effect:+.1f})")
             elif ln.kind == "rule":
                 state = {(False, True): " now holds", (True, False): " no longer holds"}
                 held = state.get((bool(ln.raw_before), bool(ln.raw_after)), "")
                 parts.append(f"rule {ln.name}{held} ({ln.effect:+.1f})")
             else:
-                parts.append(
-                    f"{ln.name} {_show(ln.raw_before)} -> {_show(ln.raw_after)} ({ln.effect:+.1f})"
-                )
+                before, after = _show(ln.raw_before, ln.unit), _show(ln.raw_after, ln.unit)
+                parts.append(f"{ln.shown} {before} -> {after} ({ln.effect:+.1f})")
         return (
             f"{self.account_id} {_show(self.before.score)} -> {_show(self.after.score)}: "
             + ", ".join(parts)
@@ -365,12 +387,8 @@ def _end(e: Explanation) -> dict[str, Any]:
     }
 
 
-def _show(v) -> str:
-    if v is None:
-        return "none"
-    if isinstance(v, float):
-        return f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
-    return str(v)
+def _show(v, unit: str | None = None) -> str:
+    return value_text(v, unit)
 
 
 def decompose(before: Explanation, after: Explanation) -> Change:
@@ -402,7 +420,16 @@ def decompose(before: Explanation, after: Explanation) -> Change:
             value, shifted = value + shifted, 0.0
         lines.append(
             ChangeLine(
-                "metric", m.metric, m.pillar, b.raw, m.raw, b.normalized, m.normalized, value
+                "metric",
+                m.metric,
+                m.pillar,
+                b.raw,
+                m.raw,
+                b.normalized,
+                m.normalized,
+                value,
+                m.label,
+                m.unit,
             )
         )
         weight_effect += shifted
@@ -431,8 +458,46 @@ def decompose(before: Explanation, after: Explanation) -> Change:
     if abs(weight_effect) > 0 or before.segment != after.segment:
         lines.append(
             ChangeLine(
-                "weights", "weights", None, before.segment, after.segment, None, None, weight_effect
+                "weights",
+                "weights",
+                None,
+                before.segment,
+                after.segment,
+                None,
+                None,
+                weight_effect,
+                label=reweighting(before, after),
             )
         )
     lines.sort(key=lambda ln: (-abs(ln.effect), ln.name))
     return Change(after.account_id, before, after, lines)
+
+
+def reweighting(before: Explanation, after: Explanation) -> str:
+    """Why the weights moved between two explanations, in words: a segment change, and
+    the metrics whose data went missing (their weight shared among the rest of the
+    pillar) or came back.
+
+    A segment weight, or the weight of a metric that came or went, is the same at both
+    dates when nothing is named; then the weights are said to have shifted.
+    """
+    parts = []
+    if before.segment != after.segment:
+        parts.append(f"segment {before.segment or '-'} -> {after.segment or '-'}")
+    old = {m.metric: m for m in before.metrics}
+
+    def names(lines: list[MetricLine]) -> str:
+        shown = [m.shown for m in lines]
+        return ", ".join(shown[:-1]) + " and " + shown[-1] if len(shown) > 1 else shown[0]
+
+    went = [
+        m for m in after.metrics if m.missing == "reweight" and old[m.metric].missing != m.missing
+    ]
+    came = [m for m in after.metrics if old[m.metric].missing == "reweight" and not m.missing]
+    if went:
+        verb = "have" if len(went) > 1 else "has"
+        parts.append(f"re-weighted because {names(went)} {verb} no data")
+    if came:
+        verb = "have" if len(came) > 1 else "has"
+        parts.append(f"re-weighted because {names(came)} {verb} data again")
+    return "; ".join(parts) or "weights shifted"

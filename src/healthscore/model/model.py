@@ -100,6 +100,8 @@ class Model:
                 "segments": card.segments,
                 "rules": card.rules,
                 "probability": card.probability,
+                "band_names": card.band_names,
+                "list_first": card.list_first,
                 "population": population,
                 "scorecards": {},
             }
@@ -149,6 +151,52 @@ class Model:
         if seg is not None and segment is not None and segment in seg.bands:
             return seg.bands[segment]
         return self.spec.bands
+
+    # words ----------------------------------------------------------------------------
+    def band_name(self, band: str | None) -> str:
+        """What ``band`` (green/yellow/red; None: no score) is called in this scorecard.
+
+        >>> from healthscore.model import load_model_text
+        >>> m = load_model_text('''
+        ... metrics: {a: {from: usage_events, aggregate: count(), window: 30d}}
+        ... pillars: {usage: {weight: 1, metrics: {a: {weight: 1, bad: 0, good: 9}}}}
+        ... scorecards:
+        ...   expansion:
+        ...     band_names: {green: ready, yellow: warming, red: not yet}
+        ...     list_first: green
+        ...     pillars: {usage: {weight: 1, metrics: {a: {weight: 1, bad: 0, good: 9}}}}
+        ... ''')
+        >>> m.band_name("red"), m.scorecard("expansion").band_name("red")
+        ('red', 'not yet')
+        >>> m.band_name(None), m.highest_first, m.scorecard("expansion").highest_first
+        ('no data', False, True)
+        """
+        if band is None:
+            return "no data"
+        return getattr(self.spec.band_names, band, band)
+
+    def band_of_name(self, name: str) -> str | None:
+        """The band (green/yellow/red) that ``name`` (a band or its name) stands for."""
+        wanted = name.strip().casefold()
+        for band in ("green", "yellow", "red"):
+            if wanted in (band, self.band_name(band).casefold()):
+                return band
+        return None
+
+    @property
+    def highest_first(self) -> bool:
+        """Whether ``score`` lists the highest scores first (a readiness scorecard)."""
+        return self.spec.list_first == "green"
+
+    def metric_label(self, metric: str) -> str:
+        """What people read for ``metric``: its ``label``, else its key."""
+        spec = self.spec.metrics.get(metric)
+        return (spec.label if spec is not None else None) or metric
+
+    def metric_unit(self, metric: str) -> str | None:
+        """The metric's ``unit`` (``days``, ``%`` ...), None without one."""
+        spec = self.spec.metrics.get(metric)
+        return spec.unit if spec is not None else None
 
     # version --------------------------------------------------------------------------
     @cached_property

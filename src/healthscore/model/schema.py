@@ -50,7 +50,14 @@ class MetricSpec(_Strict):
     """A metric: a windowed aggregate, an as-of read, a formula or an account column."""
 
     description: str | None = None
-    unit: str | None = None
+    label: str | None = Field(
+        None, description="what people read instead of the key, e.g. Late invoices (90 days)"
+    )
+    unit: str | None = Field(
+        None,
+        description="shown after the value: days, hours, USD ...; `%` shows a fraction "
+        "(0.25) as 25 %",
+    )
     from_: str | None = Field(None, alias="from", description="table to aggregate")
     aggregate: str | None = Field(None, description="e.g. count(), count_distinct(user_id)")
     where: str | None = Field(None, description="SQL filter on the table's rows")
@@ -209,6 +216,19 @@ class Bands(_Strict):
         return self
 
 
+class BandNames(_Strict):
+    """What each band is called where people read it (the data keeps green/yellow/red)."""
+
+    green: str = "green"
+    yellow: str = "yellow"
+    red: str = "red"
+
+
+#: which end of a scorecard ``score`` lists first: the red (at risk, lowest score first)
+#: or the green (ready, highest score first)
+ListFirst = Literal["red", "green"]
+
+
 class Segments(_Strict):
     by: str = Field(description="account column or metric giving the segment")
     weights: dict[str, dict[str, Annotated[float, Field(ge=0)]]] = Field(
@@ -354,6 +374,12 @@ class Scorecard(_Strict):
         None, description="which accounts get this score (with the model's own population)"
     )
     bands: Annotated[Bands, Field(default_factory=Bands)]
+    band_names: BandNames = Field(
+        default_factory=BandNames, description="what this scorecard's bands are called"
+    )
+    list_first: ListFirst = Field(
+        "red", description="`score` lists red first (lowest score) or green (highest score)"
+    )
     pillars: dict[str, Pillar]
     segments: Segments | None = None
     rules: dict[str, Rule] = Field(default_factory=dict)
@@ -371,6 +397,14 @@ class ModelSpec(_Strict):
     name: str | None = Field(None, description="human label stored beside the version")
     description: str | None = None
     bands: Annotated[Bands, Field(default_factory=Bands)]
+    band_names: BandNames = Field(
+        default_factory=BandNames,
+        description="what the health bands are called in tables and reports (presentation: "
+        "not part of the version)",
+    )
+    list_first: ListFirst = Field(
+        "red", description="`score` lists red first (lowest score) or green (highest score)"
+    )
     population: str | None = Field(None, description="filter on account columns")
     columns: dict[str, dict[str, ColumnType]] = Field(
         default_factory=dict, description="extra columns the model reads: table -> column -> type"

@@ -65,7 +65,8 @@ def model_version(model: Model) -> str:
             for s in data["segments"]["weights"]
         }
     for metric in data["metrics"].values():
-        for k in [k for k, v in metric.items() if v is None or k in ("description", "unit")]:
+        shown = ("description", "label", "unit")  # presentation: not part of the version
+        for k in [k for k, v in metric.items() if v is None or k in shown]:
             del metric[k]
     for pillar in data["pillars"].values():
         pillar.pop("label", None)

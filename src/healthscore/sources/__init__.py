@@ -4,8 +4,9 @@ Place in the flow: the first stage. :func:`read_source` reads one data file (CSV
 Parquet or JSON lines) into one canonical table of :mod:`healthscore.core.tables`: it renames
 columns (``mapping``), coerces every canonical column to its type, checks
 each row, and returns a :class:`SourceBatch` holding the valid rows as a ``pyarrow.Table``
-plus, when asked for, the invalid ones with their reasons. Nothing here writes anywhere
-except :func:`write_rejects`; ``store`` loads the batch.
+plus, when asked for, the invalid ones with their reasons; :func:`stream_source` gives the
+valid rows of a file of any size as a stream of record batches instead. Nothing here
+writes anywhere except :func:`write_rejects`; ``store`` loads the batch.
 
 The work is done by DuckDB in a scratch in-memory connection the store opens
 (:mod:`healthscore.store.scratch`), one set-based query per step, so a 10-million-row
@@ -21,8 +22,9 @@ and :mod:`~healthscore.sources.load` puts a file into the store.
 Rules, in the order a row meets them:
 
 - whitespace around values is stripped and an empty value is NULL, for every type;
-- each canonical column is coerced: text, whole numbers, numbers (``1,234`` is refused:
-  no thousands separators), booleans (``true/false, t/f, yes/no, y/n, 1/0``) and UTC
+- each canonical column is coerced: text, whole numbers, numbers (currency symbols and
+  codes dropped, digits grouped as ``number_format`` says; without it ``1,234.5`` is read
+  and ``1,234`` alone refused), booleans (``true/false, t/f, yes/no, y/n, 1/0``) and UTC
   timestamps (ISO 8601 dates and times, offsets converted to UTC, ``2024/03/01``, or the
   ``date_format`` given); native Parquet timestamps and dates pass through;
 - required columns must have a value; enum columns (``surveys.kind``...) must hold one
@@ -35,14 +37,15 @@ A source column may feed several canonical columns (``mapping={"Customer ID":
 (``values`` in a load spec file, see :func:`read_spec`): a value recoded to nothing in
 the primary key or a required column skips its row, which is counted, not rejected.
 
-A ``usage_events`` file without ``event_id`` gets one derived from the row: the md5 hex
-of its canonical values as text (``account_id, user_id, event, ts, quantity``, NULL as
-empty) and its occurrence number among identical rows, joined by ``\\x1f``. Re-reading a
-file gives the same ids, and exact duplicate rows stay distinct events.
+An event table's file without its id (``event_id``, ``outcome_id``...) gets one derived
+from the row: the md5 hex of the values that identify the event as text
+(:data:`~healthscore.core.tables.DERIVED_KEY_COLUMNS`, NULL as empty) and its occurrence
+number among identical rows, joined by ``\\x1f``; ``key`` names the columns instead.
+Re-reading a file gives the same ids, and exact duplicate rows stay distinct events.
 
 Rows are numbered as a user finds them: CSV rows as in a spreadsheet (the header is
-row 1, the first data row is 2; blank lines are skipped by the reader and not counted),
-JSON lines by line number, Parquet rows from 1.
+row 1, the first data row is 2; blank lines count), JSON lines by line number, Parquet
+rows from 1. An empty file, or a CSV without a header on line 1, is an error.
 
 Examples
 --------
@@ -77,9 +80,9 @@ from healthscore.errors import SourceError
 from healthscore.sources.coerce import ARROW_TYPES, DATE_FORMAT_HINT, EXPECTED
 from healthscore.sources.columns import MAP_HINT
 from healthscore.sources.formats import EXTENSIONS
-from healthscore.sources.read import SourceBatch, read_source
+from healthscore.sources.read import SourceBatch, read_source, stream_source
 from healthscore.sources.rejects import write_rejects
-from healthscore.sources.spec import LoadSpec, parse_constants, parse_mapping, read_spec
+from healthscore.sources.spec import LoadSpec, parse_constants, parse_key, parse_mapping, read_spec
 
 __all__ = [
     "ARROW_TYPES",
@@ -91,8 +94,10 @@ __all__ = [
     "SourceBatch",
     "SourceError",
     "parse_constants",
+    "parse_key",
     "parse_mapping",
     "read_source",
     "read_spec",
+    "stream_source",
     "write_rejects",
 ]

@@ -15,29 +15,66 @@ import difflib
 
 import pyarrow as pa
 
-from healthscore.core.tables import DERIVABLE_KEYS, Table
+from healthscore.core.tables import DERIVABLE_KEYS, FLOAT, INT, KEYABLE, TIMESTAMP, Table
 from healthscore.errors import Problem, SourceError
-from healthscore.sources.coerce import coercion_reason
+from healthscore.sources.coerce import (
+    coercion_reason,
+    date_order_hint,
+    has_separators,
+    is_slashed_date,
+    number_format_hint,
+)
 from healthscore.sources.columns import MAP_HINT, FileColumns
 from healthscore.sources.formats import DataFile
 from healthscore.sources.sql import plural, sql_literal, sql_text
 from healthscore.store.scratch import ScratchConnection, fetch_arrow
 
 
+def key_is_built(spec: Table, cols: FileColumns) -> bool:
+    """Whether the primary key may be missing from the file: derived or built by ``key``."""
+    return spec.name in DERIVABLE_KEYS or bool(cols.key)
+
+
+def key_value_sql(spec: Table, column) -> str:
+    """SQL in the ``typed`` view: the value of a ``key`` column (typed if canonical)."""
+    return f"v_{column.name}" if column.name in spec.columns else f"x{column.index}"
+
+
 def check_required_columns(spec: Table, cols: FileColumns) -> None:
-    """Every required column (and the primary key, unless derived) is supplied."""
-    missing = [c for c in spec.required if cols.canonical[c] is None]
-    if spec.name not in DERIVABLE_KEYS and cols.canonical[spec.primary_key] is None:
-        if spec.primary_key not in missing:
-            missing.insert(0, spec.primary_key)
+    """Every required column (and the primary key, unless derived or built) is supplied."""
+    pk = spec.primary_key
+    missing = [
+        c
+        for c in spec.required
+        if cols.canonical[c] is None and not (c == pk and key_is_built(spec, cols))
+    ]
+    if not key_is_built(spec, cols) and cols.canonical[pk] is None and pk not in missing:
+        missing.insert(0, pk)
     if not missing:
         return
-    found = ", ".join(c.source for c in cols.columns)
+    renamed = {c.source: c.name for c in cols.columns if c.source != c.name}
+    found = ", ".join(
+        f"{c.source} (renamed {c.name})" if c.source in renamed else c.source for c in cols.columns
+    )
     spare = [c.source for c in cols.columns if c.name not in spec.columns]
     problems = []
     for col in missing:
+        if col in renamed:  # --map account_id=outcome_id took it away
+            again = f"`mapping` {col}={col} and `mapping` {col}={renamed[col]}"
+            problems.append(
+                Problem(
+                    f"required column is missing: `mapping` {col}={renamed[col]} renamed the "
+                    f"file's {col} away",
+                    file=cols.file,
+                    column=col,
+                    hint=f"to feed both columns, map it twice: {again}",
+                )
+            )
+            continue
         close = difflib.get_close_matches(col, spare, n=1, cutoff=0.6)
         example = f"`mapping` {close[0]}={col}" if close else f"`mapping` <column>={col}"
+        if col == pk and spec.name in KEYABLE:
+            example += ", or build it from columns that identify a row: `key` account_id,..."
         problems.append(
             Problem(
                 "required column is missing",
@@ -60,6 +97,7 @@ def find_problems(
     typed_select: str,
     data: DataFile,
     date_format: str | None,
+    number_format: str | None = None,
 ) -> tuple[list[Problem], int, dict[int, int]]:
     """Every problem in the file's rows, how many rows have no primary key value, and the
     internal number of each row a problem names (by the number a user sees)."""
@@ -67,16 +105,43 @@ def find_problems(
     found, null_keys = _failed_row_checks(db, spec, cols, typed_select, checks)
     if cols.canonical[spec.primary_key] is not None:
         found += _duplicate_keys(db, spec.primary_key)
+    elif cols.key:
+        found += _duplicate_built_keys(db, spec, cols)
     if not found:
         return [], null_keys, {}
     # Internal numbers -> what the user sees (JSON lines: line numbers).
-    wanted = {r for r, *_ in found} | {v[1] for _, k, _, v in found if k == "duplicate"}
+    wanted = {r for r, *_ in found} | {v[1] for _, k, _, v in found if k.startswith("duplicate")}
     shown = data.user_rows(sorted(wanted))
     internal_row = {shown[r]: r for r in wanted}
     order = {n: i for i, n in enumerate(spec.columns)}
     found.sort(key=lambda f: (f[0], order.get(f[2], len(order))))
-    problems = [_problem(spec, cols.file, date_format, shown, *f) for f in found]
+    hints = _column_hints(db, spec, cols, data, found, date_format, number_format)
+    problems = [_problem(spec, cols, (date_format, number_format, hints), shown, *f) for f in found]
     return problems, null_keys, internal_row
+
+
+def _column_hints(db, spec, cols, data, found, date_format, number_format) -> dict[str, str]:
+    """Per column whose values did not coerce: a hint drawn from the whole column's
+    evidence (which way its dates or numbers are written)."""
+    hints: dict[str, str] = {}
+    failed: dict[str, list[str]] = {}
+    for _, kind, column, (got, _) in found:
+        if kind == "type" and got is not None:
+            failed.setdefault(column, []).append(str(got).strip())
+    for column, values in failed.items():
+        ctype, text = spec.columns[column], sql_text(cols.canonical[column].sql)
+
+        def user_row(r: int) -> int:
+            return data.user_rows([r])[r]
+
+        hint = None
+        if ctype == TIMESTAMP and date_format is None and any(map(is_slashed_date, values)):
+            hint = date_order_hint(db, column, text, user_row)
+        elif ctype in (INT, FLOAT) and number_format is None and any(map(has_separators, values)):
+            hint = number_format_hint(db, column, text, user_row)
+        if hint:
+            hints[column] = hint
+    return hints
 
 
 def _row_checks(spec: Table, cols: FileColumns) -> list[tuple[str, str, str]]:
@@ -157,13 +222,36 @@ def _duplicate_keys(db: ScratchConnection, pk: str) -> list[tuple[int, str, str,
     return [(r, "duplicate", pk, (value, rows[0])) for value, rows in dups for r in rows[1:]]
 
 
-def _problem(spec: Table, file: str, date_format, shown, row, kind, column, values) -> Problem:
+def _duplicate_built_keys(
+    db: ScratchConnection, spec: Table, cols: FileColumns
+) -> list[tuple[int, str, str, tuple]]:
+    """Each later row whose ``key`` columns repeat an earlier row's: (row, "duplicate_key",
+    primary key, (the values, first row))."""
+    values = [key_value_sql(spec, c) for c in cols.key]
+    text = (
+        "concat_ws(', ', " + ", ".join(f"coalesce(CAST({v} AS VARCHAR), '')" for v in values) + ")"
+    )
+    dups = db.execute(
+        f"SELECT {text}, list(__row ORDER BY __row) FROM typed GROUP BY {', '.join(values)} "
+        "HAVING count(*) > 1"
+    ).fetchall()
+    return [
+        (r, "duplicate_key", spec.primary_key, (value, rows[0]))
+        for value, rows in dups
+        for r in rows[1:]
+    ]
+
+
+def _problem(spec: Table, cols: FileColumns, formats, shown, row, kind, column, values) -> Problem:
     """One failed check, worded: file, the row a user sees, column, reason."""
     got, other = values
-    where = {"file": file, "row": shown[row], "column": column}
+    where = {"file": cols.file, "row": shown[row], "column": column}
     if kind == "type":
-        ctype = spec.columns[column]
-        return Problem(got=got, **coercion_reason(ctype, got, date_format), **where)
+        date_format, number_format, hints = formats
+        reason = coercion_reason(
+            spec.columns[column], got, date_format, hints.get(column), number_format
+        )
+        return Problem(got=got, **reason, **where)
     if kind == "required":
         return Problem("required value is empty", **where)
     if kind == "enum":
@@ -186,5 +274,13 @@ def _problem(spec: Table, file: str, date_format, shown, row, kind, column, valu
             got=got,
             expected=f"at or after {spec.start} {str(other).strip()!r}",
             **where,
+        )
+    if kind == "duplicate_key":
+        names = ", ".join(c.name for c in cols.key)
+        return Problem(
+            f"duplicate key ({names}), first seen at row {shown[other]}",
+            got=got,
+            hint="name more columns in `key`, so that they tell these rows apart",
+            **{**where, "column": names},
         )
     return Problem(f"duplicate {column}, first seen at row {shown[other]}", got=got, **where)

@@ -1,17 +1,20 @@
 """Coercion: every canonical column to its type, in SQL; why a value did not coerce.
 
 Place in the flow: the third step of :func:`~healthscore.sources.read_source`. Each
-canonical column is coerced in one set-based query: text, whole numbers, numbers
-(``1,234`` is refused: no thousands separators), booleans (``true/false, t/f, yes/no,
-y/n, 1/0``) and UTC timestamps (ISO 8601 dates and times, offsets converted to UTC,
-``2024/03/01``, or the ``date_format`` given); native Parquet timestamps and dates pass
-through. The view ``typed`` holds, per canonical column ``c``, its value ``v_c``, whether
-a value was present ``p_c`` and the raw text ``r_c``: a present value whose typed value
-is NULL did not coerce, and :func:`coercion_reason` words why. Extra columns read as
-text are typed when every value fits one type.
+canonical column is coerced in one set-based query: text, whole numbers, numbers (a
+currency symbol or code around them dropped, separators as ``number_format`` says; by
+default ``1,234.5`` is read but ``1,234`` alone refused), booleans (``true/false, t/f,
+yes/no, y/n, 1/0``) and UTC timestamps (ISO 8601 dates and times, offsets converted to
+UTC, ``2024/03/01``, or the ``date_format`` given); native Parquet timestamps and dates
+pass through. A value that does not coerce gets a hint drawn from its column's evidence
+(:func:`date_order_hint`, :func:`number_format_hint`), never a guess. The view ``typed``
+holds, per canonical column ``c``, its value ``v_c``, whether a value was present ``p_c``
+and the raw text ``r_c``: a present value whose typed value is NULL did not coerce, and
+:func:`coercion_reason` words why. Extra columns read as text are typed when every value
+fits one type.
 
 >>> coercion_reason(INT, "1,234", None)["reason"]
-"not a number: ',' is not accepted as a thousands or decimal separator"
+"not a number: ',' could separate thousands or decimals"
 >>> coercion_reason(TIMESTAMP, "01/03/2024", None)["hint"]
 'pass `date_format`, e.g. %d/%m/%Y'
 """
@@ -60,6 +63,28 @@ _INT_RE = r"^[+-]?[0-9]+(\.0*)?$"
 _NUM_RE = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 # Day-first or month-first dates: ambiguous without a date_format.
 _SLASHED_DATE = re.compile(r"^\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}\b")
+# The same in SQL, its fields captured: first, separator, second, year, time (HH:MM[:SS]).
+_SLASHED_SQL = r"^(\d{1,2})([/.-])(\d{1,2})[/.-](\d{4}|\d{2})(?:[ T](\d{1,2}:\d{2}(:\d{2})?))?"
+
+#: ``number_format`` values: how a number is written -> (thousands separators, decimal mark)
+NUMBER_FORMATS = {
+    "1,234.56": (",", "."),
+    "1.234,56": (".", ","),
+    "1 234,56": (" \u00a0\u202f", ","),
+    "1 234.56": (" \u00a0\u202f", "."),
+}
+# A currency symbol or code before or after a number, e.g. $6,000, 6.000,00 €, USD 12.
+_CURRENCY = r"(US\$|[A-Z]{0,2}\$|€|£|¥|₹|₩|₽|₺|₪|R\$|CHF|[A-Z]{3})"
+_CURRENCY_SQL = (
+    r"^([+-]?)\s*"
+    + _CURRENCY
+    + r"?\s*([+-]?)\s*([0-9., \x{00A0}\x{202F}]*[0-9])\s*"
+    + _CURRENCY
+    + r"?$"
+)
+# Under the default number format: grouped numbers that say so themselves (1,234.5 and
+# 1,234,567); 1,234 alone could be 1234 or 1.234 and is refused.
+_US_GROUPED = r"^[0-9]{1,3}(,[0-9]{3})+\.[0-9]*$|^[0-9]{1,3}(,[0-9]{3}){2,}$"
 
 INT_TYPES = {
     "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
@@ -126,7 +151,12 @@ def type_extras(db: ScratchConnection, cols: FileColumns, fmt: str) -> None:
 
 
 def create_typed(
-    db: ScratchConnection, spec: Table, cols: FileColumns, fmt: str, date_format: str | None
+    db: ScratchConnection,
+    spec: Table,
+    cols: FileColumns,
+    fmt: str,
+    date_format: str | None,
+    number_format: str | None = None,
 ) -> str:
     """View ``typed`` over ``raw``: per canonical column c its value v_c, presence p_c and
     raw text r_c; extras as x<index>. Returns the SELECT (ending in FROM) it is made of,
@@ -144,7 +174,7 @@ def create_typed(
             continue
         # CSV and JSON canonical columns are read as text; Parquet keeps its types.
         src = col.type if fmt == "parquet" else "VARCHAR"
-        value, present = coerce_sql(col.sql, src, ctype, date_format)
+        value, present = coerce_sql(col.sql, src, ctype, date_format, number_format)
         if name in spec.enums:
             value = f"lower({value})"
         parts += [
@@ -192,7 +222,9 @@ def fits_sql(x: str, t: str) -> str:
     return f"TRY_CAST({x} AS {t}) IS NOT NULL"
 
 
-def coerce_sql(col: str, src: str, ctype: str, date_format: str | None) -> tuple[str, str]:
+def coerce_sql(
+    col: str, src: str, ctype: str, date_format: str | None, number_format: str | None = None
+) -> tuple[str, str]:
     """SQL for (typed value, "a value is present") of raw column ``col`` of type ``src``.
 
     A present value whose typed value is NULL is a coercion failure.
@@ -217,7 +249,7 @@ def coerce_sql(col: str, src: str, ctype: str, date_format: str | None) -> tuple
             return f"TRY_CAST({col} AS BIGINT)", present
         if base in _FLOAT_TYPES or base == "DECIMAL":
             return f"CASE WHEN {col} = trunc({col}) THEN TRY_CAST({col} AS BIGINT) END", present
-        s = sql_text(col)
+        s = number_text_sql(sql_text(col), number_format)
         return (
             f"CASE WHEN regexp_full_match({s}, {sql_literal(_INT_RE)}) "
             f"THEN TRY_CAST(regexp_replace({s}, '\\.0*$', '') AS BIGINT) END",
@@ -227,7 +259,7 @@ def coerce_sql(col: str, src: str, ctype: str, date_format: str | None) -> tuple
         if base in INT_TYPES or base in _FLOAT_TYPES or base == "DECIMAL":
             d = f"CAST({col} AS DOUBLE)"
             return f"CASE WHEN isfinite({d}) THEN {d} END", present
-        s = sql_text(col)
+        s = number_text_sql(sql_text(col), number_format)
         d = f"TRY_CAST({s} AS DOUBLE)"
         return (
             f"CASE WHEN regexp_full_match({s}, {sql_literal(_NUM_RE)}) AND isfinite({d}) "
@@ -255,6 +287,44 @@ def coerce_sql(col: str, src: str, ctype: str, date_format: str | None) -> tuple
     return value, present
 
 
+def number_text_sql(s: str, number_format: str | None) -> str:
+    """SQL: text ``s`` as a plain number (``-1234.5``) as ``number_format`` writes it, a
+    currency symbol or code around it dropped; other text unchanged (it then fails).
+
+    ``None``, the default, reads a comma as a thousands separator only where the value
+    shows it (``1,234.5``, ``1,234,567``): ``1,234`` alone could be 1234 or 1.234.
+    """
+    thousands, decimal = NUMBER_FORMATS.get(number_format or "1,234.56")
+    # fast path: plain numbers, as most files write them
+    plain = _NUM_RE if decimal == "." else r"^[+-]?[0-9]+$"
+    parts = [f"regexp_extract({s}, {sql_literal(_CURRENCY_SQL)}, {i})" for i in (1, 3, 4)]
+    sign, number = f"{parts[0]} || {parts[1]}", parts[2]
+    if number_format is None:
+        grouped = r"^[0-9]+(\.[0-9]*)?$|" + _US_GROUPED
+    else:
+        t, d = "[" + thousands + "]", "[" + decimal + "]"
+        grouped = rf"^[0-9]{{1,3}}({t}[0-9]{{3}})+({d}[0-9]*)?$|^[0-9]+({d}[0-9]*)?$"
+    digits = number
+    for c in thousands:
+        digits = f"replace({digits}, {sql_literal(c)}, '')"
+    if decimal != ".":
+        digits = f"replace({digits}, {sql_literal(decimal)}, '.')"
+    return (
+        f"CASE WHEN regexp_full_match({s}, {sql_literal(plain)}) THEN {s} "
+        f"WHEN regexp_full_match({number}, {sql_literal(grouped)}) THEN {sign} || {digits} "
+        "END"
+    )
+
+
+def check_number_format(number_format: str | None) -> None:
+    """Raise when ``number_format`` is not one of :data:`NUMBER_FORMATS`."""
+    if number_format is not None and number_format not in NUMBER_FORMATS:
+        raise SourceError(
+            f"`number_format` {number_format!r} is not a number format we read",
+            hint="one of " + ", ".join(NUMBER_FORMATS),
+        )
+
+
 def _iso_timestamp_sql(s: str) -> str:
     """SQL parsing ISO 8601 text (and 2024/03/01) to a naive UTC timestamp, else NULL.
 
@@ -270,16 +340,148 @@ def _iso_timestamp_sql(s: str) -> str:
     )
 
 
-def coercion_reason(ctype: str, got, date_format: str | None) -> dict:
-    """Reason, expectation and hint for a value that did not coerce to ``ctype``."""
+def has_separators(text: str) -> bool:
+    """Whether ``text`` is more than a plain number: digits grouped or with a comma."""
+    plain = re.fullmatch(_NUM_RE[1:-1], text.strip())
+    return not plain and bool(re.search(r"[0-9][,. \u00a0\u202f][0-9]", text))
+
+
+def is_slashed_date(text: str) -> bool:
+    """Whether ``text`` looks like a day-first or month-first date (03/04/2024)."""
+    return bool(_SLASHED_DATE.match(text))
+
+
+def date_order_hint(db: ScratchConnection, column: str, text_sql: str, user_row) -> str:
+    """The hint for a column of dates like 03/04/2024, drawn from the column's evidence.
+
+    A first field above 12 anywhere in the column means day first, a second field above
+    12 month first; when no value tells, or values tell both, the hint says so and names
+    both formats, never choosing one. ``user_row`` maps an internal row to the one a user
+    sees.
+    """
+    s = text_sql
+    first = f"TRY_CAST(regexp_extract({s}, {sql_literal(_SLASHED_SQL)}, 1) AS INTEGER)"
+    second = f"TRY_CAST(regexp_extract({s}, {sql_literal(_SLASHED_SQL)}, 3) AS INTEGER)"
+    day_first, month_first, example = db.execute(
+        f"SELECT arg_min([CAST(__row AS VARCHAR), {s}], __row) FILTER (WHERE {first} > 12), "
+        f"arg_min([CAST(__row AS VARCHAR), {s}], __row) FILTER (WHERE {second} > 12), "
+        f"arg_min([CAST(__row AS VARCHAR), {s}], __row) FILTER (WHERE {first} IS NOT NULL) "
+        "FROM raw"
+    ).fetchone()
+
+    def at(found) -> str:
+        return f"row {user_row(int(found[0]))}: {found[1]!r}"
+
+    if day_first and month_first:
+        return (
+            f"{column} mixes day-first ({at(day_first)}) and month-first "
+            f"({at(month_first)}) dates; no one `date_format` reads both: fix the file"
+        )
+    if day_first or month_first:
+        found = day_first or month_first
+        order = "day" if day_first else "month"
+        return (
+            f"{column} has its {order} first ({at(found)}): pass `date_format` "
+            f"{_slashed_format(found[1], day_first=bool(day_first))}"
+        )
+    if not example:
+        return DATE_FORMAT_HINT
+    # e.g. 01/02/2024: 1 February day first, January 2 month first
+    return (
+        f"no date in {column} has a field above 12, so the file cannot tell whether "
+        f"{example[1]!r} ({at(example)}) is day first or month first: pass `date_format` "
+        f"{_slashed_format(example[1], True)} (day first) or "
+        f"{_slashed_format(example[1], False)} (month first)"
+    )
+
+
+# What a number's own form says about its format (after its currency is dropped).
+_NUMBER_EVIDENCE = {
+    "1,234.56": r"^[0-9]{1,3}(,[0-9]{3})+\.[0-9]*$|^[0-9]{1,3}(,[0-9]{3}){2,}$"
+    r"|^[0-9]*\.([0-9]{1,2}|[0-9]{4,})$",
+    "1.234,56": r"^[0-9]{1,3}(\.[0-9]{3})+,[0-9]*$|^[0-9]{1,3}(\.[0-9]{3}){2,}$"
+    r"|^[0-9]*,([0-9]{1,2}|[0-9]{4,})$",
+    "1 234,56": r"^[0-9]{1,3}([ \x{00A0}\x{202F}][0-9]{3})+,[0-9]+$",
+    "1 234.56": r"^[0-9]{1,3}([ \x{00A0}\x{202F}][0-9]{3})+\.[0-9]+$",
+}
+_AMBIGUOUS_NUMBER = r"^[0-9]{1,3},[0-9]{3}$|^[0-9]{1,3}([ \x{00A0}\x{202F}][0-9]{3})+$"
+
+
+def number_format_hint(db: ScratchConnection, column: str, text_sql: str, user_row) -> str | None:
+    """The hint for a column of numbers written with separators, from the column's evidence.
+
+    Each value whose own form says how it is written (``1,234.5``, ``6.000,00``,
+    ``12,5``) is evidence; the hint names the format the evidence shows, or says the
+    column mixes two, or that ``1,234`` alone cannot tell. It never chooses for the user.
+    """
+    number = f"regexp_extract({text_sql}, {sql_literal(_CURRENCY_SQL)}, 4)"
+    cells = [
+        f"arg_min([CAST(__row AS VARCHAR), {text_sql}], __row) "
+        f"FILTER (WHERE regexp_full_match({number}, {sql_literal(rx)}))"
+        for rx in [*_NUMBER_EVIDENCE.values(), _AMBIGUOUS_NUMBER]
+    ]
+    *shown, ambiguous = db.execute(f"SELECT {', '.join(cells)} FROM raw").fetchone()
+    formats = [(f, e) for f, e in zip(_NUMBER_EVIDENCE, shown, strict=True) if e]
+
+    def at(found) -> str:
+        return f"row {user_row(int(found[0]))}: {found[1]!r}"
+
+    if len(formats) > 1:
+        (f1, e1), (f2, e2) = formats[:2]
+        return (
+            f"{column} mixes numbers written {f1} ({at(e1)}) and {f2} ({at(e2)}); no one "
+            "`number_format` reads both: fix the file"
+        )
+    if formats:
+        f, e = formats[0]
+        return f"{column} writes numbers as {f} ({at(e)}): pass `number_format` {f}"
+    if ambiguous and "," in ambiguous[1]:
+        return (
+            f"no number in {column} shows whether ',' separates thousands or decimals "
+            f"({at(ambiguous)}): pass `number_format` 1,234.56 (thousands) or 1.234,56 "
+            "(decimals)"
+        )
+    if ambiguous:
+        return (
+            f"{column} groups digits with spaces ({at(ambiguous)}): pass `number_format` 1 234.56"
+        )
+    return None
+
+
+def _slashed_format(text: str, day_first: bool) -> str:
+    """The strptime format of a date like ``15/03/2025 14:30``, day or month first."""
+    m = re.match(_SLASHED_SQL, text)
+    if not m:
+        return "%d/%m/%Y" if day_first else "%m/%d/%Y"
+    sep = m.group(2)
+    year = "%Y" if len(m.group(4)) == 4 else "%y"
+    fmt = sep.join(["%d", "%m"] if day_first else ["%m", "%d"]) + sep + year
+    if m.group(5):
+        between = text[m.end(4)]
+        fmt += between + ("%H:%M:%S" if m.group(6) else "%H:%M")
+    return fmt
+
+
+def coercion_reason(
+    ctype: str,
+    got,
+    date_format: str | None,
+    hint: str | None = None,
+    number_format: str | None = None,
+) -> dict:
+    """Reason, expectation and hint for a value that did not coerce to ``ctype``; ``hint``
+    is the column's (e.g. :func:`date_order_hint`) for a value it concerns."""
     text = str(got).strip()
     expected = EXPECTED.get(ctype)
     if ctype in (INT, FLOAT):
-        if "," in text:
-            return {
-                "reason": "not a number: ',' is not accepted as a thousands or decimal separator",
-                "expected": expected,
-            }
+        if number_format or has_separators(text):
+            reason = "not a number"
+            if number_format:
+                reason = f"not a number written {number_format}"
+                expected = f"a number written like {number_format}"
+            elif re.fullmatch(r"\D*\d{1,3},\d{3}\D*", text):
+                reason = "not a number: ',' could separate thousands or decimals"
+            return {"reason": reason, "expected": expected, "hint": hint}
         try:
             number = float(text)
         except ValueError:
@@ -295,6 +497,6 @@ def coercion_reason(ctype: str, got, date_format: str | None) -> dict:
         if date_format:
             expected = f"a date in {date_format} or ISO 8601 like 2024-03-01"
             return {"reason": "not a date or timestamp", "expected": expected}
-        hint = DATE_FORMAT_HINT if _SLASHED_DATE.match(text) else None
+        hint = (hint or DATE_FORMAT_HINT) if _SLASHED_DATE.match(text) else None
         return {"reason": "not a date or timestamp", "expected": expected, "hint": hint}
     return {"reason": f"not a valid {ctype}", "expected": expected}

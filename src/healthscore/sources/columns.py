@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
-from healthscore.core.tables import TABLES, Table
+from healthscore.core.tables import KEYABLE, TABLES, Table
 from healthscore.errors import Problem, SourceError
 from healthscore.sources.formats import DataFile
 from healthscore.sources.sql import plural
@@ -65,6 +65,8 @@ class FileColumns:
     extras: list[Column] = field(default_factory=list)
     lookup_key: Column | None = None
     constants: dict[str, str] = field(default_factory=dict)
+    #: the columns the primary key is built from (``key``), when the file lacks it
+    key: list[Column] = field(default_factory=list)
 
     @classmethod
     def of(
@@ -97,6 +99,7 @@ def map_columns(
     types: list[str],
     account_lookup: tuple[str, dict[str, str]] | None = None,
     constants: dict[str, str] | None = None,
+    key: list[str] | None = None,
 ) -> None:
     """Name the columns of ``data``, described as ``names`` and ``types``, in ``cols``."""
     spec = cols.spec
@@ -106,6 +109,39 @@ def map_columns(
     cols.extras = [c for c in cols.columns if c.name not in spec.columns]
     cols.lookup_key = _lookup_key(cols, account_lookup, by_name)
     cols.constants = _constants(cols, constants or {})
+    cols.key = _key_columns(cols, key or [], by_name)
+
+
+def _key_columns(cols: FileColumns, key: list[str], by_name: dict) -> list[Column]:
+    """With ``key``: the columns (names after ``mapping``) the primary key is built from."""
+    if not key:
+        return []
+    spec, named = cols.spec, ",".join(key)
+    pk = spec.primary_key
+    if spec.name not in KEYABLE:
+        raise SourceError(
+            f"`key` {named}: {spec.name} rows are identified by their {pk}, which other "
+            "tables refer to; the file must carry it",
+            hint=f"{MAP_HINT}, e.g. `mapping` <column>={pk}",
+        )
+    if cols.canonical[pk] is not None:
+        raise SourceError(
+            f"{cols.file}: `key` {named}: the file has a {pk} column already; `key` builds "
+            f"{pk} for a file without one"
+        )
+    out = []
+    for name in key:
+        column = by_name.get(name) or cols.canonical.get(name)  # canonical: set or looked up
+        if column is None:
+            found = ", ".join(c.name for c in cols.columns + cols.aliases)
+            raise SourceError(
+                f"{cols.file}: `key` {named}: no column {name!r} (columns found, after "
+                f"`mapping`: {found})"
+            )
+        if column in out:
+            raise SourceError(f"`key` {named}: {name!r} is named twice")
+        out.append(column)
+    return out
 
 
 def _rename(

@@ -4,8 +4,8 @@ Place in the flow: the first step of :func:`~healthscore.sources.read_source`. A
 extension picks its format: CSV (``.csv`` commas, or ``;``, tab or ``|`` when the header
 has no comma; ``.tsv`` tabs; ``.txt`` detected), Parquet or JSON lines. A
 :class:`DataFile` gives the DuckDB reader over it, its header as read, the row numbers a
-user sees (CSV rows as in a spreadsheet: the header is row 1; JSON lines by line number,
-blank lines counted; Parquet rows from 1) and a reader's error worded for the user.
+user sees (CSV rows as in a spreadsheet: the header is row 1, blank lines counted; JSON
+lines by line number; Parquet rows from 1) and a reader's error worded for the user.
 
 >>> format_of("events.ndjson"), format_of("accounts.TSV")
 ('json', 'csv')
@@ -13,7 +13,9 @@ blank lines counted; Parquet rows from 1) and a reader's error worded for the us
 
 from __future__ import annotations
 
+import codecs
 import csv
+import os
 from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
@@ -26,6 +28,10 @@ CSV_EXTENSIONS = (".csv", ".tsv", ".txt")
 PARQUET_EXTENSIONS = (".parquet", ".pq")
 JSON_EXTENSIONS = (".jsonl", ".ndjson", ".json")
 EXTENSIONS = CSV_EXTENSIONS + PARQUET_EXTENSIONS + JSON_EXTENSIONS
+
+#: what an empty line is made of (a UTF-8 byte order mark included)
+_BLANK = b" \t\r\n\xef\xbb\xbf"
+_NO_HEADER = {"csv": ": no header row"}
 
 #: how a read error names each format
 _FORMAT_NAMES = {"csv": "CSV", "json": "JSON lines (one object per line)", "parquet": "Parquet"}
@@ -53,6 +59,8 @@ class DataFile:
     path: str
     fmt: str
     delim: str | None = field(init=False, default=None)
+    #: False once a CSV is found to mix CRLF and LF line ends, and nothing else wrong
+    strict: bool = field(init=False, default=True)
 
     def __post_init__(self) -> None:
         # .csv means commas (unless its header has none but has ';', tab or '|') and .tsv
@@ -70,9 +78,45 @@ class DataFile:
         """The file's column names and DuckDB types, as the typed reader sees them."""
         try:
             rel = db.sql(f"SELECT * FROM {self.reader_sql(typed=True)}")
-            return list(rel.columns), [str(t) for t in rel.types]
         except ScratchError as e:
-            raise self.read_error(e) from None
+            # DuckDB's strict reader refuses a file whose lines end in CRLF and LF both
+            # (a last line appended by another tool); once nothing else is found wrong,
+            # read it again leniently.
+            if self.fmt != "csv" or not self.strict:
+                raise self.read_error(e) from None
+            found = _diagnose(self.path, self.delim)
+            if found.problem or not found.mixed_newlines:
+                raise self.read_error(e, found) from None
+            self.strict = False
+            return self.describe(db)
+        return list(rel.columns), [str(t) for t in rel.types]
+
+    def check_not_empty(self) -> None:
+        """A file with nothing in it, or a CSV without a header on its first line, is an
+        error: an empty export is a failed export far more often than no data."""
+        if os.path.getsize(self.path) == 0:
+            raise SourceError(
+                f"{self.path}: the file is empty (0 bytes)" + _NO_HEADER.get(self.fmt, ""),
+                hint="check the export that wrote it; a file with no rows still has a header",
+            )
+        if self.fmt != "csv":
+            return
+        with open(self.path, "rb") as f:
+            first = f.readline(65536)
+            rest = first
+            while rest and not rest.strip(_BLANK):
+                rest = f.read(65536)
+        if not first.strip(_BLANK):
+            if not rest:
+                raise SourceError(
+                    f"{self.path}: the file holds only blank lines: no header row",
+                    hint="a CSV file starts with a header row naming its columns",
+                )
+            raise SourceError(
+                f"{self.path}:1: the first line is blank; the header (column names) must "
+                "be on line 1",
+                hint="delete the blank lines above the header",
+            )
 
     def reader_sql(self, typed: bool, json_columns: str = "") -> str:
         """The DuckDB table function reading the file: types sniffed, or text (``typed``
@@ -81,7 +125,11 @@ class DataFile:
         if self.fmt == "csv":
             opts = ", header = true, skip = 0"
             if self.delim:
-                opts += f", delim = {sql_literal(self.delim)}"
+                # RFC 4180 quoting, not sniffed: one badly quoted value must not make the
+                # sniffer read every quote as text
+                opts += f", delim = {sql_literal(self.delim)}, quote = '\"', escape = '\"'"
+            if not self.strict:
+                opts += ", strict_mode = false"
             if not typed:
                 opts += ", all_varchar = true"
             return f"read_csv({lit}{opts})"
@@ -91,25 +139,22 @@ class DataFile:
             return f"read_json({lit}{opts})"
         return f"read_parquet({lit}, file_row_number = true)"
 
-    def read_error(self, e: Exception) -> SourceError:
-        """The reader's error worded for the user: a ragged CSV row by number, else the
-        driver's detail with a hint for the common causes."""
-        if self.fmt == "csv" and self.delim:
-            ragged = _ragged_row(self.path, self.delim)
-            if ragged:
-                row, found, expected = ragged
-                return SourceError(
-                    f"{self.path}:{row}: has {found} {plural(found, 'field')}, the header "
-                    f"has {expected}",
-                    hint="quote values that contain the delimiter" if found > expected else None,
-                )
+    def read_error(self, e: Exception, found: _Diagnosis | None = None) -> SourceError:
+        """The reader's error worded for the user: for a CSV the first line our own reading
+        finds wrong (not UTF-8, a quote never closed, a row with more or fewer fields than
+        the header) and why; else the driver's detail."""
+        if self.fmt == "csv":
+            found = found or _diagnose(self.path, self.delim)
+            if found.problem:
+                line, cause, hint = found.problem
+                return SourceError(f"{self.path}:{line}: {cause}", hint=hint)
         detail = error_detail(e)
         hint = None
-        if "utf-8" in detail.lower():
-            hint = "save the file as UTF-8"
-        elif self.fmt == "json":
+        if self.fmt == "json":
             detail = detail.replace(" Try auto-detecting the JSON format", "")
             hint = "write one JSON object per line; a file holding a JSON array is not read"
+            if "utf-8" in detail.lower() or "unicode" in detail.lower():
+                hint = "save the file as UTF-8"
         return SourceError(
             f"{self.path}: cannot read as {_FORMAT_NAMES[self.fmt]}: {detail}", hint=hint
         )
@@ -124,42 +169,110 @@ class DataFile:
         return []
 
     def user_rows(self, rows: list[int]) -> dict[int, int]:
-        """Map internal row numbers to those a user sees in the file."""
-        if self.fmt != "json":
+        """Map internal row numbers to those a user sees in the file.
+
+        The readers skip blank lines; a spreadsheet shows them, and a text editor shows
+        a JSON line's number, so both count them back in (a CSV value spanning lines is
+        one row, as in a spreadsheet).
+        """
+        if self.fmt == "parquet" or not rows:
             return {r: r for r in rows}
-        # The JSON reader skips blank lines; count them back in to give line numbers.
-        result, want, record = {}, iter(rows), 0
+        result, want = {}, iter(sorted(rows))
         target = next(want, None)
-        with open(self.path, "rb") as f:
-            for line_no, line in enumerate(f, start=1):
-                if target is None:
-                    break
-                if line.strip():
-                    record += 1
+        if self.fmt == "json":
+            with open(self.path, "rb") as f:
+                records = (n for n, line in enumerate(f, start=1) if line.strip())
+                for record, line_no in enumerate(records, start=1):
                     while target == record:
                         result[target] = line_no
                         target = next(want, None)
+                    if target is None:
+                        break
+        else:
+            # internal numbers: the header is 1, the first data record 2, blank lines skipped
+            with open(self.path, newline="", encoding="utf-8-sig", errors="replace") as f:
+                reader = csv.reader(f, delimiter=self.delim or ",")
+                records = (n for n, fields in enumerate(reader, start=1) if fields)
+                for record, row in enumerate(records, start=1):
+                    while target == record:
+                        result[target] = row
+                        target = next(want, None)
+                    if target is None:
+                        break
         return result | {r: r for r in rows if r not in result}
 
 
-def _ragged_row(file: str, delim: str) -> tuple[int, int, int] | None:
-    """First CSV row whose field count differs from the header's: (row, found, expected).
+@dataclass
+class _Diagnosis:
+    """What our own reading of a CSV the driver refused finds: the first problem as
+    (line, cause, hint), and whether its lines end in both CRLF and LF."""
 
-    Only called once DuckDB has refused the file, to say where it went wrong.
-    """
-    try:
-        with open(file, newline="", encoding="utf-8") as f:
-            rows = csv.reader(f, delimiter=delim)
-            header = next(rows, None)
-            if header is None:
-                return None
-            row = 1
+    problem: tuple[int, str, str | None] | None = None
+    mixed_newlines: bool = False
+
+
+def _diagnose(file: str, delim: str | None) -> _Diagnosis:
+    """Read a CSV the driver refused, to say where and why: text that is not UTF-8, a
+    quote never closed or stray inside a quoted value, a row whose field count differs
+    from the header's (rows numbered as a spreadsheet shows them). Only called once
+    DuckDB has refused the file."""
+    found = _Diagnosis()
+    crlf = lf = 0
+    with open(file, "rb") as f:
+        head = f.read(4)
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            found.problem = (1, "the file is UTF-16 text", "save the file as UTF-8")
+            return found
+        f.seek(0)
+        for line_no, line in enumerate(f, start=1):
+            if line.endswith(b"\r\n"):
+                crlf += 1
+            elif line.endswith(b"\n"):
+                lf += 1
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                bad = line[e.start : e.start + 1].hex()
+                found.problem = (
+                    line_no,
+                    f"not UTF-8 text (byte 0x{bad} at character {e.start + 1})",
+                    "save the file as UTF-8",
+                )
+                return found
+    found.mixed_newlines = crlf > 0 and lf > 0
+    if delim:
+        found.problem = _csv_problem(file, delim)
+    return found
+
+
+def _csv_problem(file: str, delim: str) -> tuple[int, str, str | None] | None:
+    """The first quoting error or ragged row of a UTF-8 CSV: (line or row, cause, hint)."""
+    with open(file, newline="", encoding="utf-8-sig") as f:
+        rows = csv.reader(f, delimiter=delim, strict=True)
+        start, expected, row = 1, None, 0
+        try:
             for fields in rows:
-                if not fields:  # blank lines are skipped, as DuckDB does
-                    continue
-                row += 1
-                if len(fields) != len(header):
-                    return row, len(fields), len(header)
-    except (UnicodeDecodeError, csv.Error):
-        return None
+                row += 1  # a spreadsheet row: blank lines count
+                if expected is None:
+                    expected = len(fields)
+                elif fields and len(fields) != expected:
+                    found = len(fields)
+                    return (
+                        row,
+                        f"has {found} {plural(found, 'field')}, the header has {expected}",
+                        "quote values that contain the delimiter" if found > expected else None,
+                    )
+                start = rows.line_num + 1
+        except csv.Error as e:
+            if "unexpected end of data" in str(e):
+                return (
+                    start,
+                    "a quoted value opened on this line is never closed",
+                    'close the quote, or double a quote inside a value ("")',
+                )
+            return (
+                rows.line_num,
+                f"a quote inside a quoted value ({e})",
+                'double a quote inside a quoted value (""), or quote the whole value',
+            )
     return None

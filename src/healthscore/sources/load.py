@@ -1,20 +1,19 @@
 """Load one file into the store: read and validate it, put rejects aside, write it.
 
-Place in the flow: the top of ``sources``; it reads with :func:`read_source` and writes
-through the store, the only holder of a connection.
+Place in the flow: the top of ``sources``; it reads with
+:func:`~healthscore.sources.read.stream_source` and writes through the store, the only
+holder of a connection.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow.compute as pc
-
 from healthscore.core.tables import get_table
 from healthscore.errors import StoreError
-from healthscore.sources.read import read_source
+from healthscore.sources.read import Progress, stream_source
 from healthscore.sources.rejects import write_rejects
-from healthscore.store import LoadResult, Store
+from healthscore.store import LoadResult, Store, load_memory_limit
 
 
 def load_file(
@@ -24,10 +23,13 @@ def load_file(
     mapping: dict[str, str | list[str]] | None = None,
     *,
     date_format: str | None = None,
+    number_format: str | None = None,
+    key: list[str] | None = None,
     rejects: str | Path | None = None,
     account_from: str | None = None,
     constants: dict[str, str] | None = None,
     values: dict[str, dict[str, str | None]] | None = None,
+    progress: Progress | None = None,
     raw: bool = False,
 ) -> LoadResult:
     """Read, validate and load one file; with ``rejects`` invalid rows go to that CSV
@@ -38,44 +40,57 @@ def load_file(
     the file carries instead of ``account_id``; the account is looked up in the store.
     ``constants`` gives a column the file lacks one value on every row. ``values``
     recodes a source column's values (``{column: {text: new text or None}}``); rows whose
-    key or a required value is recoded to None are skipped and counted. See
+    key or a required value is recoded to None are skipped and counted. ``number_format``
+    says how numbers are written, ``key`` names the columns a missing primary key is
+    built from. See
     :func:`healthscore.sources.read_source`; :func:`healthscore.sources.read_spec` reads
     all of these from a load spec file.
 
     Rows whose key is stored already keep the stored values of the columns this file
     does not supply, so files with different columns about the same rows add up.
+
+    A file of any size loads in bounded memory: its valid rows stream from the reading
+    into the store batch by batch, and the checks on them (one row per key, accounts
+    not known yet) and the comparison with the stored rows run in the store, as SQL.
+    ``progress(step, fraction)`` hears of each step.
     """
 
     lookup = None
     if account_from:
-        key = get_table(account_from).primary_key
-        ref = store.table(account_from).select(key, "account_id").to_pyarrow().to_pydict()
-        if not ref[key]:
+        ref_key = get_table(account_from).primary_key
+        ref = store.table(account_from).select(ref_key, "account_id").to_pyarrow().to_pydict()
+        if not ref[ref_key]:
             raise StoreError(
                 f"`account_from` {account_from}: the store's {account_from} table is empty",
                 hint=f"load {account_from} first",
             )
-        lookup = (key, dict(zip(ref[key], ref["account_id"], strict=True)))
-    batch = read_source(
+        lookup = (ref_key, dict(zip(ref[ref_key], ref["account_id"], strict=True)))
+    with stream_source(
         path,
         table,
         mapping,
         date_format=date_format,
+        number_format=number_format,
+        key=key,
         allow_rejects=rejects is not None,
         account_lookup=lookup,
         constants=constants,
         values=values,
-    )
-    n_rejected = 0
-    if rejects is not None:  # written even when empty, so an old rejects file never lingers
-        n_rejected = write_rejects(batch, rejects, raw=raw)
-    result = store.load(
-        table, batch.data, rejected=n_rejected, skipped=batch.skipped, columns=batch.supplied
-    )
+        progress=progress,
+        memory_limit=load_memory_limit(),
+    ) as batch:
+        n_rejected = 0
+        if rejects is not None:  # written even when empty, so an old rejects file never lingers
+            n_rejected = write_rejects(batch, rejects, raw=raw)
+        result = store.load(
+            table,
+            batch.data,
+            rejected=n_rejected,
+            skipped=batch.skipped,
+            columns=batch.supplied,
+            progress=progress,
+            rows=batch.valid,
+        )
     result.skip_reason = batch.skip_reason
     result.warnings = list(batch.warnings)
-    if table != "accounts" and "account_id" in batch.data.column_names:
-        known = store.table("accounts").account_id.to_pyarrow()
-        found = pc.is_in(batch.data["account_id"], value_set=known.combine_chunks())
-        result.unknown_accounts = int(pc.sum(pc.invert(found)).as_py() or 0)
     return result

@@ -14,26 +14,39 @@ per step, so a 10-million-row Parquet file of events is read in seconds:
 5. coerce every canonical column (:mod:`~healthscore.sources.coerce`, view ``typed``);
 6. check every row (:mod:`~healthscore.sources.checks`): raise, or set invalid rows
    aside (:mod:`~healthscore.sources.rejects`) with ``allow_rejects``;
-7. fetch the valid rows as Arrow, deriving missing ``usage_events`` ids.
+7. stream the valid rows as Arrow record batches, deriving event ids a file lacks (or
+   building them from ``key``) (:func:`stream_source`; :func:`read_source` reads them into
+   one table).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 
-from healthscore.core.tables import DERIVABLE_KEYS, Table
+from healthscore.core.tables import DERIVABLE_KEYS, DERIVED_KEY_COLUMNS, Table
 from healthscore.errors import Problem, SourceError
-from healthscore.sources.checks import check_required_columns, find_problems
-from healthscore.sources.coerce import ARROW_TYPES, check_date_format, create_typed, type_extras
+from healthscore.sources.checks import check_required_columns, find_problems, key_value_sql
+from healthscore.sources.coerce import (
+    ARROW_TYPES,
+    check_date_format,
+    check_number_format,
+    create_typed,
+    type_extras,
+)
 from healthscore.sources.columns import FileColumns, canonical_table, map_columns
 from healthscore.sources.formats import DataFile, format_of
 from healthscore.sources.recode import recode
 from healthscore.sources.rejects import fetch_rejects
 from healthscore.sources.sql import sql_literal, sql_text
-from healthscore.store.scratch import ScratchConnection, ScratchError, fetch_arrow, open_scratch
+from healthscore.store.scratch import ScratchConnection, ScratchError, open_scratch, stream_arrow
+
+#: ``progress(step, fraction)``: what a long read or load is doing, and how far it is
+Progress = Callable[[str, float], None]
 
 
 @dataclass
@@ -56,7 +69,7 @@ class SourceBatch:
 
     table: str
     file: str
-    data: pa.Table
+    data: pa.Table | pa.RecordBatchReader
     rejects: list[Problem]
     reject_rows: pa.Table | None
     rows_read: int
@@ -65,6 +78,8 @@ class SourceBatch:
     #: things worth a look that are not errors, e.g. value-map keys no row has
     warnings: list[str] = field(default_factory=list)
     supplied: tuple[str, ...] = ()
+    #: how many valid rows ``data`` holds
+    valid: int = 0
 
 
 def read_source(
@@ -73,10 +88,12 @@ def read_source(
     mapping: dict[str, str | list[str]] | None = None,
     *,
     date_format: str | None = None,
+    number_format: str | None = None,
     allow_rejects: bool = False,
     account_lookup: tuple[str, dict[str, str]] | None = None,
     constants: dict[str, str] | None = None,
     values: dict[str, dict[str, str | None]] | None = None,
+    key: list[str] | None = None,
 ) -> SourceBatch:
     """Read one data file into canonical table ``table``, validated.
 
@@ -94,6 +111,10 @@ def read_source(
         the others must be canonical columns and read the same values.
     date_format
         A strptime format (``%d/%m/%Y``) tried before ISO 8601 on text timestamps.
+    number_format
+        How numbers are written: ``1,234.56``, ``1.234,56``, ``1 234,56`` or
+        ``1 234.56``. None (default): commas separate thousands where a value shows it
+        (``1,234.5``); ``1,234`` alone is refused with a hint from the column.
     allow_rejects
         False (default): any invalid row raises :class:`SourceError` listing every
         problem, and nothing is returned. True: invalid rows are set aside in
@@ -113,6 +134,12 @@ def read_source(
         a required column the row is skipped (``skipped``, ``skip_reason``). An extra
         column whose values are recoded is typed by the new values: boolean (all
         true/false), whole number, number, timestamp, else text.
+    key
+        Column names (after ``mapping``) whose values identify a row, for a file without
+        the table's primary key (not accounts, users, subscriptions): the key is the md5
+        of their values as text joined by ``\\x1f``, and two rows with the same values are
+        a duplicate key. Event tables without one derive it from the row (see the
+        package docs).
 
     Returns
     -------
@@ -139,30 +166,83 @@ def read_source(
     >>> p.row, p.column, p.reason, p.got, p.expected
     (3, 'kind', 'unknown value', 'poll', 'one of nps, csat')
     """
+    with stream_source(
+        path,
+        table,
+        mapping,
+        date_format=date_format,
+        number_format=number_format,
+        allow_rejects=allow_rejects,
+        account_lookup=account_lookup,
+        constants=constants,
+        values=values,
+        key=key,
+    ) as batch:
+        batch.data = batch.data.read_all()
+    return batch
+
+
+@contextmanager
+def stream_source(
+    path,
+    table: str,
+    mapping: dict[str, str | list[str]] | None = None,
+    *,
+    date_format: str | None = None,
+    number_format: str | None = None,
+    allow_rejects: bool = False,
+    account_lookup: tuple[str, dict[str, str]] | None = None,
+    constants: dict[str, str] | None = None,
+    values: dict[str, dict[str, str | None]] | None = None,
+    key: list[str] | None = None,
+    progress: Progress | None = None,
+    memory_limit: str | None = None,
+) -> Iterator[SourceBatch]:
+    """:func:`read_source` for a file of any size: the valid rows as a stream.
+
+    The file is read, checked and its invalid rows found as :func:`read_source` does;
+    the batch's ``data`` is then a ``pyarrow.RecordBatchReader`` over the valid rows,
+    computed as it is read (never whole in memory), to be read inside the ``with``
+    block. ``progress(step, fraction)`` hears of each step; ``memory_limit`` (DuckDB's,
+    e.g. ``"1GB"``) bounds the memory the reading holds (beyond it, it spills to disk).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "users.csv"
+    >>> _ = f.write_text("user_id,account_id\\nU1,A1\\nU2,A1\\n")
+    >>> with stream_source(f, "users") as batch:
+    ...     print(batch.valid, sum(b.num_rows for b in batch.data))
+    2 2
+    """
     file = str(path)
     spec = canonical_table(table)
     fmt = format_of(file)
     p = Path(path)
     if not p.is_file():
         raise SourceError(f"{file}: file not found" if not p.exists() else f"{file}: not a file")
-    with open_scratch() as db:
+    data = DataFile(file, fmt)
+    data.check_not_empty()
+    with open_scratch(memory_limit) as db:
         if date_format is not None:
             check_date_format(db, date_format)
-        if p.stat().st_size == 0:
-            return _empty_batch(spec, file)
+        check_number_format(number_format)
+        if progress:
+            progress(f"reading {p.name}", 0.0)
         cols = FileColumns.of(file, spec, mapping or {}, values or {})
-        data = DataFile(file, fmt)
         names, types = data.describe(db)
-        map_columns(cols, data, names, types, account_lookup, constants)
+        map_columns(cols, data, names, types, account_lookup, constants, key)
         check_required_columns(spec, cols)
         _create_raw(db, data, spec, cols, names)
         skipped, skip_reason, warnings = recode(db, spec, cols)
         _link_accounts(db, cols, account_lookup)
         type_extras(db, cols, fmt)
-        typed_select = create_typed(db, spec, cols, fmt, date_format)
+        typed_select = create_typed(db, spec, cols, fmt, date_format, number_format)
         rows_read = db.execute("SELECT count(*) FROM raw_read").fetchone()[0]
+        if progress:
+            progress(f"checking {rows_read:,} rows", 0.0)
         problems, null_keys, internal_row = find_problems(
-            db, spec, cols, typed_select, data, date_format
+            db, spec, cols, typed_select, data, date_format, number_format
         )
         if problems and not allow_rejects:
             n = len({p.row for p in problems})
@@ -172,24 +252,24 @@ def read_source(
         bad_rows = sorted({internal_row[p.row] for p in problems})
         if bad_rows:
             db.register("__bad", pa.table({"r": pa.array(bad_rows, pa.int64())}))
-        # usage_events: ids missing from the file (or from some rows) are derived.
-        derive_key = spec.name in DERIVABLE_KEYS and null_keys > 0
-        valid = _fetch_valid(db, spec, cols, bad_rows, derive_key)
         reject_rows = fetch_rejects(db, cols, problems, internal_row) if bad_rows else None
-    pk = spec.primary_key
-    supplied = [n for n in spec.columns if cols.canonical[n] is not None or n == pk]
-    return SourceBatch(
-        spec.name,
-        file,
-        valid,
-        problems,
-        reject_rows,
-        rows_read,
-        skipped=skipped,
-        skip_reason=skip_reason,
-        warnings=warnings,
-        supplied=tuple(supplied + [c.name for c in cols.extras]),
-    )
+        # event tables: ids missing from the file (or from some rows) are derived.
+        derive_key = (spec.name in DERIVABLE_KEYS and null_keys > 0) or bool(cols.key)
+        pk = spec.primary_key
+        supplied = [n for n in spec.columns if cols.canonical[n] is not None or n == pk]
+        yield SourceBatch(
+            spec.name,
+            file,
+            _stream_valid(db, spec, cols, bool(bad_rows), derive_key),
+            problems,
+            reject_rows,
+            rows_read,
+            skipped=skipped,
+            skip_reason=skip_reason,
+            warnings=warnings,
+            supplied=tuple(supplied + [c.name for c in cols.extras]),
+            valid=rows_read - skipped - len(bad_rows),
+        )
 
 
 def _create_raw(
@@ -246,9 +326,9 @@ def _link_accounts(db: ScratchConnection, cols: FileColumns, account_lookup) -> 
     )
 
 
-def _fetch_valid(
-    db: ScratchConnection, spec: Table, cols: FileColumns, bad_rows: list[int], derive_key: bool
-) -> pa.Table:
+def _stream_valid(
+    db: ScratchConnection, spec: Table, cols: FileColumns, any_bad: bool, derive_key: bool
+) -> pa.RecordBatchReader:
     """The valid rows: canonical columns typed as ``tables.py`` says, then the extras."""
     select = []
     for name in spec.columns:
@@ -257,34 +337,42 @@ def _fetch_valid(
         else:
             select.append(f"v_{name}")
     select += [f"x{c.index}" for c in cols.extras]
-    where = ""
-    if bad_rows:
-        where = "WHERE __row NOT IN (SELECT r FROM __bad)"
-    table = fetch_arrow(db.sql(f"SELECT {', '.join(select)} FROM typed {where}"))
-    table = table.rename_columns(list(spec.columns) + [c.name for c in cols.extras])
-    for i, (name, ctype) in enumerate(spec.columns.items()):
-        if table.schema.field(i).type != ARROW_TYPES[ctype]:
-            table = table.set_column(i, name, table.column(i).cast(ARROW_TYPES[ctype]))
-    return table
+    where = "WHERE __row NOT IN (SELECT r FROM __bad)" if any_bad else ""
+    reader = stream_arrow(db, f"SELECT {', '.join(select)} FROM typed {where}")
+    found = reader.schema
+    fields = [pa.field(n, ARROW_TYPES[t]) for n, t in spec.columns.items()]
+    extras = list(found)[len(fields) :]
+    fields += [pa.field(c.name, f.type) for c, f in zip(cols.extras, extras, strict=True)]
+    schema = pa.schema(fields)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in reader:
+            columns = [
+                col if col.type == f.type else col.cast(f.type)
+                for col, f in zip(batch.columns, schema, strict=True)
+            ]
+            yield pa.RecordBatch.from_arrays(columns, schema=schema)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def _derived_key_sql(spec: Table, cols: FileColumns) -> str:
-    """md5 of the row's canonical text joined by \\x1f, then its occurrence number.
+    """md5 of the row's identifying text joined by \\x1f (then its occurrence number).
 
-    The text of a column is DuckDB's cast to VARCHAR of the coerced value (timestamps
-    as ``2024-03-01 12:00:00``, NULL as ''), so the same event gets the same id from a
-    CSV, a JSON or a Parquet file; the occurrence number (1, 2, ... in file order among
-    identical rows) keeps exact duplicates apart.
+    With ``key`` the named columns, else the table's :data:`DERIVED_KEY_COLUMNS`. The
+    text of a column is DuckDB's cast to VARCHAR of the coerced value (timestamps as
+    ``2024-03-01 12:00:00``, NULL as ''), so the same event gets the same id from a CSV,
+    a JSON or a Parquet file; without ``key`` the occurrence number (1, 2, ... in file
+    order among identical rows) keeps exact duplicates apart.
     """
-    values = [f"v_{n}" for n in spec.columns if n != spec.primary_key]
+    if cols.key:
+        values = [key_value_sql(spec, c) for c in cols.key]
+        text = ", ".join(f"coalesce(CAST({v} AS VARCHAR), '')" for v in values)
+        return f"md5(concat_ws(chr(31), {text}))"
+    values = [f"v_{n}" for n in DERIVED_KEY_COLUMNS[spec.name]]
     text = ", ".join(f"coalesce(CAST({v} AS VARCHAR), '')" for v in values)
     occurrence = f"row_number() OVER (PARTITION BY {', '.join(values)} ORDER BY __row)"
     derived = f"md5(concat_ws(chr(31), {text}, CAST({occurrence} AS VARCHAR)))"
     if cols.canonical[spec.primary_key] is None:
         return derived
     return f"coalesce(v_{spec.primary_key}, {derived})"
-
-
-def _empty_batch(spec: Table, file: str) -> SourceBatch:
-    data = pa.table({n: pa.array([], ARROW_TYPES[t]) for n, t in spec.columns.items()})
-    return SourceBatch(spec.name, file, data, [], None, 0, supplied=tuple(spec.columns))

@@ -25,7 +25,7 @@ def recode(db: ScratchConnection, spec: Table, cols: FileColumns) -> tuple[int, 
     file. Returns how many rows are skipped, why, and warnings about keys no row holds.
     """
     needed = set(spec.required)
-    if spec.name not in DERIVABLE_KEYS:
+    if spec.name not in DERIVABLE_KEYS and not cols.key:
         needed.add(spec.primary_key)
     replace, skips = [], []
     for c in cols.columns:

@@ -29,7 +29,7 @@ from healthscore.core.yamlio import (
     validation_problems,
 )
 from healthscore.errors import Problem, SourceError
-from healthscore.sources.coerce import DATE_FORMAT_EXAMPLES, date_format_problem
+from healthscore.sources.coerce import DATE_FORMAT_EXAMPLES, NUMBER_FORMATS, date_format_problem
 from healthscore.sources.columns import canonical_table, columns_hint, target_problem
 from healthscore.store.scratch import open_scratch
 
@@ -81,6 +81,20 @@ e.g. signup_date=created_at
     return {s: t[0] if len(t) == 1 else t for s, t in mapping.items()}
 
 
+def parse_key(text: str | list[str] | None) -> list[str] | None:
+    """Turn ``col,col`` (or a list of names) into the ``key`` column names.
+
+    >>> parse_key("account_id, ts,kind")
+    ['account_id', 'ts', 'kind']
+    """
+    if text is None:
+        return None
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text)]
+    if not names or not all(names):
+        raise SourceError(f"`key` {text!r}: expected column names separated by commas")
+    return names
+
+
 def parse_constants(items: Iterable[str] | None) -> dict[str, str]:
     """Turn ``column=value`` items into the ``constants`` ``{column: value}``.
 
@@ -111,12 +125,17 @@ class LoadSpec:
     values: dict[str, dict[str, str | None]] = field(default_factory=dict)
     constants: dict[str, str] = field(default_factory=dict)
     date_format: str | None = None
+    number_format: str | None = None
+    key: list[str] | None = None
 
     def with_flags(
         self,
         mapping: dict[str, str | list[str]] | None = None,
         constants: dict[str, str] | None = None,
         date_format: str | None = None,
+        *,
+        number_format: str | None = None,
+        key: list[str] | None = None,
     ) -> LoadSpec:
         """This spec with names, constants and a date format given apart (a command line's
         flags) added; where they disagree, those given apart win.
@@ -144,6 +163,8 @@ class LoadSpec:
             {s: dict(v) for s, v in self.values.items()},
             {**self.constants, **(constants or {})},
             date_format or self.date_format,
+            number_format or self.number_format,
+            key or self.key,
         )
 
 
@@ -162,6 +183,8 @@ def read_spec(path, table: str | None = None) -> LoadSpec:
             values: {"Yes": true, "No": false}    # recode only
         set: {ts: 2022-09-30}                     # constants
         date_format: "%d/%m/%Y"                   # strptime format
+        number_format: "1.234,56"                 # how numbers are written
+        key: [account_id, ts, kind]               # columns the missing id is built from
 
     ``values`` keys are compared with a file's values as text: YAML reads ``true``,
     ``1.5`` or ``2024-03-01`` unquoted as other types, which are taken back to the text
@@ -240,10 +263,12 @@ hint: columns: outcome_id, account_id, ts, kind, arr_delta
         {s.strip(): c.values for s, c in parsed.map_.items() if c.values},
         {c.strip(): v for c, v in parsed.set_.items()},
         parsed.date_format,
+        parsed.number_format,
+        parse_key(parsed.key),
     )
 
 
-_SPEC_KEYS = ("map", "set", "date_format")
+_SPEC_KEYS = ("map", "set", "date_format", "number_format", "key")
 _COLUMN_FORMS = (
     "expected a column name, a list of names, or a mapping with `to:` (names) and/or "
     "`values:` (a value map)"
@@ -310,6 +335,15 @@ class _SpecFile(_SpecBase):
     map_: dict[str, _SpecColumn] = Field(default_factory=dict, alias="map")
     set_: dict[str, str] = Field(default_factory=dict, alias="set")
     date_format: str | None = None
+    number_format: str | None = None
+    key: str | list[str] | None = None
+
+    @field_validator("number_format")
+    @classmethod
+    def _number_format(cls, v: Any) -> Any:
+        if v is not None and v not in NUMBER_FORMATS:
+            raise ValueError("expected one of " + ", ".join(NUMBER_FORMATS))
+        return v
 
     @field_validator("map_", "set_", mode="before")
     @classmethod

@@ -36,7 +36,7 @@ import functools
 import gc
 import os
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,7 +45,6 @@ from pathlib import Path
 import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
-import pyarrow.compute as pc
 import sqlglot as sg
 import sqlglot.expressions as sge
 
@@ -54,7 +53,12 @@ from healthscore.core.tables import SCHEMA_VERSION, TABLES, get_table
 from healthscore.errors import HealthscoreError, ScoringError, StoreError
 from healthscore.store.backend import backend_for
 
+#: ``progress(step, fraction)``: what a long load is doing, and how far it is
+Progress = Callable[[str, float], None]
+
 DEFAULT_DB = "healthscore.duckdb"
+#: the memory a load may hold in each DuckDB connection it uses (see load_memory_limit)
+LOAD_MEMORY = "1GB"
 META = "_healthscore_meta"
 WATERMARKS = "_healthscore_watermarks"
 #: the store's own bookkeeping tables, whose schemas are known without asking the backend
@@ -226,8 +230,8 @@ class Store:
                 raise
             what, fix = reason
             raise StoreError(
-                f"cannot write the store {self.location}: {what}; what this command was "
-                "writing was rolled back",
+                f"cannot write the store {self.location}: {what}; nothing of this "
+                "command's writes was kept",
                 hint=f"{fix} (`db`)",
             ) from None
 
@@ -316,23 +320,29 @@ class Store:
     def load(
         self,
         name: str,
-        data: pa.Table,
+        data: pa.Table | pa.RecordBatchReader,
         *,
         rejected: int = 0,
         skipped: int = 0,
         columns: Sequence[str] | None = None,
+        progress: Progress | None = None,
+        rows: int | None = None,
     ) -> LoadResult:
         """Insert or update ``data`` (already validated, canonical columns) by primary key.
 
         All or nothing: new extra columns, the rows and the watermark are written in one
-        transaction.
+        transaction. The rows are staged in the store first (a stream of record batches
+        is read once, batch by batch), and every check after that runs there, as SQL:
+        a load of any size holds no more than the backend's memory (on DuckDB
+        :func:`load_memory_limit`, beyond which it spills to disk).
 
         Parameters
         ----------
         name
             The canonical table.
         data
-            The rows, keyed by the table's primary key.
+            The rows, keyed by the table's primary key: a table, or a stream of record
+            batches (:func:`healthscore.sources.read.stream_source`).
         rejected, skipped
             Rows the reader set aside, reported in the result.
         columns
@@ -342,6 +352,9 @@ class Store:
             with other columns about the same keys adds them instead of wiping the
             first file's. None (default): every column is supplied and a stored column
             absent from ``data`` becomes NULL on the rows loaded.
+        progress, rows
+            ``progress(step, fraction)`` hears of each step; ``rows``, how many rows a
+            stream holds, lets it say how far staging is.
 
         Examples
         --------
@@ -357,76 +370,116 @@ class Store:
         """
         tdef = get_table(name)
         pk = tdef.primary_key
-        self._check_batch(name, pk, data)
+        self._check_columns(name, pk, data.schema)
         have = self.columns(name)
         extra = [f for f in data.schema if f.name not in have]
         target_cols = {**have, **{f.name: str(ibis.dtype(f.type)) for f in extra}}
-        data = _conform(data, target_cols)
         supplied = set(target_cols) if columns is None else {*columns, pk}
         kept = [c for c in have if c not in supplied]
         stage_name = f"_stage_{name}_{uuid.uuid4().hex[:8]}"
         scratch = [stage_name]
-        empty = self.count(name) == 0
+        step = progress or (lambda _step, _fraction: None)
+        temp = self.con.supports_temporary_tables
         try:
-            # the staged copies are scratch: outside the transaction, dropped whatever happens
-            temp = self.con.supports_temporary_tables
-            self.con.create_table(stage_name, data, temp=temp)
-            stage = self.con.table(stage_name)
-            if kept and not empty:
-                # materialised: the rows' stored values are read before any is deleted
-                scratch.append(f"{stage_name}_merged")
-                merged = _with_stored(stage, self.con.table(name), pk, list(target_cols), kept)
-                stage = self.con.create_table(scratch[-1], merged, temp=temp)
-            with self.transaction():
-                self._add_columns(name, extra)
-                if empty:
-                    inserted, updated, unchanged = data.num_rows, 0, 0
-                    new_rows, changed = stage, None
-                else:
-                    new_rows, changed, (inserted, updated, unchanged) = self._classify(
-                        stage, self.con.table(name), pk, list(target_cols)
-                    )
-                if updated:
-                    self._delete_keys(name, pk, changed)
-                if inserted or updated:
-                    order = [tdef.time] if tdef.time else []
-                    self.con.insert(name, new_rows.order_by([*order, pk]).select(*target_cols))
-                watermark = self._update_watermark(name, data, inserted)
+            with _load_errors(name), self._backend.memory_limit(load_memory_limit()):
+                # the staged copies are scratch: outside the transaction, dropped whatever
+                # happens
+                if rows is None and isinstance(data, pa.Table):
+                    rows = data.num_rows
+                self._backend.stage(stage_name, _counted(data, step, rows), temp=temp)
+                stage = _conform(self.con.table(stage_name), target_cols)
+                step("checking keys", 0.0)
+                n, batch_max = self._check_keys(name, pk, stage, tdef.time)
+                empty = self.count(name) == 0
+                if kept and not empty:
+                    # materialised: the rows' stored values are read before any is deleted
+                    scratch.append(f"{stage_name}_merged")
+                    merged = _with_stored(stage, self.con.table(name), pk, list(target_cols), kept)
+                    stage = self.con.create_table(scratch[-1], merged, temp=temp)
+                unknown = self._unknown_accounts(name, stage)
+                with self.transaction():
+                    self._add_columns(name, extra)
+                    if empty:
+                        inserted, updated, unchanged = n, 0, 0
+                        new_rows, changed = stage, None
+                    else:
+                        step("comparing with the stored rows", 0.0)
+                        new_rows, changed, (inserted, updated, unchanged) = self._classify(
+                            stage, self.con.table(name), pk, list(target_cols)
+                        )
+                    if updated:
+                        self._delete_keys(name, pk, changed)
+                    if inserted or updated:
+                        step(f"writing {inserted + updated:,} rows", 0.0)
+                        order = [tdef.time] if tdef.time else []
+                        self.con.insert(name, new_rows.order_by([*order, pk]).select(*target_cols))
+                    watermark = self._update_watermark(name, batch_max, inserted)
         finally:
             for table in scratch:
                 self.con.drop_table(table, force=True)
-        return LoadResult(name, inserted, updated, unchanged, rejected, watermark, skipped=skipped)
+        step("loaded", 1.0)
+        return LoadResult(
+            name, inserted, updated, unchanged, rejected, watermark, unknown, skipped=skipped
+        )
 
-    def _check_batch(self, name: str, pk: str, data: pa.Table) -> None:
-        """One row per key, and no column that differs from a stored one only by case."""
-        if pk not in data.column_names:
+    def _check_columns(self, name: str, pk: str, schema: pa.Schema) -> None:
+        """A key column, and no column that differs from a stored one only by case."""
+        if pk not in schema.names:
             raise StoreError(f"{name}: the rows to load have no {pk} column")
-        keys = data[pk]
-        if keys.null_count:
-            raise StoreError(f"{name}: {keys.null_count} rows have no {pk}; nothing was loaded")
-        if data.num_rows and pc.count_distinct(keys).as_py() != data.num_rows:
-            counts = pc.value_counts(keys)
-            dups = [v["values"] for v in counts.to_pylist() if v["counts"] > 1]
-            shown = ", ".join(repr(d) for d in dups[:20]) + (" ..." if len(dups) > 20 else "")
-            raise StoreError(
-                f"{name}: {len(dups)} {pk} values occur more than once in one load: {shown}",
-                hint="each row needs its own key; nothing was loaded",
-            )
         lowered: dict[str, str] = {}
-        for col in data.column_names:
+        for col in schema.names:
             if col.lower() in lowered:
                 raise StoreError(
                     f"{name}: columns {lowered[col.lower()]!r} and {col!r} differ only by case"
                 )
             lowered[col.lower()] = col
         have = {c.lower(): c for c in self.columns(name)}
-        for col in data.column_names:
+        for col in schema.names:
             if col not in have.values() and col.lower() in have:
                 raise StoreError(
                     f"{name}: column {col!r} differs from the stored column "
                     f"{have[col.lower()]!r} only by case",
                     hint=f"rename it, e.g. --map {col}={have[col.lower()]}",
                 )
+
+    def _check_keys(
+        self, name: str, pk: str, stage: ir.Table, time: str | None
+    ) -> tuple[int, datetime | None]:
+        """One row per key, in the store's SQL; the staged rows' count and latest time.
+
+        The latest time leaves out scheduled dates in the future (an invoice's due date
+        is not "data up to then").
+        """
+        key = stage[pk]
+        now = datetime.now(UTC).replace(tzinfo=None)
+        figures = {"n": stage.count(), "null_keys": key.isnull().sum()}
+        if time:
+            figures["latest"] = stage[time].max(where=stage[time] <= ibis.literal(now))
+        found = self._backend.to_arrow(stage.aggregate(**figures)).to_pylist()[0]
+        if found["null_keys"]:
+            raise StoreError(f"{name}: {found['null_keys']} rows have no {pk}; nothing was loaded")
+        distinct = stage.select(pk).distinct()
+        n_keys = self._backend.to_arrow(distinct.count().name("n").as_table())["n"][0].as_py()
+        if n_keys != found["n"]:
+            counts = stage.group_by(pk).aggregate(__n=stage.count())
+            dups = counts.filter(counts["__n"] > 1)
+            n_dups = self._backend.to_arrow(dups.count().name("n").as_table())["n"][0].as_py()
+            shown = self._backend.to_arrow(dups.select(pk).order_by(pk).limit(20))[pk]
+            text = ", ".join(repr(d) for d in shown.to_pylist()) + (" ..." if n_dups > 20 else "")
+            raise StoreError(
+                f"{name}: {n_dups} {pk} values occur more than once in one load: {text}",
+                hint="each row needs its own key; nothing was loaded",
+            )
+        return found["n"] or 0, found.get("latest")
+
+    def _unknown_accounts(self, name: str, stage: ir.Table) -> int:
+        """How many rows name an account the accounts table does not hold (yet)."""
+        if name == "accounts" or "account_id" not in stage.columns:
+            return 0
+        accounts = self.con.table("accounts").select(__known="account_id")
+        rows = stage.filter(stage.account_id.notnull()).select("account_id")
+        unknown = rows.anti_join(accounts, rows.account_id == accounts["__known"])
+        return self._backend.to_arrow(unknown.count().name("n").as_table())["n"][0].as_py()
 
     def _classify(self, stage: ir.Table, target: ir.Table, pk: str, cols: list[str]):
         """Split the staged rows into new, changed and unchanged ones (by primary key)."""
@@ -500,15 +553,12 @@ class Store:
         with self.writing(), self._backend.transaction():
             yield
 
-    def _update_watermark(self, name: str, data: pa.Table, inserted: int) -> datetime | None:
+    def _update_watermark(
+        self, name: str, batch_max: datetime | None, inserted: int
+    ) -> datetime | None:
         """The latest timestamp ever loaded into ``name`` (from this batch and before)."""
-        tdef = TABLES[name]
         old = next((r for r in self._select_all(WATERMARKS) if r["table_name"] == name), None)
         now = datetime.now(UTC).replace(tzinfo=None)
-        # a scheduled date in the future (an invoice's due date) is not "data up to then"
-        times = data[tdef.time]
-        times = pc.filter(times, pc.less_equal(times, pa.scalar(now, pa.timestamp("us"))))
-        batch_max = pc.max(times).as_py() if len(times) else None
         marks = [m for m in (batch_max, old and old["watermark"]) if m is not None]
         row = {"w": max(marks) if marks else None, "n": (old["rows"] if old else 0) + inserted}
         self.delete_rows(WATERMARKS, {"table_name": name})
@@ -592,17 +642,63 @@ def _with_stored(
     return j.select(*[j[f"__old_{c}"].name(c) if c in kept else j[c] for c in cols])
 
 
-def _conform(data: pa.Table, target: dict[str, str]) -> pa.Table:
+def _conform(stage: ir.Table, target: dict[str, str]) -> ir.Table:
     """Columns in the store's order and types; columns the file lacks become NULL."""
-    arrays, names = [], []
+    columns = []
     for col, typ in target.items():
-        want = ibis.dtype(typ).to_pyarrow()
-        if col in data.column_names:
-            arr = data[col]
-            if arr.type != want:
-                arr = pc.cast(arr, want)
+        want = ibis.dtype(typ)
+        if col not in stage.columns:
+            columns.append(ibis.null(want).name(col))
+        elif stage[col].type() != want:
+            columns.append(stage[col].cast(want).name(col))
         else:
-            arr = pa.nulls(data.num_rows, want)
-        arrays.append(arr)
-        names.append(col)
-    return pa.table(arrays, names=names)
+            columns.append(stage[col])
+    return stage.select(*columns)
+
+
+@contextmanager
+def _load_errors(name: str) -> Iterator[None]:
+    """A load that fails in the backend or its input stream (out of memory, no disk left
+    to spill to, a stream that breaks off) says so in our words: nothing was loaded."""
+    try:
+        yield
+    except HealthscoreError:
+        raise
+    except Exception as e:  # drivers and Arrow raise their own classes; name the reason
+        if disk_reason(e) is not None:
+            raise  # a full or read-only disk: Store.writing names the store and what to do
+        reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        hint = None
+        if "memory" in reason.lower() or "space" in reason.lower():
+            hint = (
+                "a load holds at most $HEALTHSCORE_LOAD_MEMORY in memory (now "
+                f"{load_memory_limit()}) and spills the rest to disk beside the store: "
+                "free disk space there, or raise the limit"
+            )
+        raise StoreError(f"{name}: the load failed, nothing was loaded: {reason}", hint=hint) from e
+
+
+def _counted(
+    data: pa.Table | pa.RecordBatchReader, step: Progress, rows: int | None
+) -> pa.RecordBatchReader:
+    """``data`` as a stream of record batches that reports how many have been staged."""
+    if isinstance(data, pa.Table):
+        data = pa.RecordBatchReader.from_batches(data.schema, data.to_batches())
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        done = 0
+        step("staging rows", 0.0)
+        for batch in data:
+            yield batch
+            done += batch.num_rows
+            step(f"staging rows ({done:,})", done / rows if rows else 0.0)
+
+    return pa.RecordBatchReader.from_batches(data.schema, batches())
+
+
+def load_memory_limit() -> str | None:
+    """How much memory a load may hold in DuckDB (each connection it uses), beyond which
+    it spills to disk: ``$HEALTHSCORE_LOAD_MEMORY`` (e.g. ``4GB``; ``none`` for DuckDB's
+    own default), else ``LOAD_MEMORY``."""
+    value = os.environ.get("HEALTHSCORE_LOAD_MEMORY", LOAD_MEMORY).strip()
+    return None if value.lower() in ("", "none") else value

@@ -37,10 +37,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import ibis
 import ibis.expr.operations as ops
 import ibis.expr.types as ir
 import pyarrow as pa
 import sqlglot.expressions as sge
+
+#: rows per insert when a stream is staged through Ibis (PostgreSQL and others)
+STAGE_ROWS = 50_000
 
 
 class Backend:
@@ -99,6 +103,23 @@ class Backend:
             )
         return self.con.to_pyarrow(expr)
 
+    def stage(self, name: str, rows: pa.RecordBatchReader, *, temp: bool) -> None:
+        """Create table ``name`` holding the stream ``rows``, read once, batch by batch.
+
+        Generic path: the table is created empty and each slice of ``STAGE_ROWS`` rows
+        inserted through Ibis, so memory holds one slice at a time.
+        """
+        self.con.create_table(name, schema=ibis.Schema.from_pyarrow(rows.schema), temp=temp)
+        for batch in rows:
+            for start in range(0, batch.num_rows, STAGE_ROWS):
+                self.con.insert(name, pa.Table.from_batches([batch.slice(start, STAGE_ROWS)]))
+
+    @contextmanager
+    def memory_limit(self, limit: str | None) -> Iterator[None]:
+        """Bound the memory the connection holds inside the block, where the backend has
+        such a setting (DuckDB); elsewhere the server's own settings apply."""
+        yield
+
     def statement(self, stmt: sge.Expression) -> None:
         """Run one statement that returns no rows, in the backend's dialect."""
         # `_safe_raw_sql` is how Ibis runs its own statements (insert, truncate, drop) on
@@ -139,6 +160,33 @@ class DuckDBBackend(Backend):
         # peak) and imports pandas for its converter (0.3 s of every command's start);
         # `Store.execute` casts the result to the expression's types (DuckDB decimals)
         return self.run_sql(str(self.con.compile(expr)))
+
+    def stage(self, name: str, rows: pa.RecordBatchReader, *, temp: bool) -> None:
+        # DuckDB scans the stream itself, batch by batch, spilling past its memory limit
+        native, view = self.con.con, f"{name}_arrow"
+        native.register(view, rows)
+        try:
+            kind = "TEMP TABLE" if temp else "TABLE"
+            native.execute(f'CREATE {kind} "{name}" AS SELECT * FROM "{view}"')
+        finally:
+            native.unregister(view)
+
+    @contextmanager
+    def memory_limit(self, limit: str | None) -> Iterator[None]:
+        # DuckDB's own progress bar would draw on the terminal under ours
+        native = self.con.con
+        old = native.execute(
+            "SELECT current_setting('memory_limit'), current_setting('enable_progress_bar')"
+        ).fetchone()
+        if limit:
+            native.execute("SET memory_limit = $1", [limit])
+        native.execute("PRAGMA disable_progress_bar")
+        try:
+            yield
+        finally:
+            native.execute("SET memory_limit = $1", [old[0]])
+            if old[1]:
+                native.execute("PRAGMA enable_progress_bar")
 
     def run_sql(self, sql: str) -> pa.Table:
         result = self.con.con.execute(sql).arrow()

@@ -39,21 +39,41 @@ ScratchError = duckdb.Error
 ScratchConnection = duckdb.DuckDBPyConnection
 
 
+#: Rows per Arrow record batch when a scratch query's result is streamed.
+BATCH_ROWS = 1 << 17
+
+
 @contextmanager
-def open_scratch() -> Iterator[ScratchConnection]:
+def open_scratch(memory_limit: str | None = None) -> Iterator[ScratchConnection]:
     """A fresh in-memory DuckDB connection in UTC that spills to a private temp folder.
 
-    Closed, and its folder removed, when the ``with`` block ends.
+    ``memory_limit`` (DuckDB's, e.g. ``"1GB"``) bounds what it holds in memory: beyond
+    it, sorts, joins, aggregates and tables spill to the folder. Closed, and its folder
+    removed, when the ``with`` block ends.
     """
     # A private spill directory keeps memory bounded without writing into the cwd.
     with tempfile.TemporaryDirectory(prefix="healthscore-") as spill:
-        db = duckdb.connect(config={"temp_directory": spill})
+        config = {"temp_directory": spill}
+        if memory_limit:
+            config["memory_limit"] = memory_limit
+        db = duckdb.connect(config=config)
         try:
             # Session time zone UTC: casts between zoned and naive timestamps then mean UTC.
             db.execute("SET TimeZone = 'UTC'")
+            # no progress bar of DuckDB's own: the caller reports progress its way
+            db.execute("PRAGMA disable_progress_bar")
             yield db
         finally:
             db.close()
+
+
+def stream_arrow(db: ScratchConnection, sql: str) -> pa.RecordBatchReader:
+    """A scratch query's result as a stream of Arrow record batches (``BATCH_ROWS`` each),
+    so that a result of any size never sits in memory whole; read it before the
+    connection closes."""
+    result = db.execute(sql)
+    stream = getattr(result, "to_arrow_reader", None) or result.fetch_record_batch
+    return stream(BATCH_ROWS)
 
 
 def fetch_arrow(relation) -> pa.Table:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from healthscore.core.values import value_text
+
 MISSING = "-"  # what a figure that is not there shows as
 
 #: characters that reorder the text around them: the embeddings and overrides (U+202A-E,
@@ -69,15 +71,15 @@ def number(v: float | None, spec: str = ".1f") -> str:
     return MISSING if v is None else format(v, spec)
 
 
-def metric_value(v) -> str:
-    """A metric's raw value in a sentence: 0.42, 12.3, 3, none.
+def metric_value(v, unit: str | None = None) -> str:
+    """A metric's raw value in a sentence, with its unit: 0.42, 12.3, 3, -40%, 7.50 days.
 
     >>> [metric_value(v) for v in (0.4242, 12.345, 3, "gold", None)]
     ['0.42', '12.3', '3', 'gold', 'none']
+    >>> metric_value(-0.4, "%"), metric_value(3, "days")
+    ('-40%', '3 days')
     """
-    if isinstance(v, float):
-        return number(v, ".2f" if abs(v) < 10 else ".1f")
-    return "none" if v is None else str(v)
+    return value_text(v, unit)
 
 
 def date_text(d: datetime | None, spec: str = "%Y-%m-%d") -> str:

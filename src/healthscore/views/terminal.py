@@ -8,18 +8,22 @@ inside the functions that need them, so the CLI's start-up does not load them.
 
 from __future__ import annotations
 
+import os
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
+from healthscore.core.values import value_text
 from healthscore.views.format import money
 
 if TYPE_CHECKING:
@@ -31,22 +35,121 @@ if TYPE_CHECKING:
 
 BAND_STYLE = {"green": "green", "yellow": "yellow", "red": "bold red", None: "dim"}
 
+#: the width of output that is not a terminal: lines are never wrapped, tables never cut
+UNWRAPPED = 10_000
+
+
+class _Console(Console):
+    """A Rich console that wraps at the terminal's width only when it prints to one.
+
+    Rich takes 80 columns for a pipe or a file; then a table of scores wraps each row
+    over several lines and ``grep`` finds half of it. Here output that is not a terminal
+    is as wide as it needs to be, unless ``COLUMNS`` says otherwise.
+    """
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        if self._width is None and not self.is_terminal and "COLUMNS" not in os.environ:
+            return ConsoleDimensions(UNWRAPPED, super().size.height)
+        return super().size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+
 # Rich finds sys.stdout / sys.stderr when it prints, so these follow a test's capture
-stdout = Console()
-stderr = Console(stderr=True)
+stdout = _Console()
+stderr = _Console(stderr=True)
 
 
 @contextmanager
 def console_to(path: Path | None) -> Iterator[Console]:
-    """A console printing to ``path`` (wide, no colour), or to stdout when None; the file
-    is replaced only once everything is printed (see :mod:`healthscore.core.files`)."""
+    """A console printing to ``path`` (unwrapped, no colour), or to stdout when None; the
+    file is replaced only once everything is printed (see :mod:`healthscore.core.files`)."""
     if path is None:
         yield stdout
         return
     from healthscore.core.files import atomic_write
 
     with atomic_write(path, param="out") as f:
-        yield Console(file=f, width=200)
+        yield _Console(file=f, width=UNWRAPPED)
+
+
+@dataclass
+class Column:
+    """A column of a table that fits the console: numbers are never cut.
+
+    ``drop``: 0 = always shown; when the console is too narrow, the shown columns with
+    the highest ``drop`` go first (together). ``shrink_to``: text (a name) that may be cut with
+    "…" down to this width; None = never cut.
+    """
+
+    header: str
+    justify: str = "left"
+    drop: int = 0
+    shrink_to: int | None = None
+
+
+def fitted_table(
+    console: Console,
+    columns: Sequence[Column],
+    rows: Sequence[Sequence[str | Text]],
+) -> tuple[Table, list[str]]:
+    """A table of ``rows`` (plain strings, never markup, or styled Text) that fits
+    ``console``'s width without wrapping a row or cutting a number: columns are dropped
+    by their ``drop`` order, then names are cut; returns it and the dropped headers."""
+    cells = [[c if isinstance(c, Text) else Text(str(c)) for c in row] for row in rows]
+    natural = [
+        max([Text(col.header).cell_len, *(row[i].cell_len for row in cells)])
+        for i, col in enumerate(columns)
+    ]
+    least = [
+        min(w, c.shrink_to) if c.shrink_to else w for w, c in zip(natural, columns, strict=True)
+    ]
+    shown = list(range(len(columns)))
+
+    def need(widths: list[int]) -> int:  # columns are 2 apart (see the Table below)
+        return sum(widths[i] for i in shown) + 2 * (len(shown) - 1)
+
+    while need(least) > console.width:
+        droppable = [i for i in shown if columns[i].drop]
+        if not droppable:
+            break
+        last = max(columns[i].drop for i in droppable)  # a group goes together
+        shown = [i for i in shown if columns[i].drop != last]
+    excess = max(0, need(natural) - console.width)
+    widths = dict.fromkeys(shown)
+    for i in shown:
+        cut = min(excess, natural[i] - least[i])
+        excess -= cut
+        widths[i] = natural[i] - cut
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=(0, 1, 0, 0),
+        pad_edge=False,
+    )
+    for i in shown:
+        c = columns[i]
+        table.add_column(
+            c.header,
+            justify=c.justify,
+            no_wrap=True,
+            overflow="ellipsis" if c.shrink_to else "fold",
+            width=widths[i],
+        )
+    for row in cells:
+        table.add_row(*(row[i] for i in shown))
+    return table, [columns[i].header for i in range(len(columns)) if i not in shown]
+
+
+def _left_out(console: Console, dropped: list[str], where: str) -> None:
+    if dropped:
+        console.print(
+            f"[dim]left out to fit {console.width} columns: {', '.join(dropped)} ({where})[/]",
+            highlight=False,
+        )
 
 
 def error(message: object) -> None:
@@ -80,10 +183,10 @@ def _fmt(v, digits: int = 2) -> str:
 
 
 def render_explanation(console: Console, e: Explanation) -> None:
-    band = e.band or "no data"
+    band = e.band_name or e.band or "no data"
     console.print(
         f"[bold]{e.account_id}[/] as of {e.as_of:%Y-%m-%d %H:%M} UTC - "
-        f"score [bold]{_fmt(e.score, 1)}[/] [{BAND_STYLE.get(e.band)}]{band}[/], "
+        f"score [bold]{_fmt(e.score, 1)}[/] [{BAND_STYLE.get(e.band)}]{escape(band)}[/], "
         f"coverage {e.coverage:.0%}",
         highlight=False,
     )
@@ -91,6 +194,7 @@ def render_explanation(console: Console, e: Explanation) -> None:
         f"segment {e.segment or '-'} (pillar weights: {e.segment_weights_used}), "
         f"CSM {e.csm or '-'}, model {e.model_label} ({e.model_version[:12]})",
         highlight=False,
+        markup=False,
     )
     if e.probability_of:
         from healthscore.evaluate.probability import percent
@@ -99,46 +203,61 @@ def render_explanation(console: Console, e: Explanation) -> None:
             f"probability of {e.probability_of}: [bold]{percent(e.probability)}[/]",
             highlight=False,
         )
-    pillars = Table(title="pillars", title_justify="left")
-    for c in ("pillar", "score", "model weight", "weight used"):
-        pillars.add_column(c, justify="left" if c == "pillar" else "right")
-    for p in e.pillars:
-        pillars.add_row(p.pillar, _fmt(p.score, 1), f"{p.model_weight:.1%}", f"{p.weight:.1%}")
-    console.print(pillars)
-    metrics = Table(
-        title="metrics: raw -> 0-100 x weight = points", title_justify="left", box=box.SIMPLE_HEAD
+    pillars, _ = fitted_table(
+        console,
+        [Column("pillar"), *(Column(c, "right") for c in ("score", "model weight", "weight used"))],
+        [
+            [p.pillar, _fmt(p.score, 1), f"{p.model_weight:.1%}", f"{p.weight:.1%}"]
+            for p in e.pillars
+        ],
     )
-    metrics.add_column("metric", no_wrap=True)
-    for c in ("raw", "0-100", "weight", "points"):
-        metrics.add_column(c, justify="right", no_wrap=True)
-    metrics.add_column("missing data")
+    console.print(pillars)
+    say(console, "metrics: raw value -> 0-100 x weight = points")
+    rows = []
     for p in e.pillars:
-        metrics.add_row(f"[bold]{p.pillar}[/] ({_fmt(p.score, 1)})", "", "", "", "", "")
+        rows.append([Text(f"{p.pillar} ({_fmt(p.score, 1)})", style="bold"), "", "", "", "", ""])
         for m in (x for x in e.metrics if x.pillar == p.pillar):
-            metrics.add_row(
-                f"  {m.metric}",
-                _fmt(m.raw),
-                _fmt(m.normalized, 1),
-                f"{m.weight:.1%}",
-                _fmt(m.contribution, 2),
-                m.missing or "",
+            rows.append(
+                [
+                    f"  {m.shown}",
+                    value_text(m.raw, m.unit) if m.raw is not None else "-",
+                    _fmt(m.normalized, 1),
+                    f"{m.weight:.1%}",
+                    _fmt(m.contribution, 2),
+                    m.missing or "",
+                ]
             )
     held = [r for r in e.rules if r.holds or r.contribution]
     if held:
-        metrics.add_row("[bold]rules[/]", "", "", "", "", "")
+        rows.append([Text("rules", style="bold"), "", "", "", "", ""])
         for r in held:
-            metrics.add_row(f"  {r.rule}", r.effect, "", "", _fmt(r.contribution, 2), "")
-    metrics.add_row("[bold]score[/]", "", "", "", f"[bold]{_fmt(e.score, 2)}[/]", "")
+            rows.append([f"  {r.rule}", "", "", "", _fmt(r.contribution, 2), r.effect])
+    rows.append([Text("score", style="bold"), "", "", "", Text(_fmt(e.score, 2), "bold"), ""])
+    metrics, dropped = fitted_table(
+        console,
+        [
+            Column("metric", shrink_to=24),
+            Column("raw", "right"),
+            Column("0-100", "right"),
+            Column("weight", "right"),
+            Column("points", "right"),
+            Column("missing data / rule", drop=1),
+        ],
+        rows,
+    )
     console.print(metrics)
+    if dropped:
+        for r in held:
+            say(console, f"rule {r.rule}: {r.effect} ({_fmt(r.contribution, 2)} points)")
     if e.band_forced_by:
-        console.print(f"band forced to {e.band} by rule {e.band_forced_by}", highlight=False)
+        say(console, f"band forced to {band} by rule {e.band_forced_by}")
     if e.signals:
-        console.print("signals: " + ", ".join(e.signals), highlight=False)
+        say(console, "signals: " + ", ".join(e.signals))
     drivers = e.drivers()
     if drivers:
-        console.print("biggest drags: " + "; ".join(_drag(d) for d in drivers), highlight=False)
+        say(console, "biggest drags: " + "; ".join(_drag(d) for d in drivers))
     for line in e.missing_summary():
-        console.print(f"[dim]{line}[/]", highlight=False)
+        console.print(f"[dim]{escape(line)}[/]", highlight=False)
 
 
 def _drag(d, short: bool = False) -> str:
@@ -147,49 +266,68 @@ def _drag(d, short: bool = False) -> str:
     value = (
         f"no data ({d.missing} {d.normalized:g})"
         if d.missing and d.missing != "fill"
-        else (_fmt(d.raw))
+        else value_text(d.raw, d.unit)
     )
     return (
-        f"{d.metric} {value} (-{lost:.1f})"
-        if short
-        else f"{d.metric} = {value} (-{lost:.1f} points)"
+        f"{d.shown} {value} (-{lost:.1f})" if short else f"{d.shown}: {value} (-{lost:.1f} points)"
     )
 
 
 def render_change(console: Console, c) -> None:
     b, a = c.before, c.after
-    console.print(
-        f"[bold]{c.account_id}[/]: {_fmt(b.score, 1)} ({b.band or 'no data'}) on "
-        f"{b.as_of:%Y-%m-%d} -> {_fmt(a.score, 1)} ({a.band or 'no data'}) on "
+    say(
+        console,
+        f"{c.account_id}: {_fmt(b.score, 1)} ({b.band_name or b.band or 'no data'}) on "
+        f"{b.as_of:%Y-%m-%d} -> {_fmt(a.score, 1)} ({a.band_name or a.band or 'no data'}) on "
         f"{a.as_of:%Y-%m-%d}, {c.delta:+.1f} points",
-        highlight=False,
     )
-    table = Table(title="why it moved, biggest first", title_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("line", no_wrap=True)
-    for col in ("before", "after", "0-100 before", "0-100 after", "points"):
-        table.add_column(col, justify="right", no_wrap=True)
+    say(console, "why it moved, biggest first")
     still = [ln for ln in c.lines if abs(ln.effect) < 0.005]
+    rows = []
     for ln in (x for x in c.lines if abs(x.effect) >= 0.005):
-        name = {"weights": "weights (segment / missing data)", "rule": f"rule {ln.name}"}.get(
-            ln.kind, ln.name
+        name = f"rule {ln.name}" if ln.kind == "rule" else ln.shown
+        if ln.kind == "metric":
+            before, after = (
+                "-" if v is None else value_text(v, ln.unit) for v in (ln.raw_before, ln.raw_after)
+            )
+        else:
+            before, after = _fmt(ln.raw_before), _fmt(ln.raw_after)
+        rows.append(
+            [
+                name,
+                before,
+                after,
+                _fmt(ln.normalized_before, 1),
+                _fmt(ln.normalized_after, 1),
+                f"{ln.effect:+.2f}",
+            ]
         )
-        table.add_row(
-            name,
-            _fmt(ln.raw_before),
-            _fmt(ln.raw_after),
-            _fmt(ln.normalized_before, 1),
-            _fmt(ln.normalized_after, 1),
-            f"{ln.effect:+.2f}",
-        )
-    table.add_row("[bold]change[/]", "", "", "", "", f"[bold]{c.delta:+.2f}[/]")
+    rows.append([Text("change", style="bold"), "", "", "", "", Text(f"{c.delta:+.2f}", "bold")])
+    table, _ = fitted_table(
+        console,
+        [
+            Column("line", shrink_to=24),
+            Column("before", "right"),
+            Column("after", "right"),
+            Column("0-100 before", "right", drop=1),
+            Column("0-100 after", "right", drop=1),
+            Column("points", "right"),
+        ],
+        rows,
+    )
     console.print(table)
     if still:
         console.print(f"[dim]{len(still)} metrics did not move the score[/]", highlight=False)
-    console.print(c.summary(), highlight=False, soft_wrap=True)
+    say(console, c.summary())
 
 
 @contextmanager
 def progress_bar(console: Console) -> Iterator:
+    """``update(step, fraction)`` for a long job: a transient bar on a terminal, nothing
+    elsewhere (a redirected stream gets no bar and no blank line from one)."""
+    if not console.is_terminal:
+        yield lambda step, fraction: None
+        return
     with Progress(
         TextColumn("{task.description:<28}"),
         BarColumn(),
@@ -205,8 +343,36 @@ def progress_bar(console: Console) -> Iterator:
         yield update
 
 
-def render_backtest(console: Console, r) -> None:
-    """The backtest figures: overall and per segment, side by side with --vs."""
+def _paragraph(console: Console, text: str) -> None:
+    """Plain words before the figures: wrapped at a terminal's width, whole in a pipe."""
+    console.print(text, highlight=False, markup=False)
+    console.print()
+
+
+def render_backtest(console: Console, r, *, plain: bool = True) -> None:
+    """The backtest figures: overall and per segment, side by side with --vs; first
+    (``plain``) one paragraph saying in plain words what was done and how to read it."""
+    if plain and getattr(r, "snapshot", False):
+        _paragraph(
+            console,
+            "In plain words: every account was scored once, at the snapshot date, and the "
+            "scores were set against the outcomes on file. Recall is the share of accounts "
+            "that churned which the score had in red; the false-positive rate is the share "
+            "of accounts that stayed but were red anyway. ROC AUC says how well the score "
+            "ranks the accounts that left below those that stayed (1 = always, 0.5 = a coin "
+            "toss). The snapshot has no dates, so it cannot say how early a warning came.",
+        )
+    elif plain:
+        _paragraph(
+            console,
+            f"In plain words: we went back to every {r.every} between {r.start:%Y-%m-%d} "
+            f"and {r.end:%Y-%m-%d}, scored each account with only the data it had then, and "
+            f"looked at what happened in the {r.horizon} after. Recall is the share of "
+            f"accounts that churned which were red {r.lead} before they left; the "
+            "false-positive rate is the share of accounts that stayed but were red anyway. "
+            "ROC AUC says how well the score ranks the accounts that left below those that "
+            "stayed (1 = always, 0.5 = a coin toss).",
+        )
     if getattr(r, "snapshot", False):
         console.print(
             f"[bold]backtest[/] of {r.model_label} ({r.model_version[:12]}) on snapshot data: "
@@ -328,7 +494,7 @@ def render_portfolio(console: Console, result, command: str = "healthscore") -> 
     for r in risky[:10]:
         e = explain.from_row(model, r)
         drivers = ", ".join(
-            f"{d.metric} {_fmt(d.raw)} (-{d.weight * (100 - d.normalized):.1f})"
+            f"{d.shown} {value_text(d.raw, d.unit)} (-{d.weight * (100 - d.normalized):.1f})"
             for d in e.drivers(3)
         )
         top.add_row(
@@ -592,7 +758,16 @@ def weights_table(metrics: list[MetricChange], pillars: dict[str, tuple[float, f
 
 
 def render_calibration(console: Console, r: CalibrationResult) -> None:
-    """Weight changes, bands, the training figures and the held-out comparison."""
+    """Weight changes, bands, the training figures and the held-out comparison, after
+    one paragraph in plain words."""
+    _paragraph(
+        console,
+        f"In plain words: the weights and the band thresholds were fitted so that the "
+        f"score best separates the accounts that {r.outcome} within {r.horizon} from the "
+        f"rest, using only what was known up to {r.train_until:%Y-%m-%d}; then the old and "
+        "the new model were both judged on the later dates the fit never saw. Below: each "
+        "metric's weight before and after, the new bands, and the two models side by side.",
+    )
     console.print(
         f"[bold]calibrated[/] {r.old_label} ({r.old_version[:12]}) -> {r.model.label} "
         f"({r.model.version[:12]}): {r.outcome} within {r.horizon}, trained on "
@@ -627,13 +802,22 @@ def render_calibration(console: Console, r: CalibrationResult) -> None:
                 f"(score below {e.new_threshold:g})",
                 highlight=False,
             )
-        render_backtest(console, r.backtest)
+        render_backtest(console, r.backtest, plain=False)
     for note in r.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
 
 
 def render_snapshot_calibration(console: Console, r: SnapshotCalibration) -> None:
-    """Weights, bands, the cross-validated comparison and the backtest table."""
+    """Weights, bands, the cross-validated comparison and the backtest table, after one
+    paragraph in plain words."""
+    _paragraph(
+        console,
+        f"In plain words: the weights and the band thresholds were fitted so that the "
+        f"score best separates the {r.positives:,} accounts that {r.outcome} from the "
+        f"rest, each time on {r.folds - 1} of {r.folds} groups of accounts and judged on "
+        "the group left out, so no account judges a fit it was part of. Below: each "
+        "metric's weight before and after, the new bands, and ROC AUC old vs new.",
+    )
     console.print(
         f"[bold]calibrated on snapshot data[/] {r.old_label} ({r.old_version[:12]}) -> "
         f"{r.model.label} ({r.model.version[:12]}): {r.observations:,} accounts at "
@@ -655,7 +839,7 @@ def render_snapshot_calibration(console: Console, r: SnapshotCalibration) -> Non
     console.print(a)
     if r.out is not None:
         console.print(f"wrote {r.out}", highlight=False)
-    render_backtest(console, r.backtest)
+    render_backtest(console, r.backtest, plain=False)
     for note in r.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
 
@@ -677,61 +861,126 @@ def render_validation(console: Console, model) -> None:
         )
 
 
-def render_scores(console: Console, scores: pa.Table, model) -> None:
-    """One row per account: score, band, p(outcome), coverage, pillars, signals; below
-    it the ARR at risk when the model has a fitted probability."""
+SORTED_BY = {
+    "arr": "largest ARR first",
+    "renewal": "soonest renewal first",
+    "name": "by name",
+}
+
+
+def band_text(model, band: str | None) -> Text:
+    """A band as the scorecard names it (``ready``, ``red``), in its band's colour."""
+    return Text(model.band_name(band), style=BAND_STYLE.get(band, "dim"))
+
+
+def render_scores(
+    console: Console, scores: pa.Table, model, *, total: int | None = None, sort: str = "score"
+) -> None:
+    """One row per account, those that need attention first: account, name, CSM, ARR,
+    renewal, score, band, p(outcome), coverage, segment, signals, pillars; a narrow
+    terminal loses the pillars first, then signals, segment, coverage. Below it the ARR
+    at risk when the model has a fitted probability."""
     card = "" if model.scorecard_name == "health" else f" - scorecard {model.scorecard_name}"
-    signals = any(r.signal for r in model.spec.rules.values())
-    table = Table(
-        title=f"{scores.num_rows} accounts - model {model.label} ({model.version[:12]}){card}",
-        box=box.SIMPLE_HEAD,
-        padding=(0, 1),
-        pad_edge=False,
+    count = f"{scores.num_rows:,}" + (
+        f" of {total:,}" if total is not None and total != scores.num_rows else ""
     )
-    table.add_column("account", no_wrap=True, min_width=10)
-    table.add_column("segment", no_wrap=True)
-    table.add_column("score", justify="right", min_width=5)
-    table.add_column("band", no_wrap=True, min_width=6)
+    order = (
+        SORTED_BY.get(sort)
+        or ("highest score first" if model.highest_first else "lowest score first")
+        if total is not None
+        else "by account id"
+    )
+    console.print(  # wrapped at a terminal's width, whole in a pipe
+        f"{count} accounts - model {model.label} ({model.version[:12]}){card} - {order}",
+        highlight=False,
+        markup=False,
+    )
+    names = "account_name" in scores.column_names
+    signals = any(r.signal for r in model.spec.rules.values())
     chance = "probability" in scores.column_names
     if chance:  # only then: the probability module brings pandas with it
         from healthscore.evaluate.probability import percent
 
         what = model.spec.probability.describe().split()[0]
-        table.add_column(f"p({what})", justify="right", no_wrap=True)
-    for col in ["coverage", *model.spec.pillars]:
-        table.add_column(col, justify="right", overflow="fold", min_width=5)
+    columns = [Column("account")]
+    if names:
+        columns += [
+            Column("name", shrink_to=12, drop=5),
+            Column("CSM", shrink_to=10, drop=6),
+            Column("ARR", "right"),
+            Column("renewal", drop=4),
+        ]
+    columns += [Column("score", "right"), Column("band")]
+    if chance:
+        columns.append(Column(f"p({what})", "right"))
+    columns += [Column("coverage", "right", drop=8), Column("segment", drop=9)]
+    if not names:
+        columns.append(Column("CSM", shrink_to=10, drop=10))
     if signals:
-        table.add_column("signals", overflow="fold")
+        columns.append(Column("signals", shrink_to=10, drop=11))
+    columns += [Column(p, "right", drop=20 + i) for i, p in enumerate(model.spec.pillars)]
+    rows = []
     for r in scores.to_pylist():
-        table.add_row(
-            r["account_id"],
-            r["segment"] or "",
-            _fmt(r["score"], 1),
-            f"[{BAND_STYLE.get(r['band'], 'dim')}]{r['band'] or 'no data'}[/]",
-            *([percent(r["probability"])] if chance else []),
-            f"{r['coverage']:.0%}",
-            *[_fmt(r[f"pillar__{p}"], 1) for p in model.spec.pillars],
-            *([r["signals"] or ""] if signals else []),
-        )
+        row = [r["account_id"]]
+        if names:
+            renewal = r["renewal_date"]
+            row += [
+                r["account_name"] or "",
+                r["csm"] or "",
+                money(r["arr_in_force"]),
+                f"{renewal:%Y-%m-%d}" if renewal is not None else "-",
+            ]
+        row += [_fmt(r["score"], 1), band_text(model, r["band"])]
+        if chance:
+            row.append(percent(r["probability"]))
+        row += [f"{r['coverage']:.0%}", r["segment"] or ""]
+        if not names:
+            row.append(r["csm"] or "")
+        if signals:
+            row.append(r["signals"] or "")
+        row += [_fmt(r[f"pillar__{p}"], 1) for p in model.spec.pillars]
+        rows.append(row)
+    table, dropped = fitted_table(console, columns, rows)
     console.print(table)
+    _left_out(console, dropped, "--format csv has every column")
     if chance:
         render_arr_at_risk(console, scores, model)
 
 
-def render_trends(console: Console, trends: pa.Table, as_of) -> None:
-    """Accounts by trend class: score now, then, and the change."""
-    table = Table(title=f"trends as of {as_of:%Y-%m-%d}", box=box.SIMPLE_HEAD)
-    for col in ("account", "trend", "score now", "then", "change"):
-        table.add_column(col, justify="right" if col in ("score now", "then", "change") else "left")
+def render_trends(console: Console, trends: pa.Table, as_of, model=None) -> None:
+    """Accounts by trend class: score now and its band, the highest score of the
+    rapid-decline window and its date (what a rapid decline is measured from), the
+    score one window ago and the change since then."""
+    window = model.spec.trends.rapid_decline.within if model is not None else "30d"
+    say(console, f"trends as of {as_of:%Y-%m-%d}")
+    columns = [
+        Column("account"),
+        Column("trend"),
+        Column("score now", "right"),
+        Column("band", drop=3),
+        Column(f"{window} peak", "right"),
+        Column("peak on"),
+        Column(f"{window} ago", "right", drop=2),
+        Column("change", "right", drop=1),
+    ]
+    rows = []
     for r in trends.to_pylist():
-        table.add_row(
-            r["account_id"],
-            r["trend"],
-            _fmt(r["score_now"], 1),
-            _fmt(r["score_then"], 1),
-            "-" if r["change"] is None else f"{r['change']:+.1f}",
+        peak = r.get("peak_as_of")
+        rows.append(
+            [
+                r["account_id"],
+                r["trend"],
+                _fmt(r["score_now"], 1),
+                band_text(model, r["band"]) if model is not None else (r["band"] or "-"),
+                _fmt(r.get("peak"), 1),
+                f"{peak:%Y-%m-%d}" if peak is not None else "-",
+                _fmt(r["score_then"], 1),
+                "-" if r["change"] is None else f"{r['change']:+.1f}",
+            ]
         )
+    table, dropped = fitted_table(console, columns, rows)
     console.print(table)
+    _left_out(console, dropped, "--format csv has every column")
 
 
 def render_flags(console: Console, rows: list[dict]) -> None:

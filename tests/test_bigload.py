@@ -1,0 +1,156 @@
+"""Loads of any size: rows stream into the store, checks run there as SQL, all or nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import healthscore as hs
+from healthscore.sources.load import load_file
+
+EVENTS = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("account_id", pa.string()),
+        ("user_id", pa.string()),
+        ("event", pa.string()),
+        ("ts", pa.timestamp("us")),
+        ("quantity", pa.float64()),
+    ]
+)
+
+
+def _events(ids: list[str], day: datetime = datetime(2025, 3, 1)) -> pa.RecordBatch:
+    n = len(ids)
+    return pa.RecordBatch.from_pydict(
+        {
+            "event_id": ids,
+            "account_id": ["A1"] * n,
+            "user_id": ["u1"] * n,
+            "event": ["login"] * n,
+            "ts": [day + timedelta(minutes=i) for i in range(n)],
+            "quantity": [1.0] * n,
+        },
+        schema=EVENTS,
+    )
+
+
+def _state(store) -> tuple:
+    """What a failed load must leave as it was: rows, watermark, and no staged tables."""
+    rows = store.table("usage_events").to_pyarrow().sort_by("event_id")
+    stages = [t for t in store.list_tables() if t.startswith("_stage")]
+    return rows, store.watermarks()["usage_events"], stages
+
+
+def test_duplicate_keys_across_batches_are_named_with_examples_and_nothing_is_written(
+    fresh_store,
+):
+    before = _state(fresh_store)
+    first = _events([f"e{i:03}" for i in range(100)])
+    later = _events([f"e{i:03}" for i in range(30)], datetime(2025, 4, 1))  # 30 repeats
+    stream = pa.RecordBatchReader.from_batches(EVENTS, [first, _events(["x"]), later])
+    with pytest.raises(hs.StoreError) as e:
+        fresh_store.load("usage_events", stream)
+    assert str(e.value).startswith(
+        "usage_events: 30 event_id values occur more than once in one load: 'e000', 'e001', 'e002'"
+    )
+    assert "'e019' ...; hint: each row needs its own key; nothing was loaded" in str(e.value)
+    assert "'e020'" not in str(e.value)  # 20 examples, then "..."
+    assert _state(fresh_store) == before
+
+
+def test_a_stream_that_breaks_off_midway_loads_nothing(fresh_store):
+    before = _state(fresh_store)
+
+    def batches():
+        yield _events(["n1", "n2"], datetime(2025, 6, 1))
+        yield _events(["n3"], datetime(2025, 6, 2))
+        raise OSError("connection to the source reset")
+
+    stream = pa.RecordBatchReader.from_batches(EVENTS, batches())
+    with pytest.raises(hs.StoreError, match="usage_events: the load failed, nothing was loaded"):
+        fresh_store.load("usage_events", stream)
+    assert _state(fresh_store) == before
+
+
+def test_a_bad_row_at_the_end_of_a_big_file_loads_nothing(fresh_store, tmp_path):
+    rows = _events([f"b{i}" for i in range(5000)]).to_pydict()
+    rows["ts"][-1] = None  # the last row has no timestamp
+    pq.write_table(pa.table(rows, schema=EVENTS), tmp_path / "events.parquet")
+    before = _state(fresh_store)
+    with pytest.raises(hs.SourceError, match=r"events.parquet: 1 invalid row, nothing loaded"):
+        load_file(fresh_store, "usage_events", tmp_path / "events.parquet")
+    assert _state(fresh_store) == before
+
+
+def test_a_file_without_ids_reloads_idempotently_and_reports_its_steps(fresh_store, tmp_path):
+    # 3,000 events, every one twice (exact duplicates are distinct events), no event_id
+    one = _events([f"x{i}" for i in range(1500)]).to_pydict()
+    del one["event_id"]
+    one["account_id"] = [["A1", "A2", "NEW"][i % 3] for i in range(1500)]
+    rows = {k: v + v for k, v in one.items()}
+    pq.write_table(pa.table(rows), tmp_path / "events.parquet")
+    steps = []
+    first = load_file(
+        fresh_store,
+        "usage_events",
+        tmp_path / "events.parquet",
+        progress=lambda step, done: steps.append((step, done)),
+    )
+    assert (first.inserted, first.updated, first.unchanged) == (3000, 0, 0)
+    assert first.unknown_accounts == 1000  # account NEW is not in the accounts table
+    second = load_file(fresh_store, "usage_events", tmp_path / "events.parquet")
+    assert str(second) == "usage_events: 0 inserted, 0 updated, 3000 unchanged, 0 rejected"
+    assert fresh_store.count("usage_events") == 12 + 3000
+    names = [s for s, _ in steps]
+    assert names[0] == "reading events.parquet"
+    assert "checking 3,000 rows" in names and "staging rows (3,000)" in names
+    assert "writing 3,000 rows" in names and steps[-1] == ("loaded", 1.0)
+
+
+CHILD = """
+import json, resource, sys
+import pyarrow as pa
+import healthscore as hs
+from healthscore.sources.load import load_file
+
+store = hs.connect(sys.argv[1])
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+result = load_file(store, "usage_events", sys.argv[2])
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"inserted": result.inserted, "grew_mb": (peak - base) / 1024}))
+"""
+
+
+def test_a_big_file_loads_within_the_memory_limit(tmp_path):
+    """The valid rows never sit in memory whole: with a load limited to 256 MB, a file
+    of 200 MB of text loads with the process growing by about 360 MB (the rows read
+    into one Arrow table, as before, grew it by 940 MB)."""
+    import duckdb
+
+    events = tmp_path / "events.parquet"
+    duckdb.execute(  # 200,000 events with a 1,000-character note each (compresses well)
+        "COPY (SELECT 'E' || i AS event_id, 'A' || (i % 50) AS account_id, 'u' AS user_id, "
+        "'login' AS event, TIMESTAMP '2025-01-01' + to_seconds(i) AS ts, "
+        "repeat(chr(65 + (i % 26)::INT), 1000) AS note FROM range(200000) t(i)) "
+        f"TO '{events}' (FORMAT parquet)"
+    )
+    env = dict(os.environ, HEALTHSCORE_LOAD_MEMORY="256MB")
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path / "s.duckdb"), str(events)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["inserted"] == 200_000
+    assert found["grew_mb"] < 600, found

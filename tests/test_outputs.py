@@ -293,7 +293,7 @@ def _runnable(cells: list[list[str]]) -> list[str]:
 def test_score_csv_neutralizes_text_cells_and_keeps_numbers(hostile):
     raw = run("score", *AS_OF, "-f", "csv", "--raw", cwd=hostile)
     assert raw.exit_code == 0, raw.output
-    assert len(_runnable(_cells(raw.output))) == 4  # the hostile CSMs and segment, as they are
+    assert len(_runnable(_cells(raw.output))) == 6  # the hostile names, CSMs and segment, raw
     res = run("score", *AS_OF, "-f", "csv", cwd=hostile)
     assert res.exit_code == 0, res.output
     cells = _cells(res.output)
@@ -304,6 +304,7 @@ def test_score_csv_neutralizes_text_cells_and_keeps_numbers(hostile):
     assert by_id["A2"]["csm"] == "'-2+3+cmd|' /C calc'!A0"
     assert by_id["A3"]["csm"] == "'=cr csm"  # the loader trims the leading CR
     assert by_id["A3"]["segment"] == "'=1+2 segment"
+    assert "'=HYPERLINK(\"http://x\",\"y\")" in by_id["A1"].values()  # the name
     # numbers stay numbers: the scores read back as the JSON's
     import json
 

@@ -230,8 +230,8 @@ class Store:
                 raise
             what, fix = reason
             raise StoreError(
-                f"cannot write the store {self.location}: {what}; nothing of this "
-                "command's writes was kept",
+                f"cannot write the store {self.location}: {what}; the write under way "
+                "was rolled back",
                 hint=f"{fix} (`db`)",
             ) from None
 

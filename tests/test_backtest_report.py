@@ -95,10 +95,10 @@ def test_report_has_every_section(page):
 
 def test_weight_change_table_shows_old_and_new(page):
     table = re.search(r"<table class='weight-changes'>.*?</table>", page, re.S).group(0)
-    row = re.search(r"<tr><td>days_since_touchpoint</td>.*?</tr>", table).group(0)
+    row = re.search(r"<tr><td><bdi>days_since_touchpoint</bdi></td>.*?</tr>", table).group(0)
     assert "bad 90, good 14" in row and "bad 60, good 14" in row  # old anchors, then new
     assert "down" in row  # its weight fell
-    first = re.search(r"<tbody><tr><td>([a-z_0-9]+)</td>", table).group(1)
+    first = re.search(r"<tbody><tr><td><bdi>([a-z_0-9]+)</bdi></td>", table).group(1)
     assert first == "days_since_touchpoint"  # the biggest change first
     assert "<table class='segment-weights'>" in page and "<table class='pillar-weights'>" in page
 

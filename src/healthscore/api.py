@@ -31,6 +31,7 @@ from healthscore.errors import HealthscoreError
 if TYPE_CHECKING:  # the lazily re-exported names, for readers and type checkers
     import pyarrow as pa
 
+    from healthscore.core.files import disk_error
     from healthscore.core.time import parse_as_of, today
     from healthscore.demo.run import DemoResult, run_demo
     from healthscore.engine.asof import Evidence, explain, explain_change, score, score_expr
@@ -78,6 +79,7 @@ __all__ = [
     "check_scorable",
     "compare_versions",
     "connect",
+    "disk_error",
     "explain",
     "explain_account",
     "explain_change",
@@ -109,6 +111,7 @@ __all__ = [
 
 #: name -> (module that owns it, its name there), imported on first use (PEP 562)
 _OWNERS: dict[str, tuple[str, str]] = {
+    "disk_error": ("healthscore.core.files", "disk_error"),
     "parse_as_of": ("healthscore.core.time", "parse_as_of"),
     "today": ("healthscore.core.time", "today"),
     "Model": ("healthscore.model", "Model"),
@@ -184,14 +187,22 @@ def model_path(model: str | Path | None = None) -> Path | None:
 
 
 def open_project(
-    db: str | Path | None = None, model: str | Path | None = None, scorecard: str | None = None
+    db: str | Path | None = None,
+    model: str | Path | None = None,
+    scorecard: str | None = None,
+    *,
+    read_only: bool = False,
 ) -> Project:
     """Open the existing store at ``db`` and the model file ``model`` (see
-    :func:`model_path`), seen through ``scorecard`` (default: ``health``)."""
+    :func:`model_path`), seen through ``scorecard`` (default: ``health``).
+
+    ``read_only`` (for a capability that only reads: scoring without storing, explain,
+    trends, compare, the report) opens a DuckDB store read-only, so it works where the
+    user may not write and beside other readers."""
     from healthscore.model import load_model
     from healthscore.store import connect
 
-    store = connect(db, create=False)
+    store = connect(db, create=False, read_only=read_only)
     return Project(store, load_model(model_path(model)).scorecard(scorecard))
 
 
@@ -207,6 +218,7 @@ class InitResult:
 def init_project(directory: str | Path = ".", *, force: bool = False) -> InitResult:
     """Write a starter project: the default model (kept if present, unless ``force``)
     and an empty store."""
+    from healthscore.core.files import write_text_atomic
     from healthscore.model import default_model_text
     from healthscore.store import connect
 
@@ -215,7 +227,7 @@ def init_project(directory: str | Path = ".", *, force: bool = False) -> InitRes
     target = directory / DEFAULT_MODEL
     kept = target.exists() and not force
     if not kept:
-        target.write_text(default_model_text(), encoding="utf-8")
+        write_text_atomic(target, default_model_text())
     db = directory / DEFAULT_STORE
     connect(db).close()
     return InitResult(target, kept, db)
@@ -288,9 +300,12 @@ def load_table(
     rejects: str | Path | None = None,
     account_from: str | None = None,
     progress: Progress | None = None,
+    raw: bool = False,
 ) -> LoadResult:
     """Load ``file`` into ``table`` following ``plan`` (see :func:`load_plan`);
-    ``progress(step, fraction)`` hears of each step of a long load."""
+    ``progress(step, fraction)`` hears of each step of a long load. Invalid rows go to
+    the CSV file ``rejects`` when given (written as they are with ``raw``, else with
+    formula-like text neutralized for spreadsheets)."""
     from healthscore.sources import LoadSpec
     from healthscore.sources.load import load_file
 
@@ -309,6 +324,7 @@ def load_table(
         values=plan.values,
         progress=progress,
         domains=plan.domains,
+        raw=raw,
     )
 
 

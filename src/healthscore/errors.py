@@ -113,6 +113,15 @@ class StoreError(HealthscoreError):
     """The store cannot be opened, created or written."""
 
 
+class OutputError(HealthscoreError):
+    """A file healthscore writes (scores, a report, rejects, a model file) cannot be
+    written: the path, why (disk full, permission denied ...) and what to do."""
+
+    def __init__(self, message: str = "", problems=None, hint=None, path=None):
+        self.path = path
+        super().__init__(message, problems=problems, hint=hint)
+
+
 class ScoringError(HealthscoreError):
     """A score cannot be computed (e.g. an unknown account or a bad as-of date)."""
 

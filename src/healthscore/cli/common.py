@@ -12,7 +12,6 @@ library messages (`` `train_until` ``) are translated into the running command's
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import signal
@@ -27,7 +26,7 @@ from typer.core import TyperCommand
 
 from healthscore import api
 from healthscore.errors import DurationError, HealthscoreError
-from healthscore.views import terminal
+from healthscore.views import export, terminal
 
 # --- shared options ------------------------------------------------------------------------
 
@@ -54,6 +53,14 @@ ScorecardOpt = Annotated[
 OutOpt = Annotated[
     Path | None,
     typer.Option("--out", "-o", help="write the output to this file [default: stdout]"),
+]
+RawOpt = Annotated[
+    bool,
+    typer.Option(
+        "--raw",
+        help="CSV: write text cells as they are; by default a cell starting with = + - @ "
+        "tab or CR gets a leading ' so a spreadsheet shows it instead of running it",
+    ),
 ]
 
 
@@ -133,7 +140,9 @@ class Command(TyperCommand):
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             self._check_out_folders(ctx)
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # a full disk under a redirected stdout shows here
+            return result
         except (api.ArgumentError, DurationError) as e:  # the options are wrong: usage
             raise typer.BadParameter(translate(str(e), self), ctx=ctx) from None
         except HealthscoreError as e:
@@ -145,6 +154,13 @@ class Command(TyperCommand):
                 f"interrupted ({signal.Signals(signum).name}): stopped, work in progress cancelled"
             )
             raise typer.Exit(128 + signum) from None
+        except OSError as e:
+            # a disk error no layer below named (the library names the files it writes)
+            error = api.disk_error(e)
+            if error is None:
+                raise
+            terminal.error(translate(str(error), self))
+            raise typer.Exit(1) from None
 
     def _check_out_folders(self, ctx: typer.Context) -> None:
         """A file to write into a folder that does not exist fails before any work."""
@@ -179,31 +195,16 @@ def write_output(
     *,
     render: Callable[[Any], None],
     rows: Any = None,
+    raw: bool = False,
 ) -> None:
     """``result`` in format ``fmt`` to ``out`` (default stdout): ``json`` is
     ``result.to_dict()``, ``csv``/``parquet`` the Arrow table ``rows`` (one row per
-    account), anything else what ``render(console)`` prints."""
+    account; CSV text cells neutralized for spreadsheets unless ``raw``), anything else
+    what ``render(console)`` prints. A file is replaced only once it is complete."""
     if fmt == "json":
-        text = json.dumps(result.to_dict(), indent=1, default=str) + "\n"
-        if out is None:
-            sys.stdout.write(text)
-        else:
-            out.write_text(text, encoding="utf-8")
-    elif fmt == "csv":
-        import pyarrow.csv as pacsv
-
-        if out is not None:
-            pacsv.write_csv(rows, out)
-        else:
-            import pyarrow as pa
-
-            sink = pa.BufferOutputStream()
-            pacsv.write_csv(rows, sink)
-            sys.stdout.write(sink.getvalue().to_pybytes().decode())
-    elif fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        pq.write_table(rows, out)
+        export.write_text(export.json_text(result.to_dict()), out)
+    elif fmt in ("csv", "parquet"):
+        export.write_rows(rows, fmt, out, raw=raw)
     else:
         with terminal.console_to(out) as console:
             render(console)

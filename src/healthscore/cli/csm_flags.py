@@ -60,6 +60,6 @@ def list_command(
 ) -> None:
     """Flags active at a date (default now), newest first; --all for every flag."""
     when = api.parse_as_of(as_of) if as_of else None
-    store = api.connect(db, create=False)
+    store = api.connect(db, create=False, read_only=True)
     rows = api.list_flags(store, account_id=account, as_of=when, include_resolved=all_)
     terminal.render_flags(terminal.stdout, rows)

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from healthscore import api
-from healthscore.cli.common import DbOpt, command_name
+from healthscore.cli.common import DbOpt, RawOpt, command_name
 from healthscore.views import terminal
 
 
@@ -55,6 +55,7 @@ def load_command(
         Path | None,
         typer.Option(help="load the valid rows and write invalid ones with reasons to this CSV"),
     ] = None,
+    raw: RawOpt = False,
     date_format: Annotated[
         str | None, typer.Option(help="strptime format for ambiguous dates, e.g. %d/%m/%Y")
     ] = None,
@@ -95,11 +96,20 @@ def load_command(
     or a required value is recoded to null is skipped and counted.
     """
     # the plan first: a bad spec or --map leaves no empty store behind
+    if raw and rejects is None:
+        raise typer.BadParameter("--raw is how the --rejects file is written; give --rejects")
     plan = api.load_plan(table, spec, map_ or [], set_ or [], date_format, number_format, key)
     store = api.connect(db)
     with terminal.progress_bar(terminal.stderr) as progress:
         result = api.load_table(
-            store, table, file, plan, rejects=rejects, account_from=account_from, progress=progress
+            store,
+            table,
+            file,
+            plan,
+            rejects=rejects,
+            account_from=account_from,
+            progress=progress,
+            raw=raw,
         )
     terminal.stdout.print(str(result))
     for text in result.warnings:

@@ -22,6 +22,7 @@ from healthscore.cli.common import (
     DbOpt,
     ModelOpt,
     OutOpt,
+    RawOpt,
     RowsFormat,
     ScorecardOpt,
     ScoreFormat,
@@ -79,15 +80,18 @@ def score_command(
             "force, outside the population) with the reason",
         ),
     ] = False,
+    raw: RawOpt = False,
 ) -> None:
     """Score every account as of a date (point-in-time) and list them, those that need
     attention first: name, CSM, ARR, renewal, score and band (CSV, JSON and Parquet keep
     every column; the filters and the order apply to them too)."""
+    if raw and format != ScoreFormat.csv:
+        raise typer.BadParameter("--raw applies to --format csv")
     if format == ScoreFormat.parquet and out_file is None:
         raise typer.BadParameter("parquet output needs --out FILE")
     if summary and format != ScoreFormat.table:
         raise typer.BadParameter("--summary prints a table; leave out --format")
-    project = api.open_project(db, model, scorecard)
+    project = api.open_project(db, model, scorecard, read_only=True)
     result = api.score_accounts(
         project.store,
         project.model,
@@ -112,13 +116,18 @@ def score_command(
         out_file,
         result,
         rows=result.rows(),
-        render=lambda console: terminal.render_scores(
-            console, result.scores, result.model, total=result.total, sort=result.sort
-        ),
+        render=lambda console: _render_scores(console, result),
+        raw=raw,
     )
-    if include_unscored and format == ScoreFormat.table:
-        with terminal.console_to(out_file, append=True) as console:
-            terminal.render_unscored(console, result.unscored, result.as_of)
+
+
+def _render_scores(console, result: api.ScoreResult) -> None:
+    """The account list, then (with --include-unscored) the accounts left out."""
+    terminal.render_scores(
+        console, result.scores, result.model, total=result.total, sort=result.sort
+    )
+    if result.unscored is not None:
+        terminal.render_unscored(console, result.unscored, result.as_of)
 
 
 def explain_command(
@@ -134,7 +143,7 @@ def explain_command(
     scorecard: ScorecardOpt = None,
 ) -> None:
     """Show why one account has its score (or, with --vs, why it moved)."""
-    project = api.open_project(db, model, scorecard)
+    project = api.open_project(db, model, scorecard, read_only=True)
     result = api.explain_account(project.store, project.model, account, as_of, vs)
     for text in result.warnings:
         terminal.warning(text)
@@ -180,9 +189,12 @@ def trends_command(
     format: Annotated[RowsFormat, FORMAT] = RowsFormat.table,
     out_file: OutOpt = None,
     scorecard: ScorecardOpt = None,
+    raw: RawOpt = False,
 ) -> None:
     """List accounts by trend (from stored history): class, score now and then, change."""
-    project = api.open_project(db, model, scorecard)
+    if raw and format != RowsFormat.csv:
+        raise typer.BadParameter("--raw applies to --format csv")
+    project = api.open_project(db, model, scorecard, read_only=True)
     result = api.account_trends(project.store, project.model, as_of, class_)
     write_output(
         format,
@@ -192,6 +204,7 @@ def trends_command(
         render=lambda console: terminal.render_trends(
             console, result.trends, result.as_of, project.model
         ),
+        raw=raw,
     )
 
 
@@ -212,7 +225,7 @@ def compare_command(
 ) -> None:
     """Compare a new model with the current one: band migration, biggest changes, history."""
     # both models are seen through --scorecard by the comparison itself
-    project = api.open_project(db, model)
+    project = api.open_project(db, model, read_only=True)
     result = api.compare_versions(
         project.store, project.model, vs, as_of, scorecard=scorecard, top=top
     )
@@ -234,7 +247,7 @@ def report_command(
     db: DbOpt = None,
 ) -> None:
     """Write the portfolio report: one self-contained HTML file with charts, opens offline."""
-    project = api.open_project(db, model)
+    project = api.open_project(db, model, read_only=True)
     result = api.write_report(project.store, project.model, out_file, as_of, top=top)
     for text in result.warnings:
         terminal.warning(text)

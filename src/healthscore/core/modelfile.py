@@ -8,9 +8,9 @@ the author's comments, key order and flow style, and is checked before it lands:
 - :func:`edit_model_text` loads the text with ruamel's round-trip loader, applies an
   edit to the document, sets an optional header comment and dumps it;
 - :func:`save_model_text` loads the new text as a model (the caller passes the loader:
-  the model layer sits above this one) and, only when it validates, writes it through a
-  temporary file in the same folder and ``os.replace``, so a failed write never leaves
-  half a model behind;
+  the model layer sits above this one) and, only when it validates, writes it through
+  :func:`healthscore.core.files.write_text_atomic` (a temporary file in the same folder,
+  renamed into place), so a failed write never leaves half a model behind;
 - :func:`number`, :func:`block_map`, :func:`flow_map`, :func:`flow_list` and
   :func:`date_text` are how the writers spell learned values in YAML.
 
@@ -26,8 +26,6 @@ pillars:
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +34,7 @@ from typing import Any, TypeVar
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from healthscore.core.files import write_text_atomic
 from healthscore.errors import ModelError
 
 M = TypeVar("M")
@@ -88,33 +87,8 @@ def save_model_text(
     except ModelError as e:  # a writer bug: say so, and leave the file as it was
         raise ModelError(f"the fitted model does not validate: {e}") from None
     if out is not None:
-        write_text_atomic(Path(out), text)
+        write_text_atomic(Path(out), text, param="out")
     return model
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder:
-    readers see the old file or the new one, never a half-written one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        # mkstemp creates the file 0600; a model file is as readable as any other
-        os.chmod(tmp, _file_mode(path))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _file_mode(path: Path) -> int:
-    """The mode ``path`` has, or the one a new file would get under the current umask."""
-    try:
-        return path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
 
 
 def number(x: float) -> float | int:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 from dateutil.relativedelta import relativedelta
 
+from healthscore.core.files import write_text_atomic
 from healthscore.core.tables import TABLES
 from healthscore.core.time import today
 from healthscore.demo import book
@@ -68,7 +69,7 @@ def run_demo(
     directory.mkdir(parents=True, exist_ok=True)
     model_path = directory / "healthscore.yaml"
     if not model_path.exists():
-        model_path.write_text(default_model_text(), encoding="utf-8")
+        write_text_atomic(model_path, default_model_text())
     model = load_model(model_path)
     db_path = directory / "healthscore.duckdb"
     if db_path.exists():

@@ -31,8 +31,10 @@ def load_file(
     values: dict[str, dict[str, str | None]] | None = None,
     progress: Progress | None = None,
     domains: dict[str, tuple[float | None, float | None]] | None = None,
+    raw: bool = False,
 ) -> LoadResult:
-    """Read, validate and load one file; with ``rejects`` invalid rows go to that CSV.
+    """Read, validate and load one file; with ``rejects`` invalid rows go to that CSV
+    (formula-like text neutralized for spreadsheets unless ``raw``).
 
     ``mapping`` renames columns (a list of names feeds several columns from one).
     ``account_from`` names a canonical table (e.g. ``subscriptions``) whose primary key
@@ -82,7 +84,7 @@ def load_file(
     ) as batch:
         n_rejected = 0
         if rejects is not None:  # written even when empty, so an old rejects file never lingers
-            n_rejected = write_rejects(batch, rejects)
+            n_rejected = write_rejects(batch, rejects, raw=raw)
         result = store.load(
             table,
             batch.data,

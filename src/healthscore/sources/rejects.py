@@ -3,7 +3,8 @@
 Place in the flow: beside the valid rows of :func:`~healthscore.sources.read_source`.
 With ``allow_rejects``, invalid rows are not an error: they are fetched as read (text,
 before any value map) with ``_row`` (the number a user sees) and ``_reason`` (every
-problem of the row), and :func:`write_rejects` writes them to a CSV file for fixing.
+problem of the row), and :func:`write_rejects` writes them to a CSV file for fixing
+(through :func:`healthscore.core.csvout.write_csv`: atomic, safe in a spreadsheet).
 """
 
 from __future__ import annotations
@@ -12,16 +13,10 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from healthscore.errors import Problem, SourceError
+from healthscore.core.csvout import write_csv
+from healthscore.errors import Problem
 from healthscore.sources.columns import FileColumns
-from healthscore.sources.sql import sql_literal
-from healthscore.store.scratch import (
-    ScratchConnection,
-    ScratchError,
-    error_detail,
-    fetch_arrow,
-    open_scratch,
-)
+from healthscore.store.scratch import ScratchConnection, fetch_arrow
 
 if TYPE_CHECKING:
     from healthscore.sources.read import SourceBatch
@@ -57,11 +52,13 @@ def fetch_rejects(
     return pa.table(columns)
 
 
-def write_rejects(batch: SourceBatch, path) -> int:
+def write_rejects(batch: SourceBatch, path, *, raw: bool = False) -> int:
     """Write ``batch.reject_rows`` to ``path`` as CSV and return how many rows it holds.
 
     With no rejects the file is still written (header ``_row,_reason`` only), so a
-    rejects file left over from an earlier load never lingers.
+    rejects file left over from an earlier load never lingers. The file is replaced
+    atomically, and text a spreadsheet would run as a formula (``=...``) gets a leading
+    ``'`` unless ``raw`` (see :mod:`healthscore.core.csvout`).
 
     Examples
     --------
@@ -72,16 +69,11 @@ def write_rejects(batch: SourceBatch, path) -> int:
     >>> write_rejects(read_source(d / "users.csv", "users", allow_rejects=True), d / "r.csv")
     1
     >>> print((d / "r.csv").read_text().strip())
-    _row,_reason,user_id,account_id
-    3,account_id: required value is empty,U2,
+    "_row","_reason","user_id","account_id"
+    3,"account_id: required value is empty","U2",
     """
     rows = batch.reject_rows
     if rows is None:
         rows = pa.table({"_row": pa.array([], pa.int64()), "_reason": pa.array([], pa.string())})
-    try:
-        with open_scratch() as db:
-            db.register("rejects", rows)
-            db.execute(f"COPY rejects TO {sql_literal(path)} (FORMAT csv, HEADER)")
-    except (ScratchError, OSError) as e:
-        raise SourceError(f"{path}: cannot write rejects: {error_detail(e)}") from None
+    write_csv(rows, path, raw=raw, param="rejects")
     return rows.num_rows

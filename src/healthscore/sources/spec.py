@@ -363,6 +363,7 @@ class _SpecFile(_SpecBase):
         if v is not None and v not in NUMBER_FORMATS:
             raise ValueError("expected one of " + ", ".join(NUMBER_FORMATS))
         return v
+
     domains: dict[str, _SpecDomain] = Field(default_factory=dict)
 
     @field_validator("map_", "set_", mode="before")

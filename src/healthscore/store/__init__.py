@@ -32,6 +32,8 @@ Examples
 
 from __future__ import annotations
 
+import functools
+import gc
 import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -46,6 +48,7 @@ import pyarrow as pa
 import sqlglot as sg
 import sqlglot.expressions as sge
 
+from healthscore.core.files import disk_reason
 from healthscore.core.tables import SCHEMA_VERSION, TABLES, Cadence, get_table
 from healthscore.errors import HealthscoreError, ScoringError, StoreError
 from healthscore.store.backend import backend_for
@@ -131,45 +134,126 @@ def resolve_url(url: str | os.PathLike | None) -> str:
     return url
 
 
-def connect(url: str | os.PathLike | None = None, *, create: bool = True) -> Store:
-    """Open (and on first use create) the store at ``url``."""
+def connect(
+    url: str | os.PathLike | None = None, *, create: bool = True, read_only: bool = False
+) -> Store:
+    """Open (and on first use create) the store at ``url``.
+
+    With ``read_only`` a DuckDB file is opened read-only: nothing can be written, so it
+    works on a file, folder or disk the user may not write, and beside other readers.
+    A table the file lacks (a store made by an older healthscore, history never stored)
+    is then an empty table of this session only, and nothing is written to the file.
+    Other backends ignore ``read_only``: their permissions are the database's.
+    """
     full = resolve_url(url)
-    if full.startswith("duckdb://") and not create:
-        path = full.removeprefix("duckdb://")
+    path = full.removeprefix("duckdb://") if full.startswith("duckdb://") else None
+    if path is not None and not create:
         if path and not Path(path).exists():
             raise StoreError(
                 f"no store at {path}",
                 hint="run `healthscore init` or `healthscore demo`, or pass --db",
             )
+    read_only = read_only and bool(path)  # an in-memory store is the session's own
     try:
-        con = ibis.connect(full)
+        con = _open(full, path, read_only)
     except Exception as e:  # driver errors vary by backend; name the URL
+        reason = disk_reason(e)
+        if reason is not None:
+            what, fix = reason
+            raise StoreError(
+                f"cannot open store {path or full}: {what}", hint=f"{fix} (`db`)"
+            ) from None
         raise StoreError(f"cannot open store {full}: {e}") from None
-    store = Store(con, full)
-    store.ensure_schema()
+    store = Store(con, full, read_only=read_only)
+    with store.writing():
+        store.ensure_schema()
     return store
+
+
+def _writes(method):
+    """A store method whose disk errors are told in plain words (see :meth:`Store.writing`)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self.writing():
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+def _open(full: str, path: str | None, read_only: bool):
+    """The Ibis connection.
+
+    DuckDB refuses to open a file read-only while this process still has it open for
+    writing (and the reverse). A store object of an earlier call that nothing uses any
+    more may not be collected yet: collect, and try once more. Reading through a
+    connection this process has open for writing is safe, so a read-only open then
+    falls back to the writable one."""
+    for attempt in (1, 2, 3):
+        try:
+            if read_only and attempt < 3:
+                return ibis.duckdb.connect(path, read_only=True)
+            return ibis.connect(full)
+        except Exception as e:
+            if not path or "different configuration" not in str(e):
+                raise
+            if attempt == 3 or (attempt == 2 and not read_only):
+                raise StoreError(
+                    f"cannot open store {path} for writing: this process has it open read-only",
+                    hint="close the read-only store first",
+                ) from None
+            gc.collect()
 
 
 class Store:
     """Canonical tables in one Ibis backend."""
 
-    def __init__(self, con, url: str):
+    def __init__(self, con, url: str, *, read_only: bool = False):
         self.con = con
         self.url = url
+        self.read_only = read_only
         self._backend = backend_for(con)
 
     def __repr__(self) -> str:
         return f"<Store {self.url}>"
 
+    @property
+    def location(self) -> str:
+        """Where the store is, as a user names it: the DuckDB file, else the URL."""
+        return self.url.removeprefix("duckdb://") if self.url.startswith("duckdb://") else self.url
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Writes to the store whose disk errors (full, quota, file size limit, permission,
+        read-only) become a :class:`StoreError` naming the store and what to do, not a
+        driver traceback."""
+        try:
+            yield
+        except HealthscoreError:
+            raise
+        except Exception as e:
+            reason = disk_reason(e)
+            if reason is None:
+                raise
+            what, fix = reason
+            raise StoreError(
+                f"cannot write the store {self.location}: {what}; the write under way "
+                "was rolled back",
+                hint=f"{fix} (`db`)",
+            ) from None
+
     # schema --------------------------------------------------------------------------
     def ensure_schema(self) -> None:
-        """Create missing canonical tables with their declared types; record the version."""
+        """Create missing canonical tables with their declared types; record the version.
+
+        On a read-only store a missing table is created for this session only (empty),
+        and nothing is written to the file."""
         existing = set(self.con.list_tables())
         for name, t in TABLES.items():
             if name not in existing:
-                self.con.create_table(name, schema=ibis.schema(t.columns))
+                self.create_table(name, t.columns)
         if META not in existing:
-            self.con.create_table(META, schema=BOOKKEEPING[META])
+            self.create_table(META, dict(BOOKKEEPING[META].items()))
             self.con.insert(
                 META, pa.table({"key": ["schema_version"], "value": [str(SCHEMA_VERSION)]})
             )
@@ -182,7 +266,7 @@ class Store:
                     hint="upgrade healthscore",
                 )
         if WATERMARKS not in existing:
-            self.con.create_table(WATERMARKS, schema=BOOKKEEPING[WATERMARKS])
+            self.create_table(WATERMARKS, dict(BOOKKEEPING[WATERMARKS].items()))
 
     def _select_all(self, table: str) -> list[dict]:
         """Rows of a small bookkeeping table."""
@@ -217,14 +301,18 @@ class Store:
         return self.con.table(name)
 
     def create_table(self, name: str, schema: dict[str, str]) -> None:
-        self.con.create_table(name, schema=ibis.schema(schema))
+        """An empty table; on a read-only store, one of this session only."""
+        with self.writing():
+            self.con.create_table(name, schema=ibis.schema(schema), temp=self.read_only)
 
     def insert(self, name: str, data: pa.Table) -> None:
         """Append rows to a table (callers wrap several in :meth:`transaction`)."""
-        self._backend.insert(name, data)
+        with self.writing():
+            self._backend.insert(name, data)
 
     def close(self) -> None:
-        self.con.disconnect()
+        with self.writing():  # DuckDB writes its last changes into the file here
+            self.con.disconnect()
 
     def columns(self, name: str) -> dict[str, str]:
         return {c: str(t) for c, t in self.con.get_schema(name).items()}
@@ -254,6 +342,7 @@ class Store:
         return [n for n in names if not seen[n]]
 
     # loading -------------------------------------------------------------------------
+    @_writes
     def load(
         self,
         name: str,
@@ -485,7 +574,12 @@ class Store:
         >>> "owner" in s.meta()
         False
         """
-        return self._backend.transaction()
+        return self._transaction()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        with self.writing(), self._backend.transaction():
+            yield
 
     def _update_watermark(
         self, name: str, batch_max: datetime | None, inserted: int
@@ -602,6 +696,8 @@ def _load_errors(name: str) -> Iterator[None]:
     except HealthscoreError:
         raise
     except Exception as e:  # drivers and Arrow raise their own classes; name the reason
+        if disk_reason(e) is not None:
+            raise  # a full or read-only disk: Store.writing names the store and what to do
         reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         hint = None
         if "memory" in reason.lower() or "space" in reason.lower():

@@ -24,7 +24,7 @@ import plotly.io as pio
 from healthscore.evaluate import backtest as bt
 from healthscore.evaluate import diagnostics
 from healthscore.portfolio import BANDS, ReportData
-from healthscore.views.format import date_text, money
+from healthscore.views.format import date_text, money, strip_bidi
 
 BAND_COLOR = {"green": "#2e9e5b", "yellow": "#e3b505", "red": "#d64545", None: "#9aa0a6"}
 TREND_COLOR = {
@@ -82,14 +82,18 @@ def plotly_js() -> str:
 
 
 def plotly_text(text) -> str:
-    """Text for a Plotly label or title: ``&``, ``<`` and ``>`` as the entities Plotly decodes.
+    """Text for a Plotly label or title: ``&``, ``<`` and ``>`` as the entities Plotly decodes,
+    and without bidirectional controls (a segment named with U+202E cannot reverse the
+    labels beside it).
 
     Quotes stay as they are: Plotly decodes no ``&quot;`` and would show it.
 
     >>> plotly_text('A&B <b>"east"</b>')
     'A&amp;B &lt;b&gt;"east"&lt;/b&gt;'
+    >>> plotly_text("\u202etsae")
+    'tsae'
     """
-    return html.escape(str(text), quote=False)
+    return html.escape(strip_bidi(str(text)), quote=False)
 
 
 def band_label(band: str | None) -> str:

@@ -14,6 +14,38 @@ from healthscore.core.values import value_text
 
 MISSING = "-"  # what a figure that is not there shows as
 
+#: characters that reorder the text around them: the embeddings and overrides (U+202A-E,
+#: the "right-to-left override" U+202E among them), the isolates (U+2066-9) and the marks
+BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+FSI, PDI = "\u2068", "\u2069"  # first strong isolate ... pop directional isolate
+
+
+def has_bidi(text: str) -> bool:
+    """Whether ``text`` holds a character that reorders its neighbours."""
+    return not BIDI_CONTROLS.isdisjoint(text)
+
+
+def isolate(text: str) -> str:
+    """``text`` closed off from what is around it when it holds bidirectional controls:
+    wrapped in FSI ... PDI, which ends every embedding and override opened inside, so a
+    name with U+202E cannot reverse the text after it. Other text is returned as it is.
+
+    >>> isolate("Acme"), isolate("\u202eemca") == "\u2068\u202eemca\u2069"
+    ('Acme', True)
+    """
+    return f"{FSI}{text}{PDI}" if has_bidi(text) else text
+
+
+def strip_bidi(text: str) -> str:
+    """``text`` without bidirectional controls (for chart labels, drawn as SVG text).
+
+    >>> strip_bidi("\u202eAcme\u202c")
+    'Acme'
+    """
+    return "".join(c for c in text if c not in BIDI_CONTROLS) if has_bidi(text) else text
+
 
 def money(v: float | None) -> str:
     """ARR in a few characters, three significant digits: 950, 2.8k, 1.23M.

@@ -18,13 +18,20 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 
-from healthscore.errors import HealthscoreError
+from healthscore.core.files import write_text_atomic
 from healthscore.model import Model
 
 # gather and ReportData are importable from here, as before the data moved to portfolio
 from healthscore.portfolio import NO_HISTORY, ReportData, gather
 from healthscore.store import Store
-from healthscore.views.format import date_text, metric_value, money, number, weight_text
+from healthscore.views.format import (
+    date_text,
+    isolate,
+    metric_value,
+    money,
+    number,
+    weight_text,
+)
 
 __all__ = [
     "ReportData",
@@ -111,20 +118,32 @@ def write_report(
 
 
 def write_page(page: str, out: str | Path) -> Path:
-    """Write a rendered page to ``out``; a folder that is not there is our error, not Python's."""
+    """Write a rendered page to ``out``, atomically: a failure (a full disk, a folder that
+    is not there) is an :class:`~healthscore.errors.OutputError` naming the file, and
+    leaves the old page as it was, or no file."""
     path = Path(out)
-    try:
-        path.write_text(page, encoding="utf-8")
-    except OSError as e:
-        raise HealthscoreError(f"{path}: cannot write the report ({e.strerror})") from None
+    write_text_atomic(path, page, param="out")
     return path
+
+
+def _finalize(value):
+    """Every ``{{ value }}`` of the templates: None as nothing, and text holding
+    bidirectional controls isolated (see :func:`healthscore.views.format.isolate`), so
+    user text (names, labels, warnings) cannot visually reorder its neighbours. Markup
+    (a macro's output, a chart) is ours and passes as it is."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and not hasattr(value, "__html__"):
+        return isolate(value)
+    return value
 
 
 @cache
 def page_environment():
     """The Jinja2 environment of the report templates: autoescaped, charts as Plotly JSON.
 
-    ``None`` renders as nothing (a CSM not set is an empty cell); the filters are the
+    ``None`` renders as nothing (a CSM not set is an empty cell) and text with
+    bidirectional controls is isolated (:func:`_finalize`); the filters are the
     formatters of :mod:`healthscore.views.format`.
     """
     # jinja2 and plotly are imported by the first page written, not by every command
@@ -138,7 +157,7 @@ def page_environment():
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
-        finalize=lambda v: "" if v is None else v,
+        finalize=_finalize,
     )
     env.policies["json.dumps_function"] = chart_json
     env.policies["json.dumps_kwargs"] = {}

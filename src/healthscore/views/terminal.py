@@ -64,12 +64,15 @@ stderr = _Console(stderr=True)
 
 
 @contextmanager
-def console_to(path: Path | None, *, append: bool = False) -> Iterator[Console]:
-    """A console printing to ``path`` (unwrapped, no colour), or to stdout when None."""
+def console_to(path: Path | None) -> Iterator[Console]:
+    """A console printing to ``path`` (unwrapped, no colour), or to stdout when None; the
+    file is replaced only once everything is printed (see :mod:`healthscore.core.files`)."""
     if path is None:
         yield stdout
         return
-    with open(path, "a" if append else "w", encoding="utf-8") as f:
+    from healthscore.core.files import atomic_write
+
+    with atomic_write(path, param="out") as f:
         yield _Console(file=f, width=UNWRAPPED)
 
 

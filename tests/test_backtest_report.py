@@ -114,7 +114,7 @@ def test_weight_changes_are_effective_weights_old_to_new():
     )
     assert sum(c.new for c in changes.values()) == pytest.approx(1.0)
     assert changes["late_invoices_90d"].change == pytest.approx(0.0)
-    assert set(changes["nps_latest"].segments) == {"enterprise", "smb", EVIL_SEGMENT}
+    assert set(changes["nps_latest"].segments) == {"enterprise", "mid-market", "smb", EVIL_SEGMENT}
 
 
 def test_calibration_uses_the_models_probability(page):

@@ -271,16 +271,19 @@ def test_to_dict_is_json_and_keeps_the_exact_lines(book):
 
 @pytest.fixture
 def project(tmp_path, fixture_db):
-    """The fixture store and two model files: the default and one with lower bands."""
+    """The fixture store and two model files: one with higher bands and the default.
+
+    Scores as of 2025-01-01: A1 85.8, A3 51.9, A2 35.6; so under 90/60 they are yellow,
+    red, red and under the default 80/50 green, yellow, red."""
     shutil.copy(fixture_db, tmp_path / "healthscore.duckdb")
-    (tmp_path / "current.yaml").write_text(default_model_text())
-    (tmp_path / "new.yaml").write_text(
+    (tmp_path / "current.yaml").write_text(
         _edit(
             default_model_text(),
             r"bands: \{green: 80, yellow: 50\}",
-            "bands: {green: 60, yellow: 40}",
+            "bands: {green: 90, yellow: 60}",
         )
     )
+    (tmp_path / "new.yaml").write_text(default_model_text())
     return tmp_path
 
 

@@ -213,6 +213,12 @@ def test_candidates_are_stable_high_accounts_without_an_expansion_scorecard(demo
     assert data.candidates_source == "stable_high trend"
     assert {c.account_id for c in data.candidates} == high
     assert all(c.why and c.arr is not None for c in data.candidates)
+    # the reasons read as the model's labels and units, not metric keys
+    labels = {model.metric_label(m): m for _, m, _ in model.scored_metrics()}
+    for c in data.candidates:
+        for label, _, _, unit in c.why:
+            assert label in labels and label != labels[label]
+            assert unit == model.metric_unit(labels[label])
 
 
 def test_candidates_are_green_on_the_expansion_scorecard_when_the_model_has_one(demo):

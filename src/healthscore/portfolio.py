@@ -92,7 +92,7 @@ class Candidate:
     score: float | None  # on the scorecard that made it a candidate
     health_score: float | None
     health_band: str | None
-    why: list[tuple[str, object, float]]  # (metric, raw value, points)
+    why: list[tuple[str, object, float, str | None]]  # (metric label, raw value, points, unit)
 
 
 @dataclass
@@ -521,7 +521,14 @@ def _candidates(store, model, d, live, trends, accounts, arr, top, data: ReportD
     data.candidates = found[:top]
 
 
-def _top_contributions(model: Model, row: dict, n: int = 3) -> list[tuple[str, object, float]]:
+def _top_contributions(
+    model: Model, row: dict, n: int = 3
+) -> list[tuple[str, object, float, str | None]]:
+    """The ``n`` metrics that earn the most points: (label, raw value, points, unit)."""
     lines = [(m, row.get(m), row.get(m + CONTRIB) or 0.0) for _, m, _ in model.scored_metrics()]
     lines.sort(key=lambda t: (-t[2], t[0]))
-    return [t for t in lines[:n] if t[2] > 0]
+    return [
+        (model.metric_label(m), raw, pts, model.metric_unit(m))
+        for m, raw, pts in lines[:n]
+        if pts > 0
+    ]

@@ -116,17 +116,19 @@ def unmatched_categories(model: Model, scores: pa.Table) -> list[str]:
             ((r["values"], r["counts"]) for r in pc.value_counts(odd).to_pylist()),
             key=lambda vc: (-vc[1], str(vc[0])),
         )
-        shown = ", ".join(f"{v!r} ({n:,} account{'s' if n != 1 else ''})" for v, n in found[:10])
+        # quoted as written (repr would spell unusual characters as escapes)
+        shown = ", ".join(f"'{v}' ({n:,} account{'s' if n != 1 else ''})" for v, n in found[:10])
         return shown + (f" and {len(found) - 10} more" if len(found) > 10 else "")
 
     out = []
     if model.spec.segments and "segment" in scores.column_names:
         names = model.named_segments()
         odd = counted(scores["segment"], {n.strip().lower() for n in names})
+        named = ", ".join("'" + n + "'" for n in names)
         if odd:
             out.append(
                 f"segment values the model does not name get the default weights and bands: "
-                f"{odd}; the model names {', '.join(repr(n) for n in names)} (list a value "
+                f"{odd}; the model names {named} (list a value "
                 "under `segments: weights:` to name it, `{}` keeps the default weights)"
             )
     for _, m, use in model.scored_metrics():

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from healthscore.core.csvout import csv_bytes, write_csv
 from healthscore.core.files import atomic_path, write_text_atomic
 
 if TYPE_CHECKING:
@@ -40,8 +39,12 @@ def write_rows(
     """One row per account as ``csv`` (to ``out`` or stdout) or ``parquet`` (to ``out``)."""
     if fmt == "csv":
         if out is None:
+            from healthscore.core.csvout import csv_bytes  # pyarrow: only when writing CSV
+
             sys.stdout.write(csv_bytes(rows, raw=raw).decode())
         else:
+            from healthscore.core.csvout import write_csv
+
             write_csv(rows, out, raw=raw, param=param)
     elif fmt == "parquet":
         import pyarrow.parquet as pq

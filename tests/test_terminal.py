@@ -148,3 +148,21 @@ def test_piped_output_is_not_wrapped_at_80_columns(demo_project):
         assert ln.rstrip().endswith(f"{r['pillars']['financial']:.1f}"), ln
         assert r["account_name"] in ln
     assert "left out" not in out
+
+
+def test_the_width_is_read_when_printing_not_when_the_module_is_imported():
+    """A COLUMNS set when the views were first imported (by an earlier command in the
+    same process) must not fix the width of later output that goes to a pipe."""
+    import subprocess
+    import sys
+
+    from healthscore.views.terminal import UNWRAPPED
+
+    code = (
+        "import os; os.environ['COLUMNS'] = '40'\n"
+        "from healthscore.views import terminal\n"
+        "del os.environ['COLUMNS']\n"
+        "print(terminal.stdout.width)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(out.stdout) == UNWRAPPED

@@ -47,6 +47,14 @@ class _Console(Console):
     is as wide as it needs to be, unless ``COLUMNS`` says otherwise.
     """
 
+    def __init__(self, *args, **kwargs):
+        fixed = kwargs.get("width") is not None
+        super().__init__(*args, **kwargs)
+        if not fixed:
+            # Rich reads COLUMNS once, when the console is made (at import): read it when
+            # printing instead, so the width is the one of the command that prints
+            self._width = None
+
     @property
     def size(self) -> ConsoleDimensions:
         if self._width is None and not self.is_terminal and "COLUMNS" not in os.environ:

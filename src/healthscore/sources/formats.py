@@ -16,6 +16,7 @@ from __future__ import annotations
 import codecs
 import csv
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
@@ -179,26 +180,24 @@ class DataFile:
             return {r: r for r in rows}
         result, want = {}, iter(sorted(rows))
         target = next(want, None)
-        if self.fmt == "json":
-            with open(self.path, "rb") as f:
+        with ExitStack() as stack:
+            if self.fmt == "json":
+                f = stack.enter_context(open(self.path, "rb"))
                 records = (n for n, line in enumerate(f, start=1) if line.strip())
-                for record, line_no in enumerate(records, start=1):
-                    while target == record:
-                        result[target] = line_no
-                        target = next(want, None)
-                    if target is None:
-                        break
-        else:
-            # internal numbers: the header is 1, the first data record 2, blank lines skipped
-            with open(self.path, newline="", encoding="utf-8-sig", errors="replace") as f:
+            else:
+                # internal numbers: the header is 1, the first data record 2, blank lines
+                # skipped
+                f = stack.enter_context(
+                    open(self.path, newline="", encoding="utf-8-sig", errors="replace")
+                )
                 reader = csv.reader(f, delimiter=self.delim or ",")
                 records = (n for n, fields in enumerate(reader, start=1) if fields)
-                for record, row in enumerate(records, start=1):
-                    while target == record:
-                        result[target] = row
-                        target = next(want, None)
-                    if target is None:
-                        break
+            for record, user_row in enumerate(records, start=1):
+                while target == record:
+                    result[target] = user_row
+                    target = next(want, None)
+                if target is None:
+                    break
         return result | {r: r for r in rows if r not in result}
 
 

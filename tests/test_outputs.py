@@ -20,12 +20,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from healthscore.cli import app
+from test_cli import run
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-runner = CliRunner()
 AS_OF = ["--as-of", "2025-01-01"]
 HOSTILE = {  # account: name, CSM, segment, created_at (as in the fixture)
     "A1": ('=HYPERLINK("http://x","y")', "+cmd|' /C calc'!A0", "enterprise", "2023-01-01"),
@@ -34,16 +32,6 @@ HOSTILE = {  # account: name, CSM, segment, created_at (as in the fixture)
 }
 RISKY = ("=", "+", "-", "@", "\t", "\r")
 NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-def run(*args, cwd: Path | None = None):
-    old = os.getcwd()
-    if cwd:
-        os.chdir(cwd)
-    try:
-        return runner.invoke(app, [str(a) for a in args])
-    finally:
-        os.chdir(old)
 
 
 def run_limited(args, cwd: Path, limit: int) -> subprocess.CompletedProcess:

@@ -96,3 +96,16 @@ def demo_project(demo_projects, tmp_path_factory, request):
         db_path=d / template.db_path.name,
         model_path=d / template.model_path.name,
     )
+
+
+# --- the live service ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def service(demo_project):
+    """A running service (real HTTP on 127.0.0.1) over the module's copy of the demo
+    store; see :mod:`service_support`."""
+    from service_support import running_service
+
+    with running_service(demo_project.db_path, demo_project.model_path) as running:
+        yield running

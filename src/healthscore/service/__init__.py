@@ -1,0 +1,46 @@
+"""The live service: an HTTP API and a dashboard over the same Python API the CLI uses.
+
+Place in the flow: beside ``cli/``, above :mod:`healthscore.api` (nothing below imports
+it; an import-linter contract checks it). ``healthscore serve`` runs :func:`run`: a
+FastAPI app under Uvicorn that owns the store while it runs.
+
+Modules, each owning one job:
+
+- ``settings``  what a running service is configured with (:class:`Settings`)
+- ``state``     the one open store, its lock, the model, the accounts waiting to be
+                rescored (:class:`ServiceState`)
+- ``auth``      API tokens (``hs_<id>_<secret>``), dashboard users, sessions, CSRF
+- ``ingest``    ``POST /v1/ingest/{table}``: canonical rows, validated as ``load`` does
+- ``segment``   the Segment-compatible routes (``/v1/batch``, ``track``, ``identify``,
+                ``group``)
+- ``rescorer``  micro-batch rescoring of touched accounts into ``current_scores``, the
+                daily rescore of everyone
+- ``read``      the read API (accounts, one account, history, why, portfolio, flags)
+- ``dashboard`` server-rendered pages (Jinja2 templates, HTMX, Plotly) for CSMs
+- ``owner``     the running server's address file: how a CLI command finds the server
+                that owns the store
+- ``app``       the FastAPI app that puts them together (:func:`create_app`)
+"""
+
+from __future__ import annotations
+
+from healthscore.service.settings import Settings
+
+__all__ = ["Settings", "run"]
+
+
+def run(settings: Settings) -> None:
+    """Serve until interrupted (Ctrl-C / SIGTERM): the app under Uvicorn on
+    ``settings.host:settings.port``."""
+    import uvicorn
+
+    from healthscore.service.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+    )

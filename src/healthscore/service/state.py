@@ -1,0 +1,91 @@
+"""The running service's state: the one open store, the lock around it, the model, and
+the accounts waiting to be rescored.
+
+Place in the flow: under every route of ``service/``. A DuckDB file has one writer
+process; while the service runs it is that process, and this module holds its only
+connection. One connection serves one statement at a time, so every use of the store
+goes through :meth:`ServiceState.store_access` (a re-entrant lock): HTTP requests, run
+on Uvicorn's worker threads, and the rescorer's thread take turns.
+
+Writers call :meth:`ServiceState.touched` with the accounts a write changed; the
+rescorer waits on :meth:`ServiceState.take_touched` and rescores them in micro-batches.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from healthscore.service.settings import Settings
+
+if TYPE_CHECKING:
+    from healthscore.model import Model
+    from healthscore.store import Store
+
+
+@dataclass
+class ServiceState:
+    """What every request of one running service shares."""
+
+    settings: Settings
+    store: Store
+    model: Model  # the whole model file (scorecard views: model.scorecard(name))
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    _touched: set[str] = field(default_factory=set)
+    _touched_cond: threading.Condition = field(default_factory=threading.Condition)
+
+    @classmethod
+    def open(cls, settings: Settings) -> ServiceState:
+        """Open the store (created on first use) and load the model."""
+        from healthscore.api import model_path
+        from healthscore.model import load_model
+        from healthscore.store import connect
+
+        model = load_model(model_path(settings.model))
+        store = connect(settings.db)
+        return cls(settings, store, model)
+
+    def close(self) -> None:
+        with self.lock:
+            self.store.close()
+
+    @contextmanager
+    def store_access(self) -> Iterator[Store]:
+        """The store, for one statement or one transaction, with no other thread in it."""
+        with self.lock:
+            yield self.store
+
+    def now(self) -> datetime:
+        """The service's "now" (UTC, naive, whole seconds): ``settings.now`` when fixed,
+        else the clock. Current scores are as of now, so an event of this morning counts
+        this morning (CLI commands default to today 00:00 UTC)."""
+        if self.settings.now is not None:
+            return self.settings.now
+        return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+    # accounts to rescore -------------------------------------------------------------
+    def touched(self, accounts: Iterable[str]) -> None:
+        """Mark accounts a write changed; the rescorer picks them up."""
+        with self._touched_cond:
+            before = len(self._touched)
+            self._touched.update(a for a in accounts if a is not None)
+            if len(self._touched) != before:
+                self._touched_cond.notify_all()
+
+    def take_touched(self, timeout: float | None = None) -> set[str]:
+        """The accounts marked since the last call (waiting up to ``timeout`` seconds for
+        one when there are none); the set is emptied."""
+        with self._touched_cond:
+            if not self._touched and timeout:
+                self._touched_cond.wait(timeout)
+            out, self._touched = self._touched, set()
+            return out
+
+    def pending_rescore(self) -> int:
+        """How many accounts are marked and not yet rescored."""
+        with self._touched_cond:
+            return len(self._touched)

@@ -1,0 +1,92 @@
+"""A real healthscore service on loopback for the service tests.
+
+:func:`running_service` starts the app under Uvicorn in a thread of the test process,
+on a free port of 127.0.0.1, over a copy of a demo store; the tests talk to it over real
+HTTP (httpx). The service's clock is frozen at the demo's end, so scores are the same
+on every run.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+import fixtures
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Running:
+    """A service under test: where it listens, its state, and an admin token."""
+
+    url: str
+    state: object  # healthscore.service.state.ServiceState
+    admin_token: str
+
+    def client(self, token: str | None = None, **kw) -> httpx.Client:
+        """An HTTP client for the service, sending ``token`` (default: the admin's)
+        as a bearer token; ``token=""`` sends none."""
+        token = self.admin_token if token is None else token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kw)
+
+    def token(self, *scopes: str, name: str = "test") -> str:
+        """A new token with ``scopes`` (made through the running service's store)."""
+        from healthscore.service.auth import create_token
+
+        with self.state.store_access() as store:
+            return create_token(store, name, list(scopes)).text
+
+
+@contextmanager
+def running_service(db: Path, model: Path | None = None, **settings) -> Iterator[Running]:
+    """Serve the store ``db`` (and model) on a free loopback port until the block ends."""
+    import uvicorn
+
+    from healthscore.service import Settings
+    from healthscore.service.app import create_app
+    from healthscore.service.auth import create_token
+    from healthscore.service.state import ServiceState
+
+    settings.setdefault("now", fixtures.DEMO_END)
+    settings.setdefault("daily_rescore", False)
+    s = Settings(
+        db=str(db),
+        model=str(model) if model else None,
+        port=free_port(),
+        state_dir=Path(db).parent / "service-state",
+        **settings,
+    )
+    state = ServiceState.open(s)
+    from healthscore.service.auth import ensure_tables
+
+    ensure_tables(state.store)
+    admin = create_token(state.store, "test admin", ["admin"]).text
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(s, state), host=s.host, port=s.port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test service did not start")
+        time.sleep(0.02)
+    try:
+        yield Running(s.base_url, state, admin)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        state.close()

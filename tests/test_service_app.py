@@ -30,3 +30,29 @@ def test_tokens_are_checked_by_hash_and_scope(service):
         revoke_token(store, token_id)
         assert verify_token(store, text) is None
         assert [t.name for t in list_tokens(store) if t.revoked_at is not None] == ["feed"]
+
+
+def test_a_dashboard_page_without_a_session_goes_to_login_and_a_token_is_no_session(service):
+    with service.client() as api:  # an admin bearer token: not a dashboard session
+        r = api.get("/", follow_redirects=False)
+        assert r.status_code in (303, 404)
+        if r.status_code == 303:
+            assert r.headers["location"].startswith("/login")
+
+
+def test_users_passwords_are_argon2id_and_checked(service):
+    from healthscore.service.auth import AuthError, add_user, check_password
+
+    with service.state.store_access() as store:
+        add_user(store, "maria", "correct horse battery", "member", csm="Maria Lopez")
+        stored = store.execute(store.stored("app_users")).to_pylist()
+        assert [r["password_hash"][:10] for r in stored if r["username"] == "maria"] == [
+            "$argon2id$"
+        ]
+        assert check_password(store, "maria", "correct horse battery").role == "member"
+        assert check_password(store, "maria", "wrong horse battery!") is None
+        assert check_password(store, "nobody", "correct horse battery") is None
+        import pytest
+
+        with pytest.raises(AuthError, match="12 characters"):
+            add_user(store, "short", "tiny", "viewer")

@@ -17,11 +17,13 @@ Library errors become JSON ``{"error": ..., "hint": ..., "problems": [...]}`` wi
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 
 from healthscore.errors import HealthscoreError
+from healthscore.service import auth as auth_mod
 from healthscore.service.settings import Settings
 from healthscore.service.state import ServiceState
 
@@ -44,11 +46,10 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
     async def lifespan(app: FastAPI):
         own = state is None
         app.state.service = state or ServiceState.open(settings)
-        from healthscore.service import auth
         from healthscore.service.rescorer import Rescorer
 
         with app.state.service.store_access() as store:
-            auth.ensure_tables(store)
+            auth_mod.ensure_tables(store)
         rescorer = app.state.rescorer = Rescorer(app.state.service)
         rescorer.start()
         try:
@@ -71,6 +72,11 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
     @app.exception_handler(HealthscoreError)
     async def library_error(request: Request, e: HealthscoreError) -> JSONResponse:
         return JSONResponse(error_body(e), status_code=getattr(e, "status", 400))
+
+    @app.exception_handler(auth_mod.LoginRequired)
+    async def login_first(request: Request, e: auth_mod.LoginRequired) -> RedirectResponse:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
 
     @app.get("/health", tags=["service"])
     def health() -> dict:

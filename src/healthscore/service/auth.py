@@ -62,6 +62,7 @@ def ensure_tables(store: Store) -> None:
     """Create the service's own tables when the store lacks them."""
     if not store.has_table(TOKENS):
         store.create_table(TOKENS, TOKEN_COLUMNS)
+    _ensure_users(store)
 
 
 # --- scopes --------------------------------------------------------------------------
@@ -272,3 +273,221 @@ def require(scope: str, *, table_param: str | None = None) -> Callable[..., Toke
         return token
 
     return Depends(dependency)
+
+
+# --- dashboard users -------------------------------------------------------------------
+
+USERS = "app_users"
+USER_COLUMNS = {
+    "username": "string",
+    "password_hash": "string",  # argon2id, with its parameters and salt
+    "role": "string",  # admin | member | viewer
+    "csm": "string",  # the CSM name in the data this login is ("my accounts")
+    "created_at": "timestamp",
+}
+#: what each role may do, each including the ones before it
+ROLES = ("viewer", "member", "admin")
+
+
+@dataclass(frozen=True)
+class User:
+    """A dashboard login (never its password)."""
+
+    username: str
+    role: str
+    csm: str | None = None
+
+    def may(self, role: str) -> bool:
+        """Whether this user has ``role`` or a stronger one."""
+        return ROLES.index(self.role) >= ROLES.index(role)
+
+
+def _hasher():
+    from argon2 import PasswordHasher
+
+    return PasswordHasher()  # argon2id, the library's vetted default parameters
+
+
+def _ensure_users(store: Store) -> None:
+    if not store.has_table(USERS):
+        store.create_table(USERS, USER_COLUMNS)
+
+
+def _user_rows(store: Store, username: str | None = None) -> list[dict]:
+    _ensure_users(store)
+    t = store.stored(USERS)
+    if username is not None:
+        t = t.filter(t.username == username)
+    return store.execute(t.order_by("username")).to_pylist()
+
+
+def add_user(
+    store: Store, username: str, password: str, role: str = "member", *, csm: str | None = None
+) -> User:
+    """Add a dashboard login (or replace the password and role of an existing one)."""
+    username = username.strip()
+    if not username or len(username) > 100:
+        raise AuthError("a user name must be 1 to 100 characters")
+    if role not in ROLES:
+        raise AuthError(f"unknown role {role!r}", hint="roles: " + ", ".join(ROLES))
+    if len(password) < 12:
+        raise AuthError("a password must be at least 12 characters")
+    row = {
+        "username": username,
+        "password_hash": _hasher().hash(password),
+        "role": role,
+        "csm": csm,
+        "created_at": _now(),
+    }
+    types = {"string": pa.string(), "timestamp": pa.timestamp("us")}
+    schema = pa.schema([(c, types[t]) for c, t in USER_COLUMNS.items()])
+    _ensure_users(store)
+    with store.transaction():
+        store.delete_rows(USERS, {"username": username})
+        store.insert(USERS, pa.Table.from_pylist([row], schema=schema))
+    return User(username, role, csm)
+
+
+def list_users(store: Store) -> list[User]:
+    return [User(r["username"], r["role"], r["csm"]) for r in _user_rows(store)]
+
+
+def remove_user(store: Store, username: str) -> None:
+    if not _user_rows(store, username):
+        raise AuthError(f"no user {username!r}")
+    store.delete_rows(USERS, {"username": username})
+
+
+def get_user(store: Store, username: str) -> User | None:
+    rows = _user_rows(store, username)
+    return User(rows[0]["username"], rows[0]["role"], rows[0]["csm"]) if rows else None
+
+
+#: a hash of a password nobody has, checked when the user is unknown (same time either way)
+_DUMMY = None
+
+
+def check_password(store: Store, username: str, password: str) -> User | None:
+    """The user when ``password`` is theirs, else None (unknown users cost the same)."""
+    from argon2.exceptions import InvalidHashError, VerificationError
+
+    global _DUMMY
+    rows = _user_rows(store, username)
+    ph = _hasher()
+    if not rows:
+        _DUMMY = _DUMMY or ph.hash(secrets.token_urlsafe(16))
+        try:
+            ph.verify(_DUMMY, password)
+        except VerificationError:
+            pass
+        return None
+    try:
+        ph.verify(rows[0]["password_hash"], password)
+    except (VerificationError, InvalidHashError):
+        return None
+    return User(rows[0]["username"], rows[0]["role"], rows[0]["csm"])
+
+
+# --- sessions and CSRF ------------------------------------------------------------------
+
+SESSION_COOKIE = "hs_session"
+SESSION_MAX_AGE = 12 * 3600
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+
+
+def session_secret(state_dir) -> str:
+    """The key that signs session cookies: a random secret in an owner-only file of the
+    service's state folder, made on first use."""
+    import os
+    from pathlib import Path
+
+    path = Path(state_dir) / "session_secret"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+    os.chmod(path, 0o600)
+    return path.read_text().strip()
+
+
+def _signer(state):
+    from itsdangerous import URLSafeTimedSerializer
+
+    secret = getattr(state, "_session_secret", None)
+    if secret is None:
+        secret = state._session_secret = session_secret(state.settings.resolved_state_dir())
+    return URLSafeTimedSerializer(secret, salt="healthscore-session")
+
+
+def start_session(state, user: User) -> str:
+    """The signed cookie value of a new session for ``user``, with its CSRF token."""
+    return _signer(state).dumps({"u": user.username, "c": secrets.token_urlsafe(24)})
+
+
+def read_session(state, cookie: str | None) -> tuple[User, str] | None:
+    """The user and CSRF token of a genuine, unexpired session cookie whose user still
+    exists (with the role the store has now); else None."""
+    from itsdangerous import BadSignature
+
+    if not cookie:
+        return None
+    try:
+        data = _signer(state).loads(cookie, max_age=SESSION_MAX_AGE)
+    except BadSignature:
+        return None
+    with state.store_access() as store:
+        user = get_user(store, data.get("u", ""))
+    return (user, data["c"]) if user is not None else None
+
+
+class LoginRequired(Exception):
+    """A dashboard page asked for without a session (the app sends the browser to
+    ``/login``)."""
+
+
+def require_user(role: str = "viewer") -> Callable[..., User]:
+    """A dependency for dashboard routes: the session's user, who must have ``role``.
+
+    Cookie only (a bearer token does not count here). Without a session: a GET is sent to
+    the login page, anything else gets 401; a user without the role gets 403. Unsafe
+    methods must carry the session's CSRF token (``X-CSRF-Token`` header, as HTMX sends
+    it, or the ``csrf_token`` form field) and, when the browser sends one, an ``Origin``
+    of this server."""
+
+    async def dependency(request: Request) -> User:
+        state = request.app.state.service
+        found = read_session(state, request.cookies.get(SESSION_COOKIE))
+        if found is None:
+            if request.method in ("GET", "HEAD"):
+                raise LoginRequired()
+            raise HTTPException(401, "log in first")
+        user, csrf = found
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            await check_csrf(request, csrf)
+        if not user.may(role):
+            raise HTTPException(403, f"{user.username} is a {user.role}; this needs {role}")
+        request.state.user = user
+        request.state.csrf = csrf
+        return user
+
+    return Depends(dependency)
+
+
+async def check_csrf(request: Request, expected: str) -> None:
+    """403 unless the request carries the session's CSRF token and comes from this
+    origin."""
+    origin = request.headers.get("origin")
+    if origin is not None and origin != _own_origin(request):
+        raise HTTPException(403, "cross-origin request refused")
+    sent = request.headers.get(CSRF_HEADER)
+    if sent is None:
+        form = await request.form()
+        sent = form.get(CSRF_FIELD)
+    if not isinstance(sent, str) or not hmac.compare_digest(sent, expected):
+        raise HTTPException(403, "missing or wrong CSRF token; reload the page")
+
+
+def _own_origin(request: Request) -> str:
+    host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
+    return f"{request.url.scheme}://{host}"

@@ -663,11 +663,24 @@ def run_backtest(
         raise ArgumentError("`as_of` goes with `snapshot`")
     from healthscore.evaluate import backtest
 
+    start, end = parse_as_of(start, "start"), parse_as_of(end, "end")
+    held_out = None
+    if challenger:  # every model is reported on the challenger's held-out dates only
+        from healthscore.core.time import dates_between
+        from healthscore.engine.asof import backfill
+        from healthscore.evaluate.challenger import split_dates
+
+        asked = parse_as_of(train_until, "train_until") if train_until else None
+        dates = dates_between(start, end, every)
+        train_until, _, test_dates = split_dates(dates, asked)
+        for m in (model, vs) if vs is not None else (model,):  # the training dates too
+            backfill(store, m, start, end, every, progress=progress)
+        held_out = (start, test_dates[0])
     result = backtest.backtest(
         store,
         model,
-        parse_as_of(start, "start"),
-        parse_as_of(end, "end"),
+        held_out[1] if held_out else start,
+        end,
         every=every,
         horizon=horizon,
         lead=lead,
@@ -678,15 +691,21 @@ def run_backtest(
     )
     run = BacktestRun(result)
     if challenger:
-        from healthscore.core.time import dates_between
         from healthscore.evaluate.challenger import challenge
 
+        result.notes.insert(
+            0,
+            f"held out: every figure is measured on the observation dates from "
+            f"{result.start:%Y-%m-%d} to {result.end:%Y-%m-%d}; the challenger learned from "
+            f"earlier dates (from {held_out[0]:%Y-%m-%d}) whose horizon closed by "
+            f"{train_until:%Y-%m-%d}",
+        )
         run.challenger = challenge(
             store,
             model,
-            dates_between(result.start, result.end, every),
+            dates,
             horizon=horizon,
-            train_until=parse_as_of(train_until, "train_until") if train_until else None,
+            train_until=asked,
             reps=reps,
             seed=seed,
         )

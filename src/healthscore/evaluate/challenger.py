@@ -452,6 +452,42 @@ def _shapley(est, x: np.ndarray, base: np.ndarray, rng) -> tuple[np.ndarray, flo
 # --- evaluation ----------------------------------------------------------------------------
 
 
+def split_dates(
+    dates: list[datetime], train_until: datetime | None
+) -> tuple[datetime, str, list[datetime]]:
+    """Where training ends, the split in words, and the held-out dates (on or after
+    ``train_until``; without it, the second half of ``dates``). Every figure reported
+    beside the challenger is measured on the held-out dates only.
+
+    >>> from datetime import datetime as D
+    >>> split_dates([D(2025, m, 1) for m in range(1, 7)], None)[2][0]
+    datetime.datetime(2025, 4, 1, 0, 0)
+    """
+    dates = sorted(dates)
+    if train_until is None:
+        if len(dates) < 4:
+            raise ScoringError(
+                f"{len(dates)} observation dates are too few to split into training and "
+                "held-out halves",
+                hint="give more `dates` or a `train_until`",
+            )
+        train_until = dates[len(dates) // 2]
+        split = (
+            f"trained on the first half of the observation dates (horizon closed by "
+            f"{train_until:%Y-%m-%d}), evaluated on the second half"
+        )
+    else:
+        split = f"trained on observations whose horizon closed by {train_until:%Y-%m-%d}"
+    test_dates = [d for d in dates if d >= train_until]
+    if not test_dates:
+        raise ScoringError(
+            f"no observation date on or after `train_until` {train_until:%Y-%m-%d}: "
+            "nothing to evaluate the challenger on",
+            hint="choose an earlier `train_until` or later `dates`",
+        )
+    return train_until, split, test_dates
+
+
 def challenge(
     store: Store,
     model: Model,
@@ -477,27 +513,7 @@ def challenge(
     ``top`` riskiest accounts by the challenger at the last held-out date are explained.
     """
     dates = sorted(dates)
-    if train_until is None:
-        if len(dates) < 4:
-            raise ScoringError(
-                f"{len(dates)} observation dates are too few to split into training and "
-                "held-out halves",
-                hint="give more `dates` or a `train_until`",
-            )
-        train_until = dates[len(dates) // 2]
-        split = (
-            f"trained on the first half of the observation dates (horizon closed by "
-            f"{train_until:%Y-%m-%d}), evaluated on the second half"
-        )
-    else:
-        split = f"trained on observations whose horizon closed by {train_until:%Y-%m-%d}"
-    test_dates = [d for d in dates if d >= train_until]
-    if not test_dates:
-        raise ScoringError(
-            f"no observation date on or after `train_until` {train_until:%Y-%m-%d}: "
-            "nothing to evaluate the challenger on",
-            hint="choose an earlier `train_until` or later `dates`",
-        )
+    train_until, split, test_dates = split_dates(dates, train_until)
     ch = train_challenger(
         store, model, train_until, dates=dates, horizon=horizon, outcome=outcome, seed=seed
     )

@@ -65,7 +65,17 @@ def _metrics(obs: pd.DataFrame, outcome: str, reps: int, seed: int) -> bt.Metric
     judged = obs[obs["label"]].reset_index(drop=True)
     start = obs["as_of"].min()
     return bt.measure(
-        obs, obs, judged, outcome, "", start, start, reps=reps, seed=seed, judged=judged
+        obs,
+        obs,
+        judged,
+        outcome,
+        "",
+        start,
+        start,
+        reps=reps,
+        seed=seed,
+        judged=judged,
+        snapshot=True,
     )
 
 

@@ -49,13 +49,16 @@ from healthscore.evaluate.observations import (
 from healthscore.evaluate.stats import (
     Difference,
     Estimate,
-    account_rows,
+    account_index,
     average_precision,
-    bootstrap,
     interval,
     ratio,
     roc_auc,
-    take,
+    weighted_average_precision,
+    weighted_corr,
+    weighted_draws,
+    weighted_ratio,
+    weighted_roc_auc,
 )
 from healthscore.model import Model
 from healthscore.store import Store
@@ -217,22 +220,30 @@ def measure(
         judged = judge_events(stored, events, lead, start, end)
     recall = ratio((judged["band"] == flag_band).sum(), len(judged)) if len(judged) else None
     opposite = ratio((judged["band"] == opposite_band).sum(), len(judged)) if len(judged) else None
-    # bootstrap over accounts: the same resamples for every figure
+    # bootstrap over accounts, every replicate at once: the same resamples for every figure
     accounts = np.array(sorted(set(obs["account_id"]) | set(judged["account_id"])))
-    obs_rows = account_rows(accounts, obs["account_id"])
-    ev_rows = account_rows(accounts, judged["account_id"])
+    oi = account_index(accounts, obs["account_id"])
+    ei = account_index(accounts, judged["account_id"])
+    y_obs = obs["label"].to_numpy(bool)
+    neg = ~y_obs
     judged_bands = judged["band"].to_numpy()
+    every = np.ones(len(judged), bool)
 
-    def resampled(sample: np.ndarray) -> dict[str, float | None]:
-        o = take(obs_rows, sample)
-        f = _point_figures(obs.iloc[o], flagged[o], risk[o])
-        e = take(ev_rows, sample)
-        if len(e):
-            f["recall"] = float((judged_bands[e] == flag_band).mean())
-            f["opposite"] = float((judged_bands[e] == opposite_band).mean())
+    def resampled(counts: np.ndarray) -> dict[str, np.ndarray]:
+        wo, we = counts[:, oi], counts[:, ei]
+        f = {
+            "false_positive_rate": weighted_ratio(flagged & neg, neg, wo),
+            "precision": weighted_ratio(flagged & y_obs, flagged, wo),
+            "roc_auc": weighted_roc_auc(y_obs, risk, wo),
+            "pr_auc": weighted_average_precision(y_obs, risk, wo),
+            "correlation": weighted_corr(score, y_obs, wo),
+        }
+        if len(judged):
+            f["recall"] = weighted_ratio(judged_bands == flag_band, every, we)
+            f["opposite"] = weighted_ratio(judged_bands == opposite_band, every, we)
         return f
 
-    draws = bootstrap(resampled, len(accounts), reps, seed)
+    draws = weighted_draws(resampled, len(accounts), reps, seed)
 
     def est(key, value):
         return interval(value, draws.get(key, []))
@@ -399,8 +410,20 @@ def paired_differences(
 
     point = figures(np.arange(len(m)))
     accounts = np.array(sorted(m["account_id"].unique()))
-    rows = account_rows(accounts, m["account_id"])
-    draws = bootstrap(lambda sample: figures(take(rows, sample)), len(accounts), reps, seed)
+    idx = account_index(accounts, m["account_id"])
+    score_a, score_b = sign * m["score"].to_numpy(float), sign * m["score_b"].to_numpy(float)
+    neg = ~y
+    flag_a, flag_b = m["band"].to_numpy() == flag, m["band_b"].to_numpy() == flag
+
+    def resampled(counts: np.ndarray) -> dict[str, np.ndarray]:
+        w = counts[:, idx]
+        return {
+            "roc_auc": weighted_roc_auc(y, score_a, w) - weighted_roc_auc(y, score_b, w),
+            "false_positive_rate": weighted_ratio(flag_a & neg, neg, w)
+            - weighted_ratio(flag_b & neg, neg, w),
+        }
+
+    draws = weighted_draws(resampled, len(accounts), reps, seed)
     return [Difference(k, interval(v, draws.get(k, []))) for k, v in point.items()]
 
 

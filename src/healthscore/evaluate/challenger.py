@@ -45,12 +45,13 @@ from healthscore.evaluate.observations import GOOD, RISK, observations
 from healthscore.evaluate.stats import (
     Difference,
     Estimate,
-    account_rows,
-    bootstrap,
+    account_index,
     interval,
     rank_roc_auc,
     step_average_precision,
-    take,
+    weighted_average_precision,
+    weighted_draws,
+    weighted_roc_auc,
 )
 from healthscore.model import Model
 from healthscore.store import Store
@@ -623,9 +624,21 @@ def _paired_figures(test, y, prob, weighted, reps, seed):
 
     point = figures(np.arange(len(test)))
     accounts = np.array(sorted(test["account_id"].unique()))
-    rows = account_rows(accounts, test["account_id"])
-    draws = bootstrap(lambda sample: figures(take(rows, sample)), len(accounts), reps, seed)
-    return point, draws
+    idx = account_index(accounts, test["account_id"])
+
+    def resampled(counts: np.ndarray) -> dict[str, np.ndarray]:
+        w = counts[:, idx]
+        f = {
+            "roc_auc": weighted_roc_auc(y, prob, w),
+            "pr_auc": weighted_average_precision(y, prob, w),
+            "weighted_roc_auc": weighted_roc_auc(y, weighted, w),
+            "weighted_pr_auc": weighted_average_precision(y, weighted, w),
+        }
+        for k in ("roc_auc", "pr_auc"):
+            f[f"diff_{k}"] = f[k] - f[f"weighted_{k}"]
+        return f
+
+    return point, weighted_draws(resampled, len(accounts), reps, seed)
 
 
 def _verdict(r: ChallengerResult) -> list[str]:

@@ -46,7 +46,13 @@ from healthscore.evaluate.observations import (
     snapshot_date,
     snapshot_observations,
 )
-from healthscore.evaluate.stats import Estimate, bootstrap, interval, roc_auc
+from healthscore.evaluate.stats import (
+    Estimate,
+    interval,
+    roc_auc,
+    weighted_draws,
+    weighted_roc_auc,
+)
 from healthscore.model import HEALTH, Model, load_model_text
 from healthscore.store import Store
 
@@ -242,7 +248,7 @@ def _auc_estimate(y: np.ndarray, risk: np.ndarray, reps: int, seed: int) -> Esti
     value = roc_auc(y, risk)
     if value is None:
         return Estimate(None)
-    draws = bootstrap(lambda idx: {"auc": roc_auc(y[idx], risk[idx])}, len(y), reps, seed)
+    draws = weighted_draws(lambda w: {"auc": weighted_roc_auc(y, risk, w)}, len(y), reps, seed)
     return interval(value, draws.get("auc", []))
 
 

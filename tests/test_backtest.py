@@ -178,3 +178,25 @@ def test_a_significantly_inverted_score_is_called_inverted_not_chance(book):
     notes = " ".join(r.notes)
     assert "better than chance" not in notes
     assert "inverted" in notes and "higher scores" in notes
+
+
+def test_all_replicates_at_once_equal_the_figures_of_each_resample_concatenated():
+    import numpy as np
+
+    from healthscore.evaluate import stats as st
+
+    rng = np.random.default_rng(1)
+    accounts = np.repeat(np.arange(200), 4)  # 4 correlated rows per account
+    y = rng.random(len(accounts)) < 0.2
+    risk = np.round(rng.random(len(accounts)), 2)  # many ties
+    rep = st.Replicates(accounts, 200, reps=25, seed=3)
+    auc, ap = rep.roc_auc(y, risk), rep.average_precision(y, risk)
+    fpr, corr = rep.ratio((risk > 0.5) & ~y, ~y), rep.correlation(risk, y)
+    rows = [np.flatnonzero(accounts == a) for a in range(200)]
+    draws = np.random.default_rng(3)
+    for k in range(25):  # the same seeded draws, resampled the slow way
+        o = np.concatenate([rows[i] for i in draws.integers(0, 200, 200)])
+        assert auc[k] == pytest.approx(st.roc_auc(y[o], risk[o]), abs=1e-12)
+        assert ap[k] == pytest.approx(st.average_precision(y[o], risk[o]), abs=1e-12)
+        assert fpr[k] == pytest.approx(((risk[o] > 0.5) & ~y[o]).sum() / (~y[o]).sum())
+        assert corr[k] == pytest.approx(np.corrcoef(risk[o], y[o])[0, 1], abs=1e-9)

@@ -36,7 +36,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from healthscore.core.time import dates_between, shift
+from healthscore.core.time import dates_between, shift_each
 from healthscore.engine import asof
 from healthscore.engine.history import ensure_tables
 from healthscore.evaluate.observations import (
@@ -49,16 +49,13 @@ from healthscore.evaluate.observations import (
 from healthscore.evaluate.stats import (
     Difference,
     Estimate,
+    Replicates,
     account_index,
     average_precision,
+    draws_of,
     interval,
     ratio,
     roc_auc,
-    weighted_average_precision,
-    weighted_corr,
-    weighted_draws,
-    weighted_ratio,
-    weighted_roc_auc,
 )
 from healthscore.model import Model
 from healthscore.store import Store
@@ -158,7 +155,7 @@ def judge_events(stored: pd.DataFrame, events: pd.DataFrame, lead: str, start, e
     whose ts - lead falls between ``start`` and ``end``; events with no score then are
     not judged."""
     ev = events.copy()
-    ev["at"] = ev["ts"].map(lambda d: shift(d, lead))
+    ev["at"] = shift_each(ev["ts"], lead)
     ev = ev[(ev["at"] >= start) & (ev["at"] <= end)]
     if ev.empty or stored.empty:
         return ev.assign(
@@ -222,28 +219,23 @@ def measure(
     opposite = ratio((judged["band"] == opposite_band).sum(), len(judged)) if len(judged) else None
     # bootstrap over accounts, every replicate at once: the same resamples for every figure
     accounts = np.array(sorted(set(obs["account_id"]) | set(judged["account_id"])))
-    oi = account_index(accounts, obs["account_id"])
-    ei = account_index(accounts, judged["account_id"])
+    rep = Replicates(account_index(accounts, obs["account_id"]), len(accounts), reps, seed)
     y_obs = obs["label"].to_numpy(bool)
     neg = ~y_obs
-    judged_bands = judged["band"].to_numpy()
-    every = np.ones(len(judged), bool)
-
-    def resampled(counts: np.ndarray) -> dict[str, np.ndarray]:
-        wo, we = counts[:, oi], counts[:, ei]
-        f = {
-            "false_positive_rate": weighted_ratio(flagged & neg, neg, wo),
-            "precision": weighted_ratio(flagged & y_obs, flagged, wo),
-            "roc_auc": weighted_roc_auc(y_obs, risk, wo),
-            "pr_auc": weighted_average_precision(y_obs, risk, wo),
-            "correlation": weighted_corr(score, y_obs, wo),
-        }
-        if len(judged):
-            f["recall"] = weighted_ratio(judged_bands == flag_band, every, we)
-            f["opposite"] = weighted_ratio(judged_bands == opposite_band, every, we)
-        return f
-
-    draws = weighted_draws(resampled, len(accounts), reps, seed)
+    resampled = {
+        "false_positive_rate": rep.ratio(flagged & neg, neg),
+        "precision": rep.ratio(flagged & y_obs, flagged),
+        "roc_auc": rep.roc_auc(y_obs, risk),
+        "pr_auc": rep.average_precision(y_obs, risk),
+        "correlation": rep.correlation(score, y_obs),
+    }
+    if len(judged):
+        ev = rep.of(account_index(accounts, judged["account_id"]))
+        judged_bands = judged["band"].to_numpy()
+        every = np.ones(len(judged), bool)
+        resampled["recall"] = ev.ratio(judged_bands == flag_band, every)
+        resampled["opposite"] = ev.ratio(judged_bands == opposite_band, every)
+    draws = draws_of(resampled)
 
     def est(key, value):
         return interval(value, draws.get(key, []))
@@ -410,20 +402,16 @@ def paired_differences(
 
     point = figures(np.arange(len(m)))
     accounts = np.array(sorted(m["account_id"].unique()))
-    idx = account_index(accounts, m["account_id"])
+    rep = Replicates(account_index(accounts, m["account_id"]), len(accounts), reps, seed)
     score_a, score_b = sign * m["score"].to_numpy(float), sign * m["score_b"].to_numpy(float)
     neg = ~y
     flag_a, flag_b = m["band"].to_numpy() == flag, m["band_b"].to_numpy() == flag
-
-    def resampled(counts: np.ndarray) -> dict[str, np.ndarray]:
-        w = counts[:, idx]
-        return {
-            "roc_auc": weighted_roc_auc(y, score_a, w) - weighted_roc_auc(y, score_b, w),
-            "false_positive_rate": weighted_ratio(flag_a & neg, neg, w)
-            - weighted_ratio(flag_b & neg, neg, w),
+    draws = draws_of(
+        {
+            "roc_auc": rep.roc_auc(y, score_a) - rep.roc_auc(y, score_b),
+            "false_positive_rate": rep.ratio(flag_a & neg, neg) - rep.ratio(flag_b & neg, neg),
         }
-
-    draws = weighted_draws(resampled, len(accounts), reps, seed)
+    )
     return [Difference(k, interval(v, draws.get(k, []))) for k, v in point.items()]
 
 

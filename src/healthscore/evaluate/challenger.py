@@ -45,13 +45,12 @@ from healthscore.evaluate.observations import GOOD, RISK, observations
 from healthscore.evaluate.stats import (
     Difference,
     Estimate,
+    Replicates,
     account_index,
+    draws_of,
     interval,
     rank_roc_auc,
     step_average_precision,
-    weighted_average_precision,
-    weighted_draws,
-    weighted_roc_auc,
 )
 from healthscore.model import Model
 from healthscore.store import Store
@@ -624,21 +623,16 @@ def _paired_figures(test, y, prob, weighted, reps, seed):
 
     point = figures(np.arange(len(test)))
     accounts = np.array(sorted(test["account_id"].unique()))
-    idx = account_index(accounts, test["account_id"])
-
-    def resampled(counts: np.ndarray) -> dict[str, np.ndarray]:
-        w = counts[:, idx]
-        f = {
-            "roc_auc": weighted_roc_auc(y, prob, w),
-            "pr_auc": weighted_average_precision(y, prob, w),
-            "weighted_roc_auc": weighted_roc_auc(y, weighted, w),
-            "weighted_pr_auc": weighted_average_precision(y, weighted, w),
-        }
-        for k in ("roc_auc", "pr_auc"):
-            f[f"diff_{k}"] = f[k] - f[f"weighted_{k}"]
-        return f
-
-    return point, weighted_draws(resampled, len(accounts), reps, seed)
+    rep = Replicates(account_index(accounts, test["account_id"]), len(accounts), reps, seed)
+    f = {
+        "roc_auc": rep.roc_auc(y, prob),
+        "pr_auc": rep.average_precision(y, prob),
+        "weighted_roc_auc": rep.roc_auc(y, weighted),
+        "weighted_pr_auc": rep.average_precision(y, weighted),
+    }
+    for k in ("roc_auc", "pr_auc"):
+        f[f"diff_{k}"] = f[k] - f[f"weighted_{k}"]
+    return point, draws_of(f)
 
 
 def _verdict(r: ChallengerResult) -> list[str]:

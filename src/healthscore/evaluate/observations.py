@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from healthscore.core.time import shift
+from healthscore.core.time import shift_each
 from healthscore.engine import asof
 from healthscore.engine.history import SCORES, ensure_tables
 from healthscore.errors import ScoringError
@@ -93,7 +93,7 @@ def within_horizon(obs: pd.DataFrame, events: pd.DataFrame, horizon: str) -> np.
     """For each observation (account, as_of): an event in (as_of, as_of + horizon]."""
     if events.empty or obs.empty:
         return np.zeros(len(obs), dtype=bool)
-    ends = obs["as_of"].map(lambda d: shift(d, horizon, +1))
+    ends = shift_each(obs["as_of"], horizon, +1)
     m = obs[["account_id", "as_of"]].assign(_end=ends.values, _i=np.arange(len(obs)))
     j = m.merge(events[["account_id", "ts"]], on="account_id", how="inner")
     hit = j[(j["ts"] > j["as_of"]) & (j["ts"] <= j["_end"])]["_i"].unique()
@@ -111,7 +111,7 @@ def label_observations(
     Accounts that had churned by the date are left out as well (see :func:`gone`).
     """
     last = outcomes["ts"].max()
-    open_window = obs["as_of"].map(lambda d: shift(d, horizon, +1) > last).to_numpy(bool)
+    open_window = (shift_each(obs["as_of"], horizon, +1) > last).to_numpy(bool)
     obs = obs[~open_window].reset_index(drop=True)
     events = outcomes[outcomes["kind"] == outcome]
     obs = obs[~gone(obs, outcomes)].reset_index(drop=True)

@@ -48,10 +48,10 @@ from healthscore.evaluate.observations import (
 )
 from healthscore.evaluate.stats import (
     Estimate,
+    Replicates,
+    draws_of,
     interval,
     roc_auc,
-    weighted_draws,
-    weighted_roc_auc,
 )
 from healthscore.model import HEALTH, Model, load_model_text
 from healthscore.store import Store
@@ -248,7 +248,7 @@ def _auc_estimate(y: np.ndarray, risk: np.ndarray, reps: int, seed: int) -> Esti
     value = roc_auc(y, risk)
     if value is None:
         return Estimate(None)
-    draws = weighted_draws(lambda w: {"auc": weighted_roc_auc(y, risk, w)}, len(y), reps, seed)
+    draws = draws_of({"auc": Replicates(np.arange(len(y)), len(y), reps, seed).roc_auc(y, risk)})
     return interval(value, draws.get("auc", []))
 
 

@@ -8,7 +8,7 @@ Place in the flow: under every evaluation (``backtest``, ``snapshot``, ``calibra
   likely to have the outcome), None when the labels hold one class only.
 - **The account bootstrap**: an account's observations are correlated (the same account
   at monthly dates), so resamples draw accounts with replacement and take all their
-  rows, every replicate at once (as counts per account: :func:`weighted_draws`). The
+  rows, every replicate at once (as counts per account: :class:`Replicates`). The
   resamples are seeded: the same seed gives the same intervals, and two models
   measured with the same seed on the same observations are resampled alike, which is
   what makes a paired difference's interval meaningful.
@@ -22,15 +22,13 @@ Examples
 (0.75, 0.75)
 >>> accounts = np.array(["a", "b"])
 >>> rows = account_index(accounts, ["a", "a", "b", "b"])  # two rows per account
->>> draws = weighted_draws(lambda w: {"auc": weighted_roc_auc(y, risk, w[:, rows])},
-...                        2, reps=200, seed=0)
+>>> draws = draws_of({"auc": Replicates(rows, 2, reps=200, seed=0).roc_auc(y, risk)})
 >>> str(interval(0.75, draws["auc"]))
 '0.750 [0.750, 0.750]'
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,130 +127,127 @@ def ratio(a: float, b: float) -> float | None:
 
 # --- the account bootstrap, every replicate at once ------------------------------------------
 #
-# Drawing an account k times is the same as counting its rows k times: a replicate is a
-# vector of weights per account (how often it was drawn), and each figure is a weighted
-# sum over the rows, computed for all replicates with array operations; each equals the
-# figure computed on the concatenated resample.
-
-#: replicates evaluated together (bounds the memory of the weight matrices)
-CHUNK = 64
+# Drawing an account k times is the same as counting its rows k times. A replicate is a
+# vector of counts per account (how often it was drawn); every figure is a sum over rows
+# weighted by their account's count, so it is the replicates' counts (reps x accounts)
+# times per-account sums of the rows, one matrix product for all replicates. Each figure
+# equals the one computed on the concatenated resample.
 
 
 def bootstrap_counts(n_accounts: int, reps: int, seed: int) -> np.ndarray:
     """How often each account is drawn in each of ``reps`` seeded resamples with
-    replacement, each as long as the population: an integer array ``reps x n_accounts``.
+    replacement, each as long as the population: an array ``reps x n_accounts``.
 
     >>> bootstrap_counts(3, 2, 0).sum(axis=1).tolist()
-    [3, 3]
+    [3.0, 3.0]
     """
     rng = np.random.default_rng(seed)
-    out = np.zeros((reps, n_accounts), dtype=np.int32)
+    out = np.zeros((reps, n_accounts))
     for r in range(reps):
         out[r] = np.bincount(rng.integers(0, n_accounts, n_accounts), minlength=n_accounts)
     return out
 
 
-def _nan_none(values: np.ndarray) -> list[float]:
-    return [float(v) for v in values if not np.isnan(v)]
+class Replicates:
+    """``reps`` seeded account resamples of rows that belong to accounts, evaluated all at
+    once: each method returns one value per replicate (NaN where it is not computable).
 
-
-def _tie_groups(risk: np.ndarray, descending: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The order of the rows by risk and where each run of tied risks starts in it."""
-    order = np.argsort(-risk if descending else risk, kind="stable")
-    r = risk[order]
-    starts = np.r_[0, np.flatnonzero(r[1:] != r[:-1]) + 1] if len(r) else np.array([], int)
-    return order, starts
-
-
-def weighted_roc_auc(y: np.ndarray, risk: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """ROC AUC (ties count half) for each row of weights ``w`` (replicates x rows); NaN
-    where a replicate holds one class only.
+    ``rows`` gives each row's account as a position in ``0 .. n_accounts - 1`` (see
+    :func:`account_index`).
 
     >>> y, risk = np.array([0, 0, 1, 1], bool), np.array([0.1, 0.4, 0.35, 0.8])
-    >>> weighted_roc_auc(y, risk, np.ones((1, 4))).tolist()
-    [0.75]
+    >>> r = Replicates(np.array([0, 1, 2, 3]), 4, reps=1, seed=0)
+    >>> r.counts = np.ones((1, 4))  # the rows as they are
+    >>> r.roc_auc(y, risk).tolist(), r.average_precision(y, risk).round(6).tolist()
+    ([0.75], [0.833333])
     """
-    y = np.asarray(y, bool)
-    if not len(y):
-        return np.full(len(w), np.nan)
-    order, starts = _tie_groups(risk, descending=False)
-    wo, yo = w[:, order], y[order]
-    pos = np.add.reduceat(wo * yo, starts, axis=1)
-    neg = np.add.reduceat(wo * ~yo, starts, axis=1)
-    below = np.cumsum(neg, axis=1) - neg
-    n1, n0 = pos.sum(axis=1), neg.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        auc = (pos * (below + 0.5 * neg)).sum(axis=1) / (n1 * n0)
-    auc[(n1 == 0) | (n0 == 0)] = np.nan
-    return auc
+
+    def __init__(self, rows: np.ndarray, n_accounts: int, reps: int, seed: int):
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.n = n_accounts
+        self.counts = bootstrap_counts(n_accounts, reps, seed)
+
+    def total(self, values) -> np.ndarray:
+        """Per replicate, the sum of ``values`` (one per row) over the resampled rows."""
+        per_account = np.bincount(self.rows, weights=np.asarray(values, float), minlength=self.n)
+        return self.counts @ per_account
+
+    def ratio(self, num, den) -> np.ndarray:
+        """``sum(num) / sum(den)`` over the resampled rows (masks or numbers per row)."""
+        d = self.total(den)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = self.total(num) / d
+        out[d == 0] = np.nan
+        return out
+
+    def _by_risk(self, y: np.ndarray, risk: np.ndarray, descending: bool):
+        """Per replicate and per distinct risk (ascending, or descending), the resampled
+        counts of rows with and without the outcome."""
+        from scipy.sparse import csr_matrix
+
+        values, group = np.unique(risk, return_inverse=True)
+        if descending:
+            group = len(values) - 1 - group
+        shape = (self.n, len(values))
+        y = np.asarray(y, bool)
+        pos = csr_matrix((y.astype(float), (self.rows, group)), shape=shape)
+        neg = csr_matrix(((~y).astype(float), (self.rows, group)), shape=shape)
+        return (pos.T @ self.counts.T).T, (neg.T @ self.counts.T).T
+
+    def roc_auc(self, y: np.ndarray, risk: np.ndarray) -> np.ndarray:
+        """ROC AUC of ``risk`` (ties count half), :func:`roc_auc` on each resample."""
+        if not len(y):
+            return np.full(len(self.counts), np.nan)
+        pos, neg = self._by_risk(y, risk, descending=False)
+        below = np.cumsum(neg, axis=1) - neg
+        n1, n0 = pos.sum(axis=1), neg.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            auc = (pos * (below + 0.5 * neg)).sum(axis=1) / (n1 * n0)
+        auc[(n1 == 0) | (n0 == 0)] = np.nan
+        return auc
+
+    def average_precision(self, y: np.ndarray, risk: np.ndarray) -> np.ndarray:
+        """Average precision over distinct thresholds, :func:`average_precision` on each
+        resample."""
+        if not len(y):
+            return np.full(len(self.counts), np.nan)
+        pos, neg = self._by_risk(y, risk, descending=True)
+        tp, seen = np.cumsum(pos, axis=1), np.cumsum(pos + neg, axis=1)
+        n1, n = tp[:, -1], seen[:, -1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            precision = np.where(seen > 0, tp / seen, 0.0)
+            ap = (pos * precision).sum(axis=1) / n1
+        ap[(n1 == 0) | (n1 == n)] = np.nan
+        return ap
+
+    def correlation(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Pearson correlation of ``x`` and ``y``; NaN where either is constant or fewer
+        than 3 rows are drawn."""
+        x, y = np.asarray(x, float), np.asarray(y, float)
+        n = self.total(np.ones(len(x)))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mx, my = self.total(x) / n, self.total(y) / n
+            cxy = self.total(x * y) / n - mx * my
+            vx = self.total(x * x) / n - mx * mx
+            vy = self.total(y * y) / n - my * my
+            r = cxy / np.sqrt(vx * vy)
+        bad = (n < 3) | (vx <= 1e-12 * np.maximum(1, mx * mx)) | (vy <= 1e-12)
+        r[bad] = np.nan
+        return r
+
+    def of(self, rows: np.ndarray) -> Replicates:
+        """The same resamples for other rows of the same accounts (``rows``: their
+        account positions)."""
+        other = Replicates.__new__(Replicates)
+        other.rows, other.n, other.counts = np.asarray(rows, np.int64), self.n, self.counts
+        return other
 
 
-def weighted_average_precision(y: np.ndarray, risk: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Average precision over distinct thresholds (:func:`step_average_precision`) for each
-    row of weights ``w``; NaN where a replicate holds one class only.
-
-    >>> y, risk = np.array([0, 0, 1, 1], bool), np.array([0.1, 0.4, 0.35, 0.8])
-    >>> weighted_average_precision(y, risk, np.ones((1, 4))).round(6).tolist()
-    [0.833333]
-    """
-    y = np.asarray(y, bool)
-    if not len(y):
-        return np.full(len(w), np.nan)
-    order, starts = _tie_groups(risk, descending=True)
-    wo, yo = w[:, order], y[order]
-    pos = np.add.reduceat(wo * yo, starts, axis=1)
-    allw = np.add.reduceat(wo, starts, axis=1)
-    tp, seen = np.cumsum(pos, axis=1), np.cumsum(allw, axis=1)
-    n1, n = tp[:, -1], seen[:, -1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(seen > 0, tp / seen, 0.0)
-        ap = (pos * precision).sum(axis=1) / n1
-    ap[(n1 == 0) | (n1 == n)] = np.nan
-    return ap
-
-
-def weighted_ratio(num: np.ndarray, den: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``sum(w * num) / sum(w * den)`` per replicate (boolean masks ``num`` and ``den``);
-    NaN where nothing counts in the denominator."""
-    d = w @ np.asarray(den, float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = (w @ np.asarray(num, float)) / d
-    out[d == 0] = np.nan
-    return out
-
-
-def weighted_corr(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Pearson correlation of ``x`` and ``y`` per replicate; NaN where either is constant
-    or fewer than 3 rows are drawn."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    n = w.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mx, my = (w @ x) / n, (w @ y) / n
-        cxy = (w @ (x * y)) / n - mx * my
-        vx = (w @ (x * x)) / n - mx * mx
-        vy = (w @ (y * y)) / n - my * my
-        r = cxy / np.sqrt(vx * vy)
-    bad = (n < 3) | (vx <= 1e-12 * np.maximum(1, mx * mx)) | (vy <= 1e-12)
-    r[bad] = np.nan
-    return r
-
-
-def weighted_draws(
-    figures: Callable[[np.ndarray], dict[str, np.ndarray]],
-    n_accounts: int,
-    reps: int,
-    seed: int,
-) -> dict[str, list[float]]:
-    """Each figure over ``reps`` account resamples at once: ``figures(counts)`` gets a
-    block of replicates as account counts (replicates x accounts, see
-    :func:`bootstrap_counts`) and returns one array of values per figure (NaN: not
-    computable, skipped)."""
-    counts = bootstrap_counts(n_accounts, reps, seed)
-    parts: dict[str, list[np.ndarray]] = {}
-    for lo in range(0, reps, CHUNK):
-        for k, v in figures(counts[lo : lo + CHUNK].astype(float)).items():
-            parts.setdefault(k, []).append(np.asarray(v, float))
-    return {k: _nan_none(np.concatenate(v)) for k, v in parts.items()}
+def draws_of(figures: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    """The replicates' values per figure, the ones not computable (NaN) left out."""
+    return {
+        k: [float(v) for v in np.asarray(a, float) if not np.isnan(v)] for k, a in figures.items()
+    }
 
 
 def account_index(accounts: np.ndarray, ids) -> np.ndarray:
@@ -276,14 +271,11 @@ __all__ = [
     "account_index",
     "average_precision",
     "bootstrap_counts",
+    "draws_of",
+    "Replicates",
     "interval",
     "rank_roc_auc",
     "ratio",
     "roc_auc",
     "step_average_precision",
-    "weighted_average_precision",
-    "weighted_corr",
-    "weighted_draws",
-    "weighted_ratio",
-    "weighted_roc_auc",
 ]

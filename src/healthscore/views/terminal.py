@@ -558,6 +558,28 @@ def _share(x: float | None) -> str:
     return "-" if x is None else f"{x:.0%}"
 
 
+def left_out_notes(books: dict) -> list[str]:
+    """What the scores of each model rest on (``{"new": Evidence, "current": Evidence}``),
+    in the words ``score`` prints: one line when both models leave out the same accounts
+    for the same reasons, else one line per model.
+
+    >>> from datetime import datetime
+    >>> from healthscore.engine.asof import Evidence
+    >>> d = datetime(2025, 1, 1)
+    >>> left_out_notes({"new": Evidence(d, 5, {"not yet created": 2}),
+    ...                 "current": Evidence(d, 5, {"not yet created": 2})})
+    ['scored 3 of 5 accounts as of 2025-01-01; left out: 2 not yet created']
+    >>> left_out_notes({"new": Evidence(d, 5, {"outside the population": 1}),
+    ...                 "current": Evidence(d, 5)})  # doctest: +NORMALIZE_WHITESPACE
+    ['new model: scored 4 of 5 accounts as of 2025-01-01; left out: 1 outside the population',
+     'current model: scored 5 of 5 accounts as of 2025-01-01']
+    """
+    texts = {name: book.summary() for name, book in books.items()}
+    if len(set(texts.values())) <= 1:
+        return list(texts.values())[:1]
+    return [f"{name} model: {text}" for name, text in texts.items()]
+
+
 def render_comparison(console: Console, c) -> None:
     """A :class:`healthscore.evaluate.compare.Comparison`: matrix, biggest changes, history."""
     s = c.summary
@@ -573,8 +595,9 @@ def render_comparison(console: Console, c) -> None:
     )
     matrix = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     matrix.add_column("current \\ new", no_wrap=True)
-    for b in c.bands:
-        matrix.add_column(f"[{BAND_STYLE.get(b, 'dim')}]{b}[/]", justify="right", no_wrap=True)
+    for b in c.bands:  # columns: the new model's names for its bands
+        name = escape(c.new.band_name(b))
+        matrix.add_column(f"[{BAND_STYLE.get(b, 'dim')}]{name}[/]", justify="right", no_wrap=True)
     matrix.add_column("total", justify="right", no_wrap=True)
     for b1 in c.bands:
         row = c.matrix[b1]
@@ -592,7 +615,8 @@ def render_comparison(console: Console, c) -> None:
             cells.append(text)
         total_arr = sum(cell.arr or 0.0 for cell in row.values())
         total = f"{n:,}" + (f" ({money(total_arr)})" if arr else "")
-        matrix.add_row(f"[{BAND_STYLE.get(b1, 'dim')}]{b1}[/]", *cells, total)
+        name = escape(c.current.band_name(b1))  # rows: the current model's names
+        matrix.add_row(f"[{BAND_STYLE.get(b1, 'dim')}]{name}[/]", *cells, total)
     console.print(matrix)
     moved = (
         f"{s.accounts_both:,} accounts scored by both: {s.moved_up:,} move up a band"
@@ -608,10 +632,11 @@ def render_comparison(console: Console, c) -> None:
         )
     console.print(moved, highlight=False)
     console.print(
-        f"red: {_share(s.red_share_current)} of accounts under the current model -> "
-        f"{_share(s.red_share_new)} under the new one; {s.entered:,} accounts enter the "
+        f"{_red_names(c)}: {_share(s.red_share_current)} of accounts under the current model "
+        f"-> {_share(s.red_share_new)} under the new one; {s.entered:,} accounts enter the "
         f"population, {s.left:,} leave it",
         highlight=False,
+        markup=False,
     )
     for note in c.notes:
         console.print(f"[yellow]Note:[/] {note}", highlight=False)
@@ -633,17 +658,26 @@ def render_comparison(console: Console, c) -> None:
                 ch.account_id,
                 ch.segment or "",
                 f"{_fmt(ch.score_current, 1)} [{BAND_STYLE.get(ch.band_current, 'dim')}]"
-                f"{ch.band_current}[/]",
-                f"{_fmt(ch.score_new, 1)} [{BAND_STYLE.get(ch.band_new, 'dim')}]{ch.band_new}[/]",
+                f"{escape(ch.band_name_current or ch.band_current)}[/]",
+                f"{_fmt(ch.score_new, 1)} [{BAND_STYLE.get(ch.band_new, 'dim')}]"
+                f"{escape(ch.band_name_new or ch.band_new)}[/]",
                 f"{ch.delta:+.1f}",
-                ch.summary().split(": ", 1)[1],
+                Text(ch.summary().split(": ", 1)[1]),
             )
         console.print(top)
     if c.history is not None:
-        _render_compare_history(console, c.history)
+        reds = c.current.band_name("red"), c.new.band_name("red")
+        _render_compare_history(console, c.history, *reds)
 
 
-def _render_compare_history(console: Console, h) -> None:
+def _red_names(c) -> str:
+    """The red band as both models name it: ``red``, or ``stalled (current) / at risk
+    (new)`` when the models name it differently."""
+    cur, new = c.current.band_name("red"), c.new.band_name("red")
+    return cur if cur == new else f"{cur} (current) / {new} (new)"
+
+
+def _render_compare_history(console: Console, h, red: str = "red", red_new: str = "red") -> None:
     if h.points:
         table = Table(
             title="over stored history: the same comparison at each stored as-of date",
@@ -652,7 +686,8 @@ def _render_compare_history(console: Console, h) -> None:
         )
         for col in ("as of", "accounts", "change band", "up", "down", "enter", "leave"):
             table.add_column(col, justify="left" if col == "as of" else "right", no_wrap=True)
-        for col in ("red current", "red new", "mean change", "biggest change"):
+        for col in (f"{red} current", f"{red_new} new", "mean change", "biggest change"):
+            col = escape(col)
             table.add_column(col, justify="right", no_wrap=True)
         for p in h.points:
             s = p.summary

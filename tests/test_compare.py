@@ -351,7 +351,8 @@ NAMES = "\nband_names: {green: healthy, yellow: watch, red: at risk}\n"
 
 
 def test_changes_name_bands_as_the_scorecard_does_and_keep_the_keys(book):
-    forced = _with_rule(default_model_text(), '  compare_red:\n    when: "seats >= 0"\n    band: red\n')
+    rule = '  compare_red:\n    when: "seats >= 0"\n    band: red\n'
+    forced = _with_rule(default_model_text(), rule)
     new = hs.load_model_text(forced + NAMES, file="named.yaml")
     c = compare_models(book, new, CURRENT, D, history=False)
     assert c.new.band_names == {"green": "healthy", "yellow": "watch", "red": "at risk"}

@@ -100,7 +100,7 @@ def backtest_command(
         )
 
     def render(console) -> None:
-        terminal.render_backtest(console, run.result)
+        terminal.render_backtest(console, run.result, model=project.model)
         for line in run.challenger.lines() if run.challenger is not None else []:
             terminal.say(console, line)
         if run.report is not None:

@@ -84,9 +84,12 @@ class ChallengerExplanation:
     baseline_probability: float  # the prediction for an account at every training median
     drivers: list[Driver]  # by |contribution|, largest first
 
-    def summary(self, top: int = 3) -> str:
+    def summary(self, top: int = 3, name=None) -> str:
+        """The ``top`` drivers in a line; ``name`` (e.g. ``Model.metric_label``) says
+        what each feature is called, else its metric key."""
         parts = [
-            f"{d.feature} = {_fmt(d.value)} ({d.contribution * 100:+.1f} pp)"
+            f"{name(d.feature) if name else d.feature} = {_fmt(d.value)} "
+            f"({d.contribution * 100:+.1f} pp)"
             for d in self.drivers[:top]
             if d.contribution
         ]

@@ -357,16 +357,19 @@ def _paragraph(console: Console, text: str) -> None:
     console.print()
 
 
-def render_backtest(console: Console, r, *, plain: bool = True) -> None:
+def render_backtest(console: Console, r, *, plain: bool = True, model=None) -> None:
     """The backtest figures: overall and per segment, side by side with --vs; first
-    (``plain``) one paragraph saying in plain words what was done and how to read it."""
+    (``plain``) one paragraph saying in plain words what was done and how to read it.
+    The bands read as ``model`` (the backtested one) names them."""
+    red = model.band_name("red") if model is not None else "red"
+    green = model.band_name("green") if model is not None else "green"
     if plain and getattr(r, "snapshot", False):
         _paragraph(
             console,
             "In plain words: every account was scored once, at the snapshot date, and the "
             "scores were set against the outcomes on file. Recall is the share of accounts "
-            "that churned which the score had in red; the false-positive rate is the share "
-            "of accounts that stayed but were red anyway. ROC AUC says how well the score "
+            f"that churned which the score had in {red}; the false-positive rate is the share "
+            f"of accounts that stayed but were {red} anyway. ROC AUC says how well the score "
             "ranks the accounts that left below those that stayed (1 = always, 0.5 = a coin "
             "toss). The snapshot has no dates, so it cannot say how early a warning came.",
         )
@@ -376,8 +379,8 @@ def render_backtest(console: Console, r, *, plain: bool = True) -> None:
             f"In plain words: we went back to every {r.every} between {r.start:%Y-%m-%d} "
             f"and {r.end:%Y-%m-%d}, scored each account with only the data it had then, and "
             f"looked at what happened in the {r.horizon} after. Recall is the share of "
-            f"accounts that churned which were red {r.lead} before they left; the "
-            "false-positive rate is the share of accounts that stayed but were red anyway. "
+            f"accounts that churned which were {red} {r.lead} before they left; the "
+            f"false-positive rate is the share of accounts that stayed but were {red} anyway. "
             "ROC AUC says how well the score ranks the accounts that left below those that "
             "stayed (1 = always, 0.5 = a coin toss).",
         )
@@ -408,7 +411,7 @@ def render_backtest(console: Console, r, *, plain: bool = True) -> None:
         ("score-outcome correlation", "correlation"),
     ]
     for kind, ev in r.evaluations.items():
-        flag = "red" if kind == "churned" else "green"
+        flag = escape(red if kind == "churned" else green)
         table = Table(
             title=f"{kind} (flag: {flag}); {ev.overall.events} events judged, "
             f"{ev.overall.positives} of {ev.overall.observations:,} observations positive",
@@ -434,7 +437,7 @@ def render_backtest(console: Console, r, *, plain: bool = True) -> None:
         table.add_row(*cells)
         if kind == "churned":
             share = _pct(o.flagged_but_renewed_share)
-            cells = ["red but renewed", f"{o.flagged_but_renewed} ({share})"]
+            cells = [f"{red} but renewed", f"{o.flagged_but_renewed} ({share})"]
             if other is not None:
                 oo = other.overall
                 cells += [f"{oo.flagged_but_renewed} ({_pct(oo.flagged_but_renewed_share)})", ""]
@@ -823,8 +826,7 @@ def render_calibration(console: Console, r: CalibrationResult) -> None:
     render_review(console, r.review)
     console.print(weights_table(r.metrics, r.pillars))
     console.print(
-        f"bands: green {r.old_bands['green']:g} -> {r.new_bands['green']:g}, yellow "
-        f"{r.old_bands['yellow']:g} -> {r.new_bands['yellow']:g}; on the training "
+        f"bands: {_bands_change(r)}; on the training "
         f"observations recall {_pct1(r.old_train_recall)} -> {_pct1(r.train_recall)}, "
         f"false-positive rate {_pct1(r.old_train_fpr)} -> {_pct1(r.train_fpr)}, "
         + _red_share_text(r),
@@ -848,7 +850,7 @@ def render_calibration(console: Console, r: CalibrationResult) -> None:
                 f"(score below {e.new_threshold:g})",
                 highlight=False,
             )
-        render_backtest(console, r.backtest, plain=False)
+        render_backtest(console, r.backtest, plain=False, model=r.model)
     for note in r.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
 
@@ -864,11 +866,23 @@ def render_review(console: Console, lines: list[str]) -> None:
         console.print(f"  {line}", highlight=False, soft_wrap=True)
 
 
+def _bands_change(r) -> str:
+    """``green 80 -> 75, yellow 50 -> 55``, each band as the calibrated model names it."""
+    name = r.model.band_name
+    return (
+        f"{name('green')} {r.old_bands['green']:g} -> {r.new_bands['green']:g}, "
+        f"{name('yellow')} {r.old_bands['yellow']:g} -> {r.new_bands['yellow']:g}"
+    )
+
+
 def _red_share_text(r) -> str:
-    """``red 8.1 % -> 12.0 % of observations (cap 12.2 %, bound: yellow 61 wanted)``."""
-    text = f"red {_pct1(r.old_red_share)} -> {_pct1(r.red_share)} of them (cap {_pct1(r.red_cap)}"
+    """``red 8.1 % -> 12.0 % of observations (cap 12.2 %, bound: yellow 61 wanted)``, each
+    band as the calibrated model names it."""
+    red, yellow = r.model.band_name("red"), r.model.band_name("yellow")
+    text = f"{red} {_pct1(r.old_red_share)} -> {_pct1(r.red_share)} of them "
+    text += f"(cap {_pct1(r.red_cap)}"
     if r.wanted_yellow is not None:
-        text += f"; the cap bound: the target recall wanted yellow {r.wanted_yellow:g}"
+        text += f"; the cap bound: the target recall wanted {yellow} {r.wanted_yellow:g}"
     return text + ")"
 
 
@@ -893,8 +907,7 @@ def render_snapshot_calibration(console: Console, r: SnapshotCalibration) -> Non
     render_review(console, r.review)
     console.print(weights_table(r.metrics, r.pillars))
     console.print(
-        f"bands: green {r.old_bands['green']:g} -> {r.new_bands['green']:g}, yellow "
-        f"{r.old_bands['yellow']:g} -> {r.new_bands['yellow']:g}; " + _red_share_text(r),
+        f"bands: {_bands_change(r)}; " + _red_share_text(r),
         highlight=False,
     )
     a = Table(title="ROC AUC (95 % bootstrap interval)", box=box.SIMPLE_HEAD, title_justify="left")
@@ -905,7 +918,7 @@ def render_snapshot_calibration(console: Console, r: SnapshotCalibration) -> Non
     console.print(a)
     if r.out is not None:
         console.print(f"wrote {r.out}", highlight=False)
-    render_backtest(console, r.backtest, plain=False)
+    render_backtest(console, r.backtest, plain=False, model=r.model)
     for note in r.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
 

@@ -490,7 +490,7 @@ def render_portfolio(console: Console, result, command: str = "healthscore") -> 
     for b in ("green", "yellow", "red", None):
         if counts.get(b):
             bands.add_row(
-                f"[{BAND_STYLE[b]}]{b or 'no data'}[/]",
+                band_text(model, b),
                 f"{counts[b]:,}",
                 f"{counts[b] / len(rows):.0%}",
                 f"{arr[b]:,.0f}",

@@ -82,6 +82,8 @@ def test_cli_writes_the_report_and_prints_the_challenger(project):
     assert "metrics changed weight or anchors" in output
     assert CHALLENGER_ONLY in output and "ROC AUC: challenger" in output
     assert "trained on the first half of the observation dates" in output
+    relies = next(ln for ln in output.splitlines() if ln.startswith("what it relies on"))
+    assert not re.search(r"\b[a-z]+(_[a-z0-9]+)+ [+-]\d", relies), relies  # labels, not keys
 
 
 def test_report_has_every_section(page):

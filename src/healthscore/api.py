@@ -834,13 +834,18 @@ def calibrate_model(
 
 @dataclass
 class ComparisonRun:
-    """A comparison of two models, with the stale-data warnings of both."""
+    """A comparison of two models, with the stale-data warnings of both and what each
+    model's scores rest on (``evidence``: ``new`` and ``current``, accounts left out and
+    why)."""
 
     comparison: Comparison
     warnings: list[str] = field(default_factory=list)
+    evidence: dict[str, Evidence] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return self.comparison.to_dict()
+        out = self.comparison.to_dict()
+        out["evidence"] = {name: book.to_dict() for name, book in self.evidence.items()}
+        return out
 
 
 def compare_versions(
@@ -853,14 +858,19 @@ def compare_versions(
     top: int = 10,
 ) -> ComparisonRun:
     """Compare the model ``new`` with the current model file ``current`` as of
-    ``as_of`` (default today 00:00 UTC): band migration, biggest changes, stored history."""
+    ``as_of`` (default today 00:00 UTC): band migration, biggest changes, stored history,
+    and how many accounts each model leaves out (not scored) and why."""
     from healthscore.core.time import parse_as_of
+    from healthscore.engine.asof import evidence
     from healthscore.evaluate.compare import compare_models
     from healthscore.model import load_model
 
     current_model = load_model(current)
     d = parse_as_of(as_of)
     both = (new.scorecard(scorecard), current_model.scorecard(scorecard))
+    books = {"new": evidence(store, both[0], d), "current": evidence(store, both[1], d)}
     warnings = _freshness(store, both, d)
+    for book in books.values():  # empty tables: once, though both models read them
+        warnings += [w for w in book.warnings if w not in warnings]
     result = compare_models(store, new, current_model, d, scorecard=scorecard, top=top)
-    return ComparisonRun(result, warnings)
+    return ComparisonRun(result, warnings, books)

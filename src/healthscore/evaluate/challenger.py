@@ -84,9 +84,12 @@ class ChallengerExplanation:
     baseline_probability: float  # the prediction for an account at every training median
     drivers: list[Driver]  # by |contribution|, largest first
 
-    def summary(self, top: int = 3) -> str:
+    def summary(self, top: int = 3, name=None) -> str:
+        """The ``top`` drivers in a line; ``name`` (e.g. ``Model.metric_label``) says
+        what each feature is called, else its metric key."""
         parts = [
-            f"{d.feature} = {_fmt(d.value)} ({d.contribution * 100:+.1f} pp)"
+            f"{name(d.feature) if name else d.feature} = {_fmt(d.value)} "
+            f"({d.contribution * 100:+.1f} pp)"
             for d in self.drivers[:top]
             if d.contribution
         ]
@@ -190,8 +193,10 @@ class ChallengerResult:
             d[k] = [x.isoformat() for x in d[k]]
         return d
 
-    def lines(self) -> list[str]:
-        """The result in plain words, a line each (what the CLI prints)."""
+    def lines(self, name=None) -> list[str]:
+        """The result in plain words, a line each (what the CLI prints); ``name`` (e.g.
+        ``Model.metric_label``) says what each feature is called, else its metric key."""
+        name = name or (lambda f: f)
         diff = {x.metric: x.value for x in self.differences}
         out = [
             f"challenger ({CHALLENGER_ONLY})",
@@ -208,12 +213,12 @@ class ChallengerResult:
             f"difference {diff.get('pr_auc', '-')}",
         ]
         if self.importance:
-            top = ", ".join(f"{f} {v:+.3f}" for f, v in self.importance[:5])
+            top = ", ".join(f"{name(f)} {v:+.3f}" for f, v in self.importance[:5])
             out.append(f"what it relies on most (held-out ROC AUC lost when shuffled): {top}")
         for e in self.explanations[:5]:
             out.append(
                 f"  {e.account_id} {e.probability:.0%} on {e.as_of:%Y-%m-%d} "
-                f"(baseline {e.baseline_probability:.0%}): {e.summary()}"
+                f"(baseline {e.baseline_probability:.0%}): {e.summary(name=name)}"
             )
         out += [f"note: {n}" for n in self.notes]
         return out

@@ -96,9 +96,14 @@ def plotly_text(text) -> str:
     return html.escape(strip_bidi(str(text)), quote=False)
 
 
-def band_label(band: str | None) -> str:
-    """``green``, ``yellow``, ``red``, or ``no score``."""
-    return band or "no score"
+def band_label(band: str | None, name=None) -> str:
+    """``band`` (green/yellow/red; None: no score) as the scorecard names it (``name``:
+    e.g. :meth:`healthscore.portfolio.ReportData.band_name`), escaped for Plotly.
+
+    >>> band_label("red"), band_label("red", {"red": "at <risk>"}.get), band_label(None)
+    ('red', 'at &lt;risk&gt;', 'no score')
+    """
+    return plotly_text(name(band) if name is not None else band or "no score")
 
 
 # --- the portfolio report -------------------------------------------------------------------
@@ -121,7 +126,7 @@ def bands_over_time(data: ReportData, measure: str) -> go.Figure:
             go.Scatter(
                 x=dates,
                 y=[by_date.get(x, 0) for x in dates],
-                name=band_label(band),
+                name=band_label(band, data.band_name),
                 stackgroup="one",
                 mode="lines",
                 line={"color": BAND_COLOR[band], "width": 0.5},
@@ -136,7 +141,7 @@ def band_bars(data: ReportData) -> go.Figure:
     """ARR (or accounts, without ARR) per band now."""
     fig = go.Figure(
         go.Bar(
-            x=[band_label(b.band) for b in data.bands],
+            x=[band_label(b.band, data.band_name) for b in data.bands],
             y=[b.arr if data.arr_known else b.accounts for b in data.bands],
             marker_color=[BAND_COLOR[b.band] for b in data.bands],
             text=[money(b.arr) if data.arr_known else str(b.accounts) for b in data.bands],
@@ -160,7 +165,7 @@ def segment_bands(data: ReportData) -> go.Figure:
             go.Bar(
                 y=[plotly_text(b.key or "(none)") for b in data.segments],
                 x=[getattr(b, band) for b in data.segments],
-                name=band,
+                name=band_label(band, data.band_name),
                 orientation="h",
                 marker_color=BAND_COLOR[band],
             )
@@ -393,9 +398,14 @@ def score_distribution(obs, label: str, bands) -> go.Figure:
     return fig
 
 
-def weights_figure(changes: list[diagnostics.WeightChange], labels: list[str]) -> go.Figure:
-    """Effective metric weights of the old and the new model, biggest change first."""
-    metrics = [plotly_text(c.metric) for c in changes]
+def weights_figure(
+    changes: list[diagnostics.WeightChange], labels: list[str], names: dict[str, str] | None = None
+) -> go.Figure:
+    """Effective metric weights of the old and the new model, biggest change first; each
+    metric named by ``names`` (key -> label), its key on hover."""
+    names = names or {}
+    metrics = [plotly_text(names.get(c.metric, c.metric)) for c in changes]
+    keys = [plotly_text(c.metric) for c in changes]
     fig = go.Figure()
     for name, color, values in (
         (f"old: {labels[1]}", OLD_COLOR, [c.old or 0.0 for c in changes]),
@@ -408,7 +418,8 @@ def weights_figure(changes: list[diagnostics.WeightChange], labels: list[str]) -
                 name=plotly_text(name),
                 orientation="h",
                 marker_color=color,
-                hovertemplate="%{y}: %{x:.1f} %<extra></extra>",
+                customdata=keys,
+                hovertemplate="%{y} (%{customdata}): %{x:.1f} %<extra></extra>",
             )
         )
     fig.update_layout(
@@ -420,15 +431,20 @@ def weights_figure(changes: list[diagnostics.WeightChange], labels: list[str]) -
     return fig
 
 
-def importance_figure(importance: list[tuple[str, float]]) -> go.Figure:
-    """The challenger's permutation importance: held-out ROC AUC lost per shuffled feature."""
+def importance_figure(
+    importance: list[tuple[str, float]], names: dict[str, str] | None = None
+) -> go.Figure:
+    """The challenger's permutation importance: held-out ROC AUC lost per shuffled feature
+    (each metric named by ``names``, key -> label; its key on hover)."""
+    names = names or {}
     fig = go.Figure(
         go.Bar(
-            y=[plotly_text(f) for f, _ in importance],
+            y=[plotly_text(names.get(f, f)) for f, _ in importance],
             x=[v for _, v in importance],
             orientation="h",
             marker_color=CHALLENGER_COLOR,
-            hovertemplate="%{y}: %{x:+.3f}<extra></extra>",
+            customdata=[plotly_text(f) for f, _ in importance],
+            hovertemplate="%{y} (%{customdata}): %{x:+.3f}<extra></extra>",
         )
     )
     fig.update_layout(

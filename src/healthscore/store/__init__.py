@@ -476,7 +476,8 @@ class Store:
         >>> import pyarrow as pa, datetime as dt
         >>> s = connect("duckdb://")
         >>> day = pa.array([dt.datetime(2024, 1, 1)] * 2)
-        >>> rows = pa.table({"user_id": ["u1", "u2"], "account_id": ["a1", "a2"], "created_at": day})
+        >>> users = {"user_id": ["u1", "u2"], "account_id": ["a1", "a2"], "created_at": day}
+        >>> rows = pa.table(users)
         >>> r = s.append("users", rows)
         >>> r.inserted, sorted(r.accounts)
         (2, ['a1', 'a2'])

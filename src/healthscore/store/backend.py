@@ -116,7 +116,8 @@ class Backend:
         on = sge.Schema(
             this=sg.table(table, quoted=True), expressions=[sg.to_identifier(column, quoted=True)]
         )
-        stmt = f"CREATE INDEX IF NOT EXISTS {index.sql(self.con.dialect)} ON {on.sql(self.con.dialect)}"
+        dialect = self.con.dialect
+        stmt = f"CREATE INDEX IF NOT EXISTS {index.sql(dialect)} ON {on.sql(dialect)}"
         if self.con.name in ("duckdb", "postgres"):
             with self.con._safe_raw_sql(stmt):
                 pass

@@ -148,7 +148,8 @@ def test_unknown_tables_and_scores_are_refused(service):
         assert "computed" in api.post("/v1/ingest/scores", json={"rows": []}).json()["error"]
         r = api.post("/v1/ingest/usage_events", json=[{"account_id": "A"}])
         assert r.status_code == 400 and '{"rows"' in r.json()["error"]
-        r = api.post("/v1/ingest/usage_events", content=b"{not json", headers={"content-type": "application/json"})  # fmt: skip
+        headers = {"content-type": "application/json"}
+        r = api.post("/v1/ingest/usage_events", content=b"{not json", headers=headers)
         assert r.status_code == 400 and "not JSON" in r.json()["error"]
 
 

@@ -554,7 +554,7 @@ class Store:
                 self.con.drop_table(stage_name, force=True)
         unknown = pc.sum(found["unknown"]).as_py() or 0
         touched = set(rows.column("account_id").to_pylist())
-        touched |= set(found["old_account_id"].filter(pc.equal(kind, "changed")).to_pylist())
+        touched |= set(found["_old_account"].filter(pc.equal(kind, "changed")).to_pylist())
         result = LoadResult(name, inserted, len(changed), unchanged, 0, watermark, unknown)
         result.accounts = sorted(a for a in touched if a is not None)
         return result
@@ -786,7 +786,7 @@ def _compare_sql(
     name: str, stage: str, pk: str, supplied: list[str], kept: list[str]
 ) -> sge.Select:
     """Per staged row: its key ``k``; ``kind``, new, changed or same (its supplied
-    columns against the stored row's); the stored ``old_account_id`` and ``old_<c>`` of
+    columns against the stored row's); the stored ``_old_account`` and ``old_<c>`` of
     each ``kept`` column; ``unknown``, 1 when its account is not in the accounts table."""
 
     def col(c: str, t: str) -> sge.Column:
@@ -802,7 +802,7 @@ def _compare_sql(
     select = [
         col(pk, "s").as_("k"),
         kind.as_("kind"),
-        col("account_id", "t").as_("old_account_id"),
+        col("account_id", "t").as_("_old_account"),
         *[col(c, "t").as_(f"old_{c}", quoted=True) for c in kept],
     ]
     query = sg.select(*select).from_(sg.table(stage, quoted=True).as_("s"))

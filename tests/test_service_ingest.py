@@ -146,6 +146,7 @@ def test_unknown_tables_and_scores_are_refused(service):
             assert r.status_code == 404
             assert "usage_events" in r.json()["hint"]
         assert "computed" in api.post("/v1/ingest/scores", json={"rows": []}).json()["error"]
+        assert api.post("/v1/ingest/usage_events", json={"rows": []}).json()["inserted"] == 0
         r = api.post("/v1/ingest/usage_events", json=[{"account_id": "A"}])
         assert r.status_code == 400 and '{"rows"' in r.json()["error"]
         headers = {"content-type": "application/json"}

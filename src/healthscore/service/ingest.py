@@ -138,6 +138,9 @@ async def ingest(table: str, request: Request) -> dict:
 def _write(state, table: str, rows: list) -> dict:
     from healthscore.sources.rows import check_rows
 
+    if not rows:
+        return {"table": table, "inserted": 0, "updated": 0, "unchanged": 0,
+                "unknown_accounts": 0, "accounts_changed": 0}  # fmt: skip
     with check_rows(rows, table) as batch:
         data = batch.data.read_all()
         with state.store_access() as store:

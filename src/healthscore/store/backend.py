@@ -186,9 +186,10 @@ class DuckDBBackend(Backend):
         # looks the table's schema up first, tens of milliseconds on a small append
         native, view = self.con.con, f"_insert_{uuid.uuid4().hex[:8]}"
         names = ", ".join(sg.to_identifier(c, quoted=True).sql("duckdb") for c in data.column_names)
+        target = sg.to_identifier(table, quoted=True).sql("duckdb")
         native.register(view, data)
         try:
-            native.execute(f'INSERT INTO "{table}" ({names}) SELECT {names} FROM "{view}"')
+            native.execute(f'INSERT INTO {target} ({names}) SELECT {names} FROM "{view}"')
         finally:
             native.unregister(view)
 

@@ -527,8 +527,8 @@ class Store:
             try:
                 with self.transaction():
                     self._add_columns(name, extra)
-                    compare = _compare_sql(name, stage_name, pk, supplied, kept)
-                    found = self._backend.run_sql(compare.sql(self.con.dialect))
+                    compare = _compare_text(name, pk, tuple(supplied), tuple(kept), self.con.dialect)
+                    found = self._backend.run_sql(compare.replace(_STAGE, stage_name))
                     kind = found["kind"]
                     # the rows to write, new and changed, with the stored values of the
                     # columns the batch does not supply
@@ -780,6 +780,17 @@ def _check_batch_keys(name: str, pk: str, keys: pa.ChunkedArray) -> None:
             f"{name}: {len(twice)} {pk} values occur more than once in one batch: {text}",
             hint="each row needs its own key; nothing was loaded",
         )
+
+
+#: the staged table's name in the cached text of :func:`_compare_text`
+_STAGE = "__healthscore_stage__"
+
+
+@functools.lru_cache(maxsize=256)
+def _compare_text(name: str, pk: str, supplied: tuple, kept: tuple, dialect) -> str:
+    """:func:`_compare_sql` as SQL text in ``dialect``, the staged table named
+    :data:`_STAGE` (building the statement costs more than running it on a small batch)."""
+    return _compare_sql(name, _STAGE, pk, list(supplied), list(kept)).sql(dialect)
 
 
 def _compare_sql(

@@ -527,7 +527,8 @@ class Store:
             try:
                 with self.transaction():
                     self._add_columns(name, extra)
-                    compare = _compare_text(name, pk, tuple(supplied), tuple(kept), self.con.dialect)
+                    dialect = self.con.dialect
+                    compare = _compare_text(name, pk, tuple(supplied), tuple(kept), dialect)
                     found = self._backend.run_sql(compare.replace(_STAGE, stage_name))
                     kind = found["kind"]
                     # the rows to write, new and changed, with the stored values of the

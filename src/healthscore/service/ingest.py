@@ -106,7 +106,34 @@ def _table(table: str) -> str:
     return table
 
 
-@router.post("/ingest/{table}", dependencies=[auth.require("ingest", table_param="table")])
+def json_body(schema: dict, example: dict) -> dict:
+    """The OpenAPI description of a JSON body a route reads itself (size-capped)."""
+    content = {"application/json": {"schema": schema, "example": example}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+ROWS_BODY = json_body(
+    {
+        "type": "object",
+        "required": ["rows"],
+        "properties": {
+            "rows": {
+                "type": "array",
+                "items": {"type": "object", "additionalProperties": True},
+                "description": "canonical rows of the table, as one JSON lines row each",
+            }
+        },
+    },
+    {"rows": [{"event_id": "e1", "account_id": "ACC-00102", "event": "login",
+               "ts": "2025-06-30T09:15:00Z"}]},
+)  # fmt: skip
+
+
+@router.post(
+    "/ingest/{table}",
+    dependencies=[auth.require("ingest", table_param="table")],
+    openapi_extra=ROWS_BODY,
+)
 async def ingest(table: str, request: Request) -> dict:
     """Insert or update rows of an input table, by primary key.
 

@@ -42,7 +42,7 @@ from starlette.concurrency import run_in_threadpool
 
 from healthscore.errors import Problem
 from healthscore.service import auth, parked
-from healthscore.service.ingest import IngestError, read_json
+from healthscore.service.ingest import IngestError, json_body, read_json
 
 router = APIRouter(prefix="/v1", tags=["segment"])
 
@@ -74,7 +74,21 @@ def write_key(request: Request) -> auth.Token:
     return token
 
 
-@router.post("/batch")
+_MESSAGE = {"type": "object", "additionalProperties": True}
+BATCH_BODY = json_body(
+    {
+        "type": "object",
+        "required": ["batch"],
+        "properties": {"batch": {"type": "array", "items": _MESSAGE}, "sentAt": {"type": "string"}},
+    },
+    {"batch": [{"type": "track", "userId": "user-17", "event": "report_viewed",
+                "messageId": "m-1", "timestamp": "2025-06-30T09:15:00Z"}],
+     "sentAt": "2025-06-30T09:15:01Z"},
+)  # fmt: skip
+MESSAGE_BODY = json_body(_MESSAGE, {"userId": "user-17", "groupId": "ACC-00102"})
+
+
+@router.post("/batch", openapi_extra=BATCH_BODY)
 async def batch(request: Request, token: auth.Token = Depends(write_key)) -> dict:
     """Segment's batch: ``{"batch": [message, ...], "sentAt": ...}`` (what the official
     clients send)."""
@@ -102,19 +116,19 @@ async def _single(request: Request, kind: str) -> dict:
     return {"success": True}
 
 
-@router.post("/track")
+@router.post("/track", openapi_extra=MESSAGE_BODY)
 async def track(request: Request, token: auth.Token = Depends(write_key)) -> dict:
     """One Segment ``track`` message."""
     return await _single(request, "track")
 
 
-@router.post("/identify")
+@router.post("/identify", openapi_extra=MESSAGE_BODY)
 async def identify(request: Request, token: auth.Token = Depends(write_key)) -> dict:
     """One Segment ``identify`` message."""
     return await _single(request, "identify")
 
 
-@router.post("/group")
+@router.post("/group", openapi_extra=MESSAGE_BODY)
 async def group(request: Request, token: auth.Token = Depends(write_key)) -> dict:
     """One Segment ``group`` message."""
     return await _single(request, "group")

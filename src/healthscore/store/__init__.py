@@ -454,6 +454,14 @@ class Store:
         )
 
     @_writes
+    def prepare_appends(self, names: Sequence[str] | None = None) -> None:
+        """Make the key indexes :meth:`append` uses (each once; seconds on a table of
+        millions of rows), so that a service can pay for them when it starts rather than
+        on its first batch."""
+        for name in names or TABLES:
+            self._backend.ensure_index(name, get_table(name).primary_key)
+
+    @_writes
     def append(
         self, name: str, data: pa.Table, *, columns: Sequence[str] | None = None
     ) -> LoadResult:

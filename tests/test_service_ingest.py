@@ -152,6 +152,9 @@ def test_unknown_tables_and_scores_are_refused(service):
         headers = {"content-type": "application/json"}
         r = api.post("/v1/ingest/usage_events", content=b"{not json", headers=headers)
         assert r.status_code == 400 and "not JSON" in r.json()["error"]
+        nan = b'{"rows": [{"event_id": "x", "account_id": "A", "quantity": NaN}]}'
+        r = api.post("/v1/ingest/usage_events", content=nan, headers=headers)
+        assert r.status_code == 400 and "NaN is not a JSON value" in r.json()["error"]
 
 
 def test_a_token_for_another_table_gets_403(service):

@@ -80,17 +80,30 @@ def test_identify_group_track_become_rows_of_the_account(service, client):
 
 
 def test_a_track_before_group_waits_then_is_attributed(service, client):
+    client.identify("seg-late", {"createdAt": "2025-02-01"}, message_id="seg-late-id")
     client.track("seg-late", "login", message_id="seg-late-1")
     client.flush()
     assert _events(service, event_id=["seg-late-1"]) == []
+    assert _user(service, "seg-late") is None
     waiting = [p for p in _parked(service, "pending") if p["user_id"] == "seg-late"]
-    assert [(p["message_id"], p["type"]) for p in waiting] == [("seg-late-1", "track")]
+    assert sorted((p["message_id"], p["type"]) for p in waiting) == [
+        ("seg-late-1", "track"),
+        ("seg-late-id", "identify"),
+    ]
     client.group("seg-late", "ACC-00148")
     client.flush()
     assert client.errors == []
     [event] = _events(service, event_id=["seg-late-1"])
     assert (event["account_id"], event["event"]) == ("ACC-00148", "login")
+    user = _user(service, "seg-late")
+    assert (user["account_id"], user["created_at"]) == ("ACC-00148", datetime(2025, 2, 1))
     assert [p for p in _parked(service, "pending") if p["user_id"] == "seg-late"] == []
+    # a user moved to another account: later events count there
+    client.group("seg-late", "ACC-00102")
+    client.track("seg-late", "login", message_id="seg-late-2")
+    client.flush()
+    assert [e["account_id"] for e in _events(service, event_id=["seg-late-2"])] == ["ACC-00102"]
+    assert _user(service, "seg-late")["created_at"] == datetime(2025, 2, 1)  # kept
 
 
 def test_invalid_messages_are_parked_and_the_rest_of_the_batch_taken(service, write_key):

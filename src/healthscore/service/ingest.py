@@ -87,9 +87,13 @@ async def read_json(request: Request, settings: Settings):
     """The body as JSON (400 when it is not)."""
     body = await read_body(request, settings)
     try:
-        return json.loads(body)
+        return json.loads(body, parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError) as e:
         raise IngestError(f"the body is not JSON: {e}") from None
+
+
+def _not_json(name: str):
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _table(table: str) -> str:

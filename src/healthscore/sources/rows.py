@@ -69,7 +69,6 @@ def check_rows(
     table: str,
     *,
     allow_rejects: bool = False,
-    memory_limit: str | None = None,
 ) -> Iterator[SourceBatch]:
     """The valid rows of ``rows`` for canonical table ``table``, as
     :func:`~healthscore.sources.read.stream_source` gives a file's (read ``data``
@@ -108,7 +107,7 @@ def check_rows(
             # rejects allowed here, so that every problem of the batch is listed at once
             try:
                 batch = stack.enter_context(
-                    stream_source(path, spec.name, allow_rejects=True, memory_limit=memory_limit)
+                    stream_source(path, spec.name, allow_rejects=True, shared_scratch=True)
                 )
             except SourceError as e:  # the batch as a whole (a read error): no row to name
                 raise SourceError(

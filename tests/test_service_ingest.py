@@ -233,3 +233,25 @@ def test_a_gzip_bomb_is_413_fast(service):
         )
     assert r.status_code == 413
     assert time.monotonic() - t < 5
+
+
+def test_concurrent_batches_do_not_mix(service):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def send(i: int) -> dict:
+        rows = [
+            {**EVENTS[0], "event_id": f"par-{i}-{k}", "quantity": k if i % 2 else -1}
+            for k in range(20)
+        ]
+        with service.client() as api:
+            return api.post("/v1/ingest/usage_events", json={"rows": rows}).json()
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(send, range(12)))
+    for i, body in enumerate(results):
+        if i % 2:
+            assert body["inserted"] == 20, body
+        else:  # every row of these batches has a negative quantity, and only theirs
+            assert [p["row"] for p in body["problems"]] == list(range(20))
+    stored = _rows(service, "usage_events", "event_id", [f"par-{i}-0" for i in range(12)])
+    assert [r["event_id"] for r in stored] == sorted(f"par-{i}-0" for i in range(1, 12, 2))

@@ -100,21 +100,27 @@ def _see_other(url: str) -> RedirectResponse:
 
 @cache
 def _static_files() -> dict[str, Path]:
-    import plotly
+    return {p.name: p for p in (HERE / "static").iterdir() if p.is_file()}
 
-    files = {p.name: p for p in (HERE / "static").iterdir() if p.is_file()}
-    files["plotly.min.js"] = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    return files
+
+@cache
+def _plotly_js() -> bytes:
+    from healthscore.views.charts import plotly_js
+
+    return plotly_js().encode()
 
 
 @router.get("/static/{name}")
-def static(name: str) -> FileResponse:
+def static(name: str) -> Response:
     """The dashboard's own files (stylesheet, htmx) and plotly.js as the plotly package
-    ships it; nothing else (no path is joined from the request)."""
+    ships it (the reports' copy); nothing else (no path is joined from the request)."""
+    cached = {"Cache-Control": "public, max-age=3600"}
+    if name == "plotly.min.js":
+        return Response(_plotly_js(), media_type="text/javascript", headers=cached)
     path = _static_files().get(name)
     if path is None:
         raise HTTPException(404, "no such file")
-    return FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
+    return FileResponse(path, headers=cached)
 
 
 # --- portfolio ---------------------------------------------------------------------------
@@ -217,7 +223,12 @@ def _date(text: str | None, what: str) -> datetime | None:
 
 @router.get("/accounts/{account_id}", response_class=HTMLResponse)
 def account_page(request: Request, account_id: str, user=auth.require_user("viewer")):
-    return _account(request, account_id, user)
+    from healthscore.service.dashboard import data
+
+    try:
+        return _account(request, account_id, user)
+    except data.NotFound as e:
+        return render(request, "error.html", 404, message=e.message, title="Not found")
 
 
 def _account(request: Request, account_id: str, user, *, error: str | None = None, status=200):
@@ -281,8 +292,6 @@ def _account_charts(view) -> dict:
     if view.history:
         names = {b: view.model.band_name(b) for b in ("green", "yellow", "red")}
         title = f"{view.name or view.account_id}: {view.scorecard} score"
-        if view.history_source == "live":
-            title += " (weekly, computed live: no stored history)"
         out["history"] = charts.embed(
             charts.score_history(view.history, view.model.bands_for(segment), title, names),
             "score-history",

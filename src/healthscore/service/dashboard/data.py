@@ -22,8 +22,6 @@ from healthscore.service.dashboard import feedback
 #: how the account list sorts (the API's words); change: the largest fall first
 SORTS = ("score", "arr", "renewal", "name", "change")
 TRENDS = ("rapid_decline", "gradual_decline", "improving", "stable_high", "stable")
-#: the account page's score history: weeks scored live when nothing is stored
-LIVE_WEEKS = 26
 
 
 def card(state, name: str | None) -> Model:
@@ -69,8 +67,7 @@ def _freshness(store, model: Model, d: datetime) -> list[Freshness]:
                 name,
                 marks.get(name),
                 cadence.describe(name) if cadence is not None else None,
-                stale.get(name)
-                or (None if name in marks else f"{name}: nothing loaded yet"),
+                stale.get(name) or (None if name in marks else f"{name}: nothing loaded yet"),
             )
         )
     return out
@@ -242,8 +239,8 @@ class AccountView:
     explanation: object | None  # api.Explanation; None when not scored now
     not_scored: str | None  # why, when it is not
     warnings: list[str]
-    history: list[tuple[datetime, float | None, str | None]]
-    history_source: str  # "stored" or "live"
+    history: list[tuple[datetime, float | None, str | None]]  # stored dates, then now
+    history_stored: int  # how many of them are stored history
     flags: list[dict]
     feedback: list[dict]
 
@@ -271,7 +268,7 @@ def account(state, account_id: str, scorecard: str | None = None) -> AccountView
             explanation, warnings = result.explanation, result.warnings
         except HealthscoreError as e:
             not_scored = str(e.message or e)
-        history, source = _history(store, model, account_id, d, explanation)
+        history, stored = _history(store, model, account_id, d, explanation)
         flags = api.list_flags(store, account_id=account_id, as_of=d)
         said = feedback.rows(store, account_id)
     return AccountView(
@@ -286,19 +283,19 @@ def account(state, account_id: str, scorecard: str | None = None) -> AccountView
         not_scored,
         warnings,
         history,
-        source,
+        stored,
         flags,
         said,
     )
 
 
 def _history(store, model: Model, account_id: str, d: datetime, now_explained):
-    """(as_of, score, band) per stored date up to ``d`` plus now; when fewer than two
-    dates are stored, weekly scores of the last :data:`LIVE_WEEKS` weeks computed live."""
+    """(as_of, score, band) per stored date up to ``d`` (this model version and
+    scorecard), then now. Nothing is scored live for past dates: the daily rescore and
+    ``healthscore history`` store them, and scoring weeks on the fly would cost seconds."""
     import ibis
 
     points: dict[datetime, tuple] = {}
-    source = "stored"
     if SCORES in store.list_tables():
         s = store.stored(SCORES)
         s = s.filter(
@@ -309,17 +306,10 @@ def _history(store, model: Model, account_id: str, d: datetime, now_explained):
         )
         for r in store.execute(s.select("as_of", "score", "band")).to_pylist():
             points[r["as_of"]] = (r["as_of"], r["score"], r["band"])
-    if len(points) < 2:
-        from healthscore.core.time import dates_between
-        from healthscore.engine.timeline import score_dates
-
-        source = "live"
-        dates = dates_between(d - timedelta(weeks=LIVE_WEEKS), d, "1w")
-        for r in score_dates(store, model, dates, [account_id]).to_pylist():
-            points[r["as_of"]] = (r["as_of"], r["score"], r["band"])
+    stored = len(points)
     if now_explained is not None:
         points[d] = (d, now_explained.score, now_explained.band)
-    return [points[k] for k in sorted(points)], source
+    return [points[k] for k in sorted(points)], stored
 
 
 def why(state, account_id: str, start: datetime, end: datetime, scorecard: str | None = None):

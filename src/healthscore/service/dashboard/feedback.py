@@ -57,7 +57,8 @@ def add(
     """Store one verdict on a score; returns the row."""
     if verdict not in VERDICTS:
         raise FeedbackError(
-            f"`verdict` {verdict!r}: not one of {', '.join(VERDICTS)}", hint="agree, too_high, too_low"
+            f"`verdict` {verdict!r}: not one of {', '.join(VERDICTS)}",
+            hint="agree, too_high, too_low",
         )
     reason = (reason or "").strip()
     if verdict != "agree" and not reason:
@@ -132,8 +133,17 @@ def disagreements(all_rows: list[dict], model_version: str, top: int = 10) -> li
     for (card, acc, _), r in latest.items():
         d = per.setdefault(
             (card, acc),
-            {"scorecard": card, "account_id": acc, "against": 0, "too_high": 0, "too_low": 0,
-             "agree": 0, "score": r["score"], "reason": None, "at": r["created_at"]},
+            {
+                "scorecard": card,
+                "account_id": acc,
+                "against": 0,
+                "too_high": 0,
+                "too_low": 0,
+                "agree": 0,
+                "score": r["score"],
+                "reason": None,
+                "at": r["created_at"],
+            },
         )
         d[r["verdict"]] += 1
         if r["verdict"] != "agree":

@@ -227,7 +227,7 @@ def test_a_viewer_gets_no_flag_form_and_a_post_is_refused(dash, browser):
         with httpx.Client(
             base_url=service.url, cookies={auth.SESSION_COOKIE: cookies[user]}, timeout=60
         ) as c:
-            token = _csrf(c.get("/accounts?limit=1").text)
+            token = _csrf(c.get("/model").text)
             if user == "vic":  # the right token, the wrong role
                 r = c.post("/accounts/ACC-00099/flags", data={"kind": "x", "csrf_token": token})
             else:  # a member, but no CSRF token: a forged form
@@ -365,12 +365,23 @@ def test_what_if_scores_changed_values_with_the_models_own_steps(dash):
             ]
             picked = [*held[:1], *missing[:1], rows[0]] if name == "health" else rows[:1]
             for r in picked:
-                same = what_if(store, card, r, {})
+                same = what_if(store, card, r, {}).explanation
                 assert same.score == pytest.approx(r["score"], abs=1e-9) and same.band == r["band"]
         row = api.score(store, state.model, state.now(), ["ACC-00099"]).to_pylist()[0]
-        worst = what_if(store, state.model, row, {"late_invoices_90d": 0})
-    line = {m.metric: m for m in worst.metrics}["late_invoices_90d"]
-    assert line.normalized == 100 and worst.score > row["score"]
+        flags = {
+            f["kind"] for f in api.list_flags(store, account_id="ACC-00099", as_of=state.now())
+        }
+        better = what_if(store, state.model, row, {"late_invoices_90d": 0}, flags).explanation
+        # usage back up: the disengaging rule (usage down > 20 % ...) no longer holds
+        recovered = what_if(store, state.model, row, {"usage_change_30d": 0.1}, flags)
+        unknown_flags = what_if(store, state.model, row, {"usage_change_30d": 0.1})
+    line = {m.metric: m for m in better.metrics}["late_invoices_90d"]
+    assert line.normalized == 100 and better.score > row["score"]
+    assert row["rule__disengaging"] and row["rule__champion_left"]
+    held = {r.rule: r.holds for r in recovered.explanation.rules}
+    assert held == {"disengaging": False, "champion_left": True, "in_collections": False}
+    assert recovered.rules_kept == [] and unknown_flags.rules_kept == ["champion_left"]
+    worst = better
     with httpx.Client(
         base_url=service.url, cookies={auth.SESSION_COOKIE: cookies["vic"]}, timeout=60
     ) as c:

@@ -405,25 +405,38 @@ class WhatIf:
     now: object  # api.Explanation as scored now
     then: object | None  # the explanation with the changed values
     changed: dict[str, object]
+    rules_kept: list[str] = field(default_factory=list)  # not re-evaluated
 
 
 def what_if(state, account_id: str, scorecard: str | None, values: dict[str, str]) -> WhatIf:
     """The account's score now and with ``values`` (metric -> raw value text; empty: no
-    data) in place of its own, scored by the engine's own steps."""
+    data) in place of its own, scored by the engine's own steps with the rules
+    re-evaluated over the new values and the flags in force."""
+    from healthscore.engine.explain import from_row
     from healthscore.engine.whatif import what_if as score_what_if
 
     model = card(state, scorecard)
     with state.store_access() as store:
-        rows = api.score(store, model, state.now(), [account_id]).to_pylist()
+        d = state.now()
+        rows = api.score(store, model, d, [account_id]).to_pylist()
         if not rows:
             raise NotFound(f"account {account_id!r} is not scored on {model.scorecard_name} now")
-        from healthscore.engine.explain import from_row
-
         now = from_row(model, rows[0])
         changed = {m: (None if v.strip() == "" else v.strip()) for m, v in values.items()}
         changed = {m: v for m, v in changed.items() if _differs(rows[0].get(m), v)}
-        then = score_what_if(store, model, rows[0], changed) if changed else None
-    return WhatIf(account_id, model.scorecard_name, now, then, changed)
+        then = None
+        if changed:
+            flags = api.list_flags(store, account_id=account_id, as_of=d)
+            kinds = {" ".join(f["kind"].split()).lower() for f in flags if f["kind"]}
+            then = score_what_if(store, model, rows[0], changed, kinds)
+    return WhatIf(
+        account_id,
+        model.scorecard_name,
+        now,
+        then.explanation if then else None,
+        changed,
+        then.rules_kept if then else [],
+    )
 
 
 def _differs(current, text) -> bool:

@@ -10,7 +10,7 @@ anything not for the service is aborted.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -297,13 +297,11 @@ def test_feedback_is_stored_and_counted_per_model_version(dash):
         base_url=service.url, cookies={auth.SESSION_COOKIE: cookies["maria"]}, timeout=60
     ) as c:
         token = _csrf(c.get("/model").text)
+        # as htmx sends it: the token in the X-CSRF-Token header, not in the form
         r = c.post(
             "/accounts/ACC-00099/feedback",
-            data={
-                "verdict": "too_high",
-                "reason": "they told us they are leaving",
-                "csrf_token": token,
-            },
+            data={"verdict": "too_high", "reason": "they told us they are leaving"},
+            headers={"X-CSRF-Token": token},
         )
         assert r.status_code == 303
         bad = c.post(
@@ -395,3 +393,33 @@ def test_no_request_left_the_service(dash):
     hosts = {urlparse(u).hostname for u in REQUESTED}
     assert hosts == {"127.0.0.1"}, hosts
     assert any(u.endswith("/static/plotly.min.js") for u in REQUESTED)
+
+
+def test_the_table_alone_for_htmx_and_a_stalled_feed_is_shown(dash):
+    service, cookies = dash
+    from healthscore.service import auth
+    from healthscore.service.dashboard import data
+
+    with httpx.Client(
+        base_url=service.url, cookies={auth.SESSION_COOKIE: cookies["vic"]}, timeout=60
+    ) as c:
+        part = c.get(
+            "/accounts",
+            params={"band": "red", "sort": "arr"},
+            headers={"HX-Request": "true", "HX-Target": "account-list"},
+        ).text
+        full = c.get("/accounts", params={"band": "red", "sort": "arr"}).text
+        portfolio = c.get("/").text
+    assert part.lstrip().startswith('<section id="account-list"') and "<html" not in part
+    assert part.strip() in full and "<html" in full
+    assert re.findall(r"band band-(\w+)", part) and set(re.findall(r"band band-(\w+)", part)) == {
+        "red"
+    }
+    fresh = re.search(r'<section id="freshness">.*?</section>', portfolio, re.S).group(0)
+    assert "usage_events" in fresh and "stalled" not in fresh
+    # 30 days on, with no new data: every feed with a cadence is shown stalled
+    later = service.state.now() + timedelta(days=30)
+    with service.state.store_access() as store:
+        rows = {f.table: f for f in data._freshness(store, service.state.model, later)}
+    assert rows["usage_events"].stale and "usage_events is stale" in rows["usage_events"].stale
+    assert rows["accounts"].stale is None  # accounts are never judged stale

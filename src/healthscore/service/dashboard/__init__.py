@@ -130,7 +130,7 @@ def static(name: str) -> Response:
 def portfolio_page(request: Request, user=auth.require_user("viewer")):
     from healthscore.portfolio import NO_HISTORY
     from healthscore.service.dashboard import data
-    from healthscore.views.report import _portfolio_charts
+    from healthscore.views.report import portfolio_charts
 
     p = data.portfolio(_state(request))
     return render(
@@ -138,7 +138,7 @@ def portfolio_page(request: Request, user=auth.require_user("viewer")):
         "portfolio.html",
         data=p.data,
         freshness=p.freshness,
-        charts=_portfolio_charts(p.data),
+        charts=portfolio_charts(p.data),
         no_history=NO_HISTORY,
         title="Portfolio",
     )

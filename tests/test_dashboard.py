@@ -190,10 +190,16 @@ def test_a_csm_filters_to_red_opens_an_account_and_a_flag_moves_its_score(dash, 
         assert row.count() == 1 and "our sponsor moved on" in row.inner_text()
         assert "maria" in row.inner_text()
 
+        flag_id = row.get_attribute("data-flag")
         row.locator("button", has_text="Resolve").click()
         page.wait_for_url(re.compile(f"/accounts/{target}"))
         assert page.locator("#flags tr[data-flag]").count() == 0
         assert _score(page) == pytest.approx(before, abs=1e-6)
+        again = page.request.post(
+            f"{service.url}/flags/{flag_id}/resolve",
+            form={"csrf_token": page.locator("meta[name=csrf-token]").get_attribute("content")},
+        )
+        assert again.status == 400 and "already resolved" in again.text()
 
         # why it moved between two dates, from the form (both stored: read, not scored)
         page.fill("#why input[name=from]", "2025-06-03")

@@ -339,7 +339,11 @@ async def resolve_flag(request: Request, flag_id: str, user=auth.require_user("m
 
     from healthscore.service.dashboard import data
 
-    row = await run_in_threadpool(data.resolve_flag, _state(request), flag_id)
+    try:
+        row = await run_in_threadpool(data.resolve_flag, _state(request), flag_id)
+    except HealthscoreError as e:
+        status = getattr(e, "status", 400)
+        return render(request, "error.html", status, message=e.message or str(e), title="Flag")
     return _see_other(f"/accounts/{_path(row['account_id'])}#flags")
 
 

@@ -338,10 +338,11 @@ def raise_flag(state, account_id: str, kind: str, note: str | None, author: str)
 def resolve_flag(state, flag_id: str) -> dict:
     """Resolve a flag (no longer in force as of now) and mark its account."""
     with state.store_access() as store:
-        known = {f["flag_id"]: f for f in api.list_flags(store, include_resolved=True)}
-        flag = known.get(flag_id)
-        if flag is None:
+        t = store.table("flags")
+        found = store.execute(t.filter(t.flag_id == flag_id).select("flag_id", "ts")).to_pylist()
+        if not found:
             raise NotFound(f"no flag {flag_id!r}")
+        flag = found[0]
         row = api.resolve_flag(store, flag_id, at=max(_just_before(state.now()), flag["ts"]))
     state.touched([row["account_id"]])
     return row

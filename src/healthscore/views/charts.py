@@ -453,3 +453,54 @@ def importance_figure(
         yaxis={"autorange": "reversed"},
     )
     return fig
+
+
+# --- the dashboard's account page ---------------------------------------------------------
+
+
+def score_history(points, bands, title: str, band_names=None) -> go.Figure:
+    """One account's score over time, over its band zones: red below ``bands.yellow``,
+    yellow up to ``bands.green``, green above. ``points`` holds (as_of, score, band)."""
+    names = band_names or {}
+    fig = go.Figure(
+        go.Scatter(
+            x=[p[0] for p in points],
+            y=[p[1] for p in points],
+            mode="lines+markers",
+            name="score",
+            line={"color": "#1f2933", "width": 2},
+            customdata=[plotly_text(names.get(p[2], band_label(p[2]))) for p in points],
+            hovertemplate="%{x|%Y-%m-%d}: %{y:.1f} (%{customdata})<extra></extra>",
+        )
+    )
+    for band, lo, hi in (
+        ("red", 0, bands.yellow),
+        ("yellow", bands.yellow, bands.green),
+        ("green", bands.green, 100),
+    ):
+        fig.add_hrect(y0=lo, y1=hi, fillcolor=BAND_COLOR[band], opacity=0.15, line_width=0)
+    fig.update_layout(
+        title=plotly_text(title), yaxis={"range": [0, 100], "title": "score"}, showlegend=False
+    )
+    return fig
+
+
+def pillar_bars(pillars) -> go.Figure:
+    """An account's pillar scores (0-100) with each pillar's weight on hover; ``pillars``
+    holds (pillar, score, weight)."""
+    fig = go.Figure(
+        go.Bar(
+            y=[plotly_text(p) for p, _, _ in pillars],
+            x=[s if s is not None else 0 for _, s, _ in pillars],
+            orientation="h",
+            marker_color="#3c6fd6",
+            text=["no data" if s is None else f"{s:.0f}" for _, s, _ in pillars],
+            textposition="auto",
+            customdata=[f"{w:.0%}" for _, _, w in pillars],
+            hovertemplate="%{y}: %{x:.1f}, weight %{customdata}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title="Pillar scores", xaxis={"range": [0, 100]}, yaxis={"autorange": "reversed"}
+    )
+    return fig

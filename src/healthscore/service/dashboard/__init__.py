@@ -74,6 +74,8 @@ def _query(params: dict, **changes) -> str:
 
 def render(request: Request, template: str, status: int = 200, **context) -> HTMLResponse:
     user = getattr(request.state, "user", None)
+    # bands as the scorecard names them (a page about another scorecard passes its own)
+    context.setdefault("band_name", _state(request).model.band_name)
     page = (
         environment()
         .get_template(template)

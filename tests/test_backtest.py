@@ -62,6 +62,19 @@ def test_churn_figures_equal_the_hand_computed_ones(book):
     assert m.flagged_but_renewed == 15 and m.flagged_but_renewed_share == pytest.approx(15 / 90)
     assert m.median_lead_days == pytest.approx(73.0)  # red since 2025-01-01, churned 03-15
     assert m.lift[0] > 1 > m.lift[-1]
+    # tied scores shared: the top tenth (20.4 of 204 observations) lies inside the 90
+    # tied red observations, 30 of them positive
+    assert m.lift[0] == pytest.approx((30 / 90) / (36 / 204))
+    # the riskiest 10 % of each date's 40 accounts is 4 of the 20 tied red ones (a share
+    # of 0.2 each); 10 churners x 3 dates among 36 positive observations
+    assert m.recall_riskiest["10%"].value == pytest.approx(10 * 3 * 0.2 / 36)
+    assert m.recall_riskiest["20%"].value == pytest.approx(10 * 3 * 0.4 / 36)
+    assert m.caught == 10 and m.flagged_renewed_accounts == 5  # R10..R14 renewed
+    assert r.verdict.startswith(
+        "Red caught 10 of 12 accounts that churned, a median of 73 days ahead; "
+        "5 red accounts renewed anyway. Ranked by score, the riskiest 10% of the book "
+        "held 17% of those about to churn (20%: 33%). The score ranks churned usefully"
+    )
     assert m.roc_auc.lo < m.roc_auc.value < m.roc_auc.hi
     assert set(r.evaluations) == {"churned"}  # no expansion outcomes on file
     # 12 events: too few to trust, and said so
@@ -112,6 +125,8 @@ def test_backtest_command_prints_figures_and_json(book, tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert "ROC AUC" in res.output and "red but renewed" in res.output
+    assert res.output.startswith("Verdict: Red caught 10 of 12 accounts that churned")
+    assert "recall in the riskiest 10% of the book" in res.output
     assert "difference" in res.output and "only 12 outcome events" in res.output
     out = json.loads(CliRunner().invoke(app, [*args, "-f", "json"]).output)
     assert out["evaluations"]["churned"]["overall"]["events"] == 12

@@ -97,6 +97,17 @@ def test_report_has_every_section(page):
     assert CHALLENGER_ONLY in page
 
 
+def test_the_verdict_opens_the_report_and_the_riskiest_tenth_is_a_figure(page):
+    import re
+
+    verdict = re.search(r"<p class='verdict' id='verdict'><b>Verdict:</b> ([^<]+)</p>", page)
+    # in the model's own band names ("At risk" for red), the churners first
+    assert verdict and re.match(r"At risk caught \d+ of \d+ accounts that churned", verdict[1])
+    assert "of those about to expand" in verdict[1]
+    assert page.index("id='verdict'") < page.index("id='notes'") < page.index("id='figures'")
+    assert "recall in the riskiest 10% of the book" in page
+
+
 # a metric's cell: its label, with its key beside it and as the cell's title
 TOUCHPOINT_CELL = (
     "<td title='days_since_touchpoint'><bdi>Days since last touchpoint</bdi> "

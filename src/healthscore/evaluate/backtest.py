@@ -61,6 +61,8 @@ from healthscore.model import Model
 from healthscore.store import Store
 
 MIN_EVENTS = 20  # below this many outcome events, the evidence is called weak
+#: the riskiest shares of the book whose recall is reported ("the riskiest 10 %")
+RISKIEST = (0.1, 0.2)
 
 
 @dataclass
@@ -83,6 +85,11 @@ class Metrics:
     median_lead_days: float | None = None
     flagged_but_renewed: int = 0  # red observations followed by a renewal (churn only)
     flagged_but_renewed_share: float | None = None
+    caught: int = 0  # events whose account was flagged at event - lead
+    flagged_renewed_accounts: int = 0  # accounts flagged at an observation that renewed
+    #: of the observations with the outcome, the share in the riskiest 10 % / 20 % of the
+    #: book at their date (tied scores shared), whatever the bands
+    recall_riskiest: dict[str, Estimate] = field(default_factory=dict)
 
 
 @dataclass
@@ -109,6 +116,7 @@ class BacktestResult:
     differences: dict[str, list[Difference]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     snapshot: bool = False  # one observation per account at ``start``; labels without dates
+    verdict: str = ""  # the figures a CS leader asks for first, in one plain paragraph
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -126,15 +134,51 @@ def _corr(score: np.ndarray, y: np.ndarray) -> float | None:
     return float(np.corrcoef(score, y.astype(float))[0, 1])
 
 
+def _tied_spans(risk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, where its run of tied risks starts and ends when the rows are ordered
+    riskiest first (positions ``start <= p < end``)."""
+    import pandas as pd
+
+    r = pd.Series(-np.asarray(risk, float))
+    return r.rank(method="min").to_numpy() - 1, r.rank(method="max").to_numpy()
+
+
 def lift_by_decile(score: np.ndarray, y: np.ndarray, positive_low: bool) -> list[float | None]:
-    """Outcome rate per tenth of the observations, riskiest first, over the overall rate."""
-    if not len(y) or not y.any():
+    """Outcome rate per tenth of the observations, riskiest first, over the overall rate.
+
+    Tied scores are shared: a run of equal scores that straddles a tenth's edge counts in
+    each tenth in proportion to its part there, so the figure does not depend on the
+    order of the rows.
+
+    >>> lift_by_decile(np.array([1.0] * 10 + [2.0] * 10), np.array([1] * 10 + [0] * 10), True)
+    [2.0, 2.0, 2.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    >>> lift_by_decile(np.zeros(20), np.array([1] * 10 + [0] * 10), True)  # all tied
+    [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    """
+    y = np.asarray(y, float)
+    n = len(y)
+    if not n or not y.any():
         return []
-    order = np.argsort(score if positive_low else -score, kind="stable")
-    base = y.mean()
-    return [
-        float(y[part].mean() / base) if len(part) else None for part in np.array_split(order, 10)
-    ]
+    start, end = _tied_spans(-np.asarray(score, float) if positive_low else score)
+    edges = np.arange(11) * n / 10
+    lo, hi = edges[:-1][None, :], edges[1:][None, :]
+    part = np.clip(np.minimum(end[:, None], hi) - np.maximum(start[:, None], lo), 0, None)
+    share = part / (end - start)[:, None]  # each row's share in each tenth
+    rate = (share * y[:, None]).sum(axis=0) / (n / 10)
+    return [round(float(x), 12) for x in rate / y.mean()]
+
+
+def riskiest_share(dates: np.ndarray, risk: np.ndarray, share: float) -> np.ndarray:
+    """Per observation, how much of it is in the riskiest ``share`` of the book at its
+    date (1 inside, 0 outside; a run of tied risks across the cut is shared)."""
+    import pandas as pd
+
+    df = pd.DataFrame({"d": dates, "r": -np.asarray(risk, float)})
+    g = df.groupby("d")["r"]
+    start = g.rank(method="min").to_numpy() - 1
+    end = g.rank(method="max").to_numpy()
+    slots = share * g.transform("size").to_numpy()
+    return np.clip(slots - start, 0, end - start) / (end - start)
 
 
 def _point_figures(obs: pd.DataFrame, flagged: np.ndarray, risk: np.ndarray) -> dict:
@@ -229,6 +273,11 @@ def measure(
         "pr_auc": rep.average_precision(y_obs, risk),
         "correlation": rep.correlation(score, y_obs),
     }
+    top = {
+        f"{share:.0%}": riskiest_share(obs["as_of"].to_numpy(), risk, share) for share in RISKIEST
+    }
+    for key, part in top.items():
+        resampled[f"riskiest {key}"] = rep.ratio(part * y_obs, y_obs)
     if len(judged):
         ev = rep.of(account_index(accounts, judged["account_id"]))
         judged_bands = judged["band"].to_numpy()
@@ -265,6 +314,12 @@ def measure(
         median_lead_days=float(np.median(leads)) if leads else None,
         flagged_but_renewed=int(renewed.sum()),
         flagged_but_renewed_share=ratio(renewed.sum(), flagged.sum()) if risky else None,
+        caught=int((judged["band"] == flag_band).sum()),
+        flagged_renewed_accounts=int(obs.loc[renewed, "account_id"].nunique()),
+        recall_riskiest={
+            key: est(f"riskiest {key}", ratio((part * y).sum(), y.sum()))
+            for key, part in top.items()
+        },
     )
 
 
@@ -371,7 +426,63 @@ def backtest(
             result.differences[kind] = paired_differences(obs, obs_vs, kind, reps, seed)
         result.evaluations[kind] = ev
         result.notes += weak_evidence_notes(ev, kind, model.label)
+    result.verdict = verdict(result.evaluations, model)
     return result
+
+
+def _share(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
+def verdict(evaluations: dict[str, Evaluation], model: Model, *, snapshot: bool = False) -> str:
+    """What the backtest found, in the words a CS leader uses: how many churners the
+    flag band caught and how early, how many flagged accounts renewed anyway, how much of
+    the churn sat in the riskiest tenth of the book, and whether the ranking is worth
+    anything (a ROC AUC whose interval includes 0.5 is called chance; one wholly below
+    it, inverted)."""
+    out = []
+    for kind, ev in evaluations.items():
+        m = ev.overall
+        risky = kind != GOOD
+        flag = model.band_name("red" if risky else "green")
+        who = "accounts that churned" if risky else "expansions"
+        if kind not in (RISK, GOOD):
+            who = f"{kind} events"
+        if m.events:
+            first = f"{flag.capitalize()} caught {m.caught:,} of {m.events:,} {who}"
+            if m.median_lead_days is not None and not snapshot:
+                first += f", a median of {m.median_lead_days:.0f} days ahead"
+        else:
+            first = f"No {who} were judged"
+        if risky:
+            first += f"; {m.flagged_renewed_accounts:,} {flag} accounts renewed anyway"
+        sentences = [first + "."]
+        top = m.recall_riskiest
+        if top.get("10%") is not None and top["10%"].value is not None:
+            end = {RISK: "about to churn", GOOD: "about to expand"}.get(kind, f"with {kind}")
+            sentences.append(
+                f"Ranked by score, the {'riskiest' if risky else 'healthiest'} 10% of the "
+                f"book held {_share(top['10%'].value)} of those {end}"
+                + (f" (20%: {_share(top['20%'].value)})" if "20%" in top else "")
+                + "."
+            )
+        auc = m.roc_auc
+        if auc.value is not None:
+            a = f"ROC AUC {auc.value:.2f}" + (
+                f", 95 % interval {auc.lo:.2f}-{auc.hi:.2f}" if auc.lo is not None else ""
+            )
+            if auc.hi is not None and auc.hi < 0.5:
+                words = f"The score is inverted for {kind} ({a}): do not act on it as it is."
+            elif auc.lo is not None and auc.lo <= 0.5:
+                words = f"The score ranks {kind} no better than chance ({a})."
+            else:
+                how = (
+                    "strongly" if auc.value >= 0.8 else "usefully" if auc.value >= 0.7 else "weakly"
+                )
+                words = f"The score ranks {kind} {how} ({a})."
+            sentences.append(words)
+        out.append(" ".join(sentences))
+    return " ".join(out)
 
 
 def paired_differences(

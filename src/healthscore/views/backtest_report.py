@@ -270,6 +270,12 @@ def _figures(result, labels, model: Model) -> list[OutcomeFigures]:
             if other is not None:
                 row += [getattr(other.overall, key), diffs.get(key, "")]
             rows.append(row)
+        for key in ("10%", "20%"):
+            end = "riskiest" if kind == bt.RISK else "healthiest"
+            row = [f"recall in the {end} {key} of the book", o.recall_riskiest.get(key, "-")]
+            if other is not None:
+                row += [other.overall.recall_riskiest.get(key, "-"), ""]
+            rows.append(row)
         lead = ["median lead time (days)", number(o.median_lead_days, ".0f")]
         if other is not None:
             lead += [number(other.overall.median_lead_days, ".0f"), ""]

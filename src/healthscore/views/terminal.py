@@ -363,6 +363,8 @@ def render_backtest(console: Console, r, *, plain: bool = True, model=None) -> N
     The bands read as ``model`` (the backtested one) names them."""
     red = model.band_name("red") if model is not None else "red"
     green = model.band_name("green") if model is not None else "green"
+    if plain and r.verdict:
+        _paragraph(console, f"Verdict: {r.verdict}")
     if plain and getattr(r, "snapshot", False):
         _paragraph(
             console,
@@ -410,6 +412,7 @@ def render_backtest(console: Console, r, *, plain: bool = True, model=None) -> N
         ("PR AUC", "pr_auc"),
         ("score-outcome correlation", "correlation"),
     ]
+    riskiest = [(f"recall in the riskiest {k} of the book", k) for k in ("10%", "20%")]
     for kind, ev in r.evaluations.items():
         flag = escape(red if kind == "churned" else green)
         table = Table(
@@ -429,6 +432,13 @@ def render_backtest(console: Console, r, *, plain: bool = True, model=None) -> N
             cells = [label, str(getattr(ev.overall, key))]
             if other is not None:
                 cells += [str(getattr(other.overall, key)), str(diffs.get(key, ""))]
+            table.add_row(*cells)
+        for label, key in riskiest:
+            if kind != "churned":
+                label = label.replace("riskiest", "healthiest")
+            cells = [label, str(ev.overall.recall_riskiest.get(key, "-"))]
+            if other is not None:
+                cells += [str(other.overall.recall_riskiest.get(key, "-")), ""]
             table.add_row(*cells)
         o = ev.overall
         cells = ["median lead time (days)", _fmt(o.median_lead_days, 0)]
@@ -805,7 +815,9 @@ def weights_table(metrics: list[MetricChange], pillars: dict[str, tuple[float, f
 
 def render_calibration(console: Console, r: CalibrationResult) -> None:
     """Weight changes, bands, the training figures and the held-out comparison, after
-    one paragraph in plain words."""
+    the verdict on the held-out dates and one paragraph in plain words."""
+    if r.backtest is not None and r.backtest.verdict:
+        _paragraph(console, f"Verdict, on the dates the fit never saw: {r.backtest.verdict}")
     _paragraph(
         console,
         f"In plain words: the weights and the band thresholds were fitted so that the "
@@ -887,8 +899,10 @@ def _red_share_text(r) -> str:
 
 
 def render_snapshot_calibration(console: Console, r: SnapshotCalibration) -> None:
-    """Weights, bands, the cross-validated comparison and the backtest table, after one
-    paragraph in plain words."""
+    """Weights, bands, the cross-validated comparison and the backtest table, after the
+    out-of-fold verdict and one paragraph in plain words."""
+    if r.backtest.verdict:
+        _paragraph(console, f"Verdict, out of fold: {r.backtest.verdict}")
     _paragraph(
         console,
         f"In plain words: the weights and the band thresholds were fitted so that the "

@@ -3,6 +3,8 @@
 Place in the flow: a router of ``service/``. FastAPI's default docs pages load Swagger UI
 from a CDN, so they are off (see ``app``); this page loads the copy installed with the
 ``swagger-ui-bundle`` package, served from ``/docs/assets/``: nothing leaves the server.
+That Swagger UI (4.x) reads OpenAPI 3.0, so the page reads ``/docs/openapi-3.0.json``,
+the 3.1 schema of ``/openapi.json`` written as 3.0.
 
 Who may read them: a bearer token with ``read`` (or ``admin``), or a logged-in
 dashboard session of any role, so a CSM can open ``/docs`` in the browser they are
@@ -63,9 +65,48 @@ def openapi_schema(app) -> dict:
     return app.openapi_schema
 
 
+def as_openapi_30(node):
+    """The schema as OpenAPI 3.0, which the Swagger UI of ``swagger-ui-bundle`` (4.x)
+    reads; FastAPI writes 3.1. Nullable types (``anyOf`` with ``{"type": "null"}``)
+    become ``nullable: true``, ``const`` a one-value ``enum``, a schema's ``examples``
+    list its ``example``."""
+    if isinstance(node, list):
+        return [as_openapi_30(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: as_openapi_30(v) for k, v in node.items()}
+    if "openapi" in out and isinstance(out["openapi"], str):
+        out["openapi"] = "3.0.3"
+    any_of = out.get("anyOf")
+    if isinstance(any_of, list) and {"type": "null"} in any_of:
+        rest = [x for x in any_of if x != {"type": "null"}]
+        del out["anyOf"]
+        if len(rest) == 1 and "$ref" not in rest[0]:
+            out = {**rest[0], **out}
+        elif len(rest) == 1:
+            out["allOf"] = rest
+        else:
+            out["anyOf"] = rest
+        out["nullable"] = True
+    if "const" in out:
+        out["enum"] = [out.pop("const")]
+    if isinstance(out.get("examples"), list) and ("type" in out or "$ref" in out):
+        examples = out.pop("examples")
+        if examples:
+            out["example"] = examples[0]
+    return out
+
+
 @router.get("/openapi.json")
 def openapi_json(request: Request) -> JSONResponse:
+    """The API's OpenAPI (3.1) schema."""
     return JSONResponse(openapi_schema(request.app))
+
+
+@router.get("/docs/openapi-3.0.json")
+def openapi_30_json(request: Request) -> JSONResponse:
+    """The same schema as OpenAPI 3.0, for the docs page's Swagger UI."""
+    return JSONResponse(as_openapi_30(openapi_schema(request.app)))
 
 
 @router.get("/docs")
@@ -73,7 +114,7 @@ def docs_page(request: Request) -> HTMLResponse:
     title = html.escape(request.app.title)
     config = json.dumps(
         {
-            "url": "/openapi.json",
+            "url": "/docs/openapi-3.0.json",
             "dom_id": "#swagger-ui",
             "deepLinking": True,
             "persistAuthorization": False,

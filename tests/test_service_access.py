@@ -711,6 +711,17 @@ def test_a_killed_servers_owner_file_is_ignored_and_its_token_revoked_at_next_st
         again.stop()
 
 
+def test_serve_on_a_port_in_use_says_so_before_starting(store_copy):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        r = cli("serve", "--db", str(store_copy), "--port", str(port))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.startswith(f"Error: cannot listen on 127.0.0.1:{port}: Address already in use")
+    assert not (store_copy.parent / "healthscore.duckdb.service" / "owner.json").exists()
+
+
 def test_postgres_stores_have_no_owner(tmp_path):
     from healthscore.service import owner
 

@@ -36,7 +36,7 @@ def serve_command(
     a DuckDB store: other commands go through it or say so."""
     from healthscore.service import Settings, run
 
-    start = local.prepare_serving(db, admin_user)
+    start = local.prepare_serving(db, admin_user, host, port)
     settings = Settings(db=db, model=str(model) if model else None, host=host, port=port)
     announce(settings.base_url, start)
     run(settings)

@@ -72,15 +72,26 @@ class Serving:
     password: str | None = None
 
 
-def prepare_serving(db: Db, admin_user: str | None = None) -> Serving:
-    """Before ``healthscore serve``: the store must exist and be free; with
-    ``admin_user``, that dashboard admin gets a new random password (returned, to be
-    shown once)."""
+def prepare_serving(
+    db: Db, admin_user: str | None = None, host: str = "127.0.0.1", port: int = 8000
+) -> Serving:
+    """Before ``healthscore serve``: the store must exist and be free, and the address
+    free to listen on; with ``admin_user``, that dashboard admin gets a new random
+    password (returned, to be shown once)."""
     import secrets
+    import socket
 
     from healthscore.service import auth
 
     check_free(db, "healthscore serve")
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as e:
+        raise HealthscoreError(
+            f"cannot listen on {host}:{port}: {os.strerror(e.errno) if e.errno else e}",
+            hint="another program uses that port: pass --port",
+        ) from None
     with _store(db) as store:
         location = store.location
         if admin_user is None:

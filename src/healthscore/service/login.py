@@ -152,9 +152,16 @@ async def login(request: Request) -> Response:
     form = await request.form()
     target = local_path(str(form.get("next") or "/"))
     expected = request.cookies.get(LOGIN_CSRF_COOKIE)
-    if not expected:
-        raise HTTPException(403, "missing CSRF cookie; reload the login page")
-    await auth.check_csrf(request, expected)
+    if not expected:  # a form from elsewhere, or cookies off
+        return _page(
+            request, target, error="The form had expired; please log in again.", status=403
+        )
+    try:
+        await auth.check_csrf(request, expected)
+    except HTTPException:
+        return _page(
+            request, target, error="The form had expired; please log in again.", status=403
+        )
     username = str(form.get("username") or "").strip()
     password = str(form.get("password") or "")
     client = request.client.host if request.client else "unknown"

@@ -177,7 +177,7 @@ def fingerprint(state) -> str:
             if name.startswith(("score", "current_score", "_healthscore")):
                 continue
             t = store.stored(name)
-            n = store.execute(t.count())
+            n = store.execute(t.aggregate(n=t.count()))["n"][0].as_py()
             h.update(f"{name}:{n}".encode())
             if n <= 2000:
                 rows = store.execute(t).to_pylist()

@@ -88,7 +88,8 @@ def find(db: str | os.PathLike | None) -> Owner | None:
         return None
     if not pid_alive(owner.pid):
         try:
-            path.unlink(missing_ok=True)
+            if _read(path) == owner:  # not a new server's file written meanwhile
+                path.unlink(missing_ok=True)
         except OSError:  # not ours to remove: ignoring it is enough
             pass
         return None

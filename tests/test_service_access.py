@@ -394,8 +394,16 @@ def test_login_without_its_csrf_token_or_from_another_origin_is_refused(service)
     # logging out is a write: the session's CSRF token is needed
     r = login(service.url, "csrf", PASSWORD)
     session = r.cookies["hs_session"]
+    from healthscore.service.auth import read_session
+
+    token = read_session(service.state, session)[1]
     with httpx.Client(base_url=service.url, timeout=30, cookies={"hs_session": session}) as c:
         assert c.post("/logout").status_code == 403
+        assert c.post("/logout", headers={"X-CSRF-Token": "forged"}).status_code == 403
+        cross = {"X-CSRF-Token": token, "Origin": "http://evil.test"}
+        assert c.post("/logout", headers=cross).status_code == 403
+        ok = c.post("/logout", headers={"X-CSRF-Token": token, "Origin": service.url})
+        assert ok.status_code == 303 and 'hs_session=""' in ok.headers["set-cookie"]
 
 
 @pytest.mark.parametrize(

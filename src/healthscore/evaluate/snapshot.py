@@ -46,7 +46,13 @@ from healthscore.evaluate.observations import (
     snapshot_date,
     snapshot_observations,
 )
-from healthscore.evaluate.stats import Estimate, bootstrap, interval, roc_auc
+from healthscore.evaluate.stats import (
+    Estimate,
+    Replicates,
+    draws_of,
+    interval,
+    roc_auc,
+)
 from healthscore.model import HEALTH, Model, load_model_text
 from healthscore.store import Store
 
@@ -65,7 +71,17 @@ def _metrics(obs: pd.DataFrame, outcome: str, reps: int, seed: int) -> bt.Metric
     judged = obs[obs["label"]].reset_index(drop=True)
     start = obs["as_of"].min()
     return bt.measure(
-        obs, obs, judged, outcome, "", start, start, reps=reps, seed=seed, judged=judged
+        obs,
+        obs,
+        judged,
+        outcome,
+        "",
+        start,
+        start,
+        reps=reps,
+        seed=seed,
+        judged=judged,
+        snapshot=True,
     )
 
 
@@ -232,7 +248,7 @@ def _auc_estimate(y: np.ndarray, risk: np.ndarray, reps: int, seed: int) -> Esti
     value = roc_auc(y, risk)
     if value is None:
         return Estimate(None)
-    draws = bootstrap(lambda idx: {"auc": roc_auc(y[idx], risk[idx])}, len(y), reps, seed)
+    draws = draws_of({"auc": Replicates(np.arange(len(y)), len(y), reps, seed).roc_auc(y, risk)})
     return interval(value, draws.get("auc", []))
 
 

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -61,7 +62,7 @@ ROUTES = [
     ("POST", "/v1/flags/{flag_id}/resolve", "scope:ingest:flags", {}, False),
     ("GET", "/v1/ingest/rejects", "scope:read", None, True),
     ("GET", "/v1/ingest/pending", "scope:read", None, True),
-    ("POST", "/v1/ingest/usage_events", "scope:ingest:usage_events", "usage_rows", False),
+    ("POST", "/v1/ingest/usage_events", "scope:ingest:usage_events", "usage_rows", True),
     ("POST", "/v1/batch", "segment", "segment_batch", False),
     ("POST", "/v1/track", "segment", "segment_track", False),
     ("POST", "/v1/identify", "segment", "segment_identify", False),
@@ -81,13 +82,13 @@ ROUTES = [
     ("GET", "/accounts", "role:viewer", None, True),
     ("GET", "/accounts/{account_id}", "role:viewer", None, True),
     ("GET", "/model", "role:viewer", None, True),
-    ("POST", "/accounts/{account_id}/flags", "role:member", "form_flag", False),
-    ("POST", "/flags/{flag_id}/resolve", "role:member", {}, False),
+    ("POST", "/accounts/{account_id}/flags", "role:member", "form_flag", True),
+    ("POST", "/flags/{flag_id}/resolve", "role:member", {}, True),
     ("POST", "/accounts/{account_id}/feedback", "role:member", "form_feedback", False),
     ("GET", "/admin", "role:admin", None, True),
-    ("POST", "/admin/users", "role:admin", "form_user", False),
-    ("POST", "/admin/tokens", "role:admin", {"name": "matrix", "scopes": "read"}, False),
-    ("POST", "/admin/tokens/{token_id}/revoke", "role:admin", {}, False),
+    ("POST", "/admin/users", "role:admin", "form_user", True),
+    ("POST", "/admin/tokens", "role:admin", {"name": "matrix", "scopes": "read"}, True),
+    ("POST", "/admin/tokens/{token_id}/revoke", "role:admin", {}, True),
 ]
 
 
@@ -198,7 +199,14 @@ def bodies(name, account: str):
     made = {
         "new_flag": {"account_id": account, "kind": "champion_left", "note": "matrix"},
         "usage_rows": {
-            "rows": [{"event_id": "matrix-1", "account_id": account, "ts": now, "kind": "login"}]
+            "rows": [
+                {
+                    "event_id": f"matrix-{uuid.uuid4().hex}",
+                    "account_id": account,
+                    "ts": now,
+                    "event": "login",
+                }
+            ]
         },
         "segment_track": {"userId": "u1", "event": "login", "context": {"groupId": account}},
         "segment_identify": {"userId": "u1", "traits": {"email": "u1@example.com"}},
@@ -208,7 +216,7 @@ def bodies(name, account: str):
         },
         "new_user": {"username": "matrix-new", "password": PASSWORD, "role": "viewer"},
         "form_flag": {"kind": "champion_left", "note": "matrix"},
-        "form_feedback": {"verdict": "agree", "note": "matrix"},
+        "form_feedback": {"verdict": "agree", "reason": "matrix"},
         "form_user": {"username": "matrix-form", "password": PASSWORD, "role": "viewer"},
     }
     return made.get(name, name) if isinstance(name, str) else name

@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import gc
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -50,7 +51,7 @@ import sqlglot.expressions as sge
 
 from healthscore.core.files import disk_reason
 from healthscore.core.tables import SCHEMA_VERSION, TABLES, Cadence, get_table
-from healthscore.errors import HealthscoreError, ScoringError, StoreError
+from healthscore.errors import HealthscoreError, ScoringError, StoreError, StoreInUseError
 from healthscore.store.backend import backend_for
 
 #: ``progress(step, fraction)``: what a long load is doing, and how far it is
@@ -159,7 +160,20 @@ def connect(
     read_only = read_only and bool(path)  # an in-memory store is the session's own
     try:
         con = _open(full, path, read_only)
+    except HealthscoreError:
+        raise
     except Exception as e:  # driver errors vary by backend; name the URL
+        in_use = _held_by(e) if path else None
+        if in_use is not None:
+            pid = in_use or None
+            who = f"another process (pid {pid})" if pid else "another process"
+            raise StoreInUseError(
+                f"the store {path} is in use by {who}",
+                hint="a DuckDB store has one writer process: stop that process, or use "
+                "PostgreSQL for several",
+                path=path,
+                pid=pid,
+            ) from None
         reason = disk_reason(e)
         if reason is not None:
             what, fix = reason
@@ -171,6 +185,19 @@ def connect(
     with store.writing():
         store.ensure_schema()
     return store
+
+
+_LOCK_HELD = re.compile(r"Could not set lock on file.*Conflicting lock is held in .*?\(PID (\d+)\)")
+
+
+def _held_by(e: Exception) -> int | None:
+    """The pid holding a DuckDB file's lock when ``e`` is DuckDB's lock conflict (0 when
+    it names none), else None."""
+    text = str(e)
+    if "Could not set lock on file" not in text:
+        return None
+    m = _LOCK_HELD.search(text)
+    return int(m.group(1)) if m else 0
 
 
 def _writes(method):

@@ -560,6 +560,7 @@ def render_portfolio(console: Console, result, command: str = "healthscore") -> 
             f"--vs {c.before.as_of:%Y-%m-%d}",
         )
         hints.insert(2, f"{command} trends --as-of {result.as_of:%Y-%m-%d} --class rapid_decline")
+    hints.append(f"{command} serve --admin-user admin   (the dashboard and API, until Ctrl-C)")
     for hint in hints:
         console.print(f"try: {where}{hint}", highlight=False, soft_wrap=True)
 
@@ -1106,6 +1107,38 @@ def render_flags(console: Console, rows: list[dict]) -> None:
             r["note"] or "",
         )
     console.print(table)
+
+
+def render_tokens(console: Console, rows: list[dict]) -> None:
+    """API tokens (never their secrets), one per row: id, name, scopes, made, expires,
+    revoked; ``rows`` as the API's JSON gives them (ISO timestamps)."""
+    table = Table(title=f"{len(rows)} tokens", box=box.SIMPLE_HEAD)
+    for col in ("id", "name", "scopes", "created", "expires", "revoked"):
+        table.add_column(col, no_wrap=col != "name")
+    for r in rows:
+        table.add_row(
+            r["token_id"],
+            r["name"],
+            " ".join(r["scopes"]),
+            _day(r.get("created_at")),
+            _day(r.get("expires_at")) or "never",
+            _day(r.get("revoked_at")),
+        )
+    console.print(table)
+
+
+def render_users(console: Console, rows: list[dict]) -> None:
+    """Dashboard logins, one per row: user name, role, the CSM they are in the data."""
+    table = Table(title=f"{len(rows)} users", box=box.SIMPLE_HEAD)
+    for col in ("user", "role", "csm"):
+        table.add_column(col, no_wrap=True)
+    for r in rows:
+        table.add_row(r["username"], r["role"], r.get("csm") or "")
+    console.print(table)
+
+
+def _day(iso: str | None) -> str:
+    return iso[:16].replace("T", " ") if iso else ""
 
 
 def render_probability_fit(console: Console, run) -> None:

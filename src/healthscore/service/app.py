@@ -48,10 +48,12 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
     async def lifespan(app: FastAPI):
         own = state is None
         app.state.service = state or ServiceState.open(settings)
+        from healthscore.service import parked
         from healthscore.service.rescorer import Rescorer
 
         with app.state.service.store_access() as store:
             auth_mod.ensure_tables(store)
+            parked.ensure_tables(store)
         claimed = _claim_store(app.state.service)
         rescorer = app.state.rescorer = Rescorer(app.state.service)
         rescorer.start()

@@ -45,15 +45,20 @@ def serve_command(
 serve_command.through_server = True  # it checks the store itself
 
 
+def _say(text: str) -> None:
+    """One line as it is: paths, URLs, tokens and passwords are never wrapped (a copy
+    must work) nor read as markup."""
+    terminal.stdout.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def announce(url: str, start: local.Serving) -> None:
     """Where the service is, and the admin's one-time password."""
-    terminal.stdout.print(f"serving {start.store} at {url}  (Ctrl-C to stop)")
-    terminal.stdout.print(f"  dashboard: {url}/login    API docs: {url}/docs")
+    _say(f"serving {start.store} at {url}  (Ctrl-C to stop)")
+    _say(f"  dashboard: {url}/login    API docs: {url}/docs")
     if start.password:
-        terminal.stdout.print(
+        _say(
             f"  log in as {start.username} with password {start.password}  "
-            "(shown once; `healthscore auth user add` sets another)",
-            highlight=False,
+            "(shown once; `healthscore auth user add` sets another)"
         )
 
 
@@ -78,7 +83,7 @@ def token_create_command(
 ) -> None:
     """Make an API token; it is printed once (the store keeps only its hash)."""
     made = local.create_token(db, name, scope, expires)
-    terminal.stdout.print(made["token"], highlight=False, soft_wrap=True)
+    _say(made["token"])
     terminal.stderr.print(
         f"token {made['token_id']} ({' '.join(made['scopes'])}) for {made['name']}"
         + (f", expires {made['expires_at']}" if made.get("expires_at") else "")
@@ -100,7 +105,7 @@ def token_revoke_command(
 ) -> None:
     """Revoke a token: it is refused from now on."""
     token = local.revoke_token(db, token_id)
-    terminal.stdout.print(f"token {token['token_id']} ({token['name']}) revoked")
+    _say(f"token {token['token_id']} ({token['name']}) revoked")
 
 
 # --- dashboard users -------------------------------------------------------------------------
@@ -125,7 +130,7 @@ def user_add_command(
     else:
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
     user = local.add_user(db, username, password, role, csm)
-    terminal.stdout.print(f"user {user['username']} ({user['role']}) saved")
+    _say(f"user {user['username']} ({user['role']}) saved")
 
 
 @through_server
@@ -141,7 +146,7 @@ def user_remove_command(
 ) -> None:
     """Remove a dashboard login."""
     local.remove_user(db, username)
-    terminal.stdout.print(f"user {username} removed")
+    _say(f"user {username} removed")
 
 
 def serve_demo(directory: Path) -> None:

@@ -113,12 +113,30 @@ def test_the_red_share_cap_lowers_yellow_to_the_highest_threshold_within_it():
     capped = cal.fit_bands(score, forced, y, 0.2, 0.85, red_cap=0.25)
     assert (capped.yellow, capped.wanted, capped.red_share) == (25, 34, 0.25)
     assert capped.recall == pytest.approx(25 / 40) and not capped.reached
+    # the trade-off between what the cap allows and what the target wanted, for the team
+    assert capped.tradeoff[0] == (25.0, 25 / 40, 0.25) and capped.tradeoff[-1] == (
+        34.0,
+        34 / 40,
+        0.34,
+    )
+    assert capped.tradeoff_text().startswith("yellow 25: recall 62%, 25% red; ")
+    assert free.tradeoff == []
+    # yellow is at least 10 points wide: green keeps the old green share (20 %: 80), but
+    # never closer than 10 points to yellow
+    assert (free.green, capped.green) == (80.0, 80.0)
+    # an old model that was 70 % green would put green at 30, below yellow 34
+    near = cal.fit_bands(score, np.full(100, None, dtype=object), y, 0.7, 0.85)
+    assert (near.yellow, near.green) == (34.0, 44.0)
     # a rule forcing red counts against the cap; so do segments with a yellow of their own
     forced[90:] = "red"
     assert cal.fit_bands(score, forced, y, 0.2, 0.85, red_cap=0.25).yellow == 15
     own = np.where(np.arange(100) >= 50, 60.0, np.nan)  # 50-59 red by their own threshold
     assert cal.fit_bands(score, forced, y, 0.2, 0.85, 0.25, own).yellow == 5
-    assert cal.red_share_cap(0.02) == 0.05 and cal.red_share_cap(0.2) == pytest.approx(0.3)
+    # 1.5 x the current red share, between 5 % and 20 % of the book (the trial:
+    # a cap of 1.5 x made most of the book red when the old model's red share was high)
+    assert cal.red_share_cap(0.02) == 0.05 and cal.red_share_cap(0.1) == pytest.approx(0.15)
+    assert cal.red_share_cap(0.2) == 0.2 and cal.red_share_cap(0.6) == 0.2
+    assert cal.red_share_cap(0.6, 0.5) == 0.5  # unless the team says otherwise
     with pytest.raises(ScoringError, match=r"`max_red_share` must be within \(0, 1\]"):
         cal.red_share_cap(0.1, 0)
 

@@ -158,7 +158,7 @@ def test_cli_snapshot_backtest_and_calibrate(book):
     )  # fmt: skip
     assert run.exit_code == 0, run.output
     assert "logistic regression (out of fold)" in run.output
-    assert run.output.startswith("Verdict, out of fold: Red caught 590 of 1,158 accounts")
+    assert run.output.startswith("Verdict, out of fold: Red caught 448 of 1,158 accounts")
     assert "\n\nIn plain words: the weights and the band thresholds" in run.output
     assert (d / "cli.yaml").exists()
     bad = CliRunner().invoke(app, ["calibrate", "--snapshot", "--train-until", "2024-01-01",

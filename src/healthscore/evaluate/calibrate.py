@@ -52,8 +52,11 @@ learned from what happened.
   red (after rules), i.e. the target recall at the lowest false-positive rate, unless
   more than the **red-share cap** of the training observations would be red: then the
   highest threshold within the cap (:func:`red_share_cap`: ``max_red_share``, default
-  1.5 x the current model's red share, at least 5 %), and a note says the cap bound.
-  ``green`` keeps the share of green training observations the old model had. Segments
+  1.5 x the current model's red share, at least 5 % and at most 20 %), and a note says
+  the cap bound and prints the trade-off (recall and red share at a few thresholds
+  between the two) for the team to choose from. ``green`` keeps the share of green
+  training observations the old model had, at least ``MIN_YELLOW_WIDTH`` (10) points
+  above yellow. Segments
   with 20+ positive training observations get a yellow threshold of their own when it
   differs and reaches the target within the cap in the segment (written to
   ``segments.bands``, green at least a point above it).
@@ -109,7 +112,13 @@ WARM_UP = "90d"  # default start: this long after the first event on file
 #: the calibrated red band holds at most this many times the current model's red share of
 #: the training observations (a red list the team cannot work is no warning) ...
 RED_CAP_FACTOR = 1.5
-MIN_RED_CAP = 0.05  # ... and may always hold this share
+MIN_RED_CAP = 0.05  # ... and may always hold this share ...
+MAX_RED_CAP = 0.20  # ... and never more than this, unless `max_red_share` says so
+#: the calibrated yellow band is at least this many points wide (green - yellow), so an
+#: account does not cross from green to red on a rounding
+MIN_YELLOW_WIDTH = 10.0
+#: thresholds shown in the recall / red-share trade-off when the cap binds
+TRADEOFF_ROWS = 5
 
 
 @dataclass
@@ -855,12 +864,16 @@ def _yellow_for(
 def red_share_cap(old_red_share: float, max_red_share: float | None = None) -> float:
     """The most of the training observations the calibrated red band may hold:
     ``max_red_share`` when given, else ``RED_CAP_FACTOR`` x the current model's red share
-    on the same observations, and at least ``MIN_RED_CAP``."""
+    on the same observations, at least ``MIN_RED_CAP`` and at most ``MAX_RED_CAP``.
+
+    >>> red_share_cap(0.02), red_share_cap(0.10), red_share_cap(0.40), red_share_cap(0.4, 0.5)
+    (0.05, 0.15000000000000002, 0.2, 0.5)
+    """
     if max_red_share is not None:
         if not 0 < max_red_share <= 1:
             raise ScoringError(f"`max_red_share` must be within (0, 1] (got {max_red_share})")
         return float(max_red_share)
-    return max(RED_CAP_FACTOR * old_red_share, MIN_RED_CAP)
+    return min(max(RED_CAP_FACTOR * old_red_share, MIN_RED_CAP), MAX_RED_CAP)
 
 
 @dataclass
@@ -875,10 +888,20 @@ class BandFit:
     red_share: float  # share of all observations red (training)
     cap: float | None  # the red-share cap applied (None: none)
     wanted: float | None = None  # the yellow the target recall needed, when the cap bound
+    #: when the cap bound: (yellow, recall, red share) at thresholds from the chosen yellow
+    #: to the wanted one, the trade-off a team chooses from
+    tradeoff: list[tuple[float, float | None, float]] = field(default_factory=list)
 
     @property
     def capped(self) -> bool:
         return self.wanted is not None
+
+    def tradeoff_text(self) -> str:
+        """``yellow 58: recall 62 %, 20 % red; ...``"""
+        return "; ".join(
+            f"yellow {t:g}: recall {'-' if r is None else f'{r:.0%}'}, {share:.0%} red"
+            for t, r, share in self.tradeoff
+        )
 
 
 def fit_bands(
@@ -907,6 +930,7 @@ def fit_bands(
 
     yellow, reached = _yellow_for(score, forced, y, target_recall)
     wanted = None
+    tradeoff = []
     if red_cap is not None and len(score) and red(yellow).mean() > red_cap + 1e-12:
         wanted = yellow
         yellow = next(
@@ -914,11 +938,17 @@ def fit_bands(
             1.0,
         )
         reached = False
+        steps = np.unique(np.round(np.linspace(yellow, wanted, TRADEOFF_ROWS)))
+        for t in steps:
+            flagged_t = red(float(t))
+            recall_t = float(flagged_t[y].mean()) if y.any() else None
+            tradeoff.append((float(t), recall_t, float(flagged_t.mean())))
     green = float(np.ceil(np.quantile(score, 1.0 - old_green_share))) if old_green_share else 100.0
     flagged = red(yellow)
     return BandFit(
         yellow=yellow,
-        green=min(max(green, yellow + 1.0), 100.0),
+        green=min(max(green, yellow + MIN_YELLOW_WIDTH), 100.0),
+        tradeoff=tradeoff,
         reached=reached,
         recall=float(flagged[y].mean()) if y.any() else None,
         red_share=float(flagged.mean()) if len(flagged) else 0.0,
@@ -1107,7 +1137,8 @@ def calibrate(
             f"the red-share cap bound the bands: {target_recall:.0%} recall needed yellow "
             f"{bands.wanted:g}, which makes more than {cap:.1%} of the training observations "
             f"red; yellow is {yellow:g} instead (recall {bands.recall:.1%}; set the cap "
-            "with `max_red_share`)"
+            f"with `max_red_share`). The trade-off on the training observations: "
+            f"{bands.tradeoff_text()}"
         )
     elif not bands.reached:
         notes.append(

@@ -350,7 +350,7 @@ def calibrate(
             f"the red-share cap bound the bands: {target_recall:.0%} recall needed yellow "
             f"{bands.wanted:g}, which makes more than {cap:.1%} of the accounts red; yellow "
             f"is {yellow:g} instead (recall {bands.recall:.1%}; set the cap with "
-            "`max_red_share`)"
+            f"`max_red_share`). The trade-off: {bands.tradeoff_text()}"
         )
     elif not bands.reached:
         notes.append(f"no band threshold reaches {target_recall:.0%} recall; yellow set to 99")

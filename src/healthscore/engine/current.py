@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from healthscore.engine import explain as explain_mod
-from healthscore.engine.history import stored_dates
+from healthscore.engine.history import SCORES, stored_dates
 from healthscore.engine.trends import trends_expr
 from healthscore.model import Model
 from healthscore.store import Store
@@ -25,6 +25,8 @@ from healthscore.store.current import arrow_schema
 
 def latest_stored(store: Store, model: Model, as_of: datetime) -> datetime | None:
     """The latest date of stored history at or before ``as_of`` (None: nothing stored)."""
+    if not store.has_table(SCORES):
+        return None
     dates = [d for d in stored_dates(store, model) if d <= as_of]
     return max(dates) if dates else None
 

@@ -70,6 +70,11 @@ class ScorePlan:
     def key(self) -> tuple[str, str]:
         return (self.model.version, self.model.scorecard_name)
 
+    def prepare(self, store: Store, slots: int | None) -> None:
+        """Build and compile the plan for ``slots`` accounts (None: every account) now,
+        before a run needs it."""
+        self._prepared(store, slots)
+
     def _prepared(self, store: Store, slots: int | None) -> tuple[Prepared, ParamClock]:
         empty = tuple(empty_tables(store, self.model))
         key = (slots, empty)

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 IDLE_WAIT = 0.5
 #: seconds to pause after a failed batch before its accounts are tried again
 RETRY_PAUSE = 1.0
+#: the account slots whose plans are built at start-up (see engine.plan.SLOTS)
+WARM_SLOTS = (1, 4)
 #: seconds to wait after a failed daily rescore before trying it again
 DAILY_RETRY = 60.0
 
@@ -85,6 +87,7 @@ class Rescorer:
         self.batches = 0
         self.rescored = 0
         self.failures = 0
+        self.warmed = False  # the plans of small micro-batches are built
 
     # the thread ----------------------------------------------------------------------
     def start(self) -> None:
@@ -109,6 +112,7 @@ class Rescorer:
     def _run(self) -> None:
         if not self._guarded(self._startup, "start-up rescore"):
             self._daily_not_before = time.monotonic() + DAILY_RETRY
+        self._guarded(self.warm, "warm-up")
         while not self._stop.is_set():
             if self._daily_due():
                 if not self._guarded(lambda: self.rescore_everyone(daily=True), "daily rescore"):
@@ -176,6 +180,15 @@ class Rescorer:
                 self._trends[name] = trend_rows(store, card, self.state.now())
         self._daily_done = midnight
 
+    def warm(self) -> None:
+        """Build the plans small micro-batches use before the first event needs them."""
+        for name in self.state.model.scorecard_names():
+            plan = self._plan(self.state.model.scorecard(name))
+            for slots in WARM_SLOTS:
+                with self.state.store_access() as store:
+                    plan.prepare(store, slots)
+        self.warmed = True
+
     # rescoring -----------------------------------------------------------------------
     def _plan(self, card):
         from healthscore.engine.plan import ScorePlan
@@ -241,6 +254,7 @@ class Rescorer:
         age = self.state.oldest_touch_age()
         return {
             "running": self.alive,
+            "warm": self.warmed,
             "queue": self.state.pending_rescore(),
             "lag_seconds": round(age, 4) if age is not None else 0.0,
             "last_batch": self.last_batch.to_dict() if self.last_batch else None,

@@ -157,7 +157,7 @@ class Rescorer:
         """Rescore everyone at start-up when the current scores cannot be trusted;
         otherwise read the trend classes the micro-batches carry."""
         from healthscore.engine.current import trend_rows
-        from healthscore.engine.history import stored_dates
+        from healthscore.engine.history import ensure_tables, stored_dates
         from healthscore.store import current
 
         if not self.state.settings.daily_rescore:
@@ -167,6 +167,7 @@ class Rescorer:
         for name in self.state.model.scorecard_names():
             card = self.state.model.scorecard(name)
             with self.state.store_access() as store:
+                ensure_tables(store)  # a store never given history has no scores table
                 found = current.versions(store, name)
                 missing_midnight = midnight not in stored_dates(store, card)
             if set(found) != {card.version} or missing_midnight:

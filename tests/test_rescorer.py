@@ -192,3 +192,19 @@ def test_the_daily_rescore_appends_the_midnight_row_to_history(demo_projects, tm
         with running.client() as api:
             listed = api.get("/v1/accounts", params={"limit": 5}).json()
         assert listed["as_of"] == now.isoformat() and listed["total"] == st["accounts"]
+
+
+def test_the_start_up_rescore_of_a_store_that_never_stored_history(fixture_db, tmp_path):
+    import shutil
+
+    from healthscore.store import current
+
+    db = tmp_path / "fresh.duckdb"
+    shutil.copy2(fixture_db, db)
+    with running_service(db, daily_rescore=True, now=fixtures.AS_OF) as running:
+        with running.client() as api:
+            _wait(lambda: api.get("/v1/status").json()["rescorer"]["last_daily"], 120)
+            assert api.get("/v1/status").json()["rescorer"]["last_error"] is None
+        model = running.state.model
+        with running.state.store_access() as store:
+            assert current.complete(store, model.version, "health")

@@ -25,8 +25,9 @@ service has no such route):
     worst while sending, and how long after the last batch the queue is empty);
 (b) latency: 500 events a second spread over at most 200 accounts a second (batches of
     50 events over 20 accounts every 100 ms) for ``--seconds``; for one account of one
-    batch in five (polled every 50 ms, so the pollers stay a small part of the load), the time from sending the event to ``GET /v1/accounts/{id}`` showing a
-    ``scored_at`` after it: p50/p99;
+    batch in five (polled every 50 ms, so the pollers stay a small part of the load),
+    the time from sending the event to ``GET /v1/accounts/{id}`` showing a ``scored_at``
+    after it: p50/p99;
 
 and for both: errors (non-2xx answers), and stored events (counted in the store after
 the service stops) = accepted events. Prints every figure and one ``RESULT {json}``.

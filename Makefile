@@ -1,12 +1,14 @@
-# Two commands that work on a fresh machine with Python >= 3.11 and make:
+# Commands that work on a fresh machine with Python >= 3.11 and make:
 #   make demo   - create .venv, install, generate demo data, load, score, summarise
+#   make serve  - the demo (built if needed) served on http://127.0.0.1:8000 until Ctrl-C;
+#                 prints the dashboard admin's password (random, made now, shown once)
 #   make test   - create .venv, install dev extras, run the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO_DIR ?= demo
 
-.PHONY: demo test lint bench clean
+.PHONY: demo serve test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +20,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 demo: $(VENV)/.installed
 	$(BIN)/healthscore demo --dir $(DEMO_DIR)
+
+serve: $(VENV)/.installed
+	test -f $(DEMO_DIR)/healthscore.duckdb || $(BIN)/healthscore demo --dir $(DEMO_DIR)
+	$(BIN)/healthscore serve --db $(DEMO_DIR)/healthscore.duckdb \
+		--model $(DEMO_DIR)/healthscore.yaml --admin-user admin
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench

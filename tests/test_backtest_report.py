@@ -29,16 +29,18 @@ probability:
   horizon: 90d
   points: [[0, 0.4], [50, 0.08], [80, 0.01], [100, 0.0]]
 """
+BAND_NAMES = "band_names: {green: healthy, yellow: watch, red: at risk}\n"
 
 
 def _new_model_text() -> str:
-    """The default model, touchpoints re-weighted and re-anchored, with a probability."""
+    """The default model, touchpoints re-weighted and re-anchored, with a probability and
+    its own names for the bands."""
     text = default_model_text().replace("name: default four-pillar model", "name: new model")
     text = text.replace(
         "days_since_touchpoint: {weight: 30, bad: 90, good: 14}",
         "days_since_touchpoint: {weight: 10, bad: 60, good: 14}",
     )
-    return text + PROBABILITY
+    return text + PROBABILITY + BAND_NAMES
 
 
 def _old_model_text() -> str:
@@ -80,6 +82,8 @@ def test_cli_writes_the_report_and_prints_the_challenger(project):
     assert "metrics changed weight or anchors" in output
     assert CHALLENGER_ONLY in output and "ROC AUC: challenger" in output
     assert "trained on the first half of the observation dates" in output
+    relies = next(ln for ln in output.splitlines() if ln.startswith("what it relies on"))
+    assert not re.search(r"\b[a-z]+(_[a-z0-9]+)+ [+-]\d", relies), relies  # labels, not keys
 
 
 def test_report_has_every_section(page):
@@ -93,14 +97,50 @@ def test_report_has_every_section(page):
     assert CHALLENGER_ONLY in page
 
 
+def test_the_verdict_opens_the_report_and_the_riskiest_tenth_is_a_figure(page):
+    import re
+
+    verdict = re.search(r"<p class='verdict' id='verdict'><b>Verdict:</b> ([^<]+)</p>", page)
+    # in the model's own band names ("At risk" for red), the churners first
+    assert verdict and re.match(r"At risk caught \d+ of \d+ accounts that churned", verdict[1])
+    assert "of those about to expand" in verdict[1]
+    assert page.index("id='verdict'") < page.index("id='notes'") < page.index("id='figures'")
+    assert "recall in the riskiest 10% of the book" in page
+
+
+# a metric's cell: its label, with its key beside it and as the cell's title
+TOUCHPOINT_CELL = (
+    "<td title='days_since_touchpoint'><bdi>Days since last touchpoint</bdi> "
+    "<small class='key'><bdi>days_since_touchpoint</bdi></small></td>"
+)
+
+
 def test_weight_change_table_shows_old_and_new(page):
     table = re.search(r"<table class='weight-changes'>.*?</table>", page, re.S).group(0)
-    row = re.search(r"<tr><td><bdi>days_since_touchpoint</bdi></td>.*?</tr>", table).group(0)
+    row = re.search(rf"<tr>{re.escape(TOUCHPOINT_CELL)}.*?</tr>", table).group(0)
     assert "bad 90, good 14" in row and "bad 60, good 14" in row  # old anchors, then new
     assert "down" in row  # its weight fell
-    first = re.search(r"<tbody><tr><td><bdi>([a-z_0-9]+)</bdi></td>", table).group(1)
+    first = re.search(r"<tbody><tr><td title='([a-z_0-9]+)'>", table).group(1)
     assert first == "days_since_touchpoint"  # the biggest change first
     assert "<table class='segment-weights'>" in page and "<table class='pillar-weights'>" in page
+
+
+def test_metrics_read_as_their_labels_with_the_key_beside_them(page):
+    """As in the terminal and the portfolio report: the model's `label:`, not the key; the
+    key stays on the page (beside the label, and on hover in the charts) for the file."""
+    cells = _Page(page).cells
+    shown = "Days since last touchpoint days_since_touchpoint"
+    assert shown in cells["weight-changes"] and shown in cells["segment-weights"]
+    assert "days_since_touchpoint" not in cells["weight-changes"]  # never the key alone
+    assert TOUCHPOINT_CELL in page
+    labels = chart_labels(page)
+    assert "Days since last touchpoint" in labels  # a row of the weights chart
+    assert "%{y} (%{customdata}): %{x:.1f} %<extra></extra>" in labels  # the key on hover
+    # the challenger's features too: its chart and its riskiest accounts' "why"
+    features = [s for s in labels if s in ("Seat activation", "Usage change (30 days)")]
+    assert features, "the importance chart names its features by label"
+    why = " ".join(cells["challenger-explanations"])
+    assert re.search(r"\b[a-z]+_[a-z0-9_]+ = ", why) is None, why  # no key = value
 
 
 def test_weight_changes_are_effective_weights_old_to_new():
@@ -115,6 +155,22 @@ def test_weight_changes_are_effective_weights_old_to_new():
     assert sum(c.new for c in changes.values()) == pytest.approx(1.0)
     assert changes["late_invoices_90d"].change == pytest.approx(0.0)
     assert set(changes["nps_latest"].segments) == {"enterprise", "mid-market", "smb", EVIL_SEGMENT}
+
+
+def test_bands_read_as_the_backtested_model_names_them(project, page):
+    """The new model calls red "at risk": the flag, the figures, the bands and the
+    challenger's table say so, on the page and in the terminal."""
+    assert "<h3>churned (flag: at risk)</h3>" in page
+    assert "<h3>expanded (flag: healthy)</h3>" in page
+    assert "recall (at risk before churn)" in page
+    cells = _Page(page).cells
+    assert "at risk but renewed" in cells["figures"] and "red but renewed" not in cells["figures"]
+    assert "Bands: healthy from 80 -> 80, watch from 50 -> 50 (unchanged)." in page
+    bands = cells["challenger-explanations"][10::6]  # the band column, after the headers
+    assert bands and set(bands) <= {"healthy", "watch", "at risk"}, bands
+    output = " ".join(project[2].split())
+    assert "churned (flag: at risk)" in output and "at risk but renewed" in output
+    assert "accounts that churned which were at risk" in output
 
 
 def test_calibration_uses_the_models_probability(page):

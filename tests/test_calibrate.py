@@ -301,7 +301,9 @@ def test_cli_calibrate_prints_weights_and_the_held_out_comparison(demo, calibrat
         env={"COLUMNS": "200"},
     )
     assert res.exit_code == 0, res.output
-    assert res.output.lstrip().startswith("In plain words: the weights and the band thresholds")
+    # the verdict on the held-out dates first, then how to read the rest
+    assert res.output.startswith("Verdict, on the dates the fit never saw: ")
+    assert "\n\nIn plain words: the weights and the band thresholds" in res.output
     assert "only what was known up to 2024-10-01" in res.output
     assert "(pillar)" in res.output and "bands: green 80 ->" in res.output
     # what to check is printed first, before the weights

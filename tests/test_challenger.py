@@ -195,3 +195,20 @@ def test_no_closed_horizon_to_train_on_says_so(demo):
         chm.train_challenger(store, result.model, datetime(2024, 8, 1), dates=dates)
     with pytest.raises(ScoringError, match="nothing to evaluate the challenger on"):
         chm.challenge(store, result.model, dates, train_until=datetime(2025, 6, 1))
+
+
+def test_backtest_with_a_challenger_reports_every_model_on_the_held_out_dates_only(demo):
+    result, store, dates = demo
+    run = hs.api.run_backtest(
+        store, result.model, START, STOP, challenger=True, train_until=TRAIN_UNTIL, reps=20
+    )
+    # the weighted model's figures cover the held-out dates, not the training ones ...
+    assert run.result.start == TRAIN_UNTIL and run.result.end == STOP
+    held = [d for d in dates if d >= TRAIN_UNTIL]
+    obs, _ = bt.observations(store, result.model, held, "90d")
+    assert run.result.evaluations["churned"].overall.observations == len(obs)
+    # ... the same dates the challenger is measured on, and the output says so
+    assert run.challenger.test_dates[0] >= TRAIN_UNTIL
+    assert any(
+        n.startswith("held out:") and f"{TRAIN_UNTIL:%Y-%m-%d}" in n for n in run.result.notes
+    )

@@ -320,7 +320,7 @@ def test_compare_command_prints_the_matrix_and_the_biggest_changes(project):
 def test_compare_command_json_has_the_matrix_and_exact_lines(project):
     result = _run(project, "--format", "json", "--top", "3")
     assert result.exit_code == 0, result.output
-    d = json.loads(result.output)
+    d = json.loads(result.stdout)  # notes (accounts left out) go to stderr
     assert d["matrix"]["yellow"]["green"] == {"accounts": 1, "arr": 120000.0}
     assert d["matrix"]["red"]["yellow"]["accounts"] == 1
     assert sum(c["accounts"] for row in d["matrix"].values() for c in row.values()) == 3
@@ -343,3 +343,72 @@ def test_compare_command_reports_a_missing_model_file_and_a_bad_format(project):
     assert missing.output.startswith("Error:") and "Traceback" not in missing.output
     bad = _run(project, "--format", "csv")
     assert bad.exit_code == 2
+
+
+# --- what a person reads: the scorecard's band names, the accounts left out ----------------------
+
+NAMES = "\nband_names: {green: healthy, yellow: watch, red: at risk}\n"
+
+
+def test_changes_name_bands_as_the_scorecard_does_and_keep_the_keys(book):
+    rule = '  compare_red:\n    when: "seats >= 0"\n    band: red\n'
+    forced = _with_rule(default_model_text(), rule)
+    new = hs.load_model_text(forced + NAMES, file="named.yaml")
+    c = compare_models(book, new, CURRENT, D, history=False)
+    assert c.new.band_names == {"green": "healthy", "yellow": "watch", "red": "at risk"}
+    assert c.current.band_name("red") == "red" and c.new.band_name(NOT_SCORED) == NOT_SCORED
+    moved = [ch for ch in c.changes if ch.band_current != "red"]
+    assert moved, "some account was not red before the rule"
+    for ch in moved:
+        assert ch.band_new == "red" and ch.band_name_new == "at risk"
+        assert "band at risk forced by rule compare_red" in ch.summary(), ch.summary()
+    d = json.loads(json.dumps(c.to_dict()))
+    assert set(d["matrix"]) == {"green", "yellow", "red", NOT_SCORED}  # the keys, not the names
+    assert d["changes"][0]["band_new"] == "red" and d["changes"][0]["band_name_new"] == "at risk"
+
+
+def test_compare_command_shows_the_band_names_of_the_scorecard(project):
+    for name in ("new.yaml", "current.yaml"):
+        (project / name).write_text((project / name).read_text() + NAMES)
+    result = _run(project)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    # A1 (ARR 120,000) watch -> healthy, as in the matrix of green/yellow/red above
+    assert re.search(r"current \\ new\s+healthy\s+watch\s+at risk\s+not scored", out), out
+    assert re.search(r"watch\s+1 \(120k\)", out), out
+    assert "at risk: 67% of accounts under the current model -> 33% under the new one" in out
+    assert not re.search(r"\b(green|yellow|red)\b", out), out
+    as_json = json.loads(_run(project, "--format", "json").stdout)
+    assert as_json["matrix"]["yellow"]["green"]["accounts"] == 1  # JSON keeps the keys
+    assert as_json["new"]["band_names"]["red"] == "at risk"
+    # a scorecard's own names: onboarding calls its bands on track, watch, stalled
+    card = _run(project, "--scorecard", "onboarding")
+    assert card.exit_code == 0, card.output
+    assert re.search(r"current \\ new\s+on track\s+watch\s+stalled\s+not scored", card.stdout)
+    assert "stalled: 0% of accounts under the current model" in card.stdout
+
+
+def test_compare_command_says_how_many_accounts_each_model_left_out(project):
+    result = _run(project)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    left_out = "left out: 1 not yet created, 1 no subscription in force"
+    assert said.count(f"Note: scored 3 of 5 accounts as of 2025-01-01; {left_out}") == 1, said
+    # the new model leaves the enterprise account (A1) out of its population
+    narrow = _edit(
+        default_model_text(),
+        r"bands: \{green: 80, yellow: 50\}",
+        "bands: {green: 80, yellow: 50}\npopulation: \"segment <> 'enterprise'\"",
+    )
+    (project / "new.yaml").write_text(narrow)
+    result = _run(project)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert (
+        f"new model: scored 2 of 5 accounts as of 2025-01-01; {left_out}, "
+        "1 outside the population" in said
+    ), said
+    assert f"current model: scored 3 of 5 accounts as of 2025-01-01; {left_out}" in said
+    d = json.loads(_run(project, "--format", "json").stdout)
+    assert d["evidence"]["new"]["left_out"]["outside the population"] == 1
+    assert d["evidence"]["current"]["scored"] == 3 and d["summary"]["left"] == 1

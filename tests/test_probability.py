@@ -147,8 +147,9 @@ def test_fit_reads_nothing_after_until(book, tmp_path):
 def test_fit_without_any_outcome_in_the_horizon_says_so(book):
     with pytest.raises(hs.ScoringError, match="outcomes table has no expanded up to 2025-04-01"):
         _fit(book, outcome="expanded")
+    # churned accounts are no longer observed after their churn (only churn is terminal)
     with pytest.raises(
-        hs.ScoringError, match="none of the 4,500 observations was followed by renewed within 30d"
+        hs.ScoringError, match="none of the 3,966 observations was followed by renewed within 30d"
     ):
         _fit(book, outcome="renewed", horizon="30d", until=datetime(2025, 4, 1))
     with pytest.raises(hs.ScoringError, match="unknown outcome 'lost'"):

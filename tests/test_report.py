@@ -17,6 +17,7 @@ from healthscore.api import explain_change, history, run_demo
 from healthscore.cli import app
 from healthscore.engine.trends import classify
 from healthscore.model import default_model_text
+from healthscore.model.schema import BandNames
 from healthscore.views import report as report_mod
 
 END = datetime(2025, 7, 1)
@@ -179,6 +180,34 @@ def test_names_read_as_themselves_in_tables_and_charts(written):
     assert EVIL_SEGMENT in labels  # the segments chart's axis and hover
     twice = [s for s in labels if re.search(r"&(amp|lt|gt|quot|#\d+|#x[\da-f]+);", s)]
     assert twice == []
+
+
+NAMED = {"green": "healthy", "yellow": "watch & wait", "red": "at risk"}
+
+
+def test_bands_read_as_the_scorecard_names_them(demo, tmp_path):
+    """A model's `band_names:` are what the page says, in the headline, the tables and
+    the charts' legends and axes; the colours and the data keep green/yellow/red."""
+    result, store = demo
+    named = result.model.spec.model_copy(update={"band_names": BandNames(**NAMED)})
+    model = hs.Model(named, result.model.file)
+    assert model.version == result.model.version  # names are presentation: history applies
+    report_mod.write_report(store, model, tmp_path / "named.html", END, top=6)
+    page = (tmp_path / "named.html").read_text(encoding="utf-8")
+    for band, name in NAMED.items():
+        shown = name.replace("&", "&amp;")
+        assert f"data-band='{band}'>{shown}<b>" in page  # the headline's figure per band
+    assert "data-band='red'>red<b>" not in page
+    headers = _Page(page).cells["breakdown"]
+    assert {"healthy", "watch & wait", "at risk", "ARR at at risk"} <= set(headers)
+    assert not {"green", "yellow", "red", "ARR at red"} & set(headers)
+    badges = re.findall(r"<span class='band band-(\w+)'>([^<]*)</span>", page)
+    assert badges, "movers and candidates show a band"
+    for band, text in badges:  # the colour is the band's; the word is the scorecard's
+        assert text == NAMED.get(band, "no data").replace("&", "&amp;"), (band, text)
+    labels = chart_labels(page)
+    assert set(NAMED.values()) <= labels  # the legends and the ARR per band axis
+    assert not {"green", "yellow", "red"} & labels
 
 
 def test_breakdowns_add_up_to_the_headline(demo):

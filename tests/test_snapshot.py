@@ -145,9 +145,11 @@ def test_cli_snapshot_backtest_and_calibrate(book):
     )
     assert run.exit_code == 0, run.output
     assert "on snapshot data" in run.output and "recall: flagged at the snapshot" in run.output
-    # it opens with one paragraph in plain words (test_terminal checks piped lines whole)
-    assert run.output.lstrip().startswith("In plain words: every account was scored once")
-    paragraph = " ".join(run.output.lstrip().split("\n\n")[0].split())
+    # it opens with the verdict, then one paragraph in plain words (test_terminal checks
+    # piped lines whole)
+    assert run.output.startswith("Verdict: Red caught 260 of 1,158 accounts that churned;")
+    paragraph = " ".join(run.output.lstrip().split("\n\n")[1].split())
+    assert paragraph.startswith("In plain words: every account was scored once")
     assert paragraph.endswith("how early a warning came."), paragraph
     run = CliRunner().invoke(
         app,
@@ -156,7 +158,8 @@ def test_cli_snapshot_backtest_and_calibrate(book):
     )  # fmt: skip
     assert run.exit_code == 0, run.output
     assert "logistic regression (out of fold)" in run.output
-    assert run.output.lstrip().startswith("In plain words: the weights and the band thresholds")
+    assert run.output.startswith("Verdict, out of fold: Red caught 590 of 1,158 accounts")
+    assert "\n\nIn plain words: the weights and the band thresholds" in run.output
     assert (d / "cli.yaml").exists()
     bad = CliRunner().invoke(app, ["calibrate", "--snapshot", "--train-until", "2024-01-01",
                                    "--db", db, "--model", model])  # fmt: skip

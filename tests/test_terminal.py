@@ -166,3 +166,30 @@ def test_the_width_is_read_when_printing_not_when_the_module_is_imported():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert int(out.stdout) == UNWRAPPED
+
+
+# --- bands read as the scorecard names them --------------------------------------------------
+
+
+def test_the_demo_portfolio_and_rule_effects_name_bands_as_the_scorecard_does(demo_project):
+    import dataclasses
+
+    from rich.console import Console
+
+    from healthscore.engine.explain import rule_effect
+    from healthscore.model import Model, Rule
+    from healthscore.model.schema import BandNames
+    from healthscore.views.terminal import render_portfolio
+
+    names = BandNames(green="healthy", yellow="watch", red="at risk")
+    spec = demo_project.model.spec.model_copy(update={"band_names": names})
+    named = Model(spec, demo_project.model.file)
+    console = Console(record=True, width=200)
+    render_portfolio(console, dataclasses.replace(demo_project, model=named))
+    table = console.export_text().split("portfolio by band")[1].split("riskiest")[0]
+    assert "healthy" in table and "at risk" in table, table
+    assert not re.search(r"\b(green|yellow|red)\b", table), table
+    # a rule that forces a band says the band in the scorecard's words
+    forces = Rule(when="seats >= 0", band="red")
+    assert rule_effect(forces, named.scorecard("onboarding")) == "band stalled"
+    assert rule_effect(forces, named) == "band at risk" and rule_effect(forces) == "band red"

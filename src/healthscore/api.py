@@ -663,11 +663,24 @@ def run_backtest(
         raise ArgumentError("`as_of` goes with `snapshot`")
     from healthscore.evaluate import backtest
 
+    start, end = parse_as_of(start, "start"), parse_as_of(end, "end")
+    held_out = None
+    if challenger:  # every model is reported on the challenger's held-out dates only
+        from healthscore.core.time import dates_between
+        from healthscore.engine.asof import backfill
+        from healthscore.evaluate.challenger import split_dates
+
+        asked = parse_as_of(train_until, "train_until") if train_until else None
+        dates = dates_between(start, end, every)
+        train_until, _, test_dates = split_dates(dates, asked)
+        for m in (model, vs) if vs is not None else (model,):  # the training dates too
+            backfill(store, m, start, end, every, progress=progress)
+        held_out = (start, test_dates[0])
     result = backtest.backtest(
         store,
         model,
-        parse_as_of(start, "start"),
-        parse_as_of(end, "end"),
+        held_out[1] if held_out else start,
+        end,
         every=every,
         horizon=horizon,
         lead=lead,
@@ -678,15 +691,21 @@ def run_backtest(
     )
     run = BacktestRun(result)
     if challenger:
-        from healthscore.core.time import dates_between
         from healthscore.evaluate.challenger import challenge
 
+        result.notes.insert(
+            0,
+            f"held out: every figure is measured on the observation dates from "
+            f"{result.start:%Y-%m-%d} to {result.end:%Y-%m-%d}; the challenger learned from "
+            f"earlier dates (from {held_out[0]:%Y-%m-%d}) whose horizon closed by "
+            f"{train_until:%Y-%m-%d}",
+        )
         run.challenger = challenge(
             store,
             model,
-            dates_between(result.start, result.end, every),
+            dates,
             horizon=horizon,
-            train_until=parse_as_of(train_until, "train_until") if train_until else None,
+            train_until=asked,
             reps=reps,
             seed=seed,
         )
@@ -815,13 +834,18 @@ def calibrate_model(
 
 @dataclass
 class ComparisonRun:
-    """A comparison of two models, with the stale-data warnings of both."""
+    """A comparison of two models, with the stale-data warnings of both and what each
+    model's scores rest on (``evidence``: ``new`` and ``current``, accounts left out and
+    why)."""
 
     comparison: Comparison
     warnings: list[str] = field(default_factory=list)
+    evidence: dict[str, Evidence] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return self.comparison.to_dict()
+        out = self.comparison.to_dict()
+        out["evidence"] = {name: book.to_dict() for name, book in self.evidence.items()}
+        return out
 
 
 def compare_versions(
@@ -834,14 +858,19 @@ def compare_versions(
     top: int = 10,
 ) -> ComparisonRun:
     """Compare the model ``new`` with the current model file ``current`` as of
-    ``as_of`` (default today 00:00 UTC): band migration, biggest changes, stored history."""
+    ``as_of`` (default today 00:00 UTC): band migration, biggest changes, stored history,
+    and how many accounts each model leaves out (not scored) and why."""
     from healthscore.core.time import parse_as_of
+    from healthscore.engine.asof import evidence
     from healthscore.evaluate.compare import compare_models
     from healthscore.model import load_model
 
     current_model = load_model(current)
     d = parse_as_of(as_of)
     both = (new.scorecard(scorecard), current_model.scorecard(scorecard))
+    books = {"new": evidence(store, both[0], d), "current": evidence(store, both[1], d)}
     warnings = _freshness(store, both, d)
+    for book in books.values():  # empty tables: once, though both models read them
+        warnings += [w for w in book.warnings if w not in warnings]
     result = compare_models(store, new, current_model, d, scorecard=scorecard, top=top)
-    return ComparisonRun(result, warnings)
+    return ComparisonRun(result, warnings, books)

@@ -113,6 +113,17 @@ class StoreError(HealthscoreError):
     """The store cannot be opened, created or written."""
 
 
+class StoreInUseError(StoreError):
+    """A DuckDB store another process holds open (a DuckDB file has one writer process):
+    ``path`` and the holder's ``pid`` when the driver names it. The CLI names the
+    healthscore server when it is that process (see ``service.owner``)."""
+
+    def __init__(self, message: str = "", problems=None, hint=None, path=None, pid=None):
+        self.path = path
+        self.pid = pid
+        super().__init__(message, problems=problems, hint=hint)
+
+
 class OutputError(HealthscoreError):
     """A file healthscore writes (scores, a report, rejects, a model file) cannot be
     written: the path, why (disk full, permission denied ...) and what to do."""

@@ -124,6 +124,12 @@ class ReportData:
     risk_of: str | None = None
     risk_segments: list = field(default_factory=list)  # probability.RiskRow per segment
     risk_csms: list = field(default_factory=list)  # ... per CSM
+    # what the scorecard calls each band (its `band_names:`; None: no score)
+    band_names: dict[str | None, str] = field(default_factory=dict)
+
+    def band_name(self, band: str | None) -> str:
+        """``band`` (green/yellow/red; None) as the scorecard names it, for people."""
+        return self.band_names.get(band, band or "no data")
 
     def to_dict(self) -> dict:
         """Plain JSON-ready data (dates as ISO text), with the totals: ARR in force and,
@@ -202,6 +208,7 @@ def gather(store: Store, model: Model, as_of=None, *, top: int = 10) -> ReportDa
         window=model.spec.trends.rapid_decline.within,
         warnings=warnings,
         book=book,
+        band_names={b: model.band_name(b) for b in BANDS},
     )
     if not live:
         warnings.append(f"no account is scored as of {d:%Y-%m-%d}")

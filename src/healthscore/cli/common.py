@@ -25,7 +25,8 @@ import typer
 from typer.core import TyperCommand
 
 from healthscore import api
-from healthscore.errors import DurationError, HealthscoreError
+from healthscore.errors import DurationError, HealthscoreError, StoreInUseError
+from healthscore.service import local
 from healthscore.views import export, terminal
 
 # --- shared options ------------------------------------------------------------------------
@@ -139,12 +140,16 @@ class Command(TyperCommand):
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
+            self._check_store_free(ctx)
             self._check_out_folders(ctx)
             result = super().invoke(ctx)
             sys.stdout.flush()  # a full disk under a redirected stdout shows here
             return result
         except (api.ArgumentError, DurationError) as e:  # the options are wrong: usage
             raise typer.BadParameter(translate(str(e), self), ctx=ctx) from None
+        except StoreInUseError as e:  # held by another process: the server, when it is
+            terminal.error(translate(str(local.explain_in_use(e, _spelled(ctx))), self))
+            raise typer.Exit(1) from None
         except HealthscoreError as e:
             terminal.error(translate(str(e), self))
             raise typer.Exit(1) from None
@@ -162,12 +167,34 @@ class Command(TyperCommand):
             terminal.error(translate(str(error), self))
             raise typer.Exit(1) from None
 
+    def _check_store_free(self, ctx: typer.Context) -> None:
+        """A command on a store a running server owns fails before any work, naming the
+        server, unless it goes through the server (:func:`through_server`)."""
+        if "db" in ctx.params and not getattr(self.callback, "through_server", False):
+            local.check_free(ctx.params["db"], _spelled(ctx))
+
     def _check_out_folders(self, ctx: typer.Context) -> None:
         """A file to write into a folder that does not exist fails before any work."""
         for p in self.params:
             value = ctx.params.get(p.name)
             if "--out" in p.opts and value is not None and not value.resolve().parent.is_dir():
                 raise HealthscoreError(f"--out {value}: the folder {value.parent} does not exist")
+
+
+def _spelled(ctx: typer.Context) -> str:
+    """How the user called the running command: ``healthscore flag add``."""
+    names, c = [], ctx
+    while c.parent is not None:
+        names.append(c.info_name)
+        c = c.parent
+    return " ".join(["healthscore", *reversed(names)])
+
+
+def through_server(command: Callable) -> Callable:
+    """Mark a command that sends its work to the running server when one owns the store
+    (through :mod:`healthscore.service.local`) instead of failing."""
+    command.through_server = True
+    return command
 
 
 def reject_options(ctx: typer.Context, names: list[str], why: str) -> None:

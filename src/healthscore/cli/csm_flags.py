@@ -1,7 +1,9 @@
 """CSM flag commands: ``flag add``, ``flag resolve`` and ``flag list``.
 
-Place in the flow: ``cli/``, over :mod:`healthscore.api` (add_flag, resolve_flag,
-list_flags); the list is drawn by :mod:`healthscore.views.terminal`.
+Place in the flow: ``cli/``, over :mod:`healthscore.api` (list_flags) and
+:mod:`healthscore.service.local` (add and resolve: through the running server while one
+owns the store, else :mod:`healthscore.api` directly); the list is drawn by
+:mod:`healthscore.views.terminal`.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from typing import Annotated
 import typer
 
 from healthscore import api
-from healthscore.cli.common import DbOpt
+from healthscore.cli.common import DbOpt, through_server
+from healthscore.service import local
 from healthscore.views import terminal
 
 AtOpt = Annotated[str | None, typer.Option("--at", help="when (UTC) [default: now]")]
 
 
+@through_server
 def add_command(
     account: Annotated[str, typer.Argument(help="account id")],
     kind: Annotated[str, typer.Argument(help="e.g. champion_left, budget_freeze, new_champion")],
@@ -27,13 +31,13 @@ def add_command(
 ) -> None:
     """Raise a flag on an account (active until resolved; usable as has_flag('kind'))."""
     when = api.parse_as_of(at) if at else None
-    store = api.connect(db, create=False)
-    row = api.add_flag(store, account, kind, note=note, author=author, at=when)
+    row = local.add_flag(db, account, kind, note=note, author=author, at=when)
     terminal.stdout.print(
         f"flag {row['flag_id']}: {row['kind']} on {account} from {row['ts']:%Y-%m-%d %H:%M}"
     )
 
 
+@through_server
 def resolve_command(
     flag_id: Annotated[str, typer.Argument(help="the flag's id (see flag list)")],
     at: AtOpt = None,
@@ -41,7 +45,7 @@ def resolve_command(
 ) -> None:
     """Resolve a flag: it no longer counts from then on (history before is kept)."""
     when = api.parse_as_of(at) if at else None
-    row = api.resolve_flag(api.connect(db, create=False), flag_id, at=when)
+    row = local.resolve_flag(db, flag_id, at=when)
     terminal.stdout.print(f"flag {flag_id} resolved on {row['resolved_at']:%Y-%m-%d %H:%M}")
 
 

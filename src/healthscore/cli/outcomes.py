@@ -100,8 +100,9 @@ def backtest_command(
         )
 
     def render(console) -> None:
-        terminal.render_backtest(console, run.result)
-        for line in run.challenger.lines() if run.challenger is not None else []:
+        terminal.render_backtest(console, run.result, model=project.model)
+        labels = project.model.metric_label  # the features read as the model's labels
+        for line in run.challenger.lines(labels) if run.challenger is not None else []:
             terminal.say(console, line)
         if run.report is not None:
             terminal.say(console, run.report)

@@ -145,6 +145,14 @@ def demo_command(
         int, typer.Option(help="months of weekly score history to store (0: none)")
     ] = 12,
     report: Annotated[bool, typer.Option(help="write report.html")] = True,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="then serve it (dashboard and API on 127.0.0.1:8000) until Ctrl-C, with "
+            "a dashboard admin whose random password is printed once",
+        ),
+    ] = False,
 ) -> None:
     """Generate a realistic book of business, load it, score it, store weekly history,
     explain the rapid declines, write the portfolio report and summarise it."""
@@ -159,3 +167,7 @@ def demo_command(
             progress=progress,
         )
     terminal.render_portfolio(terminal.stdout, result, command_name())
+    if serve:
+        from healthscore.cli.service_cmds import serve_demo
+
+        serve_demo(directory)

@@ -231,6 +231,8 @@ def compare_command(
     )
     for text in result.warnings:
         terminal.warning(text)
+    for text in terminal.left_out_notes(result.evidence):
+        terminal.note(text)
     write_output(
         format,
         out_file,

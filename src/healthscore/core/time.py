@@ -114,6 +114,18 @@ def shift(d: datetime, duration: str, sign: int = -1) -> datetime:
     return d + _delta(n, unit) * sign
 
 
+def shift_each(dates, duration: str, sign: int = -1):
+    """:func:`shift` of every date of a pandas Series, computed once per distinct date
+    (observations share a few dates: a backtest's 85,000 rows hold 23).
+
+    >>> import pandas as pd
+    >>> shift_each(pd.Series([datetime(2025, 1, 31)] * 2), "1mo", +1).tolist()
+    [Timestamp('2025-02-28 00:00:00'), Timestamp('2025-02-28 00:00:00')]
+    """
+    moved = {d: shift(d, duration, sign) for d in dates.dropna().unique()}
+    return dates.map(moved)
+
+
 def _delta(n: int, unit: str) -> relativedelta:
     return {"d": relativedelta(days=n), "w": relativedelta(weeks=n), "mo": relativedelta(months=n)}[
         unit

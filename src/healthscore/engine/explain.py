@@ -134,7 +134,7 @@ def from_row(model: Model, row: dict[str, Any]) -> Explanation:
         RuleLine(
             rule=n,
             holds=bool(row[RULE + n]),
-            effect=rule_effect(r),
+            effect=rule_effect(r, model),
             contribution=row[RULE + n + CONTRIB],
             description=r.description,
         )
@@ -212,7 +212,7 @@ def from_stored(model: Model, row: dict[str, Any], lines: list[dict[str, Any]]) 
             RuleLine(
                 n,
                 ln["raw"] == "true" if r is not None else True,
-                rule_effect(r) if r is not None else "score kept within 0-100",
+                rule_effect(r, model) if r is not None else "score kept within 0-100",
                 ln["contribution"] or 0.0,
                 r.description if r is not None else None,
             )
@@ -259,15 +259,16 @@ def _stored_raw(text: str | None, value: float | None):
     return int(value) if text.lstrip("-").isdigit() else value
 
 
-def rule_effect(rule) -> str:
-    """A rule's effects in words, e.g. ``cap 60, signal disengaging``."""
+def rule_effect(rule, model: Model | None = None) -> str:
+    """A rule's effects in words, e.g. ``cap 60, signal disengaging``; a band as
+    ``model``'s scorecard names it (``band stalled``)."""
     parts = []
     for key in ("add", "floor", "cap"):
         v = getattr(rule, key)
         if v is not None:
             parts.append(f"{key} {v:+g}" if key == "add" else f"{key} {v:g}")
     if rule.band:
-        parts.append(f"band {rule.band}")
+        parts.append(f"band {model.band_name(rule.band) if model else rule.band}")
     if rule.signal:
         parts.append(f"signal {rule.signal}")
     return ", ".join(parts)
@@ -344,7 +345,7 @@ class Change:
         forced = ""
         a, b = self.after, self.before
         if a.band_forced_by and (a.band_forced_by, a.band) != (b.band_forced_by, b.band):
-            forced = f"; band forced {a.band} by rule {a.band_forced_by}"
+            forced = f"; band forced {a.band_name or a.band} by rule {a.band_forced_by}"
         elif b.band_forced_by and not a.band_forced_by:
             forced = f"; rule {b.band_forced_by} no longer forces the band"
         if not movers:

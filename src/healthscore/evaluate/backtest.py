@@ -36,7 +36,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from healthscore.core.time import dates_between, shift
+from healthscore.core.time import dates_between, shift_each
 from healthscore.engine import asof
 from healthscore.engine.history import ensure_tables
 from healthscore.evaluate.observations import (
@@ -49,18 +49,20 @@ from healthscore.evaluate.observations import (
 from healthscore.evaluate.stats import (
     Difference,
     Estimate,
-    account_rows,
+    Replicates,
+    account_index,
     average_precision,
-    bootstrap,
+    draws_of,
     interval,
     ratio,
     roc_auc,
-    take,
 )
 from healthscore.model import Model
 from healthscore.store import Store
 
 MIN_EVENTS = 20  # below this many outcome events, the evidence is called weak
+#: the riskiest shares of the book whose recall is reported ("the riskiest 10 %")
+RISKIEST = (0.1, 0.2)
 
 
 @dataclass
@@ -83,6 +85,11 @@ class Metrics:
     median_lead_days: float | None = None
     flagged_but_renewed: int = 0  # red observations followed by a renewal (churn only)
     flagged_but_renewed_share: float | None = None
+    caught: int = 0  # events whose account was flagged at event - lead
+    flagged_renewed_accounts: int = 0  # accounts flagged at an observation that renewed
+    #: of the observations with the outcome, the share in the riskiest 10 % / 20 % of the
+    #: book at their date (tied scores shared), whatever the bands
+    recall_riskiest: dict[str, Estimate] = field(default_factory=dict)
 
 
 @dataclass
@@ -109,6 +116,7 @@ class BacktestResult:
     differences: dict[str, list[Difference]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     snapshot: bool = False  # one observation per account at ``start``; labels without dates
+    verdict: str = ""  # the figures a CS leader asks for first, in one plain paragraph
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -126,15 +134,51 @@ def _corr(score: np.ndarray, y: np.ndarray) -> float | None:
     return float(np.corrcoef(score, y.astype(float))[0, 1])
 
 
+def _tied_spans(risk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, where its run of tied risks starts and ends when the rows are ordered
+    riskiest first (positions ``start <= p < end``)."""
+    import pandas as pd
+
+    r = pd.Series(-np.asarray(risk, float))
+    return r.rank(method="min").to_numpy() - 1, r.rank(method="max").to_numpy()
+
+
 def lift_by_decile(score: np.ndarray, y: np.ndarray, positive_low: bool) -> list[float | None]:
-    """Outcome rate per tenth of the observations, riskiest first, over the overall rate."""
-    if not len(y) or not y.any():
+    """Outcome rate per tenth of the observations, riskiest first, over the overall rate.
+
+    Tied scores are shared: a run of equal scores that straddles a tenth's edge counts in
+    each tenth in proportion to its part there, so the figure does not depend on the
+    order of the rows.
+
+    >>> lift_by_decile(np.array([1.0] * 10 + [2.0] * 10), np.array([1] * 10 + [0] * 10), True)
+    [2.0, 2.0, 2.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    >>> lift_by_decile(np.zeros(20), np.array([1] * 10 + [0] * 10), True)  # all tied
+    [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    """
+    y = np.asarray(y, float)
+    n = len(y)
+    if not n or not y.any():
         return []
-    order = np.argsort(score if positive_low else -score, kind="stable")
-    base = y.mean()
-    return [
-        float(y[part].mean() / base) if len(part) else None for part in np.array_split(order, 10)
-    ]
+    start, end = _tied_spans(-np.asarray(score, float) if positive_low else score)
+    edges = np.arange(11) * n / 10
+    lo, hi = edges[:-1][None, :], edges[1:][None, :]
+    part = np.clip(np.minimum(end[:, None], hi) - np.maximum(start[:, None], lo), 0, None)
+    share = part / (end - start)[:, None]  # each row's share in each tenth
+    rate = (share * y[:, None]).sum(axis=0) / (n / 10)
+    return [round(float(x), 12) for x in rate / y.mean()]
+
+
+def riskiest_share(dates: np.ndarray, risk: np.ndarray, share: float) -> np.ndarray:
+    """Per observation, how much of it is in the riskiest ``share`` of the book at its
+    date (1 inside, 0 outside; a run of tied risks across the cut is shared)."""
+    import pandas as pd
+
+    df = pd.DataFrame({"d": dates, "r": -np.asarray(risk, float)})
+    g = df.groupby("d")["r"]
+    start = g.rank(method="min").to_numpy() - 1
+    end = g.rank(method="max").to_numpy()
+    slots = share * g.transform("size").to_numpy()
+    return np.clip(slots - start, 0, end - start) / (end - start)
 
 
 def _point_figures(obs: pd.DataFrame, flagged: np.ndarray, risk: np.ndarray) -> dict:
@@ -149,17 +193,26 @@ def _point_figures(obs: pd.DataFrame, flagged: np.ndarray, risk: np.ndarray) -> 
     }
 
 
-def _event_view(stored: pd.DataFrame, events: pd.DataFrame, lead: str, start, end) -> pd.DataFrame:
-    """Per outcome event judged: the account's latest stored score at or before ts - lead."""
+def judge_events(stored: pd.DataFrame, events: pd.DataFrame, lead: str, start, end) -> pd.DataFrame:
+    """Per outcome event judged: the account's latest stored score at or before ts - lead
+    (``as_of``, ``band``, ``score`` and the ``segment`` it was scored in then), for events
+    whose ts - lead falls between ``start`` and ``end``; events with no score then are
+    not judged."""
     ev = events.copy()
-    ev["at"] = ev["ts"].map(lambda d: shift(d, lead))
+    ev["at"] = shift_each(ev["ts"], lead)
     ev = ev[(ev["at"] >= start) & (ev["at"] <= end)]
     if ev.empty or stored.empty:
-        return ev.assign(band=pd.Series(dtype=object), score=np.nan, lead_days=np.nan)
+        return ev.assign(
+            band=pd.Series(dtype=object), score=np.nan, segment=pd.Series(dtype=object)
+        ).iloc[0:0]
     left = ev.sort_values("at").reset_index(drop=True)
-    right = stored.sort_values("as_of")[["account_id", "as_of", "band", "score"]]
+    right = stored.sort_values("as_of")[["account_id", "as_of", "band", "score", "segment"]]
     m = pd.merge_asof(left, right, left_on="at", right_on="as_of", by="account_id")
-    return m
+    return m[m["band"].notna()].reset_index(drop=True)
+
+
+def _segment_key(segments: pd.Series) -> pd.Series:
+    return segments.fillna("(none)").astype(str)
 
 
 def _red_run_start(stored: pd.DataFrame, account: str, until: datetime, band: str):
@@ -185,16 +238,19 @@ def measure(
     reps: int,
     seed: int,
     judged: pd.DataFrame | None = None,
+    snapshot: bool = False,
 ) -> Metrics:
     """One model's figures on labelled observations, with account-bootstrap intervals.
 
     Recall judges each outcome event in ``events`` by the account's latest ``stored``
     score at or before the event - ``lead`` (between ``start`` and ``end``); ``judged``
-    (snapshot data) gives the events and the band each was judged by directly instead
-    (no lead time).
+    gives the judged events directly instead (see :func:`judge_events`; with
+    ``snapshot``, the band each was judged by at the snapshot, with no lead time).
+
+    The bootstrap resamples every account the figures rest on: those observed and those
+    whose events are judged, so an interval covers the same events as its estimate.
     """
     risky = outcome != GOOD
-    snapshot = judged is not None
     flag_band = "red" if risky else "green"
     opposite_band = "green" if risky else "red"
     flagged = (obs["band"] == flag_band).to_numpy(bool)
@@ -202,26 +258,33 @@ def measure(
     risk = -score if risky else score
     figures = _point_figures(obs, flagged, risk)
     if judged is None:
-        judged = _event_view(stored, events, lead, start, end)
-        judged = judged[judged["band"].notna()] if "band" in judged else judged
+        judged = judge_events(stored, events, lead, start, end)
     recall = ratio((judged["band"] == flag_band).sum(), len(judged)) if len(judged) else None
     opposite = ratio((judged["band"] == opposite_band).sum(), len(judged)) if len(judged) else None
-    # bootstrap over accounts: the same resamples for every figure
-    accounts = np.array(sorted(obs["account_id"].unique()))
-    obs_rows = account_rows(accounts, obs["account_id"])
-    ev_rows = account_rows(accounts, judged["account_id"])
-    judged_bands = judged["band"].to_numpy()
-
-    def resampled(sample: np.ndarray) -> dict[str, float | None]:
-        o = take(obs_rows, sample)
-        f = _point_figures(obs.iloc[o], flagged[o], risk[o])
-        e = take(ev_rows, sample)
-        if len(e):
-            f["recall"] = float((judged_bands[e] == flag_band).mean())
-            f["opposite"] = float((judged_bands[e] == opposite_band).mean())
-        return f
-
-    draws = bootstrap(resampled, len(accounts), reps, seed)
+    # bootstrap over accounts, every replicate at once: the same resamples for every figure
+    accounts = np.array(sorted(set(obs["account_id"]) | set(judged["account_id"])))
+    rep = Replicates(account_index(accounts, obs["account_id"]), len(accounts), reps, seed)
+    y_obs = obs["label"].to_numpy(bool)
+    neg = ~y_obs
+    resampled = {
+        "false_positive_rate": rep.ratio(flagged & neg, neg),
+        "precision": rep.ratio(flagged & y_obs, flagged),
+        "roc_auc": rep.roc_auc(y_obs, risk),
+        "pr_auc": rep.average_precision(y_obs, risk),
+        "correlation": rep.correlation(score, y_obs),
+    }
+    top = {
+        f"{share:.0%}": riskiest_share(obs["as_of"].to_numpy(), risk, share) for share in RISKIEST
+    }
+    for key, part in top.items():
+        resampled[f"riskiest {key}"] = rep.ratio(part * y_obs, y_obs)
+    if len(judged):
+        ev = rep.of(account_index(accounts, judged["account_id"]))
+        judged_bands = judged["band"].to_numpy()
+        every = np.ones(len(judged), bool)
+        resampled["recall"] = ev.ratio(judged_bands == flag_band, every)
+        resampled["opposite"] = ev.ratio(judged_bands == opposite_band, every)
+    draws = draws_of(resampled)
 
     def est(key, value):
         return interval(value, draws.get(key, []))
@@ -251,6 +314,12 @@ def measure(
         median_lead_days=float(np.median(leads)) if leads else None,
         flagged_but_renewed=int(renewed.sum()),
         flagged_but_renewed_share=ratio(renewed.sum(), flagged.sum()) if risky else None,
+        caught=int((judged["band"] == flag_band).sum()),
+        flagged_renewed_accounts=int(obs.loc[renewed, "account_id"].nunique()),
+        recall_riskiest={
+            key: est(f"riskiest {key}", ratio((part * y).sum(), y.sum()))
+            for key, part in top.items()
+        },
     )
 
 
@@ -274,14 +343,24 @@ def evaluate(
     out = outcome_events(store)
     events = out[out["kind"] == outcome]
     start, end = min(dates), max(dates)
-    overall = measure(obs, stored, events, outcome, lead, start, end, reps=reps, seed=seed)
-    segments = {}
-    for seg, part in obs.groupby(obs["segment"].fillna("(none)"), sort=True):
-        part = part.reset_index(drop=True)
-        seg_events = events[events["account_id"].isin(part["account_id"].unique())]
-        segments[str(seg)] = measure(
-            part, stored, seg_events, outcome, lead, start, end, reps=reps, seed=seed
+    judged = judge_events(stored, events, lead, start, end)
+    if keep is not None:  # events of the accounts both models observe
+        judged = judged[judged["account_id"].isin(obs["account_id"])].reset_index(drop=True)
+
+    def measured(o: pd.DataFrame, j: pd.DataFrame) -> Metrics:
+        return measure(o, stored, events, outcome, lead, start, end, reps=reps, seed=seed, judged=j)
+
+    overall = measured(obs, judged)
+    # an event counts in the segment its account was scored in when it was judged, so
+    # the segments' events add up to the overall count
+    seg_obs, seg_events = _segment_key(obs["segment"]), _segment_key(judged["segment"])
+    segments = {
+        seg: measured(
+            obs[seg_obs == seg].reset_index(drop=True),
+            judged[seg_events == seg].reset_index(drop=True),
         )
+        for seg in sorted(set(seg_obs) | set(seg_events))
+    }
     return Evaluation(outcome, overall, segments), obs, notes
 
 
@@ -347,7 +426,63 @@ def backtest(
             result.differences[kind] = paired_differences(obs, obs_vs, kind, reps, seed)
         result.evaluations[kind] = ev
         result.notes += weak_evidence_notes(ev, kind, model.label)
+    result.verdict = verdict(result.evaluations, model)
     return result
+
+
+def _share(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
+def verdict(evaluations: dict[str, Evaluation], model: Model, *, snapshot: bool = False) -> str:
+    """What the backtest found, in the words a CS leader uses: how many churners the
+    flag band caught and how early, how many flagged accounts renewed anyway, how much of
+    the churn sat in the riskiest tenth of the book, and whether the ranking is worth
+    anything (a ROC AUC whose interval includes 0.5 is called chance; one wholly below
+    it, inverted)."""
+    out = []
+    for kind, ev in evaluations.items():
+        m = ev.overall
+        risky = kind != GOOD
+        flag = model.band_name("red" if risky else "green")
+        who = "accounts that churned" if risky else "expansions"
+        if kind not in (RISK, GOOD):
+            who = f"{kind} events"
+        if m.events:
+            first = f"{flag.capitalize()} caught {m.caught:,} of {m.events:,} {who}"
+            if m.median_lead_days is not None and not snapshot:
+                first += f", a median of {m.median_lead_days:.0f} days ahead"
+        else:
+            first = f"No {who} were judged"
+        if risky:
+            first += f"; {m.flagged_renewed_accounts:,} {flag} accounts renewed anyway"
+        sentences = [first + "."]
+        top = m.recall_riskiest
+        if top.get("10%") is not None and top["10%"].value is not None:
+            end = {RISK: "about to churn", GOOD: "about to expand"}.get(kind, f"with {kind}")
+            sentences.append(
+                f"Ranked by score, the {'riskiest' if risky else 'healthiest'} 10% of the "
+                f"book held {_share(top['10%'].value)} of those {end}"
+                + (f" (20%: {_share(top['20%'].value)})" if "20%" in top else "")
+                + "."
+            )
+        auc = m.roc_auc
+        if auc.value is not None:
+            a = f"ROC AUC {auc.value:.2f}" + (
+                f", 95 % interval {auc.lo:.2f}-{auc.hi:.2f}" if auc.lo is not None else ""
+            )
+            if auc.hi is not None and auc.hi < 0.5:
+                words = f"The score is inverted for {kind} ({a}): do not act on it as it is."
+            elif auc.lo is not None and auc.lo <= 0.5:
+                words = f"The score ranks {kind} no better than chance ({a})."
+            else:
+                how = (
+                    "strongly" if auc.value >= 0.8 else "usefully" if auc.value >= 0.7 else "weakly"
+                )
+                words = f"The score ranks {kind} {how} ({a})."
+            sentences.append(words)
+        out.append(" ".join(sentences))
+    return " ".join(out)
 
 
 def paired_differences(
@@ -378,14 +513,23 @@ def paired_differences(
 
     point = figures(np.arange(len(m)))
     accounts = np.array(sorted(m["account_id"].unique()))
-    rows = account_rows(accounts, m["account_id"])
-    draws = bootstrap(lambda sample: figures(take(rows, sample)), len(accounts), reps, seed)
+    rep = Replicates(account_index(accounts, m["account_id"]), len(accounts), reps, seed)
+    score_a, score_b = sign * m["score"].to_numpy(float), sign * m["score_b"].to_numpy(float)
+    neg = ~y
+    flag_a, flag_b = m["band"].to_numpy() == flag, m["band_b"].to_numpy() == flag
+    draws = draws_of(
+        {
+            "roc_auc": rep.roc_auc(y, score_a) - rep.roc_auc(y, score_b),
+            "false_positive_rate": rep.ratio(flag_a & neg, neg) - rep.ratio(flag_b & neg, neg),
+        }
+    )
     return [Difference(k, interval(v, draws.get(k, []))) for k, v in point.items()]
 
 
 def weak_evidence_notes(ev: Evaluation, outcome: str, label: str) -> list[str]:
     """Plain words when the evidence does not support a claim: too few events judged, no
-    outcome at all, or a ROC AUC whose interval includes chance."""
+    outcome at all, a ROC AUC whose interval includes chance, or one clearly below it (a
+    score that ranks the wrong way round)."""
     m = ev.overall
     notes = []
     if m.events < MIN_EVENTS:
@@ -396,6 +540,14 @@ def weak_evidence_notes(ev: Evaluation, outcome: str, label: str) -> list[str]:
     auc = m.roc_auc
     if auc.value is None:
         notes.append(f"{outcome}: no observation had the outcome in its horizon; nothing to judge")
+    elif auc.hi is not None and auc.hi < 0.5:
+        likely = "higher" if outcome != GOOD else "lower"
+        notes.append(
+            f"{outcome}: the score of {label!r} is inverted: accounts with {likely} scores "
+            f"were more likely to be {outcome} (ROC AUC {auc.value:.2f}, 95 % interval "
+            f"{auc.lo:.2f}-{auc.hi:.2f}, all below 0.5); check the direction of its metrics "
+            "(`good`/`bad` anchors swapped?) and the outcome's meaning before using it"
+        )
     elif auc.lo is not None and auc.lo <= 0.5:
         notes.append(
             f"{outcome}: the score of {label!r} does not predict {outcome} better than chance "

@@ -45,12 +45,12 @@ from healthscore.evaluate.observations import GOOD, RISK, observations
 from healthscore.evaluate.stats import (
     Difference,
     Estimate,
-    account_rows,
-    bootstrap,
+    Replicates,
+    account_index,
+    draws_of,
     interval,
     rank_roc_auc,
     step_average_precision,
-    take,
 )
 from healthscore.model import Model
 from healthscore.store import Store
@@ -84,9 +84,12 @@ class ChallengerExplanation:
     baseline_probability: float  # the prediction for an account at every training median
     drivers: list[Driver]  # by |contribution|, largest first
 
-    def summary(self, top: int = 3) -> str:
+    def summary(self, top: int = 3, name=None) -> str:
+        """The ``top`` drivers in a line; ``name`` (e.g. ``Model.metric_label``) says
+        what each feature is called, else its metric key."""
         parts = [
-            f"{d.feature} = {_fmt(d.value)} ({d.contribution * 100:+.1f} pp)"
+            f"{name(d.feature) if name else d.feature} = {_fmt(d.value)} "
+            f"({d.contribution * 100:+.1f} pp)"
             for d in self.drivers[:top]
             if d.contribution
         ]
@@ -190,8 +193,10 @@ class ChallengerResult:
             d[k] = [x.isoformat() for x in d[k]]
         return d
 
-    def lines(self) -> list[str]:
-        """The result in plain words, a line each (what the CLI prints)."""
+    def lines(self, name=None) -> list[str]:
+        """The result in plain words, a line each (what the CLI prints); ``name`` (e.g.
+        ``Model.metric_label``) says what each feature is called, else its metric key."""
+        name = name or (lambda f: f)
         diff = {x.metric: x.value for x in self.differences}
         out = [
             f"challenger ({CHALLENGER_ONLY})",
@@ -208,12 +213,12 @@ class ChallengerResult:
             f"difference {diff.get('pr_auc', '-')}",
         ]
         if self.importance:
-            top = ", ".join(f"{f} {v:+.3f}" for f, v in self.importance[:5])
+            top = ", ".join(f"{name(f)} {v:+.3f}" for f, v in self.importance[:5])
             out.append(f"what it relies on most (held-out ROC AUC lost when shuffled): {top}")
         for e in self.explanations[:5]:
             out.append(
                 f"  {e.account_id} {e.probability:.0%} on {e.as_of:%Y-%m-%d} "
-                f"(baseline {e.baseline_probability:.0%}): {e.summary()}"
+                f"(baseline {e.baseline_probability:.0%}): {e.summary(name=name)}"
             )
         out += [f"note: {n}" for n in self.notes]
         return out
@@ -452,6 +457,42 @@ def _shapley(est, x: np.ndarray, base: np.ndarray, rng) -> tuple[np.ndarray, flo
 # --- evaluation ----------------------------------------------------------------------------
 
 
+def split_dates(
+    dates: list[datetime], train_until: datetime | None
+) -> tuple[datetime, str, list[datetime]]:
+    """Where training ends, the split in words, and the held-out dates (on or after
+    ``train_until``; without it, the second half of ``dates``). Every figure reported
+    beside the challenger is measured on the held-out dates only.
+
+    >>> from datetime import datetime as D
+    >>> split_dates([D(2025, m, 1) for m in range(1, 7)], None)[2][0]
+    datetime.datetime(2025, 4, 1, 0, 0)
+    """
+    dates = sorted(dates)
+    if train_until is None:
+        if len(dates) < 4:
+            raise ScoringError(
+                f"{len(dates)} observation dates are too few to split into training and "
+                "held-out halves",
+                hint="give more `dates` or a `train_until`",
+            )
+        train_until = dates[len(dates) // 2]
+        split = (
+            f"trained on the first half of the observation dates (horizon closed by "
+            f"{train_until:%Y-%m-%d}), evaluated on the second half"
+        )
+    else:
+        split = f"trained on observations whose horizon closed by {train_until:%Y-%m-%d}"
+    test_dates = [d for d in dates if d >= train_until]
+    if not test_dates:
+        raise ScoringError(
+            f"no observation date on or after `train_until` {train_until:%Y-%m-%d}: "
+            "nothing to evaluate the challenger on",
+            hint="choose an earlier `train_until` or later `dates`",
+        )
+    return train_until, split, test_dates
+
+
 def challenge(
     store: Store,
     model: Model,
@@ -477,27 +518,7 @@ def challenge(
     ``top`` riskiest accounts by the challenger at the last held-out date are explained.
     """
     dates = sorted(dates)
-    if train_until is None:
-        if len(dates) < 4:
-            raise ScoringError(
-                f"{len(dates)} observation dates are too few to split into training and "
-                "held-out halves",
-                hint="give more `dates` or a `train_until`",
-            )
-        train_until = dates[len(dates) // 2]
-        split = (
-            f"trained on the first half of the observation dates (horizon closed by "
-            f"{train_until:%Y-%m-%d}), evaluated on the second half"
-        )
-    else:
-        split = f"trained on observations whose horizon closed by {train_until:%Y-%m-%d}"
-    test_dates = [d for d in dates if d >= train_until]
-    if not test_dates:
-        raise ScoringError(
-            f"no observation date on or after `train_until` {train_until:%Y-%m-%d}: "
-            "nothing to evaluate the challenger on",
-            hint="choose an earlier `train_until` or later `dates`",
-        )
+    train_until, split, test_dates = split_dates(dates, train_until)
     ch = train_challenger(
         store, model, train_until, dates=dates, horizon=horizon, outcome=outcome, seed=seed
     )
@@ -607,9 +628,16 @@ def _paired_figures(test, y, prob, weighted, reps, seed):
 
     point = figures(np.arange(len(test)))
     accounts = np.array(sorted(test["account_id"].unique()))
-    rows = account_rows(accounts, test["account_id"])
-    draws = bootstrap(lambda sample: figures(take(rows, sample)), len(accounts), reps, seed)
-    return point, draws
+    rep = Replicates(account_index(accounts, test["account_id"]), len(accounts), reps, seed)
+    f = {
+        "roc_auc": rep.roc_auc(y, prob),
+        "pr_auc": rep.average_precision(y, prob),
+        "weighted_roc_auc": rep.roc_auc(y, weighted),
+        "weighted_pr_auc": rep.average_precision(y, weighted),
+    }
+    for k in ("roc_auc", "pr_auc"):
+        f[f"diff_{k}"] = f[k] - f[f"weighted_{k}"]
+    return point, draws_of(f)
 
 
 def _verdict(r: ChallengerResult) -> list[str]:

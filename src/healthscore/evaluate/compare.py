@@ -15,6 +15,10 @@ stored history of both model versions (the ``scores`` table written by
   does not score it), per rule likewise, and the 0-100 clamp likewise; the lines add up
   to the change (to 1e-9), ordered by size, with a one-line summary;
 - the same migration at every as-of date both versions have stored history for.
+
+The data keeps the bands' keys (green, yellow, red); what each model calls them (its
+scorecard's ``band_names:``) travels with it (:attr:`ModelInfo.band_names`,
+:meth:`AccountChange.summary`), for the views to show.
 """
 
 from __future__ import annotations
@@ -38,13 +42,14 @@ _RULE = "rule__"
 
 @dataclass
 class ModelInfo:
-    """Which model: its label, file, version and scorecard."""
+    """Which model: its label, file, version and scorecard, and what it calls its bands."""
 
     label: str
     file: str
     version: str
     scorecard: str
     has_arr: bool
+    band_names: dict[str, str] = field(default_factory=dict)  # green -> e.g. "on track"
 
     @classmethod
     def of(cls, model: Model) -> ModelInfo:
@@ -54,7 +59,18 @@ class ModelInfo:
             model.version,
             model.scorecard_name,
             "arr" in model.spec.metrics,
+            {b: model.band_name(b) for b in BAND_NAMES},
         )
+
+    def band_name(self, band: str) -> str:
+        """What this model calls ``band`` (a matrix label: a band, "no data", "not scored").
+
+        >>> ModelInfo("m", "m.yaml", "0", "onboarding", False, {"red": "stalled"}).band_name("red")
+        'stalled'
+        >>> ModelInfo("m", "m.yaml", "0", "health", False).band_name(NOT_SCORED)
+        'not scored'
+        """
+        return self.band_names.get(band, band)
 
     def __str__(self) -> str:
         return f"{self.label} ({self.file}, {self.version[:12]})"
@@ -139,6 +155,8 @@ class AccountChange:
     lines: list[Line]
     band_forced_current: str | None = None  # the rule that forced the band, if any
     band_forced_new: str | None = None
+    band_name_current: str | None = None  # what each model calls its band (e.g. stalled)
+    band_name_new: str | None = None
 
     @property
     def delta(self) -> float:
@@ -153,7 +171,8 @@ class AccountChange:
         head = f"{self.account_id} {_n(self.score_current)} -> {_n(self.score_new)}"
         movers = [ln.text() for ln in self.lines if abs(ln.effect) >= 0.05][:n]
         if self.band_forced_new and self.band_forced_new != self.band_forced_current:
-            movers.append(f"band {self.band_new} forced by rule {self.band_forced_new}")
+            band = self.band_name_new or self.band_new
+            movers.append(f"band {band} forced by rule {self.band_forced_new}")
         return f"{head}: " + (", ".join(movers) if movers else "no change")
 
     def to_dict(self) -> dict[str, Any]:
@@ -402,8 +421,8 @@ def account_change(
                 c_new - c_cur,
                 holds_current=row_current.get(_RULE + r) if r in rules_cur else None,
                 holds_new=row_new.get(_RULE + r) if r in rules_new else None,
-                rule_current=_effects(rules_cur[r]) if r in rules_cur else None,
-                rule_new=_effects(rules_new[r]) if r in rules_new else None,
+                rule_current=_effects(rules_cur[r], current) if r in rules_cur else None,
+                rule_new=_effects(rules_new[r], new) if r in rules_new else None,
             )
         )
     c_new, c_cur = _contribution(row_new, CLAMP), _contribution(row_current, CLAMP)
@@ -421,6 +440,8 @@ def account_change(
         lines=lines,
         band_forced_current=row_current.get("band_forced_by"),
         band_forced_new=row_new.get("band_forced_by"),
+        band_name_current=current.band_name(row_current["band"]),
+        band_name_new=new.band_name(row_new["band"]),
     )
 
 
@@ -552,8 +573,9 @@ def _contribution(row: dict, col: str) -> float:
     return float(v) if v is not None else 0.0
 
 
-def _effects(rule) -> str:
-    """A rule's effects on the score and band, in a few words (signals change neither).
+def _effects(rule, model: Model | None = None) -> str:
+    """A rule's effects on the score and band, in a few words (signals change neither);
+    the band as ``model`` names it.
 
     >>> from healthscore.model import Rule
     >>> _effects(Rule(when="x > 1", cap=60, signal="disengaging"))
@@ -568,7 +590,7 @@ def _effects(rule) -> str:
         if getattr(rule, k) is not None:
             parts.append(f"{k} {getattr(rule, k):g}")
     if rule.band is not None:
-        parts.append(f"band {rule.band}")
+        parts.append(f"band {model.band_name(rule.band) if model else rule.band}")
     return ", ".join(parts) or "signal only"
 
 

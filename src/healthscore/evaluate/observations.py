@@ -9,10 +9,11 @@ read their observations here, so all of them count the same pairs the same way.
 
 - **History data** (:func:`observations`): the stored scores at a series of dates. The
   label is whether the outcome (default ``churned``) happens within ``horizon`` after the
-  date. Accounts whose outcome came on or before the date are left out (no longer a
-  prediction target), and so are observations whose label window ends after the last
-  outcome on file (their label is not known yet). With ``until``, the outcomes table is
-  read as if it ended then (:func:`training_observations` is calibration's variant).
+  date. Accounts that had churned by the date are left out (no longer a prediction
+  target; only churn is terminal: an expansion can recur), and so are observations
+  whose label window ends after the last outcome on file (their label is not known
+  yet). With ``until``, the outcomes table is read as if it ended then
+  (:func:`training_observations` is calibration's variant).
 - **Snapshot data** (:func:`snapshot_observations`): one row per customer and an
   undated outcome label. Every account is scored once at the snapshot date (by default
   :func:`snapshot_date`, the day after the last outcome), and its label is whether it
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from healthscore.core.time import shift
+from healthscore.core.time import shift_each
 from healthscore.engine import asof
 from healthscore.engine.history import SCORES, ensure_tables
 from healthscore.errors import ScoringError
@@ -92,7 +93,7 @@ def within_horizon(obs: pd.DataFrame, events: pd.DataFrame, horizon: str) -> np.
     """For each observation (account, as_of): an event in (as_of, as_of + horizon]."""
     if events.empty or obs.empty:
         return np.zeros(len(obs), dtype=bool)
-    ends = obs["as_of"].map(lambda d: shift(d, horizon, +1))
+    ends = shift_each(obs["as_of"], horizon, +1)
     m = obs[["account_id", "as_of"]].assign(_end=ends.values, _i=np.arange(len(obs)))
     j = m.merge(events[["account_id", "ts"]], on="account_id", how="inner")
     hit = j[(j["ts"] > j["as_of"]) & (j["ts"] <= j["_end"])]["_i"].unique()
@@ -107,20 +108,36 @@ def label_observations(
     """Scored pairs labelled with ``outcome`` within ``horizon``; how many were left out
     because their window ends after the last of ``outcomes`` (an unknown label).
 
-    Accounts whose outcome came on or before the date are left out as well.
+    Accounts that had churned by the date are left out as well (see :func:`gone`).
     """
     last = outcomes["ts"].max()
-    open_window = obs["as_of"].map(lambda d: shift(d, horizon, +1) > last).to_numpy(bool)
+    open_window = (shift_each(obs["as_of"], horizon, +1) > last).to_numpy(bool)
     obs = obs[~open_window].reset_index(drop=True)
     events = outcomes[outcomes["kind"] == outcome]
-    # an account whose outcome already happened is no longer a prediction target
-    done = np.zeros(len(obs), dtype=bool)
-    if not events.empty:
-        first = events.groupby("account_id")["ts"].min()
-        done = obs["account_id"].map(first).le(obs["as_of"]).fillna(False).to_numpy(bool)
-    obs = obs[~done].reset_index(drop=True)
+    obs = obs[~gone(obs, outcomes)].reset_index(drop=True)
     obs["label"] = within_horizon(obs, events, horizon)
     return obs, int(open_window.sum())
+
+
+def gone(obs: pd.DataFrame, outcomes: pd.DataFrame) -> np.ndarray:
+    """For each observation (account, as_of): the account had churned by then (its
+    latest churn or reactivation on or before the date is a churn).
+
+    Only churn is terminal: an account that expanded (or contracted, or renewed) stays a
+    prediction target, and its next expansion is a new event to predict."""
+    import pandas as pd
+
+    ends = outcomes[outcomes["kind"].isin([RISK, "reactivated"])]
+    if ends.empty or obs.empty:
+        return np.zeros(len(obs), dtype=bool)
+    left = obs[["account_id", "as_of"]].assign(_i=np.arange(len(obs))).sort_values("as_of")
+    right = ends[["account_id", "ts", "kind"]].sort_values("ts")
+    m = pd.merge_asof(
+        left, right, left_on="as_of", right_on="ts", by="account_id", allow_exact_matches=True
+    )
+    out = np.zeros(len(obs), dtype=bool)
+    out[m["_i"].to_numpy()] = (m["kind"] == RISK).to_numpy(bool)
+    return out
 
 
 def observations(

@@ -46,7 +46,13 @@ from healthscore.evaluate.observations import (
     snapshot_date,
     snapshot_observations,
 )
-from healthscore.evaluate.stats import Estimate, bootstrap, interval, roc_auc
+from healthscore.evaluate.stats import (
+    Estimate,
+    Replicates,
+    draws_of,
+    interval,
+    roc_auc,
+)
 from healthscore.model import HEALTH, Model, load_model_text
 from healthscore.store import Store
 
@@ -65,7 +71,17 @@ def _metrics(obs: pd.DataFrame, outcome: str, reps: int, seed: int) -> bt.Metric
     judged = obs[obs["label"]].reset_index(drop=True)
     start = obs["as_of"].min()
     return bt.measure(
-        obs, obs, judged, outcome, "", start, start, reps=reps, seed=seed, judged=judged
+        obs,
+        obs,
+        judged,
+        outcome,
+        "",
+        start,
+        start,
+        reps=reps,
+        seed=seed,
+        judged=judged,
+        snapshot=True,
     )
 
 
@@ -80,13 +96,14 @@ def evaluate_snapshot(
     return bt.Evaluation(outcome, overall, segments)
 
 
-def _result(model_label, version, as_of, outcome, obs, reps, seed) -> bt.BacktestResult:
+def _result(model, model_label, as_of, outcome, obs, reps, seed) -> bt.BacktestResult:
     r = bt.BacktestResult(
-        model_label, version, as_of, as_of, EVERY, "-", "-", evaluations={}, snapshot=True
+        model_label, model.version, as_of, as_of, EVERY, "-", "-", evaluations={}, snapshot=True
     )
     ev = evaluate_snapshot(obs, outcome, reps=reps, seed=seed)
     r.evaluations[outcome] = ev
     r.notes += bt.weak_evidence_notes(ev, outcome, model_label)
+    r.verdict = bt.verdict(r.evaluations, model, snapshot=True)
     return r
 
 
@@ -104,14 +121,14 @@ def backtest(
     outcome = outcome_kind(outcome)
     as_of = as_of or snapshot_date(store)
     obs = snapshot_observations(store, model, as_of, outcome)
-    result = _result(model.label, model.version, as_of, outcome, obs, reps, seed)
+    result = _result(model, model.label, as_of, outcome, obs, reps, seed)
     if vs is not None:
         other = snapshot_observations(store, vs, as_of, outcome)
         key = ["account_id", "as_of"]
         both = obs[key].merge(other[key])
         obs = obs.merge(both, on=key)
         other = other.merge(both, on=key)
-        result = _result(model.label, model.version, as_of, outcome, obs, reps, seed)
+        result = _result(model, model.label, as_of, outcome, obs, reps, seed)
         result.vs_label = vs.label
         result.vs_evaluations = {outcome: evaluate_snapshot(other, outcome, reps=reps, seed=seed)}
         result.differences[outcome] = bt.paired_differences(obs, other, outcome, reps, seed)
@@ -232,7 +249,7 @@ def _auc_estimate(y: np.ndarray, risk: np.ndarray, reps: int, seed: int) -> Esti
     value = roc_auc(y, risk)
     if value is None:
         return Estimate(None)
-    draws = bootstrap(lambda idx: {"auc": roc_auc(y[idx], risk[idx])}, len(y), reps, seed)
+    draws = draws_of({"auc": Replicates(np.arange(len(y)), len(y), reps, seed).roc_auc(y, risk)})
     return interval(value, draws.get("auc", []))
 
 
@@ -366,9 +383,7 @@ def calibrate(
         f"regression on the same metrics ({-gap:.3f} ROC AUC above it)"
     )
     calibrated = obs.assign(score=oof, band=oof_band)
-    result = _result(
-        new.label + " (out of fold)", new.version, as_of, outcome, calibrated, reps, seed
-    )
+    result = _result(new, new.label + " (out of fold)", as_of, outcome, calibrated, reps, seed)
     result.vs_label = model.label
     result.vs_evaluations = {outcome: evaluate_snapshot(obs, outcome, reps=reps, seed=seed)}
     result.differences[outcome] = bt.paired_differences(calibrated, obs, outcome, reps, seed)

@@ -1,13 +1,15 @@
 """The FastAPI app: the routers of ``service/`` over one :class:`ServiceState`.
 
 Place in the flow: the top of ``service/``; :func:`healthscore.service.run` serves it.
-While the app runs it owns the store (opened on start-up, closed on shut-down), runs
+While the app runs it owns the store (opened on start-up, closed on shut-down; a DuckDB
+store's owner file says so to CLI commands, see :mod:`healthscore.service.owner`), runs
 the rescorer, and answers:
 
 - ``GET /health``: the only route open to anyone;
 - ``/v1/...``: the API, bearer tokens only (see :mod:`healthscore.service.auth`);
 - ``/docs`` and ``/openapi.json``: the API's documentation, from assets installed with
-  the package (never a CDN), for tokens with read access;
+  the package (never a CDN), for tokens with read access and logged-in users;
+- ``/login``, ``/logout``: dashboard logins (:mod:`healthscore.service.login`);
 - everything else: the dashboard, session cookies only.
 
 Library errors become JSON ``{"error": ..., "hint": ..., "problems": [...]}`` with a
@@ -46,16 +48,20 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
     async def lifespan(app: FastAPI):
         own = state is None
         app.state.service = state or ServiceState.open(settings)
+        from healthscore.service import parked
         from healthscore.service.rescorer import Rescorer
 
         with app.state.service.store_access() as store:
             auth_mod.ensure_tables(store)
+            parked.ensure_tables(store)
+        claimed = _claim_store(app.state.service)
         rescorer = app.state.rescorer = Rescorer(app.state.service)
         rescorer.start()
         try:
             yield
         finally:
             rescorer.stop()
+            _release_store(app.state.service, claimed)
             if own:
                 app.state.service.close()
 
@@ -83,13 +89,56 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
         """Whether the service is up (open to anyone; says nothing about the data)."""
         return {"status": "ok"}
 
-    from healthscore.service import dashboard, ingest, read, segment
+    from healthscore.service import admin, dashboard, docs, ingest, login, read, segment
 
     app.include_router(ingest.router)
     app.include_router(segment.router)
     app.include_router(read.router)
+    app.include_router(admin.router)
+    app.include_router(docs.router)
+    app.include_router(login.router)
     app.include_router(dashboard.router)
     return app
+
+
+#: the name of the admin token a server makes for local CLI commands (see owner.py)
+LOCAL_TOKEN = "local CLI of the server"
+
+
+def _claim_store(state: ServiceState) -> str | None:
+    """Say that this process owns its DuckDB store: the owner file (pid, address, and a
+    local admin token for CLI commands, made now) in the state folder. Returns the
+    token's id; None for a store with many writers (PostgreSQL) or in memory."""
+    import os
+
+    from healthscore.service import owner
+
+    if owner.duckdb_path(state.store.url) is None:
+        return None
+    pid = os.getpid()
+    with state.store_access() as store:
+        for stale in auth_mod.list_tokens(store):  # of a server that was killed
+            if stale.name.startswith(LOCAL_TOKEN) and stale.revoked_at is None:
+                auth_mod.revoke_token(store, stale.token_id)
+        new = auth_mod.create_token(store, f"{LOCAL_TOKEN} (pid {pid})", ["admin"])
+    owner.write(
+        state.settings.resolved_state_dir(),
+        owner.Owner(pid, state.settings.base_url, new.text, state.store.location),
+    )
+    return new.token.token_id
+
+
+def _release_store(state: ServiceState, token_id: str | None) -> None:
+    """Undo :func:`_claim_store`: revoke the local token, remove the owner file."""
+    import os
+
+    from healthscore.service import owner
+
+    if token_id is None:
+        return
+    owner.remove(state.settings.resolved_state_dir(), os.getpid())
+    with state.store_access() as store:
+        auth_mod.revoke_token(store, token_id)
 
 
 def _version() -> str:

@@ -50,6 +50,12 @@ class AuthError(HealthscoreError):
     """A token or login that cannot be made or used as asked."""
 
 
+class NotFound(AuthError):
+    """No token or user by that name (HTTP 404)."""
+
+    status = 404
+
+
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
@@ -178,6 +184,23 @@ def create_token(
     return NewToken(f"hs_{token_id}_{secret}", _token(row))
 
 
+def parse_expiry(text: str | None, now: datetime | None = None) -> datetime | None:
+    """When a token made ``now`` expires: ``30d``/``4w``/``3mo`` from now, or a date or
+    ISO timestamp (UTC), which must be in the future; None: never."""
+    from healthscore.core.time import DURATION, parse_as_of, shift
+
+    if text is None or not str(text).strip():
+        return None
+    now = now or _now()
+    text = str(text).strip()
+    when = shift(now, text, +1) if DURATION.match(text) else parse_as_of(text, "expires")
+    if when <= now:
+        raise AuthError(
+            f"expires: {text} is not in the future", hint="e.g. 30d, 12mo or 2027-01-01"
+        )
+    return when
+
+
 def _rows(rows: list[dict]) -> pa.Table:
     types = {"string": pa.string(), "timestamp": pa.timestamp("us")}
     schema = pa.schema([(c, types[t]) for c, t in TOKEN_COLUMNS.items()])
@@ -202,7 +225,7 @@ def revoke_token(store: Store, token_id: str) -> Token:
     token_id = token_id.removeprefix("hs_").split("_")[0]
     rows = _token_rows(store, token_id)
     if not rows:
-        raise AuthError(f"no token {token_id!r}", hint="`healthscore token list` shows them")
+        raise NotFound(f"no token {token_id!r}", hint="`healthscore token list` shows them")
     row = rows[0]
     if row["revoked_at"] is None:
         row["revoked_at"] = _now()
@@ -354,7 +377,7 @@ def list_users(store: Store) -> list[User]:
 
 def remove_user(store: Store, username: str) -> None:
     if not _user_rows(store, username):
-        raise AuthError(f"no user {username!r}")
+        raise NotFound(f"no user {username!r}", hint="`healthscore auth user list` shows them")
     store.delete_rows(USERS, {"username": username})
 
 

@@ -1,12 +1,214 @@
 """`POST /v1/ingest/{table}`: canonical rows as JSON, validated as `healthscore load`
-validates a file, appended without re-reading the whole table.
+validates a file, appended without re-reading the whole table; and the lists of what
+the Segment routes parked (`GET /v1/ingest/rejects`, `GET /v1/ingest/pending`).
 
-Place in the flow: a router of ``service/``, through ``sources`` (checks) and ``store``
-(the append); it marks the accounts it touches for the rescorer.
+Place in the flow: a router of ``service/``, through ``sources`` (the checks of a file,
+for rows in memory: :func:`healthscore.sources.rows.check_rows`) and ``store``
+(:meth:`healthscore.store.Store.append`); it marks the accounts it changed for the
+rescorer. :func:`read_json` (the body, size-capped while it is read, gzip accepted) is
+shared with :mod:`healthscore.service.segment`.
+
+The body is ``{"rows": [{column: value, ...}, ...]}``: a row is a JSON object of the
+table's columns (``healthscore load``'s JSON lines, one object per row); a batch is
+validated whole and written whole or not at all. Invalid rows get 400 with one problem
+per bad value, ``row`` being the row's index in ``rows`` (from 0).
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
+import zlib
 
-router = APIRouter()
+from fastapi import APIRouter, HTTPException, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from healthscore.core.tables import TABLES
+from healthscore.errors import HealthscoreError
+from healthscore.service import auth, parked
+from healthscore.service.settings import Settings
+
+router = APIRouter(prefix="/v1", tags=["ingest"])
+
+#: the input tables a client may write (scores are computed, not sent)
+INPUT_TABLES = tuple(t for t in TABLES if t != "scores")
+
+
+class IngestError(HealthscoreError):
+    """A request the ingest routes refuse as a whole (status on the exception)."""
+
+    def __init__(self, message: str, status: int = 400, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+async def read_body(request: Request, settings: Settings) -> bytes:
+    """The request body, decompressed when ``Content-Encoding: gzip``; 413 as soon as it
+    passes ``settings.max_body_bytes`` (as sent, or once decompressed), without reading
+    further: a gzip bomb stops at the limit, not at the end of its expansion."""
+    limit = settings.max_body_bytes
+    too_big = IngestError(
+        f"the request body is larger than {limit:,} bytes",
+        status=413,
+        hint="send fewer rows a request",
+    )
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise too_big
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip"):
+        raise IngestError(f"Content-Encoding {encoding!r} is not accepted (gzip is)", status=415)
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding == "gzip" else None
+    parts, sent, size = [], 0, 0
+    async for chunk in request.stream():
+        sent += len(chunk)
+        if sent > limit:
+            raise too_big
+        if inflate is None:
+            parts.append(chunk)
+            size = sent
+            continue
+        try:
+            data = chunk
+            while data:
+                out = inflate.decompress(data, limit + 1 - size)
+                parts.append(out)
+                size += len(out)
+                if size > limit:
+                    raise too_big
+                data = inflate.unconsumed_tail
+        except zlib.error as e:
+            raise IngestError(f"the body is not valid gzip: {e}") from None
+    if inflate is not None and not inflate.eof and sent:
+        raise IngestError("the gzip body ends before its end")
+    return b"".join(parts)
+
+
+async def read_json(request: Request, settings: Settings):
+    """The body as JSON (400 when it is not)."""
+    body = await read_body(request, settings)
+    try:
+        return json.loads(body, parse_constant=_not_json)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise IngestError(f"the body is not JSON: {e}") from None
+
+
+def _not_json(name: str):
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _table(table: str) -> str:
+    if table == "scores":
+        raise IngestError(
+            "scores are computed by healthscore, not ingested",
+            status=404,
+            hint="tables: " + ", ".join(INPUT_TABLES),
+        )
+    if table not in INPUT_TABLES:
+        raise IngestError(
+            f"unknown table {table!r}", status=404, hint="tables: " + ", ".join(INPUT_TABLES)
+        )
+    return table
+
+
+def json_body(schema: dict, example: dict) -> dict:
+    """The OpenAPI description of a JSON body a route reads itself (size-capped)."""
+    content = {"application/json": {"schema": schema, "example": example}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+ROWS_BODY = json_body(
+    {
+        "type": "object",
+        "required": ["rows"],
+        "properties": {
+            "rows": {
+                "type": "array",
+                "items": {"type": "object", "additionalProperties": True},
+                "description": "canonical rows of the table, as one JSON lines row each",
+            }
+        },
+    },
+    {"rows": [{"event_id": "e1", "account_id": "ACC-00102", "event": "login",
+               "ts": "2025-06-30T09:15:00Z"}]},
+)  # fmt: skip
+
+
+@router.post(
+    "/ingest/{table}",
+    dependencies=[auth.require("ingest", table_param="table")],
+    openapi_extra=ROWS_BODY,
+)
+async def ingest(table: str, request: Request) -> dict:
+    """Insert or update rows of an input table, by primary key.
+
+    Body: ``{"rows": [{column: value, ...}, ...]}`` (at most ``max_batch_rows`` rows;
+    ``Content-Encoding: gzip`` accepted). The rows are checked as ``healthscore load``
+    checks a file; any invalid row refuses the whole batch (400, ``problems`` naming
+    each row by its index and the column), and nothing is written. A re-sent row is
+    ``unchanged``. Rows naming an account the store does not hold are written, and
+    counted in ``unknown_accounts``, as ``healthscore load`` does."""
+    state = request.app.state.service
+    settings: Settings = state.settings
+    _table(table)
+    body = await read_json(request, settings)
+    if not isinstance(body, dict) or not isinstance(body.get("rows"), list):
+        raise IngestError(
+            'the body must be a JSON object {"rows": [...]}',
+            hint='e.g. {"rows": [{"event_id": "e1", "account_id": "A1", "ts": "2025-06-30"}]}',
+        )
+    rows = body["rows"]
+    if len(rows) > settings.max_batch_rows:
+        raise IngestError(
+            f"{len(rows):,} rows in one batch; at most {settings.max_batch_rows:,}",
+            status=413,
+            hint="split the rows into several requests",
+        )
+    return await run_in_threadpool(_write, state, table, rows)
+
+
+def _write(state, table: str, rows: list) -> dict:
+    from healthscore.sources.rows import check_rows
+
+    if not rows:
+        return {"table": table, "inserted": 0, "updated": 0, "unchanged": 0,
+                "unknown_accounts": 0, "accounts_changed": 0}  # fmt: skip
+    with check_rows(rows, table) as batch:
+        data = batch.data.read_all()
+        with state.store_access() as store:
+            result = store.append(table, data, columns=batch.supplied)
+    state.touched(result.accounts)
+    out = {
+        "table": table,
+        "inserted": result.inserted,
+        "updated": result.updated,
+        "unchanged": result.unchanged,
+        "unknown_accounts": result.unknown_accounts,
+        "accounts_changed": len(result.accounts),
+    }
+    if result.unknown_accounts:
+        out["note"] = (
+            f"{result.unknown_accounts} rows name an account not in the accounts table; they "
+            "are stored (as `healthscore load` does) and count once the account is sent"
+        )
+    return out
+
+
+@router.get("/ingest/rejects", dependencies=[auth.require("read")])
+def rejects(request: Request, limit: int = Query(100, ge=1), offset: int = Query(0, ge=0)) -> dict:
+    """Messages the Segment routes refused, newest first, with the reason."""
+    return _parked(request, parked.REJECTS, limit, offset)
+
+
+@router.get("/ingest/pending", dependencies=[auth.require("read")])
+def pending(request: Request, limit: int = Query(100, ge=1), offset: int = Query(0, ge=0)) -> dict:
+    """Segment messages waiting for a `group` call to link their user to an account."""
+    return _parked(request, parked.PENDING, limit, offset)
+
+
+def _parked(request: Request, table: str, limit: int, offset: int) -> dict:
+    state = request.app.state.service
+    if limit > state.settings.max_page:
+        raise HTTPException(400, f"limit: at most {state.settings.max_page}")
+    with state.store_access() as store:
+        total, items = parked.listing(store, table, limit, offset)
+    return {"total": total, "items": items}

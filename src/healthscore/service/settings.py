@@ -45,6 +45,10 @@ class Settings:
     daily_rescore: bool = True
     #: cookies with the Secure attribute (behind HTTPS); off for plain loopback HTTP
     secure_cookies: bool = False
+    #: failed logins of one user name or one client address before logins from it are
+    #: refused (429) until the oldest of them is ``login_window`` seconds old
+    login_failures: int = 5
+    login_window: float = 15 * 60
     #: a fixed "now" (UTC, naive) for a demo or test frozen in time; None: the clock
     now: datetime | None = None
 

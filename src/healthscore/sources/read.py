@@ -204,6 +204,7 @@ def stream_source(
     domains: dict[str, tuple[float | None, float | None]] | None = None,
     progress: Progress | None = None,
     memory_limit: str | None = None,
+    shared_scratch: bool = False,
 ) -> Iterator[SourceBatch]:
     """:func:`read_source` for a file of any size: the valid rows as a stream.
 
@@ -212,6 +213,8 @@ def stream_source(
     computed as it is read (never whole in memory), to be read inside the ``with``
     block. ``progress(step, fraction)`` hears of each step; ``memory_limit`` (DuckDB's,
     e.g. ``"1GB"``) bounds the memory the reading holds (beyond it, it spills to disk).
+    ``shared_scratch`` reads in the process's shared scratch database (a small file read
+    often: see :func:`~healthscore.store.scratch.open_scratch`).
 
     Examples
     --------
@@ -230,7 +233,7 @@ def stream_source(
         raise SourceError(f"{file}: file not found" if not p.exists() else f"{file}: not a file")
     data = DataFile(file, fmt)
     data.check_not_empty()
-    with open_scratch(memory_limit) as db:
+    with open_scratch(memory_limit, shared=shared_scratch) as db:
         if date_format is not None:
             check_date_format(db, date_format)
         check_number_format(number_format)

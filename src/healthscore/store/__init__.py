@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import gc
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -50,7 +51,7 @@ import sqlglot.expressions as sge
 
 from healthscore.core.files import disk_reason
 from healthscore.core.tables import SCHEMA_VERSION, TABLES, Cadence, get_table
-from healthscore.errors import HealthscoreError, ScoringError, StoreError
+from healthscore.errors import HealthscoreError, ScoringError, StoreError, StoreInUseError
 from healthscore.store.backend import Prepared, backend_for
 from healthscore.store.backend import parameter as parameter  # re-exported for the engine
 
@@ -90,6 +91,9 @@ class LoadResult:
     skipped: int = 0  # rows left out on purpose: a value map sent their key to nothing
     skip_reason: str | None = None  # e.g. "Customer Status maps to nothing (Joined)"
     warnings: list[str] = field(default_factory=list)  # from reading the file
+    #: the accounts whose rows the write changed (new, and before and after an update);
+    #: set by :meth:`Store.append`
+    accounts: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         text = (
@@ -157,7 +161,20 @@ def connect(
     read_only = read_only and bool(path)  # an in-memory store is the session's own
     try:
         con = _open(full, path, read_only)
+    except HealthscoreError:
+        raise
     except Exception as e:  # driver errors vary by backend; name the URL
+        in_use = _held_by(e) if path else None
+        if in_use is not None:
+            pid = in_use or None
+            who = f"another process (pid {pid})" if pid else "another process"
+            raise StoreInUseError(
+                f"the store {path} is in use by {who}",
+                hint="a DuckDB store has one writer process: stop that process, or use "
+                "PostgreSQL for several",
+                path=path,
+                pid=pid,
+            ) from None
         reason = disk_reason(e)
         if reason is not None:
             what, fix = reason
@@ -169,6 +186,19 @@ def connect(
     with store.writing():
         store.ensure_schema()
     return store
+
+
+_LOCK_HELD = re.compile(r"Could not set lock on file.*Conflicting lock is held in .*?\(PID (\d+)\)")
+
+
+def _held_by(e: Exception) -> int | None:
+    """The pid holding a DuckDB file's lock when ``e`` is DuckDB's lock conflict (0 when
+    it names none), else None."""
+    text = str(e)
+    if "Could not set lock on file" not in text:
+        return None
+    m = _LOCK_HELD.search(text)
+    return int(m.group(1)) if m else 0
 
 
 def _writes(method):
@@ -451,8 +481,124 @@ class Store:
             name, inserted, updated, unchanged, rejected, watermark, unknown, skipped=skipped
         )
 
-    def _check_columns(self, name: str, pk: str, schema: pa.Schema) -> None:
-        """A key column, and no column that differs from a stored one only by case."""
+    @_writes
+    def prepare_appends(self, names: Sequence[str] | None = None) -> None:
+        """Make the key indexes :meth:`append` uses (each once; seconds on a table of
+        millions of rows), so that a service can pay for them when it starts rather than
+        on its first batch."""
+        for name in names or TABLES:
+            self._backend.ensure_index(name, get_table(name).primary_key)
+
+    @_writes
+    def append(
+        self, name: str, data: pa.Table, *, columns: Sequence[str] | None = None
+    ) -> LoadResult:
+        """:meth:`load` for a small batch into a big table: the same result (inserted,
+        updated, unchanged by primary key; ``columns`` as there; the watermark kept),
+        plus ``accounts``, the accounts it changed, without comparing with the whole table.
+
+        The table gets an index on its key, made by the first append (seconds on a
+        table of millions of rows, once). The batch is staged and joined with the stored
+        rows of its keys in one query
+        (which row is new, changed or the same; the stored account, and the stored
+        values of the columns the batch does not supply); the changed rows are deleted
+        and the new and changed ones inserted, with the watermark, in one transaction.
+        The batch is in memory (a service's batch, thousands of rows), so its keys are
+        checked there. The planner's statistics are left as they are (a batch barely
+        moves them; the next :meth:`load` refreshes them).
+
+        Examples
+        --------
+        >>> import pyarrow as pa, datetime as dt
+        >>> s = connect("duckdb://")
+        >>> day = pa.array([dt.datetime(2024, 1, 1)] * 2)
+        >>> users = {"user_id": ["u1", "u2"], "account_id": ["a1", "a2"], "created_at": day}
+        >>> rows = pa.table(users)
+        >>> r = s.append("users", rows)
+        >>> r.inserted, sorted(r.accounts)
+        (2, ['a1', 'a2'])
+        >>> moved = pa.table({"user_id": ["u1"], "account_id": ["a3"], "created_at": day[:1]})
+        >>> r = s.append("users", moved)
+        >>> r.updated, r.unchanged, sorted(r.accounts)
+        (1, 0, ['a1', 'a3'])
+        >>> s.append("users", moved).unchanged
+        1
+        """
+        import pyarrow.compute as pc
+
+        tdef = get_table(name)
+        pk = tdef.primary_key
+        have = self._check_columns(name, pk, data.schema)
+        _check_batch_keys(name, pk, data.column(pk))
+        extra = [f for f in data.schema if f.name not in have]
+        target = pa.schema(
+            [pa.field(c, ibis.dtype(t).to_pyarrow()) for c, t in have.items()] + extra
+        )
+        wanted = target.names if columns is None else {*columns, pk}
+        supplied = [c for c in target.names if c in wanted]
+        kept = [c for c in have if c not in supplied]
+        # the batch in the store's column types, its absent columns NULL
+        rows = pa.table(
+            {
+                f.name: data.column(f.name).cast(f.type)
+                if f.name in data.schema.names
+                else pa.nulls(data.num_rows, f.type)
+                for f in target
+            }
+        )
+        batch_max = None
+        if tdef.time:
+            now = pa.scalar(datetime.now(UTC).replace(tzinfo=None), pa.timestamp("us"))
+            times = rows.column(tdef.time)
+            batch_max = pc.max(pc.filter(times, pc.less_equal(times, now))).as_py()
+        stage_name = f"_stage_{name}_{uuid.uuid4().hex[:8]}"
+        staged = rows.select(supplied)
+        with _load_errors(name):
+            self._backend.ensure_index(name, pk)
+            self._backend.stage(
+                stage_name,
+                pa.RecordBatchReader.from_batches(staged.schema, staged.to_batches()),
+                temp=self.con.supports_temporary_tables,
+            )
+            try:
+                with self.transaction():
+                    self._add_columns(name, extra)
+                    dialect = self.con.dialect
+                    compare = _compare_text(name, pk, tuple(supplied), tuple(kept), dialect)
+                    found = self._backend.run_sql(compare.replace(_STAGE, stage_name))
+                    kind = found["kind"]
+                    # the rows to write, new and changed, with the stored values of the
+                    # columns the batch does not supply
+                    if kept:
+                        at = {k: i for i, k in enumerate(found["k"].to_pylist())}
+                        take = pa.array([at[k] for k in rows.column(pk).to_pylist()], pa.int64())
+                        for c in kept:
+                            i = rows.schema.get_field_index(c)
+                            value = found[f"old_{c}"].take(take).cast(target.field(c).type)
+                            rows = rows.set_column(i, c, value)
+                    rows = rows.filter(
+                        pc.is_in(rows.column(pk), found["k"].filter(pc.not_equal(kind, "same")))
+                    )
+                    changed = found["k"].filter(pc.equal(kind, "changed")).to_pylist()
+                    inserted = pc.sum(pc.equal(kind, "new")).as_py() or 0
+                    unchanged = pc.sum(pc.equal(kind, "same")).as_py() or 0
+                    if changed:
+                        self.delete_rows(name, {pk: changed})
+                    if rows.num_rows:
+                        self._backend.insert(name, rows)
+                    watermark = self._update_watermark(name, batch_max, inserted)
+            finally:
+                self.con.drop_table(stage_name, force=True)
+        unknown = pc.sum(found["unknown"]).as_py() or 0
+        touched = set(rows.column("account_id").to_pylist())
+        touched |= set(found["_old_account"].filter(pc.equal(kind, "changed")).to_pylist())
+        result = LoadResult(name, inserted, len(changed), unchanged, 0, watermark, unknown)
+        result.accounts = sorted(a for a in touched if a is not None)
+        return result
+
+    def _check_columns(self, name: str, pk: str, schema: pa.Schema) -> dict[str, str]:
+        """A key column, and no column that differs from a stored one only by case; the
+        stored columns and their types."""
         if pk not in schema.names:
             raise StoreError(f"{name}: the rows to load have no {pk} column")
         lowered: dict[str, str] = {}
@@ -462,7 +608,8 @@ class Store:
                     f"{name}: columns {lowered[col.lower()]!r} and {col!r} differ only by case"
                 )
             lowered[col.lower()] = col
-        have = {c.lower(): c for c in self.columns(name)}
+        stored = self.columns(name)
+        have = {c.lower(): c for c in stored}
         for col in schema.names:
             if col not in have.values() and col.lower() in have:
                 raise StoreError(
@@ -470,6 +617,7 @@ class Store:
                     f"{have[col.lower()]!r} only by case",
                     hint=f"rename it, e.g. --map {col}={have[col.lower()]}",
                 )
+        return stored
 
     def _check_keys(
         self, name: str, pk: str, stage: ir.Table, time: str | None
@@ -591,7 +739,7 @@ class Store:
         marks = [m for m in (batch_max, old and old["watermark"]) if m is not None]
         row = {"w": max(marks) if marks else None, "n": (old["rows"] if old else 0) + inserted}
         self.delete_rows(WATERMARKS, {"table_name": name})
-        self.con.insert(
+        self._backend.insert(
             WATERMARKS,
             pa.table(
                 {
@@ -674,6 +822,77 @@ class Store:
         Code that has the expression runs it with :meth:`execute` instead.
         """
         return self._backend.run_sql(sql)
+
+
+def _check_batch_keys(name: str, pk: str, keys: pa.ChunkedArray) -> None:
+    """A batch in memory: every row has a key, and no key occurs twice."""
+    import pyarrow.compute as pc
+
+    if keys.null_count:
+        raise StoreError(f"{name}: {keys.null_count} rows have no {pk}; nothing was loaded")
+    counts = pc.value_counts(keys)
+    twice = counts.filter(pc.greater(counts.field("counts"), 1)).field("values").to_pylist()
+    if twice:
+        text = ", ".join(repr(d) for d in twice[:20]) + (" ..." if len(twice) > 20 else "")
+        raise StoreError(
+            f"{name}: {len(twice)} {pk} values occur more than once in one batch: {text}",
+            hint="each row needs its own key; nothing was loaded",
+        )
+
+
+#: the staged table's name in the cached text of :func:`_compare_text`
+_STAGE = "__healthscore_stage__"
+
+
+@functools.lru_cache(maxsize=256)
+def _compare_text(name: str, pk: str, supplied: tuple, kept: tuple, dialect) -> str:
+    """:func:`_compare_sql` as SQL text in ``dialect``, the staged table named
+    :data:`_STAGE` (building the statement costs more than running it on a small batch)."""
+    return _compare_sql(name, _STAGE, pk, list(supplied), list(kept)).sql(dialect)
+
+
+def _compare_sql(
+    name: str, stage: str, pk: str, supplied: list[str], kept: list[str]
+) -> sge.Select:
+    """Per staged row: its key ``k``; ``kind``, new, changed or same (its supplied
+    columns against the stored row's); the stored ``_old_account`` and ``old_<c>`` of
+    each ``kept`` column; ``unknown``, 1 when its account is not in the accounts table."""
+
+    def col(c: str, t: str) -> sge.Column:
+        return sg.column(c, table=t, quoted=True)
+
+    same = [sge.NullSafeEQ(this=col(c, "s"), expression=col(c, "t")) for c in supplied if c != pk]
+    kind = (
+        sge.Case()
+        .when(col(pk, "t").is_(sge.null()), sge.Literal.string("new"))
+        .when(sge.and_(*same) if same else sge.true(), sge.Literal.string("same"))
+        .else_(sge.Literal.string("changed"))
+    )
+    select = [
+        col(pk, "s").as_("k"),
+        kind.as_("kind"),
+        col("account_id", "t").as_("_old_account"),
+        *[col(c, "t").as_(f"old_{c}", quoted=True) for c in kept],
+    ]
+    query = sg.select(*select).from_(sg.table(stage, quoted=True).as_("s"))
+    query = query.join(
+        sg.table(name, quoted=True).as_("t"), on=col(pk, "s").eq(col(pk, "t")), join_type="left"
+    )
+    if name == "accounts":
+        return query.select(sge.Literal.number(0).as_("unknown"))
+    account = col("account_id", "s" if "account_id" in supplied else "t")
+    known = sg.select(sg.column("account_id", quoted=True)).distinct()
+    known = known.from_(sg.table("accounts", quoted=True)).subquery("a")
+    unknown = (
+        sge.Case()
+        .when(
+            sge.and_(account.is_(sge.not_(sge.null())), col("account_id", "a").is_(sge.null())),
+            sge.Literal.number(1),
+        )
+        .else_(sge.Literal.number(0))
+    )
+    query = query.join(known, on=account.eq(col("account_id", "a")), join_type="left")
+    return query.select(unknown.as_("unknown"))
 
 
 def _literal(value) -> sge.Expression:

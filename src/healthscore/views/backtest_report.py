@@ -19,12 +19,17 @@ data of :mod:`healthscore.evaluate.diagnostics`, the figures of
 - with two models, the weight changes old -> new: effective metric weights (overall and
   per segment), pillar weights, anchors and bands, as a chart and tables.
 
+Metrics read as their labels (``Model.metric_label``, as in the terminal and the portfolio
+report), each with its key beside it for finding it in the model file; bands read as the
+scorecard names them (``Model.band_name``).
+
 plotly.js is embedded once (the file opens offline and fetches nothing); everything from
 the data is escaped once for HTML by the templates and once for Plotly in the charts.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,8 +103,9 @@ class WeightsView:
     new: Model
     old: Model
     changes: list[WeightChange]
+    names: dict[str, str]  # metric key -> its label
     segments: list[str]
-    segment_rows: list[list[str]]
+    segment_rows: list[tuple[str, list[str]]]  # metric key, "old -> new" per segment
     pillar_rows: list[list[str]]
     rules_added: str | None  # None: the same rules
     rules_removed: str | None
@@ -159,6 +165,7 @@ def render_backtest_html(result, observations, models, challenger=None):
 
     labels = model_labels(models)
     changes = weight_changes(models[0], models[1]) if len(models) > 1 else []
+    names = metric_names([c.metric for c in changes], models)
     probability = _calibrated_spec(observations[0], models[0])
     drawn = {}
     curves = _curves(observations, labels, challenger)
@@ -174,12 +181,13 @@ def render_backtest_html(result, observations, models, challenger=None):
     for i, obs in enumerate(observations):
         fig = charts.score_distribution(obs, labels[i], models[i].spec.bands)
         distributions.append(charts.embed(fig, f"distribution-{i}"))
-    weights = _weights_view(changes, models) if len(models) > 1 else None
+    weights = _weights_view(changes, models, names) if len(models) > 1 else None
     if weights is not None:
-        fig = charts.weights_figure(changes, labels)
+        fig = charts.weights_figure(changes, labels, names)
         drawn["weights"] = charts.embed(fig, "weights", height=160 + 34 * len(changes))
     if challenger is not None and challenger.importance:
-        fig = charts.importance_figure(challenger.importance)
+        features = metric_names([f for f, _ in challenger.importance], models)
+        fig = charts.importance_figure(challenger.importance, features)
         height = 160 + 26 * len(challenger.importance)
         drawn["challenger-importance"] = charts.embed(fig, "challenger-importance", height)
     risk = result.evaluations.get(bt.RISK)
@@ -191,16 +199,17 @@ def render_backtest_html(result, observations, models, challenger=None):
             labels=labels,
             challenger=challenger,
             challenger_only=CHALLENGER_ONLY,
-            kpis=_kpis(risk.overall) if risk is not None else [],
+            kpis=_kpis(risk.overall, models[0]) if risk is not None else [],
             risk=risk.overall if risk is not None else None,
             notes=[*result.notes, *(challenger.notes if challenger is not None else [])],
-            figures=_figures(result, labels),
+            figures=_figures(result, labels, models[0]),
             probability=probability,
             charts=drawn,
             distributions=distributions,
             weights=weights,
             challenger_rows=_challenger_rows(challenger) if challenger is not None else [],
-            explained=_explained(challenger) if challenger is not None else [],
+            explained=_explained(challenger, models[0]) if challenger is not None else [],
+            metric_label=lambda m: metric_names([m], models)[m],
             title=f"healthscore backtest, {date_text(result.start)} to {date_text(result.end)}",
             **page_globals(),
         )
@@ -219,10 +228,27 @@ def model_labels(models) -> list[str]:
     return labels
 
 
-def _kpis(m: bt.Metrics) -> list[tuple[str, bt.Estimate]]:
+def metric_names(keys, models) -> dict[str, str]:
+    """Each metric key's label, from the first of ``models`` that labels it (a metric one
+    model no longer has keeps the label the other gives it); a label two metrics share
+    gets its key added, so a chart's rows stay apart.
+
+    >>> from healthscore.model import load_model
+    >>> metric_names(["days_since_touchpoint", "gone"], [load_model()])
+    {'days_since_touchpoint': 'Days since last touchpoint', 'gone': 'gone'}
+    """
+    out = {}
+    for k in keys:
+        labels = [m.metric_label(k) for m in models]
+        out[k] = next((x for x in labels if x != k), k)
+    seen = Counter(out.values())
+    return {k: v if seen[v] == 1 or v == k else f"{v} ({k})" for k, v in out.items()}
+
+
+def _kpis(m: bt.Metrics, model: Model) -> list[tuple[str, bt.Estimate]]:
     return [
         ("ROC AUC", m.roc_auc),
-        ("recall (red before churn)", m.recall),
+        (f"recall ({model.band_name('red')} before churn)", m.recall),
         ("false-positive rate", m.false_positive_rate),
     ]
 
@@ -231,7 +257,7 @@ def _lift_text(lift) -> str:
     return "-" if not lift or lift[0] is None else f"{number(lift[0])}x"
 
 
-def _figures(result, labels) -> list[OutcomeFigures]:
+def _figures(result, labels, model: Model) -> list[OutcomeFigures]:
     out = []
     for kind, ev in result.evaluations.items():
         other = (result.vs_evaluations or {}).get(kind)
@@ -244,6 +270,12 @@ def _figures(result, labels) -> list[OutcomeFigures]:
             if other is not None:
                 row += [getattr(other.overall, key), diffs.get(key, "")]
             rows.append(row)
+        for key in ("10%", "20%"):
+            end = "riskiest" if kind == bt.RISK else "healthiest"
+            row = [f"recall in the {end} {key} of the book", o.recall_riskiest.get(key, "-")]
+            if other is not None:
+                row += [other.overall.recall_riskiest.get(key, "-"), ""]
+            rows.append(row)
         lead = ["median lead time (days)", number(o.median_lead_days, ".0f")]
         if other is not None:
             lead += [number(other.overall.median_lead_days, ".0f"), ""]
@@ -255,7 +287,7 @@ def _figures(result, labels) -> list[OutcomeFigures]:
         if kind == bt.RISK:
             rows.append(
                 [
-                    "red but renewed",
+                    f"{model.band_name('red')} but renewed",
                     f"{o.flagged_but_renewed} ({number(o.flagged_but_renewed_share, '.1%')})",
                 ]
             )
@@ -267,7 +299,7 @@ def _figures(result, labels) -> list[OutcomeFigures]:
             [name, f"{m.observations:,}", m.events, m.recall, m.roc_auc, m.false_positive_rate]
             for name, m in ev.segments.items()
         ]
-        flag = "red" if kind == bt.RISK else "green"
+        flag = model.band_name("red" if kind == bt.RISK else "green")
         out.append(OutcomeFigures(kind, flag, o, headers, rows, segment_rows))
     return out
 
@@ -340,11 +372,11 @@ def _probability_series(observations, labels, challenger) -> list[tuple]:
     return series
 
 
-def _weights_view(changes: list[WeightChange], models) -> WeightsView:
+def _weights_view(changes: list[WeightChange], models, names: dict[str, str]) -> WeightsView:
     new, old = models[0], models[1]
     segments = list(changes[0].segments) if changes else []
     segment_rows = [
-        [c.metric] + [f"{weight_text(o)} -> {weight_text(n)}" for o, n in c.segments.values()]
+        (c.metric, [f"{weight_text(o)} -> {weight_text(n)}" for o, n in c.segments.values()])
         for c in changes
     ]
     pw_old, pw_new = old.pillar_weights(), new.pillar_weights()
@@ -362,7 +394,9 @@ def _weights_view(changes: list[WeightChange], models) -> WeightsView:
     if rules_old != rules_new:
         added = ", ".join(sorted(rules_new - rules_old)) or "none"
         removed = ", ".join(sorted(rules_old - rules_new)) or "none"
-    return WeightsView(new, old, changes, segments, segment_rows, pillar_rows, added, removed)
+    return WeightsView(
+        new, old, changes, names, segments, segment_rows, pillar_rows, added, removed
+    )
 
 
 def _challenger_rows(ch) -> list[list]:
@@ -373,8 +407,9 @@ def _challenger_rows(ch) -> list[list]:
     ]
 
 
-def _explained(ch) -> list[tuple]:
-    """The challenger's riskiest accounts, each with the weighted model's score and band."""
+def _explained(ch, model: Model) -> list[tuple]:
+    """The challenger's riskiest accounts, each with the weighted model's score and band
+    (the band as the model names it)."""
     if not ch.explanations:
         return []
     scores = ch.predictions.set_index(["account_id", "as_of"])
@@ -382,5 +417,6 @@ def _explained(ch) -> list[tuple]:
     for e in ch.explanations:
         key = (e.account_id, e.as_of)
         s = scores.loc[key] if key in scores.index else None
-        out.append((e, None if s is None else float(s["score"]), None if s is None else s["band"]))
+        band = None if s is None else model.band_name(s["band"])
+        out.append((e, None if s is None else float(s["score"]), band))
     return out

@@ -96,9 +96,14 @@ def plotly_text(text) -> str:
     return html.escape(strip_bidi(str(text)), quote=False)
 
 
-def band_label(band: str | None) -> str:
-    """``green``, ``yellow``, ``red``, or ``no score``."""
-    return band or "no score"
+def band_label(band: str | None, name=None) -> str:
+    """``band`` (green/yellow/red; None: no score) as the scorecard names it (``name``:
+    e.g. :meth:`healthscore.portfolio.ReportData.band_name`), escaped for Plotly.
+
+    >>> band_label("red"), band_label("red", {"red": "at <risk>"}.get), band_label(None)
+    ('red', 'at &lt;risk&gt;', 'no score')
+    """
+    return plotly_text(name(band) if name is not None else band or "no score")
 
 
 # --- the portfolio report -------------------------------------------------------------------
@@ -121,7 +126,7 @@ def bands_over_time(data: ReportData, measure: str) -> go.Figure:
             go.Scatter(
                 x=dates,
                 y=[by_date.get(x, 0) for x in dates],
-                name=band_label(band),
+                name=band_label(band, data.band_name),
                 stackgroup="one",
                 mode="lines",
                 line={"color": BAND_COLOR[band], "width": 0.5},
@@ -136,7 +141,7 @@ def band_bars(data: ReportData) -> go.Figure:
     """ARR (or accounts, without ARR) per band now."""
     fig = go.Figure(
         go.Bar(
-            x=[band_label(b.band) for b in data.bands],
+            x=[band_label(b.band, data.band_name) for b in data.bands],
             y=[b.arr if data.arr_known else b.accounts for b in data.bands],
             marker_color=[BAND_COLOR[b.band] for b in data.bands],
             text=[money(b.arr) if data.arr_known else str(b.accounts) for b in data.bands],
@@ -160,7 +165,7 @@ def segment_bands(data: ReportData) -> go.Figure:
             go.Bar(
                 y=[plotly_text(b.key or "(none)") for b in data.segments],
                 x=[getattr(b, band) for b in data.segments],
-                name=band,
+                name=band_label(band, data.band_name),
                 orientation="h",
                 marker_color=BAND_COLOR[band],
             )
@@ -393,9 +398,14 @@ def score_distribution(obs, label: str, bands) -> go.Figure:
     return fig
 
 
-def weights_figure(changes: list[diagnostics.WeightChange], labels: list[str]) -> go.Figure:
-    """Effective metric weights of the old and the new model, biggest change first."""
-    metrics = [plotly_text(c.metric) for c in changes]
+def weights_figure(
+    changes: list[diagnostics.WeightChange], labels: list[str], names: dict[str, str] | None = None
+) -> go.Figure:
+    """Effective metric weights of the old and the new model, biggest change first; each
+    metric named by ``names`` (key -> label), its key on hover."""
+    names = names or {}
+    metrics = [plotly_text(names.get(c.metric, c.metric)) for c in changes]
+    keys = [plotly_text(c.metric) for c in changes]
     fig = go.Figure()
     for name, color, values in (
         (f"old: {labels[1]}", OLD_COLOR, [c.old or 0.0 for c in changes]),
@@ -408,7 +418,8 @@ def weights_figure(changes: list[diagnostics.WeightChange], labels: list[str]) -
                 name=plotly_text(name),
                 orientation="h",
                 marker_color=color,
-                hovertemplate="%{y}: %{x:.1f} %<extra></extra>",
+                customdata=keys,
+                hovertemplate="%{y} (%{customdata}): %{x:.1f} %<extra></extra>",
             )
         )
     fig.update_layout(
@@ -420,20 +431,76 @@ def weights_figure(changes: list[diagnostics.WeightChange], labels: list[str]) -
     return fig
 
 
-def importance_figure(importance: list[tuple[str, float]]) -> go.Figure:
-    """The challenger's permutation importance: held-out ROC AUC lost per shuffled feature."""
+def importance_figure(
+    importance: list[tuple[str, float]], names: dict[str, str] | None = None
+) -> go.Figure:
+    """The challenger's permutation importance: held-out ROC AUC lost per shuffled feature
+    (each metric named by ``names``, key -> label; its key on hover)."""
+    names = names or {}
     fig = go.Figure(
         go.Bar(
-            y=[plotly_text(f) for f, _ in importance],
+            y=[plotly_text(names.get(f, f)) for f, _ in importance],
             x=[v for _, v in importance],
             orientation="h",
             marker_color=CHALLENGER_COLOR,
-            hovertemplate="%{y}: %{x:+.3f}<extra></extra>",
+            customdata=[plotly_text(f) for f, _ in importance],
+            hovertemplate="%{y} (%{customdata}): %{x:+.3f}<extra></extra>",
         )
     )
     fig.update_layout(
         title="What the challenger relies on: held-out ROC AUC lost when a feature is shuffled",
         xaxis_title="ROC AUC drop",
         yaxis={"autorange": "reversed"},
+    )
+    return fig
+
+
+# --- the dashboard's account page ---------------------------------------------------------
+
+
+def score_history(points, bands, title: str, band_names=None) -> go.Figure:
+    """One account's score over time, over its band zones: red below ``bands.yellow``,
+    yellow up to ``bands.green``, green above. ``points`` holds (as_of, score, band)."""
+    names = band_names or {}
+    fig = go.Figure(
+        go.Scatter(
+            x=[p[0] for p in points],
+            y=[p[1] for p in points],
+            mode="lines+markers",
+            name="score",
+            line={"color": "#1f2933", "width": 2},
+            customdata=[plotly_text(names.get(p[2], band_label(p[2]))) for p in points],
+            hovertemplate="%{x|%Y-%m-%d}: %{y:.1f} (%{customdata})<extra></extra>",
+        )
+    )
+    for band, lo, hi in (
+        ("red", 0, bands.yellow),
+        ("yellow", bands.yellow, bands.green),
+        ("green", bands.green, 100),
+    ):
+        fig.add_hrect(y0=lo, y1=hi, fillcolor=BAND_COLOR[band], opacity=0.15, line_width=0)
+    fig.update_layout(
+        title=plotly_text(title), yaxis={"range": [0, 100], "title": "score"}, showlegend=False
+    )
+    return fig
+
+
+def pillar_bars(pillars) -> go.Figure:
+    """An account's pillar scores (0-100) with each pillar's weight on hover; ``pillars``
+    holds (pillar, score, weight)."""
+    fig = go.Figure(
+        go.Bar(
+            y=[plotly_text(p) for p, _, _ in pillars],
+            x=[s if s is not None else 0 for _, s, _ in pillars],
+            orientation="h",
+            marker_color="#3c6fd6",
+            text=["no data" if s is None else f"{s:.0f}" for _, s, _ in pillars],
+            textposition="auto",
+            customdata=[f"{w:.0%}" for _, _, w in pillars],
+            hovertemplate="%{y}: %{x:.1f}, weight %{customdata}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title="Pillar scores", xaxis={"range": [0, 100]}, yaxis={"autorange": "reversed"}
     )
     return fig

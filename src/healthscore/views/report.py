@@ -181,8 +181,9 @@ def page_globals() -> dict:
     return {"plotly_js": Markup(plotly_js()), "generated": datetime.now(UTC)}
 
 
-def _portfolio_charts(data: ReportData) -> dict:
-    """The report's figures by slug, in page order; a section without data has none."""
+def portfolio_charts(data: ReportData) -> dict:
+    """The report's figures by slug, in page order; a section without data has none
+    (the dashboard's portfolio page draws the same ones)."""
     from healthscore.views import charts
 
     out = {}
@@ -208,7 +209,7 @@ def render_report_html(data: ReportData) -> tuple[str, int]:
     """The report page and the number of charts in it."""
     from healthscore.views.charts import BAND_COLOR
 
-    drawn = _portfolio_charts(data)
+    drawn = portfolio_charts(data)
     page = (
         page_environment()
         .get_template("report.html")

@@ -357,16 +357,21 @@ def _paragraph(console: Console, text: str) -> None:
     console.print()
 
 
-def render_backtest(console: Console, r, *, plain: bool = True) -> None:
+def render_backtest(console: Console, r, *, plain: bool = True, model=None) -> None:
     """The backtest figures: overall and per segment, side by side with --vs; first
-    (``plain``) one paragraph saying in plain words what was done and how to read it."""
+    (``plain``) one paragraph saying in plain words what was done and how to read it.
+    The bands read as ``model`` (the backtested one) names them."""
+    red = model.band_name("red") if model is not None else "red"
+    green = model.band_name("green") if model is not None else "green"
+    if plain and r.verdict:
+        _paragraph(console, f"Verdict: {r.verdict}")
     if plain and getattr(r, "snapshot", False):
         _paragraph(
             console,
             "In plain words: every account was scored once, at the snapshot date, and the "
             "scores were set against the outcomes on file. Recall is the share of accounts "
-            "that churned which the score had in red; the false-positive rate is the share "
-            "of accounts that stayed but were red anyway. ROC AUC says how well the score "
+            f"that churned which the score had in {red}; the false-positive rate is the share "
+            f"of accounts that stayed but were {red} anyway. ROC AUC says how well the score "
             "ranks the accounts that left below those that stayed (1 = always, 0.5 = a coin "
             "toss). The snapshot has no dates, so it cannot say how early a warning came.",
         )
@@ -376,8 +381,8 @@ def render_backtest(console: Console, r, *, plain: bool = True) -> None:
             f"In plain words: we went back to every {r.every} between {r.start:%Y-%m-%d} "
             f"and {r.end:%Y-%m-%d}, scored each account with only the data it had then, and "
             f"looked at what happened in the {r.horizon} after. Recall is the share of "
-            f"accounts that churned which were red {r.lead} before they left; the "
-            "false-positive rate is the share of accounts that stayed but were red anyway. "
+            f"accounts that churned which were {red} {r.lead} before they left; the "
+            f"false-positive rate is the share of accounts that stayed but were {red} anyway. "
             "ROC AUC says how well the score ranks the accounts that left below those that "
             "stayed (1 = always, 0.5 = a coin toss).",
         )
@@ -407,8 +412,9 @@ def render_backtest(console: Console, r, *, plain: bool = True) -> None:
         ("PR AUC", "pr_auc"),
         ("score-outcome correlation", "correlation"),
     ]
+    riskiest = [(f"recall in the riskiest {k} of the book", k) for k in ("10%", "20%")]
     for kind, ev in r.evaluations.items():
-        flag = "red" if kind == "churned" else "green"
+        flag = escape(red if kind == "churned" else green)
         table = Table(
             title=f"{kind} (flag: {flag}); {ev.overall.events} events judged, "
             f"{ev.overall.positives} of {ev.overall.observations:,} observations positive",
@@ -427,6 +433,13 @@ def render_backtest(console: Console, r, *, plain: bool = True) -> None:
             if other is not None:
                 cells += [str(getattr(other.overall, key)), str(diffs.get(key, ""))]
             table.add_row(*cells)
+        for label, key in riskiest:
+            if kind != "churned":
+                label = label.replace("riskiest", "healthiest")
+            cells = [label, str(ev.overall.recall_riskiest.get(key, "-"))]
+            if other is not None:
+                cells += [str(other.overall.recall_riskiest.get(key, "-")), ""]
+            table.add_row(*cells)
         o = ev.overall
         cells = ["median lead time (days)", _fmt(o.median_lead_days, 0)]
         if other is not None:
@@ -434,7 +447,7 @@ def render_backtest(console: Console, r, *, plain: bool = True) -> None:
         table.add_row(*cells)
         if kind == "churned":
             share = _pct(o.flagged_but_renewed_share)
-            cells = ["red but renewed", f"{o.flagged_but_renewed} ({share})"]
+            cells = [f"{red} but renewed", f"{o.flagged_but_renewed} ({share})"]
             if other is not None:
                 oo = other.overall
                 cells += [f"{oo.flagged_but_renewed} ({_pct(oo.flagged_but_renewed_share)})", ""]
@@ -487,7 +500,7 @@ def render_portfolio(console: Console, result, command: str = "healthscore") -> 
     for b in ("green", "yellow", "red", None):
         if counts.get(b):
             bands.add_row(
-                f"[{BAND_STYLE[b]}]{b or 'no data'}[/]",
+                band_text(model, b),
                 f"{counts[b]:,}",
                 f"{counts[b] / len(rows):.0%}",
                 f"{arr[b]:,.0f}",
@@ -547,6 +560,7 @@ def render_portfolio(console: Console, result, command: str = "healthscore") -> 
             f"--vs {c.before.as_of:%Y-%m-%d}",
         )
         hints.insert(2, f"{command} trends --as-of {result.as_of:%Y-%m-%d} --class rapid_decline")
+    hints.append(f"{command} serve --admin-user admin   (the dashboard and API, until Ctrl-C)")
     for hint in hints:
         console.print(f"try: {where}{hint}", highlight=False, soft_wrap=True)
 
@@ -556,6 +570,28 @@ def render_portfolio(console: Console, result, command: str = "healthscore") -> 
 
 def _share(x: float | None) -> str:
     return "-" if x is None else f"{x:.0%}"
+
+
+def left_out_notes(books: dict) -> list[str]:
+    """What the scores of each model rest on (``{"new": Evidence, "current": Evidence}``),
+    in the words ``score`` prints: one line when both models leave out the same accounts
+    for the same reasons, else one line per model.
+
+    >>> from datetime import datetime
+    >>> from healthscore.engine.asof import Evidence
+    >>> d = datetime(2025, 1, 1)
+    >>> left_out_notes({"new": Evidence(d, 5, {"not yet created": 2}),
+    ...                 "current": Evidence(d, 5, {"not yet created": 2})})
+    ['scored 3 of 5 accounts as of 2025-01-01; left out: 2 not yet created']
+    >>> left_out_notes({"new": Evidence(d, 5, {"outside the population": 1}),
+    ...                 "current": Evidence(d, 5)})  # doctest: +NORMALIZE_WHITESPACE
+    ['new model: scored 4 of 5 accounts as of 2025-01-01; left out: 1 outside the population',
+     'current model: scored 5 of 5 accounts as of 2025-01-01']
+    """
+    texts = {name: book.summary() for name, book in books.items()}
+    if len(set(texts.values())) <= 1:
+        return list(texts.values())[:1]
+    return [f"{name} model: {text}" for name, text in texts.items()]
 
 
 def render_comparison(console: Console, c) -> None:
@@ -573,8 +609,9 @@ def render_comparison(console: Console, c) -> None:
     )
     matrix = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     matrix.add_column("current \\ new", no_wrap=True)
-    for b in c.bands:
-        matrix.add_column(f"[{BAND_STYLE.get(b, 'dim')}]{b}[/]", justify="right", no_wrap=True)
+    for b in c.bands:  # columns: the new model's names for its bands
+        name = escape(c.new.band_name(b))
+        matrix.add_column(f"[{BAND_STYLE.get(b, 'dim')}]{name}[/]", justify="right", no_wrap=True)
     matrix.add_column("total", justify="right", no_wrap=True)
     for b1 in c.bands:
         row = c.matrix[b1]
@@ -592,7 +629,8 @@ def render_comparison(console: Console, c) -> None:
             cells.append(text)
         total_arr = sum(cell.arr or 0.0 for cell in row.values())
         total = f"{n:,}" + (f" ({money(total_arr)})" if arr else "")
-        matrix.add_row(f"[{BAND_STYLE.get(b1, 'dim')}]{b1}[/]", *cells, total)
+        name = escape(c.current.band_name(b1))  # rows: the current model's names
+        matrix.add_row(f"[{BAND_STYLE.get(b1, 'dim')}]{name}[/]", *cells, total)
     console.print(matrix)
     moved = (
         f"{s.accounts_both:,} accounts scored by both: {s.moved_up:,} move up a band"
@@ -608,10 +646,11 @@ def render_comparison(console: Console, c) -> None:
         )
     console.print(moved, highlight=False)
     console.print(
-        f"red: {_share(s.red_share_current)} of accounts under the current model -> "
-        f"{_share(s.red_share_new)} under the new one; {s.entered:,} accounts enter the "
+        f"{_red_names(c)}: {_share(s.red_share_current)} of accounts under the current model "
+        f"-> {_share(s.red_share_new)} under the new one; {s.entered:,} accounts enter the "
         f"population, {s.left:,} leave it",
         highlight=False,
+        markup=False,
     )
     for note in c.notes:
         console.print(f"[yellow]Note:[/] {note}", highlight=False)
@@ -633,17 +672,26 @@ def render_comparison(console: Console, c) -> None:
                 ch.account_id,
                 ch.segment or "",
                 f"{_fmt(ch.score_current, 1)} [{BAND_STYLE.get(ch.band_current, 'dim')}]"
-                f"{ch.band_current}[/]",
-                f"{_fmt(ch.score_new, 1)} [{BAND_STYLE.get(ch.band_new, 'dim')}]{ch.band_new}[/]",
+                f"{escape(ch.band_name_current or ch.band_current)}[/]",
+                f"{_fmt(ch.score_new, 1)} [{BAND_STYLE.get(ch.band_new, 'dim')}]"
+                f"{escape(ch.band_name_new or ch.band_new)}[/]",
                 f"{ch.delta:+.1f}",
-                ch.summary().split(": ", 1)[1],
+                Text(ch.summary().split(": ", 1)[1]),
             )
         console.print(top)
     if c.history is not None:
-        _render_compare_history(console, c.history)
+        reds = c.current.band_name("red"), c.new.band_name("red")
+        _render_compare_history(console, c.history, *reds)
 
 
-def _render_compare_history(console: Console, h) -> None:
+def _red_names(c) -> str:
+    """The red band as both models name it: ``red``, or ``stalled (current) / at risk
+    (new)`` when the models name it differently."""
+    cur, new = c.current.band_name("red"), c.new.band_name("red")
+    return cur if cur == new else f"{cur} (current) / {new} (new)"
+
+
+def _render_compare_history(console: Console, h, red: str = "red", red_new: str = "red") -> None:
     if h.points:
         table = Table(
             title="over stored history: the same comparison at each stored as-of date",
@@ -652,7 +700,8 @@ def _render_compare_history(console: Console, h) -> None:
         )
         for col in ("as of", "accounts", "change band", "up", "down", "enter", "leave"):
             table.add_column(col, justify="left" if col == "as of" else "right", no_wrap=True)
-        for col in ("red current", "red new", "mean change", "biggest change"):
+        for col in (f"{red} current", f"{red_new} new", "mean change", "biggest change"):
+            col = escape(col)
             table.add_column(col, justify="right", no_wrap=True)
         for p in h.points:
             s = p.summary
@@ -767,7 +816,9 @@ def weights_table(metrics: list[MetricChange], pillars: dict[str, tuple[float, f
 
 def render_calibration(console: Console, r: CalibrationResult) -> None:
     """Weight changes, bands, the training figures and the held-out comparison, after
-    one paragraph in plain words."""
+    the verdict on the held-out dates and one paragraph in plain words."""
+    if r.backtest is not None and r.backtest.verdict:
+        _paragraph(console, f"Verdict, on the dates the fit never saw: {r.backtest.verdict}")
     _paragraph(
         console,
         f"In plain words: the weights and the band thresholds were fitted so that the "
@@ -788,8 +839,7 @@ def render_calibration(console: Console, r: CalibrationResult) -> None:
     render_review(console, r.review)
     console.print(weights_table(r.metrics, r.pillars))
     console.print(
-        f"bands: green {r.old_bands['green']:g} -> {r.new_bands['green']:g}, yellow "
-        f"{r.old_bands['yellow']:g} -> {r.new_bands['yellow']:g}; on the training "
+        f"bands: {_bands_change(r)}; on the training "
         f"observations recall {_pct1(r.old_train_recall)} -> {_pct1(r.train_recall)}, "
         f"false-positive rate {_pct1(r.old_train_fpr)} -> {_pct1(r.train_fpr)}, "
         + _red_share_text(r),
@@ -813,7 +863,7 @@ def render_calibration(console: Console, r: CalibrationResult) -> None:
                 f"(score below {e.new_threshold:g})",
                 highlight=False,
             )
-        render_backtest(console, r.backtest, plain=False)
+        render_backtest(console, r.backtest, plain=False, model=r.model)
     for note in r.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
 
@@ -829,17 +879,31 @@ def render_review(console: Console, lines: list[str]) -> None:
         console.print(f"  {line}", highlight=False, soft_wrap=True)
 
 
+def _bands_change(r) -> str:
+    """``green 80 -> 75, yellow 50 -> 55``, each band as the calibrated model names it."""
+    name = r.model.band_name
+    return (
+        f"{name('green')} {r.old_bands['green']:g} -> {r.new_bands['green']:g}, "
+        f"{name('yellow')} {r.old_bands['yellow']:g} -> {r.new_bands['yellow']:g}"
+    )
+
+
 def _red_share_text(r) -> str:
-    """``red 8.1 % -> 12.0 % of observations (cap 12.2 %, bound: yellow 61 wanted)``."""
-    text = f"red {_pct1(r.old_red_share)} -> {_pct1(r.red_share)} of them (cap {_pct1(r.red_cap)}"
+    """``red 8.1 % -> 12.0 % of observations (cap 12.2 %, bound: yellow 61 wanted)``, each
+    band as the calibrated model names it."""
+    red, yellow = r.model.band_name("red"), r.model.band_name("yellow")
+    text = f"{red} {_pct1(r.old_red_share)} -> {_pct1(r.red_share)} of them "
+    text += f"(cap {_pct1(r.red_cap)}"
     if r.wanted_yellow is not None:
-        text += f"; the cap bound: the target recall wanted yellow {r.wanted_yellow:g}"
+        text += f"; the cap bound: the target recall wanted {yellow} {r.wanted_yellow:g}"
     return text + ")"
 
 
 def render_snapshot_calibration(console: Console, r: SnapshotCalibration) -> None:
-    """Weights, bands, the cross-validated comparison and the backtest table, after one
-    paragraph in plain words."""
+    """Weights, bands, the cross-validated comparison and the backtest table, after the
+    out-of-fold verdict and one paragraph in plain words."""
+    if r.backtest.verdict:
+        _paragraph(console, f"Verdict, out of fold: {r.backtest.verdict}")
     _paragraph(
         console,
         f"In plain words: the weights and the band thresholds were fitted so that the "
@@ -858,8 +922,7 @@ def render_snapshot_calibration(console: Console, r: SnapshotCalibration) -> Non
     render_review(console, r.review)
     console.print(weights_table(r.metrics, r.pillars))
     console.print(
-        f"bands: green {r.old_bands['green']:g} -> {r.new_bands['green']:g}, yellow "
-        f"{r.old_bands['yellow']:g} -> {r.new_bands['yellow']:g}; " + _red_share_text(r),
+        f"bands: {_bands_change(r)}; " + _red_share_text(r),
         highlight=False,
     )
     a = Table(title="ROC AUC (95 % bootstrap interval)", box=box.SIMPLE_HEAD, title_justify="left")
@@ -870,7 +933,7 @@ def render_snapshot_calibration(console: Console, r: SnapshotCalibration) -> Non
     console.print(a)
     if r.out is not None:
         console.print(f"wrote {r.out}", highlight=False)
-    render_backtest(console, r.backtest, plain=False)
+    render_backtest(console, r.backtest, plain=False, model=r.model)
     for note in r.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
 
@@ -1044,6 +1107,38 @@ def render_flags(console: Console, rows: list[dict]) -> None:
             r["note"] or "",
         )
     console.print(table)
+
+
+def render_tokens(console: Console, rows: list[dict]) -> None:
+    """API tokens (never their secrets), one per row: id, name, scopes, made, expires,
+    revoked; ``rows`` as the API's JSON gives them (ISO timestamps)."""
+    table = Table(title=f"{len(rows)} tokens", box=box.SIMPLE_HEAD)
+    for col in ("id", "name", "scopes", "created", "expires", "revoked"):
+        table.add_column(col, no_wrap=col != "name")
+    for r in rows:
+        table.add_row(
+            r["token_id"],
+            r["name"],
+            " ".join(r["scopes"]),
+            _day(r.get("created_at")),
+            _day(r.get("expires_at")) or "never",
+            _day(r.get("revoked_at")),
+        )
+    console.print(table)
+
+
+def render_users(console: Console, rows: list[dict]) -> None:
+    """Dashboard logins, one per row: user name, role, the CSM they are in the data."""
+    table = Table(title=f"{len(rows)} users", box=box.SIMPLE_HEAD)
+    for col in ("user", "role", "csm"):
+        table.add_column(col, no_wrap=True)
+    for r in rows:
+        table.add_row(r["username"], r["role"], r.get("csm") or "")
+    console.print(table)
+
+
+def _day(iso: str | None) -> str:
+    return iso[:16].replace("T", " ") if iso else ""
 
 
 def render_probability_fit(console: Console, run) -> None:

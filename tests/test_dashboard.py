@@ -1,0 +1,431 @@
+"""The dashboard in a real browser (headless Chromium through Playwright) against a
+running service on 127.0.0.1, and over real HTTP (httpx) for what a browser would not
+send: a viewer's POST, a forged one.
+
+One browser for the module; each user is a browser context with their session cookie
+(set directly, as the login page would). Every request a page makes is recorded, and
+anything not for the service is aborted.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+EVIL = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+EVIL_ID = "ACC-EVIL"
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(scope="module")
+def dash(service):
+    """The module's service with three users, a hostile account name, and eight weeks
+    of stored history (trends, movers, the band history)."""
+    import pyarrow as pa
+
+    from healthscore import api
+    from healthscore.core.tables import TABLES
+    from healthscore.service import auth
+
+    state = service.state
+    with state.store_access() as store:
+        users = {
+            "ann": auth.add_user(store, "ann", PASSWORD, "admin"),
+            "maria": auth.add_user(store, "maria", PASSWORD, "member", csm="Elena Petrova"),
+            "vic": auth.add_user(store, "vic", PASSWORD, "viewer"),
+        }
+
+        def table(name, row):
+            cols = TABLES[name].columns
+            return pa.Table.from_pylist([row], schema=pa.schema(_arrow(cols, list(row))))
+
+        store.load(
+            "accounts",
+            table(
+                "accounts",
+                {
+                    "account_id": EVIL_ID,
+                    "name": EVIL,
+                    "segment": "smb",
+                    "csm": EVIL,
+                    "created_at": datetime(2024, 1, 1),
+                },
+            ),
+            columns=["account_id", "name", "segment", "csm", "created_at"],
+        )
+        store.load(
+            "subscriptions",
+            table(
+                "subscriptions",
+                {
+                    "subscription_id": "SUB-EVIL",
+                    "account_id": EVIL_ID,
+                    "arr": 12000.0,
+                    "seats": 10.0,
+                    "start_date": datetime(2024, 1, 1),
+                    "end_date": datetime(2026, 1, 1),
+                },
+            ),
+            columns=["subscription_id", "account_id", "arr", "seats", "start_date", "end_date"],
+        )
+        api.history(store, state.model, datetime(2025, 5, 6), datetime(2025, 7, 1), "1w")
+    cookies = {name: auth.start_session(state, u) for name, u in users.items()}
+    return service, cookies
+
+
+def _arrow(columns: dict[str, str], names: list[str]):
+    import pyarrow as pa
+
+    kinds = {"string": pa.string(), "timestamp": pa.timestamp("us"), "float64": pa.float64()}
+    return [(n, kinds.get(columns[n], pa.string())) for n in names]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+            ],
+        )
+        yield b
+        b.close()
+
+
+#: every URL a page of this module asked for (checked by the last test)
+REQUESTED: list[str] = []
+
+
+def _context(browser, dash, user: str, width: int = 1280, height: int = 900):
+    """A browser context logged in as ``user``; requests leaving the service are aborted."""
+    from healthscore.service import auth
+
+    service, cookies = dash
+    ctx = browser.new_context(viewport={"width": width, "height": height})
+    ctx.add_cookies([{"name": auth.SESSION_COOKIE, "value": cookies[user], "url": service.url}])
+    seen = {"dialogs": [], "errors": []}
+
+    def route(r):
+        REQUESTED.append(r.request.url)
+        if r.request.url.startswith(service.url + "/"):
+            r.continue_()
+        else:
+            r.abort()
+
+    ctx.route("**/*", route)
+    ctx.set_default_timeout(60_000)
+    page = ctx.new_page()
+    page.on("dialog", lambda d: (seen["dialogs"].append(d.message), d.dismiss()))
+    page.on("pageerror", lambda e: seen["errors"].append(str(e)))
+    return ctx, page, seen
+
+
+DRAWN = """sel => {
+  const g = document.querySelector(sel + ' .js-plotly-plot');
+  return !!g && !!g.querySelector('.main-svg') && g.querySelectorAll('g.trace').length > 0;
+}"""
+
+
+def _score(page) -> float:
+    return float(page.locator("#score b").get_attribute("data-score"))
+
+
+def test_a_csm_filters_to_red_opens_an_account_and_a_flag_moves_its_score(dash, browser):
+    service, _ = dash
+    ctx, page, seen = _context(browser, dash, "maria")
+    try:
+        page.goto(service.url + "/accounts")
+        assert page.locator("meta[name=csrf-token]").get_attribute("content")
+        page.select_option("select[name=band]", "red")  # htmx swaps the table in place
+        page.wait_for_url(re.compile(r"band=red"))
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#account-list tbody tr[data-account]')]"
+            ".every(r => r.querySelector('.band').textContent === 'red')"
+        )
+        rows = page.locator("#account-list tbody tr[data-account]")
+        assert rows.count() > 0
+        # a red account the champion_left rule can still move (not already flagged, and
+        # with more than 10 points to lose)
+        with service.state.store_access() as store:
+            from healthscore import api
+
+            flagged = {f["account_id"] for f in api.list_flags(store, as_of=service.state.now())}
+        target = None
+        for i in range(rows.count()):
+            acc = rows.nth(i).get_attribute("data-account")
+            score = float(rows.nth(i).locator("td.n").first.inner_text().split()[0])
+            if acc not in flagged and score > 12:
+                target = acc
+                break
+        assert target is not None
+        page.locator(f"tr[data-account='{target}'] a").first.click()
+        page.wait_for_url(re.compile(f"/accounts/{target}$"))
+        page.wait_for_function(DRAWN, arg="[data-chart=score-history]")
+        assert page.locator("#explanation table.metrics tbody tr").count() >= 5
+        assert page.locator("#explanation table.rules tr", has_text="champion_left").count() == 1
+        before = _score(page)
+        assert page.locator("#score .band").inner_text() == "red"
+
+        page.fill("#raise-flag input[name=kind]", "champion_left")
+        page.fill("#raise-flag input[name=note]", "our sponsor moved on")
+        page.click("#raise-flag button[type=submit]")
+        page.wait_for_url(re.compile(f"/accounts/{target}"))
+        after = _score(page)
+        assert after == pytest.approx(before - 10, abs=1e-6)
+        row = page.locator("#flags tr[data-flag]")
+        assert row.count() == 1 and "our sponsor moved on" in row.inner_text()
+        assert "maria" in row.inner_text()
+
+        flag_id = row.get_attribute("data-flag")
+        row.locator("button", has_text="Resolve").click()
+        page.wait_for_url(re.compile(f"/accounts/{target}"))
+        assert page.locator("#flags tr[data-flag]").count() == 0
+        assert _score(page) == pytest.approx(before, abs=1e-6)
+        again = page.request.post(
+            f"{service.url}/flags/{flag_id}/resolve",
+            form={"csrf_token": page.locator("meta[name=csrf-token]").get_attribute("content")},
+        )
+        assert again.status == 400 and "already resolved" in again.text()
+
+        # why it moved between two dates, from the form (both stored: read, not scored)
+        page.fill("#why input[name=from]", "2025-06-03")
+        page.fill("#why input[name=to]", "2025-07-01")
+        page.click("#why button[type=submit]")
+        page.wait_for_selector("#why-summary")
+        assert "2025-06-03" in page.locator("#why-summary").inner_text()
+        assert seen["errors"] == [] and seen["dialogs"] == []
+    finally:
+        ctx.close()
+
+
+def _csrf(html: str) -> str:
+    return re.search(r'<meta name="csrf-token" content="([^"]+)"', html).group(1)
+
+
+def test_a_viewer_gets_no_flag_form_and_a_post_is_refused(dash, browser):
+    service, cookies = dash
+    from healthscore.service import auth
+
+    ctx, page, _ = _context(browser, dash, "vic")
+    try:
+        page.goto(service.url + "/accounts/ACC-00099")
+        assert page.locator("#explanation").is_visible()
+        assert page.locator("#raise-flag").count() == 0
+        assert page.locator("#feedback form").count() == 0
+        assert page.locator("a[href='/admin']").count() == 0
+    finally:
+        ctx.close()
+    for user, status in (("vic", 403), ("maria", 403)):
+        with httpx.Client(
+            base_url=service.url, cookies={auth.SESSION_COOKIE: cookies[user]}, timeout=60
+        ) as c:
+            token = _csrf(c.get("/model").text)
+            if user == "vic":  # the right token, the wrong role
+                r = c.post("/accounts/ACC-00099/flags", data={"kind": "x", "csrf_token": token})
+            else:  # a member, but no CSRF token: a forged form
+                r = c.post("/accounts/ACC-00099/flags", data={"kind": "champion_left"})
+            assert r.status_code == status
+            assert c.get("/admin").status_code == 403
+    with service.state.store_access() as store:
+        from healthscore import api
+
+        assert not [f for f in api.list_flags(store, account_id="ACC-00099") if f["kind"] == "x"]
+
+
+def test_a_hostile_account_name_is_text_in_the_table_and_the_chart(dash, browser):
+    service, _ = dash
+    ctx, page, seen = _context(browser, dash, "ann")
+    try:
+        page.goto(service.url + "/accounts?q=script")
+        cell = page.locator(f"tr[data-account='{EVIL_ID}'] td").first
+        assert EVIL in cell.inner_text()
+        page.goto(service.url + f"/accounts/{EVIL_ID}")
+        page.wait_for_function(DRAWN, arg="[data-chart=score-history]")
+        assert page.locator("h1").inner_text() == EVIL
+        title = page.locator("[data-chart=score-history] .gtitle").text_content()
+        assert title.startswith(EVIL)
+        page.goto(service.url + "/")  # the portfolio lists the CSM named like a script
+        assert EVIL in page.locator("#csms").inner_text()
+        assert page.locator("img[src=x]").count() == 0
+        assert seen["dialogs"] == [] and seen["errors"] == []
+    finally:
+        ctx.close()
+
+
+def test_the_account_table_is_usable_at_phone_width(dash, browser, tmp_path):
+    service, _ = dash
+    ctx, page, _ = _context(browser, dash, "maria", width=390, height=844)
+    try:
+        page.goto(service.url + "/accounts?mine=1")
+        rows = page.locator("#account-list tbody tr[data-account]")
+        assert rows.count() > 0
+        # Maria's accounts only
+        with service.state.store_access() as store:
+            acc = store.table("accounts")
+            hers = {
+                r["account_id"]
+                for r in store.execute(acc.filter(acc.csm == "Elena Petrova")).to_pylist()
+            }
+        assert {rows.nth(i).get_attribute("data-account") for i in range(rows.count())} <= hers
+        page.screenshot(path=str(tmp_path / "accounts-390.png"), full_page=True)
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 390, f"the page is {width}px wide at a 390px viewport"
+        box = rows.first.locator("a").bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
+        score_cell = rows.first.locator("td.n").first.bounding_box()
+        assert score_cell["x"] + score_cell["width"] <= 390  # the score is on screen
+        page.goto(service.url + "/accounts/ACC-00099")
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    finally:
+        ctx.close()
+
+
+def test_feedback_is_stored_and_counted_per_model_version(dash):
+    service, cookies = dash
+    from healthscore.service import auth
+    from healthscore.service.dashboard import feedback
+
+    with httpx.Client(
+        base_url=service.url, cookies={auth.SESSION_COOKIE: cookies["maria"]}, timeout=60
+    ) as c:
+        token = _csrf(c.get("/model").text)
+        # as htmx sends it: the token in the X-CSRF-Token header, not in the form
+        r = c.post(
+            "/accounts/ACC-00099/feedback",
+            data={"verdict": "too_high", "reason": "they told us they are leaving"},
+            headers={"X-CSRF-Token": token},
+        )
+        assert r.status_code == 303
+        bad = c.post(
+            "/accounts/ACC-00099/feedback", data={"verdict": "too_low", "csrf_token": token}
+        )
+        assert bad.status_code == 400 and "say why" in bad.text
+        page = c.get("/model").text
+    with service.state.store_access() as store:
+        rows = feedback.rows(store, "ACC-00099")
+    assert [(r["verdict"], r["username"], r["model_version"]) for r in rows] == [
+        ("too_high", "maria", service.state.model.version)
+    ]
+    assert rows[0]["score"] is not None
+    assert "they told us they are leaving" in page and "0%" in page
+
+
+def test_an_admin_makes_a_token_that_is_shown_once_and_works(dash):
+    service, cookies = dash
+    from healthscore.service import auth
+
+    with httpx.Client(
+        base_url=service.url, cookies={auth.SESSION_COOKIE: cookies["ann"]}, timeout=60
+    ) as c:
+        token = _csrf(c.get("/admin").text)
+        r = c.post(
+            "/admin/tokens", data={"name": "crm feed", "scopes": "read", "csrf_token": token}
+        )
+        text = re.search(r"hs_[0-9a-f]+_[A-Za-z0-9_-]+", r.text).group(0)
+        assert text not in c.get("/admin").text  # shown once
+        with service.state.store_access() as store:
+            assert auth.verify_token(store, text).name == "crm feed"
+        token_id = text.split("_")[1]
+        assert (
+            c.post(f"/admin/tokens/{token_id}/revoke", data={"csrf_token": token}).status_code
+            == 303
+        )
+        with service.state.store_access() as store:
+            assert auth.verify_token(store, text) is None
+        r = c.post("/admin/users", data={"username": "x", "password": "short", "csrf_token": token})
+        assert r.status_code == 400 and "12 characters" in r.text
+
+
+def test_what_if_scores_changed_values_with_the_models_own_steps(dash):
+    service, cookies = dash
+    from healthscore import api
+    from healthscore.engine.whatif import what_if
+    from healthscore.service import auth
+
+    state = service.state
+    with state.store_access() as store:
+        for name in state.model.scorecard_names():
+            card = state.model.scorecard(name)
+            rows = api.score(store, card, state.now()).to_pylist()
+            # nothing changed: exactly the real score, for an account a rule moves, one
+            # with a metric missing (its policy applied) and one scored the plain way
+            held = [r for r in rows if any(r.get(f"rule__{n}") for n in card.spec.rules)]
+            missing = [
+                r for r in rows if any(r[f"{m}__missing"] for _, m, _ in card.scored_metrics())
+            ]
+            picked = [*held[:1], *missing[:1], rows[0]] if name == "health" else rows[:1]
+            for r in picked:
+                same = what_if(store, card, r, {}).explanation
+                assert same.score == pytest.approx(r["score"], abs=1e-9) and same.band == r["band"]
+        row = api.score(store, state.model, state.now(), ["ACC-00099"]).to_pylist()[0]
+        flags = {
+            f["kind"] for f in api.list_flags(store, account_id="ACC-00099", as_of=state.now())
+        }
+        better = what_if(store, state.model, row, {"late_invoices_90d": 0}, flags).explanation
+        # usage back up: the disengaging rule (usage down > 20 % ...) no longer holds
+        recovered = what_if(store, state.model, row, {"usage_change_30d": 0.1}, flags)
+        unknown_flags = what_if(store, state.model, row, {"usage_change_30d": 0.1})
+    line = {m.metric: m for m in better.metrics}["late_invoices_90d"]
+    assert line.normalized == 100 and better.score > row["score"]
+    assert row["rule__disengaging"] and row["rule__champion_left"]
+    held = {r.rule: r.holds for r in recovered.explanation.rules}
+    assert held == {"disengaging": False, "champion_left": True, "in_collections": False}
+    assert recovered.rules_kept == [] and unknown_flags.rules_kept == ["champion_left"]
+    worst = better
+    with httpx.Client(
+        base_url=service.url, cookies={auth.SESSION_COOKIE: cookies["vic"]}, timeout=60
+    ) as c:
+        page = c.get("/model", params={"account": "ACC-00099", "v_late_invoices_90d": "0"}).text
+    assert f'data-score="{worst.score}"' in page
+
+
+def test_no_request_left_the_service(dash):
+    service, _ = dash
+    assert REQUESTED, "the browser tests ran no page"
+    hosts = {urlparse(u).hostname for u in REQUESTED}
+    assert hosts == {"127.0.0.1"}, hosts
+    assert any(u.endswith("/static/plotly.min.js") for u in REQUESTED)
+
+
+def test_the_table_alone_for_htmx_and_a_stalled_feed_is_shown(dash):
+    service, cookies = dash
+    from healthscore.service import auth
+    from healthscore.service.dashboard import data
+
+    with httpx.Client(
+        base_url=service.url, cookies={auth.SESSION_COOKIE: cookies["vic"]}, timeout=60
+    ) as c:
+        part = c.get(
+            "/accounts",
+            params={"band": "red", "sort": "arr"},
+            headers={"HX-Request": "true", "HX-Target": "account-list"},
+        ).text
+        full = c.get("/accounts", params={"band": "red", "sort": "arr"}).text
+        portfolio = c.get("/").text
+    assert part.lstrip().startswith('<section id="account-list"') and "<html" not in part
+    assert part.strip() in full and "<html" in full
+    assert re.findall(r"band band-(\w+)", part) and set(re.findall(r"band band-(\w+)", part)) == {
+        "red"
+    }
+    fresh = re.search(r'<section id="freshness">.*?</section>', portfolio, re.S).group(0)
+    assert "usage_events" in fresh and "stalled" not in fresh
+    # 30 days on, with no new data: every feed with a cadence is shown stalled
+    later = service.state.now() + timedelta(days=30)
+    with service.state.store_access() as store:
+        rows = {f.table: f for f in data._freshness(store, service.state.model, later)}
+    assert rows["usage_events"].stale and "usage_events is stale" in rows["usage_events"].stale
+    assert rows["accounts"].stale is None  # accounts are never judged stale

@@ -1,0 +1,192 @@
+"""The Segment-compatible routes, driven end to end by Segment's own Python client
+(``segment-analytics-python``) over real HTTP: identify, group and track become users
+and usage_events rows of the account; events of users not yet grouped wait in pending
+and are attributed when the group call comes; invalid messages are parked with their
+reason while the rest of the batch is taken; a re-sent message changes nothing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+import segment.analytics as analytics
+from segment.analytics.request import APIError
+
+
+@pytest.fixture
+def write_key(service) -> str:
+    return service.token("segment", name="web app")
+
+
+@pytest.fixture
+def client(service, write_key):
+    """Segment's client, queueing and sending batches (``flush``) as in production;
+    errors it meets are collected."""
+    errors: list = []
+    c = analytics.Client(
+        write_key,
+        host=service.url,
+        max_retries=0,
+        gzip=True,
+        on_error=lambda e, batch: errors.append(e),
+    )
+    c.errors = errors
+    yield c
+    c.join()
+
+
+def _events(service, **where) -> list[dict]:
+    with service.state.store_access() as store:
+        t = store.table("usage_events")
+        for column, values in where.items():
+            t = t.filter(t[column].isin(values))
+        return store.execute(t.order_by("event_id")).to_pylist()
+
+
+def _user(service, user_id: str) -> dict | None:
+    with service.state.store_access() as store:
+        t = store.table("users")
+        rows = store.execute(t.filter(t.user_id == user_id)).to_pylist()
+    return rows[0] if rows else None
+
+
+def _parked(service, which: str) -> list[dict]:
+    with service.client(service.token("read")) as api:
+        r = api.get(f"/v1/ingest/{which}", params={"limit": 500})
+        assert r.status_code == 200, r.text
+        return r.json()["items"]
+
+
+def test_identify_group_track_become_rows_of_the_account(service, client):
+    client.identify("seg-u1", {"email": "ana@example.com", "createdAt": "2025-03-01T10:00:00Z"})
+    client.group("seg-u1", "ACC-00102", {"name": "Acme"})
+    client.track("seg-u1", "report_viewed", {"quantity": 3}, message_id="seg-m1")
+    client.track("seg-u1", "export_csv", message_id="seg-m2")
+    client.flush()
+    assert client.errors == []
+    user = _user(service, "seg-u1")
+    assert user["account_id"] == "ACC-00102"
+    assert user["created_at"] == datetime(2025, 3, 1, 10)
+    events = _events(service, event_id=["seg-m1", "seg-m2"])
+    assert [(e["account_id"], e["user_id"], e["event"], e["quantity"]) for e in events] == [
+        ("ACC-00102", "seg-u1", "report_viewed", 3.0),
+        ("ACC-00102", "seg-u1", "export_csv", None),
+    ]
+    # the client's clock is today's; the service's is frozen at the demo's end: the
+    # skew (receivedAt - sentAt) moves each event to when the service received it
+    now = service.state.now()
+    assert all(abs(e["ts"] - now) < timedelta(minutes=1) for e in events)
+
+
+def test_a_track_before_group_waits_then_is_attributed(service, client):
+    client.identify("seg-late", {"createdAt": "2025-02-01"}, message_id="seg-late-id")
+    client.track("seg-late", "login", message_id="seg-late-1")
+    client.flush()
+    assert _events(service, event_id=["seg-late-1"]) == []
+    assert _user(service, "seg-late") is None
+    waiting = [p for p in _parked(service, "pending") if p["user_id"] == "seg-late"]
+    assert sorted((p["message_id"], p["type"]) for p in waiting) == [
+        ("seg-late-1", "track"),
+        ("seg-late-id", "identify"),
+    ]
+    client.group("seg-late", "ACC-00148")
+    client.flush()
+    assert client.errors == []
+    [event] = _events(service, event_id=["seg-late-1"])
+    assert (event["account_id"], event["event"]) == ("ACC-00148", "login")
+    user = _user(service, "seg-late")
+    assert (user["account_id"], user["created_at"]) == ("ACC-00148", datetime(2025, 2, 1))
+    assert [p for p in _parked(service, "pending") if p["user_id"] == "seg-late"] == []
+    # a user moved to another account: later events count there
+    client.group("seg-late", "ACC-00102")
+    client.track("seg-late", "login", message_id="seg-late-2")
+    client.flush()
+    assert [e["account_id"] for e in _events(service, event_id=["seg-late-2"])] == ["ACC-00102"]
+    assert _user(service, "seg-late")["created_at"] == datetime(2025, 2, 1)  # kept
+
+
+def test_invalid_messages_are_parked_and_the_rest_of_the_batch_taken(service, write_key):
+    sent = datetime.now(UTC).isoformat()
+    batch = {
+        "batch": [
+            {"type": "group", "userId": "seg-b1", "groupId": "ACC-00102", "messageId": "b-g"},
+            {"type": "track", "userId": "seg-b1", "event": "ok", "messageId": "b-ok",
+             "timestamp": sent},
+            {"type": "track", "userId": "seg-b1", "event": "bad qty", "messageId": "b-qty",
+             "properties": {"quantity": "lots"}, "timestamp": sent},
+            {"type": "track", "anonymousId": "anon-1", "event": "x", "messageId": "b-anon"},
+            {"type": "track", "userId": "seg-b1", "event": "x", "messageId": "b-time",
+             "timestamp": "yesterday"},
+            {"type": "page", "userId": "seg-b1", "name": "Home", "messageId": "b-page"},
+            "not a message",
+        ],
+        "sentAt": sent,
+    }  # fmt: skip
+    r = httpx.post(service.url + "/v1/batch", json=batch, auth=(write_key, ""))
+    assert r.status_code == 200 and r.json() == {"success": True}
+    assert [e["event_id"] for e in _events(service, user_id=["seg-b1"])] == ["b-ok"]
+    reasons = {p["message_id"]: p["reason"] for p in _parked(service, "rejects")}
+    assert "quantity" in reasons["b-qty"] and "not a number" in reasons["b-qty"]
+    assert "no userId" in reasons["b-anon"]
+    assert "timestamp: not an ISO 8601 time" in reasons["b-time"]
+    assert "'page' is not used" in reasons["b-page"]
+    assert any("must be a JSON object" in why for why in reasons.values())
+    rejects = {p["message_id"]: p for p in _parked(service, "rejects")}
+    assert rejects["b-qty"]["message"]["properties"] == {"quantity": "lots"}  # as received
+
+
+def test_re_sent_messages_are_harmless(service, client):
+    client.group("seg-again", "ACC-00102")
+    for _ in range(3):
+        client.track("seg-again", "search", message_id="seg-again-1")
+        client.flush()
+    assert client.errors == []
+    assert len(_events(service, event_id=["seg-again-1"])) == 1
+
+
+def test_a_time_far_in_the_future_is_parked_with_the_reason(service, write_key):
+    c = analytics.Client(write_key, host=service.url, sync_mode=True, max_retries=0)
+    c.group("seg-future", "ACC-00102")
+    c.track(
+        "seg-future",
+        "login",
+        timestamp=datetime.now(UTC) + timedelta(days=10),
+        message_id="seg-future-1",
+    )
+    assert _events(service, event_id=["seg-future-1"]) == []
+    [parked] = [p for p in _parked(service, "rejects") if p["message_id"] == "seg-future-1"]
+    assert "more than 1 day after it was received" in parked["reason"]
+
+
+def test_the_single_message_routes(service, write_key):
+    for path, message in [
+        ("/v1/group", {"userId": "seg-single", "groupId": "ACC-00148", "messageId": "s-g"}),
+        ("/v1/track", {"userId": "seg-single", "event": "login", "messageId": "s-t"}),
+    ]:
+        r = httpx.post(service.url + path, json=message, auth=(write_key, ""))
+        assert r.status_code == 200, r.text
+    assert [e["account_id"] for e in _events(service, event_id=["s-t"])] == ["ACC-00148"]
+
+
+def test_a_write_key_writes_segment_and_nothing_else(service, write_key):
+    with service.client(write_key) as api:  # as a bearer token
+        assert api.get("/v1/ingest/rejects").status_code == 403
+        assert api.post("/v1/ingest/usage_events", json={"rows": []}).status_code == 403
+        if any(getattr(r, "path", None) == "/v1/accounts" for r in _routes(service)):
+            assert api.get("/v1/accounts").status_code == 403
+    # a token without the segment scope, or none, cannot send
+    reader = service.token("read")
+    r = httpx.post(service.url + "/v1/batch", json={"batch": []}, auth=(reader, ""))
+    assert r.status_code == 403
+    r = httpx.post(service.url + "/v1/batch", json={"batch": []})
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic")
+    c = analytics.Client("hs_nope_wrong", host=service.url, sync_mode=True, max_retries=0)
+    with pytest.raises(APIError):
+        c.track("seg-x", "login")
+
+
+def _routes(service):
+    import healthscore.service.read as read
+
+    return read.router.routes

@@ -131,6 +131,29 @@ class ReportData:
         """``band`` (green/yellow/red; None) as the scorecard names it, for people."""
         return self.band_names.get(band, band or "no data")
 
+    def to_dict(self) -> dict:
+        """Plain JSON-ready data (dates as ISO text), with the totals: ARR in force and,
+        with the model's probability, expected outcomes and ARR at risk."""
+        import dataclasses
+
+        def plain(v):
+            if isinstance(v, datetime):
+                return v.isoformat()
+            if isinstance(v, dict):
+                return {k: plain(x) for k, x in v.items()}
+            if isinstance(v, list | tuple):
+                return [plain(x) for x in v]
+            return v
+
+        d = {k: plain(v) for k, v in dataclasses.asdict(self).items()}
+        d["book"] = self.book.to_dict() if self.book is not None else None
+        d["total_arr"] = self.total_arr
+        d["arr_red"] = next((b.arr for b in self.bands if b.band == "red"), None)
+        if self.risk_of is not None:
+            d["risk_expected"] = self.risk_expected
+            d["risk_arr"] = self.risk_arr
+        return d
+
     @property
     def total_arr(self) -> float | None:
         """ARR in force over all bands (None: no subscription has an ARR)."""

@@ -229,6 +229,23 @@ def _lines(key, n, kind, name, pillar, wide, pillar_score) -> pa.Table:
     )
 
 
+def account_history(store: Store, model: Model, account_id: str) -> pa.Table:
+    """One account's stored scores of this model version and scorecard, oldest first:
+    ``as_of, score, band, coverage, probability, segment, csm, signals``."""
+    ensure_tables(store)
+    t = store.stored(SCORES)
+    t = t.filter(
+        t.model_version == model.version,
+        t.scorecard == model.scorecard_name,
+        t.account_id == account_id,
+    )
+    view = current_probability(model)
+    if view is not None:
+        t = view(t)
+    cols = ["as_of", "score", "band", "coverage", "probability", "segment", "csm", "signals"]
+    return store.execute(t.select(*cols).order_by("as_of"))
+
+
 def current_probability(model: Model):
     """A view of stored ``scores`` rows with the probability the model's current curve
     gives their score: the curve is refitted without changing the version, so the

@@ -120,6 +120,38 @@ def _lit(d: datetime) -> ir.TimestampScalar:
     return ibis.literal(d, type="timestamp")
 
 
+class Clock:
+    """The evaluation date of one expression and the dates moved back from it by model
+    durations, as timestamp values of the expression.
+
+    This one gives literals of one datetime. A plan compiled once and run at many dates
+    (:mod:`healthscore.engine.plan`) passes a clock whose dates are parameters, bound
+    when the plan runs; the expression is otherwise the same.
+    """
+
+    def __init__(self, as_of: datetime):
+        self.as_of = as_of
+
+    def date(self, durations: tuple[str, ...]) -> datetime:
+        """The as-of date moved back by ``durations``, in order."""
+        d = self.as_of
+        for duration in durations:
+            d = shift(d, duration)
+        return d
+
+    def at(self, *durations: str) -> ir.TimestampValue:
+        """The as-of date moved back by ``durations`` (none: the as-of date itself)."""
+        return _lit(self.date(durations))
+
+    def earliest(self, chains: list[tuple[str, ...]]) -> ir.TimestampValue:
+        """The earliest of the as-of date moved back by each chain of durations."""
+        return _lit(min(self.date(c) for c in chains))
+
+
+def _clock(as_of: datetime | Clock) -> Clock:
+    return as_of if isinstance(as_of, Clock) else Clock(as_of)
+
+
 class MetricBuilder:
     """Builds the raw-metrics expression for one model over one set of tables."""
 
@@ -136,8 +168,9 @@ class MetricBuilder:
             t = t.filter(t.account_id.isin(list(account_ids)))
         return t
 
-    def population(self, as_of: datetime, account_ids=None) -> ir.Table:
-        D = _lit(as_of)
+    def population(self, as_of: datetime | Clock, account_ids=None) -> ir.Table:
+        clock = _clock(as_of)
+        D = clock.at()
         acc = self._table("accounts", account_ids)
         # only the columns the model knows: an undeclared extra column must not shadow a metric
         declared = self.model.table_schema("accounts")
@@ -151,7 +184,7 @@ class MetricBuilder:
             acc = acc.drop("account_id_right")
             acc = acc.filter(acc["__subs_known"].isnull() | (acc["__subs_in_force"] > 0))
             acc = acc.drop("__subs_known", "__subs_in_force")
-        flags = self._flags(as_of, account_ids)
+        flags = self._flags(clock, account_ids)
         if flags is not None:
             acc = acc.left_join(flags, "account_id").drop("account_id_right")
             acc = acc.mutate(**{c: acc[c].fill_null(False) for c in flags.columns[1:]})
@@ -212,28 +245,28 @@ class MetricBuilder:
                         kinds.append(k)
         return kinds
 
-    def _flags(self, as_of: datetime, account_ids) -> ir.Table | None:
+    def _flags(self, clock: Clock, account_ids) -> ir.Table | None:
         kinds = self._flag_kinds()
         if not kinds:
             return None
-        D = _lit(as_of)
+        D = clock.at()
         f = self._table("flags", account_ids)
         f = f.filter(in_force(f, "flags", D))
         return f.group_by("account_id").aggregate(
             **{_flag_col(k): f.count(where=_flag_kind(f, k)) > 0 for k in kinds}
         )
 
-    def _group_expr(self, g: _Group, as_of: datetime, account_ids) -> ir.Table:
+    def _group_expr(self, g: _Group, clock: Clock, account_ids) -> ir.Table:
         """One scan of one table: every reduction of the group's metrics, per account."""
-        D = _lit(as_of)
+        D = clock.at()
         tdef = TABLES[g.table]
         t = self._table(g.table, account_ids)
         if g.mode == "window":
             starts = []
             for m in g.metrics.values():
                 lag = lag_of(m)
-                starts.append(shift(shift(as_of, lag), m.window) if lag else shift(as_of, m.window))
-            t = t.filter(t[g.time] >= _lit(min(starts)), t[g.time] < D)
+                starts.append((lag, m.window) if lag else (m.window,))
+            t = t.filter(t[g.time] >= clock.earliest(starts), t[g.time] < D)
         elif g.mode == "history":
             t = t.filter(t[g.time] < D)
         elif tdef.interval_rule != "date":  # in force at D (and at D - lag for change metrics)
@@ -250,22 +283,23 @@ class MetricBuilder:
         order = [t[g.time], t[tdef.primary_key]]
         aggs: dict[str, ir.Scalar] = {}
         for name, m in g.metrics.items():
-            evaluations = [("", as_of)]
+            evaluations: list[tuple[str, tuple[str, ...]]] = [("", ())]
             lag = lag_of(m)
             if lag:
-                evaluations.append(("__prev", shift(as_of, lag)))
-            for suffix, at in evaluations:
-                resolve = _masked_columns(t, stamps, _lit(at))
+                evaluations.append(("__prev", (lag,)))
+            for suffix, back in evaluations:
+                at = clock.at(*back)
+                resolve = _masked_columns(t, stamps, at)
                 if g.mode == "window":
-                    cond = (t[g.time] >= _lit(shift(at, m.window))) & (t[g.time] < _lit(at))
+                    cond = (t[g.time] >= clock.at(*back, m.window)) & (t[g.time] < at)
                 elif g.mode == "history":
-                    cond = t[g.time] < _lit(at)
+                    cond = t[g.time] < at
                 else:
-                    cond = in_force(t, g.table, _lit(at))
+                    cond = in_force(t, g.table, at)
                 if m.where:
                     cond = cond & ex.compile_row(m.where, resolve)
                 ctx = ex.AggregateContext(t, cond, order)
-                parts = ex.aggregate_parts(m.aggregate, resolve, ctx, as_of=_lit(at))
+                parts = ex.aggregate_parts(m.aggregate, resolve, ctx, as_of=at)
                 self._part_kinds[name] = [kind for kind, _ in parts]
                 for i, (_, reduction) in enumerate(parts):
                     aggs[f"{name}{suffix}__p{i}"] = reduction
@@ -281,8 +315,10 @@ class MetricBuilder:
         ]
         return ex.combine_aggregate(m.aggregate, parts, as_of=at)
 
-    def build(self, as_of: datetime, account_ids=None) -> ir.Table:
-        """The raw metrics of every account in the population at ``as_of``."""
+    def build(self, as_of: datetime | Clock, account_ids=None) -> ir.Table:
+        """The raw metrics of every account in the population at ``as_of`` (a datetime,
+        or a :class:`Clock` whose dates are parameters)."""
+        as_of = _clock(as_of)
         pop = self.population(as_of, account_ids)
         # one join chain (each group's key renamed apart), then few wide projections:
         # fewer nested selects keep the compile cheap
@@ -295,23 +331,31 @@ class MetricBuilder:
         wide = wide.drop(*keys) if keys else wide
         return self.finish(wide, as_of)
 
-    def finish(self, wide: ir.Table, as_of: datetime | ir.Value) -> ir.Table:
+    def finish(self, wide: ir.Table, as_of: datetime | Clock | ir.Value) -> ir.Table:
         """Metrics from the population joined with each group's reductions.
 
         ``as_of`` is the evaluation date: a datetime, or (when many dates are computed
         together) the table's own ``as_of`` column.
         """
         spec = self.model.spec
-        D = _lit(as_of) if isinstance(as_of, datetime) else as_of
+        if isinstance(as_of, datetime | Clock):
+            clock = _clock(as_of)
+            D, shifted = clock.at(), clock.at
+        else:
+            D = as_of
+
+            def shifted(*durations: str) -> ir.Value:
+                return shift_value(wide, D, *durations)
+
         # aggregates and account columns: zero for empty counts, change, covered, fill
         cols: dict[str, ir.Value] = {}
         for name, m in spec.metrics.items():
             if m.aggregate:
                 v = self._combined(wide, name, m, "", D)
                 if m.change_vs:
-                    at = shift_value(wide, D, lag_of(m))
+                    at = shifted(lag_of(m))
                     prev = self._combined(wide, name, m, "__prev", at)
-                    v = self._change(v, prev, m, wide, D)
+                    v = self._change(v, prev, m, wide, shifted)
             elif m.column:
                 v = wide[m.column.removeprefix("accounts.")]
             else:
@@ -355,13 +399,13 @@ class MetricBuilder:
             out[lv].append(name)
         return out
 
-    def _change(self, cur, prev, m: MetricSpec, wide, D: ir.Value) -> ir.Value:
+    def _change(self, cur, prev, m: MetricSpec, wide, shifted) -> ir.Value:
         change = (cur - prev) / prev.nullif(0)
         if m.if_previous_zero is not None:
             on_zero = ibis.ifelse(cur > 0, m.if_previous_zero, 0.0)
             return ibis.ifelse(prev == 0, on_zero, change)
         lag = lag_of(m)
-        prev_start = shift_value(wide, D, *(d for d in (lag, m.window) if d))
+        prev_start = shifted(*(d for d in (lag, m.window) if d))
         too_young = wide.created_at > prev_start
         return ibis.ifelse(too_young, ibis.null("float64"), change.cast("float64"))
 

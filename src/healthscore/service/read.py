@@ -1,12 +1,416 @@
 """The read API: accounts, one account, its history, why it moved, the portfolio,
-flags, and what ingestion rejected or parked.
+flags, and the service's status.
 
-Place in the flow: a router of ``service/`` over :mod:`healthscore.api`; JSON shapes
-match the CLI's ``--format json``.
+Place in the flow: a router of ``service/`` over :mod:`healthscore.api` (and the data
+modules it re-exports); JSON shapes match the CLI's ``--format json``: an account is
+``explain --format json`` (``Explanation.to_dict``), why it moved ``explain --vs``
+(``Change.to_dict``), flags the rows of ``flag list``. The list and one account are
+read from ``current_scores`` (kept up to date by the rescorer) when it holds the
+account, else scored live as of the service's "now"; every answer says what it is as
+of (``as_of``) and when it was computed (``scored_at``).
+
+Routes (bearer token; scope in brackets): ``GET /v1/accounts``,
+``/v1/accounts/{account_id}``, ``.../history``, ``.../why``, ``/v1/portfolio``,
+``/v1/flags``, ``/v1/status`` [read]; ``POST /v1/flags`` and
+``/v1/flags/{flag_id}/resolve`` [ingest:flags], which mark the account for the
+rescorer.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-router = APIRouter()
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+
+from healthscore import api
+from healthscore.errors import HealthscoreError
+from healthscore.service import auth
+
+router = APIRouter(prefix="/v1", tags=["read"])
+
+READ = auth.require("read")
+SORTS = ("score", "arr", "renewal", "name", "change")
+
+
+class NotFound(HealthscoreError):
+    """What a request names does not exist (404)."""
+
+    status = 404
+
+
+def _state(request: Request):
+    return request.app.state.service
+
+
+def _card(request: Request, scorecard: str | None):
+    return _state(request).model.scorecard(scorecard)
+
+
+def _iso(v) -> str | None:
+    return v.isoformat() if v is not None else None
+
+
+def _date(value: str | None, name: str) -> datetime | None:
+    """A date query parameter, its errors naming the parameter (400)."""
+    return api.parse_as_of(value, name) if value not in (None, "") else None
+
+
+def _known(store, account_id: str) -> None:
+    acc = store.table("accounts")
+    found = store.execute(acc.filter(acc.account_id == account_id).select("account_id").limit(1))
+    if not found.num_rows:
+        raise NotFound(f"unknown account {account_id!r}", hint="GET /v1/accounts lists them")
+
+
+def _current(store, card, account_ids: list[str] | None = None):
+    """The current rows of this scorecard (of ``account_ids``), as dicts by account."""
+    from healthscore.store import current
+
+    t = current.of_model(store, card.version, card.scorecard_name)
+    if account_ids is not None:
+        t = t.filter(t.account_id.isin(account_ids))
+    return {r["account_id"]: r for r in store.execute(t).to_pylist()}
+
+
+# --- accounts --------------------------------------------------------------------------
+
+
+def _items(state, card) -> tuple[datetime, datetime | None, list[dict]]:
+    """Every scored account: (as_of, scored_at, rows with the list's fields)."""
+    from healthscore.engine.current import trend_rows
+    from healthscore.portfolio import account_facts
+    from healthscore.store import current
+
+    with state.store_access() as store:
+        now = state.now()
+        full = current.complete(store, card.version, card.scorecard_name)
+        rows = _current(store, card) if full else {}
+        if rows:
+            as_of = max(r["as_of"] for r in rows.values())
+            scored_at = max(r["computed_at"] for r in rows.values())
+        else:  # nothing rescored yet: score live
+            result = api.score_accounts(store, card, now)
+            trends = trend_rows(store, card, now)
+            as_of, scored_at = now, datetime.now(UTC).replace(tzinfo=None)
+            rows = {
+                r["account_id"]: {**r, **trends.get(r["account_id"], {})}
+                for r in result.scores.select(
+                    ["account_id", "score", "band", "coverage", "segment", "csm"]
+                ).to_pylist()
+            }
+        facts = account_facts(store, as_of)
+    items = []
+    for k, r in rows.items():
+        f = facts.get(k, {})
+        items.append(
+            {
+                "account_id": k,
+                "name": f.get("account_name"),
+                "score": r["score"],
+                "band": r["band"],
+                "coverage": r["coverage"],
+                "segment": r["segment"],
+                "csm": r["csm"],
+                "arr": f.get("arr_in_force"),
+                "renewal_date": _iso(f.get("renewal_date")),
+                "trend": r.get("trend"),
+                "change_30d": r.get("change_30d"),
+            }
+        )
+    return as_of, scored_at, items
+
+
+def _key(v) -> str | None:
+    return None if v is None else " ".join(str(v).split()).casefold()
+
+
+def _filtered(card, items: list[dict], band, segment, csm, trend, q) -> list[dict]:
+    from healthscore.engine.trends import CLASSES
+
+    out = items
+    if band:
+        wanted = [w.strip() for w in band.split(",") if w.strip()]
+        bands = [card.band_of_name(b) for b in wanted]
+        bad = [w for w, b in zip(wanted, bands, strict=True) if b is None]
+        if bad:
+            raise HealthscoreError(
+                f"`band` {', '.join(bad)}: not a band of this scorecard",
+                hint="bands: " + ", ".join(card.band_name(b) for b in ("green", "yellow", "red")),
+            )
+        out = [i for i in out if i["band"] in bands]
+    if trend:
+        if trend not in CLASSES:
+            raise HealthscoreError(f"`trend` {trend!r}: not a trend class", hint=", ".join(CLASSES))
+        out = [i for i in out if i["trend"] == trend]
+    for field, wanted in (("segment", segment), ("csm", csm)):
+        if wanted:
+            out = [i for i in out if _key(i[field]) == _key(wanted)]
+    if q:
+        needle = q.strip().casefold()
+        out = [
+            i
+            for i in out
+            if needle in i["account_id"].casefold() or needle in (i["name"] or "").casefold()
+        ]
+    return out
+
+
+def _sorted(card, items: list[dict], sort: str) -> list[dict]:
+    hi = card.highest_first
+
+    def key(i):
+        if sort == "score":
+            return (i["score"] is None, -(i["score"] or 0) if hi else (i["score"] or 0))
+        if sort == "arr":
+            return (i["arr"] is None, -(i["arr"] or 0))
+        if sort == "renewal":
+            return (i["renewal_date"] is None, i["renewal_date"] or "")
+        if sort == "name":
+            return (i["name"] is None, (i["name"] or "").casefold())
+        return (i["change_30d"] is None, i["change_30d"] or 0)  # change: biggest fall first
+
+    return sorted(items, key=lambda i: (key(i), i["account_id"]))
+
+
+@router.get("/accounts")
+def list_accounts(
+    request: Request,
+    band: Annotated[str | None, Query(description="green,yellow,red (or their names)")] = None,
+    segment: str | None = None,
+    csm: str | None = None,
+    trend: Annotated[str | None, Query(description="a trend class, e.g. rapid_decline")] = None,
+    q: Annotated[str | None, Query(description="part of the account's name or id")] = None,
+    sort: Annotated[str, Query(description="score|arr|renewal|name|change")] = "score",
+    limit: Annotated[int, Query(ge=1)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    scorecard: str | None = None,
+    token=READ,
+) -> dict:
+    """Scored accounts, those that need attention first (``sort=score``), filtered and
+    paginated: ``{as_of, scored_at, total, limit, offset, items}``."""
+    state = _state(request)
+    if limit > state.settings.max_page:
+        raise HTTPException(
+            422, f"`limit` {limit} is more than a page holds ({state.settings.max_page})"
+        )
+    if sort not in SORTS:
+        raise HTTPException(422, f"`sort` {sort!r}: not one of {', '.join(SORTS)}")
+    card = _card(request, scorecard)
+    as_of, scored_at, items = _items(state, card)
+    items = _sorted(card, _filtered(card, items, band, segment, csm, trend, q), sort)
+    return {
+        "as_of": _iso(as_of),
+        "scored_at": _iso(scored_at),
+        "model_version": card.version,
+        "scorecard": card.scorecard_name,
+        "total": len(items),
+        "limit": limit,
+        "offset": offset,
+        "items": items[offset : offset + limit],
+    }
+
+
+@router.get("/accounts/{account_id}")
+def get_account(request: Request, account_id: str, scorecard: str | None = None, token=READ):
+    """One account's current score with its explanation (``explain --format json``),
+    plus ``scored_at``, ``model_version``, ``trend`` and ``change_30d``."""
+    state = _state(request)
+    card = _card(request, scorecard)
+    with state.store_access() as store:
+        row = _current(store, card, [account_id]).get(account_id)
+        if row is None:
+            _known(store, account_id)
+            try:
+                result = api.explain_account(store, card, account_id, state.now())
+            except HealthscoreError as e:
+                raise NotFound(e.message or str(e), hint=e.hint) from None
+    if row is not None:
+        out = json.loads(row["explanation"])
+        out.update(
+            scored_at=_iso(row["computed_at"]),
+            source="current_scores",
+            trend=row["trend"],
+            change_30d=row["change_30d"],
+        )
+    else:
+        out = result.to_dict()
+        out.update(
+            scored_at=_iso(datetime.now(UTC).replace(tzinfo=None)),
+            source="live",
+            warnings=result.warnings,
+        )
+    out["model_version"] = card.version
+    out["scorecard"] = card.scorecard_name
+    return out
+
+
+@router.get("/accounts/{account_id}/history")
+def account_history(
+    request: Request, account_id: str, scorecard: str | None = None, token=READ
+) -> dict:
+    """The account's stored scores (``healthscore history``), oldest first."""
+    from healthscore.engine.history import account_history as stored
+
+    state = _state(request)
+    card = _card(request, scorecard)
+    with state.store_access() as store:
+        _known(store, account_id)
+        rows = stored(store, card, account_id).to_pylist()
+    for r in rows:
+        r["as_of"] = _iso(r["as_of"])
+        r["signals"] = r["signals"].split(",") if r["signals"] else []
+    return {
+        "account_id": account_id,
+        "model_version": card.version,
+        "scorecard": card.scorecard_name,
+        "history": rows,
+    }
+
+
+@router.get("/accounts/{account_id}/why")
+def why_it_moved(
+    request: Request,
+    account_id: str,
+    from_: Annotated[str, Query(alias="from", description="the earlier date (UTC)")],
+    to: Annotated[str | None, Query(description="the later date (UTC); default now")] = None,
+    scorecard: str | None = None,
+    token=READ,
+) -> dict:
+    """Why the score moved between ``from`` and ``to`` (``explain --vs --format json``)."""
+    state = _state(request)
+    card = _card(request, scorecard)
+    start, end = _date(from_, "from"), _date(to, "to")
+    with state.store_access() as store:
+        _known(store, account_id)
+        end = end or state.now()
+        result = api.explain_account(store, card, account_id, end, start)
+    return {**result.to_dict(), "warnings": result.warnings}
+
+
+# --- portfolio ---------------------------------------------------------------------------
+
+
+@router.get("/portfolio")
+def portfolio(
+    request: Request,
+    top: Annotated[int, Query(ge=1, le=100)] = 10,
+    scorecard: str | None = None,
+    token=READ,
+) -> dict:
+    """The portfolio summary (the data of ``healthscore report``): bands with their
+    ARR, ARR at risk (with the model's probability), movers, segments and CSMs."""
+    from healthscore.portfolio import gather
+
+    state = _state(request)
+    card = _card(request, scorecard)
+    with state.store_access() as store:
+        data = gather(store, card, state.now(), top=top)
+    return data.to_dict()
+
+
+# --- flags -------------------------------------------------------------------------------
+
+
+def _flag(row: dict) -> dict:
+    return {k: _iso(v) if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+def _flags_writer(request: Request, token=auth.require("ingest")):
+    if not token.allows("ingest", "flags"):
+        raise HTTPException(403, f"token {token.name!r} does not allow ingest flags")
+    return token
+
+
+FLAGS_WRITE = Depends(_flags_writer)
+
+
+class NewFlag(BaseModel):
+    account_id: str = Field(min_length=1, max_length=200)
+    kind: str = Field(min_length=1, max_length=100, description="e.g. champion_left")
+    note: str | None = Field(default=None, max_length=2000)
+    author: str | None = Field(default=None, max_length=200)
+    at: datetime | None = Field(default=None, description="when (UTC); default now")
+
+
+class Resolution(BaseModel):
+    at: datetime | None = Field(default=None, description="when (UTC); default now")
+
+
+def _at(value: datetime | None, state) -> datetime:
+    if value is None:
+        return state.now()
+    return api.parse_as_of(value, "at")
+
+
+@router.get("/flags")
+def list_flags(
+    request: Request,
+    account_id: str | None = None,
+    all: Annotated[bool, Query(description="include resolved flags")] = False,  # noqa: A002
+    token=READ,
+) -> dict:
+    """Flags active now (``all``: every flag), newest first (``flag list``)."""
+    state = _state(request)
+    with state.store_access() as store:
+        now = state.now()
+        rows = api.list_flags(store, account_id=account_id, as_of=now, include_resolved=all)
+    return {"as_of": _iso(now), "items": [_flag(r) for r in rows]}
+
+
+@router.post("/flags", status_code=201)
+def add_flag(request: Request, body: NewFlag, token=FLAGS_WRITE) -> dict:
+    """Raise a flag on an account; its score is updated by the rescorer."""
+    state = _state(request)
+    at = _at(body.at, state)
+    with state.store_access() as store:
+        _known(store, body.account_id)
+        row = api.add_flag(
+            store, body.account_id, body.kind, note=body.note, author=body.author, at=at
+        )
+    state.touched([body.account_id])
+    return _flag(row)
+
+
+@router.post("/flags/{flag_id}/resolve")
+def resolve_flag(
+    request: Request, flag_id: str, body: Resolution | None = None, token=FLAGS_WRITE
+) -> dict:
+    """Resolve a flag (from ``at``, default now); the account's score is updated."""
+    state = _state(request)
+    at = _at(body.at if body else None, state)
+    with state.store_access() as store:
+        known = [f for f in api.list_flags(store, include_resolved=True) if f["flag_id"] == flag_id]
+        if not known:
+            raise NotFound(f"unknown flag {flag_id!r}", hint="GET /v1/flags?all=true lists them")
+        row = api.resolve_flag(store, flag_id, at=at)
+    state.touched([row["account_id"]])
+    return _flag(row)
+
+
+# --- status ------------------------------------------------------------------------------
+
+
+@router.get("/status")
+def status(request: Request, token=READ) -> dict[str, Any]:
+    """The rescorer (queue, lag, last micro-batch, last error) and each table's
+    freshness (its latest data, and whether the model's cadence calls it stale)."""
+    state = _state(request)
+    model = state.model
+    with state.store_access() as store:
+        now = state.now()
+        marks = store.watermarks()
+        stale = {w.table: str(w) for w in store.freshness(model, now)}
+    rescorer = getattr(request.app.state, "rescorer", None)
+    return {
+        "now": _iso(now),
+        "model_version": model.version,
+        "scorecards": model.scorecard_names(),
+        "rescorer": rescorer.status() if rescorer is not None else None,
+        "freshness": {
+            t: {"latest": _iso(m), "stale": t in stale, "warning": stale.get(t)}
+            for t, m in sorted(marks.items())
+        },
+    }

@@ -2,12 +2,72 @@
 everyone rescored daily, the midnight row appended to history.
 
 Place in the flow: a background thread of ``service/`` over ``engine``; it takes the
-accounts :meth:`ServiceState.touched` marked and holds the store only while it writes.
+accounts :meth:`ServiceState.touched` marked and holds the store only while it reads or
+writes it (running the scoring query, writing the rows), never while it builds rows in
+Python.
+
+- **Micro-batches.** The thread waits for marked accounts, gathers more for
+  ``settings.rescore_every`` seconds, takes them all and rescores only them, on every
+  scorecard of the model file, as of :meth:`ServiceState.now` (an event of this
+  morning counts this morning). Scoring runs a plan compiled once per model version and
+  scorecard (:class:`healthscore.engine.plan.ScorePlan`), with the account ids and dates
+  bound at each run: no expression is built or compiled per event.
+- **Daily.** At 00:00 UTC (and once at start-up when ``current_scores`` is empty, holds
+  another model version, or the day's midnight is missing from history), with
+  ``settings.daily_rescore``: the midnight scores of everyone are appended to history
+  (as ``healthscore history`` stores them), the trend classes are read from that
+  history, and every account's current score is rewritten; time-driven metrics (days
+  since the last event, sliding windows, days to renewal) move without any write.
+- **Errors** are logged and kept (:attr:`Rescorer.last_error`, shown by
+  ``GET /v1/status``); the accounts of a failed batch are marked again and retried after
+  a pause; the thread lives on.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
 from healthscore.service.state import ServiceState
+
+log = logging.getLogger(__name__)
+
+#: seconds the thread waits for marked accounts before it looks at the clock again
+IDLE_WAIT = 0.5
+#: seconds to pause after a failed batch before its accounts are tried again
+RETRY_PAUSE = 1.0
+#: the account slots whose plans are built at start-up (see engine.plan.SLOTS)
+WARM_SLOTS = (1, 4)
+#: seconds to wait after a failed daily rescore before trying it again
+DAILY_RETRY = 60.0
+
+
+def _wall() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass
+class Batch:
+    """One rescoring pass: when it ended, how many accounts, how long it took."""
+
+    at: datetime
+    accounts: int
+    seconds: float
+    lag: float | None = None  # from the oldest mark of the batch to its rows written
+    everyone: bool = False
+
+    def to_dict(self) -> dict:
+        return {
+            "at": self.at.isoformat(),
+            "accounts": self.accounts,
+            "seconds": round(self.seconds, 4),
+            "lag_seconds": None if self.lag is None else round(self.lag, 4),
+            "everyone": self.everyone,
+        }
 
 
 class Rescorer:
@@ -15,9 +75,194 @@ class Rescorer:
 
     def __init__(self, state: ServiceState):
         self.state = state
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._plans: dict[tuple[str, str], object] = {}  # (version, scorecard) -> ScorePlan
+        self._trends: dict[str, dict[str, dict]] = {}  # scorecard -> account -> trend row
+        self._daily_done: datetime | None = None  # the midnight last rescored
+        self._daily_not_before = 0.0  # monotonic time; after a failed daily rescore
+        self.last_batch: Batch | None = None
+        self.last_daily: Batch | None = None
+        self.last_error: dict | None = None
+        self.batches = 0
+        self.rescored = 0
+        self.failures = 0
+        self.warmed = False  # the plans of small micro-batches are built
 
+    # the thread ----------------------------------------------------------------------
     def start(self) -> None:
         """Start the background thread."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="healthscore-rescorer", daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
         """Stop it, finishing the micro-batch under way."""
+        self._stop.set()  # the thread sees it within IDLE_WAIT seconds
+        if self._thread is not None:
+            self._thread.join(60)
+            self._thread = None
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        if not self._guarded(self._startup, "start-up rescore"):
+            self._daily_not_before = time.monotonic() + DAILY_RETRY
+        self._guarded(self.warm, "warm-up")
+        while not self._stop.is_set():
+            if self._daily_due():
+                if not self._guarded(lambda: self.rescore_everyone(daily=True), "daily rescore"):
+                    self._daily_not_before = time.monotonic() + DAILY_RETRY
+            if not self.state.wait_touched(IDLE_WAIT):
+                continue
+            if self.state.settings.rescore_every:
+                self._stop.wait(self.state.settings.rescore_every)  # gather a micro-batch
+            age = self.state.oldest_touch_age()
+            ids = self.state.take_touched()
+            if ids and not self._guarded(lambda i=ids, a=age: self.rescore(i, a), "micro-batch"):
+                self.state.touched(ids)  # tried again after a pause
+                self._stop.wait(RETRY_PAUSE)
+
+    def _guarded(self, job, what: str) -> bool:
+        """Run ``job``; a failure is logged and kept for /v1/status, never raised."""
+        try:
+            job()
+            return True
+        except Exception as e:  # the thread must outlive any one failure
+            self.failures += 1
+            self._plans.clear()  # rebuilt on the next batch, from the store as it is then
+            self.last_error = {
+                "at": _wall().isoformat(),
+                "during": what,
+                "error": f"{type(e).__name__}: {getattr(e, 'message', None) or e}",
+                "trace": traceback.format_exception_only(type(e), e)[-1].strip(),
+            }
+            log.exception("rescorer: %s failed", what)
+            return False
+
+    # scheduling ----------------------------------------------------------------------
+    def _midnight(self) -> datetime:
+        return self.state.now().replace(hour=0, minute=0, second=0, microsecond=0)
+
+    def _daily_due(self) -> bool:
+        if not self.state.settings.daily_rescore or time.monotonic() < self._daily_not_before:
+            return False
+        return self._daily_done != self._midnight()
+
+    def _startup(self) -> None:
+        """Rescore everyone at start-up when the current scores cannot be trusted;
+        otherwise read the trend classes the micro-batches carry."""
+        from healthscore.engine.current import trend_rows
+        from healthscore.engine.history import ensure_tables, stored_dates
+        from healthscore.store import current
+
+        if not self.state.settings.daily_rescore:
+            return
+        midnight = self._midnight()
+        stale = False
+        for name in self.state.model.scorecard_names():
+            card = self.state.model.scorecard(name)
+            with self.state.store_access() as store:
+                ensure_tables(store)  # a store never given history has no scores table
+                found = current.versions(store, name)
+                missing_midnight = midnight not in stored_dates(store, card)
+            if set(found) != {card.version} or missing_midnight:
+                stale = True
+        if stale:
+            self.rescore_everyone(daily=True)
+            return
+        for name in self.state.model.scorecard_names():
+            card = self.state.model.scorecard(name)
+            with self.state.store_access() as store:
+                self._trends[name] = trend_rows(store, card, self.state.now())
+        self._daily_done = midnight
+
+    def warm(self) -> None:
+        """Build the plans small micro-batches use before the first event needs them."""
+        for name in self.state.model.scorecard_names():
+            plan = self._plan(self.state.model.scorecard(name))
+            for slots in WARM_SLOTS:
+                with self.state.store_access() as store:
+                    plan.prepare(store, slots)
+        self.warmed = True
+
+    # rescoring -----------------------------------------------------------------------
+    def _plan(self, card):
+        from healthscore.engine.plan import ScorePlan
+
+        key = (card.version, card.scorecard_name)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = ScorePlan(card)
+        return plan
+
+    def rescore(self, ids: set[str], age: float | None = None) -> Batch:
+        """Rescore ``ids`` on every scorecard as of now into ``current_scores``."""
+        from healthscore.engine.current import current_rows
+        from healthscore.store import current
+
+        t0 = time.monotonic()
+        for name in self.state.model.scorecard_names():
+            card = self.state.model.scorecard(name)
+            plan = self._plan(card)
+            with self.state.store_access() as store:
+                wide = plan.run(store, self.state.now(), ids)
+            rows = current_rows(card, wide, self._trends.get(name, {}))
+            with self.state.store_access() as store:
+                current.replace(store, card.version, name, rows, ids)
+        seconds = time.monotonic() - t0
+        batch = Batch(_wall(), len(ids), seconds, (age or 0.0) + seconds)
+        self.last_batch = batch
+        self.batches += 1
+        self.rescored += len(ids)
+        return batch
+
+    def rescore_everyone(self, *, daily: bool = True) -> Batch:
+        """Append the midnight of today to history (``daily``), read the trend classes
+        and rewrite every account's current score, on every scorecard."""
+        from healthscore.engine.asof import backfill_dates
+        from healthscore.engine.current import current_rows, trend_rows
+        from healthscore.store import current
+
+        t0 = time.monotonic()
+        midnight = self._midnight()
+        accounts = 0
+        for name in self.state.model.scorecard_names():
+            card = self.state.model.scorecard(name)
+            plan = self._plan(card)
+            if daily:
+                with self.state.store_access() as store:
+                    backfill_dates(store, card, [midnight])
+            with self.state.store_access() as store:
+                self._trends[name] = trend_rows(store, card, self.state.now())
+                wide = plan.run(store, self.state.now())
+            rows = current_rows(card, wide, self._trends[name])
+            with self.state.store_access() as store:
+                current.replace(store, card.version, name, rows, None)
+            accounts = max(accounts, rows.num_rows)
+        if daily:
+            self._daily_done = midnight
+        batch = Batch(_wall(), accounts, time.monotonic() - t0, everyone=True)
+        self.last_daily = batch
+        return batch
+
+    def status(self) -> dict:
+        """What ``GET /v1/status`` shows of the rescorer."""
+        age = self.state.oldest_touch_age()
+        return {
+            "running": self.alive,
+            "warm": self.warmed,
+            "queue": self.state.pending_rescore(),
+            "lag_seconds": round(age, 4) if age is not None else 0.0,
+            "last_batch": self.last_batch.to_dict() if self.last_batch else None,
+            "last_daily": self.last_daily.to_dict() if self.last_daily else None,
+            "batches": self.batches,
+            "accounts_rescored": self.rescored,
+            "failures": self.failures,
+            "last_error": self.last_error,
+            "daily_rescore": self.state.settings.daily_rescore,
+        }

@@ -14,6 +14,7 @@ rescorer waits on :meth:`ServiceState.take_touched` and rescores them in micro-b
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class ServiceState:
     lock: threading.RLock = field(default_factory=threading.RLock)
     _touched: set[str] = field(default_factory=set)
     _touched_cond: threading.Condition = field(default_factory=threading.Condition)
+    _first_touch: float | None = None  # monotonic time of the oldest mark not yet taken
 
     @classmethod
     def open(cls, settings: Settings) -> ServiceState:
@@ -74,6 +76,8 @@ class ServiceState:
             before = len(self._touched)
             self._touched.update(a for a in accounts if a is not None)
             if len(self._touched) != before:
+                if not before:
+                    self._first_touch = time.monotonic()
                 self._touched_cond.notify_all()
 
     def take_touched(self, timeout: float | None = None) -> set[str]:
@@ -83,9 +87,23 @@ class ServiceState:
             if not self._touched and timeout:
                 self._touched_cond.wait(timeout)
             out, self._touched = self._touched, set()
+            self._first_touch = None
             return out
+
+    def wait_touched(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a marked account; whether there is one
+        (nothing is taken)."""
+        with self._touched_cond:
+            if not self._touched:
+                self._touched_cond.wait(timeout)
+            return bool(self._touched)
 
     def pending_rescore(self) -> int:
         """How many accounts are marked and not yet rescored."""
         with self._touched_cond:
             return len(self._touched)
+
+    def oldest_touch_age(self) -> float | None:
+        """Seconds since the oldest mark not yet taken was made (None: nothing marked)."""
+        with self._touched_cond:
+            return None if self._first_touch is None else time.monotonic() - self._first_touch

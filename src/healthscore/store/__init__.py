@@ -52,7 +52,8 @@ import sqlglot.expressions as sge
 from healthscore.core.files import disk_reason
 from healthscore.core.tables import SCHEMA_VERSION, TABLES, Cadence, get_table
 from healthscore.errors import HealthscoreError, ScoringError, StoreError, StoreInUseError
-from healthscore.store.backend import backend_for
+from healthscore.store.backend import Prepared, backend_for
+from healthscore.store.backend import parameter as parameter  # re-exported for the engine
 
 #: ``progress(step, fraction)``: what a long load is doing, and how far it is
 Progress = Callable[[str, float], None]
@@ -793,6 +794,27 @@ class Store:
     def compile(self, expr: ir.Table) -> str:
         """The SQL this backend runs for ``expr`` (for review and benchmarks)."""
         return self._backend.compile(expr)
+
+    def prepare(self, expr: ir.Table) -> Prepared:
+        """Compile ``expr`` once for :meth:`run_prepared`; its :func:`parameter` values
+        are bound at each run (a plan kept and run many times, e.g. by the rescorer)."""
+        return self._backend.prepare(expr)
+
+    def run_prepared(self, prepared: Prepared, values: Mapping[str, object]) -> pa.Table:
+        """Run a query from :meth:`prepare` with ``values`` for its parameters; the result
+        as Arrow, in the expression's types (failures as for :meth:`execute`)."""
+        missing = prepared.keys - set(values)
+        if missing:
+            raise ScoringError(f"values missing for parameters: {', '.join(sorted(missing))}")
+        try:
+            result = self._backend.run_prepared(prepared, dict(values))
+            want = prepared.schema.to_pyarrow()
+            return result if result.schema.equals(want) else result.cast(want)
+        except HealthscoreError:
+            raise
+        except Exception as e:  # drivers raise their own classes; name the reason
+            reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise ScoringError(f"the store could not run the scoring query: {reason}") from e
 
     def execute_sql(self, sql: str) -> pa.Table:
         """Run SQL compiled by :meth:`compile`; lets a benchmark time compile and run apart.

@@ -9,7 +9,11 @@ has no public API for, and the store needs, live here behind :class:`Backend`:
   ... ADD COLUMN``), built with sqlglot in the backend's dialect;
 - :meth:`Backend.transaction`: several writes that happen together or not at all;
 - :meth:`Backend.run_sql`: SQL compiled before, run to an Arrow table (so a benchmark can
-  time compiling and running apart).
+  time compiling and running apart);
+- :meth:`Backend.prepare` and :meth:`Backend.run_prepared`: an expression compiled once
+  with named parameters (:func:`parameter`), run many times with their values bound
+  (DuckDB binds them natively; other backends get the values as literals in the SQL
+  tree compiled before, so Ibis never builds or compiles again).
 
 :func:`backend_for` picks the implementation once, when the store connects: what Ibis
 offers where it offers it (a backend with ``begin()``), DuckDB's own transaction calls
@@ -52,6 +56,71 @@ from healthscore.errors import Interrupted, StoreError
 
 #: rows per insert when a stream is staged through Ibis (PostgreSQL and others)
 STAGE_ROWS = 50_000
+
+
+#: the SQL function names that stand for a parameter until a prepared query runs
+PARAMETER_FUNCTIONS = {"hs_param_timestamp": "TIMESTAMP", "hs_param_string": "VARCHAR"}
+_PARAMETER_TYPES = {"timestamp": "hs_param_timestamp", "string": "hs_param_string"}
+_udfs: dict = {}
+
+
+def parameter(key: str, type: str) -> ir.Value:
+    """A value of ``type`` (``timestamp`` or ``string``) named ``key`` in an expression,
+    bound when the expression, prepared once (:meth:`Backend.prepare`), runs."""
+    fn = _udfs.get(type)
+    if fn is None:
+        import ibis.expr.datatypes as dt
+
+        ret = {"timestamp": dt.timestamp, "string": dt.string}[type]
+        name = _PARAMETER_TYPES[type]
+
+        def stand_in(key: str) -> ret: ...  # noqa: ARG001 - a name only, never called
+
+        stand_in.__annotations__ = {"key": str, "return": ret}
+        fn = _udfs[type] = ibis.udf.scalar.builtin(stand_in, name=name)
+    return fn(key)
+
+
+class Prepared:
+    """A query compiled once: its SQL tree with parameter placeholders, its result
+    schema and the parameters it needs."""
+
+    def __init__(self, tree: sge.Expression, schema, keys: set[str], sql: str | None = None):
+        self.tree = tree
+        self.schema = schema
+        self.keys = keys
+        self.sql = sql  # the text with native placeholders, where the backend binds them
+
+
+def _placeholders(tree: sge.Expression) -> tuple[sge.Expression, set[str]]:
+    """The tree with each parameter stand-in replaced by a typed placeholder."""
+    keys: set[str] = set()
+
+    def swap(node):
+        if isinstance(node, sge.Anonymous) and str(node.name).lower() in PARAMETER_FUNCTIONS:
+            key = node.expressions[0].this
+            keys.add(key)
+            to = PARAMETER_FUNCTIONS[str(node.name).lower()]
+            return sge.Cast(this=sge.Placeholder(this=key), to=sge.DataType.build(to))
+        return node
+
+    return tree.transform(swap, copy=True), keys
+
+
+def _bound(tree: sge.Expression, values: dict) -> sge.Expression:
+    """The tree with each placeholder replaced by its value as a literal."""
+
+    def swap(node):
+        if isinstance(node, sge.Placeholder):
+            v = values[node.this]
+            if v is None:
+                return sge.Null()
+            if hasattr(v, "isoformat"):
+                return sge.Literal.string(v.isoformat(sep=" "))
+            return sge.Literal.string(str(v))
+        return node
+
+    return tree.transform(swap, copy=True)
 
 
 class Backend:
@@ -157,6 +226,30 @@ class Backend:
         """
         return self.to_arrow(self.con.sql(sql))
 
+    def tree(self, expr: ir.Table) -> sge.Expression:
+        """The SQL tree this backend runs for ``expr``."""
+        return self.con.compiler.to_sqlglot(expr)
+
+    def prepare(self, expr: ir.Table) -> Prepared:
+        """Compile ``expr`` once, its :func:`parameter` values left to bind (the SQL that
+        :meth:`to_arrow` runs, so the rows are the same)."""
+        expr = self._as_run(expr)
+        tree, keys = _placeholders(self.tree(expr))
+        return Prepared(tree, expr.schema(), keys)
+
+    def run_prepared(self, prepared: Prepared, values: dict) -> pa.Table:
+        """Run a prepared query with ``values`` for its parameters (generic path: the
+        values become literals of the compiled tree; no Ibis build or compile)."""
+        sql = _bound(prepared.tree, values).sql(self.con.dialect)
+        return self._run_compiled(sql, prepared.schema)
+
+    def _run_compiled(self, sql: str, schema) -> pa.Table:
+        return self.run_sql(sql)
+
+    def _as_run(self, expr: ir.Table) -> ir.Table:
+        """``expr`` as :meth:`to_arrow` compiles it."""
+        return _floats_as_declared(expr)
+
 
 class DuckDBBackend(Backend):
     """DuckDB: transactions through DuckDB's own ``begin``/``commit``/``rollback`` (Ibis's
@@ -220,6 +313,20 @@ class DuckDBBackend(Backend):
             if old[1]:
                 native.execute("PRAGMA enable_progress_bar")
 
+    def _as_run(self, expr: ir.Table) -> ir.Table:
+        return expr  # as to_arrow runs it: Store.execute casts the result instead
+
+    def prepare(self, expr: ir.Table) -> Prepared:
+        prepared = super().prepare(expr)
+        prepared.sql = prepared.tree.sql(self.con.dialect)  # $key placeholders
+        return prepared
+
+    def run_prepared(self, prepared: Prepared, values: dict) -> pa.Table:
+        # DuckDB binds the values itself: no SQL text is built per run
+        result = self.con.con.execute(prepared.sql, {k: values[k] for k in prepared.keys})
+        result = result.arrow()
+        return result.read_all() if hasattr(result, "read_all") else result
+
     def run_sql(self, sql: str) -> pa.Table:
         result = self.con.con.execute(sql).arrow()
         # DuckDB hands over a RecordBatchReader in newer releases, a Table in older ones
@@ -269,8 +376,13 @@ class PostgresBackend(Backend):
         return self._fetch(self.compile(expr), expr.schema())
 
     def compile(self, expr: ir.Table) -> str:
-        tree = self.con.compiler.to_sqlglot(expr)
-        return fence_projections(tree).sql(self.con.dialect)
+        return self.tree(expr).sql(self.con.dialect)
+
+    def tree(self, expr: ir.Table) -> sge.Expression:
+        return fence_projections(self.con.compiler.to_sqlglot(expr))
+
+    def _run_compiled(self, sql: str, schema) -> pa.Table:
+        return self._fetch(sql, schema)
 
     def statement(self, stmt: sge.Expression) -> None:
         with interruptible(), self._translated():

@@ -1,0 +1,75 @@
+"""Current scores: the rows of ``current_scores``, built from scored rows and trends.
+
+Place in the flow: after :mod:`healthscore.engine.plan` (which scores the accounts) and
+:mod:`healthscore.engine.trends` (their class from stored history); the store keeps the
+rows (:mod:`healthscore.store.current`). The live service's rescorer calls these
+functions in turn, holding the store only for the ones that read or write it:
+:func:`trend_rows` (reads), :func:`current_rows` (pure Python), then
+:func:`healthscore.store.current.replace` (writes).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from healthscore.engine import explain as explain_mod
+from healthscore.engine.history import SCORES, stored_dates
+from healthscore.engine.trends import trends_expr
+from healthscore.model import Model
+from healthscore.store import Store
+from healthscore.store.current import arrow_schema
+
+
+def latest_stored(store: Store, model: Model, as_of: datetime) -> datetime | None:
+    """The latest date of stored history at or before ``as_of`` (None: nothing stored)."""
+    if not store.has_table(SCORES):
+        return None
+    dates = [d for d in stored_dates(store, model) if d <= as_of]
+    return max(dates) if dates else None
+
+
+def trend_rows(store: Store, model: Model, as_of: datetime) -> dict[str, dict]:
+    """Per account: ``trend`` and ``change_30d`` (the change over the trend window) as
+    of the latest stored history date at or before ``as_of``; empty without history."""
+    at = latest_stored(store, model, as_of)
+    if at is None:
+        return {}
+    rows = store.execute(trends_expr(store, model, at).select("account_id", "trend", "change"))
+    return {
+        r["account_id"]: {"trend": r["trend"], "change_30d": r["change"]} for r in rows.to_pylist()
+    }
+
+
+def current_rows(
+    model: Model, wide: pa.Table, trends: dict[str, dict], computed_at: datetime | None = None
+) -> pa.Table:
+    """The ``current_scores`` rows of scored ``wide`` rows (one per account)."""
+    now = computed_at or datetime.now(UTC).replace(tzinfo=None)
+    out = []
+    for r in wide.to_pylist():
+        e = explain_mod.from_row(model, r)
+        t = trends.get(r["account_id"], {})
+        out.append(
+            {
+                "account_id": r["account_id"],
+                "model_version": model.version,
+                "scorecard": model.scorecard_name,
+                "as_of": r["as_of"],
+                "score": r["score"],
+                "band": r["band"],
+                "coverage": r["coverage"],
+                "probability": r.get("probability"),
+                "segment": r["segment"],
+                "csm": r["csm"],
+                "signals": r.get("signals"),
+                "band_forced_by": r.get("band_forced_by"),
+                "trend": t.get("trend"),
+                "change_30d": t.get("change_30d"),
+                "explanation": json.dumps(e.to_dict(), default=str),
+                "computed_at": now,
+            }
+        )
+    return pa.Table.from_pylist(out, schema=arrow_schema())

@@ -1,0 +1,112 @@
+"""Scoring plans compiled once and run many times: the real-time path of rescoring.
+
+Place in the flow: beside :mod:`healthscore.engine.asof`, over the same
+:class:`~healthscore.engine.metrics.MetricBuilder` and :mod:`~healthscore.engine.scoring`
+steps. Building and compiling the scoring expression costs far more than running it for
+a few accounts (about 0.25 s at 10,000 accounts, against tens of milliseconds), so a
+:class:`ScorePlan` builds it once per model version and scorecard, with the as-of date,
+the dates moved back from it (windows, lags) and the account ids as parameters
+(:func:`healthscore.store.parameter`), and the store compiles it once
+(:meth:`~healthscore.store.Store.prepare`). Each run binds the values
+(:meth:`~healthscore.store.Store.run_prepared`). The rows are exactly those of
+:func:`healthscore.engine.asof.score` for the same accounts and date (the tests check it).
+
+A plan is kept per number of account slots (1, 4, 16, 64, 256; a batch is padded with
+its last id), plus one for every account. What the expression depends on besides the
+model is checked before each run and rebuilds the plan when it changed: the tables that
+hold no row at all (an empty table is no evidence, so its metrics read as missing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from healthscore.core.time import parse_as_of
+from healthscore.engine.inputs import check_scorable, empty_tables, tables_needed
+from healthscore.engine.metrics import Clock, MetricBuilder
+from healthscore.engine.scoring import score_metrics
+from healthscore.model import Model
+from healthscore.store import Prepared, Store, parameter
+
+#: account slots of the compiled plans; a larger batch runs the plan of every account
+SLOTS = (1, 4, 16, 64, 256)
+
+
+class ParamClock(Clock):
+    """A clock whose dates are parameters, each with the recipe of its value."""
+
+    def __init__(self):
+        super().__init__(datetime(2000, 1, 1))  # never read: every date is a parameter
+        self.recipes: dict[str, Callable[[datetime], datetime]] = {}
+
+    def at(self, *durations: str):
+        key = "_".join(["at", *durations])
+        self.recipes[key] = lambda d, ds=tuple(durations): Clock(d).date(ds)
+        return parameter(key, "timestamp")
+
+    def earliest(self, chains: list[tuple[str, ...]]):
+        chains = sorted(set(chains))
+        key = "min_" + "__".join("_".join(c) for c in chains)
+        self.recipes[key] = lambda d, cs=tuple(chains): min(Clock(d).date(c) for c in cs)
+        return parameter(key, "timestamp")
+
+    def values(self, as_of: datetime) -> dict[str, datetime]:
+        return {k: f(as_of) for k, f in self.recipes.items()}
+
+
+class ScorePlan:
+    """The scoring query of one model (one scorecard of one version), compiled once."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        self._plans: dict[tuple, tuple[Prepared, ParamClock]] = {}
+        self.builds = 0  # how many times an expression was built and compiled
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.model.version, self.model.scorecard_name)
+
+    def prepare(self, store: Store, slots: int | None) -> None:
+        """Build and compile the plan for ``slots`` accounts (None: every account) now,
+        before a run needs it."""
+        self._prepared(store, slots)
+
+    def _prepared(self, store: Store, slots: int | None) -> tuple[Prepared, ParamClock]:
+        empty = tuple(empty_tables(store, self.model))
+        key = (slots, empty)
+        found = self._plans.get(key)
+        if found is None:
+            check_scorable(store, self.model)
+            clock = ParamClock()
+            ids = None if slots is None else [parameter(f"id{i}", "string") for i in range(slots)]
+            tables = store.tables(tables_needed(self.model))
+            raw = MetricBuilder(self.model, tables, empty).build(clock, ids)
+            found = self._plans[key] = (store.prepare(score_metrics(raw, self.model)), clock)
+            self.builds += 1
+        return found
+
+    def run(self, store: Store, as_of=None, account_ids: Iterable[str] | None = None) -> pa.Table:
+        """Scores as of ``as_of`` of ``account_ids`` (None: every account), the rows and
+        columns :func:`healthscore.engine.asof.score` gives, ordered by account id."""
+        d = parse_as_of(as_of)
+        ids = None if account_ids is None else sorted(set(account_ids))
+        if ids is not None and not ids:
+            slots = SLOTS[0]
+            ids = []
+        elif ids is None or len(ids) > SLOTS[-1]:
+            slots = None
+        else:
+            slots = next(n for n in SLOTS if n >= len(ids))
+        prepared, clock = self._prepared(store, slots)
+        values: dict[str, object] = dict(clock.values(d))
+        if slots is not None:
+            padded = ids + [ids[-1] if ids else None] * (slots - len(ids))
+            values.update({f"id{i}": v for i, v in enumerate(padded)})
+        result = store.run_prepared(prepared, values)
+        if slots is None and ids is not None:
+            result = result.filter(pc.is_in(result["account_id"], pa.array(ids, pa.string())))
+        return result

@@ -1,0 +1,210 @@
+"""Real-time rescoring: the compiled plan scores exactly as ``score()`` does, a
+micro-batch rescores only the accounts it was given, the daily rescore appends the
+midnight row to history, and a failing rescore is reported while the thread lives on.
+
+The service tests run a real service on loopback over a copy of the demo store; new
+data arrives as it will through ingestion: rows written with ``Store.load`` inside
+``state.store_access()``, then ``state.touched``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import datetime, timedelta
+
+import pyarrow as pa
+import pytest
+
+import fixtures
+from service_support import running_service
+
+
+def _ids(store, n: int, seed: int) -> list[str]:
+    ids = store.execute(store.table("accounts").select("account_id"))["account_id"].to_pylist()
+    return random.Random(seed).sample(sorted(ids), min(n, len(ids)))
+
+
+def _same(plan_rows: pa.Table, score_rows: pa.Table) -> None:
+    assert plan_rows.schema.equals(score_rows.schema)
+    assert plan_rows.num_rows == score_rows.num_rows
+    assert plan_rows.equals(score_rows)
+
+
+def test_the_compiled_plan_scores_like_score_on_the_demo(demo_project):
+    from healthscore.engine.asof import score
+    from healthscore.engine.plan import ScorePlan
+    from healthscore.model import load_model
+    from healthscore.store import connect
+
+    store = connect(demo_project.db_path)
+    model = load_model(demo_project.model_path)
+    try:
+        for name in model.scorecard_names():
+            card = model.scorecard(name)
+            plan = ScorePlan(card)
+            # midnight, mid-day (an event of this morning counts this morning), earlier
+            dates = [fixtures.DEMO_END, datetime(2025, 6, 14, 13, 30, 5), datetime(2025, 1, 31)]
+            for d in dates:
+                for n, seed in ((1, 1), (3, 2), (17, 3)):
+                    ids = _ids(store, n, seed)
+                    _same(plan.run(store, d, ids), score(store, card, d, ids))
+            # built once per slot size (1, 4, 32 slots), then only bound
+            assert plan.builds == 3
+            # every account, and a batch larger than the largest slot
+            _same(plan.run(store, fixtures.DEMO_END), score(store, card, fixtures.DEMO_END))
+            many = _ids(store, 280, 4)
+            end = fixtures.DEMO_END
+            _same(plan.run(store, end, many), score(store, card, end, many))
+            assert plan.run(store, fixtures.DEMO_END, ["no-such-account"]).num_rows == 0
+    finally:
+        store.close()
+
+
+def test_the_compiled_plan_scores_like_score_on_the_fixture_store(store):
+    from healthscore.engine.asof import score
+    from healthscore.engine.plan import ScorePlan
+    from healthscore.model import load_model
+
+    model = load_model(None)
+    plan = ScorePlan(model)
+    ids = _ids(store, 5, 7)
+    for d in (fixtures.AS_OF, fixtures.AS_OF + timedelta(hours=9, minutes=15)):
+        for n in (1, 2, 5):
+            _same(plan.run(store, d, ids[:n]), score(store, model, d, ids[:n]))
+    _same(plan.run(store, fixtures.AS_OF), score(store, model, fixtures.AS_OF))
+
+
+def _event(account_id: str, at: datetime, n: int) -> pa.Table:
+    return pa.table(
+        {
+            "event_id": [f"rt-{account_id}-{n}-{i}" for i in range(n)],
+            "account_id": [account_id] * n,
+            "user_id": [f"rt-user-{i}" for i in range(n)],
+            "event": ["login"] * n,
+            "ts": pa.array([at - timedelta(minutes=i + 1) for i in range(n)], pa.timestamp("us")),
+        }
+    )
+
+
+def _current(state, version: str, scorecard: str = "health") -> dict[str, dict]:
+    from healthscore.store import current
+
+    with state.store_access() as store:
+        rows = store.execute(current.of_model(store, version, scorecard)).to_pylist()
+    return {r["account_id"]: r for r in rows}
+
+
+def _wait(check, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+@pytest.fixture(scope="module")
+def quiet(demo_project):
+    """A service with no daily rescore: current_scores starts empty."""
+    with running_service(demo_project.db_path, demo_project.model_path) as running:
+        yield running
+
+
+def test_a_micro_batch_rescores_only_the_touched_accounts(quiet):
+    from healthscore.engine.asof import score
+
+    state = quiet.state
+    with state.store_access() as store:
+        a, b = _ids(store, 2, 11)
+    assert _current(state, state.model.version) == {}
+    with state.store_access() as store:
+        before = score(store, state.model, state.now(), [a]).to_pylist()[0]["score"]
+        store.load("usage_events", _event(a, state.now(), 40))
+    state.touched([a, b])
+    rows = _wait(lambda: _current(state, state.model.version))
+    assert set(rows) == {a, b}  # nobody else
+    for name in state.model.scorecard_names():
+        card = state.model.scorecard(name)
+        assert set(_current(state, card.version, name)) <= {a, b}
+    with state.store_access() as store:
+        want = score(store, state.model, state.now(), [a, b]).to_pylist()
+    assert {r["account_id"]: r["score"] for r in want} == {k: r["score"] for k, r in rows.items()}
+    assert rows[a]["score"] != before  # the new events moved it
+    assert rows[a]["as_of"] == state.now()
+    with quiet.client() as api:
+        st = api.get("/v1/status").json()["rescorer"]
+    assert st["running"] and st["last_batch"]["accounts"] == 2 and st["queue"] == 0
+    assert st["last_error"] is None
+
+
+def test_a_failing_rescore_is_reported_and_the_thread_lives(quiet):
+    state = quiet.state
+    with state.store_access() as store:
+        (a,) = _ids(store, 1, 12)
+        # the scoring query now fails: the tickets table is away
+        store.con.create_table("tickets_away", store.table("tickets"))
+        store.con.drop_table("tickets")
+    try:
+        state.touched([a])
+        with quiet.client() as api:
+            st = _wait(lambda: api.get("/v1/status").json()["rescorer"]["last_error"])
+            assert "tickets" in st["error"] and st["during"] == "micro-batch"
+            assert api.get("/v1/status").json()["rescorer"]["running"]
+    finally:
+        with state.store_access() as store:
+            store.con.create_table("tickets", store.con.table("tickets_away"))
+            store.con.drop_table("tickets_away")
+    # the batch is tried again once the store is whole, by the same thread
+    rows = _wait(lambda: _current(state, state.model.version).get(a), timeout=30)
+    assert rows["account_id"] == a
+    with quiet.client() as api:
+        st = api.get("/v1/status").json()["rescorer"]
+    assert st["running"] and st["failures"] >= 1 and st["queue"] == 0
+
+
+def test_the_daily_rescore_appends_the_midnight_row_to_history(demo_projects, tmp_path):
+    import shutil
+
+    from healthscore.engine.history import stored_dates
+    from healthscore.store import current
+
+    template = demo_projects(fixtures.SMALL_DEMO)
+    db, model_file = tmp_path / "daily.duckdb", tmp_path / "healthscore.yaml"
+    shutil.copy2(template.db_path, db)
+    shutil.copy2(template.model_path, model_file)
+    now = fixtures.DEMO_END + timedelta(hours=10)  # the midnight of the day is DEMO_END
+    with running_service(db, model_file, daily_rescore=True, now=now) as running:
+        state = running.state
+        with running.client() as api:
+            st = _wait(lambda: api.get("/v1/status").json()["rescorer"]["last_daily"], 120)
+        assert st["everyone"]
+        for name in state.model.scorecard_names():
+            card = state.model.scorecard(name)
+            with state.store_access() as store:
+                assert fixtures.DEMO_END in stored_dates(store, card)
+                assert current.complete(store, card.version, name)
+                scored = store.execute(current.of_model(store, card.version, name))
+            assert scored.num_rows == st["accounts"] or name != "health"
+            assert set(scored["as_of"].to_pylist()) == {now}
+        # the list now comes from current_scores, as of now
+        with running.client() as api:
+            listed = api.get("/v1/accounts", params={"limit": 5}).json()
+        assert listed["as_of"] == now.isoformat() and listed["total"] == st["accounts"]
+
+
+def test_the_start_up_rescore_of_a_store_that_never_stored_history(fixture_db, tmp_path):
+    import shutil
+
+    from healthscore.store import current
+
+    db = tmp_path / "fresh.duckdb"
+    shutil.copy2(fixture_db, db)
+    with running_service(db, daily_rescore=True, now=fixtures.AS_OF) as running:
+        with running.client() as api:
+            _wait(lambda: api.get("/v1/status").json()["rescorer"]["last_daily"], 120)
+            assert api.get("/v1/status").json()["rescorer"]["last_error"] is None
+        model = running.state.model
+        with running.state.store_access() as store:
+            assert current.complete(store, model.version, "health")

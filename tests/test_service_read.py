@@ -196,6 +196,9 @@ def test_a_flag_moves_the_score_within_a_second_and_resolving_moves_it_back(serv
     assert writer.post("/v1/flags/FLG-nope/resolve").status_code == 404
     r = writer.post("/v1/flags", json={**flag, "account_id": "NO-SUCH"})
     assert r.status_code == 404
+    # a misspelt field is refused, never ignored (the time would silently become "now")
+    r = writer.post("/v1/flags", json={**{k: v for k, v in flag.items() if k != "at"}, "ts": "x"})
+    assert r.status_code == 422 and "ts" in r.text
     for c in (writer, reader, only_events):
         c.close()
 

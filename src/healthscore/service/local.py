@@ -256,7 +256,7 @@ def add_flag(
 
     body = {"account_id": account_id, "kind": kind, "note": note, "author": author}
     if at is not None:
-        body["ts"] = at.isoformat()
+        body["at"] = at.isoformat()
     return _flag_row(
         _either(
             db,
@@ -270,7 +270,7 @@ def resolve_flag(db: Db, flag_id: str, *, at: datetime | None = None) -> dict:
     """Resolve a flag (``POST /v1/flags/{flag_id}/resolve`` while a server owns it)."""
     from healthscore import api
 
-    body = {"resolved_at": at.isoformat()} if at is not None else {}
+    body = {"at": at.isoformat()} if at is not None else {}
     return _flag_row(
         _either(
             db,

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from healthscore import api
 from healthscore.errors import HealthscoreError
@@ -328,6 +328,8 @@ FLAGS_WRITE = Depends(_flags_writer)
 
 
 class NewFlag(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not ignored
+
     account_id: str = Field(min_length=1, max_length=200)
     kind: str = Field(min_length=1, max_length=100, description="e.g. champion_left")
     note: str | None = Field(default=None, max_length=2000)
@@ -336,6 +338,8 @@ class NewFlag(BaseModel):
 
 
 class Resolution(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     at: datetime | None = Field(default=None, description="when (UTC); default now")
 
 

@@ -565,7 +565,11 @@ class Store:
                     self._add_columns(name, extra)
                     dialect = self.con.dialect
                     compare = _compare_text(name, pk, tuple(supplied), tuple(kept), dialect)
-                    found = self._backend.run_sql(compare.replace(_STAGE, stage_name))
+                    keys = ", ".join(
+                        _literal(k).sql(dialect) for k in rows.column(pk).to_pylist()
+                    )
+                    sql = compare.replace(_STAGE, stage_name).replace(f'"{_KEYS}"', keys)
+                    found = self._backend.run_sql(sql)
                     kind = found["kind"]
                     # the rows to write, new and changed, with the stored values of the
                     # columns the batch does not supply
@@ -842,6 +846,7 @@ def _check_batch_keys(name: str, pk: str, keys: pa.ChunkedArray) -> None:
 
 #: the staged table's name in the cached text of :func:`_compare_text`
 _STAGE = "__healthscore_stage__"
+_KEYS = "__healthscore_keys__"
 
 
 @functools.lru_cache(maxsize=256)
@@ -875,9 +880,11 @@ def _compare_sql(
         *[col(c, "t").as_(f"old_{c}", quoted=True) for c in kept],
     ]
     query = sg.select(*select).from_(sg.table(stage, quoted=True).as_("s"))
-    query = query.join(
-        sg.table(name, quoted=True).as_("t"), on=col(pk, "s").eq(col(pk, "t")), join_type="left"
-    )
+    # the stored rows of the batch's keys, named as constants (:data:`_KEYS`, filled in per
+    # batch) so the key index finds them without scanning the table (a join would)
+    stored = sg.select("*").from_(sg.table(name, quoted=True))
+    stored = stored.where(sg.column(pk, quoted=True).isin(sg.column(_KEYS, quoted=True)))
+    query = query.join(stored.subquery("t"), on=col(pk, "s").eq(col(pk, "t")), join_type="left")
     if name == "accounts":
         return query.select(sge.Literal.number(0).as_("unknown"))
     account = col("account_id", "s" if "account_id" in supplied else "t")

@@ -512,6 +512,7 @@ def cli(*args: str, cwd: Path | None = None, stdin: str | None = None, timeout: 
     import healthscore
 
     env = {**os.environ, "PYTHONPATH": str(Path(healthscore.__file__).parents[1])}
+    env["COLUMNS"] = "200"  # tables whole: a narrow terminal wraps names across lines
     env.pop("HEALTHSCORE_DB", None)
     return subprocess.run(
         [sys.executable, "-m", "healthscore.cli", *args],
@@ -552,19 +553,19 @@ def test_a_token_made_by_the_cli_works_until_revoked_or_expired(store_copy):
     from healthscore.service.auth import create_token
 
     with running_service(store_copy) as running:
+        now = datetime.utcnow().replace(microsecond=0)
         with running.state.store_access() as store:
+            # a minute is ample on a loaded machine; the expired one lapsed a second ago
             soon = create_token(
-                store,
-                "short-lived",
-                ["read"],
-                expires_at=datetime.utcnow().replace(microsecond=0) + timedelta(seconds=2),
-            ).text
+                store, "short-lived", ["read"], expires_at=now + timedelta(seconds=60)
+            )
+            gone = create_token(store, "lapsed", ["read"], expires_at=now - timedelta(seconds=1))
         with running.client(text) as c:
             assert c.get("/openapi.json").status_code == 200
             assert c.get("/v1/tokens").status_code == 403  # read is not admin
-        with running.client(soon) as c:
+        with running.client(soon.text) as c:
             assert c.get("/openapi.json").status_code == 200
-            time.sleep(2.5)
+        with running.client(gone.text) as c:
             assert c.get("/openapi.json").status_code == 401
         with running.client() as admin:
             token_id = text.split("_")[1]

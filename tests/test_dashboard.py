@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
+from test_report import browser  # noqa: F401  (one headless Chromium per module)
+
 EVIL = "<script>alert(1)</script><img src=x onerror=alert(2)>"
 EVIL_ID = "ACC-EVIL"
 PASSWORD = "correct horse battery"
@@ -86,31 +86,11 @@ def _arrow(columns: dict[str, str], names: list[str]):
     return [(n, kinds.get(columns[n], pa.string())) for n in names]
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-            ],
-        )
-        yield b
-        b.close()
-
-
 #: every URL a page of this module asked for (checked by the last test)
 REQUESTED: list[str] = []
 
 
-def _context(browser, dash, user: str, width: int = 1280, height: int = 900):
+def _context(browser, dash, user: str, width: int = 1280, height: int = 900):  # noqa: F811
     """A browser context logged in as ``user``; requests leaving the service are aborted."""
     from healthscore.service import auth
 
@@ -144,7 +124,7 @@ def _score(page) -> float:
     return float(page.locator("#score b").get_attribute("data-score"))
 
 
-def test_a_csm_filters_to_red_opens_an_account_and_a_flag_moves_its_score(dash, browser):
+def test_a_csm_filters_to_red_opens_an_account_and_a_flag_moves_its_score(dash, browser):  # noqa: F811
     service, _ = dash
     ctx, page, seen = _context(browser, dash, "maria")
     try:
@@ -216,7 +196,7 @@ def _csrf(html: str) -> str:
     return re.search(r'<meta name="csrf-token" content="([^"]+)"', html).group(1)
 
 
-def test_a_viewer_gets_no_flag_form_and_a_post_is_refused(dash, browser):
+def test_a_viewer_gets_no_flag_form_and_a_post_is_refused(dash, browser):  # noqa: F811
     service, cookies = dash
     from healthscore.service import auth
 
@@ -246,7 +226,7 @@ def test_a_viewer_gets_no_flag_form_and_a_post_is_refused(dash, browser):
         assert not [f for f in api.list_flags(store, account_id="ACC-00099") if f["kind"] == "x"]
 
 
-def test_a_hostile_account_name_is_text_in_the_table_and_the_chart(dash, browser):
+def test_a_hostile_account_name_is_text_in_the_table_and_the_chart(dash, browser):  # noqa: F811
     service, _ = dash
     ctx, page, seen = _context(browser, dash, "ann")
     try:
@@ -266,7 +246,7 @@ def test_a_hostile_account_name_is_text_in_the_table_and_the_chart(dash, browser
         ctx.close()
 
 
-def test_the_account_table_is_usable_at_phone_width(dash, browser, tmp_path):
+def test_the_account_table_is_usable_at_phone_width(dash, browser, tmp_path):  # noqa: F811
     service, _ = dash
     ctx, page, _ = _context(browser, dash, "maria", width=390, height=844)
     try:

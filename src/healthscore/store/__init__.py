@@ -565,9 +565,7 @@ class Store:
                     self._add_columns(name, extra)
                     dialect = self.con.dialect
                     compare = _compare_text(name, pk, tuple(supplied), tuple(kept), dialect)
-                    keys = ", ".join(
-                        _literal(k).sql(dialect) for k in rows.column(pk).to_pylist()
-                    )
+                    keys = ", ".join(_literal(k).sql(dialect) for k in rows.column(pk).to_pylist())
                     sql = compare.replace(_STAGE, stage_name).replace(f'"{_KEYS}"', keys)
                     found = self._backend.run_sql(sql)
                     kind = found["kind"]
@@ -783,17 +781,7 @@ class Store:
         A failure in the backend becomes a :class:`ScoringError` naming the backend's
         reason, not a driver traceback.
         """
-        try:
-            result = self._backend.to_arrow(expr)
-            # Ibis already converts to the expression's types; a backend that types a
-            # literal its own way (DuckDB DECIMAL, PostgreSQL NUMERIC) is cast here
-            want = expr.schema().to_pyarrow()
-            return result if result.schema.equals(want) else result.cast(want)
-        except HealthscoreError:
-            raise
-        except Exception as e:  # drivers raise their own classes; name the reason
-            reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            raise ScoringError(f"the store could not run the scoring query: {reason}") from e
+        return _typed(lambda: self._backend.to_arrow(expr), expr.schema().to_pyarrow())
 
     def compile(self, expr: ir.Table) -> str:
         """The SQL this backend runs for ``expr`` (for review and benchmarks)."""
@@ -810,15 +798,10 @@ class Store:
         missing = prepared.keys - set(values)
         if missing:
             raise ScoringError(f"values missing for parameters: {', '.join(sorted(missing))}")
-        try:
-            result = self._backend.run_prepared(prepared, dict(values))
-            want = prepared.schema.to_pyarrow()
-            return result if result.schema.equals(want) else result.cast(want)
-        except HealthscoreError:
-            raise
-        except Exception as e:  # drivers raise their own classes; name the reason
-            reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            raise ScoringError(f"the store could not run the scoring query: {reason}") from e
+        return _typed(
+            lambda: self._backend.run_prepared(prepared, dict(values)),
+            prepared.schema.to_pyarrow(),
+        )
 
     def execute_sql(self, sql: str) -> pa.Table:
         """Run SQL compiled by :meth:`compile`; lets a benchmark time compile and run apart.
@@ -900,6 +883,22 @@ def _compare_sql(
     )
     query = query.join(known, on=account.eq(col("account_id", "a")), join_type="left")
     return query.select(unknown.as_("unknown"))
+
+
+def _typed(run: Callable[[], pa.Table], want: pa.Schema) -> pa.Table:
+    """A query's result in the expression's types ``want``, its failure told in words.
+
+    Ibis already converts to the expression's types; a backend that types a literal its
+    own way (DuckDB DECIMAL, PostgreSQL NUMERIC) is cast here. Drivers raise their own
+    classes: a :class:`ScoringError` names the reason."""
+    try:
+        result = run()
+        return result if result.schema.equals(want) else result.cast(want)
+    except HealthscoreError:
+        raise
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise ScoringError(f"the store could not run the scoring query: {reason}") from e
 
 
 def _literal(value) -> sge.Expression:

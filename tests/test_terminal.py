@@ -193,3 +193,33 @@ def test_the_demo_portfolio_and_rule_effects_name_bands_as_the_scorecard_does(de
     forces = Rule(when="seats >= 0", band="red")
     assert rule_effect(forces, named.scorecard("onboarding")) == "band stalled"
     assert rule_effect(forces, named) == "band at risk" and rule_effect(forces) == "band red"
+
+
+# --- hostile text cannot reorder what follows it ---------------------------------------------
+
+
+def test_a_right_to_left_override_in_a_name_is_isolated_in_every_table_and_line():
+    """An account named with U+202E (right-to-left override) would show the rest of its row
+    (and of the line) reversed in a terminal: the printed name is closed off in an
+    isolate (U+2068 ... U+2069); ordinary names print as they are."""
+    import io
+
+    from rich.table import Table
+
+    from healthscore.views.terminal import _Console
+
+    out = io.StringIO()
+    console = _Console(file=out, width=120)
+    table = Table("account", "name", "score")
+    table.add_row("ACC-1", "\u202eevil corp", "42.0")
+    table.add_row("ACC-2", "Acme", "77.0")
+    console.print(table)
+    console.print("note: \u202eleft-to-right no more", highlight=False)
+    text = out.getvalue()
+    row = next(ln for ln in text.splitlines() if "ACC-1" in ln)
+    note = next(ln for ln in text.splitlines() if "no more" in ln)
+    for line in (row, note):  # opened before the override, closed after it
+        assert line.index("\u2068") < line.index("\u202e") < line.index("\u2069")
+    # the isolate closes before the score, so 42.0 reads in its own column
+    assert row.index("\u2069") < row.index("42.0")
+    assert "\u2068" not in next(ln for ln in text.splitlines() if "ACC-2" in ln)

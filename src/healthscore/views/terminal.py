@@ -20,11 +20,12 @@ from rich import box
 from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
 from healthscore.core.values import value_text
-from healthscore.views.format import money
+from healthscore.views.format import has_bidi, isolate, money
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -64,6 +65,16 @@ class _Console(Console):
     @size.setter
     def size(self, new_size: tuple[int, int]) -> None:
         self._width, self._height = new_size
+
+    def render(self, renderable, options=None):
+        """Every piece of text printed, with bidirectional controls isolated
+        (:func:`~healthscore.views.format.isolate`): an account, segment or CSM named with
+        U+202E cannot reverse the cells and lines after it in a terminal."""
+        for segment in super().render(renderable, options):
+            if segment.text and not segment.control and has_bidi(segment.text):
+                yield Segment(isolate(segment.text), segment.style, segment.control)
+            else:
+                yield segment
 
 
 # Rich finds sys.stdout / sys.stderr when it prints, so these follow a test's capture

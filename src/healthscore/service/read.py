@@ -28,11 +28,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from healthscore import api
 from healthscore.errors import HealthscoreError
 from healthscore.service import auth
+from healthscore.service.dashboard.data import SORTS  # the list's orders, one list
 
 router = APIRouter(prefix="/v1", tags=["read"])
 
 READ = auth.require("read")
-SORTS = ("score", "arr", "renewal", "name", "change")
 
 
 class NotFound(HealthscoreError):

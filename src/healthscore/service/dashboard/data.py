@@ -14,14 +14,17 @@ from datetime import datetime, timedelta
 
 from healthscore import api
 from healthscore.engine.history import SCORES, stored_dates
+from healthscore.engine.trends import CLASSES
 from healthscore.errors import HealthscoreError
 from healthscore.model import Model
+from healthscore.portfolio import SORTS as ACCOUNT_SORTS
 from healthscore.portfolio import ReportData, account_facts, gather
 from healthscore.service.dashboard import feedback
 
 #: how the account list sorts (the API's words); change: the largest fall first
-SORTS = ("score", "arr", "renewal", "name", "change")
-TRENDS = ("rapid_decline", "gradual_decline", "improving", "stable_high", "stable")
+#: the account list's orders: the portfolio's, and the 30-day change (biggest fall first)
+SORTS = (*ACCOUNT_SORTS, "change")
+TRENDS = CLASSES  # the trend classes, as the engine names them
 
 
 def card(state, name: str | None) -> Model:

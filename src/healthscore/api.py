@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # the lazily re-exported names, for readers and type checkers
     from healthscore.evaluate.calibrate import CalibrationResult
     from healthscore.evaluate.challenger import ChallengerResult
     from healthscore.evaluate.compare import Comparison
+    from healthscore.evaluate.observations import ObservationPlan
     from healthscore.evaluate.probability import ProbabilityFit
     from healthscore.evaluate.snapshot import SnapshotCalibration
     from healthscore.model import Model, json_schema, load_model
@@ -94,6 +95,7 @@ __all__ = [
     "load_plan",
     "load_table",
     "model_path",
+    "observation_plan",
     "open_project",
     "parse_as_of",
     "rapid_declines",
@@ -106,6 +108,7 @@ __all__ = [
     "tables_needed",
     "today",
     "validate_model",
+    "write_predictions",
     "write_report",
 ]
 
@@ -574,12 +577,17 @@ def fit_probability_curve(
     method: str = "isotonic",
     out: str | Path | None = None,
     progress: Progress | None = None,
+    lead: str = "30d",
+    anniversaries: str | None = None,
+    pairs: str | Path | None = None,
 ) -> ProbabilityRun:
     """Fit the probability of ``outcome`` within ``horizon`` from the score, out of
     sample, and write it into the model file (``out``; default: in place) under the
-    model's scorecard."""
+    model's scorecard. Observations as :func:`observation_plan` says (``every``,
+    ``anniversaries`` with ``lead``, or ``pairs``)."""
     from healthscore.evaluate import probability
 
+    plan = observation_plan(store, every, lead, anniversaries, pairs)
     fit = probability.fit_probability_details(
         store,
         model,
@@ -590,6 +598,7 @@ def fit_probability_curve(
         start=start,
         method=method,
         progress=progress,
+        plan=plan,
     )
     written = probability.write_probability(
         model.file, fit.probability, out or model.file, scorecard=model.scorecard_name
@@ -600,13 +609,41 @@ def fit_probability_curve(
 # --- evaluation --------------------------------------------------------------------------
 
 
+def observation_plan(
+    store: Store,
+    every: str = "1mo",
+    lead: str = "30d",
+    anniversaries: str | None = None,
+    pairs: str | Path | None = None,
+) -> ObservationPlan:
+    """Which (account, date) pairs an evaluation observes: every account every ``every``
+    (the default), each account ``lead`` before each ``anniversaries`` period of its
+    first contract, or the pairs of the file ``pairs`` (columns ``account_id``,
+    ``as_of``). ``lead`` is also how long before an outcome the score is judged."""
+    from healthscore.evaluate.observations import ObservationPlan
+
+    if anniversaries is not None and pairs is not None:
+        raise ArgumentError("give `anniversaries` or `pairs`, not both")
+    if (anniversaries is not None or pairs is not None) and every != "1mo":
+        raise ArgumentError(
+            "`every` is the grid's step: it does not go with `anniversaries` or `pairs`"
+        )
+    if anniversaries is not None:
+        return ObservationPlan.anniversaries(anniversaries, lead)
+    if pairs is not None:
+        return ObservationPlan.read_pairs(store, pairs, lead)
+    return ObservationPlan.grid(every, lead)
+
+
 @dataclass
 class BacktestRun:
-    """A backtest with, when asked, the challenger and the HTML report."""
+    """A backtest with, when asked, the challenger, the HTML report and the challenger's
+    held-out predictions written to a file."""
 
     result: BacktestResult
     challenger: ChallengerResult | None = None
     report: BacktestReportResult | None = None
+    predictions: Path | None = None
 
     def to_dict(self) -> dict:
         d = self.result.to_dict()
@@ -614,7 +651,29 @@ class BacktestRun:
             d["challenger"] = self.challenger.to_dict()
         if self.report is not None:
             d["report"] = str(self.report.path)
+        if self.predictions is not None:
+            d["predictions"] = str(self.predictions)
         return d
+
+
+def write_predictions(challenger: ChallengerResult, path: str | Path) -> Path:
+    """The challenger's held-out predictions (account, date, segment, the weighted
+    model's score and band, the label, renewed, the probability and every feature) as
+    CSV (text safe in a spreadsheet) or Parquet, by ``path``'s extension, written whole
+    or not at all."""
+    import pyarrow as pa
+
+    from healthscore.views.export import write_rows
+
+    path = Path(path)
+    fmt = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(path.suffix.lower())
+    if fmt is None:
+        raise ArgumentError(
+            f"`predictions` {path.name}: name a .csv or .parquet file", hint="e.g. predictions.csv"
+        )
+    frame = challenger.predictions
+    write_rows(pa.Table.from_pandas(frame, preserve_index=False), fmt, path, param="predictions")
+    return path
 
 
 def run_backtest(
@@ -636,17 +695,27 @@ def run_backtest(
     as_of=None,
     outcome: str = "churn",
     progress: Progress | None = None,
+    anniversaries: str | None = None,
+    pairs: str | Path | None = None,
+    predictions: str | Path | None = None,
 ) -> BacktestRun:
     """How well ``model``'s point-in-time scores (beside ``vs``) would have predicted
     the outcomes, from ``start`` to ``end``; with ``challenger`` a learned challenger is
-    measured beside it (trained on horizons closed by ``train_until``), with ``report``
-    the HTML report is written there. With ``snapshot`` (data with no history) every
-    account is scored once, as of ``as_of``, and labelled by ``outcome``."""
+    measured beside it (trained on horizons closed by ``train_until``; ``predictions``
+    names a .csv or .parquet file for its held-out predictions), with ``report`` the
+    HTML report is written there. The observations are :func:`observation_plan`'s
+    (``every``; or ``anniversaries``; or ``pairs``, whose dates give the default
+    ``start`` and ``end``). With ``snapshot`` (data with no history) every account is
+    scored once, as of ``as_of``, and labelled by ``outcome``."""
     from healthscore.core.time import parse_as_of
 
     if train_until is not None and not challenger:
         raise ArgumentError("`train_until` goes with `challenger`")
+    if predictions is not None and not challenger:
+        raise ArgumentError("`predictions` are the challenger's: they go with `challenger`")
     if snapshot:
+        if anniversaries is not None or pairs is not None:
+            raise ArgumentError("`snapshot` scores once: `anniversaries` and `pairs` do not apply")
         if start or end or challenger or report:
             raise ArgumentError(
                 "`snapshot` scores once: `start`/`end`, `challenger` and `report` do not apply "
@@ -657,37 +726,41 @@ def run_backtest(
         d = parse_as_of(as_of) if as_of else None
         result = snap.backtest(store, model, as_of=d, outcome=outcome, vs=vs, reps=reps, seed=seed)
         return BacktestRun(result)
-    if start is None or end is None:
-        raise ArgumentError("give `start` and `end` (or `snapshot` for data with no history)")
     if as_of is not None:
         raise ArgumentError("`as_of` goes with `snapshot`")
+    plan = observation_plan(store, every, lead, anniversaries, pairs)
+    span = plan.span()
+    if span is not None:  # a list of pairs: its own dates by default
+        start = start if start is not None else span[0]
+        end = end if end is not None else span[1]
+    if start is None or end is None:
+        raise ArgumentError("give `start` and `end` (or `snapshot` for data with no history)")
     from healthscore.evaluate import backtest
 
     start, end = parse_as_of(start, "start"), parse_as_of(end, "end")
     held_out = None
     if challenger:  # every model is reported on the challenger's held-out dates only
-        from healthscore.core.time import dates_between
-        from healthscore.engine.asof import backfill
+        from healthscore.engine.asof import backfill_dates
         from healthscore.evaluate.challenger import split_dates
 
         asked = parse_as_of(train_until, "train_until") if train_until else None
-        dates = dates_between(start, end, every)
+        seen = plan.observed(store, start, end)
+        dates = seen.dates
         train_until, _, test_dates = split_dates(dates, asked)
         for m in (model, vs) if vs is not None else (model,):  # the training dates too
-            backfill(store, m, start, end, every, progress=progress)
+            backfill_dates(store, m, dates, progress=progress)
         held_out = (start, test_dates[0])
     result = backtest.backtest(
         store,
         model,
         held_out[1] if held_out else start,
         end,
-        every=every,
         horizon=horizon,
-        lead=lead,
         vs=vs,
         reps=reps,
         seed=seed,
         progress=progress,
+        plan=plan,
     )
     run = BacktestRun(result)
     if challenger:
@@ -708,7 +781,11 @@ def run_backtest(
             train_until=asked,
             reps=reps,
             seed=seed,
+            pairs=seen.pairs,
         )
+        run.challenger.plan = plan.describe()
+        if predictions is not None:
+            run.predictions = write_predictions(run.challenger, predictions)
     if report is not None:
         from healthscore.views import backtest_report
 
@@ -743,6 +820,8 @@ class Calibration:
             "outcome": r.outcome,
             "horizon": r.horizon,
             "every": r.every,
+            "lead": r.lead,
+            "plan": r.plan.describe() if r.plan is not None else None,
             "observations": r.observations,
             "positives": r.positives,
             "accounts": r.accounts,
@@ -778,19 +857,25 @@ def calibrate_model(
     folds: int = 5,
     challenger: bool = True,
     progress: Progress | None = None,
+    lead: str = "30d",
+    anniversaries: str | None = None,
+    pairs: str | Path | None = None,
 ) -> Calibration:
     """Learn weights, anchors, directions and bands from the outcomes whose window
     closed by ``train_until`` and test after it; with ``snapshot`` (data with no
     history) judge by stratified cross-validation in ``folds``. The red band holds at
     most ``max_red_share`` of the training observations (default: 1.5 x the current
     model's red share, at least 5 %). The calibrated model file is written to ``out``
-    when given."""
+    when given. The observations are :func:`observation_plan`'s (``every``,
+    ``anniversaries`` or ``pairs``); the held-out backtest judges ``lead`` before each
+    outcome."""
     from healthscore.core.time import parse_as_of
 
     if snapshot:
-        if train_until or start:
+        if train_until or start or anniversaries is not None or pairs is not None:
             raise ArgumentError(
-                "`snapshot` has no time to split on: `train_until` and `start` do not apply"
+                "`snapshot` has no time to split on: `train_until`, `start`, `anniversaries` "
+                "and `pairs` do not apply"
             )
         from healthscore.evaluate import snapshot as snap
 
@@ -813,6 +898,10 @@ def calibrate_model(
         raise ArgumentError("give `train_until` (or `snapshot` for data with no history)")
     from healthscore.evaluate import calibrate
 
+    plan = observation_plan(store, every, lead, anniversaries, pairs)
+    if start is None and plan.span() is not None:
+        start = plan.span()[0]
+
     return Calibration(
         result=calibrate.calibrate(
             store,
@@ -828,6 +917,8 @@ def calibrate_model(
             out=out,
             reps=reps,
             progress=progress,
+            lead=lead,
+            plan=plan,
         )
     )
 

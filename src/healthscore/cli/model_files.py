@@ -17,7 +17,14 @@ from typing import Annotated
 import typer
 
 from healthscore import api
-from healthscore.cli.common import AsOfOpt, DbOpt, ModelOpt, ScorecardOpt, model_file
+from healthscore.cli.common import (
+    AsOfOpt,
+    DbOpt,
+    ModelOpt,
+    ScorecardOpt,
+    model_file,
+    reject_options,
+)
 from healthscore.views import terminal
 
 ModelOutOpt = Annotated[
@@ -53,6 +60,7 @@ def fit_percentiles_command(
 
 
 def fit_probability_command(
+    ctx: typer.Context,
     until: Annotated[
         str, typer.Option(help="fit on observations whose horizon closed by this date (UTC)")
     ],
@@ -76,9 +84,27 @@ def fit_probability_command(
     db: DbOpt = None,
     scorecard: ScorecardOpt = None,
     out_file: ModelOutOpt = None,
+    anniversaries: Annotated[
+        str | None,
+        typer.Option(
+            help="observe each account --lead before each anniversary of its first "
+            "contract, every this long (e.g. 12mo), instead of a grid"
+        ),
+    ] = None,
+    lead: Annotated[
+        str, typer.Option(help="--anniversaries: observe this long before each one")
+    ] = "30d",
+    pairs: Annotated[
+        Path | None,
+        typer.Option(help="observe the (account, date) pairs of this file (account_id, as_of)"),
+    ] = None,
 ) -> None:
     """Fit the probability of churn within a horizon from the score, out of sample, and
     store it in the model file (then score, explain and report show it, and ARR at risk)."""
+    if anniversaries is None:
+        reject_options(ctx, ["lead"], "without --anniversaries")
+    if anniversaries is not None or pairs is not None:
+        reject_options(ctx, ["every"], "with --anniversaries or --pairs (it is the grid's step)")
     project = api.open_project(db, model_file(model), scorecard)
     with terminal.progress_bar(terminal.stderr) as progress:
         run = api.fit_probability_curve(
@@ -92,5 +118,8 @@ def fit_probability_command(
             method=method.value,
             out=out_file,
             progress=progress,
+            lead=lead,
+            anniversaries=anniversaries,
+            pairs=pairs,
         )
     terminal.render_probability_fit(terminal.stdout, run)

@@ -25,6 +25,20 @@ from healthscore.cli.common import (
 )
 from healthscore.views import terminal
 
+ANNIVERSARIES_HELP = (
+    "observe each account LEAD before each anniversary of its first contract, every "
+    "this long (e.g. 12mo), instead of a grid"
+)
+PAIRS_HELP = "observe the (account, date) pairs of this file (columns account_id, as_of)"
+
+
+def check_plan(ctx: typer.Context, anniversaries, pairs) -> None:
+    """A usage error when the grid's step goes with another plan, or two plans are given."""
+    if anniversaries is not None and pairs is not None:
+        raise typer.BadParameter("--anniversaries and --pairs do not go together: choose one")
+    if anniversaries is not None or pairs is not None:
+        reject_options(ctx, ["every"], "with --anniversaries or --pairs (it is the grid's step)")
+
 
 def backtest_command(
     ctx: typer.Context,
@@ -70,12 +84,25 @@ def backtest_command(
         typer.Option(help="--snapshot: the snapshot date [default: day after the last outcome]"),
     ] = None,
     outcome: Annotated[str, typer.Option(help="--snapshot: the outcome to predict")] = "churn",
+    anniversaries: Annotated[str | None, typer.Option(help=ANNIVERSARIES_HELP)] = None,
+    pairs: Annotated[Path | None, typer.Option(help=PAIRS_HELP)] = None,
+    predictions: Annotated[
+        Path | None,
+        typer.Option(help="--challenger: write its held-out predictions here (.csv, .parquet)"),
+    ] = None,
 ) -> None:
     """How well the model's point-in-time scores would have predicted churn (and expansion)."""
     if snapshot:
-        reject_options(ctx, ["every", "horizon", "lead"], "with --snapshot (it scores once)")
+        reject_options(
+            ctx,
+            ["every", "horizon", "lead", "anniversaries", "pairs"],
+            "with --snapshot (it scores once)",
+        )
     else:
         reject_options(ctx, ["outcome"], "without --snapshot (churn and expansion are judged)")
+    if not challenger:
+        reject_options(ctx, ["predictions"], "without --challenger")
+    check_plan(ctx, anniversaries, pairs)
     project = api.open_project(db, model, scorecard)
     other = api.load_model(vs).scorecard(scorecard) if vs is not None else None
     with terminal.progress_bar(terminal.stderr) as progress:
@@ -97,6 +124,9 @@ def backtest_command(
             as_of=as_of,
             outcome=outcome,
             progress=progress,
+            anniversaries=anniversaries,
+            pairs=pairs,
+            predictions=predictions,
         )
 
     def render(console) -> None:
@@ -106,6 +136,8 @@ def backtest_command(
             terminal.say(console, line)
         if run.report is not None:
             terminal.say(console, run.report)
+        if run.predictions is not None:
+            terminal.say(console, f"challenger predictions written to {run.predictions}")
 
     write_output(format, None, run, render=render)
 
@@ -119,6 +151,11 @@ def calibrate_command(
     outcome: Annotated[str, typer.Option(help="the outcome to predict: churn, ...")] = "churn",
     horizon: Annotated[str, typer.Option(help="an outcome within this long counts")] = "90d",
     every: Annotated[str, typer.Option(help="step between observation dates")] = "1mo",
+    lead: Annotated[
+        str, typer.Option(help="the held-out backtest judges the score this long before it")
+    ] = "30d",
+    anniversaries: Annotated[str | None, typer.Option(help=ANNIVERSARIES_HELP)] = None,
+    pairs: Annotated[Path | None, typer.Option(help=PAIRS_HELP)] = None,
     from_: Annotated[
         str | None,
         typer.Option("--from", help="first observation date [default: 90d after the first event]"),
@@ -159,9 +196,14 @@ def calibrate_command(
 ) -> None:
     """Learn weights, anchors, directions and bands from outcomes up to D; test after D."""
     if snapshot:
-        reject_options(ctx, ["horizon", "every"], "with --snapshot (no time to split on)")
+        reject_options(
+            ctx,
+            ["horizon", "every", "lead", "anniversaries", "pairs"],
+            "with --snapshot (no time to split on)",
+        )
     else:
         reject_options(ctx, ["as_of", "folds", "challenger"], "without --snapshot")
+    check_plan(ctx, anniversaries, pairs)
     project = api.open_project(db, model)
     with terminal.progress_bar(terminal.stderr) as progress:
         result = api.calibrate_model(
@@ -182,6 +224,9 @@ def calibrate_command(
             folds=folds,
             challenger=challenger,
             progress=progress,
+            lead=lead,
+            anniversaries=anniversaries,
+            pairs=pairs,
         )
 
     def render(console) -> None:

@@ -6,12 +6,16 @@ is scored with hindsight), takes its observations from
 :mod:`healthscore.evaluate.observations` and measures them with
 :mod:`healthscore.evaluate.stats`:
 
-- **Observations** are (account, observation date) pairs at ``start``, ``start + every``
-  ... ``end``; the label is whether the outcome (default ``churned``) happens within
-  ``horizon`` after the date (see :func:`healthscore.evaluate.observations.observations`).
+- **Observations** are the (account, observation date) pairs of an
+  :class:`~healthscore.evaluate.observations.ObservationPlan` from ``start`` to ``end``
+  (by default every account at ``start``, ``start + every`` ... ``end``; or each account
+  on its contract anniversaries, or a list of pairs); the label is whether the outcome
+  (default ``churned``) happens within ``horizon`` after the date (see
+  :func:`healthscore.evaluate.observations.observations`).
 - **Churn recall** (what CS teams call churn prediction accuracy): of the churn events,
   the share whose account's latest stored score at or before churn - ``lead`` was red;
-  and the share that was green then.
+  and the share that was green then. With anniversaries or a list of pairs, only the
+  plan's own observations of the account count as its scores.
 - **False-positive rate**: red observations without the outcome / observations without
   it; **precision of red**; **red but renewed**: red observations followed by a renewal
   within the horizon.
@@ -36,12 +40,14 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from healthscore.core.time import dates_between, shift_each
+from healthscore.core.time import dates_between, shift_each  # noqa: F401 (callers build grids)
 from healthscore.engine import asof
 from healthscore.engine.history import ensure_tables
 from healthscore.evaluate.observations import (
     GOOD,
     RISK,
+    ObservationPlan,
+    Observed,
     observations,
     outcome_events,
     stored_scores,
@@ -117,9 +123,16 @@ class BacktestResult:
     notes: list[str] = field(default_factory=list)
     snapshot: bool = False  # one observation per account at ``start``; labels without dates
     verdict: str = ""  # the figures a CS leader asks for first, in one plain paragraph
+    plan: str = ""  # the observation plan in words ("every 1mo", ...)
+    observed: Observed | None = None  # the plan's dates and pairs (not in to_dict)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        observed, self.observed = self.observed, None
+        try:
+            d = asdict(self)
+        finally:
+            self.observed = observed
+        d.pop("observed")
         for k in ("start", "end"):
             d[k] = getattr(self, k).isoformat()
         return d
@@ -334,12 +347,17 @@ def evaluate(
     reps: int = 200,
     seed: int = 0,
     keep: pd.DataFrame | None = None,
+    pairs: pd.DataFrame | None = None,
 ) -> tuple[Evaluation, pd.DataFrame, list[str]]:
-    """Measure one model on stored history at ``dates`` (history must be stored)."""
-    obs, notes = observations(store, model, dates, horizon, outcome)
+    """Measure one model on stored history at ``dates`` (history must be stored); with
+    ``pairs`` (a plan's), only those (account, date) pairs are observed, and an event is
+    judged by the account's latest planned observation."""
+    obs, notes = observations(store, model, dates, horizon, outcome, pairs=pairs)
     if keep is not None:  # the same observations as another model
         obs = obs.merge(keep, on=["account_id", "as_of"], how="inner")
     stored = stored_scores(store, model)
+    if pairs is not None:
+        stored = stored.merge(pairs[["account_id", "as_of"]], on=["account_id", "as_of"])
     out = outcome_events(store)
     events = out[out["kind"] == outcome]
     start, end = min(dates), max(dates)
@@ -378,23 +396,39 @@ def backtest(
     seed: int = 0,
     progress: Callable[[str, float], None] | None = None,
     scorer=None,
+    plan: ObservationPlan | None = None,
 ) -> BacktestResult:
     """Backtest ``model`` (and ``vs``) on point-in-time history from ``start`` to ``end``.
 
+    ``plan`` says which (account, date) pairs are observed and the lead (default: the
+    grid every ``every``, judged ``lead`` before the outcome; a plan wins over both).
     Missing history dates are computed first (``scorer`` backfills a model over dates;
-    by default :func:`healthscore.engine.asof.backfill`).
+    by default :func:`healthscore.engine.asof.backfill_dates`).
     """
 
     ensure_tables(store)
-    dates = dates_between(start, end, every)
-    backfill = scorer or (lambda m: asof.backfill(store, m, start, end, every, progress=progress))
+    plan = plan or ObservationPlan.grid(every, lead)
+    every, lead = plan.every, plan.lead
+    seen = plan.observed(store, start, end)
+    dates = seen.dates
+    backfill = scorer or (lambda m: asof.backfill_dates(store, m, dates, progress=progress))
     backfill(model)
     if vs is not None:
         backfill(vs)
     outcomes = set(outcome_events(store)["kind"])
     kinds = [RISK] + ([GOOD] if GOOD in outcomes else [])
     result = BacktestResult(
-        model.label, model.version, start, end, every, horizon, lead, evaluations={}
+        model.label,
+        model.version,
+        start,
+        end,
+        every,
+        horizon,
+        lead,
+        evaluations={},
+        plan=plan.describe(),
+        observed=seen,
+        notes=list(seen.notes),
     )
 
     def measured(m: Model, kind: str, keep: pd.DataFrame | None = None):
@@ -408,6 +442,7 @@ def backtest(
             reps=reps,
             seed=seed,
             keep=keep,
+            pairs=seen.pairs,
         )
 
     for kind in kinds:

@@ -6,8 +6,9 @@ current model (computing the missing dates first) and the ``outcomes`` table (th
 :mod:`healthscore.core.modelfile`: still the same explainable weighted sum, with numbers
 learned from what happened.
 
-- **The time split.** Observations are the backtest's (account, date) pairs at
-  ``start``, ``start + every`` ... up to ``train_until - horizon``: every label window
+- **The time split.** Observations are the backtest's (account, date) pairs of the same
+  :class:`~healthscore.evaluate.observations.ObservationPlan` (by default every account
+  at ``start``, ``start + every`` ...) up to ``train_until - horizon``: every label window
   closes by ``train_until`` (D). Outcomes after D are not read at all (not even to decide
   which windows are closed), and every feature is a point-in-time score line at a date
   before D, so nothing after D can change the fit.
@@ -61,8 +62,9 @@ learned from what happened.
   differs and reaches the target within the cap in the segment (written to
   ``segments.bands``, green at least a point above it).
 - **Held-out comparison.** The new model and the old are backtested on the observation
-  dates from D on only, never on the training period; beside the backtest, the recall
-  the new score reaches at the old model's false-positive rate on the same observations.
+  dates from D on only (the same plan, judged ``lead`` before each outcome), never on the
+  training period; beside the backtest, the recall the new score reaches at the old
+  model's false-positive rate on the same observations.
 
 Everything is deterministic: the same data, model and options give the same file.
 """
@@ -86,12 +88,13 @@ from healthscore.core.modelfile import (
     save_model_text,
 )
 from healthscore.core.tables import TABLES
-from healthscore.core.time import dates_between, shift
+from healthscore.core.time import shift
 from healthscore.engine import asof
 from healthscore.engine.history import LINES, ensure_tables
 from healthscore.errors import ScoringError
 from healthscore.evaluate import backtest as bt
 from healthscore.evaluate.observations import (
+    ObservationPlan,
     observations,
     outcome_events,
     outcome_kind,
@@ -304,6 +307,8 @@ class CalibrationResult:
     red_share: float | None = None  # share of the training observations red, new bands
     red_cap: float | None = None
     wanted_yellow: float | None = None  # the yellow the target recall needed, when capped
+    lead: str = "30d"  # the held-out backtest judges this long before each outcome
+    plan: ObservationPlan | None = None  # which (account, date) pairs are observed
 
     @property
     def review(self) -> list[str]:
@@ -1033,6 +1038,8 @@ def calibrate(
     l2: float = L2,
     held_out: bool = True,
     progress=None,
+    lead: str = "30d",
+    plan: ObservationPlan | None = None,
 ) -> CalibrationResult:
     """Fit the model's weights, anchors, directions and bands on data up to ``train_until``.
 
@@ -1060,6 +1067,10 @@ def calibrate(
         Bootstrap resamples of the held-out backtest; the L2 penalty of the fit.
     held_out
         Backtest new vs old on the dates from ``train_until`` on (False: fit only).
+    lead, plan
+        The held-out backtest judges each outcome ``lead`` before it; ``plan`` says which
+        (account, date) pairs are observed (default: the grid every ``every`` with
+        ``lead``; a plan wins over both), in training and held out.
 
     Returns
     -------
@@ -1083,11 +1094,18 @@ def calibrate(
             f"(`train_until` minus the {horizon} `horizon`)",
             hint="choose a later `train_until` or an earlier `start`",
         )
-    dates = [
-        d for d in dates_between(start, last_train, every) if shift(d, horizon, +1) <= train_until
-    ]
-    asof.backfill(store, model, dates[0], dates[-1], every, progress=progress)
-    obs = training_observations(store, model, dates, horizon, outcome, train_until)
+    plan = plan or ObservationPlan.grid(every, lead)
+    seen = plan.observed(store, start, last_train)
+    dates = [d for d in seen.dates if shift(d, horizon, +1) <= train_until]
+    if not dates:
+        raise ScoringError(
+            f"{plan.describe()}: no observation from {start:%Y-%m-%d} whose {horizon} "
+            f"horizon closes by {train_until:%Y-%m-%d}",
+            hint="choose a later `train_until` or an earlier `start`",
+        )
+    seen = seen.only(dates)
+    asof.backfill_dates(store, model, dates, progress=progress)
+    obs = training_observations(store, model, dates, horizon, outcome, train_until, seen.pairs)
     y = obs["label"].to_numpy(bool)
     if y.sum() < MIN_POSITIVES or y.all():
         raise ScoringError(
@@ -1157,7 +1175,7 @@ def calibrate(
     events = int(obs.loc[y, "account_id"].nunique())
     header = (
         f"calibrated by `healthscore calibrate` from {model.label!r} ({model.version[:12]}):\n"
-        f"outcome {outcome} within {horizon}, observations every {every} from "
+        f"outcome {outcome} within {horizon}, observations {plan.describe()} from "
         f"{dates[0]:%Y-%m-%d} to {dates[-1]:%Y-%m-%d}, trained until {train_until:%Y-%m-%d}\n"
         f"({len(obs):,} observations of {obs['account_id'].nunique():,} accounts, {int(y.sum())} "
         f"followed by {outcome}, {events} accounts with the outcome; nothing after "
@@ -1192,7 +1210,7 @@ def calibrate(
         train_until=train_until,
         outcome=outcome,
         horizon=horizon,
-        every=every,
+        every=plan.every,
         train_dates=dates,
         observations=len(obs),
         positives=int(y.sum()),
@@ -1212,6 +1230,8 @@ def calibrate(
         red_share=float(red.mean()),
         red_cap=cap,
         wanted_yellow=bands.wanted,
+        lead=plan.lead,
+        plan=plan,
     )
     if held_out:
         _held_out(store, model, result, reps=reps, seed=seed, progress=progress)
@@ -1239,26 +1259,35 @@ def _held_out(store: Store, old: Model, result: CalibrationResult, *, reps, seed
             f"after {d:%Y-%m-%d} to test on"
         )
         return
-    dates = dates_between(d, end, result.every)
-    result.test_dates = dates
+    plan = result.plan or ObservationPlan.grid(result.every, result.lead)
     new = result.model
     result.backtest = bt.backtest(
         store,
         new,
         d,
         end,
-        every=result.every,
         horizon=result.horizon,
         vs=old,
         reps=reps,
         seed=seed,
         progress=progress,
+        plan=plan,
     )
-    result.equal_fpr = equal_fpr(store, old, new, dates, result.horizon, result.outcome)
+    seen = result.backtest.observed
+    result.test_dates = seen.dates
+    result.equal_fpr = equal_fpr(
+        store, old, new, seen.dates, result.horizon, result.outcome, pairs=seen.pairs
+    )
 
 
 def equal_fpr(
-    store: Store, old: Model, new: Model, dates: list[datetime], horizon: str, outcome: str
+    store: Store,
+    old: Model,
+    new: Model,
+    dates: list[datetime],
+    horizon: str,
+    outcome: str,
+    pairs: pd.DataFrame | None = None,
 ) -> EqualFPR:
     """Recall of ``new`` at the false-positive rate of ``old``'s red band, same observations.
 
@@ -1266,8 +1295,8 @@ def equal_fpr(
     forces red); the threshold is the highest whose false-positive rate does not exceed
     the old model's.
     """
-    a, _ = observations(store, old, dates, horizon, outcome)
-    b, _ = observations(store, new, dates, horizon, outcome)
+    a, _ = observations(store, old, dates, horizon, outcome, pairs=pairs)
+    b, _ = observations(store, new, dates, horizon, outcome, pairs=pairs)
     key = ["account_id", "as_of"]
     m = a[[*key, "band", "label"]].merge(
         b[[*key, "score", "band", "segment"]], on=key, suffixes=("", "_new")

@@ -17,7 +17,16 @@ a second look (``healthscore compare``); the challenger itself never scores acco
   from depends on anything after ``train_until``), and evaluated on the dates from
   ``train_until`` on, where the weighted model is measured on the very same
   observations: ROC AUC and PR AUC with a seeded bootstrap over accounts, and the
-  paired difference (:mod:`healthscore.evaluate.stats`).
+  paired difference (:mod:`healthscore.evaluate.stats`), and beside them the backtest's
+  figure set for both (:class:`RankFigures`): recall in the riskiest 10 % and 20 % of the
+  book at each date and lift per decile (tied values shared, as in
+  :mod:`healthscore.evaluate.backtest`), and the flag list's recall, false-positive
+  rate, precision and flagged-but-renewed share. The weighted model flags its red band;
+  the challenger flags as many of the riskiest accounts at each date as the weighted
+  model had red then (same list length, so the two lists compare). The held-out
+  predictions (:attr:`ChallengerResult.predictions`) can be written to a file
+  (``predictions``) and checked outside the tool. Observations follow an
+  :class:`~healthscore.evaluate.observations.ObservationPlan`'s pairs when given.
 - **Per-account explanations** are baseline Shapley values: the baseline is the
   training median of every feature; a feature's contribution is its average effect on
   the predicted probability of moving it from the baseline to the account's value,
@@ -40,7 +49,7 @@ import pandas as pd
 from healthscore.core.time import shift
 from healthscore.engine.history import LINES
 from healthscore.errors import ScoringError
-from healthscore.evaluate.backtest import MIN_EVENTS
+from healthscore.evaluate.backtest import MIN_EVENTS, RISKIEST, lift_by_decile, riskiest_share
 from healthscore.evaluate.observations import GOOD, RISK, observations
 from healthscore.evaluate.stats import (
     Difference,
@@ -50,6 +59,7 @@ from healthscore.evaluate.stats import (
     draws_of,
     interval,
     rank_roc_auc,
+    ratio,
     step_average_precision,
 )
 from healthscore.model import Model
@@ -138,6 +148,27 @@ class Challenger:
 
 
 @dataclass
+class RankFigures:
+    """The backtest's figures for one ranking on the held-out observations."""
+
+    #: of the observations with the outcome, the share in the riskiest 10 % / 20 % at
+    #: their date (tied values shared)
+    recall_riskiest: dict[str, Estimate]
+    lift: list[float | None]  # outcome rate per decile over the overall rate, riskiest first
+    flagged: float  # observations flagged (a tied run across the cut counts in part)
+    recall: Estimate  # of the observations with the outcome, the share flagged
+    false_positive_rate: Estimate
+    precision: float | None
+    flagged_but_renewed_share: float | None  # of the flagged, the share renewed (churn)
+
+    def to_dict(self) -> dict:
+        d = dict(vars(self))
+        d["recall_riskiest"] = {k: vars(v) for k, v in self.recall_riskiest.items()}
+        d["recall"], d["false_positive_rate"] = vars(self.recall), vars(self.false_positive_rate)
+        return d
+
+
+@dataclass
 class ChallengerResult:
     """The challenger beside the weighted model on the same held-out observations."""
 
@@ -168,15 +199,20 @@ class ChallengerResult:
     # held-out rows: ids, segment, score, band, label, probability and the features
     predictions: pd.DataFrame | None = None
     challenger: Challenger | None = None
+    #: the backtest's figure set, for ``challenger`` and ``weighted``
+    figures: dict[str, RankFigures] = field(default_factory=dict)
+    flag_band: str = "red"  # the weighted model's flag band; the challenger flags as many
+    plan: str = ""  # the observation plan in words
 
     def to_dict(self) -> dict:
-        skip = {"predictions", "challenger", "explanations"}
+        skip = {"predictions", "challenger", "explanations", "figures"}
         d = {k: v for k, v in self.__dict__.items() if k not in skip}
         d["label"] = CHALLENGER_ONLY
         for k in ("roc_auc", "pr_auc", "weighted_roc_auc", "weighted_pr_auc"):
             d[k] = vars(d[k])
         d["differences"] = [{"metric": x.metric, **vars(x.value)} for x in self.differences]
         d["importance"] = [{"feature": f, "roc_auc_drop": v} for f, v in self.importance]
+        d["figures"] = {k: v.to_dict() for k, v in self.figures.items()}
         d["explanations"] = [
             {
                 "account_id": e.account_id,
@@ -212,6 +248,29 @@ class ChallengerResult:
             f"PR AUC:  challenger {self.pr_auc}, weighted {self.weighted_pr_auc}, "
             f"difference {diff.get('pr_auc', '-')}",
         ]
+        if self.figures:
+            c, w = self.figures["challenger"], self.figures["weighted"]
+            end = "riskiest" if self.outcome != GOOD else "healthiest"
+            for key, value in c.recall_riskiest.items():
+                out.append(
+                    f"recall in the {end} {key}: challenger {value}, weighted "
+                    f"{w.recall_riskiest[key]}"
+                )
+            out.append(
+                f"lift, riskiest decile: challenger {_lift(c.lift)}, weighted {_lift(w.lift)}"
+            )
+            out.append(
+                f"flag list ({self.flag_band} band; the challenger's {c.flagged:,.0f} riskiest "
+                f"as many per date): recall challenger {c.recall}, weighted {w.recall}; "
+                f"false-positive rate challenger {c.false_positive_rate}, weighted "
+                f"{w.false_positive_rate}"
+                + (
+                    f"; flagged but renewed: challenger {_pct(c.flagged_but_renewed_share)}, "
+                    f"weighted {_pct(w.flagged_but_renewed_share)}"
+                    if w.flagged_but_renewed_share is not None
+                    else ""
+                )
+            )
         if self.importance:
             top = ", ".join(f"{name(f)} {v:+.3f}" for f, v in self.importance[:5])
             out.append(f"what it relies on most (held-out ROC AUC lost when shuffled): {top}")
@@ -263,6 +322,14 @@ def _matrix(frame: pd.DataFrame, cols: list[str]) -> np.ndarray:
 def _value_or_none(v: float) -> float | None:
     """A feature value for people and JSON: None when missing (NaN)."""
     return None if v is None or np.isnan(v) else float(v)
+
+
+def _lift(lift: list[float | None]) -> str:
+    return "-" if not lift or lift[0] is None else f"{lift[0]:.2f}x"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
 
 
 def _fmt(v: float | None) -> str:
@@ -337,6 +404,7 @@ def train_challenger(
     horizon: str = "90d",
     outcome: str = RISK,
     seed: int = 0,
+    pairs: pd.DataFrame | None = None,
 ) -> Challenger:
     """Fit the challenger on the observations at ``dates`` whose horizon closes by ``train_until``.
 
@@ -353,6 +421,8 @@ def train_challenger(
         As in the backtest: the label is ``outcome`` within ``horizon`` after the date.
     seed
         Seeds the booster (and the orders sampled for large explanations).
+    pairs
+        An observation plan's (account, date) pairs (None: every account at each date).
 
     Returns
     -------
@@ -367,7 +437,9 @@ def train_challenger(
             hint="choose a later `train_until` or earlier `dates`",
         )
     # outcomes after train_until are not even read: the fit cannot depend on them
-    obs, _ = observations(store, model, train_dates, horizon, outcome, until=train_until)
+    obs, _ = observations(
+        store, model, train_dates, horizon, outcome, until=train_until, pairs=pairs
+    )
     feats = features(store, model, train_dates)
     data = obs[["account_id", "as_of", "label"]].merge(feats, on=["account_id", "as_of"])
     names = [m for _, m, _ in model.scored_metrics() if m in data.columns]
@@ -504,6 +576,7 @@ def challenge(
     reps: int = 200,
     seed: int = 0,
     top: int = 10,
+    pairs: pd.DataFrame | None = None,
 ) -> ChallengerResult:
     """Train the challenger and measure it beside ``model`` on the held-out observations.
 
@@ -516,13 +589,22 @@ def challenge(
     (``dates``, ``train_until``) when the split leaves nothing to train or evaluate on.
 
     ``top`` riskiest accounts by the challenger at the last held-out date are explained.
+    With ``pairs`` (an observation plan's), only those (account, date) pairs are
+    observed, in training and held out.
     """
     dates = sorted(dates)
     train_until, split, test_dates = split_dates(dates, train_until)
     ch = train_challenger(
-        store, model, train_until, dates=dates, horizon=horizon, outcome=outcome, seed=seed
+        store,
+        model,
+        train_until,
+        dates=dates,
+        horizon=horizon,
+        outcome=outcome,
+        seed=seed,
+        pairs=pairs,
     )
-    obs, notes = observations(store, model, test_dates, horizon, outcome)
+    obs, notes = observations(store, model, test_dates, horizon, outcome, pairs=pairs)
     notes = [f"challenger: {n}" for n in notes]
     feats = features(store, model, test_dates)
     test = obs.merge(feats, on=["account_id", "as_of"], how="inner")
@@ -536,6 +618,7 @@ def challenge(
     prob = test["probability"].to_numpy(float)
     weighted = -test["score"].to_numpy(float) if risky else test["score"].to_numpy(float)
     figures, draws = _paired_figures(test, y, prob, weighted, reps, seed)
+    flag_band = "red" if risky else "green"
     result = ChallengerResult(
         model_label=model.label,
         model_version=model.version,
@@ -569,12 +652,16 @@ def challenge(
                 "score",
                 "band",
                 "label",
+                "renewed",
                 "probability",
                 *ch.features,
             ]
         ].reset_index(drop=True),
         challenger=ch,
+        flag_band=flag_band,
     )
+    if len(test):
+        result.figures = rank_figures(test, prob, weighted, flag_band, risky, reps, seed)
     if len(test):
         result.importance = _importance(ch, test, y, seed)
         last = test[test["as_of"] == test["as_of"].max()]
@@ -583,6 +670,57 @@ def challenge(
         result.explanations = ch.explain(last.iloc[risky_first[:top]])
     result.notes += _verdict(result)
     return result
+
+
+def rank_figures(
+    test: pd.DataFrame,
+    prob: np.ndarray,
+    weighted: np.ndarray,
+    flag_band: str,
+    risky: bool,
+    reps: int,
+    seed: int,
+) -> dict[str, RankFigures]:
+    """The backtest's figure set for the challenger (risk ``prob``) and the weighted
+    model (risk ``weighted``) on the same held-out rows, with the same account
+    resamples. The weighted model flags its ``flag_band``; the challenger flags the
+    same number of its riskiest at each date (a tied run across the cut in part)."""
+    y = test["label"].to_numpy(bool)
+    neg = ~y
+    dates = test["as_of"].to_numpy()
+    red = (test["band"] == flag_band).to_numpy(bool)
+    red_share = pd.Series(red.astype(float)).groupby(dates).transform("mean").to_numpy()
+    renewed = test["renewed"].to_numpy(bool) if risky else None
+    accounts = np.array(sorted(test["account_id"].unique()))
+    rep = Replicates(account_index(accounts, test["account_id"]), len(accounts), reps, seed)
+    out = {}
+    for who, risk, flagged in (
+        ("challenger", prob, riskiest_share(dates, prob, red_share)),
+        ("weighted", weighted, red.astype(float)),
+    ):
+        top = {f"{share:.0%}": riskiest_share(dates, risk, share) for share in RISKIEST}
+        draws = draws_of(
+            {
+                **{key: rep.ratio(part * y, y) for key, part in top.items()},
+                "recall": rep.ratio(flagged * y, y),
+                "fpr": rep.ratio(flagged * neg, neg),
+            }
+        )
+        out[who] = RankFigures(
+            recall_riskiest={
+                key: interval(ratio((part * y).sum(), y.sum()), draws[key])
+                for key, part in top.items()
+            },
+            lift=lift_by_decile(risk, y, positive_low=False),
+            flagged=float(flagged.sum()),
+            recall=interval(ratio((flagged * y).sum(), y.sum()), draws["recall"]),
+            false_positive_rate=interval(ratio((flagged * neg).sum(), neg.sum()), draws["fpr"]),
+            precision=ratio((flagged * y).sum(), flagged.sum()),
+            flagged_but_renewed_share=(
+                ratio((flagged * renewed).sum(), flagged.sum()) if renewed is not None else None
+            ),
+        )
+    return out
 
 
 def _importance(ch: Challenger, test: pd.DataFrame, y: np.ndarray, seed: int):
@@ -686,6 +824,7 @@ __all__ = [
     "ChallengerExplanation",
     "ChallengerResult",
     "Driver",
+    "RankFigures",
     "challenge",
     "features",
     "train_challenger",

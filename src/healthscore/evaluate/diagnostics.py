@@ -68,8 +68,14 @@ def report_observations(
     measures them). A ``probability`` column holds the stored calibrated probability
     (empty when the model has no ``probability:`` section).
     """
-    dates = dates_between(result.start, result.end, result.every)
-    frames = [bt.observations(store, m, dates, result.horizon, bt.RISK)[0] for m in models]
+    seen = result.observed
+    dates = (
+        seen.dates if seen is not None else dates_between(result.start, result.end, result.every)
+    )
+    pairs = seen.pairs if seen is not None else None
+    frames = [
+        bt.observations(store, m, dates, result.horizon, bt.RISK, pairs=pairs)[0] for m in models
+    ]
     if len(frames) > 1:
         key = ["account_id", "as_of"]
         both = frames[0][key]

@@ -12,6 +12,8 @@ the ``outcomes`` table) and before scoring with the fitted model:
 - :func:`fit_probability` fits it out of sample: only observations whose horizon had
   closed by ``until`` are used, and only outcomes up to ``until`` are read, so nothing
   later can leak into the fit; the result is the model file's ``probability:`` section.
+  The observations follow an :class:`~healthscore.evaluate.observations.ObservationPlan`
+  (by default the grid every ``every``), the same plan a backtest or calibration takes.
 - :func:`write_probability` writes that section into the model file (comments kept).
 - :func:`arr_at_risk` sums, per segment or CSM, the expected churns (Σ p) and the ARR
   at risk (Σ p × ARR) of a scored table.
@@ -203,6 +205,7 @@ def fit_probability(
     start=None,
     method: str = "isotonic",
     progress: Callable[[str, float], None] | None = None,
+    plan=None,
 ) -> Probability:
     """The model's ``probability:`` section, fitted on observations closed by ``until``.
 
@@ -224,6 +227,7 @@ def fit_probability(
         start=start,
         method=method,
         progress=progress,
+        plan=plan,
     ).probability
 
 
@@ -238,14 +242,20 @@ def fit_probability_details(
     start=None,
     method: str = "isotonic",
     progress: Callable[[str, float], None] | None = None,
+    plan=None,
 ) -> ProbabilityFit:
-    """:func:`fit_probability`, also returning the observations, dates and notes."""
+    """:func:`fit_probability`, also returning the observations, dates and notes.
+
+    ``plan`` (an :class:`~healthscore.evaluate.observations.ObservationPlan`) says which
+    (account, date) pairs are observed; the grid every ``every`` by default."""
     from healthscore.engine import timeline
     from healthscore.engine.history import backfill, ensure_tables
     from healthscore.evaluate.observations import observations, outcome_kind
 
     if method not in METHODS:
         raise ScoringError(f"unknown method {method!r}", hint="use isotonic or platt")
+    grid = plan is None or plan.how == "grid"
+    every = plan.every if plan is not None and grid else every
     for name, value in (("horizon", horizon), ("every", every)):
         try:
             parse_duration(value)
@@ -253,9 +263,11 @@ def fit_probability_details(
             raise DurationError(f"`{name}`: {e}") from None
     outcome = outcome_kind(outcome)
     until = parse_as_of(until, "until")
-    # the latest date on the grid back from `until` whose horizon has closed by then
-    recent = dates_between(shift(shift(until, horizon), every), until, every)
-    last = max(d for d in recent if _closed(d, horizon, until))
+    if grid:  # the latest date on the grid back from `until` whose horizon has closed by then
+        recent = dates_between(shift(shift(until, horizon), every), until, every)
+        last = max(d for d in recent if _closed(d, horizon, until))
+    else:
+        last = shift(until, horizon)
     start = parse_as_of(start, "start") if start is not None else _default_start(store, last, until)
     if start > last:
         raise ScoringError(
@@ -263,7 +275,19 @@ def fit_probability_details(
             f"{until:%Y-%m-%d}",
             hint=f"pass `start` on or before {last:%Y-%m-%d}",
         )
-    dates = [d for d in dates_between(start, until, every) if _closed(d, horizon, until)]
+    pairs = None
+    if grid:
+        dates = [d for d in dates_between(start, until, every) if _closed(d, horizon, until)]
+    else:
+        seen = plan.observed(store, start, last)
+        dates = [d for d in seen.dates if _closed(d, horizon, until)]
+        if not dates:
+            raise ScoringError(
+                f"{plan.describe()}: no observation from {start:%Y-%m-%d} has its {horizon} "
+                f"horizon closed by {until:%Y-%m-%d}",
+                hint="choose an earlier `start` or a later `until`",
+            )
+        pairs = seen.only(dates).pairs
     base = _without_probability(model)
     ensure_tables(store)
     backfill(
@@ -282,7 +306,7 @@ def fit_probability_details(
             "against",
             hint="load the outcomes table, or fit until a later date",
         )
-    obs, notes = observations(store, base, dates, horizon, outcome, until=until)
+    obs, notes = observations(store, base, dates, horizon, outcome, until=until, pairs=pairs)
     if obs.empty:
         raise ScoringError(
             f"no scored observation from {dates[0]:%Y-%m-%d} to {dates[-1]:%Y-%m-%d} whose "

@@ -118,7 +118,7 @@ def _key_columns(cols: FileColumns, key: list[str], by_name: dict) -> list[Colum
         return []
     spec, named = cols.spec, ",".join(key)
     pk = spec.primary_key
-    if spec.name not in KEYABLE:
+    if spec.name in TABLES and spec.name not in KEYABLE:
         raise SourceError(
             f"`key` {named}: {spec.name} rows are identified by their {pk}, which other "
             "tables refer to; the file must carry it",

@@ -84,7 +84,7 @@ class SourceBatch:
 
 def read_source(
     path,
-    table: str,
+    table: str | Table,
     mapping: dict[str, str | list[str]] | None = None,
     *,
     date_format: str | None = None,
@@ -105,7 +105,9 @@ def read_source(
         (tabs), ``.txt`` (delimiter detected), ``.parquet``/``.pq`` or
         ``.jsonl``/``.ndjson``/``.json`` (JSON lines: one object per line) file.
     table
-        Canonical table name, e.g. ``"accounts"``.
+        Canonical table name, e.g. ``"accounts"``; or a :class:`Table` of a caller's own
+        for a file that is read and checked but never stored (an evaluation's list of
+        (account, date) pairs), which may build its key from columns (``key``).
     mapping
         ``{source column: canonical column}`` renames applied before validation. A list
         of names feeds several columns from one: the first renames the file's column,
@@ -191,7 +193,7 @@ def read_source(
 @contextmanager
 def stream_source(
     path,
-    table: str,
+    table: str | Table,
     mapping: dict[str, str | list[str]] | None = None,
     *,
     date_format: str | None = None,
@@ -226,7 +228,7 @@ def stream_source(
     2 2
     """
     file = str(path)
-    spec = canonical_table(table)
+    spec = table if isinstance(table, Table) else canonical_table(table)
     fmt = format_of(file)
     p = Path(path)
     if not p.is_file():

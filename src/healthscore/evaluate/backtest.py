@@ -348,10 +348,12 @@ def evaluate(
     seed: int = 0,
     keep: pd.DataFrame | None = None,
     pairs: pd.DataFrame | None = None,
+    span: tuple[datetime, datetime] | None = None,
 ) -> tuple[Evaluation, pd.DataFrame, list[str]]:
     """Measure one model on stored history at ``dates`` (history must be stored); with
     ``pairs`` (a plan's), only those (account, date) pairs are observed, and an event is
-    judged by the account's latest planned observation."""
+    judged by the account's latest planned observation. Events are judged when their
+    date - ``lead`` falls in ``span`` (default: the first to the last of ``dates``)."""
     obs, notes = observations(store, model, dates, horizon, outcome, pairs=pairs)
     if keep is not None:  # the same observations as another model
         obs = obs.merge(keep, on=["account_id", "as_of"], how="inner")
@@ -360,7 +362,7 @@ def evaluate(
         stored = stored.merge(pairs[["account_id", "as_of"]], on=["account_id", "as_of"])
     out = outcome_events(store)
     events = out[out["kind"] == outcome]
-    start, end = min(dates), max(dates)
+    start, end = span or (min(dates), max(dates))
     judged = judge_events(stored, events, lead, start, end)
     if keep is not None:  # events of the accounts both models observe
         judged = judged[judged["account_id"].isin(obs["account_id"])].reset_index(drop=True)
@@ -443,6 +445,8 @@ def backtest(
             seed=seed,
             keep=keep,
             pairs=seen.pairs,
+            # a plan's own dates need not reach the range's ends: judge over the range
+            span=(start, end) if seen.pairs is not None else None,
         )
 
     for kind in kinds:

@@ -443,7 +443,11 @@ def _pairs_error(e: SourceError) -> SourceError:
     if not e.problems:
         return SourceError(str(e).replace("observation pairs", "a pairs file"))
     seen, problems = set(), []
+    # rows whose account is missing or unknown all share an empty key: no duplicates
+    no_account = {p.row for p in e.problems if p.column == "account"}
     for p in e.problems:
+        if p.reason.startswith("duplicate key") and p.row in no_account:
+            continue
         column = "account_id" if p.column == "account" else p.column
         if (p.row, column, p.reason) in seen:
             continue

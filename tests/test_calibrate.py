@@ -377,3 +377,36 @@ def test_a_flip_the_metric_alone_does_not_support_says_it_comes_from_the_others(
     assert line.startswith("flipped referred: higher was better, now lower is (weight 2.3 %")
     assert "AUC 0.58 read the old way" in line and "on 7,043 training observations, 1,869" in line
     assert "alone it agrees with the old direction: flipped only given the other" in line
+
+
+def test_one_plan_gives_backtest_calibration_and_probability_the_same_observations(
+    calibrated, tmp_path
+):
+    from healthscore.evaluate import backtest as bt
+    from healthscore.evaluate.observations import ObservationPlan
+    from healthscore.evaluate.probability import fit_probability_details
+
+    store, grid = calibrated
+    model = hs.load_model(None)
+    train = grid.train_dates[-7:-1]  # windows closed by D, before the last outcome known then
+    test = grid.test_dates[:3]
+    ids = sorted(store.execute(store.table("accounts").select("account_id")).column(0).to_pylist())
+    rows = [f"{a},{d:%Y-%m-%d}" for a in ids[::2] for d in [*train, *test]]
+    f = tmp_path / "pairs.csv"
+    f.write_text("account_id,as_of\n" + "\n".join(rows) + "\n")
+    plan = ObservationPlan.read_pairs(store, f, lead="60d")
+    c = cal.calibrate(store, model, D, start=train[0], plan=plan, seed=0, reps=20)
+    b = bt.backtest(store, model, train[0], train[-1], plan=plan, reps=20)
+    p = fit_probability_details(store, model, D, start=train[0], plan=plan)
+    m = b.evaluations["churned"].overall
+    assert c.train_dates == train == p.dates
+    assert (c.observations, c.positives, c.accounts) == (m.observations, m.positives, m.accounts)
+    assert (
+        len(p.observations) == c.observations and int(p.observations["label"].sum()) == c.positives
+    )
+    assert c.accounts <= len(ids[::2]) and c.observations < grid.observations
+    # the held-out check observes the same plan after D, judged --lead before each churn
+    assert c.test_dates == test and c.backtest.lead == "60d" and c.lead == "60d"
+    assert c.backtest.plan == plan.describe()
+    held = c.backtest.evaluations["churned"].overall
+    assert c.equal_fpr.observations == held.observations <= len(ids[::2]) * len(test)

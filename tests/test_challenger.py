@@ -212,3 +212,79 @@ def test_backtest_with_a_challenger_reports_every_model_on_the_held_out_dates_on
     assert any(
         n.startswith("held out:") and f"{TRAIN_UNTIL:%Y-%m-%d}" in n for n in run.result.notes
     )
+
+
+def test_the_challenger_gets_the_weighted_models_figure_set_on_the_same_rows(demo, challenged):
+    result, store, _ = demo
+    r = challenged
+    c, w = r.figures["challenger"], r.figures["weighted"]
+    # the weighted model's figures are the backtest's own on the held-out observations
+    ev, obs, _ = bt.evaluate(store, result.model, r.test_dates, reps=100, seed=0)
+    m = ev.overall
+    assert len(obs) == r.observations
+    for key in ("10%", "20%"):
+        assert w.recall_riskiest[key].value == pytest.approx(m.recall_riskiest[key].value)
+    assert w.lift == pytest.approx(m.lift)
+    assert w.false_positive_rate.value == pytest.approx(m.false_positive_rate.value)
+    assert w.precision == pytest.approx(m.precision.value)
+    assert w.flagged_but_renewed_share == pytest.approx(m.flagged_but_renewed_share)
+    # the challenger flags as many accounts per date as the weighted model had red
+    held = r.predictions
+    assert c.flagged == pytest.approx(float((held["band"] == "red").sum()))
+    # its riskiest-10 % recall, recomputed from the stored predictions outside the tool
+    y = held["label"].to_numpy(bool)
+    inside = 0.0
+    for _, day in held.groupby("as_of"):
+        k = 0.1 * len(day)
+        p = day["probability"].to_numpy()
+        yy = day["label"].to_numpy(bool)
+        for v in np.unique(p)[::-1]:  # riskiest first; a tied run across the cut shared
+            tied = p == v
+            take = min(k, tied.sum())
+            inside += take / tied.sum() * yy[tied].sum()
+            k -= take
+            if k <= 0:
+                break
+    assert c.recall_riskiest["10%"].value == pytest.approx(inside / y.sum())
+    assert c.lift[0] > 1 and c.recall.lo is not None
+    text = "\n".join(r.lines())
+    assert "recall in the riskiest 10%: challenger" in text and "flag list (red band" in text
+    assert set(r.to_dict()["figures"]) == {"challenger", "weighted"}
+
+
+def test_challenger_predictions_are_written_for_checking_outside_the_tool(demo, tmp_path):
+    import pandas as pd
+
+    result, store, _ = demo
+    out = tmp_path / "predictions.csv"
+    run = hs.api.run_backtest(
+        store,
+        result.model,
+        START,
+        STOP,
+        challenger=True,
+        train_until=TRAIN_UNTIL,
+        reps=20,
+        predictions=out,
+    )
+    back = pd.read_csv(out)
+    held = run.challenger.predictions
+    assert len(back) == len(held) == run.challenger.observations
+    assert list(back.columns[:8]) == [
+        "account_id",
+        "as_of",
+        "segment",
+        "score",
+        "band",
+        "label",
+        "renewed",
+        "probability",
+    ]
+    assert back["probability"].to_numpy() == pytest.approx(held["probability"].to_numpy())
+    y = back["label"].to_numpy(bool)
+    assert roc_auc_score(y, back["probability"]) == pytest.approx(run.challenger.roc_auc.value)
+    assert run.to_dict()["predictions"] == str(out)
+    parquet = hs.api.write_predictions(run.challenger, tmp_path / "p.parquet")
+    assert len(pd.read_parquet(parquet)) == len(held)
+    with pytest.raises(hs.api.ArgumentError, match="name a .csv or .parquet file"):
+        hs.api.write_predictions(run.challenger, tmp_path / "p.txt")

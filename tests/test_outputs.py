@@ -364,3 +364,13 @@ def test_bidi_override_in_names_is_isolated_in_the_report(project, tmp_path):
     charts = page.replace(plotly_js(), "")  # plotly.js itself spells U+202E in its code
     assert "\\u202e" not in charts.lower()  # chart labels carry no override ...
     assert '"evil seg"' in charts  # ... the segment's label is there without it
+
+
+def test_large_string_columns_are_neutralized_too():
+    """pandas hands Arrow large_string columns (a frame written as CSV); they used to fail."""
+    import pyarrow as pa
+
+    from healthscore.core.csvout import csv_bytes
+
+    table = pa.table({"name": pa.array(["=cmd()", "plain", None], pa.large_string())})
+    assert csv_bytes(table).decode().splitlines() == ['"name"', '"\'=cmd()"', '"plain"', ""]

@@ -75,7 +75,8 @@ def _neutral_column(column):
         pc.match_substring_regex(column, FORMULA_START),
         pc.invert(pc.match_substring_regex(column, PLAIN_NUMBER)),
     )
-    quoted = pc.binary_join_element_wise("'", column, "")
+    # the joined pieces share the column's type (large_string from pandas: no mixed kernel)
+    quoted = pc.binary_join_element_wise(pa.scalar("'", typ), column, pa.scalar("", typ))
     return pc.if_else(pc.fill_null(risky, False), quoted, column)
 
 

@@ -368,6 +368,17 @@ def _paragraph(console: Console, text: str) -> None:
     console.print()
 
 
+def _plan_words(r) -> str:
+    """The observation plan in words: ``every 1mo`` (a grid: the words the backtest always
+    printed), else the plan's own (``each account 30d before each 12mo anniversary ...``)."""
+    return getattr(r, "plan", "") or f"every {r.every}"
+
+
+def _observed_words(r) -> str:
+    words = _plan_words(r)
+    return words if words.startswith("every ") else f"({words})"
+
+
 def render_backtest(console: Console, r, *, plain: bool = True, model=None) -> None:
     """The backtest figures: overall and per segment, side by side with --vs; first
     (``plain``) one paragraph saying in plain words what was done and how to read it.
@@ -389,7 +400,7 @@ def render_backtest(console: Console, r, *, plain: bool = True, model=None) -> N
     elif plain:
         _paragraph(
             console,
-            f"In plain words: we went back to every {r.every} between {r.start:%Y-%m-%d} "
+            f"In plain words: we went back to {_plan_words(r)} between {r.start:%Y-%m-%d} "
             f"and {r.end:%Y-%m-%d}, scored each account with only the data it had then, and "
             f"looked at what happened in the {r.horizon} after. Recall is the share of "
             f"accounts that churned which were {red} {r.lead} before they left; the "
@@ -408,7 +419,7 @@ def render_backtest(console: Console, r, *, plain: bool = True, model=None) -> N
     else:
         console.print(
             f"[bold]backtest[/] of {r.model_label} ({r.model_version[:12]}): observations "
-            f"every {r.every} from {r.start:%Y-%m-%d} to {r.end:%Y-%m-%d}, outcome within "
+            f"{_observed_words(r)} from {r.start:%Y-%m-%d} to {r.end:%Y-%m-%d}, outcome within "
             f"{r.horizon}, judged {r.lead} before it; 95 % intervals from a bootstrap over "
             "accounts",
             highlight=False,

@@ -248,3 +248,26 @@ def test_cli_observes_on_anniversaries_and_rejects_options_that_do_not_go_togeth
     assert r.exit_code != 0 and "do not go together" in r.output
     r = runner.invoke(app, [*base, "--predictions", str(tmp_path / "x.csv")])
     assert r.exit_code != 0 and "--predictions does not apply without --challenger" in r.output
+
+
+def test_calibrate_and_fit_probability_take_the_plan_options(tmp_path):
+    db = tmp_path / "cli.duckdb"
+    _book(db).con.disconnect()
+    mf = tmp_path / "m.yaml"
+    mf.write_text(MODEL)
+    runner = CliRunner()
+    common = ["--db", str(db), "--model", str(mf)]
+    r = runner.invoke(app, ["calibrate", *common, "--train-until", "2025-06-01", "--lead", "0d"])
+    assert r.exit_code != 0 and "--lead" in r.output and "longer than 0" in r.output
+    r = runner.invoke(
+        app,
+        ["calibrate", *common, "--train-until", "2025-06-01", "--pairs", "x.csv", "--every", "1w"],
+    )
+    assert r.exit_code != 0 and "--every does not apply with --anniversaries or --pairs" in r.output
+    fit = ["model", "fit-probability", *common, "--until", "2025-12-31"]
+    r = runner.invoke(app, [*fit, "--lead", "10d"])
+    assert r.exit_code != 0 and "--lead does not apply without --anniversaries" in r.output
+    f = tmp_path / "pairs.csv"
+    f.write_text("account_id,as_of\nR0,2025-02-01\nNOPE,2025-02-01\n")
+    r = runner.invoke(app, [*fit, "--pairs", str(f)])
+    assert r.exit_code != 0 and "pairs.csv:3: account_id: unknown account" in r.output

@@ -293,3 +293,20 @@ def test_single_model_report_draws_too(single, browser):  # noqa: F811
         assert seen == {"errors": [], "requests": [], "dialogs": []}
     finally:
         page.close()
+
+
+def test_the_challenger_table_gives_the_weighted_models_figure_set(page):
+    cells = _Page(page).cells["challenger-figures"]
+    flag = next(c for c in cells if c.startswith("flag list (")).partition(")")[0] + ")"
+    assert flag.endswith("; the challenger: as many per date)")
+    for label in (
+        "recall in the riskiest 10% of the book",
+        "recall in the riskiest 20% of the book",
+        "lift, riskiest decile",
+        f"{flag}: recall",
+        f"{flag}: false-positive rate",
+        f"{flag}: precision",
+        f"{flag}: renewed anyway",
+    ):
+        row = cells[cells.index(label) : cells.index(label) + 4]
+        assert row[1] not in ("-", "") and row[2] not in ("-", ""), row  # both have a figure

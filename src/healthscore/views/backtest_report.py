@@ -207,7 +207,9 @@ def render_backtest_html(result, observations, models, challenger=None):
             charts=drawn,
             distributions=distributions,
             weights=weights,
-            challenger_rows=_challenger_rows(challenger) if challenger is not None else [],
+            challenger_rows=_challenger_rows(challenger, models[0])
+            if challenger is not None
+            else [],
             explained=_explained(challenger, models[0]) if challenger is not None else [],
             metric_label=lambda m: metric_names([m], models)[m],
             title=f"healthscore backtest, {date_text(result.start)} to {date_text(result.end)}",
@@ -399,12 +401,37 @@ def _weights_view(changes: list[WeightChange], models, names: dict[str, str]) ->
     )
 
 
-def _challenger_rows(ch) -> list[list]:
+def _challenger_rows(ch, model: Model | None = None) -> list[list]:
+    """The held-out figures of the challenger beside the weighted model: the AUCs with
+    their paired difference, then the backtest's figure set for both (the weighted model
+    flags its band, the challenger as many of its riskiest per date)."""
     diff = {d.metric: d.value for d in ch.differences}
-    return [
+    rows = [
         ["ROC AUC", ch.roc_auc, ch.weighted_roc_auc, diff.get("roc_auc", "")],
         ["PR AUC", ch.pr_auc, ch.weighted_pr_auc, diff.get("pr_auc", "")],
     ]
+    if not ch.figures:
+        return rows
+    c, w = ch.figures["challenger"], ch.figures["weighted"]
+    end = "healthiest" if ch.outcome == bt.GOOD else "riskiest"
+    for key, value in c.recall_riskiest.items():
+        rows.append([f"recall in the {end} {key} of the book", value, w.recall_riskiest[key], ""])
+    rows.append(["lift, riskiest decile", _lift_text(c.lift), _lift_text(w.lift), ""])
+    band = model.band_name(ch.flag_band) if model is not None else ch.flag_band
+    flag = f"flag list ({band}; the challenger: as many per date)"
+    rows.append([f"{flag}: recall", c.recall, w.recall, ""])
+    rows.append([f"{flag}: false-positive rate", c.false_positive_rate, w.false_positive_rate, ""])
+    rows.append([f"{flag}: precision", number(c.precision, ".1%"), number(w.precision, ".1%"), ""])
+    if w.flagged_but_renewed_share is not None:
+        rows.append(
+            [
+                f"{flag}: renewed anyway",
+                number(c.flagged_but_renewed_share, ".1%"),
+                number(w.flagged_but_renewed_share, ".1%"),
+                "",
+            ]
+        )
+    return rows
 
 
 def _explained(ch, model: Model) -> list[tuple]:

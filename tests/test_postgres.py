@@ -93,6 +93,15 @@ def test_backtest_on_postgres_equals_duckdb(stores):
     assert math.isclose(got.roc_auc.value, want.roc_auc.value, abs_tol=1e-9)
 
 
+def test_contract_anniversaries_on_postgres_equal_duckdb(stores):
+    from healthscore.evaluate.observations import ObservationPlan
+
+    plan = ObservationPlan.anniversaries("1mo", "7d")
+    pg, duck = (plan.observed(s, datetime(2025, 1, 1), datetime(2025, 6, 1)) for s in stores)
+    assert pg.dates == duck.dates and len(pg.pairs) > 0
+    assert pg.pairs.equals(duck.pairs) and pg.notes == duck.notes
+
+
 # --- the statement timeout and stopping -----------------------------------------------------
 
 

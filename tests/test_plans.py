@@ -166,7 +166,12 @@ def test_a_pairs_file_gives_exactly_its_pairs_and_its_dates(book, tmp_path):
     plan = ObservationPlan.read_pairs(book, f, lead="14d")
     assert plan.span() == (datetime(2024, 12, 1), datetime(2025, 1, 10))
     seen = plan.observed(book, *plan.span())
-    assert seen.dates == [datetime(2024, 12, 1), datetime(2025, 1, 10)]
+    assert seen.dates == [datetime(2024, 12, 1), datetime(2025, 1, 10)] and not seen.notes
+    part = plan.observed(book, datetime(2025, 1, 1), datetime(2025, 2, 1))
+    assert part.dates == [datetime(2025, 1, 10)]
+    assert part.notes == [
+        "1 pairs of pairs.csv fall outside 2025-01-01 .. 2025-02-01 and are not observed here"
+    ]
     assert sorted(seen.pairs.itertuples(index=False, name=None)) == [
         ("G0", datetime(2024, 12, 1)),
         ("G1", datetime(2025, 1, 10)),

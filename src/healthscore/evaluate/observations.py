@@ -374,7 +374,13 @@ class ObservationPlan:
         else:
             frame, notes = self._anniversary_pairs(store, start, end)
         frame["as_of"] = pd.to_datetime(frame["as_of"]).astype("datetime64[us]")
-        frame = frame[(frame["as_of"] >= start) & (frame["as_of"] <= end)]
+        inside = (frame["as_of"] >= start) & (frame["as_of"] <= end)
+        if self.how == PAIRS and not inside.all():
+            notes.append(
+                f"{int((~inside).sum()):,} pairs of {self.source or 'the list'} fall outside "
+                f"{start:%Y-%m-%d} .. {end:%Y-%m-%d} and are not observed here"
+            )
+        frame = frame[inside]
         frame = frame.sort_values(["account_id", "as_of"], kind="stable").reset_index(drop=True)
         if frame.empty:
             raise ScoringError(

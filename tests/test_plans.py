@@ -276,3 +276,18 @@ def test_calibrate_and_fit_probability_take_the_plan_options(tmp_path):
     f.write_text("account_id,as_of\nR0,2025-02-01\nNOPE,2025-02-01\n")
     r = runner.invoke(app, [*fit, "--pairs", str(f)])
     assert r.exit_code != 0 and "pairs.csv:3: account_id: unknown account" in r.output
+    r = runner.invoke(
+        app,
+        [
+            "backtest",
+            *common,
+            "--from",
+            "2024-06-01",
+            "--to",
+            "2025-06-01",
+            "--challenger",
+            "--predictions",
+            str(tmp_path / "p.txt"),
+        ],
+    )
+    assert r.exit_code != 0 and "--predictions p.txt: name a .csv or .parquet file" in r.output

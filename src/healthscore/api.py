@@ -656,6 +656,16 @@ class BacktestRun:
         return d
 
 
+def _predictions_format(path: Path) -> str:
+    """``csv`` or ``parquet`` by the file's extension (anything else is refused)."""
+    fmt = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(path.suffix.lower())
+    if fmt is None:
+        raise ArgumentError(
+            f"`predictions` {path.name}: name a .csv or .parquet file", hint="e.g. predictions.csv"
+        )
+    return fmt
+
+
 def write_predictions(challenger: ChallengerResult, path: str | Path) -> Path:
     """The challenger's held-out predictions (account, date, segment, the weighted
     model's score and band, the label, renewed, the probability and every feature) as
@@ -666,11 +676,7 @@ def write_predictions(challenger: ChallengerResult, path: str | Path) -> Path:
     from healthscore.views.export import write_rows
 
     path = Path(path)
-    fmt = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(path.suffix.lower())
-    if fmt is None:
-        raise ArgumentError(
-            f"`predictions` {path.name}: name a .csv or .parquet file", hint="e.g. predictions.csv"
-        )
+    fmt = _predictions_format(path)
     frame = challenger.predictions
     write_rows(pa.Table.from_pandas(frame, preserve_index=False), fmt, path, param="predictions")
     return path
@@ -713,6 +719,8 @@ def run_backtest(
         raise ArgumentError("`train_until` goes with `challenger`")
     if predictions is not None and not challenger:
         raise ArgumentError("`predictions` are the challenger's: they go with `challenger`")
+    if predictions is not None:
+        _predictions_format(Path(predictions))  # before the work, not after
     if snapshot:
         if anniversaries is not None or pairs is not None:
             raise ArgumentError("`snapshot` scores once: `anniversaries` and `pairs` do not apply")

@@ -174,6 +174,11 @@ def _slug(text: str) -> str:
     return s if s[0].isalpha() else f"x_{s}"
 
 
+def _label(column: str) -> str:
+    text = column.replace("_", " ").strip()
+    return text[:1].upper() + text[1:]
+
+
 def _quote(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
@@ -217,6 +222,8 @@ def candidates(store: Store, loaded: set[str]) -> tuple[list[Candidate], dict, l
     w, slow = WINDOW, SLOW
 
     def add(name, spec, pillar, healthy, **kw):
+        while name in {c.name for c in out}:  # an account column named like a metric
+            name += "_"
         out.append(Candidate(name, spec, pillar, healthy, **kw))
 
     if "usage_events" in loaded:
@@ -523,22 +530,12 @@ def candidates(store: Store, loaded: set[str]) -> tuple[list[Candidate], dict, l
             continue
         if _numeric(typ) or typ == "boolean":
             columns.setdefault("accounts", {})[col] = _declared(typ)
-            add(
-                col,
-                {"label": col.replace("_", " ").capitalize(), "column": col},
-                "profile",
-                "higher",
-            )
+            add(_slug(col), {"label": _label(col), "column": col}, "profile", "higher")
         elif typ == "string":
             values = _distinct(store, "accounts", col, MAX_CATEGORIES)
             if 2 <= len(values) <= MAX_CATEGORIES:
                 columns.setdefault("accounts", {})[col] = "string"
-                add(
-                    col,
-                    {"label": col.replace("_", " ").capitalize(), "column": col},
-                    "profile",
-                    "category",
-                )
+                add(_slug(col), {"label": _label(col), "column": col}, "profile", "category")
             else:
                 many = "more than " if len(values) > MAX_CATEGORIES else ""
                 notes.append(

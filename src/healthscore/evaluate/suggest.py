@@ -808,7 +808,9 @@ def _merge(metrics: list[SuggestedMetric], obs) -> None:
     frame = pd.DataFrame({m.name: _values(obs[m.name]) for m in linear})
     if frame.empty:
         return
-    rho = frame.corr(method="spearman", min_periods=30).to_numpy()
+    # Spearman's rho as the Pearson correlation of ranks (pairwise complete): pandas'
+    # own spearman re-ranks every pair, minutes on 50,000 observations x 70 metrics
+    rho = frame.rank().corr(method="pearson", min_periods=30).to_numpy()
     strength = {m.name: (m.auc or 0.5) for m in linear}
     order = sorted(range(len(linear)), key=lambda i: (-strength[linear[i].name], i))
     kept: list[int] = []

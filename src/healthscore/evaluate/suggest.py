@@ -74,6 +74,8 @@ MAX_CATEGORIES = 12
 MERGE_RHO = 0.9
 #: the percentiles the anchors come from
 ANCHOR_QUANTILES = (0.1, 0.9)
+#: the share of the accounts at D the suggested bands put in red, and in green
+RED_SHARE, GREEN_SHARE = 0.15, 0.4
 #: observation dates at most (monthly back from D minus the horizon)
 MAX_DATES = 12
 #: the order of the pillars in the file
@@ -691,8 +693,20 @@ def suggest(
         else:
             judged.append(m)
     _merge(judged, obs)
+    bands = _bands(judged, at_d)
     model_text = _write(
-        judged, cands, columns, until, outcome, horizon, snapshot, obs, dates, empty_list, skipped
+        judged,
+        cands,
+        columns,
+        until,
+        outcome,
+        horizon,
+        snapshot,
+        obs,
+        dates,
+        empty_list,
+        skipped,
+        bands,
     )
     model = save_model_text(model_text, out, load_model_text, name="suggested.yaml")
     return Suggestion(
@@ -828,14 +842,52 @@ def _merge(metrics: list[SuggestedMetric], obs) -> None:
 # --- the file ----------------------------------------------------------------------------------
 
 
+def _bands(judged: list[SuggestedMetric], at_d) -> dict[str, float]:
+    """Thresholds that put about :data:`RED_SHARE` of the accounts at D in red and the
+    healthiest :data:`GREEN_SHARE` in green, from the weighted mean of the normalised
+    metrics (the suggested model has no rules and flat pillars, so that is its score)."""
+    total = np.zeros(len(at_d))
+    weight = np.zeros(len(at_d))
+    for m in judged:
+        if m.merged_into is not None:
+            continue
+        if m.kind == "linear":
+            x = _values(at_d[m.name])
+            n = np.clip((x - m.bad) / (m.good - m.bad), 0, 1) * 100
+        else:
+            n = np.array(
+                [
+                    m.map.get(str(v), np.nan) if v is not None else np.nan
+                    for v in at_d[m.name].tolist()
+                ],
+                float,
+            )
+        ok = ~np.isnan(n)
+        total[ok] += m.weight * n[ok]
+        weight[ok] += m.weight
+    score = total[weight > 0] / weight[weight > 0]
+    if score.size == 0:
+        return {"green": 70, "yellow": 40}
+    yellow = float(np.floor(np.quantile(score, RED_SHARE)))
+    green = float(np.ceil(np.quantile(score, 1 - GREEN_SHARE)))
+    if green <= yellow:
+        green = yellow + 1
+    return {"green": min(green, 100), "yellow": max(min(yellow, 99), 0)}
+
+
 def _write(
-    judged, cands, columns, until, outcome, horizon, snapshot, obs, dates, empty, skipped
+    judged, cands, columns, until, outcome, horizon, snapshot, obs, dates, empty, skipped, bands
 ) -> str:
     by_name = {c.name: c for c in cands}
     keep = {m.name for m in judged}
     # a formula needs the metrics it reads: keep them (unscored) when they were skipped
     doc = block_map([("name", "suggested model")])
-    doc["bands"] = flow_map([("green", 70), ("yellow", 40)])
+    doc["bands"] = flow_map((k, number(bands[k])) for k in ("green", "yellow"))
+    doc.yaml_add_eol_comment(
+        f"about {RED_SHARE:.0%} of the accounts red and {GREEN_SHARE:.0%} green at "
+        f"{until:%Y-%m-%d}; calibrate learns them",
+        "bands",
+    )
     if columns:
         used = {by_name[n].spec.get("column") for n in keep}
         cols = block_map()

@@ -98,6 +98,10 @@ def test_anchors_are_the_10th_and_90th_percentiles_at_d(suggested):
         assert sorted([use.bad, use.good]) == pytest.approx(want), name
         checked += 1
     assert checked > 20
+    # the bands put some accounts in red and some in green, not (almost) all in one
+    bands = scores["band"].to_pylist()
+    red, green = bands.count("red") / len(bands), bands.count("green") / len(bands)
+    assert 0.03 < red < 0.3 and 0.2 < green < 0.6, (red, green)
 
 
 def test_each_scored_metric_carries_its_auc_and_the_direction_it_supports(suggested):
@@ -132,6 +136,24 @@ def test_an_empty_table_gives_no_metric(demo_project, tmp_path):
     assert not [m for m in model.spec.metrics.values() if m.from_ == "touchpoints"]
     assert "usage_events" in {m.from_ for m in model.spec.metrics.values()}
     assert "No rows in touchpoints: no metric from them." in out.read_text()
+
+
+def test_without_outcomes_directions_are_the_natural_ones(demo_project, tmp_path):
+    db = _copy(demo_project.db_path, tmp_path)
+    store = api.connect(db)
+    ids = store.execute_sql("select outcome_id from outcomes")["outcome_id"].to_pylist()
+    store.delete_rows("outcomes", {"outcome_id": ids})
+    store.close()
+    out = tmp_path / "s.yaml"
+    res = run("model", "suggest", "--db", db, "--until", D, "--out", out)
+    assert "no outcome on file by 2025-01-01" in " ".join(res.output.split())
+    text = out.read_text()
+    assert "No outcomes to judge by" in text and "# AUC" not in text
+    use = {m: u for _, m, u in api.load_model(out).scored_metrics()}
+    assert use["days_since_activity"].bad > use["days_since_activity"].good
+    assert use["late_invoices_90d"].bad > use["late_invoices_90d"].good
+    assert use["search_28d"].good > use["search_28d"].bad
+    assert {u.weight for u in use.values()} == {1}
 
 
 def test_outcomes_after_until_are_never_read(suggested, tmp_path):

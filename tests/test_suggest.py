@@ -108,7 +108,7 @@ def test_each_scored_metric_carries_its_auc_and_the_direction_it_supports(sugges
     db, out, output = suggested
     text = out.read_text()
     assert "Each metric's AUC is against churned within 90d" in text
-    assert f"reading outcomes up to {D} only" in text
+    assert f"outcomes are read up to {D} only" in text
     model = api.load_model(out)
     for pillar in model.spec.pillars.values():
         for name, use in pillar.metrics.items():

@@ -563,7 +563,7 @@ def suggest_model(
     until=None,
     outcome: str = "churn",
     horizon: str = "90d",
-    every: str = "1mo",
+    every: str = "4w",
     snapshot: bool = False,
 ) -> Suggestion:
     """Propose a model from the loaded tables: metrics per table with rows, anchors from

@@ -64,7 +64,7 @@ def suggest_command(
         str, typer.Option(help="churned (churn), contracted, expanded (expansion) ...")
     ] = "churned",
     horizon: Annotated[str, typer.Option(help="the outcome within this long")] = "90d",
-    every: Annotated[str, typer.Option(help="step between observation dates")] = "1mo",
+    every: Annotated[str, typer.Option(help="step between observation dates")] = "4w",
     snapshot: Annotated[
         bool,
         typer.Option(

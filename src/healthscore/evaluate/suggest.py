@@ -52,7 +52,7 @@ from healthscore.core.modelfile import (
     save_model_text,
 )
 from healthscore.core.tables import TABLES
-from healthscore.core.time import dates_between, shift, today
+from healthscore.core.time import dates_between, parse_duration, shift, today
 from healthscore.engine.timeline import raw_expr
 from healthscore.errors import ScoringError
 from healthscore.evaluate.observations import label_observations, outcome_kind
@@ -593,6 +593,28 @@ def _first(store: Store, table: str):
     return store.execute(t.aggregate(first=t[time].min()))["first"][0].as_py()
 
 
+def _observation_dates(store, loaded, events, until, horizon, every):
+    """The observation dates (up to :data:`MAX_DATES`, each ``every`` back from D, whose
+    ``horizon`` closes by D, not before the first usage event or outcome) and the dates to
+    compute: those and D. With a step in days or weeks every computed date lies on one
+    grid back from D, which the timeline computes in one pass (the dates in between are
+    computed too: cheaper than dates off the grid)."""
+    first = [f for f in (_first(store, n) for n in loaded & {"usage_events"}) if f]
+    if events is not None:
+        first.append(events["ts"].min().to_pydatetime())
+    n, unit = parse_duration(every)
+    start = shift(shift(until, horizon, -1), f"{n * (MAX_DATES - 1)}{unit}", -1)
+    if first:
+        start = max(start, min(first))
+    if start > until:
+        return [], [until]
+    steps = dates_between(start, until, every)  # until, until - every, ... back to start
+    dates = [d for d in steps if shift(d, horizon, +1) <= until][-MAX_DATES:]
+    if unit == "mo":  # calendar months are not evenly spaced: compute only what is used
+        return dates, sorted({*dates, until})
+    return dates, [d for d in steps if not dates or d >= dates[0]]
+
+
 # --- suggest ---------------------------------------------------------------------------------
 
 
@@ -618,7 +640,7 @@ def suggest(
     until: datetime | None = None,
     outcome: str = "churned",
     horizon: str = "90d",
-    every: str = "1mo",
+    every: str = "4w",
     snapshot: bool = False,
     out: str | Path | None = None,
 ) -> Suggestion:
@@ -640,17 +662,10 @@ def suggest(
     if events is not None and events.empty:
         events = None
     if snapshot:
-        dates = [until]
+        dates, grid = [until], [until]
     else:
-        end = shift(until, horizon, -1)
-        start = shift(end, f"{MAX_DATES - 1}mo", -1)
-        firsts = [f for f in (_first(store, n) for n in loaded & {"usage_events"}) if f]
-        if events is not None:
-            firsts.append(events["ts"].min().to_pydatetime())
-        if firsts:
-            start = max(start, min(firsts))
-        dates = dates_between(start, end, every) if end >= start else []
-    rows = store.execute(raw_expr(store, probe, sorted({*dates, until}))).to_pandas()
+        dates, grid = _observation_dates(store, loaded, events, until, horizon, every)
+    rows = store.execute(raw_expr(store, probe, grid)).to_pandas()
     rows = rows.sort_values(["account_id", "as_of"], kind="stable").reset_index(drop=True)
     at_d = rows[rows["as_of"] == pd.Timestamp(until)].reset_index(drop=True)
     if at_d.empty:
@@ -700,7 +715,7 @@ def suggest(
         columns,
         until,
         outcome,
-        horizon,
+        f"{horizon} every {every}",
         snapshot,
         obs,
         dates,
@@ -948,7 +963,8 @@ def _evidence(m: SuggestedMetric, obs) -> str:
     return f"AUC {m.auc:.3f} ({way[m.healthy]}; {m.observed:,} observations)"
 
 
-def _header(until, outcome, horizon, snapshot, obs, dates, empty, skipped) -> str:
+def _header(until, outcome, horizon_every, snapshot, obs, dates, empty, skipped) -> str:
+    horizon, every = horizon_every.split(" every ")
     lines = [
         f"Suggested by `healthscore model suggest` from the data as of {until:%Y-%m-%d}.",
         "Anchors (bad, good) are the 10th and 90th percentiles of each metric at that",
@@ -963,10 +979,11 @@ def _header(until, outcome, horizon, snapshot, obs, dates, empty, skipped) -> st
         ]
     else:
         lines += [
-            f"Each metric's AUC is against {outcome} within {horizon}, over {len(obs):,}",
-            f"observations at {len(dates)} monthly dates {min(dates):%Y-%m-%d} .. "
-            f"{max(dates):%Y-%m-%d} ({int(obs['label'].sum()):,} followed by {outcome}),",
-            f"reading outcomes up to {until:%Y-%m-%d} only.",
+            f"Each metric's AUC is against {outcome} within {horizon}, over {len(obs):,} "
+            "observations",
+            f"at {len(dates)} dates {min(dates):%Y-%m-%d} .. {max(dates):%Y-%m-%d}, every "
+            f"{every} ({int(obs['label'].sum()):,} followed by {outcome});",
+            f"outcomes are read up to {until:%Y-%m-%d} only.",
         ]
     lines += [
         "Directions follow the AUC; weights grow with it. A metric that moves with a",

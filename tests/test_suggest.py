@@ -198,7 +198,7 @@ def test_calibrate_learns_the_suggested_model(suggested, tmp_path):
         "json",
     )
     r = json.loads(res.output)
-    assert r["roc_auc"]["new"]["value"] > 0.5
+    assert r["roc_auc"]["new"] > 0.5
     assert r["observations"] > 0 and r["positives"] > 0
     run("validate", cal, "--db", copy)
 

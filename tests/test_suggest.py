@@ -208,7 +208,7 @@ def test_json_lists_every_metric_with_its_auc(suggested, tmp_path):
     out = tmp_path / "s.yaml"
     res = run("model", "suggest", "--db", db, "--until", D, "--out", out, "--format", "json")
     r = json.loads(res.output)
-    assert r["until"] if "until" in r else r["as_of"].startswith(D)
+    assert r["as_of"].startswith(D) and r["snapshot"] is False
     assert r["positives"] > 0 and r["observations"] > r["positives"]
     names = {m["metric"] for m in r["metrics"]}
     assert "days_since_activity" in names

@@ -23,8 +23,9 @@ then, for each candidate:
   percentiles of the values at D (:func:`healthscore.evaluate.percentiles.fit_points`);
   a category's ``map`` scores each value by its outcome rate;
 - **its univariate ROC AUC** against the outcome (default churn within 90 days) at
-  observation dates every month whose horizon closed by D (``snapshot``: every account
-  once at D, labelled by whether it has the outcome on file by D); the direction is the
+  observation dates every 4 weeks back from D whose horizon closed by D (``snapshot``:
+  every account once at D, labelled by whether it has the outcome on file by D),
+  labelled as backtest and calibrate label them; the direction is the
   one the AUC supports (or the metric's natural one when there are no outcomes) and
   the weight grows with the AUC's distance from 0.5;
 - **strongly correlated metrics** (|Spearman ρ| ≥ 0.9 on the observations): the one

@@ -121,6 +121,10 @@ def test_each_scored_metric_carries_its_auc_and_the_direction_it_supports(sugges
     # a metric that moves with a stronger one stays beside the score, named
     assert re.search(r"# not scored: moves with \w+ \(Spearman rho [+-]0\.9\d|1\.00", text)
     assert "AUC" in output
+    # a metric that predicts by timing, not health, says so where it is scored
+    lines = text.splitlines()
+    at = next(i for i, x in enumerate(lines) if x.strip().startswith("days_to_renewal: {weight"))
+    assert "by timing" in lines[at - 2] and "score health alone" in lines[at - 1]
 
 
 def test_an_empty_table_gives_no_metric(demo_project, tmp_path):

@@ -75,6 +75,12 @@ MAX_CATEGORIES = 12
 MERGE_RHO = 0.9
 #: the percentiles the anchors come from
 ANCHOR_QUANTILES = (0.1, 0.9)
+#: metrics that predict the outcome by its timing rather than by health: said in the file
+TIMING = {
+    "days_to_renewal": "churn happens at a renewal, so a near renewal predicts churn within "
+    "the horizon by timing,\nnot by health: remove this line to score health alone (it "
+    "stays beside the score)",
+}
 #: the share of the accounts at D the suggested bands put in red, and in green
 RED_SHARE, GREEN_SHARE = 0.15, 0.4
 #: observation dates at most (monthly back from D minus the horizon)
@@ -938,6 +944,8 @@ def _write(
                 entry.append(("missing", by_name[m.name].missing))
             uses[m.name] = flow_map(entry)
             uses.yaml_add_eol_comment(_evidence(m, obs), m.name)
+            if m.name in TIMING:
+                uses.yaml_set_comment_before_after_key(m.name, before=TIMING[m.name], indent=6)
         pillars[p] = block_map([("weight", number(sum(m.weight for m in mine))), ("metrics", uses)])
         pillars.yaml_set_comment_before_after_key(p, before=PILLARS[p], indent=2)
     if not pillars:

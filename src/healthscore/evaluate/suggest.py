@@ -722,13 +722,14 @@ def suggest(
         columns,
         until,
         outcome,
-        f"{horizon} every {every}",
+        horizon,
         snapshot,
         obs,
         dates,
         empty_list,
         skipped,
         bands,
+        every,
     )
     model = save_model_text(model_text, out, load_model_text, name="suggested.yaml")
     return Suggestion(
@@ -898,7 +899,19 @@ def _bands(judged: list[SuggestedMetric], at_d) -> dict[str, float]:
 
 
 def _write(
-    judged, cands, columns, until, outcome, horizon, snapshot, obs, dates, empty, skipped, bands
+    judged,
+    cands,
+    columns,
+    until,
+    outcome,
+    horizon,
+    snapshot,
+    obs,
+    dates,
+    empty,
+    skipped,
+    bands,
+    every,
 ) -> str:
     by_name = {c.name: c for c in cands}
     keep = {m.name for m in judged}
@@ -960,7 +973,7 @@ def _write(
                 m.name,
             )
     doc.yaml_set_start_comment(
-        _header(until, outcome, horizon, snapshot, obs, dates, empty, skipped)
+        _header(until, outcome, horizon, every, snapshot, obs, dates, empty, skipped)
     )
     return dump_document(doc)
 
@@ -972,8 +985,7 @@ def _evidence(m: SuggestedMetric, obs) -> str:
     return f"AUC {m.auc:.3f} ({way[m.healthy]}; {m.observed:,} observations)"
 
 
-def _header(until, outcome, horizon_every, snapshot, obs, dates, empty, skipped) -> str:
-    horizon, every = horizon_every.split(" every ")
+def _header(until, outcome, horizon, every, snapshot, obs, dates, empty, skipped) -> str:
     lines = [
         f"Suggested by `healthscore model suggest` from the data as of {until:%Y-%m-%d}.",
         "Anchors (bad, good) are the 10th and 90th percentiles of each metric at that",

@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # the lazily re-exported names, for readers and type checkers
     from healthscore.evaluate.observations import ObservationPlan
     from healthscore.evaluate.probability import ProbabilityFit
     from healthscore.evaluate.snapshot import SnapshotCalibration
+    from healthscore.evaluate.suggest import Suggestion
     from healthscore.model import Model, json_schema, load_model
     from healthscore.sources import LoadSpec
     from healthscore.sources.load import load_file
@@ -104,6 +105,7 @@ __all__ = [
     "run_demo",
     "score",
     "score_accounts",
+    "suggest_model",
     "score_expr",
     "tables_needed",
     "today",
@@ -555,6 +557,34 @@ def fit_percentiles(
             f"{model_path}: no scored metric uses `percentile:` normalisation; nothing to fit"
         )
     return percentiles.write_fitted_model(model_path, fitted, d, out or model_path)
+
+
+def suggest_model(
+    store: Store,
+    out: str | Path | None = None,
+    *,
+    until=None,
+    outcome: str = "churn",
+    horizon: str = "90d",
+    every: str = "4w",
+    snapshot: bool = False,
+) -> Suggestion:
+    """Propose a model from the loaded tables: metrics per table with rows, anchors from
+    the data's percentiles, each metric's AUC against ``outcome`` (outcomes up to
+    ``until`` only), grouped into pillars, strongly correlated metrics left out of the
+    score; the validated, commented file is written to ``out`` when given."""
+    from healthscore.core.time import parse_as_of
+    from healthscore.evaluate.suggest import suggest
+
+    return suggest(
+        store,
+        until=parse_as_of(until, "until") if until is not None else None,
+        outcome=outcome,
+        horizon=horizon,
+        every=every,
+        snapshot=snapshot,
+        out=out,
+    )
 
 
 @dataclass

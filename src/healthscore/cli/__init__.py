@@ -53,6 +53,7 @@ COMMANDS = {
     },
     model_app: {
         "schema": model_files.schema_command,
+        "suggest": model_files.suggest_command,
         "fit-percentiles": model_files.fit_percentiles_command,
         "fit-probability": model_files.fit_probability_command,
     },

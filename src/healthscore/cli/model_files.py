@@ -1,9 +1,10 @@
-"""Commands on model files: ``model schema``, ``model fit-percentiles`` and
-``model fit-probability``.
+"""Commands on model files: ``model schema``, ``model suggest``, ``model fit-percentiles``
+and ``model fit-probability``.
 
-Place in the flow: ``cli/``, over :mod:`healthscore.api` (json_schema, fit_percentiles,
-fit_probability_curve); the fitted curve is drawn by :mod:`healthscore.views.terminal`.
-Fitting writes into the model file (in place unless ``--out``).
+Place in the flow: ``cli/``, over :mod:`healthscore.api` (json_schema, suggest_model,
+fit_percentiles, fit_probability_curve); the fitted curve and the suggested metrics are
+drawn by :mod:`healthscore.views.terminal`. Fitting writes into the model file (in place
+unless ``--out``); ``suggest`` writes a new file (``--out``).
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ import typer
 
 from healthscore import api
 from healthscore.cli.common import (
+    FORMAT,
     AsOfOpt,
     DbOpt,
     ModelOpt,
     ScorecardOpt,
+    TableFormat,
     model_file,
     reject_options,
+    write_output,
 )
 from healthscore.views import terminal
 
@@ -43,6 +47,51 @@ class Method(StrEnum):
 def schema_command() -> None:
     """Print the JSON Schema of the model file (for editor completion)."""
     sys.stdout.write(json.dumps(api.json_schema(), indent=2) + "\n")
+
+
+def suggest_command(
+    out_file: Annotated[
+        Path, typer.Option("--out", "-o", help="write the suggested model file here")
+    ],
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="judge against outcomes up to this date (UTC), never later; anchors are "
+            "the data's percentiles at it [default: the day after the last usage event "
+            "or outcome]"
+        ),
+    ] = None,
+    outcome: Annotated[
+        str, typer.Option(help="churned (churn), contracted, expanded (expansion) ...")
+    ] = "churned",
+    horizon: Annotated[str, typer.Option(help="the outcome within this long")] = "90d",
+    every: Annotated[str, typer.Option(help="step between observation dates")] = "4w",
+    snapshot: Annotated[
+        bool,
+        typer.Option(
+            help="data with no history: each account once at --until, labelled by whether "
+            "it has the outcome on file"
+        ),
+    ] = False,
+    db: DbOpt = None,
+    format: Annotated[TableFormat, FORMAT] = TableFormat.table,
+) -> None:
+    """Propose a model from the loaded tables (metrics, anchors, AUCs, pillars); then
+    `healthscore calibrate` learns its weights."""
+    result = api.suggest_model(
+        api.connect(db, create=False),
+        out_file,
+        until=until,
+        outcome=outcome,
+        horizon=horizon,
+        every=every,
+        snapshot=snapshot,
+    )
+
+    def render(console) -> None:
+        terminal.render_suggestion(console, result)
+
+    write_output(format, None, result, render=render)
 
 
 def fit_percentiles_command(

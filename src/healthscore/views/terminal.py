@@ -1163,6 +1163,57 @@ def _day(iso: str | None) -> str:
     return iso[:16].replace("T", " ") if iso else ""
 
 
+def render_suggestion(console: Console, s) -> None:
+    """The suggested metrics by pillar with their AUC and anchors, what was left out and
+    why (notes on stderr), and the file written."""
+    if s.observations:
+        what = (
+            f"{s.observations:,} accounts at {s.as_of:%Y-%m-%d}"
+            if s.snapshot
+            else f"{s.observations:,} observations at {len(s.dates)} dates "
+            f"{s.dates[0]:%Y-%m-%d} .. {s.dates[-1]:%Y-%m-%d}"
+        )
+        console.print(
+            f"judged against {s.outcome}{'' if s.snapshot else ' within ' + s.horizon} on "
+            f"{what}, {s.positives:,} with {s.outcome} (outcomes up to {s.as_of:%Y-%m-%d})",
+            highlight=False,
+        )
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    for col, justify in [
+        ("pillar", "left"),
+        ("metric", "left"),
+        ("AUC", "right"),
+        ("healthy", "left"),
+        ("anchors", "left"),
+        ("weight", "right"),
+    ]:
+        table.add_column(col, justify=justify)
+    for m in sorted(s.metrics, key=lambda m: (m.merged_into is not None, m.pillar)):
+        anchors = (
+            f"bad {m.bad:g}, good {m.good:g}" if m.kind == "linear" else f"{len(m.map)} values"
+        )
+        table.add_row(
+            m.pillar if m.merged_into is None else "-",
+            m.name,
+            "-" if m.auc is None else f"{m.auc:.3f}",
+            m.healthy,
+            anchors,
+            f"{m.weight:g}" if m.merged_into is None else f"(moves with {m.merged_into})",
+        )
+    console.print(table)
+    for text in s.notes:
+        note(text)
+    for name, why in s.skipped.items():
+        note(f"left out {name}: {why}")
+    if s.empty:
+        note(f"no rows in {', '.join(s.empty)}: no metric from them")
+    console.print(
+        f"{len(s.scored)} metrics scored ({len(s.metrics) - len(s.scored)} kept beside the "
+        f"score) written to {s.out}; next: `healthscore calibrate` learns the weights",
+        highlight=False,
+    )
+
+
 def render_probability_fit(console: Console, run) -> None:
     """What a probability fit was fitted on, its curve (score -> probability), its notes
     (on stderr) and the model file written."""

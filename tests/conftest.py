@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# the session's own cache of compiled plans and checked models (core/cache.py), shared by
+# its tests and the commands they start, never the user's (set before healthscore loads)
+os.environ["HEALTHSCORE_CACHE_DIR"] = tempfile.mkdtemp(prefix="healthscore-test-cache-")
 
 import fixtures  # noqa: E402
 

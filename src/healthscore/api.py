@@ -415,9 +415,14 @@ def score_accounts(
     the scorecard's names for them), ``segment``, ``csm`` or ``limit``, the scores are
     the account list of :func:`healthscore.portfolio.account_list`: each row with its
     name, ARR in force and renewal date, filtered and sorted (score: the end that needs
-    attention first); otherwise one row per account by account id."""
+    attention first); otherwise one row per account by account id.
+
+    The queries run as plans kept in the user's cache
+    (:class:`~healthscore.engine.snapshot.Snapshot`): a repeat on the same model and
+    store schema builds and compiles nothing."""
     from healthscore.core.time import parse_as_of
-    from healthscore.engine.asof import evidence, left_out, score
+    from healthscore.engine.asof import evidence
+    from healthscore.engine.snapshot import Snapshot
 
     wanted = None
     if bands is not None:
@@ -433,10 +438,15 @@ def score_accounts(
             hint="run `healthscore model fit-probability --until <date>` first",
         )
     d = parse_as_of(as_of)
-    scores = score(store, model, d)
-    book = evidence(store, model, d, scores)
+    plans = Snapshot(store, model)
+    scores = plans.scores(d)
+    book = evidence(store, model, d, scores, plans=plans)
     warnings = _freshness(store, [model], d) + book.warnings
-    unscored = left_out(store, model, d) if include_unscored else None
+    unscored = None
+    if include_unscored:
+        from healthscore.engine.asof import left_out
+
+        unscored = left_out(store, model, d)
     if sort is None and wanted is None and segment is None and csm is None and limit is None:
         return ScoreResult(scores, model, d, warnings, evidence=book, unscored=unscored)
     from healthscore.portfolio import account_facts, account_list
@@ -445,7 +455,7 @@ def score_accounts(
     listed = account_list(
         model,
         scores,
-        account_facts(store, d),
+        account_facts(store, d, plans),
         sort=sort,
         bands=wanted,
         segment=segment,

@@ -40,17 +40,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import ibis
-import ibis.expr.types as ir
 import sqlglot as sg
-from ibis.common.annotations import ValidationError
-from ibis.common.exceptions import IbisError
 from sqlglot import exp
 from sqlglot.dialects.duckdb import DuckDB
 from sqlglot.tokens import TokenType
 
+from healthscore.core.lazy import lazy
 from healthscore.core.limits import MAX_EXPRESSION_CHARS, MAX_EXPRESSION_DEPTH
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+
+# Ibis is imported when the first expression is built: reading a formula's names
+# (:func:`names_in`, what a model's metrics depend on) needs only sqlglot
+ibis = lazy("ibis")
+_ibis_annotations = lazy("ibis.common.annotations")
+_ibis_exceptions = lazy("ibis.common.exceptions")
 
 SECONDS_PER_DAY = 86_400.0
 _DIALECT = DuckDB()
@@ -129,7 +136,7 @@ _SQLGLOT_NAMES = {
     exp.First: "first",
 }
 
-Resolver = Callable[..., ir.Value]
+Resolver = Callable[..., "ir.Value"]
 
 
 @dataclass
@@ -316,7 +323,13 @@ class _Builder:
             return self._build(node)
         except ExpressionError:
             raise
-        except (IbisError, ValidationError, TypeError, AttributeError, ValueError) as e:
+        except (
+            _ibis_exceptions.IbisError,
+            _ibis_annotations.ValidationError,
+            TypeError,
+            AttributeError,
+            ValueError,
+        ) as e:
             first = str(e).strip().splitlines()[0][:200]
             raise ExpressionError(f"types do not fit in {node.sql()!r}: {first}") from None
 

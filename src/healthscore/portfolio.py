@@ -12,19 +12,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-import ibis
-
+from healthscore.core.lazy import lazy
 from healthscore.core.time import parse_as_of
 from healthscore.engine import asof
-from healthscore.engine.explain import Change, decompose
-from healthscore.engine.history import SCORES
-from healthscore.engine.metrics import in_force
-from healthscore.engine.scoring import CONTRIB
-from healthscore.engine.trends import CLASSES, trends_expr
 from healthscore.errors import HealthscoreError
 from healthscore.model import Model
 from healthscore.store import Store
+
+if TYPE_CHECKING:
+    from healthscore.engine.explain import Change
+    from healthscore.engine.snapshot import Snapshot
+
+# the modules that build expressions (Ibis, and the engine's builders) are imported by
+# the functions that use them: `healthscore score` lists accounts from plans kept in the
+# cache (:func:`account_facts` with a Snapshot) without building anything
+ibis = lazy("ibis")
 
 BANDS = ("green", "yellow", "red", None)  # None: no score (no data)
 EXPANSION = "expansion"
@@ -224,6 +228,8 @@ def gather(store: Store, model: Model, as_of=None, *, top: int = 10) -> ReportDa
     trends = _history(store, model, d, data)
     if trends is not None:
         data.movers = _movers(store, model, trends, accounts, top, data)
+        from healthscore.engine.trends import CLASSES
+
         counts: dict[str, list] = {c: [0, 0.0] for c in CLASSES}
         for r in trends:
             counts[r["trend"]][0] += 1
@@ -233,6 +239,10 @@ def gather(store: Store, model: Model, as_of=None, *, top: int = 10) -> ReportDa
         ]
     _candidates(store, model, d, live, trends, accounts, arr_now, top, data)
     return data
+
+
+def _names(store: Store):
+    return store.table("accounts").select("account_id", "name")
 
 
 def _accounts(store: Store) -> dict[str, dict]:
@@ -248,10 +258,14 @@ def _subscriptions(store: Store):
     return subs
 
 
-def _in_force(subs, d: datetime):
-    """Per account with a subscription in force at ``d``: the ARR summed over them and
-    the renewal date (the earliest end date; null when all are open-ended)."""
-    subs = subs.filter(in_force(subs, "subscriptions", ibis.literal(d, type="timestamp")))
+def _in_force(subs, d):
+    """Per account with a subscription in force at ``d`` (a datetime, or a timestamp value
+    of the expression such as a plan's parameter): the ARR summed over them and the
+    renewal date (the earliest end date; null when all are open-ended)."""
+    from healthscore.engine.metrics import in_force
+
+    at = ibis.literal(d, type="timestamp") if isinstance(d, datetime) else d
+    subs = subs.filter(in_force(subs, "subscriptions", at))
     return subs.group_by("account_id").aggregate(
         arr=subs.arr.sum(), renewal_date=subs.end_date.min()
     )
@@ -272,12 +286,22 @@ FACTS = ("account_name", "arr_in_force", "renewal_date")
 SORTS = ("score", "arr", "renewal", "name")
 
 
-def account_facts(store: Store, d: datetime) -> dict[str, dict]:
+def account_facts(store: Store, d: datetime, plans: Snapshot | None = None) -> dict[str, dict]:
     """Per account: its name (accounts), the ARR in force at ``d`` and the renewal date
     (subscriptions), as :data:`FACTS`; ARR and renewal are None without a subscription
-    in force (or without an ARR on it)."""
-    names = {k: r.get("name") for k, r in _accounts(store).items()}
-    subs = store.execute(_in_force(store.table("subscriptions"), d)).to_pylist()
+    in force (or without an ARR on it). With ``plans``, the queries run as plans kept in
+    the cache (:meth:`~healthscore.engine.snapshot.Snapshot.run`)."""
+    if plans is None:
+        names = {k: r.get("name") for k, r in _accounts(store).items()}
+        subs = store.execute(_in_force(store.table("subscriptions"), d)).to_pylist()
+    else:
+        found = plans.run("account_names", lambda _: _names(store), d)
+        names = dict(zip(found["account_id"].to_pylist(), found["name"].to_pylist(), strict=True))
+        subs = plans.run(
+            "subscriptions_in_force",
+            lambda clock: _in_force(store.table("subscriptions"), clock.at()),
+            d,
+        ).to_pylist()
     in_force = {r["account_id"]: r for r in subs}
     out = {}
     for k in names.keys() | in_force.keys():
@@ -394,6 +418,10 @@ def _breakdown(live: list[dict], key: str, arr: dict[str, float] | None) -> list
 
 def _history(store: Store, model: Model, d: datetime, data: ReportData) -> list[dict] | None:
     """Band counts per stored date and the trend classes; None when nothing is stored."""
+    from healthscore.engine.history import SCORES
+    from healthscore.engine.metrics import in_force
+    from healthscore.engine.trends import trends_expr
+
     if SCORES not in store.list_tables():
         data.warnings.append(NO_HISTORY)
         return None
@@ -496,6 +524,7 @@ def _changes(store, model, now: datetime, moved: list[dict]) -> dict[str, Change
     Two reads for all movers; a pair not stored is left out, and
     :func:`healthscore.engine.asof.explain_change` then scores it live or says why it cannot.
     """
+    from healthscore.engine.explain import decompose
     from healthscore.engine.history import stored_explanations
 
     ids = [r["account_id"] for r in moved]
@@ -555,6 +584,8 @@ def _top_contributions(
     model: Model, row: dict, n: int = 3
 ) -> list[tuple[str, object, float, str | None]]:
     """The ``n`` metrics that earn the most points: (label, raw value, points, unit)."""
+    from healthscore.engine.scoring import CONTRIB
+
     lines = [(m, row.get(m), row.get(m + CONTRIB) or 0.0) for _, m, _ in model.scored_metrics()]
     lines.sort(key=lambda t: (-t[2], t[0]))
     return [

@@ -14,29 +14,38 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, time
+from typing import TYPE_CHECKING
 
-import ibis.expr.types as ir
 import pyarrow as pa
 
 from healthscore.core.time import dates_between, parse_as_of
-from healthscore.engine import explain as explain_mod
-from healthscore.engine import history as hist
-from healthscore.engine import timeline
 from healthscore.engine.inputs import (
     check_scorable,
-    empty_tables,
     empty_tables_note,
     tables_needed,
 )
-from healthscore.engine.metrics import MetricBuilder
-from healthscore.engine.scoring import score_metrics
 from healthscore.errors import ScoringError
 from healthscore.model import Model
 from healthscore.store import Store
 
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+
+    from healthscore.engine import explain as explain_mod
+    from healthscore.engine import history as hist
+    from healthscore.engine.snapshot import Snapshot
+
+# the modules that build Ibis expressions are imported by the functions that use them:
+# `healthscore score` on a plan kept in the cache (:mod:`healthscore.engine.snapshot`)
+# reads Evidence and the warnings from here without building anything
+
 
 def score_expr(store: Store, model: Model, as_of=None, account_ids=None) -> ir.Table:
     """The Ibis expression scoring every account (or ``account_ids``) as of ``as_of``."""
+    from healthscore.engine.inputs import empty_tables
+    from healthscore.engine.metrics import MetricBuilder
+    from healthscore.engine.scoring import score_metrics
+
     d = parse_as_of(as_of)
     check_scorable(store, model)
     tables = store.tables(tables_needed(model))
@@ -80,14 +89,25 @@ class Evidence:
         }
 
 
-def evidence(store: Store, model: Model, as_of=None, scores: pa.Table | None = None) -> Evidence:
+def evidence(
+    store: Store,
+    model: Model,
+    as_of=None,
+    scores: pa.Table | None = None,
+    *,
+    plans: Snapshot | None = None,
+) -> Evidence:
     """What scoring the whole book as of ``as_of`` rests on (see :class:`Evidence`);
-    given the ``scores`` of that date, also the category values the model does not name."""
+    given the ``scores`` of that date, also the category values the model does not name.
+
+    The accounts left out are counted by a plan kept in the cache (``plans``, the
+    model's :class:`~healthscore.engine.snapshot.Snapshot` when the caller has one)."""
+    from healthscore.engine.snapshot import Snapshot
+
     d = parse_as_of(as_of)
-    empty = empty_tables(store, model)
-    mb = MetricBuilder(model, store.tables(tables_needed(model)), empty)
-    out = mb.left_out(d)
-    counts = store.execute(out.group_by("reason").aggregate(n=out.count())).to_pylist()
+    plans = plans if plans is not None else Snapshot(store, model)
+    empty = list(plans.empty)
+    counts = plans.left_out_counts(d).to_pylist()
     order = {why: i for i, why in enumerate(LEFT_OUT_REASONS)}
     counts.sort(key=lambda r: order.get(r["reason"], len(order)))
     notes = [n for n in [empty_tables_note(model, empty)] if n]
@@ -145,6 +165,8 @@ def unmatched_categories(model: Model, scores: pa.Table) -> list[str]:
 
 def left_out(store: Store, model: Model, as_of=None) -> pa.Table:
     """The accounts not scored as of ``as_of``: ``account_id, name, reason``, by id."""
+    from healthscore.engine.metrics import MetricBuilder
+
     mb = MetricBuilder(model, store.tables(tables_needed(model)))
     return store.execute(mb.left_out(parse_as_of(as_of)).order_by("account_id"))
 
@@ -164,6 +186,8 @@ def score(store: Store, model: Model, as_of=None, account_ids=None) -> pa.Table:
 
 def explain(store: Store, model: Model, account_id: str, as_of=None) -> explain_mod.Explanation:
     """One account's score, pillar by pillar and metric by metric."""
+    from healthscore.engine import explain as explain_mod
+
     d = parse_as_of(as_of)
     rows = score(store, model, d, [account_id]).to_pylist()
     if not rows:
@@ -182,6 +206,9 @@ def explain_change(
     When both scores are in the stored history of this model version (and ``stored``),
     the change is explained from what was stored then; otherwise both are scored live.
     """
+    from healthscore.engine import explain as explain_mod
+    from healthscore.engine import history as hist
+
     if vs is None:
         raise ScoringError("explaining a change needs the earlier date (vs)")
     d2, d1 = parse_as_of(as_of), parse_as_of(vs, "vs")
@@ -252,6 +279,9 @@ def backfill_dates(
 ) -> hist.BackfillResult:
     """Store point-in-time scores at each of ``dates`` (only those not stored yet); the
     result's notes say what the last date's scores rest on."""
+    from healthscore.engine import history as hist
+    from healthscore.engine import timeline
+
     result = hist.backfill(
         store,
         model,

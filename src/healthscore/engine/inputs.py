@@ -8,7 +8,6 @@ Place in the flow: the first step of the engine, shared by one-date scoring
 
 from __future__ import annotations
 
-from healthscore import expressions as ex
 from healthscore.errors import ScoringError
 from healthscore.model import Model
 from healthscore.store import Store
@@ -39,6 +38,8 @@ def empty_tables(store: Store, model: Model) -> list[str]:
 def metrics_without_evidence(model: Model, empty) -> dict[str, str]:
     """Metric -> the empty table it rests on: aggregates over an empty table, and the
     formulas that use such a metric (in dependency order)."""
+    from healthscore import expressions as ex  # sqlglot and Ibis: on first use
+
     empty = set(empty)
     out = {n: m.from_ for n, m in model.spec.metrics.items() if m.aggregate and m.from_ in empty}
     for name in model.formula_order():

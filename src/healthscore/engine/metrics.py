@@ -209,11 +209,12 @@ class MetricBuilder:
             __subs_in_force=subs.count(where=in_force(subs, "subscriptions", D)),
         )
 
-    def left_out(self, as_of: datetime) -> ir.Table:
+    def left_out(self, as_of: datetime | Clock) -> ir.Table:
         """The accounts not in the population at ``as_of``, with why (``reason``): ``not
         yet created``, ``no subscription in force`` or ``outside the population`` (the
         model's ``population:`` filter); columns ``account_id, name, reason``."""
-        D = _lit(as_of)
+        clock = _clock(as_of)
+        D = clock.at()
         acc = self.tables["accounts"]
         name = acc["name"] if "name" in acc.columns else ibis.null("string")
         acc = acc.select("account_id", "created_at", name=name.cast("string"))
@@ -229,7 +230,7 @@ class MetricBuilder:
             else_="outside the population",
         )
         out = acc.select("account_id", "name", reason=reason)
-        return out.anti_join(self.population(as_of).select("account_id"), "account_id")
+        return out.anti_join(self.population(clock).select("account_id"), "account_id")
 
     def _flag_kinds(self) -> list[str]:
         texts = [m.formula for m in self.model.spec.metrics.values() if m.formula]

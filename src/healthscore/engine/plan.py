@@ -19,7 +19,7 @@ hold no row at all (an empty table is no evidence, so its metrics read as missin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime
 
 import pyarrow as pa
@@ -29,6 +29,7 @@ from healthscore.core.time import parse_as_of
 from healthscore.engine.inputs import check_scorable, empty_tables, tables_needed
 from healthscore.engine.metrics import Clock, MetricBuilder
 from healthscore.engine.scoring import score_metrics
+from healthscore.engine.snapshot import bind_dates
 from healthscore.model import Model
 from healthscore.store import Prepared, Store, parameter
 
@@ -41,21 +42,22 @@ class ParamClock(Clock):
 
     def __init__(self):
         super().__init__(datetime(2000, 1, 1))  # never read: every date is a parameter
-        self.recipes: dict[str, Callable[[datetime], datetime]] = {}
+        #: parameter -> its recipe as data (see :func:`~healthscore.engine.snapshot.bind_dates`)
+        self.recipes: dict[str, list] = {}
 
     def at(self, *durations: str):
         key = "_".join(["at", *durations])
-        self.recipes[key] = lambda d, ds=tuple(durations): Clock(d).date(ds)
+        self.recipes[key] = [list(durations)]
         return parameter(key, "timestamp")
 
     def earliest(self, chains: list[tuple[str, ...]]):
         chains = sorted(set(chains))
         key = "min_" + "__".join("_".join(c) for c in chains)
-        self.recipes[key] = lambda d, cs=tuple(chains): min(Clock(d).date(c) for c in cs)
+        self.recipes[key] = [list(c) for c in chains]
         return parameter(key, "timestamp")
 
     def values(self, as_of: datetime) -> dict[str, datetime]:
-        return {k: f(as_of) for k, f in self.recipes.items()}
+        return bind_dates(self.recipes, as_of)
 
 
 class ScorePlan:

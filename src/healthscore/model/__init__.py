@@ -41,7 +41,8 @@ Traceback (most recent call last):
 healthscore.errors.ModelError: <string>:5: pillars.usage.metrics.logins: unknown metric ...
 """
 
-from healthscore.model.checks import check_model
+from typing import TYPE_CHECKING, Any
+
 from healthscore.model.load import default_model_text, load_model, load_model_text
 from healthscore.model.model import Model
 from healthscore.model.schema import (
@@ -68,6 +69,19 @@ from healthscore.model.schema import (
     json_schema,
 )
 from healthscore.model.version import SCORING_SECTIONS, model_version
+
+if TYPE_CHECKING:
+    from healthscore.model.checks import check_model
+
+
+def __getattr__(name: str) -> Any:
+    # the checks build expressions with Ibis: imported when first used (PEP 562)
+    if name == "check_model":
+        from healthscore.model.checks import check_model
+
+        return check_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BAND_NAMES",

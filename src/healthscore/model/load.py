@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from healthscore.core import cache
 from healthscore.core.limits import (
     MAX_COLUMNS,
     MAX_MAP_ENTRIES,
@@ -33,7 +34,6 @@ from healthscore.core.yamlio import (
     validation_problems,
 )
 from healthscore.errors import ModelError, Problem
-from healthscore.model.checks import check_model
 from healthscore.model.model import Model
 from healthscore.model.schema import ModelSpec
 
@@ -74,10 +74,25 @@ def load_model_text(text: str, file: str = "<string>") -> Model:
     except ValidationError as e:
         raise ModelError(problems=validation_problems(e, doc, file, ModelSpec)) from None
     model = Model(spec, file=file, doc=doc)
+    _check(model)
+    return model
+
+
+def _check(model: Model) -> None:
+    """:func:`~healthscore.model.checks.check_model`, once per model content and
+    healthscore code: the checks build every expression with Ibis (most of a model's
+    load, and Ibis's import), and their verdict depends on nothing else, so a model
+    found clean before is remembered in the user's cache (:mod:`healthscore.core.cache`).
+    A model with problems is checked every time (its problems name its file and lines)."""
+    key = cache.entry_key("model-checked", model.spec.model_dump_json(by_alias=True))
+    if cache.read(key) is True:
+        return
+    from healthscore.model.checks import check_model
+
     problems = check_model(model)
     if problems:
         raise ModelError(problems=problems)
-    return model
+    cache.write(key, True)
 
 
 def size_problems(doc: dict, file: str) -> list[Problem]:

@@ -30,7 +30,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from healthscore import expressions as ex
 from healthscore.core.tables import TABLES, Cadence
 from healthscore.core.time import duration_days
 from healthscore.core.yamlio import line_of
@@ -239,13 +238,15 @@ class Model:
 
     def formula_order(self) -> list[str]:
         """Formula metrics in dependency order."""
+        from healthscore.expressions import names_in  # sqlglot and Ibis: on first use
+
         order: list[str] = []
         formulas = {n: m for n, m in self.spec.metrics.items() if m.formula}
 
         def visit(n, stack=()):
             if n in order or n not in formulas:
                 return
-            for _, name in ex.names_in(formulas[n].formula):
+            for _, name in names_in(formulas[n].formula):
                 if name in formulas and name not in stack:
                     visit(name, (*stack, n))
             order.append(n)

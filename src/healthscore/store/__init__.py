@@ -42,18 +42,25 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import ibis
-import ibis.expr.types as ir
 import pyarrow as pa
-import sqlglot as sg
-import sqlglot.expressions as sge
 
+from healthscore.core import cache
 from healthscore.core.files import disk_reason
+from healthscore.core.lazy import lazy
 from healthscore.core.tables import SCHEMA_VERSION, TABLES, Cadence, get_table
 from healthscore.errors import HealthscoreError, ScoringError, StoreError, StoreInUseError
-from healthscore.store.backend import Prepared, backend_for
+from healthscore.store.backend import Backend, DuckDBBackend, Prepared, backend_for
 from healthscore.store.backend import parameter as parameter  # re-exported for the engine
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+
+# imported on first use: a command that runs a cached plan never builds an expression
+ibis = lazy("ibis")
+sg = lazy("sqlglot")
+sge = lazy("sqlglot.expressions")
 
 #: ``progress(step, fraction)``: what a long load is doing, and how far it is
 Progress = Callable[[str, float], None]
@@ -65,15 +72,13 @@ META = "_healthscore_meta"
 WATERMARKS = "_healthscore_watermarks"
 #: the store's own bookkeeping tables, whose schemas are known without asking the backend
 BOOKKEEPING = {
-    META: ibis.schema({"key": "string", "value": "string"}),
-    WATERMARKS: ibis.schema(
-        {
-            "table_name": "string",
-            "watermark": "timestamp",
-            "rows": "int64",
-            "loaded_at": "timestamp",
-        }
-    ),
+    META: {"key": "string", "value": "string"},
+    WATERMARKS: {
+        "table_name": "string",
+        "watermark": "timestamp",
+        "rows": "int64",
+        "loaded_at": "timestamp",
+    },
 }
 
 
@@ -160,7 +165,7 @@ def connect(
             )
     read_only = read_only and bool(path)  # an in-memory store is the session's own
     try:
-        con = _open(full, path, read_only)
+        backend = _open(full, path, read_only)
     except HealthscoreError:
         raise
     except Exception as e:  # driver errors vary by backend; name the URL
@@ -182,7 +187,7 @@ def connect(
                 f"cannot open store {path or full}: {what}", hint=f"{fix} (`db`)"
             ) from None
         raise StoreError(f"cannot open store {full}: {e}") from None
-    store = Store(con, full, read_only=read_only)
+    store = Store(None, full, read_only=read_only, backend=backend)
     with store.writing():
         store.ensure_schema()
     return store
@@ -212,19 +217,27 @@ def _writes(method):
     return wrapper
 
 
-def _open(full: str, path: str | None, read_only: bool):
-    """The Ibis connection.
+def _open(full: str, path: str | None, read_only: bool) -> Backend:
+    """The connection, behind its :class:`~.backend.Backend`.
+
+    A DuckDB file (or ``duckdb://``, in memory) is opened by the driver, and Ibis
+    connects over it on first use (:class:`~.backend.DuckDBBackend`); any other URL
+    (a DuckDB URL with settings after ``?`` included) through ``ibis.connect``.
 
     DuckDB refuses to open a file read-only while this process still has it open for
     writing (and the reverse). A store object of an earlier call that nothing uses any
     more may not be collected yet: collect, and try once more. Reading through a
     connection this process has open for writing is safe, so a read-only open then
     falls back to the writable one."""
+    native = path is not None and "?" not in full
     for attempt in (1, 2, 3):
         try:
+            if native:
+                ro = read_only and attempt < 3
+                return DuckDBBackend.open(path or ":memory:", read_only=ro)
             if read_only and attempt < 3:
-                return ibis.duckdb.connect(path, read_only=True)
-            return ibis.connect(full)
+                return backend_for(ibis.duckdb.connect(path, read_only=True))
+            return backend_for(ibis.connect(full))
         except Exception as e:
             if not path or "different configuration" not in str(e):
                 raise
@@ -239,11 +252,15 @@ def _open(full: str, path: str | None, read_only: bool):
 class Store:
     """Canonical tables in one Ibis backend."""
 
-    def __init__(self, con, url: str, *, read_only: bool = False):
-        self.con = con
+    def __init__(self, con, url: str, *, read_only: bool = False, backend: Backend | None = None):
         self.url = url
         self.read_only = read_only
-        self._backend = backend_for(con)
+        self._backend = backend if backend is not None else backend_for(con)
+
+    @property
+    def con(self):
+        """The Ibis connection (on DuckDB made on first use: see :func:`_open`)."""
+        return self._backend.con
 
     def __repr__(self) -> str:
         return f"<Store {self.url}>"
@@ -279,12 +296,12 @@ class Store:
 
         On a read-only store a missing table is created for this session only (empty),
         and nothing is written to the file."""
-        existing = set(self.con.list_tables())
+        existing = set(self._backend.list_tables())
         for name, t in TABLES.items():
             if name not in existing:
                 self.create_table(name, t.columns)
         if META not in existing:
-            self.create_table(META, dict(BOOKKEEPING[META].items()))
+            self.create_table(META, BOOKKEEPING[META])
             self.con.insert(
                 META, pa.table({"key": ["schema_version"], "value": [str(SCHEMA_VERSION)]})
             )
@@ -297,13 +314,13 @@ class Store:
                     hint="upgrade healthscore",
                 )
         if WATERMARKS not in existing:
-            self.create_table(WATERMARKS, dict(BOOKKEEPING[WATERMARKS].items()))
+            self.create_table(WATERMARKS, BOOKKEEPING[WATERMARKS])
 
     def _select_all(self, table: str) -> list[dict]:
         """Rows of a small bookkeeping table."""
-        # its schema is known: an unbound table spares the backend a schema lookup, which
-        # every command would pay on opening the store
-        return self._backend.to_arrow(ibis.table(BOOKKEEPING[table], name=table)).to_pylist()
+        # its schema is known: the backend needs no schema lookup, which every command
+        # would pay on opening the store
+        return self._backend.select_all(table, BOOKKEEPING[table])
 
     def meta(self) -> dict[str, str]:
         return {r["key"]: r["value"] for r in self._select_all(META)}
@@ -322,10 +339,10 @@ class Store:
 
     def list_tables(self) -> list[str]:
         """Every table in the store: canonical, history and bookkeeping."""
-        return list(self.con.list_tables())
+        return self._backend.list_tables()
 
     def has_table(self, name: str) -> bool:
-        return name in self.con.list_tables()
+        return name in self._backend.list_tables()
 
     def stored(self, name: str) -> ir.Table:
         """Any table of the store (history tables included), as an Ibis expression."""
@@ -343,34 +360,19 @@ class Store:
 
     def close(self) -> None:
         with self.writing():  # DuckDB writes its last changes into the file here
-            self.con.disconnect()
+            self._backend.close()
 
     def columns(self, name: str) -> dict[str, str]:
         return {c: str(t) for c, t in self.con.get_schema(name).items()}
 
     def count(self, name: str) -> int:
-        # counting needs no columns: a table known by name only spares a schema lookup
-        expr = ibis.table(ibis.schema({}), name=name).count().name("n").as_table()
-        return self._backend.to_arrow(expr)["n"][0].as_py()
+        return self._backend.count(name)
 
     def empty_tables(self, names) -> list[str]:
         """The tables among ``names`` that hold no row at all, in one query that reads at
         most one row of each (a count would scan a big table on PostgreSQL)."""
         names = list(dict.fromkeys(names))
-        if not names:
-            return []
-        parts = [
-            ibis.table(ibis.schema({}), name=n)
-            .limit(1)
-            .count()
-            .name("n")
-            .as_table()
-            .mutate(table=ibis.literal(n))
-            for n in names
-        ]
-        found = self._backend.to_arrow(ibis.union(*parts) if len(parts) > 1 else parts[0])
-        seen = dict(zip(found["table"].to_pylist(), found["n"].to_pylist(), strict=True))
-        return [n for n in names if not seen[n]]
+        return self._backend.empty_tables(names) if names else []
 
     # loading -------------------------------------------------------------------------
     @_writes
@@ -800,8 +802,38 @@ class Store:
             raise ScoringError(f"values missing for parameters: {', '.join(sorted(missing))}")
         return _typed(
             lambda: self._backend.run_prepared(prepared, dict(values)),
-            prepared.schema.to_pyarrow(),
+            prepared.schema,
         )
+
+    def cached_plan(
+        self, key: Sequence[str], build: Callable[[], tuple[ir.Table, Any]]
+    ) -> tuple[Prepared, Any]:
+        """:meth:`prepare` of the expression ``build()`` returns (with ``info``, what the
+        caller needs to bind its parameters, as JSON), kept in the user's cache
+        (:mod:`healthscore.core.cache`) where the backend can run a kept plan (DuckDB).
+
+        ``key`` names everything the expression depends on besides the store's tables
+        and their columns, which the cache key adds
+        (:meth:`~.backend.Backend.schema_fingerprint`), as it adds healthscore's code: the
+        same key on a store of the same schema finds the plan compiled before, and
+        ``build`` is not called (no expression is built, and Ibis is not even
+        imported). Elsewhere the plan is compiled on every call. Returns the plan and
+        ``info``."""
+        fingerprint = self._backend.schema_fingerprint()
+        name = None
+        if fingerprint is not None:
+            name = cache.entry_key("plan", self._backend.name, fingerprint, *key)
+            found = cache.read(name)
+            if isinstance(found, dict):
+                try:
+                    return Prepared.from_json(found["plan"]), found["info"]
+                except (KeyError, TypeError, ValueError, pa.ArrowException):
+                    pass  # an entry of another shape: compile again, and replace it
+        expr, info = build()
+        prepared = self.prepare(expr)
+        if name is not None and prepared.parts is not None:
+            cache.write(name, {"plan": prepared.to_json(), "info": info})
+        return prepared, info
 
     def execute_sql(self, sql: str) -> pa.Table:
         """Run SQL compiled by :meth:`compile`; lets a benchmark time compile and run apart.

@@ -39,20 +39,29 @@ True
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC
+from typing import TYPE_CHECKING
 
-import ibis
-import ibis.expr.operations as ops
-import ibis.expr.types as ir
 import pyarrow as pa
-import sqlglot as sg
-import sqlglot.expressions as sge
 
+from healthscore.core.lazy import lazy
 from healthscore.errors import Interrupted, StoreError
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+    import sqlglot.expressions as sge
+
+# imported on first use: a DuckDB store running a cached plan never needs them
+ibis = lazy("ibis")
+ops = lazy("ibis.expr.operations")
+sg = lazy("sqlglot")
+sge = lazy("sqlglot.expressions")
 
 #: rows per insert when a stream is staged through Ibis (PostgreSQL and others)
 STAGE_ROWS = 50_000
@@ -83,13 +92,45 @@ def parameter(key: str, type: str) -> ir.Value:
 
 class Prepared:
     """A query compiled once: its SQL tree with parameter placeholders, its result
-    schema and the parameters it needs."""
+    schema (Arrow) and the parameters it needs.
 
-    def __init__(self, tree: sge.Expression, schema, keys: set[str], sql: str | None = None):
+    Where the backend runs the compiled text itself (DuckDB), ``parts`` is that text cut
+    at the parameters (text, key, text, ..., text) and the tree is not needed to run it:
+    such a plan can be kept in the cache (:meth:`to_json`, :meth:`from_json`) and run
+    without Ibis or sqlglot."""
+
+    def __init__(
+        self,
+        tree: sge.Expression | None,
+        schema: pa.Schema,
+        keys: set[str],
+        parts: list[str] | None = None,
+    ):
         self.tree = tree
         self.schema = schema
         self.keys = keys
-        self.sql = sql  # the text with native placeholders, where the backend binds them
+        self.parts = parts
+
+    def to_json(self) -> dict:
+        import base64
+
+        return {
+            "parts": self.parts,
+            "keys": sorted(self.keys),
+            "schema": base64.b64encode(self.schema.serialize().to_pybytes()).decode("ascii"),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Prepared:
+        import base64
+
+        import pyarrow.ipc
+
+        schema = pyarrow.ipc.read_schema(pa.py_buffer(base64.b64decode(data["schema"])))
+        parts = data["parts"]
+        if not isinstance(parts, list) or len(parts) % 2 != 1:
+            raise ValueError("a kept plan's text is cut at its parameters: text, key, ..., text")
+        return cls(None, schema, set(data["keys"]), [str(p) for p in parts])
 
 
 def _placeholders(tree: sge.Expression) -> tuple[sge.Expression, set[str]]:
@@ -139,8 +180,48 @@ class Backend:
 
     def __init__(self, con):
         self.con = con
+        self.name = con.name
         self._depth = 0
         self._indexed: dict[str, str] = {}
+
+    def close(self) -> None:
+        self.con.disconnect()
+
+    # bookkeeping reads: every command opening the store makes them ----------------------
+    def list_tables(self) -> list[str]:
+        """Every table of the store (the session's temporary ones included)."""
+        return list(self.con.list_tables())
+
+    def select_all(self, table: str, schema: dict[str, str]) -> list[dict]:
+        """The rows of a small table whose columns are known (``schema``)."""
+        # an unbound table spares the backend a schema lookup
+        return self.to_arrow(ibis.table(ibis.schema(schema), name=table)).to_pylist()
+
+    def count(self, table: str) -> int:
+        # counting needs no columns: a table known by name only spares a schema lookup
+        expr = ibis.table(ibis.schema({}), name=table).count().name("n").as_table()
+        return self.to_arrow(expr)["n"][0].as_py()
+
+    def empty_tables(self, names: list[str]) -> list[str]:
+        """The tables among ``names`` (not empty) that hold no row, in one query that reads
+        at most one row of each (a count would scan a big table on PostgreSQL)."""
+        parts = [
+            ibis.table(ibis.schema({}), name=n)
+            .limit(1)
+            .count()
+            .name("n")
+            .as_table()
+            .mutate(table=ibis.literal(n))
+            for n in names
+        ]
+        found = self.to_arrow(ibis.union(*parts) if len(parts) > 1 else parts[0])
+        seen = dict(zip(found["table"].to_pylist(), found["n"].to_pylist(), strict=True))
+        return [n for n in names if not seen[n]]
+
+    def schema_fingerprint(self) -> str | None:
+        """A digest of every table's columns and types, where the backend can run a plan
+        kept in the cache (see :meth:`~healthscore.store.Store.cached_plan`); None here."""
+        return None
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -187,7 +268,7 @@ class Backend:
         )
         dialect = self.con.dialect
         stmt = f"CREATE INDEX IF NOT EXISTS {index.sql(dialect)} ON {on.sql(dialect)}"
-        if self.con.name in ("duckdb", "postgres"):
+        if self.name in ("duckdb", "postgres"):
             with self.con._safe_raw_sql(stmt):
                 pass
         self._indexed[table] = column
@@ -235,7 +316,7 @@ class Backend:
         :meth:`to_arrow` runs, so the rows are the same)."""
         expr = self._as_run(expr)
         tree, keys = _placeholders(self.tree(expr))
-        return Prepared(tree, expr.schema(), keys)
+        return Prepared(tree, expr.schema().to_pyarrow(), keys)
 
     def run_prepared(self, prepared: Prepared, values: dict) -> pa.Table:
         """Run a prepared query with ``values`` for its parameters (generic path: the
@@ -254,11 +335,84 @@ class Backend:
 class DuckDBBackend(Backend):
     """DuckDB: transactions through DuckDB's own ``begin``/``commit``/``rollback`` (Ibis's
     DuckDB backend has no ``begin()``), and queries compiled by Ibis and read by the
-    driver's Arrow reader."""
+    driver's Arrow reader.
+
+    The store opens the file with the driver itself (:meth:`open`) and makes the Ibis
+    connection over it on first use (:attr:`con`): Ibis's DuckDB backend imports pandas
+    and every SQL dialect's compiler, about a second of a command's start, which a
+    command running a cached plan and the bookkeeping reads below never needs."""
+
+    def __init__(self, con=None, *, native=None):  # noqa: D107 - Backend's state, lazily
+        self._con = con
+        self.native = native if native is not None else con.con
+        self.name = "duckdb"
+        self._depth = 0
+        self._indexed: dict[str, str] = {}
+
+    @classmethod
+    def open(cls, database: str, *, read_only: bool) -> DuckDBBackend:
+        """A DuckDB file (or ``:memory:``) opened by the driver, set up as Ibis sets up its
+        own connections (UTC session time zone, no Python variables read as tables)."""
+        import duckdb
+
+        native = duckdb.connect(database, read_only=read_only)
+        try:
+            native.execute("SET TimeZone = 'UTC'")
+            native.execute("SET python_enable_replacements = false")
+        except BaseException:
+            native.close()
+            raise
+        return cls(native=native)
+
+    @property
+    def con(self):
+        """The Ibis connection, made over the driver's on first use."""
+        if self._con is None:
+            self._con = ibis.duckdb.from_connection(self.native)
+        return self._con
+
+    def close(self) -> None:
+        if self._con is None:
+            self.native.close()
+        else:
+            self._con.disconnect()
+
+    def list_tables(self) -> list[str]:
+        # as Ibis lists them: the current schema's tables and the session's temporary ones
+        rows = self.native.execute(
+            "SELECT DISTINCT table_name FROM information_schema.tables "
+            "WHERE table_catalog IN (current_database(), 'temp') "
+            "AND table_schema = current_schema() ORDER BY table_name"
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def select_all(self, table: str, schema: dict[str, str]) -> list[dict]:
+        names = ", ".join(_quoted(c) for c in schema)
+        return self.run_sql(f"SELECT {names} FROM {_quoted(table)}").to_pylist()
+
+    def count(self, table: str) -> int:
+        return self.native.execute(f"SELECT count(*) FROM {_quoted(table)}").fetchone()[0]
+
+    def empty_tables(self, names: list[str]) -> list[str]:
+        found = ", ".join(f"EXISTS (SELECT 1 FROM {_quoted(n)})" for n in names)
+        have = self.native.execute(f"SELECT {found}").fetchone()
+        return [n for n, has in zip(names, have, strict=True) if not has]
+
+    def schema_fingerprint(self) -> str | None:
+        import hashlib
+
+        rows = self.native.execute(
+            "SELECT table_catalog = 'temp', table_name, column_name, data_type "
+            "FROM information_schema.columns "
+            "WHERE table_catalog IN (current_database(), 'temp') "
+            "AND table_schema = current_schema() "
+            "ORDER BY table_name, table_catalog = 'temp', ordinal_position"
+        ).fetchall()
+        return hashlib.sha256(repr(rows).encode()).hexdigest()
 
     @contextmanager
     def _begin(self) -> Iterator[None]:
-        native = self.con.con
+        native = self.native
         native.begin()
         try:
             yield
@@ -277,7 +431,7 @@ class DuckDBBackend(Backend):
     def insert(self, table: str, data: pa.Table) -> None:
         # the driver scans the Arrow rows itself: Ibis's insert compiles a query and
         # looks the table's schema up first, tens of milliseconds on a small append
-        native, view = self.con.con, f"_insert_{uuid.uuid4().hex[:8]}"
+        native, view = self.native, f"_insert_{uuid.uuid4().hex[:8]}"
         names = ", ".join(sg.to_identifier(c, quoted=True).sql("duckdb") for c in data.column_names)
         target = sg.to_identifier(table, quoted=True).sql("duckdb")
         native.register(view, data)
@@ -288,7 +442,7 @@ class DuckDBBackend(Backend):
 
     def stage(self, name: str, rows: pa.RecordBatchReader, *, temp: bool) -> None:
         # DuckDB scans the stream itself, batch by batch, spilling past its memory limit
-        native, view = self.con.con, f"{name}_arrow"
+        native, view = self.native, f"{name}_arrow"
         native.register(view, rows)
         try:
             kind = "TEMP TABLE" if temp else "TABLE"
@@ -299,7 +453,7 @@ class DuckDBBackend(Backend):
     @contextmanager
     def memory_limit(self, limit: str | None) -> Iterator[None]:
         # DuckDB's own progress bar would draw on the terminal under ours
-        native = self.con.con
+        native = self.native
         old = native.execute(
             "SELECT current_setting('memory_limit'), current_setting('enable_progress_bar')"
         ).fetchone()
@@ -318,17 +472,27 @@ class DuckDBBackend(Backend):
 
     def prepare(self, expr: ir.Table) -> Prepared:
         prepared = super().prepare(expr)
-        prepared.sql = prepared.tree.sql(self.con.dialect)  # $key placeholders
+        # the text, cut at each placeholder (rendered with a mark no query text holds)
+        mark = f"hs{uuid.uuid4().hex}"
+
+        def marked(node):
+            if isinstance(node, sge.Placeholder):
+                return sge.Placeholder(this=f"{mark}_{node.this}_{mark}")
+            return node
+
+        text = prepared.tree.transform(marked, copy=True).sql(self.con.dialect)
+        prepared.parts = re.split(rf"\${mark}_(\w+?)_{mark}", text)
         return prepared
 
     def run_prepared(self, prepared: Prepared, values: dict) -> pa.Table:
-        # DuckDB binds the values itself: no SQL text is built per run
-        result = self.con.con.execute(prepared.sql, {k: values[k] for k in prepared.keys})
-        result = result.arrow()
-        return result.read_all() if hasattr(result, "read_all") else result
+        # the values as literals in the text (DuckDB's own parameter binding imports
+        # pandas, a third of a second of a command that runs a kept plan)
+        parts = prepared.parts
+        sql = "".join(_duckdb_literal(values[p]) if i % 2 else p for i, p in enumerate(parts))
+        return self.run_sql(sql)
 
     def run_sql(self, sql: str) -> pa.Table:
-        result = self.con.con.execute(sql).arrow()
+        result = self.native.execute(sql).arrow()
         # DuckDB hands over a RecordBatchReader in newer releases, a Table in older ones
         return result.read_all() if hasattr(result, "read_all") else result
 
@@ -373,7 +537,7 @@ class PostgresBackend(Backend):
 
     def to_arrow(self, expr: ir.Table) -> pa.Table:
         expr = _floats_as_declared(expr)
-        return self._fetch(self.compile(expr), expr.schema())
+        return self._fetch(self.compile(expr), expr.schema().to_pyarrow())
 
     def compile(self, expr: ir.Table) -> str:
         return self.tree(expr).sql(self.con.dialect)
@@ -405,9 +569,9 @@ class PostgresBackend(Backend):
     def analyze(self, table: str) -> None:
         self.statement(sge.Command(this="ANALYZE", expression=sg.table(table, quoted=True)))
 
-    def _fetch(self, sql: str, schema) -> pa.Table:
+    def _fetch(self, sql: str, schema: pa.Schema) -> pa.Table:
         """Run ``sql`` and read its rows into Arrow in batches (as Ibis's own reader does)."""
-        struct = schema.as_struct().to_pyarrow()
+        struct = pa.struct(list(schema))
         batches = []
         con = self.con.con
         with interruptible(), self._translated():
@@ -416,7 +580,7 @@ class PostgresBackend(Backend):
                 cur.execute(sql)
                 while rows := cur.fetchmany(_FETCH_ROWS):
                     batches.append(pa.RecordBatch.from_struct_array(pa.array(rows, type=struct)))
-        return pa.Table.from_batches(batches, schema=schema.to_pyarrow())
+        return pa.Table.from_batches(batches, schema=schema)
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
@@ -552,6 +716,23 @@ def _floats_as_declared(expr: ir.Table) -> ir.Table:
 @contextmanager
 def _no_transaction() -> Iterator[None]:
     yield
+
+
+def _duckdb_literal(value) -> str:
+    """A parameter's value as a DuckDB literal (text: each placeholder is cast to its
+    type), as :func:`_bound` gives it to the other backends."""
+    if value is None:
+        return "NULL"
+    if hasattr(value, "isoformat"):
+        if getattr(value, "tzinfo", None) is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        value = value.isoformat(sep=" ")
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _quoted(name: str) -> str:
+    """An identifier quoted for DuckDB's SQL."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def backend_for(con) -> Backend:

@@ -1,0 +1,149 @@
+"""A command imports what it uses: `healthscore score` repeated on the same model and
+store schema runs the plans kept in the cache (core/cache.py, Store.cached_plan, engine
+snapshot) without importing Ibis, with the same rows; any change to the model or to the
+store's schema compiles again. Each run is a fresh process, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+AS_OF = "2025-01-01"
+PROBE = """
+import json, sys
+from healthscore.cli import main
+sys.argv = ["healthscore", *json.loads(sys.argv[1])]
+code = 0
+try:
+    main()
+except SystemExit as e:
+    code = e.code or 0
+seen = {m: m in sys.modules for m in ("ibis", "sqlglot")}
+print("PROBE " + json.dumps({"code": code, **seen}), file=sys.stderr)
+"""
+
+
+def cli(project: Path, cache: Path | str, *args) -> dict:
+    """Run `healthscore *args` in a fresh process in ``project`` with the cache
+    ``cache``; its exit code, output and whether it imported Ibis and sqlglot."""
+    env = {**os.environ, "HEALTHSCORE_CACHE_DIR": str(cache)}
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps([str(a) for a in args])],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    line = next(x for x in out.stderr.splitlines() if x.startswith("PROBE "))
+    found = json.loads(line.removeprefix("PROBE "))
+    found["output"] = out.stdout + out.stderr
+    assert found["code"] == 0, found["output"]
+    return found
+
+
+def score(project: Path, cache: Path | str, out: str) -> tuple[dict, pa.Table]:
+    run = cli(project, cache, "score", "--as-of", AS_OF, "--format", "parquet", "--out", out)
+    return run, pq.read_table(project / out)
+
+
+@pytest.fixture
+def project(tmp_path, fixture_db):
+    """A project folder: the default model as healthscore.yaml, a copy of the fixture store."""
+    from healthscore.model import default_model_text
+
+    (tmp_path / "healthscore.yaml").write_text(default_model_text())
+    shutil.copy(fixture_db, tmp_path / "healthscore.duckdb")
+    return tmp_path
+
+
+def test_a_repeat_score_runs_the_kept_plan_without_ibis_and_gives_the_same_rows(project, tmp_path):
+    cache = tmp_path / "cache"
+    first, rows = score(project, cache, "first.parquet")
+    assert first["ibis"]  # nothing kept yet: built and compiled
+    again, rows_again = score(project, cache, "again.parquet")
+    assert not again["ibis"], "the kept plan was not used"
+    _, uncached = score(project, "off", "uncached.parquet")
+    assert rows.num_rows > 0
+    assert rows_again.equals(rows) and uncached.equals(rows)
+    # the note and warnings a user reads are the same too
+    assert again["output"].splitlines()[0] == first["output"].splitlines()[0]
+    assert "scored" in again["output"]
+
+
+def test_a_changed_model_is_never_scored_with_the_plan_of_the_old_one(project, tmp_path):
+    cache = tmp_path / "cache"
+    _, before = score(project, cache, "before.parquet")
+    model = project / "healthscore.yaml"
+    text = model.read_text()
+    assert "bands: {green: 80, yellow: 50}" in text
+    model.write_text(text.replace("bands: {green: 80, yellow: 50}", "bands: {green: 5, yellow: 2}"))
+    changed, after = score(project, cache, "after.parquet")
+    assert changed["ibis"], "a changed model must be compiled again"
+    _, uncached = score(project, "off", "uncached.parquet")
+    assert after.equals(uncached)
+    assert after["band"].to_pylist() != before["band"].to_pylist()
+    assert set(after["band"].to_pylist()) <= {"green", None}
+    # and the changed model, kept in its turn, is served from the cache the next time
+    third, again = score(project, cache, "again.parquet")
+    assert not third["ibis"] and again.equals(after)
+
+
+def test_a_changed_store_schema_is_never_scored_with_the_plan_kept_before(project, tmp_path):
+    from healthscore.store import connect
+
+    cache = tmp_path / "cache"
+    score(project, cache, "before.parquet")
+    store = connect(project / "healthscore.duckdb")
+    row = {"account_id": ["Z9"], "created_at": [datetime(2024, 1, 1)], "region": ["EU"]}
+    store.load("accounts", pa.table(row), columns=list(row))  # a new column, region
+    store.close()
+    changed, after = score(project, cache, "after.parquet")
+    assert changed["ibis"], "a store whose columns changed must be compiled for again"
+    _, uncached = score(project, "off", "uncached.parquet")
+    assert after.equals(uncached)
+    assert "Z9" in after["account_id"].to_pylist()
+
+
+def test_a_model_with_problems_is_reported_every_time_and_a_clean_one_checked_once(
+    project, tmp_path
+):
+    cache = tmp_path / "cache"
+    score(project, cache, "first.parquet")
+    model = project / "healthscore.yaml"
+    text = model.read_text()
+    broken = text.replace("bands: {green: 80, yellow: 50}", "bands: {green: 50, yellow: 80}")
+    assert broken != text
+    model.write_text(broken)
+    env = {**os.environ, "HEALTHSCORE_CACHE_DIR": str(cache)}
+    for _ in range(2):
+        out = subprocess.run(
+            [sys.executable, "-m", "healthscore.cli", "score", "--as-of", AS_OF],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert out.returncode == 1
+        assert "healthscore.yaml" in out.stderr and "green" in out.stderr
+    checked = [p for p in cache.iterdir() if p.name.startswith("model-checked-")]
+    assert len(checked) == 1  # the clean model only
+
+
+def test_a_damaged_cache_entry_is_compiled_again(project, tmp_path):
+    cache = tmp_path / "cache"
+    _, rows = score(project, cache, "first.parquet")
+    for entry in cache.glob("plan-*.json"):
+        entry.write_text('{"plan": {"parts": 3}}')
+    again, rows_again = score(project, cache, "again.parquet")
+    assert again["ibis"] and rows_again.equals(rows)

@@ -14,7 +14,8 @@ Python.
   bound at each run: no expression is built or compiled per event. Each account's
   trend class and 30-day change are recomputed with its new score as the latest point
   of its stored history (:func:`healthscore.engine.current.batch_trend_rows`), so a
-  fall that makes a rapid decline shows as one at once.
+  fall that makes a rapid decline shows as one at once; that query is the one part
+  still built and compiled per batch (tens of milliseconds).
 - **Daily.** At 00:00 UTC (and once at start-up when ``current_scores`` is empty, holds
   another model version, or the day's midnight is missing from history), with
   ``settings.daily_rescore``: the midnight scores of everyone are appended to history

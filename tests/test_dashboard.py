@@ -409,3 +409,120 @@ def test_the_table_alone_for_htmx_and_a_stalled_feed_is_shown(dash):
         rows = {f.table: f for f in data._freshness(store, service.state.model, later)}
     assert rows["usage_events"].stale and "usage_events is stale" in rows["usage_events"].stale
     assert rows["accounts"].stale is None  # accounts are never judged stale
+
+
+def _listed(html: str) -> list[tuple[str, str, str]]:
+    """(account id, score text, band) of each row of the account table."""
+    rows = re.findall(
+        r"<tr data-account=\"([^\"]+)\">.*?<td class=\"n\">(\S+) <span class='band band-(\w+)'",
+        html,
+        re.S,
+    )
+    return [(html_unescape(a), s, b) for a, s, b in rows]
+
+
+def html_unescape(text: str) -> str:
+    import html
+
+    return html.unescape(text)
+
+
+# the same filters, in the API's words and the page's (the page reverses with dir=rev)
+SAME_FILTERS = [
+    {},
+    {"band": "red", "sort": "arr"},
+    {"band": "yellow", "sort": "name"},
+    {"sort": "change", "limit": "25"},
+    {"sort": "renewal", "limit": "25", "offset": "25"},
+    {"trend": "stable", "sort": "score"},
+    {"q": "a", "sort": "name", "limit": "100"},
+]
+
+
+def _same_as_the_api(service, cookies, extra=()):
+    from healthscore.views.format import number
+
+    with (
+        httpx.Client(
+            base_url=service.url, cookies={"hs_session": cookies["vic"]}, timeout=60
+        ) as page,
+        service.client() as api,
+    ):
+        everyone = api.get("/v1/accounts", params={"limit": 500}).json()
+        seg = next(i["segment"] for i in everyone["items"] if i["segment"])
+        csm = next(i["csm"] for i in everyone["items"] if i["csm"] and "<" not in i["csm"])
+        filters = [*SAME_FILTERS, {"segment": seg}, {"csm": csm, "band": "red"}, *extra]
+        for f in filters:
+            body = api.get("/v1/accounts", params={"limit": 50, **f}).json()
+            want = [(i["account_id"], number(i["score"]), i["band"]) for i in body["items"]]
+            html = page.get("/accounts", params=f).text
+            assert _listed(html) == want, f
+            assert f"{body['total']:,} accounts" in html, f
+        # the portfolio's bands count what the list lists
+        portfolio = api.get("/v1/portfolio").json()
+        bands = {b["band"]: b["accounts"] for b in portfolio["bands"]}
+        for band in ("green", "yellow", "red"):
+            listed = api.get("/v1/accounts", params={"band": band, "limit": 1}).json()["total"]
+            assert bands.get(band, 0) == listed, band
+        text = page.get("/").text
+        for band in ("green", "yellow", "red"):
+            shown = rf'data-band="{band}"[^>]*><span>[^<]*</span><b>{bands.get(band, 0):,}</b>'
+            assert re.search(shown, text), band
+    return everyone
+
+
+def test_the_pages_list_what_the_api_lists_live_and_from_current_scores(dash):
+    """Before a rescore of everyone both score live; after it both read current_scores,
+    even where live scoring would now say otherwise (a flag the rescorer was not told
+    of)."""
+    from healthscore import api as hs
+    from healthscore.service.rescorer import Rescorer
+
+    service, cookies = dash
+    state = service.state
+    live = _same_as_the_api(service, cookies)
+    Rescorer(state).rescore_everyone(daily=False)
+    with service.client() as api:
+        body = api.get("/v1/accounts", params={"limit": 500}).json()
+    # a flag written behind the rescorer's back: live scores move, current ones do not
+    target = next(i for i in body["items"] if (i["score"] or 0) > 40)
+    with state.store_access() as store:
+        hs.add_flag(
+            store, target["account_id"], "champion_left", at=state.now() - timedelta(seconds=1)
+        )
+        moved = hs.score_accounts(store, state.model, state.now()).scores.to_pylist()
+    moved = {r["account_id"]: r["score"] for r in moved}
+    assert moved[target["account_id"]] != pytest.approx(target["score"])
+    everyone = _same_as_the_api(service, cookies, [{"q": target["account_id"]}])
+    got = next(i for i in everyone["items"] if i["account_id"] == target["account_id"])
+    assert got["score"] == target["score"]  # current_scores, not rescored yet
+    assert everyone["source"] == "current_scores" and live["source"] == "live"
+
+
+def test_the_portfolio_shows_parked_segment_messages_as_text(dash):
+    """Rejects (with the reason) and pending messages on the portfolio page, a sender's
+    markup shown as text."""
+    service, cookies = dash
+    key = service.token("segment", name="dashboard parked")
+    batch = {
+        "batch": [
+            {"type": "page", "userId": "dash-u1", "name": EVIL, "messageId": "dash-page"},
+            {"type": "track", "userId": "dash-nobody", "event": "login", "messageId": "dash-wait"},
+        ]
+    }
+    r = httpx.post(service.url + "/v1/batch", json=batch, auth=(key, ""), timeout=60)
+    assert r.status_code == 200
+    with service.client(service.token("read")) as api:
+        rejects = api.get("/v1/ingest/rejects").json()
+        pending = api.get("/v1/ingest/pending").json()
+    with httpx.Client(
+        base_url=service.url, cookies={"hs_session": cookies["vic"]}, timeout=60
+    ) as c:
+        page = c.get("/").text
+    parked = re.search(r'<section id="parked">.*?</section>', page, re.S).group(0)
+    assert f"{rejects['total']:,} rejected" in parked and f"{pending['total']:,} pending" in parked
+    row = re.search(r'<tr data-message="dash-page">.*?</tr>', parked, re.S).group(0)
+    assert "&#39;page&#39; is not used" in row or "'page' is not used" in row
+    assert "<script>" not in row and "&lt;script&gt;" in row
+    row = re.search(r'<tr data-message="dash-wait">.*?</tr>', parked, re.S).group(0)
+    assert "dash-nobody" in row

@@ -208,3 +208,65 @@ def test_the_start_up_rescore_of_a_store_that_never_stored_history(fixture_db, t
         model = running.state.model
         with running.state.store_access() as store:
             assert current.complete(store, model.version, "health")
+
+
+def test_a_micro_batch_recomputes_the_trend_class_with_the_new_score(demo_projects, tmp_path):
+    """A flag that takes an account 20 points under its high of the last 30 days makes a
+    rapid decline at once (not at the next rescore of everyone), in current_scores and
+    in the API; resolving it makes it what it was."""
+    import shutil
+
+    from healthscore import api as hs
+    from healthscore.engine.trends import trends_expr
+    from healthscore.service.rescorer import Rescorer
+
+    template = demo_projects(fixtures.SMALL_DEMO)
+    db, model_file = tmp_path / "trend.duckdb", tmp_path / "healthscore.yaml"
+    shutil.copy2(template.db_path, db)
+    shutil.copy2(template.model_path, model_file)
+    with running_service(db, model_file) as running:
+        state = running.state
+        now = state.now()
+        with state.store_access() as store:
+            hs.history(store, state.model, "2025-04-01", now, "1w")
+        Rescorer(state).rescore_everyone(daily=False)
+        with state.store_access() as store:
+            classes = store.execute(trends_expr(store, state.model, now)).to_pylist()
+            flagged = {f["account_id"] for f in hs.list_flags(store, as_of=now)}
+        drop = state.model.spec.trends.rapid_decline.drop
+        ruled = {k for k, r in _current(state, state.model.version).items() if r["signals"]}
+        # not in rapid decline, but within 10 points (the champion_left rule; no other rule
+        # in force to cap or floor it) of it, with its high of the window before today
+        target = next(
+            r
+            for r in classes
+            if r["trend"] != "rapid_decline"
+            and r["account_id"] not in flagged | ruled
+            and r["peak_as_of"] < now
+            and r["peak"] - r["score_now"] >= drop - 10 + 0.5
+            and r["score_now"] > 15
+        )
+        acc = target["account_id"]
+
+        def listed():
+            with running.client() as api:
+                return api.get("/v1/accounts", params={"q": acc}).json()["items"][0]
+
+        before = listed()
+        assert before["trend"] == target["trend"] and before["score"] == pytest.approx(
+            target["score_now"]
+        )
+        with running.client() as api:
+            at = (now - timedelta(seconds=1)).isoformat()
+            flag = api.post(
+                "/v1/flags", json={"account_id": acc, "kind": "champion_left", "at": at}
+            ).json()
+        after = _wait(lambda: (r := listed())["score"] != before["score"] and r)
+        assert after["score"] == pytest.approx(before["score"] - 10)
+        assert after["trend"] == "rapid_decline"
+        assert after["change_30d"] == pytest.approx(before["change_30d"] - 10)
+        assert _current(state, state.model.version)[acc]["trend"] == "rapid_decline"
+        with running.client() as api:
+            api.post(f"/v1/flags/{flag['flag_id']}/resolve", json={"at": at})
+        back = _wait(lambda: (r := listed())["score"] == pytest.approx(before["score"]) and r)
+        assert back["trend"] == before["trend"]

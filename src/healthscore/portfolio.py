@@ -22,6 +22,8 @@ from healthscore.model import Model
 from healthscore.store import Store
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from healthscore.engine.explain import Change
     from healthscore.engine.snapshot import Snapshot
 
@@ -174,7 +176,9 @@ class ReportData:
         return sum(r.arr_at_risk or 0.0 for r in self.risk_segments)
 
 
-def gather(store: Store, model: Model, as_of=None, *, top: int = 10) -> ReportData:
+def gather(
+    store: Store, model: Model, as_of=None, *, top: int = 10, scores: pa.Table | None = None
+) -> ReportData:
     """Collect what the portfolio report shows; executes queries, renders nothing.
 
     Parameters
@@ -186,6 +190,10 @@ def gather(store: Store, model: Model, as_of=None, *, top: int = 10) -> ReportDa
         it, movers and trends use the latest stored history date at or before it.
     top
         How many movers and expansion candidates to keep.
+    scores
+        The scores of the book as of ``as_of`` when the caller has them (the live
+        service's ``current_scores``: account_id, score, band, coverage, probability,
+        segment, csm); default: scored here.
 
     Returns
     -------
@@ -193,7 +201,8 @@ def gather(store: Store, model: Model, as_of=None, *, top: int = 10) -> ReportDa
         Plain data; what could not be gathered is said in ``warnings``.
     """
     d = parse_as_of(as_of)
-    scores = asof.score(store, model, d)
+    if scores is None:
+        scores = asof.score(store, model, d)
     book = asof.evidence(store, model, d, scores)
     warnings = [str(w) for w in store.freshness(model, d)] + book.warnings
     live = scores.to_pylist()

@@ -34,6 +34,11 @@ auth_app = typer.Typer(help="Who may use the live service.", no_args_is_help=Tru
 app.add_typer(auth_app, name="auth")
 user_app = typer.Typer(help="Dashboard logins.", no_args_is_help=True)
 auth_app.add_typer(user_app, name="user")
+ingest_app = typer.Typer(
+    help="What the live service parked: Segment messages refused or waiting.",
+    no_args_is_help=True,
+)
+app.add_typer(ingest_app, name="ingest")
 
 COMMANDS = {
     app: {
@@ -71,6 +76,10 @@ COMMANDS = {
         "add": service_cmds.user_add_command,
         "list": service_cmds.user_list_command,
         "remove": service_cmds.user_remove_command,
+    },
+    ingest_app: {
+        "rejects": service_cmds.ingest_rejects_command,
+        "pending": service_cmds.ingest_pending_command,
     },
 }
 for group, commands in COMMANDS.items():

@@ -1,4 +1,5 @@
-"""Service commands: ``serve``, ``token create/list/revoke``, ``auth user add/list/remove``.
+"""Service commands: ``serve``, ``token create/list/revoke``, ``auth user add/list/remove``,
+``ingest rejects/pending``.
 
 Place in the flow: ``cli/``, over :mod:`healthscore.service` (``run``, ``Settings``) and
 :mod:`healthscore.service.local`, which sends a command to the running server when one
@@ -14,7 +15,15 @@ from typing import Annotated
 
 import typer
 
-from healthscore.cli.common import DbOpt, ModelOpt, through_server
+from healthscore.cli.common import (
+    FORMAT,
+    DbOpt,
+    ModelOpt,
+    OutOpt,
+    TableFormat,
+    through_server,
+    write_output,
+)
 from healthscore.service import local
 from healthscore.views import terminal
 
@@ -147,6 +156,48 @@ def user_remove_command(
     """Remove a dashboard login."""
     local.remove_user(db, username)
     _say(f"user {username} removed")
+
+
+# --- parked ingestion -------------------------------------------------------------------------
+
+LimitOpt = Annotated[int, typer.Option(min=1, help="at most this many messages")]
+OffsetOpt = Annotated[int, typer.Option(min=0, help="skip this many (the newest) first")]
+
+
+class _Listing(dict):
+    def to_dict(self) -> dict:
+        return dict(self)
+
+
+def _parked(kind: str, limit: int, offset: int, format: TableFormat, out, db) -> None:
+    listing = _Listing(local.list_parked(db, kind, limit=limit, offset=offset))
+    write_output(format, out, listing, render=lambda c: terminal.render_parked(c, kind, listing))
+
+
+@through_server
+def ingest_rejects_command(
+    limit: LimitOpt = 100,
+    offset: OffsetOpt = 0,
+    format: Annotated[TableFormat, FORMAT] = TableFormat.table,
+    out_file: OutOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Segment messages refused (not used), newest first, with the reason; a message
+    sent again once fixed, with the same messageId, leaves this list."""
+    _parked("rejects", limit, offset, format, out_file, db)
+
+
+@through_server
+def ingest_pending_command(
+    limit: LimitOpt = 100,
+    offset: OffsetOpt = 0,
+    format: Annotated[TableFormat, FORMAT] = TableFormat.table,
+    out_file: OutOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Segment messages waiting for a `group` call to link their user to an account,
+    newest first; they are written when it arrives."""
+    _parked("pending", limit, offset, format, out_file, db)
 
 
 def serve_demo(directory: Path) -> None:

@@ -4,8 +4,9 @@ Place in the flow: after :mod:`healthscore.engine.plan` (which scores the accoun
 :mod:`healthscore.engine.trends` (their class from stored history); the store keeps the
 rows (:mod:`healthscore.store.current`). The live service's rescorer calls these
 functions in turn, holding the store only for the ones that read or write it:
-:func:`trend_rows` (reads), :func:`current_rows` (pure Python), then
-:func:`healthscore.store.current.replace` (writes).
+:func:`trend_rows` (reads; after a rescore of everyone) or :func:`batch_trend_rows`
+(reads; a micro-batch's accounts with their new scores), :func:`current_rows` (pure
+Python), then :func:`healthscore.store.current.replace` (writes).
 """
 
 from __future__ import annotations
@@ -40,6 +41,21 @@ def trend_rows(store: Store, model: Model, as_of: datetime) -> dict[str, dict]:
     rows = store.execute(trends_expr(store, model, at).select("account_id", "trend", "change"))
     return {
         r["account_id"]: {"trend": r["trend"], "change_30d": r["change"]} for r in rows.to_pylist()
+    }
+
+
+def batch_trend_rows(store: Store, model: Model, wide: pa.Table) -> dict[str, dict]:
+    """Per account of ``wide`` (rows just scored, all as of one moment): ``trend`` and
+    ``change_30d`` with that score as the latest point of its stored history, so a
+    micro-batch's trend class moves with its score. Accounts without stored history in
+    the trend windows get none."""
+    if not wide.num_rows or not store.has_table(SCORES):
+        return {}
+    as_of = wide["as_of"][0].as_py()
+    expr = trends_expr(store, model, as_of, latest=wide).select("account_id", "trend", "change")
+    return {
+        r["account_id"]: {"trend": r["trend"], "change_30d": r["change"]}
+        for r in store.execute(expr).to_pylist()
     }
 
 

@@ -24,6 +24,7 @@ from datetime import datetime
 
 import ibis
 import ibis.expr.types as ir
+import pyarrow as pa
 
 from healthscore.core.time import parse_as_of, shift
 from healthscore.engine.asof import explain_change
@@ -37,8 +38,15 @@ CLASSES = ("rapid_decline", "gradual_decline", "improving", "stable_high", "stab
 DAY = 86_400.0
 
 
-def trends_expr(store: Store, model: Model, as_of: datetime) -> ir.Table:
-    """One row per account with a stored score at ``as_of``: class, now, then, change."""
+def trends_expr(
+    store: Store, model: Model, as_of: datetime, latest: pa.Table | None = None
+) -> ir.Table:
+    """One row per account with a stored score at ``as_of``: class, now, then, change.
+
+    With ``latest`` (``account_id, score, band``: scores just computed as of ``as_of``,
+    the live service's micro-batches), only those accounts, each with that score as its
+    point at ``as_of`` in place of a stored one, and only when stored history holds a
+    score of it in the trend windows (one point is no trend)."""
     tr = model.spec.trends
     ensure_tables(store)
     D = ibis.literal(as_of, type="timestamp")
@@ -56,6 +64,8 @@ def trends_expr(store: Store, model: Model, as_of: datetime) -> ir.Table:
         s.as_of >= ibis.literal(earliest, type="timestamp"),
         s.score.notnull(),
     )
+    if latest is not None:
+        s = _with_latest(s, latest, D)
     days = (s.as_of.epoch_seconds() - D.epoch_seconds()) / DAY  # <= 0
     s = s.mutate(t=days)
 
@@ -111,6 +121,26 @@ def trends_expr(store: Store, model: Model, as_of: datetime) -> ir.Table:
         slope_per_30d=agg.gd_slope * 30.0,
         r2=agg.gd_r2,
     ).order_by(["trend", "change", "account_id"])
+
+
+def _with_latest(s: ir.Table, latest: pa.Table, D: ir.Value) -> ir.Table:
+    """The stored scores ``s`` of the accounts of ``latest`` before ``D``, and their
+    ``latest`` score at ``D`` (accounts with none of ``s`` are left out). The new scores
+    travel as array literals indexed by account (no table to upload: a micro-batch is
+    small, and the store runs only compiled SQL)."""
+    rows = [r for r in latest.select(["account_id", "score", "band"]).to_pylist()]
+    rows = [r for r in rows if r["score"] is not None]
+    ids = [r["account_id"] for r in rows]
+    past = s.filter(s.as_of < D, s.account_id.isin(ids or [""]))
+    past = past.select("account_id", "as_of", "score", "band")
+    known = past.select("account_id").distinct()
+    at = ibis.literal(ids or [""], type="array<string>").index(known.account_id)
+    scores = ibis.literal([r["score"] for r in rows] or [0.0], type="array<float64>")
+    bands = ibis.literal([r["band"] for r in rows] or [""], type="array<string>")
+    now = known.select(
+        "account_id", as_of=D.cast(past.as_of.type()), score=scores[at], band=bands[at]
+    )
+    return past.union(now)
 
 
 def _fit(s: ir.Table, where: ir.BooleanValue, p: str) -> dict[str, ir.Scalar]:

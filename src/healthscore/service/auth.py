@@ -25,7 +25,7 @@ import hmac
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 from fastapi import Depends, HTTPException, Request
@@ -69,6 +69,7 @@ def ensure_tables(store: Store) -> None:
     if not store.has_table(TOKENS):
         store.create_table(TOKENS, TOKEN_COLUMNS)
     _ensure_users(store)
+    _ensure_sessions(store)
 
 
 # --- scopes --------------------------------------------------------------------------
@@ -365,9 +366,12 @@ def add_user(
     types = {"string": pa.string(), "timestamp": pa.timestamp("us")}
     schema = pa.schema([(c, types[t]) for c, t in USER_COLUMNS.items()])
     _ensure_users(store)
+    _ensure_sessions(store)
     with store.transaction():
         store.delete_rows(USERS, {"username": username})
         store.insert(USERS, pa.Table.from_pylist([row], schema=schema))
+        # a new password or role: the sessions started with the old ones end
+        store.delete_rows(SESSIONS, {"username": username})
     return User(username, role, csm)
 
 
@@ -376,9 +380,13 @@ def list_users(store: Store) -> list[User]:
 
 
 def remove_user(store: Store, username: str) -> None:
+    """Remove a login; its sessions end with it."""
     if not _user_rows(store, username):
         raise NotFound(f"no user {username!r}", hint="`healthscore auth user list` shows them")
-    store.delete_rows(USERS, {"username": username})
+    _ensure_sessions(store)
+    with store.transaction():
+        store.delete_rows(USERS, {"username": username})
+        store.delete_rows(SESSIONS, {"username": username})
 
 
 def get_user(store: Store, username: str) -> User | None:
@@ -415,6 +423,15 @@ def check_password(store: Store, username: str, password: str) -> User | None:
 
 SESSION_COOKIE = "hs_session"
 SESSION_MAX_AGE = 12 * 3600
+#: the sessions that have not ended: a signed cookie opens the dashboard only while its
+#: session's row is here (logout, removing a user or changing their password or role
+#: deletes it)
+SESSIONS = "app_sessions"
+SESSION_COLUMNS = {
+    "session_sha256": "string",  # the SHA-256 of the session id the cookie carries
+    "username": "string",
+    "started_at": "timestamp",
+}
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 
@@ -443,14 +460,35 @@ def _signer(state):
     return URLSafeTimedSerializer(secret, salt="healthscore-session")
 
 
+def _ensure_sessions(store: Store) -> None:
+    if not store.has_table(SESSIONS):
+        store.create_table(SESSIONS, SESSION_COLUMNS)
+
+
 def start_session(state, user: User) -> str:
-    """The signed cookie value of a new session for ``user``, with its CSRF token."""
-    return _signer(state).dumps({"u": user.username, "c": secrets.token_urlsafe(24)})
+    """The signed cookie value of a new session for ``user``, with its CSRF token; the
+    session is kept in the store (by the SHA-256 of its id) until it ends."""
+    session_id = secrets.token_urlsafe(24)
+    now = _now()
+    row = {"session_sha256": _sha256(session_id), "username": user.username, "started_at": now}
+    types = {"string": pa.string(), "timestamp": pa.timestamp("us")}
+    schema = pa.schema([(c, types[t]) for c, t in SESSION_COLUMNS.items()])
+    with state.store_access() as store:
+        _ensure_sessions(store)
+        with store.transaction():
+            # sessions past their age are gone whatever the cookie says: drop their rows
+            t = store.stored(SESSIONS)
+            old = t.filter(t.started_at < now - timedelta(seconds=SESSION_MAX_AGE))
+            expired = store.execute(old.select("session_sha256"))["session_sha256"].to_pylist()
+            if expired:
+                store.delete_rows(SESSIONS, {"session_sha256": expired})
+            store.insert(SESSIONS, pa.Table.from_pylist([row], schema=schema))
+    return _signer(state).dumps(
+        {"u": user.username, "s": session_id, "c": secrets.token_urlsafe(24)}
+    )
 
 
-def read_session(state, cookie: str | None) -> tuple[User, str] | None:
-    """The user and CSRF token of a genuine, unexpired session cookie whose user still
-    exists (with the role the store has now); else None."""
+def _session_data(state, cookie: str | None) -> dict | None:
     from itsdangerous import BadSignature
 
     if not cookie:
@@ -459,9 +497,40 @@ def read_session(state, cookie: str | None) -> tuple[User, str] | None:
         data = _signer(state).loads(cookie, max_age=SESSION_MAX_AGE)
     except BadSignature:
         return None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in "usc"):
+        return None  # a cookie of an older format: log in again
+    return data
+
+
+def read_session(state, cookie: str | None) -> tuple[User, str] | None:
+    """The user and CSRF token of a genuine, unexpired session cookie whose session has
+    not ended (logout, the user removed, or given a new password or role) and whose user
+    still exists (with the role the store has now); else None."""
+    data = _session_data(state, cookie)
+    if data is None:
+        return None
     with state.store_access() as store:
-        user = get_user(store, data.get("u", ""))
+        _ensure_sessions(store)
+        t = store.stored(SESSIONS)
+        found = store.execute(
+            t.filter(t.session_sha256 == _sha256(data["s"])).select("username").limit(1)
+        )["username"].to_pylist()
+        if found != [data["u"]]:
+            return None
+        user = get_user(store, data["u"])
     return (user, data["c"]) if user is not None else None
+
+
+def end_session(state, cookie: str | None) -> bool:
+    """End the session of ``cookie`` on the server: the cookie (and any copy of it) no
+    longer opens anything. Whether there was one to end."""
+    data = _session_data(state, cookie)
+    if data is None:
+        return False
+    with state.store_access() as store:
+        _ensure_sessions(store)
+        store.delete_rows(SESSIONS, {"session_sha256": [_sha256(data["s"])]})
+    return True
 
 
 class LoginRequired(Exception):

@@ -6,8 +6,8 @@ one writer process; while ``healthscore serve`` runs it owns the store (its owne
 says so, see :mod:`healthscore.service.owner`). Then:
 
 - the commands that have an API route (``token create/list/revoke``, ``auth user
-  add/list/remove``, ``flag add/resolve``) send it to the server, as the local admin
-  token of the owner file, and get the same answer;
+  add/list/remove``, ``flag add/resolve``, ``ingest rejects/pending``) send it to the
+  server, as the local admin token of the owner file, and get the same answer;
 - every other command is refused before it starts by :func:`check_free`, with a message
   naming the server (never DuckDB's lock error).
 
@@ -105,10 +105,10 @@ def prepare_serving(
 
 
 @contextmanager
-def _store(db: Db) -> Iterator[Any]:
+def _store(db: Db, *, read_only: bool = False) -> Iterator[Any]:
     from healthscore.store import connect
 
-    store = connect(db, create=False)
+    store = connect(db, create=False, read_only=read_only)
     try:
         yield store
     finally:
@@ -159,11 +159,17 @@ def _server_error(o: owner_mod.Owner, status: int, data: Any, text: str) -> Heal
     return HealthscoreError(f"the server refused it ({status}): {detail or text[:200]}")
 
 
-def _either(db: Db, http: Callable[[owner_mod.Owner], Any], direct: Callable[[Any], Any]):
+def _either(
+    db: Db,
+    http: Callable[[owner_mod.Owner], Any],
+    direct: Callable[[Any], Any],
+    *,
+    read_only: bool = False,
+):
     o = owner_mod.find(db)
     if o is not None:
         return http(o)
-    with _store(db) as store:
+    with _store(db, read_only=read_only) as store:
         return direct(store)
 
 
@@ -287,6 +293,31 @@ def _flag_row(row: dict) -> dict:
         if isinstance(row.get(key), str):
             row[key] = datetime.fromisoformat(row[key].replace("Z", "+00:00")).replace(tzinfo=None)
     return row
+
+
+# --- parked ingestion ----------------------------------------------------------------------
+
+#: the parked tables by the name the CLI and the API give them
+PARKED = {"rejects": "ingest_rejects", "pending": "ingest_pending"}
+
+
+def list_parked(db: Db, kind: str, *, limit: int = 100, offset: int = 0) -> dict:
+    """One page of the Segment messages parked as ``kind`` (``rejects`` or ``pending``),
+    newest first: ``{"total", "items"}`` as ``GET /v1/ingest/{kind}`` gives it (through
+    that route while a server owns the store; else the store opened read-only)."""
+    from healthscore.service import parked
+
+    if kind not in PARKED:
+        raise HealthscoreError(f"no parked table {kind!r}", hint="rejects or pending")
+    if limit < 1 or offset < 0:
+        raise HealthscoreError("`limit` is at least 1 and `offset` at least 0")
+
+    def direct(store):
+        total, items = parked.listing(store, PARKED[kind], limit, offset)
+        return {"total": total, "items": items}
+
+    query = f"/v1/ingest/{kind}?limit={limit}&offset={offset}"
+    return _either(db, lambda o: _request(o, "GET", query), direct, read_only=True)
 
 
 def _quote(part: str) -> str:

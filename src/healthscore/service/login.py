@@ -202,11 +202,16 @@ async def login(request: Request) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    """End the session (with its CSRF token) and go to the login page."""
+    """End the session on the server (with its CSRF token: a copy of the cookie no
+    longer works either) and in the browser, and go to the login page."""
+    from starlette.concurrency import run_in_threadpool
+
     state = request.app.state.service
-    found = auth.read_session(state, request.cookies.get(auth.SESSION_COOKIE))
+    cookie = request.cookies.get(auth.SESSION_COOKIE)
+    found = await run_in_threadpool(auth.read_session, state, cookie)
     if found is not None:
         await auth.check_csrf(request, found[1])
+        await run_in_threadpool(auth.end_session, state, cookie)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(auth.SESSION_COOKIE, path="/")
     return response

@@ -81,8 +81,10 @@ def pending_for(store: Store, user_ids: list[str]) -> list[dict]:
 
 
 def listing(store: Store, name: str, limit: int, offset: int) -> tuple[int, list[dict]]:
-    """How many rows a parked table holds, and one page of them, newest first."""
-    ensure_tables(store)
+    """How many rows a parked table holds, and one page of them, newest first (none
+    when the table was never made: the store may be open read-only)."""
+    if not store.has_table(name):
+        return 0, []
     t = store.stored(name)
     total = store.count(name)
     page = t.order_by([t.received_at.desc(), t.message_id]).limit(limit, offset=offset)

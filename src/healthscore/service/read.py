@@ -4,10 +4,12 @@ flags, and the service's status.
 Place in the flow: a router of ``service/`` over :mod:`healthscore.api` (and the data
 modules it re-exports); JSON shapes match the CLI's ``--format json``: an account is
 ``explain --format json`` (``Explanation.to_dict``), why it moved ``explain --vs``
-(``Change.to_dict``), flags the rows of ``flag list``. The list and one account are
-read from ``current_scores`` (kept up to date by the rescorer) when it holds the
-account, else scored live as of the service's "now"; every answer says what it is as
-of (``as_of``) and when it was computed (``scored_at``).
+(``Change.to_dict``), flags the rows of ``flag list``. The list and the portfolio
+are those of :mod:`healthscore.service.accounts` (which the dashboard reads too): from
+``current_scores`` (kept up to date by the rescorer) once a rescore of everyone wrote
+it, else scored live as of the service's "now"; one account is read from
+``current_scores`` when it holds the account, else explained live. Every answer says
+what it is as of (``as_of``) and when it was computed (``scored_at``).
 
 Routes (bearer token; scope in brackets): ``GET /v1/accounts``,
 ``/v1/accounts/{account_id}``, ``.../history``, ``.../why``, ``/v1/portfolio``,
@@ -27,8 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from healthscore import api
 from healthscore.errors import HealthscoreError
-from healthscore.service import auth
-from healthscore.service.dashboard.data import SORTS  # the list's orders, one list
+from healthscore.service import accounts, auth
 
 router = APIRouter(prefix="/v1", tags=["read"])
 
@@ -78,103 +79,6 @@ def _current(store, card, account_ids: list[str] | None = None):
 # --- accounts --------------------------------------------------------------------------
 
 
-def _items(state, card) -> tuple[datetime, datetime | None, list[dict]]:
-    """Every scored account: (as_of, scored_at, rows with the list's fields)."""
-    from healthscore.engine.current import trend_rows
-    from healthscore.portfolio import account_facts
-    from healthscore.store import current
-
-    with state.store_access() as store:
-        now = state.now()
-        full = current.complete(store, card.version, card.scorecard_name)
-        rows = _current(store, card) if full else {}
-        if rows:
-            as_of = max(r["as_of"] for r in rows.values())
-            scored_at = max(r["computed_at"] for r in rows.values())
-        else:  # nothing rescored yet: score live
-            result = api.score_accounts(store, card, now)
-            trends = trend_rows(store, card, now)
-            as_of, scored_at = now, datetime.now(UTC).replace(tzinfo=None)
-            rows = {
-                r["account_id"]: {**r, **trends.get(r["account_id"], {})}
-                for r in result.scores.select(
-                    ["account_id", "score", "band", "coverage", "segment", "csm"]
-                ).to_pylist()
-            }
-        facts = account_facts(store, as_of)
-    items = []
-    for k, r in rows.items():
-        f = facts.get(k, {})
-        items.append(
-            {
-                "account_id": k,
-                "name": f.get("account_name"),
-                "score": r["score"],
-                "band": r["band"],
-                "coverage": r["coverage"],
-                "segment": r["segment"],
-                "csm": r["csm"],
-                "arr": f.get("arr_in_force"),
-                "renewal_date": _iso(f.get("renewal_date")),
-                "trend": r.get("trend"),
-                "change_30d": r.get("change_30d"),
-            }
-        )
-    return as_of, scored_at, items
-
-
-def _key(v) -> str | None:
-    return None if v is None else " ".join(str(v).split()).casefold()
-
-
-def _filtered(card, items: list[dict], band, segment, csm, trend, q) -> list[dict]:
-    from healthscore.engine.trends import CLASSES
-
-    out = items
-    if band:
-        wanted = [w.strip() for w in band.split(",") if w.strip()]
-        bands = [card.band_of_name(b) for b in wanted]
-        bad = [w for w, b in zip(wanted, bands, strict=True) if b is None]
-        if bad:
-            raise HealthscoreError(
-                f"`band` {', '.join(bad)}: not a band of this scorecard",
-                hint="bands: " + ", ".join(card.band_name(b) for b in ("green", "yellow", "red")),
-            )
-        out = [i for i in out if i["band"] in bands]
-    if trend:
-        if trend not in CLASSES:
-            raise HealthscoreError(f"`trend` {trend!r}: not a trend class", hint=", ".join(CLASSES))
-        out = [i for i in out if i["trend"] == trend]
-    for field, wanted in (("segment", segment), ("csm", csm)):
-        if wanted:
-            out = [i for i in out if _key(i[field]) == _key(wanted)]
-    if q:
-        needle = q.strip().casefold()
-        out = [
-            i
-            for i in out
-            if needle in i["account_id"].casefold() or needle in (i["name"] or "").casefold()
-        ]
-    return out
-
-
-def _sorted(card, items: list[dict], sort: str) -> list[dict]:
-    hi = card.highest_first
-
-    def key(i):
-        if sort == "score":
-            return (i["score"] is None, -(i["score"] or 0) if hi else (i["score"] or 0))
-        if sort == "arr":
-            return (i["arr"] is None, -(i["arr"] or 0))
-        if sort == "renewal":
-            return (i["renewal_date"] is None, i["renewal_date"] or "")
-        if sort == "name":
-            return (i["name"] is None, (i["name"] or "").casefold())
-        return (i["change_30d"] is None, i["change_30d"] or 0)  # change: biggest fall first
-
-    return sorted(items, key=lambda i: (key(i), i["account_id"]))
-
-
 @router.get("/accounts")
 def list_accounts(
     request: Request,
@@ -190,26 +94,38 @@ def list_accounts(
     token=READ,
 ) -> dict:
     """Scored accounts, those that need attention first (``sort=score``), filtered and
-    paginated: ``{as_of, scored_at, total, limit, offset, items}``."""
+    paginated (:mod:`healthscore.service.accounts`, the dashboard's list too):
+    ``{as_of, scored_at, source, total, limit, offset, items}``."""
     state = _state(request)
     if limit > state.settings.max_page:
         raise HTTPException(
             422, f"`limit` {limit} is more than a page holds ({state.settings.max_page})"
         )
-    if sort not in SORTS:
-        raise HTTPException(422, f"`sort` {sort!r}: not one of {', '.join(SORTS)}")
+    if sort not in accounts.SORTS:
+        raise HTTPException(422, f"`sort` {sort!r}: not one of {', '.join(accounts.SORTS)}")
     card = _card(request, scorecard)
-    as_of, scored_at, items = _items(state, card)
-    items = _sorted(card, _filtered(card, items, band, segment, csm, trend, q), sort)
+    page = accounts.page(
+        state,
+        card,
+        band=band,
+        segment=segment,
+        csm=csm,
+        trend=trend,
+        q=q,
+        sort=sort,
+        limit=limit,
+        offset=offset,
+    )
     return {
-        "as_of": _iso(as_of),
-        "scored_at": _iso(scored_at),
+        "as_of": _iso(page.as_of),
+        "scored_at": _iso(page.scored_at),
         "model_version": card.version,
         "scorecard": card.scorecard_name,
-        "total": len(items),
+        "source": page.source,
+        "total": page.total,
         "limit": limit,
         "offset": offset,
-        "items": items[offset : offset + limit],
+        "items": [i.to_dict() for i in page.items],
     }
 
 
@@ -302,12 +218,10 @@ def portfolio(
 ) -> dict:
     """The portfolio summary (the data of ``healthscore report``): bands with their
     ARR, ARR at risk (with the model's probability), movers, segments and CSMs."""
-    from healthscore.portfolio import gather
-
     state = _state(request)
     card = _card(request, scorecard)
     with state.store_access() as store:
-        data = gather(store, card, state.now(), top=top)
+        data = accounts.portfolio(store, card, state.now(), top=top)
     return data.to_dict()
 
 

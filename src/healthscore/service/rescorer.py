@@ -11,7 +11,11 @@ Python.
   scorecard of the model file, as of :meth:`ServiceState.now` (an event of this
   morning counts this morning). Scoring runs a plan compiled once per model version and
   scorecard (:class:`healthscore.engine.plan.ScorePlan`), with the account ids and dates
-  bound at each run: no expression is built or compiled per event.
+  bound at each run: no expression is built or compiled per event. Each account's
+  trend class and 30-day change are recomputed with its new score as the latest point
+  of its stored history (:func:`healthscore.engine.current.batch_trend_rows`), so a
+  fall that makes a rapid decline shows as one at once; that query is the one part
+  still built and compiled per batch (tens of milliseconds).
 - **Daily.** At 00:00 UTC (and once at start-up when ``current_scores`` is empty, holds
   another model version, or the day's midnight is missing from history), with
   ``settings.daily_rescore``: the midnight scores of everyone are appended to history
@@ -202,7 +206,7 @@ class Rescorer:
 
     def rescore(self, ids: set[str], age: float | None = None) -> Batch:
         """Rescore ``ids`` on every scorecard as of now into ``current_scores``."""
-        from healthscore.engine.current import current_rows
+        from healthscore.engine.current import batch_trend_rows, current_rows
         from healthscore.store import current
 
         t0 = time.monotonic()
@@ -211,7 +215,8 @@ class Rescorer:
             plan = self._plan(card)
             with self.state.store_access() as store:
                 wide = plan.run(store, self.state.now(), ids)
-            rows = current_rows(card, wide, self._trends.get(name, {}))
+                trends = batch_trend_rows(store, card, wide)  # with the new scores
+            rows = current_rows(card, wide, trends)
             with self.state.store_access() as store:
                 current.replace(store, card.version, name, rows, ids)
         seconds = time.monotonic() - t0

@@ -1159,6 +1159,35 @@ def render_users(console: Console, rows: list[dict]) -> None:
     console.print(table)
 
 
+def render_parked(console: Console, kind: str, listing: dict, width: int = 120) -> None:
+    """Segment messages parked as ``rejects`` (with the reason) or ``pending`` (waiting for
+    a ``group`` call to link their user to an account), newest first, one per row: when
+    received, message id, type, reason or user, the message (compact JSON, cut at
+    ``width`` characters); ``listing`` as ``GET /v1/ingest/{kind}`` gives it."""
+    import json
+
+    items, total = listing["items"], listing["total"]
+    what = "rejected" if kind == "rejects" else "pending"
+    shown = f" (showing {len(items)})" if len(items) < total else ""
+    table = Table(title=f"{total} {what} messages{shown}", box=box.SIMPLE_HEAD)
+    for col in ("received", "message id", "type", "reason" if kind == "rejects" else "user"):
+        table.add_column(col, no_wrap=col != "reason")
+    table.add_column("message")
+    for r in items:
+        message = r.get("message")
+        text = message if isinstance(message, str) else json.dumps(message, ensure_ascii=False)
+        if len(text) > width:
+            text = text[: width - 3] + "..."
+        table.add_row(  # Text: what a sender wrote is never read as markup
+            _day(r.get("received_at")),
+            Text(str(r.get("message_id") or "")),
+            Text(str(r.get("type") or "")),
+            Text(str(r.get("reason" if kind == "rejects" else "user_id") or "")),
+            Text(text),
+        )
+    console.print(table)
+
+
 def _day(iso: str | None) -> str:
     return iso[:16].replace("T", " ") if iso else ""
 

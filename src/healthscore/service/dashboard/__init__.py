@@ -2,8 +2,9 @@
 their static files shipped in the package (nothing from a CDN).
 
 Place in the flow: a router of ``service/``; cookie sessions only (see ``auth``). The
-pages read their data through :mod:`healthscore.service.dashboard.data` (scores live as
-of the service's now) and render with the reports' Jinja2 environment
+pages read their data through :mod:`healthscore.service.dashboard.data` (the account
+list and the portfolio are :mod:`healthscore.service.accounts`'s, which the API reads
+too: same accounts, scores and order) and render with the reports' Jinja2 environment
 (:func:`healthscore.views.report.page_environment`: its filters, its escaping, its
 partials) plus this package's ``templates/``; charts are the figures of
 :mod:`healthscore.views.charts`, embedded as JSON beside plotly.js served from
@@ -140,6 +141,8 @@ def portfolio_page(request: Request, user=auth.require_user("viewer")):
         "portfolio.html",
         data=p.data,
         freshness=p.freshness,
+        parked=p.parked,
+        parked_shown=data.PARKED_SHOWN,
         charts=portfolio_charts(p.data),
         no_history=NO_HISTORY,
         title="Portfolio",
@@ -158,7 +161,7 @@ def _int(value: str | None, default: int, lo: int, hi: int) -> int:
 
 @router.get("/accounts", response_class=HTMLResponse)
 def accounts_page(request: Request, user=auth.require_user("viewer")):
-    from healthscore.service.dashboard import data
+    from healthscore.service import accounts
 
     qp = request.query_params
     state = _state(request)
@@ -179,7 +182,7 @@ def accounts_page(request: Request, user=auth.require_user("viewer")):
     sort = params["sort"] or "score"
     error = None
     try:
-        page = data.accounts(
+        page = accounts.page(
             state,
             band=params["band"] or None,
             segment=params["segment"] or None,
@@ -194,7 +197,7 @@ def accounts_page(request: Request, user=auth.require_user("viewer")):
     except HealthscoreError as e:
         error, page = e.message or str(e), None
     if page is None or (mine and not user.csm):
-        page = data.AccountPage(state.now(), 0, 0, [], [], [], None)
+        page = accounts.AccountPage(state.now(), None, "", 0, 0, [], [], [], None)
     context = dict(
         page=page,
         params=params,
@@ -205,7 +208,7 @@ def accounts_page(request: Request, user=auth.require_user("viewer")):
         note=note,
         error=error,
         bands=("green", "yellow", "red"),
-        trends=data.TRENDS,
+        trends=accounts.TRENDS,
         page_sizes=PAGE_SIZES,
         title="My accounts" if mine else "Accounts",
     )

@@ -1,30 +1,26 @@
 """What the dashboard's pages show, read from the store: the one place the pages get data.
 
-Place in the flow: under the dashboard's routes, over :mod:`healthscore.api` and
-:mod:`healthscore.portfolio`. Every function takes the :class:`ServiceState`, holds the
-store through ``state.store_access()`` for its reads and computes scores live as of
-``state.now()``. When the rescorer keeps a ``current_scores`` table, this module is what
-switches to it; the routes and templates do not change.
+Place in the flow: under the dashboard's routes, over :mod:`healthscore.api`,
+:mod:`healthscore.portfolio` and :mod:`healthscore.service.accounts`. Every function
+takes the :class:`ServiceState` and holds the store through ``state.store_access()``
+for its reads. The account list and the portfolio are those of
+:mod:`healthscore.service.accounts`, the listing ``GET /v1/accounts`` and
+``GET /v1/portfolio`` read (``current_scores``, kept by the rescorer); one account's
+page, why it moved and the what-if are computed as of ``state.now()``.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from healthscore import api
-from healthscore.engine.history import SCORES, stored_dates
-from healthscore.engine.trends import CLASSES
+from healthscore.engine.history import SCORES
 from healthscore.errors import HealthscoreError
 from healthscore.model import Model
-from healthscore.portfolio import SORTS as ACCOUNT_SORTS
-from healthscore.portfolio import ReportData, account_facts, gather
+from healthscore.portfolio import ReportData, account_facts
 from healthscore.service.dashboard import feedback
-
-#: how the account list sorts (the API's words); change: the largest fall first
-#: the account list's orders: the portfolio's, and the 30-day change (biggest fall first)
-SORTS = (*ACCOUNT_SORTS, "change")
-TRENDS = CLASSES  # the trend classes, as the engine names them
 
 
 def card(state, name: str | None) -> Model:
@@ -46,17 +42,47 @@ class Freshness:
 
 
 @dataclass
+class Parked:
+    """Segment messages the service parked (``rejects`` or ``pending``): how many, and
+    the newest of them as ``GET /v1/ingest/{kind}`` lists them."""
+
+    kind: str
+    total: int
+    items: list[dict]
+
+
+@dataclass
 class Portfolio:
     data: ReportData
     freshness: list[Freshness]
+    parked: list[Parked] = field(default_factory=list)
+
+
+#: how many of the newest parked messages the portfolio page shows of each kind
+PARKED_SHOWN = 10
 
 
 def portfolio(state) -> Portfolio:
-    """The portfolio report's data as of now, and the freshness of every table."""
+    """The portfolio report's data over the scores the account list reads (those of
+    ``GET /v1/portfolio``), the freshness of every table as of now, and the newest
+    Segment messages parked as rejects and as pending."""
+    from healthscore.service import parked
+    from healthscore.service.accounts import portfolio as gather
+
     with state.store_access() as store:
         d = state.now()
         data = gather(store, state.model, d)
-        return Portfolio(data, _freshness(store, state.model, d))
+        held = [
+            Parked(kind, *parked.listing(store, table, PARKED_SHOWN, 0))
+            for kind, table in (("rejects", parked.REJECTS), ("pending", parked.PENDING))
+        ]
+    for p in held:
+        for item in p.items:  # the message as one line of JSON, cut (the CLI shows it whole)
+            m = item["message"]
+            text = m if isinstance(m, str) else json.dumps(m, ensure_ascii=False)
+            item["message_text"] = text if len(text) <= 300 else text[:297] + "..."
+        fresh = _freshness(store, state.model, d)
+    return Portfolio(data, fresh, held)
 
 
 def _freshness(store, model: Model, d: datetime) -> list[Freshness]:
@@ -74,157 +100,6 @@ def _freshness(store, model: Model, d: datetime) -> list[Freshness]:
             )
         )
     return out
-
-
-# --- accounts ----------------------------------------------------------------------------
-
-
-@dataclass
-class AccountRow:
-    account_id: str
-    name: str | None
-    score: float | None
-    band: str | None
-    coverage: float | None
-    segment: str | None
-    csm: str | None
-    arr: float | None
-    renewal_date: datetime | None
-    trend: str | None = None
-    change_30d: float | None = None
-
-
-@dataclass
-class AccountPage:
-    as_of: datetime
-    total: int  # rows after the filters
-    scored: int  # accounts scored before the filters
-    items: list[AccountRow]
-    segments: list[str]
-    csms: list[str]
-    history_as_of: datetime | None  # the stored date trends and changes are read from
-    warnings: list[str] = field(default_factory=list)
-
-
-def accounts(
-    state,
-    *,
-    band: str | None = None,
-    segment: str | None = None,
-    csm: str | None = None,
-    trend: str | None = None,
-    q: str | None = None,
-    sort: str = "score",
-    reverse: bool = False,
-    limit: int = 50,
-    offset: int = 0,
-) -> AccountPage:
-    """The scored accounts, filtered, searched (name or id contains ``q``), sorted and
-    cut to one page; each with its trend and 30-day change when history is stored."""
-    if sort not in SORTS:
-        raise HealthscoreError(f"`sort` {sort!r}: not one of {', '.join(SORTS)}")
-    if trend is not None and trend not in TRENDS:
-        raise HealthscoreError(f"`trend` {trend!r}: not one of {', '.join(TRENDS)}")
-    model = state.model
-    with state.store_access() as store:
-        d = state.now()
-        segments, csms = _choices(store)
-        # a segment or CSM no account has lists nothing (the API says why in its error)
-        if (segment and segment not in segments) or (csm and csm not in csms):
-            return AccountPage(d, 0, 0, [], segments, csms, None)
-        result = api.score_accounts(
-            store,
-            model,
-            d,
-            sort="score" if sort == "change" else sort,
-            bands=[band] if band else None,
-            segment=segment or None,
-            csm=csm or None,
-        )
-        trends, history_as_of = _trends(store, model, d)
-    rows = []
-    for r in result.scores.to_pylist():
-        t = trends.get(r["account_id"], {})
-        rows.append(
-            AccountRow(
-                r["account_id"],
-                r["account_name"],
-                r["score"],
-                r["band"],
-                r["coverage"],
-                r["segment"],
-                r["csm"],
-                r["arr_in_force"],
-                r["renewal_date"],
-                t.get("trend"),
-                t.get("change"),
-            )
-        )
-    if trend:
-        rows = [r for r in rows if r.trend == trend]
-    if q:
-        needle = " ".join(q.split()).casefold()
-        rows = [r for r in rows if needle in f"{r.account_id} {r.name or ''}".casefold()]
-    if sort == "change":
-        rows.sort(key=lambda r: (r.change_30d is None, r.change_30d or 0.0, r.account_id))
-    if reverse:
-        have = [r for r in rows if _sort_value(r, sort) is not None]
-        rows = have[::-1] + [r for r in rows if _sort_value(r, sort) is None]
-    warnings = list(result.warnings)
-    if history_as_of is None:
-        warnings.append(
-            "no stored history for this model version: trend and 30-day change are empty "
-            "(healthscore history --from <date> --to <date> --every 1w stores it)"
-        )
-    return AccountPage(
-        d,
-        len(rows),
-        result.total or 0,
-        rows[offset : offset + limit],
-        segments,
-        csms,
-        history_as_of,
-        warnings,
-    )
-
-
-def _sort_value(r: AccountRow, sort: str):
-    return {
-        "score": r.score,
-        "arr": r.arr,
-        "renewal": r.renewal_date,
-        "name": r.name,
-        "change": r.change_30d,
-    }[sort]
-
-
-def _choices(store) -> tuple[list[str], list[str]]:
-    """Every segment and CSM the accounts table names (the filters' options)."""
-    acc = store.table("accounts")
-    rows = store.execute(acc.select("segment", "csm").distinct()).to_pylist()
-    seg = sorted({r["segment"] for r in rows if r["segment"]}, key=str.casefold)
-    csm = sorted({r["csm"] for r in rows if r["csm"]}, key=str.casefold)
-    return seg, csm
-
-
-def _last_stored(store, model: Model, d: datetime) -> datetime | None:
-    if SCORES not in store.list_tables():
-        return None
-    dates = [x for x in stored_dates(store, model) if x <= d]
-    return max(dates) if dates else None
-
-
-def _trends(store, model: Model, d: datetime) -> tuple[dict[str, dict], datetime | None]:
-    """Trend class and change over the rapid-decline window (30 days by default) per
-    account, from the latest stored history date at or before ``d``."""
-    last = _last_stored(store, model, d)
-    if last is None:
-        return {}, None
-    try:
-        rows = api.account_trends(store, model, last).trends.to_pylist()
-    except HealthscoreError:
-        return {}, None
-    return {r["account_id"]: r for r in rows}, last
 
 
 # --- one account -------------------------------------------------------------------------

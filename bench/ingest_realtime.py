@@ -30,13 +30,16 @@ service has no such route):
     after it: p50/p99;
 
 and for both: errors (non-2xx answers), and stored events (counted in the store after
-the service stops) = accepted events. Prints every figure and one ``RESULT {json}``.
+the service stops) = accepted events; a request that times out counts as an error.
+The 1-minute load average is recorded before (c) and after each part (``load_*``): the
+machine is shared. Prints every figure and one ``RESULT {json}``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -228,10 +231,13 @@ def throughput(svc: Service, accounts: list[str], seconds: float) -> dict:
             b = 0
             while time.monotonic() < stop:
                 rows = _events(accounts, 1000, f"a{k}-{b}", rng)
-                r = http.post("/v1/ingest/usage_events", json={"rows": rows})
+                try:
+                    r = http.post("/v1/ingest/usage_events", json={"rows": rows})
+                except httpx.HTTPError:  # a timeout is an error, not the thread's end
+                    r = None
                 with lock:
                     sent[0] += len(rows)
-                    if r.status_code == 200:
+                    if r is not None and r.status_code == 200:
                         accepted[0] += r.json()["inserted"]
                     else:
                         errors[0] += 1
@@ -277,8 +283,11 @@ def latency(svc: Service, accounts: list[str], seconds: float) -> dict:
         ) as http:
             deadline = t_sent + 30
             while time.monotonic() < deadline:
-                r = http.get(f"/v1/accounts/{acc}")
-                if r.status_code == 200:
+                try:
+                    r = http.get(f"/v1/accounts/{acc}")
+                except httpx.HTTPError:
+                    r = None
+                if r is not None and r.status_code == 200:
                     seen = datetime.fromisoformat(r.json()["scored_at"])
                     if seen >= sent_at:
                         with lock:
@@ -299,8 +308,11 @@ def latency(svc: Service, accounts: list[str], seconds: float) -> dict:
             rows = _events(batch_accounts, 50, f"b-{b}", rng)
             sent_at = datetime.now(UTC).replace(tzinfo=None)
             t_sent = time.monotonic()
-            r = http.post("/v1/ingest/usage_events", json={"rows": rows})
-            if r.status_code == 200:
+            try:
+                r = http.post("/v1/ingest/usage_events", json={"rows": rows})
+            except httpx.HTTPError:  # a timeout is an error, not the run's end
+                r = None
+            if r is not None and r.status_code == 200:
                 accepted[0] += r.json()["inserted"]
                 if b % FOLLOW_EVERY == 0:  # a sample: the pollers must not be the load
                     acc = rows[0]["account_id"]
@@ -345,7 +357,9 @@ def main() -> None:
     db = prepared_store(a, work)
     rec: dict = {"machine": "2 cores, shared"}
     print("(c) one account's micro-batch rescore ...")
+    rec["load_before"] = round(os.getloadavg()[0], 1)
     rec.update(single_rescores(db, a.rescore))
+    rec["load_after_c"] = round(os.getloadavg()[0], 1)  # the machine is shared: say how busy
     print(json.dumps(rec, indent=1))
     svc = Service(db)
     try:
@@ -365,9 +379,11 @@ def main() -> None:
                 accounts += [r["account_id"] for r in page.json()["items"]]
             print("(a) throughput ...")
             rec.update(throughput(svc, accounts, a.seconds))
+            rec["load_after_a"] = round(os.getloadavg()[0], 1)
             print(json.dumps(rec, indent=1))
             print("(b) latency ...")
             rec.update(latency(svc, accounts, a.seconds))
+            rec["load_after_b"] = round(os.getloadavg()[0], 1)
     finally:
         svc.close()
     if "ab" not in rec:

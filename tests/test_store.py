@@ -266,7 +266,8 @@ def test_a_load_writes_events_clustered_by_account_so_one_accounts_rows_sit_toge
     s = connect(tmp_path / "c.duckdb")
     n = 3000
     accounts = [f"A{i % 7}" for i in range(n)]  # interleaved in time
-    ts = [datetime(2025, 1, 1) + (datetime(2025, 1, 2) - datetime(2025, 1, 1)) * i / n for i in range(n)]
+    day = datetime(2025, 1, 2) - datetime(2025, 1, 1)
+    ts = [datetime(2025, 1, 1) + day * i / n for i in range(n)]
     s.load(
         "usage_events",
         pa.table(

@@ -49,9 +49,8 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
         own = state is None
         app.state.service = state or ServiceState.open(settings)
         from healthscore.service import parked
-        from healthscore.service.rescorer import Rescorer
-
         from healthscore.service.ingest import INPUT_TABLES
+        from healthscore.service.rescorer import Rescorer
 
         with app.state.service.store_access() as store:
             auth_mod.ensure_tables(store)

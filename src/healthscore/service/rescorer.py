@@ -2,9 +2,10 @@
 everyone rescored daily, the midnight row appended to history.
 
 Place in the flow: a background thread of ``service/`` over ``engine``; it takes the
-accounts :meth:`ServiceState.touched` marked and holds the store only while it reads or
-writes it (running the scoring query, writing the rows), never while it builds rows in
-Python.
+accounts :meth:`ServiceState.touched` marked, runs the scoring queries through
+:meth:`ServiceState.reading` (its own connection on DuckDB: requests and ingest batches
+go on meanwhile), and holds the store only while it writes the rows, never while it
+builds them in Python.
 
 - **Micro-batches.** The thread waits for marked accounts, gathers more for
   ``settings.rescore_every`` seconds, takes them all and rescores only them, on every
@@ -41,7 +42,7 @@ IDLE_WAIT = 0.5
 #: seconds to pause after a failed batch before its accounts are tried again
 RETRY_PAUSE = 1.0
 #: the account slots whose plans are built at start-up (see engine.plan.SLOTS)
-WARM_SLOTS = (1, 4)
+WARM_SLOTS = (1, 4, 16, 64)
 #: seconds to wait after a failed daily rescore before trying it again
 DAILY_RETRY = 60.0
 
@@ -186,7 +187,7 @@ class Rescorer:
         for name in self.state.model.scorecard_names():
             plan = self._plan(self.state.model.scorecard(name))
             for slots in WARM_SLOTS:
-                with self.state.store_access() as store:
+                with self.state.reading() as store:
                     plan.prepare(store, slots)
         self.warmed = True
 
@@ -209,7 +210,7 @@ class Rescorer:
         for name in self.state.model.scorecard_names():
             card = self.state.model.scorecard(name)
             plan = self._plan(card)
-            with self.state.store_access() as store:
+            with self.state.reading() as store:
                 wide = plan.run(store, self.state.now(), ids)
             rows = current_rows(card, wide, self._trends.get(name, {}))
             with self.state.store_access() as store:
@@ -237,7 +238,7 @@ class Rescorer:
             if daily:
                 with self.state.store_access() as store:
                     backfill_dates(store, card, [midnight])
-            with self.state.store_access() as store:
+            with self.state.reading() as store:
                 self._trends[name] = trend_rows(store, card, self.state.now())
                 wide = plan.run(store, self.state.now())
             rows = current_rows(card, wide, self._trends[name])

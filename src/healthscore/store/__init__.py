@@ -345,6 +345,18 @@ class Store:
         with self.writing():  # DuckDB writes its last changes into the file here
             self.con.disconnect()
 
+    def reader(self) -> Store:
+        """A second connection to this store, for reads that should not wait for this
+        connection's statements (the live service scores while a batch is written).
+
+        On DuckDB, a connection of this process to the same database: each of its
+        statements sees what was committed when it starts, never a write under way.
+        Elsewhere, this store itself (callers then take turns on it as before).
+        Close it with :meth:`close` before this store."""
+        if self.con.name != "duckdb":
+            return self
+        return Store(ibis.duckdb.from_connection(self.con.con.cursor()), self.url, read_only=True)
+
     def columns(self, name: str) -> dict[str, str]:
         return {c: str(t) for c, t in self.con.get_schema(name).items()}
 

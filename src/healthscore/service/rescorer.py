@@ -187,6 +187,8 @@ class Rescorer:
         for name in self.state.model.scorecard_names():
             plan = self._plan(self.state.model.scorecard(name))
             for slots in WARM_SLOTS:
+                if self._stop.is_set():  # stopping: no plan is needed any more
+                    return
                 with self.state.reading() as store:
                     plan.prepare(store, slots)
         self.warmed = True

@@ -24,7 +24,9 @@ service has no such route):
     accepted events a second, and the rescoring lag (the status's ``lag_seconds`` at its
     worst while sending, and how long after the last batch the queue is empty);
 (b) latency: 500 events a second spread over at most 200 accounts a second (batches of
-    50 events over 20 accounts every 100 ms) for ``--seconds``; for one account of one
+    50 events over 20 accounts every 100 ms) for ``--seconds`` (10 x ``--seconds``
+    batches: when a batch takes longer than 100 ms, it sends for longer, and says how
+    long, ``b_seconds``); for one account of one
     batch in five (polled every 50 ms, so the pollers stay a small part of the load),
     the time from sending the event to ``GET /v1/accounts/{id}`` showing a ``scored_at``
     after it: p50/p99;

@@ -257,3 +257,29 @@ def test_skipped_rows_are_reported_with_their_reason():
         "skipped 3 rows whose S maps to nothing (J)"
     )
     assert "skipped" not in str(LoadResult("outcomes", 2, 0, 0))
+
+
+def test_a_load_writes_events_clustered_by_account_so_one_accounts_rows_sit_together(tmp_path):
+    # the live rescorer asks about a few accounts: stored by account, their rows sit in
+    # a few blocks the store can find by the blocks' account ranges; stored in time
+    # order, every block holds every account and the whole column is read
+    s = connect(tmp_path / "c.duckdb")
+    n = 3000
+    accounts = [f"A{i % 7}" for i in range(n)]  # interleaved in time
+    day = datetime(2025, 1, 2) - datetime(2025, 1, 1)
+    ts = [datetime(2025, 1, 1) + day * i / n for i in range(n)]
+    s.load(
+        "usage_events",
+        pa.table(
+            {
+                "event_id": [f"e{i}" for i in range(n)],
+                "account_id": accounts,
+                "event": ["login"] * n,
+                "ts": pa.array(ts, pa.timestamp("us")),
+            }
+        ),
+    )
+    stored = s.execute_sql("SELECT account_id, ts FROM usage_events ORDER BY rowid").to_pylist()
+    order = [(r["account_id"], r["ts"]) for r in stored]
+    assert order == sorted(order)  # by account, then time
+    assert len(order) == n

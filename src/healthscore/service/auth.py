@@ -23,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -233,13 +235,55 @@ def revoke_token(store: Store, token_id: str) -> Token:
         with store.transaction():
             store.delete_rows(TOKENS, {"token_id": token_id})
             store.insert(TOKENS, _rows([row]))
+    _forget(token_id)
     return _token(row)
+
+
+#: seconds a verified token is trusted without reading the store again. A revocation
+#: made through this process (the API, the dashboard, the CLI through a running
+#: service) drops it at once; one made by another process on the same store (a shared
+#: PostgreSQL database) counts within this time.
+TOKEN_CACHE_SECONDS = 5.0
+_verified: dict[tuple[str, str], tuple[Token, float]] = {}  # (store, sha256 of text)
+_verified_lock = threading.Lock()
+
+
+def cached_token(store: Store, text: str | None) -> Token | None:
+    """The token ``text`` names when this process verified it against ``store`` less
+    than :data:`TOKEN_CACHE_SECONDS` ago and it has not expired since; else None (ask
+    :func:`verify_token`). Reads no table: a request checks its token without waiting
+    for the store."""
+    if not text:
+        return None
+    key = (store.url, _sha256(text))
+    with _verified_lock:
+        hit = _verified.get(key)
+    if hit is None or time.monotonic() - hit[1] >= TOKEN_CACHE_SECONDS:
+        return None
+    token = hit[0]
+    if token.expires_at is not None and token.expires_at <= _now():
+        return None
+    return token
+
+
+def _remember(store: Store, text: str, token: Token) -> None:
+    with _verified_lock:
+        if len(_verified) > 10_000:  # tokens come and go; keep the memory bounded
+            _verified.clear()
+        _verified[(store.url, _sha256(text))] = (token, time.monotonic())
+
+
+def _forget(token_id: str) -> None:
+    with _verified_lock:
+        for key in [k for k, (t, _) in _verified.items() if t.token_id == token_id]:
+            del _verified[key]
 
 
 def verify_token(store: Store, text: str | None) -> Token | None:
     """The token ``text`` names when it is genuine, unexpired and not revoked; else None.
 
-    The lookup is by id; the secret's hash is compared in constant time."""
+    The lookup is by id; the secret's hash is compared in constant time. A genuine
+    token is remembered for :func:`cached_token`."""
     if not text or not text.startswith("hs_"):
         return None
     token_id, sep, secret = text[3:].partition("_")
@@ -256,7 +300,9 @@ def verify_token(store: Store, text: str | None) -> Token | None:
         return None
     if row["expires_at"] is not None and row["expires_at"] <= _now():
         return None
-    return _token(row)
+    token = _token(row)
+    _remember(store, text, token)
+    return token
 
 
 # --- FastAPI dependencies -------------------------------------------------------------
@@ -281,8 +327,10 @@ def require(scope: str, *, table_param: str | None = None) -> Callable[..., Toke
             raise HTTPException(
                 401, "a bearer token is needed", headers={"WWW-Authenticate": "Bearer"}
             )
-        with state.store_access() as store:
-            token = verify_token(store, text)
+        token = cached_token(state.store, text)
+        if token is None:
+            with state.store_access() as store:
+                token = verify_token(store, text)
         if token is None:
             raise HTTPException(
                 401,

@@ -2,9 +2,10 @@
 everyone rescored daily, the midnight row appended to history.
 
 Place in the flow: a background thread of ``service/`` over ``engine``; it takes the
-accounts :meth:`ServiceState.touched` marked and holds the store only while it reads or
-writes it (running the scoring query, writing the rows), never while it builds rows in
-Python.
+accounts :meth:`ServiceState.touched` marked, runs the scoring queries through
+:meth:`ServiceState.reading` (its own connection on DuckDB: requests and ingest batches
+go on meanwhile), and holds the store only while it writes the rows, never while it
+builds them in Python.
 
 - **Micro-batches.** The thread waits for marked accounts, gathers more for
   ``settings.rescore_every`` seconds, takes them all and rescores only them, on every
@@ -190,7 +191,9 @@ class Rescorer:
         for name in self.state.model.scorecard_names():
             plan = self._plan(self.state.model.scorecard(name))
             for slots in WARM_SLOTS:
-                with self.state.store_access() as store:
+                if self._stop.is_set():  # stopping: no plan is needed any more
+                    return
+                with self.state.reading() as store:
                     plan.prepare(store, slots)
         self.warmed = True
 
@@ -210,20 +213,25 @@ class Rescorer:
         from healthscore.store import current
 
         t0 = time.monotonic()
+        scored = []
         for name in self.state.model.scorecard_names():
             card = self.state.model.scorecard(name)
             plan = self._plan(card)
-            with self.state.store_access() as store:
+            with self.state.reading() as store:
                 wide = plan.run(store, self.state.now(), ids)
                 trends = batch_trend_rows(store, card, wide)  # with the new scores
-            rows = current_rows(card, wide, trends)
-            with self.state.store_access() as store:
-                current.replace(store, card.version, name, rows, ids)
-        seconds = time.monotonic() - t0
-        batch = Batch(_wall(), len(ids), seconds, (age or 0.0) + seconds)
-        self.last_batch = batch
-        self.batches += 1
-        self.rescored += len(ids)
+            scored.append((card, current_rows(card, wide, trends)))
+        # every scorecard's rows in one transaction, and the batch counted before a
+        # reader can see them: whoever sees the new rows sees the batch done
+        with self.state.store_access() as store:
+            with store.transaction():
+                for card, rows in scored:
+                    current.replace(store, card.version, card.scorecard_name, rows, ids)
+            seconds = time.monotonic() - t0
+            batch = Batch(_wall(), len(ids), seconds, (age or 0.0) + seconds)
+            self.last_batch = batch
+            self.batches += 1
+            self.rescored += len(ids)
         return batch
 
     def rescore_everyone(self, *, daily: bool = True) -> Batch:
@@ -242,7 +250,7 @@ class Rescorer:
             if daily:
                 with self.state.store_access() as store:
                     backfill_dates(store, card, [midnight])
-            with self.state.store_access() as store:
+            with self.state.reading() as store:
                 self._trends[name] = trend_rows(store, card, self.state.now())
                 wide = plan.run(store, self.state.now())
             rows = current_rows(card, wide, self._trends[name])

@@ -65,8 +65,10 @@ def write_key(request: Request) -> auth.Token:
     challenge = {"WWW-Authenticate": 'Basic realm="healthscore"'}
     if not text:
         raise HTTPException(401, "a write key is needed (the HTTP Basic user)", headers=challenge)
-    with state.store_access() as store:
-        token = auth.verify_token(store, text)
+    token = auth.cached_token(state.store, text)
+    if token is None:
+        with state.store_access() as store:
+            token = auth.verify_token(store, text)
     if token is None:
         raise HTTPException(401, "the write key is unknown, revoked or expired", headers=challenge)
     if not token.allows("segment"):

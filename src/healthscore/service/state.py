@@ -7,6 +7,10 @@ connection. One connection serves one statement at a time, so every use of the s
 goes through :meth:`ServiceState.store_access` (a re-entrant lock): HTTP requests, run
 on Uvicorn's worker threads, and the rescorer's thread take turns.
 
+The rescorer reads through :meth:`ServiceState.reading` instead: on DuckDB a second
+connection to the same database (``Store.reader``), so scoring does not wait for a batch
+being written nor a batch for scoring; its writes go through ``store_access`` as any.
+
 Writers call :meth:`ServiceState.touched` with the accounts a write changed; the
 rescorer waits on :meth:`ServiceState.take_touched` and rescores them in micro-batches.
 """
@@ -36,6 +40,8 @@ class ServiceState:
     store: Store
     model: Model  # the whole model file (scorecard views: model.scorecard(name))
     lock: threading.RLock = field(default_factory=threading.RLock)
+    _reader: Store | None = None  # the rescorer's connection (see reading())
+    _reader_lock: threading.RLock = field(default_factory=threading.RLock)
     _touched: set[str] = field(default_factory=set)
     _touched_cond: threading.Condition = field(default_factory=threading.Condition)
     _first_touch: float | None = None  # monotonic time of the oldest mark not yet taken
@@ -52,6 +58,10 @@ class ServiceState:
         return cls(settings, store, model)
 
     def close(self) -> None:
+        with self._reader_lock:
+            if self._reader is not None and self._reader is not self.store:
+                self._reader.close()
+            self._reader = None
         with self.lock:
             self.store.close()
 
@@ -60,6 +70,22 @@ class ServiceState:
         """The store, for one statement or one transaction, with no other thread in it."""
         with self.lock:
             yield self.store
+
+    @contextmanager
+    def reading(self) -> Iterator[Store]:
+        """The store for reads that need not wait for requests (the rescorer's scoring
+        queries): on DuckDB a second connection to the same database, which sees what
+        was committed when each statement starts and is used by one thread at a time;
+        on other backends the store itself, taken as :meth:`store_access` takes it."""
+        with self._reader_lock:
+            if self._reader is None:
+                with self.lock:
+                    self._reader = self.store.reader()
+            if self._reader is self.store:
+                with self.lock:
+                    yield self.store
+            else:
+                yield self._reader
 
     def now(self) -> datetime:
         """The service's "now" (UTC, naive, whole seconds): ``settings.now`` when fixed,

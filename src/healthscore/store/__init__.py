@@ -362,6 +362,18 @@ class Store:
         with self.writing():  # DuckDB writes its last changes into the file here
             self._backend.close()
 
+    def reader(self) -> Store:
+        """A second connection to this store, for reads that should not wait for this
+        connection's statements (the live service scores while a batch is written).
+
+        On DuckDB, a connection of this process to the same database: each of its
+        statements sees what was committed when it starts, never a write under way.
+        Elsewhere, this store itself (callers then take turns on it as before).
+        Close it with :meth:`close` before this store."""
+        if self.con.name != "duckdb":
+            return self
+        return Store(ibis.duckdb.from_connection(self.con.con.cursor()), self.url, read_only=True)
+
     def columns(self, name: str) -> dict[str, str]:
         return {c: str(t) for c, t in self.con.get_schema(name).items()}
 
@@ -470,7 +482,7 @@ class Store:
                         self._delete_keys(name, pk, changed)
                     if inserted or updated:
                         step(f"writing {inserted + updated:,} rows", 0.0)
-                        order = [tdef.time] if tdef.time else []
+                        order = [*_cluster(name, target_cols), *([tdef.time] if tdef.time else [])]
                         self.con.insert(name, new_rows.order_by([*order, pk]).select(*target_cols))
                     watermark = self._update_watermark(name, batch_max, inserted)
         finally:
@@ -841,6 +853,21 @@ class Store:
         Code that has the expression runs it with :meth:`execute` instead.
         """
         return self._backend.run_sql(sql)
+
+
+def _cluster(name: str, columns) -> list[str]:
+    """The column a load clusters the rows it writes by, before their time: the account,
+    in every table about accounts but ``accounts`` itself.
+
+    A columnar store keeps each column's smallest and largest value per block of rows
+    (DuckDB: per row group of about 120,000 rows) and skips a block whose range cannot
+    hold what a filter asks for. Rows written in time order put every account in every
+    block, so a query about one account (the live service's rescorer) read the
+    ``account_id`` of every stored event: about 200 ms on 10 M events. Written by
+    account, an account's rows sit in one or two blocks and the same query reads those
+    (a few ms). A query over everyone reads every block either way.
+    """
+    return ["account_id"] if name != "accounts" and "account_id" in columns else []
 
 
 def _check_batch_keys(name: str, pk: str, keys: pa.ChunkedArray) -> None:

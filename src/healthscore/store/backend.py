@@ -470,6 +470,18 @@ class DuckDBBackend(Backend):
     def _as_run(self, expr: ir.Table) -> ir.Table:
         return expr  # as to_arrow runs it: Store.execute casts the result instead
 
+    def ensure_index(self, table: str, column: str) -> None:
+        # a minute on 10 M rows: DuckDB's own progress bar would draw into the service's
+        # log (or under our own output)
+        native = self.con.con
+        shown = native.execute("SELECT current_setting('enable_progress_bar')").fetchone()[0]
+        native.execute("PRAGMA disable_progress_bar")
+        try:
+            super().ensure_index(table, column)
+        finally:
+            if shown:
+                native.execute("PRAGMA enable_progress_bar")
+
     def prepare(self, expr: ir.Table) -> Prepared:
         prepared = super().prepare(expr)
         # the text, cut at each placeholder (rendered with a mark no query text holds)

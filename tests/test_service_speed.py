@@ -1,0 +1,93 @@
+"""The live service's fast paths keep their guarantees: what start-up prepares, the
+token cache (revocation honoured at once), and the rescorer's scores against the CLI's
+after an ingest."""
+
+from __future__ import annotations
+
+import shutil
+
+from service_support import running_service
+
+
+def _indexed_tables(state) -> set[str]:
+    with state.store_access() as store:
+        rows = store.execute_sql("SELECT table_name FROM duckdb_indexes()").to_pylist()
+    return {r["table_name"] for r in rows}
+
+
+def test_the_append_key_indexes_are_made_at_start_up_not_by_the_first_batch(fixture_db, tmp_path):
+    # the first append to a table makes its key index (a minute on 10 M events); made
+    # by a batch, it held the store and every other request waited behind it
+    db = tmp_path / "s.duckdb"
+    shutil.copy(fixture_db, db)
+    with running_service(db) as svc:
+        assert {"usage_events", "tickets", "accounts"} <= _indexed_tables(svc.state)
+
+
+def test_a_revoked_token_is_refused_at_once_though_it_was_just_verified(service):
+    token = service.token("read", name="cached")
+    with service.client(token) as c:
+        for _ in range(3):  # verified, then served from the cache
+            assert c.get("/v1/status").status_code == 200
+        token_id = token.split("_")[1]
+        with service.client() as admin:
+            assert admin.delete(f"/v1/tokens/{token_id}").status_code == 200
+        assert c.get("/v1/status").status_code == 401
+
+
+def test_a_token_revoked_in_the_store_directly_is_refused_at_once(service):
+    from healthscore.service.auth import revoke_token
+
+    token = service.token("read", name="cached-cli")
+    with service.client(token) as c:
+        assert c.get("/v1/status").status_code == 200
+        with service.state.store_access() as store:
+            revoke_token(store, token)
+        assert c.get("/v1/status").status_code == 401
+
+
+def test_after_an_ingest_the_served_score_is_the_clis(service):
+    # the rescorer scores through its own connection; what it serves must be what
+    # `healthscore score` computes from the same store at the same moment
+    import time
+    from datetime import datetime, timedelta
+
+    from healthscore.api import score_accounts
+
+    state = service.state
+    now = state.now()
+    with service.client() as c:
+        account = c.get("/v1/accounts", params={"limit": 1, "sort": "name"}).json()["items"][0][
+            "account_id"
+        ]
+        before = c.get(f"/v1/accounts/{account}").json()
+        rows = [
+            {
+                "event_id": f"speed-{i}",
+                "account_id": account,
+                "user_id": f"speed-user-{i % 7}",
+                "event": ["login", "export_csv", "view_report"][i % 3],
+                "ts": (now - timedelta(hours=i + 1)).isoformat(),
+            }
+            for i in range(40)
+        ]
+        sent = datetime.utcnow()
+        r = c.post("/v1/ingest/usage_events", json={"rows": rows})
+        assert r.status_code == 200 and r.json()["inserted"] == 40
+        deadline = time.monotonic() + 60
+        while True:
+            served = c.get(f"/v1/accounts/{account}").json()
+            if datetime.fromisoformat(served["scored_at"]) >= sent:
+                break
+            assert time.monotonic() < deadline, "the account was not rescored within 60 s"
+            time.sleep(0.1)
+    card = state.model.scorecard(None)  # the scorecard GET /v1/accounts/{id} serves
+    with state.store_access() as store:
+        cli = score_accounts(store, card, now).scores
+    row = next(r for r in cli.to_pylist() if r["account_id"] == account)
+    assert (served["score"], served["band"], served["coverage"]) == (
+        row["score"],
+        row["band"],
+        row["coverage"],
+    )
+    assert served["score"] != before["score"]  # the new events counted

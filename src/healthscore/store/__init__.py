@@ -651,15 +651,14 @@ class Store:
         """
         key = stage[pk]
         now = datetime.now(UTC).replace(tzinfo=None)
-        figures = {"n": stage.count(), "null_keys": key.isnull().sum()}
+        # one pass over the staged rows: counts, distinct keys and the latest time
+        figures = {"n": stage.count(), "null_keys": key.isnull().sum(), "keys": key.nunique()}
         if time:
             figures["latest"] = stage[time].max(where=stage[time] <= ibis.literal(now))
         found = self._backend.to_arrow(stage.aggregate(**figures)).to_pylist()[0]
         if found["null_keys"]:
             raise StoreError(f"{name}: {found['null_keys']} rows have no {pk}; nothing was loaded")
-        distinct = stage.select(pk).distinct()
-        n_keys = self._backend.to_arrow(distinct.count().name("n").as_table())["n"][0].as_py()
-        if n_keys != found["n"]:
+        if found["keys"] != found["n"]:
             counts = stage.group_by(pk).aggregate(__n=stage.count())
             dups = counts.filter(counts["__n"] > 1)
             n_dups = self._backend.to_arrow(dups.count().name("n").as_table())["n"][0].as_py()

@@ -382,6 +382,11 @@ class PostgresBackend(Backend):
     - **Stopping**: on Ctrl-C psycopg cancels the running query in the server; SIGTERM
       does the same here (:func:`interruptible`), and the command ends with
       :class:`~healthscore.errors.Interrupted`.
+    - **Every statement** is fenced so, whoever runs it: the connection's cursor classes
+      (:func:`_fence_cursors`) tell the statement timeout in our words and let SIGTERM
+      cancel, for the store's own queries and for an Ibis expression run directly.
+    - **Rows in** (:meth:`insert`, and :meth:`stage` for a load) go through ``COPY ...
+      FROM STDIN``, a batch at a time, not Ibis's one ``INSERT`` per row.
     - **Statistics**: :meth:`analyze` after each load, so the planner never works from
       row counts of a table that has since been replaced.
     """

@@ -488,8 +488,10 @@ class Store:
                     if inserted or updated:
                         step(f"writing {inserted + updated:,} rows", 0.0)
                         self._backend.before_bulk_write(name, inserted + updated, stored)
-                        order = [tdef.time] if tdef.time else []
-                        self.con.insert(name, new_rows.order_by([*order, pk]).select(*target_cols))
+                        # in the order the rows came (a file is usually in time order
+                        # already): sorting them all by time and key first held a sort of
+                        # the whole load, which ran out of a 1 GB limit at 100 M rows
+                        self.con.insert(name, new_rows.select(*target_cols))
                     watermark = self._update_watermark(name, batch_max, inserted)
         finally:
             for table in scratch:

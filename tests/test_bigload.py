@@ -154,3 +154,32 @@ def test_a_big_file_loads_within_the_memory_limit(tmp_path):
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["inserted"] == 200_000
     assert found["grew_mb"] < 600, found
+
+
+def _key_indexes(store, table: str) -> list[str]:
+    sql = "SELECT index_name FROM duckdb_indexes() WHERE table_name = $1"
+    return [r[0] for r in store.con.con.execute(sql, [table]).fetchall()]
+
+
+def test_a_load_bigger_than_its_table_drops_the_append_index_which_the_next_append_remakes(
+    fresh_store,
+):
+    """Keeping DuckDB's key index up to date row by row cost a 10 M-row load 10x its
+    time; a load writing more rows than the table holds drops it, and the next append
+    makes it again and still tells new, changed and unchanged rows apart."""
+    fresh_store.append("usage_events", pa.Table.from_batches([_events(["first"])]))
+    assert _key_indexes(fresh_store, "usage_events")
+    stored = fresh_store.count("usage_events")
+    small = pa.Table.from_batches([_events([f"s{i}" for i in range(stored // 2)])])
+    fresh_store.load("usage_events", small)
+    assert _key_indexes(fresh_store, "usage_events"), "a small load keeps the index"
+    ids = [f"big{i:05}" for i in range(2 * (stored + len(small)))]
+    big = fresh_store.load("usage_events", pa.Table.from_batches([_events(ids)]))
+    assert big.inserted == len(ids)
+    assert not _key_indexes(fresh_store, "usage_events")
+    again = _events([ids[0], ids[1], "after"]).to_pydict()
+    again["quantity"][1] = 9.0
+    r = fresh_store.append("usage_events", pa.table(again, schema=EVENTS))
+    assert (r.inserted, r.updated, r.unchanged) == (1, 1, 1)
+    assert _key_indexes(fresh_store, "usage_events")
+    assert fresh_store.count("usage_events") == stored + len(small) + len(ids) + 1

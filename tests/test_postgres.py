@@ -13,15 +13,17 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import pytest
 
 import healthscore as hs
 from fixtures import DEMO_END, postgres_store
+from healthscore import portfolio
 from healthscore.core.time import dates_between, today
 from healthscore.demo import book
-from healthscore.engine import asof, timeline
+from healthscore.engine import asof, flags, timeline
 from healthscore.evaluate import backtest as bt
 
 BOOK = dict(accounts=25, months=8, seed=5, end=DEMO_END)
@@ -180,3 +182,82 @@ def test_stopping_the_command_cancels_its_query_in_the_server(locked, sig, tmp_p
     while _waiting(locker, timeout=0.1) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _waiting(locker, timeout=0.1), "the query still runs in the server"
+
+
+@pytest.fixture
+def own_timeout(stores, monkeypatch):
+    """A second store on the same database whose statements may run one second, and a
+    locker: a session of its own that locks a table so that reading it waits."""
+    import psycopg
+
+    pg, _ = stores
+    monkeypatch.setenv("HEALTHSCORE_STATEMENT_TIMEOUT", "1s")
+    store = hs.connect(pg.url)
+
+    @contextmanager
+    def locking(table: str):
+        with psycopg.connect(pg.url) as locker:
+            locker.execute(f'LOCK TABLE "{table}" IN ACCESS EXCLUSIVE MODE')
+            try:
+                yield
+            finally:
+                locker.rollback()
+
+    yield store, locking
+    store.con.disconnect()
+
+
+@pytest.mark.parametrize(
+    "table, run",
+    [
+        ("flags", lambda s, _: flags.list_flags(s)),
+        ("accounts", lambda s, account: asof.why_not_scored(s, account, DEMO_END)),
+        ("accounts", lambda s, _: portfolio._accounts(s)),
+    ],
+    ids=["flags", "why-not-scored", "portfolio"],
+)
+def test_a_query_run_straight_through_ibis_times_out_in_our_words(own_timeout, table, run):
+    store, locking = own_timeout
+    account = store.table("accounts").account_id.min().to_pyarrow().as_py()
+    t0 = time.monotonic()
+    with locking(table), pytest.raises(hs.StoreError) as caught:
+        run(store, account)
+    assert time.monotonic() - t0 < 30
+    assert "statement timeout (1s)" in str(caught.value)
+    assert "HEALTHSCORE_STATEMENT_TIMEOUT" in caught.value.hint
+    # the session is usable after: the failed statement's transaction was rolled back
+    assert run(store, account) is not None
+
+
+def test_a_load_staged_through_copy_keeps_every_value(stores):
+    """A streamed load on PostgreSQL (staged with COPY) stores exactly the values sent:
+    text that COPY's own format would misread (tabs, newlines, backslashes, ``\\N``),
+    empty text apart from NULL, microseconds, and floats of every kind; reloaded, it is
+    all unchanged."""
+    import pyarrow as pa
+
+    pg, duck = stores
+    texts = ["tab\there", "line\nbreak", "back\\slash", "\\N", "", None, "ünï ☃", "a,b;'\""]
+    n = len(texts) * 30_000  # several COPY batches
+    ids = [f"copy-{i}" for i in range(n)]
+    base = datetime(2024, 3, 1, 12, 0, 0, 123456)
+    rows = pa.table(
+        {
+            "event_id": ids,
+            "account_id": [texts[i % len(texts)] or "acct" for i in range(n)],
+            "user_id": [texts[i % len(texts)] for i in range(n)],
+            "event": ["login"] * n,
+            "ts": pa.array(
+                [base + timedelta(microseconds=i) for i in range(n)], pa.timestamp("us")
+            ),
+            "quantity": [[0.1, -0.0, 1e300, float("inf"), None][i % 5] for i in range(n)],
+        }
+    )
+    stream = pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches(max_chunksize=70_000))
+    result = pg.load("usage_events", stream)
+    assert (result.inserted, result.updated, result.unchanged) == (n, 0, 0)
+    t = pg.table("usage_events")
+    got = pg.execute(t.filter(t.event_id.startswith("copy-")).order_by("ts"))
+    assert got.select(rows.column_names).to_pylist() == rows.to_pylist()
+    again = pg.load("usage_events", rows)
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, n)

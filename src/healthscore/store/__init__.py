@@ -461,13 +461,16 @@ class Store:
                 stage = _conform(self.con.table(stage_name), target_cols)
                 step("checking keys", 0.0)
                 n, batch_max = self._check_keys(name, pk, stage, tdef.time)
-                empty = self.count(name) == 0
-                if kept and not empty:
-                    # materialised: the rows' stored values are read before any is deleted
-                    scratch.append(f"{stage_name}_merged")
-                    merged = _with_stored(stage, self.con.table(name), pk, list(target_cols), kept)
-                    stage = self.con.create_table(scratch[-1], merged, temp=temp)
-                unknown = self._unknown_accounts(name, stage)
+                stored = self.count(name)
+                empty = stored == 0
+                # the accounts of the rows as they will be: a stored account where the
+                # load does not supply one
+                unknown = self._unknown_accounts(
+                    name,
+                    _with_stored(stage, self.con.table(name), pk, list(target_cols), kept)
+                    if "account_id" in kept and not empty
+                    else stage,
+                )
                 with self.transaction():
                     self._add_columns(name, extra)
                     if empty:
@@ -475,13 +478,32 @@ class Store:
                         new_rows, changed = stage, None
                     else:
                         step("comparing with the stored rows", 0.0)
-                        new_rows, changed, (inserted, updated, unchanged) = self._classify(
-                            stage, self.con.table(name), pk, list(target_cols)
+                        target = self.con.table(name)
+                        compared = [c for c in target_cols if c in supplied]
+                        # one pass over the batch and the stored rows: the keys to write
+                        # (new or changed), materialised, so that the counts, the delete
+                        # and the insert read them instead of comparing again
+                        scratch.append(f"{stage_name}_diff")
+                        diff = self.con.create_table(
+                            scratch[-1], _differing(stage, target, pk, compared), temp=temp
                         )
+                        inserted, updated = self._kinds(diff)
+                        unchanged = n - inserted - updated
+                        new_rows = stage.semi_join(diff, pk)
+                        changed = diff.filter(diff["__kind"] == "changed").select(pk)
+                        if kept and (inserted or updated):
+                            # the stored values of the columns this load does not supply,
+                            # read before any row is deleted
+                            scratch.append(f"{stage_name}_merged")
+                            merged = _with_stored(new_rows, target, pk, list(target_cols), kept)
+                            new_rows = self.con.create_table(scratch[-1], merged, temp=temp)
                     if updated:
                         self._delete_keys(name, pk, changed)
                     if inserted or updated:
                         step(f"writing {inserted + updated:,} rows", 0.0)
+                        self._backend.before_bulk_write(name, inserted + updated, stored)
+                        # clustered by account, then time: the rescorer's queries about a
+                        # few accounts then read their row groups only
                         order = [*_cluster(name, target_cols), *([tdef.time] if tdef.time else [])]
                         self.con.insert(name, new_rows.order_by([*order, pk]).select(*target_cols))
                     watermark = self._update_watermark(name, batch_max, inserted)
@@ -645,15 +667,14 @@ class Store:
         """
         key = stage[pk]
         now = datetime.now(UTC).replace(tzinfo=None)
-        figures = {"n": stage.count(), "null_keys": key.isnull().sum()}
+        # one pass over the staged rows: counts, distinct keys and the latest time
+        figures = {"n": stage.count(), "null_keys": key.isnull().sum(), "keys": key.nunique()}
         if time:
             figures["latest"] = stage[time].max(where=stage[time] <= ibis.literal(now))
         found = self._backend.to_arrow(stage.aggregate(**figures)).to_pylist()[0]
         if found["null_keys"]:
             raise StoreError(f"{name}: {found['null_keys']} rows have no {pk}; nothing was loaded")
-        distinct = stage.select(pk).distinct()
-        n_keys = self._backend.to_arrow(distinct.count().name("n").as_table())["n"][0].as_py()
-        if n_keys != found["n"]:
+        if found["keys"] != found["n"]:
             counts = stage.group_by(pk).aggregate(__n=stage.count())
             dups = counts.filter(counts["__n"] > 1)
             n_dups = self._backend.to_arrow(dups.count().name("n").as_table())["n"][0].as_py()
@@ -674,26 +695,12 @@ class Store:
         unknown = rows.anti_join(accounts, rows.account_id == accounts["__known"])
         return self._backend.to_arrow(unknown.count().name("n").as_table())["n"][0].as_py()
 
-    def _classify(self, stage: ir.Table, target: ir.Table, pk: str, cols: list[str]):
-        """Split the staged rows into new, changed and unchanged ones (by primary key)."""
-        j = stage.left_join(
-            target.select(
-                pk,
-                __hit=ibis.literal(True),
-                **{f"__old_{c}": target[c] for c in cols if c != pk},
-            ),
-            stage[pk] == target[pk],
-        )
-        same = [j[c].identical_to(j[f"__old_{c}"]) for c in cols if c != pk]
-        all_same = ibis.and_(*same) if same else ibis.literal(True)
-        kind = ibis.cases((j["__hit"].isnull(), "new"), (all_same, "same"), else_="changed")
-        classified = j.select(pk, __kind=kind)
-        res = classified.group_by("__kind").aggregate(n=classified.count()).to_pyarrow()
-        counts = dict(zip(res["__kind"].to_pylist(), res["n"].to_pylist(), strict=True))
-        keep = classified.filter(classified["__kind"] != "same").select(pk)
-        changed = classified.filter(classified["__kind"] == "changed").select(pk)
-        n = (counts.get("new", 0), counts.get("changed", 0), counts.get("same", 0))
-        return stage.semi_join(keep, pk), changed, n
+    def _kinds(self, diff: ir.Table) -> tuple[int, int]:
+        """How many of the keys in ``diff`` (from :func:`_differing`) are new and changed."""
+        counts = diff.group_by("__kind").aggregate(n=diff.count())
+        found = self._backend.to_arrow(counts)
+        got = dict(zip(found["__kind"].to_pylist(), found["n"].to_pylist(), strict=True))
+        return got.get("new", 0), got.get("changed", 0)
 
     def _add_columns(self, name: str, fields: list[pa.Field]) -> None:
         for f in fields:
@@ -965,6 +972,24 @@ def _literal(value) -> sge.Expression:
     if isinstance(value, datetime):
         return sge.cast(sge.Literal.string(value.isoformat(sep=" ")), "TIMESTAMP")
     return sge.Literal.string(str(value))
+
+
+def _differing(stage: ir.Table, target: ir.Table, pk: str, compared: list[str]) -> ir.Table:
+    """The staged keys that are new, or whose ``compared`` columns differ from the stored
+    row's (NULL equal to NULL), with ``__kind`` ``new`` or ``changed``.
+
+    A column the load does not supply keeps its stored value (:func:`_with_stored`), so
+    comparing only the supplied columns says the same as comparing whole rows."""
+    others = [c for c in compared if c != pk]
+    stored = target.select(
+        __key=target[pk], __hit=ibis.literal(True), **{f"__old_{c}": target[c] for c in others}
+    )
+    j = stage.left_join(stored, stage[pk] == stored["__key"])
+    same = [j[c].identical_to(j[f"__old_{c}"]) for c in others]
+    all_same = ibis.and_(*same) if same else ibis.literal(True)
+    kind = ibis.cases((j["__hit"].isnull(), "new"), (all_same, "same"), else_="changed")
+    classified = j.select(j[pk], __kind=kind)
+    return classified.filter(classified["__kind"] != "same")
 
 
 def _with_stored(

@@ -88,7 +88,12 @@ def _perturbed_copy(demo, tmp_path, when):
     path = tmp_path / "copy.duckdb"
     shutil.copy(result.db_path, path)
     copy = hs.connect(path)
-    out = copy.table("outcomes").to_pyarrow()
+    # the i-th churn in time order, whatever order the store keeps its rows in
+    out = (
+        copy.table("outcomes")
+        .to_pyarrow()
+        .sort_by([("ts", "ascending"), ("outcome_id", "ascending")])
+    )
     ts = out["ts"].to_pylist()
     churns = iter(range(len(ts)))
     kind = [

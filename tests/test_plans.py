@@ -170,7 +170,7 @@ def test_a_pairs_file_gives_exactly_its_pairs_and_its_dates(book, tmp_path):
     part = plan.observed(book, datetime(2025, 1, 1), datetime(2025, 2, 1))
     assert part.dates == [datetime(2025, 1, 10)]
     assert part.notes == [
-        "1 pairs of pairs.csv fall outside 2025-01-01 .. 2025-02-01 and are not observed here"
+        "1 pair of pairs.csv falls outside 2025-01-01 .. 2025-02-01 and is not observed here"
     ]
     assert sorted(seen.pairs.itertuples(index=False, name=None)) == [
         ("G0", datetime(2024, 12, 1)),

@@ -45,6 +45,7 @@ from healthscore.engine import asof
 from healthscore.engine.history import SCORES, ensure_tables
 from healthscore.errors import DurationError, Problem, ScoringError, SourceError
 from healthscore.model import Model
+from healthscore.sources.sql import plural
 from healthscore.store import Store
 
 if TYPE_CHECKING:  # pandas is imported where frames are built: importing this is cheap
@@ -349,7 +350,8 @@ class ObservationPlan:
                 "first contract"
             )
         if self.how == PAIRS:
-            return f"the {len(self.pairs):,} (account, date) pairs of {self.source or 'a list'}"
+            n = len(self.pairs)
+            return f"the {n:,} (account, date) {plural(n, 'pair')} of {self.source or 'a list'}"
         return f"every {self.every}"
 
     def span(self) -> tuple[datetime, datetime] | None:
@@ -376,9 +378,11 @@ class ObservationPlan:
         frame["as_of"] = pd.to_datetime(frame["as_of"]).astype("datetime64[us]")
         inside = (frame["as_of"] >= start) & (frame["as_of"] <= end)
         if self.how == PAIRS and not inside.all():
+            n = int((~inside).sum())
             notes.append(
-                f"{int((~inside).sum()):,} pairs of {self.source or 'the list'} fall outside "
-                f"{start:%Y-%m-%d} .. {end:%Y-%m-%d} and are not observed here"
+                f"{n:,} {plural(n, 'pair')} of {self.source or 'the list'} "
+                f"{'falls' if n == 1 else 'fall'} outside {start:%Y-%m-%d} .. {end:%Y-%m-%d} "
+                f"and {'is' if n == 1 else 'are'} not observed here"
             )
         frame = frame[inside]
         frame = frame.sort_values(["account_id", "as_of"], kind="stable").reset_index(drop=True)

@@ -149,6 +149,18 @@ def test_backtest_on_anniversaries_matches_the_hand_computed_figures(book):
     assert any("horizon ends after the last outcome" in n for n in later.notes)
 
 
+def test_fit_probability_on_anniversaries_says_who_the_plan_leaves_out(book):
+    from healthscore.evaluate.probability import fit_probability_details
+
+    model = hs.load_model_text(MODEL)
+    plan = ObservationPlan.anniversaries("12mo", "30d")
+    fit = fit_probability_details(book, model, datetime(2025, 12, 31), start=START, plan=plan)
+    assert (
+        "1 of 5 accounts have no contract (subscription) and are not observed on anniversaries"
+        in fit.notes
+    )
+
+
 def test_churn_ends_observations_on_any_plan(book, tmp_path):
     model = hs.load_model_text(MODEL)
     f = tmp_path / "pairs.csv"

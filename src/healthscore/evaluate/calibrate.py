@@ -1113,7 +1113,7 @@ def calibrate(
             f"{horizon} by {train_until:%Y-%m-%d}: too few to calibrate on",
             hint="choose a later `train_until` or an earlier `start`",
         )
-    notes: list[str] = []
+    notes: list[str] = list(seen.notes)  # what the plan left out
     feats, holds = calibration_features(store, model, obs, dates)
     pillars = list(model.spec.pillars)
     # an account's observations are correlated: demand the margin per account, not per row

@@ -275,7 +275,7 @@ def fit_probability_details(
             f"{until:%Y-%m-%d}",
             hint=f"pass `start` on or before {last:%Y-%m-%d}",
         )
-    pairs = None
+    pairs, planned = None, []
     if grid:
         dates = [d for d in dates_between(start, until, every) if _closed(d, horizon, until)]
     else:
@@ -287,7 +287,7 @@ def fit_probability_details(
                 f"horizon closed by {until:%Y-%m-%d}",
                 hint="choose an earlier `start` or a later `until`",
             )
-        pairs = seen.only(dates).pairs
+        pairs, planned = seen.only(dates).pairs, list(seen.notes)
     base = _without_probability(model)
     ensure_tables(store)
     backfill(
@@ -307,6 +307,7 @@ def fit_probability_details(
             hint="load the outcomes table, or fit until a later date",
         )
     obs, notes = observations(store, base, dates, horizon, outcome, until=until, pairs=pairs)
+    notes = planned + notes  # what the plan left out (accounts without a contract ...)
     if obs.empty:
         raise ScoringError(
             f"no scored observation from {dates[0]:%Y-%m-%d} to {dates[-1]:%Y-%m-%d} whose "

@@ -29,6 +29,8 @@ class MetricLine:
     description: str | None = None
     label: str | None = None  # what people read (the model's `label`, else the key)
     unit: str | None = None
+    #: a ``points`` normalisation (e.g. a shape learned by calibration): [raw, score]
+    points: list[tuple[float, float]] | None = None
 
     @property
     def shown(self) -> str:
@@ -124,6 +126,7 @@ def from_row(model: Model, row: dict[str, Any]) -> Explanation:
                 description=model.spec.metrics[m].description,
                 label=model.metric_label(m),
                 unit=model.metric_unit(m),
+                points=_use.points,
             )
         )
     pillars = [
@@ -195,6 +198,7 @@ def from_stored(model: Model, row: dict[str, Any], lines: list[dict[str, Any]]) 
                 model.spec.metrics[m].description,
                 model.metric_label(m),
                 model.metric_unit(m),
+                _use.points,
             )
         )
     pillars = [
@@ -291,7 +295,11 @@ def long_rows(model: Model, row: dict[str, Any]) -> dict[str, Any]:
         "lines": [
             {
                 "kind": "metric",
-                **{k: v for k, v in asdict(m).items() if k not in ("description", "label", "unit")},
+                **{
+                    k: v
+                    for k, v in asdict(m).items()
+                    if k not in ("description", "label", "unit", "points")
+                },
             }
             for m in e.metrics
         ]

@@ -83,6 +83,7 @@ from healthscore.core.modelfile import (
     block_map,
     dump_document,
     edit_model_text,
+    flow_list,
     flow_map,
     number,
     save_model_text,
@@ -93,6 +94,7 @@ from healthscore.engine import asof
 from healthscore.engine.history import LINES, ensure_tables
 from healthscore.errors import ScoringError
 from healthscore.evaluate import backtest as bt
+from healthscore.evaluate import shapes
 from healthscore.evaluate.observations import (
     ObservationPlan,
     observations,
@@ -106,6 +108,10 @@ from healthscore.store import Store
 QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 #: refinement passes: each metric's normalisation re-chosen given the others' fitted effect
 REFINE_ROUNDS = 2
+#: learned shapes (``points``) are judged on this many folds of the training accounts
+SHAPE_FOLDS = 5
+#: a metric needs this many distinct values before a shape is tried instead of its clamp
+SHAPE_MIN_VALUES = 5
 MAP_RIDGE = 1.0  # shrinks a category's learned effect toward none (pseudo-observations)
 ANCHOR_GAIN = 2.0  # log-likelihood units per (observations per account) to move anchors
 L2 = 1e-4  # penalty on the coefficients, on the mean log-loss (about scikit-learn C=1)
@@ -141,6 +147,9 @@ class MetricChange:
     new_direction: str | None = None
     old_map: dict[str, float] | None = None  # map metrics: category -> score 0-100
     new_map: dict[str, float] | None = None
+    old_points: list[tuple[float, float]] | None = None  # points metrics: [raw, score]
+    new_points: list[tuple[float, float]] | None = None  # a shape learned (or kept)
+    shape: Shape | None = None  # the learned shape and what it gained on held-out folds
     note: str = ""
     fixed: bool = False  # `direction: fixed`: never flipped
     evidence: Evidence | None = None  # what the training data says of it alone
@@ -159,6 +168,25 @@ class MetricChange:
         """A ``fixed`` metric whose data alone points the other way: kept, not flipped."""
         e = self.evidence
         return self.fixed and e is not None and e.auc is not None and e.auc < 0.5
+
+
+@dataclass
+class Shape:
+    """A monotone piecewise-linear normalisation learned for a metric, and its evidence."""
+
+    points: list[tuple[float, float]]
+    #: the held-out log-loss per observation minus that of the normalisation it replaced
+    #: (negative: better), over ``SHAPE_FOLDS`` folds of the training observations
+    gain: float
+    replaced: str  # what it replaced: "clamp" or "points"
+
+    def describe(self, metric: str) -> str:
+        """``days_to_renewal: 85% of its effect between 0 and 60 (higher is healthier);
+        3 points, held-out log-loss -0.0040 per observation vs the clamp``."""
+        return (
+            f"{metric}: {shapes.describe(self.points)}; {len(self.points)} points, held-out "
+            f"log-loss {self.gain:+.4f} per observation vs the {self.replaced}"
+        )
 
 
 @dataclass
@@ -389,9 +417,19 @@ class _Feature:
     text: np.ndarray | None = None  # map metrics: the raw category per observation
     map: dict[str, float] | None = None  # map metrics: category -> score 0-100
     fixed: bool = False  # `direction: fixed`: which end is healthy is never flipped
+    points: list[tuple[float, float]] | None = None  # a piecewise-linear normalisation
+
+    @property
+    def higher_is_better(self) -> bool:
+        if self.points is not None:
+            return self.points[-1][1] > self.points[0][1]
+        return self.good > self.bad
 
     def normalized(self) -> np.ndarray:
         """0-1 per observation; NaN where the metric is left out (reweight)."""
+        if self.points is not None:
+            n = shapes.normalized(self.raw, self.points)
+            return n if self.value is None else np.where(np.isnan(n), self.value, n)
         if self.kind == "linear":
             return _linear_feature(self.raw, self.value, self.bad, self.good)
         if self.kind == "map" and self.text is not None and self.map is not None:
@@ -402,7 +440,7 @@ class _Feature:
 
     def has_data(self) -> np.ndarray:
         """Observations where the metric has a value of its own (not a policy's)."""
-        if self.kind == "linear":
+        if self.kind == "linear" or self.points is not None:
             return ~np.isnan(self.raw)
         if self.kind == "map" and self.text is not None and self.map is not None:
             return ~np.isnan(_map_feature(self.text, self.map))
@@ -480,20 +518,17 @@ def _nll(y: np.ndarray, z: np.ndarray) -> float:
 
 def _fit_one(n: np.ndarray, y: np.ndarray, offset: np.ndarray | None = None) -> tuple[float, float]:
     """Logistic risk ~ offset + a + b·n by Newton steps: (negative log-likelihood, b)."""
+    nll, _, b = _fit_line(n, y, offset)
+    return nll, b
+
+
+def _fit_line(
+    n: np.ndarray, y: np.ndarray, offset: np.ndarray | None = None, ridge: float = 1e-6
+) -> tuple[float, float, float]:
+    """Logistic risk ~ offset + a + b·n by Newton steps: (negative log-likelihood, a, b)."""
     off = np.zeros(len(n)) if offset is None else offset
-    a = 0.0 if offset is not None else math.log((y.mean() + 1e-9) / (1 - y.mean() + 1e-9))
-    b = 0.0
-    x = np.column_stack([np.ones_like(n), n])
-    for _ in range(25):
-        z = np.clip(off + a + b * n, -30.0, 30.0)
-        p = 1.0 / (1.0 + np.exp(-z))
-        g = x.T @ (p - y)
-        h = (x * (p * (1 - p))[:, None]).T @ x + np.eye(2) * 1e-6
-        step = np.linalg.solve(h, g)
-        a, b = a - step[0], b - step[1]
-        if np.abs(step).max() < 1e-9:
-            break
-    return _nll(y, off + a + b * n), b
+    a, b = shapes.logistic_newton(np.column_stack([np.ones_like(n), n]), y, offset, ridge)
+    return _nll(y, off + a + b * n), float(a), float(b)
 
 
 def _round_sig(x: float, digits: int = 3) -> float:
@@ -577,6 +612,85 @@ def _refit_anchors(
     if wrong_way or best[0] < current - gain:
         return best[1], best[2]
     return f.bad, f.good
+
+
+def _refit_shape(
+    f: _Feature, y: np.ndarray, offset: np.ndarray, gain: float, fold: np.ndarray
+) -> Shape | None:
+    """A learned shape for a linear or points metric given the others' effect, or None.
+
+    Candidates have 3 to ``shapes.MAX_POINTS`` points, found on the training part of
+    each of the folds ``fold`` (an account's observations share a fold) in the metric's
+    current direction. Each is judged, like the current normalisation, by its log-loss
+    on the held-out fold of a one-metric fit beside ``offset``; every point beyond a
+    clamp's two costs ``gain``, and the best candidate must beat the current
+    normalisation by ``gain`` more: a straight line wins a tie.
+    """
+    has = ~np.isnan(f.raw)
+    keep = has if f.value is None else np.ones(len(f.raw), bool)
+    if np.unique(f.raw[has]).size < SHAPE_MIN_VALUES or y[keep].all() or not y[keep].any():
+        return None
+    higher = f.higher_is_better
+    parts = [(fold != k, fold == k) for k in np.unique(fold)]
+    if len(parts) < 2:
+        return None
+
+    def held_out(n_of) -> float:
+        """The held-out log-loss summed over the folds; ``n_of(k)``: fold k's values."""
+        total = 0.0
+        for k, (train, test) in enumerate(parts):
+            n = n_of(k)
+            if n is None:
+                return math.inf
+            tr, te = keep & train, keep & test
+            # the same small ridge for every candidate: a shape whose few riskiest
+            # observations all had the outcome cannot claim an infinite slope
+            _, a, b = _fit_line(n[tr], y[tr], offset[tr], shapes.RIDGE)
+            total += _nll(y[te], offset[te] + a + b * n[te])
+        return total
+
+    current = held_out(lambda k: f.normalized())
+    had = 2 if f.points is None else len(f.points)
+    found = [
+        shapes.shape_points(
+            f.raw[has & train], y[has & train], higher_is_better=higher, offset=offset[has & train]
+        )
+        for train, _ in parts
+    ]
+
+    def fold_values(k: int, m: int) -> np.ndarray | None:
+        fits = [c for c in found[k] if c <= m]
+        if not fits:
+            return None
+        return replace(f, points=found[k][max(fits)]).normalized()
+
+    best = (current + gain * (had - 2), None)
+    for m in range(3, shapes.MAX_POINTS + 1):
+        cost = held_out(lambda k, m=m: fold_values(k, m)) + gain * (m - 2)
+        if cost < best[0] - gain - 1e-9:
+            best = (cost, m)
+    if best[1] is None:
+        return None
+    final = shapes.shape_points(f.raw[has], y[has], higher_is_better=higher, offset=offset[has])
+    fits = [c for c in final if 3 <= c <= best[1]]
+    if not fits:
+        return None
+    pts = final[max(fits)]
+    if f.points is not None and pts == f.points:
+        return None
+    change = (best[0] - gain * (best[1] - 2) - current) / max(int(keep.sum()), 1)
+    return Shape(pts, change, "clamp" if f.points is None else "points")
+
+
+def shape_folds(groups: np.ndarray | None, count: int) -> np.ndarray:
+    """The fold of each observation for judging shapes: an account's observations share
+    one (``groups``: the account per observation; None: one observation per account).
+
+    >>> shape_folds(None, 7).tolist(), shape_folds(np.array(["b", "a", "b"]), 3).tolist()
+    ([0, 1, 2, 3, 4, 0, 1], [0, 1, 0])
+    """
+    codes = np.arange(count) if groups is None else pd.factorize(groups)[0]
+    return codes % SHAPE_FOLDS
 
 
 def _nll_offset(y: np.ndarray, offset: np.ndarray) -> float:
@@ -673,12 +787,17 @@ def learn(
     gain: float,
     l2: float = L2,
     rounds: int = REFINE_ROUNDS,
+    groups: np.ndarray | None = None,
+    shaped: bool = True,
 ) -> Learned:
     """Directions, anchors, category scores and non-negative weights from outcomes ``y``.
 
     First each metric alone (anchors and direction of linear metrics, category scores
     of map metrics); then the weights; then ``rounds`` passes that re-choose each
     metric's normalisation given the others' fitted effect, and refit the weights.
+    In the first of them a linear or points metric may get a learned shape
+    (:func:`_refit_shape`, unless ``shaped`` is False), judged on folds of the accounts
+    ``groups`` (the account of each observation; None: one observation each).
     ``feats`` are copied, not changed.
     """
     feats = [replace(f) for f in feats]
@@ -697,22 +816,32 @@ def learn(
         elif f.kind == "map":
             c.old_map = dict(f.map or {})
             f.map = _refit_map(f, yf, None, gain)
+        elif f.points is not None:
+            c.old_points = list(f.points)
+            c.old_direction = "higher" if f.higher_is_better else "lower"
         changes.append(c)
+    fold = shape_folds(groups, len(yf))
     n = np.column_stack([f.normalized() for f in feats])
     a, beta = _fit_weights(n, yf, pillar_of, len(pillars), l2, holds, model)
-    for _ in range(rounds):
+    for round_ in range(rounds):
         if beta.sum() <= 0:
             break
         moved = False
         for j, f in enumerate(feats):
-            if f.kind not in ("linear", "map"):
+            if f.kind not in ("linear", "map") and f.points is None:
                 continue
             filled = np.where(np.isnan(n), _column_means(n), n)
             offset = a - filled @ beta + beta[j] * filled[:, j]
-            if f.kind == "linear":
-                bad, good = _refit_anchors(f, yf, offset, gain)
-                moved |= (bad, good) != (f.bad, f.good)
-                f.bad, f.good = bad, good
+            if f.kind in ("linear", "points"):
+                if f.points is None:
+                    bad, good = _refit_anchors(f, yf, offset, gain)
+                    moved |= (bad, good) != (f.bad, f.good)
+                    f.bad, f.good = bad, good
+                shape = _refit_shape(f, yf, offset, gain, fold) if shaped and not round_ else None
+                if shape is not None:
+                    f.points = shape.points
+                    changes[j].shape = shape
+                    moved = True
             else:
                 new = _refit_map(f, yf, offset, gain)
                 moved |= new != f.map
@@ -727,7 +856,17 @@ def learn(
     pct = np.round(100.0 * beta / beta.sum(), 1)
     for c, f, w in zip(changes, feats, pct, strict=True):
         c.new_weight = float(w) / 100.0
-        if f.kind == "linear":
+        if f.points is not None:
+            c.new_points = list(f.points)
+            c.new_direction = "higher" if f.higher_is_better else "lower"
+            if c.shape is not None:
+                c.note = f"shape learned ({len(f.points)} points)"
+                if c.inverted:
+                    c.note += f"; direction learned: {c.new_direction} is better (inverted)"
+                notes.append(f"learned shape for {c.shape.describe(c.metric)}")
+            else:
+                c.note = "points kept; weight learned"
+        elif f.kind == "linear":
             c.new_bad, c.new_good = f.bad, f.good
             c.new_direction = "higher" if f.good > f.bad else "lower"
             if c.inverted:
@@ -755,7 +894,7 @@ def learned_score(
     pillar_of = np.array([pillars.index(f.pillar) for f in learned.feats])
     cols = []
     for f, fitted in zip(feats, learned.feats, strict=True):
-        g = replace(f, bad=fitted.bad, good=fitted.good, map=fitted.map)
+        g = replace(f, bad=fitted.bad, good=fitted.good, map=fitted.map, points=fitted.points)
         cols.append(g.normalized())
     n = np.column_stack(cols) if cols else np.zeros((len(holds), 0))
     base = 100.0 * _score01(n, learned.weights, pillar_of, len(pillars))
@@ -1013,6 +1152,7 @@ def calibration_features(
                 categories,
                 dict(use.map) if use.map is not None else None,
                 use.direction == "fixed",
+                [tuple(p) for p in use.points] if use.points is not None else None,
             )
         )
     return feats, holds
@@ -1118,7 +1258,7 @@ def calibrate(
     pillars = list(model.spec.pillars)
     # an account's observations are correlated: demand the margin per account, not per row
     gain = ANCHOR_GAIN * len(obs) / max(obs["account_id"].nunique(), 1)
-    fitted = learn(model, feats, holds, y, gain=gain, l2=l2)
+    fitted = learn(model, feats, holds, y, gain=gain, l2=l2, groups=obs["account_id"].to_numpy())
     if fitted.weights.sum() <= 0:
         raise ScoringError(
             f"no scored metric predicts {outcome} on the training observations: "
@@ -1371,13 +1511,20 @@ def calibrated_model_text(
             use = doc["pillars"][c.pillar]["metrics"][c.metric]
             use["weight"] = number(round(100.0 * c.new_weight, 1))
             totals[c.pillar] = totals.get(c.pillar, 0.0) + round(100.0 * c.new_weight, 1)
-            if c.kind == "linear":
+            if c.new_points is not None and c.new_points != c.old_points:
+                for key in ("bad", "good"):
+                    if key in use:
+                        del use[key]
+                use["points"] = flow_list((number(x), number(v)) for x, v in c.new_points)
+            elif c.kind == "linear":
                 use["bad"], use["good"] = number(c.new_bad), number(c.new_good)
             if c.kind == "map" and c.new_map is not None and c.new_map != c.old_map:
                 use["map"] = flow_map((k, number(v)) for k, v in c.new_map.items())
             was = f"was weight {100 * c.old_weight:.1f} %"
             if c.kind == "linear" and (c.old_bad, c.old_good) != (c.new_bad, c.new_good):
                 was += f", bad {c.old_bad:g}, good {c.old_good:g}"
+            if c.shape is not None:  # what the learned points say, in words
+                was += f"; shape learned: {c.shape.describe(c.metric).split(': ', 1)[1]}"
             doc["pillars"][c.pillar]["metrics"].yaml_add_eol_comment(was, c.metric)
         for p, total in totals.items():
             doc["pillars"][p]["weight"] = number(round(total, 1))

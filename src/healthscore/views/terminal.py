@@ -265,6 +265,13 @@ def render_explanation(console: Console, e: Explanation) -> None:
         rows,
     )
     console.print(metrics)
+    for m in e.metrics:  # a piecewise normalisation, e.g. a shape learned by calibrate
+        if m.points:
+            say(
+                console,
+                f"{m.shown} -> 0-100 through the points {_points(m.points)} (raw: score, "
+                "flat beyond the ends)",
+            )
     if dropped:
         for r in held:
             say(console, f"rule {r.rule}: {r.effect} ({_fmt(r.contribution, 2)} points)")
@@ -800,6 +807,11 @@ def _anchor(bad, good) -> str:
     return "-" if bad is None else f"{bad:g} -> {good:g}"
 
 
+def _points(points: list[tuple[float, float]]) -> str:
+    """``0: 0, 60: 85, 365: 100`` (raw: score)."""
+    return ", ".join(f"{x:g}: {v:g}" for x, v in points)
+
+
 def _categories(mapping: dict[str, float] | None) -> str:
     if not mapping:
         return "-"
@@ -822,6 +834,10 @@ def weights_table(metrics: list[MetricChange], pillars: dict[str, tuple[float, f
             was, now = _categories(c.old_map), _categories(c.new_map)
         else:
             was, now = _anchor(c.old_bad, c.old_good), _anchor(c.new_bad, c.new_good)
+            if c.old_points is not None:
+                was = _points(c.old_points)
+            if c.new_points is not None:
+                now = _points(c.new_points)
         t.add_row(
             c.pillar,
             c.metric,

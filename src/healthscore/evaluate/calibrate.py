@@ -21,15 +21,20 @@ learned from what happened.
   account has on average (an account's observations are correlated); else the old
   anchors stay. A ``map`` metric's category scores are learned the same way: each
   category's effect on the outcome, scaled so the riskiest scores 0 and the safest 100
-  (shrunk toward no effect for rare categories). ``points`` and ``percentile`` metrics
-  keep their normalisation (their stored 0-100 value is the feature); only their weight
-  is learned.
+  (shrunk toward no effect for rare categories). ``percentile`` metrics keep their
+  normalisation (their stored 0-100 value is the feature); only their weight is learned.
 - **Refinement.** A metric judged alone can look predictive only through another (a
   long tenure and a long contract go together). After the first weight fit, each linear
   and map metric's normalisation is re-chosen given the others' fitted effect (the same
   candidates plus the data's range, the same margin), and the weights are refitted;
   ``REFINE_ROUNDS`` passes. The weights stay non-negative: a direction is carried by the
   anchors' orientation, so the result is still an explainable weighted sum.
+- **Learned shapes.** In the first of them a linear or ``points`` metric may get a
+  monotone piecewise-linear normalisation (``points``, :mod:`~healthscore.evaluate.shapes`:
+  isotonic regression reduced to 3-5 points) instead of its clamp, adopted only when its
+  log-loss on ``SHAPE_FOLDS`` held-out folds of the accounts beats the current
+  normalisation's by the anchors' margin after a penalty of that margin per point
+  beyond two (:func:`_refit_shape`); each is explained in words (:class:`Shape`).
 - **Missing data** follows the metric's policy exactly as scoring does: ``neutral`` and
   ``penalty`` put their value in; ``reweight`` leaves the metric out of that
   observation, its pillar's other metrics carry its weight (and a pillar with no data
@@ -136,7 +141,7 @@ class MetricChange:
 
     pillar: str
     metric: str
-    kind: str  # linear | points | map | percentile
+    kind: str  # linear | points | map | percentile (before calibration)
     old_weight: float  # share of the whole score (0-1), default segment
     new_weight: float
     old_bad: float | None = None

@@ -209,3 +209,104 @@ def test_points_normalisation_scores_monotone_and_clamped_and_explains(tmp_path)
     assert line.raw == 35.0 and line.normalized == pytest.approx(40.0)
     assert line.points == [(10.0, 0.0), (60.0, 80.0), (300.0, 100.0)]
     assert e.score == pytest.approx(sum(m.contribution for m in e.metrics))
+
+
+# --- log-scaled anchors for heavily skewed counts ---------------------------------------------
+
+LOG_MODEL = """
+name: logins
+columns: {accounts: {logins: float64}}
+metrics:
+  logins: {column: logins}
+pillars:
+  p: {weight: 1, metrics: {logins: {weight: 1, bad: 0, good: 50}}}
+"""
+
+
+def _skewed_book(path, n=4000, seed=2):
+    """Logins are heavily skewed (most accounts a few, some hundreds) and the risk
+    falls with their logarithm: going from 1 to 10 logins matters as much as from 10
+    to 100."""
+    rng = np.random.default_rng(seed)
+    logins = np.floor(np.exp(rng.uniform(0, 6, n))) - 1
+    churn = rng.random(n) < 1 / (1 + np.exp(-(1.0 - 0.9 * np.log1p(logins))))
+    ids = [f"A{i:04d}" for i in range(n)]
+    store = hs.connect(path)
+    store.load(
+        "accounts",
+        pa.table(
+            {
+                "account_id": ids,
+                "created_at": pa.array([datetime(2024, 1, 1)] * n, pa.timestamp("us")),
+                "logins": logins,
+            }
+        ),
+    )
+    store.load(
+        "outcomes",
+        pa.table(
+            {
+                "outcome_id": [f"O{i}" for i in range(n)],
+                "account_id": ids,
+                "ts": pa.array([datetime(2024, 6, 30)] * n, pa.timestamp("us")),
+                "kind": ["churned" if c else "renewed" for c in churn],
+            }
+        ),
+    )
+    return store
+
+
+def test_a_heavily_skewed_count_gets_log_scaled_anchors(tmp_path):
+    """Without shapes, the clamp is read on a log scale; the file says so and validates.
+    With shapes, the metric is not left on its raw linear clamp either."""
+    store = _skewed_book(tmp_path / "skewed.duckdb")
+    model = hs.load_model_text(LOG_MODEL)
+    try:
+        obs = snap.snapshot_observations(store, model, AS_OF, "churned")
+        feats, holds = cal.calibration_features(store, model, obs, [AS_OF])
+        shaped = snap.calibrate(store, model, as_of=AS_OF, challenger=False, reps=20)
+    finally:
+        store.con.disconnect()
+    y = obs["label"].to_numpy(bool)
+    fitted = cal.learn(model, feats, holds, y, gain=cal.ANCHOR_GAIN, shaped=False)
+    c = fitted.changes[0]
+    assert c.old_scale is None and c.new_scale == "log" and 0 <= c.new_bad < c.new_good
+    assert any(n.startswith("logins: read on a log scale, ln(1 + x)") for n in fitted.notes)
+    text = cal.calibrated_model_text(model, fitted.changes, {"green": 70, "yellow": 40}, "x", AS_OF)
+    assert "scale: log" in text and "linear scale" in text  # the comment: it was linear
+    use = hs.load_model_text(text).spec.pillars["p"].metrics["logins"]
+    assert use.scale == "log" and (use.bad, use.good) == (c.new_bad, c.new_good)
+    c = shaped.metrics[0]
+    assert c.new_scale == "log" or c.new_points is not None
+
+
+def test_log_scale_scores_ln_1_plus_x_and_keeps_the_version_of_models_without_it(tmp_path):
+    log = hs.load_model_text(LOG_MODEL.replace("good: 50}", "good: 99, scale: log}"))
+    plain = hs.load_model_text(LOG_MODEL.replace("good: 50}", "good: 99}"))
+    explicit = hs.load_model_text(LOG_MODEL.replace("good: 50}", "good: 99, scale: linear}"))
+    assert plain.version == explicit.version != log.version
+    store = hs.connect(tmp_path / "log.duckdb")
+    values = [-5.0, 0.0, 9.0, 99.0, 500.0]
+    ids = [f"A{i}" for i in range(len(values))]
+    try:
+        store.load(
+            "accounts",
+            pa.table(
+                {
+                    "account_id": ids,
+                    "created_at": pa.array([datetime(2024, 1, 1)] * len(ids), pa.timestamp("us")),
+                    "logins": values,
+                }
+            ),
+        )
+        rows = {r["account_id"]: r for r in hs.score(store, log, AS_OF).to_pylist()}
+    finally:
+        store.con.disconnect()
+    norm = [rows[i]["logins__norm"] for i in ids]
+    assert norm == pytest.approx([0.0, 0.0, 50.0, 100.0, 100.0])  # ln 10 / ln 100 = 0.5
+    with pytest.raises(hs.ModelError, match="`scale: log` reads ln"):
+        hs.load_model_text(LOG_MODEL.replace("bad: 0, good: 50}", "bad: -1, good: 9, scale: log}"))
+    with pytest.raises(hs.ModelError, match="`scale` goes with `bad`"):
+        hs.load_model_text(
+            LOG_MODEL.replace("bad: 0, good: 50}", "points: [[0, 0], [9, 100]], scale: log}")
+        )

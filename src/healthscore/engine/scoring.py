@@ -82,6 +82,9 @@ def _normalized_value(x: ir.Value, use: MetricUse, segment: ir.StringValue) -> i
         default = _piecewise(x, pts["*"])
         return ibis.cases(*special, else_=default) if special else default
     lo, hi = use.bad, use.good
+    if use.scale == "log":  # a heavily skewed count: ln(1 + x), a negative value as 0
+        x = (ibis.greatest(x, 0.0) + 1.0).ln()
+        lo, hi = math.log1p(lo), math.log1p(hi)
     frac = (x - lo) / (hi - lo)
     return 100.0 * ibis.least(ibis.greatest(frac, 0.0), 1.0)
 

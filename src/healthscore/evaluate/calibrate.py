@@ -115,6 +115,9 @@ QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 REFINE_ROUNDS = 2
 #: learned shapes (``points``) are judged on this many folds of the training accounts
 SHAPE_FOLDS = 5
+#: a count whose 99th percentile is this many times its median may get log-scaled
+#: anchors (`scale: log`)
+SKEWED = 10.0
 #: a metric needs this many distinct values before a shape is tried instead of its clamp
 SHAPE_MIN_VALUES = 5
 MAP_RIDGE = 1.0  # shrinks a category's learned effect toward none (pseudo-observations)
@@ -155,6 +158,8 @@ class MetricChange:
     old_points: list[tuple[float, float]] | None = None  # points metrics: [raw, score]
     new_points: list[tuple[float, float]] | None = None  # a shape learned (or kept)
     shape: Shape | None = None  # the learned shape and what it gained on held-out folds
+    old_scale: str | None = None  # linear metrics: `log` when read as ln(1 + x)
+    new_scale: str | None = None
     note: str = ""
     fixed: bool = False  # `direction: fixed`: never flipped
     evidence: Evidence | None = None  # what the training data says of it alone
@@ -423,6 +428,7 @@ class _Feature:
     map: dict[str, float] | None = None  # map metrics: category -> score 0-100
     fixed: bool = False  # `direction: fixed`: which end is healthy is never flipped
     points: list[tuple[float, float]] | None = None  # a piecewise-linear normalisation
+    scale: str | None = None  # `log`: anchors and values read as ln(1 + x)
 
     @property
     def higher_is_better(self) -> bool:
@@ -436,7 +442,7 @@ class _Feature:
             n = shapes.normalized(self.raw, self.points)
             return n if self.value is None else np.where(np.isnan(n), self.value, n)
         if self.kind == "linear":
-            return _linear_feature(self.raw, self.value, self.bad, self.good)
+            return _linear_feature(self.raw, self.value, self.bad, self.good, self.scale)
         if self.kind == "map" and self.text is not None and self.map is not None:
             n = _map_feature(self.text, self.map)
         else:
@@ -542,8 +548,13 @@ def _round_sig(x: float, digits: int = 3) -> float:
     return float(f"{x:.{digits}g}")
 
 
-def _linear_feature(raw: np.ndarray, value: float | None, bad: float, good: float):
-    n = np.where(np.isnan(raw), np.nan, _linear(np.nan_to_num(raw), bad, good))
+def _linear_feature(
+    raw: np.ndarray, value: float | None, bad: float, good: float, scale: str | None = None
+):
+    x = np.nan_to_num(raw)
+    if scale == "log":  # as scoring reads it: ln(1 + x), a negative value as 0
+        x, bad, good = np.log1p(np.maximum(x, 0.0)), math.log1p(bad), math.log1p(good)
+    n = np.where(np.isnan(raw), np.nan, _linear(x, bad, good))
     return n if value is None else np.where(np.isnan(n), value, n)
 
 
@@ -563,7 +574,7 @@ def _anchors(f: _Feature, y: np.ndarray, gain: float) -> tuple[float, float, boo
     yk = y[keep]
 
     def fit(bad, good):
-        return _fit_one(_linear_feature(x, f.value, bad, good)[keep], yk)
+        return _fit_one(_linear_feature(x, f.value, bad, good, f.scale)[keep], yk)
 
     rate = yk.mean()
     null = _nll(yk, np.full(len(yk), math.log(rate / (1 - rate))))
@@ -594,29 +605,53 @@ def _best_pair(f: _Feature, cands: list[float], fit) -> tuple[float, float, floa
 
 def _refit_anchors(
     f: _Feature, y: np.ndarray, offset: np.ndarray, gain: float
-) -> tuple[float, float]:
-    """Anchors of a linear metric given the other metrics' effect (``offset``).
+) -> tuple[float, float, str | None]:
+    """Anchors (and scale) of a linear metric given the other metrics' effect (``offset``).
 
     Candidates are the data's range and quantiles and the current pair; a pair (with its
     orientation) replaces the current one when it explains the outcome better by ``gain``.
+    For a heavily skewed count (:func:`skewed`) the same pairs are tried on a log scale
+    (``ln(1 + x)``), and the other scale wins only when it beats the best pair of the
+    current one by ``gain`` too.
     """
     keep = f.has_data() if f.value is None else np.ones(len(f.raw), bool)
     values = f.raw[~np.isnan(f.raw)]
     if values.size < 2 or np.unique(values).size < 2 or y[keep].all() or not y[keep].any():
-        return f.bad, f.good
+        return f.bad, f.good, f.scale
     yk, ok = y[keep], offset[keep]
 
-    def fit(bad, good):
-        return _fit_one(_linear_feature(f.raw, f.value, bad, good)[keep], yk, ok)
+    def fitter(scale):
+        def fit(bad, good):
+            return _fit_one(_linear_feature(f.raw, f.value, bad, good, scale)[keep], yk, ok)
 
-    current, current_b = fit(f.bad, f.good)
+        return fit
+
+    current, current_b = fitter(f.scale)(f.bad, f.good)
     wrong_way = current_b > 0 and current < _nll_offset(yk, ok) - gain and not f.fixed
     qs = np.quantile(values, (0.0, *QUANTILES, 1.0))
     cands = sorted({_round_sig(v) for v in qs} | {f.bad, f.good})
-    best = _best_pair(f, cands, fit)
+    best = (*_best_pair(f, cands, fitter(f.scale)), f.scale)
+    other = None if f.scale == "log" else "log"
+    if f.scale == "log" or (skewed(values) and min(f.bad, f.good) >= 0):
+        alt = _best_pair(f, [c for c in cands if c >= 0], fitter(other))
+        if alt[0] < best[0] - gain:
+            best = (*alt, other)
     if wrong_way or best[0] < current - gain:
-        return best[1], best[2]
-    return f.bad, f.good
+        return best[1], best[2], best[3]
+    return f.bad, f.good, f.scale
+
+
+def skewed(values: np.ndarray) -> bool:
+    """A heavily skewed count: never negative, and its 99th percentile more than
+    ``SKEWED`` times its median (a median below 1 counts as 1).
+
+    >>> skewed(np.array([0, 0, 1, 1, 2, 3, 50.0])), skewed(np.arange(10.0))
+    (True, False)
+    """
+    if values.size < 3 or values.min() < 0:
+        return False
+    q50, q99 = np.quantile(values, (0.5, 0.99))
+    return bool(q99 > SKEWED * max(q50, 1.0))
 
 
 def _refit_shape(
@@ -815,7 +850,7 @@ def learn(
         c = MetricChange(f.pillar, f.metric, f.kind, old_w[f.metric], 0.0, fixed=f.fixed)
         c.evidence = metric_evidence(f, yf)
         if f.kind == "linear":
-            c.old_bad, c.old_good = f.bad, f.good
+            c.old_bad, c.old_good, c.old_scale = f.bad, f.good, f.scale
             c.old_direction = "higher" if f.good > f.bad else "lower"
             f.bad, f.good, _ = _anchors(f, yf, gain)
         elif f.kind == "map":
@@ -839,9 +874,9 @@ def learn(
             offset = a - filled @ beta + beta[j] * filled[:, j]
             if f.kind in ("linear", "points"):
                 if f.points is None:
-                    bad, good = _refit_anchors(f, yf, offset, gain)
-                    moved |= (bad, good) != (f.bad, f.good)
-                    f.bad, f.good = bad, good
+                    bad, good, scale = _refit_anchors(f, yf, offset, gain)
+                    moved |= (bad, good, scale) != (f.bad, f.good, f.scale)
+                    f.bad, f.good, f.scale = bad, good, scale
                 shape = _refit_shape(f, yf, offset, gain, fold) if shaped and not round_ else None
                 if shape is not None:
                     f.points = shape.points
@@ -872,12 +907,20 @@ def learn(
             else:
                 c.note = "points kept; weight learned"
         elif f.kind == "linear":
-            c.new_bad, c.new_good = f.bad, f.good
+            c.new_bad, c.new_good, c.new_scale = f.bad, f.good, f.scale
             c.new_direction = "higher" if f.good > f.bad else "lower"
             if c.inverted:
                 c.note = f"direction learned: {c.new_direction} is better (inverted)"
             elif (c.old_bad, c.old_good) != (c.new_bad, c.new_good):
                 c.note = "anchors re-estimated"
+            if c.new_scale != c.old_scale:
+                said = (
+                    "read on a log scale, ln(1 + x): a heavily skewed count"
+                    if c.new_scale == "log"
+                    else "read on a linear scale again"
+                )
+                c.note = f"{c.note}; {said}" if c.note else said
+                notes.append(f"{c.metric}: {said} (bad {c.new_bad:g}, good {c.new_good:g})")
         elif f.kind == "map":
             c.new_map = dict(f.map or {})
             c.note = (
@@ -899,7 +942,14 @@ def learned_score(
     pillar_of = np.array([pillars.index(f.pillar) for f in learned.feats])
     cols = []
     for f, fitted in zip(feats, learned.feats, strict=True):
-        g = replace(f, bad=fitted.bad, good=fitted.good, map=fitted.map, points=fitted.points)
+        g = replace(
+            f,
+            bad=fitted.bad,
+            good=fitted.good,
+            map=fitted.map,
+            points=fitted.points,
+            scale=fitted.scale,
+        )
         cols.append(g.normalized())
     n = np.column_stack(cols) if cols else np.zeros((len(holds), 0))
     base = 100.0 * _score01(n, learned.weights, pillar_of, len(pillars))
@@ -1158,6 +1208,7 @@ def calibration_features(
                 dict(use.map) if use.map is not None else None,
                 use.direction == "fixed",
                 [tuple(p) for p in use.points] if use.points is not None else None,
+                use.scale,
             )
         )
     return feats, holds
@@ -1523,11 +1574,21 @@ def calibrated_model_text(
                 use["points"] = flow_list((number(x), number(v)) for x, v in c.new_points)
             elif c.kind == "linear":
                 use["bad"], use["good"] = number(c.new_bad), number(c.new_good)
+                if c.new_scale == "log":
+                    use["scale"] = "log"
+                elif "scale" in use:
+                    del use["scale"]
             if c.kind == "map" and c.new_map is not None and c.new_map != c.old_map:
                 use["map"] = flow_map((k, number(v)) for k, v in c.new_map.items())
             was = f"was weight {100 * c.old_weight:.1f} %"
-            if c.kind == "linear" and (c.old_bad, c.old_good) != (c.new_bad, c.new_good):
+            if c.kind == "linear" and (c.old_bad, c.old_good, c.old_scale) != (
+                c.new_bad,
+                c.new_good,
+                c.new_scale,
+            ):
                 was += f", bad {c.old_bad:g}, good {c.old_good:g}"
+                if c.old_scale != c.new_scale:
+                    was += f", {c.old_scale or 'linear'} scale"
             if c.shape is not None:  # what the learned points say, in words
                 was += f"; shape learned: {c.shape.describe(c.metric).split(': ', 1)[1]}"
             doc["pillars"][c.pillar]["metrics"].yaml_add_eol_comment(was, c.metric)

@@ -180,6 +180,12 @@ class MetricUse(_Strict):
     weight: float = Field(ge=0)
     bad: float | None = None
     good: float | None = None
+    scale: Literal["linear", "log"] | None = Field(
+        None,
+        description="`log`: `bad`, `good` and the value are read as ln(1 + x), for heavily "
+        "skewed counts (anchors >= 0; a negative value reads as 0); written by "
+        "`healthscore calibrate` when it fits clearly better",
+    )
     points: list[tuple[float, float]] | None = Field(
         None, description="piecewise-linear [[raw, score], ...], raw ascending"
     )
@@ -210,6 +216,13 @@ class MetricUse(_Strict):
                 raise ValueError("`bad` and `good` go together")
             if self.bad == self.good:
                 raise ValueError(f"`bad` and `good` must differ (both {self.bad})")
+            if self.scale == "log" and min(self.bad, self.good) < 0:
+                raise ValueError(
+                    f"`scale: log` reads ln(1 + x): `bad` and `good` must be >= 0 "
+                    f"(got {self.bad:g} and {self.good:g})"
+                )
+        elif self.scale is not None:
+            raise ValueError("`scale` goes with `bad`+`good`")
         if self.points is not None:
             xs = [p[0] for p in self.points]
             if len(xs) < 2 or any(b <= a for a, b in zip(xs, xs[1:], strict=False)):

@@ -56,6 +56,8 @@ def model_version(model: Model) -> str:
         for m, use in pillar["metrics"].items():
             use["weight"] = _rounded(shares[p][m])
             use.pop("direction", None)  # guides calibration; never moves a score
+            if use.get("scale") in (None, "linear"):  # the default: versions stay
+                use.pop("scale", None)
     if data.get("segments"):
         if not data["segments"].get("bands"):  # versions of models without them stay
             data["segments"].pop("bands", None)

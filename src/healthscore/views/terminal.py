@@ -834,6 +834,10 @@ def weights_table(metrics: list[MetricChange], pillars: dict[str, tuple[float, f
             was, now = _categories(c.old_map), _categories(c.new_map)
         else:
             was, now = _anchor(c.old_bad, c.old_good), _anchor(c.new_bad, c.new_good)
+            if c.old_scale == "log":
+                was += " (log)"
+            if c.new_scale == "log":
+                now += " (log)"
             if c.old_points is not None:
                 was = _points(c.old_points)
             if c.new_points is not None:

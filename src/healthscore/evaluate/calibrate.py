@@ -115,6 +115,8 @@ QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 REFINE_ROUNDS = 2
 #: learned shapes (``points``) are judged on this many folds of the training accounts
 SHAPE_FOLDS = 5
+#: ... and tried in this many of the refinement passes (the first ones)
+SHAPE_ROUNDS = 1
 #: a count whose 99th percentile is this many times its median may get log-scaled
 #: anchors (`scale: log`)
 SKEWED = 10.0
@@ -877,7 +879,8 @@ def learn(
                     bad, good, scale = _refit_anchors(f, yf, offset, gain)
                     moved |= (bad, good, scale) != (f.bad, f.good, f.scale)
                     f.bad, f.good, f.scale = bad, good, scale
-                shape = _refit_shape(f, yf, offset, gain, fold) if shaped and not round_ else None
+                try_shape = shaped and round_ < SHAPE_ROUNDS
+                shape = _refit_shape(f, yf, offset, gain, fold) if try_shape else None
                 if shape is not None:
                     f.points = shape.points
                     changes[j].shape = shape

@@ -124,8 +124,8 @@ def test_calibrate_learns_a_shape_where_risk_is_concentrated_near_renewal(shaped
     assert "noise" not in [n.split(":")[0].split()[-1] for n in said]
 
 
-def test_the_shape_lifts_the_out_of_fold_fit(shaped, tmp_path):
-    """The same book calibrated with shapes turned off ranks the churners less well."""
+def test_the_shape_ranks_churners_better_than_the_clamp(shaped, tmp_path):
+    """The same book fitted with shapes turned off ranks the churners less well."""
     r, _ = shaped
     store = _book(tmp_path / "near.duckdb", near_renewal)
     try:

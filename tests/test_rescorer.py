@@ -75,6 +75,54 @@ def test_the_compiled_plan_scores_like_score_on_the_fixture_store(store):
     _same(plan.run(store, fixtures.AS_OF), score(store, model, fixtures.AS_OF))
 
 
+def test_the_compiled_batch_trends_give_the_built_querys_rows(demo_projects, tmp_path):
+    """A micro-batch's trend classes from the query compiled once (dates, ids, new scores
+    and bands bound per run) are those of the query built for the batch, whatever the
+    batch's size, date and scores (a missing score has no point), and a second batch
+    of the same size builds nothing."""
+    import shutil
+
+    import pyarrow.compute as pc
+
+    from healthscore import api as hs
+    from healthscore.engine.current import BatchTrends, batch_trend_rows
+    from healthscore.engine.plan import ScorePlan
+    from healthscore.store import connect
+
+    template = demo_projects(fixtures.SMALL_DEMO)
+    db = tmp_path / "trends.duckdb"
+    shutil.copy2(template.db_path, db)
+    model = hs.load_model(template.model_path)
+    store = connect(db)
+    try:
+        hs.history(store, model, "2025-03-01", fixtures.DEMO_END, "1w")
+        card = model.scorecard(model.scorecard_names()[0])
+        plan, trends = ScorePlan(card), BatchTrends(card)
+        rng = random.Random(11)
+        seen = set()
+        for d in (fixtures.DEMO_END, fixtures.DEMO_END + timedelta(hours=7, minutes=3)):
+            for n, seed in ((1, 1), (3, 2), (3, 5), (20, 3)):
+                wide = plan.run(store, d, _ids(store, n, seed))
+                # moved scores (up, down, missing), so that the classes vary
+                moved = [
+                    None if rng.random() < 0.15 else max(0.0, s + rng.uniform(-30, 30))
+                    for s in wide["score"].to_pylist()
+                ]
+                i = wide.schema.get_field_index("score")
+                wide = wide.set_column(i, "score", pa.array(moved, wide.schema.field(i).type))
+                built = batch_trend_rows(store, card, wide)
+                compiled = batch_trend_rows(store, card, wide, trends)
+                assert compiled == built
+                seen |= {r["trend"] for r in built.values()}
+                assert not set(compiled) & set(
+                    wide.filter(pc.is_null(wide["score"]))["account_id"].to_pylist()
+                )
+        assert len(seen) > 1  # the batches did meet more than one class
+        assert trends.builds == 3  # 1, 4 and 64 slots, once each
+    finally:
+        store.close()
+
+
 def _event(account_id: str, at: datetime, n: int) -> pa.Table:
     return pa.table(
         {

@@ -44,19 +44,82 @@ def trend_rows(store: Store, model: Model, as_of: datetime) -> dict[str, dict]:
     }
 
 
-def batch_trend_rows(store: Store, model: Model, wide: pa.Table) -> dict[str, dict]:
+def batch_trend_rows(
+    store: Store, model: Model, wide: pa.Table, plan: BatchTrends | None = None
+) -> dict[str, dict]:
     """Per account of ``wide`` (rows just scored, all as of one moment): ``trend`` and
     ``change_30d`` with that score as the latest point of its stored history, so a
     micro-batch's trend class moves with its score. Accounts without stored history in
-    the trend windows get none."""
+    the trend windows get none. ``plan`` (kept by the caller for ``model``) runs the
+    query compiled once for batches of up to 256 accounts (:data:`TREND_SLOTS`);
+    without it (or for a larger batch) the query is built and compiled for this batch."""
     if not wide.num_rows or not store.has_table(SCORES):
         return {}
+    if plan is not None and wide.num_rows <= TREND_SLOTS[-1]:
+        return plan.run(store, wide)
     as_of = wide["as_of"][0].as_py()
     expr = trends_expr(store, model, as_of, latest=wide).select("account_id", "trend", "change")
+    return _trend_dict(store.execute(expr))
+
+
+def _trend_dict(rows: pa.Table) -> dict[str, dict]:
     return {
-        r["account_id"]: {"trend": r["trend"], "change_30d": r["change"]}
-        for r in store.execute(expr).to_pylist()
+        r["account_id"]: {"trend": r["trend"], "change_30d": r["change"]} for r in rows.to_pylist()
     }
+
+
+#: account slots of the compiled micro-batch trend queries (a batch is padded with NULL)
+TREND_SLOTS = (1, 4, 16, 64, 256)
+
+
+class BatchTrends:
+    """:func:`batch_trend_rows`'s query of one model (one scorecard of one version),
+    built and compiled once per number of account slots, with the as-of date, the
+    dates of the trend windows, and the accounts' ids, new scores and bands as
+    parameters bound at each run (:meth:`~healthscore.store.Store.prepare`): a
+    micro-batch pays for running the query, not for building it (75-100 ms)."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        self._plans: dict[int, tuple] = {}
+        self.builds = 0  # how many times the query was built and compiled
+
+    def _prepared(self, store: Store, slots: int):
+        from healthscore.engine.plan import ParamClock
+        from healthscore.engine.trends import trends_of
+        from healthscore.store import parameter
+
+        found = self._plans.get(slots)
+        if found is None:
+            clock = ParamClock()
+            latest = (
+                [parameter(f"id{i}", "string") for i in range(slots)],
+                [parameter(f"score{i}", "float64") for i in range(slots)],
+                [parameter(f"band{i}", "string") for i in range(slots)],
+            )
+            expr = trends_of(store, self.model, clock.at, clock.earliest, latest)
+            expr = expr.select("account_id", "trend", "change")
+            found = self._plans[slots] = (store.prepare(expr), clock)
+            self.builds += 1
+        return found
+
+    def prepare(self, store: Store, slots: int) -> None:
+        """Build and compile the query for ``slots`` accounts now, before a batch needs it."""
+        self._prepared(store, next(n for n in TREND_SLOTS if n >= slots))
+
+    def run(self, store: Store, wide: pa.Table) -> dict[str, dict]:
+        """:func:`batch_trend_rows` of ``wide`` (at most ``TREND_SLOTS[-1]`` rows)."""
+        rows = wide.select(["account_id", "score", "band"]).to_pylist()
+        slots = next(n for n in TREND_SLOTS if n >= len(rows))
+        prepared, clock = self._prepared(store, slots)
+        values: dict[str, object] = dict(clock.values(wide["as_of"][0].as_py()))
+        rows += [{"account_id": None, "score": None, "band": None}] * (slots - len(rows))
+        for i, r in enumerate(rows):
+            scored = r["score"] is not None  # an account without a score has no point
+            values[f"id{i}"] = r["account_id"] if scored else None
+            values[f"score{i}"] = r["score"] if scored else None
+            values[f"band{i}"] = r["band"] if scored else None
+        return _trend_dict(store.run_prepared(prepared, values))
 
 
 def current_rows(

@@ -47,33 +47,62 @@ def trends_expr(
     the live service's micro-batches), only those accounts, each with that score as its
     point at ``as_of`` in place of a stored one, and only when stored history holds a
     score of it in the trend windows (one point is no trend)."""
+
+    def at(*durations: str) -> ir.Value:
+        d = as_of
+        for duration in durations:
+            d = shift(d, duration)
+        return ibis.literal(d, type="timestamp")
+
+    def earliest(chains: list[tuple[str, ...]]) -> ir.Value:
+        return ibis.literal(min(shift(as_of, c[0]) for c in chains), type="timestamp")
+
+    if latest is not None:
+        rows = [r for r in latest.select(["account_id", "score", "band"]).to_pylist()]
+        rows = [r for r in rows if r["score"] is not None]
+        latest = (
+            [ibis.literal(r["account_id"], type="string") for r in rows],
+            [ibis.literal(r["score"], type="float64") for r in rows],
+            [ibis.literal(r["band"], type="string") for r in rows],
+        )
+    return trends_of(store, model, at, earliest, latest)
+
+
+def trends_of(store: Store, model: Model, at, earliest, latest=None) -> ir.Table:
+    """:func:`trends_expr` with its dates given by ``at(*durations)`` (the as-of date
+    moved back by model durations; ``at()`` the as-of date) and ``earliest(chains)``
+    (the earliest of several such dates), literals or parameters of a compiled plan
+    (:class:`~healthscore.engine.plan.ParamClock`), and ``latest`` as three lists of
+    values (account ids, scores, bands; None ids are left out)."""
     tr = model.spec.trends
     ensure_tables(store)
-    D = ibis.literal(as_of, type="timestamp")
-    earliest = min(
-        shift(as_of, tr.rapid_decline.within),
-        shift(as_of, tr.gradual_decline.over),
-        shift(as_of, tr.improving.over),
-        shift(as_of, tr.stable_high.for_),
-    )
+    D = at()
     s = store.stored(SCORES)
     s = s.filter(
         (s.model_version == model.version),
         (s.scorecard == model.scorecard_name),
         s.as_of <= D,
-        s.as_of >= ibis.literal(earliest, type="timestamp"),
+        s.as_of
+        >= earliest(
+            [
+                (tr.rapid_decline.within,),
+                (tr.gradual_decline.over,),
+                (tr.improving.over,),
+                (tr.stable_high.for_,),
+            ]
+        ),
         s.score.notnull(),
     )
     if latest is not None:
-        s = _with_latest(s, latest, D)
+        s = _with_latest(s, *latest, D)
     days = (s.as_of.epoch_seconds() - D.epoch_seconds()) / DAY  # <= 0
     s = s.mutate(t=days)
 
     def since(duration: str) -> ir.BooleanValue:
-        return s.as_of >= ibis.literal(shift(as_of, duration), type="timestamp")
+        return s.as_of >= at(duration)
 
     rd, gd, im, sh = tr.rapid_decline, tr.gradual_decline, tr.improving, tr.stable_high
-    then_at = ibis.literal(shift(as_of, rd.within), type="timestamp")
+    then_at = at(rd.within)
     agg = s.group_by("account_id").aggregate(
         latest=s.as_of.max(),
         now=s.score.argmax(s.as_of),
@@ -123,20 +152,20 @@ def trends_expr(
     ).order_by(["trend", "change", "account_id"])
 
 
-def _with_latest(s: ir.Table, latest: pa.Table, D: ir.Value) -> ir.Table:
-    """The stored scores ``s`` of the accounts of ``latest`` before ``D``, and their
-    ``latest`` score at ``D`` (accounts with none of ``s`` are left out). The new scores
-    travel as array literals indexed by account (no table to upload: a micro-batch is
-    small, and the store runs only compiled SQL)."""
-    rows = [r for r in latest.select(["account_id", "score", "band"]).to_pylist()]
-    rows = [r for r in rows if r["score"] is not None]
-    ids = [r["account_id"] for r in rows]
-    past = s.filter(s.as_of < D, s.account_id.isin(ids or [""]))
+def _with_latest(
+    s: ir.Table, ids: list[ir.Value], scores: list[ir.Value], bands: list[ir.Value], D: ir.Value
+) -> ir.Table:
+    """The stored scores ``s`` of the accounts ``ids`` before ``D``, and their latest
+    score at ``D`` (``scores``, ``bands``: the same positions; accounts with none of
+    ``s`` are left out). The new scores travel as arrays indexed by account (no table
+    to upload: a micro-batch is small, and the store runs only compiled SQL)."""
+    ids = ids or [ibis.literal("", type="string")]
+    past = s.filter(s.as_of < D, s.account_id.isin(ids))
     past = past.select("account_id", "as_of", "score", "band")
     known = past.select("account_id").distinct()
-    at = ibis.literal(ids or [""], type="array<string>").index(known.account_id)
-    scores = ibis.literal([r["score"] for r in rows] or [0.0], type="array<float64>")
-    bands = ibis.literal([r["band"] for r in rows] or [""], type="array<string>")
+    at = ibis.array(ids).index(known.account_id)
+    scores = ibis.array(scores or [ibis.literal(0.0, type="float64")])
+    bands = ibis.array(bands or [ibis.literal("", type="string")])
     now = known.select(
         "account_id", as_of=D.cast(past.as_of.type()), score=scores[at], band=bands[at]
     )

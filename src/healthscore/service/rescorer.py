@@ -15,8 +15,9 @@ builds them in Python.
   bound at each run: no expression is built or compiled per event. Each account's
   trend class and 30-day change are recomputed with its new score as the latest point
   of its stored history (:func:`healthscore.engine.current.batch_trend_rows`), so a
-  fall that makes a rapid decline shows as one at once; that query is the one part
-  still built and compiled per batch (tens of milliseconds).
+  fall that makes a rapid decline shows as one at once; that query too is compiled
+  once per model version, scorecard and batch size (up to 256 accounts; a larger
+  batch builds its own).
 - **Daily.** At 00:00 UTC (and once at start-up when ``current_scores`` is empty, holds
   another model version, or the day's midnight is missing from history), with
   ``settings.daily_rescore``: the midnight scores of everyone are appended to history
@@ -83,6 +84,7 @@ class Rescorer:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._plans: dict[tuple[str, str], object] = {}  # (version, scorecard) -> ScorePlan
+        self._trend_plans: dict[tuple[str, str], object] = {}  # ... -> BatchTrends
         self._trends: dict[str, dict[str, dict]] = {}  # scorecard -> account -> trend row
         self._daily_done: datetime | None = None  # the midnight last rescored
         self._daily_not_before = 0.0  # monotonic time; after a failed daily rescore
@@ -140,6 +142,7 @@ class Rescorer:
         except Exception as e:  # the thread must outlive any one failure
             self.failures += 1
             self._plans.clear()  # rebuilt on the next batch, from the store as it is then
+            self._trend_plans.clear()
             self.last_error = {
                 "at": _wall().isoformat(),
                 "during": what,
@@ -188,6 +191,8 @@ class Rescorer:
 
     def warm(self) -> None:
         """Build the plans small micro-batches use before the first event needs them."""
+        from healthscore.engine.history import SCORES
+
         for name in self.state.model.scorecard_names():
             plan = self._plan(self.state.model.scorecard(name))
             for slots in WARM_SLOTS:
@@ -195,6 +200,8 @@ class Rescorer:
                     return
                 with self.state.reading() as store:
                     plan.prepare(store, slots)
+                    if store.has_table(SCORES):
+                        self._trend_plan(plan.model).prepare(store, slots)
         self.warmed = True
 
     # rescoring -----------------------------------------------------------------------
@@ -205,6 +212,15 @@ class Rescorer:
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = ScorePlan(card)
+        return plan
+
+    def _trend_plan(self, card):
+        from healthscore.engine.current import BatchTrends
+
+        key = (card.version, card.scorecard_name)
+        plan = self._trend_plans.get(key)
+        if plan is None:
+            plan = self._trend_plans[key] = BatchTrends(card)
         return plan
 
     def rescore(self, ids: set[str], age: float | None = None) -> Batch:
@@ -219,7 +235,8 @@ class Rescorer:
             plan = self._plan(card)
             with self.state.reading() as store:
                 wide = plan.run(store, self.state.now(), ids)
-                trends = batch_trend_rows(store, card, wide)  # with the new scores
+                # with the new scores
+                trends = batch_trend_rows(store, card, wide, self._trend_plan(card))
             scored.append((card, current_rows(card, wide, trends)))
         # every scorecard's rows in one transaction, and the batch counted before a
         # reader can see them: whoever sees the new rows sees the batch done

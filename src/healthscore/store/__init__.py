@@ -601,7 +601,7 @@ class Store:
                     self._add_columns(name, extra)
                     dialect = self.con.dialect
                     compare = _compare_text(name, pk, tuple(supplied), tuple(kept), dialect)
-                    keys = ", ".join(_literal(k).sql(dialect) for k in rows.column(pk).to_pylist())
+                    keys = _literal_list(rows.column(pk).to_pylist(), dialect)
                     sql = compare.replace(_STAGE, stage_name).replace(f'"{_KEYS}"', keys)
                     found = self._backend.run_sql(sql)
                     kind = found["kind"]
@@ -972,6 +972,16 @@ def _literal(value) -> sge.Expression:
     if isinstance(value, datetime):
         return sge.cast(sge.Literal.string(value.isoformat(sep=" ")), "TIMESTAMP")
     return sge.Literal.string(str(value))
+
+
+def _literal_list(values: list, dialect) -> str:
+    """``values`` as SQL literals separated by commas, rendered at once: ``.sql()`` of
+    each literal makes a generator and copies the node, 0.1 s for 1,000 keys."""
+    text = sge.Literal.string  # looked up once: the lazy module costs a lookup a use
+    listed = sge.Tuple(
+        expressions=[_literal(v) if isinstance(v, datetime) else text(str(v)) for v in values]
+    )
+    return sg.Dialect.get_or_raise(dialect).generate(listed, copy=False)[1:-1]
 
 
 def _differing(stage: ir.Table, target: ir.Table, pk: str, compared: list[str]) -> ir.Table:

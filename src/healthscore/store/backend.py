@@ -69,19 +69,27 @@ STAGE_ROWS = 50_000
 
 
 #: the SQL function names that stand for a parameter until a prepared query runs
-PARAMETER_FUNCTIONS = {"hs_param_timestamp": "TIMESTAMP", "hs_param_string": "VARCHAR"}
-_PARAMETER_TYPES = {"timestamp": "hs_param_timestamp", "string": "hs_param_string"}
+PARAMETER_FUNCTIONS = {
+    "hs_param_timestamp": "TIMESTAMP",
+    "hs_param_string": "VARCHAR",
+    "hs_param_float64": "DOUBLE",
+}
+_PARAMETER_TYPES = {
+    "timestamp": "hs_param_timestamp",
+    "string": "hs_param_string",
+    "float64": "hs_param_float64",
+}
 _udfs: dict = {}
 
 
 def parameter(key: str, type: str) -> ir.Value:
-    """A value of ``type`` (``timestamp`` or ``string``) named ``key`` in an expression,
-    bound when the expression, prepared once (:meth:`Backend.prepare`), runs."""
+    """A value of ``type`` (``timestamp``, ``string`` or ``float64``) named ``key`` in an
+    expression, bound when the expression, prepared once (:meth:`Backend.prepare`), runs."""
     fn = _udfs.get(type)
     if fn is None:
         import ibis.expr.datatypes as dt
 
-        ret = {"timestamp": dt.timestamp, "string": dt.string}[type]
+        ret = {"timestamp": dt.timestamp, "string": dt.string, "float64": dt.float64}[type]
         name = _PARAMETER_TYPES[type]
 
         def stand_in(key: str) -> ret: ...  # noqa: ARG001 - a name only, never called

@@ -290,6 +290,18 @@ class Backend:
             for start in range(0, batch.num_rows, STAGE_ROWS):
                 self.con.insert(name, pa.Table.from_batches([batch.slice(start, STAGE_ROWS)]))
 
+    def write_chunks(
+        self, table: str, rows: pa.RecordBatchReader, order: list[str], chunk_rows: int
+    ) -> None:
+        """Append the stream ``rows`` to ``table`` (by column name; a column it lacks is
+        NULL), ``chunk_rows`` rows at a time, each chunk sorted by ``order``: memory
+        holds one chunk, and the rows of one value of ``order[0]`` sit together in each.
+
+        Generic path: each chunk sorted by Arrow and inserted (:meth:`insert`)."""
+        for chunk in _chunks(rows, chunk_rows):
+            self.insert(table, chunk.sort_by([(c, "ascending") for c in order]))
+            del chunk  # before the next one is read
+
     @contextmanager
     def memory_limit(self, limit: str | None) -> Iterator[None]:
         """Bound the memory the connection holds inside the block, where the backend has
@@ -474,6 +486,23 @@ class DuckDBBackend(Backend):
             native.execute(f'CREATE {kind} "{name}" AS SELECT * FROM "{view}"')
         finally:
             native.unregister(view)
+
+    def write_chunks(
+        self, table: str, rows: pa.RecordBatchReader, order: list[str], chunk_rows: int
+    ) -> None:
+        # DuckDB sorts each chunk as it inserts it (spilling past its memory limit); one
+        # sort over the whole stream would hold or spill every row before writing any
+        native, target = self.native, _quoted(table)
+        names = ", ".join(_quoted(c) for c in rows.schema.names)
+        by = f" ORDER BY {', '.join(_quoted(c) for c in order)}" if order else ""
+        for chunk in _chunks(rows, chunk_rows):
+            view = f"_chunk_{uuid.uuid4().hex[:8]}"
+            native.register(view, chunk)
+            try:
+                native.execute(f"INSERT INTO {target} ({names}) SELECT {names} FROM {view}{by}")
+            finally:
+                native.unregister(view)
+            del chunk  # before the next one is read
 
     @contextmanager
     def memory_limit(self, limit: str | None) -> Iterator[None]:
@@ -807,6 +836,21 @@ def _floats_as_declared(expr: ir.Table) -> ir.Table:
 @contextmanager
 def _no_transaction() -> Iterator[None]:
     yield
+
+
+def _chunks(rows: pa.RecordBatchReader, chunk_rows: int) -> Iterator[pa.Table]:
+    """The stream ``rows`` as tables of at least ``chunk_rows`` rows (the last may hold
+    fewer), each made of the batches as they came (no copy)."""
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    for batch in rows:
+        pending.append(batch)
+        held += batch.num_rows
+        if held >= chunk_rows:
+            yield pa.Table.from_batches(pending, schema=rows.schema)
+            pending, held = [], 0
+    if pending:
+        yield pa.Table.from_batches(pending, schema=rows.schema)
 
 
 def _duckdb_literal(value) -> str:

@@ -32,6 +32,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import os
@@ -542,32 +543,55 @@ class Store:
         rejected: int,
         skipped: int,
     ) -> LoadResult:
-        """:meth:`load` into an empty table: the rows written straight into it, in chunks
-        sorted by ``order``, then checked there, all in one transaction (a failed check
-        or a stream that breaks off rolls everything back)."""
+        """:meth:`load` into an empty table: the rows written in chunks sorted by
+        ``order``, no staged copy, checked once written.
+
+        Where a transaction holds what it writes in memory until it commits (DuckDB:
+        about 100 bytes a row, beyond its memory limit: 100 M rows ran a load out of
+        memory), the chunks go into a table of their own, each committed as it is
+        written, and that table replaces the empty one in the transaction that ends the
+        load; a failure drops it. Elsewhere they go straight into the table, inside the
+        transaction. Either way a failed check or a stream that breaks off leaves the
+        table empty."""
         tdef = get_table(name)
         pk = tdef.primary_key
         if isinstance(data, pa.Table):
             data = pa.RecordBatchReader.from_batches(data.schema, data.to_batches())
-        # a column that is only NULL because the file lacks it is not written: NULL anyway
-        with self.transaction():
-            self._add_columns(name, extra)
-            self._backend.before_bulk_write(name, max(rows or 0, 1), 0)
-            self._backend.write_chunks(
-                name,
-                _counted(data, step, rows, "writing rows"),
-                [c for c in order if c in data.schema.names],
-                LOAD_CHUNK_ROWS,
-            )
-            step("checking keys", 0.0)
-            target = self.con.table(name)
-            n, batch_max = self._check_keys(name, pk, target, tdef.time, unique_keys)
-            unknown = self._unknown_accounts(name, target)
-            watermark = self._update_watermark(name, batch_max, n)
+        rows_in = _counted(data, step, rows, "writing rows")
+        order = [c for c in order if c in data.schema.names]
+        beside = self._backend.loads_beside
+        fresh = f"{_FRESH}{name}_{uuid.uuid4().hex[:8]}" if beside else name
+        try:
+            with self.transaction() if not beside else contextlib.nullcontext():
+                if beside:
+                    self._drop_leftovers(name)
+                    self._backend.copy_empty(name, fresh)
+                self._add_columns(fresh, extra)
+                self._backend.before_bulk_write(fresh, max(rows or 0, 1), 0)
+                self._backend.write_chunks(fresh, rows_in, order, LOAD_CHUNK_ROWS)
+                step("checking keys", 0.0)
+                target = self.con.table(fresh)
+                n, batch_max = self._check_keys(name, pk, target, tdef.time, unique_keys)
+                unknown = self._unknown_accounts(name, target)
+                with self.transaction():
+                    if beside:
+                        self._backend.before_bulk_write(name, 1, 0)  # its index goes with it
+                        self._backend.replace_table(name, fresh)
+                    watermark = self._update_watermark(name, batch_max, n)
+        finally:
+            if beside:
+                self.con.drop_table(fresh, force=True)
         if n:
             self._backend.analyze(name)  # the planner's row counts follow the data
         step("loaded", 1.0)
         return LoadResult(name, n, 0, 0, rejected, watermark, unknown, skipped=skipped)
+
+    def _drop_leftovers(self, name: str) -> None:
+        """Tables a first load of ``name`` wrote into and never dropped (the process was
+        killed): nothing refers to them."""
+        for table in self._backend.list_tables():
+            if table.startswith(f"{_FRESH}{name}_"):
+                self.con.drop_table(table, force=True)
 
     @_writes
     def prepare_appends(self, names: Sequence[str] | None = None) -> None:
@@ -950,6 +974,8 @@ def _check_batch_keys(name: str, pk: str, keys: pa.ChunkedArray) -> None:
 
 #: the staged table's name in the cached text of :func:`_compare_text`
 _STAGE = "__healthscore_stage__"
+#: the start of the name of a table a first load writes into (see Store._first_load)
+_FRESH = "_load_"
 _KEYS = "__healthscore_keys__"
 
 

@@ -291,3 +291,48 @@ def test_ids_a_file_supplies_for_some_rows_and_lacks_for_others_are_checked_by_t
         load_file(other, "usage_events", tmp_path / "mixed.parquet")
     assert other.count("usage_events") == 0
     other.close()
+
+
+KILLED = """
+import sys, time, datetime as dt
+import pyarrow as pa
+import healthscore as hs
+import healthscore.store as store_module
+
+store_module.LOAD_CHUNK_ROWS = 2
+store = hs.connect(sys.argv[1])
+schema = pa.schema([("event_id", pa.string()), ("account_id", pa.string()),
+                    ("ts", pa.timestamp("us"))])
+
+def batches():
+    for i in range(3):
+        yield pa.RecordBatch.from_pydict(
+            {"event_id": [f"k{i}a", f"k{i}b"], "account_id": ["A1", "A1"],
+             "ts": [dt.datetime(2025, 1, 1, i), dt.datetime(2025, 1, 1, i, 30)]}, schema=schema)
+    print("WRITTEN", flush=True)
+    time.sleep(120)
+
+store.load("usage_events", pa.RecordBatchReader.from_batches(schema, batches()))
+"""
+
+
+def test_a_first_load_killed_midway_leaves_the_table_empty_and_the_next_load_cleans_up(tmp_path):
+    """kill -9 after chunks were committed: the table is still empty, and the next first
+    load of it drops the table the killed one was writing into."""
+    db = tmp_path / "killed.duckdb"
+    hs.connect(db).close()
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED, str(db)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout.readline().strip() == "WRITTEN"
+    finally:
+        child.kill()
+        child.wait()
+    store = hs.connect(db)
+    assert store.count("usage_events") == 0
+    leftovers = [t for t in store.list_tables() if t.startswith("_load_")]
+    assert leftovers, "the killed load's own table is still there"
+    assert store.load("usage_events", pa.Table.from_batches([_events(["e1"])])).inserted == 1
+    assert not [t for t in store.list_tables() if t.startswith("_load_")]
+    store.close()

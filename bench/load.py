@@ -1,6 +1,6 @@
 """Loading benchmark: ``healthscore load usage_events`` of one big Parquet file (S or L).
 
-    python bench/load.py [S] [L] [--appends 50] [--keep]
+    python bench/load.py [S] [L] [--appends 50] [--keep] [--steps] [--no-reload]
 
 For each size, with the reference data of ../shared/bench-reference (``gen.py``, Parquet
 under /tmp/perfdata, generated if missing), in a fresh DuckDB store:
@@ -15,6 +15,10 @@ under /tmp/perfdata, generated if missing), in a fresh DuckDB store:
    into a fresh file, in a fresh process (no checks, no ids, no comparison);
 5. (append, S only) ``Store.load`` of one event into the loaded store, ``--appends``
    times in one process: p50/p99 in ms.
+
+With ``--steps`` the first load runs ``healthscore.api.load_table`` in the child instead
+of the command (the same work) and prints the seconds and peak RSS of each step it
+reports (reading and checks, writing, checking keys). ``--no-reload`` leaves out (reload).
 
 Prints every figure and one ``RESULT {json}`` line. The stores are deleted after unless
 ``--keep``.
@@ -46,6 +50,32 @@ con = duckdb.connect(sys.argv[2])
 con.execute("CREATE TABLE events AS SELECT * FROM read_parquet(?)", [sys.argv[1]])
 con.close()
 print("SECONDS", time.perf_counter() - t0)
+"""
+
+STEPS = """
+import re, resource, sys, time
+import healthscore as hs
+from healthscore.api import load_table
+from healthscore.sources import LoadSpec
+
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+store = hs.connect(sys.argv[1])
+t0 = last = time.perf_counter()
+now = None
+def progress(step, fraction):
+    global now, last
+    name = re.sub(r"[0-9][0-9,]*", "N", step)
+    if name != now:
+        t = time.perf_counter()
+        if now is not None:
+            print(f"STEP {t - last:8.1f} s  peak {peak():6.0f} MB  {now}", flush=True)
+        now, last = name, t
+result = load_table(store, "usage_events", sys.argv[2],
+                    LoadSpec(mapping={"event_name": "event"}), progress=progress)
+print(f"STEP {time.perf_counter() - last:8.1f} s  peak {peak():6.0f} MB  {now}")
+print(result)
 """
 
 APPEND = """
@@ -88,7 +118,7 @@ def ensure_data(size: str) -> Path:
     return folder
 
 
-def bench(size: str, appends: int, keep: bool) -> dict:
+def bench(size: str, appends: int, keep: bool, steps: bool = False, reload: bool = True) -> dict:
     folder = ensure_data(size)
     events = folder / "events.parquet"
     work = Path(tempfile.mkdtemp(prefix=f"hs-load-{size}-", dir="/tmp"))
@@ -97,27 +127,37 @@ def bench(size: str, appends: int, keep: bool) -> dict:
         run([HS, "load", "accounts", str(folder / "accounts.parquet"), "--db", str(db)])
         load = [HS, "load", "usage_events", str(events), "--map", "event_name=event"]
         load += ["--db", str(db)]
-        t_load, rss_load, out_load = run(load)
+        first = [PY, "-c", STEPS, str(db), str(events)] if steps else load
+        t_load, rss_load, out_load = run(first)
         rows = int(re.search(r"(\d+) inserted", out_load).group(1))
-        print(f"  {size} load:   {out_load.strip().splitlines()[0]}", flush=True)
-        t_reload, rss_reload, out_reload = run(load)
-        print(f"  {size} reload: {out_reload.strip().splitlines()[0]}", flush=True)
-        if f"0 inserted, 0 updated, {rows} unchanged" not in out_reload:
-            sys.exit(f"reload was not idempotent: {out_reload}")
-        t_ref, rss_ref, out_ref = run([PY, "-c", REFERENCE, str(events), str(work / "ref.db")])
+        for line in out_load.splitlines():
+            if line.startswith("STEP "):
+                print(f"  {size} step {line[5:]}", flush=True)
+        summary = next(line for line in out_load.splitlines() if "inserted" in line)
+        print(f"  {size} load:   {summary}", flush=True)
         rec = {
             "size": size,
             "rows": rows,
             "load_s": round(t_load, 1),
             "load_rows_per_s": round(rows / t_load),
             "load_peak_rss_mb": round(rss_load),
-            "reload_s": round(t_reload, 1),
-            "reload_rows_per_s": round(rows / t_reload),
-            "reload_peak_rss_mb": round(rss_reload),
+            "store_mb": round(db.stat().st_size / 2**20),
+        }
+        if reload:
+            t_reload, rss_reload, out_reload = run(load)
+            print(f"  {size} reload: {out_reload.strip().splitlines()[0]}", flush=True)
+            if f"0 inserted, 0 updated, {rows} unchanged" not in out_reload:
+                sys.exit(f"reload was not idempotent: {out_reload}")
+            rec |= {
+                "reload_s": round(t_reload, 1),
+                "reload_rows_per_s": round(rows / t_reload),
+                "reload_peak_rss_mb": round(rss_reload),
+            }
+        t_ref, rss_ref, out_ref = run([PY, "-c", REFERENCE, str(events), str(work / "ref.db")])
+        rec |= {
             "ref_s": round(t_ref, 1),
             "ref_peak_rss_mb": round(rss_ref),
             "load_vs_ref": round(t_load / t_ref, 2),
-            "store_mb": round(db.stat().st_size / 2**20),
         }
         if appends and size == "S":
             _, _, out = run([PY, "-c", APPEND, str(db), str(appends)])
@@ -136,12 +176,15 @@ def main() -> None:
     ap.add_argument("sizes", nargs="*", default=["S"], choices=["S", "L"])
     ap.add_argument("--appends", type=int, default=50)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--steps", action="store_true", help="time each step of the first load")
+    ap.add_argument("--no-reload", action="store_true", help="leave out the reload")
     a = ap.parse_args()
     results = []
     for size in a.sizes:
         load = os.getloadavg()[0]
-        rec = bench(size, a.appends, a.keep)
+        rec = bench(size, a.appends, a.keep, a.steps, not a.no_reload)
         rec["loadavg_before"] = round(load, 1)
+        rec["loadavg_after"] = round(os.getloadavg()[0], 1)
         for key, value in rec.items():
             print(f"  {key:22} {value}")
         results.append(rec)

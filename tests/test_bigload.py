@@ -183,3 +183,156 @@ def test_a_load_bigger_than_its_table_drops_the_append_index_which_the_next_appe
     assert (r.inserted, r.updated, r.unchanged) == (1, 1, 1)
     assert _key_indexes(fresh_store, "usage_events")
     assert fresh_store.count("usage_events") == stored + len(small) + len(ids) + 1
+
+
+@pytest.fixture
+def empty_store(tmp_path):
+    """A new store: its tables exist and hold no row (a first load goes the direct way)."""
+    s = hs.connect(tmp_path / "first.duckdb")
+    yield s
+    s.close()
+
+
+def test_a_first_load_with_duplicate_keys_in_different_chunks_writes_nothing(
+    empty_store, monkeypatch
+):
+    """Into an empty table the rows are written chunk by chunk and checked after: a key
+    repeated in a later chunk is still found, and the chunks written are rolled back."""
+    import healthscore.store as store_module
+
+    monkeypatch.setattr(store_module, "LOAD_CHUNK_ROWS", 50)
+    first = _events([f"e{i:03}" for i in range(100)])
+    later = _events(["e007", "e042", "z"], datetime(2025, 4, 1))
+    stream = pa.RecordBatchReader.from_batches(EVENTS, [first, later])
+    with pytest.raises(hs.StoreError) as e:
+        empty_store.load("usage_events", stream)
+    assert str(e.value).startswith(
+        "usage_events: 2 event_id values occur more than once in one load: 'e007', 'e042'"
+    )
+    assert empty_store.count("usage_events") == 0
+    assert "usage_events" not in empty_store.watermarks()
+    # the same rows without the repeats load, and a second load of them changes nothing
+    ok = pa.Table.from_batches([first, _events(["z"], datetime(2025, 4, 1))])
+    assert empty_store.load("usage_events", ok).inserted == 101
+    again = empty_store.load("usage_events", ok)
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, 101)
+
+
+def test_a_first_load_whose_stream_breaks_off_after_a_chunk_was_written_loads_nothing(
+    empty_store, monkeypatch
+):
+    import healthscore.store as store_module
+
+    monkeypatch.setattr(store_module, "LOAD_CHUNK_ROWS", 2)
+
+    def batches():
+        yield _events(["n1", "n2"], datetime(2025, 6, 1))
+        yield _events(["n3", "n4"], datetime(2025, 6, 2))
+        raise OSError("connection to the source reset")
+
+    stream = pa.RecordBatchReader.from_batches(EVENTS, batches())
+    with pytest.raises(hs.StoreError, match="usage_events: the load failed, nothing was loaded"):
+        empty_store.load("usage_events", stream)
+    assert empty_store.count("usage_events") == 0
+    assert "usage_events" not in empty_store.watermarks()
+
+
+def test_a_first_load_writes_each_chunk_by_account_then_time(empty_store, monkeypatch, tmp_path):
+    """The rescorer reads one account's row groups: a first load (no event ids in the
+    file) writes each chunk clustered by account, then time, and reports what it did."""
+    import healthscore.store as store_module
+
+    monkeypatch.setattr(store_module, "LOAD_CHUNK_ROWS", 600)
+    n = 1200
+    rows = {
+        "account_id": [f"A{(i * 7) % 5}" for i in range(n)],
+        "user_id": ["u1"] * n,
+        "event": ["login"] * n,
+        "ts": [datetime(2025, 3, 1) + timedelta(minutes=(i * 13) % n) for i in range(n)],
+        "quantity": [1.0] * n,
+    }
+    pq.write_table(pa.table(rows), tmp_path / "events.parquet")
+    steps = []
+    first = load_file(
+        empty_store,
+        "usage_events",
+        tmp_path / "events.parquet",
+        progress=lambda step, done: steps.append(step),
+    )
+    assert (first.inserted, first.unknown_accounts) == (n, n)  # no accounts loaded
+    assert "writing rows (1,200)" in steps and "checking keys" in steps
+    assert empty_store.watermarks()["usage_events"] == max(rows["ts"])
+    stored = empty_store.con.con.execute(
+        "SELECT account_id, ts FROM usage_events ORDER BY rowid"
+    ).fetchall()
+    chunks = [stored[i : i + 600] for i in range(0, n, 600)]
+    assert all(chunk == sorted(chunk) for chunk in chunks)
+    again = load_file(empty_store, "usage_events", tmp_path / "events.parquet")
+    assert str(again) == f"usage_events: 0 inserted, 0 updated, {n} unchanged, 0 rejected"
+
+
+def test_ids_a_file_supplies_for_some_rows_and_lacks_for_others_are_checked_by_the_store(
+    empty_store, tmp_path
+):
+    """A file that mixes supplied and derived event ids: only the store can see a supplied
+    id that equals one derived for another row, so it still counts distinct keys."""
+    rows = _events(["x", "y"]).to_pydict()
+    rows["event_id"] = [None, None]
+    pq.write_table(pa.table(rows, schema=EVENTS), tmp_path / "derived.parquet")
+    load_file(empty_store, "usage_events", tmp_path / "derived.parquet")
+    derived = sorted(empty_store.table("usage_events").to_pyarrow()["event_id"].to_pylist())
+    # a second store: the first row's id is taken by a supplied id on another row
+    other = hs.connect(tmp_path / "other.duckdb")
+    mixed = _events(["x", "y", derived[0]]).to_pydict()
+    mixed["event_id"] = [None, None, derived[0]]
+    mixed["event"][2] = "logout"
+    pq.write_table(pa.table(mixed, schema=EVENTS), tmp_path / "mixed.parquet")
+    with pytest.raises(hs.StoreError, match="1 event_id values occur more than once"):
+        load_file(other, "usage_events", tmp_path / "mixed.parquet")
+    assert other.count("usage_events") == 0
+    other.close()
+
+
+KILLED = """
+import sys, time, datetime as dt
+import pyarrow as pa
+import healthscore as hs
+import healthscore.store as store_module
+
+store_module.LOAD_CHUNK_ROWS = 2
+store = hs.connect(sys.argv[1])
+schema = pa.schema([("event_id", pa.string()), ("account_id", pa.string()),
+                    ("ts", pa.timestamp("us"))])
+
+def batches():
+    for i in range(3):
+        yield pa.RecordBatch.from_pydict(
+            {"event_id": [f"k{i}a", f"k{i}b"], "account_id": ["A1", "A1"],
+             "ts": [dt.datetime(2025, 1, 1, i), dt.datetime(2025, 1, 1, i, 30)]}, schema=schema)
+    print("WRITTEN", flush=True)
+    time.sleep(120)
+
+store.load("usage_events", pa.RecordBatchReader.from_batches(schema, batches()))
+"""
+
+
+def test_a_first_load_killed_midway_leaves_the_table_empty_and_the_next_load_cleans_up(tmp_path):
+    """kill -9 after chunks were committed: the table is still empty, and the next first
+    load of it drops the table the killed one was writing into."""
+    db = tmp_path / "killed.duckdb"
+    hs.connect(db).close()
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED, str(db)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout.readline().strip() == "WRITTEN"
+    finally:
+        child.kill()
+        child.wait()
+    store = hs.connect(db)
+    assert store.count("usage_events") == 0
+    leftovers = [t for t in store.list_tables() if t.startswith("_load_")]
+    assert leftovers, "the killed load's own table is still there"
+    assert store.load("usage_events", pa.Table.from_batches([_events(["e1"])])).inserted == 1
+    assert not [t for t in store.list_tables() if t.startswith("_load_")]
+    store.close()

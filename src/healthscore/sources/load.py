@@ -93,6 +93,7 @@ def load_file(
             columns=batch.supplied,
             progress=progress,
             rows=batch.valid,
+            unique_keys=batch.unique_keys,
         )
     result.skip_reason = batch.skip_reason
     result.warnings = list(batch.warnings)

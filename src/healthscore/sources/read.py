@@ -80,6 +80,10 @@ class SourceBatch:
     supplied: tuple[str, ...] = ()
     #: how many valid rows ``data`` holds
     valid: int = 0
+    #: no key occurs twice among the valid rows: the reader checked the keys a file
+    #: supplies or builds (``key``), and keys derived from whole rows are unique by their
+    #: occurrence number; the store need not count distinct keys again
+    unique_keys: bool = False
 
 
 def read_source(
@@ -268,6 +272,8 @@ def stream_source(
         # event tables: ids missing from the file (or from some rows) are derived.
         derive_key = (spec.name in DERIVABLE_KEYS and null_keys > 0) or bool(cols.key)
         pk = spec.primary_key
+        # a derived id could only meet a supplied one in a file that mixes the two
+        unique_keys = bool(cols.key) or not (derive_key and cols.canonical[pk] is not None)
         supplied = [n for n in spec.columns if cols.canonical[n] is not None or n == pk]
         yield SourceBatch(
             spec.name,
@@ -281,6 +287,7 @@ def stream_source(
             warnings=warnings,
             supplied=tuple(supplied + [c.name for c in cols.extras]),
             valid=rows_read - skipped - len(bad_rows),
+            unique_keys=unique_keys,
         )
 
 

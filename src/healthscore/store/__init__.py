@@ -32,6 +32,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import os
@@ -68,6 +69,8 @@ Progress = Callable[[str, float], None]
 DEFAULT_DB = "healthscore.duckdb"
 #: the memory a load may hold in each DuckDB connection it uses (see load_memory_limit)
 LOAD_MEMORY = "1GB"
+#: rows a first load writes (and sorts: see :func:`_cluster`) at a time
+LOAD_CHUNK_ROWS = 4_000_000
 META = "_healthscore_meta"
 WATERMARKS = "_healthscore_watermarks"
 #: the store's own bookkeeping tables, whose schemas are known without asking the backend
@@ -398,6 +401,7 @@ class Store:
         columns: Sequence[str] | None = None,
         progress: Progress | None = None,
         rows: int | None = None,
+        unique_keys: bool = False,
     ) -> LoadResult:
         """Insert or update ``data`` (already validated, canonical columns) by primary key.
 
@@ -426,6 +430,16 @@ class Store:
         progress, rows
             ``progress(step, fraction)`` hears of each step; ``rows``, how many rows a
             stream holds, lets it say how far staging is.
+        unique_keys
+            The caller has made sure no key occurs twice in ``data`` (the reader checks
+            the keys of a file: :attr:`~healthscore.sources.read.SourceBatch.unique_keys`),
+            so the store does not count distinct keys again (a pass over every key, the
+            costliest check of a big load). Rows without a key are refused either way.
+
+        Into an empty table (a first load) the rows are written straight into it, inside
+        the transaction, and checked there after (a failed check rolls the write back):
+        no staged copy. They go in chunks of :data:`LOAD_CHUNK_ROWS`, each sorted by
+        account and then time (:func:`_cluster`), so memory holds one chunk.
 
         Examples
         --------
@@ -451,61 +465,61 @@ class Store:
         scratch = [stage_name]
         step = progress or (lambda _step, _fraction: None)
         temp = self.con.supports_temporary_tables
+        if rows is None and isinstance(data, pa.Table):
+            rows = data.num_rows
+        # clustered by account, then time: the rescorer's queries about a few accounts
+        # then read their row groups only
+        order = [*_cluster(name, target_cols), *([tdef.time] if tdef.time else []), pk]
+        stored = self.count(name)
+        if stored == 0:
+            with _load_errors(name), self._backend.memory_limit(load_memory_limit()):
+                return self._first_load(
+                    name, data, extra, order, step, rows, unique_keys, rejected, skipped
+                )
         try:
             with _load_errors(name), self._backend.memory_limit(load_memory_limit()):
                 # the staged copies are scratch: outside the transaction, dropped whatever
                 # happens
-                if rows is None and isinstance(data, pa.Table):
-                    rows = data.num_rows
                 self._backend.stage(stage_name, _counted(data, step, rows), temp=temp)
                 stage = _conform(self.con.table(stage_name), target_cols)
                 step("checking keys", 0.0)
-                n, batch_max = self._check_keys(name, pk, stage, tdef.time)
-                stored = self.count(name)
-                empty = stored == 0
+                n, batch_max = self._check_keys(name, pk, stage, tdef.time, unique_keys)
                 # the accounts of the rows as they will be: a stored account where the
                 # load does not supply one
                 unknown = self._unknown_accounts(
                     name,
                     _with_stored(stage, self.con.table(name), pk, list(target_cols), kept)
-                    if "account_id" in kept and not empty
+                    if "account_id" in kept
                     else stage,
                 )
                 with self.transaction():
                     self._add_columns(name, extra)
-                    if empty:
-                        inserted, updated, unchanged = n, 0, 0
-                        new_rows, changed = stage, None
-                    else:
-                        step("comparing with the stored rows", 0.0)
-                        target = self.con.table(name)
-                        compared = [c for c in target_cols if c in supplied]
-                        # one pass over the batch and the stored rows: the keys to write
-                        # (new or changed), materialised, so that the counts, the delete
-                        # and the insert read them instead of comparing again
-                        scratch.append(f"{stage_name}_diff")
-                        diff = self.con.create_table(
-                            scratch[-1], _differing(stage, target, pk, compared), temp=temp
-                        )
-                        inserted, updated = self._kinds(diff)
-                        unchanged = n - inserted - updated
-                        new_rows = stage.semi_join(diff, pk)
-                        changed = diff.filter(diff["__kind"] == "changed").select(pk)
-                        if kept and (inserted or updated):
-                            # the stored values of the columns this load does not supply,
-                            # read before any row is deleted
-                            scratch.append(f"{stage_name}_merged")
-                            merged = _with_stored(new_rows, target, pk, list(target_cols), kept)
-                            new_rows = self.con.create_table(scratch[-1], merged, temp=temp)
+                    step("comparing with the stored rows", 0.0)
+                    target = self.con.table(name)
+                    compared = [c for c in target_cols if c in supplied]
+                    # one pass over the batch and the stored rows: the keys to write
+                    # (new or changed), materialised, so that the counts, the delete
+                    # and the insert read them instead of comparing again
+                    scratch.append(f"{stage_name}_diff")
+                    diff = self.con.create_table(
+                        scratch[-1], _differing(stage, target, pk, compared), temp=temp
+                    )
+                    inserted, updated = self._kinds(diff)
+                    unchanged = n - inserted - updated
+                    new_rows = stage.semi_join(diff, pk)
+                    changed = diff.filter(diff["__kind"] == "changed").select(pk)
+                    if kept and (inserted or updated):
+                        # the stored values of the columns this load does not supply,
+                        # read before any row is deleted
+                        scratch.append(f"{stage_name}_merged")
+                        merged = _with_stored(new_rows, target, pk, list(target_cols), kept)
+                        new_rows = self.con.create_table(scratch[-1], merged, temp=temp)
                     if updated:
                         self._delete_keys(name, pk, changed)
                     if inserted or updated:
                         step(f"writing {inserted + updated:,} rows", 0.0)
                         self._backend.before_bulk_write(name, inserted + updated, stored)
-                        # clustered by account, then time: the rescorer's queries about a
-                        # few accounts then read their row groups only
-                        order = [*_cluster(name, target_cols), *([tdef.time] if tdef.time else [])]
-                        self.con.insert(name, new_rows.order_by([*order, pk]).select(*target_cols))
+                        self.con.insert(name, new_rows.order_by(order).select(*target_cols))
                     watermark = self._update_watermark(name, batch_max, inserted)
         finally:
             for table in scratch:
@@ -516,6 +530,68 @@ class Store:
         return LoadResult(
             name, inserted, updated, unchanged, rejected, watermark, unknown, skipped=skipped
         )
+
+    def _first_load(
+        self,
+        name: str,
+        data: pa.Table | pa.RecordBatchReader,
+        extra: list[pa.Field],
+        order: list[str],
+        step: Progress,
+        rows: int | None,
+        unique_keys: bool,
+        rejected: int,
+        skipped: int,
+    ) -> LoadResult:
+        """:meth:`load` into an empty table: the rows written in chunks sorted by
+        ``order``, no staged copy, checked once written.
+
+        Where a transaction holds what it writes in memory until it commits (DuckDB:
+        about 100 bytes a row, beyond its memory limit: 100 M rows ran a load out of
+        memory), the chunks go into a table of their own, each committed as it is
+        written, and that table replaces the empty one in the transaction that ends the
+        load; a failure drops it. Elsewhere they go straight into the table, inside the
+        transaction. Either way a failed check or a stream that breaks off leaves the
+        table empty."""
+        tdef = get_table(name)
+        pk = tdef.primary_key
+        if isinstance(data, pa.Table):
+            data = pa.RecordBatchReader.from_batches(data.schema, data.to_batches())
+        rows_in = _counted(data, step, rows, "writing rows")
+        order = [c for c in order if c in data.schema.names]
+        beside = self._backend.loads_beside
+        fresh = f"{_FRESH}{name}_{uuid.uuid4().hex[:8]}" if beside else name
+        try:
+            with self.transaction() if not beside else contextlib.nullcontext():
+                if beside:
+                    self._drop_leftovers(name)
+                    self._backend.copy_empty(name, fresh)
+                self._add_columns(fresh, extra)
+                self._backend.before_bulk_write(fresh, max(rows or 0, 1), 0)
+                self._backend.write_chunks(fresh, rows_in, order, LOAD_CHUNK_ROWS)
+                step("checking keys", 0.0)
+                target = self.con.table(fresh)
+                n, batch_max = self._check_keys(name, pk, target, tdef.time, unique_keys)
+                unknown = self._unknown_accounts(name, target)
+                with self.transaction():
+                    if beside:
+                        self._backend.before_bulk_write(name, 1, 0)  # its index goes with it
+                        self._backend.replace_table(name, fresh)
+                    watermark = self._update_watermark(name, batch_max, n)
+        finally:
+            if beside:
+                self.con.drop_table(fresh, force=True)
+        if n:
+            self._backend.analyze(name)  # the planner's row counts follow the data
+        step("loaded", 1.0)
+        return LoadResult(name, n, 0, 0, rejected, watermark, unknown, skipped=skipped)
+
+    def _drop_leftovers(self, name: str) -> None:
+        """Tables a first load of ``name`` wrote into and never dropped (the process was
+        killed): nothing refers to them."""
+        for table in self._backend.list_tables():
+            if table.startswith(f"{_FRESH}{name}_"):
+                self.con.drop_table(table, force=True)
 
     @_writes
     def prepare_appends(self, names: Sequence[str] | None = None) -> None:
@@ -658,23 +734,26 @@ class Store:
         return stored
 
     def _check_keys(
-        self, name: str, pk: str, stage: ir.Table, time: str | None
+        self, name: str, pk: str, stage: ir.Table, time: str | None, unique: bool = False
     ) -> tuple[int, datetime | None]:
         """One row per key, in the store's SQL; the staged rows' count and latest time.
 
-        The latest time leaves out scheduled dates in the future (an invoice's due date
-        is not "data up to then").
+        ``unique``: the caller has made sure no key occurs twice; only rows without a key
+        are looked for. The latest time leaves out scheduled dates in the future (an
+        invoice's due date is not "data up to then").
         """
         key = stage[pk]
         now = datetime.now(UTC).replace(tzinfo=None)
         # one pass over the staged rows: counts, distinct keys and the latest time
-        figures = {"n": stage.count(), "null_keys": key.isnull().sum(), "keys": key.nunique()}
+        figures = {"n": stage.count(), "null_keys": key.isnull().sum()}
+        if not unique:
+            figures["keys"] = key.nunique()
         if time:
             figures["latest"] = stage[time].max(where=stage[time] <= ibis.literal(now))
         found = self._backend.to_arrow(stage.aggregate(**figures)).to_pylist()[0]
         if found["null_keys"]:
             raise StoreError(f"{name}: {found['null_keys']} rows have no {pk}; nothing was loaded")
-        if found["keys"] != found["n"]:
+        if not unique and found["keys"] != found["n"]:
             counts = stage.group_by(pk).aggregate(__n=stage.count())
             dups = counts.filter(counts["__n"] > 1)
             n_dups = self._backend.to_arrow(dups.count().name("n").as_table())["n"][0].as_py()
@@ -895,6 +974,8 @@ def _check_batch_keys(name: str, pk: str, keys: pa.ChunkedArray) -> None:
 
 #: the staged table's name in the cached text of :func:`_compare_text`
 _STAGE = "__healthscore_stage__"
+#: the start of the name of a table a first load writes into (see Store._first_load)
+_FRESH = "_load_"
 _KEYS = "__healthscore_keys__"
 
 
@@ -1051,19 +1132,23 @@ def _load_errors(name: str) -> Iterator[None]:
 
 
 def _counted(
-    data: pa.Table | pa.RecordBatchReader, step: Progress, rows: int | None
+    data: pa.Table | pa.RecordBatchReader,
+    step: Progress,
+    rows: int | None,
+    doing: str = "staging rows",
 ) -> pa.RecordBatchReader:
-    """``data`` as a stream of record batches that reports how many have been staged."""
+    """``data`` as a stream of record batches that reports how many have been read
+    (``doing``: what is done with them)."""
     if isinstance(data, pa.Table):
         data = pa.RecordBatchReader.from_batches(data.schema, data.to_batches())
 
     def batches() -> Iterator[pa.RecordBatch]:
         done = 0
-        step("staging rows", 0.0)
+        step(doing, 0.0)
         for batch in data:
             yield batch
             done += batch.num_rows
-            step(f"staging rows ({done:,})", done / rows if rows else 0.0)
+            step(f"{doing} ({done:,})", done / rows if rows else 0.0)
 
     return pa.RecordBatchReader.from_batches(data.schema, batches())
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 # the modules that build expressions (Ibis, and the engine's builders) are imported by
 # the functions that use them: `healthscore score` lists accounts from plans kept in the
-# cache (:func:`account_facts` with a Snapshot) without building anything
+# cache (:func:`fact_table` with a Snapshot) without building anything
 ibis = lazy("ibis")
 
 BANDS = ("green", "yellow", "red", None)  # None: no score (no data)

@@ -1,6 +1,7 @@
 """Snapshot scoring benchmark against ../shared/bench-reference (workload S or L).
 
     python bench/score_snapshot.py [S|L] [--runs 5] [--rescore 200] [--db loaded.duckdb]
+                                   [--baseline ../main/src]
 
 1. Generates the reference data if missing (``gen.py``, Parquet under /tmp/perfdata).
 2. Loads it through healthscore's own loading (``healthscore load`` with ``--map``)
@@ -16,6 +17,8 @@
        run of a fresh store also compiles and keeps the plan (reported apart), the
        median is of the runs after it;
    (h) ``healthscore --help``.
+   With ``--baseline SRC`` (another checkout's ``src``, e.g. main's), (c) and (h) are
+   also timed with healthscore imported from there, interleaved in the same runs.
 5. Rescoring one account after appending one event: p50/p99 in ms.
 
 Prints every figure and one ``RESULT {json}`` line.
@@ -158,6 +161,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--rescore", type=int, default=200)
     ap.add_argument("--db", help="copy this store, loaded with the reference data, instead")
+    ap.add_argument("--baseline", help="also time (c) and (h) importing healthscore from this src")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -169,6 +173,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="hs-bench-"))
     db = work / "bench.duckdb"
     env = {**os.environ, "HEALTHSCORE_CACHE_DIR": str(work / "cache")}
+    if a.baseline:
+        base_env = {
+            **env,
+            "HEALTHSCORE_CACHE_DIR": str(work / "cache-baseline"),
+            "PYTHONPATH": str(Path(a.baseline).resolve()),
+        }
     if a.db:
         print(f"copying the loaded store {a.db} to {db}")
         shutil.copyfile(a.db, db)
@@ -178,7 +188,7 @@ def main() -> None:
         t_load = load_store(a.size, db)
         print(f"  load total {t_load:.1f}s")
 
-    def cli_score() -> float:
+    def cli_score(env=env) -> float:
         t0 = time.perf_counter()
         subprocess.run(
             [
@@ -201,17 +211,23 @@ def main() -> None:
         )
         return time.perf_counter() - t0
 
-    def cli_help() -> float:
+    def cli_help(env=env) -> float:
         t0 = time.perf_counter()
         subprocess.run([HS, "--help"], check=True, capture_output=True, env=env)
         return time.perf_counter() - t0
 
     first = cli_score()  # a fresh cache: builds, compiles and keeps the plan
-    ref, ours, e2e, helps = [], [], [], []
+    if a.baseline:
+        cli_score(base_env)
+    ref, ours, e2e, helps, base_e2e, base_helps = [], [], [], [], [], []
     for _ in range(a.runs):
         ref.append(run_result([PY, "eng_duckdb.py", "snapshot", a.size], cwd=REF))
         ours.append(run_result([PY, __file__, a.size, "--child", str(db)]))
+        if a.baseline:
+            base_e2e.append(cli_score(base_env))
         e2e.append(cli_score())
+        if a.baseline:
+            base_helps.append(cli_help(base_env))
         helps.append(cli_help())
     same = ref[0]["check"] == ours[0]["check"]
     if not same:
@@ -236,6 +252,15 @@ def main() -> None:
         "c_first_run_s": round(first, 3),
         "help_s": round(med(helps), 3),
         "load_avg_1min": os.getloadavg()[0],
+        **(
+            {
+                "c_baseline_s": round(med(base_e2e), 3),
+                "ratio_c_a_baseline": round(med(base_e2e) / a_s, 2),
+                "help_baseline_s": round(med(base_helps), 3),
+            }
+            if a.baseline
+            else {}
+        ),
         "build_compile_s": med(r["build_compile_s"] for r in ours),
         "import_s": med(r["import_s"] for r in ours),
         "peak_rss_mb_b": max(r["peak_rss_mb"] for r in ours),
@@ -253,6 +278,11 @@ def main() -> None:
         f"(c) healthscore score (CLI, end to end): {c_s:.3f}s  ratio c/a {c_s / a_s:.2f}  "
         f"(first run, compiling the plan: {first:.3f}s)"
     )
+    if a.baseline:
+        print(
+            f"    baseline {a.baseline}: (c) {rec['c_baseline_s']:.3f}s  "
+            f"ratio c/a {rec['ratio_c_a_baseline']:.2f}; (h) {rec['help_baseline_s']:.3f}s"
+        )
     print(f"(h) healthscore --help: {rec['help_s']:.3f}s; load average {os.getloadavg()}")
     print(
         f"peak RSS: healthscore {rec['peak_rss_mb_b']:.0f} MB, "

@@ -27,14 +27,14 @@ try:
     main()
 except SystemExit as e:
     code = e.code or 0
-seen = {m: m in sys.modules for m in ("ibis", "sqlglot")}
+seen = {m: m in sys.modules for m in ("ibis", "sqlglot", "pandas")}
 print("PROBE " + json.dumps({"code": code, **seen}), file=sys.stderr)
 """
 
 
 def cli(project: Path, cache: Path | str, *args) -> dict:
     """Run `healthscore *args` in a fresh process in ``project`` with the cache
-    ``cache``; its exit code, output and whether it imported Ibis and sqlglot."""
+    ``cache``; its exit code, output and whether it imported Ibis, sqlglot and pandas."""
     env = {**os.environ, "HEALTHSCORE_CACHE_DIR": str(cache)}
     out = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps([str(a) for a in args])],
@@ -78,6 +78,25 @@ def test_a_repeat_score_runs_the_kept_plan_without_ibis_and_gives_the_same_rows(
     # the note and warnings a user reads are the same too
     assert again["output"].splitlines()[0] == first["output"].splitlines()[0]
     assert "scored" in again["output"]
+
+
+def test_a_repeat_score_imports_no_pandas_whatever_it_writes(project, tmp_path):
+    # pyarrow imports pandas (about half a second) on its first conversion of Python
+    # values to Arrow; the account list, the category warnings and the writers do without
+    cache = tmp_path / "cache"
+    cli(project, cache, "score", "--as-of", AS_OF)  # the first run compiles and keeps
+    for args in (
+        ["--format", "parquet", "--out", "s.parquet"],
+        ["--format", "csv", "--out", "s.csv"],
+        ["--format", "csv"],
+        ["--format", "json", "--out", "s.json"],
+        ["--sort", "name", "--band", "red,yellow,green"],
+        ["--sort", "arr", "--limit", "2", "--format", "csv"],
+    ):
+        run = cli(project, cache, "score", "--as-of", AS_OF, *args)
+        assert not run["pandas"], f"pandas imported by score {' '.join(args)}"
+    assert pq.read_table(project / "s.parquet").num_rows > 0
+    assert (project / "s.csv").read_text().startswith('"account_id"')
 
 
 def test_a_changed_model_is_never_scored_with_the_plan_of_the_old_one(project, tmp_path):

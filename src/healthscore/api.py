@@ -449,13 +449,13 @@ def score_accounts(
         unscored = left_out(store, model, d)
     if sort is None and wanted is None and segment is None and csm is None and limit is None:
         return ScoreResult(scores, model, d, warnings, evidence=book, unscored=unscored)
-    from healthscore.portfolio import account_facts, account_list
+    from healthscore.portfolio import account_list, fact_table
 
     sort = sort or "score"
     listed = account_list(
         model,
         scores,
-        account_facts(store, d, plans),
+        fact_table(store, d, plans),
         sort=sort,
         bands=wanted,
         segment=segment,

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 # the modules that build expressions (Ibis, and the engine's builders) are imported by
 # the functions that use them: `healthscore score` lists accounts from plans kept in the
-# cache (:func:`account_facts` with a Snapshot) without building anything
+# cache (:func:`fact_table` with a Snapshot) without building anything
 ibis = lazy("ibis")
 
 BANDS = ("green", "yellow", "red", None)  # None: no score (no data)
@@ -295,50 +295,67 @@ FACTS = ("account_name", "arr_in_force", "renewal_date")
 SORTS = ("score", "arr", "renewal", "name")
 
 
-def account_facts(store: Store, d: datetime, plans: Snapshot | None = None) -> dict[str, dict]:
-    """Per account: its name (accounts), the ARR in force at ``d`` and the renewal date
-    (subscriptions), as :data:`FACTS`; ARR and renewal are None without a subscription
-    in force (or without an ARR on it). With ``plans``, the queries run as plans kept in
-    the cache (:meth:`~healthscore.engine.snapshot.Snapshot.run`)."""
+def fact_table(store: Store, d: datetime, plans: Snapshot | None = None) -> pa.Table:
+    """One row per account (of the accounts table, or with a subscription in force at
+    ``d``): ``account_id``, its name (accounts), the ARR in force at ``d`` and the
+    renewal date (subscriptions), as :data:`FACTS`; ARR and renewal are null without a
+    subscription in force (or without an ARR on it). With ``plans``, the queries run as
+    plans kept in the cache (:meth:`~healthscore.engine.snapshot.Snapshot.run`).
+
+    Built with Arrow compute only: converting Python values to Arrow makes pyarrow
+    import pandas, a large part of a short command's time."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if plans is None:
-        names = {k: r.get("name") for k, r in _accounts(store).items()}
-        subs = store.execute(_in_force(store.table("subscriptions"), d)).to_pylist()
+        names = store.execute(_names(store))
+        subs = store.execute(_in_force(store.table("subscriptions"), d))
     else:
-        found = plans.run("account_names", lambda _: _names(store), d)
-        names = dict(zip(found["account_id"].to_pylist(), found["name"].to_pylist(), strict=True))
+        names = plans.run("account_names", lambda _: _names(store), d)
         subs = plans.run(
             "subscriptions_in_force",
             lambda clock: _in_force(store.table("subscriptions"), clock.at()),
             d,
-        ).to_pylist()
-    in_force = {r["account_id"]: r for r in subs}
-    out = {}
-    for k in names.keys() | in_force.keys():
-        sub = in_force.get(k, {})
-        arr = sub.get("arr")
-        out[k] = {
-            "account_name": names.get(k),
-            "arr_in_force": None if arr is None else float(arr),
-            "renewal_date": sub.get("renewal_date"),
+        )
+    kind = names.schema.field("account_id").type
+    ids = pc.unique(
+        pa.chunked_array([*names["account_id"].chunks, *subs["account_id"].chunks], kind)
+    )
+
+    def pick(table: pa.Table, column: str, typ: pa.DataType):
+        at = pc.index_in(ids, value_set=table["account_id"])
+        return pc.take(table[column], at).cast(typ)
+
+    return pa.table(
+        {
+            "account_id": ids,
+            "account_name": pick(names, "name", pa.string()),
+            "arr_in_force": pick(subs, "arr", pa.float64()),
+            "renewal_date": pick(subs, "renewal_date", pa.timestamp("us")),
         }
-    return out
+    )
+
+
+def account_facts(store: Store, d: datetime, plans: Snapshot | None = None) -> dict[str, dict]:
+    """:func:`fact_table` as a dict: account id -> its :data:`FACTS`."""
+    return {r.pop("account_id"): r for r in fact_table(store, d, plans).to_pylist()}
 
 
 def account_list(
     model: Model,
-    scores,
-    facts: dict[str, dict],
+    scores: pa.Table,
+    facts: pa.Table,
     *,
     sort: str = "score",
     bands: list[str] | None = None,
     segment: str | None = None,
     csm: str | None = None,
     limit: int | None = None,
-):
+) -> pa.Table:
     """The scored accounts as a CS team reads them: each row with its name, ARR in force
-    and renewal date (:data:`FACTS`), only those of ``bands`` (green/yellow/red),
-    ``segment`` and ``csm`` (compared case- and space-insensitively), sorted and cut
-    to ``limit`` rows.
+    and renewal date (:data:`FACTS`, from ``facts``, see :func:`fact_table`), only those
+    of ``bands`` (green/yellow/red), ``segment`` and ``csm`` (compared case- and
+    space-insensitively), sorted and cut to ``limit`` rows.
 
     ``sort``: ``score`` puts the end of the scorecard that needs attention first
     (lowest score for health, highest for a readiness scorecard such as expansion, see
@@ -351,20 +368,15 @@ def account_list(
     pyarrow.Table
         ``scores``' columns plus :data:`FACTS`, in that order.
     """
-    import pyarrow as pa
+    import pyarrow.compute as pc
 
     if sort not in SORTS:
         raise HealthscoreError(f"`sort` {sort!r}: not one of {', '.join(SORTS)}")
-    ids = scores["account_id"].to_pylist()
-    empty = dict.fromkeys(FACTS)
-    rows = [facts.get(k, empty) for k in ids]
-    types = {"account_name": pa.string(), "arr_in_force": pa.float64()}
+    at = pc.index_in(scores["account_id"], value_set=facts["account_id"])
     for col in FACTS:
         if col not in scores.column_names:
-            values = [r[col] for r in rows]
-            kind = types.get(col, pa.timestamp("us"))
-            scores = scores.append_column(col, pa.array(values, kind))
-    keep = list(range(scores.num_rows))
+            scores = scores.append_column(col, pc.take(facts[col], at))
+    keep = None  # the rows the filters keep, when one applies
     for col, wanted in (("band", bands), ("segment", segment), ("csm", csm)):
         if wanted is None:
             continue
@@ -377,19 +389,37 @@ def account_list(
                 f"`{col}` {wanted!r}: no scored account has it",
                 hint=f"{col} values: " + ", ".join(sorted(map(str, known.values()))),
             )
-        keep = [i for i in keep if _key(values[i]) in allowed]
-    data = scores.to_pylist()
-    hi = model.highest_first
-    key = {
-        "score": lambda r: (r["score"] is None, -(r["score"] or 0) if hi else (r["score"] or 0)),
-        "arr": lambda r: (r["arr_in_force"] is None, -(r["arr_in_force"] or 0)),
-        "renewal": lambda r: (r["renewal_date"] is None, r["renewal_date"] or 0),
-        "name": lambda r: (r["account_name"] is None, (r["account_name"] or "").casefold()),
+        rows = range(len(values)) if keep is None else keep
+        keep = [i for i in rows if _key(values[i]) in allowed]
+    if keep is not None:
+        scores = _rows(scores, keep)
+    if sort == "name":  # casefolded, as Python compares text (Arrow has no casefold)
+        names = scores["account_name"].to_pylist()
+        ids = scores["account_id"].to_pylist()
+        order = sorted(
+            range(len(ids)),
+            key=lambda i: (names[i] is None, (names[i] or "").casefold(), ids[i]),
+        )
+        return _rows(scores, order[:limit])
+    column, direction = {
+        "score": ("score", "descending" if model.highest_first else "ascending"),
+        "arr": ("arr_in_force", "descending"),
+        "renewal": ("renewal_date", "ascending"),
     }[sort]
-    keep.sort(key=lambda i: (key(data[i]), data[i]["account_id"]))
-    if limit is not None:
-        keep = keep[:limit]
-    return scores.take(pa.array(keep, pa.int64()))
+    # nulls go last (sort_indices' default); ties by account id
+    order = pc.sort_indices(scores, sort_keys=[(column, direction), ("account_id", "ascending")])
+    return scores.take(order[:limit])
+
+
+def _rows(table: pa.Table, positions: list[int]) -> pa.Table:
+    """``table``'s rows at ``positions``: the index array is made from the integers'
+    buffer, since pyarrow's conversion of a Python list imports pandas."""
+    from array import array
+
+    import pyarrow as pa
+
+    buffer = pa.py_buffer(array("q", positions))
+    return table.take(pa.Array.from_buffers(pa.int64(), len(positions), [None, buffer]))
 
 
 def _key(v) -> str | None:

@@ -32,6 +32,7 @@ Examples
 from __future__ import annotations
 
 import os
+from array import array
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -50,8 +51,11 @@ def neutral_text(value: str) -> str:
     >>> neutral_text("=cmd|' /C calc'!A0"), neutral_text("-5"), neutral_text("a-b")
     ("'=cmd|' /C calc'!A0", '-5', 'a-b')
     """
-    arr = _neutral_column(pa.array([value], pa.string()))
-    return arr[0].as_py()
+    data = value.encode()
+    offsets = pa.py_buffer(array("i", [0, len(data)]))
+    # made from its bytes: pyarrow's conversion of Python values imports pandas
+    cell = pa.Array.from_buffers(pa.string(), 1, [None, offsets, pa.py_buffer(data)])
+    return _neutral_column(cell)[0].as_py()
 
 
 def neutralize(table: pa.Table) -> pa.Table:
@@ -75,9 +79,8 @@ def _neutral_column(column):
         pc.match_substring_regex(column, FORMULA_START),
         pc.invert(pc.match_substring_regex(column, PLAIN_NUMBER)),
     )
-    # the joined pieces share the column's type (large_string from pandas: no mixed kernel)
-    quoted = pc.binary_join_element_wise(pa.scalar("'", typ), column, pa.scalar("", typ))
-    return pc.if_else(pc.fill_null(risky, False), quoted, column)
+    quoted = pc.utf8_replace_slice(column, start=0, stop=0, replacement="'")
+    return pc.if_else(risky, quoted, column)  # risky is null only where the cell is
 
 
 def csv_bytes(table: pa.Table, *, raw: bool = False) -> bytes:

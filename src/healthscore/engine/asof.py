@@ -123,19 +123,20 @@ def unmatched_categories(model: Model, scores: pa.Table) -> list[str]:
     import pyarrow.compute as pc
 
     def counted(values: pa.ChunkedArray, known: set[str]) -> str | None:
-        key = pc.utf8_lower(pc.utf8_trim_whitespace(values.cast(pa.string())))
-        odd = pc.filter(
-            values,
-            pc.and_(
-                pc.is_valid(key), pc.invert(pc.is_in(key, pa.array(sorted(known), pa.string())))
-            ),
-        )
-        if not len(odd):
-            return None
+        # counted first, then each distinct value's key compared in Python: no Python
+        # values converted to Arrow (that makes pyarrow import pandas)
+        counts = pc.value_counts(values)
+        keys = pc.utf8_lower(pc.utf8_trim_whitespace(counts.field("values").cast(pa.string())))
         found = sorted(
-            ((r["values"], r["counts"]) for r in pc.value_counts(odd).to_pylist()),
+            (
+                (r["values"], r["counts"])
+                for r, k in zip(counts.to_pylist(), keys.to_pylist(), strict=True)
+                if k is not None and k not in known
+            ),
             key=lambda vc: (-vc[1], str(vc[0])),
         )
+        if not found:
+            return None
         # quoted as written (repr would spell unusual characters as escapes)
         shown = ", ".join(f"'{v}' ({n:,} account{'s' if n != 1 else ''})" for v, n in found[:10])
         return shown + (f" and {len(found) - 10} more" if len(found) > 10 else "")

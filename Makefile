@@ -29,7 +29,7 @@ serve: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench
 	$(BIN)/lint-imports
-	$(BIN)/pytest -n 2 src tests
+	$(BIN)/pytest -n 2 --dist worksteal src tests
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench

@@ -45,7 +45,8 @@ def main() -> None:
     try:
         kept, text = ScorePlan(state.model), ScorePlan(state.model)
         with state.reading() as st:
-            ids = [r["account_id"] for r in st._backend.run_sql("SELECT account_id FROM accounts").to_pylist()]
+            accounts = st._backend.run_sql("SELECT account_id FROM accounts")
+            ids = accounts["account_id"].to_pylist()
             rng = random.Random(7)
             for n in args.accounts:
                 times: dict[str, list[float]] = {"kept": [], "text": []}

@@ -947,7 +947,8 @@ def _cached_text(parts: list[str], table: str) -> str:
         return f"IN (SELECT UNNEST([{items}]) FROM {table})"
 
     text = re.sub(rf"IN \(((?:{item}, )*{item})\)", semi_join, text)
-    return re.sub(rf"{mark}(\w+){mark}", lambda k: f"(SELECT {_quoted(k.group(1))} FROM {table})", text)
+    one = rf"{mark}(\w+){mark}"
+    return re.sub(one, lambda k: f"(SELECT {_quoted(k.group(1))} FROM {table})", text)
 
 
 def _quoted(name: str) -> str:

@@ -54,10 +54,10 @@ def main() -> None:
                     batch = rng.sample(ids, n)
                     rows = {}
                     for mode, plan in (("kept", kept), ("text", text)):
-                        if mode == "text":  # this plan's statements are never kept
+                        if mode == "text":  # this plan's statements are not kept
                             plan._prepared(st, next(s for s in (1, 4, 16, 64, 256) if s >= n))
                             for prepared, _ in plan._plans.values():
-                                st._backend._statements[prepared] = ""
+                                prepared.kept = False
                         t0 = time.perf_counter()
                         rows[mode] = plan.run(st, state.now(), batch)
                         if r >= 2:  # the first two: plans built, statements prepared

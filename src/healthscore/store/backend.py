@@ -120,6 +120,10 @@ class Prepared:
         self.schema = schema
         self.keys = keys
         self.parts = parts
+        #: run as a statement planned once per connection where the backend can (DuckDB:
+        #: :meth:`DuckDBBackend.run_prepared`); for a query run often with few values
+        #: (the score plan of a micro-batch), measured there
+        self.kept = False
 
     def to_json(self) -> dict:
         import base64
@@ -599,10 +603,10 @@ class DuckDBBackend(Backend):
         # of a command that runs a kept plan.)
         parts = prepared.parts
         keys = sorted(set(parts[1::2]))
-        name = self._statements.get(prepared)
+        name = self._statements.get(prepared) if prepared.kept else ""
         if name is None and not self._depth:  # (a table made in a transaction may go)
             name = self._statements[prepared] = self._prepare_cached(parts, keys)
-        if not name:  # could not be kept (see _prepare_cached): the text with the values
+        if not name:  # not kept, or could not be: the text with the values in it
             sql = "".join(_duckdb_literal(values[p]) if i % 2 else p for i, p in enumerate(parts))
             return self.run_sql(sql)
         if keys:

@@ -109,7 +109,7 @@ def single_rescores(db: Path, n: int) -> dict:
         total, run = [], []
         for acc in accounts:
             t0 = time.perf_counter()
-            with state.store_access() as store:
+            with state.reading() as store:  # the connection the rescorer scores on
                 plan.run(store, state.now(), [acc])
             run.append(time.perf_counter() - t0)
             t0 = time.perf_counter()

@@ -10,7 +10,6 @@ import shutil
 from datetime import datetime
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
@@ -411,25 +410,3 @@ def test_one_plan_gives_backtest_calibration_and_probability_the_same_observatio
     assert c.backtest.plan == plan.describe()
     held = c.backtest.evaluations["churned"].overall
     assert c.equal_fpr.observations == held.observations <= len(ids[::2]) * len(test)
-
-
-def test_the_weights_penalty_grows_only_when_held_out_folds_say_it_helps():
-    """Many weak, noisy metrics on few observations: a stronger L2 penalty predicts the
-    held-out folds better and is chosen; a few strong metrics on many observations keep
-    the default (the margin wins a tie)."""
-    from healthscore.model import default_model_text, load_model_text
-
-    model = load_model_text(default_model_text())
-
-    def chosen(rows: int, metrics: int, signal: float) -> float:
-        rng = np.random.default_rng(3)
-        n = rng.random((rows, metrics))
-        risk = signal * (n[:, :2].sum(axis=1) - 1.0)
-        y = rng.random(rows) < 1.0 / (1.0 + np.exp(risk))
-        holds = pd.DataFrame({r: np.zeros(rows) for r in model.spec.rules})
-        pillar_of = np.zeros(metrics, int)
-        fold = cal.shape_folds(None, rows)
-        return cal._choose_l2(n, y.astype(float), pillar_of, 1, cal.L2, holds, model, fold, 2.0)
-
-    assert chosen(240, 30, 1.0) > cal.L2
-    assert chosen(4000, 3, 4.0) == cal.L2

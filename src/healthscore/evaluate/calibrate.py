@@ -125,9 +125,6 @@ SHAPE_MIN_VALUES = 5
 MAP_RIDGE = 1.0  # shrinks a category's learned effect toward none (pseudo-observations)
 ANCHOR_GAIN = 2.0  # log-likelihood units per (observations per account) to move anchors
 L2 = 1e-4  # penalty on the coefficients, on the mean log-loss (about scikit-learn C=1)
-#: other penalties tried on held-out folds (multiples of the given one); one replaces it
-#: only when its held-out log-loss is lower by the anchors' margin
-L2_FACTORS = (3.0, 10.0)
 MIN_POSITIVES = 10  # fewer positive training observations: refuse to calibrate
 MIN_SEGMENT_POSITIVES = bt.MIN_EVENTS  # a segment's own band suggestion needs this many
 WARM_UP = "90d"  # default start: this long after the first event on file
@@ -804,44 +801,6 @@ def _refit_map(
     return new if wrong_way or new_nll < old_nll - gain else f.map
 
 
-def _choose_l2(
-    n: np.ndarray,
-    y: np.ndarray,
-    pillar_of: np.ndarray,
-    pillars: int,
-    l2: float,
-    holds: pd.DataFrame,
-    model: Model,
-    fold: np.ndarray,
-    gain: float,
-) -> float:
-    """The weights' L2 penalty judged on held-out folds ``fold``: ``l2`` or a multiple of
-    it (``L2_FACTORS``) whose held-out log-loss of the weight fit is lower by ``gain``."""
-    parts = [(fold != k, fold == k) for k in np.unique(fold)]
-    if len(parts) < 2 or any(y[tr].all() or not y[tr].any() for tr, _ in parts):
-        return l2
-
-    def held_out(penalty: float) -> float:
-        total = 0.0
-        for tr, te in parts:
-            h_tr = holds.iloc[np.flatnonzero(tr)].reset_index(drop=True)
-            h_te = holds.iloc[np.flatnonzero(te)].reset_index(drop=True)
-            a, beta = _fit_weights(n[tr], y[tr], pillar_of, pillars, penalty, h_tr, model)
-            if beta.sum() <= 0:
-                return math.inf
-            score = np.nan_to_num(100.0 * _score01(n[te], beta, pillar_of, pillars), nan=0.0)
-            final, _ = _apply_rules(score, h_te, model)
-            total += _nll(y[te], a - beta.sum() * final / 100.0)
-        return total
-
-    best = (held_out(l2) - gain, l2)
-    for factor in L2_FACTORS:
-        cost = held_out(l2 * factor)
-        if cost < best[0] - 1e-9:
-            best = (cost, l2 * factor)
-    return best[1]
-
-
 def _column_means(n: np.ndarray) -> np.ndarray:
     """Per column the mean of its values (0.5 for a column with none)."""
     have = ~np.isnan(n)
@@ -872,7 +831,6 @@ def learn(
     rounds: int = REFINE_ROUNDS,
     groups: np.ndarray | None = None,
     shaped: bool = True,
-    tune_l2: bool = True,
 ) -> Learned:
     """Directions, anchors, category scores and non-negative weights from outcomes ``y``.
 
@@ -935,11 +893,6 @@ def learn(
         if not moved:
             break
         a, beta = _fit_weights(n, yf, pillar_of, len(pillars), l2, holds, model)
-    if tune_l2 and beta.sum() > 0:
-        chosen = _choose_l2(n, yf, pillar_of, len(pillars), l2, holds, model, fold, gain)
-        if chosen != l2:
-            l2 = chosen
-            a, beta = _fit_weights(n, yf, pillar_of, len(pillars), l2, holds, model)
     notes: list[str] = []
     if beta.sum() <= 0:
         return Learned(changes, np.zeros(len(feats)), feats, n, notes)

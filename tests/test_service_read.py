@@ -162,7 +162,12 @@ def _wait(check, timeout):
     raise AssertionError(f"not within {timeout} s")
 
 
-def test_a_flag_moves_the_score_within_a_second_and_resolving_moves_it_back(service, api, everyone):
+# how long a test waits for the rescorer: how fast it is (within a second at the benchmark's
+# load) is measured by bench/ingest_realtime.py, not here, where the machine may be busy
+PATIENT = 30.0
+
+
+def test_a_flag_moves_the_score_and_resolving_moves_it_back(service, api, everyone):
     acc = next(i for i in everyone["items"] if (i["score"] or 0) > 40)["account_id"]
     # the service is up and its plans are built (as at the benchmark's steady load)
     _wait(lambda: api.get("/v1/status").json()["rescorer"]["warm"], 60)
@@ -179,10 +184,10 @@ def test_a_flag_moves_the_score_within_a_second_and_resolving_moves_it_back(serv
     assert r.status_code == 201, r.text
     made = r.json()
     assert made["kind"] == "champion_left" and made["account_id"] == acc
-    row, _ = _wait(lambda: _current(service, acc), 1.0)
+    row, _ = _wait(lambda: (r := _current(service, acc)) and r["score"] != before and r, PATIENT)
     assert row["score"] == pytest.approx(before - 10, abs=1e-9)  # the rule's -10 points
     body, _ = _wait(
-        lambda: (b := reader.get(f"/v1/accounts/{acc}").json())["score"] != before and b, 1.0
+        lambda: (b := reader.get(f"/v1/accounts/{acc}").json())["score"] != before and b, PATIENT
     )
     assert body["source"] == "current_scores" and "champion_left" in body["signals"]
     listed = reader.get("/v1/flags", params={"account_id": acc}).json()["items"]
@@ -190,7 +195,7 @@ def test_a_flag_moves_the_score_within_a_second_and_resolving_moves_it_back(serv
 
     r = writer.post(f"/v1/flags/{made['flag_id']}/resolve", json={"at": "2025-06-30T18:00:00"})
     assert r.status_code == 200 and r.json()["resolved_at"].startswith("2025-06-30T18:00")
-    _wait(lambda: (_current(service, acc) or {}).get("score") == pytest.approx(before), 1.0)
+    _wait(lambda: (_current(service, acc) or {}).get("score") == pytest.approx(before), PATIENT)
     assert reader.get(f"/v1/accounts/{acc}").json()["score"] == pytest.approx(before)
     assert reader.get("/v1/flags", params={"account_id": acc}).json()["items"] == []
     assert writer.post("/v1/flags/FLG-nope/resolve").status_code == 404

@@ -50,20 +50,19 @@ def _book(path, logit, n=4000, seed=1):
     rng = np.random.default_rng(seed)
     days = rng.uniform(0, 365, n).round()
     churn = rng.random(n) < 1.0 / (1.0 + np.exp(-logit(days)))
+    return _snapshot_store(
+        path, {"segment": ["smb"] * n, "days_left": days, "noise": rng.random(n)}, churn
+    )
+
+
+def _snapshot_store(path, columns, churn):
+    """A store of one snapshot: an account per value of ``churn`` with ``columns``, and
+    its outcome at 2024-06-30 (churned where ``churn`` is true, renewed elsewhere)."""
+    n = len(churn)
     ids = [f"A{i:04d}" for i in range(n)]
     store = hs.connect(path)
-    store.load(
-        "accounts",
-        pa.table(
-            {
-                "account_id": ids,
-                "created_at": pa.array([datetime(2024, 1, 1)] * n, pa.timestamp("us")),
-                "segment": ["smb"] * n,
-                "days_left": days,
-                "noise": rng.random(n),
-            }
-        ),
-    )
+    when = pa.array([datetime(2024, 1, 1)] * n, pa.timestamp("us"))
+    store.load("accounts", pa.table({"account_id": ids, "created_at": when, **columns}))
     store.load(
         "outcomes",
         pa.table(
@@ -230,30 +229,7 @@ def _skewed_book(path, n=4000, seed=2):
     rng = np.random.default_rng(seed)
     logins = np.floor(np.exp(rng.uniform(0, 6, n))) - 1
     churn = rng.random(n) < 1 / (1 + np.exp(-(1.0 - 0.9 * np.log1p(logins))))
-    ids = [f"A{i:04d}" for i in range(n)]
-    store = hs.connect(path)
-    store.load(
-        "accounts",
-        pa.table(
-            {
-                "account_id": ids,
-                "created_at": pa.array([datetime(2024, 1, 1)] * n, pa.timestamp("us")),
-                "logins": logins,
-            }
-        ),
-    )
-    store.load(
-        "outcomes",
-        pa.table(
-            {
-                "outcome_id": [f"O{i}" for i in range(n)],
-                "account_id": ids,
-                "ts": pa.array([datetime(2024, 6, 30)] * n, pa.timestamp("us")),
-                "kind": ["churned" if c else "renewed" for c in churn],
-            }
-        ),
-    )
-    return store
+    return _snapshot_store(path, {"logins": logins}, churn)
 
 
 def test_a_heavily_skewed_count_gets_log_scaled_anchors(tmp_path):

@@ -183,13 +183,14 @@ class Service:
         return self.http.get("/v1/status", timeout=600).json()["rescorer"]
 
     def settle(self, timeout: float = 1800) -> float:
-        """Seconds until the start-up rescore is done, the plans are built and the
-        rescore queue is empty."""
+        """Seconds until the start-up rescore is done, the plans are built, the rescore
+        queue is empty and no micro-batch is under way."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
             st = self.status()
             ready = st["warm"] and st["last_daily"] is not None
-            if ready and st["queue"] == 0 and st["lag_seconds"] == 0:
+            idle = st["queue"] == 0 and not st.get("rescoring") and st["lag_seconds"] == 0
+            if ready and idle:
                 return time.monotonic() - t0
             time.sleep(0.05)
         return float("inf")

@@ -332,3 +332,49 @@ def test_a_micro_batch_recomputes_the_trend_class_with_the_new_score(demo_projec
             api.post(f"/v1/flags/{flag['flag_id']}/resolve", json={"at": at})
         back = _wait(lambda: (r := listed())["score"] == pytest.approx(before["score"]) and r)
         assert back["trend"] == before["trend"]
+
+
+def test_an_idle_rescorer_builds_the_larger_plans_so_a_batch_of_ten_builds_nothing(quiet):
+    """Start-up builds the plans of 1 and 4 accounts; the larger ones are built one at a
+    time while nothing is marked, so a later batch of 10 accounts waits for no build."""
+    from healthscore.service.rescorer import IDLE_SLOTS, Rescorer
+
+    state = quiet.state
+    rescorer = Rescorer(state)  # not started: driven here step by step
+    rescorer.warm()
+    names = state.model.scorecard_names()
+    plans = [rescorer._plan(state.model.scorecard(n)) for n in names]
+    assert [p.builds for p in plans] == [2] * len(names)
+    for _ in range(len(IDLE_SLOTS) * len(names) + 1):  # one more: nothing left to build
+        rescorer.warm_one_more()
+    assert [p.builds for p in plans] == [5] * len(names)
+    with state.store_access() as store:
+        ids = _ids(store, 10, 21)
+    rescorer.rescore(set(ids))
+    assert [p.builds for p in plans] == [5] * len(names)
+    assert len(_current(state, state.model.version)) >= 10
+
+
+def test_the_status_counts_a_micro_batch_under_way_until_its_rows_are_written(quiet):
+    """While a batch is being rescored, the status does not say the rescorer has caught
+    up: the batch's accounts are `rescoring` and `lag_seconds` runs from its oldest mark
+    (the queue alone was empty as soon as the batch was taken)."""
+    import threading
+
+    from healthscore.service.rescorer import Rescorer
+
+    state = quiet.state
+    rescorer = Rescorer(state)  # not started: driven here
+    rescorer.warm()
+    with state.store_access() as store:
+        ids = set(_ids(store, 3, 31))
+    done = []
+    with state.store_access():  # the batch reads, then waits here to write its rows
+        worker = threading.Thread(target=lambda: done.append(rescorer.rescore(ids, 0.5)))
+        worker.start()
+        st = _wait(lambda: (s := rescorer.status())["rescoring"] and s)
+        assert st["rescoring"] == 3 and st["queue"] == 0 and st["lag_seconds"] >= 0.5
+    worker.join(60)
+    st = rescorer.status()
+    assert done and st["rescoring"] == 0 and st["lag_seconds"] == 0.0
+    assert st["last_batch"]["accounts"] == 3

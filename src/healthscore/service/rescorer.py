@@ -48,6 +48,10 @@ IDLE_WAIT = 0.5
 RETRY_PAUSE = 1.0
 #: the account slots whose plans are built at start-up (see engine.plan.SLOTS)
 WARM_SLOTS = (1, 4)
+#: the larger slots, built one at a time while the rescorer is idle (building them all at
+#: start-up delayed the first micro-batch; built on first use, each delayed the events of
+#: that batch by its compile: seconds at the 10,000-account benchmark's (b))
+IDLE_SLOTS = (16, 64, 256)
 #: seconds to wait after a failed daily rescore before trying it again
 DAILY_RETRY = 60.0
 
@@ -95,6 +99,9 @@ class Rescorer:
         self.rescored = 0
         self.failures = 0
         self.warmed = False  # the plans of small micro-batches are built
+        self._idle_builds: list[tuple[str, int]] | None = None  # (scorecard, slots) left
+        # the micro-batch under way: (its accounts, monotonic time of its oldest mark)
+        self._under_way: tuple[int, float] | None = None
 
     # the thread ----------------------------------------------------------------------
     def start(self) -> None:
@@ -125,6 +132,7 @@ class Rescorer:
                 if not self._guarded(lambda: self.rescore_everyone(daily=True), "daily rescore"):
                     self._daily_not_before = time.monotonic() + DAILY_RETRY
             if not self.state.wait_touched(IDLE_WAIT):
+                self._guarded(self.warm_one_more, "warm-up")
                 continue
             if self.state.settings.rescore_every:
                 self._stop.wait(self.state.settings.rescore_every)  # gather a micro-batch
@@ -204,6 +212,25 @@ class Rescorer:
                         self._trend_plan(plan.model).prepare(store, slots)
         self.warmed = True
 
+    def warm_one_more(self) -> None:
+        """Build one plan of a larger slot (:data:`IDLE_SLOTS`) not built yet: called
+        while no account is marked, so an event waits at most for one build."""
+        from healthscore.engine.history import SCORES
+
+        if not self.warmed:
+            return
+        if self._idle_builds is None:
+            names = self.state.model.scorecard_names()
+            self._idle_builds = [(n, slots) for slots in IDLE_SLOTS for n in names]
+        if not self._idle_builds:
+            return
+        name, slots = self._idle_builds.pop(0)
+        plan = self._plan(self.state.model.scorecard(name))
+        with self.state.reading() as store:
+            plan.prepare(store, slots)
+            if store.has_table(SCORES):
+                self._trend_plan(plan.model).prepare(store, slots)
+
     # rescoring -----------------------------------------------------------------------
     def _plan(self, card):
         from healthscore.engine.plan import ScorePlan
@@ -229,26 +256,30 @@ class Rescorer:
         from healthscore.store import current
 
         t0 = time.monotonic()
-        scored = []
-        for name in self.state.model.scorecard_names():
-            card = self.state.model.scorecard(name)
-            plan = self._plan(card)
-            with self.state.reading() as store:
-                wide = plan.run(store, self.state.now(), ids)
-                # with the new scores
-                trends = batch_trend_rows(store, card, wide, self._trend_plan(card))
-            scored.append((card, current_rows(card, wide, trends)))
-        # every scorecard's rows in one transaction, and the batch counted before a
-        # reader can see them: whoever sees the new rows sees the batch done
-        with self.state.store_access() as store:
-            with store.transaction():
-                for card, rows in scored:
-                    current.replace(store, card.version, card.scorecard_name, rows, ids)
-            seconds = time.monotonic() - t0
-            batch = Batch(_wall(), len(ids), seconds, (age or 0.0) + seconds)
-            self.last_batch = batch
-            self.batches += 1
-            self.rescored += len(ids)
+        self._under_way = (len(ids), t0 - (age or 0.0))
+        try:
+            scored = []
+            for name in self.state.model.scorecard_names():
+                card = self.state.model.scorecard(name)
+                plan = self._plan(card)
+                with self.state.reading() as store:
+                    wide = plan.run(store, self.state.now(), ids)
+                    # with the new scores
+                    trends = batch_trend_rows(store, card, wide, self._trend_plan(card))
+                scored.append((card, current_rows(card, wide, trends)))
+            # every scorecard's rows in one transaction, and the batch counted before a
+            # reader can see them: whoever sees the new rows sees the batch done
+            with self.state.store_access() as store:
+                with store.transaction():
+                    for card, rows in scored:
+                        current.replace(store, card.version, card.scorecard_name, rows, ids)
+                seconds = time.monotonic() - t0
+                batch = Batch(_wall(), len(ids), seconds, (age or 0.0) + seconds)
+                self.last_batch = batch
+                self.batches += 1
+                self.rescored += len(ids)
+        finally:
+            self._under_way = None
         return batch
 
     def rescore_everyone(self, *, daily: bool = True) -> Batch:
@@ -283,10 +314,14 @@ class Rescorer:
     def status(self) -> dict:
         """What ``GET /v1/status`` shows of the rescorer."""
         age = self.state.oldest_touch_age()
+        under_way = self._under_way
+        if under_way is not None:  # its marks are older than any not yet taken
+            age = time.monotonic() - under_way[1]
         return {
             "running": self.alive,
             "warm": self.warmed,
             "queue": self.state.pending_rescore(),
+            "rescoring": under_way[0] if under_way is not None else 0,
             "lag_seconds": round(age, 4) if age is not None else 0.0,
             "last_batch": self.last_batch.to_dict() if self.last_batch else None,
             "last_daily": self.last_daily.to_dict() if self.last_daily else None,

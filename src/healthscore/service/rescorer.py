@@ -199,32 +199,29 @@ class Rescorer:
 
     def warm(self) -> None:
         """Build the plans small micro-batches use before the first event needs them."""
-        from healthscore.engine.history import SCORES
-
         for name in self.state.model.scorecard_names():
-            plan = self._plan(self.state.model.scorecard(name))
             for slots in WARM_SLOTS:
                 if self._stop.is_set():  # stopping: no plan is needed any more
                     return
-                with self.state.reading() as store:
-                    plan.prepare(store, slots)
-                    if store.has_table(SCORES):
-                        self._trend_plan(plan.model).prepare(store, slots)
+                self._build(name, slots)
         self.warmed = True
 
     def warm_one_more(self) -> None:
         """Build one plan of a larger slot (:data:`IDLE_SLOTS`) not built yet: called
         while no account is marked, so an event waits at most for one build."""
-        from healthscore.engine.history import SCORES
-
         if not self.warmed:
             return
         if self._idle_builds is None:
             names = self.state.model.scorecard_names()
             self._idle_builds = [(n, slots) for slots in IDLE_SLOTS for n in names]
-        if not self._idle_builds:
-            return
-        name, slots = self._idle_builds.pop(0)
+        if self._idle_builds:
+            self._build(*self._idle_builds.pop(0))
+
+    def _build(self, name: str, slots: int) -> None:
+        """The score plan of scorecard ``name`` for ``slots`` accounts, and its trend
+        query where history is stored."""
+        from healthscore.engine.history import SCORES
+
         plan = self._plan(self.state.model.scorecard(name))
         with self.state.reading() as store:
             plan.prepare(store, slots)

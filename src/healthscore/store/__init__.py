@@ -436,10 +436,12 @@ class Store:
             so the store does not count distinct keys again (a pass over every key, the
             costliest check of a big load). Rows without a key are refused either way.
 
-        Into an empty table (a first load) the rows are written straight into it, inside
-        the transaction, and checked there after (a failed check rolls the write back):
-        no staged copy. They go in chunks of :data:`LOAD_CHUNK_ROWS`, each sorted by
-        account and then time (:func:`_cluster`), so memory holds one chunk.
+        Into an empty table (a first load) there is no staged copy: the rows are written
+        in chunks of :data:`LOAD_CHUNK_ROWS`, each sorted by account and then time
+        (:func:`_cluster`), so memory holds one chunk, and checked once written; on
+        DuckDB into a table of the load's own that replaces the empty one at the end,
+        elsewhere straight into it inside the transaction (:meth:`_first_load`). A
+        failed check leaves the table empty either way.
 
         Examples
         --------

@@ -14,8 +14,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# an editable install compiles nothing: compile healthscore's own source once, so a
+# command does not compile it again on every run where bytecode is not written
+# (PYTHONDONTWRITEBYTECODE); an edited file is compiled again by Python itself
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/python -m compileall -q src
 	touch $@
 
 demo: $(VENV)/.installed
@@ -37,6 +41,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check src tests bench
 
 bench: $(VENV)/.installed
+	$(BIN)/python -m compileall -q src
 	$(BIN)/python bench/score_snapshot.py
 
 clean:

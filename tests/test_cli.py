@@ -308,6 +308,23 @@ def test_translate_maps_parameters_to_flags_and_leaves_other_backticks():
     )
 
 
+def test_a_command_built_alone_reads_and_fails_as_in_the_whole_tree(tmp_path):
+    """`healthscore X` builds only X (startup): its help and its usage errors are those
+    of the whole tree, for every command; arguments naming no command get the whole tree."""
+    from healthscore.cli import TREE, build, command_path
+
+    for group, commands in TREE.items():
+        for name in commands:
+            path = (*group, name)
+            assert command_path([*path, "--help"]) == path
+            for args in ([*path, "--help"], [*path, "--no-such-option"]):
+                alone = runner.invoke(build(path)[()], args, env={"COLUMNS": "120"})
+                whole = runner.invoke(app, args, env={"COLUMNS": "120"})
+                assert (alone.exit_code, alone.output) == (whole.exit_code, whole.output), args
+    for args in ([], ["--help"], ["model"], ["auth", "user"], ["no-such-command"], ["--", "score"]):
+        assert command_path(args) is None
+
+
 def test_a_flag_that_does_not_apply_is_a_usage_error_not_ignored(project):
     res = run("backtest", "--snapshot", "--horizon", "30d", cwd=project)
     assert res.exit_code == 2 and "--horizon does not apply with --snapshot" in res.output

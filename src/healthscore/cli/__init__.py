@@ -9,86 +9,149 @@ Commands live in one module per group (``project``, ``scores``, ``outcomes``,
 ``model_files``, ``csm_flags``, ``service_cmds``) and are registered here, each with the one error
 boundary :class:`~healthscore.cli.common.Command`: ``Error: ...`` and exit code 1 for
 our errors, never a traceback; usage errors exit 2.
+
+A run builds only the command it names (:func:`main`): Typer turns every registered
+command's signature into options when the app starts, and importing and converting the
+whole tree cost a short command such as a repeat ``healthscore score`` more than its own
+parsing. ``--help``, a group's help and a name that is no command see the whole tree.
+``app``, the groups and ``COMMANDS`` are the whole tree, built on first use.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
+from typing import Any
+
 import typer
 
-from healthscore.cli import csm_flags, model_files, outcomes, project, scores, service_cmds
-from healthscore.cli.common import Command
-
-app = typer.Typer(
-    help="Explainable customer health scores: load data, score accounts, see why.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-model_app = typer.Typer(help="Work with model files.", no_args_is_help=True)
-app.add_typer(model_app, name="model")
-flag_app = typer.Typer(help="CSM flags: qualitative signals on accounts.", no_args_is_help=True)
-app.add_typer(flag_app, name="flag")
-token_app = typer.Typer(help="API tokens for the live service.", no_args_is_help=True)
-app.add_typer(token_app, name="token")
-auth_app = typer.Typer(help="Who may use the live service.", no_args_is_help=True)
-app.add_typer(auth_app, name="auth")
-user_app = typer.Typer(help="Dashboard logins.", no_args_is_help=True)
-auth_app.add_typer(user_app, name="user")
-ingest_app = typer.Typer(
-    help="What the live service parked: Segment messages refused or waiting.",
-    no_args_is_help=True,
-)
-app.add_typer(ingest_app, name="ingest")
-
-COMMANDS = {
-    app: {
-        "init": project.init_command,
-        "load": project.load_command,
-        "validate": project.validate_command,
-        "score": scores.score_command,
-        "history": scores.history_command,
-        "trends": scores.trends_command,
-        "backtest": outcomes.backtest_command,
-        "calibrate": outcomes.calibrate_command,
-        "explain": scores.explain_command,
-        "compare": scores.compare_command,
-        "demo": project.demo_command,
-        "report": scores.report_command,
-        "serve": service_cmds.serve_command,
+#: group (its path of names) -> its help; () is the app itself
+GROUPS: dict[tuple[str, ...], str] = {
+    (): "Explainable customer health scores: load data, score accounts, see why.",
+    ("model",): "Work with model files.",
+    ("flag",): "CSM flags: qualitative signals on accounts.",
+    ("token",): "API tokens for the live service.",
+    ("auth",): "Who may use the live service.",
+    ("auth", "user"): "Dashboard logins.",
+    ("ingest",): "What the live service parked: Segment messages refused or waiting.",
+}
+#: group -> command name -> its function, as ``module.function`` of ``healthscore.cli``
+#: (a module is imported only when one of its commands is built)
+TREE: dict[tuple[str, ...], dict[str, str]] = {
+    (): {
+        "init": "project.init_command",
+        "load": "project.load_command",
+        "validate": "project.validate_command",
+        "score": "scores.score_command",
+        "history": "scores.history_command",
+        "trends": "scores.trends_command",
+        "backtest": "outcomes.backtest_command",
+        "calibrate": "outcomes.calibrate_command",
+        "explain": "scores.explain_command",
+        "compare": "scores.compare_command",
+        "demo": "project.demo_command",
+        "report": "scores.report_command",
+        "serve": "service_cmds.serve_command",
     },
-    model_app: {
-        "schema": model_files.schema_command,
-        "suggest": model_files.suggest_command,
-        "fit-percentiles": model_files.fit_percentiles_command,
-        "fit-probability": model_files.fit_probability_command,
+    ("model",): {
+        "schema": "model_files.schema_command",
+        "suggest": "model_files.suggest_command",
+        "fit-percentiles": "model_files.fit_percentiles_command",
+        "fit-probability": "model_files.fit_probability_command",
     },
-    flag_app: {
-        "add": csm_flags.add_command,
-        "resolve": csm_flags.resolve_command,
-        "list": csm_flags.list_command,
+    ("flag",): {
+        "add": "csm_flags.add_command",
+        "resolve": "csm_flags.resolve_command",
+        "list": "csm_flags.list_command",
     },
-    token_app: {
-        "create": service_cmds.token_create_command,
-        "list": service_cmds.token_list_command,
-        "revoke": service_cmds.token_revoke_command,
+    ("token",): {
+        "create": "service_cmds.token_create_command",
+        "list": "service_cmds.token_list_command",
+        "revoke": "service_cmds.token_revoke_command",
     },
-    user_app: {
-        "add": service_cmds.user_add_command,
-        "list": service_cmds.user_list_command,
-        "remove": service_cmds.user_remove_command,
+    ("auth", "user"): {
+        "add": "service_cmds.user_add_command",
+        "list": "service_cmds.user_list_command",
+        "remove": "service_cmds.user_remove_command",
     },
-    ingest_app: {
-        "rejects": service_cmds.ingest_rejects_command,
-        "pending": service_cmds.ingest_pending_command,
+    ("ingest",): {
+        "rejects": "service_cmds.ingest_rejects_command",
+        "pending": "service_cmds.ingest_pending_command",
     },
 }
-for group, commands in COMMANDS.items():
-    for name, callback in commands.items():
-        group.command(name, cls=Command)(callback)
+
+
+def _function(where: str) -> Any:
+    module, name = where.rsplit(".", 1)
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def build(only: tuple[str, ...] | None = None) -> dict[tuple[str, ...], typer.Typer]:
+    """The app and its groups, by path; with ``only`` (a command's path, e.g.
+    ``("model", "schema")``) only that command is registered (the groups all are, so
+    the app stays a group of commands)."""
+    from healthscore.cli.common import Command
+
+    groups: dict[tuple[str, ...], typer.Typer] = {}
+    for path, text in GROUPS.items():
+        if not path:
+            groups[path] = typer.Typer(
+                help=text,
+                no_args_is_help=True,
+                add_completion=False,
+                pretty_exceptions_enable=False,
+            )
+        else:
+            groups[path] = typer.Typer(help=text, no_args_is_help=True)
+            groups[path[:-1]].add_typer(groups[path], name=path[-1])
+    for path, commands in TREE.items():
+        for name, where in commands.items():
+            if only is None or only == (*path, name):
+                groups[path].command(name, cls=Command)(_function(where))
+    return groups
+
+
+def command_path(args: list[str]) -> tuple[str, ...] | None:
+    """The path of the command the arguments ``args`` run (``("flag", "add")``), or None
+    when they name none (``--help``, a group alone, a name that is no command)."""
+    path: tuple[str, ...] = ()
+    for arg in args:
+        if (*path, arg) in GROUPS:
+            path = (*path, arg)
+        elif arg in TREE.get(path, {}):
+            return (*path, arg)
+        else:
+            return None
+    return None
+
+
+# the whole tree, for tests and documentation: built on first use
+_GROUP_NAMES = {
+    "app": (),
+    "model_app": ("model",),
+    "flag_app": ("flag",),
+    "token_app": ("token",),
+    "auth_app": ("auth",),
+    "user_app": ("auth", "user"),
+    "ingest_app": ("ingest",),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in (*_GROUP_NAMES, "COMMANDS"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    groups = build()
+    for attr, path in _GROUP_NAMES.items():
+        globals()[attr] = groups[path]
+    globals()["COMMANDS"] = {
+        groups[path]: {name: _function(where) for name, where in commands.items()}
+        for path, commands in TREE.items()
+    }
+    return globals()[name]
 
 
 def main() -> None:
-    app()
+    build(command_path(sys.argv[1:]))[()]()
 
 
 if __name__ == "__main__":

@@ -566,6 +566,8 @@ class DuckDBBackend(Backend):
         return expr  # as to_arrow runs it: Store.execute casts the result instead
 
     def ensure_index(self, table: str, column: str) -> None:
+        if self._indexed.get(table) == column:
+            return  # every append asks: two statements a batch saved
         # a minute on 10 M rows: DuckDB's own progress bar would draw into the service's
         # log (or under our own output)
         native = self.native

@@ -154,6 +154,15 @@ def _text(value) -> str | None:
     return float.__repr__(value)
 
 
+def _text_column(values: list) -> pa.Array:
+    """One column's values as text (:func:`_text`); a column of text and nulls as is."""
+    try:
+        column = pa.array(values, pa.string())  # only text and None: no value to convert
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([_text(v) for v in values], pa.string())
+    return column
+
+
 def _in_memory(rows: list[dict], spec, label: str) -> SourceBatch | None:
     """The batch read in memory when every key of every row is a canonical column and
     every row is valid; else None (the temporary file's reading words the problems)."""
@@ -165,7 +174,7 @@ def _in_memory(rows: list[dict], spec, label: str) -> SourceBatch | None:
     pk = spec.primary_key
     order = [c for c in spec.columns if c in names]
     try:
-        text = pa.table({c: pa.array([_text(r.get(c)) for r in rows], pa.string()) for c in order})
+        text = pa.table({c: _text_column([r.get(c) for r in rows]) for c in order})
     except (_NotText, pa.ArrowException):
         return None
     derive = any(

@@ -60,9 +60,7 @@ def _shared_database() -> duckdb.DuckDBPyConnection:
         if _shared is None:
             spill = tempfile.mkdtemp(prefix="healthscore-")
             atexit.register(shutil.rmtree, spill, ignore_errors=True)
-            shared = duckdb.connect(
-                config={"temp_directory": spill, "memory_limit": SHARED_MEMORY}
-            )
+            shared = duckdb.connect(config={"temp_directory": spill, "memory_limit": SHARED_MEMORY})
             # every connection to it (cursor) starts in UTC, as open_scratch's do
             shared.execute("SET GLOBAL TimeZone = 'UTC'")
             _shared = shared

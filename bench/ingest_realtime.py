@@ -408,6 +408,7 @@ def main() -> None:
         rec["stored_equals_accepted"] = stored == rec["a_accepted"] + rec["b_accepted"]
     print(json.dumps(rec, indent=1))
     print("RESULT " + json.dumps(rec))
+    shutil.rmtree(work, ignore_errors=True)  # a copy of the store: a gigabyte on S
 
 
 if __name__ == "__main__":

@@ -669,42 +669,34 @@ class Store:
         staged = rows.select(supplied)
         with _load_errors(name):
             self._backend.ensure_index(name, pk)
-            self._backend.stage(
-                stage_name,
-                pa.RecordBatchReader.from_batches(staged.schema, staged.to_batches()),
-                temp=self.con.supports_temporary_tables,
-            )
-            try:
-                with self.transaction():
-                    self._add_columns(name, extra)
-                    dialect = self.con.dialect
-                    compare = _compare_text(name, pk, tuple(supplied), tuple(kept), dialect)
-                    keys = _literal_list(rows.column(pk).to_pylist(), dialect)
-                    sql = compare.replace(_STAGE, stage_name).replace(f'"{_KEYS}"', keys)
-                    found = self._backend.run_sql(sql)
-                    kind = found["kind"]
-                    # the rows to write, new and changed, with the stored values of the
-                    # columns the batch does not supply
-                    if kept:
-                        at = {k: i for i, k in enumerate(found["k"].to_pylist())}
-                        take = pa.array([at[k] for k in rows.column(pk).to_pylist()], pa.int64())
-                        for c in kept:
-                            i = rows.schema.get_field_index(c)
-                            value = found[f"old_{c}"].take(take).cast(target.field(c).type)
-                            rows = rows.set_column(i, c, value)
-                    rows = rows.filter(
-                        pc.is_in(rows.column(pk), found["k"].filter(pc.not_equal(kind, "same")))
-                    )
-                    changed = found["k"].filter(pc.equal(kind, "changed")).to_pylist()
-                    inserted = pc.sum(pc.equal(kind, "new")).as_py() or 0
-                    unchanged = pc.sum(pc.equal(kind, "same")).as_py() or 0
-                    if changed:
-                        self.delete_rows(name, {pk: changed})
-                    if rows.num_rows:
-                        self._backend.insert(name, rows)
-                    watermark = self._update_watermark(name, batch_max, inserted)
-            finally:
-                self.con.drop_table(stage_name, force=True)
+            with self._backend.staged(stage_name, staged), self.transaction():
+                self._add_columns(name, extra)
+                dialect = self.con.dialect
+                compare = _compare_text(name, pk, tuple(supplied), tuple(kept), dialect)
+                keys = _literal_list(rows.column(pk).to_pylist(), dialect)
+                sql = compare.replace(_STAGE, stage_name).replace(f'"{_KEYS}"', keys)
+                found = self._backend.run_sql(sql)
+                kind = found["kind"]
+                # the rows to write, new and changed, with the stored values of the
+                # columns the batch does not supply
+                if kept:
+                    at = {k: i for i, k in enumerate(found["k"].to_pylist())}
+                    take = pa.array([at[k] for k in rows.column(pk).to_pylist()], pa.int64())
+                    for c in kept:
+                        i = rows.schema.get_field_index(c)
+                        value = found[f"old_{c}"].take(take).cast(target.field(c).type)
+                        rows = rows.set_column(i, c, value)
+                rows = rows.filter(
+                    pc.is_in(rows.column(pk), found["k"].filter(pc.not_equal(kind, "same")))
+                )
+                changed = found["k"].filter(pc.equal(kind, "changed")).to_pylist()
+                inserted = pc.sum(pc.equal(kind, "new")).as_py() or 0
+                unchanged = pc.sum(pc.equal(kind, "same")).as_py() or 0
+                if changed:
+                    self.delete_rows(name, {pk: changed})
+                if rows.num_rows:
+                    self._backend.insert(name, rows)
+                watermark = self._update_watermark(name, batch_max, inserted)
         unknown = pc.sum(found["unknown"]).as_py() or 0
         touched = set(rows.column("account_id").to_pylist())
         touched |= set(found["_old_account"].filter(pc.equal(kind, "changed")).to_pylist())

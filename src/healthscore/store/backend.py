@@ -303,6 +303,17 @@ class Backend:
             for start in range(0, batch.num_rows, STAGE_ROWS):
                 self.con.insert(name, pa.Table.from_batches([batch.slice(start, STAGE_ROWS)]))
 
+    @contextmanager
+    def staged(self, name: str, rows: pa.Table) -> Iterator[None]:
+        """Table ``name`` holding the small batch ``rows`` inside the block, gone after
+        (a temporary table where the backend has them)."""
+        reader = pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches())
+        self.stage(name, reader, temp=self.con.supports_temporary_tables)
+        try:
+            yield
+        finally:
+            self.con.drop_table(name, force=True)
+
     #: whether a first load writes into a table of its own, committed chunk by chunk,
     #: which then replaces the empty table (:meth:`replace_table`): where a transaction
     #: holds what it writes in memory
@@ -515,6 +526,16 @@ class DuckDBBackend(Backend):
             native.execute(f'CREATE {kind} "{name}" AS SELECT * FROM "{view}"')
         finally:
             native.unregister(view)
+
+    @contextmanager
+    def staged(self, name: str, rows: pa.Table) -> Iterator[None]:
+        # the Arrow rows themselves, scanned where a query names them: nothing copied,
+        # no table made and dropped for each of a service's batches
+        self.native.register(name, rows)
+        try:
+            yield
+        finally:
+            self.native.unregister(name)
 
     # a transaction keeps what it appends in memory until it commits (DuckDB 1.5: about
     # 100 bytes a row, past the memory limit; 24 M rows in 4 M-row inserts grew the

@@ -834,7 +834,21 @@ class Store:
         now = datetime.now(UTC).replace(tzinfo=None)
         marks = [m for m in (batch_max, old and old["watermark"]) if m is not None]
         row = {"w": max(marks) if marks else None, "n": (old["rows"] if old else 0) + inserted}
-        self.delete_rows(WATERMARKS, {"table_name": name})
+        if old is not None:
+            # one statement with its values (a service appends many times a second: a
+            # delete and an Arrow insert of one row cost several times as much)
+            values = {
+                "watermark": _literal(row["w"]) if row["w"] is not None else sge.null(),
+                "rows": sge.Literal.number(row["n"]),
+                "loaded_at": _literal(now),
+            }
+            update = sge.Update(
+                this=sg.table(WATERMARKS, quoted=True),
+                expressions=[sg.column(c, quoted=True).eq(v) for c, v in values.items()],
+                where=sge.Where(this=sg.column("table_name", quoted=True).eq(_literal(name))),
+            )
+            self._backend.statement(update)
+            return row["w"]
         self._backend.insert(
             WATERMARKS,
             pa.table(

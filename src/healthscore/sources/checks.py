@@ -162,6 +162,16 @@ def _column_hints(db, spec, cols, data, found, date_format, number_format) -> di
 Check = tuple[str, str, str, Domain | None]
 
 
+def failing_sql(spec: Table, cols: FileColumns, domains: dict | None = None) -> str:
+    """SQL over the ``typed`` columns, true when a row fails any of its checks (the
+    primary key's duplicates apart: they span rows)."""
+    return _any_failed(_row_checks(spec, cols, domains or {}))
+
+
+def _any_failed(checks: list[Check]) -> str:
+    return " OR ".join(f"coalesce({sql}, false)" for sql, *_ in checks) or "false"
+
+
 def _row_checks(spec: Table, cols: FileColumns, declared: dict) -> list[Check]:
     """What each row must pass: (SQL true when it fails, kind, column, its domain)."""
     checks: list[Check] = []
@@ -240,7 +250,7 @@ def _failed_row_checks(
     pk = spec.primary_key
     flags = ", ".join(f"coalesce({sql}, false)" for sql, *_ in checks)
     raws = ", ".join(raw_sql.values())
-    any_bad = " OR ".join(f"coalesce({sql}, false)" for sql, *_ in checks) or "false"
+    any_bad = _any_failed(checks)
     # First only which rows are bad: as a projection feeding an aggregate, each value
     # is coerced once (a WHERE would inline and repeat the coercions).
     bad, null_keys = db.execute(

@@ -161,6 +161,19 @@ def create_typed(
     """View ``typed`` over ``raw``: per canonical column c its value v_c, presence p_c and
     raw text r_c; extras as x<index>. Returns the SELECT (ending in FROM) it is made of,
     to run again over a subset of the rows."""
+    typed_select = typed_sql(spec, cols, fmt, date_format, number_format)
+    db.execute(f"CREATE VIEW typed AS {typed_select} raw")
+    return typed_select
+
+
+def typed_sql(
+    spec: Table,
+    cols: FileColumns,
+    fmt: str,
+    date_format: str | None,
+    number_format: str | None = None,
+) -> str:
+    """The SELECT (ending in FROM) of the view ``typed`` (see :func:`create_typed`)."""
     parts = ["__row"]
     for name, ctype in spec.columns.items():
         col = cols.canonical[name]
@@ -186,9 +199,7 @@ def create_typed(
         parts.append(f"{_extra_sql(c, fmt)} AS x{c.index}")
     if cols.lookup_key is not None:
         parts.append(f"CAST({cols.lookup_key.sql} AS VARCHAR) AS r__lookup")
-    typed_select = f"SELECT {', '.join(parts)} FROM "
-    db.execute(f"CREATE VIEW typed AS {typed_select} raw")
-    return typed_select
+    return f"SELECT {', '.join(parts)} FROM "
 
 
 def _extra_sql(c: Column, fmt: str) -> str:

@@ -303,6 +303,17 @@ class Backend:
             for start in range(0, batch.num_rows, STAGE_ROWS):
                 self.con.insert(name, pa.Table.from_batches([batch.slice(start, STAGE_ROWS)]))
 
+    @contextmanager
+    def staged(self, name: str, rows: pa.Table) -> Iterator[None]:
+        """Table ``name`` holding the small batch ``rows`` inside the block, gone after
+        (a temporary table where the backend has them)."""
+        reader = pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches())
+        self.stage(name, reader, temp=self.con.supports_temporary_tables)
+        try:
+            yield
+        finally:
+            self.con.drop_table(name, force=True)
+
     #: whether a first load writes into a table of its own, committed chunk by chunk,
     #: which then replaces the empty table (:meth:`replace_table`): where a transaction
     #: holds what it writes in memory
@@ -516,6 +527,16 @@ class DuckDBBackend(Backend):
         finally:
             native.unregister(view)
 
+    @contextmanager
+    def staged(self, name: str, rows: pa.Table) -> Iterator[None]:
+        # the Arrow rows themselves, scanned where a query names them: nothing copied,
+        # no table made and dropped for each of a service's batches
+        self.native.register(name, rows)
+        try:
+            yield
+        finally:
+            self.native.unregister(name)
+
     # a transaction keeps what it appends in memory until it commits (DuckDB 1.5: about
     # 100 bytes a row, past the memory limit; 24 M rows in 4 M-row inserts grew the
     # process from 1.0 to 2.9 GB, and to 1.4 GB with each insert committed)
@@ -566,6 +587,8 @@ class DuckDBBackend(Backend):
         return expr  # as to_arrow runs it: Store.execute casts the result instead
 
     def ensure_index(self, table: str, column: str) -> None:
+        if self._indexed.get(table) == column:
+            return  # every append asks: two statements a batch saved
         # a minute on 10 M rows: DuckDB's own progress bar would draw into the service's
         # log (or under our own output)
         native = self.native

@@ -60,9 +60,10 @@ def _shared_database() -> duckdb.DuckDBPyConnection:
         if _shared is None:
             spill = tempfile.mkdtemp(prefix="healthscore-")
             atexit.register(shutil.rmtree, spill, ignore_errors=True)
-            _shared = duckdb.connect(
-                config={"temp_directory": spill, "memory_limit": SHARED_MEMORY}
-            )
+            shared = duckdb.connect(config={"temp_directory": spill, "memory_limit": SHARED_MEMORY})
+            # every connection to it (cursor) starts in UTC, as open_scratch's do
+            shared.execute("SET GLOBAL TimeZone = 'UTC'")
+            _shared = shared
         return _shared
 
 
@@ -111,6 +112,29 @@ def open_scratch(
             yield db
         finally:
             db.close()
+
+
+def query_arrow(sql: str, name: str, table: pa.Table) -> pa.Table:
+    """One query over the Arrow ``table``, named ``name`` in ``sql``, in the process's
+    shared scratch database (UTC); its result as an Arrow table.
+
+    For a batch in memory validated many times a second: a connection of its own that
+    creates nothing (no schema, no view) costs a fraction of a millisecond.
+
+    >>> t = pa.table({"a": ["2024-03-01T12:00:00+02:00"]})
+    >>> query_arrow("SELECT CAST(CAST(a AS TIMESTAMPTZ) AS TIMESTAMP) AS a FROM t", "t", t)[0]
+    <pyarrow.lib.ChunkedArray object at ...>
+    [
+      [
+        2024-03-01 10:00:00.000000
+      ]
+    ]
+    """
+    db = _shared_database().cursor()
+    try:
+        return fetch_arrow(db.from_arrow(table).query(name, sql))
+    finally:
+        db.close()
 
 
 def stream_arrow(db: ScratchConnection, sql: str) -> pa.RecordBatchReader:

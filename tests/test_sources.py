@@ -988,6 +988,33 @@ def test_derived_event_id_is_md5_of_canonical_text_and_occurrence(tmp_path):
     }
 
 
+def test_identical_events_are_numbered_in_file_order_among_the_valid_rows(tmp_path):
+    """Only repeated rows are numbered (the rest are occurrence 1): the numbers follow the
+    file's order, across other rows and past a rejected row."""
+    f = write(
+        tmp_path / "e.csv",
+        "account_id,user_id,event,ts,note\n"
+        "A1,U1,login,2024-03-01T10:00:00Z,first\n"
+        "A2,U1,login,2024-03-01T10:00:00Z,other\n"
+        "A1,U1,login,not a date,rejected\n"
+        "A1,U1,login,2024-03-01 10:00:00,second\n"
+        "A1,U1, login ,2024-03-01T10:00:00Z,third\n",
+    )
+    batch = read_source(f, "usage_events", allow_rejects=True)
+    ids = dict(zip(col(batch, "note"), col(batch, "event_id"), strict=True))
+
+    def md5(account, occurrence):
+        text = "\x1f".join([account, "U1", "login", "2024-03-01 10:00:00", "", occurrence])
+        return hashlib.md5(text.encode()).hexdigest()
+
+    assert ids == {
+        "first": md5("A1", "1"),
+        "other": md5("A2", "1"),
+        "second": md5("A1", "2"),
+        "third": md5("A1", "3"),
+    }
+
+
 def test_derived_event_ids_do_not_depend_on_file_format(tmp_path):
     csv_ids = set(col(read_source(write(tmp_path / "e.csv", EVENTS), "usage_events"), "event_id"))
     f = tmp_path / "e.parquet"

@@ -434,15 +434,17 @@ def _stream_valid(
     db: ScratchConnection, spec: Table, cols: FileColumns, any_bad: bool, derive_key: bool
 ) -> pa.RecordBatchReader:
     """The valid rows: canonical columns typed as ``tables.py`` says, then the extras."""
+    where = "WHERE __row NOT IN (SELECT r FROM __bad)" if any_bad else ""
+    repeats = derive_key and not cols.key and _number_repeats(db, spec, where)
     select = []
     for name in spec.columns:
         if name == spec.primary_key and derive_key:
-            select.append(f"{_derived_key_sql(spec, cols)} AS v_{name}")
+            select.append(f"{_derived_key_sql(spec, cols, repeats)} AS v_{name}")
         else:
             select.append(f"v_{name}")
     select += [f"x{c.index}" for c in cols.extras]
-    where = "WHERE __row NOT IN (SELECT r FROM __bad)" if any_bad else ""
-    reader = stream_arrow(db, f"SELECT {', '.join(select)} FROM typed {where}")
+    source = "typed LEFT JOIN __repeats USING (__row)" if repeats else "typed"
+    reader = stream_arrow(db, f"SELECT {', '.join(select)} FROM {source} {where}")
     found = reader.schema
     fields = [pa.field(n, ARROW_TYPES[t]) for n, t in spec.columns.items()]
     extras = list(found)[len(fields) :]
@@ -460,14 +462,40 @@ def _stream_valid(
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
-def _derived_key_sql(spec: Table, cols: FileColumns) -> str:
+def _number_repeats(db: ScratchConnection, spec: Table, where: str) -> bool:
+    """Table ``__repeats``: the occurrence number (2, 3 ...) of each valid row that
+    repeats an earlier row's identifying values; whether there is any.
+
+    Most rows occur once: a hash aggregate over the rows finds the few values that
+    may repeat (a hash of the values seen twice), and only those rows are numbered in
+    file order, instead of a window over every row (a sort of the whole file: at 100 M
+    rows it spilled 5 GB)."""
+    values = ", ".join(f"v_{n}" for n in DERIVED_KEY_COLUMNS[spec.name])
+    valid = f"(SELECT * FROM typed {where})"
+    db.execute(
+        f"CREATE TEMP TABLE __repeating AS SELECT hash({values}) AS h FROM {valid} "
+        "GROUP BY h HAVING count(*) > 1"
+    )
+    if not db.execute("SELECT count(*) FROM __repeating").fetchone()[0]:
+        return False  # the common case: one pass, and no row is numbered
+    db.execute(
+        f"CREATE TEMP TABLE __repeats AS SELECT __row, occurrence FROM ("
+        f"SELECT __row, row_number() OVER (PARTITION BY {values} ORDER BY __row) AS occurrence "
+        f"FROM {valid} WHERE hash({values}) IN (SELECT h FROM __repeating)) "
+        "WHERE occurrence > 1"
+    )
+    return db.execute("SELECT count(*) FROM __repeats").fetchone()[0] > 0
+
+
+def _derived_key_sql(spec: Table, cols: FileColumns, repeats: bool) -> str:
     """md5 of the row's identifying text joined by \\x1f (then its occurrence number).
 
     With ``key`` the named columns, else the table's :data:`DERIVED_KEY_COLUMNS`. The
     text of a column is DuckDB's cast to VARCHAR of the coerced value (timestamps as
     ``2024-03-01 12:00:00``, NULL as ''), so the same event gets the same id from a CSV,
     a JSON or a Parquet file; without ``key`` the occurrence number (1, 2, ... in file
-    order among identical rows) keeps exact duplicates apart.
+    order among identical rows, from ``__repeats``: see :func:`_number_repeats`;
+    ``repeats`` False: no row repeats another) keeps exact duplicates apart.
     """
     if cols.key:
         values = [key_value_sql(spec, c) for c in cols.key]
@@ -475,8 +503,8 @@ def _derived_key_sql(spec: Table, cols: FileColumns) -> str:
         return f"md5(concat_ws(chr(31), {text}))"
     values = [f"v_{n}" for n in DERIVED_KEY_COLUMNS[spec.name]]
     text = ", ".join(f"coalesce(CAST({v} AS VARCHAR), '')" for v in values)
-    occurrence = f"row_number() OVER (PARTITION BY {', '.join(values)} ORDER BY __row)"
-    derived = f"md5(concat_ws(chr(31), {text}, CAST({occurrence} AS VARCHAR)))"
+    occurrence = "CAST(coalesce(occurrence, 1) AS VARCHAR)" if repeats else "'1'"
+    derived = f"md5(concat_ws(chr(31), {text}, {occurrence}))"
     if cols.canonical[spec.primary_key] is None:
         return derived
     return f"coalesce(v_{spec.primary_key}, {derived})"

@@ -338,9 +338,17 @@ def read_text_rows(text: pa.Table, table: str, label: str, derive_key: bool) -> 
     select = []
     for name in spec.columns:
         if name == pk and derive_key:
-            select.append(f"{_derived_key_sql(spec, cols)} AS v_{name}")
+            select.append(f"{_derived_key_sql(spec, cols, True)} AS v_{name}")
         else:
             select.append(f"v_{name}")
+    # identical rows numbered in batch order (a file's rows are numbered by
+    # _number_repeats; a batch with a bad row goes that way, so all rows here are valid)
+    same = ", ".join(f"v_{n}" for n in DERIVED_KEY_COLUMNS.get(spec.name, ()))
+    occurrence = (
+        f", row_number() OVER (PARTITION BY {same} ORDER BY __row) AS occurrence"
+        if derive_key and same
+        else ""
+    )
     raw = pa.table(
         [pa.array(range(1, text.num_rows + 1), pa.int64()), *text.columns],
         names=["__row", *(c.sql for c in cols.columns)],
@@ -350,8 +358,9 @@ def read_text_rows(text: pa.Table, table: str, label: str, derive_key: bool) -> 
     # (three times the time)
     found = query_arrow(
         f"WITH typed AS MATERIALIZED ({typed} raw) "
+        f", numbered AS (SELECT *{occurrence} FROM typed) "
         f"SELECT {', '.join(select)}, {failing_sql(spec, cols)} AS __bad "
-        "FROM typed ORDER BY __row",
+        "FROM numbered ORDER BY __row",
         "raw",
         raw,
     )

@@ -73,15 +73,23 @@ def test_ravenstack_recipe_loads_and_scores(ravenstack_dir, tmp_path):
     assert "includes 0.5" in backtest.output
 
 
-def test_telco_recipe_loads_a_snapshot_and_calibrates_close_to_a_free_logistic_fit(
+def test_telco_recipe_loads_a_snapshot_and_calibrates_level_with_a_free_logistic_fit(
     telco_dir, tmp_path
 ):
     """IBM Telco (legitimate columns only): the calibrated non-negative weighted score's
-    cross-validated ROC AUC is within 0.02 of an unconstrained logistic regression on the
-    same columns (about 0.90); the challenger is reported beside them."""
+    cross-validated ROC AUC, from the hand-written model and from the suggested one, is
+    level with an unconstrained logistic regression on the hand-written columns (0.902);
+    the challenger is reported beside them.
+
+    "Level" allows 0.002: the documented folds (seed 0) give 0.903 for both starting
+    points, but over fold seeds 0-4 the calibrated score minus the regression ranged from
+    -0.0009 to +0.0007 (docs/recipes/telco.md), so a shortfall up to twice that is the
+    folds' noise, not a gap."""
     runner = CliRunner()
     commands = _commands(telco_dir, tmp_path / "telco.duckdb", TELCO)
-    assert [c[0] for c in commands] == ["load"] * 3 + ["backtest", "calibrate"]
+    assert [c[0] for c in commands] == ["load"] * 3 + ["backtest", "calibrate", "model"] + [
+        "calibrate"
+    ]
     old = os.getcwd()
     os.chdir(tmp_path)
     try:
@@ -95,6 +103,11 @@ def test_telco_recipe_loads_a_snapshot_and_calibrates_close_to_a_free_logistic_f
         assert backtest.exit_code == 0, backtest.output
         cal = runner.invoke(app, [*commands[4], "--bootstrap", "50", "--format", "json"])
         assert cal.exit_code == 0, cal.output
+        suggest = runner.invoke(app, commands[5])
+        assert suggest.exit_code == 0, suggest.output
+        quick = ["--bootstrap", "20", "--no-challenger", "--format", "json"]
+        from_suggested = runner.invoke(app, [*commands[6], *quick])
+        assert from_suggested.exit_code == 0, from_suggested.output
     finally:
         os.chdir(old)
     assert "accounts: 7043 inserted" in outputs[0]
@@ -108,8 +121,10 @@ def test_telco_recipe_loads_a_snapshot_and_calibrates_close_to_a_free_logistic_f
     lr = auc["logistic regression (out of fold)"]
     calibrated = auc["calibrated (out of fold)"]
     assert 0.88 < lr < 0.93
-    assert calibrated >= lr - 0.02
+    assert calibrated >= lr - 0.002
     assert calibrated > auc["current model"]
+    suggested = json.loads(from_suggested.output)["roc_auc"]
+    assert suggested["calibrated (out of fold)"]["value"] >= lr - 0.002
     assert 0.85 < auc["gradient boosting challenger (out of fold)"] < 0.95
     written = tmp_path / "telco-calibrated.yaml"
     assert written.exists() and "stratified cross-validation" in written.read_text()

@@ -113,8 +113,11 @@ def test_learns_directions_categories_and_beats_the_starting_model(book):
     assert by["shoe_size"].new_weight < 0.05
     auc = {k: v.value for k, v in r.auc.items()}
     assert auc["calibrated (out of fold)"] > auc["current model"] + 0.1
-    # the weighted score, non-negative weights and all, is as good as a free logistic fit
-    assert auc["calibrated (out of fold)"] >= auc["logistic regression (out of fold)"] - 0.02
+    # the weighted score, non-negative weights and all, is about as good as a free logistic
+    # fit (which has the true model's form here: linear in tenure and charge, which the
+    # score clamps at its anchors). Each fold's scores are a fit of their own: ranked
+    # together as they came (before they were put on one scale) they lost 0.003 more
+    assert auc["calibrated (out of fold)"] >= auc["logistic regression (out of fold)"] - 0.002
 
 
 def test_written_model_validates_and_scores_like_the_final_fit(book):

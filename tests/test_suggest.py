@@ -119,8 +119,17 @@ def test_each_scored_metric_carries_its_auc_and_the_direction_it_supports(sugges
             assert float(m.group(1)) >= 0.5
             # the anchors read the way the AUC says
             assert (use.good > use.bad) == (m.group(2) == "higher"), line
-    # a metric that moves with a stronger one stays beside the score, named
-    assert re.search(r"# not scored: moves with \w+ \(Spearman rho [+-]0\.9\d|1\.00", text)
+    # a metric that moves with a stronger one is scored with weight 0 (counted once), named,
+    # so that calibrate can weigh what it adds to the other
+    twin = re.search(
+        r"^ +(\w+): \{weight: 0, .*; weight 0: moves with (\w+) "
+        r"\(Spearman rho [+-](0\.9\d|1\.00)\)",
+        text,
+        re.M,
+    )
+    assert twin, text
+    weights = model.metric_weights()
+    assert weights[twin.group(1)] == 0 and weights[twin.group(2)] > 0
     assert "AUC" in output
     # a metric that predicts by timing, not health, says so where it is scored
     lines = text.splitlines()

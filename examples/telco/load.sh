@@ -21,3 +21,5 @@ healthscore load accounts $DATA/Telco_customer_churn_services.csv --db $DB --spe
 healthscore load outcomes $DATA/Telco_customer_churn_status.csv --db $DB --spec $HERE/status.yaml
 healthscore backtest --snapshot --db $DB --model $MODEL
 healthscore calibrate --snapshot --db $DB --model $MODEL --out telco-calibrated.yaml
+healthscore model suggest --db $DB --snapshot --out telco-suggested.yaml
+healthscore calibrate --snapshot --db $DB --model telco-suggested.yaml --out telco-suggested-calibrated.yaml

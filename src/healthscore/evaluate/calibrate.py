@@ -544,6 +544,14 @@ def _fit_line(
     return _nll(y, off + a + b * n), float(a), float(b)
 
 
+def score_link(score: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """The logistic link of outcomes ``y`` on a 0-100 ``score``: (a, b) with risk logit
+    a + b · score / 100 (b < 0 when a low score goes with the outcome). It puts the
+    scores of two fits on one scale: the same fitted risk, the same place."""
+    _, a, b = _fit_line(np.asarray(score, float) / 100.0, np.asarray(y, float))
+    return a, b
+
+
 def _round_sig(x: float, digits: int = 3) -> float:
     if x == 0 or not np.isfinite(x):
         return 0.0
@@ -1627,4 +1635,5 @@ __all__ = [
     "equal_fpr",
     "fit_bands",
     "outcome_kind",
+    "score_link",
 ]

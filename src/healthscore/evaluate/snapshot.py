@@ -17,6 +17,15 @@ sample). There is no time to split on, so:
   scored with them. The out-of-fold scores give the calibrated model's ROC AUC, and its
   bands the recall and false-positive rate, on accounts the fit never saw. The model
   file written is then fitted on all accounts.
+- **One scale for the folds.** Each fold's scores come from a fit of their own (its
+  anchors and weights), so a score of 40 in one fold is not the risk of a 40 in
+  another. Before the folds are ranked together (ROC AUC, lift, the riskiest 10 %),
+  each out-of-fold score is moved to the score the file's model gives at the same
+  fitted risk: the logistic link of the outcome on the score
+  (:func:`healthscore.evaluate.calibrate.score_link`), fitted on the fold's training
+  accounts and on all accounts for the file. Within a fold the order is the fold's own
+  score; the baselines' out-of-fold probabilities are pooled the same way (a
+  probability is the same scale in every fold). Bands are the fold's own.
 - **Baselines on the same folds and the same metrics:** an unconstrained logistic
   regression (each numeric metric standardised with a missing indicator, each
   categorical one one-hot; scikit-learn) shows what a free linear model reaches, and
@@ -304,6 +313,7 @@ def calibrate(
     cap = cal.red_share_cap(old_red_share, max_red_share)
     splits = _folds(y, folds, seed)
     oof = np.zeros(len(y))
+    oof_risk = np.zeros(len(y))  # the fitted risk logit of each fold's own link
     oof_band = np.empty(len(y), dtype=object)
     lr = np.zeros(len(y))
     boost = np.zeros(len(y))
@@ -318,6 +328,8 @@ def calibrate(
         hold_te = holds.iloc[test].reset_index(drop=True)
         s_te, f_te = cal.learned_score(model, fitted, [f.take(test) for f in feats], hold_te)
         oof[test] = s_te
+        a, b = cal.score_link(s_tr, y[train])
+        oof_risk[test] = a + b * s_te / 100.0
         oof_band[test] = _band(s_te, f_te, yellow, green)
         x_tr, x_all = design(feats, train)
         clf = LogisticRegression(max_iter=5000)
@@ -337,6 +349,11 @@ def calibrate(
             "current model"
         )
     score, forced = cal.learned_score(model, fitted, feats, holds)
+    a, b = cal.score_link(score, y)
+    if b < 0:  # the out-of-fold scores on the file's scale: the same fitted risk
+        oof = 100.0 * (oof_risk - a) / b
+    else:  # the file's score does not fall with the risk: no common scale to move to
+        oof = -oof_risk
     bands = cal.fit_bands(score, forced, y, old_green, target_recall, cap)
     yellow, green = bands.yellow, bands.green
     notes = list(fitted.notes)

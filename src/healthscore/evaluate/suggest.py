@@ -29,8 +29,12 @@ then, for each candidate:
   one the AUC supports (or the metric's natural one when there are no outcomes) and
   the weight grows with the AUC's distance from 0.5;
 - **strongly correlated metrics** (|Spearman ρ| ≥ 0.9 on the observations): the one
-  with the weaker AUC stays in ``metrics:`` but out of the pillars, with a comment
-  naming the metric it moves with.
+  with the weaker AUC is scored with weight 0 and a comment naming the metric it moves
+  with. It is counted once (the suggested score is the same as without it), and
+  ``calibrate`` gives it weight only where it tells something the other does not: a
+  near-duplicate can still carry a difference that matters (having any dependents
+  beside how many; total charges beside tenure, i.e. the price paid), which a
+  non-negative weighted sum can only use when both are in it.
 
 Outcomes dated after D are never read: the file depends only on the data and the
 outcomes up to D (the same inputs give the same bytes).
@@ -121,7 +125,7 @@ class SuggestedMetric:
     good: float | None = None
     map: dict[str, float] | None = None
     weight: float = 1.0
-    merged_into: str | None = None  # moves with this metric (not scored)
+    merged_into: str | None = None  # moves with this metric (weight 0)
     rho: float | None = None
 
 
@@ -146,6 +150,7 @@ class Suggestion:
 
     @property
     def scored(self) -> list[SuggestedMetric]:
+        """The metrics weighted in the suggested score (the near-duplicates have weight 0)."""
         return [m for m in self.metrics if m.merged_into is None]
 
     def to_dict(self) -> dict:
@@ -836,7 +841,7 @@ def _round(x: float) -> float:
 
 
 def _merge(metrics: list[SuggestedMetric], obs) -> None:
-    """Leave out of the score the weaker of two metrics that move together."""
+    """Mark the weaker of two metrics that move together (weight 0 in the file)."""
     if obs is None:
         return
     import pandas as pd
@@ -943,12 +948,12 @@ def _write(
     doc["metrics"] = metrics
     pillars = block_map()
     for p in PILLARS:
-        mine = [m for m in judged if m.pillar == p and m.merged_into is None]
+        mine = [m for m in judged if m.pillar == p]
         if not mine:
             continue
         uses = block_map()
         for m in mine:
-            entry = [("weight", number(m.weight))]
+            entry = [("weight", number(_file_weight(m)))]
             if m.kind == "map":
                 entry.append(("map", flow_map((k, number(v)) for k, v in m.map.items())))
             else:
@@ -956,26 +961,30 @@ def _write(
             if by_name[m.name].missing:
                 entry.append(("missing", by_name[m.name].missing))
             uses[m.name] = flow_map(entry)
-            uses.yaml_add_eol_comment(_evidence(m, obs), m.name)
+            said = _evidence(m, obs)
+            if m.merged_into is not None:
+                said += (
+                    f"; weight 0: moves with {m.merged_into} (Spearman rho {m.rho:+.2f}), "
+                    f"counted once; calibrate weighs it where it adds to {m.merged_into}"
+                )
+            uses.yaml_add_eol_comment(said, m.name)
             if m.name in TIMING:
                 uses.yaml_set_comment_before_after_key(m.name, before=TIMING[m.name], indent=6)
-        pillars[p] = block_map([("weight", number(sum(m.weight for m in mine))), ("metrics", uses)])
+        total = sum(_file_weight(m) for m in mine)
+        pillars[p] = block_map([("weight", number(total)), ("metrics", uses)])
         pillars.yaml_set_comment_before_after_key(p, before=PILLARS[p], indent=2)
     if not pillars:
         raise ScoringError("no metric could be proposed: load accounts with data first")
     doc["pillars"] = pillars
-    # comments on the metrics: what was left out of the score, and why
-    for m in judged:
-        if m.merged_into is not None:
-            metrics.yaml_add_eol_comment(
-                f"not scored: moves with {m.merged_into} (Spearman rho {m.rho:+.2f}), "
-                f"{_evidence(m, obs)}",
-                m.name,
-            )
     doc.yaml_set_start_comment(
         _header(until, outcome, horizon, every, snapshot, obs, dates, empty, skipped)
     )
     return dump_document(doc)
+
+
+def _file_weight(m: SuggestedMetric) -> float:
+    """The weight written: 0 for a metric that moves with a stronger one."""
+    return 0 if m.merged_into is not None else m.weight
 
 
 def _evidence(m: SuggestedMetric, obs) -> str:
@@ -1008,7 +1017,8 @@ def _header(until, outcome, horizon, every, snapshot, obs, dates, empty, skipped
         ]
     lines += [
         "Directions follow the AUC; weights grow with it. A metric that moves with a",
-        "stronger one (|Spearman rho| >= 0.9) is kept beside the score, not in it.",
+        "stronger one (|Spearman rho| >= 0.9) has weight 0: counted once; calibrate",
+        "weighs it only where it tells something the other does not.",
         "Next: `healthscore calibrate` learns the weights, anchors and bands.",
     ]
     if empty:

@@ -1242,12 +1242,12 @@ def render_suggestion(console: Console, s) -> None:
             f"bad {m.bad:g}, good {m.good:g}" if m.kind == "linear" else f"{len(m.map)} values"
         )
         table.add_row(
-            m.pillar if m.merged_into is None else "-",
+            m.pillar,
             m.name,
             "-" if m.auc is None else f"{m.auc:.3f}",
             m.healthy,
             anchors,
-            f"{m.weight:g}" if m.merged_into is None else f"(moves with {m.merged_into})",
+            f"{m.weight:g}" if m.merged_into is None else f"0 (moves with {m.merged_into})",
         )
     console.print(table)
     for text in s.notes:
@@ -1257,8 +1257,9 @@ def render_suggestion(console: Console, s) -> None:
     if s.empty:
         note(f"no rows in {', '.join(s.empty)}: no metric from them")
     console.print(
-        f"{len(s.scored)} metrics scored ({len(s.metrics) - len(s.scored)} kept beside the "
-        f"score) written to {s.out}; next: `healthscore calibrate` learns the weights",
+        f"{len(s.scored)} metrics weighted ({len(s.metrics) - len(s.scored)} more at weight 0: "
+        f"they move with a stronger one) written to {s.out}; next: `healthscore calibrate` "
+        "learns the weights",
         highlight=False,
     )
 

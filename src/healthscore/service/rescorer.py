@@ -102,6 +102,7 @@ class Rescorer:
         self._idle_builds: list[tuple[str, int]] | None = None  # (scorecard, slots) left
         # the micro-batch under way: (its accounts, monotonic time of its oldest mark)
         self._under_way: tuple[int, float] | None = None
+        self._current_made = False  # current_scores made: a micro-batch only writes rows
 
     # the thread ----------------------------------------------------------------------
     def start(self) -> None:
@@ -267,9 +268,13 @@ class Rescorer:
             # every scorecard's rows in one transaction, and the batch counted before a
             # reader can see them: whoever sees the new rows sees the batch done
             with self.state.store_access() as store:
+                if not self._current_made:
+                    current.ensure_table(store)
+                    self._current_made = True
                 with store.transaction():
                     for card, rows in scored:
-                        current.replace(store, card.version, card.scorecard_name, rows, ids)
+                        name = card.scorecard_name
+                        current.replace(store, card.version, name, rows, ids, ensure=False)
                 seconds = time.monotonic() - t0
                 batch = Batch(_wall(), len(ids), seconds, (age or 0.0) + seconds)
                 self.last_batch = batch

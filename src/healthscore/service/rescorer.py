@@ -199,7 +199,10 @@ class Rescorer:
         self._daily_done = midnight
 
     def warm(self) -> None:
-        """Build the plans small micro-batches use before the first event needs them."""
+        """Build the plans small micro-batches use before the first event needs them,
+        and make ``current_scores`` where it is missing (a table made after a plan's
+        statement was prepared has it planned again, once: better before)."""
+        self._ensure_current()
         for name in self.state.model.scorecard_names():
             for slots in WARM_SLOTS:
                 if self._stop.is_set():  # stopping: no plan is needed any more
@@ -228,6 +231,15 @@ class Rescorer:
             plan.prepare(store, slots)
             if store.has_table(SCORES):
                 self._trend_plan(plan.model).prepare(store, slots)
+            plan.refresh(store)  # the statements planned before this one's
+
+    def _ensure_current(self) -> None:
+        from healthscore.store import current
+
+        if not self._current_made:
+            with self.state.store_access() as store:
+                current.ensure_table(store)
+            self._current_made = True
 
     # rescoring -----------------------------------------------------------------------
     def _plan(self, card):
@@ -267,10 +279,8 @@ class Rescorer:
                 scored.append((card, current_rows(card, wide, trends)))
             # every scorecard's rows in one transaction, and the batch counted before a
             # reader can see them: whoever sees the new rows sees the batch done
+            self._ensure_current()
             with self.state.store_access() as store:
-                if not self._current_made:
-                    current.ensure_table(store)
-                    self._current_made = True
                 with store.transaction():
                     for card, rows in scored:
                         name = card.scorecard_name

@@ -85,3 +85,40 @@ def test_a_read_only_store_runs_a_kept_plan(demo_project):
         assert all(name.startswith("hs_plan_") for name in _kept(store, plan))
     finally:
         store.close()
+
+
+def test_a_kept_plan_is_planned_again_once_when_the_catalog_changes(demo_project):
+    # DuckDB plans a kept statement again at every run once a table was made after it
+    # was prepared (and never keeps that plan): the statement is prepared again instead,
+    # once, and its rows stay those of score()
+    from healthscore.engine.asof import score
+    from healthscore.engine.plan import ScorePlan
+    from healthscore.model import load_model
+    from healthscore.store import connect
+
+    store = connect(demo_project.db_path)
+    reader = store.reader()
+    model = load_model(demo_project.model_path)
+    card = model.scorecard(model.scorecard_names()[0])
+    plan = ScorePlan(card)
+    end = fixtures.DEMO_END
+    backend = reader._backend
+    try:
+        ids = _ids(store, 4, 9)
+        for _ in range(3):
+            assert plan.run(reader, end, ids[:1]).equals(score(store, card, end, ids[:1]))
+        assert backend.plannings == 1  # planned once, then kept
+        store.create_table("hs_test_new_table", {"note": "string"})  # the other connection
+        for _ in range(3):
+            assert plan.run(reader, end, ids[1:2]).equals(score(store, card, end, ids[1:2]))
+        assert backend.plannings == 2  # once more, not at every run
+        # another plan's statement (its values table is new in this connection's catalog)
+        assert plan.run(reader, end, ids).equals(score(store, card, end, ids))
+        for _ in range(3):
+            plan.run(reader, end, ids[:1])
+            plan.run(reader, end, ids)
+        assert backend.plannings == 4  # the 4-slot statement, and the 1-slot one again
+        assert all(name.startswith("hs_plan_") for name in _kept(reader, plan))
+    finally:
+        reader.close()
+        store.close()

@@ -211,8 +211,13 @@ def test_a_failing_rescore_is_reported_and_the_thread_lives(quiet):
     try:
         state.touched([a])
         with quiet.client() as api:
-            st = _wait(lambda: api.get("/v1/status").json()["rescorer"]["last_error"])
-            assert "tickets" in st["error"] and st["during"] == "micro-batch"
+            # (a plan built while idle may fail first, "during" its warm-up)
+            def batch_error():
+                error = api.get("/v1/status").json()["rescorer"]["last_error"]
+                return error if error and error["during"] == "micro-batch" else None
+
+            st = _wait(batch_error)
+            assert "tickets" in st["error"]
             assert api.get("/v1/status").json()["rescorer"]["running"]
     finally:
         with state.store_access() as store:

@@ -53,9 +53,13 @@ def batch_trend_rows(
     the trend windows get none. ``plan`` (kept by the caller for ``model``) runs the
     query compiled once for batches of up to 256 accounts (:data:`TREND_SLOTS`);
     without it (or for a larger batch) the query is built and compiled for this batch."""
-    if not wide.num_rows or not store.has_table(SCORES):
+    if not wide.num_rows:
         return {}
-    if plan is not None and wide.num_rows <= TREND_SLOTS[-1]:
+    small = plan is not None and wide.num_rows <= TREND_SLOTS[-1]
+    # a plan built has read the history tables (and made them where missing)
+    if not (small and plan.builds) and not store.has_table(SCORES):
+        return {}
+    if small:
         return plan.run(store, wide)
     as_of = wide["as_of"][0].as_py()
     expr = trends_expr(store, model, as_of, latest=wide).select("account_id", "trend", "change")

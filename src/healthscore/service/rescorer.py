@@ -102,6 +102,7 @@ class Rescorer:
         self._idle_builds: list[tuple[str, int]] | None = None  # (scorecard, slots) left
         # the micro-batch under way: (its accounts, monotonic time of its oldest mark)
         self._under_way: tuple[int, float] | None = None
+        self._current_made = False  # current_scores made: a micro-batch only writes rows
 
     # the thread ----------------------------------------------------------------------
     def start(self) -> None:
@@ -198,7 +199,10 @@ class Rescorer:
         self._daily_done = midnight
 
     def warm(self) -> None:
-        """Build the plans small micro-batches use before the first event needs them."""
+        """Build the plans small micro-batches use before the first event needs them,
+        and make ``current_scores`` where it is missing (a table made after a plan's
+        statement was prepared has it planned again, once: better before)."""
+        self._ensure_current()
         for name in self.state.model.scorecard_names():
             for slots in WARM_SLOTS:
                 if self._stop.is_set():  # stopping: no plan is needed any more
@@ -227,6 +231,15 @@ class Rescorer:
             plan.prepare(store, slots)
             if store.has_table(SCORES):
                 self._trend_plan(plan.model).prepare(store, slots)
+            plan.refresh(store)  # the statements planned before this one's
+
+    def _ensure_current(self) -> None:
+        from healthscore.store import current
+
+        if not self._current_made:
+            with self.state.store_access() as store:
+                current.ensure_table(store)
+            self._current_made = True
 
     # rescoring -----------------------------------------------------------------------
     def _plan(self, card):
@@ -266,10 +279,12 @@ class Rescorer:
                 scored.append((card, current_rows(card, wide, trends)))
             # every scorecard's rows in one transaction, and the batch counted before a
             # reader can see them: whoever sees the new rows sees the batch done
+            self._ensure_current()
             with self.state.store_access() as store:
                 with store.transaction():
                     for card, rows in scored:
-                        current.replace(store, card.version, card.scorecard_name, rows, ids)
+                        name = card.scorecard_name
+                        current.replace(store, card.version, name, rows, ids, ensure=False)
                 seconds = time.monotonic() - t0
                 batch = Batch(_wall(), len(ids), seconds, (age or 0.0) + seconds)
                 self.last_batch = batch

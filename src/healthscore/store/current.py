@@ -72,11 +72,16 @@ def replace(
     scorecard: str,
     rows: pa.Table,
     accounts: Iterable[str] | None,
+    *,
+    ensure: bool = True,
 ) -> None:
     """Replace the current rows of ``accounts`` (None: every account, and the rows of
     other model versions of this scorecard) by ``rows``, in one transaction: an account
-    of ``accounts`` without a row in ``rows`` (no longer scored) loses its row."""
-    ensure_table(store)
+    of ``accounts`` without a row in ``rows`` (no longer scored) loses its row.
+    ``ensure=False``: the caller made the table (:func:`ensure_table`) already, so the
+    catalog is not read again (a micro-batch's write)."""
+    if ensure:
+        ensure_table(store)
     with store.transaction():
         if accounts is None:
             store.delete_rows(CURRENT, {"scorecard": scorecard})

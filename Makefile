@@ -31,6 +31,7 @@ serve: $(VENV)/.installed
 		--model $(DEMO_DIR)/healthscore.yaml --admin-user admin
 
 test: $(VENV)/.installed
+	$(BIN)/python -m compileall -q src
 	$(BIN)/ruff check src tests bench
 	$(BIN)/lint-imports
 	$(BIN)/pytest -n 2 --dist worksteal src tests

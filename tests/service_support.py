@@ -62,6 +62,9 @@ def running_service(db: Path, model: Path | None = None, **settings) -> Iterator
 
     settings.setdefault("now", fixtures.DEMO_END)
     settings.setdefault("daily_rescore", False)
+    # no plans of larger batches built while idle: CPU taken from the other test worker
+    # (test_rescorer drives warm_one_more itself)
+    settings.setdefault("idle_builds", False)
     s = Settings(
         db=str(db),
         model=str(model) if model else None,

@@ -169,8 +169,11 @@ def _wait(check, timeout: float = 20.0):
 
 @pytest.fixture(scope="module")
 def quiet(demo_project):
-    """A service with no daily rescore: current_scores starts empty."""
+    """A service with no daily rescore: current_scores starts empty; its start-up
+    warm-up done (on a loaded machine it outlasted a test's 20 s wait for a batch)."""
     with running_service(demo_project.db_path, demo_project.model_path) as running:
+        with running.client() as api:
+            _wait(lambda: api.get("/v1/status").json()["rescorer"]["warm"], 300)
         yield running
 
 

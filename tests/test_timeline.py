@@ -1,7 +1,8 @@
 """Many as-of dates in one expression give exactly what one date at a time gives.
 
 Every comparison runs both paths on a real DuckDB store: ``MetricBuilder.build(d)`` (and
-``api.score``) date by date against ``TimelineBuilder.build(dates)`` (and
+``api.score``) date by date, compiled once with the date as a parameter (see
+``_one_date``), against ``TimelineBuilder.build(dates)`` (and
 ``timeline.score_dates``), over dates before accounts exist, around ticket closes,
 subscription ends and renewals, flags raised and resolved, with ``change_vs``, rules and
 every metric kind of the model language.
@@ -21,6 +22,7 @@ from healthscore import api
 from healthscore.demo import book as demo
 from healthscore.engine import history, timeline
 from healthscore.engine.metrics import MetricBuilder
+from healthscore.engine.plan import ParamClock, ScorePlan
 from healthscore.store import connect
 
 DEFINITIONS = "tests/models/valid/definitions.yaml"
@@ -189,27 +191,36 @@ def _assert_same(many: pa.Table, one: list[dict]) -> None:
     assert not bad, bad[:10]
 
 
-# the one-date-at-a-time results, by (store, model, kind, date): several tests compare
-# against the same dates on the module's store (weekly dates, daily ones, END), and each
-# date costs a compile; the stores here are never written after their fixture is built
-_PER_DATE: dict[tuple, list[dict]] = {}
+# The one-date-at-a-time side: the one-date builders (``MetricBuilder.build`` and the
+# scoring of ``api.score``) with their dates as parameters, as ``healthscore score`` and
+# the rescorer run them (engine/plan.py, engine/snapshot.py): compiled once per store,
+# model and kind, then run at each date with its dates bound. The expression is the one
+# ``api.score`` compiles at a single date, with parameters in place of the date literals
+# (the same Python date arithmetic computes their values), so it stays independent of
+# the timeline builder; each _compare also checks its rows against ``api.score`` itself
+# at the last date. A compile per date (~0.5-1 s CPU) was most of these tests' time.
+_PLANS: dict[tuple, tuple] = {}
 
 
-def _per_date(store, model, kind: str, d: datetime, compute) -> list[dict]:
-    key = (id(store), model.spec.model_dump_json(), kind, d)
-    if key not in _PER_DATE:
-        _PER_DATE[key] = (store, compute())  # holding the store keeps its id unique
-    return _PER_DATE[key][1]
+def _one_date(store, model, kind: str, ids=None):
+    """A function: date -> the rows of the one-date path (``kind`` "raw" or "score")."""
+    key = (id(store), model.spec.model_dump_json(), kind, tuple(ids or ()))
+    if key not in _PLANS:
+        if kind == "score":
+            plan = ScorePlan(model)
+            run = lambda d: plan.run(store, d, ids).to_pylist()  # noqa: E731
+        else:
+            clock = ParamClock()
+            builder = MetricBuilder(model, store.tables(api.tables_needed(model)))
+            prepared = store.prepare(builder.build(clock, ids))
+            run = lambda d: store.run_prepared(prepared, clock.values(d)).to_pylist()  # noqa: E731
+        _PLANS[key] = (store, run)  # holding the store keeps its id unique
+    return _PLANS[key][1]
 
 
-def _raw_per_date(store, model, dates) -> list[dict]:
-    builder = MetricBuilder(model, store.tables(api.tables_needed(model)))
-    out = []
-    for d in dates:
-        out += _per_date(
-            store, model, "raw", d, lambda d=d: store.execute(builder.build(d)).to_pylist()
-        )
-    return out
+def _raw_per_date(store, model, dates, ids=None) -> list[dict]:
+    run = _one_date(store, model, "raw", ids)
+    return [r for d in dates for r in run(d)]
 
 
 def _compare(store, model, dates, raw: bool = True) -> None:
@@ -218,13 +229,14 @@ def _compare(store, model, dates, raw: bool = True) -> None:
         many = store.execute(timeline.raw_expr(store, model, dates))
         _assert_same(many, _raw_per_date(store, model, dates))
     scores = timeline.score_dates(store, model, dates)
-    one = []
-    for d in dates:
-        one += _per_date(
-            store, model, "score", d, lambda d=d: api.score(store, model, d).to_pylist()
-        )
+    run = _one_date(store, model, "score")
+    one = [r for d in dates for r in run(d)]
     _assert_same(scores, one)
-    assert scores.column_names == api.score(store, model, dates[-1]).column_names
+    # the parameterised one-date plan is api.score's own expression: at the last date,
+    # exactly its rows and columns
+    last = api.score(store, model, dates[-1])
+    assert scores.column_names == last.column_names
+    _assert_same(last, run(dates[-1]))
 
 
 @pytest.fixture(scope="module")
@@ -346,11 +358,7 @@ def test_account_ids_narrow_every_date(demo_store):
     dates = _weekly(END, 6)
     many = demo_store.execute(timeline.raw_expr(demo_store, model, dates, ids))
     assert set(many["account_id"].to_pylist()) <= set(ids)
-    builder = MetricBuilder(model, demo_store.tables(api.tables_needed(model)))
-    one = []
-    for d in dates:
-        one += demo_store.execute(builder.build(d, ids)).to_pylist()
-    _assert_same(many, one)
+    _assert_same(many, _raw_per_date(demo_store, model, dates, ids))
 
 
 def test_history_backfill_in_chunks_stores_what_one_date_at_a_time_stores(demo_store):
@@ -371,11 +379,13 @@ def test_history_backfill_in_chunks_stores_what_one_date_at_a_time_stores(demo_s
         )
         assert result.computed == dates
         stores.append(s)
-    # and one date at a time, through the per-date scorer
+    # and one date at a time, through the per-date scorer (api.score's expression with
+    # its dates as parameters, compiled once: see _one_date)
     s = memory_store()
     for name in ("accounts", "subscriptions", "usage_events", "tickets", "flags"):
         s.load(name, demo_store.table(name).to_pyarrow())
-    history.backfill(s, model, dates, lambda d: api.score(s, model, d))
+    plan = ScorePlan(model)
+    history.backfill(s, model, dates, lambda d: plan.run(s, d))
     stores.append(s)
 
     def rows(st, table, key):

@@ -50,7 +50,8 @@ RETRY_PAUSE = 1.0
 WARM_SLOTS = (1, 4)
 #: the larger slots, built one at a time while the rescorer is idle (building them all at
 #: start-up delayed the first micro-batch; built on first use, each delayed the events of
-#: that batch by its compile: seconds at the 10,000-account benchmark's (b))
+#: that batch by its compile: seconds at the 10,000-account benchmark's (b));
+#: ``settings.idle_builds`` off: built on first use
 IDLE_SLOTS = (16, 64, 256)
 #: seconds to wait after a failed daily rescore before trying it again
 DAILY_RETRY = 60.0
@@ -133,7 +134,8 @@ class Rescorer:
                 if not self._guarded(lambda: self.rescore_everyone(daily=True), "daily rescore"):
                     self._daily_not_before = time.monotonic() + DAILY_RETRY
             if not self.state.wait_touched(IDLE_WAIT):
-                self._guarded(self.warm_one_more, "warm-up")
+                if self.state.settings.idle_builds:
+                    self._guarded(self.warm_one_more, "warm-up")
                 continue
             if self.state.settings.rescore_every:
                 self._stop.wait(self.state.settings.rescore_every)  # gather a micro-batch

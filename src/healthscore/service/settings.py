@@ -43,6 +43,9 @@ class Settings:
     rescore_every: float = 0.1
     #: run the daily rescore of everyone (off in tests that want a quiet store)
     daily_rescore: bool = True
+    #: build the plans of larger micro-batches while the rescorer is idle (off in the
+    #: tests' services, whose batches are small: there the builds only take CPU)
+    idle_builds: bool = True
     #: cookies with the Secure attribute (behind HTTPS); off for plain loopback HTTP
     secure_cookies: bool = False
     #: failed logins of one user name or one client address before logins from it are

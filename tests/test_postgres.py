@@ -143,6 +143,8 @@ def _waiting(locker, timeout: float = 60) -> list[int]:
     sql = (
         "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND wait_event_type = 'Lock'"
         " AND query LIKE '%_healthscore_meta%' AND pid <> pg_backend_pid()"
+        # this test's database only: the other worker's tests lock their own stores
+        " AND datname = current_database()"
     )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -132,10 +132,27 @@ def locked(stores):
         locker.rollback()
 
 
+def _as_from_a_terminal() -> None:
+    """In the child: Ctrl-C delivered and handled as a terminal's shell leaves it. A test
+    worker's SIGINT disposition and mask are inherited through exec; in a whole-suite
+    run something earlier in the worker left them so that the command never saw the
+    Ctrl-C (it passed alone and in its own file)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _cli(db: str, cwd, **env) -> subprocess.Popen:
     env = {**os.environ, "COLUMNS": "200", **env}
     cmd = [sys.executable, "-m", "healthscore.cli", "score", "--db", db]
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_as_from_a_terminal,
+    )
 
 
 def _waiting(locker, timeout: float = 60) -> list[int]:
@@ -174,7 +191,14 @@ def test_stopping_the_command_cancels_its_query_in_the_server(locked, sig, tmp_p
         pids = _waiting(locker)
         assert pids, "the command never reached the server"
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=30)
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+            pytest.fail(
+                f"the command did not stop on {sig.name}; this worker's SIGINT handler "
+                f"{signal.getsignal(signal.SIGINT)!r}, blocked signals {blocked}"
+            )
     finally:
         proc.kill()
     assert proc.returncode == 128 + sig, err

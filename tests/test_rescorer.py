@@ -92,8 +92,8 @@ def test_the_compiled_plan_scores_like_score_on_the_fixture_store(store):
 def test_the_compiled_batch_trends_give_the_built_querys_rows(demo_projects, tmp_path):
     """A micro-batch's trend classes from the query compiled once (dates, ids, new scores
     and bands bound per run) are those of the query built for the batch, whatever the
-    batch's size, date and scores (a missing score has no point), and a second batch
-    of the same size builds nothing."""
+    batch's size (past the largest slot too: the accounts as lists), date and scores (a
+    missing score has no point), and a second batch of the same size builds nothing."""
     import shutil
 
     import pyarrow.compute as pc
@@ -115,7 +115,7 @@ def test_the_compiled_batch_trends_give_the_built_querys_rows(demo_projects, tmp
         rng = random.Random(11)
         seen = set()
         for d in (fixtures.DEMO_END, fixtures.DEMO_END + timedelta(hours=7, minutes=3)):
-            for n, seed in ((1, 1), (3, 2), (3, 5), (20, 3)):
+            for n, seed in ((1, 1), (3, 2), (3, 5), (20, 3), (280, 4)):
                 wide = plan.run(store, d, _ids(store, n, seed))
                 # moved scores (up, down, missing), so that the classes vary
                 moved = [
@@ -132,7 +132,7 @@ def test_the_compiled_batch_trends_give_the_built_querys_rows(demo_projects, tmp
                     wide.filter(pc.is_null(wide["score"]))["account_id"].to_pylist()
                 )
         assert len(seen) > 1  # the batches did meet more than one class
-        assert trends.builds == 3  # 1, 4 and 64 slots, once each
+        assert trends.builds == 4  # 1, 4 and 64 slots and the list of any size, once each
     finally:
         store.close()
 

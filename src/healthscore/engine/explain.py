@@ -7,7 +7,7 @@ exactly: the contributions of the metric lines add up to the score.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from datetime import datetime
 from typing import Any
 
@@ -80,7 +80,10 @@ class Explanation:
     band_name: str | None = None  # what the band is called in this scorecard (e.g. ready)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        """The explanation as plain data (what ``dataclasses.asdict`` gives, built
+        without its deep copy of every value: the live service writes one for each
+        account it rescores, thousands a batch under heavy ingest)."""
+        d = _plain(self)
         d["as_of"] = self.as_of.isoformat()
         return d
 
@@ -102,6 +105,18 @@ class Explanation:
             elif m.missing:
                 out.append(f"{m.shown}: no data; scored {m.normalized:g} by the {m.missing} policy")
         return out
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` as ``dataclasses.asdict`` makes it, for the values an explanation holds
+    (dataclasses, lists, tuples, immutable scalars: nothing to deep-copy)."""
+    if is_dataclass(obj):
+        return {f.name: _plain(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_plain(v) for v in obj)
+    if isinstance(obj, dict):
+        return {_plain(k): _plain(v) for k, v in obj.items()}
+    return obj
 
 
 def from_row(model: Model, row: dict[str, Any]) -> Explanation:

@@ -192,12 +192,14 @@ class Service:
         return self.http.get("/v1/status", timeout=600).json()["rescorer"]
 
     def settle(self, timeout: float = 1800) -> float:
-        """Seconds until the start-up rescore is done, the plans are built, the rescore
-        queue is empty and no micro-batch is under way."""
+        """Seconds until the start-up rescore is done, the plans are built (those the
+        rescorer builds while idle too), the rescore queue is empty and no micro-batch is
+        under way."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
             st = self.status()
-            ready = st["warm"] and st["last_daily"] is not None
+            # the plans built while idle too: each takes a core for seconds
+            ready = st["warm"] and st["last_daily"] is not None and not st.get("plans_to_build")
             idle = st["queue"] == 0 and not st.get("rescoring") and st["lag_seconds"] == 0
             if ready and idle:
                 return time.monotonic() - t0

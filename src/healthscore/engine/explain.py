@@ -7,6 +7,7 @@ exactly: the contributions of the metric lines add up to the score.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from datetime import datetime
 from typing import Any
@@ -107,16 +108,23 @@ class Explanation:
         return out
 
 
-def _plain(obj: Any) -> Any:
-    """``obj`` as ``dataclasses.asdict`` makes it, for the values an explanation holds
-    (dataclasses, lists, tuples, immutable scalars: nothing to deep-copy)."""
-    if is_dataclass(obj):
-        return {f.name: _plain(getattr(obj, f.name)) for f in fields(obj)}
-    if isinstance(obj, list | tuple):
-        return type(obj)(_plain(v) for v in obj)
-    if isinstance(obj, dict):
-        return {_plain(k): _plain(v) for k, v in obj.items()}
-    return obj
+def _plain(obj: Any) -> dict[str, Any]:
+    """The dataclass ``obj`` as ``dataclasses.asdict`` makes it, for the values an
+    explanation holds: scalars (immutable: nothing to deep-copy) and lists of
+    dataclasses, tuples or scalars."""
+    d = {name: getattr(obj, name) for name in _field_names(type(obj))}
+    for k, v in d.items():
+        if isinstance(v, list):
+            d[k] = [
+                _plain(x) if is_dataclass(x) else type(x)(x) if isinstance(x, list | tuple) else x
+                for x in v
+            ]
+    return d
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
 
 
 def from_row(model: Model, row: dict[str, Any]) -> Explanation:

@@ -159,15 +159,16 @@ def _listed(store: Store):
     """The table of a batch's ``account_id, score, band`` from the text parameters
     ``ids``, ``scores`` and ``bands`` (values joined by :data:`_SEP`, an empty band for
     none): each split into a list, the lists unnested side by side over a one-row
-    table (an aggregate of the scores table: one row even when it is empty)."""
+    table (an aggregate of at most one row of the scores table: one row even when it is
+    empty)."""
     from healthscore.engine.history import SCORES
     from healthscore.store import parameter
 
     def listed(key: str):
         return parameter(key, "string").split(_SEP).unnest()
 
-    t = store.stored(SCORES)
-    one = t.aggregate(_rows=t.count())
+    head = store.stored(SCORES).limit(1)  # reads a row at most (a count would scan)
+    one = head.aggregate(_rows=head.count())
     return one.select(
         account_id=listed("ids"),
         score=listed("scores").cast("float64"),

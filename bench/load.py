@@ -61,20 +61,27 @@ from healthscore.sources import LoadSpec
 def peak():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
+def cpu():
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+
 store = hs.connect(sys.argv[1])
 t0 = last = time.perf_counter()
+last_cpu = cpu()
 now = None
+def line(t, c):
+    return f"STEP {t - last:8.1f} s {c - last_cpu:8.1f} cpu s  peak {peak():6.0f} MB  {now}"
 def progress(step, fraction):
-    global now, last
+    global now, last, last_cpu
     name = re.sub(r"[0-9][0-9,]*", "N", step)
     if name != now:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), cpu()
         if now is not None:
-            print(f"STEP {t - last:8.1f} s  peak {peak():6.0f} MB  {now}", flush=True)
-        now, last = name, t
+            print(line(t, c), flush=True)
+        now, last, last_cpu = name, t, c
 result = load_table(store, "usage_events", sys.argv[2],
                     LoadSpec(mapping={"event_name": "event"}), progress=progress)
-print(f"STEP {time.perf_counter() - last:8.1f} s  peak {peak():6.0f} MB  {now}")
+print(line(time.perf_counter(), cpu()))
 print(result)
 """
 

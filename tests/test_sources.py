@@ -1015,6 +1015,29 @@ def test_identical_events_are_numbered_in_file_order_among_the_valid_rows(tmp_pa
     }
 
 
+def test_a_rejected_row_does_not_count_as_a_repeat_of_a_valid_one(tmp_path):
+    """Rows differing only in an extra column: the one whose extra value is out of its
+    declared domain is rejected, and the valid row with the same values stays the first
+    (occurrence 1), while two valid identical rows are numbered 1 and 2."""
+    f = write(
+        tmp_path / "e.csv",
+        "account_id,user_id,event,ts,score\n"
+        "A1,U1,login,2024-03-01T10:00:00Z,99\n"
+        "A1,U1,login,2024-03-01T10:00:00Z,5\n"
+        "A2,U1,login,2024-03-01T10:00:00Z,1\n"
+        "A2,U1,login,2024-03-01T10:00:00Z,2\n",
+    )
+    batch = read_source(f, "usage_events", allow_rejects=True, domains={"score": (0, 10)})
+    assert [p.row for p in batch.rejects] == [2]
+    ids = dict(zip(col(batch, "score"), col(batch, "event_id"), strict=True))
+
+    def md5(account, occurrence):
+        text = "\x1f".join([account, "U1", "login", "2024-03-01 10:00:00", "", occurrence])
+        return hashlib.md5(text.encode()).hexdigest()
+
+    assert ids == {5: md5("A1", "1"), 1: md5("A2", "1"), 2: md5("A2", "2")}
+
+
 def test_derived_event_ids_do_not_depend_on_file_format(tmp_path):
     csv_ids = set(col(read_source(write(tmp_path / "e.csv", EVENTS), "usage_events"), "event_id"))
     f = tmp_path / "e.parquet"

@@ -109,14 +109,17 @@ def find_problems(
     date_format: str | None,
     number_format: str | None = None,
     domains: dict[str, tuple[float | None, float | None]] | None = None,
+    repeats: str | None = None,
 ) -> tuple[list[Problem], int, dict[int, int]]:
     """Every problem in the file's rows, how many rows have no primary key value, and the
     internal number of each row a problem names (by the number a user sees).
 
     ``domains`` (a load spec's ``{column: (min, max)}``) bounds extra columns, adds a
-    range to a canonical column, or sets a CSAT column's scale."""
+    range to a canonical column, or sets a CSAT column's scale. ``repeats`` (SQL over
+    ``typed``: the values that identify a row) also makes table ``__repeating`` in the
+    same pass: the ``hash`` of each value seen on more than one valid row (``h``)."""
     checks = _row_checks(spec, cols, domains or {})
-    found, null_keys = _failed_row_checks(db, spec, cols, typed_select, checks)
+    found, null_keys = _failed_row_checks(db, spec, cols, typed_select, checks, repeats)
     if cols.canonical[spec.primary_key] is not None:
         found += _duplicate_keys(db, spec.primary_key)
     elif cols.key:
@@ -237,8 +240,10 @@ def _failed_row_checks(
     cols: FileColumns,
     typed_select: str,
     checks: list[Check],
+    repeats: str | None = None,
 ) -> tuple[list[tuple[int, str, str, tuple]], int]:
-    """(row, kind, column, (raw value, other)) per failed check; rows without a key."""
+    """(row, kind, column, (raw value, other)) per failed check; rows without a key;
+    with ``repeats``, table ``__repeating`` (see :func:`find_problems`)."""
     looked_up = cols.lookup_key is not None
     raw_sql = {n: f"r_{n}" for n in spec.columns}
     extras = {c.name: c.index for c in cols.extras}
@@ -253,10 +258,13 @@ def _failed_row_checks(
     any_bad = _any_failed(checks)
     # First only which rows are bad: as a projection feeding an aggregate, each value
     # is coerced once (a WHERE would inline and repeat the coercions).
-    bad, null_keys = db.execute(
-        f"SELECT list(__row) FILTER (WHERE bad), count(*) FILTER (WHERE v_{pk} IS NULL) "
-        f"FROM (SELECT __row, v_{pk}, {any_bad} AS bad FROM typed)"
-    ).fetchone()
+    if repeats is None:
+        bad, null_keys = db.execute(
+            f"SELECT list(__row) FILTER (WHERE bad), count(*) FILTER (WHERE v_{pk} IS NULL) "
+            f"FROM (SELECT __row, v_{pk}, {any_bad} AS bad FROM typed)"
+        ).fetchone()
+    else:
+        bad, null_keys = _checks_and_repeats(db, pk, any_bad, repeats)
     if bad:
         db.register("__suspects", pa.table({"r": pa.array(bad, pa.int64())}))
         # Coerce again only those rows, to find what is wrong with each.
@@ -272,6 +280,34 @@ def _failed_row_checks(
                     extra = raw[spec.start] if kind == "interval" else domain
                     found.append((row[0], kind, col, (raw[col], extra)))
     return found, null_keys
+
+
+def _checks_and_repeats(
+    db: ScratchConnection, pk: str, any_bad: str, repeats: str
+) -> tuple[list[int] | None, int]:
+    """The bad rows and the rows without a key, as :func:`_failed_row_checks` counts
+    them, and table ``__repeating`` (the values seen on more than one valid row), in
+    one pass over the coerced rows: a hash aggregate by the values, whose grand total
+    (the empty grouping set) counts the bad rows and the rows without a key. The bad
+    rows, where there are any, are listed by a second pass."""
+    db.execute(
+        "CREATE TEMP TABLE __groups AS SELECT grouping(h) AS whole, h, "
+        "count(*) FILTER (WHERE bad) AS bad, count(*) FILTER (WHERE no_key) AS no_key "
+        f"FROM (SELECT hash({repeats}) AS h, {any_bad} AS bad, v_{pk} IS NULL AS no_key "
+        "FROM typed) GROUP BY GROUPING SETS ((h), ()) "
+        "HAVING grouping(h) = 1 OR count(*) FILTER (WHERE NOT bad) > 1"
+    )
+    total = db.execute("SELECT bad, no_key FROM __groups WHERE whole = 1").fetchone()
+    n_bad, null_keys = total or (0, 0)
+    db.execute("CREATE TEMP TABLE __repeating AS SELECT h FROM __groups WHERE whole = 0")
+    db.execute("DROP TABLE __groups")
+    bad = None
+    if n_bad:
+        bad = db.execute(
+            "SELECT list(__row) FILTER (WHERE bad) "
+            f"FROM (SELECT __row, {any_bad} AS bad FROM typed)"
+        ).fetchone()[0]
+    return bad, null_keys
 
 
 def _duplicate_keys(db: ScratchConnection, pk: str) -> list[tuple[int, str, str, tuple]]:

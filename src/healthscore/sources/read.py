@@ -270,8 +270,20 @@ def stream_source(
         rows_read = db.execute("SELECT count(*) FROM raw_read").fetchone()[0]
         if progress:
             progress(f"checking {rows_read:,} rows", 0.0)
+        pk = spec.primary_key
+        # a file without the key of an event table: every row's id is derived, and the
+        # values seen twice are found in the pass that checks the rows
+        derive_all = spec.name in DERIVABLE_KEYS and cols.canonical[pk] is None and not cols.key
         problems, null_keys, internal_row = find_problems(
-            db, spec, cols, typed_select, data, date_format, number_format, domains
+            db,
+            spec,
+            cols,
+            typed_select,
+            data,
+            date_format,
+            number_format,
+            domains,
+            repeats=_identifying_sql(spec) if derive_all else None,
         )
         if problems and not allow_rejects:
             n = len({p.row for p in problems})
@@ -284,14 +296,13 @@ def stream_source(
         reject_rows = fetch_rejects(db, cols, problems, internal_row) if bad_rows else None
         # event tables: ids missing from the file (or from some rows) are derived.
         derive_key = (spec.name in DERIVABLE_KEYS and null_keys > 0) or bool(cols.key)
-        pk = spec.primary_key
         # a derived id could only meet a supplied one in a file that mixes the two
         unique_keys = bool(cols.key) or not (derive_key and cols.canonical[pk] is not None)
         supplied = [n for n in spec.columns if cols.canonical[n] is not None or n == pk]
         yield SourceBatch(
             spec.name,
             file,
-            _stream_valid(db, spec, cols, bool(bad_rows), derive_key),
+            _stream_valid(db, spec, cols, bool(bad_rows), derive_key, derive_all),
             problems,
             reject_rows,
             rows_read,
@@ -440,11 +451,17 @@ def _link_accounts(db: ScratchConnection, cols: FileColumns, account_lookup) -> 
 
 
 def _stream_valid(
-    db: ScratchConnection, spec: Table, cols: FileColumns, any_bad: bool, derive_key: bool
+    db: ScratchConnection,
+    spec: Table,
+    cols: FileColumns,
+    any_bad: bool,
+    derive_key: bool,
+    repeating_found: bool = False,
 ) -> pa.RecordBatchReader:
-    """The valid rows: canonical columns typed as ``tables.py`` says, then the extras."""
+    """The valid rows: canonical columns typed as ``tables.py`` says, then the extras.
+    ``repeating_found``: the checks made table ``__repeating`` (see :func:`_number_repeats`)."""
     where = "WHERE __row NOT IN (SELECT r FROM __bad)" if any_bad else ""
-    repeats = derive_key and not cols.key and _number_repeats(db, spec, where)
+    repeats = derive_key and not cols.key and _number_repeats(db, spec, where, repeating_found)
     select = []
     for name in spec.columns:
         if name == spec.primary_key and derive_key:
@@ -471,20 +488,27 @@ def _stream_valid(
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
-def _number_repeats(db: ScratchConnection, spec: Table, where: str) -> bool:
+def _identifying_sql(spec: Table) -> str:
+    """SQL over ``typed``: the values that identify a row whose id is derived."""
+    return ", ".join(f"v_{n}" for n in DERIVED_KEY_COLUMNS[spec.name])
+
+
+def _number_repeats(db: ScratchConnection, spec: Table, where: str, found: bool = False) -> bool:
     """Table ``__repeats``: the occurrence number (2, 3 ...) of each valid row that
     repeats an earlier row's identifying values; whether there is any.
 
     Most rows occur once: a hash aggregate over the rows finds the few values that
-    may repeat (a hash of the values seen twice), and only those rows are numbered in
+    may repeat (a hash of the values seen twice: table ``__repeating``, made here or,
+    ``found``, by the checks' pass over the rows), and only those rows are numbered in
     file order, instead of a window over every row (a sort of the whole file: at 100 M
     rows it spilled 5 GB)."""
-    values = ", ".join(f"v_{n}" for n in DERIVED_KEY_COLUMNS[spec.name])
+    values = _identifying_sql(spec)
     valid = f"(SELECT * FROM typed {where})"
-    db.execute(
-        f"CREATE TEMP TABLE __repeating AS SELECT hash({values}) AS h FROM {valid} "
-        "GROUP BY h HAVING count(*) > 1"
-    )
+    if not found:
+        db.execute(
+            f"CREATE TEMP TABLE __repeating AS SELECT hash({values}) AS h FROM {valid} "
+            "GROUP BY h HAVING count(*) > 1"
+        )
     if not db.execute("SELECT count(*) FROM __repeating").fetchone()[0]:
         return False  # the common case: one pass, and no row is numbered
     db.execute(

@@ -84,38 +84,26 @@ class _Group:
     """Metrics that share one scan of one table."""
 
     table: str
-    mode: str  # "window" | "history" | "in_force" | "any" (several modes, one scan)
+    mode: str  # "window" | "history" | "in_force"
     time: str
     metrics: dict[str, MetricSpec] = field(default_factory=dict)
 
 
-def _mode(m: MetricSpec) -> str:
-    if m.window:
-        return "window"
-    return "in_force" if TABLES[m.from_].kind == "interval" else "history"
-
-
-def _groups(model: Model, *, per_table: bool = False) -> list[_Group]:
-    """The scans of the model's aggregate metrics: one per table, mode and time column;
-    ``per_table``: one per table and time column (a few accounts' rows: the windowed
-    metrics' filters then read the whole history of those accounts, which the scan
-    without a window reads anyway), except on a table of contract dates, whose modes
-    mask different columns."""
+def _groups(model: Model) -> list[_Group]:
     groups: dict[tuple, _Group] = {}
     for name, m in model.spec.metrics.items():
         if not m.aggregate:
             continue
         tdef = TABLES[m.from_]
         time = m.time or tdef.time
-        mode = _mode(m)
-        # an interval table's scans filter on its start column: one scan only where that
-        # is the time column of every metric over it
-        one = per_table and tdef.interval_rule != "date" and time == (tdef.start or time)
-        key = (m.from_, time) if one else (m.from_, mode, time)
-        g = groups.setdefault(key, _Group(m.from_, mode, time))
-        if g.mode != mode:
-            g.mode = "any"
-        g.metrics[name] = m
+        if m.window:
+            mode = "window"
+        elif tdef.kind == "interval":
+            mode = "in_force"
+        else:
+            mode = "history"
+        key = (m.from_, mode, time)
+        groups.setdefault(key, _Group(m.from_, mode, time)).metrics[name] = m
     return list(groups.values())
 
 
@@ -280,7 +268,7 @@ class MetricBuilder:
                 lag = lag_of(m)
                 starts.append((lag, m.window) if lag else (m.window,))
             t = t.filter(t[g.time] >= clock.earliest(starts), t[g.time] < D)
-        elif g.mode in ("history", "any"):  # (the start column is the time column)
+        elif g.mode == "history":
             t = t.filter(t[g.time] < D)
         elif tdef.interval_rule != "date":  # in force at D (and at D - lag for change metrics)
             t = t.filter(t[tdef.start] < D)
@@ -303,10 +291,9 @@ class MetricBuilder:
             for suffix, back in evaluations:
                 at = clock.at(*back)
                 resolve = _masked_columns(t, stamps, at)
-                mode = _mode(m)
-                if mode == "window":
+                if g.mode == "window":
                     cond = (t[g.time] >= clock.at(*back, m.window)) & (t[g.time] < at)
-                elif mode == "history":
+                elif g.mode == "history":
                     cond = t[g.time] < at
                 else:
                     cond = in_force(t, g.table, at)
@@ -331,14 +318,13 @@ class MetricBuilder:
 
     def build(self, as_of: datetime | Clock, account_ids=None) -> ir.Table:
         """The raw metrics of every account in the population at ``as_of`` (a datetime,
-        or a :class:`Clock` whose dates are parameters); with ``account_ids``, one scan
-        of each table (:func:`_groups`' ``per_table``)."""
+        or a :class:`Clock` whose dates are parameters)."""
         as_of = _clock(as_of)
         pop = self.population(as_of, account_ids)
         # one join chain (each group's key renamed apart), then few wide projections:
         # fewer nested selects keep the compile cheap
         wide, keys = pop, []
-        for i, g in enumerate(_groups(self.model, per_table=account_ids is not None)):
+        for i, g in enumerate(_groups(self.model)):
             key = f"__k{i}"
             agg = self._group_expr(g, as_of, account_ids).rename({key: "account_id"})
             wide = wide.left_join(agg, pop.account_id == agg[key])

@@ -116,50 +116,36 @@ def _by_segment(t: ir.Table, model: Model, per_segment: dict[str | None, float])
     return t.segment.substitute(special, else_=ibis.literal(default))
 
 
-def _added(terms: list) -> ir.Value:
-    """The first term plus each of the others, in order."""
-    return sum(terms[1:], terms[0])
-
-
 def weigh(t: ir.Table, model: Model) -> ir.Table:
     shares = model.metric_shares()
     segments = [None, *model.segment_names()]
     pillar_w = {p: {s: model.pillar_weights(s)[p] for s in segments} for p in model.spec.pillars}
-
-    def avail(m: str, use: MetricUse) -> ir.BooleanValue:
-        return t[m + NORM].notnull() if use.missing.policy == "reweight" else ibis.literal(True)
-
-    # each sum once, as a column the later ones read: written inline, every weight
-    # repeated the pillar's and the model's sums (thousands of expression nodes that
-    # DuckDB sets up again at every run of a kept plan); the same terms in the same
-    # order, so the same values
-    t = t.mutate(
-        **{
-            f"__avail_{p}": _added(
-                [ibis.ifelse(avail(m, use), shares[p][m], 0.0) for m, use in pillar.metrics.items()]
-            )
-            for p, pillar in model.spec.pillars.items()
-        }
-    )
-    t = t.mutate(
-        __total_avail=sum(
-            (
-                _by_segment(t, model, pillar_w[p]) * ibis.ifelse(t[f"__avail_{p}"] > 0, 1.0, 0.0)
-                for p in model.spec.pillars
-            ),
-            ibis.literal(0.0),
-        )
-    )
-    cols, base_w = {}, {}
-    total_avail = t["__total_avail"]
+    base_w, avail, pillar_avail = {}, {}, {}
     for p, pillar in model.spec.pillars.items():
         pw = _by_segment(t, model, pillar_w[p])
-        pillar_avail = t[f"__avail_{p}"]
-        eff_pw = ibis.ifelse(pillar_avail > 0, pw / total_avail.nullif(0), 0.0)
+        terms = []
         for m, use in pillar.metrics.items():
             base_w[m] = pw * shares[p][m]
-            share = ibis.ifelse(avail(m, use), shares[p][m] / pillar_avail.nullif(0), 0.0)
+            avail[m] = (
+                t[m + NORM].notnull() if use.missing.policy == "reweight" else ibis.literal(True)
+            )
+            terms.append(ibis.ifelse(avail[m], shares[p][m], 0.0))
+        pillar_avail[p] = sum(terms[1:], terms[0])  # share of the pillar with a value
+    cols = {}
+    total_avail = cols["__total_avail"] = sum(
+        (
+            _by_segment(t, model, pillar_w[p]) * ibis.ifelse(pillar_avail[p] > 0, 1.0, 0.0)
+            for p in model.spec.pillars
+        ),
+        ibis.literal(0.0),
+    )
+    for p, pillar in model.spec.pillars.items():
+        pw = _by_segment(t, model, pillar_w[p])
+        eff_pw = ibis.ifelse(pillar_avail[p] > 0, pw / total_avail.nullif(0), 0.0)
+        for m in pillar.metrics:
+            share = ibis.ifelse(avail[m], shares[p][m] / pillar_avail[p].nullif(0), 0.0)
             cols[m + WEIGHT] = (eff_pw * share).fill_null(0.0)
+        cols[f"__avail_{p}"] = pillar_avail[p]
     cols["__base_weights"] = ibis.struct({m: w for m, w in base_w.items()})
     return t.mutate(**cols)
 

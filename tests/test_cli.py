@@ -325,6 +325,44 @@ def test_a_command_built_alone_reads_and_fails_as_in_the_whole_tree(tmp_path):
         assert command_path(args) is None
 
 
+def test_the_help_listing_reads_and_fails_as_the_whole_tree(tmp_path):
+    """`healthscore --help`, a group's help and a name that is no command list the
+    commands by name and help without building their options (startup): the same output
+    and exit code as the whole tree, and `--` before a command still runs it."""
+    import os
+    import subprocess
+    import sys
+
+    from healthscore.cli import build
+
+    listing = build(listing=True)[()]
+    cases = [[], ["--help"], ["model"], ["model", "--help"], ["auth"], ["auth", "user"]]
+    cases += [["flag", "--help"], ["ingest"], ["no-such-command"], ["scor"], ["--bogus"]]
+    for args in cases:
+        for columns in ("60", "120"):
+            alone = runner.invoke(listing, args, env={"COLUMNS": columns})
+            whole = runner.invoke(app, args, env={"COLUMNS": columns})
+            assert (alone.exit_code, alone.output) == (whole.exit_code, whole.output), args
+    assert "Score every account as of a date" in runner.invoke(listing, ["--help"]).output
+    # `--` ends the options: what follows is a command, run as in the whole tree
+    env = {**os.environ, "HEALTHSCORE_DB": str(tmp_path / "none.duckdb")}
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "healthscore.cli", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    score = cli("--", "score")
+    assert score.returncode == 1 and score.stderr.startswith("Error: no store at"), score.stderr
+    schema = cli("model", "--", "schema")
+    assert schema.returncode == 0 and '"$defs"' in schema.stdout, schema.stderr
+
+
 def test_a_flag_that_does_not_apply_is_a_usage_error_not_ignored(project):
     res = run("backtest", "--snapshot", "--horizon", "30d", cwd=project)
     assert res.exit_code == 2 and "--horizon does not apply with --snapshot" in res.output

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pytest
@@ -92,8 +92,8 @@ def test_the_compiled_plan_scores_like_score_on_the_fixture_store(store):
 def test_the_compiled_batch_trends_give_the_built_querys_rows(demo_projects, tmp_path):
     """A micro-batch's trend classes from the query compiled once (dates, ids, new scores
     and bands bound per run) are those of the query built for the batch, whatever the
-    batch's size, date and scores (a missing score has no point), and a second batch
-    of the same size builds nothing."""
+    batch's size (past the largest slot too: the accounts as lists), date and scores (a
+    missing score has no point), and a second batch of the same size builds nothing."""
     import shutil
 
     import pyarrow.compute as pc
@@ -115,7 +115,7 @@ def test_the_compiled_batch_trends_give_the_built_querys_rows(demo_projects, tmp
         rng = random.Random(11)
         seen = set()
         for d in (fixtures.DEMO_END, fixtures.DEMO_END + timedelta(hours=7, minutes=3)):
-            for n, seed in ((1, 1), (3, 2), (3, 5), (20, 3)):
+            for n, seed in ((1, 1), (3, 2), (3, 5), (20, 3), (280, 4)):
                 wide = plan.run(store, d, _ids(store, n, seed))
                 # moved scores (up, down, missing), so that the classes vary
                 moved = [
@@ -132,7 +132,7 @@ def test_the_compiled_batch_trends_give_the_built_querys_rows(demo_projects, tmp
                     wide.filter(pc.is_null(wide["score"]))["account_id"].to_pylist()
                 )
         assert len(seen) > 1  # the batches did meet more than one class
-        assert trends.builds == 3  # 1, 4 and 64 slots, once each
+        assert trends.builds == 4  # 1, 4 and 64 slots and the list of any size, once each
     finally:
         store.close()
 
@@ -392,3 +392,62 @@ def test_the_status_counts_a_micro_batch_under_way_until_its_rows_are_written(qu
     st = rescorer.status()
     assert done and st["rescoring"] == 0 and st["lag_seconds"] == 0.0
     assert st["last_batch"]["accounts"] == 3
+
+
+def test_under_heavy_ingest_a_micro_batch_gathers_as_long_as_the_last_took_and_loses_none(
+    demo_projects, tmp_path
+):
+    """After a micro-batch of more than 256 accounts, with as many marked again, the next
+    gathers as long as that batch took (the rescorer leaves ingest half the CPU); with a
+    few marked it gathers ``rescore_every`` as usual. Every marked account is rescored,
+    and an account's new events show in its current score."""
+    import shutil
+
+    from healthscore.engine.asof import score
+    from healthscore.service import Settings
+    from healthscore.service.rescorer import MAX_GATHER, PACE_ACCOUNTS, Rescorer
+    from healthscore.service.state import ServiceState
+
+    template = demo_projects(fixtures.SMALL_DEMO)
+    db = tmp_path / "heavy.duckdb"
+    shutil.copy2(template.db_path, db)
+    settings = Settings(
+        db=str(db),
+        model=str(template.model_path),
+        now=fixtures.DEMO_END,
+        daily_rescore=False,
+        idle_builds=False,
+        rescore_every=0.05,
+        state_dir=tmp_path / "state",
+    )
+    state = ServiceState.open(settings)
+    try:
+        rescorer = Rescorer(state)  # not started: driven here, so that the marks stay
+        rescorer.warm()
+        with state.store_access() as store:
+            ids = _ids(store, 300, 41)
+        assert len(ids) > PACE_ACCOUNTS
+        assert rescorer.gathering() == 0.05  # no batch yet
+        state.touched(ids)
+        heavy = rescorer.rescore(state.take_touched())
+        assert heavy.accounts == len(ids)
+        before = _current(state, state.model.version)[ids[0]]["score"]
+        state.touched(ids[:5])  # light: a few marked
+        assert rescorer.gathering() == 0.05
+        with state.store_access() as store:
+            store.append("usage_events", _event(ids[0], state.now(), 40))
+        state.touched(ids)  # heavy again
+        assert rescorer.gathering() == max(0.05, min(heavy.seconds, MAX_GATHER))
+        marked = datetime.now(UTC).replace(tzinfo=None)  # as computed_at is written
+        taken = state.take_touched()
+        assert taken == set(ids)
+        rescorer.rescore(taken)
+        rows = _current(state, state.model.version)
+        with state.store_access() as store:
+            want = score(store, state.model, state.now(), ids)
+        assert set(rows) == set(want["account_id"].to_pylist())  # none lost
+        assert all(r["computed_at"] >= marked for r in rows.values())
+        new = next(r["score"] for r in want.to_pylist() if r["account_id"] == ids[0])
+        assert rows[ids[0]]["score"] == pytest.approx(new) and new != before
+    finally:
+        state.close()

@@ -186,3 +186,28 @@ segments:
         no_bands.version
         == hs.load_model_text(text + "  weights: {smb: {p: 1}}\n  bands: {}\n").version
     )
+
+
+def test_an_explanation_as_data_holds_every_field_and_line(store, model):
+    """``to_dict`` (what the service stores and the JSON output shows) is the whole
+    explanation: the fields, pillar and metric lines and points ``asdict`` gives."""
+    from dataclasses import asdict
+
+    shaped = hs.load_model_text(
+        """
+metrics:
+  seats: {from: subscriptions, aggregate: sum(seats)}
+pillars:
+  p:
+    weight: 1
+    metrics:
+      seats: {weight: 1, points: [[0, 0], [5, 50], [10, 100]]}
+"""
+    )
+    for m, account in ((model, "A1"), (model, "A2"), (shaped, "A1")):
+        e = hs.explain(store, m, account, AS_OF)
+        want = asdict(e)
+        want["as_of"] = e.as_of.isoformat()
+        assert e.to_dict() == want
+        assert e.to_dict()["metrics"] and e.to_dict()["pillars"]
+    assert e.to_dict()["metrics"][0]["points"] == [(0.0, 0.0), (5.0, 50.0), (10.0, 100.0)]

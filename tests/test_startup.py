@@ -166,3 +166,34 @@ def test_a_damaged_cache_entry_is_compiled_again(project, tmp_path):
         entry.write_text('{"plan": {"parts": 3}}')
     again, rows_again = score(project, cache, "again.parquet")
     assert again["ibis"] and rows_again.equals(rows)
+
+
+def test_help_imports_neither_the_data_libraries_nor_pydantic_nor_a_progress_bar(tmp_path):
+    # `healthscore --help` lists the commands: Typer and Rich's help formatting, nothing
+    # that reads data, validates a model or draws a progress bar (each import is start-up
+    # time of every `--help`). (A group's help, `healthscore model --help`, imports
+    # pydantic: Typer 0.29 converts the app's own `--help` flag through a pydantic
+    # TypeAdapter once a group is named.)
+    heavy = ("pydantic", "pyarrow", "numpy", "duckdb", "ibis", "pandas", "rich.progress")
+    probe = (
+        "import json, sys\n"
+        "from healthscore.cli import main\n"
+        "sys.argv = ['healthscore', *json.loads(sys.argv[1])]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"seen = [m for m in {heavy!r} if m in sys.modules]\n"
+        "print('PROBE ' + json.dumps(seen), file=sys.stderr)\n"
+    )
+    for args in (["--help"], []):
+        out = subprocess.run(
+            [sys.executable, "-c", probe, json.dumps(args)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        line = next(x for x in out.stderr.splitlines() if x.startswith("PROBE "))
+        assert json.loads(line.removeprefix("PROBE ")) == [], (args, line)
+        assert "Score every account as of a date" in out.stdout  # the listing

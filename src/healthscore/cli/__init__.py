@@ -13,8 +13,11 @@ our errors, never a traceback; usage errors exit 2.
 A run builds only the command it names (:func:`main`): Typer turns every registered
 command's signature into options when the app starts, and importing and converting the
 whole tree cost a short command such as a repeat ``healthscore score`` more than its own
-parsing. ``--help``, a group's help and a name that is no command see the whole tree.
-``app``, the groups and ``COMMANDS`` are the whole tree, built on first use.
+parsing. ``--help``, a group's help and a name that is no command see every command by
+name and help only (:func:`build` with ``listing``): a group's help lists its commands'
+names and first lines, never their options, and converting the 30 signatures was a fifth
+of ``healthscore --help``. ``app``, the groups and ``COMMANDS`` are the whole tree, built
+on first use.
 """
 
 from __future__ import annotations
@@ -86,10 +89,24 @@ def _function(where: str) -> Any:
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
-def build(only: tuple[str, ...] | None = None) -> dict[tuple[str, ...], typer.Typer]:
+def _listed(function: Any) -> Any:
+    """A stand-in for the command ``function`` in a listing: its help, no options."""
+
+    def listed() -> None:
+        raise AssertionError("a listing runs no command")  # pragma: no cover
+
+    listed.__doc__ = function.__doc__
+    return listed
+
+
+def build(
+    only: tuple[str, ...] | None = None, *, listing: bool = False
+) -> dict[tuple[str, ...], typer.Typer]:
     """The app and its groups, by path; with ``only`` (a command's path, e.g.
     ``("model", "schema")``) only that command is registered (the groups all are, so
-    the app stays a group of commands)."""
+    the app stays a group of commands). With ``listing`` every command is registered
+    by its name and help alone, without its options: enough for the help of the app or
+    a group and for a name that is no command, which run no command."""
     from healthscore.cli.common import Command
 
     groups: dict[tuple[str, ...], typer.Typer] = {}
@@ -107,7 +124,8 @@ def build(only: tuple[str, ...] | None = None) -> dict[tuple[str, ...], typer.Ty
     for path, commands in TREE.items():
         for name, where in commands.items():
             if only is None or only == (*path, name):
-                groups[path].command(name, cls=Command)(_function(where))
+                function = _function(where)
+                groups[path].command(name, cls=Command)(_listed(function) if listing else function)
     return groups
 
 
@@ -151,7 +169,10 @@ def __getattr__(name: str) -> Any:
 
 
 def main() -> None:
-    build(command_path(sys.argv[1:]))[()]()
+    args = sys.argv[1:]
+    path = command_path(args)
+    # no command named: a help or a usage error, unless ``--`` ends the options before one
+    build(path, listing=path is None and "--" not in args)[()]()
 
 
 if __name__ == "__main__":

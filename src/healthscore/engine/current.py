@@ -51,16 +51,17 @@ def batch_trend_rows(
     ``change_30d`` with that score as the latest point of its stored history, so a
     micro-batch's trend class moves with its score. Accounts without stored history in
     the trend windows get none. ``plan`` (kept by the caller for ``model``) runs the
-    query compiled once for batches of up to 256 accounts (:data:`TREND_SLOTS`);
-    without it (or for a larger batch) the query is built and compiled for this batch."""
+    query compiled once (:class:`BatchTrends`); without it the query is built and
+    compiled for this batch."""
     if not wide.num_rows:
         return {}
-    small = plan is not None and wide.num_rows <= TREND_SLOTS[-1]
     # a plan built has read the history tables (and made them where missing)
-    if not (small and plan.builds) and not store.has_table(SCORES):
+    if not (plan is not None and plan.builds) and not store.has_table(SCORES):
         return {}
-    if small:
-        return plan.run(store, wide)
+    if plan is not None:
+        found = plan.run(store, wide)
+        if found is not None:
+            return found
     as_of = wide["as_of"][0].as_py()
     expr = trends_expr(store, model, as_of, latest=wide).select("account_id", "trend", "change")
     return _trend_dict(store.execute(expr))
@@ -72,8 +73,14 @@ def _trend_dict(rows: pa.Table) -> dict[str, dict]:
     }
 
 
-#: account slots of the compiled micro-batch trend queries (a batch is padded with NULL)
+#: account slots of the compiled micro-batch trend queries (a batch is padded with NULL);
+#: a larger batch runs the query whose accounts come as lists (:data:`MANY`)
 TREND_SLOTS = (1, 4, 16, 64, 256)
+#: the plan of a batch of any size: its ids, scores and bands each one text parameter,
+#: the values joined by :data:`_SEP` and split into rows by the query
+MANY = None
+#: what separates the values of a list parameter (an id holding it: built per batch)
+_SEP = "\x1f"
 
 
 class BatchTrends:
@@ -81,14 +88,17 @@ class BatchTrends:
     built and compiled once per number of account slots, with the as-of date, the
     dates of the trend windows, and the accounts' ids, new scores and bands as
     parameters bound at each run (:meth:`~healthscore.store.Store.prepare`): a
-    micro-batch pays for running the query, not for building it (75-100 ms)."""
+    micro-batch pays for running the query, not for building it (75-100 ms; 0.5-1 s
+    for the thousands of accounts of a batch under heavy ingest). A batch of more than
+    ``TREND_SLOTS[-1]`` accounts runs one plan whose accounts are a table made from
+    three text parameters (the ids, scores and bands, each joined by one separator)."""
 
     def __init__(self, model: Model):
         self.model = model
-        self._plans: dict[int, tuple] = {}
+        self._plans: dict[int | None, tuple] = {}
         self.builds = 0  # how many times the query was built and compiled
 
-    def _prepared(self, store: Store, slots: int):
+    def _prepared(self, store: Store, slots: int | None):
         from healthscore.engine.plan import ParamClock
         from healthscore.engine.trends import trends_of
         from healthscore.store import parameter
@@ -96,34 +106,74 @@ class BatchTrends:
         found = self._plans.get(slots)
         if found is None:
             clock = ParamClock()
-            latest = (
-                [parameter(f"id{i}", "string") for i in range(slots)],
-                [parameter(f"score{i}", "float64") for i in range(slots)],
-                [parameter(f"band{i}", "string") for i in range(slots)],
-            )
+            if slots is MANY:
+                latest = _listed(store)
+            else:
+                latest = (
+                    [parameter(f"id{i}", "string") for i in range(slots)],
+                    [parameter(f"score{i}", "float64") for i in range(slots)],
+                    [parameter(f"band{i}", "string") for i in range(slots)],
+                )
             expr = trends_of(store, self.model, clock.at, clock.earliest, latest)
             expr = expr.select("account_id", "trend", "change")
             found = self._plans[slots] = (store.prepare(expr), clock)
             self.builds += 1
         return found
 
-    def prepare(self, store: Store, slots: int) -> None:
-        """Build and compile the query for ``slots`` accounts now, before a batch needs it."""
-        self._prepared(store, next(n for n in TREND_SLOTS if n >= slots))
+    def prepare(self, store: Store, slots: int | None) -> None:
+        """Build and compile the query for ``slots`` accounts (:data:`MANY`: any number
+        past the largest slot) now, before a batch needs it."""
+        if slots is not MANY:
+            slots = next((n for n in TREND_SLOTS if n >= slots), MANY)
+        self._prepared(store, slots)
 
-    def run(self, store: Store, wide: pa.Table) -> dict[str, dict]:
-        """:func:`batch_trend_rows` of ``wide`` (at most ``TREND_SLOTS[-1]`` rows)."""
+    def run(self, store: Store, wide: pa.Table) -> dict[str, dict] | None:
+        """:func:`batch_trend_rows` of ``wide``; None for a batch the compiled queries
+        cannot carry (more than ``TREND_SLOTS[-1]`` accounts, one of whose ids holds
+        the list separator: build the query for it)."""
         rows = wide.select(["account_id", "score", "band"]).to_pylist()
-        slots = next(n for n in TREND_SLOTS if n >= len(rows))
+        slots = next((n for n in TREND_SLOTS if n >= len(rows)), MANY)
+        values: dict[str, object] = {}
+        if slots is MANY:
+            scored = [r for r in rows if r["score"] is not None]  # no score, no point
+            if not scored:
+                return {}
+            if any(_SEP in r["account_id"] or _SEP in (r["band"] or "") for r in scored):
+                return None
+            values["ids"] = _SEP.join(r["account_id"] for r in scored)
+            values["scores"] = _SEP.join(float.__repr__(float(r["score"])) for r in scored)
+            values["bands"] = _SEP.join(r["band"] or "" for r in scored)
+        else:
+            rows += [{"account_id": None, "score": None, "band": None}] * (slots - len(rows))
+            for i, r in enumerate(rows):
+                scored = r["score"] is not None  # an account without a score has no point
+                values[f"id{i}"] = r["account_id"] if scored else None
+                values[f"score{i}"] = r["score"] if scored else None
+                values[f"band{i}"] = r["band"] if scored else None
         prepared, clock = self._prepared(store, slots)
-        values: dict[str, object] = dict(clock.values(wide["as_of"][0].as_py()))
-        rows += [{"account_id": None, "score": None, "band": None}] * (slots - len(rows))
-        for i, r in enumerate(rows):
-            scored = r["score"] is not None  # an account without a score has no point
-            values[f"id{i}"] = r["account_id"] if scored else None
-            values[f"score{i}"] = r["score"] if scored else None
-            values[f"band{i}"] = r["band"] if scored else None
+        values.update(clock.values(wide["as_of"][0].as_py()))
         return _trend_dict(store.run_prepared(prepared, values))
+
+
+def _listed(store: Store):
+    """The table of a batch's ``account_id, score, band`` from the text parameters
+    ``ids``, ``scores`` and ``bands`` (values joined by :data:`_SEP`, an empty band for
+    none): each split into a list, the lists unnested side by side over a one-row
+    table (an aggregate of at most one row of the scores table: one row even when it is
+    empty)."""
+    from healthscore.engine.history import SCORES
+    from healthscore.store import parameter
+
+    def listed(key: str):
+        return parameter(key, "string").split(_SEP).unnest()
+
+    head = store.stored(SCORES).limit(1)  # reads a row at most (a count would scan)
+    one = head.aggregate(_rows=head.count())
+    return one.select(
+        account_id=listed("ids"),
+        score=listed("scores").cast("float64"),
+        band=listed("bands").nullif(""),
+    )
 
 
 def current_rows(

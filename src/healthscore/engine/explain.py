@@ -7,7 +7,8 @@ exactly: the contributions of the metric lines add up to the score.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import functools
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from datetime import datetime
 from typing import Any
 
@@ -80,7 +81,10 @@ class Explanation:
     band_name: str | None = None  # what the band is called in this scorecard (e.g. ready)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        """The explanation as plain data (what ``dataclasses.asdict`` gives, built
+        without its deep copy of every value: the live service writes one for each
+        account it rescores, thousands a batch under heavy ingest)."""
+        d = _plain(self)
         d["as_of"] = self.as_of.isoformat()
         return d
 
@@ -102,6 +106,25 @@ class Explanation:
             elif m.missing:
                 out.append(f"{m.shown}: no data; scored {m.normalized:g} by the {m.missing} policy")
         return out
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    """The dataclass ``obj`` as ``dataclasses.asdict`` makes it, for the values an
+    explanation holds: scalars (immutable: nothing to deep-copy) and lists of
+    dataclasses, tuples or scalars."""
+    d = {name: getattr(obj, name) for name in _field_names(type(obj))}
+    for k, v in d.items():
+        if isinstance(v, list):
+            d[k] = [
+                _plain(x) if is_dataclass(x) else type(x)(x) if isinstance(x, list | tuple) else x
+                for x in v
+            ]
+    return d
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
 
 
 def from_row(model: Model, row: dict[str, Any]) -> Explanation:

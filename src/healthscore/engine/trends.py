@@ -73,7 +73,8 @@ def trends_of(store: Store, model: Model, at, earliest, latest=None) -> ir.Table
     moved back by model durations; ``at()`` the as-of date) and ``earliest(chains)``
     (the earliest of several such dates), literals or parameters of a compiled plan
     (:class:`~healthscore.engine.plan.ParamClock`), and ``latest`` as three lists of
-    values (account ids, scores, bands; None ids are left out)."""
+    values (account ids, scores, bands; None ids are left out) or as a table of
+    ``account_id, score, band`` (one row per scored account)."""
     tr = model.spec.trends
     ensure_tables(store)
     D = at()
@@ -93,7 +94,9 @@ def trends_of(store: Store, model: Model, at, earliest, latest=None) -> ir.Table
         ),
         s.score.notnull(),
     )
-    if latest is not None:
+    if isinstance(latest, ir.Table):
+        s = _with_latest_rows(s, latest, D)
+    elif latest is not None:
         s = _with_latest(s, *latest, D)
     days = (s.as_of.epoch_seconds() - D.epoch_seconds()) / DAY  # <= 0
     s = s.mutate(t=days)
@@ -168,6 +171,18 @@ def _with_latest(
     bands = ibis.array(bands or [ibis.literal("", type="string")])
     now = known.select(
         "account_id", as_of=D.cast(past.as_of.type()), score=scores[at], band=bands[at]
+    )
+    return past.union(now)
+
+
+def _with_latest_rows(s: ir.Table, latest: ir.Table, D: ir.Value) -> ir.Table:
+    """:func:`_with_latest` with the accounts and their new scores as a table (a batch
+    of any size, joined by account rather than looked up in arrays)."""
+    past = s.filter(s.as_of < D).select("account_id", "as_of", "score", "band")
+    past = past.semi_join(latest, "account_id")
+    known = past.select("account_id").distinct()
+    now = known.join(latest, "account_id").select(
+        "account_id", as_of=D.cast(past.as_of.type()), score="score", band="band"
     )
     return past.union(now)
 

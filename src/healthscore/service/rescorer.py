@@ -8,7 +8,8 @@ go on meanwhile), and holds the store only while it writes the rows, never while
 builds them in Python.
 
 - **Micro-batches.** The thread waits for marked accounts, gathers more for
-  ``settings.rescore_every`` seconds, takes them all and rescores only them, on every
+  ``settings.rescore_every`` seconds (under heavy ingest longer, see below), takes them
+  all and rescores only them, on every
   scorecard of the model file, as of :meth:`ServiceState.now` (an event of this
   morning counts this morning). Scoring runs a plan compiled once per model version and
   scorecard (:class:`healthscore.engine.plan.ScorePlan`), with the account ids and dates
@@ -18,6 +19,13 @@ builds them in Python.
   fall that makes a rapid decline shows as one at once; that query too is compiled
   once per model version, scorecard and batch size (up to 256 accounts; a larger
   batch builds its own).
+- **Heavy ingest.** When the last micro-batch held more than :data:`PACE_ACCOUNTS`
+  accounts and more than that are marked again, the thread gathers for as long as that
+  batch took (at most :data:`MAX_GATHER` seconds): a batch of thousands of accounts
+  costs about what the plan of every account costs, whatever their number, so rescoring
+  back to back would take a whole core from ingest for little; gathering, it takes about
+  half, and each account waits at most about two batches. Under light load (fewer
+  marked accounts) it gathers ``settings.rescore_every`` as before.
 - **Daily.** At 00:00 UTC (and once at start-up when ``current_scores`` is empty, holds
   another model version, or the day's midnight is missing from history), with
   ``settings.daily_rescore``: the midnight scores of everyone are appended to history
@@ -55,6 +63,11 @@ WARM_SLOTS = (1, 4)
 IDLE_SLOTS = (16, 64, 256)
 #: seconds to wait after a failed daily rescore before trying it again
 DAILY_RETRY = 60.0
+#: a micro-batch of more accounts than this, with as many marked again, is heavy ingest:
+#: the next one gathers as long as it took (the largest plan of a few accounts is 256)
+PACE_ACCOUNTS = 256
+#: the longest a micro-batch gathers under heavy ingest, in seconds
+MAX_GATHER = 10.0
 
 
 def _wall() -> datetime:
@@ -137,8 +150,9 @@ class Rescorer:
                 if self.state.settings.idle_builds:
                     self._guarded(self.warm_one_more, "warm-up")
                 continue
-            if self.state.settings.rescore_every:
-                self._stop.wait(self.state.settings.rescore_every)  # gather a micro-batch
+            gather = self.gathering()
+            if gather:
+                self._stop.wait(gather)  # gather a micro-batch
             age = self.state.oldest_touch_age()
             ids = self.state.take_touched()
             if ids and not self._guarded(lambda i=ids, a=age: self.rescore(i, a), "micro-batch"):
@@ -164,6 +178,18 @@ class Rescorer:
             return False
 
     # scheduling ----------------------------------------------------------------------
+    def gathering(self) -> float:
+        """Seconds to gather marked accounts before taking the next micro-batch:
+        ``settings.rescore_every``, or under heavy ingest as long as the last batch took
+        (see the module's notes)."""
+        every = self.state.settings.rescore_every
+        last = self.last_batch
+        if last is None or last.accounts <= PACE_ACCOUNTS:
+            return every
+        if self.state.pending_rescore() <= PACE_ACCOUNTS:
+            return every
+        return max(every, min(last.seconds, MAX_GATHER))
+
     def _midnight(self) -> datetime:
         return self.state.now().replace(hour=0, minute=0, second=0, microsecond=0)
 
@@ -221,7 +247,19 @@ class Rescorer:
             names = self.state.model.scorecard_names()
             self._idle_builds = [(n, slots) for slots in IDLE_SLOTS for n in names]
         if self._idle_builds:
-            self._build(*self._idle_builds.pop(0))
+            try:
+                self._build(*self._idle_builds[0])
+            finally:  # counted as left until built (or failed: not tried again)
+                self._idle_builds.pop(0)
+
+    def plans_to_build(self) -> int:
+        """How many plans are left for :meth:`warm` and :meth:`warm_one_more` to build."""
+        names = self.state.model.scorecard_names()
+        left = 0 if self.warmed else len(WARM_SLOTS) * len(names)
+        if self.state.settings.idle_builds:
+            idle = self._idle_builds
+            left += len(IDLE_SLOTS) * len(names) if idle is None else len(idle)
+        return left
 
     def _build(self, name: str, slots: int) -> None:
         """The score plan of scorecard ``name`` for ``slots`` accounts, and its trend
@@ -342,6 +380,7 @@ class Rescorer:
             "batches": self.batches,
             "accounts_rescored": self.rescored,
             "failures": self.failures,
+            "plans_to_build": self.plans_to_build(),
             "last_error": self.last_error,
             "daily_rescore": self.state.settings.daily_rescore,
         }

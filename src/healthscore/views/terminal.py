@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 from rich import box
 from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
@@ -354,6 +353,8 @@ def progress_bar(console: Console) -> Iterator:
     if not console.is_terminal:
         yield lambda step, fraction: None
         return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # a terminal's
+
     with Progress(
         TextColumn("{task.description:<28}"),
         BarColumn(),

@@ -513,9 +513,8 @@ def test_arithmetic_path_on_postgres(demo_store):
 
 
 def test_a_plan_of_a_few_accounts_scores_them_as_the_plan_of_everyone(demo_store):
-    # a plan with its accounts bound reads each table once (windowed and whole-history
-    # metrics in one scan); the plan of everyone reads it once per kind of metric: the
-    # same values to the bit
+    # the service's micro-batches run the plan with their accounts bound: the same rows,
+    # to the bit, as the plan of everyone and as api.score of those accounts
     model = hs.load_model_text(KINDS)
     ids = sorted(demo_store.table("accounts").account_id.to_pyarrow().to_pylist())[:5]
     few, everyone = _one_date(demo_store, model, "score", ids), ScorePlan(model)

@@ -510,3 +510,16 @@ def test_arithmetic_path_on_postgres(demo_store):
             pg.execute(timeline.raw_expr(pg, model, dates)),
             demo_store.execute(exact).to_pylist(),
         )
+
+
+def test_a_plan_of_a_few_accounts_scores_them_as_the_plan_of_everyone(demo_store):
+    # the service's micro-batches run the plan with their accounts bound: the same rows,
+    # to the bit, as the plan of everyone and as api.score of those accounts
+    model = hs.load_model_text(KINDS)
+    ids = sorted(demo_store.table("accounts").account_id.to_pyarrow().to_pylist())[:5]
+    few, everyone = _one_date(demo_store, model, "score", ids), ScorePlan(model)
+    for d in _weekly(END, 4):
+        rows = [r for r in everyone.run(demo_store, d).to_pylist() if r["account_id"] in ids]
+        assert rows
+        assert few(d) == rows
+        assert api.score(demo_store, model, d, ids).to_pylist() == rows

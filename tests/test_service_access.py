@@ -753,21 +753,21 @@ def test_cli_writes_go_through_the_running_server_and_others_say_it_owns_the_sto
         assert served.url in first_lines
 
         # token create goes through the server (DuckDB would refuse a second process)
-        made = cli("token", "create", "--name", "while serving", "--scope", "read", "--db", db)
+        made = command("token", "create", "--name", "while serving", "--scope", "read", "--db", db)
         assert made.returncode == 0, made.stderr
         token = made.stdout.strip()
         with served.client(token) as c:
             assert c.get("/openapi.json").status_code == 200
-        listed = cli("token", "list", "--db", db)
+        listed = command("token", "list", "--db", db)
         assert "while serving" in listed.stdout and "local CLI of the server" in listed.stdout
-        revoked = cli("token", "revoke", token.split("_")[1], "--db", db)
+        revoked = command("token", "revoke", token.split("_")[1], "--db", db)
         assert revoked.returncode == 0, revoked.stderr
         with served.client(token) as c:
             assert c.get("/openapi.json").status_code == 401
 
         # flag add goes through POST /v1/flags when this branch has it
         if has_route(routes_here, "POST", "/v1/flags"):
-            flagged = cli("flag", "add", "ACC-00001", "champion_left", "--db", db)
+            flagged = command("flag", "add", "ACC-00001", "champion_left", "--db", db)
             assert flagged.returncode == 0, flagged.stderr
             assert re.match(r"flag FLG-\w+: champion_left on ACC-00001", flagged.stdout)
 
@@ -780,7 +780,7 @@ def test_cli_writes_go_through_the_running_server_and_others_say_it_owns_the_sto
             ["history", "--from", "2025-06-01", "--to", "2025-07-01", "--db", db],
             ["flag", "list", "--db", db],
         ):
-            r = cli(*args)
+            r = command(*args)
             assert r.returncode == 1, (args, r.stdout, r.stderr)
             assert r.stderr.startswith(
                 f"Error: the store {store_copy} is in use by the healthscore server at "
@@ -788,7 +788,7 @@ def test_cli_writes_go_through_the_running_server_and_others_say_it_owns_the_sto
             ), r.stderr
             assert "Traceback" not in r.stderr and "IO Error" not in r.stderr
         # a command without --db that opens the store anyway: DuckDB's lock, named too
-        r = cli("init", str(store_copy.parent))
+        r = command("init", str(store_copy.parent))
         assert r.returncode == 1 and f"in use by the healthscore server at {served.url}" in (
             r.stderr
         )
@@ -800,11 +800,11 @@ def test_cli_writes_go_through_the_running_server_and_others_say_it_owns_the_sto
     assert "Traceback" not in log
     assert not served.owner_file.exists()
     # the server is gone: the CLI works directly again, and the local token was revoked
-    after = cli("token", "list", "--db", db)
+    after = command("token", "list", "--db", db)
     assert after.returncode == 0, after.stderr
     local_rows = [line for line in after.stdout.splitlines() if "local CLI" in line]
     assert local_rows and all(re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d\s*$", r) for r in local_rows)
-    loaded = cli("load", "accounts", str(csv), "--db", db)
+    loaded = command("load", "accounts", str(csv), "--db", db)
     assert loaded.returncode == 0 and "1 inserted" in loaded.stdout, loaded.stderr
 
 
@@ -814,7 +814,7 @@ def test_a_killed_servers_owner_file_is_ignored_and_its_token_revoked_at_next_st
     local_token = json.loads(served.owner_file.read_text())["token"]
     served.stop(signal.SIGKILL)
     assert served.owner_file.exists()  # nobody removed it: stale
-    r = cli("auth", "user", "list", "--db", db)
+    r = command("auth", "user", "list", "--db", db)
     assert r.returncode == 0 and "admin" in r.stdout, r.stderr
     assert not served.owner_file.exists()  # the stale file is cleared
     again = Served(store_copy)
@@ -851,7 +851,7 @@ def test_parked_messages_are_listed_by_the_cli_through_the_server_and_directly(s
     db = str(store_copy)
     served = Served(store_copy)
     try:
-        made = cli("token", "create", "--name", "web", "--scope", "segment", "--db", db)
+        made = command("token", "create", "--name", "web", "--scope", "segment", "--db", db)
         key = made.stdout.strip()
         batch = {
             "batch": [
@@ -862,26 +862,28 @@ def test_parked_messages_are_listed_by_the_cli_through_the_server_and_directly(s
         }  # fmt: skip
         r = httpx.post(served.url + "/v1/batch", json=batch, auth=(key, ""), timeout=PATIENCE)
         assert r.status_code == 200, r.text
-        table = cli("ingest", "rejects", "--db", db)
+        table = command("ingest", "rejects", "--db", db)
         assert table.returncode == 0, table.stderr
         assert "1 rejected messages" in table.stdout
         line = next(ln for ln in table.stdout.splitlines() if "cli-page" in ln)
         assert "'page' is not used" in line and "[bold]u1[/bold]" in line
         out = store_copy.parent / "pending.json"
-        written = cli("ingest", "pending", "--format", "json", "--out", str(out), "--db", db)
+        written = command("ingest", "pending", "--format", "json", "--out", str(out), "--db", db)
         assert written.returncode == 0, written.stderr
         served_json = json.loads(out.read_text())
         assert served_json["total"] == 1 and served_json["items"][0]["user_id"] == "cli-nobody"
-        rejects_json = json.loads(cli("ingest", "rejects", "-f", "json", "--db", db).stdout)
+        rejects_json = json.loads(command("ingest", "rejects", "-f", "json", "--db", db).stdout)
         with served.client(json.loads(served.owner_file.read_text())["token"]) as c:
             assert c.get("/v1/ingest/rejects").json() == rejects_json
     finally:
         served.stop()
     # no server: the store itself, opened read-only, says the same
-    direct = cli("ingest", "pending", "--format", "json", "--db", db)
+    direct = command("ingest", "pending", "--format", "json", "--db", db)
     assert direct.returncode == 0, direct.stderr
     assert json.loads(direct.stdout) == served_json
-    assert json.loads(cli("ingest", "rejects", "-f", "json", "--db", db).stdout) == rejects_json
-    paged = json.loads(cli("ingest", "rejects", "-f", "json", "--offset", "1", "--db", db).stdout)
+    assert json.loads(command("ingest", "rejects", "-f", "json", "--db", db).stdout) == rejects_json
+    paged = json.loads(
+        command("ingest", "rejects", "-f", "json", "--offset", "1", "--db", db).stdout
+    )
     assert paged == {"total": 1, "items": []}
-    assert cli("ingest", "rejects", "--limit", "0", "--db", db).returncode == 2
+    assert command("ingest", "rejects", "--limit", "0", "--db", db).returncode == 2

@@ -12,13 +12,18 @@ DEMO_DIR ?= demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 
-# an editable install compiles nothing: compile healthscore's own source once, so a
-# command does not compile it again on every run where bytecode is not written
-# (PYTHONDONTWRITEBYTECODE); an edited file is compiled again by Python itself
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+# uv installs the project (about half pip's time on a fresh machine: parallel downloads,
+# no per-package resolver round trips); pip only installs uv itself, into the venv
+$(BIN)/uv: | $(BIN)/python
+	$(BIN)/pip install -q uv
+
+# uv writes no bytecode unless asked: --compile-bytecode compiles the libraries once, as
+# pip does, so no process compiles pandas & co. again where bytecode is not written
+# (PYTHONDONTWRITEBYTECODE). An editable install compiles nothing: compile healthscore's
+# own source once too; an edited file is compiled again by Python itself
+$(VENV)/.installed: pyproject.toml | $(BIN)/uv
+	$(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode -e '.[dev]'
 	$(BIN)/python -m compileall -q src
 	touch $@
 

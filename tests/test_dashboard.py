@@ -2,7 +2,7 @@
 running service on 127.0.0.1, and over real HTTP (httpx) for what a browser would not
 send: a viewer's POST, a forged one.
 
-One browser for the module; each user is a browser context with their session cookie
+One browser for the session (conftest); each user is a browser context with their session cookie
 (set directly, as the login page would). Every request a page makes is recorded, and
 anything not for the service is aborted.
 """
@@ -15,8 +15,6 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
-
-from test_report import browser  # noqa: F401  (one headless Chromium per module)
 
 EVIL = "<script>alert(1)</script><img src=x onerror=alert(2)>"
 EVIL_ID = "ACC-EVIL"
@@ -90,7 +88,7 @@ def _arrow(columns: dict[str, str], names: list[str]):
 REQUESTED: list[str] = []
 
 
-def _context(browser, dash, user: str, width: int = 1280, height: int = 900):  # noqa: F811
+def _context(browser, dash, user: str, width: int = 1280, height: int = 900):
     """A browser context logged in as ``user``; requests leaving the service are aborted."""
     from healthscore.service import auth
 
@@ -124,7 +122,7 @@ def _score(page) -> float:
     return float(page.locator("#score b").get_attribute("data-score"))
 
 
-def test_a_csm_filters_to_red_opens_an_account_and_a_flag_moves_its_score(dash, browser):  # noqa: F811
+def test_a_csm_filters_to_red_opens_an_account_and_a_flag_moves_its_score(dash, browser):
     service, _ = dash
     ctx, page, seen = _context(browser, dash, "maria")
     try:
@@ -196,7 +194,7 @@ def _csrf(html: str) -> str:
     return re.search(r'<meta name="csrf-token" content="([^"]+)"', html).group(1)
 
 
-def test_a_viewer_gets_no_flag_form_and_a_post_is_refused(dash, browser):  # noqa: F811
+def test_a_viewer_gets_no_flag_form_and_a_post_is_refused(dash, browser):
     service, cookies = dash
     from healthscore.service import auth
 
@@ -226,7 +224,7 @@ def test_a_viewer_gets_no_flag_form_and_a_post_is_refused(dash, browser):  # noq
         assert not [f for f in api.list_flags(store, account_id="ACC-00099") if f["kind"] == "x"]
 
 
-def test_a_hostile_account_name_is_text_in_the_table_and_the_chart(dash, browser):  # noqa: F811
+def test_a_hostile_account_name_is_text_in_the_table_and_the_chart(dash, browser):
     service, _ = dash
     ctx, page, seen = _context(browser, dash, "ann")
     try:
@@ -246,7 +244,7 @@ def test_a_hostile_account_name_is_text_in_the_table_and_the_chart(dash, browser
         ctx.close()
 
 
-def test_the_account_table_is_usable_at_phone_width(dash, browser, tmp_path):  # noqa: F811
+def test_the_account_table_is_usable_at_phone_width(dash, browser, tmp_path):
     service, _ = dash
     ctx, page, _ = _context(browser, dash, "maria", width=390, height=844)
     try:

@@ -255,16 +255,21 @@ def test_a_query_run_straight_through_ibis_times_out_in_our_words(own_timeout, t
     assert run(store, account) is not None
 
 
-def test_a_load_staged_through_copy_keeps_every_value(stores):
+def test_a_load_staged_through_copy_keeps_every_value(stores, monkeypatch):
     """A streamed load on PostgreSQL (staged with COPY) stores exactly the values sent:
     text that COPY's own format would misread (tabs, newlines, backslashes, ``\\N``),
     empty text apart from NULL, microseconds, and floats of every kind; reloaded, it is
     all unchanged."""
     import pyarrow as pa
 
+    from healthscore.store import backend
+
+    # batches of 3,000 rows (100,000 in use): the same slicing of the stream into COPY
+    # batches and of the rows read back, on 24,000 rows rather than 240,000
+    monkeypatch.setattr(backend, "_FETCH_ROWS", 3_000)
     pg, duck = stores
     texts = ["tab\there", "line\nbreak", "back\\slash", "\\N", "", None, "ünï ☃", "a,b;'\""]
-    n = len(texts) * 30_000  # several COPY batches
+    n = len(texts) * 3_000  # several COPY batches
     ids = [f"copy-{i}" for i in range(n)]
     base = datetime(2024, 3, 1, 12, 0, 0, 123456)
     rows = pa.table(
@@ -279,7 +284,7 @@ def test_a_load_staged_through_copy_keeps_every_value(stores):
             "quantity": [[0.1, -0.0, 1e300, float("inf"), None][i % 5] for i in range(n)],
         }
     )
-    stream = pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches(max_chunksize=70_000))
+    stream = pa.RecordBatchReader.from_batches(rows.schema, rows.to_batches(max_chunksize=7_000))
     result = pg.load("usage_events", stream)
     assert (result.inserted, result.updated, result.unchanged) == (n, 0, 0)
     t = pg.table("usage_events")

@@ -21,7 +21,6 @@ from healthscore.model.schema import BandNames
 from healthscore.views import report as report_mod
 
 END = datetime(2025, 7, 1)
-CHROMIUM = "/usr/bin/chromium"
 EVIL_CSM = '<script>window.__pwned = 1</script>Ana & "Bo"'
 EVIL_NAME = '<img src=x onerror="window.__pwned = 2"> Acme & Sons'
 EVIL_SEGMENT = 'A&B <b>"east"</b>'  # the demo's mid-market, which the model gives no weights
@@ -299,23 +298,10 @@ def test_cli_report_writes_the_file_and_prints_what_it_holds(demo, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-            ],
-        )
-        yield b
-        b.close()
+def browser(browser):  # noqa: F811
+    """The session's headless Chromium (conftest), under the name the report, backtest
+    report and dashboard tests import from here."""
+    return browser
 
 
 def _open(browser, path: Path):

@@ -544,35 +544,29 @@ def test_docs_load_everything_from_the_server_itself(service):
         assert c.get("/docs/assets/index.html").status_code == 404  # only what the page uses
 
 
-def test_docs_render_in_chromium_with_nothing_from_another_host(service, people):
-    chromium = "/usr/bin/chromium"
-    if not Path(chromium).exists():
-        pytest.skip(f"no Chromium at {chromium}")
-    sync_api = pytest.importorskip("playwright.sync_api")
+def test_docs_render_in_chromium_with_nothing_from_another_host(service, people, browser):
     host = urlsplit(service.url).netloc
     elsewhere = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        try:
-            ctx = browser.new_context()
-            cookie, _ = people["login:viewer"]
-            ctx.add_cookies([{"name": "hs_session", "value": cookie, "url": service.url}])
-            page = ctx.new_page()
+    ctx = browser.new_context()
+    try:
+        cookie, _ = people["login:viewer"]
+        ctx.add_cookies([{"name": "hs_session", "value": cookie, "url": service.url}])
+        page = ctx.new_page()
 
-            def route(r):
-                if urlsplit(r.request.url).netloc != host:
-                    elsewhere.append(r.request.url)
-                    return r.abort()
-                return r.continue_()
+        def route(r):
+            if urlsplit(r.request.url).netloc != host:
+                elsewhere.append(r.request.url)
+                return r.abort()
+            return r.continue_()
 
-            page.route("**/*", route)
-            page.goto(service.url + "/docs")
-            page.wait_for_selector(".opblock-summary-path", timeout=30_000)
-            paths = page.locator(".opblock-summary-path").all_inner_texts()
-            assert any(p.replace("\u200b", "") == "/v1/tokens" for p in paths), paths
-            assert page.locator(".opblock").count() >= 6  # the admin routes at least
-        finally:
-            browser.close()
+        page.route("**/*", route)
+        page.goto(service.url + "/docs")
+        page.wait_for_selector(".opblock-summary-path", timeout=30_000)
+        paths = page.locator(".opblock-summary-path").all_inner_texts()
+        assert any(p.replace("\u200b", "") == "/v1/tokens" for p in paths), paths
+        assert page.locator(".opblock").count() >= 6  # the admin routes at least
+    finally:
+        ctx.close()
     assert elsewhere == []
 
 
@@ -597,6 +591,23 @@ def cli(*args: str, cwd: Path | None = None, stdin: str | None = None, timeout: 
     )
 
 
+def command(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """``healthscore ...`` run in this process (Typer's runner), for tests of what a
+    command does to the store rather than of the process: the same exit code, stdout and
+    stderr as :func:`cli` without a process's start-up; an exception the command did not
+    turn into an error message is raised here (a process would print its traceback)."""
+    from typer.testing import CliRunner
+
+    from healthscore.cli import app
+
+    # tables whole (a narrow terminal wraps names across lines); no store from the env
+    env = {"COLUMNS": "200", "HEALTHSCORE_DB": None}
+    r = CliRunner().invoke(app, list(args), input=stdin, env=env)
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        raise r.exception
+    return subprocess.CompletedProcess(args, r.exit_code, r.stdout, r.stderr)
+
+
 @pytest.fixture
 def store_copy(demo_project, tmp_path) -> Path:
     db = tmp_path / "healthscore.duckdb"
@@ -606,17 +617,19 @@ def store_copy(demo_project, tmp_path) -> Path:
 
 
 def test_a_token_made_by_the_cli_works_until_revoked_or_expired(store_copy):
-    made = cli("token", "create", "--name", "CRM sync", "--scope", "read", "--db", str(store_copy))
+    made = command(
+        "token", "create", "--name", "CRM sync", "--scope", "read", "--db", str(store_copy)
+    )
     assert made.returncode == 0, made.stderr
     text = made.stdout.strip()
     assert re.fullmatch(r"hs_[0-9a-f]{12}_[\w-]{40,}", text)
     assert "shown once" in made.stderr
-    listed = cli("token", "list", "--db", str(store_copy))
+    listed = command("token", "list", "--db", str(store_copy))
     assert "CRM sync" in listed.stdout and text.split("_", 2)[2] not in listed.stdout
-    bad = cli("token", "create", "--name", "x", "--scope", "root", "--db", str(store_copy))
+    bad = command("token", "create", "--name", "x", "--scope", "root", "--db", str(store_copy))
     assert bad.returncode == 1 and "unknown scope 'root'" in bad.stderr
     assert "Traceback" not in bad.stderr
-    past = cli(
+    past = command(
         "token", "create", "--name", "x", "--scope", "read", "--expires", "2020-01-01",
         "--db", str(store_copy),
     )  # fmt: skip
@@ -648,25 +661,26 @@ def test_a_token_made_by_the_cli_works_until_revoked_or_expired(store_copy):
 
 
 def test_auth_user_add_takes_the_password_from_stdin_never_the_command_line(store_copy):
-    r = cli(
+    r = command(
         "auth", "user", "add", "maria", "--role", "member", "--csm", "Maria Lopez",
         "--password-stdin", "--db", str(store_copy), stdin=PASSWORD + "\n",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    listed = cli("auth", "user", "list", "--db", str(store_copy))
+    listed = command("auth", "user", "list", "--db", str(store_copy))
     assert re.search(r"maria\s+member\s+Maria Lopez", listed.stdout)
-    short = cli(
+    short = command(
         "auth", "user", "add", "bo", "--password-stdin", "--db", str(store_copy), stdin="short\n"
     )
     assert short.returncode == 1 and "12 characters" in short.stderr
     assert (
-        cli("auth", "user", "add", "x", "--password", "p", "--db", str(store_copy)).returncode == 2
+        command("auth", "user", "add", "x", "--password", "p", "--db", str(store_copy)).returncode
+        == 2
     )
     with running_service(store_copy) as running:
         assert login(running.url, "maria", PASSWORD).status_code == 303
-    gone = cli("auth", "user", "remove", "maria", "--db", str(store_copy))
+    gone = command("auth", "user", "remove", "maria", "--db", str(store_copy))
     assert gone.returncode == 0
-    again = cli("auth", "user", "remove", "maria", "--db", str(store_copy))
+    again = command("auth", "user", "remove", "maria", "--db", str(store_copy))
     assert again.returncode == 1 and "no user 'maria'" in again.stderr
 
 
@@ -739,21 +753,21 @@ def test_cli_writes_go_through_the_running_server_and_others_say_it_owns_the_sto
         assert served.url in first_lines
 
         # token create goes through the server (DuckDB would refuse a second process)
-        made = cli("token", "create", "--name", "while serving", "--scope", "read", "--db", db)
+        made = command("token", "create", "--name", "while serving", "--scope", "read", "--db", db)
         assert made.returncode == 0, made.stderr
         token = made.stdout.strip()
         with served.client(token) as c:
             assert c.get("/openapi.json").status_code == 200
-        listed = cli("token", "list", "--db", db)
+        listed = command("token", "list", "--db", db)
         assert "while serving" in listed.stdout and "local CLI of the server" in listed.stdout
-        revoked = cli("token", "revoke", token.split("_")[1], "--db", db)
+        revoked = command("token", "revoke", token.split("_")[1], "--db", db)
         assert revoked.returncode == 0, revoked.stderr
         with served.client(token) as c:
             assert c.get("/openapi.json").status_code == 401
 
         # flag add goes through POST /v1/flags when this branch has it
         if has_route(routes_here, "POST", "/v1/flags"):
-            flagged = cli("flag", "add", "ACC-00001", "champion_left", "--db", db)
+            flagged = command("flag", "add", "ACC-00001", "champion_left", "--db", db)
             assert flagged.returncode == 0, flagged.stderr
             assert re.match(r"flag FLG-\w+: champion_left on ACC-00001", flagged.stdout)
 
@@ -766,7 +780,7 @@ def test_cli_writes_go_through_the_running_server_and_others_say_it_owns_the_sto
             ["history", "--from", "2025-06-01", "--to", "2025-07-01", "--db", db],
             ["flag", "list", "--db", db],
         ):
-            r = cli(*args)
+            r = command(*args)
             assert r.returncode == 1, (args, r.stdout, r.stderr)
             assert r.stderr.startswith(
                 f"Error: the store {store_copy} is in use by the healthscore server at "
@@ -774,7 +788,7 @@ def test_cli_writes_go_through_the_running_server_and_others_say_it_owns_the_sto
             ), r.stderr
             assert "Traceback" not in r.stderr and "IO Error" not in r.stderr
         # a command without --db that opens the store anyway: DuckDB's lock, named too
-        r = cli("init", str(store_copy.parent))
+        r = command("init", str(store_copy.parent))
         assert r.returncode == 1 and f"in use by the healthscore server at {served.url}" in (
             r.stderr
         )
@@ -786,11 +800,11 @@ def test_cli_writes_go_through_the_running_server_and_others_say_it_owns_the_sto
     assert "Traceback" not in log
     assert not served.owner_file.exists()
     # the server is gone: the CLI works directly again, and the local token was revoked
-    after = cli("token", "list", "--db", db)
+    after = command("token", "list", "--db", db)
     assert after.returncode == 0, after.stderr
     local_rows = [line for line in after.stdout.splitlines() if "local CLI" in line]
     assert local_rows and all(re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d\s*$", r) for r in local_rows)
-    loaded = cli("load", "accounts", str(csv), "--db", db)
+    loaded = command("load", "accounts", str(csv), "--db", db)
     assert loaded.returncode == 0 and "1 inserted" in loaded.stdout, loaded.stderr
 
 
@@ -800,7 +814,7 @@ def test_a_killed_servers_owner_file_is_ignored_and_its_token_revoked_at_next_st
     local_token = json.loads(served.owner_file.read_text())["token"]
     served.stop(signal.SIGKILL)
     assert served.owner_file.exists()  # nobody removed it: stale
-    r = cli("auth", "user", "list", "--db", db)
+    r = command("auth", "user", "list", "--db", db)
     assert r.returncode == 0 and "admin" in r.stdout, r.stderr
     assert not served.owner_file.exists()  # the stale file is cleared
     again = Served(store_copy)
@@ -837,7 +851,7 @@ def test_parked_messages_are_listed_by_the_cli_through_the_server_and_directly(s
     db = str(store_copy)
     served = Served(store_copy)
     try:
-        made = cli("token", "create", "--name", "web", "--scope", "segment", "--db", db)
+        made = command("token", "create", "--name", "web", "--scope", "segment", "--db", db)
         key = made.stdout.strip()
         batch = {
             "batch": [
@@ -848,26 +862,28 @@ def test_parked_messages_are_listed_by_the_cli_through_the_server_and_directly(s
         }  # fmt: skip
         r = httpx.post(served.url + "/v1/batch", json=batch, auth=(key, ""), timeout=PATIENCE)
         assert r.status_code == 200, r.text
-        table = cli("ingest", "rejects", "--db", db)
+        table = command("ingest", "rejects", "--db", db)
         assert table.returncode == 0, table.stderr
         assert "1 rejected messages" in table.stdout
         line = next(ln for ln in table.stdout.splitlines() if "cli-page" in ln)
         assert "'page' is not used" in line and "[bold]u1[/bold]" in line
         out = store_copy.parent / "pending.json"
-        written = cli("ingest", "pending", "--format", "json", "--out", str(out), "--db", db)
+        written = command("ingest", "pending", "--format", "json", "--out", str(out), "--db", db)
         assert written.returncode == 0, written.stderr
         served_json = json.loads(out.read_text())
         assert served_json["total"] == 1 and served_json["items"][0]["user_id"] == "cli-nobody"
-        rejects_json = json.loads(cli("ingest", "rejects", "-f", "json", "--db", db).stdout)
+        rejects_json = json.loads(command("ingest", "rejects", "-f", "json", "--db", db).stdout)
         with served.client(json.loads(served.owner_file.read_text())["token"]) as c:
             assert c.get("/v1/ingest/rejects").json() == rejects_json
     finally:
         served.stop()
     # no server: the store itself, opened read-only, says the same
-    direct = cli("ingest", "pending", "--format", "json", "--db", db)
+    direct = command("ingest", "pending", "--format", "json", "--db", db)
     assert direct.returncode == 0, direct.stderr
     assert json.loads(direct.stdout) == served_json
-    assert json.loads(cli("ingest", "rejects", "-f", "json", "--db", db).stdout) == rejects_json
-    paged = json.loads(cli("ingest", "rejects", "-f", "json", "--offset", "1", "--db", db).stdout)
+    assert json.loads(command("ingest", "rejects", "-f", "json", "--db", db).stdout) == rejects_json
+    paged = json.loads(
+        command("ingest", "rejects", "-f", "json", "--offset", "1", "--db", db).stdout
+    )
     assert paged == {"total": 1, "items": []}
-    assert cli("ingest", "rejects", "--limit", "0", "--db", db).returncode == 2
+    assert command("ingest", "rejects", "--limit", "0", "--db", db).returncode == 2

@@ -14,16 +14,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # uv installs the project (about half pip's time on a fresh machine: parallel downloads,
-# no per-package resolver round trips); pip only installs uv itself, into the venv
-$(BIN)/uv: | $(BIN)/python
-	$(BIN)/pip install -q uv
-
+# no per-package resolver round trips); pip only installs uv itself, into the venv. uv
+# reads neither pip.conf's local indexes nor its find-links: where it cannot install
+# (no route to PyPI, a package only a local index holds), pip installs as before.
 # uv writes no bytecode unless asked: --compile-bytecode compiles the libraries once, as
 # pip does, so no process compiles pandas & co. again where bytecode is not written
 # (PYTHONDONTWRITEBYTECODE). An editable install compiles nothing: compile healthscore's
 # own source once too; an edited file is compiled again by Python itself
-$(VENV)/.installed: pyproject.toml | $(BIN)/uv
-	$(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode -e '.[dev]'
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	( $(BIN)/pip install -q uv && \
+	  $(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode -e '.[dev]' ) || \
+	  { echo "uv could not install; installing with pip" >&2; $(BIN)/pip install -q -e '.[dev]'; }
 	$(BIN)/python -m compileall -q src
 	touch $@
 

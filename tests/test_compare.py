@@ -81,10 +81,48 @@ def book():
     return store
 
 
-def _brute(store, new: Model, current: Model, as_of):
-    """(current band, new band) -> (accounts, ARR), counted from both score tables."""
-    rows_new = {r["account_id"]: r for r in hs.score(store, new, as_of).to_pylist()}
-    rows_cur = {r["account_id"]: r for r in hs.score(store, current, as_of).to_pylist()}
+@pytest.fixture(scope="module")
+def compared(book):
+    """``compare_models`` on the book, each set of arguments computed once per module (a
+    comparison scores the book under both models: two compiles); the tests only read
+    the results."""
+    seen = {}
+
+    def get(new: Model, current: Model, as_of=D, **kwargs):
+        key = (id(new), id(current), as_of, tuple(sorted(kwargs.items())))
+        if key not in seen:
+            seen[key] = compare_models(book, new, current, as_of, **kwargs)
+        return seen[key]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def book_scores(book):
+    """``hs.score`` of the book under a model at D, once per model (the brute-force side)."""
+    seen = {}
+
+    def get(model: Model):
+        if id(model) not in seen:
+            seen[id(model)] = hs.score(book, model, D)
+        return seen[id(model)]
+
+    return get
+
+
+# the comparisons the tests share: NEW vs CURRENT at D without history, with the top 3
+# changes (migration, summary, each stored date's live side); with history and the top 2
+# (history, to_dict); NARROW vs CURRENT with every change and history (population, lines,
+# the history notes)
+NEW_AT_D = dict(top=3, history=False)
+NEW_WITH_HISTORY = dict(top=2)
+NARROW_AT_D = dict(top=None)
+
+
+def _brute(book_scores, new: Model, current: Model):
+    """(current band, new band) -> (accounts, ARR), counted from both score tables at D."""
+    rows_new = {r["account_id"]: r for r in book_scores(new).to_pylist()}
+    rows_cur = {r["account_id"]: r for r in book_scores(current).to_pylist()}
     counts, arr = Counter(), Counter()
     for acc in rows_new.keys() | rows_cur.keys():
         cur, new_ = rows_cur.get(acc), rows_new.get(acc)
@@ -94,9 +132,9 @@ def _brute(store, new: Model, current: Model, as_of):
     return counts, arr, rows_new, rows_cur
 
 
-def test_migration_matrix_equals_a_brute_force_count_of_both_score_tables(book):
-    c = compare_models(book, NEW, CURRENT, D, history=False)
-    counts, arr, rows_new, rows_cur = _brute(book, NEW, CURRENT, D)
+def test_migration_matrix_equals_a_brute_force_count_of_both_score_tables(compared, book_scores):
+    c = compared(NEW, CURRENT, **NEW_AT_D)
+    counts, arr, rows_new, rows_cur = _brute(book_scores, NEW, CURRENT)
     assert c.has_arr
     for b1, row in c.matrix.items():
         for b2, cell in row.items():
@@ -110,21 +148,21 @@ def test_migration_matrix_equals_a_brute_force_count_of_both_score_tables(book):
     assert c.summary.red_share_new == pytest.approx(red_new)
 
 
-def test_an_account_outside_one_population_is_counted_as_not_scored(book):
-    c = compare_models(book, NARROW, CURRENT, D, history=False)
-    rows_cur = hs.score(book, CURRENT, D).to_pylist()
+def test_an_account_outside_one_population_is_counted_as_not_scored(compared, book_scores):
+    c = compared(NARROW, CURRENT, **NARROW_AT_D)
+    rows_cur = book_scores(CURRENT).to_pylist()
     enterprise = sorted(r["account_id"] for r in rows_cur if r["segment"] == "enterprise")
     assert enterprise and c.left == enterprise and c.entered == []
     assert sum(row[NOT_SCORED].accounts for row in c.matrix.values()) == len(enterprise)
     assert sum(c.matrix[NOT_SCORED][b].accounts for b in c.bands) == 0
     assert c.summary.left == len(enterprise)
-    back = compare_models(book, CURRENT, NARROW, D, history=False)
+    back = compared(CURRENT, NARROW, history=False)
     assert back.entered == enterprise
     assert sum(back.matrix[NOT_SCORED][b].accounts for b in back.bands) == len(enterprise)
 
 
-def test_each_change_splits_exactly_into_metric_rule_and_clamp_lines(book):
-    c = compare_models(book, NARROW, CURRENT, D, top=None, history=False)
+def test_each_change_splits_exactly_into_metric_rule_and_clamp_lines(compared):
+    c = compared(NARROW, CURRENT, **NARROW_AT_D)
     assert len(c.changes) == c.summary.accounts_both
     deltas = [abs(ch.delta) for ch in c.changes]
     assert deltas == sorted(deltas, reverse=True)
@@ -149,8 +187,8 @@ def test_each_change_splits_exactly_into_metric_rule_and_clamp_lines(book):
     )
 
 
-def test_the_summary_names_the_weight_that_changed(book):
-    c = compare_models(book, NEW, CURRENT, D, top=3, history=False)
+def test_the_summary_names_the_weight_that_changed(compared):
+    c = compared(NEW, CURRENT, **NEW_AT_D)
     assert len(c.changes) == 3
     line = c.changes[0].summary()
     assert re.search(r"usage_change_30d weight 0\.\d\d -> 0\.\d\d \([+-]\d+\.\d\)", line), line
@@ -199,13 +237,13 @@ def _small_store():
     return _SMALL[0]
 
 
-def test_history_agrees_with_the_comparison_at_each_stored_date(book):
-    c = compare_models(book, NEW, CURRENT, D, top=1)
+def test_history_agrees_with_the_comparison_at_each_stored_date(compared):
+    c = compared(NEW, CURRENT, **NEW_WITH_HISTORY)
     h = c.history
     assert [p.as_of for p in h.points] == HISTORY_DATES
     assert CURRENT_ONLY_DATE in h.dates_current and CURRENT_ONLY_DATE not in h.dates_new
     for p in h.points:
-        live = compare_models(book, NEW, CURRENT, p.as_of, history=False)
+        live = compared(NEW, CURRENT, p.as_of, **NEW_AT_D)
         assert p.matrix == {
             b1: {b2: cell.accounts for b2, cell in row.items()} for b1, row in live.matrix.items()
         }
@@ -218,8 +256,8 @@ def test_history_agrees_with_the_comparison_at_each_stored_date(book):
     assert only and "healthscore history --model new.yaml --from 2025-06-10" in only[0]
 
 
-def test_history_says_which_command_to_run_when_a_version_has_none(book):
-    c = compare_models(book, NARROW, CURRENT, D, top=0)
+def test_history_says_which_command_to_run_when_a_version_has_none(compared):
+    c = compared(NARROW, CURRENT, **NARROW_AT_D)
     assert c.history.points == []
     assert any(
         "the new model" in n
@@ -256,8 +294,8 @@ def test_a_scorecard_untouched_by_the_edit_compares_equal(book):
     assert any("same version" in n for n in c.notes)
 
 
-def test_to_dict_is_json_and_keeps_the_exact_lines(book):
-    c = compare_models(book, NEW, CURRENT, D, top=2)
+def test_to_dict_is_json_and_keeps_the_exact_lines(compared):
+    c = compared(NEW, CURRENT, **NEW_WITH_HISTORY)
     d = json.loads(json.dumps(c.to_dict()))
     assert d["new"]["version"] == NEW.version and d["current"]["file"] == CURRENT.file
     assert len(d["changes"]) == 2 and len(d["history"]["points"]) == len(HISTORY_DATES)

@@ -249,9 +249,14 @@ def validate_model(model: str | Path | None = None) -> Model:
 def check_against_store(model: Model, db: str | Path | None = None) -> list[str]:
     """What the store ``db`` (default: ./healthscore.duckdb or $HEALTHSCORE_DB, when it
     exists) would make of ``model`` as of today: its tables with no rows and the category
-    values the model does not name. Nothing when there is no store."""
+    values the model does not name. Nothing when there is no store.
+
+    The scores run as the plan ``healthscore score`` keeps in the user's cache
+    (:class:`~healthscore.engine.snapshot.Snapshot`): validating a model and scoring
+    with it compile its query once between them."""
     from healthscore.core.time import today
-    from healthscore.engine.asof import evidence, score
+    from healthscore.engine.asof import evidence
+    from healthscore.engine.snapshot import Snapshot
     from healthscore.store import connect, resolve_url
 
     url = resolve_url(db)
@@ -263,7 +268,8 @@ def check_against_store(model: Model, db: str | Path | None = None) -> list[str]
         if model.unfitted_percentiles():
             return []
         d = today()
-        return evidence(store, model, d, score(store, model, d)).warnings
+        plans = Snapshot(store, model)
+        return evidence(store, model, d, plans.scores(d), plans=plans).warnings
     finally:
         store.close()
 

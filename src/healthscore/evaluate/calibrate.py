@@ -1311,7 +1311,10 @@ def calibrate(
             hint="choose a later `train_until` or an earlier `start`",
         )
     seen = seen.only(dates)
-    asof.backfill_dates(store, model, dates, progress=progress)
+    # the held-out backtest scores the old model at its dates too: stored here with the
+    # training dates in one multi-date pass (one compile of the old model, not two)
+    later = _held_out_dates(store, plan, train_until, horizon) if held_out else []
+    asof.backfill_dates(store, model, sorted(set(dates) | set(later)), progress=progress)
     obs = training_observations(store, model, dates, horizon, outcome, train_until, seen.pairs)
     y = obs["label"].to_numpy(bool)
     if y.sum() < MIN_POSITIVES or y.all():
@@ -1453,12 +1456,31 @@ def lines_missing(lines: pd.DataFrame, obs: pd.DataFrame, metric: str) -> np.nda
     return s.reindex(keys).to_numpy(object)
 
 
-def _held_out(store: Store, old: Model, result: CalibrationResult, *, reps, seed, progress):
-    """Backtest new vs old on the dates from train_until on; recall at the old FPR."""
+def _held_out_end(store: Store, horizon: str) -> datetime | None:
+    """The last observation date of the held-out backtest: the last outcome on file
+    minus ``horizon`` (None: no outcome on file)."""
     out = outcome_events(store)
     if out.empty:
+        return None
+    return shift(out["ts"].max().to_pydatetime(), horizon, -1)
+
+
+def _held_out_dates(
+    store: Store, plan: ObservationPlan, train_until: datetime, horizon: str
+) -> list[datetime]:
+    """The dates the held-out backtest observes (:func:`_held_out`'s, as its backtest
+    finds them)."""
+    end = _held_out_end(store, horizon)
+    if end is None or end < train_until:
+        return []
+    return plan.observed(store, train_until, end).dates
+
+
+def _held_out(store: Store, old: Model, result: CalibrationResult, *, reps, seed, progress):
+    """Backtest new vs old on the dates from train_until on; recall at the old FPR."""
+    end = _held_out_end(store, result.horizon)
+    if end is None:
         return
-    end = shift(out["ts"].max().to_pydatetime(), result.horizon, -1)
     d = result.train_until
     if end < d:
         result.notes.append(

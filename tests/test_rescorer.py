@@ -240,9 +240,11 @@ def test_a_failing_rescore_is_reported_and_the_thread_lives(quiet):
 def test_the_daily_rescore_appends_the_midnight_row_to_history(demo_projects, tmp_path):
     import shutil
 
-    from healthscore.engine.history import stored_dates
+    from healthscore.engine.asof import score
+    from healthscore.engine.history import SCORES, stored_dates
     from healthscore.store import current
 
+    columns = ("account_id", "score", "band", "coverage", "segment", "csm")
     template = demo_projects(fixtures.SMALL_DEMO)
     db, model_file = tmp_path / "daily.duckdb", tmp_path / "healthscore.yaml"
     shutil.copy2(template.db_path, db)
@@ -261,6 +263,17 @@ def test_the_daily_rescore_appends_the_midnight_row_to_history(demo_projects, tm
                 scored = store.execute(current.of_model(store, card.version, name))
             assert scored.num_rows == st["accounts"] or name != "health"
             assert set(scored["as_of"].to_pylist()) == {now}
+            if name == "health":  # the midnight's stored rows are those of score()
+                with state.store_access() as store:
+                    t = store.stored(SCORES)
+                    mine = (t.as_of == fixtures.DEMO_END) & (t.scorecard == name)
+                    stored = store.execute(
+                        t.filter(mine & (t.model_version == card.version)).select(columns)
+                    )
+                    want = score(store, card, fixtures.DEMO_END).select(list(columns))
+                order = [("account_id", "ascending")]
+                assert stored.num_rows == want.num_rows > 0
+                assert stored.sort_by(order).to_pylist() == want.sort_by(order).to_pylist()
         # the list now comes from current_scores, as of now
         with running.client() as api:
             listed = api.get("/v1/accounts", params={"limit": 5}).json()

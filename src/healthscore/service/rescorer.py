@@ -337,8 +337,8 @@ class Rescorer:
     def rescore_everyone(self, *, daily: bool = True) -> Batch:
         """Append the midnight of today to history (``daily``), read the trend classes
         and rewrite every account's current score, on every scorecard."""
-        from healthscore.engine.asof import backfill_dates
         from healthscore.engine.current import current_rows, trend_rows
+        from healthscore.engine.history import backfill
         from healthscore.store import current
 
         t0 = time.monotonic()
@@ -348,8 +348,13 @@ class Rescorer:
             card = self.state.model.scorecard(name)
             plan = self._plan(card)
             if daily:
+                # the midnight's rows from the plan of every account (those of score() at
+                # that date), compiled once for both runs, and outside the store's lock:
+                # ``backfill_dates`` compiled the dates query and the evidence notes too
+                with self.state.reading() as store:
+                    at_midnight = plan.run(store, midnight)
                 with self.state.store_access() as store:
-                    backfill_dates(store, card, [midnight])
+                    backfill(store, card, [midnight], lambda d, rows=at_midnight: rows)
             with self.state.reading() as store:
                 self._trends[name] = trend_rows(store, card, self.state.now())
                 wide = plan.run(store, self.state.now())

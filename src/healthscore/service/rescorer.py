@@ -29,9 +29,11 @@ builds them in Python.
 - **Daily.** At 00:00 UTC (and once at start-up when ``current_scores`` is empty, holds
   another model version, or the day's midnight is missing from history), with
   ``settings.daily_rescore``: the midnight scores of everyone are appended to history
-  (as ``healthscore history`` stores them), the trend classes are read from that
-  history, and every account's current score is rewritten; time-driven metrics (days
-  since the last event, sliding windows, days to renewal) move without any write.
+  (as ``healthscore history`` stores them; scored by the same compiled plan of every
+  account as the current scores, run at midnight then now), the trend classes are read
+  from that history, and every account's current score is rewritten; time-driven
+  metrics (days since the last event, sliding windows, days to renewal) move without
+  any write.
 - **Errors** are logged and kept (:attr:`Rescorer.last_error`, shown by
   ``GET /v1/status``); the accounts of a failed batch are marked again and retried after
   a pause; the thread lives on.

@@ -58,15 +58,16 @@ def test_the_compiled_plan_scores_like_score_on_the_demo(demo_project):
             # an account's score does not depend on which others are scored with it, so
             # each date's batches are checked against one score() of every account
             dates = [fixtures.DEMO_END, datetime(2025, 6, 14, 13, 30, 5), datetime(2025, 1, 31)]
+            everyone_at = {}  # date -> score() of every account (compiled once per date)
             for d in dates:
-                everyone = score(store, card, d)
+                everyone = everyone_at[d] = score(store, card, d)
                 for n, seed in ((1, 1), (3, 2), (17, 3)):
                     ids = _ids(store, n, seed)
                     _same_accounts(plan.run(store, d, ids), everyone, ids)
             # built once per slot size (1, 4, 32 slots), then only bound
             assert plan.builds == 3
             # every account, and a batch larger than the largest slot
-            _same(plan.run(store, fixtures.DEMO_END), score(store, card, fixtures.DEMO_END))
+            _same(plan.run(store, fixtures.DEMO_END), everyone_at[fixtures.DEMO_END])
             many = _ids(store, 280, 4)
             end = fixtures.DEMO_END
             _same(plan.run(store, end, many), score(store, card, end, many))
@@ -239,9 +240,11 @@ def test_a_failing_rescore_is_reported_and_the_thread_lives(quiet):
 def test_the_daily_rescore_appends_the_midnight_row_to_history(demo_projects, tmp_path):
     import shutil
 
-    from healthscore.engine.history import stored_dates
+    from healthscore.engine.asof import score
+    from healthscore.engine.history import SCORES, stored_dates
     from healthscore.store import current
 
+    columns = ("account_id", "score", "band", "coverage", "segment", "csm")
     template = demo_projects(fixtures.SMALL_DEMO)
     db, model_file = tmp_path / "daily.duckdb", tmp_path / "healthscore.yaml"
     shutil.copy2(template.db_path, db)
@@ -260,6 +263,17 @@ def test_the_daily_rescore_appends_the_midnight_row_to_history(demo_projects, tm
                 scored = store.execute(current.of_model(store, card.version, name))
             assert scored.num_rows == st["accounts"] or name != "health"
             assert set(scored["as_of"].to_pylist()) == {now}
+            if name == "health":  # the midnight's stored rows are those of score()
+                with state.store_access() as store:
+                    t = store.stored(SCORES)
+                    mine = (t.as_of == fixtures.DEMO_END) & (t.scorecard == name)
+                    stored = store.execute(
+                        t.filter(mine & (t.model_version == card.version)).select(columns)
+                    )
+                    want = score(store, card, fixtures.DEMO_END).select(list(columns))
+                order = [("account_id", "ascending")]
+                assert stored.num_rows == want.num_rows > 0
+                assert stored.sort_by(order).to_pylist() == want.sort_by(order).to_pylist()
         # the list now comes from current_scores, as of now
         with running.client() as api:
             listed = api.get("/v1/accounts", params={"limit": 5}).json()
@@ -344,13 +358,23 @@ def test_a_micro_batch_recomputes_the_trend_class_with_the_new_score(demo_projec
         assert back["trend"] == before["trend"]
 
 
-def test_an_idle_rescorer_builds_the_larger_plans_so_a_batch_of_ten_builds_nothing(quiet):
+@pytest.fixture(scope="module")
+def driven(quiet):
+    """A second rescorer of the quiet service, never started: the tests drive it step by
+    step. One for the module: its plans are compiled once, not once per test (a test
+    that runs it on 4 accounts or fewer builds nothing :meth:`warm` did not)."""
+    from healthscore.service.rescorer import Rescorer
+
+    return Rescorer(quiet.state)
+
+
+def test_an_idle_rescorer_builds_the_larger_plans_so_a_batch_of_ten_builds_nothing(quiet, driven):
     """Start-up builds the plans of 1 and 4 accounts; the larger ones are built one at a
     time while nothing is marked, so a later batch of 10 accounts waits for no build."""
-    from healthscore.service.rescorer import IDLE_SLOTS, Rescorer
+    from healthscore.service.rescorer import IDLE_SLOTS
 
     state = quiet.state
-    rescorer = Rescorer(state)  # not started: driven here step by step
+    rescorer = driven  # not started: driven here step by step
     rescorer.warm()
     names = state.model.scorecard_names()
     plans = [rescorer._plan(state.model.scorecard(n)) for n in names]
@@ -371,16 +395,14 @@ def test_an_idle_rescorer_builds_the_larger_plans_so_a_batch_of_ten_builds_nothi
     assert set(_current(state, state.model.version)) & set(ids) == scored
 
 
-def test_the_status_counts_a_micro_batch_under_way_until_its_rows_are_written(quiet):
+def test_the_status_counts_a_micro_batch_under_way_until_its_rows_are_written(quiet, driven):
     """While a batch is being rescored, the status does not say the rescorer has caught
     up: the batch's accounts are `rescoring` and `lag_seconds` runs from its oldest mark
     (the queue alone was empty as soon as the batch was taken)."""
     import threading
 
-    from healthscore.service.rescorer import Rescorer
-
     state = quiet.state
-    rescorer = Rescorer(state)  # not started: driven here
+    rescorer = driven  # not started: driven here
     rescorer.warm()
     with state.store_access() as store:
         ids = set(_ids(store, 3, 31))

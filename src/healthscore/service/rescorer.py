@@ -29,9 +29,11 @@ builds them in Python.
 - **Daily.** At 00:00 UTC (and once at start-up when ``current_scores`` is empty, holds
   another model version, or the day's midnight is missing from history), with
   ``settings.daily_rescore``: the midnight scores of everyone are appended to history
-  (as ``healthscore history`` stores them), the trend classes are read from that
-  history, and every account's current score is rewritten; time-driven metrics (days
-  since the last event, sliding windows, days to renewal) move without any write.
+  (as ``healthscore history`` stores them; scored by the same compiled plan of every
+  account as the current scores, run at midnight then now), the trend classes are read
+  from that history, and every account's current score is rewritten; time-driven
+  metrics (days since the last event, sliding windows, days to renewal) move without
+  any write.
 - **Errors** are logged and kept (:attr:`Rescorer.last_error`, shown by
   ``GET /v1/status``); the accounts of a failed batch are marked again and retried after
   a pause; the thread lives on.
@@ -337,8 +339,8 @@ class Rescorer:
     def rescore_everyone(self, *, daily: bool = True) -> Batch:
         """Append the midnight of today to history (``daily``), read the trend classes
         and rewrite every account's current score, on every scorecard."""
-        from healthscore.engine.asof import backfill_dates
         from healthscore.engine.current import current_rows, trend_rows
+        from healthscore.engine.history import backfill
         from healthscore.store import current
 
         t0 = time.monotonic()
@@ -348,8 +350,13 @@ class Rescorer:
             card = self.state.model.scorecard(name)
             plan = self._plan(card)
             if daily:
+                # the midnight's rows from the plan of every account (those of score() at
+                # that date), compiled once for both runs, and outside the store's lock:
+                # ``backfill_dates`` compiled the dates query and the evidence notes too
+                with self.state.reading() as store:
+                    at_midnight = plan.run(store, midnight)
                 with self.state.store_access() as store:
-                    backfill_dates(store, card, [midnight])
+                    backfill(store, card, [midnight], lambda d, rows=at_midnight: rows)
             with self.state.reading() as store:
                 self._trends[name] = trend_rows(store, card, self.state.now())
                 wide = plan.run(store, self.state.now())

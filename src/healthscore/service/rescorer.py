@@ -18,7 +18,7 @@ builds them in Python.
   of its stored history (:func:`healthscore.engine.current.batch_trend_rows`), so a
   fall that makes a rapid decline shows as one at once; that query too is compiled
   once per model version, scorecard and batch size (up to 256 accounts; a larger
-  batch builds its own).
+  batch runs one query compiled for any number, its accounts passed as lists).
 - **Heavy ingest.** When the last micro-batch held more than :data:`PACE_ACCOUNTS`
   accounts and more than that are marked again, the thread gathers for as long as that
   batch took (at most :data:`MAX_GATHER` seconds): a batch of thousands of accounts

@@ -484,19 +484,60 @@ CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 
 
+#: a session secret shorter than this was not made whole by :func:`session_secret`
+#: (it writes 64 characters): signing cookies with it would make them forgeable
+MIN_SECRET = 32
+
+
 def session_secret(state_dir) -> str:
     """The key that signs session cookies: a random secret in an owner-only file of the
-    service's state folder, made on first use."""
+    service's state folder, made on first use.
+
+    The file appears whole or not at all (written beside it, then linked into place
+    only if no other server made one meanwhile): a write cut short, e.g. on a full
+    disk, leaves no file and says so. A file too short to be a secret is refused with
+    what to do, never used.
+    """
     import os
     from pathlib import Path
 
+    from healthscore.core.files import output_error
+
     path = Path(state_dir) / "session_secret"
     if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            _make_secret(path)
+        except OSError as e:
+            raise output_error(path, e) from None
+    os.chmod(path, 0o600)
+    secret = path.read_text().strip()
+    if len(secret) < MIN_SECRET:
+        raise HealthscoreError(
+            f"{path}: the session secret holds {len(secret)} characters, not a secret "
+            f"of at least {MIN_SECRET} (a write cut short?)",
+            hint="delete the file and start the server again: a new secret is made "
+            "(dashboard users sign in again)",
+        )
+    return secret
+
+
+def _make_secret(path) -> None:
+    """Write a new secret to ``path``, whole, unless a file is there already."""
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".session_secret.")  # owner-only
+    try:
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(48))
-    os.chmod(path, 0o600)
-    return path.read_text().strip()
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # fails if another server made one meanwhile: use that
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(tmp)
 
 
 def _signer(state):

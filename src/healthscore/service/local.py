@@ -73,11 +73,17 @@ class Serving:
 
 
 def prepare_serving(
-    db: Db, admin_user: str | None = None, host: str = "127.0.0.1", port: int = 8000
+    db: Db,
+    admin_user: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    settings: Any = None,
 ) -> Serving:
     """Before ``healthscore serve``: the store must exist and be free, and the address
-    free to listen on; with ``admin_user``, that dashboard admin gets a new random
-    password (returned, to be shown once)."""
+    free to listen on; the session secret in the private folder of ``settings`` (a
+    :class:`~healthscore.service.settings.Settings`) whole, made now if there is none;
+    with ``admin_user``, that dashboard admin gets a new random password (returned, to
+    be shown once)."""
     import secrets
     import socket
 
@@ -92,6 +98,8 @@ def prepare_serving(
             f"cannot listen on {host}:{port}: {os.strerror(e.errno) if e.errno else e}",
             hint="another program uses that port: pass --port",
         ) from None
+    if settings is not None:
+        auth.session_secret(settings.resolved_state_dir())
     with _store(db) as store:
         location = store.location
         if admin_user is None:

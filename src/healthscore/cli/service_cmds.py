@@ -30,7 +30,7 @@ from healthscore.views import terminal
 
 def serve_command(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    port: Annotated[int, typer.Option(help="port to listen on (1-65535)")] = 8000,
     db: DbOpt = None,
     model: ModelOpt = None,
     admin_user: Annotated[

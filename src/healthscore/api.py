@@ -761,6 +761,7 @@ def run_backtest(
     scored once, as of ``as_of``, and labelled by ``outcome``."""
     from healthscore.core.time import parse_as_of
 
+    _check_resampling(reps, seed)
     if train_until is not None and not challenger:
         raise ArgumentError("`train_until` goes with `challenger`")
     if predictions is not None and not challenger:
@@ -892,6 +893,20 @@ class Calibration:
         }
 
 
+def _check_resampling(reps: int, seed: int, folds: int | None = None) -> None:
+    """That ``reps`` (0: figures without intervals), ``seed`` and ``folds`` can be used:
+    a negative seed or count was a NumPy traceback, a huge ``reps`` a matrix of ``reps``
+    x accounts filling the memory."""
+    from healthscore.core.limits import MAX_FOLDS, MAX_REPS
+
+    if not 0 <= reps <= MAX_REPS:
+        raise ArgumentError(f"`reps` must be from 0 to {MAX_REPS:,} (got {reps})")
+    if seed < 0:
+        raise ArgumentError(f"`seed` must be 0 or more (got {seed})")
+    if folds is not None and not 2 <= folds <= MAX_FOLDS:
+        raise ArgumentError(f"`folds` must be from 2 to {MAX_FOLDS} (got {folds})")
+
+
 def calibrate_model(
     store: Store,
     model: Model,
@@ -925,6 +940,7 @@ def calibrate_model(
     outcome."""
     from healthscore.core.time import parse_as_of
 
+    _check_resampling(reps, seed, folds if snapshot else None)
     if snapshot:
         if train_until or start or anniversaries is not None or pairs is not None:
             raise ArgumentError(

@@ -342,9 +342,42 @@ def require(scope: str, *, table_param: str | None = None) -> Callable[..., Toke
             what = f"{scope} {table}" if table else scope
             raise HTTPException(403, f"token {token.name!r} does not allow {what}")
         request.state.token = token
+        known_query(request)
         return token
 
     return Depends(dependency)
+
+
+#: route -> the query parameters it takes (read from the route once)
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+def known_query(request: Request) -> None:
+    """Refuse query parameters the route does not take (422, naming them and those it
+    takes): a client that asks for ``?as_of=2025-01-01`` where no such parameter
+    exists would otherwise get today's figures as if they were that date's. Checked
+    after the token, so that only a client allowed to call the route learns its
+    parameters."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    names = _QUERY_NAMES.get(id(route))
+    if names is None:  # the route's own and its dependencies' query parameters
+        found, todo = set(), [dependant]
+        while todo:
+            d = todo.pop()
+            found.update(p.alias for p in d.query_params)
+            todo.extend(d.dependencies)
+        names = _QUERY_NAMES[id(route)] = frozenset(found)
+    unknown = sorted(set(request.query_params) - names)
+    if unknown:
+        takes = ", ".join(sorted(names)) or "none"
+        raise HTTPException(
+            422,
+            f"unknown query parameter{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown))}; this route takes: {takes}",
+        )
 
 
 # --- dashboard users -------------------------------------------------------------------

@@ -47,7 +47,7 @@ def fresh_store(tmp_path):
     s.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def ravenstack_dir() -> Path:
     d = SHARED_DATA / "ravenstack-saas"
     if not d.exists():
@@ -55,7 +55,7 @@ def ravenstack_dir() -> Path:
     return d
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def telco_dir() -> Path:
     d = SHARED_DATA / "ibm-telco-churn-v11"
     if not d.exists():
@@ -142,4 +142,18 @@ def service(demo_project):
     from service_support import running_service
 
     with running_service(demo_project.db_path, demo_project.model_path) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def rescored_service(demo_project):
+    """A running service like :func:`service` whose ``current_scores`` a rescore of
+    everyone has written, as a served store's start-up or daily rescore leaves them:
+    the account list, portfolio and pages read those rows instead of scoring every
+    account live per request (for modules whose tests are not about scoring live)."""
+    from healthscore.service.rescorer import Rescorer
+    from service_support import running_service
+
+    with running_service(demo_project.db_path, demo_project.model_path) as running:
+        Rescorer(running.state).rescore_everyone(daily=False)
         yield running

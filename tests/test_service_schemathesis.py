@@ -12,17 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-
-@pytest.fixture(scope="module")
-def service(rescored_service):
-    """The module's service, its current scores written (conftest), as a served store's
-    start-up rescore leaves them: the hundreds of generated reads of the account list,
-    the portfolio and the pages read the stored rows instead of scoring every account
-    live per request (the filters, sorts and pages they fuzz are the same code)."""
-    return rescored_service
-
 
 def _st(schema: str, *options: str) -> tuple[int, str]:
     st = Path(sys.executable).parent / "st"

@@ -144,16 +144,3 @@ def service(demo_project):
     with running_service(demo_project.db_path, demo_project.model_path) as running:
         yield running
 
-
-@pytest.fixture(scope="module")
-def rescored_service(demo_project):
-    """A running service like :func:`service` whose ``current_scores`` a rescore of
-    everyone has written, as a served store's start-up or daily rescore leaves them:
-    the account list, portfolio and pages read those rows instead of scoring every
-    account live per request (for modules whose tests are not about scoring live)."""
-    from healthscore.service.rescorer import Rescorer
-    from service_support import running_service
-
-    with running_service(demo_project.db_path, demo_project.model_path) as running:
-        Rescorer(running.state).rescore_everyone(daily=False)
-        yield running

@@ -143,4 +143,3 @@ def service(demo_project):
 
     with running_service(demo_project.db_path, demo_project.model_path) as running:
         yield running
-

@@ -777,9 +777,11 @@ def run_backtest(
                 "(calibrate with `snapshot` measures the challenger)"
             )
         from healthscore.evaluate import snapshot as snap
+        from healthscore.evaluate.backtest import record_run
 
         d = parse_as_of(as_of) if as_of else None
         result = snap.backtest(store, model, as_of=d, outcome=outcome, vs=vs, reps=reps, seed=seed)
+        record_run(store, result)
         return BacktestRun(result)
     if as_of is not None:
         raise ArgumentError("`as_of` goes with `snapshot`")
@@ -817,6 +819,7 @@ def run_backtest(
         progress=progress,
         plan=plan,
     )
+    backtest.record_run(store, result)  # the dashboard's model page shows the last one
     run = BacktestRun(result)
     if challenger:
         from healthscore.evaluate.challenger import challenge

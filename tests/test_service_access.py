@@ -889,3 +889,14 @@ def test_parked_messages_are_listed_by_the_cli_through_the_server_and_directly(s
     )
     assert paged == {"total": 1, "items": []}
     assert command("ingest", "rejects", "--limit", "0", "--db", db).returncode == 2
+
+
+def test_a_token_name_past_200_characters_is_refused_saying_so(store_copy):
+    """A name of thousands of characters was stored and printed in every listing."""
+    r = command("token", "create", "--name", "n" * 201, "--scope", "read", "--db", str(store_copy))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "a token name is at most 200 characters (got 201)" in " ".join(r.stderr.split())
+    listed = command("token", "list", "--db", str(store_copy))
+    assert "n" * 201 not in listed.stdout
+    ok = command("token", "create", "--name", "n" * 200, "--scope", "read", "--db", str(store_copy))
+    assert ok.returncode == 0, ok.stderr

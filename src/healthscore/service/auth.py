@@ -163,6 +163,10 @@ class NewToken:
     token: Token = field(repr=False)
 
 
+#: the longest token name (shown in every token listing)
+MAX_TOKEN_NAME = 200
+
+
 def create_token(
     store: Store, name: str, scopes: list[str], *, expires_at: datetime | None = None
 ) -> NewToken:
@@ -170,6 +174,11 @@ def create_token(
     name = name.strip()
     if not name:
         raise AuthError("a token needs a name (who or what uses it)")
+    if len(name) > MAX_TOKEN_NAME:
+        raise AuthError(
+            f"a token name is at most {MAX_TOKEN_NAME} characters (got {len(name):,})",
+            hint="name who or what uses it, e.g. 'CRM sync'",
+        )
     words = parse_scopes(scopes)
     token_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)

@@ -20,6 +20,7 @@ datetime.datetime(2025, 1, 1, 0, 0)
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -97,6 +98,7 @@ __all__ = [
     "load_table",
     "model_path",
     "observation_plan",
+    "open_connections",
     "open_project",
     "parse_as_of",
     "rapid_declines",
@@ -189,6 +191,16 @@ def model_path(model: str | Path | None = None) -> Path | None:
     if model is not None:
         return Path(model)
     return Path(DEFAULT_MODEL) if Path(DEFAULT_MODEL).exists() else None
+
+
+def open_connections() -> int:
+    """How many store connections this process has open (see
+    :func:`healthscore.store.open_connections`); none before a store was first opened."""
+    if "healthscore.store" not in sys.modules:  # no store opened: do not import one
+        return 0
+    from healthscore.store import open_connections
+
+    return open_connections()
 
 
 def open_project(

@@ -53,6 +53,7 @@ from healthscore.core.lazy import lazy
 from healthscore.core.tables import SCHEMA_VERSION, TABLES, Cadence, get_table
 from healthscore.errors import HealthscoreError, ScoringError, StoreError, StoreInUseError
 from healthscore.store.backend import Backend, DuckDBBackend, Prepared, backend_for
+from healthscore.store.backend import open_connections as open_connections
 from healthscore.store.backend import parameter as parameter  # re-exported for the engine
 
 if TYPE_CHECKING:

@@ -68,6 +68,15 @@ sge = lazy("sqlglot.expressions")
 #: rows per insert when a stream is staged through Ibis (PostgreSQL and others)
 STAGE_ROWS = 50_000
 
+#: the connections of this process that are open (see :func:`open_connections`)
+_OPEN: weakref.WeakSet[Backend] = weakref.WeakSet()
+
+
+def open_connections() -> int:
+    """How many store connections of this process are open: not closed, and not yet
+    collected (a store nothing references closes its connection as it is collected)."""
+    return len(_OPEN)
+
 
 #: the SQL function names that stand for a parameter until a prepared query runs
 PARAMETER_FUNCTIONS = {
@@ -197,9 +206,11 @@ class Backend:
         self.name = con.name
         self._depth = 0
         self._indexed: dict[str, str] = {}
+        _OPEN.add(self)
 
     def close(self) -> None:
         self.con.disconnect()
+        _OPEN.discard(self)
 
     # bookkeeping reads: every command opening the store makes them ----------------------
     def list_tables(self) -> list[str]:
@@ -409,6 +420,7 @@ class DuckDBBackend(Backend):
         #: name of a kept statement -> the catalog (:meth:`_catalog`) it was planned on
         self._planned_on: dict[str, tuple] = {}
         self.plannings = 0  # kept statements planned (PREPAREd) on this connection
+        _OPEN.add(self)
 
     @classmethod
     def open(cls, database: str, *, read_only: bool) -> DuckDBBackend:
@@ -437,6 +449,7 @@ class DuckDBBackend(Backend):
             self.native.close()
         else:
             self._con.disconnect()
+        _OPEN.discard(self)
 
     def list_tables(self) -> list[str]:
         # as Ibis lists them: the current schema's tables and the session's temporary ones

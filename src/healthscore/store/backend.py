@@ -431,7 +431,8 @@ class DuckDBBackend(Backend):
         try:
             native.execute("SET TimeZone = 'UTC'")
             native.execute("SET python_enable_replacements = false")
-            native.execute(f"SET dynamic_or_filter_threshold = {OR_FILTER_KEYS}")
+            # GLOBAL: the rescorer reads through a cursor of this connection (reader)
+            native.execute(f"SET GLOBAL dynamic_or_filter_threshold = {OR_FILTER_KEYS}")
         except BaseException:
             native.close()
             raise

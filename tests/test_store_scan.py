@@ -5,6 +5,7 @@ events, not every group between the smallest and the largest id."""
 from __future__ import annotations
 
 import json
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc

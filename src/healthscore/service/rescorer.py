@@ -45,6 +45,7 @@ import logging
 import threading
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -70,6 +71,11 @@ DAILY_RETRY = 60.0
 PACE_ACCOUNTS = 256
 #: the longest a micro-batch gathers under heavy ingest, in seconds
 MAX_GATHER = 10.0
+#: a micro-batch of at most this many accounts runs its scoring queries on one thread:
+#: DuckDB's second thread sets each pipeline up again for a row group or two (the plan
+#: of one account: 48 against 65 ms CPU, of 16 accounts 200 against 224 ms, of 64 about
+#: even; load 9), and ingest and larger batches keep both
+ONE_THREAD_ACCOUNTS = 4
 
 
 def _wall() -> datetime:
@@ -314,7 +320,7 @@ class Rescorer:
             for name in self.state.model.scorecard_names():
                 card = self.state.model.scorecard(name)
                 plan = self._plan(card)
-                with self.state.reading() as store:
+                with self.state.reading() as store, self._threads(store, len(ids)):
                     wide = plan.run(store, self.state.now(), ids)
                     # with the new scores
                     trends = batch_trend_rows(store, card, wide, self._trend_plan(card))
@@ -335,6 +341,13 @@ class Rescorer:
         finally:
             self._under_way = None
         return batch
+
+    @staticmethod
+    def _threads(store, accounts: int):
+        """The scoring queries of a micro-batch of at most :data:`ONE_THREAD_ACCOUNTS`
+        accounts on one thread (:meth:`~healthscore.store.Store.one_thread`); a larger
+        batch's on as many as the store runs."""
+        return store.one_thread() if accounts <= ONE_THREAD_ACCOUNTS else nullcontext()
 
     def rescore_everyone(self, *, daily: bool = True) -> Batch:
         """Append the midnight of today to history (``daily``), read the trend classes

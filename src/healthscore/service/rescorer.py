@@ -19,6 +19,10 @@ builds them in Python.
   fall that makes a rapid decline shows as one at once; that query too is compiled
   once per model version, scorecard and batch size (up to 256 accounts; a larger
   batch runs one query compiled for any number, its accounts passed as lists).
+- **Fixed costs of a small batch.** A batch of at most :data:`ONE_THREAD_ACCOUNTS`
+  accounts scores on one DuckDB thread (set back after it), and once the plans are
+  built the heap that holds them is exempt from Python's full collections
+  (:func:`_keep_heap`): each was a p99 of a one-account rescore.
 - **Heavy ingest.** When the last micro-batch held more than :data:`PACE_ACCOUNTS`
   accounts and more than that are marked again, the thread gathers for as long as that
   batch took (at most :data:`MAX_GATHER` seconds): a batch of thousands of accounts
@@ -41,10 +45,12 @@ builds them in Python.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -70,6 +76,21 @@ DAILY_RETRY = 60.0
 PACE_ACCOUNTS = 256
 #: the longest a micro-batch gathers under heavy ingest, in seconds
 MAX_GATHER = 10.0
+#: a micro-batch of at most this many accounts runs its scoring queries on one thread:
+#: DuckDB's second thread sets each pipeline up again for a row group or two (the plan
+#: of one account: 48 against 65 ms CPU, of 16 accounts 200 against 224 ms, of 64 about
+#: even; load 9), and ingest and larger batches keep both
+ONE_THREAD_ACCOUNTS = 4
+
+
+def _keep_heap() -> None:
+    """Collect the garbage of the plans just built, then exempt what is left (the plans,
+    the model, the modules: hundreds of thousands of objects) from Python's collector:
+    a full collection walked them all, 260-410 ms in one micro-batch in 120-150 (load
+    11-14), the p99 of a one-account rescore. Only garbage in cycles among them would
+    stay, until :meth:`Rescorer.stop` gives them back to the collector."""
+    gc.collect()
+    gc.freeze()
 
 
 def _wall() -> datetime:
@@ -135,6 +156,7 @@ class Rescorer:
         if self._thread is not None:
             self._thread.join(60)
             self._thread = None
+        gc.unfreeze()  # its plans (see _keep_heap) collectable again once dropped
 
     @property
     def alive(self) -> bool:
@@ -239,6 +261,7 @@ class Rescorer:
                     return
                 self._build(name, slots)
         self.warmed = True
+        _keep_heap()
 
     def warm_one_more(self) -> None:
         """Build one plan of a larger slot (:data:`IDLE_SLOTS`) not built yet: called
@@ -251,6 +274,7 @@ class Rescorer:
         if self._idle_builds:
             try:
                 self._build(*self._idle_builds[0])
+                _keep_heap()
             finally:  # counted as left until built (or failed: not tried again)
                 self._idle_builds.pop(0)
 
@@ -314,7 +338,7 @@ class Rescorer:
             for name in self.state.model.scorecard_names():
                 card = self.state.model.scorecard(name)
                 plan = self._plan(card)
-                with self.state.reading() as store:
+                with self.state.reading() as store, self._threads(store, len(ids)):
                     wide = plan.run(store, self.state.now(), ids)
                     # with the new scores
                     trends = batch_trend_rows(store, card, wide, self._trend_plan(card))
@@ -335,6 +359,13 @@ class Rescorer:
         finally:
             self._under_way = None
         return batch
+
+    @staticmethod
+    def _threads(store, accounts: int):
+        """The scoring queries of a micro-batch of at most :data:`ONE_THREAD_ACCOUNTS`
+        accounts on one thread (:meth:`~healthscore.store.Store.one_thread`); a larger
+        batch's on as many as the store runs."""
+        return store.one_thread() if accounts <= ONE_THREAD_ACCOUNTS else nullcontext()
 
     def rescore_everyone(self, *, daily: bool = True) -> Batch:
         """Append the midnight of today to history (``daily``), read the trend classes

@@ -67,6 +67,8 @@ sge = lazy("sqlglot.expressions")
 
 #: rows per insert when a stream is staged through Ibis (PostgreSQL and others)
 STAGE_ROWS = 50_000
+#: DuckDB inserts at most this many rows of plain values as bound values, not Arrow
+SMALL_INSERT = 16
 
 #: the connections of this process that are open (see :func:`open_connections`)
 _OPEN: weakref.WeakSet[Backend] = weakref.WeakSet()
@@ -357,6 +359,12 @@ class Backend:
         such a setting (DuckDB); elsewhere the server's own settings apply."""
         yield
 
+    @contextmanager
+    def one_thread(self) -> Iterator[None]:
+        """Run the queries of the block on one thread, where the backend runs a query on
+        several of this process's threads (DuckDB); elsewhere nothing changes."""
+        yield
+
     def statement(self, stmt: sge.Expression) -> None:
         """Run one statement that returns no rows, in the backend's dialect."""
         # `_safe_raw_sql` is how Ibis runs its own statements (insert, truncate, drop) on
@@ -431,6 +439,7 @@ class DuckDBBackend(Backend):
         #: name of a kept statement -> the catalog (:meth:`_catalog`) it was planned on
         self._planned_on: dict[str, tuple] = {}
         self.plannings = 0  # kept statements planned (PREPAREd) on this connection
+        self._threads: int | None = None  # the database's `threads` (see one_thread)
         _OPEN.add(self)
 
     @classmethod
@@ -519,9 +528,19 @@ class DuckDBBackend(Backend):
         # the driver scans the Arrow rows itself: Ibis's insert compiles a query and
         # looks the table's schema up first, tens of milliseconds on a small append
         # (quoted here, not by sqlglot: 3 ms of a one-row micro-batch write)
-        native, view = self.native, f"_insert_{uuid.uuid4().hex[:8]}"
         names = ", ".join(_quoted(c) for c in data.column_names)
         target = _quoted(table)
+        if data.num_rows <= SMALL_INSERT and all(_plain(f.type) for f in data.schema):
+            # a few rows of plain values (a micro-batch's current scores) bound to one
+            # INSERT ... VALUES: registering and scanning Arrow rows cost 5-12 ms of a
+            # one-row write, the bound values 1-2 ms (load 7-8); the same values, as the
+            # driver reads Python's str, int, float, bool, date and naive datetime
+            one = "(" + ", ".join(["?"] * data.num_columns) + ")"
+            values = [v for row in zip(*data.to_pydict().values(), strict=True) for v in row]
+            sql = f"INSERT INTO {target} ({names}) VALUES {', '.join([one] * data.num_rows)}"
+            self.native.execute(sql, values)
+            return
+        native, view = self.native, f"_insert_{uuid.uuid4().hex[:8]}"
         native.register(view, data)
         try:
             native.execute(f'INSERT INTO {target} ({names}) SELECT {names} FROM "{view}"')
@@ -612,6 +631,26 @@ class DuckDBBackend(Backend):
             native.execute("SET memory_limit = $1", [old[0]])
             if old[1]:
                 native.execute("PRAGMA enable_progress_bar")
+
+    @contextmanager
+    def one_thread(self) -> Iterator[None]:
+        # `threads` is a setting of the whole database (every connection of this
+        # process to it), so it is set back at once after the block: a one-account
+        # plan's run took 38 ms CPU on one thread against 57 on two (load 14; DuckDB's
+        # per-thread set-up of each pipeline, not the scan), the two SETs 1-7 ms (the
+        # worker thread stopped and started again), while ingest and a rescore of
+        # everyone keep both threads outside such blocks
+        native = self.native
+        if self._threads is None:
+            self._threads = native.execute("SELECT current_setting('threads')").fetchone()[0]
+        if self._threads <= 1:
+            yield
+            return
+        native.execute("SET threads = 1")
+        try:
+            yield
+        finally:
+            native.execute(f"SET threads = {int(self._threads)}")
 
     def _as_run(self, expr: ir.Table) -> ir.Table:
         return expr  # as to_arrow runs it: Store.execute casts the result instead
@@ -1033,6 +1072,22 @@ def _cached_text(parts: list[str], table: str) -> str:
     text = re.sub(rf"IN \(((?:{item}, )*{item})\)", semi_join, text)
     one = rf"{mark}(\w+){mark}"
     return re.sub(one, lambda k: f"(SELECT {_quoted(k.group(1))} FROM {table})", text)
+
+
+def _plain(t: pa.DataType) -> bool:
+    """Whether DuckDB's driver takes the Python values of Arrow type ``t`` as that type
+    (text, whole and floating numbers, booleans, dates, timestamps without a zone)."""
+    if pa.types.is_timestamp(t):
+        return t.tz is None and t.unit != "ns"  # nanoseconds come out as integers
+    return (
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_int64(t)
+        or pa.types.is_int32(t)
+        or pa.types.is_float64(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_date32(t)
+    )
 
 
 def _quoted(name: str) -> str:

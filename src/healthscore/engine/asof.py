@@ -181,8 +181,15 @@ def score(store: Store, model: Model, as_of=None, account_ids=None) -> pa.Table:
 
     Columns: see :mod:`healthscore.engine.scoring`. Rows are ordered by account id, so
     the same data and model give identical output.
+
+    The query is the plan of :func:`score_expr` compiled once per model, store schema,
+    empty tables and number of accounts, kept in the process
+    (:meth:`~healthscore.engine.snapshot.Snapshot.scores`): a store whose tables have
+    the same columns as one scored before, or another date, builds nothing.
     """
-    return store.execute(score_expr(store, model, as_of, account_ids))
+    from healthscore.engine.snapshot import Snapshot
+
+    return Snapshot(store, model).scores(parse_as_of(as_of), account_ids)
 
 
 def explain(store: Store, model: Model, account_id: str, as_of=None) -> explain_mod.Explanation:

@@ -165,11 +165,11 @@ def unmatched_categories(model: Model, scores: pa.Table) -> list[str]:
 
 
 def left_out(store: Store, model: Model, as_of=None) -> pa.Table:
-    """The accounts not scored as of ``as_of``: ``account_id, name, reason``, by id."""
-    from healthscore.engine.metrics import MetricBuilder
+    """The accounts not scored as of ``as_of``: ``account_id, name, reason``, by id
+    (a plan compiled once: :meth:`~healthscore.engine.snapshot.Snapshot.left_out`)."""
+    from healthscore.engine.snapshot import Snapshot
 
-    mb = MetricBuilder(model, store.tables(tables_needed(model)))
-    return store.execute(mb.left_out(parse_as_of(as_of)).order_by("account_id"))
+    return Snapshot(store, model).left_out(parse_as_of(as_of))
 
 
 #: why an account is not scored at a date, in the order they are checked

@@ -176,3 +176,30 @@ class Snapshot:
             return out.group_by("reason").aggregate(n=out.count())
 
         return self.run("left_out_counts", build, as_of, tables=self.tables)
+
+    def left_out(self, as_of: datetime) -> pa.Table:
+        """The accounts not scored as of ``as_of``: ``account_id, name, reason``, by id."""
+
+        def build(clock):
+            from healthscore.engine.metrics import MetricBuilder
+
+            tables = self.store.tables(tables_needed(self.model))
+            out = MetricBuilder(self.model, tables, self.empty).left_out(clock)
+            return out.order_by("account_id")
+
+        return self.run("left_out", build, as_of, tables=self.tables)
+
+    def trends(self, as_of: datetime) -> pa.Table:
+        """The trend class of every account with a stored score at ``as_of``: the rows of
+        :func:`healthscore.engine.trends.trends_expr` (the history tables are made first
+        where missing, as it makes them)."""
+        from healthscore.engine.history import SCORES, ensure_tables
+
+        ensure_tables(self.store)
+
+        def build(clock):
+            from healthscore.engine.trends import trends_of
+
+            return trends_of(self.store, self.model, clock.at, clock.earliest)
+
+        return self.run("trends", build, as_of, tables=[SCORES])

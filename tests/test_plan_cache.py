@@ -5,7 +5,7 @@ reads; which of them are empty; the number of accounts) compiles a plan of its o
 
 Each check compares the rows with a fresh compile of the expression
 (:func:`healthscore.engine.asof.score_expr` run by :meth:`Store.execute`), and the
-builds with :data:`healthscore.store.plans`' count.
+builds with :data:`healthscore.store.compiled_plans`' count.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import fixtures
 from healthscore.engine import asof
 from healthscore.model import load_model, load_model_text
 from healthscore.model.load import default_model_text
-from healthscore.store import PlanCache, connect, plans
+from healthscore.store import PlanCache, compiled_plans, connect
 
 
 def _fresh(store, model, as_of, ids=None) -> pa.Table:
@@ -77,13 +77,13 @@ def test_a_second_store_with_the_same_model_and_columns_scores_without_a_build()
         asof.score(first, model, fixtures.AS_OF)
         asof.score(first, model, fixtures.AS_OF, ids)
         asof.explain(first, model, "A1", fixtures.AS_OF)
-        built = plans.builds
+        built = compiled_plans.builds
         # another store, another date, another number of ids of the same slots
         noon = fixtures.AS_OF + timedelta(days=3, hours=12)
         everyone = asof.score(second, model, noon)
         some = asof.score(second, model, noon, ["A3", "A2"])
         one = asof.explain(second, model, "A2", noon)
-        assert plans.builds == built  # nothing built or compiled
+        assert compiled_plans.builds == built  # nothing built or compiled
         assert everyone.equals(_fresh(second, model, noon))
         assert some.equals(_fresh(second, model, noon, ["A2", "A3"]))
         assert one.score == _fresh(second, model, noon, ["A2"])["score"][0].as_py()
@@ -103,9 +103,9 @@ def test_a_changed_weight_with_the_same_version_compiles_its_own_plan():
     store = fixtures.memory_store()
     try:
         asof.score(store, base, fixtures.AS_OF)
-        built = plans.builds
+        built = compiled_plans.builds
         rows = asof.score(store, nudged, fixtures.AS_OF)
-        assert plans.builds == built + 1
+        assert compiled_plans.builds == built + 1
         assert rows.equals(_fresh(store, nudged, fixtures.AS_OF))
         # what the plan of the same version would have given: other scores
         assert not rows.equals(_fresh(store, base, fixtures.AS_OF))
@@ -143,9 +143,9 @@ def test_a_refitted_probability_curve_keeps_the_version_but_not_the_plan():
     store = _hinted([20.0, 55.0, 90.0])
     try:
         before = asof.score(store, old, fixtures.AS_OF)
-        built = plans.builds
+        built = compiled_plans.builds
         after = asof.score(store, refit, fixtures.AS_OF)
-        assert plans.builds == built + 1
+        assert compiled_plans.builds == built + 1
         assert after.equals(_fresh(store, refit, fixtures.AS_OF))
         assert after["probability"].to_pylist() != before["probability"].to_pylist()
     finally:
@@ -157,9 +157,9 @@ def test_a_column_of_another_type_compiles_its_own_plan():
     floats, ints = _hinted([20.0, 90.0]), _hinted([20, 90])
     try:
         asof.score(floats, model, fixtures.AS_OF)
-        built = plans.builds
+        built = compiled_plans.builds
         rows = asof.score(ints, model, fixtures.AS_OF)
-        assert plans.builds == built + 1
+        assert compiled_plans.builds == built + 1
         assert rows.equals(_fresh(ints, model, fixtures.AS_OF))
         assert rows.schema.field("hint").type == pa.int64()  # the plan of floats: double
     finally:
@@ -176,9 +176,9 @@ def test_an_empty_table_compiles_its_own_plan_and_its_metrics_read_as_missing():
     full, no_tickets = fixtures.memory_store(), _store(**_without("tickets"))
     try:
         asof.score(full, model, fixtures.AS_OF)
-        built = plans.builds
+        built = compiled_plans.builds
         rows = asof.score(no_tickets, model, fixtures.AS_OF)
-        assert plans.builds == built + 1
+        assert compiled_plans.builds == built + 1
         assert rows.equals(_fresh(no_tickets, model, fixtures.AS_OF))
         # the plan of a store whose tickets table has rows reads "no ticket" as a real
         # zero: other scores
@@ -217,7 +217,7 @@ def test_the_process_keeps_the_plans_used_last():
     assert kept.get(("b",)) is None
     assert [kept.get((k,)) for k in ("a", "c")] == [(None, "a"), (None, "c")]
     assert len(kept) == 2
-    assert len(plans) <= plans.size
+    assert len(compiled_plans) <= compiled_plans.size
 
 
 def test_a_second_postgresql_store_scores_without_a_build():
@@ -230,9 +230,9 @@ def test_a_second_postgresql_store_scores_without_a_build():
                 two.load(name, rows)
         two.load("surveys", fixtures.tables()["surveys"].slice(0, 1))
         asof.score(one, model, d)
-        built = plans.builds
+        built = compiled_plans.builds
         rows = asof.score(two, model, d)
-        assert plans.builds == built
+        assert compiled_plans.builds == built
         assert rows.equals(_fresh(two, model, d))
         assert not rows.equals(asof.score(one, model, d))
 
@@ -262,7 +262,7 @@ def test_the_accounts_left_out_and_the_trends_of_a_date_run_plans_compiled_once(
             backfill(store, model, dates, lambda d, s=store: asof.score(s, model, d))
         asof.left_out(first, model, end)
         classify(first, model, end)
-        built = plans.builds
+        built = compiled_plans.builds
         for d in (end, end - timedelta(days=7)):
             out = asof.left_out(second, model, d)
             trends = classify(second, model, d)
@@ -275,7 +275,7 @@ def test_the_accounts_left_out_and_the_trends_of_a_date_run_plans_compiled_once(
             assert trends.schema == fresh.schema
             assert repr(trends.to_pylist()) == repr(fresh.to_pylist())
             assert trends.num_rows == 3
-        assert plans.builds == built
+        assert compiled_plans.builds == built
     finally:
         first.close()
         second.close()

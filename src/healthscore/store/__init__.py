@@ -289,9 +289,9 @@ class PlanCache:
             self._plans.clear()
 
 
-#: the compiled plans this process keeps (a plan's text and schema: tens of kilobytes
-#: on DuckDB, where the SQL tree is not kept)
-plans = PlanCache(32)
+#: the compiled plans this process keeps: on DuckDB a plan's text and schema (about
+#: 80 kB for the default model's scores), elsewhere its SQL tree (about 5 MB)
+compiled_plans = PlanCache(32)
 
 
 class Store:
@@ -962,7 +962,7 @@ class Store:
     ) -> tuple[Prepared, Any]:
         """:meth:`prepare` of the expression ``build()`` returns (with ``info``, what the
         caller needs to bind its parameters, as JSON), kept in this process
-        (:data:`plans`, any backend) and in the user's cache
+        (:data:`compiled_plans`, any backend) and in the user's cache
         (:mod:`healthscore.core.cache`) where the backend can run a plan from its text
         (DuckDB).
 
@@ -980,7 +980,7 @@ class Store:
             expr, info = build()
             return self.prepare(expr), info
         kept_key = (self._backend.name, fingerprint, *key)
-        found = plans.get(kept_key)
+        found = compiled_plans.get(kept_key)
         if found is not None:
             return found
         name = None
@@ -993,15 +993,15 @@ class Store:
                 except (KeyError, TypeError, ValueError, pa.ArrowException):
                     pass  # an entry of another shape: compile again, and replace it
                 else:
-                    return plans.put(kept_key, found)
+                    return compiled_plans.put(kept_key, found)
         expr, info = build()
         prepared = self.prepare(expr)
-        plans.builds += 1
+        compiled_plans.builds += 1
         if prepared.parts is not None:  # runs from its text: the tree need not be kept
             prepared = Prepared(None, prepared.schema, prepared.keys, prepared.parts)
             if name is not None:
                 cache.write(name, {"plan": prepared.to_json(), "info": info})
-        return plans.put(kept_key, (prepared, info))
+        return compiled_plans.put(kept_key, (prepared, info))
 
     def execute_sql(self, sql: str) -> pa.Table:
         """Run SQL compiled by :meth:`compile`; lets a benchmark time compile and run apart.

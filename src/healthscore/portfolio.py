@@ -311,11 +311,12 @@ def fact_table(store: Store, d: datetime, plans: Snapshot | None = None) -> pa.T
         names = store.execute(_names(store))
         subs = store.execute(_in_force(store.table("subscriptions"), d))
     else:
-        names = plans.run("account_names", lambda _: _names(store), d)
+        names = plans.run("account_names", lambda _: _names(store), d, tables=["accounts"])
         subs = plans.run(
             "subscriptions_in_force",
             lambda clock: _in_force(store.table("subscriptions"), clock.at()),
             d,
+            tables=["subscriptions"],
         )
     kind = names.schema.field("account_id").type
     ids = pc.unique(

@@ -47,7 +47,7 @@ def fresh_store(tmp_path):
     s.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def ravenstack_dir() -> Path:
     d = SHARED_DATA / "ravenstack-saas"
     if not d.exists():
@@ -55,7 +55,7 @@ def ravenstack_dir() -> Path:
     return d
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def telco_dir() -> Path:
     d = SHARED_DATA / "ibm-telco-churn-v11"
     if not d.exists():

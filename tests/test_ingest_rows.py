@@ -72,3 +72,33 @@ def test_a_bad_row_among_good_ones_is_named_by_its_index_and_column():
     assert "usage_events batch: 2 invalid rows, nothing written" in text
     assert "row 3: ts: not a date or timestamp (got 'soon'" in text
     assert "row 5: event_id: duplicate event_id, first seen at row 0 (got 'e1')" in text
+
+
+def test_a_hint_names_the_batch_index_of_the_row_it_shows_not_a_line_of_a_file():
+    """The hint about a number format names the row it saw the evidence on; it named the
+    line of the temporary file (1-based, counting only the kept rows), so a one-row
+    batch's hint said "row 1" of a row the problem itself calls row 0."""
+    base = {"account_id": "A1", "ts": "2024-03-01", "kind": "nps"}
+    rows = [
+        {**base, "response_id": "R0", "score": "7,5"},  # line 1 of the temporary file
+        {**base, "response_id": "R1", "score": [9]},  # not a scalar: left out of the file
+        {**base, "response_id": "R2", "score": "8"},
+    ]
+    with pytest.raises(SourceError) as e, check_rows(rows, "surveys"):
+        pass
+    bad = next(p for p in e.value.problems if p.column == "score" and p.row == 0)
+    assert "(row 0: '7,5')" in bad.hint, bad.hint
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_number_json_cannot_hold_is_a_problem_of_its_row_not_a_crash(value):
+    """From Python (the service's JSON reader refuses them itself), a NaN or an infinity
+    was a bare ValueError out of the JSON writer: now a problem naming row and column."""
+    rows = [
+        {"response_id": "R1", "account_id": "A1", "ts": "2024-03-01", "kind": "nps", "score": 9},
+        {"response_id": "R2", "account_id": "A1", "ts": "2024-03-01", "kind": "nps",
+         "score": value},
+    ]  # fmt: skip
+    with pytest.raises(SourceError) as e, check_rows(rows, "surveys"):
+        pass
+    assert "row 1: score: not a finite number" in str(e.value)

@@ -148,6 +148,8 @@ BAD_SPECS = [
     ("domains:\n  arr_delta: {}\n", "spec.yaml:2: domains.arr_delta: give `min:`, `max:`"),
     ("domains:\n  x: {min: 5, max: 1}\n", "spec.yaml:2: domains.x: min 5 is above max 1"),
     ("domains:\n  x: {low: 5}\n", "spec.yaml:2: domains.x.low: unknown key 'low'"),
+    ("domains:\n  x: {min: .nan}\n", "spec.yaml:2: domains.x.min: Input should be a finite number"),
+    ("domains:\n  x: {max: .inf}\n", "spec.yaml:2: domains.x.max: Input should be a finite number"),
     ("domains:\n  kind: {min: 0}\n", "spec.yaml:2: domains.kind: 'kind' holds string values"),
     ("map: {a: b\n", "spec.yaml:2: YAML syntax error"),
     ("map:\n  a: b\n  a: c\n", "spec.yaml:3: YAML syntax error: found duplicate key"),

@@ -84,10 +84,17 @@ def test_the_compiled_plan_scores_like_score_on_the_fixture_store(store):
     model = load_model(None)
     plan = ScorePlan(model)
     ids = _ids(store, 5, 7)
+    everyone_at = {}  # date -> score() of every account (one compile per date)
     for d in (fixtures.AS_OF, fixtures.AS_OF + timedelta(hours=9, minutes=15)):
+        # as on the demo: each batch against the rows of its accounts in one score() of
+        # every account at that date
+        everyone = everyone_at[d] = score(store, model, d)
         for n in (1, 2, 5):
-            _same(plan.run(store, d, ids[:n]), score(store, model, d, ids[:n]))
-    _same(plan.run(store, fixtures.AS_OF), score(store, model, fixtures.AS_OF))
+            _same_accounts(plan.run(store, d, ids[:n]), everyone, ids[:n])
+    # score() of the same accounts, and of every account
+    later = fixtures.AS_OF + timedelta(hours=9, minutes=15)
+    _same(plan.run(store, later, ids), score(store, model, later, ids))
+    _same(plan.run(store, fixtures.AS_OF), everyone_at[fixtures.AS_OF])
 
 
 def test_the_compiled_batch_trends_give_the_built_querys_rows(demo_projects, tmp_path):
@@ -446,8 +453,9 @@ def test_under_heavy_ingest_a_micro_batch_gathers_as_long_as_the_last_took_and_l
     )
     state = ServiceState.open(settings)
     try:
-        rescorer = Rescorer(state)  # not started: driven here, so that the marks stay
-        rescorer.warm()
+        # not started: driven here, so that the marks stay; not warmed either (the plans
+        # of 1 and 4 accounts: no batch here uses them)
+        rescorer = Rescorer(state)
         with state.store_access() as store:
             ids = _ids(store, 300, 41)
         assert len(ids) > PACE_ACCOUNTS

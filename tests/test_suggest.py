@@ -1,7 +1,8 @@
 """`healthscore model suggest`: a first model from the loaded tables, in one command.
 
 On the small demo book (300 accounts, 15 months to 2025-07-01), judged with outcomes up to
-D = 2025-01-01; on IBM's Telco snapshot when ../shared/data is present.
+D = 2025-01-01. On IBM's Telco snapshot: tests/test_recipes.py, beside the recipe that
+runs the same command.
 """
 
 from __future__ import annotations
@@ -36,19 +37,26 @@ def suggested(demo_project, tmp_path_factory):
     return demo_project.db_path, out, res.output
 
 
+@pytest.fixture(scope="module")
+def suggested_model(suggested):
+    """The suggested file, loaded once for the tests that only read it (a load parses
+    the commented file with ruamel: about a second)."""
+    return api.load_model(suggested[1])
+
+
 def _copy(db, tmp_path):
     path = tmp_path / "copy.duckdb"
     shutil.copy2(db, path)
     return path
 
 
-def test_the_file_validates_and_has_a_metric_per_event_type(suggested):
+def test_the_file_validates_and_has_a_metric_per_event_type(suggested, suggested_model):
     db, out, output = suggested
     assert "does not validate" not in output, output
     assert f"written to {out}" in " ".join(output.split())  # however the line wraps
     res = run("validate", out, "--db", db)
     assert "OK" in res.output
-    model = api.load_model(out)
+    model = suggested_model
     store = api.connect(db, create=False)
     events = store.execute_sql("select distinct event from usage_events")["event"].to_pylist()
     assert len(events) > 5
@@ -81,9 +89,9 @@ def test_the_file_validates_and_has_a_metric_per_event_type(suggested):
     assert set(model.spec.pillars) == {"usage", "relationship", "support", "financial"}
 
 
-def test_anchors_are_the_10th_and_90th_percentiles_at_d(suggested):
+def test_anchors_are_the_10th_and_90th_percentiles_at_d(suggested, suggested_model):
     db, out, _ = suggested
-    model = api.load_model(out)
+    model = suggested_model
     store = api.connect(db, create=False)
     scores = api.score_accounts(store, model, D).rows()
     checked = 0
@@ -105,12 +113,14 @@ def test_anchors_are_the_10th_and_90th_percentiles_at_d(suggested):
     assert 0.03 < red < 0.3 and 0.2 < green < 0.6, (red, green)
 
 
-def test_each_scored_metric_carries_its_auc_and_the_direction_it_supports(suggested):
+def test_each_scored_metric_carries_its_auc_and_the_direction_it_supports(
+    suggested, suggested_model
+):
     db, out, output = suggested
     text = out.read_text()
     assert "Each metric's AUC is against churned within 90d" in text
     assert f"outcomes are read up to {D} only" in text
-    model = api.load_model(out)
+    model = suggested_model
     for pillar in model.spec.pillars.values():
         for name, use in pillar.metrics.items():
             line = next(x for x in text.splitlines() if x.strip().startswith(f"{name}: {{weight"))
@@ -227,37 +237,3 @@ def test_json_lists_every_metric_with_its_auc(suggested, tmp_path):
     names = {m["metric"] for m in r["metrics"]}
     assert "days_since_activity" in names
     assert all(m["auc"] is None or 0.5 <= m["auc"] <= 1 for m in r["metrics"])
-
-
-# --- IBM Telco (snapshot data, account columns only) -----------------------------------------
-
-
-def test_telco_suggests_a_metric_per_account_column(telco_dir, tmp_path):
-    """Snapshot data with account columns only: every usable column becomes a metric
-    (numbers and yes/no linear, text with few values a category scored by churn rate),
-    constant columns and tables with no rows give none."""
-    from test_recipes import TELCO, _commands
-
-    data = telco_dir
-    db = tmp_path / "telco.duckdb"
-    for args in _commands(data, db, TELCO)[:3]:
-        run(*args)
-    out = tmp_path / "suggested.yaml"
-    res = run("model", "suggest", "--db", db, "--snapshot", "--out", out)
-    assert "judged against churned on 7,043 accounts at 2022-10-01, 1,869 with churned" in (
-        " ".join(res.output.split())
-    )
-    run("validate", out, "--db", db)
-    model = api.load_model(out)
-    cols = model.spec.columns["accounts"]
-    assert cols["contract"] == "string" and cols["tenure_months"] == "int64"
-    assert cols["online_security"] == "boolean"
-    use = {m: u for _, m, u in model.scored_metrics()}
-    # a category is scored by its churn rate: month-to-month churns most, two-year least
-    assert use["contract"].map["Month-to-Month"] == 0 and use["contract"].map["Two Year"] == 100
-    assert use["tenure_months"].good > use["tenure_months"].bad  # long tenure churns less
-    # a column whose name is not a metric name gets one (its column kept as it is)
-    assert model.spec.metrics["under_30"].column == "Under 30"
-    # no metric from tables that hold no rows, none from a constant column
-    assert not [m for m in model.spec.metrics.values() if m.from_]
-    assert "count" not in model.spec.metrics and "tenure_days" not in model.spec.metrics

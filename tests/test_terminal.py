@@ -223,3 +223,27 @@ def test_a_right_to_left_override_in_a_name_is_isolated_in_every_table_and_line(
     # the isolate closes before the score, so 42.0 reads in its own column
     assert row.index("\u2069") < row.index("42.0")
     assert "\u2068" not in next(ln for ln in text.splitlines() if "ACC-2" in ln)
+
+
+def test_emoji_codes_in_names_and_errors_print_as_written(tmp_path):
+    """Rich reads ``:smile:`` or ``:-1:`` as an emoji code by default: an account named
+    ``ACME :-1:`` showed as ``ACME 👎`` in tables and lines, and an error about the store
+    ``:smile:.duckdb`` named a file that does not exist. Text prints as written."""
+    import io
+
+    from rich.table import Table
+
+    from healthscore.views.terminal import _Console
+
+    out = io.StringIO()
+    console = _Console(file=out, width=120)
+    table = Table("account", "name")
+    table.add_row("ACC-1", "ACME :-1: :smile:")
+    console.print(table)
+    console.print("note: :thumbs_up:", markup=False, highlight=False)
+    text = out.getvalue()
+    assert "ACME :-1: :smile:" in text and "note: :thumbs_up:" in text
+
+    r = runner.invoke(app, ["score", "--db", str(tmp_path / ":smile:.duckdb")])
+    assert r.exit_code == 1
+    assert ":smile:.duckdb" in r.stderr.replace("\n", "")

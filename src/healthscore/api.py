@@ -761,6 +761,7 @@ def run_backtest(
     scored once, as of ``as_of``, and labelled by ``outcome``."""
     from healthscore.core.time import parse_as_of
 
+    _check_resampling(reps, seed)
     if train_until is not None and not challenger:
         raise ArgumentError("`train_until` goes with `challenger`")
     if predictions is not None and not challenger:
@@ -776,9 +777,11 @@ def run_backtest(
                 "(calibrate with `snapshot` measures the challenger)"
             )
         from healthscore.evaluate import snapshot as snap
+        from healthscore.evaluate.backtest import record_run
 
         d = parse_as_of(as_of) if as_of else None
         result = snap.backtest(store, model, as_of=d, outcome=outcome, vs=vs, reps=reps, seed=seed)
+        record_run(store, result)
         return BacktestRun(result)
     if as_of is not None:
         raise ArgumentError("`as_of` goes with `snapshot`")
@@ -816,6 +819,7 @@ def run_backtest(
         progress=progress,
         plan=plan,
     )
+    backtest.record_run(store, result)  # the dashboard's model page shows the last one
     run = BacktestRun(result)
     if challenger:
         from healthscore.evaluate.challenger import challenge
@@ -892,6 +896,20 @@ class Calibration:
         }
 
 
+def _check_resampling(reps: int, seed: int, folds: int | None = None) -> None:
+    """That ``reps`` (0: figures without intervals), ``seed`` and ``folds`` can be used:
+    a negative seed or count was a NumPy traceback, a huge ``reps`` a matrix of ``reps``
+    x accounts filling the memory."""
+    from healthscore.core.limits import MAX_FOLDS, MAX_REPS
+
+    if not 0 <= reps <= MAX_REPS:
+        raise ArgumentError(f"`reps` must be from 0 to {MAX_REPS:,} (got {reps})")
+    if seed < 0:
+        raise ArgumentError(f"`seed` must be 0 or more (got {seed})")
+    if folds is not None and not 2 <= folds <= MAX_FOLDS:
+        raise ArgumentError(f"`folds` must be from 2 to {MAX_FOLDS} (got {folds})")
+
+
 def calibrate_model(
     store: Store,
     model: Model,
@@ -925,6 +943,7 @@ def calibrate_model(
     outcome."""
     from healthscore.core.time import parse_as_of
 
+    _check_resampling(reps, seed, folds if snapshot else None)
     if snapshot:
         if train_until or start or anniversaries is not None or pairs is not None:
             raise ArgumentError(

@@ -30,7 +30,7 @@ from healthscore.views import terminal
 
 def serve_command(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    port: Annotated[int, typer.Option(help="port to listen on (1-65535)")] = 8000,
     db: DbOpt = None,
     model: ModelOpt = None,
     admin_user: Annotated[
@@ -45,8 +45,8 @@ def serve_command(
     a DuckDB store: other commands go through it or say so."""
     from healthscore.service import Settings, run
 
-    start = local.prepare_serving(db, admin_user, host, port)
     settings = Settings(db=db, model=str(model) if model else None, host=host, port=port)
+    start = local.prepare_serving(db, admin_user, host, port, settings)
     announce(settings.base_url, start)
     run(settings)
 
@@ -206,7 +206,7 @@ def serve_demo(directory: Path) -> None:
     from healthscore.service import Settings, run
 
     db = str(directory / "healthscore.duckdb")
-    start = local.prepare_serving(db, "admin")
     settings = Settings(db=db, model=str(directory / "healthscore.yaml"))
+    start = local.prepare_serving(db, "admin", settings=settings)
     announce(settings.base_url, start)
     run(settings)

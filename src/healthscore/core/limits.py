@@ -40,3 +40,10 @@ MAX_YEAR = 2999
 MAX_DURATION_DAYS = 100 * 366
 #: dates in one range (``backfill --from --to --every``, a backtest's dates)
 MAX_DATES = 20_000
+#: bootstrap resamples of one backtest or calibration (each holds a count per account)
+MAX_REPS = 10_000
+#: cross-validation folds of a calibration on data with no history
+MAX_FOLDS = 100
+#: accounts and months of a generated demo book
+MAX_DEMO_ACCOUNTS = 100_000
+MAX_DEMO_MONTHS = 120

@@ -377,10 +377,16 @@ def _sigmoid(x):
 
 
 def _simulate(accounts, months, seed, end, report) -> _World:
-    if int(accounts) < 1:
-        raise SourceError(f"demo: accounts must be at least 1 (got {accounts})")
-    if int(months) < 1:
-        raise SourceError(f"demo: months must be at least 1 (got {months})")
+    from healthscore.core.limits import MAX_DEMO_ACCOUNTS, MAX_DEMO_MONTHS
+
+    if not 1 <= int(accounts) <= MAX_DEMO_ACCOUNTS:
+        raise SourceError(
+            f"demo: accounts must be from 1 to {MAX_DEMO_ACCOUNTS:,} (got {accounts})"
+        )
+    if not 1 <= int(months) <= MAX_DEMO_MONTHS:
+        raise SourceError(f"demo: months must be from 1 to {MAX_DEMO_MONTHS} (got {months})")
+    if int(seed) < 0:
+        raise SourceError(f"demo: seed must be 0 or more (got {seed})")
     N, seed = int(accounts), int(seed)
     end_day = _end_day(end)
     start_day = int(_add_months(end_day, -int(months)))

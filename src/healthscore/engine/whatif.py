@@ -15,6 +15,7 @@ when the row was scored, and the result names it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -82,6 +83,8 @@ def what_if(
                     v = float(v)
                 except (TypeError, ValueError):
                     raise ScoringError(f"`values`: {m} = {v!r} is not a number") from None
+                if not math.isfinite(v):  # "nan" scored as the best value there is
+                    raise ScoringError(f"`values`: {m} = {values[m]!r} is not a finite number")
             covered = v is not None
         else:
             v = row.get(m)

@@ -593,3 +593,60 @@ def weak_evidence_notes(ev: Evaluation, outcome: str, label: str) -> list[str]:
             f"(ROC AUC {auc.value:.2f}, 95 % interval {auc.lo:.2f}-{auc.hi:.2f} includes 0.5)"
         )
     return notes
+
+
+# --- the last run, kept -----------------------------------------------------------------------
+
+#: every backtest run's figures, kept per model version (the dashboard shows the last)
+RUNS = "backtest_runs"
+RUN_COLUMNS = {
+    "run_id": "string",
+    "model_version": "string",
+    "model_label": "string",
+    "run_at": "timestamp",
+    "start": "timestamp",
+    "end": "timestamp",
+    "figures": "string",  # BacktestResult.to_dict() as JSON
+}
+
+
+def record_run(store: Store, result: BacktestResult, *, at: datetime | None = None) -> None:
+    """Keep ``result``'s figures in the store (table ``backtest_runs``), so that the
+    dashboard's model page shows the last backtest of the version it serves."""
+    import json
+    import uuid
+    from datetime import UTC
+
+    import pyarrow as pa
+
+    if not store.has_table(RUNS):
+        store.create_table(RUNS, RUN_COLUMNS)
+    row = {
+        "run_id": uuid.uuid4().hex[:12],
+        "model_version": result.model_version,
+        "model_label": result.model_label,
+        "run_at": at or datetime.now(UTC).replace(tzinfo=None, microsecond=0),
+        "start": result.start,
+        "end": result.end,
+        "figures": json.dumps(result.to_dict(), default=str, allow_nan=False),
+    }
+    types = {"string": pa.string(), "timestamp": pa.timestamp("us")}
+    schema = pa.schema([(c, types[t]) for c, t in RUN_COLUMNS.items()])
+    store.insert(RUNS, pa.Table.from_pylist([row], schema=schema))
+
+
+def last_run(store: Store, model_version: str) -> dict | None:
+    """The figures of the latest backtest of ``model_version`` (``to_dict``'s shape, plus
+    ``run_at``), or None when none was kept."""
+    import json
+
+    if not store.has_table(RUNS):
+        return None
+    t = store.stored(RUNS)
+    t = t.filter(t.model_version == model_version).order_by(t.run_at.desc()).limit(1)
+    found = store.execute(t).to_pylist()
+    if not found:
+        return None
+    figures = json.loads(found[0]["figures"])
+    figures["run_at"] = found[0]["run_at"].isoformat()
+    return figures

@@ -59,7 +59,8 @@ def _cadence(v: str | dict) -> str | dict:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # a number in a model file is finite: .nan or .inf (YAML) validated and scored as nonsense
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class MetricSpec(_Strict):

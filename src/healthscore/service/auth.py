@@ -342,9 +342,42 @@ def require(scope: str, *, table_param: str | None = None) -> Callable[..., Toke
             what = f"{scope} {table}" if table else scope
             raise HTTPException(403, f"token {token.name!r} does not allow {what}")
         request.state.token = token
+        known_query(request)
         return token
 
     return Depends(dependency)
+
+
+#: route -> the query parameters it takes (read from the route once)
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+def known_query(request: Request) -> None:
+    """Refuse query parameters the route does not take (422, naming them and those it
+    takes): a client that asks for ``?as_of=2025-01-01`` where no such parameter
+    exists would otherwise get today's figures as if they were that date's. Checked
+    after the token, so that only a client allowed to call the route learns its
+    parameters."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    names = _QUERY_NAMES.get(id(route))
+    if names is None:  # the route's own and its dependencies' query parameters
+        found, todo = set(), [dependant]
+        while todo:
+            d = todo.pop()
+            found.update(p.alias for p in d.query_params)
+            todo.extend(d.dependencies)
+        names = _QUERY_NAMES[id(route)] = frozenset(found)
+    unknown = sorted(set(request.query_params) - names)
+    if unknown:
+        takes = ", ".join(sorted(names)) or "none"
+        raise HTTPException(
+            422,
+            f"unknown query parameter{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown))}; this route takes: {takes}",
+        )
 
 
 # --- dashboard users -------------------------------------------------------------------
@@ -484,19 +517,60 @@ CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 
 
+#: a session secret shorter than this was not made whole by :func:`session_secret`
+#: (it writes 64 characters): signing cookies with it would make them forgeable
+MIN_SECRET = 32
+
+
 def session_secret(state_dir) -> str:
     """The key that signs session cookies: a random secret in an owner-only file of the
-    service's state folder, made on first use."""
+    service's state folder, made on first use.
+
+    The file appears whole or not at all (written beside it, then linked into place
+    only if no other server made one meanwhile): a write cut short, e.g. on a full
+    disk, leaves no file and says so. A file too short to be a secret is refused with
+    what to do, never used.
+    """
     import os
     from pathlib import Path
 
+    from healthscore.core.files import output_error
+
     path = Path(state_dir) / "session_secret"
     if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            _make_secret(path)
+        except OSError as e:
+            raise output_error(path, e) from None
+    os.chmod(path, 0o600)
+    secret = path.read_text().strip()
+    if len(secret) < MIN_SECRET:
+        raise HealthscoreError(
+            f"{path}: the session secret holds {len(secret)} characters, not a secret "
+            f"of at least {MIN_SECRET} (a write cut short?)",
+            hint="delete the file and start the server again: a new secret is made "
+            "(dashboard users sign in again)",
+        )
+    return secret
+
+
+def _make_secret(path) -> None:
+    """Write a new secret to ``path``, whole, unless a file is there already."""
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".session_secret.")  # owner-only
+    try:
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(48))
-    os.chmod(path, 0o600)
-    return path.read_text().strip()
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # fails if another server made one meanwhile: use that
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(tmp)
 
 
 def _signer(state):

@@ -73,25 +73,25 @@ class Serving:
 
 
 def prepare_serving(
-    db: Db, admin_user: str | None = None, host: str = "127.0.0.1", port: int = 8000
+    db: Db,
+    admin_user: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    settings: Any = None,
 ) -> Serving:
     """Before ``healthscore serve``: the store must exist and be free, and the address
-    free to listen on; with ``admin_user``, that dashboard admin gets a new random
-    password (returned, to be shown once)."""
+    free to listen on; the session secret in the private folder of ``settings`` (a
+    :class:`~healthscore.service.settings.Settings`) whole, made now if there is none;
+    with ``admin_user``, that dashboard admin gets a new random password (returned, to
+    be shown once)."""
     import secrets
-    import socket
 
     from healthscore.service import auth
 
     check_free(db, "healthscore serve")
-    try:
-        with socket.create_server((host, port)):
-            pass
-    except OSError as e:
-        raise HealthscoreError(
-            f"cannot listen on {host}:{port}: {os.strerror(e.errno) if e.errno else e}",
-            hint="another program uses that port: pass --port",
-        ) from None
+    check_address(host, port)
+    if settings is not None:
+        auth.session_secret(settings.resolved_state_dir())
     with _store(db) as store:
         location = store.location
         if admin_user is None:
@@ -99,6 +99,41 @@ def prepare_serving(
         password = secrets.token_urlsafe(15)
         auth.add_user(store, admin_user, password, "admin")
     return Serving(location, admin_user, password)
+
+
+def check_address(host: str, port: int) -> None:
+    """That a server can listen on ``host``:``port`` now; if not, why, in words, and
+    what to do (a name that does not resolve, an address of another machine, a port
+    in use or below 1024 without the privilege)."""
+    import errno
+    import socket
+
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if not 0 < port < 65536:
+        raise HealthscoreError(
+            f"cannot listen on {where}: a port is a number from 1 to 65535", hint="pass --port"
+        )
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise HealthscoreError(
+            f"cannot listen on {where}: {host!r} is not an address of this machine ({reason})",
+            hint="pass --host with an address such as 127.0.0.1, ::1 or 0.0.0.0",
+        ) from None
+    family, *_, address = found[0]
+    try:
+        with socket.create_server(address[:2], family=family):
+            pass
+    except OSError as e:
+        hint = {
+            errno.EADDRINUSE: "another program uses that port: pass --port",
+            errno.EADDRNOTAVAIL: "that address is not one of this machine's: pass --host",
+            errno.EACCES: "ports below 1024 need privileges: pass --port 8000 or above",
+        }.get(e.errno)
+        raise HealthscoreError(
+            f"cannot listen on {where}: {os.strerror(e.errno) if e.errno else e}", hint=hint
+        ) from None
 
 
 # --- the two ways --------------------------------------------------------------------

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from healthscore import api
@@ -276,6 +276,42 @@ def list_flags(
         now = state.now()
         rows = api.list_flags(store, account_id=account_id, as_of=now, include_resolved=all)
     return {"as_of": _iso(now), "items": [_flag(r) for r in rows]}
+
+
+@router.get("/feedback")
+def list_feedback(
+    request: Request,
+    model_version: str | None = None,
+    format: Annotated[  # noqa: A002
+        Literal["json", "csv"], Query(description="csv: a file for a spreadsheet")
+    ] = "json",
+    token=READ,
+):
+    """What CSMs said of scores (looks right / too high / too low, with the reason), every
+    verdict newest first, of one ``model_version`` when given: the data behind the model
+    page's agreement, exported for calibration. ``format=csv`` is a file download whose
+    text cells are neutralized against spreadsheet formulas."""
+    from healthscore.service.dashboard import feedback
+
+    with _state(request).store_access() as store:
+        table = feedback.export(store, model_version)
+    if format == "csv":
+        return csv_response(table, "score_feedback.csv")
+    items = table.to_pylist()
+    for r in items:
+        r["created_at"] = _iso(r["created_at"])
+    return {"total": len(items), "items": items}
+
+
+def csv_response(table, filename: str) -> Response:
+    """``table`` as a CSV download (text cells neutralized, see :mod:`healthscore.core.csvout`)."""
+    from healthscore.core.csvout import csv_bytes
+
+    return Response(
+        csv_bytes(table),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
 
 
 @router.post("/flags", status_code=201)

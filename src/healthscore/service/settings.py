@@ -73,4 +73,5 @@ class Settings:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6, as URLs write it
+        return f"http://{host}:{self.port}"

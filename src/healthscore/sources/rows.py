@@ -54,7 +54,8 @@ _SCALARS = (str, int, float, bool, type(None))
 
 
 def row_problems(rows: list) -> list[Problem]:
-    """Rows that are not flat JSON objects: one problem each (row = index, from 0)."""
+    """Rows that are not flat JSON objects of scalars, and numbers JSON cannot hold (NaN,
+    infinities, from Python callers): one problem each (row = index, from 0)."""
     problems = []
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
@@ -70,6 +71,8 @@ def row_problems(rows: list) -> list[Problem]:
                         got=type(v).__name__,
                     )
                 )
+            elif isinstance(v, float) and not math.isfinite(v):  # JSON has no NaN
+                problems.append(Problem("not a finite number", row=i, column=str(k), got=repr(v)))
     return problems
 
 
@@ -150,7 +153,7 @@ def _text(value) -> str | None:
     if isinstance(value, int):
         return int.__repr__(value)
     if not math.isfinite(value):
-        raise _NotText  # json.dumps refuses it: the file path says how
+        raise _NotText  # not reached: row_problems refuses it
     return float.__repr__(value)
 
 
@@ -185,17 +188,29 @@ def _in_memory(rows: list[dict], spec, label: str) -> SourceBatch | None:
 
 
 def _relocate(problems: list[Problem], index: list[int]) -> None:
-    """Problems located by line of the temporary file, relocated to indexes in the batch
-    (a duplicate's "first seen at row N" too: a line there, an index here)."""
+    """Problems located by line of the temporary file, relocated to indexes in the batch,
+    in their reasons and hints too (a duplicate's "first seen at row N", the row a
+    number format was seen on: a line there, an index here)."""
+
+    def moved(text: str | None) -> str | None:
+        if text is None:
+            return None
+        return _ROW.sub(
+            lambda m: f"{m[1]}{index[int(m[2]) - 1]}" if 0 < int(m[2]) <= len(index) else m[0],
+            text,
+        )
+
     for p in problems:
         p.file = None
         if p.row is not None:
             p.row = index[p.row - 1]
-        p.reason = _FIRST_SEEN.sub(lambda m: f"{m[1]}{index[int(m[2]) - 1]}", p.reason)
+        p.reason = moved(p.reason)
+        p.hint = moved(p.hint)
 
 
-#: how a duplicate key names the row that had it first (:mod:`~healthscore.sources.checks`)
-_FIRST_SEEN = re.compile(r"(, first seen at row )(\d+)$")
+#: how a reason or hint names a row of the temporary file (e.g. a duplicate's "first
+#: seen at row 3", :mod:`~healthscore.sources.checks`; "row 3: '7,5'" in a hint)
+_ROW = re.compile(r"(\brows? )(\d+)\b")
 
 
 def _collect(problems: list[Problem], label: str) -> SourceError:

@@ -280,7 +280,7 @@ _COLUMN_FORMS = (
 
 
 class _SpecBase(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # .nan, .inf: not numbers
 
 
 class _SpecColumn(_SpecBase):

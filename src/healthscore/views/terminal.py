@@ -40,7 +40,8 @@ UNWRAPPED = 10_000
 
 
 class _Console(Console):
-    """A Rich console that wraps at the terminal's width only when it prints to one.
+    """A Rich console that wraps at the terminal's width only when it prints to one, and
+    prints text as written (no emoji codes).
 
     Rich takes 80 columns for a pipe or a file; then a table of scores wraps each row
     over several lines and ``grep`` finds half of it. Here output that is not a terminal
@@ -49,6 +50,9 @@ class _Console(Console):
 
     def __init__(self, *args, **kwargs):
         fixed = kwargs.get("width") is not None
+        # never read ``:name:`` as an emoji code: an account, a CSM or a path that holds
+        # ``:-1:`` or ``:smile:`` prints as it is written
+        kwargs.setdefault("emoji", False)
         super().__init__(*args, **kwargs)
         if not fixed:
             # Rich reads COLUMNS once, when the console is made (at import): read it when

@@ -422,6 +422,17 @@ def model_page(request: Request, user=auth.require_user("viewer")):
     )
 
 
+@router.get("/model/feedback.csv")
+def feedback_csv(request: Request, user=auth.require_user("viewer")):
+    """Every verdict CSMs gave on a score, as a CSV file (``GET /v1/feedback?format=csv``)."""
+    from healthscore.service.dashboard import feedback
+    from healthscore.service.read import csv_response
+
+    with _state(request).store_access() as store:
+        table = feedback.export(store)
+    return csv_response(table, "score_feedback.csv")
+
+
 # --- admin -------------------------------------------------------------------------------
 
 

@@ -257,13 +257,17 @@ def add_feedback(state, account_id: str, scorecard: str | None, verdict: str, re
 class Trust:
     agreement: list[feedback.Agreement]
     disputed: list[dict]  # feedback.disagreements, with the account's name
-    backtest: object | None  # stored backtest figures of this version (none are stored yet)
+    backtest: dict | None  # the last backtest of this version (BacktestResult.to_dict())
 
 
 def trust(state) -> Trust:
-    """CSM agreement per model version, the most disputed accounts of the current one."""
+    """CSM agreement per model version, the most disputed accounts of the current one,
+    and the figures of the current version's last backtest."""
+    from healthscore.evaluate.backtest import last_run
+
     with state.store_access() as store:
         rows = feedback.rows(store)
+        backtest = last_run(store, state.model.version)
         names = {}
         disputed = feedback.disagreements(rows, state.model.version)
         if disputed:
@@ -273,8 +277,7 @@ def trust(state) -> Trust:
             names = {r["account_id"]: r["name"] for r in found.to_pylist()}
     for d in disputed:
         d["name"] = names.get(d["account_id"])
-    # `healthscore backtest` writes a report and prints figures; it stores nothing yet
-    return Trust(feedback.agreement(rows), disputed, None)
+    return Trust(feedback.agreement(rows), disputed, backtest)
 
 
 @dataclass

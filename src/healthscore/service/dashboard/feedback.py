@@ -76,11 +76,26 @@ def add(
         "username": username,
         "created_at": at or datetime.now(UTC).replace(tzinfo=None, microsecond=0),
     }
-    types = {"string": pa.string(), "timestamp": pa.timestamp("us"), "float64": pa.float64()}
-    schema = pa.schema([(c, types[t]) for c, t in COLUMNS.items()])
     ensure_table(store)
-    store.insert(FEEDBACK, pa.Table.from_pylist([row], schema=schema))
+    store.insert(FEEDBACK, pa.Table.from_pylist([row], schema=_schema()))
     return row
+
+
+def _schema() -> pa.Schema:
+    types = {"string": pa.string(), "timestamp": pa.timestamp("us"), "float64": pa.float64()}
+    return pa.schema([(c, types[t]) for c, t in COLUMNS.items()])
+
+
+def export(store: Store, model_version: str | None = None) -> pa.Table:
+    """Every verdict (of ``model_version`` when given), newest first, as a table: what
+    ``GET /v1/feedback`` and the model page's download give, for calibration (none
+    when no verdict was ever stored: the table is not made by a read)."""
+    if not store.has_table(FEEDBACK):
+        return _schema().empty_table()
+    t = store.stored(FEEDBACK)
+    if model_version is not None:
+        t = t.filter(t.model_version == model_version)
+    return store.execute(t.order_by([t.created_at.desc(), t.feedback_id]))
 
 
 def rows(store: Store, account_id: str | None = None) -> list[dict]:

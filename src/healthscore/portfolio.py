@@ -311,11 +311,12 @@ def fact_table(store: Store, d: datetime, plans: Snapshot | None = None) -> pa.T
         names = store.execute(_names(store))
         subs = store.execute(_in_force(store.table("subscriptions"), d))
     else:
-        names = plans.run("account_names", lambda _: _names(store), d)
+        names = plans.run("account_names", lambda _: _names(store), d, tables=["accounts"])
         subs = plans.run(
             "subscriptions_in_force",
             lambda clock: _in_force(store.table("subscriptions"), clock.at()),
             d,
+            tables=["subscriptions"],
         )
     kind = names.schema.field("account_id").type
     ids = pc.unique(
@@ -459,7 +460,7 @@ def _history(store: Store, model: Model, d: datetime, data: ReportData) -> list[
     """Band counts per stored date and the trend classes; None when nothing is stored."""
     from healthscore.engine.history import SCORES
     from healthscore.engine.metrics import in_force
-    from healthscore.engine.trends import trends_expr
+    from healthscore.engine.snapshot import Snapshot
 
     if SCORES not in store.list_tables():
         data.warnings.append(NO_HISTORY)
@@ -522,7 +523,7 @@ def _history(store: Store, model: Model, d: datetime, data: ReportData) -> list[
         ),
         key=lambda t: (t[0], BANDS.index(t[1]) if t[1] in BANDS else len(BANDS)),
     )
-    return store.execute(trends_expr(store, model, last)).to_pylist()
+    return Snapshot(store, model).trends(last).to_pylist()
 
 
 def _movers(store, model, trends, accounts, top, data: ReportData) -> list[Mover]:

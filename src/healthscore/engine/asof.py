@@ -165,11 +165,11 @@ def unmatched_categories(model: Model, scores: pa.Table) -> list[str]:
 
 
 def left_out(store: Store, model: Model, as_of=None) -> pa.Table:
-    """The accounts not scored as of ``as_of``: ``account_id, name, reason``, by id."""
-    from healthscore.engine.metrics import MetricBuilder
+    """The accounts not scored as of ``as_of``: ``account_id, name, reason``, by id
+    (a plan compiled once: :meth:`~healthscore.engine.snapshot.Snapshot.left_out`)."""
+    from healthscore.engine.snapshot import Snapshot
 
-    mb = MetricBuilder(model, store.tables(tables_needed(model)))
-    return store.execute(mb.left_out(parse_as_of(as_of)).order_by("account_id"))
+    return Snapshot(store, model).left_out(parse_as_of(as_of))
 
 
 #: why an account is not scored at a date, in the order they are checked
@@ -181,8 +181,15 @@ def score(store: Store, model: Model, as_of=None, account_ids=None) -> pa.Table:
 
     Columns: see :mod:`healthscore.engine.scoring`. Rows are ordered by account id, so
     the same data and model give identical output.
+
+    The query is the plan of :func:`score_expr` compiled once per model, store schema,
+    empty tables and number of accounts, kept in the process
+    (:meth:`~healthscore.engine.snapshot.Snapshot.scores`): a store whose tables have
+    the same columns as one scored before, or another date, builds nothing.
     """
-    return store.execute(score_expr(store, model, as_of, account_ids))
+    from healthscore.engine.snapshot import Snapshot
+
+    return Snapshot(store, model).scores(parse_as_of(as_of), account_ids)
 
 
 def explain(store: Store, model: Model, account_id: str, as_of=None) -> explain_mod.Explanation:

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from healthscore.engine import explain as explain_mod
 from healthscore.engine.history import SCORES, stored_dates
+from healthscore.engine.snapshot import Snapshot
 from healthscore.engine.trends import trends_expr
 from healthscore.model import Model
 from healthscore.store import Store
@@ -38,7 +39,7 @@ def trend_rows(store: Store, model: Model, as_of: datetime) -> dict[str, dict]:
     at = latest_stored(store, model, as_of)
     if at is None:
         return {}
-    rows = store.execute(trends_expr(store, model, at).select("account_id", "trend", "change"))
+    rows = Snapshot(store, model).trends(at).select(["account_id", "trend", "change"])
     return {
         r["account_id"]: {"trend": r["trend"], "change_30d": r["change"]} for r in rows.to_pylist()
     }

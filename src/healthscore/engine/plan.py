@@ -3,20 +3,23 @@
 Place in the flow: beside :mod:`healthscore.engine.asof`, over the same
 :class:`~healthscore.engine.metrics.MetricBuilder` and :mod:`~healthscore.engine.scoring`
 steps. Building and compiling the scoring expression costs far more than running it for
-a few accounts (about 0.25 s at 10,000 accounts, against tens of milliseconds), so a
-:class:`ScorePlan` builds it once per model version and scorecard, with the as-of date,
-the dates moved back from it (windows, lags) and the account ids as parameters
-(:func:`healthscore.store.parameter`), and the store compiles it once
-(:meth:`~healthscore.store.Store.prepare`). Each run binds the values
-(:meth:`~healthscore.store.Store.run_prepared`); on DuckDB the plan is kept as a
-statement planned once per connection (``Prepared.kept``: DuckDB's binding and optimizer
-were two thirds of a one-account run at 10,000 accounts). The rows are exactly those of
-:func:`healthscore.engine.asof.score` for the same accounts and date (the tests check it).
+a few accounts (about 0.25 s at 10,000 accounts, against tens of milliseconds), so it is
+built with the as-of date, the dates moved back from it (windows, lags: a
+:class:`ParamClock`) and the account ids as parameters
+(:func:`healthscore.store.parameter`), compiled once per process and kept there by the
+store (:meth:`~healthscore.engine.snapshot.Snapshot.score_plan`, what
+:func:`~healthscore.engine.asof.score` runs too). Each run binds the values
+(:meth:`~healthscore.store.Store.run_prepared`). A :class:`ScorePlan` (the rescorer's)
+also has its store keep the plan as a statement planned once per connection
+(``Prepared.kept``: DuckDB's binding and optimizer were two thirds of a one-account run
+at 10,000 accounts). The rows are exactly those of the expression
+:func:`healthscore.engine.asof.score_expr` builds for the same accounts and date (the
+tests check it).
 
 A plan is kept per number of account slots (1, 4, 16, 64, 256; a batch is padded with
 its last id), plus one for every account. What the expression depends on besides the
-model is checked before each run and rebuilds the plan when it changed: the tables that
-hold no row at all (an empty table is no evidence, so its metrics read as missing).
+model is checked before each run and takes another plan when it changed: the tables
+that hold no row at all (an empty table is no evidence, so its metrics read as missing).
 """
 
 from __future__ import annotations
@@ -28,15 +31,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from healthscore.core.time import parse_as_of
-from healthscore.engine.inputs import check_scorable, empty_tables, tables_needed
-from healthscore.engine.metrics import Clock, MetricBuilder
-from healthscore.engine.scoring import score_metrics
-from healthscore.engine.snapshot import bind_dates
+from healthscore.engine.inputs import empty_tables
+from healthscore.engine.metrics import Clock
+from healthscore.engine.snapshot import SLOTS as SLOTS  # the slots of the plans
+from healthscore.engine.snapshot import Snapshot, bind_dates, bind_ids, slots_for
 from healthscore.model import Model
 from healthscore.store import Prepared, Store, parameter
-
-#: account slots of the compiled plans; a larger batch runs the plan of every account
-SLOTS = (1, 4, 16, 64, 256)
 
 
 class ParamClock(Clock):
@@ -63,12 +63,15 @@ class ParamClock(Clock):
 
 
 class ScorePlan:
-    """The scoring query of one model (one scorecard of one version), compiled once."""
+    """The scoring query of one model (one scorecard of one version), compiled once and
+    run as statements its store's connection keeps (the rescorer's)."""
 
     def __init__(self, model: Model):
         self.model = model
-        self._plans: dict[tuple, tuple[Prepared, ParamClock]] = {}
-        self.builds = 0  # how many times an expression was built and compiled
+        self._plans: dict[tuple, tuple[Prepared, dict[str, list]]] = {}
+        #: how many plans this one made ready: compiled, or found compiled by another
+        #: (the process keeps compiled plans: :meth:`~healthscore.store.Store.cached_plan`)
+        self.builds = 0
 
     @property
     def key(self) -> tuple[str, str]:
@@ -94,24 +97,22 @@ class ScorePlan:
             self._run_empty(store, slots)
 
     def _run_empty(self, store: Store, slots: int) -> None:
-        prepared, clock = self._prepared(store, slots)
-        values: dict[str, object] = dict(clock.values(datetime(2000, 1, 1)))
-        values.update({f"id{i}": None for i in range(slots)})
+        prepared, recipes = self._prepared(store, slots)
+        values: dict[str, object] = dict(bind_dates(recipes, datetime(2000, 1, 1)))
+        values.update(bind_ids([], slots))
         store.run_prepared(prepared, values)
 
-    def _prepared(self, store: Store, slots: int | None) -> tuple[Prepared, ParamClock]:
+    def _prepared(self, store: Store, slots: int | None) -> tuple[Prepared, dict[str, list]]:
         empty = tuple(empty_tables(store, self.model))
         key = (slots, empty)
         found = self._plans.get(key)
         if found is None:
-            check_scorable(store, self.model)
-            clock = ParamClock()
-            ids = None if slots is None else [parameter(f"id{i}", "string") for i in range(slots)]
-            tables = store.tables(tables_needed(self.model))
-            raw = MetricBuilder(self.model, tables, empty).build(clock, ids)
-            prepared = store.prepare(score_metrics(raw, self.model))
-            prepared.kept = True  # planned once per connection: most of a small run
-            found = self._plans[key] = (prepared, clock)
+            shared, recipes = Snapshot(store, self.model).score_plan(slots)
+            # a copy of its own: kept as a statement planned once per connection (most
+            # of a small run), which the shared plan is not
+            prepared = Prepared(shared.tree, shared.schema, shared.keys, shared.parts)
+            prepared.kept = True
+            found = self._plans[key] = (prepared, recipes)
             self.builds += 1
         return found
 
@@ -120,18 +121,11 @@ class ScorePlan:
         columns :func:`healthscore.engine.asof.score` gives, ordered by account id."""
         d = parse_as_of(as_of)
         ids = None if account_ids is None else sorted(set(account_ids))
-        if ids is not None and not ids:
-            slots = SLOTS[0]
-            ids = []
-        elif ids is None or len(ids) > SLOTS[-1]:
-            slots = None
-        else:
-            slots = next(n for n in SLOTS if n >= len(ids))
-        prepared, clock = self._prepared(store, slots)
-        values: dict[str, object] = dict(clock.values(d))
+        slots = slots_for(ids)
+        prepared, recipes = self._prepared(store, slots)
+        values: dict[str, object] = dict(bind_dates(recipes, d))
         if slots is not None:
-            padded = ids + [ids[-1] if ids else None] * (slots - len(ids))
-            values.update({f"id{i}": v for i, v in enumerate(padded)})
+            values.update(bind_ids(ids, slots))
         result = store.run_prepared(prepared, values)
         if slots is None and ids is not None:
             result = result.filter(pc.is_in(result["account_id"], pa.array(ids, pa.string())))

@@ -218,7 +218,9 @@ def classify(store: Store, model: Model, as_of: datetime, trend: str | None = No
     """Run :func:`trends_expr`; with ``trend``, only that class. Raises if nothing is stored."""
     if trend is not None and trend not in CLASSES:
         raise ScoringError(f"unknown trend class {trend!r}", hint="classes: " + ", ".join(CLASSES))
-    result = store.execute(trends_expr(store, model, as_of))
+    from healthscore.engine.snapshot import Snapshot
+
+    result = Snapshot(store, model).trends(as_of)  # trends_expr's rows, compiled once
     if result.num_rows == 0:
         raise ScoringError(
             f"no stored scores as of {as_of:%Y-%m-%d} for model {model.version[:12]}",

@@ -37,7 +37,9 @@ import functools
 import gc
 import os
 import re
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -251,6 +253,46 @@ def _open(full: str, path: str | None, read_only: bool) -> Backend:
                     hint="close the read-only store first",
                 ) from None
             gc.collect()
+
+
+class PlanCache:
+    """Compiled plans kept in this process (:meth:`Store.cached_plan`), by key: the
+    ``size`` used last are kept, the others dropped. Shared by every store of the
+    process (the service's connections, a notebook's stores, a test session's): a
+    plan depends on the columns of the tables it reads, never on their rows."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._plans: OrderedDict[tuple, tuple[Prepared, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.builds = 0  # how many plans were built and compiled (not found kept)
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+    def get(self, key: tuple) -> tuple[Prepared, Any] | None:
+        with self._lock:
+            found = self._plans.get(key)
+            if found is not None:
+                self._plans.move_to_end(key)
+            return found
+
+    def put(self, key: tuple, plan: tuple[Prepared, Any]) -> tuple[Prepared, Any]:
+        with self._lock:
+            self._plans[key] = plan
+            self._plans.move_to_end(key)
+            while len(self._plans) > self.size:
+                self._plans.popitem(last=False)
+        return plan
+
+    def clear(self) -> None:
+        with self._lock:
+            self._plans.clear()
+
+
+#: the compiled plans this process keeps: on DuckDB a plan's text and schema (about
+#: 80 kB for the default model's scores), elsewhere its SQL tree (about 5 MB)
+compiled_plans = PlanCache(32)
 
 
 class Store:
@@ -925,34 +967,54 @@ class Store:
         )
 
     def cached_plan(
-        self, key: Sequence[str], build: Callable[[], tuple[ir.Table, Any]]
+        self,
+        key: Sequence[str],
+        build: Callable[[], tuple[ir.Table, Any]],
+        *,
+        tables: Sequence[str] | None = None,
     ) -> tuple[Prepared, Any]:
         """:meth:`prepare` of the expression ``build()`` returns (with ``info``, what the
-        caller needs to bind its parameters, as JSON), kept in the user's cache
-        (:mod:`healthscore.core.cache`) where the backend can run a kept plan (DuckDB).
+        caller needs to bind its parameters, as JSON), kept in this process
+        (:data:`compiled_plans`, any backend) and in the user's cache
+        (:mod:`healthscore.core.cache`) where the backend can run a plan from its text
+        (DuckDB).
 
-        ``key`` names everything the expression depends on besides the store's tables
-        and their columns, which the cache key adds
-        (:meth:`~.backend.Backend.schema_fingerprint`), as it adds healthscore's code: the
-        same key on a store of the same schema finds the plan compiled before, and
-        ``build`` is not called (no expression is built, and Ibis is not even
-        imported). Elsewhere the plan is compiled on every call. Returns the plan and
-        ``info``."""
-        fingerprint = self._backend.schema_fingerprint()
+        ``key`` names everything the expression depends on besides the backend and the
+        columns of the tables it reads (``tables``; None: every table of the store),
+        which the key adds (:meth:`~.backend.Backend.schema_fingerprint`), as the user's
+        cache adds healthscore's code: the same key on a store whose tables have the
+        same columns finds the plan compiled before, whatever rows they hold, and
+        ``build`` is not called (no expression is built; from the user's cache, Ibis is
+        not even imported). A backend that cannot tell every table's columns
+        (PostgreSQL with ``tables`` None) compiles on every call. Returns the plan,
+        shared (never change it), and ``info``."""
+        fingerprint = self._backend.schema_fingerprint(tables)
+        if fingerprint is None:
+            expr, info = build()
+            return self.prepare(expr), info
+        kept_key = (self._backend.name, fingerprint, *key)
+        found = compiled_plans.get(kept_key)
+        if found is not None:
+            return found
         name = None
-        if fingerprint is not None:
+        if self._backend.keeps_text:
             name = cache.entry_key("plan", self._backend.name, fingerprint, *key)
-            found = cache.read(name)
-            if isinstance(found, dict):
+            entry = cache.read(name)
+            if isinstance(entry, dict):
                 try:
-                    return Prepared.from_json(found["plan"]), found["info"]
+                    found = Prepared.from_json(entry["plan"]), entry["info"]
                 except (KeyError, TypeError, ValueError, pa.ArrowException):
                     pass  # an entry of another shape: compile again, and replace it
+                else:
+                    return compiled_plans.put(kept_key, found)
         expr, info = build()
         prepared = self.prepare(expr)
-        if name is not None and prepared.parts is not None:
-            cache.write(name, {"plan": prepared.to_json(), "info": info})
-        return prepared, info
+        compiled_plans.builds += 1
+        if prepared.parts is not None:  # runs from its text: the tree need not be kept
+            prepared = Prepared(None, prepared.schema, prepared.keys, prepared.parts)
+            if name is not None:
+                cache.write(name, {"plan": prepared.to_json(), "info": info})
+        return compiled_plans.put(kept_key, (prepared, info))
 
     def execute_sql(self, sql: str) -> pa.Table:
         """Run SQL compiled by :meth:`compile`; lets a benchmark time compile and run apart.

@@ -1,0 +1,281 @@
+"""Scoring plans compiled once per process: a store whose tables have the columns of one
+scored before runs the plan compiled then, whatever rows it holds; anything the query
+depends on (the model's content, not only its version; the columns of the tables it
+reads; which of them are empty; the number of accounts) compiles a plan of its own.
+
+Each check compares the rows with a fresh compile of the expression
+(:func:`healthscore.engine.asof.score_expr` run by :meth:`Store.execute`), and the
+builds with :data:`healthscore.store.compiled_plans`' count.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pyarrow as pa
+import pytest
+
+import fixtures
+from healthscore.engine import asof
+from healthscore.model import load_model, load_model_text
+from healthscore.model.load import default_model_text
+from healthscore.store import PlanCache, compiled_plans, connect
+
+
+def _fresh(store, model, as_of, ids=None) -> pa.Table:
+    """The rows of the expression built and compiled now (what score() did before)."""
+    return store.execute(asof.score_expr(store, model, as_of, ids))
+
+
+def _store(**tables) -> object:
+    """An in-memory store holding ``tables`` (name -> Arrow rows)."""
+    store = connect("duckdb://")
+    for name, rows in tables.items():
+        store.load(name, rows)
+    return store
+
+
+def _without(name: str):
+    """The fixture tables with ``name`` left empty (never loaded)."""
+    return {n: t for n, t in fixtures.tables().items() if n != name}
+
+
+def test_a_second_store_with_the_same_model_and_columns_scores_without_a_build():
+    model = load_model(None)
+    first = fixtures.memory_store()
+    # other rows, same columns: a later contract for A3 and more events for A2
+    later = fixtures.D(2024, 12, 20)
+    second = fixtures.memory_store(
+        subscriptions=[
+            {
+                "subscription_id": "S9",
+                "account_id": "A3",
+                "plan": "pro",
+                "seats": 40.0,
+                "mrr": 4000.0,
+                "arr": 48000.0,
+                "start_date": later,
+                "end_date": later + timedelta(days=365),
+                "billing_period_months": 12,
+                "auto_renew": True,
+            }
+        ],
+        usage_events=[
+            {
+                "event_id": f"X{i}",
+                "account_id": "A2",
+                "user_id": f"w{i}",
+                "event": "export",
+                "ts": fixtures.AS_OF - timedelta(days=i + 1),
+                "quantity": 1.0,
+            }
+            for i in range(6)
+        ],
+    )
+    try:
+        ids = ["A1", "A2", "A3"]
+        asof.score(first, model, fixtures.AS_OF)
+        asof.score(first, model, fixtures.AS_OF, ids)
+        asof.explain(first, model, "A1", fixtures.AS_OF)
+        built = compiled_plans.builds
+        # another store, another date, another number of ids of the same slots
+        noon = fixtures.AS_OF + timedelta(days=3, hours=12)
+        everyone = asof.score(second, model, noon)
+        some = asof.score(second, model, noon, ["A3", "A2"])
+        one = asof.explain(second, model, "A2", noon)
+        assert compiled_plans.builds == built  # nothing built or compiled
+        assert everyone.equals(_fresh(second, model, noon))
+        assert some.equals(_fresh(second, model, noon, ["A2", "A3"]))
+        assert one.score == _fresh(second, model, noon, ["A2"])["score"][0].as_py()
+        # the plan carries no rows: the second store's own data is what is scored
+        assert not everyone.equals(asof.score(first, model, noon))
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_changed_weight_with_the_same_version_compiles_its_own_plan():
+    # the version rounds normalised weights to 12 digits: 30 and 30 + 1e-11 share one
+    base, yaml = load_model(None), default_model_text()
+    assert "\n    weight: 30\n" in yaml
+    nudged = load_model_text(yaml.replace("\n    weight: 30\n", "\n    weight: 30.00000000001\n"))
+    assert nudged.version == base.version
+    store = fixtures.memory_store()
+    try:
+        asof.score(store, base, fixtures.AS_OF)
+        built = compiled_plans.builds
+        rows = asof.score(store, nudged, fixtures.AS_OF)
+        assert compiled_plans.builds == built + 1
+        assert rows.equals(_fresh(store, nudged, fixtures.AS_OF))
+        # what the plan of the same version would have given: other scores
+        assert not rows.equals(_fresh(store, base, fixtures.AS_OF))
+    finally:
+        store.close()
+
+
+PROBABILITY = """
+metrics:
+  hint: {column: hint}
+columns: {accounts: {hint: float64}}
+pillars:
+  p: {weight: 1, metrics: {hint: {weight: 1, bad: 0, good: 100}}}
+probability: {outcome: churned, horizon: 90d, points: [[0, %s], [100, 0.02]]}
+"""
+
+
+def _hinted(hints: list) -> object:
+    return _store(
+        accounts=pa.table(
+            {
+                "account_id": [f"H{i}" for i in range(len(hints))],
+                "created_at": pa.array([fixtures.D(2024, 1, 1)] * len(hints), pa.timestamp("us")),
+                "hint": hints,
+            }
+        )
+    )
+
+
+def test_a_refitted_probability_curve_keeps_the_version_but_not_the_plan():
+    # fitted artefacts that never move a score stay out of the version; the probability
+    # column of the rows still moves with them
+    old, refit = load_model_text(PROBABILITY % 0.6), load_model_text(PROBABILITY % 0.9)
+    assert old.version == refit.version
+    store = _hinted([20.0, 55.0, 90.0])
+    try:
+        before = asof.score(store, old, fixtures.AS_OF)
+        built = compiled_plans.builds
+        after = asof.score(store, refit, fixtures.AS_OF)
+        assert compiled_plans.builds == built + 1
+        assert after.equals(_fresh(store, refit, fixtures.AS_OF))
+        assert after["probability"].to_pylist() != before["probability"].to_pylist()
+    finally:
+        store.close()
+
+
+def test_a_column_of_another_type_compiles_its_own_plan():
+    model = load_model_text(PROBABILITY % 0.6)
+    floats, ints = _hinted([20.0, 90.0]), _hinted([20, 90])
+    try:
+        asof.score(floats, model, fixtures.AS_OF)
+        built = compiled_plans.builds
+        rows = asof.score(ints, model, fixtures.AS_OF)
+        assert compiled_plans.builds == built + 1
+        assert rows.equals(_fresh(ints, model, fixtures.AS_OF))
+        assert rows.schema.field("hint").type == pa.int64()  # the plan of floats: double
+    finally:
+        floats.close()
+        ints.close()
+
+
+def test_an_empty_table_compiles_its_own_plan_and_its_metrics_read_as_missing():
+    from healthscore.engine.inputs import tables_needed
+    from healthscore.engine.metrics import MetricBuilder
+    from healthscore.engine.scoring import score_metrics
+
+    model = load_model(None)
+    full, no_tickets = fixtures.memory_store(), _store(**_without("tickets"))
+    try:
+        asof.score(full, model, fixtures.AS_OF)
+        built = compiled_plans.builds
+        rows = asof.score(no_tickets, model, fixtures.AS_OF)
+        assert compiled_plans.builds == built + 1
+        assert rows.equals(_fresh(no_tickets, model, fixtures.AS_OF))
+        # the plan of a store whose tickets table has rows reads "no ticket" as a real
+        # zero: other scores
+        as_zero = no_tickets.execute(
+            score_metrics(
+                MetricBuilder(model, no_tickets.tables(tables_needed(model))).build(fixtures.AS_OF),
+                model,
+            )
+        )
+        assert not rows.equals(as_zero)
+        assert rows["open_tickets"].null_count == rows.num_rows
+    finally:
+        full.close()
+        no_tickets.close()
+
+
+def test_each_number_of_account_slots_has_its_plan_and_a_large_list_runs_every_account():
+    model = load_model(None)
+    store = fixtures.memory_store()
+    try:
+        d = fixtures.AS_OF + timedelta(hours=5)
+        for ids in (["A1"], ["A5", "A1", "A1"], ["A2", "A3", "A5", "A1", "A4"], [], ["nobody"]):
+            assert asof.score(store, model, d, ids).equals(_fresh(store, model, d, ids))
+        many = [f"Z{i:03}" for i in range(300)] + ["A2", "A1"]
+        assert asof.score(store, model, d, many).equals(_fresh(store, model, d, many))
+    finally:
+        store.close()
+
+
+def test_the_process_keeps_the_plans_used_last():
+    kept = PlanCache(2)
+    for key in ("a", "b"):
+        kept.put((key,), (None, key))
+    assert kept.get(("a",)) == (None, "a")  # now used after b
+    kept.put(("c",), (None, "c"))
+    assert kept.get(("b",)) is None
+    assert [kept.get((k,)) for k in ("a", "c")] == [(None, "a"), (None, "c")]
+    assert len(kept) == 2
+    assert len(compiled_plans) <= compiled_plans.size
+
+
+def test_a_second_postgresql_store_scores_without_a_build():
+    model = load_model(None)
+    d = datetime(2025, 1, 3, 6)  # the second survey (2025-01-02) counts
+    with fixtures.postgres_store() as one, fixtures.postgres_store() as two:
+        for name, rows in fixtures.tables().items():
+            one.load(name, rows)
+            if name != "surveys":
+                two.load(name, rows)
+        two.load("surveys", fixtures.tables()["surveys"].slice(0, 1))
+        asof.score(one, model, d)
+        built = compiled_plans.builds
+        rows = asof.score(two, model, d)
+        assert compiled_plans.builds == built
+        assert rows.equals(_fresh(two, model, d))
+        assert not rows.equals(asof.score(one, model, d))
+
+
+@pytest.mark.parametrize("bad", ["A1'; DROP TABLE accounts; --", "A1\\"])
+def test_account_ids_are_values_never_sql(bad):
+    model = load_model(None)
+    store = fixtures.memory_store()
+    try:
+        assert asof.score(store, model, fixtures.AS_OF, [bad]).num_rows == 0
+        assert store.count("accounts") == 5
+    finally:
+        store.close()
+
+
+def test_the_accounts_left_out_and_the_trends_of_a_date_run_plans_compiled_once():
+    from healthscore.engine.history import backfill
+    from healthscore.engine.metrics import MetricBuilder
+    from healthscore.engine.trends import classify, trends_expr
+
+    model = load_model(None)
+    first, second = fixtures.memory_store(), fixtures.memory_store()
+    try:
+        end = fixtures.AS_OF + timedelta(days=14)
+        for store in (first, second):
+            dates = [end - timedelta(days=7 * k) for k in range(8, -1, -1)]
+            backfill(store, model, dates, lambda d, s=store: asof.score(s, model, d))
+        asof.left_out(first, model, end)
+        classify(first, model, end)
+        built = compiled_plans.builds
+        for d in (end, end - timedelta(days=7)):
+            out = asof.left_out(second, model, d)
+            trends = classify(second, model, d)
+            built_now = MetricBuilder(model, second.tables()).left_out(d).order_by("account_id")
+            assert out.equals(second.execute(built_now))
+            # A4 created after the date, A5 with no subscription in force
+            assert out["account_id"].to_pylist() == ["A4", "A5"]
+            fresh = second.execute(trends_expr(second, model, d))
+            # (a line through one point has no R²: NaN, which equals() never matches)
+            assert trends.schema == fresh.schema
+            assert repr(trends.to_pylist()) == repr(fresh.to_pylist())
+            assert trends.num_rows == 3
+        assert compiled_plans.builds == built
+    finally:
+        first.close()
+        second.close()

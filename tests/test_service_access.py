@@ -318,6 +318,7 @@ def test_the_matrix_covers_every_route_of_the_contract():
         "POST /v1/identify", "POST /v1/group", "GET /v1/tokens", "POST /v1/tokens",
         "DELETE /v1/tokens/{}", "GET /v1/users", "POST /v1/users", "DELETE /v1/users/{}",
         "GET /openapi.json", "GET /docs", "GET /health", "GET /login", "POST /logout",
+        "GET /v1/feedback", "GET /model/feedback.csv",
         "GET /", "GET /accounts", "GET /accounts/{}", "GET /model",
         "POST /accounts/{}/flags", "POST /flags/{}/resolve", "POST /accounts/{}/feedback",
         "GET /admin", "POST /admin/users", "POST /admin/tokens",

@@ -19,10 +19,11 @@ builds them in Python.
   fall that makes a rapid decline shows as one at once; that query too is compiled
   once per model version, scorecard and batch size (up to 256 accounts; a larger
   batch runs one query compiled for any number, its accounts passed as lists).
-- **Fixed costs of a small batch.** A batch of at most :data:`ONE_THREAD_ACCOUNTS`
-  accounts scores on one DuckDB thread (set back after it), and once the plans are
-  built the heap that holds them is exempt from Python's full collections
-  (:func:`_keep_heap`): each was a p99 of a one-account rescore.
+- **Fixed costs of a small batch.** Once the plans are built the heap that holds them
+  is exempt from Python's full collections (:func:`_keep_heap`): a full collection was
+  the p99 of a one-account rescore. (A batch of at most :data:`ONE_THREAD_ACCOUNTS`
+  accounts can score on one DuckDB thread, set back after it: less CPU, more latency;
+  off by default.)
 - **Heavy ingest.** When the last micro-batch held more than :data:`PACE_ACCOUNTS`
   accounts and more than that are marked again, the thread gathers for as long as that
   batch took (at most :data:`MAX_GATHER` seconds): a batch of thousands of accounts
@@ -76,11 +77,12 @@ DAILY_RETRY = 60.0
 PACE_ACCOUNTS = 256
 #: the longest a micro-batch gathers under heavy ingest, in seconds
 MAX_GATHER = 10.0
-#: a micro-batch of at most this many accounts runs its scoring queries on one thread:
-#: DuckDB's second thread sets each pipeline up again for a row group or two (the plan
-#: of one account: 48 against 65 ms CPU, of 16 accounts 200 against 224 ms, of 64 about
-#: even; load 9), and ingest and larger batches keep both
-ONE_THREAD_ACCOUNTS = 4
+#: a micro-batch of at most this many accounts runs its scoring queries on one thread
+#: (0: never). One thread spends less CPU (the plan of one account: 48 against 65 ms CPU
+#: at load 9: DuckDB's second thread sets each pipeline up again for a row group or two)
+#: but takes longer: on a quiet machine a one-account rescore took 32-33 ms (p99 35-45)
+#: on one thread against 21 ms (p99 26-28) on two, so latency wins and it is off
+ONE_THREAD_ACCOUNTS = 0
 
 
 def _keep_heap() -> None:

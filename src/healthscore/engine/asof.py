@@ -120,18 +120,17 @@ def unmatched_categories(model: Model, scores: pa.Table) -> list[str]:
     """Warnings naming the values in ``scores`` (segments, ``map:`` metrics) that the
     model does not name, with how many accounts hold each: they are never defaulted
     silently. Values match whatever their case and surrounding spaces."""
-    import pyarrow.compute as pc
+    from collections import Counter
 
     def counted(values: pa.ChunkedArray, known: set[str]) -> str | None:
-        # counted first, then each distinct value's key compared in Python: no Python
-        # values converted to Arrow (that makes pyarrow import pandas)
-        counts = pc.value_counts(values)
-        keys = pc.utf8_lower(pc.utf8_trim_whitespace(counts.field("values").cast(pa.string())))
+        # counted in Python (a column of one value per account): pyarrow.compute is
+        # not imported for it on a repeat `score`, and no Python value goes to Arrow
+        counts = Counter(values.to_pylist())
         found = sorted(
             (
-                (r["values"], r["counts"])
-                for r, k in zip(counts.to_pylist(), keys.to_pylist(), strict=True)
-                if k is not None and k not in known
+                (v, n)
+                for v, n in counts.items()
+                if v is not None and str(v).strip().lower() not in known
             ),
             key=lambda vc: (-vc[1], str(vc[0])),
         )

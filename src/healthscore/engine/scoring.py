@@ -28,6 +28,8 @@ from __future__ import annotations
 import math
 
 import ibis
+import ibis.expr.datatypes as dt
+import ibis.expr.operations as ops
 import ibis.expr.types as ir
 
 from healthscore import expressions as ex
@@ -178,7 +180,9 @@ def contribute(t: ir.Table, model: Model) -> ir.Table:
     score = ibis.least(ibis.greatest(score, 0.0), 100.0)
     return t.mutate(
         score=ibis.ifelse(has_data, score, ibis.null("float64")),
-        coverage=sum(cov[1:], cov[0]),
+        # a sum of weight literals, which DuckDB types DECIMAL: the float it is declared,
+        # cast in the SQL (as an operation: Ibis drops a cast to the type it already sees)
+        coverage=ops.Cast(sum(cov[1:], cov[0]), to=dt.float64).to_expr(),
         **pillars,
     )
 

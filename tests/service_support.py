@@ -93,3 +93,20 @@ def running_service(db: Path, model: Path | None = None, **settings) -> Iterator
         server.should_exit = True
         thread.join(30)
         state.close()
+
+
+def login_cookies(url: str, username: str, password: str) -> dict[str, str]:
+    """The session cookie of ``username`` logged in as a browser does (the form's CSRF
+    cookie and field, then POST)."""
+    import re
+
+    page = httpx.get(url + "/login", timeout=30)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    r = httpx.post(
+        url + "/login",
+        data={"username": username, "password": password, "csrf_token": csrf},
+        headers={"Cookie": f"hs_login_csrf={page.cookies['hs_login_csrf']}"},
+        timeout=30,
+    )
+    assert r.status_code == 303, r.text
+    return {"hs_session": r.cookies["hs_session"]}

@@ -5,7 +5,6 @@ DuckDB (a copy of the small demo), a real service on loopback."""
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 
 import httpx
@@ -13,7 +12,7 @@ import pytest
 
 import healthscore as hs
 from healthscore.evaluate.backtest import last_run, record_run
-from service_support import running_service
+from service_support import login_cookies, running_service
 
 PASSWORD = "correct horse battery staple"
 
@@ -69,17 +68,8 @@ def test_the_model_page_shows_the_last_backtest_of_its_version(kept, demo_projec
     with running_service(demo_project.db_path, demo_project.model_path) as r:
         with r.state.store_access() as store:
             add_user(store, "vic", PASSWORD, "viewer")
-        page = httpx.get(r.url + "/login", timeout=30)
-        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-        login = httpx.post(
-            r.url + "/login",
-            data={"username": "vic", "password": PASSWORD, "csrf_token": csrf},
-            headers={"Cookie": f"hs_login_csrf={page.cookies['hs_login_csrf']}"},
-            timeout=30,
-        )
-        html = httpx.get(
-            r.url + "/model", cookies={"hs_session": login.cookies["hs_session"]}, timeout=120
-        ).text
+        cookies = login_cookies(r.url, "vic", PASSWORD)
+        html = httpx.get(r.url + "/model", cookies=cookies, timeout=120).text
     section = html[html.index('id="backtest"') :]
     section = section[: section.index("</section>")]
     assert "no backtest stored" not in section

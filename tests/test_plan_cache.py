@@ -27,6 +27,18 @@ def _fresh(store, model, as_of, ids=None) -> pa.Table:
     return store.execute(asof.score_expr(store, model, as_of, ids))
 
 
+def _scored_after(warm, model, store, *, builds: int = 1) -> pa.Table:
+    """``store`` scored by ``model`` as of the fixture date right after ``warm`` (a store
+    and model) was: with ``builds`` new compiles (1: the plan is not shared), and the
+    rows a fresh compile gives."""
+    asof.score(*warm, fixtures.AS_OF)
+    built = compiled_plans.builds
+    rows = asof.score(store, model, fixtures.AS_OF)
+    assert compiled_plans.builds == built + builds
+    assert rows.equals(_fresh(store, model, fixtures.AS_OF))
+    return rows
+
+
 def _store(**tables) -> object:
     """An in-memory store holding ``tables`` (name -> Arrow rows)."""
     store = connect("duckdb://")
@@ -102,11 +114,7 @@ def test_a_changed_weight_with_the_same_version_compiles_its_own_plan():
     assert nudged.version == base.version
     store = fixtures.memory_store()
     try:
-        asof.score(store, base, fixtures.AS_OF)
-        built = compiled_plans.builds
-        rows = asof.score(store, nudged, fixtures.AS_OF)
-        assert compiled_plans.builds == built + 1
-        assert rows.equals(_fresh(store, nudged, fixtures.AS_OF))
+        rows = _scored_after((store, base), nudged, store)
         # what the plan of the same version would have given: other scores
         assert not rows.equals(_fresh(store, base, fixtures.AS_OF))
     finally:
@@ -156,11 +164,7 @@ def test_a_column_of_another_type_compiles_its_own_plan():
     model = load_model_text(PROBABILITY % 0.6)
     floats, ints = _hinted([20.0, 90.0]), _hinted([20, 90])
     try:
-        asof.score(floats, model, fixtures.AS_OF)
-        built = compiled_plans.builds
-        rows = asof.score(ints, model, fixtures.AS_OF)
-        assert compiled_plans.builds == built + 1
-        assert rows.equals(_fresh(ints, model, fixtures.AS_OF))
+        rows = _scored_after((floats, model), model, ints)
         assert rows.schema.field("hint").type == pa.int64()  # the plan of floats: double
     finally:
         floats.close()
@@ -175,11 +179,7 @@ def test_an_empty_table_compiles_its_own_plan_and_its_metrics_read_as_missing():
     model = load_model(None)
     full, no_tickets = fixtures.memory_store(), _store(**_without("tickets"))
     try:
-        asof.score(full, model, fixtures.AS_OF)
-        built = compiled_plans.builds
-        rows = asof.score(no_tickets, model, fixtures.AS_OF)
-        assert compiled_plans.builds == built + 1
-        assert rows.equals(_fresh(no_tickets, model, fixtures.AS_OF))
+        rows = _scored_after((full, model), model, no_tickets)
         # the plan of a store whose tickets table has rows reads "no ticket" as a real
         # zero: other scores
         as_zero = no_tickets.execute(

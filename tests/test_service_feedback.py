@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 import shutil
 from datetime import datetime
 
 import httpx
 import pytest
 
-from service_support import running_service
+from service_support import login_cookies, running_service
 
 PASSWORD = "correct horse battery staple"
 
@@ -74,16 +73,7 @@ def test_the_csv_is_a_download_whose_text_cannot_run_as_a_formula(running):
 
 
 def test_the_model_page_links_the_same_file_for_a_logged_in_viewer(running):
-    page = httpx.get(running.url + "/login", timeout=30)
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
-    login = httpx.post(
-        running.url + "/login",
-        data={"username": "vic", "password": PASSWORD, "csrf_token": csrf},
-        headers={"Cookie": f"hs_login_csrf={page.cookies['hs_login_csrf']}"},
-        timeout=30,
-    )
-    assert login.status_code == 303, login.text
-    cookies = {"hs_session": login.cookies["hs_session"]}
+    cookies = login_cookies(running.url, "vic", PASSWORD)
     model = httpx.get(running.url + "/model", cookies=cookies, timeout=60)
     assert 'href="/model/feedback.csv"' in model.text
     got = httpx.get(running.url + "/model/feedback.csv", cookies=cookies, timeout=30)

@@ -1,6 +1,5 @@
 """A small micro-batch's fixed costs cut without changing what it writes: a few rows
-are inserted as bound values (not Arrow rows), and a batch of a few accounts is scored
-on one thread, the database's thread count set back after it.
+are inserted as bound values (not Arrow rows).
 
 Real DuckDB files; the values chosen to trip a conversion (quotes, NUL-free unicode,
 NaN, the smallest subnormal, microseconds, the extremes of int64)."""
@@ -65,10 +64,6 @@ def test_a_few_rows_are_stored_exactly_as_the_arrow_insert_stores_them(tmp_path)
         store.close()
 
 
-def _threads(store) -> int:
-    return store.con.raw_sql("SELECT current_setting('threads')").fetchone()[0]
-
-
 def test_a_one_account_micro_batch_writes_the_row_a_rescore_of_everyone_wrote(fixture_db, tmp_path):
     from healthscore.service import Settings
     from healthscore.service.rescorer import Rescorer
@@ -81,10 +76,8 @@ def test_a_one_account_micro_batch_writes_the_row_a_rescore_of_everyone_wrote(fi
         Settings(db=str(db), now=fixtures.AS_OF, daily_rescore=False, idle_builds=False)
     )
     try:
-        with state.store_access() as store:
-            store.con.raw_sql("SET threads = 2")  # whatever the machine has
         rescorer = Rescorer(state)
-        rescorer.rescore_everyone(daily=False)  # every account: Arrow rows, both threads
+        rescorer.rescore_everyone(daily=False)  # every account: Arrow rows
         card = state.model.scorecard(state.model.scorecard_names()[0])
 
         def stored(account: str) -> dict:
@@ -100,9 +93,7 @@ def test_a_one_account_micro_batch_writes_the_row_a_rescore_of_everyone_wrote(fi
             ids = sorted(store.execute(t)["account_id"].to_pylist())
         for account in (ids[0], ids[-1]):
             everyone = stored(account)
-            rescorer.rescore({account})  # one account: bound values, one thread
+            rescorer.rescore({account})  # one account: bound values
             assert stored(account) == everyone
-        with state.store_access() as store:
-            assert _threads(store) == 2  # ingest and larger batches keep both
     finally:
         state.close()

@@ -21,9 +21,9 @@ builds them in Python.
   batch runs one query compiled for any number, its accounts passed as lists).
 - **Fixed costs of a small batch.** Once the plans are built the heap that holds them
   is exempt from Python's full collections (:func:`_keep_heap`): a full collection was
-  the p99 of a one-account rescore. (A batch of at most :data:`ONE_THREAD_ACCOUNTS`
-  accounts can score on one DuckDB thread, set back after it: less CPU, more latency;
-  off by default.)
+  the p99 of a one-account rescore. (Small batches run on DuckDB's two threads: one
+  thread spent less CPU but took longer, 32-33 ms against 21 ms a one-account rescore
+  on a quiet machine; measured in bench/README.md.)
 - **Heavy ingest.** When the last micro-batch held more than :data:`PACE_ACCOUNTS`
   accounts and more than that are marked again, the thread gathers for as long as that
   batch took (at most :data:`MAX_GATHER` seconds): a batch of thousands of accounts
@@ -51,7 +51,6 @@ import logging
 import threading
 import time
 import traceback
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -77,12 +76,6 @@ DAILY_RETRY = 60.0
 PACE_ACCOUNTS = 256
 #: the longest a micro-batch gathers under heavy ingest, in seconds
 MAX_GATHER = 10.0
-#: a micro-batch of at most this many accounts runs its scoring queries on one thread
-#: (0: never). One thread spends less CPU (the plan of one account: 48 against 65 ms CPU
-#: at load 9: DuckDB's second thread sets each pipeline up again for a row group or two)
-#: but takes longer: on a quiet machine a one-account rescore took 32-33 ms (p99 35-45)
-#: on one thread against 21 ms (p99 26-28) on two, so latency wins and it is off
-ONE_THREAD_ACCOUNTS = 0
 
 
 def _keep_heap() -> None:
@@ -340,7 +333,7 @@ class Rescorer:
             for name in self.state.model.scorecard_names():
                 card = self.state.model.scorecard(name)
                 plan = self._plan(card)
-                with self.state.reading() as store, self._threads(store, len(ids)):
+                with self.state.reading() as store:
                     wide = plan.run(store, self.state.now(), ids)
                     # with the new scores
                     trends = batch_trend_rows(store, card, wide, self._trend_plan(card))
@@ -361,13 +354,6 @@ class Rescorer:
         finally:
             self._under_way = None
         return batch
-
-    @staticmethod
-    def _threads(store, accounts: int):
-        """The scoring queries of a micro-batch of at most :data:`ONE_THREAD_ACCOUNTS`
-        accounts on one thread (:meth:`~healthscore.store.Store.one_thread`); a larger
-        batch's on as many as the store runs."""
-        return store.one_thread() if accounts <= ONE_THREAD_ACCOUNTS else nullcontext()
 
     def rescore_everyone(self, *, daily: bool = True) -> Batch:
         """Append the midnight of today to history (``daily``), read the trend classes

@@ -426,12 +426,6 @@ class Store:
         cursor.execute("PRAGMA disable_progress_bar")
         return Store(ibis.duckdb.from_connection(cursor), self.url, read_only=True)
 
-    def one_thread(self) -> AbstractContextManager[None]:
-        """Run the queries of the block on one thread: for a query over a few accounts,
-        which several threads only set up for (on DuckDB, a setting of the whole
-        database, set back after the block; elsewhere nothing changes)."""
-        return self._backend.one_thread()
-
     def columns(self, name: str) -> dict[str, str]:
         return {c: str(t) for c, t in self.con.get_schema(name).items()}
 

@@ -369,12 +369,6 @@ class Backend:
         such a setting (DuckDB); elsewhere the server's own settings apply."""
         yield
 
-    @contextmanager
-    def one_thread(self) -> Iterator[None]:
-        """Run the queries of the block on one thread, where the backend runs a query on
-        several of this process's threads (DuckDB); elsewhere nothing changes."""
-        yield
-
     def statement(self, stmt: sge.Expression) -> None:
         """Run one statement that returns no rows, in the backend's dialect."""
         # `_safe_raw_sql` is how Ibis runs its own statements (insert, truncate, drop) on
@@ -449,7 +443,6 @@ class DuckDBBackend(Backend):
         #: name of a kept statement -> the catalog (:meth:`_catalog`) it was planned on
         self._planned_on: dict[str, tuple] = {}
         self.plannings = 0  # kept statements planned (PREPAREd) on this connection
-        self._threads: int | None = None  # the database's `threads` (see one_thread)
         _OPEN.add(self)
 
     @classmethod
@@ -651,26 +644,6 @@ class DuckDBBackend(Backend):
             native.execute("SET memory_limit = $1", [old[0]])
             if old[1]:
                 native.execute("PRAGMA enable_progress_bar")
-
-    @contextmanager
-    def one_thread(self) -> Iterator[None]:
-        # `threads` is a setting of the whole database (every connection of this
-        # process to it), so it is set back at once after the block: a one-account
-        # plan's run took 38 ms CPU on one thread against 57 on two (load 14; DuckDB's
-        # per-thread set-up of each pipeline, not the scan), the two SETs 1-7 ms (the
-        # worker thread stopped and started again), while ingest and a rescore of
-        # everyone keep both threads outside such blocks
-        native = self.native
-        if self._threads is None:
-            self._threads = native.execute("SELECT current_setting('threads')").fetchone()[0]
-        if self._threads <= 1:
-            yield
-            return
-        native.execute("SET threads = 1")
-        try:
-            yield
-        finally:
-            native.execute(f"SET threads = {int(self._threads)}")
 
     def _as_run(self, expr: ir.Table) -> ir.Table:
         return expr  # as to_arrow runs it: Store.execute casts the result instead

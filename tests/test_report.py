@@ -267,6 +267,23 @@ def test_candidates_are_green_on_the_expansion_scorecard_when_the_model_has_one(
     assert arrs == sorted(arrs, reverse=True)
 
 
+def test_history_of_today_is_not_called_stale_later_that_day(demo):
+    """History is stored at midnight; a portfolio as of 16:15 the same day (the service's
+    as-of is now) reads it without a warning, while one as of the next day is told its
+    movers are a day old."""
+    result, store = demo
+
+    def stale(d):
+        data = report_mod.gather(store, result.model, d, top=3)
+        assert data.history_as_of == END
+        return [w for w in data.warnings if w.startswith("stored history ends on")]
+
+    assert stale(END) == []
+    assert stale(END + timedelta(hours=16, minutes=15)) == []
+    [warning] = stale(END + timedelta(days=1, hours=1))
+    assert "before the as-of date 2025-07-02" in warning
+
+
 def test_report_without_stored_history_says_so_and_still_draws(demo, tmp_path):
     result, store = demo
     early = END - timedelta(days=120)  # before the first stored date

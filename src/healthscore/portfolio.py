@@ -488,7 +488,9 @@ def _history(store: Store, model: Model, d: datetime, data: ReportData) -> list[
     last = dates[-1]
     data.history_dates = dates
     data.history_as_of = last
-    if last < d:
+    # history is stored at midnight: a portfolio later that day (the service's as-of
+    # is now) reads that day's row, which is as fresh as stored history gets
+    if last.date() < d.date():
         data.warnings.append(
             f"stored history ends on {last:%Y-%m-%d}, before the as-of date {d:%Y-%m-%d}: "
             f"movers and trends are as of {last:%Y-%m-%d} (healthscore history --to "

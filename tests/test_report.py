@@ -417,3 +417,63 @@ def test_report_without_history_draws_its_charts_too(demo, browser, tmp_path):
         assert seen == {"errors": [], "requests": [], "dialogs": []}
     finally:
         page.close()
+
+
+def _gap_dates():
+    """Monthly stored history through October 2024 (a backtest), then nothing until a
+    service's daily rows of December 2026."""
+    monthly = [datetime(2024, m, 1) for m in range(1, 11)]
+    return monthly, [datetime(2026, 12, 1), datetime(2026, 12, 2), datetime(2026, 12, 3)]
+
+
+def _shaded(fig) -> list[tuple]:
+    return [(s.x0, s.x1) for s in fig.layout.shapes if s.type == "rect" and s.xref == "x"]
+
+
+def test_a_gap_in_stored_history_is_shaded_not_bridged_in_the_band_charts():
+    from types import SimpleNamespace
+
+    from healthscore.views import charts
+
+    before, after = _gap_dates()
+    dates = before + after
+    data = SimpleNamespace(
+        history_dates=dates,
+        band_history=[(d, b, 10, 1000.0) for d in dates for b in ("green", "yellow", "red")],
+        band_name=lambda b: b,
+    )
+    for measure in ("accounts", "arr"):
+        fig = charts.bands_over_time(data, measure)
+        # no trace draws from October 2024 to December 2026
+        for trace in fig.data:
+            xs = list(trace.x)
+            assert xs == before or xs == after, xs
+        assert sum(t.showlegend is not False for t in fig.data) == 3  # one legend entry a band
+        assert _shaded(fig) == [(before[-1], after[0])]
+        assert [a.text for a in fig.layout.annotations] == ["no stored scores"]
+    # a run of one date (a service's first daily row after the gap) is drawn as points
+    data.history_dates = [*before, after[0]]
+    fig = charts.bands_over_time(data, "accounts")
+    assert {t.mode for t in fig.data if list(t.x) == [after[0]]} == {"markers"}
+    # a week missed in weekly history is no gap
+    weekly = [datetime(2024, 1, 1) + timedelta(weeks=w) for w in (0, 1, 2, 4, 5)]
+    data.history_dates = weekly
+    data.band_history = [(d, "green", 1, 1.0) for d in weekly]
+    fig = charts.bands_over_time(data, "accounts")
+    assert len(fig.data) == 1 and list(fig.data[0].x) == weekly and _shaded(fig) == []
+
+
+def test_a_gap_in_stored_history_breaks_the_account_score_line():
+    from healthscore.model.schema import Bands
+    from healthscore.views import charts
+
+    before, after = _gap_dates()
+    points = [(d, 70.0, "yellow") for d in before] + [(d, 30.0, "red") for d in after]
+    fig = charts.score_history(points, Bands(green=80, yellow=50), "ACME")
+    ys = list(fig.data[0].y)
+    # the line stops after October 2024 and starts again in December 2026
+    assert ys == [70.0] * len(before) + [None] + [30.0] * len(after)
+    xs = list(fig.data[0].x)
+    assert before[-1] < xs[len(before)] < after[0]
+    assert fig.data[0].connectgaps is False
+    assert (before[-1], after[0]) in _shaded(fig)

@@ -109,9 +109,55 @@ def band_label(band: str | None, name=None) -> str:
 # --- the portfolio report -------------------------------------------------------------------
 
 
+#: consecutive stored dates further apart than this many times the usual spacing (and
+#: than :data:`GAP_MIN_DAYS`) are a gap in stored history: drawn as one, not bridged
+GAP_SPACINGS = 3
+GAP_MIN_DAYS = 8
+
+
+def history_runs(dates: list) -> list[list]:
+    """``dates`` (sorted) cut where stored history has a gap: a step longer than
+    :data:`GAP_SPACINGS` times the median step and than :data:`GAP_MIN_DAYS` days (a
+    monthly backtest's history, then nothing for two years, then a service's daily rows).
+
+    >>> from datetime import datetime as D
+    >>> weekly = [D(2024, 1, 1), D(2024, 1, 8), D(2024, 1, 15)]
+    >>> [len(r) for r in history_runs(weekly + [D(2026, 1, 5), D(2026, 1, 12)])]
+    [3, 2]
+    >>> [len(r) for r in history_runs(weekly + [D(2024, 1, 29)])]  # one week missed
+    [4]
+    """
+    if len(dates) < 3:
+        return [list(dates)] if dates else []
+    steps = sorted((b - a).total_seconds() for a, b in zip(dates, dates[1:], strict=False))
+    limit = max(GAP_SPACINGS * steps[len(steps) // 2], GAP_MIN_DAYS * 86400)
+    runs = [[dates[0]]]
+    for a, b in zip(dates, dates[1:], strict=False):
+        if (b - a).total_seconds() > limit:
+            runs.append([])
+        runs[-1].append(b)
+    return runs
+
+
+def _shade_gaps(fig: go.Figure, runs: list[list]) -> None:
+    """A grey band, labelled, over each gap between ``runs`` of stored dates."""
+    for before, after in zip(runs, runs[1:], strict=False):
+        fig.add_vrect(
+            x0=before[-1],
+            x1=after[0],
+            fillcolor="#9aa0a6",
+            opacity=0.15,
+            line_width=0,
+            annotation_text="no stored scores",
+            annotation_position="top left",
+        )
+
+
 def bands_over_time(data: ReportData, measure: str) -> go.Figure:
-    """Accounts (``measure="accounts"``) or ARR (``"arr"``) per band at each stored date."""
+    """Accounts (``measure="accounts"``) or ARR (``"arr"``) per band at each stored date;
+    a gap in stored history is shaded and left out, not bridged by a line."""
     dates = data.history_dates
+    runs = history_runs(dates)
     title = "Accounts per band" if measure == "accounts" else "ARR per band"
     fig = go.Figure()
     for band in BANDS:
@@ -122,17 +168,24 @@ def bands_over_time(data: ReportData, measure: str) -> go.Figure:
         }
         if not by_date:
             continue
-        fig.add_trace(
-            go.Scatter(
-                x=dates,
-                y=[by_date.get(x, 0) for x in dates],
-                name=band_label(band, data.band_name),
-                stackgroup="one",
-                mode="lines",
-                line={"color": BAND_COLOR[band], "width": 0.5},
-                fillcolor=BAND_COLOR[band],
+        label = band_label(band, data.band_name)
+        for i, run in enumerate(runs):
+            fig.add_trace(
+                go.Scatter(
+                    x=run,
+                    y=[by_date.get(x, 0) for x in run],
+                    name=label,
+                    legendgroup=label,  # one legend entry shows and hides every run
+                    showlegend=i == 0,
+                    # each run stacks on its own: a stack spanning the gap would draw
+                    # the bands across the dates nothing was stored for
+                    stackgroup=f"run{i}",
+                    mode="lines" if len(run) > 1 else "markers",  # one date: no area
+                    line={"color": BAND_COLOR[band], "width": 0.5},
+                    fillcolor=BAND_COLOR[band],
+                )
             )
-        )
+    _shade_gaps(fig, runs)
     fig.update_layout(title=f"{title}, stored history ({len(dates)} dates)")
     return fig
 
@@ -462,10 +515,22 @@ def score_history(points, bands, title: str, band_names=None) -> go.Figure:
     """One account's score over time, over its band zones: red below ``bands.yellow``,
     yellow up to ``bands.green``, green above. ``points`` holds (as_of, score, band)."""
     names = band_names or {}
+    runs = history_runs([p[0] for p in points])
+    # a gap in stored history breaks the line (a point with no value between two runs)
+    # and is shaded, rather than joining two scores years apart
+    by_date = {p[0]: p for p in points}
+    shown = []
+    for i, run in enumerate(runs):
+        if i:
+            last = runs[i - 1][-1]
+            shown.append((last + (run[0] - last) / 2, None, None))
+        shown += [by_date[d] for d in run]
+    points = shown
     fig = go.Figure(
         go.Scatter(
             x=[p[0] for p in points],
             y=[p[1] for p in points],
+            connectgaps=False,
             mode="lines+markers",
             name="score",
             line={"color": "#1f2933", "width": 2},
@@ -479,6 +544,7 @@ def score_history(points, bands, title: str, band_names=None) -> go.Figure:
         ("green", bands.green, 100),
     ):
         fig.add_hrect(y0=lo, y1=hi, fillcolor=BAND_COLOR[band], opacity=0.15, line_width=0)
+    _shade_gaps(fig, runs)
     fig.update_layout(
         title=plotly_text(title), yaxis={"range": [0, 100], "title": "score"}, showlegend=False
     )

@@ -91,3 +91,65 @@ def test_import_contracts_hold():
         text=True,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+#: the service's ways to the store, each a ``with`` that holds it for its block only
+STORE_BLOCKS = ("store_access", "reading")
+
+
+def store_used_outside_its_block(source: str, filename: str) -> list[str]:
+    """Where ``source`` uses a name bound by ``with state.store_access() as NAME`` (or
+    ``reading()``) outside every such block binding it: the store's lock is released
+    there, and another thread's statement on the one connection can take the result.
+
+    Examples
+    --------
+    >>> bad = '''
+    ... def page(state):
+    ...     with state.store_access() as store:
+    ...         data = read(store)
+    ...     fresh = more(store)
+    ... '''
+    >>> store_used_outside_its_block(bad, "m.py")
+    ['m.py:5: store outside its store_access block']
+    >>> good = bad.replace("    fresh = more(store)", "        fresh = more(store)")
+    >>> store_used_outside_its_block(good, "m.py")
+    []
+    """
+    found = []
+    tree = ast.parse(source, filename)
+    for fn in ast.walk(tree):
+        if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        blocks: dict[str, list[ast.With]] = {}
+        for node in ast.walk(fn):
+            if not isinstance(node, ast.With):
+                continue
+            for item in node.items:
+                call, var = item.context_expr, item.optional_vars
+                if (
+                    isinstance(call, ast.Call)
+                    and isinstance(call.func, ast.Attribute)
+                    and call.func.attr in STORE_BLOCKS
+                    and isinstance(var, ast.Name)
+                ):
+                    blocks.setdefault(var.id, []).append((node, call.func.attr))
+        for name, withs in blocks.items():
+            inside = {id(n) for w, _ in withs for n in ast.walk(w)}
+            first = min(w.lineno for w, _ in withs)
+            for n in ast.walk(fn):
+                if (
+                    isinstance(n, ast.Name)
+                    and n.id == name
+                    and isinstance(n.ctx, ast.Load)
+                    and id(n) not in inside
+                    and n.lineno > first
+                ):
+                    found.append(f"{filename}:{n.lineno}: {name} outside its {withs[0][1]} block")
+    return found
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "service").rglob("*.py")), ids=lambda p: p.name)
+def test_the_service_uses_the_store_only_inside_the_block_that_holds_it(path):
+    rel = str(path.relative_to(ROOT))
+    assert store_used_outside_its_block(path.read_text(encoding="utf-8"), rel) == []

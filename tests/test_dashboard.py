@@ -524,3 +524,25 @@ def test_the_portfolio_shows_parked_segment_messages_as_text(dash):
     assert "<script>" not in row and "&lt;script&gt;" in row
     row = re.search(r'<tr data-message="dash-wait">.*?</tr>', parked, re.S).group(0)
     assert "dash-nobody" in row
+
+
+def test_pages_asked_at_once_are_all_served(dash):
+    """Every dashboard page read the store under the service's lock: two portfolio pages
+    asked at the same moment both came back (the freshness table was read outside it,
+    and a request could take another's result: 500s)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    service, cookies = dash
+    paths = ["/", "/accounts", "/", "/accounts?band=red", "/", "/model"] * 4
+    with httpx.Client(
+        base_url=service.url, cookies={"hs_session": cookies["vic"]}, timeout=120
+    ) as c:
+
+        def get(path):
+            r = c.get(path)
+            return path, r.status_code, r.text
+
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(get, paths))
+    assert [(p, code) for p, code, _ in got] == [(p, 200) for p in paths]
+    assert all("Data freshness" in text for p, _, text in got if p == "/")

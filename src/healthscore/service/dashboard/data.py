@@ -76,12 +76,14 @@ def portfolio(state) -> Portfolio:
             Parked(kind, *parked.listing(store, table, PARKED_SHOWN, 0))
             for kind, table in (("rejects", parked.REJECTS), ("pending", parked.PENDING))
         ]
+        # inside the lock: another request's statement on the same connection would
+        # take this one's result (a 500 when two portfolio pages were asked at once)
+        fresh = _freshness(store, state.model, d)
     for p in held:
         for item in p.items:  # the message as one line of JSON, cut (the CLI shows it whole)
             m = item["message"]
             text = m if isinstance(m, str) else json.dumps(m, ensure_ascii=False)
             item["message_text"] = text if len(text) <= 300 else text[:297] + "..."
-        fresh = _freshness(store, state.model, d)
     return Portfolio(data, fresh, held)
 
 

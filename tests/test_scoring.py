@@ -123,6 +123,28 @@ pillars:
     assert from_row(model, rows["A1"]).score == pytest.approx(100.0)
 
 
+def test_a_value_at_the_bad_end_of_a_falling_scale_is_zero_not_minus_zero(store):
+    """``bad`` above ``good`` (fewer is better): a value exactly at ``bad`` normalizes to
+    0.0, not -0.0, which every page and the JSON showed as "-0.0" and "-0.00"."""
+    import json
+    import math
+
+    model = hs.load_model_text(
+        """
+metrics:
+  seats: {from: subscriptions, aggregate: sum(seats)}
+pillars:
+  p: {weight: 1, metrics: {seats: {weight: 1, bad: 5, good: 0}}}
+"""
+    )
+    a2 = {r["account_id"]: r for r in hs.score(store, model, AS_OF).to_pylist()}["A2"]
+    assert a2["seats"] == 5.0 and a2["seats__norm"] == 0.0
+    assert math.copysign(1.0, a2["seats__norm"]) == 1.0
+    line = from_row(model, a2).metrics[0]
+    assert math.copysign(1.0, line.contribution) == 1.0
+    assert "-0.0" not in json.dumps([line.normalized, line.contribution])
+
+
 def test_data_only_in_a_zero_weight_pillar_gives_no_score_not_zero(store):
     model = hs.load_model_text(
         """

@@ -87,7 +87,9 @@ def _normalized_value(x: ir.Value, use: MetricUse, segment: ir.StringValue) -> i
     if use.scale == "log":  # a heavily skewed count: ln(1 + x), a negative value as 0
         x = (ibis.greatest(x, 0.0) + 1.0).ln()
         lo, hi = math.log1p(lo), math.log1p(hi)
-    frac = (x - lo) / (hi - lo)
+    # a falling scale (bad above good) divides by a positive span too: (x - lo) / (hi - lo)
+    # is -0.0 at x = lo there, shown as "-0.0" (the same value, the sign of zero aside)
+    frac = (x - lo) / (hi - lo) if hi >= lo else (lo - x) / (lo - hi)
     return 100.0 * ibis.least(ibis.greatest(frac, 0.0), 1.0)
 
 

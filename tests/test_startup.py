@@ -27,15 +27,15 @@ try:
     main()
 except SystemExit as e:
     code = e.code or 0
-seen = {m: m in sys.modules for m in ("ibis", "sqlglot", "pandas", "pyarrow.compute")}
+seen = {m: m in sys.modules for m in ("ibis", "sqlglot", "pandas", "pyarrow.compute", "rich.table")}
 print("PROBE " + json.dumps({"code": code, **seen}), file=sys.stderr)
 """
 
 
 def cli(project: Path, cache: Path | str, *args) -> dict:
     """Run `healthscore *args` in a fresh process in ``project`` with the cache
-    ``cache``; its exit code, output and whether it imported Ibis, sqlglot, pandas and
-    pyarrow.compute."""
+    ``cache``; its exit code, output and whether it imported Ibis, sqlglot, pandas,
+    pyarrow.compute and Rich's tables."""
     env = {**os.environ, "HEALTHSCORE_CACHE_DIR": str(cache)}
     out = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps([str(a) for a in args])],
@@ -140,6 +140,7 @@ def test_a_repeat_score_lists_the_accounts_in_order_without_pyarrow_compute(proj
             assert [r["account_id"] for r in rows] == expected(rows, column, descending), sort
         assert not run["pyarrow.compute"], f"pyarrow.compute imported by a repeat --sort {sort}"
         assert not run["ibis"]
+        assert not run["rich.table"]  # a file written: no table drawn
     ids = [r["account_id"] for r in rows]
     assert ids.index("Z1") + 1 == ids.index("Z2")  # tied, by id
     for args in (["--limit", "2", "--format", "parquet", "--out", "two.parquet"], []):

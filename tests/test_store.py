@@ -283,3 +283,29 @@ def test_a_load_writes_events_clustered_by_account_so_one_accounts_rows_sit_toge
     order = [(r["account_id"], r["ts"]) for r in stored]
     assert order == sorted(order)  # by account, then time
     assert len(order) == n
+
+
+def test_a_long_query_draws_no_progress_bar_into_the_commands_output(fixture_db):
+    # DuckDB draws its bar on stdout, terminal or not, once a query has run for 2 s
+    # (`progress_bar_time`): on a large book, into `score --format csv > scores.csv`.
+    # Checked as a command runs, in a fresh process writing to a pipe (a plain
+    # connection there draws it; under pytest the driver's default differs), on the
+    # setting itself: setting `progress_bar_time` to shorten the wait turns it on again.
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, duckdb\n"
+        "from healthscore.store import connect\n"
+        "q = \"SELECT current_setting('enable_progress_bar')\"\n"
+        "print(duckdb.connect().execute(q).fetchone()[0])\n"
+        "for read_only in (True, False):\n"
+        "    s = connect(sys.argv[1], create=False, read_only=read_only)\n"
+        "    print(s._backend.native.execute(q).fetchone()[0])\n"
+        "    s.close()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(fixture_db)], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False", "False"]  # a plain connection; the store's

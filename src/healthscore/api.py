@@ -457,7 +457,16 @@ def score_accounts(
         )
     d = parse_as_of(as_of)
     plans = Snapshot(store, model)
-    scores = plans.scores(d)
+    listing = not (
+        sort is None and wanted is None and segment is None and csm is None and limit is None
+    )
+    if listing:  # the scores with their facts, in order: one query
+        from healthscore.portfolio import listed_scores
+
+        sort = sort or "score"
+        scores = listed_scores(store, model, d, plans, sort)
+    else:
+        scores = plans.scores(d)
     book = evidence(store, model, d, scores, plans=plans)
     warnings = _freshness(store, [model], d) + book.warnings
     unscored = None
@@ -465,20 +474,12 @@ def score_accounts(
         from healthscore.engine.asof import left_out
 
         unscored = left_out(store, model, d)
-    if sort is None and wanted is None and segment is None and csm is None and limit is None:
+    if not listing:
         return ScoreResult(scores, model, d, warnings, evidence=book, unscored=unscored)
-    from healthscore.portfolio import account_list, fact_table
+    from healthscore.portfolio import account_list
 
-    sort = sort or "score"
     listed = account_list(
-        model,
-        scores,
-        fact_table(store, d, plans),
-        sort=sort,
-        bands=wanted,
-        segment=segment,
-        csm=csm,
-        limit=limit,
+        model, scores, sort=sort, bands=wanted, segment=segment, csm=csm, limit=limit
     )
     return ScoreResult(
         listed,

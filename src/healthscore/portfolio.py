@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 # the modules that build expressions (Ibis, and the engine's builders) are imported by
 # the functions that use them: `healthscore score` lists accounts from plans kept in the
-# cache (:func:`fact_table` with a Snapshot) without building anything
+# cache (:func:`listed_scores`) without building anything
 ibis = lazy("ibis")
 
 BANDS = ("green", "yellow", "red", None)  # None: no score (no data)
@@ -295,29 +295,20 @@ FACTS = ("account_name", "arr_in_force", "renewal_date")
 SORTS = ("score", "arr", "renewal", "name")
 
 
-def fact_table(store: Store, d: datetime, plans: Snapshot | None = None) -> pa.Table:
+def fact_table(store: Store, d: datetime) -> pa.Table:
     """One row per account (of the accounts table, or with a subscription in force at
     ``d``): ``account_id``, its name (accounts), the ARR in force at ``d`` and the
     renewal date (subscriptions), as :data:`FACTS`; ARR and renewal are null without a
-    subscription in force (or without an ARR on it). With ``plans``, the queries run as
-    plans kept in the cache (:meth:`~healthscore.engine.snapshot.Snapshot.run`).
+    subscription in force (or without an ARR on it). (``healthscore score`` joins the
+    same facts in its own query: :func:`listed_scores`.)
 
     Built with Arrow compute only: converting Python values to Arrow makes pyarrow
     import pandas, a large part of a short command's time."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if plans is None:
-        names = store.execute(_names(store))
-        subs = store.execute(_in_force(store.table("subscriptions"), d))
-    else:
-        names = plans.run("account_names", lambda _: _names(store), d, tables=["accounts"])
-        subs = plans.run(
-            "subscriptions_in_force",
-            lambda clock: _in_force(store.table("subscriptions"), clock.at()),
-            d,
-            tables=["subscriptions"],
-        )
+    names = store.execute(_names(store))
+    subs = store.execute(_in_force(store.table("subscriptions"), d))
     kind = names.schema.field("account_id").type
     ids = pc.unique(
         pa.chunked_array([*names["account_id"].chunks, *subs["account_id"].chunks], kind)
@@ -337,15 +328,68 @@ def fact_table(store: Store, d: datetime, plans: Snapshot | None = None) -> pa.T
     )
 
 
-def account_facts(store: Store, d: datetime, plans: Snapshot | None = None) -> dict[str, dict]:
+def account_facts(store: Store, d: datetime) -> dict[str, dict]:
     """:func:`fact_table` as a dict: account id -> its :data:`FACTS`."""
-    return {r.pop("account_id"): r for r in fact_table(store, d, plans).to_pylist()}
+    return {r.pop("account_id"): r for r in fact_table(store, d).to_pylist()}
+
+
+def _sort_key(model: Model, sort: str) -> tuple[str | None, bool]:
+    """The column the account list is ordered by for ``sort`` (None: ``name``, ordered
+    in Python) and whether the largest value comes first."""
+    if sort not in SORTS:
+        raise HealthscoreError(f"`sort` {sort!r}: not one of {', '.join(SORTS)}")
+    return {
+        "score": ("score", model.highest_first),
+        "arr": ("arr_in_force", True),
+        "renewal": ("renewal_date", False),
+        "name": (None, False),
+    }[sort]
+
+
+def listed_scores(store: Store, model: Model, d: datetime, plans: Snapshot, sort: str) -> pa.Table:
+    """Every account's scores as of ``d`` (the rows of :meth:`Snapshot.scores`), each with
+    its :data:`FACTS` (see :func:`fact_table`), in the order ``sort`` gives them (see
+    :func:`account_list`; ``name``: by account id, which the list sorts in Python).
+
+    One query, a plan of ``plans`` kept in the cache: the join of the facts and the order
+    are its own, so a repeat ``healthscore score`` neither builds nor imports
+    ``pyarrow.compute`` for them (Arrow's ``take``, ``sort_indices`` and ``cast`` do)."""
+    column, descending = _sort_key(model, sort)
+
+    def build(clock):
+        scores = plans.build_scores(clock)
+        names = _names(store)
+        subs = _in_force(store.table("subscriptions"), clock.at())
+        facts = {
+            "account_name": names["name"].cast("string"),
+            "arr_in_force": subs.arr.cast("float64"),
+            "renewal_date": subs.renewal_date.cast("timestamp"),
+        }
+        joined = scores.left_join(names, scores.account_id == names.account_id).left_join(
+            subs, scores.account_id == subs.account_id
+        )
+        out = joined.select(
+            *(scores[c] for c in scores.columns),
+            **{k: v for k, v in facts.items() if k not in scores.columns},
+        )
+        # as Arrow's sort_indices ordered them: rows without the value last, a NaN just
+        # before them whichever the direction (SQL sorts NaN above every number); ties by
+        # account id
+        keys = []
+        if column is not None:
+            value = out[column]
+            if descending and value.type().is_floating():
+                keys.append(ibis.asc(value.isnan()))
+            keys.append(ibis.desc(value) if descending else ibis.asc(value))
+        return out.order_by([*keys, ibis.asc(out.account_id)])
+
+    tables = list(dict.fromkeys([*plans.tables, "accounts", "subscriptions"]))
+    return plans.run(f"account list by {sort}", build, d, tables=tables)
 
 
 def account_list(
     model: Model,
-    scores: pa.Table,
-    facts: pa.Table,
+    listed: pa.Table,
     *,
     sort: str = "score",
     bands: list[str] | None = None,
@@ -353,30 +397,24 @@ def account_list(
     csm: str | None = None,
     limit: int | None = None,
 ) -> pa.Table:
-    """The scored accounts as a CS team reads them: each row with its name, ARR in force
-    and renewal date (:data:`FACTS`, from ``facts``, see :func:`fact_table`), only those
-    of ``bands`` (green/yellow/red), ``segment`` and ``csm`` (compared case- and
-    space-insensitively), sorted and cut to ``limit`` rows.
+    """The scored accounts as a CS team reads them: the rows of :func:`listed_scores`
+    (each with its name, ARR in force and renewal date, in the order of ``sort``), only
+    those of ``bands`` (green/yellow/red), ``segment`` and ``csm`` (compared case- and
+    space-insensitively), cut to ``limit`` rows.
 
     ``sort``: ``score`` puts the end of the scorecard that needs attention first
     (lowest score for health, highest for a readiness scorecard such as expansion, see
     :attr:`Model.highest_first`), ``arr`` the largest ARR first, ``renewal`` the
-    soonest renewal first, ``name`` the account name A-Z. Rows without the value go
-    last; ties are broken by account id.
+    soonest renewal first (those three ordered by the query), ``name`` the account name
+    A-Z (here). Rows without the value go last; ties are broken by account id.
 
     Returns
     -------
     pyarrow.Table
-        ``scores``' columns plus :data:`FACTS`, in that order.
+        ``listed``'s columns: the scores' columns plus :data:`FACTS`, in that order.
     """
-    import pyarrow.compute as pc
-
-    if sort not in SORTS:
-        raise HealthscoreError(f"`sort` {sort!r}: not one of {', '.join(SORTS)}")
-    at = pc.index_in(scores["account_id"], value_set=facts["account_id"])
-    for col in FACTS:
-        if col not in scores.column_names:
-            scores = scores.append_column(col, pc.take(facts[col], at))
+    column, _ = _sort_key(model, sort)
+    scores = listed if column is None else _ties_by_id(listed, column)
     keep = None  # the rows the filters keep, when one applies
     for col, wanted in (("band", bands), ("segment", segment), ("csm", csm)):
         if wanted is None:
@@ -392,24 +430,39 @@ def account_list(
             )
         rows = range(len(values)) if keep is None else keep
         keep = [i for i in rows if _key(values[i]) in allowed]
-    if keep is not None:
-        scores = _rows(scores, keep)
     if sort == "name":  # casefolded, as Python compares text (Arrow has no casefold)
         names = scores["account_name"].to_pylist()
         ids = scores["account_id"].to_pylist()
         order = sorted(
-            range(len(ids)),
+            range(len(ids)) if keep is None else keep,
             key=lambda i: (names[i] is None, (names[i] or "").casefold(), ids[i]),
         )
         return _rows(scores, order[:limit])
-    column, direction = {
-        "score": ("score", "descending" if model.highest_first else "ascending"),
-        "arr": ("arr_in_force", "descending"),
-        "renewal": ("renewal_date", "ascending"),
-    }[sort]
-    # nulls go last (sort_indices' default); ties by account id
-    order = pc.sort_indices(scores, sort_keys=[(column, direction), ("account_id", "ascending")])
-    return scores.take(order[:limit])
+    if keep is not None:  # in the query's order
+        return _rows(scores, keep[:limit])
+    return scores if limit is None else scores.slice(0, limit)
+
+
+def _ties_by_id(rows: pa.Table, column: str) -> pa.Table:
+    """``rows``, ordered by ``column``, with the rows that tie on it by account id as
+    Python and Arrow compare text (by code point): a database orders text by its
+    collation, which on PostgreSQL may be a language's (``a1`` before ``a-2``). As they
+    came when they already are (DuckDB's text order is by byte: the same)."""
+    values = rows[column].to_pylist()
+    ids = rows["account_id"].to_pylist()
+
+    def tie(a, b) -> bool:  # the same value, or both missing, or both NaN
+        return a == b or (a is None and b is None) or (a != a and b != b)
+
+    pairs = zip(values, values[1:], ids, ids[1:], strict=False)
+    if all(i < j or not tie(a, b) for a, b, i, j in pairs):
+        return rows
+    order, start = [], 0
+    for end in range(1, len(ids) + 1):
+        if end == len(ids) or not tie(values[start], values[end]):
+            order += sorted(range(start, end), key=ids.__getitem__)
+            start = end
+    return _rows(rows, order)
 
 
 def _rows(table: pa.Table, positions: list[int]) -> pa.Table:

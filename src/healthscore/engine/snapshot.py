@@ -135,20 +135,24 @@ class Snapshot:
         whose ids are the parameters ``id0 ...`` (:func:`bind_ids`); with the recipes of
         its dates. The plan of :func:`healthscore.engine.asof.score_expr`."""
 
-        def build(clock):
-            from healthscore.engine.inputs import check_scorable
-            from healthscore.engine.metrics import MetricBuilder
-            from healthscore.engine.scoring import score_metrics
-            from healthscore.store import parameter
-
-            check_scorable(self.store, self.model)
-            tables = self.store.tables(tables_needed(self.model))
-            ids = None if slots is None else [parameter(f"id{i}", "string") for i in range(slots)]
-            raw = MetricBuilder(self.model, tables, self.empty).build(clock, ids)
-            return score_metrics(raw, self.model)
-
         name = "scores" if slots is None else f"scores of {slots}"
-        return self.plan(name, build, self.tables)
+        return self.plan(name, lambda clock: self.build_scores(clock, slots), self.tables)
+
+    def build_scores(self, clock: ParamClock, slots: int | None = None) -> ir.Table:
+        """The expression of the scores of ``slots`` accounts (None: every account), its
+        dates from ``clock``, its account ids the parameters ``id0 ...``: what
+        :meth:`score_plan` compiles, for a query built on it (whose :meth:`run` then
+        reads :attr:`tables` too)."""
+        from healthscore.engine.inputs import check_scorable
+        from healthscore.engine.metrics import MetricBuilder
+        from healthscore.engine.scoring import score_metrics
+        from healthscore.store import parameter
+
+        check_scorable(self.store, self.model)
+        tables = self.store.tables(tables_needed(self.model))
+        ids = None if slots is None else [parameter(f"id{i}", "string") for i in range(slots)]
+        raw = MetricBuilder(self.model, tables, self.empty).build(clock, ids)
+        return score_metrics(raw, self.model)
 
     def scores(self, as_of: datetime, account_ids: Iterable[str] | None = None) -> pa.Table:
         """The scores as of ``as_of`` of ``account_ids`` (None: every account), by

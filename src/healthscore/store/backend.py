@@ -455,6 +455,9 @@ class DuckDBBackend(Backend):
         try:
             native.execute("SET TimeZone = 'UTC'")
             native.execute("SET python_enable_replacements = false")
+            # DuckDB draws its progress bar on stdout, terminal or not, once a query runs
+            # 2 s: into `healthscore score --format csv > scores.csv` on a large book
+            native.execute("SET enable_progress_bar = false")
             # GLOBAL: the rescorer reads through a cursor of this connection (reader)
             native.execute(f"SET GLOBAL dynamic_or_filter_threshold = {OR_FILTER_KEYS}")
         except BaseException:

@@ -20,7 +20,6 @@ from rich import box
 from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 from rich.segment import Segment
-from rich.table import Table
 from rich.text import Text
 
 from healthscore.core.values import value_text
@@ -28,10 +27,20 @@ from healthscore.views.format import has_bidi, isolate, money
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from rich.table import Table
 
     from healthscore.engine.explain import Explanation
     from healthscore.evaluate.calibrate import CalibrationResult, MetricChange
     from healthscore.evaluate.snapshot import SnapshotCalibration
+
+
+def _table(*args, **kwargs) -> Table:
+    """A Rich table; ``rich.table`` (with ``fractions``) is imported by the first one
+    drawn, not by a command that only prints a note (``score --format parquet``)."""
+    from rich.table import Table
+
+    return Table(*args, **kwargs)
+
 
 BAND_STYLE = {"green": "green", "yellow": "yellow", "red": "bold red", None: "dim"}
 
@@ -146,7 +155,7 @@ def fitted_table(
         cut = min(excess, natural[i] - least[i])
         excess -= cut
         widths[i] = natural[i] - cut
-    table = Table(
+    table = _table(
         box=box.SIMPLE_HEAD,
         show_edge=False,
         padding=(0, 1, 0, 0),
@@ -449,7 +458,7 @@ def render_backtest(console: Console, r, *, plain: bool = True, model=None) -> N
     riskiest = [(f"recall in the riskiest {k} of the book", k) for k in ("10%", "20%")]
     for kind, ev in r.evaluations.items():
         flag = escape(red if kind == "churned" else green)
-        table = Table(
+        table = _table(
             title=f"{kind} (flag: {flag}); {ev.overall.events} events judged, "
             f"{ev.overall.positives} of {ev.overall.observations:,} observations positive",
             title_justify="left",
@@ -489,7 +498,7 @@ def render_backtest(console: Console, r, *, plain: bool = True, model=None) -> N
         console.print(table)
         lift = " ".join("-" if x is None else f"{x:.1f}" for x in o.lift)
         console.print(f"lift per decile, most flagged first: {lift}", highlight=False)
-        seg = Table(title=f"{kind} by segment", title_justify="left", box=box.SIMPLE_HEAD)
+        seg = _table(title=f"{kind} by segment", title_justify="left", box=box.SIMPLE_HEAD)
         for c in ("segment", "observations", "events", "recall", "ROC AUC", "FPR"):
             seg.add_column(c, justify="left" if c == "segment" else "right")
         for name, m in ev.segments.items():
@@ -528,7 +537,7 @@ def render_portfolio(console: Console, result, command: str = "healthscore") -> 
     arr = defaultdict(float)
     for r in rows:
         arr[r["band"]] += r.get("arr") or 0.0
-    bands = Table(title="portfolio by band", title_justify="left")
+    bands = _table(title="portfolio by band", title_justify="left")
     for c in ("band", "accounts", "share", "ARR"):
         bands.add_column(c, justify="left" if c == "band" else "right")
     for b in ("green", "yellow", "red", None):
@@ -543,7 +552,7 @@ def render_portfolio(console: Console, result, command: str = "healthscore") -> 
     risky = sorted(
         (r for r in rows if r["score"] is not None), key=lambda r: (r["score"], r["account_id"])
     )
-    top = Table(title="10 riskiest accounts", title_justify="left")
+    top = _table(title="10 riskiest accounts", title_justify="left")
     for c in ("account", "segment", "CSM", "score", "ARR", "top negative drivers"):
         top.add_column(c, justify="right" if c in ("score", "ARR") else "left")
     for r in risky[:10]:
@@ -641,7 +650,7 @@ def render_comparison(console: Console, c) -> None:
     title = "band migration: rows = current model, columns = new model; accounts" + (
         " (ARR)" if arr else ""
     )
-    matrix = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    matrix = _table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     matrix.add_column("current \\ new", no_wrap=True)
     for b in c.bands:  # columns: the new model's names for its bands
         name = escape(c.new.band_name(b))
@@ -692,7 +701,7 @@ def render_comparison(console: Console, c) -> None:
     if c.changes and not changes:
         console.print("no account's score changes by 0.05 points or more", highlight=False)
     if changes:
-        top = Table(
+        top = _table(
             title=f"{len(changes)} biggest score changes, and why",
             title_justify="left",
             box=box.SIMPLE_HEAD,
@@ -727,7 +736,7 @@ def _red_names(c) -> str:
 
 def _render_compare_history(console: Console, h, red: str = "red", red_new: str = "red") -> None:
     if h.points:
-        table = Table(
+        table = _table(
             title="over stored history: the same comparison at each stored as-of date",
             title_justify="left",
             box=box.SIMPLE_HEAD,
@@ -781,7 +790,7 @@ def render_arr_at_risk(console: Console, scores, model) -> None:
         highlight=False,
     )
     for by, label in (("segment", "segment"), ("csm", "CSM")):
-        table = Table(
+        table = _table(
             title=f"ARR at risk by {label} (Σ probability x ARR)",
             title_justify="left",
             box=box.SIMPLE_HEAD,
@@ -831,7 +840,7 @@ def _pct1(x: float | None) -> str:
 def weights_table(metrics: list[MetricChange], pillars: dict[str, tuple[float, float]]) -> Table:
     """Per metric its old and new weight and normalisation (anchors or category scores),
     then per pillar its old and new weight."""
-    t = Table(title="weights (% of the score) and normalisation", box=box.SIMPLE_HEAD)
+    t = _table(title="weights (% of the score) and normalisation", box=box.SIMPLE_HEAD)
     for c in ("pillar", "metric", "weight", "new", "was", "now", "note"):
         t.add_column(c, justify="right" if c in ("weight", "new") else "left")
     for c in metrics:
@@ -972,7 +981,7 @@ def render_snapshot_calibration(console: Console, r: SnapshotCalibration) -> Non
         f"bands: {_bands_change(r)}; " + _red_share_text(r),
         highlight=False,
     )
-    a = Table(title="ROC AUC (95 % bootstrap interval)", box=box.SIMPLE_HEAD, title_justify="left")
+    a = _table(title="ROC AUC (95 % bootstrap interval)", box=box.SIMPLE_HEAD, title_justify="left")
     a.add_column("model")
     a.add_column("ROC AUC", justify="right")
     for name, est in r.auc.items():
@@ -1090,7 +1099,7 @@ def render_scores(
 
 def render_unscored(console: Console, unscored: pa.Table, as_of) -> None:
     """The accounts left out of the scores, with why."""
-    table = Table(
+    table = _table(
         title=f"{unscored.num_rows} accounts left out as of {as_of:%Y-%m-%d}",
         box=box.SIMPLE_HEAD,
     )
@@ -1139,7 +1148,7 @@ def render_trends(console: Console, trends: pa.Table, as_of, model=None) -> None
 
 def render_flags(console: Console, rows: list[dict]) -> None:
     """CSM flags, one per row: id, account, kind, since, resolved, author, note."""
-    table = Table(title=f"{len(rows)} flags", box=box.SIMPLE_HEAD)
+    table = _table(title=f"{len(rows)} flags", box=box.SIMPLE_HEAD)
     for col in ("flag", "account", "kind", "since", "resolved", "author"):
         table.add_column(col, no_wrap=True)
     table.add_column("note")
@@ -1159,7 +1168,7 @@ def render_flags(console: Console, rows: list[dict]) -> None:
 def render_tokens(console: Console, rows: list[dict]) -> None:
     """API tokens (never their secrets), one per row: id, name, scopes, made, expires,
     revoked; ``rows`` as the API's JSON gives them (ISO timestamps)."""
-    table = Table(title=f"{len(rows)} tokens", box=box.SIMPLE_HEAD)
+    table = _table(title=f"{len(rows)} tokens", box=box.SIMPLE_HEAD)
     for col in ("id", "name", "scopes", "created", "expires", "revoked"):
         table.add_column(col, no_wrap=col != "name")
     for r in rows:
@@ -1176,7 +1185,7 @@ def render_tokens(console: Console, rows: list[dict]) -> None:
 
 def render_users(console: Console, rows: list[dict]) -> None:
     """Dashboard logins, one per row: user name, role, the CSM they are in the data."""
-    table = Table(title=f"{len(rows)} users", box=box.SIMPLE_HEAD)
+    table = _table(title=f"{len(rows)} users", box=box.SIMPLE_HEAD)
     for col in ("user", "role", "csm"):
         table.add_column(col, no_wrap=True)
     for r in rows:
@@ -1194,7 +1203,7 @@ def render_parked(console: Console, kind: str, listing: dict, width: int = 120) 
     items, total = listing["items"], listing["total"]
     what = "rejected" if kind == "rejects" else "pending"
     shown = f" (showing {len(items)})" if len(items) < total else ""
-    table = Table(title=f"{total} {what} messages{shown}", box=box.SIMPLE_HEAD)
+    table = _table(title=f"{total} {what} messages{shown}", box=box.SIMPLE_HEAD)
     for col in ("received", "message id", "type", "reason" if kind == "rejects" else "user"):
         table.add_column(col, no_wrap=col != "reason")
     table.add_column("message")
@@ -1232,7 +1241,7 @@ def render_suggestion(console: Console, s) -> None:
             f"{what}, {s.positives:,} with {s.outcome} (outcomes up to {s.as_of:%Y-%m-%d})",
             highlight=False,
         )
-    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    table = _table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     for col, justify in [
         ("pillar", "left"),
         ("metric", "left"),
@@ -1281,7 +1290,7 @@ def render_probability_fit(console: Console, run) -> None:
         f"{p.events:,} followed by {p.outcome} (outcomes up to {p.fitted_until})",
         highlight=False,
     )
-    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    table = _table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     table.add_column("score", justify="right")
     table.add_column(f"p({p.describe().split()[0]})", justify="right")
     for x, y in p.points:

@@ -9,6 +9,7 @@ import json
 import time
 import zlib
 
+import httpx
 import pytest
 
 
@@ -255,3 +256,14 @@ def test_concurrent_batches_do_not_mix(service):
             assert [p["row"] for p in body["problems"]] == list(range(20))
     stored = _rows(service, "usage_events", "event_id", [f"par-{i}-0" for i in range(12)])
     assert [r["event_id"] for r in stored] == sorted(f"par-{i}-0" for i in range(1, 12, 2))
+
+
+def test_a_body_nested_too_deeply_is_400_not_a_server_error(service):
+    deep = b"[" * 200_000 + b"]" * 200_000  # 400 KB: within the body limit
+    headers = {"content-type": "application/json"}
+    with service.client() as api:
+        r = api.post("/v1/ingest/usage_events", content=deep, headers=headers)
+        assert r.status_code == 400 and "nests" in r.json()["error"]
+    write_key = (service.token("segment"), "")  # Segment sends it as the Basic user
+    r = httpx.post(service.url + "/v1/track", content=deep, headers=headers, auth=write_key)
+    assert r.status_code == 400 and "nests" in r.json()["error"]

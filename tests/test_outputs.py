@@ -374,3 +374,19 @@ def test_large_string_columns_are_neutralized_too():
 
     table = pa.table({"name": pa.array(["=cmd()", "plain", None], pa.large_string())})
     assert csv_bytes(table).decode().splitlines() == ['"name"', '"\'=cmd()"', '"plain"', ""]
+
+
+def test_listing_tokens_users_and_parked_messages_and_validate_read_a_read_only_store(
+    read_only_project,
+):
+    ro = read_only_project
+    for command in (
+        ["token", "list"],
+        ["auth", "user", "list"],
+        ["ingest", "rejects"],
+        ["ingest", "pending"],
+        ["validate"],  # with the store beside it: warns about it, as of today
+    ):
+        res = run(*command, cwd=ro)
+        assert res.exit_code == 0, (command, res.output)
+        assert "read-only" not in res.output, (command, res.output)

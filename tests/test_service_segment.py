@@ -190,3 +190,37 @@ def _routes(service):
     import healthscore.service.read as read
 
     return read.router.routes
+
+
+def test_nul_characters_are_parked_with_the_reason_not_a_failed_request(service, write_key):
+    # a NUL in a user id, event name or message id cannot be stored (nor looked up)
+    sent = datetime.now(UTC).isoformat()
+    batch = {
+        "batch": [
+            {"type": "group", "userId": "seg-nul", "groupId": "ACC-00102", "messageId": "n-g"},
+            {"type": "track", "userId": "seg-\x00nul", "event": "x", "messageId": "n-user",
+             "timestamp": sent},
+            {"type": "track", "userId": "seg-nul", "event": "x\x00", "messageId": "n-event",
+             "timestamp": sent},
+            {"type": "group", "userId": "seg-nul2", "groupId": "ACC\x00", "messageId": "n-grp"},
+            {"type": "track", "userId": "seg-nul", "event": "x", "messageId": "n-\x00id",
+             "timestamp": sent},
+            {"type": "track", "userId": "seg-nul", "event": "ok", "messageId": "n-ok",
+             "timestamp": sent},
+        ],
+        "sentAt": sent,
+    }  # fmt: skip
+    r = httpx.post(service.url + "/v1/batch", json=batch, auth=(write_key, ""))
+    assert r.status_code == 200 and r.json() == {"success": True}, r.text
+    assert [e["event_id"] for e in _events(service, user_id=["seg-nul"])] == ["n-ok"]
+    reasons = {p["message_id"]: p["reason"] for p in _parked(service, "rejects")}
+    assert (
+        reasons["n-user"] == "userId: holds a NUL character (U+0000), which no text value may hold"
+    )
+    assert reasons["n-event"].startswith("event: holds a NUL character")
+    assert reasons["n-grp"].startswith("groupId: holds a NUL character")
+    # a message id the store cannot keep: the message gets one derived from its content
+    assert any(
+        key.startswith("md5-") and why.startswith("messageId: holds a NUL character")
+        for key, why in reasons.items()
+    )

@@ -40,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 from fastapi import APIRouter, Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
+from healthscore.core.limits import NUL
 from healthscore.errors import Problem
 from healthscore.service import auth, parked
 from healthscore.service.ingest import IngestError, json_body, read_json
@@ -189,7 +190,9 @@ def message_id(raw) -> str:
     """The message's ``messageId``; one derived from its content when it has none (the
     same message sent again gets the same id)."""
     if isinstance(raw, dict) and isinstance(raw.get("messageId"), str | int):
-        return str(raw["messageId"])
+        given = str(raw["messageId"])
+        if NUL not in given:  # else (refused by normalise) one the store can keep
+            return given
     text = json.dumps(
         {k: v for k, v in raw.items() if k != "sentAt"} if isinstance(raw, dict) else raw,
         sort_keys=True,
@@ -215,6 +218,8 @@ def _text(raw: dict, key: str) -> str | None:
     value = raw.get(key)
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return None
+    if NUL in str(value):
+        raise Refused(f"{key}: holds a NUL character (U+0000), which no text value may hold")
     return str(value).strip() or None
 
 
@@ -245,6 +250,7 @@ def normalise(raw, sent_at: str | None, received: datetime) -> Message:
             f"timestamp {ts.isoformat()} (corrected for the sender's clock) is more than "
             f"1 day after it was received ({received.isoformat()})"
         )
+    _text(raw, "messageId")  # refused when it holds a NUL
     m = Message(kind, message_id(raw), user, ts, raw=raw)
     if kind == "track":
         m.event = _text(raw, "event")

@@ -390,3 +390,14 @@ def test_listing_tokens_users_and_parked_messages_and_validate_read_a_read_only_
         res = run(*command, cwd=ro)
         assert res.exit_code == 0, (command, res.output)
         assert "read-only" not in res.output, (command, res.output)
+
+
+def test_bidi_override_in_joined_lists_is_isolated_item_by_item():
+    # `join` returns escaped markup, which the templates pass as their own: the dashboard
+    # joins a score's signals, the model's flag kinds and rule names with it
+    from healthscore.service.dashboard import environment
+
+    evil = "\u202eevil"
+    page = environment().from_string("{{ xs|join(', ') }} | {{ rs|join(', ', 'rule') }}")
+    text = page.render(xs=[evil, "<ok>"], rs=[{"rule": evil}])
+    assert text == "\u2068\u202eevil\u2069, &lt;ok&gt; | \u2068\u202eevil\u2069"

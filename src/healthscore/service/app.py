@@ -48,18 +48,23 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         own = state is None
-        app.state.service = state or ServiceState.open(settings)
         from healthscore.service import parked
         from healthscore.service.ingest import INPUT_TABLES
         from healthscore.service.rescorer import Rescorer
 
-        with app.state.service.store_access() as store:
-            auth_mod.ensure_tables(store)
-            parked.ensure_tables(store)
-            # the key indexes the ingest route's appends use: made here, once per store
-            # (a minute on 10 M events), not by the first batch while it holds the store
-            store.prepare_appends(INPUT_TABLES)
-        claimed = _claim_store(app.state.service)
+        try:
+            app.state.service = state or ServiceState.open(settings)
+            with app.state.service.store_access() as store:
+                auth_mod.ensure_tables(store)
+                parked.ensure_tables(store)
+                # the key indexes the ingest route's appends use: made here, once per
+                # store (a minute on 10 M events), not by the first batch while it holds
+                # the store
+                store.prepare_appends(INPUT_TABLES)
+            claimed = _claim_store(app.state.service)
+        except (HealthscoreError, OSError) as e:  # a full disk, a store gone: see run()
+            app.state.startup_error = e
+            raise
         rescorer = app.state.rescorer = Rescorer(app.state.service)
         rescorer.start()
         try:

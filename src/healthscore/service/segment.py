@@ -352,22 +352,30 @@ def _accounts(store, users: list[str]) -> dict[str, str]:
 def _write(store, table: str, items: list, rows: list[dict], out: _Outcome, refuse) -> None:
     """Check ``rows`` (one per item of ``items``, a message) as ``POST /v1/ingest``
     does; refuse the messages of invalid rows, append the rest."""
-    from healthscore.sources.rows import check_rows
+    from healthscore.sources.rows import check_rows, row_problems
 
-    if not rows:
-        return
-    with check_rows(rows, table, allow_rejects=True) as batch:
-        bad: dict[int, list[str]] = {}
-        for p in batch.rejects:
+    bad: dict[int, list[str]] = {}
+
+    def note(problems: list[Problem], index: list[int]) -> None:
+        for p in problems:
             text = Problem(p.reason, column=p.column, got=p.got, expected=p.expected)
-            bad.setdefault(p.row, []).append(f"{table}: {text}")
-        for i, reasons in bad.items():
-            m = items[i]
-            refuse(m.raw, "; ".join(reasons), m.type)
-        data = batch.data.read_all()
-        if data.num_rows:
-            result = store.append(table, data, columns=batch.supplied)
-            out.touched.update(result.accounts)
+            bad.setdefault(index[p.row], []).append(f"{table}: {text}")
+
+    # values no row may hold (a list, an object, a number that is not finite) first: a
+    # batch of only such rows is refused whole by check_rows, and a message is parked,
+    # never lost with the request
+    note(row_problems(rows), list(range(len(rows))))
+    index = [i for i in range(len(rows)) if i not in bad]
+    if index:
+        with check_rows([rows[i] for i in index], table, allow_rejects=True) as batch:
+            note(batch.rejects, index)
+            data = batch.data.read_all()
+            if data.num_rows:
+                result = store.append(table, data, columns=batch.supplied)
+                out.touched.update(result.accounts)
+    for i, reasons in bad.items():
+        m = items[i]
+        refuse(m.raw, "; ".join(reasons), m.type)
     out.done += [m.message_id for i, m in enumerate(items) if i not in bad]
 
 

@@ -401,3 +401,22 @@ def test_bidi_override_in_joined_lists_is_isolated_item_by_item():
     page = environment().from_string("{{ xs|join(', ') }} | {{ rs|join(', ', 'rule') }}")
     text = page.render(xs=[evil, "<ok>"], rs=[{"rule": evil}])
     assert text == "\u2068\u202eevil\u2069, &lt;ok&gt; | \u2068\u202eevil\u2069"
+
+
+def test_commands_that_only_read_apply_the_log_a_killed_writer_left(project):
+    # a server or load killed mid-session leaves writes in healthscore.duckdb.wal; a
+    # read-only open cannot replay them ("IO Error: Failure while replaying WAL file")
+    db = project / "healthscore.duckdb"
+    killed = (
+        "import os, duckdb\n"
+        f"c = duckdb.connect({str(db)!r})\n"
+        "c.execute('CREATE TABLE left_by_a_killed_writer (x INTEGER)')\n"
+        "c.execute('INSERT INTO left_by_a_killed_writer VALUES (1)')\n"
+        "c.execute('CREATE INDEX killed_idx ON left_by_a_killed_writer (x)')\n"
+        "os._exit(0)  # no close, no checkpoint: as after SIGKILL\n"
+    )
+    subprocess.run([sys.executable, "-c", killed], check=True)
+    assert (project / "healthscore.duckdb.wal").exists()
+    for command in (["score", *AS_OF, "-f", "json"], ["auth", "user", "list"]):
+        res = run(*command, cwd=project)
+        assert res.exit_code == 0, (command, res.output)

@@ -371,6 +371,21 @@ def test_what_if_scores_changed_values_with_the_models_own_steps(dash):
     assert f'data-score="{worst.score}"' in page
 
 
+def test_what_if_refuses_a_value_that_is_no_finite_number_on_the_page(dash):
+    # "nan" compared as no change (nan - x > 1e-9 is false): the page showed today's
+    # score as if nothing had been asked, where the engine refuses it with the metric
+    service, cookies = dash
+    from healthscore.service import auth
+
+    with httpx.Client(
+        base_url=service.url, cookies={auth.SESSION_COOKIE: cookies["vic"]}, timeout=60
+    ) as c:
+        for value in ("nan", "NaN", "inf"):
+            params = {"account": "ACC-00099", "v_late_invoices_90d": value}
+            page = c.get("/model", params=params).text
+            assert f"late_invoices_90d = &#39;{value}&#39; is not a finite number" in page
+
+
 def test_no_request_left_the_service(dash):
     service, _ = dash
     assert REQUESTED, "the browser tests ran no page"

@@ -374,3 +374,49 @@ def test_large_string_columns_are_neutralized_too():
 
     table = pa.table({"name": pa.array(["=cmd()", "plain", None], pa.large_string())})
     assert csv_bytes(table).decode().splitlines() == ['"name"', '"\'=cmd()"', '"plain"', ""]
+
+
+def test_listing_tokens_users_and_parked_messages_and_validate_read_a_read_only_store(
+    read_only_project,
+):
+    ro = read_only_project
+    for command in (
+        ["token", "list"],
+        ["auth", "user", "list"],
+        ["ingest", "rejects"],
+        ["ingest", "pending"],
+        ["validate"],  # with the store beside it: warns about it, as of today
+    ):
+        res = run(*command, cwd=ro)
+        assert res.exit_code == 0, (command, res.output)
+        assert "read-only" not in res.output, (command, res.output)
+
+
+def test_bidi_override_in_joined_lists_is_isolated_item_by_item():
+    # `join` returns escaped markup, which the templates pass as their own: the dashboard
+    # joins a score's signals, the model's flag kinds and rule names with it
+    from healthscore.service.dashboard import environment
+
+    evil = "\u202eevil"
+    page = environment().from_string("{{ xs|join(', ') }} | {{ rs|join(', ', 'rule') }}")
+    text = page.render(xs=[evil, "<ok>"], rs=[{"rule": evil}])
+    assert text == "\u2068\u202eevil\u2069, &lt;ok&gt; | \u2068\u202eevil\u2069"
+
+
+def test_commands_that_only_read_apply_the_log_a_killed_writer_left(project):
+    # a server or load killed mid-session leaves writes in healthscore.duckdb.wal; a
+    # read-only open cannot replay them ("IO Error: Failure while replaying WAL file")
+    db = project / "healthscore.duckdb"
+    killed = (
+        "import os, duckdb\n"
+        f"c = duckdb.connect({str(db)!r})\n"
+        "c.execute('CREATE TABLE left_by_a_killed_writer (x INTEGER)')\n"
+        "c.execute('INSERT INTO left_by_a_killed_writer VALUES (1)')\n"
+        "c.execute('CREATE INDEX killed_idx ON left_by_a_killed_writer (x)')\n"
+        "os._exit(0)  # no close, no checkpoint: as after SIGKILL\n"
+    )
+    subprocess.run([sys.executable, "-c", killed], check=True)
+    assert (project / "healthscore.duckdb.wal").exists()
+    for command in (["score", *AS_OF, "-f", "json"], ["auth", "user", "list"]):
+        res = run(*command, cwd=project)
+        assert res.exit_code == 0, (command, res.output)

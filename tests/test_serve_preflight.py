@@ -207,3 +207,39 @@ def test_serve_on_ipv6_loopback_announces_a_bracketed_address_that_answers(db_co
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def test_serve_on_a_full_disk_is_one_line_naming_the_store_not_a_traceback(fixture_db, tmp_path):
+    # the store opens, but making the service's tables (or its owner file) cannot write:
+    # Uvicorn printed the start-up failure as a 20-frame traceback and exited 3
+    from test_outputs import _mount, fill
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    size = fixture_db.stat().st_size + (2 << 20)
+    why = _mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk))
+    if why:
+        pytest.skip(f"cannot mount a small tmpfs here ({why}); needs root or CAP_SYS_ADMIN")
+    try:
+        db = disk / "healthscore.duckdb"
+        shutil.copy2(fixture_db, db)
+        state = disk / "healthscore.duckdb.service"
+        state.mkdir(mode=0o700)
+        (state / "session_secret").write_text("s" * 64)
+        fill(disk)
+        env = {**os.environ, "PYTHONPATH": str(SRC), "HEALTHSCORE_DB": ""}
+        r = subprocess.run(
+            [sys.executable, "-m", "healthscore.cli", "serve", "--db", str(db)]
+            + ["--port", str(_free_port())],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("Error: cannot write"), r.stderr
+    assert "the disk is full" in errors[0]

@@ -54,3 +54,57 @@ def test_users_passwords_are_argon2id_and_checked(service):
 
         with pytest.raises(AuthError, match="12 characters"):
             add_user(store, "short", "tiny", "viewer")
+
+
+def test_a_nul_character_in_a_url_is_400_naming_it_before_any_route_reads_it(service):
+    # read as an id or filter, a NUL used to reach the store's SQL text (which ends at
+    # it): a parser error worded as a failed scoring query, or a 500
+    paths = [
+        "/v1/accounts/ACC%0000102",
+        "/v1/accounts/ACC%0000102/history",
+        "/v1/flags?account_id=ACC%00",
+        "/v1/accounts?csm=a%00b",
+        "/v1/flags/FLG%00/resolve",
+    ]
+    with service.client() as api:
+        for path in paths:
+            method = api.post if path.endswith("resolve") else api.get
+            r = method(path)
+            assert r.status_code == 400, (path, r.text)
+            assert "NUL character (%00)" in r.json()["error"], path
+        r = api.delete("/v1/users/a%00b")
+        assert r.status_code == 400 and "NUL character" in r.json()["error"]
+
+
+def test_names_holding_a_nul_character_are_refused_in_bodies_and_the_login_form(service):
+    import re
+
+    with service.client() as api:
+        r = api.post("/v1/tokens", json={"name": "feed\x00", "scopes": ["read"]})
+        assert r.status_code == 400 and "NUL character" in r.json()["error"]
+        user = {"username": "nul\x00user", "password": "p" * 12}
+        r = api.post("/v1/users", json=user)
+        assert r.status_code == 400 and "NUL character" in r.json()["error"]
+        user = {"username": "csm-user", "password": "p" * 12}
+        r = api.post("/v1/users", json={**user, "csm": "Maria\x00"})
+        assert r.status_code == 400 and "NUL character" in r.json()["error"]
+        r = api.post("/v1/users", json={**user, "csm": "M" * 201})
+        assert r.status_code == 400 and "at most 200 characters" in r.json()["error"]
+        flag = {"account_id": "ACC-00102", "kind": "champion_left"}
+        r = api.post("/v1/flags", json={**flag, "account_id": "ACC-00102\x00"})
+        assert r.status_code == 404 and "unknown account" in r.json()["error"]
+        for field in ("kind", "note", "author"):
+            r = api.post("/v1/flags", json={**flag, field: "x\x00"})
+            assert r.status_code == 400, (field, r.text)
+            assert r.json()["error"].startswith(f"`{field}` holds a NUL character"), r.text
+        names = [u["username"] for u in api.get("/v1/users").json()["items"]]
+        assert "csm-user" not in names
+    # the login form, open to anyone: a wrong user name, not a store error
+    page = httpx.get(service.url + "/login")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    r = httpx.post(
+        service.url + "/login",
+        data={"username": "admin\x00", "password": "p" * 12, "csrf_token": csrf},
+        headers={"Cookie": f"hs_login_csrf={page.cookies['hs_login_csrf']}"},
+    )
+    assert r.status_code == 401 and "Wrong user name or password" in r.text

@@ -9,6 +9,7 @@ import json
 import time
 import zlib
 
+import httpx
 import pytest
 
 
@@ -255,3 +256,28 @@ def test_concurrent_batches_do_not_mix(service):
             assert [p["row"] for p in body["problems"]] == list(range(20))
     stored = _rows(service, "usage_events", "event_id", [f"par-{i}-0" for i in range(12)])
     assert [r["event_id"] for r in stored] == sorted(f"par-{i}-0" for i in range(1, 12, 2))
+
+
+def test_a_body_nested_too_deeply_is_400_not_a_server_error(service):
+    deep = b"[" * 200_000 + b"]" * 200_000  # 400 KB: within the body limit
+    headers = {"content-type": "application/json"}
+    with service.client() as api:
+        r = api.post("/v1/ingest/usage_events", content=deep, headers=headers)
+        assert r.status_code == 400 and "nests" in r.json()["error"]
+    write_key = (service.token("segment"), "")  # Segment sends it as the Basic user
+    r = httpx.post(service.url + "/v1/track", content=deep, headers=headers, auth=write_key)
+    assert r.status_code == 400 and "nests" in r.json()["error"]
+
+
+def test_text_holding_a_nul_character_is_refused_naming_row_and_column(service):
+    rows = [
+        {"account_id": "ACC-nul\x00", "name": "Acme", "created_at": "2025-01-01"},
+        {"account_id": "ACC-nul2", "name": "Glo\x00bex", "created_at": "2025-01-01"},
+    ]
+    with service.client() as api:
+        r = api.post("/v1/ingest/accounts", json={"rows": rows})
+    assert r.status_code == 400, r.text
+    found = [(p["row"], p["column"], p["reason"]) for p in r.json()["problems"]]
+    why = "holds a NUL character (U+0000), which no text value may hold"
+    assert found == [(0, "account_id", why), (1, "name", why)]
+    assert _rows(service, "accounts", "account_id", ["ACC-nul2"]) == []

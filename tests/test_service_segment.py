@@ -6,6 +6,7 @@ reason while the rest of the batch is taken; a re-sent message changes nothing."
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -190,3 +191,61 @@ def _routes(service):
     import healthscore.service.read as read
 
     return read.router.routes
+
+
+def test_nul_characters_are_parked_with_the_reason_not_a_failed_request(service, write_key):
+    # a NUL in a user id, event name or message id cannot be stored (nor looked up)
+    sent = datetime.now(UTC).isoformat()
+    batch = {
+        "batch": [
+            {"type": "group", "userId": "seg-nul", "groupId": "ACC-00102", "messageId": "n-g"},
+            {"type": "track", "userId": "seg-\x00nul", "event": "x", "messageId": "n-user",
+             "timestamp": sent},
+            {"type": "track", "userId": "seg-nul", "event": "x\x00", "messageId": "n-event",
+             "timestamp": sent},
+            {"type": "group", "userId": "seg-nul2", "groupId": "ACC\x00", "messageId": "n-grp"},
+            {"type": "track", "userId": "seg-nul", "event": "x", "messageId": "n-\x00id",
+             "timestamp": sent},
+            {"type": "track", "userId": "seg-nul", "event": "ok", "messageId": "n-ok",
+             "timestamp": sent},
+        ],
+        "sentAt": sent,
+    }  # fmt: skip
+    r = httpx.post(service.url + "/v1/batch", json=batch, auth=(write_key, ""))
+    assert r.status_code == 200 and r.json() == {"success": True}, r.text
+    assert [e["event_id"] for e in _events(service, user_id=["seg-nul"])] == ["n-ok"]
+    reasons = {p["message_id"]: p["reason"] for p in _parked(service, "rejects")}
+    assert (
+        reasons["n-user"] == "userId: holds a NUL character (U+0000), which no text value may hold"
+    )
+    assert reasons["n-event"].startswith("event: holds a NUL character")
+    assert reasons["n-grp"].startswith("groupId: holds a NUL character")
+    # a message id the store cannot keep: the message gets one derived from its content
+    assert any(
+        key.startswith("md5-") and why.startswith("messageId: holds a NUL character")
+        for key, why in reasons.items()
+    )
+
+
+def test_a_request_whose_only_message_is_refused_is_200_and_the_message_parked(service, write_key):
+    # a quantity that is an object (or not finite) made the whole request 400: the
+    # message was neither written nor parked, and Segment's clients do not retry a 400
+    client = analytics.Client(write_key, host=service.url, sync_mode=True, max_retries=0)
+    client.group("seg-only", "ACC-00102")
+    sent = datetime.now(UTC).isoformat()
+    for mid, quantity in (("only-obj", {"n": 1}), ("only-big", 1e999)):
+        message = {"type": "track", "userId": "seg-only", "event": "x", "messageId": mid,
+                   "sentAt": sent,
+                   "timestamp": sent, "properties": {"quantity": quantity}}  # fmt: skip
+        body = json.dumps(message).replace("Infinity", "1e999")
+        r = httpx.post(
+            service.url + "/v1/track",
+            content=body,
+            headers={"content-type": "application/json"},
+            auth=(write_key, ""),
+        )
+        assert r.status_code == 200 and r.json() == {"success": True}, r.text
+    reasons = {p["message_id"]: p["reason"] for p in _parked(service, "rejects")}
+    assert "quantity" in reasons["only-obj"] and "text, a number" in reasons["only-obj"]
+    assert "not a finite number" in reasons["only-big"]
+    assert _events(service, user_id=["seg-only"]) == []

@@ -1393,6 +1393,30 @@ def test_values_outside_a_columns_domain_are_invalid_rows(tmp_path, table, head,
     assert f"{f}: 1 invalid row, nothing loaded:\n  {f}:2: {message}" in str(e.value)
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_text_holding_a_nul_character_is_an_invalid_row_naming_its_column(tmp_path, suffix):
+    # no store keeps a NUL in text (PostgreSQL refuses it, DuckDB's SQL text ends at it):
+    # an account id with one could never be read back by id
+    f = tmp_path / f"accounts{suffix}"
+    rows = [("A\x001", "Acme", ""), ("A2", "Glo\x00bex", "x\x00")]
+    if suffix == ".csv":
+        text = "".join(f"{a},{n},2024-01-01,{x}\n" for a, n, x in rows)
+        f.write_text("account_id,name,created_at,note\n" + text)
+    else:
+        keys = ("account_id", "name", "note")
+        lines = [
+            json.dumps({**dict(zip(keys, r, strict=True)), "created_at": "2024-01-01"})
+            for r in rows
+        ]
+        f.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SourceError) as e:
+        read_source(f, "accounts")
+    first = 2 if suffix == ".csv" else 1  # the line of the first row
+    found = [(p.row - first, p.column, p.got) for p in e.value.problems]
+    assert found == [(0, "account_id", "A\x001"), (1, "name", "Glo\x00bex"), (1, "note", "x\x00")]
+    assert "holds a NUL character (U+0000)" in str(e.value)
+
+
 def test_values_at_the_edge_of_their_domain_load(tmp_path):
     f = write(
         tmp_path / "surveys.csv",

@@ -275,7 +275,7 @@ def check_against_store(model: Model, db: str | Path | None = None) -> list[str]
     if url.startswith("duckdb://") and not Path(url.removeprefix("duckdb://")).exists():
         if db is None:
             return []
-    store = connect(db, create=False)
+    store = connect(db, create=False, read_only=True)  # it only reads
     try:
         if model.unfitted_percentiles():
             return []

@@ -33,6 +33,11 @@ MAX_EXPRESSION_CHARS = 2_000
 #: how deeply one expression may nest (``a + b + c`` nests as deeply as it has terms)
 MAX_EXPRESSION_DEPTH = 100
 
+#: the one character no text value may hold, wherever it comes from (a file, a JSON body,
+#: a URL): no store keeps it in text (PostgreSQL refuses it; DuckDB's SQL text ends at it,
+#: so an id holding one could never be looked up)
+NUL = "\x00"
+
 #: dates healthscore accepts anywhere (as-of dates, ranges, data files): years in this range
 MIN_YEAR = 1900
 MAX_YEAR = 2999

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
+from healthscore.core.limits import NUL
 from healthscore.core.tables import TABLES
 from healthscore.errors import StoreError
 from healthscore.store import LoadResult, Store
@@ -48,6 +49,10 @@ def add_flag(
     at: datetime | None = None,
 ) -> dict:
     """Raise a flag on an account; returns the stored row (with its new ``flag_id``)."""
+    given = {"account_id": account_id, "kind": kind, "note": note, "author": author}
+    for name, text in given.items():
+        if text is not None and NUL in text:
+            raise StoreError(f"`{name}` holds a NUL character (U+0000), which no text may hold")
     acc = store.table("accounts")
     if not acc.filter(acc.account_id == account_id).count().to_pyarrow().as_py():
         raise StoreError(f"unknown account {account_id!r}", hint="load the account first")

@@ -31,16 +31,38 @@ __all__ = ["Settings", "run"]
 
 def run(settings: Settings) -> None:
     """Serve until interrupted (Ctrl-C / SIGTERM): the app under Uvicorn on
-    ``settings.host:settings.port``."""
+    ``settings.host:settings.port``. A library or disk error while starting (a full
+    disk, a store that cannot be written) is raised as itself, for the CLI's one-line
+    ``Error: ...``, instead of Uvicorn's traceback and exit code 3."""
+    import logging
+
     import uvicorn
 
+    from healthscore.core.files import disk_error
     from healthscore.service.app import create_app
 
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+
+    def quiet(record: logging.LogRecord) -> bool:  # the traceback Uvicorn would print
+        return getattr(app.state, "startup_error", None) is None
+
+    log = logging.getLogger("uvicorn.error")
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level="warning",
         access_log=False,
         server_header=False,
     )
+    server = uvicorn.Server(config)  # after Config, which sets up Uvicorn's loggers
+    log.addFilter(quiet)
+    try:
+        server.run()
+    except SystemExit:  # Uvicorn's exit when the app failed to start
+        error = getattr(app.state, "startup_error", None)
+        if error is None:  # another reason, which Uvicorn logged
+            raise
+        raise (disk_error(error) or error) if isinstance(error, OSError) else error from None
+    finally:
+        log.removeFilter(quiet)

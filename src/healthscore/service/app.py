@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 
+from healthscore.core.limits import NUL
 from healthscore.errors import HealthscoreError
 from healthscore.service import auth as auth_mod
 from healthscore.service.settings import Settings
@@ -47,18 +48,23 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         own = state is None
-        app.state.service = state or ServiceState.open(settings)
         from healthscore.service import parked
         from healthscore.service.ingest import INPUT_TABLES
         from healthscore.service.rescorer import Rescorer
 
-        with app.state.service.store_access() as store:
-            auth_mod.ensure_tables(store)
-            parked.ensure_tables(store)
-            # the key indexes the ingest route's appends use: made here, once per store
-            # (a minute on 10 M events), not by the first batch while it holds the store
-            store.prepare_appends(INPUT_TABLES)
-        claimed = _claim_store(app.state.service)
+        try:
+            app.state.service = state or ServiceState.open(settings)
+            with app.state.service.store_access() as store:
+                auth_mod.ensure_tables(store)
+                parked.ensure_tables(store)
+                # the key indexes the ingest route's appends use: made here, once per
+                # store (a minute on 10 M events), not by the first batch while it holds
+                # the store
+                store.prepare_appends(INPUT_TABLES)
+            claimed = _claim_store(app.state.service)
+        except (HealthscoreError, OSError) as e:  # a full disk, a store gone: see run()
+            app.state.startup_error = e
+            raise
         rescorer = app.state.rescorer = Rescorer(app.state.service)
         rescorer.start()
         try:
@@ -78,6 +84,8 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
         redoc_url=None,
         openapi_url=None,  # served below, behind read access
     )
+
+    app.add_middleware(RefuseNul)
 
     @app.exception_handler(HealthscoreError)
     async def library_error(request: Request, e: HealthscoreError) -> JSONResponse:
@@ -103,6 +111,30 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
     app.include_router(login.router)
     app.include_router(dashboard.router)
     return app
+
+
+class RefuseNul:
+    """400 for a URL whose path or query holds a NUL character (``%00``), before any
+    route reads it: no id, name or value may hold one (no store keeps it in text, and
+    DuckDB's SQL text ends at it), so such a request could only fail deeper down."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and (
+            NUL in scope["path"] or b"%00" in scope.get("query_string", b"")
+        ):
+            response = JSONResponse(
+                {
+                    "error": "the URL holds a NUL character (%00), which no id, name or "
+                    "value may hold"
+                },
+                status_code=400,
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 #: the name of the admin token a server makes for local CLI commands (see owner.py)

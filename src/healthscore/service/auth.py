@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 from fastapi import Depends, HTTPException, Request
 
+from healthscore.core.limits import NUL
 from healthscore.errors import HealthscoreError
 from healthscore.store import Store
 
@@ -165,6 +166,14 @@ class NewToken:
 
 #: the longest token name (shown in every token listing)
 MAX_TOKEN_NAME = 200
+#: the longest CSM name a login may carry (the accounts' CSM it stands for)
+MAX_CSM_NAME = 200
+
+
+def _no_nul(text: str, what: str) -> None:
+    """Refuse a name holding a NUL character: no store keeps one in text."""
+    if NUL in text:
+        raise AuthError(f"{what} holds a NUL character (U+0000), which no name may hold")
 
 
 def create_token(
@@ -179,6 +188,7 @@ def create_token(
             f"a token name is at most {MAX_TOKEN_NAME} characters (got {len(name):,})",
             hint="name who or what uses it, e.g. 'CRM sync'",
         )
+    _no_nul(name, "a token name")
     words = parse_scopes(scopes)
     token_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
@@ -442,6 +452,14 @@ def add_user(
     username = username.strip()
     if not username or len(username) > 100:
         raise AuthError("a user name must be 1 to 100 characters")
+    _no_nul(username, "a user name")
+    if csm is not None:
+        _no_nul(csm, "a CSM name")
+        if len(csm) > MAX_CSM_NAME:
+            raise AuthError(
+                f"a CSM name is at most {MAX_CSM_NAME} characters (got {len(csm):,})",
+                hint="the CSM's name as the accounts table has it",
+            )
     if role not in ROLES:
         raise AuthError(f"unknown role {role!r}", hint="roles: " + ", ".join(ROLES))
     if len(password) < 12:
@@ -493,7 +511,7 @@ def check_password(store: Store, username: str, password: str) -> User | None:
     from argon2.exceptions import InvalidHashError, VerificationError
 
     global _DUMMY
-    rows = _user_rows(store, username)
+    rows = [] if NUL in username else _user_rows(store, username)  # no user has one
     ph = _hasher()
     if not rows:
         _DUMMY = _DUMMY or ph.hash(secrets.token_urlsafe(16))

@@ -84,12 +84,17 @@ async def read_body(request: Request, settings: Settings) -> bytes:
 
 
 async def read_json(request: Request, settings: Settings):
-    """The body as JSON (400 when it is not)."""
+    """The body as JSON (400 when it is not, or nests too deeply for the reader)."""
     body = await read_body(request, settings)
     try:
         return json.loads(body, parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError) as e:
         raise IngestError(f"the body is not JSON: {e}") from None
+    except RecursionError:  # [[[[... a few hundred KB deep: the reader's stack, not ours
+        raise IngestError(
+            "the body nests arrays or objects too deeply to be read",
+            hint='send {"rows": [{...}, ...]}: a row holds text, numbers, true/false or null',
+        ) from None
 
 
 def _not_json(name: str):

@@ -232,6 +232,7 @@ def list_tokens(db: Db) -> list[dict]:
         db,
         lambda o: _request(o, "GET", "/v1/tokens")["items"],
         lambda store: [t.to_dict() for t in auth.list_tokens(store)],
+        read_only=True,
     )
 
 
@@ -267,6 +268,7 @@ def list_users(db: Db) -> list[dict]:
         db,
         lambda o: _request(o, "GET", "/v1/users")["items"],
         lambda store: [admin.user_dict(u) for u in auth.list_users(store)],
+        read_only=True,
     )
 
 

@@ -40,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 from fastapi import APIRouter, Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
+from healthscore.core.limits import NUL
 from healthscore.errors import Problem
 from healthscore.service import auth, parked
 from healthscore.service.ingest import IngestError, json_body, read_json
@@ -189,7 +190,9 @@ def message_id(raw) -> str:
     """The message's ``messageId``; one derived from its content when it has none (the
     same message sent again gets the same id)."""
     if isinstance(raw, dict) and isinstance(raw.get("messageId"), str | int):
-        return str(raw["messageId"])
+        given = str(raw["messageId"])
+        if NUL not in given:  # else (refused by normalise) one the store can keep
+            return given
     text = json.dumps(
         {k: v for k, v in raw.items() if k != "sentAt"} if isinstance(raw, dict) else raw,
         sort_keys=True,
@@ -215,6 +218,8 @@ def _text(raw: dict, key: str) -> str | None:
     value = raw.get(key)
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return None
+    if NUL in str(value):
+        raise Refused(f"{key}: holds a NUL character (U+0000), which no text value may hold")
     return str(value).strip() or None
 
 
@@ -245,6 +250,7 @@ def normalise(raw, sent_at: str | None, received: datetime) -> Message:
             f"timestamp {ts.isoformat()} (corrected for the sender's clock) is more than "
             f"1 day after it was received ({received.isoformat()})"
         )
+    _text(raw, "messageId")  # refused when it holds a NUL
     m = Message(kind, message_id(raw), user, ts, raw=raw)
     if kind == "track":
         m.event = _text(raw, "event")
@@ -346,22 +352,30 @@ def _accounts(store, users: list[str]) -> dict[str, str]:
 def _write(store, table: str, items: list, rows: list[dict], out: _Outcome, refuse) -> None:
     """Check ``rows`` (one per item of ``items``, a message) as ``POST /v1/ingest``
     does; refuse the messages of invalid rows, append the rest."""
-    from healthscore.sources.rows import check_rows
+    from healthscore.sources.rows import check_rows, row_problems
 
-    if not rows:
-        return
-    with check_rows(rows, table, allow_rejects=True) as batch:
-        bad: dict[int, list[str]] = {}
-        for p in batch.rejects:
+    bad: dict[int, list[str]] = {}
+
+    def note(problems: list[Problem], index: list[int]) -> None:
+        for p in problems:
             text = Problem(p.reason, column=p.column, got=p.got, expected=p.expected)
-            bad.setdefault(p.row, []).append(f"{table}: {text}")
-        for i, reasons in bad.items():
-            m = items[i]
-            refuse(m.raw, "; ".join(reasons), m.type)
-        data = batch.data.read_all()
-        if data.num_rows:
-            result = store.append(table, data, columns=batch.supplied)
-            out.touched.update(result.accounts)
+            bad.setdefault(index[p.row], []).append(f"{table}: {text}")
+
+    # values no row may hold (a list, an object, a number that is not finite) first: a
+    # batch of only such rows is refused whole by check_rows, and a message is parked,
+    # never lost with the request
+    note(row_problems(rows), list(range(len(rows))))
+    index = [i for i in range(len(rows)) if i not in bad]
+    if index:
+        with check_rows([rows[i] for i in index], table, allow_rejects=True) as batch:
+            note(batch.rejects, index)
+            data = batch.data.read_all()
+            if data.num_rows:
+                result = store.append(table, data, columns=batch.supplied)
+                out.touched.update(result.accounts)
+    for i, reasons in bad.items():
+        m = items[i]
+        refuse(m.raw, "; ".join(reasons), m.type)
     out.done += [m.message_id for i, m in enumerate(items) if i not in bad]
 
 

@@ -3,11 +3,12 @@
 Place in the flow: after coercion in :func:`~healthscore.sources.read_source`. Before any
 row is read, the table's required columns must be supplied. Then each row meets, in one
 set-based pass over the ``typed`` view: values that did not coerce, required values that
-are empty, enum values outside their list (compared lower-cased), numbers outside their
-column's domain (the table's, or one a load spec declares), timestamps outside the years
-1900-2999, an interval's end before its start, an account key with no account
-(``account_lookup``); and a primary key may appear once in a file (the later row is the
-invalid one). Python only touches the rows already found invalid, to word their problems.
+are empty, text holding a NUL character (:data:`healthscore.core.limits.NUL`), enum
+values outside their list (compared lower-cased), numbers outside their column's domain
+(the table's, or one a load spec declares), timestamps outside the years 1900-2999, an
+interval's end before its start, an account key with no account (``account_lookup``);
+and a primary key may appear once in a file (the later row is the invalid one). Python
+only touches the rows already found invalid, to word their problems.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import difflib
 
 import pyarrow as pa
 
-from healthscore.core.limits import MAX_YEAR, MIN_YEAR
+from healthscore.core.limits import MAX_YEAR, MIN_YEAR, NUL
 from healthscore.core.tables import (
     DERIVABLE_KEYS,
     FLOAT,
     INT,
     KEYABLE,
+    STRING,
     TIMESTAMP,
     Domain,
     Table,
@@ -183,6 +185,8 @@ def _row_checks(spec: Table, cols: FileColumns, declared: dict) -> list[Check]:
         if cols.canonical[name] is None or (looked_up and name == "account_id"):
             continue
         checks.append((f"p_{name} AND v_{name} IS NULL", "type", name, None))
+        if ctype == STRING:  # other types: a NUL does not coerce (a type error)
+            checks.append((_holds_nul(f"v_{name}"), "nul", name, None))
         if name in spec.required:
             checks.append((f"NOT p_{name}", "required", name, None))
         if name in spec.enums:
@@ -202,6 +206,7 @@ def _row_checks(spec: Table, cols: FileColumns, declared: dict) -> list[Check]:
                 )
             )
     for c in cols.extras:
+        checks.append((_holds_nul(f"CAST(x{c.index} AS VARCHAR)"), "nul", c.name, None))
         if c.name in declared:
             d = Domain(*declared[c.name])
             number = f"TRY_CAST(x{c.index} AS DOUBLE)"
@@ -214,6 +219,12 @@ def _row_checks(spec: Table, cols: FileColumns, declared: dict) -> list[Check]:
         checks.append((f"{key_text} IS NULL", "lookup_empty", key, None))
         checks.append((f"{key_text} IS NOT NULL AND v_account_id IS NULL", "lookup", key, None))
     return checks
+
+
+def _holds_nul(text: str) -> str:
+    """SQL true when ``text`` holds a NUL character (U+0000): no store keeps one in a text
+    value (PostgreSQL refuses it; DuckDB's SQL text ends at it), so it is refused here."""
+    return f"strpos({text}, chr({ord(NUL)})) > 0"
 
 
 def _domains(canonical: tuple[Domain, ...], declared: tuple | None) -> list[Domain]:
@@ -360,6 +371,13 @@ def _problem(spec: Table, cols: FileColumns, formats, shown, row, kind, column, 
         return Problem(got=got, **reason, **where)
     if kind == "required":
         return Problem("required value is empty", **where)
+    if kind == "nul":
+        return Problem(
+            "holds a NUL character (U+0000), which no text value may hold",
+            got=got,
+            hint="remove the NUL characters (often a sign of a binary or UTF-16 file)",
+            **where,
+        )
     if kind == "enum":
         allowed = ", ".join(spec.enums[column])
         return Problem("unknown value", got=got, expected=f"one of {allowed}", **where)

@@ -240,7 +240,13 @@ def _open(full: str, path: str | None, read_only: bool) -> Backend:
         try:
             if native:
                 ro = read_only and attempt < 3
-                return DuckDBBackend.open(path or ":memory:", read_only=ro)
+                try:
+                    return DuckDBBackend.open(path or ":memory:", read_only=ro)
+                except Exception as e:
+                    if not (ro and "replaying WAL" in str(e)):
+                        raise
+                _replay_wal(path)
+                return DuckDBBackend.open(path, read_only=True)
             if read_only and attempt < 3:
                 return backend_for(ibis.duckdb.connect(path, read_only=True))
             return backend_for(ibis.connect(full))
@@ -253,6 +259,25 @@ def _open(full: str, path: str | None, read_only: bool) -> Backend:
                     hint="close the read-only store first",
                 ) from None
             gc.collect()
+
+
+def _replay_wal(path: str) -> None:
+    """Apply the write-ahead log a process that was killed (a server, a load) left beside
+    the DuckDB file ``path``: a read-only open cannot replay it, a writable one does (and
+    checkpoints it into the file on close). Where the file cannot be written either, say
+    what the read-only open needs."""
+    try:
+        DuckDBBackend.open(path, read_only=False).close()
+    except Exception as e:
+        reason = disk_reason(e)
+        if reason is None:
+            raise
+        raise StoreError(
+            f"cannot open store {path} read-only: it holds writes not yet applied to it "
+            f"(the {Path(path).name}.wal of a process that stopped without closing it), "
+            f"and {reason[0]}",
+            hint="open it once where it can be written (any command), then read it here",
+        ) from None
 
 
 class PlanCache:

@@ -138,6 +138,21 @@ def _finalize(value):
     return value
 
 
+def _join(eval_ctx, value, d: str = "", attribute=None):
+    """Jinja2's ``join`` with each text item isolated as ``{{ value }}`` isolates it: the
+    built-in returns one escaped Markup string, which :func:`_finalize` passes as ours,
+    so a rule's signal or a flag kind holding U+202E would reorder the items after it."""
+    from jinja2.filters import do_join, make_attrgetter
+    from markupsafe import Markup, escape
+
+    if attribute is not None:
+        value = map(make_attrgetter(eval_ctx.environment, attribute), value)
+    items = [_finalize(v) for v in value]
+    if not eval_ctx.autoescape:
+        return do_join(eval_ctx, items, d)
+    return escape(d).join(Markup(escape(v)) for v in items)  # each escaped, then marked
+
+
 @cache
 def page_environment():
     """The Jinja2 environment of the report templates: autoescaped, charts as Plotly JSON.
@@ -161,7 +176,10 @@ def page_environment():
     )
     env.policies["json.dumps_function"] = chart_json
     env.policies["json.dumps_kwargs"] = {}
+    from jinja2 import pass_eval_context
+
     env.filters.update(
+        join=pass_eval_context(_join),
         money=money,
         number=number,
         metric_value=metric_value,

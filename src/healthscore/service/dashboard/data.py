@@ -12,6 +12,7 @@ page, why it moved and the what-if are computed as of ``state.now()``.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -327,6 +328,8 @@ def _differs(current, text) -> bool:
     if text is None:
         return current is not None
     try:
-        return current is None or abs(float(text) - float(current)) > 1e-9
+        number = float(text)
+        # "nan" and "inf" differ from anything: the engine then refuses them, by name
+        return current is None or not math.isfinite(number) or abs(number - float(current)) > 1e-9
     except (TypeError, ValueError):
         return str(current) != text

@@ -40,7 +40,7 @@ test: $(VENV)/.installed
 	$(BIN)/python -m compileall -q src
 	$(BIN)/ruff check src tests bench
 	$(BIN)/lint-imports
-	$(BIN)/pytest -n 2 --dist worksteal src tests
+	$(BIN)/pytest -n 2 --dist worksteal --durations=15 src tests
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench

@@ -95,22 +95,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _serve(db: Path, port: str) -> subprocess.CompletedProcess:
+    """``healthscore serve --db DB --port PORT`` in a process of its own, which should stop
+    before serving (a test fails on :class:`subprocess.TimeoutExpired` otherwise)."""
+    return subprocess.run(
+        [sys.executable, "-m", "healthscore.cli", "serve", "--db", str(db), "--port", port],
+        env={**os.environ, "PYTHONPATH": str(SRC), "HEALTHSCORE_DB": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_serve_refuses_to_start_on_an_empty_secret_naming_the_file(fixture_db, tmp_path):
     db = tmp_path / "healthscore.duckdb"
     shutil.copy2(fixture_db, db)
     state = tmp_path / "healthscore.duckdb.service"
     state.mkdir(mode=0o700)
     (state / "session_secret").write_text("")
-    env = {**os.environ, "PYTHONPATH": str(SRC), "HEALTHSCORE_DB": ""}
     try:
-        r = subprocess.run(
-            [sys.executable, "-m", "healthscore.cli", "serve", "--db", str(db)]
-            + ["--port", str(_free_port())],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        r = _serve(db, str(_free_port()))
     except subprocess.TimeoutExpired:
         pytest.fail("serve started on an empty session secret (cookies signed with '')")
     assert r.returncode == 1, r.stdout + r.stderr
@@ -139,16 +143,8 @@ def db_copy(fixture_db, tmp_path) -> Path:
 @pytest.mark.parametrize("port", ["0", "-1", "70000"])
 def test_a_port_out_of_range_is_an_error_naming_the_range(db_copy, port):
     # a process: port 0 used to serve (on a port nobody was told), never returning
-    env = {**os.environ, "PYTHONPATH": str(SRC), "HEALTHSCORE_DB": ""}
     try:
-        r = subprocess.run(
-            [sys.executable, "-m", "healthscore.cli", "serve", "--db", str(db_copy)]
-            + ["--port", port],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        r = _serve(db_copy, port)
     except subprocess.TimeoutExpired:
         pytest.fail(f"serve --port {port} started serving")
     assert r.returncode == 1, r.stdout + r.stderr
@@ -227,15 +223,7 @@ def test_serve_on_a_full_disk_is_one_line_naming_the_store_not_a_traceback(fixtu
         state.mkdir(mode=0o700)
         (state / "session_secret").write_text("s" * 64)
         fill(disk)
-        env = {**os.environ, "PYTHONPATH": str(SRC), "HEALTHSCORE_DB": ""}
-        r = subprocess.run(
-            [sys.executable, "-m", "healthscore.cli", "serve", "--db", str(db)]
-            + ["--port", str(_free_port())],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        r = _serve(db, str(_free_port()))
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
     assert r.returncode == 1, r.stdout + r.stderr

@@ -121,7 +121,7 @@ def store_used_outside_its_block(source: str, filename: str) -> list[str]:
     for fn in ast.walk(tree):
         if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
             continue
-        blocks: dict[str, list[ast.With]] = {}
+        blocks: dict[str, list[tuple[ast.With, str]]] = {}  # name -> (block, its way)
         for node in ast.walk(fn):
             if not isinstance(node, ast.With):
                 continue

@@ -54,6 +54,13 @@ def test_users_passwords_are_argon2id_and_checked(service):
 
         with pytest.raises(AuthError, match="12 characters"):
             add_user(store, "short", "tiny", "viewer")
+        # hashing costs time in the length: a password of megabytes is refused, unhashed
+        longest = "correct horse " * 73 + "ba"  # 1,024 characters: taken
+        add_user(store, "long", longest, "viewer")
+        assert check_password(store, "long", longest).username == "long"
+        with pytest.raises(AuthError, match="at most 1,024 characters"):
+            add_user(store, "longer", longest + "x", "viewer")
+        assert check_password(store, "long", longest + "x" * 10_000_000) is None
 
 
 def test_a_nul_character_in_a_url_is_400_naming_it_before_any_route_reads_it(service):

@@ -18,7 +18,6 @@ A count of one takes the singular of a common plural unit (other units stay as w
 
 from __future__ import annotations
 
-
 #: the singular of the plural units models commonly write, for a count of one ("1 month",
 #: not "1 months"); a unit not listed is shown as the model writes it
 SINGULAR = {

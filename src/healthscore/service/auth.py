@@ -464,6 +464,11 @@ def add_user(
         raise AuthError(f"unknown role {role!r}", hint="roles: " + ", ".join(ROLES))
     if len(password) < 12:
         raise AuthError("a password must be at least 12 characters")
+    if len(password) > MAX_PASSWORD:
+        raise AuthError(
+            f"a password is at most {MAX_PASSWORD:,} characters (got {len(password):,})",
+            hint="a passphrase of a few words is long enough",
+        )
     row = {
         "username": username,
         "password_hash": _hasher().hash(password),
@@ -502,6 +507,10 @@ def get_user(store: Store, username: str) -> User | None:
     return User(rows[0]["username"], rows[0]["role"], rows[0]["csm"]) if rows else None
 
 
+#: the longest password taken: hashing costs time in its length, so a login form posting
+#: megabytes would make every attempt expensive (a longer one is refused unhashed)
+MAX_PASSWORD = 1024
+
 #: a hash of a password nobody has, checked when the user is unknown (same time either way)
 _DUMMY = None
 
@@ -511,6 +520,8 @@ def check_password(store: Store, username: str, password: str) -> User | None:
     from argon2.exceptions import InvalidHashError, VerificationError
 
     global _DUMMY
+    if len(password) > MAX_PASSWORD:  # no user has one: refused before any hashing
+        return None
     rows = [] if NUL in username else _user_rows(store, username)  # no user has one
     ph = _hasher()
     if not rows:

@@ -376,6 +376,18 @@ def test_large_string_columns_are_neutralized_too():
     assert csv_bytes(table).decode().splitlines() == ['"name"', '"\'=cmd()"', '"plain"', ""]
 
 
+def test_full_width_formula_signs_are_neutralized_too():
+    """A spreadsheet in an East Asian locale may take the full-width signs for the ASCII
+    ones: a name starting with one is written as text like an ASCII one."""
+    import pyarrow as pa
+
+    from healthscore.core.csvout import csv_bytes
+
+    names = ["\uff1dHYPERLINK(1)", "\uff0bcmd", "\uff0d1", "\uff20SUM(A1)", "a\uff1db"]
+    lines = csv_bytes(pa.table({"name": names})).decode().splitlines()[1:]
+    assert lines == [f'"\'{n}"' for n in names[:4]] + [f'"{names[4]}"']
+
+
 def test_listing_tokens_users_and_parked_messages_and_validate_read_a_read_only_store(
     read_only_project,
 ):

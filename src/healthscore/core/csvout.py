@@ -39,8 +39,10 @@ import pyarrow.compute as pc
 
 from healthscore.core.files import atomic_path
 
-#: a text cell starting with one of these is run as a formula by some spreadsheet
-FORMULA_START = r"^[=+\-@\t\r]"
+#: a text cell starting with one of these is run as a formula by some spreadsheet; the
+#: full-width forms (U+FF1D, U+FF0B, U+FF0D, U+FF20) too, which a spreadsheet in an East
+#: Asian locale may read as the ASCII signs
+FORMULA_START = r"^[=+\-@\t\r\x{ff1d}\x{ff0b}\x{ff0d}\x{ff20}]"
 #: ... unless it is just a number, which runs nothing
 PLAIN_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 

@@ -13,7 +13,11 @@ the rescorer, and answers:
 - everything else: the dashboard, session cookies only.
 
 Library errors become JSON ``{"error": ..., "hint": ..., "problems": [...]}`` with a
-4xx status; nothing a client sends produces a traceback.
+4xx status, and so do the framework's own (a refused request, an unknown path, a body
+that does not fit the route's shape: ``problems`` then names each field); nothing a
+client sends produces a traceback. Bodies other than ingestion batches and Segment
+messages (which read theirs within ``max_body_bytes``) are refused past
+``max_form_bytes`` (413) before a route reads them.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from contextlib import asynccontextmanager
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
+from starlette.exceptions import HTTPException
 
 from healthscore.core.limits import NUL
 from healthscore.errors import HealthscoreError
@@ -85,11 +91,38 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
         openapi_url=None,  # served below, behind read access
     )
 
+    app.add_middleware(LimitBody, limit=settings.max_form_bytes)
     app.add_middleware(RefuseNul)
 
     @app.exception_handler(HealthscoreError)
     async def library_error(request: Request, e: HealthscoreError) -> JSONResponse:
         return JSONResponse(error_body(e), status_code=getattr(e, "status", 400))
+
+    @app.exception_handler(HTTPException)
+    async def refused(request: Request, e: HTTPException) -> JSONResponse:
+        # the framework's {"detail"} in the shape of every other error
+        text = e.detail if isinstance(e.detail, str) else str(e.detail)
+        return JSONResponse({"error": text}, status_code=e.status_code, headers=e.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def not_the_shape(request: Request, e: RequestValidationError) -> JSONResponse:
+        problems = [
+            {
+                "field": ".".join(str(p) for p in err.get("loc", ())),
+                "reason": err.get("msg", "not valid"),
+            }
+            for err in e.errors()
+        ]
+        first = problems[0] if problems else {"field": "body", "reason": "not valid"}
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return JSONResponse(
+            {
+                "error": f"{first['field']}: {first['reason']}{more}",
+                "hint": "GET /openapi.json describes each route's body and parameters",
+                "problems": problems,
+            },
+            status_code=422,
+        )
 
     @app.exception_handler(auth_mod.LoginRequired)
     async def login_first(request: Request, e: auth_mod.LoginRequired) -> RedirectResponse:
@@ -111,6 +144,62 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
     app.include_router(login.router)
     app.include_router(dashboard.router)
     return app
+
+
+#: the routes that read their own bodies within ``max_body_bytes`` (ingestion batches,
+#: Segment messages): the smaller form limit is not theirs
+OWN_BODY_LIMIT = ("/v1/ingest/", "/v1/batch", "/v1/track", "/v1/identify", "/v1/group")
+
+
+class LimitBody:
+    """413 for a request body past ``limit`` bytes (declared or as read), before any
+    route reads it: FastAPI reads a JSON or form body whole into memory, so a flag,
+    token, user or login of megabytes would otherwise cost its size (and a password
+    its hashing time). Ingestion and Segment routes keep their own, larger limit."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"].startswith(OWN_BODY_LIMIT):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            await self._too_large(scope, receive, send)
+            return
+        if scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        messages, size = [], 0
+        while True:  # read it all (at most the limit) before the route does
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                await self._too_large(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope, receive, send):
+        response = JSONResponse(
+            {
+                "error": f"the request body is larger than {self.limit:,} bytes",
+                "hint": "this route takes a few fields; batches of rows go to "
+                "POST /v1/ingest/{table}",
+            },
+            status_code=413,
+        )
+        await response(scope, receive, send)
 
 
 class RefuseNul:

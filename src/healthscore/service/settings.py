@@ -14,6 +14,9 @@ from pathlib import Path
 
 #: the largest request body accepted, after decompression (413 beyond it)
 MAX_BODY_BYTES = 16 * 1024 * 1024
+#: the largest body of any other request (a flag, token, user, login or dashboard form):
+#: they hold a few fields (413 beyond it)
+MAX_FORM_BYTES = 64 * 1024
 #: the most rows one ingestion batch may hold (413 beyond it)
 MAX_BATCH_ROWS = 10_000
 #: the most rows one page of a list may hold
@@ -37,6 +40,7 @@ class Settings:
     port: int = 8000
     state_dir: Path | None = None
     max_body_bytes: int = MAX_BODY_BYTES
+    max_form_bytes: int = MAX_FORM_BYTES
     max_batch_rows: int = MAX_BATCH_ROWS
     max_page: int = MAX_PAGE
     #: seconds the rescorer waits to gather touched accounts into one micro-batch

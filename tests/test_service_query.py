@@ -66,8 +66,13 @@ def test_a_body_of_the_wrong_shape_names_each_field_in_the_errors_shape(running)
     assert r.status_code == 422, r.text
     body = r.json()
     assert body["error"].startswith("body.account_id: Field required"), body
-    fields = {p["field"] for p in body["problems"]}
+    fields = {p["key"] for p in body["problems"]}
     assert {"body.account_id", "body.note"} <= fields, body
+    # a CLI command writing through the server reads it as a library error, located
+    from healthscore.service.local import _server_error
+
+    error = _server_error(None, r.status_code, body, r.text)
+    assert [p.key for p in error.problems][:1] == ["body.account_id"], error.problems
     with running.client() as c:
         missing = c.get("/v1/no-such-route")
     assert missing.status_code == 404 and missing.json() == {"error": "Not Found"}

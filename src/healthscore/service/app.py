@@ -108,16 +108,17 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
     async def not_the_shape(request: Request, e: RequestValidationError) -> JSONResponse:
         problems = [
             {
-                "field": ".".join(str(p) for p in err.get("loc", ())),
+                "key": ".".join(str(p) for p in err.get("loc", ())),
                 "reason": err.get("msg", "not valid"),
             }
             for err in e.errors()
         ]
-        first = problems[0] if problems else {"field": "body", "reason": "not valid"}
+        # as a library error's located problems (``Problem.key``: where in the request)
+        first = problems[0] if problems else {"key": "body", "reason": "not valid"}
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         return JSONResponse(
             {
-                "error": f"{first['field']}: {first['reason']}{more}",
+                "error": f"{first['key']}: {first['reason']}{more}",
                 "hint": "GET /openapi.json describes each route's body and parameters",
                 "problems": problems,
             },

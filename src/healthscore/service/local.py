@@ -178,7 +178,11 @@ def _request(o: owner_mod.Owner, method: str, path: str, body: dict | None = Non
 
 
 def _server_error(o: owner_mod.Owner, status: int, data: Any, text: str) -> HealthscoreError:
-    if status == 404 and isinstance(data, dict) and data.get("detail") == "Not Found":
+    if (
+        status == 404
+        and isinstance(data, dict)
+        and "Not Found" in (data.get("error"), data.get("detail"))
+    ):
         return StoreError(
             f"{o.describe()} owns the store {o.store} and has no API for this",
             hint="stop the server and run the command again",

@@ -223,6 +223,7 @@ segments:
 def test_an_explanation_as_data_holds_every_field_and_line(store, model):
     """``to_dict`` (what the service stores and the JSON output shows) is the whole
     explanation: the fields, pillar and metric lines and points ``asdict`` gives."""
+    import json
     from dataclasses import asdict
 
     shaped = hs.load_model_text(
@@ -242,4 +243,6 @@ pillars:
         want["as_of"] = e.as_of.isoformat()
         assert e.to_dict() == want
         assert e.to_dict()["metrics"] and e.to_dict()["pillars"]
+        # the service's stored text, written without the copy: the same characters
+        assert e.to_json() == json.dumps(want, default=str)
     assert e.to_dict()["metrics"][0]["points"] == [(0.0, 0.0), (5.0, 50.0), (10.0, 100.0)]

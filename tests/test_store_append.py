@@ -87,3 +87,22 @@ def test_append_refuses_a_batch_with_a_key_twice_and_writes_nothing(backend):
     with pytest.raises(StoreError, match="have no event_id"):
         s.append("usage_events", _events([None], ["A1"], [1]))
     assert s.count("usage_events") == 0
+
+
+def test_delete_rows_matches_awkward_values_exactly(backend):
+    # the value lists are rendered at once (thousands of accounts a micro-batch): quotes,
+    # backslashes, unicode and timestamps still match only the rows they name
+    ids = ["it's", "back\\slash", "ünï", "a'b''c", "plain", "keep"] + [f"n{i}" for i in range(300)]
+    times = [D(2025, 6, 1, 12, 30, 5, 123000), D(2025, 6, 2)]
+    backend.load(
+        "usage_events",
+        _events(ids, ["A1"] * len(ids), [1.0] * len(ids), ts=times[0]),
+    )
+    gone = [i for i in ids if i != "keep"]
+    backend.delete_rows("usage_events", {"event_id": gone, "ts": times})
+    left = backend.execute(backend.table("usage_events").select("event_id"))
+    assert left["event_id"].to_pylist() == ["keep"]
+    backend.delete_rows("usage_events", {"event_id": ["keep"], "ts": times[1]})  # other time
+    assert backend.count("usage_events") == 1
+    backend.delete_rows("usage_events", {"event_id": []})  # an empty list matches nothing
+    assert backend.count("usage_events") == 1

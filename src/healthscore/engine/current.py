@@ -11,7 +11,6 @@ Python), then :func:`healthscore.store.current.replace` (writes).
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -183,8 +182,9 @@ def current_rows(
     """The ``current_scores`` rows of scored ``wide`` rows (one per account)."""
     now = computed_at or datetime.now(UTC).replace(tzinfo=None)
     out = []
+    static = explain_mod.Static(model)  # the model's parts, looked up once for the batch
     for r in wide.to_pylist():
-        e = explain_mod.from_row(model, r)
+        e = explain_mod.from_row(model, r, static)
         t = trends.get(r["account_id"], {})
         out.append(
             {
@@ -202,7 +202,7 @@ def current_rows(
                 "band_forced_by": r.get("band_forced_by"),
                 "trend": t.get("trend"),
                 "change_30d": t.get("change_30d"),
-                "explanation": json.dumps(e.to_dict(), default=str),
+                "explanation": e.to_json(),
                 "computed_at": now,
             }
         )

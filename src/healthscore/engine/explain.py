@@ -8,6 +8,8 @@ exactly: the contributions of the metric lines add up to the score.
 from __future__ import annotations
 
 import functools
+import json
+import operator
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from datetime import datetime
 from typing import Any
@@ -88,6 +90,12 @@ class Explanation:
         d["as_of"] = self.as_of.isoformat()
         return d
 
+    def to_json(self) -> str:
+        """``json.dumps(self.to_dict(), default=str)``, the text the live service stores
+        for each account it rescores, written without building :meth:`to_dict`'s copy:
+        the encoder walks the lines themselves (:func:`_json_default`)."""
+        return json.dumps(self, default=_json_default)
+
     def drivers(self, n: int = 3) -> list[MetricLine]:
         """The metrics that cost the most points (weight x (100 - normalized))."""
         lines = [m for m in self.metrics if m.weight > 0 and m.normalized is not None]
@@ -111,30 +119,92 @@ class Explanation:
 def _plain(obj: Any) -> dict[str, Any]:
     """The dataclass ``obj`` as ``dataclasses.asdict`` makes it, for the values an
     explanation holds: scalars (immutable: nothing to deep-copy) and lists of
-    dataclasses, tuples or scalars."""
-    d = {name: getattr(obj, name) for name in _field_names(type(obj))}
+    dataclasses, tuples or scalars. (The live service writes one for each account it
+    rescores, thousands a micro-batch under heavy ingest: the fields are read at once,
+    and only lists are walked.)"""
+    names, get = _fields_of(type(obj))
+    d = dict(zip(names, get(obj), strict=True))
     for k, v in d.items():
         if isinstance(v, list):
-            d[k] = [
-                _plain(x) if is_dataclass(x) else type(x)(x) if isinstance(x, list | tuple) else x
-                for x in v
-            ]
+            d[k] = [_plain_item(x) for x in v]
     return d
 
 
+def _json_default(obj: Any) -> Any:
+    """What :meth:`Explanation.to_json` writes for a value JSON has no form for: a
+    dataclass as its fields (the explanation's ``as_of`` in ISO form, as
+    :meth:`Explanation.to_dict` gives it), anything else as ``str`` (as
+    ``json.dumps(..., default=str)``)."""
+    cls = type(obj)
+    if cls in _LINES or cls is Explanation or (is_dataclass(obj) and not isinstance(obj, type)):
+        names, get = _fields_of(cls)
+        d = dict(zip(names, get(obj), strict=True))
+        if cls is Explanation:
+            d["as_of"] = obj.as_of.isoformat()
+        return d
+    return str(obj)
+
+
+#: the line classes of an explanation (checked before the slower ``is_dataclass``)
+_LINES = frozenset({MetricLine, PillarLine, RuleLine})
+
+
+def _plain_item(x: Any) -> Any:
+    if type(x) in _LINES or is_dataclass(x):
+        return _plain(x)
+    return type(x)(x) if isinstance(x, list | tuple) else x
+
+
 @functools.cache
-def _field_names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(cls))
+def _fields_of(cls: type) -> tuple[tuple[str, ...], Any]:
+    """A dataclass's field names, and a function that reads them all (as a tuple)."""
+    names = tuple(f.name for f in fields(cls))
+    return names, operator.attrgetter(*names) if len(names) > 1 else lambda o: (
+        getattr(o, names[0]),
+    )
 
 
-def from_row(model: Model, row: dict[str, Any]) -> Explanation:
+class Static:
+    """What :func:`from_row` takes from the model, the same for every row: looked up
+    once for a batch of rows (``engine.current.current_rows``) rather than once a row."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.metrics = [
+            (
+                p,
+                m,
+                model.spec.metrics[m].description,
+                model.metric_label(m),
+                model.metric_unit(m),
+                use.points,
+            )
+            for p, m, use in model.scored_metrics()
+        ]
+        self.pillars = list(model.spec.pillars)
+        self.rules = [
+            (n, rule_effect(r, model), r.description) for n, r in model.spec.rules.items()
+        ]
+        self.segments = model.segment_names()
+        self._weights: dict[str | None, dict[str, float]] = {}
+
+    def pillar_weights(self, segment: str | None) -> dict[str, float]:
+        found = self._weights.get(segment)
+        if found is None:
+            found = self._weights[segment] = self.model.pillar_weights(segment)
+        return found
+
+
+def from_row(model: Model, row: dict[str, Any], static: Static | None = None) -> Explanation:
     """Build the explanation of one scored row (a dict of the wide score columns)."""
+    if static is None:
+        static = Static(model)
     seg = row.get("segment")
-    used = seg if seg in model.segment_names() else "default"
-    model_pw = model.pillar_weights(seg if used != "default" else None)
+    used = seg if seg in static.segments else "default"
+    model_pw = static.pillar_weights(seg if used != "default" else None)
     metrics = []
     pillar_eff: dict[str, float] = {}
-    for p, m, _use in model.scored_metrics():
+    for p, m, description, label, unit, points in static.metrics:
         w = row[m + WEIGHT]
         pillar_eff[p] = pillar_eff.get(p, 0.0) + w
         metrics.append(
@@ -146,25 +216,24 @@ def from_row(model: Model, row: dict[str, Any]) -> Explanation:
                 weight=w,
                 contribution=row[m + CONTRIB],
                 missing=row[m + MISSING],
-                description=model.spec.metrics[m].description,
-                label=model.metric_label(m),
-                unit=model.metric_unit(m),
-                points=_use.points,
+                description=description,
+                label=label,
+                unit=unit,
+                points=points,
             )
         )
     pillars = [
-        PillarLine(p, pillar_eff.get(p, 0.0), model_pw[p], row[PILLAR + p])
-        for p in model.spec.pillars
+        PillarLine(p, pillar_eff.get(p, 0.0), model_pw[p], row[PILLAR + p]) for p in static.pillars
     ]
     rules = [
         RuleLine(
             rule=n,
             holds=bool(row[RULE + n]),
-            effect=rule_effect(r, model),
+            effect=effect,
             contribution=row[RULE + n + CONTRIB],
-            description=r.description,
+            description=description,
         )
-        for n, r in model.spec.rules.items()
+        for n, effect, description in static.rules
     ]
     if row.get(CLAMP):
         rules.append(RuleLine("clamp", True, "score kept within 0-100", row[CLAMP]))

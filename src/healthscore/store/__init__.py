@@ -867,10 +867,14 @@ class Store:
         """Delete the rows whose columns equal the given values (text or timestamps); a
         list of values matches any of them."""
         conds = []
+        dialect = self.con.dialect
         for col, value in where.items():
-            values = value if isinstance(value, list | tuple | set) else [value]
+            values = list(value) if isinstance(value, list | tuple | set) else [value]
             column = sg.column(col, quoted=True)
-            conds.append(column.isin(*[_literal(v) for v in values]) if values else sge.false())
+            # the list rendered at once (the live service deletes the current rows of
+            # thousands of accounts a micro-batch under heavy ingest): the same text
+            listed = sge.Var(this=_literal_list(values, dialect))
+            conds.append(column.isin(listed) if values else sge.false())
         self._backend.statement(sge.delete(sg.table(table, quoted=True), where=sge.and_(*conds)))
 
     def transaction(self) -> AbstractContextManager[None]:

@@ -120,6 +120,7 @@ def test_serve_refuses_to_start_on_an_empty_secret_naming_the_file(fixture_db, t
     assert r.returncode == 1, r.stdout + r.stderr
     assert str(state / "session_secret") in r.stderr.replace("\n", "")
     assert "Traceback" not in r.stderr
+    assert "serving" not in r.stdout, r.stdout  # it never served: it must not say so
 
 
 def _serve_in_process(*args: str):
@@ -230,4 +231,5 @@ def test_serve_on_a_full_disk_is_one_line_naming_the_store_not_a_traceback(fixtu
     assert "Traceback" not in r.stderr, r.stderr
     errors = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("Error: cannot write"), r.stderr
+    assert "serving" not in r.stdout, r.stdout
     assert "the disk is full" in errors[0]

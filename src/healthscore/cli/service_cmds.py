@@ -47,8 +47,7 @@ def serve_command(
 
     settings = Settings(db=db, model=str(model) if model else None, host=host, port=port)
     start = local.prepare_serving(db, admin_user, host, port, settings)
-    announce(settings.base_url, start)
-    run(settings)
+    run(settings, on_ready=lambda: announce(settings.base_url, start))
 
 
 serve_command.through_server = True  # it checks the store itself
@@ -208,5 +207,4 @@ def serve_demo(directory: Path) -> None:
     db = str(directory / "healthscore.duckdb")
     settings = Settings(db=db, model=str(directory / "healthscore.yaml"))
     start = local.prepare_serving(db, "admin", settings=settings)
-    announce(settings.base_url, start)
-    run(settings)
+    run(settings, on_ready=lambda: announce(settings.base_url, start))

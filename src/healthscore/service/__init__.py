@@ -24,16 +24,20 @@ Modules, each owning one job:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from healthscore.service.settings import Settings
 
 __all__ = ["Settings", "run"]
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, on_ready: Callable[[], None] | None = None) -> None:
     """Serve until interrupted (Ctrl-C / SIGTERM): the app under Uvicorn on
     ``settings.host:settings.port``. A library or disk error while starting (a full
     disk, a store that cannot be written) is raised as itself, for the CLI's one-line
-    ``Error: ...``, instead of Uvicorn's traceback and exit code 3."""
+    ``Error: ...``, instead of Uvicorn's traceback and exit code 3. ``on_ready`` is
+    called once the service has started and listens (the CLI says where it is then, so
+    a start that fails never said "serving")."""
     import logging
 
     import uvicorn
@@ -55,7 +59,14 @@ def run(settings: Settings) -> None:
         access_log=False,
         server_header=False,
     )
-    server = uvicorn.Server(config)  # after Config, which sets up Uvicorn's loggers
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and on_ready is not None:
+                on_ready()
+
+    server = Server(config)  # after Config, which sets up Uvicorn's loggers
     log.addFilter(quiet)
     try:
         server.run()

@@ -227,6 +227,40 @@ def test_nul_characters_are_parked_with_the_reason_not_a_failed_request(service,
     )
 
 
+def test_ids_and_event_names_of_megabytes_are_parked_not_stored_as_keys(service, write_key):
+    # a userId, event name or messageId of megabytes was stored as a key of usage_events
+    # (the body limit bounded it at 16 MB)
+    sent = datetime.now(UTC).isoformat()
+    long = "x" * 5_000
+    batch = {
+        "batch": [
+            {"type": "group", "userId": "seg-long", "groupId": "ACC-00102", "messageId": "l-g"},
+            {"type": "track", "userId": "seg-" + long, "event": "x", "messageId": "l-user",
+             "timestamp": sent},
+            {"type": "track", "userId": "seg-long", "event": long, "messageId": "l-event",
+             "timestamp": sent},
+            {"type": "track", "userId": "seg-long", "event": "x", "messageId": "l-" + long,
+             "timestamp": sent},
+            {"type": "track", "userId": "seg-long", "event": "ok", "messageId": "l-ok",
+             "timestamp": sent, "properties": {"note": long}},
+        ],
+        "sentAt": sent,
+    }  # fmt: skip
+    r = httpx.post(service.url + "/v1/batch", json=batch, auth=(write_key, ""))
+    assert r.status_code == 200 and r.json() == {"success": True}, r.text
+    # a long property is no id: that message is taken
+    assert [e["event_id"] for e in _events(service, user_id=["seg-long"])] == ["l-ok"]
+    reasons = {p["message_id"]: p["reason"] for p in _parked(service, "rejects")}
+    too_long = "5,004 characters; an id or event name is at most 1,000"
+    assert reasons["l-user"] == f"userId: {too_long}"
+    assert reasons["l-event"] == "event: 5,000 characters; an id or event name is at most 1,000"
+    assert any(
+        key.startswith("md5-")
+        and why == "messageId: 5,002 characters; an id or event name is at most 1,000"
+        for key, why in reasons.items()
+    )
+
+
 def test_a_request_whose_only_message_is_refused_is_200_and_the_message_parked(service, write_key):
     # a quantity that is an object (or not finite) made the whole request 400: the
     # message was neither written nor parked, and Segment's clients do not retry a 400

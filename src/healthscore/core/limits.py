@@ -38,6 +38,10 @@ MAX_EXPRESSION_DEPTH = 100
 #: so an id holding one could never be looked up)
 NUL = "\x00"
 
+#: characters in an id or event name a Segment message gives (userId, groupId, messageId,
+#: event): real ones are tens of characters; a longer one is parked, not stored as a key
+MAX_ID_CHARS = 1_000
+
 #: dates healthscore accepts anywhere (as-of dates, ranges, data files): years in this range
 MIN_YEAR = 1900
 MAX_YEAR = 2999

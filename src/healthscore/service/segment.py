@@ -25,8 +25,9 @@ Mapping (the service's "now" is ``receivedAt``):
 
 Refused (parked in ``ingest_rejects``): a message that is not an object, of another
 type (page, screen, alias), without userId (or a group without groupId, a track without
-event), with a time that does not parse, more than a day after it was received, or with
-values the canonical table's checks refuse (the reason says which).
+event), with a time that does not parse, more than a day after it was received, with an
+id or event name of more than 1,000 characters (or a NUL character), or with values the
+canonical table's checks refuse (the reason says which).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from datetime import UTC, datetime, timedelta
 from fastapi import APIRouter, Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
-from healthscore.core.limits import NUL
+from healthscore.core.limits import MAX_ID_CHARS, NUL
 from healthscore.errors import Problem
 from healthscore.service import auth, parked
 from healthscore.service.ingest import IngestError, json_body, read_json
@@ -191,7 +192,8 @@ def message_id(raw) -> str:
     same message sent again gets the same id)."""
     if isinstance(raw, dict) and isinstance(raw.get("messageId"), str | int):
         given = str(raw["messageId"])
-        if NUL not in given:  # else (refused by normalise) one the store can keep
+        if NUL not in given and len(given) <= MAX_ID_CHARS:
+            # else (refused by normalise) one the store can keep
             return given
     text = json.dumps(
         {k: v for k, v in raw.items() if k != "sentAt"} if isinstance(raw, dict) else raw,
@@ -220,6 +222,11 @@ def _text(raw: dict, key: str) -> str | None:
         return None
     if NUL in str(value):
         raise Refused(f"{key}: holds a NUL character (U+0000), which no text value may hold")
+    if len(str(value)) > MAX_ID_CHARS:
+        raise Refused(
+            f"{key}: {len(str(value)):,} characters; an id or event name is at most "
+            f"{MAX_ID_CHARS:,}"
+        )
     return str(value).strip() or None
 
 
@@ -250,7 +257,7 @@ def normalise(raw, sent_at: str | None, received: datetime) -> Message:
             f"timestamp {ts.isoformat()} (corrected for the sender's clock) is more than "
             f"1 day after it was received ({received.isoformat()})"
         )
-    _text(raw, "messageId")  # refused when it holds a NUL
+    _text(raw, "messageId")  # refused when it holds a NUL or is too long
     m = Message(kind, message_id(raw), user, ts, raw=raw)
     if kind == "track":
         m.event = _text(raw, "event")

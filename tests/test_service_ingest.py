@@ -269,6 +269,20 @@ def test_a_body_nested_too_deeply_is_400_not_a_server_error(service):
     assert r.status_code == 400 and "nests" in r.json()["error"]
 
 
+def test_an_id_of_megabytes_is_refused_naming_row_and_column(service):
+    rows = [
+        {"event_id": "E-long-1", "account_id": "ACC-00102", "ts": "2025-01-01", "event": "x"},
+        {"event_id": "E" * 100_000, "account_id": "ACC-00102", "ts": "2025-01-01", "event": "x"},
+    ]
+    with service.client() as api:
+        r = api.post("/v1/ingest/usage_events", json={"rows": rows})
+    assert r.status_code == 400, r.text
+    found = [(p["row"], p["column"], p["reason"]) for p in r.json()["problems"]]
+    assert found == [(1, "event_id", "100,000 characters; an id is at most 1,000")]
+    assert len(r.text) < 2_000  # the value is not echoed back whole
+    assert _rows(service, "usage_events", "event_id", ["E-long-1"]) == []
+
+
 def test_text_holding_a_nul_character_is_refused_naming_row_and_column(service):
     rows = [
         {"account_id": "ACC-nul\x00", "name": "Acme", "created_at": "2025-01-01"},

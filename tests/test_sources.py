@@ -1417,6 +1417,23 @@ def test_text_holding_a_nul_character_is_an_invalid_row_naming_its_column(tmp_pa
     assert "holds a NUL character (U+0000)" in str(e.value)
 
 
+def test_an_id_of_more_than_1000_characters_is_an_invalid_row_not_a_key(tmp_path):
+    # a column of ids holding pages of text (a shifted column, a pasted document) loaded
+    # as keys; the error shows the start of the value, not all of it
+    f = write(
+        tmp_path / "usage_events.csv",
+        "event_id,account_id,user_id,ts,event\n"
+        f"E1,A1,{'u' * 1001},2024-01-01,login\n"
+        f"E2,{'é' * 1000},U1,2024-01-01,login\n"  # 1,000 characters (2,000 bytes): an id
+        f"E3,A1,U1,2024-01-01,{'x' * 5000}\n",  # an event name is no id
+    )
+    batch = read_source(f, "usage_events", allow_rejects=True)
+    assert col(batch, "event_id") == ["E2", "E3"]
+    assert [(p.row, p.column, p.reason, p.got) for p in batch.rejects] == [
+        (2, "user_id", "1,001 characters; an id is at most 1,000", "u" * 40 + "...")
+    ]
+
+
 def test_values_at_the_edge_of_their_domain_load(tmp_path):
     f = write(
         tmp_path / "surveys.csv",

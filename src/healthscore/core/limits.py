@@ -38,8 +38,9 @@ MAX_EXPRESSION_DEPTH = 100
 #: so an id holding one could never be looked up)
 NUL = "\x00"
 
-#: characters in an id or event name a Segment message gives (userId, groupId, messageId,
-#: event): real ones are tens of characters; a longer one is parked, not stored as a key
+#: characters in an id: a loaded or ingested ``*_id`` value, and a Segment message's userId,
+#: groupId, messageId or event name; real ones are tens of characters, so a longer one is
+#: a row error (parked, for Segment), never stored as a key
 MAX_ID_CHARS = 1_000
 
 #: dates healthscore accepts anywhere (as-of dates, ranges, data files): years in this range

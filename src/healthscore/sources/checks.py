@@ -3,7 +3,8 @@
 Place in the flow: after coercion in :func:`~healthscore.sources.read_source`. Before any
 row is read, the table's required columns must be supplied. Then each row meets, in one
 set-based pass over the ``typed`` view: values that did not coerce, required values that
-are empty, text holding a NUL character (:data:`healthscore.core.limits.NUL`), enum
+are empty, text holding a NUL character (:data:`healthscore.core.limits.NUL`), ids
+(``*_id`` columns) longer than :data:`~healthscore.core.limits.MAX_ID_CHARS`, enum
 values outside their list (compared lower-cased), numbers outside their column's domain
 (the table's, or one a load spec declares), timestamps outside the years 1900-2999, an
 interval's end before its start, an account key with no account (``account_lookup``);
@@ -17,7 +18,7 @@ import difflib
 
 import pyarrow as pa
 
-from healthscore.core.limits import MAX_YEAR, MIN_YEAR, NUL
+from healthscore.core.limits import MAX_ID_CHARS, MAX_YEAR, MIN_YEAR, NUL
 from healthscore.core.tables import (
     DERIVABLE_KEYS,
     FLOAT,
@@ -187,6 +188,9 @@ def _row_checks(spec: Table, cols: FileColumns, declared: dict) -> list[Check]:
         checks.append((f"p_{name} AND v_{name} IS NULL", "type", name, None))
         if ctype == STRING:  # other types: a NUL does not coerce (a type error)
             checks.append((_holds_nul(f"v_{name}"), "nul", name, None))
+            if name.endswith("_id"):  # a key: the byte length first, cheap to read
+                long = f"strlen(v_{name}) > {MAX_ID_CHARS} AND length(v_{name}) > {MAX_ID_CHARS}"
+                checks.append((long, "too_long", name, None))
         if name in spec.required:
             checks.append((f"NOT p_{name}", "required", name, None))
         if name in spec.enums:
@@ -376,6 +380,13 @@ def _problem(spec: Table, cols: FileColumns, formats, shown, row, kind, column, 
             "holds a NUL character (U+0000), which no text value may hold",
             got=got,
             hint="remove the NUL characters (often a sign of a binary or UTF-16 file)",
+            **where,
+        )
+    if kind == "too_long":
+        return Problem(
+            f"{len(got):,} characters; an id is at most {MAX_ID_CHARS:,}",
+            got=got[:40] + "...",
+            hint="the column holds something other than ids (a shifted or merged column?)",
             **where,
         )
     if kind == "enum":

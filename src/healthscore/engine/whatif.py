@@ -51,8 +51,9 @@ def what_if(
     None: no data) in place of its own; ``flags``: the kinds of the account's flags in
     force (None: unknown, so a rule reading ``has_flag`` keeps whether it held).
 
-    Raises a :class:`ScoringError` naming a metric the model does not score or a value
-    that is not a number where the metric needs one.
+    Raises a :class:`ScoringError` naming a metric the model does not score, a value
+    that is not a number where the metric needs one, a negative count, or a category
+    the metric's map does not hold (it would score as missing data, not as that value).
     """
     scored = {m: use for _, m, use in model.scored_metrics()}
     for m in values:
@@ -85,6 +86,15 @@ def what_if(
                     raise ScoringError(f"`values`: {m} = {v!r} is not a number") from None
                 if not math.isfinite(v):  # "nan" scored as the best value there is
                     raise ScoringError(f"`values`: {m} = {values[m]!r} is not a finite number")
+                if v < 0 and _counts(model, m):  # a count of -3 scores as nothing real
+                    raise ScoringError(f"`values`: {m} = {values[m]!r}: a count is never negative")
+            elif v is not None:  # a category the map does not hold would score as missing
+                known = {k.strip().lower() for k in use.map}
+                if str(v).strip().lower() not in known:
+                    raise ScoringError(
+                        f"`values`: {m} = {v!r} is not one of its categories",
+                        hint="categories: " + ", ".join(use.map),
+                    )
             covered = v is not None
         else:
             v = row.get(m)
@@ -138,6 +148,14 @@ def _flags(flags: set[str] | None):
         return ibis.literal(kind.strip().lower() in flags)
 
     return has_flag
+
+
+def _counts(model: Model, metric: str) -> bool:
+    """Whether ``metric`` is a count (``count()``, ``count_distinct(...)`` over a window,
+    not a change): its value is never negative."""
+    spec = model.spec.metrics[metric]
+    aggregate = (spec.aggregate or "").replace(" ", "")
+    return spec.change_vs is None and aggregate.startswith(("count(", "count_distinct("))
 
 
 def _literal(value, kind: pa.DataType):

@@ -334,6 +334,29 @@ def test_rejects_file_neutralizes_values_and_header_unless_raw(project):
     assert res.exit_code == 2 and "--rejects" in res.output
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["score", "--format", "csv", "--out", "{name}/"],
+        ["report", "--out", "{name}/"],
+        ["model", "fit-percentiles", "--out", "{name}/"],
+        ["load", "accounts", "bad.csv", "--rejects", "{name}/"],
+        ["score", "--format", "csv", "--out", "."],
+    ],
+    ids=["score", "report", "fit-percentiles", "load rejects", "dot"],
+)
+def test_a_file_option_ending_in_a_separator_is_a_folder_not_a_file(project, args):
+    """`--out scores/` wrote a file named `scores` (the separator dropped); now a usage
+    error, before any work, and nothing is written."""
+    (project / "bad.csv").write_text("account_id,created_at\nX1,not a date\n")
+    before = sorted(p.name for p in project.iterdir())
+    res = run(*(a.format(name="made") for a in args), cwd=project)
+    assert res.exit_code == 2, res.output
+    said = " ".join(res.output.replace("│", " ").split())
+    assert "names a folder; give the file's name in it" in said, res.output
+    assert sorted(p.name for p in project.iterdir()) == before
+
+
 def test_raw_applies_to_csv_only(project):
     res = run("score", *AS_OF, "--raw", cwd=project)
     assert res.exit_code == 2 and "--format csv" in res.output

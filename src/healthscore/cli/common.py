@@ -12,6 +12,7 @@ library messages (`` `train_until` ``) are translated into the running command's
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -51,9 +52,21 @@ ScorecardOpt = Annotated[
     str | None,
     typer.Option("--scorecard", "-s", help="which scorecard of the model [default: health]"),
 ]
+
+
+def file_to_write(value: str) -> Path:
+    """An option naming a file to write: a name ending in a folder separator (``out/``)
+    means a folder, which Path would silently turn into a file of that name."""
+    if value.endswith(("/", os.sep)) or Path(value).name in ("", ".", ".."):
+        raise typer.BadParameter(f"{value!r} names a folder; give the file's name in it")
+    return Path(value)
+
+
 OutOpt = Annotated[
     Path | None,
-    typer.Option("--out", "-o", help="write the output to this file [default: stdout]"),
+    typer.Option(
+        "--out", "-o", help="write the output to this file [default: stdout]", parser=file_to_write
+    ),
 ]
 RawOpt = Annotated[
     bool,

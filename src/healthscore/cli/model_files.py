@@ -25,6 +25,7 @@ from healthscore.cli.common import (
     ModelOpt,
     ScorecardOpt,
     TableFormat,
+    file_to_write,
     model_file,
     reject_options,
     write_output,
@@ -33,7 +34,12 @@ from healthscore.views import terminal
 
 ModelOutOpt = Annotated[
     Path | None,
-    typer.Option("--out", "-o", help="write the fitted model here [default: in place]"),
+    typer.Option(
+        "--out",
+        "-o",
+        help="write the fitted model here [default: in place]",
+        parser=file_to_write,
+    ),
 ]
 
 
@@ -51,7 +57,10 @@ def schema_command() -> None:
 
 def suggest_command(
     out_file: Annotated[
-        Path, typer.Option("--out", "-o", help="write the suggested model file here")
+        Path,
+        typer.Option(
+            "--out", "-o", help="write the suggested model file here", parser=file_to_write
+        ),
     ],
     until: Annotated[
         str | None,

@@ -20,6 +20,7 @@ from healthscore.cli.common import (
     ModelOpt,
     ScorecardOpt,
     TableFormat,
+    file_to_write,
     reject_options,
     write_output,
 )
@@ -66,6 +67,7 @@ def backtest_command(
             "--out",
             "-o",
             help="also write a self-contained HTML report here (the figures still print)",
+            parser=file_to_write,
         ),
     ] = None,
     challenger: Annotated[
@@ -173,7 +175,10 @@ def calibrate_command(
     out_file: Annotated[
         Path | None,
         typer.Option(
-            "--out", "-o", help="write the calibrated model file here (the figures still print)"
+            "--out",
+            "-o",
+            help="write the calibrated model file here (the figures still print)",
+            parser=file_to_write,
         ),
     ] = None,
     bootstrap: Annotated[int, typer.Option(help="bootstrap resamples, held-out test")] = 200,

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from healthscore import api
-from healthscore.cli.common import DbOpt, RawOpt, command_name
+from healthscore.cli.common import DbOpt, RawOpt, command_name, file_to_write
 from healthscore.views import terminal
 
 
@@ -53,7 +53,10 @@ def load_command(
     ] = None,
     rejects: Annotated[
         Path | None,
-        typer.Option(help="load the valid rows and write invalid ones with reasons to this CSV"),
+        typer.Option(
+            help="load the valid rows and write invalid ones with reasons to this CSV",
+            parser=file_to_write,
+        ),
     ] = None,
     raw: RawOpt = False,
     date_format: Annotated[

@@ -28,6 +28,7 @@ from healthscore.cli.common import (
     ScoreFormat,
     TableFormat,
     TextFormat,
+    file_to_write,
     write_output,
 )
 from healthscore.views import terminal
@@ -242,7 +243,9 @@ def compare_command(
 
 
 def report_command(
-    out_file: Annotated[Path, typer.Option("--out", "-o", help="the HTML file to write")],
+    out_file: Annotated[
+        Path, typer.Option("--out", "-o", help="the HTML file to write", parser=file_to_write)
+    ],
     as_of: AsOfOpt = None,
     top: Annotated[int, typer.Option(min=1, help="how many movers and expansion candidates")] = 10,
     model: ModelOpt = None,

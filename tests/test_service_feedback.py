@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import shutil
 from datetime import datetime
 
@@ -82,3 +83,17 @@ def test_the_model_page_links_the_same_file_for_a_logged_in_viewer(running):
     assert got.status_code == 200 and got.text == api.text
     anonymous = httpx.get(running.url + "/model/feedback.csv", timeout=30)
     assert anonymous.status_code == 303 and "/login" in anonymous.headers["location"]
+
+
+def test_a_scorecard_the_model_does_not_have_is_404_not_another_shown_in_its_place(running):
+    """`?card=nope` showed the health scorecard as if it were the one asked for."""
+    cookies = login_cookies(running.url, "vic", PASSWORD)
+    for path in ("/model?card=nope", "/accounts/A1?card=nope"):
+        r = httpx.get(running.url + path, cookies=cookies, timeout=60)
+        assert r.status_code == 404, (path, r.status_code)
+        assert "no scorecard &#39;nope&#39;; this model has health" in r.text, path
+    other = running.state.model.scorecard_names()[-1]
+    shown = httpx.get(running.url + f"/model?card={other}", cookies=cookies, timeout=60)
+    assert shown.status_code == 200 and f"scorecard {other}" in " ".join(
+        re.sub("<[^>]+>", " ", shown.text).split()
+    )

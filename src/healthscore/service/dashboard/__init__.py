@@ -218,6 +218,18 @@ def accounts_page(request: Request, user=auth.require_user("viewer")):
     return render(request, "accounts.html", status, **context)
 
 
+def _card(state, name: str | None) -> str:
+    """The scorecard a page's ``card`` names (default ``health``); one the model does not
+    have is a 404 naming those it has, never another scorecard shown in its place."""
+    from healthscore.service.dashboard import data
+
+    card = name or "health"
+    names = state.model.scorecard_names()
+    if card not in names:
+        raise data.NotFound(f"no scorecard {card!r}; this model has {', '.join(names)}")
+    return card
+
+
 def _date(text: str | None, what: str) -> datetime | None:
     if not text:
         return None
@@ -241,9 +253,7 @@ def _account(request: Request, account_id: str, user, *, error: str | None = Non
 
     state = _state(request)
     qp = request.query_params
-    scorecard = qp.get("card") or "health"
-    if scorecard not in state.model.scorecard_names():
-        scorecard = "health"
+    scorecard = _card(state, qp.get("card"))
     view = data.account(state, account_id, scorecard)
     end = view.as_of.replace(hour=0, minute=0, second=0, microsecond=0)
     start_text, end_text = qp.get("from"), qp.get("to")
@@ -395,9 +405,10 @@ def model_page(request: Request, user=auth.require_user("viewer")):
 
     state = _state(request)
     qp = request.query_params
-    scorecard = qp.get("card") or "health"
-    if scorecard not in state.model.scorecard_names():
-        scorecard = "health"
+    try:
+        scorecard = _card(state, qp.get("card"))
+    except data.NotFound as e:
+        return render(request, "error.html", 404, message=e.message, title="Not found")
     model = state.model.scorecard(scorecard)
     account_id = (qp.get("account") or "").strip()
     whatif, whatif_error = None, None

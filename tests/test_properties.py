@@ -122,8 +122,62 @@ effects = st.one_of(
 rule_specs = st.tuples(conditions, effects)
 
 
-@SETTINGS
+# Every missing-data policy, a zero metric weight, segment weights with a zero pillar and
+# every kind of rule effect (add, floor, cap, a band either way, a signal, a score clamped
+# at 0: each bites on the fixture's accounts), drawn for sure by these two models, run
+# besides the random examples: so 18 random examples (a scoring compile each, most of the
+# test's time; 30 before) still draw mixes of what every run covers.
+COVERING = [
+    METRICS
+    + """pillars:
+  a:
+    weight: 3
+    metrics:
+      activation: {weight: 2, bad: 0, good: 1, missing: reweight}
+      change: {weight: 1, bad: -0.5, good: 0.5, missing: neutral}
+      since: {weight: 0, bad: 30, good: 1, missing: penalty}
+  b:
+    weight: 1
+    metrics:
+      open_tickets: {weight: 1, bad: 5, good: 0, missing: {neutral: 70}}
+      late: {weight: 3, bad: 5, good: 0, missing: penalty}
+      nps: {weight: 1, bad: 0, good: 1, missing: reweight}
+segments:
+  by: segment
+  weights:
+    enterprise: {a: 0, b: 2}
+rules:
+  r0: {when: "since > 10", add: -60}
+  r1: {when: "since > 10", floor: 90}
+  r2: {when: "true", cap: 40}
+""",
+    METRICS
+    + """pillars:
+  a:
+    weight: 5
+    metrics:
+      activation: {weight: 1, bad: 30, good: 1, missing: penalty}
+      change: {weight: 4, bad: 0, good: 1, missing: {neutral: 70}}
+      since: {weight: 2, bad: 5, good: 0, missing: reweight}
+  b:
+    weight: 1
+    metrics:
+      open_tickets: {weight: 0, bad: 0, good: 1, missing: neutral}
+      late: {weight: 1, bad: -0.5, good: 0.5, missing: neutral}
+      nps: {weight: 2, bad: 0, good: 1, missing: penalty}
+rules:
+  r0: {when: "has_flag('champion_left')", band: red}
+  r1: {when: "activation < 0.5", band: green}
+  r2: {when: "true", signal: watch}
+  r3: {when: "since > 10", add: -60}
+""",
+]
+
+
+@settings(max_examples=18, deadline=None, suppress_health_check=list(HealthCheck))
 @given(model=models())
+@example(model=hs.load_model_text(COVERING[0]))
+@example(model=hs.load_model_text(COVERING[1]))
 def test_contributions_add_up_to_the_score_for_any_model_and_rules(mem_store, model):
     for r in hs.score(mem_store, model, AS_OF).to_pylist():
         contribs = [r[f"{m}__contribution"] for _, m, _ in model.scored_metrics()]

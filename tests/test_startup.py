@@ -57,35 +57,60 @@ def score(project: Path, cache: Path | str, out: str) -> tuple[dict, pa.Table]:
     return run, pq.read_table(project / out)
 
 
-@pytest.fixture
-def project(tmp_path, fixture_db):
+def make_project(folder: Path, fixture_db: Path) -> Path:
     """A project folder: the default model as healthscore.yaml, a copy of the fixture store."""
     from healthscore.model import default_model_text
 
-    (tmp_path / "healthscore.yaml").write_text(default_model_text())
-    shutil.copy(fixture_db, tmp_path / "healthscore.duckdb")
-    return tmp_path
+    (folder / "healthscore.yaml").write_text(default_model_text())
+    shutil.copy(fixture_db, folder / "healthscore.duckdb")
+    return folder
 
 
-def test_a_repeat_score_runs_the_kept_plan_without_ibis_and_gives_the_same_rows(project, tmp_path):
+@pytest.fixture
+def project(tmp_path, fixture_db):
+    return make_project(tmp_path, fixture_db)
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory, fixture_db) -> tuple[dict, pa.Table, Path]:
+    """The first score of the default model on the fixture store, in a fresh process
+    with an empty cache: its run, its rows and the cache it filled (read only: a test
+    copies it with :func:`kept`). A cache entry's key names the model, the columns of the
+    store and the code, never the store's path, so the copy serves every test's own
+    project as the cache of its own first run would: each test starting from a warm
+    cache saves a compiling run (about 4 s of CPU) of its own."""
+    folder = tmp_path_factory.mktemp("first")
+    cache = folder / "cache"
+    run, rows = score(make_project(folder, fixture_db), cache, "first.parquet")
+    return run, rows, cache
+
+
+def kept(first, tmp_path: Path) -> Path:
+    """A private copy of the cache the first score filled."""
     cache = tmp_path / "cache"
-    first, rows = score(project, cache, "first.parquet")
-    assert first["ibis"]  # nothing kept yet: built and compiled
-    again, rows_again = score(project, cache, "again.parquet")
+    shutil.copytree(first[2], cache)
+    return cache
+
+
+def test_a_repeat_score_runs_the_kept_plan_without_ibis_and_gives_the_same_rows(
+    project, tmp_path, first
+):
+    run, rows, _ = first
+    assert run["ibis"]  # nothing kept yet: built and compiled
+    again, rows_again = score(project, kept(first, tmp_path), "again.parquet")
     assert not again["ibis"], "the kept plan was not used"
     _, uncached = score(project, "off", "uncached.parquet")
     assert rows.num_rows > 0
     assert rows_again.equals(rows) and uncached.equals(rows)
     # the note and warnings a user reads are the same too
-    assert again["output"].splitlines()[0] == first["output"].splitlines()[0]
+    assert again["output"].splitlines()[0] == run["output"].splitlines()[0]
     assert "scored" in again["output"]
 
 
-def test_a_repeat_score_imports_no_pandas_whatever_it_writes(project, tmp_path):
+def test_a_repeat_score_imports_no_pandas_whatever_it_writes(project, tmp_path, first):
     # pyarrow imports pandas (about half a second) on its first conversion of Python
     # values to Arrow; the account list, the category warnings and the writers do without
-    cache = tmp_path / "cache"
-    cli(project, cache, "score", "--as-of", AS_OF)  # the first run compiles and keeps
+    cache = kept(first, tmp_path)  # the first run compiled and kept
     for args in (
         ["--format", "parquet", "--out", "s.parquet"],
         ["--format", "csv", "--out", "s.csv"],
@@ -150,9 +175,9 @@ def test_a_repeat_score_lists_the_accounts_in_order_without_pyarrow_compute(proj
     assert "Z1" in run["output"]  # the table
 
 
-def test_a_changed_model_is_never_scored_with_the_plan_of_the_old_one(project, tmp_path):
-    cache = tmp_path / "cache"
-    _, before = score(project, cache, "before.parquet")
+def test_a_changed_model_is_never_scored_with_the_plan_of_the_old_one(project, tmp_path, first):
+    _, before, _ = first
+    cache = kept(first, tmp_path)
     model = project / "healthscore.yaml"
     text = model.read_text()
     assert "bands: {green: 80, yellow: 50}" in text
@@ -168,11 +193,10 @@ def test_a_changed_model_is_never_scored_with_the_plan_of_the_old_one(project, t
     assert not third["ibis"] and again.equals(after)
 
 
-def test_a_changed_store_schema_is_never_scored_with_the_plan_kept_before(project, tmp_path):
+def test_a_changed_store_schema_is_never_scored_with_the_plan_kept_before(project, tmp_path, first):
     from healthscore.store import connect
 
-    cache = tmp_path / "cache"
-    score(project, cache, "before.parquet")
+    cache = kept(first, tmp_path)  # the plan kept before
     store = connect(project / "healthscore.duckdb")
     row = {"account_id": ["Z9"], "created_at": [datetime(2024, 1, 1)], "region": ["EU"]}
     store.load("accounts", pa.table(row), columns=list(row))  # a new column, region
@@ -185,10 +209,9 @@ def test_a_changed_store_schema_is_never_scored_with_the_plan_kept_before(projec
 
 
 def test_a_model_with_problems_is_reported_every_time_and_a_clean_one_checked_once(
-    project, tmp_path
+    project, tmp_path, first
 ):
-    cache = tmp_path / "cache"
-    score(project, cache, "first.parquet")
+    cache = kept(first, tmp_path)  # the clean model scored (and checked) once
     model = project / "healthscore.yaml"
     text = model.read_text()
     broken = text.replace("bands: {green: 80, yellow: 50}", "bands: {green: 50, yellow: 80}")
@@ -210,9 +233,9 @@ def test_a_model_with_problems_is_reported_every_time_and_a_clean_one_checked_on
     assert len(checked) == 1  # the clean model only
 
 
-def test_a_damaged_cache_entry_is_compiled_again(project, tmp_path):
-    cache = tmp_path / "cache"
-    _, rows = score(project, cache, "first.parquet")
+def test_a_damaged_cache_entry_is_compiled_again(project, tmp_path, first):
+    _, rows, _ = first
+    cache = kept(first, tmp_path)
     for entry in cache.glob("plan-*.json"):
         entry.write_text('{"plan": {"parts": 3}}')
     again, rows_again = score(project, cache, "again.parquet")

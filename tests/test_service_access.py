@@ -750,7 +750,9 @@ PATIENCE = 180
 
 
 class Served:
-    """``healthscore serve`` as a real subprocess."""
+    """``healthscore serve`` as a real subprocess (``--no-idle-builds``: building the
+    plans of large batches while idle took most of the CPU of a server of these tests'
+    seconds)."""
 
     def __init__(self, db: Path):
         self.db, self.port = db, free_port()
@@ -759,7 +761,7 @@ class Served:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "healthscore.cli", "serve", "--db", str(db),
              "--model", str(db.parent / "healthscore.yaml"), "--port", str(self.port),
-             "--admin-user", "admin"],
+             "--admin-user", "admin", "--no-idle-builds"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "PYTHONPATH": cli_path()},
         )  # fmt: skip
@@ -812,6 +814,13 @@ def test_cli_writes_go_through_the_running_server_and_others_say_it_owns_the_sto
         token = made.stdout.strip()
         with served.client(token) as c:
             assert c.get("/openapi.json").status_code == 200
+            # --no-idle-builds: at most the plans of the smallest batches left to build
+            from healthscore.model import load_model
+            from healthscore.service.rescorer import WARM_SLOTS
+
+            cards = load_model(store_copy.parent / "healthscore.yaml").scorecard_names()
+            plans = c.get("/v1/status").json()["rescorer"]["plans_to_build"]
+            assert plans <= len(WARM_SLOTS) * len(cards), plans
         listed = command("token", "list", "--db", db)
         assert "while serving" in listed.stdout and "local CLI of the server" in listed.stdout
         revoked = command("token", "revoke", token.split("_")[1], "--db", db)

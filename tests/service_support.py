@@ -34,6 +34,7 @@ class Running:
     url: str
     state: object  # healthscore.service.state.ServiceState
     admin_token: str
+    app: object = None  # the FastAPI app served
 
     def client(self, token: str | None = None, **kw) -> httpx.Client:
         """An HTTP client for the service, sending ``token`` (default: the admin's)
@@ -77,9 +78,8 @@ def running_service(db: Path, model: Path | None = None, **settings) -> Iterator
 
     ensure_tables(state.store)
     admin = create_token(state.store, "test admin", ["admin"]).text
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(s, state), host=s.host, port=s.port, log_level="warning")
-    )
+    app = create_app(s, state)
+    server = uvicorn.Server(uvicorn.Config(app, host=s.host, port=s.port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -88,7 +88,7 @@ def running_service(db: Path, model: Path | None = None, **settings) -> Iterator
             raise RuntimeError("the test service did not start")
         time.sleep(0.02)
     try:
-        yield Running(s.base_url, state, admin)
+        yield Running(s.base_url, state, admin, app)
     finally:
         server.should_exit = True
         thread.join(30)
@@ -110,3 +110,25 @@ def login_cookies(url: str, username: str, password: str) -> dict[str, str]:
     )
     assert r.status_code == 303, r.text
     return {"hs_session": r.cookies["hs_session"]}
+
+
+@contextmanager
+def light_password_hashing() -> Iterator[None]:
+    """Argon2id with its lightest parameters for the ``with`` block, in this process.
+
+    For modules that make and check many passwords (users, logins) to test who may do
+    what, not what a hash costs: the library's defaults (64 MiB, 3 passes, 4 lanes) took
+    about 0.25 s of CPU per hash or check. The hashes are argon2id all the same, checked
+    by the same code (a hash names its parameters); test_service_app checks the
+    service's own hasher."""
+    from argon2 import PasswordHasher
+
+    from healthscore.service import auth
+
+    real, dummy = auth._hasher, auth._DUMMY  # the unknown user's hash: made again, light
+    auth._hasher = lambda: PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    auth._DUMMY = None
+    try:
+        yield
+    finally:
+        auth._hasher, auth._DUMMY = real, dummy

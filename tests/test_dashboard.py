@@ -16,9 +16,26 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
+from service_support import light_password_hashing, running_service
+
 EVIL = "<script>alert(1)</script><img src=x onerror=alert(2)>"
 EVIL_ID = "ACC-EVIL"
 PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _light_passwords():
+    """Cheap argon2id for this module's many users and logins (see service_support)."""
+    with light_password_hashing():
+        yield
+
+
+@pytest.fixture(scope="module")
+def service(demo_project):
+    """The conftest's service, its rescorer not warmed up: no test here times a
+    micro-batch (a batch builds the plan it needs on first use instead of at start)."""
+    with running_service(demo_project.db_path, demo_project.model_path, warm_up=False) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")

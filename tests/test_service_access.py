@@ -11,7 +11,6 @@ are skipped, naming the route; select cells with ``-k``, e.g. ``-k "v1/tokens"``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -29,7 +28,7 @@ import httpx
 import pytest
 
 import fixtures
-from service_support import free_port, running_service
+from service_support import free_port, light_password_hashing, running_service
 
 PASSWORD = "correct horse battery staple"
 ROLES = ("viewer", "member", "admin")
@@ -127,6 +126,13 @@ CELLS = [
 # --- fixtures ---
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _light_passwords():
+    """Cheap argon2id for this module's many users and logins (see service_support)."""
+    with light_password_hashing():
+        yield
+
+
 def login(url: str, username: str, password: str, **kw) -> httpx.Response:
     """Log in as a browser does: the form page (its CSRF cookie and field), then POST
     (the cookie sent back by hand: a Secure one too, as a browser would over HTTPS)."""
@@ -135,6 +141,15 @@ def login(url: str, username: str, password: str, **kw) -> httpx.Response:
     data = {"username": username, "password": password, "csrf_token": csrf, **kw}
     cookie = f"hs_login_csrf={page.cookies['hs_login_csrf']}"
     return httpx.post(url + "/login", data=data, headers={"Cookie": cookie}, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def service(demo_project):
+    """The conftest's service, its rescorer not warmed up: no test here times a
+    micro-batch, and the plans of small batches built at start took a fifth of this
+    module's CPU (a batch builds the plan it needs on first use instead)."""
+    with running_service(demo_project.db_path, demo_project.model_path, warm_up=False) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
@@ -181,21 +196,23 @@ def has_route(routes, method: str, template: str) -> bool:
     return any(r.matches(scope)[0] == Match.FULL for r in routes)
 
 
-def fingerprint(state) -> str:
-    """Every table but the scores (the rescorer's to write): its row count, and for the
-    small ones (tokens, users, flags ...) every row, hashed."""
-    h = hashlib.sha256()
+def fingerprint(state) -> tuple:
+    """Every table but the scores (the rescorer's to write): its row count and the sum of
+    its rows' hashes (order-free: any row added, removed or changed moves it), in one
+    query of the store's own SQL. (Through Ibis, a count and every row per table, twice
+    per writing cell, it was a quarter of this module's CPU.)"""
     with state.store_access() as store:
-        for name in sorted(store.con.list_tables()):
-            if name.startswith(("score", "current_score", "_healthscore")):
-                continue
-            t = store.stored(name)
-            n = store.execute(t.aggregate(n=t.count()))["n"][0].as_py()
-            h.update(f"{name}:{n}".encode())
-            if n <= 2000:
-                rows = store.execute(t).to_pylist()
-                h.update(json.dumps(sorted(map(repr, rows))).encode())
-    return h.hexdigest()
+        names = [
+            n
+            for n in sorted(store.list_tables())
+            if not n.startswith(("score", "current_score", "_healthscore"))
+        ]
+        sql = " UNION ALL ".join(
+            f"SELECT '{n}' AS name, count(*) AS n, sum(hash(t)::HUGEINT)::VARCHAR AS h"
+            f' FROM "{n}" AS t'
+            for n in names
+        )
+        return tuple(sorted(map(tuple, (r.values() for r in store.execute_sql(sql).to_pylist()))))
 
 
 def one_account(state) -> str:
@@ -255,12 +272,17 @@ def fill(template: str, state, account: str) -> str:
 # --- the matrix ---
 
 
+@pytest.fixture(scope="module")
+def account(service) -> str:
+    """The account the cells write about: the first by id (no cell adds one)."""
+    return one_account(service.state)
+
+
 @pytest.mark.parametrize(("route", "who"), CELLS)
-def test_access(service, people, routes_here, route, who):
+def test_access(service, people, routes_here, account, route, who):
     method, template, rule, body, shape_known = route
     # every route of the contract exists: a route gone is a failure, not a skipped cell
     assert has_route(routes_here, method, template), f"{method} {template} is not served"
-    account = one_account(service.state)
     path = fill(template, service.state, account)
     want = expected(rule, who, method)
     headers, cookies, auth = {}, {}, None
@@ -307,6 +329,29 @@ def test_access(service, people, routes_here, route, who):
         assert fingerprint(service.state) == before, "a refused request wrote to the store"
 
 
+def test_a_rescorer_not_warmed_up_builds_a_batchs_plan_on_first_use(service):
+    """``warm_up`` off (this module's services): nothing is left to build, nothing was
+    built at start, and a write's account is rescored all the same."""
+    from healthscore.store import current
+
+    state = service.state
+    account = one_account(state)
+    flag = {"account_id": account, "kind": "champion_left", "note": "first use"}
+    with service.client() as api:
+        st = api.get("/v1/status").json()["rescorer"]
+        assert st["warm"] is False and st["plans_to_build"] == 0 and st["last_error"] is None
+        done = st["accounts_rescored"]
+        assert api.post("/v1/flags", json=flag).status_code == 201
+        deadline = time.monotonic() + 120
+        while api.get("/v1/status").json()["rescorer"]["accounts_rescored"] == done:
+            assert time.monotonic() < deadline, "the write's account was never rescored"
+            time.sleep(0.05)
+        assert api.get("/v1/status").json()["rescorer"]["last_error"] is None
+    with state.store_access() as store:
+        rows = store.execute(current.of_model(store, state.model.version, "health"))
+    assert account in rows["account_id"].to_pylist()
+
+
 def test_the_matrix_covers_every_route_of_the_contract():
     """Every row of the contract is a row of ROUTES (written from the contract, so a
     route missing here is one nobody checks)."""
@@ -347,12 +392,23 @@ def strict(demo_project, tmp_path_factory):
         secure_cookies=True,
         login_failures=5,
         login_window=10,
+        warm_up=False,
     ) as running:
         from healthscore.service.auth import add_user
+        from healthscore.service.login import Throttle
 
         with running.state.store_access() as store:
             for name in ("ana", "ben", "cy"):
                 add_user(store, name, PASSWORD, "member")
+        # the app's throttle, made from the settings at the first login, then on the
+        # monotonic clock plus what the tests skipped: waiting out a lock is
+        # ``skip(retry_after)``, not a sleep of up to 11 s
+        assert login(running.url, "cy", PASSWORD).status_code == 303
+        gate = running.app.state.login_throttle
+        assert isinstance(gate, Throttle) and (gate.limit, gate.window) == (5, 10)
+        skipped = [0.0]
+        gate.clock = lambda: time.monotonic() + skipped[0]
+        running.skip = lambda seconds: skipped.__setitem__(0, skipped[0] + seconds)
         yield running
 
 
@@ -367,7 +423,7 @@ def test_five_failures_lock_a_user_out_for_a_while_and_success_resets(strict):
     assert locked.status_code == 429
     assert 1 <= int(locked.headers["retry-after"]) <= 11
     assert "hs_session" not in locked.cookies
-    time.sleep(int(locked.headers["retry-after"]))
+    strict.skip(int(locked.headers["retry-after"]))  # as long as it says, no less
     assert login(strict.url, "ana", PASSWORD).status_code == 303
 
 
@@ -376,7 +432,7 @@ def test_five_failures_from_one_address_lock_other_users_too(strict):
         assert login(strict.url, name, "wrong password!!").status_code == 401
     r = login(strict.url, "ben", PASSWORD)
     assert r.status_code == 429 and "Too many failed logins" in r.text
-    time.sleep(int(r.headers["retry-after"]))
+    strict.skip(int(r.headers["retry-after"]))
     assert login(strict.url, "ben", PASSWORD).status_code == 303
 
 
@@ -640,7 +696,7 @@ def test_a_token_made_by_the_cli_works_until_revoked_or_expired(store_copy):
 
     from healthscore.service.auth import create_token
 
-    with running_service(store_copy) as running:
+    with running_service(store_copy, warm_up=False) as running:
         now = datetime.utcnow().replace(microsecond=0)
         with running.state.store_access() as store:
             # a minute is ample on a loaded machine; the expired one lapsed a second ago
@@ -679,7 +735,7 @@ def test_auth_user_add_takes_the_password_from_stdin_never_the_command_line(stor
         command("auth", "user", "add", "x", "--password", "p", "--db", str(store_copy)).returncode
         == 2
     )
-    with running_service(store_copy) as running:
+    with running_service(store_copy, warm_up=False) as running:
         assert login(running.url, "maria", PASSWORD).status_code == 303
     gone = command("auth", "user", "remove", "maria", "--db", str(store_copy))
     assert gone.returncode == 0
@@ -699,7 +755,9 @@ PATIENCE = 180
 
 
 class Served:
-    """``healthscore serve`` as a real subprocess."""
+    """``healthscore serve`` as a real subprocess (``--no-idle-builds``: building the
+    plans of large batches while idle took most of the CPU of a server of these tests'
+    seconds)."""
 
     def __init__(self, db: Path):
         self.db, self.port = db, free_port()
@@ -708,7 +766,7 @@ class Served:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "healthscore.cli", "serve", "--db", str(db),
              "--model", str(db.parent / "healthscore.yaml"), "--port", str(self.port),
-             "--admin-user", "admin"],
+             "--admin-user", "admin", "--no-idle-builds"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "PYTHONPATH": cli_path()},
         )  # fmt: skip
@@ -761,6 +819,13 @@ def test_cli_writes_go_through_the_running_server_and_others_say_it_owns_the_sto
         token = made.stdout.strip()
         with served.client(token) as c:
             assert c.get("/openapi.json").status_code == 200
+            # --no-idle-builds: at most the plans of the smallest batches left to build
+            from healthscore.model import load_model
+            from healthscore.service.rescorer import WARM_SLOTS
+
+            cards = load_model(store_copy.parent / "healthscore.yaml").scorecard_names()
+            plans = c.get("/v1/status").json()["rescorer"]["plans_to_build"]
+            assert plans <= len(WARM_SLOTS) * len(cards), plans
         listed = command("token", "list", "--db", db)
         assert "while serving" in listed.stdout and "local CLI of the server" in listed.stdout
         revoked = command("token", "revoke", token.split("_")[1], "--db", db)

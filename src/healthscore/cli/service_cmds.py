@@ -40,12 +40,21 @@ def serve_command(
             "password, printed once"
         ),
     ] = None,
+    idle_builds: Annotated[
+        bool,
+        typer.Option(
+            help="while idle, build the plans of larger micro-batches (seconds of CPU "
+            "each; off, a large batch builds its plan when it comes)"
+        ),
+    ] = True,
 ) -> None:
     """Run the live service (API, dashboard, rescorer) until Ctrl-C. While it runs it owns
     a DuckDB store: other commands go through it or say so."""
     from healthscore.service import Settings, run
 
-    settings = Settings(db=db, model=str(model) if model else None, host=host, port=port)
+    settings = Settings(
+        db=db, model=str(model) if model else None, host=host, port=port, idle_builds=idle_builds
+    )
     start = local.prepare_serving(db, admin_user, host, port, settings)
     run(settings, on_ready=lambda: announce(settings.base_url, start))
 

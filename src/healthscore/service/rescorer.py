@@ -160,7 +160,8 @@ class Rescorer:
     def _run(self) -> None:
         if not self._guarded(self._startup, "start-up rescore"):
             self._daily_not_before = time.monotonic() + DAILY_RETRY
-        self._guarded(self.warm, "warm-up")
+        if self.state.settings.warm_up:
+            self._guarded(self.warm, "warm-up")
         while not self._stop.is_set():
             if self._daily_due():
                 if not self._guarded(lambda: self.rescore_everyone(daily=True), "daily rescore"):
@@ -276,7 +277,7 @@ class Rescorer:
     def plans_to_build(self) -> int:
         """How many plans are left for :meth:`warm` and :meth:`warm_one_more` to build."""
         names = self.state.model.scorecard_names()
-        left = 0 if self.warmed else len(WARM_SLOTS) * len(names)
+        left = 0 if self.warmed or not self.state.settings.warm_up else len(WARM_SLOTS) * len(names)
         if self.state.settings.idle_builds:
             idle = self._idle_builds
             left += len(IDLE_SLOTS) * len(names) if idle is None else len(idle)

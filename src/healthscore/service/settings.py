@@ -50,6 +50,10 @@ class Settings:
     #: build the plans of larger micro-batches while the rescorer is idle (off in the
     #: tests' services, whose batches are small: there the builds only take CPU)
     idle_builds: bool = True
+    #: build the plans of the smallest micro-batches at start (off in the tests' services
+    #: that never time a micro-batch: there the builds only take CPU; a batch then builds
+    #: the plan it needs on first use, and none is built while idle)
+    warm_up: bool = True
     #: cookies with the Secure attribute (behind HTTPS); off for plain loopback HTTP
     secure_cookies: bool = False
     #: failed logins of one user name or one client address before logins from it are

@@ -849,7 +849,19 @@ def learn(
     (:func:`_refit_shape`, unless ``shaped`` is False), judged on folds of the accounts
     ``groups`` (the account of each observation; None: one observation each).
     ``feats`` are copied, not changed.
+
+    The fits run with one BLAS thread: their matrices are small (observations x 2 for
+    the one-metric fits, a few dozen weights), so a second thread only waits for the
+    first (busy, on a loaded machine) and the figures are the same.
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _learn(model, feats, holds, y, gain, l2, rounds, groups, shaped)
+
+
+def _learn(model, feats, holds, y, gain, l2, rounds, groups, shaped) -> Learned:
+    """:func:`learn`, in the thread limit it sets."""
     feats = [replace(f) for f in feats]
     pillars = list(model.spec.pillars)
     pillar_of = np.array([pillars.index(f.pillar) for f in feats])

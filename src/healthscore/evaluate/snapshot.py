@@ -285,6 +285,7 @@ def calibrate(
     bands keep the red share within ``max_red_share`` (see :func:`calibrate.red_share_cap`).
     """
     from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
 
     from healthscore.evaluate.challenger import gradient_boosting, one_thread
 
@@ -318,29 +319,32 @@ def calibrate(
     lr = np.zeros(len(y))
     boost = np.zeros(len(y))
     xb, categorical = _challenger_matrix(feats)
-    for train, test in splits:
-        part = [f.take(train) for f in feats]
-        hold_tr = holds.iloc[train].reset_index(drop=True)
-        fitted = cal.learn(model, part, hold_tr, y[train], gain=gain, l2=l2)
-        s_tr, f_tr = cal.learned_score(model, fitted, part, hold_tr)
-        fold_bands = cal.fit_bands(s_tr, f_tr, y[train], old_green, target_recall, cap)
-        yellow, green = fold_bands.yellow, fold_bands.green
-        hold_te = holds.iloc[test].reset_index(drop=True)
-        s_te, f_te = cal.learned_score(model, fitted, [f.take(test) for f in feats], hold_te)
-        oof[test] = s_te
-        a, b = cal.score_link(s_tr, y[train])
-        oof_risk[test] = a + b * s_te / 100.0
-        oof_band[test] = _band(s_te, f_te, yellow, green)
-        x_tr, x_all = design(feats, train)
-        clf = LogisticRegression(max_iter=5000)
-        clf.fit(x_tr, y[train])
-        lr[test] = clf.predict_proba(x_all[test])[:, 1]
-        if challenger:
-            est = gradient_boosting(seed, [0] * xb.shape[1])
-            est.set_params(categorical_features=categorical)
-            with one_thread():
-                est.fit(xb[train], y[train])
-                boost[test] = est.predict_proba(xb[test])[:, 1]
+    # the folds' fits run with one BLAS thread (as :func:`calibrate.learn`'s): their
+    # matrices are small, a second thread only waits, and the figures are the same
+    with threadpool_limits(limits=1, user_api="blas"):
+        for train, test in splits:
+            part = [f.take(train) for f in feats]
+            hold_tr = holds.iloc[train].reset_index(drop=True)
+            fitted = cal.learn(model, part, hold_tr, y[train], gain=gain, l2=l2)
+            s_tr, f_tr = cal.learned_score(model, fitted, part, hold_tr)
+            fold_bands = cal.fit_bands(s_tr, f_tr, y[train], old_green, target_recall, cap)
+            yellow, green = fold_bands.yellow, fold_bands.green
+            hold_te = holds.iloc[test].reset_index(drop=True)
+            s_te, f_te = cal.learned_score(model, fitted, [f.take(test) for f in feats], hold_te)
+            oof[test] = s_te
+            a, b = cal.score_link(s_tr, y[train])
+            oof_risk[test] = a + b * s_te / 100.0
+            oof_band[test] = _band(s_te, f_te, yellow, green)
+            x_tr, x_all = design(feats, train)
+            clf = LogisticRegression(max_iter=5000)
+            clf.fit(x_tr, y[train])
+            lr[test] = clf.predict_proba(x_all[test])[:, 1]
+            if challenger:
+                est = gradient_boosting(seed, [0] * xb.shape[1])
+                est.set_params(categorical_features=categorical)
+                with one_thread():
+                    est.fit(xb[train], y[train])
+                    boost[test] = est.predict_proba(xb[test])[:, 1]
     # the file: fitted on every account
     fitted = cal.learn(model, feats, holds, y, gain=gain, l2=l2)
     if fitted.weights.sum() <= 0:

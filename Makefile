@@ -36,11 +36,13 @@ serve: $(VENV)/.installed
 	$(BIN)/healthscore serve --db $(DEMO_DIR)/healthscore.duckdb \
 		--model $(DEMO_DIR)/healthscore.yaml --admin-user admin
 
+# two test workers on two cores: a second BLAS thread per worker (numpy/scipy's OpenBLAS
+# on small matrices) would only spin beside the other worker (results are the same)
 test: $(VENV)/.installed
 	$(BIN)/python -m compileall -q src
 	$(BIN)/ruff check src tests bench
 	$(BIN)/lint-imports
-	$(BIN)/pytest -n 2 --dist worksteal --durations=15 src tests
+	OPENBLAS_NUM_THREADS=1 $(BIN)/pytest -n 2 --dist worksteal --durations=15 src tests
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench

@@ -37,12 +37,13 @@ serve: $(VENV)/.installed
 		--model $(DEMO_DIR)/healthscore.yaml --admin-user admin
 
 # two test workers on two cores: a second BLAS thread per worker (numpy/scipy's OpenBLAS
-# on small matrices) would only spin beside the other worker (results are the same)
+# on small matrices) would only spin beside the other worker, and so would a second DuckDB
+# thread per store connection (results are the same either way; see bench/README.md)
 test: $(VENV)/.installed
 	$(BIN)/python -m compileall -q src
 	$(BIN)/ruff check src tests bench
 	$(BIN)/lint-imports
-	OPENBLAS_NUM_THREADS=1 $(BIN)/pytest -n 2 --dist worksteal --durations=15 src tests
+	OPENBLAS_NUM_THREADS=1 HEALTHSCORE_DUCKDB_THREADS=1 $(BIN)/pytest -n 2 --dist worksteal --durations=15 src tests
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench

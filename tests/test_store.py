@@ -309,3 +309,30 @@ def test_a_long_query_draws_no_progress_bar_into_the_commands_output(fixture_db)
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "False", "False"]  # a plain connection; the store's
+
+
+def test_the_threads_a_duckdb_store_runs_come_from_the_environment(tmp_path, monkeypatch):
+    """$HEALTHSCORE_DUCKDB_THREADS caps the threads of a store's connection and of the
+    scratch databases a load reads through (processes sharing a machine's cores); unset,
+    DuckDB runs one per core; a value that is not a number of threads is a clear error
+    naming the variable, before the store is opened."""
+    from healthscore.errors import StoreError
+    from healthscore.store.scratch import open_scratch
+
+    def threads(store) -> int:
+        return store._backend.native.execute("SELECT current_setting('threads')").fetchone()[0]
+
+    monkeypatch.delenv("HEALTHSCORE_DUCKDB_THREADS", raising=False)
+    default = connect(tmp_path / "default.duckdb")
+    assert threads(default) >= 1
+    monkeypatch.setenv("HEALTHSCORE_DUCKDB_THREADS", "3")
+    assert threads(connect(tmp_path / "three.duckdb")) == 3
+    with open_scratch("64MB") as db:
+        assert db.execute("SELECT current_setting('threads')").fetchone()[0] == 3
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("HEALTHSCORE_DUCKDB_THREADS", bad)
+        with pytest.raises(StoreError) as e:
+            connect(tmp_path / f"bad{bad}.duckdb")
+        assert e.value.message.startswith(f"$HEALTHSCORE_DUCKDB_THREADS is '{bad}'")
+        assert "whole number" in e.value.hint
+        assert not (tmp_path / f"bad{bad}.duckdb").exists()

@@ -422,6 +422,26 @@ class Backend:
 OR_FILTER_KEYS = 256
 
 
+#: the environment variable :func:`duckdb_threads` reads
+THREADS_ENV = "HEALTHSCORE_DUCKDB_THREADS"
+
+
+def duckdb_threads() -> int | None:
+    """``$HEALTHSCORE_DUCKDB_THREADS``: how many threads each DuckDB store connection may
+    run (None, unset: DuckDB's default, one per core). Worth setting where several
+    healthscore processes share a machine's cores (two test workers on two cores: each
+    query's threads would otherwise outnumber the cores and wait for each other)."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise StoreError(
+            f"${THREADS_ENV} is {value!r}: not a number of threads",
+            hint="set it to a whole number of 1 or more (e.g. 1), or unset it for one per core",
+        )
+    return int(value)
+
+
 class DuckDBBackend(Backend):
     """DuckDB: transactions through DuckDB's own ``begin``/``commit``/``rollback`` (Ibis's
     DuckDB backend has no ``begin()``), and queries compiled by Ibis and read by the
@@ -451,6 +471,7 @@ class DuckDBBackend(Backend):
         own connections (UTC session time zone, no Python variables read as tables)."""
         import duckdb
 
+        threads = duckdb_threads()
         native = duckdb.connect(database, read_only=read_only)
         try:
             native.execute("SET TimeZone = 'UTC'")
@@ -460,6 +481,8 @@ class DuckDBBackend(Backend):
             native.execute("SET enable_progress_bar = false")
             # GLOBAL: the rescorer reads through a cursor of this connection (reader)
             native.execute(f"SET GLOBAL dynamic_or_filter_threshold = {OR_FILTER_KEYS}")
+            if threads is not None:
+                native.execute(f"SET GLOBAL threads = {threads}")
         except BaseException:
             native.close()
             raise

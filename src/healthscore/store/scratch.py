@@ -36,6 +36,8 @@ from contextlib import contextmanager
 import duckdb
 import pyarrow as pa
 
+from healthscore.store.backend import duckdb_threads
+
 #: What a scratch query raises: the driver's error class.
 ScratchError = duckdb.Error
 
@@ -60,7 +62,11 @@ def _shared_database() -> duckdb.DuckDBPyConnection:
         if _shared is None:
             spill = tempfile.mkdtemp(prefix="healthscore-")
             atexit.register(shutil.rmtree, spill, ignore_errors=True)
-            shared = duckdb.connect(config={"temp_directory": spill, "memory_limit": SHARED_MEMORY})
+            config = {"temp_directory": spill, "memory_limit": SHARED_MEMORY}
+            threads = duckdb_threads()
+            if threads is not None:
+                config["threads"] = threads
+            shared = duckdb.connect(config=config)
             # every connection to it (cursor) starts in UTC, as open_scratch's do
             shared.execute("SET GLOBAL TimeZone = 'UTC'")
             _shared = shared
@@ -103,6 +109,9 @@ def open_scratch(
         config = {"temp_directory": spill}
         if memory_limit:
             config["memory_limit"] = memory_limit
+        threads = duckdb_threads()
+        if threads is not None:
+            config["threads"] = threads
         db = duckdb.connect(config=config)
         try:
             # Session time zone UTC: casts between zoned and naive timestamps then mean UTC.

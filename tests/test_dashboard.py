@@ -501,6 +501,33 @@ def _same_as_the_api(service, cookies, extra=()):
     return everyone
 
 
+def test_a_segment_or_csm_no_account_has_is_said_not_an_empty_list(dash):
+    """A filter on a segment or CSM that no account names (a typo, a CSM who left) is an
+    error naming the filter, not an empty list that looks like "no accounts at risk";
+    "my accounts" of a CSM no account names yet says so."""
+    from healthscore.service import auth
+
+    service, cookies = dash
+    state = service.state
+    with state.store_access() as store:
+        newbie = auth.add_user(store, "nina", PASSWORD, "member", csm="Nina Newhire")
+    cookie = auth.start_session(state, newbie)
+    with httpx.Client(
+        base_url=service.url, cookies={auth.SESSION_COOKIE: cookies["vic"]}, timeout=60
+    ) as c:
+        seg = c.get("/accounts", params={"segment": "enterprsie"})
+        csm = c.get("/accounts", params={"csm": "Nobody Here", "band": "red"})
+        known = c.get("/accounts", params={"csm": "elena  PETROVA"})
+    assert seg.status_code == 400
+    assert "`segment` &#39;enterprsie&#39;: no account has this segment" in seg.text
+    assert csm.status_code == 400 and "no account has this csm" in csm.text
+    assert known.status_code == 200 and "no account has" not in known.text
+    with httpx.Client(base_url=service.url, cookies={auth.SESSION_COOKIE: cookie}) as c:
+        mine = c.get("/accounts", params={"mine": "1"}, timeout=60)
+    assert mine.status_code == 200
+    assert "no account names Nina Newhire as its CSM" in mine.text
+
+
 def test_the_pages_list_what_the_api_lists_live_and_from_current_scores(dash):
     """Before a rescore of everyone both score live; after it both read current_scores,
     even where live scoring would now say otherwise (a flag the rescorer was not told

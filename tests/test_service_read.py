@@ -94,6 +94,16 @@ def test_pages_and_the_page_cap(service, api, everyone):
     assert api.get("/v1/accounts", params={"sort": "colour"}).status_code == 422
     r = api.get("/v1/accounts", params={"band": "purple"})
     assert r.status_code == 400 and "band" in r.json()["error"]
+    # a segment or CSM no account names is said, with the ones the accounts name
+    r = api.get("/v1/accounts", params={"segment": "enterprsie"})
+    body = r.json()
+    assert r.status_code == 400
+    assert body["error"] == "`segment` 'enterprsie': no account has this segment"
+    segments = {i["segment"] for i in everyone["items"] if i["segment"]}
+    assert body["hint"].startswith("the accounts' segments: ")
+    assert segments <= set(body["hint"].removeprefix("the accounts' segments: ").split(", "))
+    r = api.get("/v1/accounts", params={"csm": "Nobody Here"})
+    assert r.status_code == 400 and "no account has this csm" in r.json()["error"]
 
 
 def test_one_account_is_its_explanation(service, api, everyone):

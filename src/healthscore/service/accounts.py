@@ -227,6 +227,27 @@ def choices(store) -> tuple[list[str], list[str]]:
     return seg, csm
 
 
+class UnknownFilter(HealthscoreError):
+    """A ``segment`` or ``csm`` filter that no account names (``name``: which)."""
+
+    def __init__(self, message: str, *, hint: str, name: str):
+        super().__init__(message, hint=hint)
+        self.name = name
+
+
+def _known(name: str, wanted: str | None, have: list[str]) -> None:
+    """A ``segment`` or ``csm`` filter no account names is an error listing those the
+    accounts name (an empty list would say nothing of a typo or a CSM who left)."""
+    if not wanted or _key(wanted) in {_key(h) for h in have}:
+        return
+    shown = ", ".join(have[:20]) + (f" (and {len(have) - 20} more)" if len(have) > 20 else "")
+    raise UnknownFilter(
+        f"`{name}` {wanted!r}: no account has this {name}",
+        hint=f"the accounts' {name}s: {shown}" if have else f"no account has a {name}",
+        name=name,
+    )
+
+
 def page(
     state,
     card: Model | None = None,
@@ -236,11 +257,14 @@ def page(
     **filters,
 ) -> AccountPage:
     """The list of ``card`` (default: the model's health scorecard) through
-    :func:`select` (``filters``: its keywords), cut to ``limit`` rows from ``offset``."""
+    :func:`select` (``filters``: its keywords), cut to ``limit`` rows from ``offset``.
+    A ``segment`` or ``csm`` no account names is an error (:func:`_known`)."""
     card = card or state.model
     with state.store_access() as store:
         book = read_book(store, card, state.now())
         segments, csms = choices(store)
+    _known("segment", filters.get("segment"), segments)
+    _known("csm", filters.get("csm"), csms)
     rows = select(card, book.rows, **filters)
     return AccountPage(
         book.as_of,

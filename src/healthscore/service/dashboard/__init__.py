@@ -194,6 +194,12 @@ def accounts_page(request: Request, user=auth.require_user("viewer")):
             limit=limit,
             offset=offset,
         )
+    except accounts.UnknownFilter as e:
+        if mine and e.name == "csm":  # "my accounts" of a CSM no account names yet
+            note = f"no account names {user.csm} as its CSM, so there are no accounts of yours"
+        else:
+            error = e.message or str(e)
+        page = None
     except HealthscoreError as e:
         error, page = e.message or str(e), None
     if page is None or (mine and not user.csm):

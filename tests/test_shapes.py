@@ -286,3 +286,23 @@ def test_log_scale_scores_ln_1_plus_x_and_keeps_the_version_of_models_without_it
         hs.load_model_text(
             LOG_MODEL.replace("bad: 0, good: 50}", "points: [[0, 0], [9, 100]], scale: log}")
         )
+
+
+@pytest.mark.parametrize("slope", [4.0, 30.0], ids=["gentle", "steep"])
+def test_the_logistic_fit_reaches_the_penalised_optimum(slope):
+    """The Newton solver behind shapes and calibration's lines ends where the gradient of
+    the penalised log-loss is zero, with and without an offset, whether its steps are
+    taken whole unjudged (each moves no logit by more than 1) or judged by the loss (a
+    steep risk, where the early steps move logits far)."""
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0.0, 1.0, 5000)
+    offset = rng.normal(0.0, 0.5, 5000)
+    logit = offset + slope / 3.0 - slope * x
+    y = (rng.uniform(size=5000) < 1.0 / (1.0 + np.exp(-logit))).astype(float)
+    design = np.column_stack([np.ones_like(x), x])
+    for off in (None, offset):
+        theta = shapes.logistic_newton(design, y, off, 0.1)
+        z = (0.0 if off is None else off) + design @ theta
+        grad = design.T @ (1.0 / (1.0 + np.exp(-z)) - y) + np.array([1e-6, 0.1]) * theta
+        assert np.abs(grad).max() < 1e-8
+        assert -1.3 * slope < theta[1] < -0.7 * slope  # the generated slope, give or take

@@ -407,6 +407,27 @@ def test_an_idle_rescorer_builds_the_larger_plans_so_a_batch_of_ten_builds_nothi
     assert set(_current(state, state.model.version)) & set(ids) == scored
 
 
+def test_after_the_idle_builds_a_batch_of_each_scorecard_plans_no_statement_again(quiet, driven):
+    """Once warm-up and the idle builds are done, every scorecard's kept statements are
+    planned on the catalog as it is: a batch of 10 accounts prepares none of them again
+    (each build changed the catalog the statements before it were planned on)."""
+    from healthscore.service.rescorer import IDLE_SLOTS
+
+    state = quiet.state
+    rescorer = driven
+    rescorer.warm()
+    for _ in range(len(IDLE_SLOTS) * len(state.model.scorecard_names()) + 1):
+        rescorer.warm_one_more()
+    with state.store_access() as store:
+        ids = _ids(store, 10, 23)
+    with state.reading() as reader:
+        backend = reader._backend
+    before = backend.plannings
+    rescorer.rescore(set(ids))
+    assert backend.plannings == before
+    assert set(_current(state, state.model.version)) & set(ids)
+
+
 def test_the_status_counts_a_micro_batch_under_way_until_its_rows_are_written(quiet, driven):
     """While a batch is being rescored, the status does not say the rescorer has caught
     up: the batch's accounts are `rescoring` and `lag_seconds` runs from its oldest mark

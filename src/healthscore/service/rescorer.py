@@ -256,6 +256,7 @@ class Rescorer:
                 if self._stop.is_set():  # stopping: no plan is needed any more
                     return
                 self._build(name, slots)
+        self._refresh()
         self.warmed = True
         _keep_heap()
 
@@ -270,6 +271,8 @@ class Rescorer:
         if self._idle_builds:
             try:
                 self._build(*self._idle_builds[0])
+                if len(self._idle_builds) == 1:  # the last: plan the others again, once
+                    self._refresh()
                 _keep_heap()
             finally:  # counted as left until built (or failed: not tried again)
                 self._idle_builds.pop(0)
@@ -293,7 +296,19 @@ class Rescorer:
             plan.prepare(store, slots)
             if store.has_table(SCORES):
                 self._trend_plan(plan.model).prepare(store, slots)
-            plan.refresh(store)  # the statements planned before this one's
+
+    def _refresh(self) -> None:
+        """Have the kept statements of every plan built so far planned again now, once
+        after a series of builds (:meth:`warm`, the last of :meth:`warm_one_more`'s):
+        each build changes the catalog the statements before it were planned on, and
+        planning them all again after every build made the builds quadratic in their
+        number, while a build of another scorecard left this one's stale anyway."""
+        model = self.state.model
+        with self.state.reading() as store:
+            for name in model.scorecard_names():
+                if self._stop.is_set():  # stopping: no plan is needed any more
+                    return
+                self._plan(model.scorecard(name)).refresh(store)
 
     def _ensure_current(self) -> None:
         from healthscore.store import current

@@ -336,3 +336,48 @@ def test_the_threads_a_duckdb_store_runs_come_from_the_environment(tmp_path, mon
         assert e.value.message.startswith(f"$HEALTHSCORE_DUCKDB_THREADS is '{bad}'")
         assert "whole number" in e.value.hint
         assert not (tmp_path / f"bad{bad}.duckdb").exists()
+
+
+def test_the_store_makes_its_tables_with_the_types_ibis_gives_them(tmp_path):
+    """A new store writes its CREATE TABLE statements itself (Ibis's create_table costs
+    a schema read-back per table): every table it makes has the column names, types and
+    nullability Ibis's own statement gives, for every schema the store or the service
+    declares, as a table of the file and as a temporary one of a read-only session."""
+    import duckdb
+    import ibis
+
+    from healthscore.core.tables import TABLES
+    from healthscore.evaluate.backtest import RUN_COLUMNS
+    from healthscore.service import auth
+    from healthscore.service.dashboard.feedback import COLUMNS as FEEDBACK_COLUMNS
+    from healthscore.store import BOOKKEEPING
+    from healthscore.store.backend import DuckDBBackend
+    from healthscore.store.current import SCHEMA as CURRENT_SCHEMA
+    from healthscore.store.history import SCHEMAS as HISTORY_SCHEMAS
+
+    schemas = {name: t.columns for name, t in TABLES.items()}
+    schemas |= dict(BOOKKEEPING) | dict(HISTORY_SCHEMAS)
+    schemas |= {"runs": RUN_COLUMNS, "cur": CURRENT_SCHEMA, "fb": FEEDBACK_COLUMNS}
+    schemas |= {"tokens": auth.TOKEN_COLUMNS, "users": auth.USER_COLUMNS}
+    schemas["odd types"] = {"d": "date", "n": "!int64", "i": "int32", "j": "json"}
+
+    def described(con, name):
+        return con.execute(f'DESCRIBE "{name}"').fetchall()
+
+    ours = DuckDBBackend.open(str(tmp_path / "ours.duckdb"), read_only=False)
+    reference = ibis.duckdb.connect(str(tmp_path / "ibis.duckdb"))
+    for name, schema in schemas.items():
+        ours.create_empty(name, schema, temp=False)
+        reference.create_table(name, schema=ibis.schema(schema))
+        assert described(ours.native, name) == described(reference.con, name), name
+    ours.close()
+
+    # read-only: a session's temporary table, nothing written into the file
+    read_only = connect(tmp_path / "ours.duckdb", read_only=True)
+    read_only.create_table("session only", {"a": "string", "b": "!timestamp"})
+    assert read_only.columns("session only") == {"a": "string", "b": "!timestamp(6)"}
+    read_only.close()
+    with duckdb.connect(str(tmp_path / "ours.duckdb"), read_only=True) as con:
+        assert not con.execute(
+            "SELECT 1 FROM duckdb_tables() WHERE table_name = 'session only'"
+        ).fetchall()

@@ -373,9 +373,7 @@ class Store:
                 self.create_table(name, t.columns)
         if META not in existing:
             self.create_table(META, BOOKKEEPING[META])
-            self.con.insert(
-                META, pa.table({"key": ["schema_version"], "value": [str(SCHEMA_VERSION)]})
-            )
+            self.insert(META, pa.table({"key": ["schema_version"], "value": [str(SCHEMA_VERSION)]}))
         else:
             found = self.meta().get("schema_version")
             if found and int(found) > SCHEMA_VERSION:
@@ -422,7 +420,7 @@ class Store:
     def create_table(self, name: str, schema: dict[str, str]) -> None:
         """An empty table; on a read-only store, one of this session only."""
         with self.writing():
-            self.con.create_table(name, schema=ibis.schema(schema), temp=self.read_only)
+            self._backend.create_empty(name, schema, temp=self.read_only)
 
     def insert(self, name: str, data: pa.Table) -> None:
         """Append rows to a table (callers wrap several in :meth:`transaction`)."""

@@ -10,6 +10,9 @@ on Uvicorn's worker threads, and the rescorer's thread take turns.
 The rescorer reads through :meth:`ServiceState.reading` instead: on DuckDB a second
 connection to the same database (``Store.reader``), so scoring does not wait for a batch
 being written nor a batch for scoring; its writes go through ``store_access`` as any.
+Requests that only read a few committed rows (one account's current score) go through
+:meth:`ServiceState.request_reading`, a third such connection: under heavy ingest a
+``GET /v1/accounts/{id}`` waited for the ingest batches queued on the store's lock.
 
 Writers call :meth:`ServiceState.touched` with the accounts a write changed; the
 rescorer waits on :meth:`ServiceState.take_touched` and rescores them in micro-batches.
@@ -42,6 +45,8 @@ class ServiceState:
     lock: threading.RLock = field(default_factory=threading.RLock)
     _reader: Store | None = None  # the rescorer's connection (see reading())
     _reader_lock: threading.RLock = field(default_factory=threading.RLock)
+    _request_reader: Store | None = None  # the requests' reading connection
+    _request_reader_lock: threading.RLock = field(default_factory=threading.RLock)
     _touched: set[str] = field(default_factory=set)
     _touched_cond: threading.Condition = field(default_factory=threading.Condition)
     _first_touch: float | None = None  # monotonic time of the oldest mark not yet taken
@@ -62,6 +67,10 @@ class ServiceState:
             if self._reader is not None and self._reader is not self.store:
                 self._reader.close()
             self._reader = None
+        with self._request_reader_lock:
+            if self._request_reader is not None and self._request_reader is not self.store:
+                self._request_reader.close()
+            self._request_reader = None
         with self.lock:
             self.store.close()
 
@@ -86,6 +95,23 @@ class ServiceState:
                     yield self.store
             else:
                 yield self._reader
+
+    @contextmanager
+    def request_reading(self) -> Iterator[Store]:
+        """:meth:`reading` for requests: a connection of its own (on DuckDB), so a
+        request that reads committed rows does not wait for ingest batches or the
+        rescorer's writes holding the store, nor for the rescorer's scoring. It reads
+        only (a table may be missing: the caller then goes through
+        :meth:`store_access`); requests take turns on it."""
+        with self._request_reader_lock:
+            if self._request_reader is None:
+                with self.lock:
+                    self._request_reader = self.store.reader()
+            if self._request_reader is self.store:
+                with self.lock:
+                    yield self.store
+            else:
+                yield self._request_reader
 
     def now(self) -> datetime:
         """The service's "now" (UTC, naive, whole seconds): ``settings.now`` when fixed,

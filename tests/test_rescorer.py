@@ -144,7 +144,7 @@ def test_the_compiled_batch_trends_give_the_built_querys_rows(demo_projects, tmp
                     wide.filter(pc.is_null(wide["score"]))["account_id"].to_pylist()
                 )
         assert len(seen) > 1  # the batches did meet more than one class
-        assert trends.builds == 4  # 1, 4 and 64 slots and the list of any size, once each
+        assert trends.builds == 4  # 1, 4 and 16 slots and the list of any size, once each
     finally:
         store.close()
 

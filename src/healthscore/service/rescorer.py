@@ -17,7 +17,7 @@ builds them in Python.
   trend class and 30-day change are recomputed with its new score as the latest point
   of its stored history (:func:`healthscore.engine.current.batch_trend_rows`), so a
   fall that makes a rapid decline shows as one at once; that query too is compiled
-  once per model version, scorecard and batch size (up to 256 accounts; a larger
+  once per model version, scorecard and batch size (up to 16 accounts; a larger
   batch runs one query compiled for any number, its accounts passed as lists).
 - **Fixed costs of a small batch.** Once the plans are built the heap that holds them
   is exempt from Python's full collections (:func:`_keep_heap`): a full collection was

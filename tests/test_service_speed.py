@@ -149,3 +149,16 @@ def test_one_accounts_current_score_is_served_while_a_write_holds_the_store(serv
     assert served is not None, "GET /v1/accounts/{id} waited for the write holding the store"
     assert served.status_code == 200
     assert served.json() == before.json()  # the same committed row
+    from healthscore.store import current
+
+    card = state.model.scorecard(None)
+    with state.store_access() as store:  # the row as the store reads it
+        t = current.of_model(store, card.version, card.scorecard_name)
+        (row,) = store.execute(t.filter(t.account_id == account)).to_pylist()
+    body = served.json()
+    assert body["scored_at"] == row["computed_at"].isoformat()
+    assert (body["score"], body["trend"], body["change_30d"]) == (
+        row["score"],
+        row["trend"],
+        row["change_30d"],
+    )

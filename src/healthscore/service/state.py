@@ -51,6 +51,9 @@ class ServiceState:
     _ingest_turn: threading.Lock = field(default_factory=threading.Lock)  # ingest_access
     _request_reader: Store | None = None  # the requests' reading connection
     _request_reader_lock: threading.RLock = field(default_factory=threading.RLock)
+    #: queries compiled once for requests, run on the requests' connection (holding
+    #: :meth:`request_reading`): key -> ``Store.prepare``'s result
+    request_plans: dict = field(default_factory=dict)
     _touched: set[str] = field(default_factory=set)
     _touched_cond: threading.Condition = field(default_factory=threading.Condition)
     _first_touch: float | None = None  # monotonic time of the oldest mark not yet taken

@@ -34,7 +34,9 @@ service has no such route):
     ``SENDERS`` client threads, for ``--seconds``); the rate achieved
     (``b_events_per_s``), how late the posts started against their schedule
     (``b_late_p50_s``/``b_late_p99_s``) and the share of a core this process used
-    (``b_client_cpu_share``); for one account of one batch in five, one that no batch of
+    (``b_client_cpu_share``), the service's CPU time from the first batch until every
+    account is rescored (``b_service_cpu_s``; per 1,000 events ``b_cpu_ms_per_1000``);
+    for one account of one batch in five, one that no batch of
     the last ``FRESH_SECONDS`` touched (so the first rescore after the send is the one its
     event caused), the time from sending the event to ``GET /v1/accounts/{id}`` showing
     a ``scored_at`` after it: p50/p99, polled every ``POLL_EVERY`` (50 ms, so the
@@ -392,6 +394,7 @@ def latency(svc: Service, accounts: list[str], seconds: float) -> dict:
     senders = [threading.Thread(target=sender) for _ in range(SENDERS)]
     for t in senders:
         t.start()
+    service_cpu0 = svc.cpu_seconds()
     cpu0 = time.process_time()
     t0 = time.monotonic()
     follow_next = True
@@ -419,6 +422,11 @@ def latency(svc: Service, accounts: list[str], seconds: float) -> dict:
     client_cpu = time.process_time() - cpu0  # this process: the pacer, senders, pollers
     for t in pollers:
         t.join()
+    svc.settle()
+    # the service's CPU time from the first batch until every account is rescored (the
+    # pollers' reads too): what (b) costs it, less sensitive than wall time to a shared
+    # machine
+    service_cpu = None if service_cpu0 is None else svc.cpu_seconds() - service_cpu0
     return {
         "b_seconds": round(sending, 1),
         "b_sent": sent[0],
@@ -434,6 +442,10 @@ def latency(svc: Service, accounts: list[str], seconds: float) -> dict:
         "b_post_p50_s": pct(posts, 0.5),
         "b_post_p99_s": pct(posts, 0.99),
         "b_errors": errors[0],
+        "b_service_cpu_s": None if service_cpu is None else round(service_cpu, 1),
+        "b_cpu_ms_per_1000": None
+        if not service_cpu or not accepted[0]
+        else round(service_cpu / accepted[0] * 1e6),
     }
 
 

@@ -144,7 +144,7 @@ def test_the_compiled_batch_trends_give_the_built_querys_rows(demo_projects, tmp
                     wide.filter(pc.is_null(wide["score"]))["account_id"].to_pylist()
                 )
         assert len(seen) > 1  # the batches did meet more than one class
-        assert trends.builds == 4  # 1, 4 and 64 slots and the list of any size, once each
+        assert trends.builds == 4  # 1, 4 and 16 slots and the list of any size, once each
     finally:
         store.close()
 
@@ -509,3 +509,24 @@ def test_under_heavy_ingest_a_micro_batch_gathers_as_long_as_the_last_took_and_l
         assert rows[ids[0]]["score"] == pytest.approx(new) and new != before
     finally:
         state.close()
+
+
+def test_marks_that_waited_for_the_batch_before_are_taken_without_gathering_again():
+    """The rescorer gathers marks until the oldest is ``rescore_every`` old: accounts
+    marked while a batch was being rescored waited for it already, and the next batch
+    takes them at once (it gathered ``rescore_every`` more, each of their waits longer
+    by that much); a fresh mark still gathers."""
+    from healthscore.service import Settings
+    from healthscore.service.rescorer import Rescorer
+    from healthscore.service.state import ServiceState
+
+    state = ServiceState(Settings(rescore_every=2.0), store=None, model=None)  # marks only
+    rescorer = Rescorer(state)  # not started: driven here
+    state.touched(["ACC-1"])
+    assert 0 < rescorer.gather_left() <= 2.0  # just marked: gathers
+    time.sleep(2.1)  # as if a batch took this long while it was marked
+    state.touched(["ACC-2"])
+    assert rescorer.gather_left() == 0  # the oldest mark has gathered enough
+    state.take_touched()
+    state.touched(["ACC-3"])
+    assert 0 < rescorer.gather_left() <= 2.0

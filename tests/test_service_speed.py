@@ -106,3 +106,59 @@ def test_after_an_ingest_the_served_score_is_the_clis(service):
         row["coverage"],
     )
     assert served["score"] != before["score"]  # the new events counted
+
+
+def test_one_accounts_current_score_is_served_while_a_write_holds_the_store(service):
+    # GET /v1/accounts/{id} reads its committed current row through a connection of its
+    # own: under heavy ingest (bench/ingest_realtime.py (b)) it waited for every batch
+    # queued on the store's lock, most of the time from a rescore to a client seeing it
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import TimeoutError as Late
+
+    state = service.state
+    with service.client() as c:
+        account = c.get("/v1/accounts", params={"limit": 1, "sort": "name"}).json()["items"][0][
+            "account_id"
+        ]
+        service.app.state.rescorer.rescore({account})  # its row in current_scores
+        before = c.get(f"/v1/accounts/{account}")  # and the token verified (cached 5 s)
+        assert before.status_code == 200 and before.json()["source"] == "current_scores"
+        held, release = threading.Event(), threading.Event()
+
+        def write():  # an ingest batch (or the rescorer's write) holding the store
+            with state.store_access():
+                held.set()
+                release.wait(120)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        try:
+            assert held.wait(60)
+            with ThreadPoolExecutor(1) as pool:
+                answer = pool.submit(c.get, f"/v1/accounts/{account}")
+                try:
+                    served = answer.result(timeout=30)
+                except Late:
+                    served = None
+                finally:
+                    release.set()
+        finally:
+            release.set()
+            writer.join(120)
+    assert served is not None, "GET /v1/accounts/{id} waited for the write holding the store"
+    assert served.status_code == 200
+    assert served.json() == before.json()  # the same committed row
+    from healthscore.store import current
+
+    card = state.model.scorecard(None)
+    with state.store_access() as store:  # the row as the store reads it
+        t = current.of_model(store, card.version, card.scorecard_name)
+        (row,) = store.execute(t.filter(t.account_id == account)).to_pylist()
+    body = served.json()
+    assert body["scored_at"] == row["computed_at"].isoformat()
+    assert (body["score"], body["trend"], body["change_30d"]) == (
+        row["score"],
+        row["trend"],
+        row["change_30d"],
+    )

@@ -74,8 +74,12 @@ def _trend_dict(rows: pa.Table) -> dict[str, dict]:
 
 
 #: account slots of the compiled micro-batch trend queries (a batch is padded with NULL);
-#: a larger batch runs the query whose accounts come as lists (:data:`MANY`)
-TREND_SLOTS = (1, 4, 16, 64, 256)
+#: a larger batch runs the query whose accounts come as lists (:data:`MANY`). No 64 or
+#: 256: DuckDB plans the query again at each run with its 3 values a slot bound, and
+#: past 16 accounts the lists cost less (S store with 4 history dates, CPU ms p50 of 6,
+#: slots against lists, load 5: 16 accounts 30 / 32, 40 accounts 74 / 39, 100 accounts
+#: 236 / 37, 150 accounts 212 / 31; the same rows)
+TREND_SLOTS = (1, 4, 16)
 #: the plan of a batch of any size: its ids, scores and bands each one text parameter,
 #: the values joined by :data:`_SEP` and split into rows by the query
 MANY = None
@@ -90,7 +94,7 @@ class BatchTrends:
     parameters bound at each run (:meth:`~healthscore.store.Store.prepare`): a
     micro-batch pays for running the query, not for building it (75-100 ms; 0.5-1 s
     for the thousands of accounts of a batch under heavy ingest). A batch of more than
-    ``TREND_SLOTS[-1]`` accounts runs one plan whose accounts are a table made from
+    ``TREND_SLOTS[-1]`` accounts (16) runs one plan whose accounts are a table made from
     three text parameters (the ids, scores and bands, each joined by one separator)."""
 
     def __init__(self, model: Model):

@@ -179,7 +179,7 @@ def _write(state, table: str, rows: list) -> dict:
                 "unknown_accounts": 0, "accounts_changed": 0}  # fmt: skip
     with check_rows(rows, table) as batch:
         data = batch.data.read_all()
-        with state.store_access() as store:
+        with state.ingest_access() as store:  # behind at most one other batch
             result = store.append(table, data, columns=batch.supplied)
     state.touched(result.accounts)
     out = {

@@ -7,8 +7,9 @@ accounts :meth:`ServiceState.touched` marked, runs the scoring queries through
 go on meanwhile), and holds the store only while it writes the rows, never while it
 builds them in Python.
 
-- **Micro-batches.** The thread waits for marked accounts, gathers more for
-  ``settings.rescore_every`` seconds (under heavy ingest longer, see below), takes them
+- **Micro-batches.** The thread waits for marked accounts, gathers more until the
+  oldest mark is ``settings.rescore_every`` seconds old (under heavy ingest for longer,
+  see below), takes them
   all and rescores only them, on every
   scorecard of the model file, as of :meth:`ServiceState.now` (an event of this
   morning counts this morning). Scoring runs a plan compiled once per model version and
@@ -17,7 +18,7 @@ builds them in Python.
   trend class and 30-day change are recomputed with its new score as the latest point
   of its stored history (:func:`healthscore.engine.current.batch_trend_rows`), so a
   fall that makes a rapid decline shows as one at once; that query too is compiled
-  once per model version, scorecard and batch size (up to 256 accounts; a larger
+  once per model version, scorecard and batch size (up to 16 accounts; a larger
   batch runs one query compiled for any number, its accounts passed as lists).
 - **Fixed costs of a small batch.** Once the plans are built the heap that holds them
   is exempt from Python's full collections (:func:`_keep_heap`): a full collection was
@@ -170,7 +171,7 @@ class Rescorer:
                 if self.state.settings.idle_builds:
                     self._guarded(self.warm_one_more, "warm-up")
                 continue
-            gather = self.gathering()
+            gather = self.gather_left()
             if gather:
                 self._stop.wait(gather)  # gather a micro-batch
             age = self.state.oldest_touch_age()
@@ -209,6 +210,18 @@ class Rescorer:
         if self.state.pending_rescore() <= PACE_ACCOUNTS:
             return every
         return max(every, min(last.seconds, MAX_GATHER))
+
+    def gather_left(self) -> float:
+        """Seconds left to gather before taking the next micro-batch. Under light load
+        :meth:`gathering` counts from the oldest mark: accounts marked while the batch
+        before was being rescored have gathered already, and are taken at once (they
+        waited for that whole batch; gathering again after it added ``rescore_every`` to
+        each of their waits). Under heavy ingest the pause counts from now (the pacing
+        that leaves ingest half the CPU)."""
+        gather = self.gathering()
+        if gather != self.state.settings.rescore_every:
+            return gather
+        return max(0.0, gather - (self.state.oldest_touch_age() or 0.0))
 
     def _midnight(self) -> datetime:
         return self.state.now().replace(hour=0, minute=0, second=0, microsecond=0)

@@ -381,3 +381,23 @@ def test_the_store_makes_its_tables_with_the_types_ibis_gives_them(tmp_path):
         assert not con.execute(
             "SELECT 1 FROM duckdb_tables() WHERE table_name = 'session only'"
         ).fetchall()
+
+
+def test_a_tables_columns_follow_every_change_of_the_store(fresh_store):
+    """The columns of a table, which an append reads at every batch, are kept per
+    connection only as long as the catalog is unchanged: a column added by a load, an
+    append or a rolled-back transaction shows (or not) at once."""
+    s = fresh_store
+    before = s.columns("users")
+    assert "plan_tier" not in before
+    day = pa.array([datetime(2024, 1, 1)])
+    s.append("users", pa.table({"user_id": ["u9"], "account_id": ["A1"], "created_at": day}))
+    assert s.columns("users") == before
+    extra = {"user_id": ["u9"], "account_id": ["A1"], "created_at": day, "plan_tier": ["gold"]}
+    s.append("users", pa.table(extra))
+    assert s.columns("users") == {**before, "plan_tier": "string"}
+    with pytest.raises(RuntimeError), s.transaction():
+        s._add_columns("users", [pa.field("seat_count", pa.int64())])
+        assert s.columns("users")["seat_count"] == "int64"
+        raise RuntimeError("rolled back")
+    assert s.columns("users") == {**before, "plan_tier": "string"}

@@ -450,7 +450,7 @@ class Store:
         return Store(ibis.duckdb.from_connection(cursor), self.url, read_only=True)
 
     def columns(self, name: str) -> dict[str, str]:
-        return {c: str(t) for c, t in self.con.get_schema(name).items()}
+        return self._backend.columns(name)
 
     def count(self, name: str) -> int:
         return self._backend.count(name)
@@ -913,17 +913,8 @@ class Store:
         if old is not None:
             # one statement with its values (a service appends many times a second: a
             # delete and an Arrow insert of one row cost several times as much)
-            values = {
-                "watermark": _literal(row["w"]) if row["w"] is not None else sge.null(),
-                "rows": sge.Literal.number(row["n"]),
-                "loaded_at": _literal(now),
-            }
-            update = sge.Update(
-                this=sg.table(WATERMARKS, quoted=True),
-                expressions=[sg.column(c, quoted=True).eq(v) for c, v in values.items()],
-                where=sge.Where(this=sg.column("table_name", quoted=True).eq(_literal(name))),
-            )
-            self._backend.statement(update)
+            values = {"watermark": row["w"], "rows": row["n"], "loaded_at": now}
+            self._backend.update_row(WATERMARKS, values, ("table_name", name))
             return row["w"]
         self._backend.insert(
             WATERMARKS,

@@ -540,7 +540,7 @@ def _fit_line(
 ) -> tuple[float, float, float]:
     """Logistic risk ~ offset + a + b·n by Newton steps: (negative log-likelihood, a, b)."""
     off = np.zeros(len(n)) if offset is None else offset
-    a, b = shapes.logistic_newton(np.column_stack([np.ones_like(n), n]), y, offset, ridge)
+    a, b = shapes.logistic_line(n, y, offset, ridge)
     return _nll(y, off + a + b * n), float(a), float(b)
 
 

@@ -400,9 +400,13 @@ def score_lines(store: Store, model: Model, dates: list[datetime]) -> pd.DataFra
 
 def _wide(lines: pd.DataFrame, obs: pd.DataFrame, kind: str, column: str, names: list[str]):
     part = lines[lines["kind"] == kind]
-    wide = part.pivot_table(
-        index=["account_id", "as_of"], columns="name", values=column, aggfunc="first", dropna=False
-    )
+    key = ["account_id", "as_of", "name"]
+    if part.duplicated(key).any():  # never in a stored history; the first value wins
+        wide = part.pivot_table(
+            index=key[:2], columns="name", values=column, aggfunc="first", dropna=False
+        )
+    else:  # one line per observation and name: a reshape (pivot_table groups: slower)
+        wide = part.set_index(key)[column].unstack("name")
     wide = wide.reindex(columns=names)
     keys = pd.MultiIndex.from_frame(obs[["account_id", "as_of"]])
     return wide.reindex(keys)
@@ -467,9 +471,11 @@ class _Feature:
 
 def _map_feature(text: np.ndarray, mapping: dict[str, float]) -> np.ndarray:
     """0-1 per observation from a category map; NaN for no category or an unmapped one."""
-    return np.array(
-        [np.nan if t is None or t not in mapping else mapping[t] / 100.0 for t in text], float
-    )
+    if not len(text):
+        return np.zeros(0)
+    # a dictionary lookup per distinct value (None and unmapped ones: NaN)
+    scores = pd.Series(text, dtype=object).map({k: float(v) for k, v in mapping.items()})
+    return scores.to_numpy(float, na_value=np.nan) / 100.0
 
 
 def _score01(n: np.ndarray, w: np.ndarray, pillar_of: np.ndarray, pillars: int) -> np.ndarray:
@@ -809,7 +815,7 @@ def _category_effects(text: np.ndarray, y: np.ndarray, offset: np.ndarray) -> di
     """Per category, its effect on the risk logit beyond ``offset`` (ridge-shrunk to 0)."""
     effects = {}
     for cat in sorted({t for t in text if t is not None}):
-        rows = np.array([t == cat for t in text])
+        rows = text == cat
         t = 0.0
         for _ in range(50):
             p = 1.0 / (1.0 + np.exp(-np.clip(offset[rows] + t, -30.0, 30.0)))
@@ -1126,16 +1132,24 @@ def _apply_rules(
 
 
 def _red(score: np.ndarray, forced: np.ndarray, yellow: float) -> np.ndarray:
-    free = np.array([f is None for f in forced])
-    return np.where(free, score < yellow, forced == "red")
+    return _red_at(forced)(score, yellow)
+
+
+def _red_at(forced: np.ndarray):
+    """``(score, yellow) -> red`` for the rule-``forced`` bands (None: free), which are
+    read once: the thresholds tried in turn only compare scores."""
+    free = np.array([f is None for f in forced], bool)
+    forced_red = forced == "red"
+    return lambda score, yellow: np.where(free, score < yellow, forced_red)
 
 
 def _yellow_for(
     score: np.ndarray, forced: np.ndarray, y: np.ndarray, target: float
 ) -> tuple[float, bool]:
     """Lowest whole-number threshold with recall >= target (lowest FPR); reached?"""
+    red_at = _red_at(forced)
     for t in range(1, 100):
-        red = _red(score, forced, t)
+        red = red_at(score, t)
         if y.sum() and red[y].mean() >= target:
             return float(t), True
     return 99.0, False
@@ -1204,9 +1218,10 @@ def fit_bands(
     green observations the old model had, at least a point above yellow.
     """
     own = np.full(len(score), np.nan) if own_yellow is None else own_yellow
+    red_at = _red_at(forced)
 
     def red(t: float) -> np.ndarray:
-        return _red(score, forced, np.where(np.isnan(own), t, own))
+        return red_at(score, np.where(np.isnan(own), t, own))
 
     yellow, reached = _yellow_for(score, forced, y, target_recall)
     wanted = None

@@ -471,11 +471,9 @@ class _Feature:
 
 def _map_feature(text: np.ndarray, mapping: dict[str, float]) -> np.ndarray:
     """0-1 per observation from a category map; NaN for no category or an unmapped one."""
-    if not len(text):
-        return np.zeros(0)
-    # a dictionary lookup per distinct value (None and unmapped ones: NaN)
-    scores = pd.Series(text, dtype=object).map({k: float(v) for k, v in mapping.items()})
-    return scores.to_numpy(float, na_value=np.nan) / 100.0
+    return np.array(
+        [np.nan if t is None or t not in mapping else mapping[t] / 100.0 for t in text], float
+    )
 
 
 def _score01(n: np.ndarray, w: np.ndarray, pillar_of: np.ndarray, pillars: int) -> np.ndarray:

@@ -355,6 +355,20 @@ def test_weighted_score_gradient_matches_finite_differences():
         down = cal._score01(n, w - eps * np.eye(6)[j], pillar_of, 3)
         numeric = np.nan_to_num((up - down) / (2 * eps))
         assert np.abs(numeric - grad[:, j]).max() < 1e-6
+    # the weight fit sums the derivative against a vector over the observations without
+    # forming it: the same numbers
+    v = rng.normal(size=300)
+    same, pullback = cal._WeightedSum(n, pillar_of, 3).score_and_pullback(w)
+    assert np.array_equal(np.isnan(same), np.isnan(score))
+    assert np.abs(np.nan_to_num(same - score)).max() < 1e-12
+    assert np.abs(pullback(v) - v @ grad).max() < 1e-12
+    w0 = w.copy()
+    w0[3] = 0.0  # a metric with weight 0 keeps its derivative
+    _, g0 = cal._score01_grad(n, w0, pillar_of, 3)
+    assert (
+        np.abs(cal._WeightedSum(n, pillar_of, 3).score_and_pullback(w0)[1](v) - v @ g0).max()
+        < 1e-12
+    )
 
 
 def test_a_flip_the_metric_alone_does_not_support_says_it_comes_from_the_others():

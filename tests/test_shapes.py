@@ -306,3 +306,28 @@ def test_the_logistic_fit_reaches_the_penalised_optimum(slope):
         grad = design.T @ (1.0 / (1.0 + np.exp(-z)) - y) + np.array([1e-6, 0.1]) * theta
         assert np.abs(grad).max() < 1e-8
         assert -1.3 * slope < theta[1] < -0.7 * slope  # the generated slope, give or take
+        # calibration's one-metric fits take the same steps with the 2 x 2 system written
+        # out: the same coefficients, whatever the ridge (shapes' or the anchors' tiny one)
+        for ridge in (0.1, 1e-6):
+            want = shapes.logistic_newton(design, y, off, ridge)
+            got = shapes.logistic_line(x, y, off, ridge)
+            assert np.abs(np.array(got) - want).max() < 1e-10
+
+
+def test_the_line_fit_stops_where_the_general_one_does_when_the_outcome_separates():
+    """An outcome a threshold separates: the slope grows until the tiny ridge holds it,
+    step after step judged by the loss; both solvers end at the same (large) coefficients
+    and the same log-loss, and with an offset too."""
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0.0, 1.0, 3000)
+    y = (x < 0.3).astype(float)
+    design = np.column_stack([np.ones_like(x), x])
+    for off in (None, rng.normal(0.0, 0.5, 3000)):
+        want = shapes.logistic_newton(design, y, off, 1e-6)
+        got = np.array(shapes.logistic_line(x, y, off, 1e-6))
+        assert abs(want[1]) > 50  # separated: a steep slope
+        assert np.abs(got - want).max() < 1e-6 * np.abs(want).max()
+        z = (0.0 if off is None else off) + design @ want
+        zz = (0.0 if off is None else off) + design @ got
+        nll = [np.sum(np.logaddexp(0.0, v) - y * v) for v in (z, zz)]
+        assert nll[1] == pytest.approx(nll[0], rel=1e-9, abs=1e-9)

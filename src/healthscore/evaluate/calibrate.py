@@ -400,9 +400,13 @@ def score_lines(store: Store, model: Model, dates: list[datetime]) -> pd.DataFra
 
 def _wide(lines: pd.DataFrame, obs: pd.DataFrame, kind: str, column: str, names: list[str]):
     part = lines[lines["kind"] == kind]
-    wide = part.pivot_table(
-        index=["account_id", "as_of"], columns="name", values=column, aggfunc="first", dropna=False
-    )
+    key = ["account_id", "as_of", "name"]
+    if part.duplicated(key).any():  # never in a stored history; the first value wins
+        wide = part.pivot_table(
+            index=key[:2], columns="name", values=column, aggfunc="first", dropna=False
+        )
+    else:  # one line per observation and name: a reshape (pivot_table groups: slower)
+        wide = part.set_index(key)[column].unstack("name")
     wide = wide.reindex(columns=names)
     keys = pd.MultiIndex.from_frame(obs[["account_id", "as_of"]])
     return wide.reindex(keys)
@@ -524,6 +528,63 @@ def _score01_grad(
     return np.where(known, score, np.nan), dscore
 
 
+class _WeightedSum:
+    """:func:`_score01_grad` of fixed normalised values ``n`` for many weight vectors,
+    as the weight fit needs them: the values split by pillar once, and the derivative
+    only ever wanted summed against a vector over the observations
+    (:meth:`score_and_pullback`), which needs no observations x metrics matrix."""
+
+    def __init__(self, n: np.ndarray, pillar_of: np.ndarray, pillars: int):
+        self.count, self.m = n.shape
+        avail = ~np.isnan(n)
+        filled = np.where(avail, n, 0.0)
+        self.blocks = []
+        for p in range(pillars):
+            cols = np.flatnonzero(pillar_of == p)
+            self.blocks.append(
+                (
+                    cols,
+                    np.ascontiguousarray(avail[:, cols], dtype=float),
+                    np.ascontiguousarray(filled[:, cols]),
+                )
+            )
+
+    def score_and_pullback(self, w: np.ndarray):
+        """The score (NaN where nothing is known) and ``v -> v @ dscore/dw``."""
+        num = np.zeros(self.count)
+        den = np.zeros(self.count)
+        parts = []
+        for (
+            cols,
+            av,
+            fl,
+        ) in self.blocks:
+            wp = w[cols]
+            pw = wp.sum()
+            a = av @ wp
+            s = fl @ wp
+            has = a > 0
+            ps = np.divide(s, a, out=np.zeros_like(s), where=has)
+            num += np.where(has, pw * ps, 0.0)
+            den += np.where(has, pw, 0.0)
+            parts.append((cols, av, fl, pw, ps, has, np.where(has, a, 1.0)))
+        known = den > 0
+        score = np.divide(num, den, out=np.zeros(self.count), where=known)
+        safe = np.where(known, den, 1.0)
+
+        def pullback(v: np.ndarray) -> np.ndarray:
+            # d score_i / d w_j, for j in pillar p with data at i (else 0):
+            # (ps_i - score_i + pw_p (n_ij - ps_i) / a_i [n_ij known]) / den_i
+            out = np.zeros(self.m)
+            for cols, av, fl, pw, ps, has, a in parts:
+                u = np.where(known & has, v / safe, 0.0)
+                ua = u / a
+                out[cols] = float(u @ (ps - score)) + pw * (ua @ fl - (ua * ps) @ av)
+            return out
+
+        return np.where(known, score, np.nan), pullback
+
+
 def _nll(y: np.ndarray, z: np.ndarray) -> float:
     """Sum of the logistic log-loss with risk logit ``z``."""
     return float(np.sum(np.logaddexp(0.0, z) - y * z))
@@ -540,7 +601,7 @@ def _fit_line(
 ) -> tuple[float, float, float]:
     """Logistic risk ~ offset + a + b·n by Newton steps: (negative log-likelihood, a, b)."""
     off = np.zeros(len(n)) if offset is None else offset
-    a, b = shapes.logistic_newton(np.column_stack([np.ones_like(n), n]), y, offset, ridge)
+    a, b = shapes.logistic_line(n, y, offset, ridge)
     return _nll(y, off + a + b * n), float(a), float(b)
 
 
@@ -752,7 +813,7 @@ def _category_effects(text: np.ndarray, y: np.ndarray, offset: np.ndarray) -> di
     """Per category, its effect on the risk logit beyond ``offset`` (ridge-shrunk to 0)."""
     effects = {}
     for cat in sorted({t for t in text if t is not None}):
-        rows = np.array([t == cat for t in text])
+        rows = text == cat
         t = 0.0
         for _ in range(50):
             p = 1.0 / (1.0 + np.exp(-np.clip(offset[rows] + t, -30.0, 30.0)))
@@ -997,6 +1058,7 @@ def _fit_weights(
 
     m = n.shape[1]
     count = len(y)
+    weighted = _WeightedSum(n, pillar_of, pillars)
 
     def objective(theta):
         a, beta = theta[0], theta[1:]
@@ -1009,7 +1071,7 @@ def _fit_weights(
             # from no weight at all, weight on metric m alone makes the score n_m
             grad[1:] = -(r @ np.nan_to_num(n)) + 2.0 * l2 * beta
             return _nll(y, z) / count + l2 * float(beta @ beta), grad
-        score, dscore = _score01_grad(n, beta, pillar_of, pillars)
+        score, pullback = weighted.score_and_pullback(beta)
         base = np.nan_to_num(100.0 * score, nan=0.0)
         final, _ = _apply_rules(base, holds, model)
         # rules shift, floor, cap and clamp the base score: slope 1 or 0 per observation
@@ -1017,9 +1079,9 @@ def _fit_weights(
         slope = np.clip(np.round((bumped - final) / 1e-6), 0.0, 1.0)
         z = a - total * final / 100.0
         r = (1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0))) - y) / count  # dL/dz
-        dz = -(final[:, None] / 100.0 + total * slope[:, None] * dscore)  # dz/dβ
+        # dz/dβ = -(final / 100 + total · slope · dscore/dβ), summed against r
         grad[0] = r.sum()
-        grad[1:] = r @ dz + 2.0 * l2 * beta
+        grad[1:] = -(r @ final) / 100.0 - total * pullback(r * slope) + 2.0 * l2 * beta
         return _nll(y, z) / count + l2 * float(beta @ beta), grad
 
     base = math.log(y.mean() / (1 - y.mean()))
@@ -1068,16 +1130,24 @@ def _apply_rules(
 
 
 def _red(score: np.ndarray, forced: np.ndarray, yellow: float) -> np.ndarray:
-    free = np.array([f is None for f in forced])
-    return np.where(free, score < yellow, forced == "red")
+    return _red_at(forced)(score, yellow)
+
+
+def _red_at(forced: np.ndarray):
+    """``(score, yellow) -> red`` for the rule-``forced`` bands (None: free), which are
+    read once: the thresholds tried in turn only compare scores."""
+    free = np.array([f is None for f in forced], bool)
+    forced_red = forced == "red"
+    return lambda score, yellow: np.where(free, score < yellow, forced_red)
 
 
 def _yellow_for(
     score: np.ndarray, forced: np.ndarray, y: np.ndarray, target: float
 ) -> tuple[float, bool]:
     """Lowest whole-number threshold with recall >= target (lowest FPR); reached?"""
+    red_at = _red_at(forced)
     for t in range(1, 100):
-        red = _red(score, forced, t)
+        red = red_at(score, t)
         if y.sum() and red[y].mean() >= target:
             return float(t), True
     return 99.0, False
@@ -1146,9 +1216,10 @@ def fit_bands(
     green observations the old model had, at least a point above yellow.
     """
     own = np.full(len(score), np.nan) if own_yellow is None else own_yellow
+    red_at = _red_at(forced)
 
     def red(t: float) -> np.ndarray:
-        return _red(score, forced, np.where(np.isnan(own), t, own))
+        return red_at(score, np.where(np.isnan(own), t, own))
 
     yellow, reached = _yellow_for(score, forced, y, target_recall)
     wanted = None

@@ -197,17 +197,32 @@ def _date_columns(dates: list[datetime], model: Model) -> dict[str, list[datetim
     return cols
 
 
-def _date_key(column: int, k: int) -> str:
-    """The parameter holding date ``k`` of the ``column``-th column of the dates table
-    (see :func:`_date_columns`; column 0 is ``as_of``)."""
-    return f"dates{column}_{k}"
+#: the parameters of the first and the last date (a plan built with ``parameters=True``)
+_FIRST, _LAST = "first_date", "last_date"
 
 
-def date_values(dates: list[datetime], model: Model) -> dict[str, datetime]:
+def _dates_key(column: int) -> str:
+    """The parameter holding the dates of the ``column``-th column of the dates table
+    (see :func:`_date_columns`; column 0 is ``as_of``), as text: one parameter per
+    column whatever the number of dates (one per date made a long backfill's compile
+    slower than with literals)."""
+    return f"dates{column}"
+
+
+def _as_text(d: datetime) -> str:
+    """A date as text a backend casts back to the same timestamp (to the microsecond)."""
+    return d.isoformat(sep=" ")
+
+
+def date_values(dates: list[datetime], model: Model) -> dict[str, object]:
     """The values of the date parameters of a plan built with ``parameters=True`` for
     ``dates`` (sorted, distinct)."""
     cols = _date_columns(dates, model)
-    return {_date_key(c, k): d for c, v in enumerate(cols.values()) for k, d in enumerate(v)}
+    values: dict[str, object] = {
+        _dates_key(c): ",".join(_as_text(d) for d in v) for c, v in enumerate(cols.values())
+    }
+    values.update({_FIRST: dates[0], _LAST: dates[-1]})
+    return values
 
 
 def _dates_table(base: ir.Table, dates: list[datetime], model: Model, parameters=False) -> ir.Table:
@@ -218,8 +233,8 @@ def _dates_table(base: ir.Table, dates: list[datetime], model: Model, parameters
     arrays = {}
     for c, (name, values) in enumerate(cols.items()):
         if parameters:
-            items = [parameter(_date_key(c, k), "timestamp") for k in range(len(values))]
-            arrays[name] = ibis.array(items).unnest()
+            text = parameter(_dates_key(c), "string")
+            arrays[name] = text.split(",").cast("array<timestamp>").unnest()
         else:
             arrays[name] = ibis.literal(values, type="array<timestamp>").unnest()
     arrays[KIDX] = ibis.literal(list(range(len(dates))), type="array<int64>").unnest()
@@ -260,7 +275,7 @@ class TimelineBuilder:
         midnights = all(d.time() == dtime(0) for d in dates)
         grid = _grid(dates) if self.arithmetic else None
         if grid is not None and self.parameters:
-            grid = replace(grid, origin=self._date(0))
+            grid = replace(grid, origin=self._date(last=False))
         pop = self.population(dt, account_ids)
         wide, keys = pop, []
         n = 0
@@ -358,20 +373,20 @@ class TimelineBuilder:
             out.append(self._exact(_Group(g.table, g.mode, g.time, rest), dt, account_ids))
         return out
 
-    def _date(self, k: int, dates=None) -> ir.TimestampValue:
-        """The ``k``-th date (of ``dates``, sorted): its parameter, or its literal."""
+    def _date(self, last: bool, dates=None) -> ir.TimestampValue:
+        """The first or the last date (of ``dates``, sorted): its parameter, or literal."""
         if self.parameters:
-            return parameter(_date_key(0, k), "timestamp")
-        return _lit(dates[k])
+            return parameter(_LAST if last else _FIRST, "timestamp")
+        return _lit(dates[-1] if last else dates[0])
 
     def _scan(self, g: _Group, dates, account_ids) -> ir.Table:
         """The group's table, cut to the rows some date can use, with its day column."""
         t = self.mb._table(g.table, account_ids)
         time = t[g.time]
-        cond = time < self._date(len(dates) - 1, dates)
+        cond = time < self._date(last=True, dates=dates)
         if g.mode == "window":
             span = max(_days_upper(m.window) + _days_upper(lag_of(m)) for m in g.metrics.values())
-            cond = cond & (time >= self._date(0, dates) - ibis.interval(days=span))
+            cond = cond & (time >= self._date(last=False, dates=dates) - ibis.interval(days=span))
         t = t.filter(cond)
         return t.mutate(**{DAY: t[g.time].truncate("D")})
 

@@ -341,3 +341,40 @@ def test_a_second_backfill_of_the_model_on_the_same_columns_compiles_nothing():
     finally:
         first.close()
         second.close()
+
+
+def test_the_account_list_in_another_order_runs_the_plan_compiled_for_the_first():
+    """``healthscore score --sort ...``: the list's query holds the order of every sort,
+    the one asked for bound at the run; each order is still the one the sort promises
+    (rows without the value last, ties by account id)."""
+    from healthscore.engine.snapshot import Snapshot
+    from healthscore.portfolio import listed_scores
+
+    model = load_model(None)
+    store = fixtures.memory_store()
+
+    def expected(rows: list[dict], column: str, descending: bool) -> list[str]:
+        have = sorted((r for r in rows if r[column] is not None), key=lambda r: r["account_id"])
+        have.sort(key=lambda r: r[column], reverse=descending)  # stable: ties by id
+        rest = sorted((r for r in rows if r[column] is None), key=lambda r: r["account_id"])
+        return [r["account_id"] for r in have + rest]
+
+    try:
+        plans = Snapshot(store, model)
+        listed_scores(store, model, fixtures.AS_OF, plans, "score")
+        built = compiled_plans.builds
+        orders = {}
+        for sort, column, descending in (
+            ("arr", "arr_in_force", True),
+            ("renewal", "renewal_date", False),
+            ("score", "score", model.highest_first),
+            ("name", "account_id", False),
+        ):
+            rows = listed_scores(store, model, fixtures.AS_OF, plans, sort).to_pylist()
+            assert len(rows) == 3
+            orders[sort] = [r["account_id"] for r in rows]
+            assert orders[sort] == expected(rows, column, descending), sort
+        assert compiled_plans.builds == built  # nothing built or compiled
+        assert len(set(map(tuple, orders.values()))) > 1  # the orders differ
+    finally:
+        store.close()

@@ -290,3 +290,91 @@ def test_the_accounts_left_out_and_the_trends_of_a_date_run_plans_compiled_once(
     finally:
         first.close()
         second.close()
+
+
+def test_a_second_backfill_of_the_model_on_the_same_columns_compiles_nothing():
+    """The scores of every account at many dates (a backfill's pass): compiled once with
+    the dates as parameters; as many dates of the same shape on a store of the same
+    columns (other rows, other dates) run that plan, and another shape compiles its own.
+    The rows are always those of the expression built for the dates."""
+    from healthscore.engine import timeline
+
+    model = load_model(None)
+    # a shape no other test uses: 7 dates 11 days apart (same process, same plans)
+    first_dates = [fixtures.AS_OF - timedelta(days=11 * k) for k in range(6, -1, -1)]
+    later = [d + timedelta(days=4) for d in first_dates]
+    first = fixtures.memory_store()
+    second = fixtures.memory_store(
+        usage_events=[
+            {
+                "event_id": f"X{i}",
+                "account_id": "A2",
+                "user_id": f"w{i}",
+                "event": "export",
+                "ts": later[-1] - timedelta(days=3 * i + 1),
+                "quantity": 1.0,
+            }
+            for i in range(6)
+        ]
+    )
+    try:
+        built = compiled_plans.builds
+        one = timeline.score_dates(first, model, first_dates)
+        assert compiled_plans.builds == built + 1
+        assert one.equals(first.execute(timeline.dates_expr(first, model, first_dates)))
+        built = compiled_plans.builds
+        two = timeline.score_dates(second, model, later)
+        assert compiled_plans.builds == built  # nothing built or compiled
+        assert two.equals(second.execute(timeline.dates_expr(second, model, later)))
+        assert sorted(set(two["as_of"].to_pylist())) == later
+        # the plan carries no rows: the second store's own events are scored
+        assert not two.equals(timeline.score_dates(first, model, later))
+        # the same number of dates, not evenly spaced (nor all midnights): another plan
+        for other in (
+            [*later[:-1], later[-1] + timedelta(days=1)],
+            [*later[:-1], later[-1] + timedelta(hours=6)],
+        ):
+            built = compiled_plans.builds
+            got = timeline.score_dates(second, model, other)
+            assert compiled_plans.builds == built + 1
+            assert got.equals(second.execute(timeline.dates_expr(second, model, other)))
+    finally:
+        first.close()
+        second.close()
+
+
+def test_the_account_list_in_another_order_runs_the_plan_compiled_for_the_first():
+    """``healthscore score --sort ...``: the list's query holds the order of every sort,
+    the one asked for bound at the run; each order is still the one the sort promises
+    (rows without the value last, ties by account id)."""
+    from healthscore.engine.snapshot import Snapshot
+    from healthscore.portfolio import listed_scores
+
+    model = load_model(None)
+    store = fixtures.memory_store()
+
+    def expected(rows: list[dict], column: str, descending: bool) -> list[str]:
+        have = sorted((r for r in rows if r[column] is not None), key=lambda r: r["account_id"])
+        have.sort(key=lambda r: r[column], reverse=descending)  # stable: ties by id
+        rest = sorted((r for r in rows if r[column] is None), key=lambda r: r["account_id"])
+        return [r["account_id"] for r in have + rest]
+
+    try:
+        plans = Snapshot(store, model)
+        listed_scores(store, model, fixtures.AS_OF, plans, "score")
+        built = compiled_plans.builds
+        orders = {}
+        for sort, column, descending in (
+            ("arr", "arr_in_force", True),
+            ("renewal", "renewal_date", False),
+            ("score", "score", model.highest_first),
+            ("name", "account_id", False),
+        ):
+            rows = listed_scores(store, model, fixtures.AS_OF, plans, sort).to_pylist()
+            assert len(rows) == 3
+            orders[sort] = [r["account_id"] for r in rows]
+            assert orders[sort] == expected(rows, column, descending), sort
+        assert compiled_plans.builds == built  # nothing built or compiled
+        assert len(set(map(tuple, orders.values()))) > 1  # the orders differ
+    finally:
+        store.close()

@@ -353,10 +353,14 @@ def listed_scores(store: Store, model: Model, d: datetime, plans: Snapshot, sort
 
     One query, a plan of ``plans`` kept in the cache: the join of the facts and the order
     are its own, so a repeat ``healthscore score`` neither builds nor imports
-    ``pyarrow.compute`` for them (Arrow's ``take``, ``sort_indices`` and ``cast`` do)."""
-    column, descending = _sort_key(model, sort)
+    ``pyarrow.compute`` for them (Arrow's ``take``, ``sort_indices`` and ``cast`` do).
+    The plan holds the order of every sort, the one asked for chosen by a parameter
+    (``sort``): listing by another order compiles nothing again."""
+    _sort_key(model, sort)  # a sort it knows, or a clear error
 
     def build(clock):
+        from healthscore.store import parameter
+
         scores = plans.build_scores(clock)
         names = _names(store)
         subs = _in_force(store.table("subscriptions"), clock.at())
@@ -374,17 +378,26 @@ def listed_scores(store: Store, model: Model, d: datetime, plans: Snapshot, sort
         )
         # as Arrow's sort_indices ordered them: rows without the value last, a NaN just
         # before them whichever the direction (SQL sorts NaN above every number); ties by
-        # account id
+        # account id. The keys of every sort, each NULL on every row (no order) unless
+        # the parameter names its sort
+        chosen = parameter("sort", "string")
         keys = []
-        if column is not None:
+        for name in SORTS:
+            column, descending = _sort_key(model, name)
+            if column is None:
+                continue
+
+            def only(v, name=name):
+                return ibis.cases((chosen == name, v))
+
             value = out[column]
             if descending and value.type().is_floating():
-                keys.append(ibis.asc(value.isnan()))
-            keys.append(ibis.desc(value) if descending else ibis.asc(value))
+                keys.append(ibis.asc(only(value.isnan())))
+            keys.append(ibis.desc(only(value)) if descending else ibis.asc(only(value)))
         return out.order_by([*keys, ibis.asc(out.account_id)])
 
     tables = list(dict.fromkeys([*plans.tables, "accounts", "subscriptions"]))
-    return plans.run(f"account list by {sort}", build, d, tables=tables)
+    return plans.run("account list", build, d, tables=tables, values={"sort": sort})
 
 
 def account_list(

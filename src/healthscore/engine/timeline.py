@@ -46,7 +46,7 @@ date. Dates can be given in chunks (see :func:`score_dates`) to bound memory.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from datetime import time as dtime
 
@@ -72,7 +72,9 @@ from healthscore.engine.metrics import (
     shifted_name,
 )
 from healthscore.engine.scoring import score_metrics
+from healthscore.engine.snapshot import Snapshot
 from healthscore.model import MetricSpec, Model
+from healthscore.store import parameter
 
 AS_OF = "as_of"
 DAY = "__day"
@@ -124,10 +126,12 @@ class _Grid:
     first: datetime
     step: int
     n: int
+    #: the first date as a parameter of a plan (None: the literal ``first``)
+    origin: ir.Value | None = field(default=None, compare=False)
 
     def index(self, day: ir.Value) -> ir.IntegerValue:
         """Days from the first date to a midnight (a difference of midnights: exact)."""
-        return day.delta(_lit(self.first), unit="day")
+        return day.delta(_lit(self.first) if self.origin is None else self.origin, unit="day")
 
     def upto(self, days: ir.IntegerValue) -> ir.IntegerValue:
         """How many dates are ``<= first + days``: the index of the first date after it."""
@@ -180,9 +184,8 @@ def _shifts(model: Model) -> set[tuple[str, ...]]:
     return out
 
 
-def _dates_table(base: ir.Table, dates: list[datetime], model: Model) -> ir.Table:
-    """The dates and their shifted dates, built from literals (no temporary table: the
-    expression runs as plain SQL on any backend)."""
+def _date_columns(dates: list[datetime], model: Model) -> dict[str, list[datetime]]:
+    """The dates and their shifted dates (shifted in Python, as for one date), by column."""
     cols: dict[str, list] = {AS_OF: dates}
     for steps in sorted(_shifts(model)):
         moved = []
@@ -191,7 +194,49 @@ def _dates_table(base: ir.Table, dates: list[datetime], model: Model) -> ir.Tabl
                 d = shift(d, step)
             moved.append(d)
         cols[_shift_name(steps)] = moved
-    arrays = {k: ibis.literal(v, type="array<timestamp>").unnest() for k, v in cols.items()}
+    return cols
+
+
+#: the parameters of the first and the last date (a plan built with ``parameters=True``)
+_FIRST, _LAST = "first_date", "last_date"
+
+
+def _dates_key(column: int) -> str:
+    """The parameter holding the dates of the ``column``-th column of the dates table
+    (see :func:`_date_columns`; column 0 is ``as_of``), as text: one parameter per
+    column whatever the number of dates (one per date made a long backfill's compile
+    slower than with literals)."""
+    return f"dates{column}"
+
+
+def _as_text(d: datetime) -> str:
+    """A date as text a backend casts back to the same timestamp (to the microsecond)."""
+    return d.isoformat(sep=" ")
+
+
+def date_values(dates: list[datetime], model: Model) -> dict[str, object]:
+    """The values of the date parameters of a plan built with ``parameters=True`` for
+    ``dates`` (sorted, distinct)."""
+    cols = _date_columns(dates, model)
+    values: dict[str, object] = {
+        _dates_key(c): ",".join(_as_text(d) for d in v) for c, v in enumerate(cols.values())
+    }
+    values.update({_FIRST: dates[0], _LAST: dates[-1]})
+    return values
+
+
+def _dates_table(base: ir.Table, dates: list[datetime], model: Model, parameters=False) -> ir.Table:
+    """The dates and their shifted dates, built from literals, or with ``parameters``
+    from parameters (:func:`date_values`) (no temporary table: the expression runs as
+    plain SQL on any backend)."""
+    cols = _date_columns(dates, model)
+    arrays = {}
+    for c, (name, values) in enumerate(cols.items()):
+        if parameters:
+            text = parameter(_dates_key(c), "string")
+            arrays[name] = text.split(",").cast("array<timestamp>").unnest()
+        else:
+            arrays[name] = ibis.literal(values, type="array<timestamp>").unnest()
     arrays[KIDX] = ibis.literal(list(range(len(dates))), type="array<int64>").unnest()
     return base.limit(1).select(**arrays)
 
@@ -204,13 +249,21 @@ class TimelineBuilder:
     """Builds the raw-metrics expression of one model at many dates."""
 
     def __init__(
-        self, model: Model, tables: dict[str, ir.Table], arithmetic: bool = True, empty=()
+        self,
+        model: Model,
+        tables: dict[str, ir.Table],
+        arithmetic: bool = True,
+        empty=(),
+        parameters: bool = False,
     ):
         self.model = model
         self.tables = tables
         self.mb = MetricBuilder(model, tables, empty)
         # evenly spaced midnights: date indexes by arithmetic instead of range joins
         self.arithmetic = arithmetic
+        #: the dates are parameters (:func:`date_values`), not literals: the expression
+        #: then depends on the dates only through :func:`plan_shape`
+        self.parameters = parameters
 
     # --- the whole expression ---------------------------------------------------------
     def build(self, dates: Iterable[datetime], account_ids=None) -> ir.Table:
@@ -218,9 +271,11 @@ class TimelineBuilder:
         dates = sorted(set(dates))
         if not dates:
             raise ValueError("no dates")
-        dt = _dates_table(self.tables["accounts"], dates, self.model)
+        dt = _dates_table(self.tables["accounts"], dates, self.model, self.parameters)
         midnights = all(d.time() == dtime(0) for d in dates)
         grid = _grid(dates) if self.arithmetic else None
+        if grid is not None and self.parameters:
+            grid = replace(grid, origin=self._date(last=False))
         pop = self.population(dt, account_ids)
         wide, keys = pop, []
         n = 0
@@ -318,14 +373,20 @@ class TimelineBuilder:
             out.append(self._exact(_Group(g.table, g.mode, g.time, rest), dt, account_ids))
         return out
 
+    def _date(self, last: bool, dates=None) -> ir.TimestampValue:
+        """The first or the last date (of ``dates``, sorted): its parameter, or literal."""
+        if self.parameters:
+            return parameter(_LAST if last else _FIRST, "timestamp")
+        return _lit(dates[-1] if last else dates[0])
+
     def _scan(self, g: _Group, dates, account_ids) -> ir.Table:
         """The group's table, cut to the rows some date can use, with its day column."""
         t = self.mb._table(g.table, account_ids)
         time = t[g.time]
-        cond = time < _lit(dates[-1])
+        cond = time < self._date(last=True, dates=dates)
         if g.mode == "window":
             span = max(_days_upper(m.window) + _days_upper(lag_of(m)) for m in g.metrics.values())
-            cond = cond & (time >= _lit(dates[0]) - ibis.interval(days=span))
+            cond = cond & (time >= self._date(last=False, dates=dates) - ibis.interval(days=span))
         t = t.filter(cond)
         return t.mutate(**{DAY: t[g.time].truncate("D")})
 
@@ -698,6 +759,35 @@ def dates_expr(store, model: Model, dates, account_ids=None) -> ir.Table:
     return score_metrics(raw_expr(store, model, dates, account_ids), model)
 
 
+def plan_shape(dates: list[datetime]) -> str:
+    """What the expression of ``dates`` (sorted, distinct) depends on besides the model,
+    the tables and, as parameters, the dates themselves: how many they are, whether
+    they are all midnights, and the step of evenly spaced ones (:func:`_grid`)."""
+    grid = _grid(dates)
+    midnights = all(d.time() == dtime(0) for d in dates)
+    return f"{len(dates)} dates, midnights {midnights}, step {grid.step if grid else None}"
+
+
 def score_dates(store, model: Model, dates, account_ids=None) -> pa.Table:
-    """Scores of every account at every date (rows ordered by account id, then date)."""
-    return store.execute(dates_expr(store, model, dates, account_ids))
+    """Scores of every account at every date (rows ordered by account id, then date).
+
+    For every account, the plan is compiled once with the dates as parameters and kept
+    (:meth:`~healthscore.engine.snapshot.Snapshot.plan`): another list of as many dates
+    of the same shape (:func:`plan_shape`; a backfill's next chunk, another backfill of
+    the model on a store of the same columns) runs it with its own dates."""
+    if account_ids is not None:
+        return store.execute(dates_expr(store, model, dates, account_ids))
+    dates = sorted(set(dates))
+    if not dates:
+        raise ValueError("no dates")
+    snap = Snapshot(store, model)
+
+    def build(clock):
+        check_scorable(store, model)
+        tables = store.tables(tables_needed(model))
+        builder = TimelineBuilder(model, tables, empty=snap.empty, parameters=True)
+        return score_metrics(builder.build(dates), model)
+
+    name = f"scores at {plan_shape(dates)}"
+    values = date_values(dates, model)
+    return snap.run(name, build, dates[0], tables=snap.tables, values=values)

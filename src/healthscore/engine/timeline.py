@@ -57,7 +57,7 @@ import pyarrow as pa
 
 from healthscore import expressions as ex
 from healthscore.core.tables import TABLES
-from healthscore.core.time import parse_duration, shift
+from healthscore.core.time import parse_as_of, parse_duration, shift
 from healthscore.engine.inputs import check_scorable, empty_tables, tables_needed
 from healthscore.engine.metrics import (
     MetricBuilder,
@@ -775,9 +775,11 @@ def score_dates(store, model: Model, dates, account_ids=None) -> pa.Table:
     (:meth:`~healthscore.engine.snapshot.Snapshot.plan`): another list of as many dates
     of the same shape (:func:`plan_shape`; a backfill's next chunk, another backfill of
     the model on a store of the same columns) runs it with its own dates."""
+    # naive UTC, as every date the engine compares with (a date with an offset sent to
+    # the database as text would lose its offset there, not be converted)
+    dates = sorted({parse_as_of(d, "dates") for d in dates})
     if account_ids is not None:
         return store.execute(dates_expr(store, model, dates, account_ids))
-    dates = sorted(set(dates))
     if not dates:
         raise ValueError("no dates")
     snap = Snapshot(store, model)

@@ -401,3 +401,17 @@ def test_a_tables_columns_follow_every_change_of_the_store(fresh_store):
         assert s.columns("users")["seat_count"] == "int64"
         raise RuntimeError("rolled back")
     assert s.columns("users") == {**before, "plan_tier": "string"}
+
+
+def test_has_table_says_what_the_list_of_tables_says(tmp_path):
+    """``has_table`` looks one name up (the rescorer asks at every micro-batch): the
+    store's tables, a session's temporary table and a view are there, a missing name
+    or one that differs by case or holds a quote is not, as in :meth:`list_tables`."""
+    s = connect(tmp_path / "t.duckdb")
+    s._backend.native.execute("CREATE TEMP TABLE scratch_one (a INTEGER)")
+    s._backend.native.execute("CREATE VIEW a_view AS SELECT 1 AS x")
+    listed = set(s.list_tables())
+    assert {"accounts", "scratch_one", "a_view"} <= listed
+    for name in ("accounts", "scratch_one", "a_view", "ACCOUNTS", "missing", "it's", ""):
+        assert s.has_table(name) == (name in listed), name
+    s.close()

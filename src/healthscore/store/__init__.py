@@ -411,7 +411,7 @@ class Store:
         return self._backend.list_tables()
 
     def has_table(self, name: str) -> bool:
-        return name in self._backend.list_tables()
+        return self._backend.has_table(name)
 
     def stored(self, name: str) -> ir.Table:
         """Any table of the store (history tables included), as an Ibis expression."""

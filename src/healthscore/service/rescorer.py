@@ -203,13 +203,20 @@ class Rescorer:
         """Seconds to gather marked accounts before taking the next micro-batch:
         ``settings.rescore_every``, or under heavy ingest as long as the last batch took
         (see the module's notes)."""
-        every = self.state.settings.rescore_every
+        pace = self._pace()
+        return self.state.settings.rescore_every if pace is None else pace
+
+    def _pace(self) -> float | None:
+        """Under heavy ingest (the last batch held more than :data:`PACE_ACCOUNTS`
+        accounts and as many are marked again) the pause before the next batch: as long
+        as the last batch took, at least ``rescore_every``, at most :data:`MAX_GATHER`;
+        otherwise None."""
         last = self.last_batch
         if last is None or last.accounts <= PACE_ACCOUNTS:
-            return every
+            return None
         if self.state.pending_rescore() <= PACE_ACCOUNTS:
-            return every
-        return max(every, min(last.seconds, MAX_GATHER))
+            return None
+        return max(self.state.settings.rescore_every, min(last.seconds, MAX_GATHER))
 
     def gather_left(self) -> float:
         """Seconds left to gather before taking the next micro-batch. Under light load
@@ -218,10 +225,11 @@ class Rescorer:
         waited for that whole batch; gathering again after it added ``rescore_every`` to
         each of their waits). Under heavy ingest the pause counts from now (the pacing
         that leaves ingest half the CPU)."""
-        gather = self.gathering()
-        if gather != self.state.settings.rescore_every:
-            return gather
-        return max(0.0, gather - (self.state.oldest_touch_age() or 0.0))
+        pace = self._pace()
+        if pace is not None:
+            return pace
+        every = self.state.settings.rescore_every
+        return max(0.0, every - (self.state.oldest_touch_age() or 0.0))
 
     def _midnight(self) -> datetime:
         return self.state.now().replace(hour=0, minute=0, second=0, microsecond=0)

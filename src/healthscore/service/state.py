@@ -39,6 +39,35 @@ if TYPE_CHECKING:
 
 
 @dataclass
+class _ReadConnection:
+    """A connection of the service's own for reads (:meth:`ServiceState.reading`,
+    :meth:`ServiceState.request_reading`): made on first use by ``Store.reader``, used by
+    one thread at a time. Where the backend has none (``reader`` gives the store itself)
+    the store is taken as :meth:`ServiceState.store_access` takes it."""
+
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    store: Store | None = None
+
+    @contextmanager
+    def use(self, state: ServiceState) -> Iterator[Store]:
+        with self.lock:
+            if self.store is None:
+                with state.lock:
+                    self.store = state.store.reader()
+            if self.store is state.store:
+                with state.lock:
+                    yield state.store
+            else:
+                yield self.store
+
+    def close(self, main: Store) -> None:
+        with self.lock:
+            if self.store is not None and self.store is not main:
+                self.store.close()
+            self.store = None
+
+
+@dataclass
 class ServiceState:
     """What every request of one running service shares."""
 
@@ -46,11 +75,9 @@ class ServiceState:
     store: Store
     model: Model  # the whole model file (scorecard views: model.scorecard(name))
     lock: threading.RLock = field(default_factory=threading.RLock)
-    _reader: Store | None = None  # the rescorer's connection (see reading())
-    _reader_lock: threading.RLock = field(default_factory=threading.RLock)
+    _reader: _ReadConnection = field(default_factory=_ReadConnection)  # see reading()
     _ingest_turn: threading.Lock = field(default_factory=threading.Lock)  # ingest_access
-    _request_reader: Store | None = None  # the requests' reading connection
-    _request_reader_lock: threading.RLock = field(default_factory=threading.RLock)
+    _request_reader: _ReadConnection = field(default_factory=_ReadConnection)
     #: queries compiled once for requests, run on the requests' connection (holding
     #: :meth:`request_reading`): key -> ``Store.prepare``'s result
     request_plans: dict = field(default_factory=dict)
@@ -70,14 +97,8 @@ class ServiceState:
         return cls(settings, store, model)
 
     def close(self) -> None:
-        with self._reader_lock:
-            if self._reader is not None and self._reader is not self.store:
-                self._reader.close()
-            self._reader = None
-        with self._request_reader_lock:
-            if self._request_reader is not None and self._request_reader is not self.store:
-                self._request_reader.close()
-            self._request_reader = None
+        self._reader.close(self.store)
+        self._request_reader.close(self.store)
         with self.lock:
             self.store.close()
 
@@ -104,15 +125,8 @@ class ServiceState:
         queries): on DuckDB a second connection to the same database, which sees what
         was committed when each statement starts and is used by one thread at a time;
         on other backends the store itself, taken as :meth:`store_access` takes it."""
-        with self._reader_lock:
-            if self._reader is None:
-                with self.lock:
-                    self._reader = self.store.reader()
-            if self._reader is self.store:
-                with self.lock:
-                    yield self.store
-            else:
-                yield self._reader
+        with self._reader.use(self) as store:
+            yield store
 
     @contextmanager
     def request_reading(self) -> Iterator[Store]:
@@ -121,15 +135,8 @@ class ServiceState:
         rescorer's writes holding the store, nor for the rescorer's scoring. It reads
         only (a table may be missing: the caller then goes through
         :meth:`store_access`); requests take turns on it."""
-        with self._request_reader_lock:
-            if self._request_reader is None:
-                with self.lock:
-                    self._request_reader = self.store.reader()
-            if self._request_reader is self.store:
-                with self.lock:
-                    yield self.store
-            else:
-                yield self._request_reader
+        with self._request_reader.use(self) as store:
+            yield store
 
     def now(self) -> datetime:
         """The service's "now" (UTC, naive, whole seconds): ``settings.now`` when fixed,

@@ -54,7 +54,7 @@ from healthscore.core.files import disk_reason
 from healthscore.core.lazy import lazy
 from healthscore.core.tables import SCHEMA_VERSION, TABLES, Cadence, get_table
 from healthscore.errors import HealthscoreError, ScoringError, StoreError, StoreInUseError
-from healthscore.store.backend import Backend, DuckDBBackend, Prepared, backend_for
+from healthscore.store.backend import Backend, DuckDBBackend, Prepared, _value, backend_for
 from healthscore.store.backend import open_connections as open_connections
 from healthscore.store.backend import parameter as parameter  # re-exported for the engine
 
@@ -1143,13 +1143,6 @@ def _typed(run: Callable[[], pa.Table], want: pa.Schema) -> pa.Table:
         raise ScoringError(f"the store could not run the scoring query: {reason}") from e
 
 
-def _literal(value) -> sge.Expression:
-    """A text or timestamp value as a SQL literal (the keys the store deletes by)."""
-    if isinstance(value, datetime):
-        return sge.cast(sge.Literal.string(value.isoformat(sep=" ")), "TIMESTAMP")
-    return sge.Literal.string(str(value))
-
-
 #: dialects whose text literals only double a quote (standard SQL strings)
 _PLAIN_QUOTES = frozenset({"duckdb", "postgres"})
 
@@ -1163,7 +1156,7 @@ def _literal_list(values: list, dialect) -> str:
         return ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
     text = sge.Literal.string  # looked up once: the lazy module costs a lookup a use
     listed = sge.Tuple(
-        expressions=[_literal(v) if isinstance(v, datetime) else text(str(v)) for v in values]
+        expressions=[_value(v) if isinstance(v, datetime) else text(str(v)) for v in values]
     )
     return sg.Dialect.get_or_raise(dialect).generate(listed, copy=False)[1:-1]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -123,6 +124,23 @@ def test_model_file_not_in_utf8_is_an_error_not_a_traceback(tmp_path):
     path.write_bytes("description: café\n".encode("latin-1"))
     with pytest.raises(hs.ModelError, match=r"latin1.yaml: not UTF-8 text.*hint: save it as UTF-8"):
         hs.load_model(path)
+
+
+@pytest.mark.parametrize("kind", ["device", "folder"])
+def test_a_model_that_is_no_file_fails_at_once_naming_it(tmp_path, fixture_db, kind):
+    # /dev/zero reports no size and never ends: it was read whole (until memory ran out);
+    # a folder was an IsADirectoryError traceback
+    if kind == "device":
+        path, reason = Path("/dev/zero"), "file is too large to read"
+    else:
+        path, reason = tmp_path / "models", "a folder, not a file"
+        path.mkdir()
+    shutil.copy(fixture_db, tmp_path / "healthscore.duckdb")
+    for args in (["validate", path], ["score", "--model", path]):
+        res = _cli(*args, cwd=tmp_path)
+        assert res.returncode == 1, res.stderr
+        assert "Traceback" not in res.stderr
+        assert f"Error: {path}: {reason}" in res.stderr
 
 
 # --- counts --------------------------------------------------------------------------------

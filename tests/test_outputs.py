@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+import healthscore as hs
 from test_cli import run
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -246,6 +247,36 @@ def test_commands_that_only_read_work_on_a_read_only_store(read_only_project, tm
     res = run("score", *AS_OF, "-f", "csv", "--out", out, cwd=ro)
     assert res.exit_code == 1
     assert f"cannot write {out}: the disk is read-only" in one_line_error(res.output)
+
+
+def test_model_suggest_and_fit_percentiles_read_a_read_only_store(read_only_project, tmp_path):
+    # both only read the store (they write a model file elsewhere): they opened it for
+    # writing and stopped with "cannot open store ...: the disk is read-only"
+    ro = read_only_project
+    store = (ro / "healthscore.duckdb").read_bytes()
+    suggested = tmp_path / "suggested.yaml"
+    res = run("model", "suggest", "--until", "2025-01-01", "--out", suggested, cwd=ro)
+    assert res.exit_code == 0, res.output
+    assert "written to" in res.output and hs.load_model(suggested).spec.pillars
+    model = tmp_path / "percentiles.yaml"
+    model.write_text(PERCENTILE_MODEL)
+    res = run("model", "fit-percentiles", *AS_OF, "--model", model, cwd=ro)
+    assert res.exit_code == 0, res.output
+    assert "fitted_at" in model.read_text()
+    assert (ro / "healthscore.duckdb").read_bytes() == store
+
+
+PERCENTILE_MODEL = """\
+metrics:
+  users_30d: {from: usage_events, aggregate: count_distinct(user_id), window: 30d}
+pillars:
+  usage:
+    weight: 1
+    metrics:
+      users_30d:
+        weight: 1
+        percentile: {better: higher, by_segment: false, quantiles: [0, 0.5, 1]}
+"""
 
 
 def test_a_read_only_store_without_history_tables_reads_as_no_history(tmp_path):

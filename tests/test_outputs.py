@@ -365,6 +365,29 @@ def test_rejects_file_neutralizes_values_and_header_unless_raw(project):
     assert res.exit_code == 2 and "--rejects" in res.output
 
 
+def test_a_failed_load_leaves_the_old_rejects_file_as_it_was(project):
+    # the rejects were written before the rows went in: a load the store refused left a
+    # new rejects file (of rows nothing was loaded beside) over the old one
+    ok = project / "ok.csv"
+    ok.write_text("account_id,created_at,region\nX1,2024-01-05,eu\n")
+    assert run("load", "accounts", ok, cwd=project).exit_code == 0
+    clash = project / "clash.csv"  # Region differs from the stored region only by case
+    clash.write_text("account_id,created_at,Region\nX2,2024-01-05,us\n,2024-01-05,us\n")
+    rejects = project / "rejects.csv"
+    rejects.write_text("the rejects of an earlier load\n")
+    res = run("load", "accounts", clash, "--rejects", rejects, cwd=project)
+    assert res.exit_code == 1
+    assert "differs from the stored column 'region' only by case" in one_line_error(res.output)
+    assert rejects.read_text() == "the rejects of an earlier load\n"
+    assert leftovers(project) == []
+    # the same file loaded once the clash is mapped away writes its rejects
+    res = run(
+        "load", "accounts", clash, "--map", "Region=region", "--rejects", rejects, cwd=project
+    )
+    assert res.exit_code == 0, res.output
+    assert _cells(rejects.read_text())[1][:2] == ["3", "account_id: required value is empty"]
+
+
 @pytest.mark.parametrize(
     "args",
     [

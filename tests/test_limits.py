@@ -199,8 +199,20 @@ def project(tmp_path, fixture_db):
             ["history", "--from", "1900-01-01", "--to", "2999-01-01", "--every", "1d"],
             "Error: 1900-01-01 to 2999-01-01 every 1d is more than 20,000 dates",
         ),
+        (
+            ["flag", "add", "A1", "champion_left", "--at", "0001-01-01"],
+            "Error: --at 0001-01-01 is out of range",
+        ),
+        (["flag", "resolve", "F1", "--at", "9999-12-31"], "Error: --at 9999-12-31 is out of range"),
     ],
-    ids=["as-of-year-1", "as-of-year-9999", "from-year-1", "a-million-dates"],
+    ids=[
+        "as-of-year-1",
+        "as-of-year-9999",
+        "from-year-1",
+        "a-million-dates",
+        "flag-add-at-year-1",
+        "flag-resolve-at-year-9999",
+    ],
 )
 def test_dates_out_of_range_name_the_option(project, args, message):
     from typer.testing import CliRunner

@@ -234,3 +234,35 @@ def test_a_duration_of_millennia_is_refused_in_a_model():
     text = "metrics:\n" + USERS.replace("30d", "99999mo") + MODEL_TAIL
     with pytest.raises(hs.ModelError, match=r"m.yaml:2: metrics.users.window: a duration must be"):
         load_model_text(text, "m.yaml")
+
+
+# --- counts given as options -----------------------------------------------------------------
+
+
+def test_a_huge_limit_lists_every_account_instead_of_overflowing(project):
+    # 10**20 rows: pyarrow's slice raised OverflowError (a traceback)
+    from typer.testing import CliRunner
+
+    from healthscore.cli import app
+
+    old = os.getcwd()
+    os.chdir(project)
+    try:
+        every = CliRunner().invoke(app, ["score", "--as-of", "2025-01-01", "-f", "csv"])
+        huge = CliRunner().invoke(
+            app, ["score", "--as-of", "2025-01-01", "-f", "csv", "--limit", str(10**20)]
+        )
+    finally:
+        os.chdir(old)
+    assert every.exit_code == 0 and huge.exit_code == 0, huge.output
+    assert huge.stdout == every.stdout
+
+
+@pytest.mark.parametrize("months", [str(10**20), "-1", "121"])
+def test_demo_history_months_out_of_range_fail_before_any_work(tmp_path, months):
+    # 10**20 was an OverflowError traceback after the book was generated and loaded
+    res = _cli("demo", "--dir", tmp_path / "d", "--history-months", months, cwd=tmp_path)
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    assert f"Error: demo: history months must be from 0 to 120 (got {months})" in res.stderr
+    assert not (tmp_path / "d" / "healthscore.duckdb").exists()

@@ -143,6 +143,27 @@ def test_a_model_that_is_no_file_fails_at_once_naming_it(tmp_path, fixture_db, k
         assert f"Error: {path}: {reason}" in res.stderr
 
 
+def test_a_json_lines_row_nested_deeply_is_refused_naming_its_line(tmp_path):
+    # DuckDB's JSON reader crashed the process (SIGSEGV, its stack) on 100,000 levels
+    deep = "[" * 100_000 + "]" * 100_000
+    rows = [
+        '{"account_id": "X1", "created_at": "2024-01-01", "name": "[[[[ text, not nesting"}',
+        '{"account_id": "X2", "created_at": "2024-01-01", "tags": {"a": [1, [2, [3]]]}}',
+        f'{{"account_id": "X3", "created_at": "2024-01-01", "tags": {deep}}}',
+    ]
+    data = tmp_path / "accounts.jsonl"
+    data.write_text("\n".join(rows) + "\n")
+    assert _cli("init", tmp_path, cwd=tmp_path).returncode == 0
+    res = _cli("load", "accounts", data, cwd=tmp_path)
+    assert res.returncode == 1, (res.returncode, res.stderr[-500:])
+    assert f"Error: {data}:3: a value nested more than 100 levels deep" in res.stderr
+    # the same rows without the deep one load, brackets inside text and all
+    data.write_text("\n".join(rows[:2]) + "\n")
+    res = _cli("load", "accounts", data, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "2 inserted" in res.stdout
+
+
 # --- counts --------------------------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ import re
 import resource
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -166,6 +167,22 @@ def test_a_model_file_rewritten_on_a_full_disk_is_kept(project, small_disk):
     with pytest.raises(OutputError, match="the disk is full"):
         save_model_text(bigger, model, load_model_text)
     assert model.read_text() == text and leftovers(small_disk) == []
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "json"])
+def test_a_full_device_written_in_place_is_an_error_and_stays_a_device(project, tmp_path, fmt):
+    # a device is written in place (it cannot be replaced); pyarrow, named the file,
+    # removed it when the write failed: `score -f parquet --out /dev/full` deleted /dev/full
+    device = tmp_path / "full"
+    try:
+        os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 7))  # as /dev/full
+    except OSError as e:
+        pytest.skip(f"cannot make a device node here ({e})")
+    res = run("score", *AS_OF, "-f", fmt, "--out", device, cwd=project)
+    assert res.exit_code == 1
+    line = one_line_error(res.output)
+    assert f"cannot write {device}: the disk is full" in line
+    assert stat.S_ISCHR(device.stat().st_mode)
 
 
 def test_load_into_a_store_on_a_full_disk_is_a_store_error(project, small_disk, tmp_path):

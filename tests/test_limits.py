@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -125,6 +126,44 @@ def test_model_file_not_in_utf8_is_an_error_not_a_traceback(tmp_path):
         hs.load_model(path)
 
 
+@pytest.mark.parametrize("kind", ["device", "folder"])
+def test_a_model_that_is_no_file_fails_at_once_naming_it(tmp_path, fixture_db, kind):
+    # /dev/zero reports no size and never ends: it was read whole (until memory ran out);
+    # a folder was an IsADirectoryError traceback
+    if kind == "device":
+        path, reason = Path("/dev/zero"), "file is too large to read"
+    else:
+        path, reason = tmp_path / "models", "a folder, not a file"
+        path.mkdir()
+    shutil.copy(fixture_db, tmp_path / "healthscore.duckdb")
+    for args in (["validate", path], ["score", "--model", path]):
+        res = _cli(*args, cwd=tmp_path)
+        assert res.returncode == 1, res.stderr
+        assert "Traceback" not in res.stderr
+        assert f"Error: {path}: {reason}" in res.stderr
+
+
+def test_a_json_lines_row_nested_deeply_is_refused_naming_its_line(tmp_path):
+    # DuckDB's JSON reader crashed the process (SIGSEGV, its stack) on 100,000 levels
+    deep = "[" * 100_000 + "]" * 100_000
+    rows = [
+        '{"account_id": "X1", "created_at": "2024-01-01", "name": "[[[[ text, not nesting"}',
+        '{"account_id": "X2", "created_at": "2024-01-01", "tags": {"a": [1, [2, [3]]]}}',
+        f'{{"account_id": "X3", "created_at": "2024-01-01", "tags": {deep}}}',
+    ]
+    data = tmp_path / "accounts.jsonl"
+    data.write_text("\n".join(rows) + "\n")
+    assert _cli("init", tmp_path, cwd=tmp_path).returncode == 0
+    res = _cli("load", "accounts", data, cwd=tmp_path)
+    assert res.returncode == 1, (res.returncode, res.stderr[-500:])
+    assert f"Error: {data}:3: a value nested more than 100 levels deep" in res.stderr
+    # the same rows without the deep one load, brackets inside text and all
+    data.write_text("\n".join(rows[:2]) + "\n")
+    res = _cli("load", "accounts", data, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "2 inserted" in res.stdout
+
+
 # --- counts --------------------------------------------------------------------------------
 
 
@@ -181,8 +220,20 @@ def project(tmp_path, fixture_db):
             ["history", "--from", "1900-01-01", "--to", "2999-01-01", "--every", "1d"],
             "Error: 1900-01-01 to 2999-01-01 every 1d is more than 20,000 dates",
         ),
+        (
+            ["flag", "add", "A1", "champion_left", "--at", "0001-01-01"],
+            "Error: --at 0001-01-01 is out of range",
+        ),
+        (["flag", "resolve", "F1", "--at", "9999-12-31"], "Error: --at 9999-12-31 is out of range"),
     ],
-    ids=["as-of-year-1", "as-of-year-9999", "from-year-1", "a-million-dates"],
+    ids=[
+        "as-of-year-1",
+        "as-of-year-9999",
+        "from-year-1",
+        "a-million-dates",
+        "flag-add-at-year-1",
+        "flag-resolve-at-year-9999",
+    ],
 )
 def test_dates_out_of_range_name_the_option(project, args, message):
     from typer.testing import CliRunner
@@ -204,3 +255,35 @@ def test_a_duration_of_millennia_is_refused_in_a_model():
     text = "metrics:\n" + USERS.replace("30d", "99999mo") + MODEL_TAIL
     with pytest.raises(hs.ModelError, match=r"m.yaml:2: metrics.users.window: a duration must be"):
         load_model_text(text, "m.yaml")
+
+
+# --- counts given as options -----------------------------------------------------------------
+
+
+def test_a_huge_limit_lists_every_account_instead_of_overflowing(project):
+    # 10**20 rows: pyarrow's slice raised OverflowError (a traceback)
+    from typer.testing import CliRunner
+
+    from healthscore.cli import app
+
+    old = os.getcwd()
+    os.chdir(project)
+    try:
+        every = CliRunner().invoke(app, ["score", "--as-of", "2025-01-01", "-f", "csv"])
+        huge = CliRunner().invoke(
+            app, ["score", "--as-of", "2025-01-01", "-f", "csv", "--limit", str(10**20)]
+        )
+    finally:
+        os.chdir(old)
+    assert every.exit_code == 0 and huge.exit_code == 0, huge.output
+    assert huge.stdout == every.stdout
+
+
+@pytest.mark.parametrize("months", [str(10**20), "-1", "121"])
+def test_demo_history_months_out_of_range_fail_before_any_work(tmp_path, months):
+    # 10**20 was an OverflowError traceback after the book was generated and loaded
+    res = _cli("demo", "--dir", tmp_path / "d", "--history-months", months, cwd=tmp_path)
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    assert f"Error: demo: history months must be from 0 to 120 (got {months})" in res.stderr
+    assert not (tmp_path / "d" / "healthscore.duckdb").exists()

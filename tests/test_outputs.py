@@ -15,12 +15,14 @@ import re
 import resource
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import healthscore as hs
 from test_cli import run
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -167,6 +169,22 @@ def test_a_model_file_rewritten_on_a_full_disk_is_kept(project, small_disk):
     assert model.read_text() == text and leftovers(small_disk) == []
 
 
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "json"])
+def test_a_full_device_written_in_place_is_an_error_and_stays_a_device(project, tmp_path, fmt):
+    # a device is written in place (it cannot be replaced); pyarrow, named the file,
+    # removed it when the write failed: `score -f parquet --out /dev/full` deleted /dev/full
+    device = tmp_path / "full"
+    try:
+        os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 7))  # as /dev/full
+    except OSError as e:
+        pytest.skip(f"cannot make a device node here ({e})")
+    res = run("score", *AS_OF, "-f", fmt, "--out", device, cwd=project)
+    assert res.exit_code == 1
+    line = one_line_error(res.output)
+    assert f"cannot write {device}: the disk is full" in line
+    assert stat.S_ISCHR(device.stat().st_mode)
+
+
 def test_load_into_a_store_on_a_full_disk_is_a_store_error(project, small_disk, tmp_path):
     db = small_disk / "s.duckdb"
     rows = "\n".join(f"X{i},2024-01-05,{'company name ' * 8}{i}" for i in range(20000))
@@ -246,6 +264,36 @@ def test_commands_that_only_read_work_on_a_read_only_store(read_only_project, tm
     res = run("score", *AS_OF, "-f", "csv", "--out", out, cwd=ro)
     assert res.exit_code == 1
     assert f"cannot write {out}: the disk is read-only" in one_line_error(res.output)
+
+
+def test_model_suggest_and_fit_percentiles_read_a_read_only_store(read_only_project, tmp_path):
+    # both only read the store (they write a model file elsewhere): they opened it for
+    # writing and stopped with "cannot open store ...: the disk is read-only"
+    ro = read_only_project
+    store = (ro / "healthscore.duckdb").read_bytes()
+    suggested = tmp_path / "suggested.yaml"
+    res = run("model", "suggest", "--until", "2025-01-01", "--out", suggested, cwd=ro)
+    assert res.exit_code == 0, res.output
+    assert "written to" in res.output and hs.load_model(suggested).spec.pillars
+    model = tmp_path / "percentiles.yaml"
+    model.write_text(PERCENTILE_MODEL)
+    res = run("model", "fit-percentiles", *AS_OF, "--model", model, cwd=ro)
+    assert res.exit_code == 0, res.output
+    assert "fitted_at" in model.read_text()
+    assert (ro / "healthscore.duckdb").read_bytes() == store
+
+
+PERCENTILE_MODEL = """\
+metrics:
+  users_30d: {from: usage_events, aggregate: count_distinct(user_id), window: 30d}
+pillars:
+  usage:
+    weight: 1
+    metrics:
+      users_30d:
+        weight: 1
+        percentile: {better: higher, by_segment: false, quantiles: [0, 0.5, 1]}
+"""
 
 
 def test_a_read_only_store_without_history_tables_reads_as_no_history(tmp_path):
@@ -332,6 +380,29 @@ def test_rejects_file_neutralizes_values_and_header_unless_raw(project):
     assert "=1+1" in _cells(rejects.read_bytes().decode())[1]
     res = run("load", "accounts", bad, "--raw", cwd=project)
     assert res.exit_code == 2 and "--rejects" in res.output
+
+
+def test_a_failed_load_leaves_the_old_rejects_file_as_it_was(project):
+    # the rejects were written before the rows went in: a load the store refused left a
+    # new rejects file (of rows nothing was loaded beside) over the old one
+    ok = project / "ok.csv"
+    ok.write_text("account_id,created_at,region\nX1,2024-01-05,eu\n")
+    assert run("load", "accounts", ok, cwd=project).exit_code == 0
+    clash = project / "clash.csv"  # Region differs from the stored region only by case
+    clash.write_text("account_id,created_at,Region\nX2,2024-01-05,us\n,2024-01-05,us\n")
+    rejects = project / "rejects.csv"
+    rejects.write_text("the rejects of an earlier load\n")
+    res = run("load", "accounts", clash, "--rejects", rejects, cwd=project)
+    assert res.exit_code == 1
+    assert "differs from the stored column 'region' only by case" in one_line_error(res.output)
+    assert rejects.read_text() == "the rejects of an earlier load\n"
+    assert leftovers(project) == []
+    # the same file loaded once the clash is mapped away writes its rejects
+    res = run(
+        "load", "accounts", clash, "--map", "Region=region", "--rejects", rejects, cwd=project
+    )
+    assert res.exit_code == 0, res.output
+    assert _cells(rejects.read_text())[1][:2] == ["3", "account_id: required value is empty"]
 
 
 @pytest.mark.parametrize(

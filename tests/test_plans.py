@@ -126,6 +126,47 @@ def test_month_end_anniversaries_count_whole_periods_from_the_start(tmp_path):
     store.con.disconnect()
 
 
+def _contracts(path, starts: list[datetime]):
+    """A book of one account per contract start (A0, A1 ...)."""
+    ids = [f"A{i}" for i in range(len(starts))]
+    store = outcome_book(path, [(a, 50.0) for a in ids], [("A0", datetime(2025, 1, 1), "renewed")])
+    store.load(
+        "subscriptions",
+        pa.table(
+            {
+                "subscription_id": [f"S{a}" for a in ids],
+                "account_id": ids,
+                "start_date": pa.array(starts, pa.timestamp("us")),
+            }
+        ),
+    )
+    return store
+
+
+def test_anniversaries_of_a_contract_a_century_old_fall_in_the_range(tmp_path):
+    # k periods were counted one by one through a duration of k periods: past 100 years
+    # (1,203mo) that is no duration, and the plan failed with "a duration must be at most
+    # 100 years: '1203mo'", a value nobody typed
+    store = _contracts(tmp_path / "old.duckdb", [datetime(1920, 1, 31)])
+    seen = ObservationPlan.anniversaries("1mo", "1d").observed(
+        store, datetime(2024, 2, 1), datetime(2024, 4, 30)
+    )
+    assert [d.date().isoformat() for d in seen.dates] == ["2024-02-28", "2024-03-30", "2024-04-29"]
+    store.con.disconnect()
+
+
+def test_anniversaries_over_too_many_dates_are_refused_at_once(tmp_path):
+    # as a grid is: each date is the whole book scored and stored
+    store = _contracts(tmp_path / "many.duckdb", [datetime(1901, 1, 1 + i) for i in range(20)])
+    start, end = datetime(1900, 1, 1), datetime(2999, 1, 1)
+    with pytest.raises(ScoringError, match=r"every 1w is more than 20,000 dates"):
+        ObservationPlan.anniversaries("1w", "1d").observed(store, start, end)
+    # 20 contracts, each with about 1,100 yearly anniversaries on a day of its own
+    with pytest.raises(ScoringError, match=r"21,942 observation dates from 1900-01-01 to 2999"):
+        ObservationPlan.anniversaries("12mo", "1d").observed(store, start, end)
+    store.con.disconnect()
+
+
 def test_backtest_on_anniversaries_matches_the_hand_computed_figures(book):
     model = hs.load_model_text(MODEL)
     plan = ObservationPlan.anniversaries("12mo", "30d")

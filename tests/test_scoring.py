@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -176,6 +177,38 @@ pillars:
     )
     rows = {r["account_id"]: r for r in hs.score(store, model, AS_OF).to_pylist()}
     assert rows["A1"]["odd"] is None and rows["A1"]["odd__missing"] == "reweight"
+
+
+def test_a_formula_that_is_no_finite_number_is_missing_not_the_best_value(fresh_store):
+    # power(-8, 0.5) is NaN and exp(10000) infinite: both scored as the best value there
+    # is (normalized 100, NaN comparing above every number), and the JSON said NaN
+    model = hs.load_model_text(
+        """
+metrics:
+  seats: {from: subscriptions, aggregate: sum(seats)}
+  root: {formula: "power(0 - seats - 1, 0.5)"}
+  huge: {formula: exp(seats * 10000)}
+pillars:
+  p:
+    weight: 1
+    metrics:
+      root: {weight: 1, bad: 0, good: 1}
+      huge: {weight: 1, bad: 0, good: 1}
+      seats: {weight: 1, bad: 0, good: 100}
+"""
+    )
+    rows = {r["account_id"]: r for r in hs.score(fresh_store, model, AS_OF).to_pylist()}
+    a1 = rows["A1"]
+    for m in ("root", "huge"):
+        assert a1[m] is None and a1[f"{m}__norm"] is None and a1[f"{m}__missing"] == "reweight"
+    assert a1["score"] == pytest.approx(10.0)  # 10 seats of 100: the one metric with data
+    # the same in stored history (the many-dates path) and in the JSON of an explanation
+    hs.api.history(fresh_store, model, AS_OF, AS_OF)
+    stored = fresh_store.execute(fresh_store.stored("score_lines")).to_pylist()
+    odd = [r for r in stored if r["account_id"] == "A1" and r["name"] in ("root", "huge")]
+    assert len(odd) == 2 and all(r["raw"] is None and r["contribution"] == 0 for r in odd)
+    text = hs.api.explain_account(fresh_store, model, "A1", AS_OF).explanation.to_json()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"JSON holds {c}"))
 
 
 def test_why_it_moved_names_the_metrics_and_a_segment_change(store):

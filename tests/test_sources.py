@@ -1461,3 +1461,32 @@ def test_out_of_domain_rows_go_to_rejects_with_the_others(tmp_path):
     write_rejects(batch, out)
     rows = list(csv.DictReader(out.open()))
     assert rows[0]["_reason"] == "seats: out of range (got '-1', expected at least 0)"
+
+
+def test_an_extra_number_that_is_not_finite_is_an_invalid_row(tmp_path):
+    # canonical numbers refused NaN and infinity, extra columns took them (a Parquet
+    # double, a CSV's nan): a `{column: ...}` metric then scored NaN as the best value
+    parquet = tmp_path / "accounts.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "account_id": ["A1", "A2", "A3"],
+                "created_at": ["2024-01-01"] * 3,
+                "discount": [0.1, float("nan"), float("-inf")],
+            }
+        ),
+        parquet,
+    )
+    text = tmp_path / "accounts.csv"
+    text.write_text(
+        "account_id,created_at,discount,nickname\n"
+        "A1,2024-01-01,0.1,nan\nA2,2024-01-01,inf,Infinity\nA3,2024-01-01,,x\n"
+    )
+    for f, bad in ((parquet, {2: "nan", 3: "-inf"}), (text, {3: "inf"})):
+        with pytest.raises(SourceError) as e:
+            read_source(f, "accounts")
+        found = {p.row: (p.column, p.reason, p.got) for p in e.value.problems}
+        assert found == {r: ("discount", "not a finite number", got) for r, got in bad.items()}
+    # text that reads "nan" is text: only numbers are held to being finite
+    batch = read_source(text, "accounts", allow_rejects=True)
+    assert batch.data.column("nickname").to_pylist() == ["nan", "x"]

@@ -320,7 +320,7 @@ class _Builder:
     # --- dispatch -------------------------------------------------------------------
     def build(self, node: exp.Expression) -> ir.Value:
         try:
-            return self._build(node)
+            return _finite(self._build(node))
         except ExpressionError:
             raise
         except (
@@ -555,6 +555,16 @@ class _Builder:
 
 
 _ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod)
+
+
+def _finite(v: ir.Value) -> ir.Value:
+    """An expression's number as no value where it is not a finite number: ``power(-8,
+    0.5)`` (NaN) or ``exp(1000)`` (infinity), like ``ln(0)`` and a division by zero. A
+    NaN compares above every number, so it would score as the best value there is, and
+    JSON has no form for either."""
+    if v.type().is_floating():
+        return ibis.ifelse(v.isnan() | v.isinf(), ibis.null(v.type()), v)
+    return v
 
 
 def _text(v: ir.Value) -> bool:

@@ -453,7 +453,7 @@ def account_list(
         return _rows(scores, order[:limit])
     if keep is not None:  # in the query's order
         return _rows(scores, keep[:limit])
-    return scores if limit is None else scores.slice(0, limit)
+    return scores if limit is None else scores.slice(0, min(limit, scores.num_rows))
 
 
 def _ties_by_id(rows: pa.Table, column: str) -> pa.Table:

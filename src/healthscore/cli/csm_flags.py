@@ -30,7 +30,7 @@ def add_command(
     db: DbOpt = None,
 ) -> None:
     """Raise a flag on an account (active until resolved; usable as has_flag('kind'))."""
-    when = api.parse_as_of(at) if at else None
+    when = api.parse_as_of(at, "at") if at else None
     row = local.add_flag(db, account, kind, note=note, author=author, at=when)
     terminal.stdout.print(
         f"flag {row['flag_id']}: {row['kind']} on {account} from {row['ts']:%Y-%m-%d %H:%M}"
@@ -44,7 +44,7 @@ def resolve_command(
     db: DbOpt = None,
 ) -> None:
     """Resolve a flag: it no longer counts from then on (history before is kept)."""
-    when = api.parse_as_of(at) if at else None
+    when = api.parse_as_of(at, "at") if at else None
     row = local.resolve_flag(db, flag_id, at=when)
     terminal.stdout.print(f"flag {flag_id} resolved on {row['resolved_at']:%Y-%m-%d %H:%M}")
 

@@ -88,7 +88,7 @@ def suggest_command(
     """Propose a model from the loaded tables (metrics, anchors, AUCs, pillars); then
     `healthscore calibrate` learns its weights."""
     result = api.suggest_model(
-        api.connect(db, create=False),
+        api.connect(db, create=False, read_only=True),  # it writes a model file, not the store
         out_file,
         until=until,
         outcome=outcome,
@@ -111,7 +111,8 @@ def fit_percentiles_command(
 ) -> None:
     """Fit percentile normalisation once, as of a date, and store it in the model file."""
     path = model_file(model)
-    fitted = api.fit_percentiles(api.connect(db, create=False), path, as_of, out_file)
+    store = api.connect(db, create=False, read_only=True)  # it writes the model file only
+    fitted = api.fit_percentiles(store, path, as_of, out_file)
     terminal.stdout.print(
         f"fitted percentiles written to {fitted.file}; new version {fitted.version[:12]}"
     )

@@ -100,8 +100,14 @@ def write_csv(
     """Write ``table`` as CSV to ``path`` (neutralized unless ``raw``), atomically: a
     failure leaves the old file or none (see :func:`healthscore.core.files.atomic_path`).
     ``param`` is the parameter that named the file, for the error's hint."""
+    with atomic_path(path, param=param) as tmp:
+        write_csv_into(table, tmp, raw=raw)
+
+
+def write_csv_into(table: pa.Table, tmp: str | os.PathLike, *, raw: bool = False) -> None:
+    """Write ``table`` as CSV (neutralized unless ``raw``) into ``tmp``, the temporary
+    path of an :func:`~healthscore.core.files.atomic_path` the caller holds: for a file
+    that goes into place only once other work has succeeded (a load's rejects)."""
     import pyarrow.csv as pacsv
 
-    data = table if raw else neutralize(table)
-    with atomic_path(path, param=param) as tmp:
-        pacsv.write_csv(data, tmp)
+    pacsv.write_csv(table if raw else neutralize(table), tmp)

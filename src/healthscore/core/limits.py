@@ -33,6 +33,10 @@ MAX_EXPRESSION_CHARS = 2_000
 #: how deeply one expression may nest (``a + b + c`` nests as deeply as it has terms)
 MAX_EXPRESSION_DEPTH = 100
 
+#: how deeply one row of a JSON lines data file may nest (objects and lists): a row is a
+#: flat record, and DuckDB's reader crashes the process (its stack) on tens of thousands
+MAX_JSON_DEPTH = 100
+
 #: the one character no text value may hold, wherever it comes from (a file, a JSON body,
 #: a URL): no store keeps it in text (PostgreSQL refuses it; DuckDB's SQL text ends at it,
 #: so an id holding one could never be looked up)

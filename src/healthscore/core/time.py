@@ -154,3 +154,38 @@ def dates_between(start: datetime, end: datetime, every: str) -> list[datetime]:
             return out[::-1]
         out.append(d)
         k += 1
+
+
+def anniversaries(
+    first: datetime, period: str, lead: str, start: datetime, end: datetime
+) -> list[datetime]:
+    """``first`` + k x ``period`` - ``lead`` (k = 1, 2 ...) from ``start`` to ``end``.
+
+    Whole periods count from ``first`` (a contract from 31 January has its monthly
+    anniversaries on 29 February, 31 March, 30 April ...), the first k is found by
+    arithmetic (a contract of 1920 observed in 2025 takes no step through the century
+    between), and a range with more than :data:`~healthscore.core.limits.MAX_DATES`
+    periods is refused as :func:`dates_between` refuses it.
+
+    >>> [f"{d:%Y-%m-%d}" for d in anniversaries(
+    ...     datetime(1920, 1, 31), "1mo", "1d", datetime(2024, 2, 1), datetime(2024, 4, 30))]
+    ['2024-02-28', '2024-03-30', '2024-04-29']
+    """
+    n, unit = parse_duration(period)
+    if (end - start).days / (n * _DAYS[unit]) >= MAX_DATES:
+        raise ScoringError(
+            f"{start:%Y-%m-%d} to {end:%Y-%m-%d} every {period} is more than {MAX_DATES:,} dates",
+            hint="choose a longer period (`anniversaries`) or a shorter range",
+        )
+    back = _delta(*parse_duration(lead))
+    longest = n * {"d": 1, "w": 7, "mo": 31}[unit]  # the most days one period can hold
+    # every k below this one falls before ``start``: first + k x period <= first + k x longest
+    k = max(1, (start + back - first).days // longest)
+    out = []
+    while True:
+        d = first + _delta(n * k, unit) - back
+        if d > end:
+            return out
+        if d >= start:
+            out.append(d)
+        k += 1

@@ -30,6 +30,7 @@ f.yaml:2: YAML syntax error: expected ',' or ']', but got ':'
 
 from __future__ import annotations
 
+import stat
 import types
 import typing
 from collections.abc import Callable
@@ -52,16 +53,30 @@ CONTEXT_LINES = 2
 
 
 def read_yaml_text(path: str | Path, file: str, error: type[HealthscoreError]) -> str:
-    """The text of the YAML file at ``path`` (UTF-8), refused unread when it is too large.
+    """The text of the YAML file at ``path`` (UTF-8), refused when it is too large.
 
-    ``file`` names it in the error, raised as ``error`` (the caller's stage).
+    ``file`` names it in the error, raised as ``error`` (the caller's stage). At most
+    :data:`~healthscore.core.limits.MAX_YAML_BYTES` and one byte are read, whatever the
+    file claims to hold: a device or a pipe (``/dev/zero``, ``/dev/urandom``) reports
+    no size and would never end. A folder, a file that cannot be read (permission
+    denied) or text that is not UTF-8 is one problem naming the file.
     """
     p = Path(path)
-    size = p.stat().st_size
-    if size > MAX_YAML_BYTES:
+    size = _size_of(p)
+    if size is not None and size > MAX_YAML_BYTES:
+        raise error(problems=[_too_large(file, size)])
+    if p.is_dir():
+        raise error(problems=[Problem("a folder, not a file", file=file)])
+    try:
+        with open(p, "rb") as f:
+            data = f.read(MAX_YAML_BYTES + 1)
+    except OSError as e:
+        reason = f"cannot read the file: {(e.strerror or str(e)).lower()}"
+        raise error(problems=[Problem(reason, file=file)]) from None
+    if len(data) > MAX_YAML_BYTES:
         raise error(problems=[_too_large(file, size)])
     try:
-        return p.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise error(
             problems=[
@@ -72,6 +87,16 @@ def read_yaml_text(path: str | Path, file: str, error: type[HealthscoreError]) -
                 )
             ]
         ) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # as text mode reads lines
+
+
+def _size_of(p: Path) -> int | None:
+    """The size a regular file has; None for a device or a pipe, which has none."""
+    try:
+        st = p.stat()
+    except OSError:
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 def load_yaml(text: str, file: str, error: type[HealthscoreError]) -> Any:
@@ -113,9 +138,10 @@ def load_yaml(text: str, file: str, error: type[HealthscoreError]) -> Any:
 _BIG_HINT = "a model or load spec this large is not hand-written; see Limits in docs/model.md"
 
 
-def _too_large(file: str, size: int) -> Problem:
+def _too_large(file: str, size: int | None) -> Problem:
+    shown = f" ({size / 1024 / 1024:.1f} MB)" if size is not None else ""
     return Problem(
-        f"file is too large to read ({size / 1024 / 1024:.1f} MB)",
+        f"file is too large to read{shown}",
         file=file,
         expected=f"at most {MAX_YAML_BYTES // 1024 // 1024} MB",
         hint=_BIG_HINT,

@@ -18,12 +18,13 @@ import pyarrow as pa
 from dateutil.relativedelta import relativedelta
 
 from healthscore.core.files import write_text_atomic
+from healthscore.core.limits import MAX_DEMO_MONTHS
 from healthscore.core.tables import TABLES
 from healthscore.core.time import today
 from healthscore.demo import book
 from healthscore.engine import asof, trends
 from healthscore.engine.explain import Change
-from healthscore.errors import StoreError
+from healthscore.errors import SourceError, StoreError
 from healthscore.model import Model, default_model_text, load_model
 from healthscore.store import LoadResult, connect
 from healthscore.views.report import write_report
@@ -65,6 +66,10 @@ def run_demo(
     never replaced.
     """
 
+    if not 0 <= int(history_months) <= MAX_DEMO_MONTHS:  # before any work, not after it
+        raise SourceError(
+            f"demo: history months must be from 0 to {MAX_DEMO_MONTHS} (got {history_months})"
+        )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model_path = directory / "healthscore.yaml"

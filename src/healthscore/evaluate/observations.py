@@ -39,8 +39,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from healthscore.core.limits import MAX_DATES
 from healthscore.core.tables import STRING, TIMESTAMP, Table
-from healthscore.core.time import dates_between, parse_duration, shift, shift_each
+from healthscore.core.time import anniversaries, dates_between, parse_duration, shift_each
 from healthscore.engine import asof
 from healthscore.engine.history import SCORES, ensure_tables
 from healthscore.errors import DurationError, Problem, ScoringError, SourceError
@@ -392,6 +393,12 @@ class ObservationPlan:
                 hint="choose a wider range of dates",
             )
         dates = sorted({pd.Timestamp(d).to_pydatetime() for d in frame["as_of"]})
+        if len(dates) > MAX_DATES:  # each date is a whole book scored and stored
+            raise ScoringError(
+                f"{self.describe()}: {len(dates):,} observation dates from {start:%Y-%m-%d} "
+                f"to {end:%Y-%m-%d}, more than {MAX_DATES:,}",
+                hint="choose a shorter range (`start`, `end`)",
+            )
         return Observed(dates, frame, notes)
 
     def _anniversary_pairs(self, store: Store, start, end) -> tuple[pd.DataFrame, list[str]]:
@@ -407,20 +414,13 @@ class ObservationPlan:
                 "table is empty",
                 hint="load subscriptions, or observe on a grid (`every`)",
             )
-        n, unit = parse_duration(self.period)
         rows = []
         for account, began in zip(first["account_id"], first["start"], strict=True):
             day = pd.Timestamp(began).to_pydatetime().replace(tzinfo=None)
             day = datetime(day.year, day.month, day.day)
-            k = 1
-            while True:
-                # k periods from the start (not k steps), so a 31st stays on month ends
-                d = shift(shift(day, f"{n * k}{unit}", +1), self.lead)
-                if d > end:
-                    break
-                if d >= start:
-                    rows.append((account, d))
-                k += 1
+            # k periods from the start (not k steps), so a 31st stays on month ends
+            for d in anniversaries(day, self.period, self.lead, start, end):
+                rows.append((account, d))
         accounts = store.count("accounts") or 0
         notes = []
         if accounts > len(first):

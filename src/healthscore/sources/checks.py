@@ -211,6 +211,13 @@ def _row_checks(spec: Table, cols: FileColumns, declared: dict) -> list[Check]:
             )
     for c in cols.extras:
         checks.append((_holds_nul(f"CAST(x{c.index} AS VARCHAR)"), "nul", c.name, None))
+        # NaN and infinity are no numbers (a Parquet double, a CSV's "nan"): as in the
+        # canonical columns, they would score as the best value there is
+        x = f"x{c.index}"
+        not_finite = f"NOT isfinite(TRY_CAST(CAST({x} AS VARCHAR) AS DOUBLE))"
+        checks.append(
+            (f"typeof({x}) IN ('DOUBLE', 'FLOAT') AND {not_finite}", "not_finite", c.name, None)
+        )
         if c.name in declared:
             d = Domain(*declared[c.name])
             number = f"TRY_CAST(x{c.index} AS DOUBLE)"
@@ -375,6 +382,8 @@ def _problem(spec: Table, cols: FileColumns, formats, shown, row, kind, column, 
         return Problem(got=got, **reason, **where)
     if kind == "required":
         return Problem("required value is empty", **where)
+    if kind == "not_finite":
+        return Problem("not a finite number", got=got, expected="a number like 1234.5", **where)
     if kind == "nul":
         return Problem(
             "holds a NUL character (U+0000), which no text value may hold",

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 
+from healthscore.core.limits import MAX_JSON_DEPTH
 from healthscore.errors import SourceError
 from healthscore.sources.sql import plural, sql_literal
 from healthscore.store.scratch import ScratchConnection, ScratchError, error_detail
@@ -119,6 +120,31 @@ class DataFile:
                 hint="delete the blank lines above the header",
             )
 
+    def check_nesting(self) -> None:
+        """A JSON lines row nested more than :data:`~healthscore.core.limits.MAX_JSON_DEPTH`
+        levels deep is an error naming its line, before the driver reads it (DuckDB's
+        JSON reader takes the process down on a row nested tens of thousands deep).
+
+        The file is read in blocks, counting each line's ``[`` and ``{`` (NumPy, at
+        memory speed); only a line holding more than the bound is walked character by
+        character, strings skipped.
+        """
+        if self.fmt != "json":
+            return
+        import numpy as np
+
+        carry = 0  # opening brackets of the line the last block ended in
+        with open(self.path, "rb") as f:
+            while block := f.read(_BLOCK):
+                b = np.frombuffer(block, np.uint8)
+                opened = np.cumsum((b == 0x5B) | (b == 0x7B), dtype=np.int32)
+                ends = opened[b == 0x0A]
+                per_line = np.diff(ends, prepend=0, append=opened[-1])
+                per_line[0] += carry
+                if per_line.max() > MAX_JSON_DEPTH:
+                    _deep_line(self.path)  # rare: walk those lines themselves
+                carry = int(per_line[-1])
+
     def reader_sql(self, typed: bool, json_columns: str = "") -> str:
         """The DuckDB table function reading the file: types sniffed, or text (``typed``
         False: CSV all text; JSON the ``json_columns`` given)."""
@@ -199,6 +225,41 @@ class DataFile:
                 if target is None:
                     break
         return result | {r: r for r in rows if r not in result}
+
+
+#: bytes read at a time when a file is looked through
+_BLOCK = 1 << 22
+
+
+def _deep_line(file: str) -> None:
+    """Raise naming the first line of a JSON lines file nested more than
+    :data:`~healthscore.core.limits.MAX_JSON_DEPTH` deep (brackets inside strings are
+    text)."""
+    with open(file, "rb") as f:
+        for line_no, line in enumerate(f, start=1):
+            if line.count(b"[") + line.count(b"{") <= MAX_JSON_DEPTH:
+                continue
+            depth, in_text, escaped = 0, False, False
+            for byte in line:
+                if in_text:
+                    if escaped:
+                        escaped = False
+                    elif byte == 0x5C:  # backslash
+                        escaped = True
+                    elif byte == 0x22:  # quote
+                        in_text = False
+                elif byte == 0x22:
+                    in_text = True
+                elif byte in (0x5B, 0x7B):  # [ {
+                    depth += 1
+                    if depth > MAX_JSON_DEPTH:
+                        raise SourceError(
+                            f"{file}:{line_no}: a value nested more than {MAX_JSON_DEPTH} "
+                            "levels deep",
+                            hint='a row is one flat JSON object: {"column": value, ...}',
+                        )
+                elif byte in (0x5D, 0x7D):  # ] }
+                    depth -= 1
 
 
 @dataclass

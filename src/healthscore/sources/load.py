@@ -7,8 +7,10 @@ holder of a connection.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
+from healthscore.core.files import atomic_path
 from healthscore.core.tables import get_table
 from healthscore.errors import StoreError
 from healthscore.sources.read import Progress, stream_source
@@ -67,24 +69,30 @@ def load_file(
                 hint=f"load {account_from} first",
             )
         lookup = (ref_key, dict(zip(ref[ref_key], ref["account_id"], strict=True)))
-    with stream_source(
-        path,
-        table,
-        mapping,
-        date_format=date_format,
-        number_format=number_format,
-        key=key,
-        allow_rejects=rejects is not None,
-        account_lookup=lookup,
-        constants=constants,
-        values=values,
-        domains=domains,
-        progress=progress,
-        memory_limit=load_memory_limit(),
-    ) as batch:
+    with (
+        stream_source(
+            path,
+            table,
+            mapping,
+            date_format=date_format,
+            number_format=number_format,
+            key=key,
+            allow_rejects=rejects is not None,
+            account_lookup=lookup,
+            constants=constants,
+            values=values,
+            domains=domains,
+            progress=progress,
+            memory_limit=load_memory_limit(),
+        ) as batch,
+        ExitStack() as stack,
+    ):
         n_rejected = 0
         if rejects is not None:  # written even when empty, so an old rejects file never lingers
-            n_rejected = write_rejects(batch, rejects, raw=raw)
+            # ... and renamed into place only once the rows are in: a failed load writes
+            # nothing, and an old rejects file stays as it was
+            tmp = stack.enter_context(atomic_path(rejects, param="rejects"))
+            n_rejected = write_rejects(batch, tmp, raw=raw, into_temporary=True)
         result = store.load(
             table,
             batch.data,

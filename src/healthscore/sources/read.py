@@ -252,6 +252,7 @@ def stream_source(
         raise SourceError(f"{file}: file not found" if not p.exists() else f"{file}: not a file")
     data = DataFile(file, fmt)
     data.check_not_empty()
+    data.check_nesting()
     with open_scratch(memory_limit, shared=shared_scratch) as db:
         if date_format is not None:
             check_date_format(db, date_format)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from healthscore.core.csvout import write_csv
+from healthscore.core.csvout import write_csv, write_csv_into
 from healthscore.errors import Problem
 from healthscore.sources.columns import FileColumns
 from healthscore.store.scratch import ScratchConnection, fetch_arrow
@@ -52,13 +52,17 @@ def fetch_rejects(
     return pa.table(columns)
 
 
-def write_rejects(batch: SourceBatch, path, *, raw: bool = False) -> int:
+def write_rejects(
+    batch: SourceBatch, path, *, raw: bool = False, into_temporary: bool = False
+) -> int:
     """Write ``batch.reject_rows`` to ``path`` as CSV and return how many rows it holds.
 
     With no rejects the file is still written (header ``_row,_reason`` only), so a
     rejects file left over from an earlier load never lingers. The file is replaced
     atomically, and text a spreadsheet would run as a formula (``=...``) gets a leading
-    ``'`` unless ``raw`` (see :mod:`healthscore.core.csvout`).
+    ``'`` unless ``raw`` (see :mod:`healthscore.core.csvout`). With ``into_temporary``,
+    ``path`` is the temporary path of an :func:`~healthscore.core.files.atomic_path` the
+    caller holds, renamed into place only once the load succeeded.
 
     Examples
     --------
@@ -75,5 +79,8 @@ def write_rejects(batch: SourceBatch, path, *, raw: bool = False) -> int:
     rows = batch.reject_rows
     if rows is None:
         rows = pa.table({"_row": pa.array([], pa.int64()), "_reason": pa.array([], pa.string())})
-    write_csv(rows, path, raw=raw, param="rejects")
+    if into_temporary:
+        write_csv_into(rows, path, raw=raw)
+    else:
+        write_csv(rows, path, raw=raw, param="rejects")
     return rows.num_rows

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from healthscore.core.files import atomic_path, write_text_atomic
+from healthscore.core.files import atomic_write, write_text_atomic
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -51,7 +51,9 @@ def write_rows(
 
         if out is None:
             raise ValueError("parquet needs a file")
-        with atomic_path(out, param=param) as tmp:
-            pq.write_table(rows, tmp)
+        # a file object, not a name: on an error pyarrow removes the file it was named,
+        # which for a device or a pipe written in place (/dev/full) is the device itself
+        with atomic_write(out, "wb", param=param) as f:
+            pq.write_table(rows, f)
     else:
         raise ValueError(f"not a rows format: {fmt}")

@@ -736,8 +736,14 @@ async def check_csrf(request: Request, expected: str) -> None:
     if sent is None:
         form = await request.form()
         sent = form.get(CSRF_FIELD)
-    if not isinstance(sent, str) or not hmac.compare_digest(sent, expected):
+    # compared as bytes: compare_digest refuses str holding anything but ASCII, and a
+    # header or form field may hold any character
+    if not isinstance(sent, str) or not hmac.compare_digest(_bytes(sent), _bytes(expected)):
         raise HTTPException(403, "missing or wrong CSRF token; reload the page")
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
 
 
 def _own_origin(request: Request) -> str:

@@ -283,3 +283,33 @@ def test_a_request_whose_only_message_is_refused_is_200_and_the_message_parked(s
     assert "quantity" in reasons["only-obj"] and "text, a number" in reasons["only-obj"]
     assert "not a finite number" in reasons["only-big"]
     assert _events(service, user_id=["seg-only"]) == []
+
+
+def test_times_out_of_range_once_in_utc_are_parked_not_a_failed_request(service, write_key):
+    # 0001-01-01 at +01:00 is before the first day there is in UTC (and 9999-12-31 at
+    # -01:00 after the last): converting it raised, and the whole batch was a 500
+    sent = datetime.now(UTC).isoformat()
+    batch = {
+        "batch": [
+            {"type": "group", "userId": "seg-range", "groupId": "ACC-00102", "messageId": "r-g"},
+            {"type": "track", "userId": "seg-range", "event": "x", "messageId": "r-first",
+             "timestamp": "0001-01-01T00:00:00+01:00"},
+            {"type": "track", "userId": "seg-range", "event": "x", "messageId": "r-last",
+             "timestamp": "9999-12-31T23:59:59-01:00"},
+            {"type": "track", "userId": "seg-range", "event": "x", "messageId": "r-sent",
+             "timestamp": sent, "sentAt": "0001-01-01T00:30:00+02:00"},
+            {"type": "track", "userId": "seg-range", "event": "ok", "messageId": "r-ok",
+             "timestamp": sent},
+        ],
+        "sentAt": sent,
+    }  # fmt: skip
+    r = httpx.post(service.url + "/v1/batch", json=batch, auth=(write_key, ""))
+    assert r.status_code == 200 and r.json() == {"success": True}, r.text
+    assert [e["event_id"] for e in _events(service, user_id=["seg-range"])] == ["r-ok"]
+    reasons = {p["message_id"]: p["reason"] for p in _parked(service, "rejects")}
+    assert reasons["r-first"] == (
+        "timestamp: out of range once in UTC (got '0001-01-01T00:00:00+01:00')"
+    )
+    assert reasons["r-last"].startswith("timestamp: out of range once in UTC")
+    assert reasons["r-sent"].startswith("sentAt: out of range once in UTC")
+

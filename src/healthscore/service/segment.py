@@ -213,7 +213,10 @@ def _time(raw: dict, key: str) -> datetime | None:
         t = None
     if t is None:
         raise Refused(f"{key}: not an ISO 8601 time (got {value!r})")
-    return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
+    try:
+        return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before the first day there is in UTC
+        raise Refused(f"{key}: out of range once in UTC (got {value!r})") from None
 
 
 def _text(raw: dict, key: str) -> str | None:

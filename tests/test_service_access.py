@@ -1001,3 +1001,37 @@ def test_a_token_name_past_200_characters_is_refused_saying_so(store_copy):
     ok = command("token", "create", "--name", "n" * 200, "--scope", "read", "--db", str(store_copy))
     assert ok.returncode == 0, ok.stderr
 
+
+def test_an_unpaired_surrogate_in_a_json_field_is_422_naming_it_and_nothing_written(
+    service, people, account
+):
+    # JSON may spell half of a surrogate pair ("\ud800"): no store can keep that text (nor
+    # can an error echoing it be sent), and a token, user or flag holding one was a 500
+    half = "\ud800"
+    admin = {"Authorization": f"Bearer {service.admin_token}"}
+    flags = {"Authorization": f"Bearer {service.token('ingest:flags', name='flags')}"}
+    cases = [
+        ("/v1/tokens", admin, {"name": "crm" + half, "scopes": ["read"]}, "body.name"),
+        ("/v1/tokens", admin, {"name": "crm", "scopes": ["read" + half]}, "body.scopes.0"),
+        ("/v1/tokens", admin, {"name": "crm", "scopes": ["read"], "expires": half}, "body.expires"),
+        ("/v1/users", admin, {"username": "sur" + half, "password": PASSWORD}, "body.username"),
+        ("/v1/users", admin, {"username": "sur", "password": PASSWORD + half}, "body.password"),
+        ("/v1/users", admin, {"username": "sur", "password": PASSWORD, "csm": half}, "body.csm"),
+        ("/v1/flags", flags, {"account_id": account, "kind": "x" + half}, "body.kind"),
+        ("/v1/flags", flags, {"account_id": account, "kind": "x", "note": half}, "body.note"),
+        ("/v1/flags", flags, {"account_id": account + half, "kind": "x"}, "body.account_id"),
+    ]  # fmt: skip
+    before = fingerprint(service.state)
+    with httpx.Client(base_url=service.url, timeout=30) as c:
+        for path, headers, body, key in cases:
+            r = c.post(
+                path,
+                content=json.dumps(body),  # ASCII, the surrogate as its escape
+                headers={**headers, "content-type": "application/json"},
+            )
+            assert r.status_code == 422, (path, body, r.status_code, r.text[:300])
+            problem = r.json()["problems"][0]
+            assert problem["key"] == key, r.text
+            # (pydantic's words for a field with a length limit, else healthscore's)
+            assert "unicode" in problem["reason"].lower(), r.text
+    assert fingerprint(service.state) == before

@@ -354,3 +354,42 @@ def _count_prefix(service, prefix: str) -> int:
     with service.state.store_access() as store:
         t = store.table("usage_events")
         return store.execute(t.filter(t.event_id.startswith(prefix))).num_rows
+
+
+def test_unpaired_surrogates_are_refused_naming_row_and_column(service):
+    # JSON may spell half of a surrogate pair ("\ud800"): no store (nor Arrow) can take
+    # that text, and a batch holding one, as a value or a column's name, was a 500
+    rows = [
+        {**EVENTS[0], "event_id": "sur-ok"},
+        {**EVENTS[0], "event_id": "sur-1", "event": "search\ud800"},
+        {**EVENTS[0], "event_id": "sur-2", "source\udc00": "web"},
+        {**EVENTS[0], "event_id": "sur-3", "source": "\udc00"},
+    ]
+    with service.client() as api:
+        r = api.post(
+            "/v1/ingest/usage_events",
+            content=json.dumps({"rows": rows}),  # ASCII, the surrogates as escapes
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 400, r.text
+        body = r.json()
+        assert body["error"].startswith("usage_events batch: 3 invalid rows, nothing written")
+        found = [(p["row"], p["column"], p["reason"]) for p in body["problems"]]
+        why = "not valid Unicode text: an unpaired surrogate"
+        assert found == [
+            (1, "event", why),
+            (2, "'source\\udc00'", f"{why} in the column's name"),
+            (3, "source", why),
+        ]
+        assert body["problems"][0]["got"] == "search\\ud800"  # shown as its escape
+        assert _rows(service, "usage_events", "event_id", ["sur-ok", "sur-1"]) == []
+        # a whole pair is the one character it stands for
+        pair = {**EVENTS[0], "event_id": "sur-pair", "event": "search \U0001f600"}
+        r = api.post(
+            "/v1/ingest/usage_events",
+            content=json.dumps({"rows": [pair]}),
+            headers={"content-type": "application/json"},
+        )
+    assert r.status_code == 200, r.text
+    [stored] = _rows(service, "usage_events", "event_id", ["sur-pair"])
+    assert stored["event"] == "search \U0001f600"

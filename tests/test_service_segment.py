@@ -313,3 +313,51 @@ def test_times_out_of_range_once_in_utc_are_parked_not_a_failed_request(service,
     assert reasons["r-last"].startswith("timestamp: out of range once in UTC")
     assert reasons["r-sent"].startswith("sentAt: out of range once in UTC")
 
+
+def test_unpaired_surrogates_are_parked_with_the_reason_not_a_failed_request(service, write_key):
+    # JSON may spell half of a surrogate pair ("\ud800"): no store can keep that text,
+    # and a message holding one in any field (used or not) made the request a 500
+    sent = datetime.now(UTC).isoformat()
+    half = "\ud800"
+    batch = {
+        "batch": [
+            {"type": "group", "userId": "seg-sur", "groupId": "ACC-00102", "messageId": "u-g"},
+            {"type": "track", "userId": "seg-sur" + half, "event": "x", "messageId": "u-user",
+             "timestamp": sent},
+            {"type": "track", "userId": "seg-sur", "event": "x" + half, "messageId": "u-event",
+             "timestamp": sent},
+            {"type": "track", "userId": "seg-sur", "event": "x", "messageId": "u-qty",
+             "timestamp": sent, "properties": {"quantity": "2" + half}},
+            {"type": "identify", "userId": "seg-sur", "messageId": "u-created",
+             "traits": {"createdAt": "2025-01-01" + half}},
+            {"type": "group", "userId": "seg-sur2", "groupId": "ACC" + half, "messageId": "u-grp"},
+            {"type": "track", "userId": "seg-sur", "event": "x", "messageId": "u-" + half,
+             "timestamp": sent},
+            {"type": "track", "userId": "seg-sur", "event": "ok", "messageId": "u-ok",
+             "timestamp": sent, "properties": {"note": "kept " + half, "emoji": "\U0001f600"}},
+            {"type": "page", "userId": "seg-sur", "messageId": "u-page", "name": half},
+        ],
+        "sentAt": sent,
+    }  # fmt: skip
+    r = httpx.post(
+        service.url + "/v1/batch",
+        content=json.dumps(batch),  # ASCII, the surrogate as its escape
+        headers={"content-type": "application/json"},
+        auth=(write_key, ""),
+    )
+    assert r.status_code == 200 and r.json() == {"success": True}, r.text
+    # a surrogate in a field no column takes is no obstacle: that message is taken
+    assert [e["event_id"] for e in _events(service, user_id=["seg-sur"])] == ["u-ok"]
+    assert _user(service, "seg-sur")["created_at"] is None
+    rejects = {p["message_id"]: p for p in _parked(service, "rejects")}
+    reasons = {k: p["reason"] for k, p in rejects.items()}
+    why = "not valid Unicode text: an unpaired surrogate"
+    assert reasons["u-user"] == f"userId: {why}"
+    assert reasons["u-event"] == f"event: {why}"
+    assert reasons["u-qty"] == f"properties.quantity: {why}"
+    assert reasons["u-created"] == f"traits.createdAt: {why}"
+    assert reasons["u-grp"] == f"groupId: {why}"
+    assert any(k.startswith("md5-") and w == f"messageId: {why}" for k, w in reasons.items())
+    # the parked copy shows the surrogate as U+FFFD (the listing could not be sent else)
+    assert rejects["u-page"]["message"]["name"] == "\ufffd"
+    assert rejects["u-event"]["message"]["event"] == "x\ufffd"

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from healthscore.core.tables import TABLES
 from healthscore.errors import HealthscoreError
-from healthscore.service import auth, parked
+from healthscore.service import auth, parked, text
 from healthscore.service.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
@@ -172,11 +172,19 @@ async def ingest(table: str, request: Request) -> dict:
 
 
 def _write(state, table: str, rows: list) -> dict:
+    from healthscore.errors import SourceError
     from healthscore.sources.rows import check_rows
 
     if not rows:
         return {"table": table, "inserted": 0, "updated": 0, "unchanged": 0,
                 "unknown_accounts": 0, "accounts_changed": 0}  # fmt: skip
+    unstorable = text.row_problems(rows)  # text no store (nor Arrow) can take
+    if unstorable:
+        n = len({p.row for p in unstorable})
+        raise SourceError.collect(
+            unstorable,
+            f"{table} batch: {n} invalid row{'s' if n != 1 else ''}, nothing written",
+        )
     with check_rows(rows, table) as batch:
         data = batch.data.read_all()
         with state.ingest_access() as store:  # behind at most one other batch

@@ -26,8 +26,9 @@ Mapping (the service's "now" is ``receivedAt``):
 Refused (parked in ``ingest_rejects``): a message that is not an object, of another
 type (page, screen, alias), without userId (or a group without groupId, a track without
 event), with a time that does not parse, more than a day after it was received, with an
-id or event name of more than 1,000 characters (or a NUL character), or with values the
-canonical table's checks refuse (the reason says which).
+id or event name of more than 1,000 characters (or a NUL character), with text no store
+can keep (an unpaired surrogate, see :mod:`healthscore.service.text`) in a field it uses,
+or with values the canonical table's checks refuse (the reason says which).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from healthscore.core.limits import MAX_ID_CHARS, NUL
 from healthscore.errors import Problem
 from healthscore.service import auth, parked
 from healthscore.service.ingest import IngestError, json_body, read_json
+from healthscore.service.text import REASON, unpaired
 
 router = APIRouter(prefix="/v1", tags=["segment"])
 
@@ -192,7 +194,7 @@ def message_id(raw) -> str:
     same message sent again gets the same id)."""
     if isinstance(raw, dict) and isinstance(raw.get("messageId"), str | int):
         given = str(raw["messageId"])
-        if NUL not in given and len(given) <= MAX_ID_CHARS:
+        if NUL not in given and len(given) <= MAX_ID_CHARS and not unpaired(given):
             # else (refused by normalise) one the store can keep
             return given
     text = json.dumps(
@@ -225,12 +227,19 @@ def _text(raw: dict, key: str) -> str | None:
         return None
     if NUL in str(value):
         raise Refused(f"{key}: holds a NUL character (U+0000), which no text value may hold")
+    _storable(value, key)
     if len(str(value)) > MAX_ID_CHARS:
         raise Refused(
             f"{key}: {len(str(value)):,} characters; an id or event name is at most "
             f"{MAX_ID_CHARS:,}"
         )
     return str(value).strip() or None
+
+
+def _storable(value, key: str) -> None:
+    """Refuse text no store can keep (see :mod:`healthscore.service.text`)."""
+    if isinstance(value, str) and unpaired(value):
+        raise Refused(f"{key}: {REASON}")
 
 
 def normalise(raw, sent_at: str | None, received: datetime) -> Message:
@@ -268,6 +277,7 @@ def normalise(raw, sent_at: str | None, received: datetime) -> Message:
             raise Refused("track without an event name (`event`)")
         props = raw.get("properties")
         m.quantity = props.get("quantity") if isinstance(props, dict) else None
+        _storable(m.quantity, "properties.quantity")
     elif kind == "group":
         m.group_id = _text(raw, "groupId")
         if m.group_id is None:
@@ -276,6 +286,7 @@ def normalise(raw, sent_at: str | None, received: datetime) -> Message:
         traits = raw.get("traits")
         if isinstance(traits, dict):
             m.created_at = traits.get("createdAt", traits.get("created_at"))
+            _storable(m.created_at, "traits.createdAt")
     return m
 
 

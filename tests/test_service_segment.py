@@ -361,3 +361,15 @@ def test_unpaired_surrogates_are_parked_with_the_reason_not_a_failed_request(ser
     # the parked copy shows the surrogate as U+FFFD (the listing could not be sent else)
     assert rejects["u-page"]["message"]["name"] == "\ufffd"
     assert rejects["u-event"]["message"]["event"] == "x\ufffd"
+
+
+def test_a_write_key_holding_a_nul_character_is_401_like_any_unknown_key(service):
+    # the Basic user is base64, so it can carry a NUL a Bearer header cannot: the token's
+    # lookup then ended its SQL there (400, the parser's error) instead of a 401
+    for key in ("hs_ab\x00cd_secret", "hs_abcdef012345_sec\x00ret"):
+        r = httpx.post(
+            service.url + "/v1/track", json={"userId": "u", "event": "x"}, auth=(key, "")
+        )
+        assert r.status_code == 401, r.text
+        assert r.json()["error"] == "the write key is unknown, revoked or expired"
+        assert r.headers["www-authenticate"].startswith("Basic")

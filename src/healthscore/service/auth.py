@@ -306,8 +306,8 @@ def verify_token(store: Store, text: str | None) -> Token | None:
     if not text or not text.startswith("hs_"):
         return None
     token_id, sep, secret = text[3:].partition("_")
-    if not sep or not token_id or not secret or len(text) > 200:
-        return None
+    if not sep or not token_id or not secret or len(text) > 200 or NUL in text:
+        return None  # (a NUL, e.g. from a Basic write key, would end the lookup's SQL)
     rows = _token_rows(store, token_id)
     if not rows:
         hmac.compare_digest(_sha256(secret), _sha256(""))  # same work either way

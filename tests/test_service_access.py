@@ -1035,3 +1035,16 @@ def test_an_unpaired_surrogate_in_a_json_field_is_422_naming_it_and_nothing_writ
             # (pydantic's words for a field with a length limit, else healthscore's)
             assert "unicode" in problem["reason"].lower(), r.text
     assert fingerprint(service.state) == before
+
+
+@pytest.mark.parametrize("scope", ["ingest:", "ingest:,", "ingest: read"])
+def test_an_ingest_scope_listing_no_table_is_refused_never_every_table(service, scope):
+    # "ingest:" (a script joining an empty list of tables) made a token for every input
+    # table, as "ingest" without a list does
+    before = fingerprint(service.state)
+    with service.client() as api:
+        r = api.post("/v1/tokens", json={"name": "crm", "scopes": [scope]})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"].startswith("scope 'ingest:")
+    assert "lists no table" in r.json()["error"]
+    assert fingerprint(service.state) == before

@@ -86,18 +86,20 @@ def parse_scopes(scopes: list[str] | tuple[str, ...]) -> list[str]:
     out = []
     for raw in scopes:
         for word in raw.split():
-            name, _, tables = word.partition(":")
+            name, listed, tables = word.partition(":")
             name = name.strip().lower()
             if name not in SCOPES:
                 raise AuthError(f"unknown scope {word!r}", hint="scopes: " + ", ".join(SCOPES))
-            if tables:
+            # "ingest:" with no table after it lists none: never every table
+            if listed:
                 if name != "ingest":
                     raise AuthError(f"scope {name!r} takes no table list (got {word!r})")
                 names = [t.strip() for t in tables.split(",") if t.strip()]
                 bad = [t for t in names if t not in TABLES or t == "scores"]
                 if bad or not names:
+                    what = f"not an input table: {', '.join(bad)}" if bad else "lists no table"
                     raise AuthError(
-                        f"scope {word!r}: not an input table: {', '.join(bad) or '(none)'}",
+                        f"scope {word!r}: {what}",
                         hint="tables: " + ", ".join(t for t in TABLES if t != "scores"),
                     )
                 word = "ingest:" + ",".join(names)

@@ -393,3 +393,20 @@ def test_unpaired_surrogates_are_refused_naming_row_and_column(service):
     assert r.status_code == 200, r.text
     [stored] = _rows(service, "usage_events", "event_id", ["sur-pair"])
     assert stored["event"] == "search \U0001f600"
+
+
+def test_a_column_name_holding_a_nul_character_is_refused_naming_row_and_column(service):
+    # the reader's SQL ended at the NUL: a 400 quoting DuckDB's parser, naming no row
+    rows = [
+        {**EVENTS[0], "event_id": "nul-col-ok"},
+        {**EVENTS[0], "event_id": "nul-col", "src\x00": 1},
+    ]
+    with service.client() as api:
+        r = api.post("/v1/ingest/usage_events", json={"rows": rows})
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert body["error"].startswith("usage_events batch: 1 invalid row, nothing written")
+    found = [(p["row"], p["column"], p["reason"]) for p in body["problems"]]
+    why = "the column's name holds a NUL character (U+0000), which no name may hold"
+    assert found == [(1, "'src\\x00'", why)]
+    assert _rows(service, "usage_events", "event_id", ["nul-col-ok", "nul-col"]) == []

@@ -1,4 +1,5 @@
-r"""Text a client sends that no store can keep: unpaired UTF-16 surrogates.
+r"""Text a client sends that no store can keep: unpaired UTF-16 surrogates, and a NUL
+character in the name of a batch's column.
 
 Place in the flow: under the routes of ``service/`` that read JSON bodies (ingest,
 Segment, tokens, users). JSON may spell a surrogate code point on its own (``"\ud800"``,
@@ -8,7 +9,9 @@ message echoing it cannot be sent either. (A whole pair, ``"\ud83d\ude00"``, is 
 the one character it stands for and is fine.) The routes refuse such text where it is,
 before anything is written: a row and column of an ingestion batch (400), a field of a
 small JSON body (422, :data:`StoredText`), a field of a Segment message (parked as a
-reject with the reason).
+reject with the reason). A column's name holding a NUL (U+0000) is refused the same way
+(a value holding one is the batch's own checks', :mod:`healthscore.sources.checks`): the
+reader's SQL would end at it.
 
 Examples
 --------
@@ -18,6 +21,8 @@ Examples
 ...     print(p)
 row 0: b: not valid Unicode text: an unpaired surrogate (got '\\udc00')
 row 1: '\ud800': not valid Unicode text: an unpaired surrogate in the column's name
+>>> print(*row_problems([{"a\x00": 1}]))
+row 0: 'a\x00': the column's name holds a NUL character (U+0000), which no name may hold
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
+from healthscore.core.limits import NUL
 from healthscore.errors import Problem
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 REASON = "not valid Unicode text: an unpaired surrogate"
+NUL_IN_NAME = "the column's name holds a NUL character (U+0000), which no name may hold"
 
 
 def unpaired(text: str) -> bool:
@@ -39,9 +46,9 @@ def unpaired(text: str) -> bool:
 
 
 def row_problems(rows: list) -> list[Problem]:
-    """One problem per value (or column name) of a batch's rows holding an unpaired
-    surrogate (``row``: the index in ``rows``, from 0); rows that are not objects are
-    left to the batch's own checks."""
+    """One problem per value or column name of a batch's rows holding an unpaired
+    surrogate, and per column name holding a NUL (``row``: the index in ``rows``, from
+    0); rows that are not objects are left to the batch's own checks."""
     problems = []
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
@@ -49,6 +56,8 @@ def row_problems(rows: list) -> list[Problem]:
         for k, v in row.items():
             if unpaired(k):
                 problems.append(Problem(f"{REASON} in the column's name", row=i, column=repr(k)))
+            elif NUL in k:
+                problems.append(Problem(NUL_IN_NAME, row=i, column=repr(k)))
             elif isinstance(v, str) and unpaired(v):
                 problems.append(Problem(REASON, row=i, column=k, got=escaped(v)))
     return problems

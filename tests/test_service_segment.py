@@ -373,3 +373,34 @@ def test_a_write_key_holding_a_nul_character_is_401_like_any_unknown_key(service
         assert r.status_code == 401, r.text
         assert r.json()["error"] == "the write key is unknown, revoked or expired"
         assert r.headers["www-authenticate"].startswith("Basic")
+
+
+def test_a_type_that_is_not_text_is_parked_not_a_failed_request(service, write_key):
+    # the refused message's type went into the rejects table as it was: a list or an
+    # object there failed the insert, and with it the whole request (500)
+    sent = datetime.now(UTC).isoformat()
+    batch = {
+        "batch": [
+            {"type": ["track"], "userId": "seg-type", "event": "x", "messageId": "t-list"},
+            {"type": {"t": "track"}, "userId": "seg-type", "event": "x", "messageId": "t-obj"},
+            {"type": 7, "userId": "seg-type", "event": "x", "messageId": "t-num"},
+            {"type": "x" * 5000, "userId": "seg-type", "event": "x", "messageId": "t-long"},
+            {"type": "group", "userId": "seg-type", "groupId": "ACC-00102", "messageId": "t-g"},
+            {"type": "track", "userId": "seg-type", "event": "ok", "messageId": "t-ok",
+             "timestamp": sent},
+        ],
+        "sentAt": sent,
+    }  # fmt: skip
+    r = httpx.post(service.url + "/v1/batch", json=batch, auth=(write_key, ""))
+    assert r.status_code == 200 and r.json() == {"success": True}, r.text
+    assert [e["event_id"] for e in _events(service, user_id=["seg-type"])] == ["t-ok"]
+    rejects = {p["message_id"]: p for p in _parked(service, "rejects")}
+    assert rejects["t-list"]["type"] == '["track"]'
+    assert (
+        rejects["t-list"]["reason"]
+        == "type ['track'] is not used (healthscore takes track, identify, group)"
+    )
+    assert rejects["t-obj"]["type"] == '{"t": "track"}'
+    assert rejects["t-num"]["type"] == "7"
+    assert rejects["t-long"]["type"] == "x" * 1000
+    assert rejects["t-list"]["message"]["type"] == ["track"]  # the message as received

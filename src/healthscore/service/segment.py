@@ -46,7 +46,7 @@ from healthscore.core.limits import MAX_ID_CHARS, NUL
 from healthscore.errors import Problem
 from healthscore.service import auth, parked
 from healthscore.service.ingest import IngestError, json_body, read_json
-from healthscore.service.text import REASON, unpaired
+from healthscore.service.text import REASON, readable, unpaired
 
 router = APIRouter(prefix="/v1", tags=["segment"])
 
@@ -301,6 +301,16 @@ class _Outcome:
     touched: set[str] = field(default_factory=set)
 
 
+def _type_text(raw) -> str | None:
+    """A refused message's ``type`` as its parked row keeps it: text (cut, and with any
+    unpaired surrogate replaced) or, for anything else (a list, an object), its JSON."""
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    if kind is None:
+        return None
+    text = kind if isinstance(kind, str) else parked.message_text(kind)
+    return readable(text[:MAX_ID_CHARS])
+
+
 def take(state, messages: list, sent_at: str | None) -> None:
     """Write what the messages say, park the rest; mark the accounts changed."""
     received = state.now()
@@ -310,7 +320,7 @@ def take(state, messages: list, sent_at: str | None) -> None:
         out.rejects.append(
             {
                 "message_id": message_id(raw),
-                "type": kind or (raw.get("type") if isinstance(raw, dict) else None),
+                "type": kind or _type_text(raw),
                 "received_at": received,
                 "reason": reason,
                 "message": parked.message_text(raw),

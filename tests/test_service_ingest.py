@@ -410,3 +410,36 @@ def test_a_column_name_holding_a_nul_character_is_refused_naming_row_and_column(
     why = "the column's name holds a NUL character (U+0000), which no name may hold"
     assert found == [(1, "'src\\x00'", why)]
     assert _rows(service, "usage_events", "event_id", ["nul-col-ok", "nul-col"]) == []
+
+
+def _columns(service, table: str) -> list[str]:
+    with service.state.store_access() as store:
+        return list(store.table(table).columns)
+
+
+def test_a_batch_adding_columns_past_the_limit_is_refused_fast_and_nothing_written(service):
+    # each new name is a column added to the table: 3,000 of them in one 60 KB request
+    # held the store for minutes, and nothing bounded how many a table gathered
+    from healthscore.core.tables import TABLES
+
+    limit = 200  # Settings.max_extra_columns
+    before = _columns(service, "tickets")
+    held = len(set(before) - TABLES["tickets"].columns.keys())  # extra ones already there
+    row = {"ticket_id": "wide-1", "account_id": "ACC-00102", "opened_at": "2025-06-01"}
+    with service.client() as api:
+        two = api.post("/v1/ingest/tickets", json={"rows": [{**row, "wide_a": 1, "wide_b": "x"}]})
+        assert two.status_code == 200, two.text
+        t0 = time.monotonic()
+        many = {f"wide_{i}": i for i in range(limit)}  # with wide_a and wide_b: past it
+        r = api.post("/v1/ingest/tickets", json={"rows": [{**row, "ticket_id": "wide-2", **many}]})
+        assert time.monotonic() - t0 < 5
+        assert r.status_code == 400, r.text
+        assert r.json()["error"] == (
+            f"tickets batch: {limit} new columns would make {held + 2 + limit} beyond the table's "
+            f"own; at most {limit}, nothing written"
+        )
+        # the columns it holds add nothing: taken
+        again = api.post("/v1/ingest/tickets", json={"rows": [{**row, "wide_a": 2}]})
+        assert again.status_code == 200, again.text
+    assert _columns(service, "tickets") == [*before, "wide_a", "wide_b"]
+    assert _rows(service, "tickets", "ticket_id", ["wide-2"]) == []

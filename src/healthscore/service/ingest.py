@@ -178,6 +178,7 @@ def _write(state, table: str, rows: list) -> dict:
     if not rows:
         return {"table": table, "inserted": 0, "updated": 0, "unchanged": 0,
                 "unknown_accounts": 0, "accounts_changed": 0}  # fmt: skip
+    _few_extra_columns(state, table, rows)
     unstorable = text.row_problems(rows)  # text no store (nor Arrow) can take
     if unstorable:
         n = len({p.row for p in unstorable})
@@ -204,6 +205,29 @@ def _write(state, table: str, rows: list) -> dict:
             "are stored (as `healthscore load` does) and count once the account is sent"
         )
     return out
+
+
+def _few_extra_columns(state, table: str, rows: list) -> None:
+    """400 when the batch adds columns to ``table`` (names it does not hold yet) and
+    would make it hold more than ``max_extra_columns`` beyond its canonical ones: each
+    new name is a column added to the table, and a batch naming 3,000 held the store for
+    minutes. Names are compared whatever their case, as the store compares them."""
+    limit = state.settings.max_extra_columns
+    own = TABLES[table].columns.keys()
+    names = {k for r in rows if isinstance(r, dict) for k in r if isinstance(k, str)}
+    extra = {n.casefold() for n in names} - set(own)
+    if not extra:
+        return
+    with state.store_access() as store:
+        stored = {c.casefold() for c in store.table(table).columns} - set(own)
+    new = extra - stored
+    if new and len(stored | new) > limit:
+        raise IngestError(
+            f"{table} batch: {len(new):,} new columns would make {len(stored | new):,} "
+            f"beyond the table's own; at most {limit:,}, nothing written",
+            hint="send the table's columns (docs/data.md) and a few extra ones; "
+            "extra columns are kept as columns of the table",
+        )
 
 
 @router.get("/ingest/rejects", dependencies=[auth.require("read")])

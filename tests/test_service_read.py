@@ -141,6 +141,9 @@ def test_history_and_why_it_moved(service, api, everyone):
     r = api.get(f"/v1/accounts/{acc}/why", params={"from": "2025-05-01", "to": "2025-13-01"})
     assert r.status_code == 400 and "`to`" in r.json()["error"]
     assert api.get(f"/v1/accounts/{acc}/why").status_code == 422  # `from` is required
+    # ... and empty it is no date: it answered one explanation, not why the score moved
+    r = api.get(f"/v1/accounts/{acc}/why", params={"from": ""})
+    assert r.status_code == 400 and r.json()["error"] == "`from` is empty"
 
 
 def test_portfolio(api, everyone):

@@ -234,6 +234,8 @@ def why_it_moved(
     """Why the score moved between ``from`` and ``to`` (``explain --vs --format json``)."""
     state = _state(request)
     card = _card(request, scorecard)
+    if not from_.strip():  # else no earlier date: one explanation, not why it moved
+        raise HealthscoreError("`from` is empty", hint="the earlier date, e.g. from=2025-05-01")
     start, end = _date(from_, "from"), _date(to, "to")
     with state.store_access() as store:
         _known(store, account_id)

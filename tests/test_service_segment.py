@@ -404,3 +404,17 @@ def test_a_type_that_is_not_text_is_parked_not_a_failed_request(service, write_k
     assert rejects["t-num"]["type"] == "7"
     assert rejects["t-long"]["type"] == "x" * 1000
     assert rejects["t-list"]["message"]["type"] == ["track"]  # the message as received
+
+
+def test_the_parked_lists_refuse_a_page_past_what_a_store_can_bind(service):
+    # an offset past a 64-bit integer reached the query: a 400 quoting DuckDB's
+    # conversion error; a page past max_page was a 400 where GET /v1/accounts says 422
+    with service.client(service.token("read")) as api:
+        for which in ("rejects", "pending"):
+            r = api.get(f"/v1/ingest/{which}", params={"offset": 2**64})
+            assert r.status_code == 422, r.text
+            assert r.json()["problems"][0]["key"] == "query.offset"
+            r = api.get(f"/v1/ingest/{which}", params={"limit": 501})
+            assert r.status_code == 422, r.text
+            assert r.json()["error"] == "`limit` 501 is more than a page holds (500)"
+            assert api.get(f"/v1/ingest/{which}", params={"offset": 2**40}).json()["items"] == []

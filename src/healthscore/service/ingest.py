@@ -230,22 +230,28 @@ def _few_extra_columns(state, table: str, rows: list) -> None:
         )
 
 
+#: the largest offset a store can bind (a 64-bit integer); past it the query failed
+_OFFSET = Query(0, ge=0, le=2**63 - 1)
+
+
 @router.get("/ingest/rejects", dependencies=[auth.require("read")])
-def rejects(request: Request, limit: int = Query(100, ge=1), offset: int = Query(0, ge=0)) -> dict:
+def rejects(request: Request, limit: int = Query(100, ge=1), offset: int = _OFFSET) -> dict:
     """Messages the Segment routes refused, newest first, with the reason."""
     return _parked(request, parked.REJECTS, limit, offset)
 
 
 @router.get("/ingest/pending", dependencies=[auth.require("read")])
-def pending(request: Request, limit: int = Query(100, ge=1), offset: int = Query(0, ge=0)) -> dict:
+def pending(request: Request, limit: int = Query(100, ge=1), offset: int = _OFFSET) -> dict:
     """Segment messages waiting for a `group` call to link their user to an account."""
     return _parked(request, parked.PENDING, limit, offset)
 
 
 def _parked(request: Request, table: str, limit: int, offset: int) -> dict:
     state = request.app.state.service
-    if limit > state.settings.max_page:
-        raise HTTPException(400, f"limit: at most {state.settings.max_page}")
+    if limit > state.settings.max_page:  # as GET /v1/accounts says it
+        raise HTTPException(
+            422, f"`limit` {limit} is more than a page holds ({state.settings.max_page})"
+        )
     with state.store_access() as store:
         total, items = parked.listing(store, table, limit, offset)
     return {"total": total, "items": items}

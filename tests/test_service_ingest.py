@@ -443,3 +443,25 @@ def test_a_batch_adding_columns_past_the_limit_is_refused_fast_and_nothing_writt
         assert again.status_code == 200, again.text
     assert _columns(service, "tickets") == [*before, "wide_a", "wide_b"]
     assert _rows(service, "tickets", "ticket_id", ["wide-2"]) == []
+
+
+def test_gzip_members_are_read_one_after_another_and_trailing_bytes_refused(service):
+    # gzip -d reads concatenated members as one file; only the first was read, so a
+    # body split in two members was "not JSON", and bytes after a complete member were
+    # dropped without a word
+    text = json.dumps({"rows": [{**EVENTS[0], "event_id": "gz-two"}]}).encode()
+    half = len(text) // 2
+    two = gzip.compress(text[:half]) + gzip.compress(text[half:])
+    one_then_junk = (
+        gzip.compress(json.dumps({"rows": [{**EVENTS[0], "event_id": "gz-junk"}]}).encode())
+        + b"junk after the member"
+    )
+    with service.client() as api:
+        headers = {"content-encoding": "gzip", "content-type": "application/json"}
+        r = api.post("/v1/ingest/usage_events", content=two, headers=headers)
+        assert r.status_code == 200, r.text
+        assert r.json()["inserted"] == 1
+        r = api.post("/v1/ingest/usage_events", content=one_then_junk, headers=headers)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"].startswith("the body is not valid gzip")
+    assert _rows(service, "usage_events", "event_id", ["gz-junk"]) == []

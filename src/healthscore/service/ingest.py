@@ -42,9 +42,11 @@ class IngestError(HealthscoreError):
 
 
 async def read_body(request: Request, settings: Settings) -> bytes:
-    """The request body, decompressed when ``Content-Encoding: gzip``; 413 as soon as it
-    passes ``settings.max_body_bytes`` (as sent, or once decompressed), without reading
-    further: a gzip bomb stops at the limit, not at the end of its expansion."""
+    """The request body, decompressed when ``Content-Encoding: gzip`` (every member of it,
+    as ``gzip -d`` reads concatenated files; bytes after the last that are not gzip are
+    an error); 413 as soon as it passes ``settings.max_body_bytes`` (as sent, or once
+    decompressed), without reading further: a gzip bomb stops at the limit, not at the
+    end of its expansion."""
     limit = settings.max_body_bytes
     too_big = IngestError(
         f"the request body is larger than {limit:,} bytes",
@@ -70,12 +72,16 @@ async def read_body(request: Request, settings: Settings) -> bytes:
         try:
             data = chunk
             while data:
+                if inflate.eof:  # the next member (gzip members may follow one another)
+                    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
                 out = inflate.decompress(data, limit + 1 - size)
                 parts.append(out)
                 size += len(out)
                 if size > limit:
                     raise too_big
-                data = inflate.unconsumed_tail
+                # past a member's end: the bytes after it, read as the next member (bytes
+                # that are not one are invalid gzip, never silently dropped)
+                data = inflate.unused_data if inflate.eof else inflate.unconsumed_tail
         except zlib.error as e:
             raise IngestError(f"the body is not valid gzip: {e}") from None
     if inflate is not None and not inflate.eof and sent:

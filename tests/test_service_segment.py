@@ -418,3 +418,31 @@ def test_the_parked_lists_refuse_a_page_past_what_a_store_can_bind(service):
             assert r.status_code == 422, r.text
             assert r.json()["error"] == "`limit` 501 is more than a page holds (500)"
             assert api.get(f"/v1/ingest/{which}", params={"offset": 2**40}).json()["items"] == []
+
+
+def test_a_write_key_adds_events_and_never_rewrites_one_by_its_id(service, write_key):
+    # a track's messageId is its event_id: a (public) write key reusing the id of an
+    # event written by another source moved that event to its own user and account
+    row = {"event_id": "crm-e-1", "account_id": "ACC-00102", "user_id": "USR-crm",
+           "event": "report_viewed", "ts": "2025-06-30T09:15:00", "quantity": 2}  # fmt: skip
+    with service.client() as api:
+        assert api.post("/v1/ingest/usage_events", json={"rows": [row]}).status_code == 200
+    sent = datetime.now(UTC).isoformat()
+    batch = {
+        "batch": [
+            {"type": "group", "userId": "seg-spoof", "groupId": "ACC-00148", "messageId": "sp-g"},
+            {"type": "track", "userId": "seg-spoof", "event": "spoofed", "messageId": "crm-e-1",
+             "properties": {"quantity": 999}, "timestamp": sent},
+            {"type": "track", "userId": "seg-spoof", "event": "new", "messageId": "sp-new",
+             "timestamp": sent},
+        ],
+        "sentAt": sent,
+    }  # fmt: skip
+    r = httpx.post(service.url + "/v1/batch", json=batch, auth=(write_key, ""))
+    assert r.status_code == 200, r.text
+    [kept] = _events(service, event_id=["crm-e-1"])
+    assert {k: kept[k] for k in ("account_id", "user_id", "event", "quantity")} == {
+        "account_id": "ACC-00102", "user_id": "USR-crm", "event": "report_viewed",
+        "quantity": 2.0,
+    }  # fmt: skip
+    assert [e["event_id"] for e in _events(service, user_id=["seg-spoof"])] == ["sp-new"]

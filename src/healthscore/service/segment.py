@@ -18,10 +18,11 @@ Mapping (the service's "now" is ``receivedAt``):
   then attributed;
 - ``identify`` (userId, traits.createdAt): the user's ``users.created_at`` (other traits
   have no canonical column and are not kept); pending until the user is grouped;
-- ``track``: a ``usage_events`` row: event_id = messageId (a re-sent message is
-  unchanged), user_id = userId, event = event, quantity = properties.quantity, account
-  = the user's, and ts = timestamp + (receivedAt - sentAt), the client's clock skew
-  removed; pending until the user is grouped.
+- ``track``: a new ``usage_events`` row: event_id = messageId (a message whose
+  messageId is already an event there, re-sent or not, changes nothing), user_id =
+  userId, event = event, quantity = properties.quantity, account = the user's, and ts =
+  timestamp + (receivedAt - sentAt), the client's clock skew removed; pending until the
+  user is grouped.
 
 Refused (parked in ``ingest_rejects``): a message that is not an object, of another
 type (page, screen, alias), without userId (or a group without groupId, a track without
@@ -428,6 +429,13 @@ def _last_per_user(msgs: list, out: _Outcome) -> list:
 
 
 def _track(store, ready: list[tuple[Message, str]], out: _Outcome, refuse) -> None:
+    """New events only: a message whose messageId is already an event of usage_events is
+    a duplicate and changes nothing. (A write key is public: appending would otherwise
+    let it rewrite any event whose id it knows, another source's too, onto another
+    account.)"""
+    stored = _stored_events(store, [m.message_id for m, _ in ready])
+    out.done += [m.message_id for m, _ in ready if m.message_id in stored]
+    ready = [(m, a) for m, a in ready if m.message_id not in stored]
     rows = [
         {
             "event_id": m.message_id,
@@ -440,6 +448,15 @@ def _track(store, ready: list[tuple[Message, str]], out: _Outcome, refuse) -> No
         for m, account in ready
     ]
     _write(store, "usage_events", [m for m, _ in ready], rows, out, refuse)
+
+
+def _stored_events(store, event_ids: list[str]) -> set[str]:
+    """Which of ``event_ids`` usage_events holds."""
+    if not event_ids:
+        return set()
+    t = store.table("usage_events")
+    found = store.execute(t.filter(t.event_id.isin(event_ids)).select("event_id"))
+    return set(found["event_id"].to_pylist())
 
 
 def _identify(store, ready: list[tuple[Message, str]], out: _Outcome, refuse) -> None:

@@ -80,6 +80,18 @@ def test_filters_sort_and_search(api, everyone):
     assert api.get("/v1/accounts", params={"trend": "stable"}).json()["total"] == 0
 
 
+def test_an_unknown_scorecard_is_400_naming_those_of_the_model_not_its_file(service, api):
+    # the model's own error began with the model file's path on the server
+    model_file = str(service.state.settings.model)
+    for path in ("/v1/accounts", "/v1/accounts/ACC-00102", "/v1/portfolio"):
+        r = api.get(path, params={"scorecard": "nope"})
+        assert r.status_code == 400, r.text
+        body = r.json()
+        assert body["error"] == "`scorecard` 'nope': not a scorecard of the model"
+        assert body["hint"].startswith("scorecards: health")
+        assert model_file not in r.text
+
+
 def test_pages_and_the_page_cap(service, api, everyone):
     ids = [i["account_id"] for i in everyone["items"]]
     pages = []

@@ -48,7 +48,16 @@ def _state(request: Request):
 
 
 def _card(request: Request, scorecard: str | None):
-    return _state(request).model.scorecard(scorecard)
+    """The model seen through ``scorecard`` (default health); one the model does not have
+    is a 400 naming those it has (the model's own error names its file on the server)."""
+    model = _state(request).model
+    names = model.scorecard_names()
+    if scorecard is not None and scorecard not in names:
+        raise HealthscoreError(
+            f"`scorecard` {scorecard!r}: not a scorecard of the model",
+            hint="scorecards: " + ", ".join(names),
+        )
+    return model.scorecard(scorecard)
 
 
 def _iso(v) -> str | None:

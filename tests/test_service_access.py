@@ -486,6 +486,40 @@ def test_login_without_its_csrf_token_or_from_another_origin_is_refused(service)
         assert ok.status_code == 303 and 'hs_session=""' in ok.headers["set-cookie"]
 
 
+def test_a_forged_csrf_token_beyond_ascii_is_refused_not_a_server_error(service, people):
+    """A CSRF token holding a character beyond ASCII ("é" in the form, byte 0xE9 in the
+    header) is refused like any wrong token, with nothing written; comparing it was a
+    500 (``hmac.compare_digest`` takes text of ASCII only)."""
+    cookie, _ = people["login:member"]
+    before = fingerprint(service.state)
+    flag = {"kind": "champion_left"}
+    with httpx.Client(base_url=service.url, timeout=30, cookies={"hs_session": cookie}) as c:
+        refused = [
+            c.post("/accounts/ACC-00001/flags", data={**flag, "csrf_token": "\u00e9"}),
+            c.post(
+                "/accounts/ACC-00001/flags",
+                data=flag,
+                headers={"X-CSRF-Token": b"\xe9", "Origin": service.url},
+            ),
+            c.post("/logout", data={"csrf_token": "caf\u00e9"}),
+        ]
+    # the login form's token: a forged field beside its genuine cookie, and a cookie of
+    # such a character beside the genuine field
+    genuine = httpx.get(service.url + "/login", timeout=30).cookies["hs_login_csrf"]
+    for field, jar in (("\u00e9", genuine.encode()), (genuine, b"\xe9")):
+        refused.append(
+            httpx.post(
+                service.url + "/login",
+                data={"username": "matrix-member", "password": PASSWORD, "csrf_token": field},
+                headers={"Cookie": b"hs_login_csrf=" + jar},
+                timeout=30,
+            )
+        )
+    assert [r.status_code for r in refused] == [403] * 5, [r.text[:200] for r in refused]
+    assert all("hs_session" not in r.cookies for r in refused[3:])
+    assert fingerprint(service.state) == before
+
+
 def _replayed(url: str, cookie: str, csrf: str) -> tuple[int, int]:
     """A copied session cookie sent again: (GET /accounts, POST a flag) status codes."""
     with httpx.Client(base_url=url, timeout=30, cookies={"hs_session": cookie}) as c:
@@ -966,3 +1000,51 @@ def test_a_token_name_past_200_characters_is_refused_saying_so(store_copy):
     assert "n" * 201 not in listed.stdout
     ok = command("token", "create", "--name", "n" * 200, "--scope", "read", "--db", str(store_copy))
     assert ok.returncode == 0, ok.stderr
+
+
+def test_an_unpaired_surrogate_in_a_json_field_is_422_naming_it_and_nothing_written(
+    service, people, account
+):
+    # JSON may spell half of a surrogate pair ("\ud800"): no store can keep that text (nor
+    # can an error echoing it be sent), and a token, user or flag holding one was a 500
+    half = "\ud800"
+    admin = {"Authorization": f"Bearer {service.admin_token}"}
+    flags = {"Authorization": f"Bearer {service.token('ingest:flags', name='flags')}"}
+    cases = [
+        ("/v1/tokens", admin, {"name": "crm" + half, "scopes": ["read"]}, "body.name"),
+        ("/v1/tokens", admin, {"name": "crm", "scopes": ["read" + half]}, "body.scopes.0"),
+        ("/v1/tokens", admin, {"name": "crm", "scopes": ["read"], "expires": half}, "body.expires"),
+        ("/v1/users", admin, {"username": "sur" + half, "password": PASSWORD}, "body.username"),
+        ("/v1/users", admin, {"username": "sur", "password": PASSWORD + half}, "body.password"),
+        ("/v1/users", admin, {"username": "sur", "password": PASSWORD, "csm": half}, "body.csm"),
+        ("/v1/flags", flags, {"account_id": account, "kind": "x" + half}, "body.kind"),
+        ("/v1/flags", flags, {"account_id": account, "kind": "x", "note": half}, "body.note"),
+        ("/v1/flags", flags, {"account_id": account + half, "kind": "x"}, "body.account_id"),
+    ]  # fmt: skip
+    before = fingerprint(service.state)
+    with httpx.Client(base_url=service.url, timeout=30) as c:
+        for path, headers, body, key in cases:
+            r = c.post(
+                path,
+                content=json.dumps(body),  # ASCII, the surrogate as its escape
+                headers={**headers, "content-type": "application/json"},
+            )
+            assert r.status_code == 422, (path, body, r.status_code, r.text[:300])
+            problem = r.json()["problems"][0]
+            assert problem["key"] == key, r.text
+            # (pydantic's words for a field with a length limit, else healthscore's)
+            assert "unicode" in problem["reason"].lower(), r.text
+    assert fingerprint(service.state) == before
+
+
+@pytest.mark.parametrize("scope", ["ingest:", "ingest:,", "ingest: read"])
+def test_an_ingest_scope_listing_no_table_is_refused_never_every_table(service, scope):
+    # "ingest:" (a script joining an empty list of tables) made a token for every input
+    # table, as "ingest" without a list does
+    before = fingerprint(service.state)
+    with service.client() as api:
+        r = api.post("/v1/tokens", json={"name": "crm", "scopes": [scope]})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"].startswith("scope 'ingest:")
+    assert "lists no table" in r.json()["error"]
+    assert fingerprint(service.state) == before

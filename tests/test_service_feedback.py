@@ -97,3 +97,23 @@ def test_a_scorecard_the_model_does_not_have_is_404_not_another_shown_in_its_pla
     assert shown.status_code == 200 and f"scorecard {other}" in " ".join(
         re.sub("<[^>]+>", " ", shown.text).split()
     )
+
+
+def test_a_reason_holding_a_nul_character_is_refused_and_nothing_stored(running):
+    # no store keeps a NUL in text (PostgreSQL refuses it: a 500 there); DuckDB kept it
+    from healthscore.service.auth import add_user
+
+    with running.state.store_access() as store:
+        add_user(store, "mem", PASSWORD, "member")
+    cookies = login_cookies(running.url, "mem", PASSWORD)
+    with httpx.Client(base_url=running.url, cookies=cookies, timeout=30) as c:
+        page = c.get("/accounts/A1")
+        token = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
+        r = c.post(
+            "/accounts/A1/feedback",
+            data={"verdict": "too_high", "reason": "late\x00payer", "csrf_token": token},
+        )
+    assert r.status_code == 400, r.text[:300]
+    assert "holds a NUL character" in r.text
+    with running.client() as api:
+        assert api.get("/v1/feedback").json()["total"] == 3

@@ -354,3 +354,114 @@ def _count_prefix(service, prefix: str) -> int:
     with service.state.store_access() as store:
         t = store.table("usage_events")
         return store.execute(t.filter(t.event_id.startswith(prefix))).num_rows
+
+
+def test_unpaired_surrogates_are_refused_naming_row_and_column(service):
+    # JSON may spell half of a surrogate pair ("\ud800"): no store (nor Arrow) can take
+    # that text, and a batch holding one, as a value or a column's name, was a 500
+    rows = [
+        {**EVENTS[0], "event_id": "sur-ok"},
+        {**EVENTS[0], "event_id": "sur-1", "event": "search\ud800"},
+        {**EVENTS[0], "event_id": "sur-2", "source\udc00": "web"},
+        {**EVENTS[0], "event_id": "sur-3", "source": "\udc00"},
+    ]
+    with service.client() as api:
+        r = api.post(
+            "/v1/ingest/usage_events",
+            content=json.dumps({"rows": rows}),  # ASCII, the surrogates as escapes
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 400, r.text
+        body = r.json()
+        assert body["error"].startswith("usage_events batch: 3 invalid rows, nothing written")
+        found = [(p["row"], p["column"], p["reason"]) for p in body["problems"]]
+        why = "not valid Unicode text: an unpaired surrogate"
+        assert found == [
+            (1, "event", why),
+            (2, "'source\\udc00'", f"{why} in the column's name"),
+            (3, "source", why),
+        ]
+        assert body["problems"][0]["got"] == "search\\ud800"  # shown as its escape
+        assert _rows(service, "usage_events", "event_id", ["sur-ok", "sur-1"]) == []
+        # a whole pair is the one character it stands for
+        pair = {**EVENTS[0], "event_id": "sur-pair", "event": "search \U0001f600"}
+        r = api.post(
+            "/v1/ingest/usage_events",
+            content=json.dumps({"rows": [pair]}),
+            headers={"content-type": "application/json"},
+        )
+    assert r.status_code == 200, r.text
+    [stored] = _rows(service, "usage_events", "event_id", ["sur-pair"])
+    assert stored["event"] == "search \U0001f600"
+
+
+def test_a_column_name_holding_a_nul_character_is_refused_naming_row_and_column(service):
+    # the reader's SQL ended at the NUL: a 400 quoting DuckDB's parser, naming no row
+    rows = [
+        {**EVENTS[0], "event_id": "nul-col-ok"},
+        {**EVENTS[0], "event_id": "nul-col", "src\x00": 1},
+    ]
+    with service.client() as api:
+        r = api.post("/v1/ingest/usage_events", json={"rows": rows})
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert body["error"].startswith("usage_events batch: 1 invalid row, nothing written")
+    found = [(p["row"], p["column"], p["reason"]) for p in body["problems"]]
+    why = "the column's name holds a NUL character (U+0000), which no name may hold"
+    assert found == [(1, "'src\\x00'", why)]
+    assert _rows(service, "usage_events", "event_id", ["nul-col-ok", "nul-col"]) == []
+
+
+def _columns(service, table: str) -> list[str]:
+    with service.state.store_access() as store:
+        return list(store.table(table).columns)
+
+
+def test_a_batch_adding_columns_past_the_limit_is_refused_fast_and_nothing_written(service):
+    # each new name is a column added to the table: 3,000 of them in one 60 KB request
+    # held the store for minutes, and nothing bounded how many a table gathered
+    from healthscore.core.tables import TABLES
+
+    limit = 200  # Settings.max_extra_columns
+    before = _columns(service, "tickets")
+    held = len(set(before) - TABLES["tickets"].columns.keys())  # extra ones already there
+    row = {"ticket_id": "wide-1", "account_id": "ACC-00102", "opened_at": "2025-06-01"}
+    with service.client() as api:
+        two = api.post("/v1/ingest/tickets", json={"rows": [{**row, "wide_a": 1, "wide_b": "x"}]})
+        assert two.status_code == 200, two.text
+        t0 = time.monotonic()
+        many = {f"wide_{i}": i for i in range(limit)}  # with wide_a and wide_b: past it
+        r = api.post("/v1/ingest/tickets", json={"rows": [{**row, "ticket_id": "wide-2", **many}]})
+        assert time.monotonic() - t0 < 5
+        assert r.status_code == 400, r.text
+        assert r.json()["error"] == (
+            f"tickets batch: {limit} new columns would make {held + 2 + limit} beyond the table's "
+            f"own; at most {limit}, nothing written"
+        )
+        # the columns it holds add nothing: taken
+        again = api.post("/v1/ingest/tickets", json={"rows": [{**row, "wide_a": 2}]})
+        assert again.status_code == 200, again.text
+    assert _columns(service, "tickets") == [*before, "wide_a", "wide_b"]
+    assert _rows(service, "tickets", "ticket_id", ["wide-2"]) == []
+
+
+def test_gzip_members_are_read_one_after_another_and_trailing_bytes_refused(service):
+    # gzip -d reads concatenated members as one file; only the first was read, so a
+    # body split in two members was "not JSON", and bytes after a complete member were
+    # dropped without a word
+    text = json.dumps({"rows": [{**EVENTS[0], "event_id": "gz-two"}]}).encode()
+    half = len(text) // 2
+    two = gzip.compress(text[:half]) + gzip.compress(text[half:])
+    one_then_junk = (
+        gzip.compress(json.dumps({"rows": [{**EVENTS[0], "event_id": "gz-junk"}]}).encode())
+        + b"junk after the member"
+    )
+    with service.client() as api:
+        headers = {"content-encoding": "gzip", "content-type": "application/json"}
+        r = api.post("/v1/ingest/usage_events", content=two, headers=headers)
+        assert r.status_code == 200, r.text
+        assert r.json()["inserted"] == 1
+        r = api.post("/v1/ingest/usage_events", content=one_then_junk, headers=headers)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"].startswith("the body is not valid gzip")
+    assert _rows(service, "usage_events", "event_id", ["gz-junk"]) == []

@@ -80,6 +80,18 @@ def test_filters_sort_and_search(api, everyone):
     assert api.get("/v1/accounts", params={"trend": "stable"}).json()["total"] == 0
 
 
+def test_an_unknown_scorecard_is_400_naming_those_of_the_model_not_its_file(service, api):
+    # the model's own error began with the model file's path on the server
+    model_file = str(service.state.settings.model)
+    for path in ("/v1/accounts", "/v1/accounts/ACC-00102", "/v1/portfolio"):
+        r = api.get(path, params={"scorecard": "nope"})
+        assert r.status_code == 400, r.text
+        body = r.json()
+        assert body["error"] == "`scorecard` 'nope': not a scorecard of the model"
+        assert body["hint"].startswith("scorecards: health")
+        assert model_file not in r.text
+
+
 def test_pages_and_the_page_cap(service, api, everyone):
     ids = [i["account_id"] for i in everyone["items"]]
     pages = []
@@ -141,6 +153,9 @@ def test_history_and_why_it_moved(service, api, everyone):
     r = api.get(f"/v1/accounts/{acc}/why", params={"from": "2025-05-01", "to": "2025-13-01"})
     assert r.status_code == 400 and "`to`" in r.json()["error"]
     assert api.get(f"/v1/accounts/{acc}/why").status_code == 422  # `from` is required
+    # ... and empty it is no date: it answered one explanation, not why the score moved
+    r = api.get(f"/v1/accounts/{acc}/why", params={"from": ""})
+    assert r.status_code == 400 and r.json()["error"] == "`from` is empty"
 
 
 def test_portfolio(api, everyone):

@@ -283,3 +283,166 @@ def test_a_request_whose_only_message_is_refused_is_200_and_the_message_parked(s
     assert "quantity" in reasons["only-obj"] and "text, a number" in reasons["only-obj"]
     assert "not a finite number" in reasons["only-big"]
     assert _events(service, user_id=["seg-only"]) == []
+
+
+def test_times_out_of_range_once_in_utc_are_parked_not_a_failed_request(service, write_key):
+    # 0001-01-01 at +01:00 is before the first day there is in UTC (and 9999-12-31 at
+    # -01:00 after the last): converting it raised, and the whole batch was a 500
+    sent = datetime.now(UTC).isoformat()
+    batch = {
+        "batch": [
+            {"type": "group", "userId": "seg-range", "groupId": "ACC-00102", "messageId": "r-g"},
+            {"type": "track", "userId": "seg-range", "event": "x", "messageId": "r-first",
+             "timestamp": "0001-01-01T00:00:00+01:00"},
+            {"type": "track", "userId": "seg-range", "event": "x", "messageId": "r-last",
+             "timestamp": "9999-12-31T23:59:59-01:00"},
+            {"type": "track", "userId": "seg-range", "event": "x", "messageId": "r-sent",
+             "timestamp": sent, "sentAt": "0001-01-01T00:30:00+02:00"},
+            {"type": "track", "userId": "seg-range", "event": "ok", "messageId": "r-ok",
+             "timestamp": sent},
+        ],
+        "sentAt": sent,
+    }  # fmt: skip
+    r = httpx.post(service.url + "/v1/batch", json=batch, auth=(write_key, ""))
+    assert r.status_code == 200 and r.json() == {"success": True}, r.text
+    assert [e["event_id"] for e in _events(service, user_id=["seg-range"])] == ["r-ok"]
+    reasons = {p["message_id"]: p["reason"] for p in _parked(service, "rejects")}
+    assert reasons["r-first"] == (
+        "timestamp: out of range once in UTC (got '0001-01-01T00:00:00+01:00')"
+    )
+    assert reasons["r-last"].startswith("timestamp: out of range once in UTC")
+    assert reasons["r-sent"].startswith("sentAt: out of range once in UTC")
+
+
+def test_unpaired_surrogates_are_parked_with_the_reason_not_a_failed_request(service, write_key):
+    # JSON may spell half of a surrogate pair ("\ud800"): no store can keep that text,
+    # and a message holding one in any field (used or not) made the request a 500
+    sent = datetime.now(UTC).isoformat()
+    half = "\ud800"
+    batch = {
+        "batch": [
+            {"type": "group", "userId": "seg-sur", "groupId": "ACC-00102", "messageId": "u-g"},
+            {"type": "track", "userId": "seg-sur" + half, "event": "x", "messageId": "u-user",
+             "timestamp": sent},
+            {"type": "track", "userId": "seg-sur", "event": "x" + half, "messageId": "u-event",
+             "timestamp": sent},
+            {"type": "track", "userId": "seg-sur", "event": "x", "messageId": "u-qty",
+             "timestamp": sent, "properties": {"quantity": "2" + half}},
+            {"type": "identify", "userId": "seg-sur", "messageId": "u-created",
+             "traits": {"createdAt": "2025-01-01" + half}},
+            {"type": "group", "userId": "seg-sur2", "groupId": "ACC" + half, "messageId": "u-grp"},
+            {"type": "track", "userId": "seg-sur", "event": "x", "messageId": "u-" + half,
+             "timestamp": sent},
+            {"type": "track", "userId": "seg-sur", "event": "ok", "messageId": "u-ok",
+             "timestamp": sent, "properties": {"note": "kept " + half, "emoji": "\U0001f600"}},
+            {"type": "page", "userId": "seg-sur", "messageId": "u-page", "name": half},
+        ],
+        "sentAt": sent,
+    }  # fmt: skip
+    r = httpx.post(
+        service.url + "/v1/batch",
+        content=json.dumps(batch),  # ASCII, the surrogate as its escape
+        headers={"content-type": "application/json"},
+        auth=(write_key, ""),
+    )
+    assert r.status_code == 200 and r.json() == {"success": True}, r.text
+    # a surrogate in a field no column takes is no obstacle: that message is taken
+    assert [e["event_id"] for e in _events(service, user_id=["seg-sur"])] == ["u-ok"]
+    assert _user(service, "seg-sur")["created_at"] is None
+    rejects = {p["message_id"]: p for p in _parked(service, "rejects")}
+    reasons = {k: p["reason"] for k, p in rejects.items()}
+    why = "not valid Unicode text: an unpaired surrogate"
+    assert reasons["u-user"] == f"userId: {why}"
+    assert reasons["u-event"] == f"event: {why}"
+    assert reasons["u-qty"] == f"properties.quantity: {why}"
+    assert reasons["u-created"] == f"traits.createdAt: {why}"
+    assert reasons["u-grp"] == f"groupId: {why}"
+    assert any(k.startswith("md5-") and w == f"messageId: {why}" for k, w in reasons.items())
+    # the parked copy shows the surrogate as U+FFFD (the listing could not be sent else)
+    assert rejects["u-page"]["message"]["name"] == "\ufffd"
+    assert rejects["u-event"]["message"]["event"] == "x\ufffd"
+
+
+def test_a_write_key_holding_a_nul_character_is_401_like_any_unknown_key(service):
+    # the Basic user is base64, so it can carry a NUL a Bearer header cannot: the token's
+    # lookup then ended its SQL there (400, the parser's error) instead of a 401
+    for key in ("hs_ab\x00cd_secret", "hs_abcdef012345_sec\x00ret"):
+        r = httpx.post(
+            service.url + "/v1/track", json={"userId": "u", "event": "x"}, auth=(key, "")
+        )
+        assert r.status_code == 401, r.text
+        assert r.json()["error"] == "the write key is unknown, revoked or expired"
+        assert r.headers["www-authenticate"].startswith("Basic")
+
+
+def test_a_type_that_is_not_text_is_parked_not_a_failed_request(service, write_key):
+    # the refused message's type went into the rejects table as it was: a list or an
+    # object there failed the insert, and with it the whole request (500)
+    sent = datetime.now(UTC).isoformat()
+    batch = {
+        "batch": [
+            {"type": ["track"], "userId": "seg-type", "event": "x", "messageId": "t-list"},
+            {"type": {"t": "track"}, "userId": "seg-type", "event": "x", "messageId": "t-obj"},
+            {"type": 7, "userId": "seg-type", "event": "x", "messageId": "t-num"},
+            {"type": "x" * 5000, "userId": "seg-type", "event": "x", "messageId": "t-long"},
+            {"type": "group", "userId": "seg-type", "groupId": "ACC-00102", "messageId": "t-g"},
+            {"type": "track", "userId": "seg-type", "event": "ok", "messageId": "t-ok",
+             "timestamp": sent},
+        ],
+        "sentAt": sent,
+    }  # fmt: skip
+    r = httpx.post(service.url + "/v1/batch", json=batch, auth=(write_key, ""))
+    assert r.status_code == 200 and r.json() == {"success": True}, r.text
+    assert [e["event_id"] for e in _events(service, user_id=["seg-type"])] == ["t-ok"]
+    rejects = {p["message_id"]: p for p in _parked(service, "rejects")}
+    assert rejects["t-list"]["type"] == '["track"]'
+    assert (
+        rejects["t-list"]["reason"]
+        == "type ['track'] is not used (healthscore takes track, identify, group)"
+    )
+    assert rejects["t-obj"]["type"] == '{"t": "track"}'
+    assert rejects["t-num"]["type"] == "7"
+    assert rejects["t-long"]["type"] == "x" * 1000
+    assert rejects["t-list"]["message"]["type"] == ["track"]  # the message as received
+
+
+def test_the_parked_lists_refuse_a_page_past_what_a_store_can_bind(service):
+    # an offset past a 64-bit integer reached the query: a 400 quoting DuckDB's
+    # conversion error; a page past max_page was a 400 where GET /v1/accounts says 422
+    with service.client(service.token("read")) as api:
+        for which in ("rejects", "pending"):
+            r = api.get(f"/v1/ingest/{which}", params={"offset": 2**64})
+            assert r.status_code == 422, r.text
+            assert r.json()["problems"][0]["key"] == "query.offset"
+            r = api.get(f"/v1/ingest/{which}", params={"limit": 501})
+            assert r.status_code == 422, r.text
+            assert r.json()["error"] == "`limit` 501 is more than a page holds (500)"
+            assert api.get(f"/v1/ingest/{which}", params={"offset": 2**40}).json()["items"] == []
+
+
+def test_a_write_key_adds_events_and_never_rewrites_one_by_its_id(service, write_key):
+    # a track's messageId is its event_id: a (public) write key reusing the id of an
+    # event written by another source moved that event to its own user and account
+    row = {"event_id": "crm-e-1", "account_id": "ACC-00102", "user_id": "USR-crm",
+           "event": "report_viewed", "ts": "2025-06-30T09:15:00", "quantity": 2}  # fmt: skip
+    with service.client() as api:
+        assert api.post("/v1/ingest/usage_events", json={"rows": [row]}).status_code == 200
+    sent = datetime.now(UTC).isoformat()
+    batch = {
+        "batch": [
+            {"type": "group", "userId": "seg-spoof", "groupId": "ACC-00148", "messageId": "sp-g"},
+            {"type": "track", "userId": "seg-spoof", "event": "spoofed", "messageId": "crm-e-1",
+             "properties": {"quantity": 999}, "timestamp": sent},
+            {"type": "track", "userId": "seg-spoof", "event": "new", "messageId": "sp-new",
+             "timestamp": sent},
+        ],
+        "sentAt": sent,
+    }  # fmt: skip
+    r = httpx.post(service.url + "/v1/batch", json=batch, auth=(write_key, ""))
+    assert r.status_code == 200, r.text
+    [kept] = _events(service, event_id=["crm-e-1"])
+    assert {k: kept[k] for k in ("account_id", "user_id", "event", "quantity")} == {
+        "account_id": "ACC-00102", "user_id": "USR-crm", "event": "report_viewed",
+        "quantity": 2.0,
+    }  # fmt: skip
+    assert [e["event_id"] for e in _events(service, user_id=["seg-spoof"])] == ["sp-new"]

@@ -12,28 +12,29 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from healthscore.service import auth
+from healthscore.service.text import StoredText
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 
 
 class TokenRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(description="who or what uses the token")
-    scopes: list[str] = Field(
+    name: StoredText = Field(description="who or what uses the token")
+    scopes: list[StoredText] = Field(
         description="read, ingest, ingest:<table>,<table>, segment or admin",
         examples=[["read"], ["ingest:usage_events,tickets"]],
     )
-    expires: str | None = Field(
+    expires: StoredText | None = Field(
         None, description="30d, 12mo, or a date/ISO timestamp (UTC); none: never"
     )
 
 
 class UserRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    username: str
-    password: str = Field(description="at least 12 characters; stored as an argon2id hash")
-    role: str = Field("member", description="viewer, member or admin")
-    csm: str | None = Field(None, description="the CSM name this login is in the data")
+    username: StoredText
+    password: StoredText = Field(description="at least 12 characters; stored as an argon2id hash")
+    role: StoredText = Field("member", description="viewer, member or admin")
+    csm: StoredText | None = Field(None, description="the CSM name this login is in the data")
 
 
 def user_dict(user: auth.User) -> dict:

@@ -86,18 +86,20 @@ def parse_scopes(scopes: list[str] | tuple[str, ...]) -> list[str]:
     out = []
     for raw in scopes:
         for word in raw.split():
-            name, _, tables = word.partition(":")
+            name, listed, tables = word.partition(":")
             name = name.strip().lower()
             if name not in SCOPES:
                 raise AuthError(f"unknown scope {word!r}", hint="scopes: " + ", ".join(SCOPES))
-            if tables:
+            # "ingest:" with no table after it lists none: never every table
+            if listed:
                 if name != "ingest":
                     raise AuthError(f"scope {name!r} takes no table list (got {word!r})")
                 names = [t.strip() for t in tables.split(",") if t.strip()]
                 bad = [t for t in names if t not in TABLES or t == "scores"]
                 if bad or not names:
+                    what = f"not an input table: {', '.join(bad)}" if bad else "lists no table"
                     raise AuthError(
-                        f"scope {word!r}: not an input table: {', '.join(bad) or '(none)'}",
+                        f"scope {word!r}: {what}",
                         hint="tables: " + ", ".join(t for t in TABLES if t != "scores"),
                     )
                 word = "ingest:" + ",".join(names)
@@ -306,8 +308,8 @@ def verify_token(store: Store, text: str | None) -> Token | None:
     if not text or not text.startswith("hs_"):
         return None
     token_id, sep, secret = text[3:].partition("_")
-    if not sep or not token_id or not secret or len(text) > 200:
-        return None
+    if not sep or not token_id or not secret or len(text) > 200 or NUL in text:
+        return None  # (a NUL, e.g. from a Basic write key, would end the lookup's SQL)
     rows = _token_rows(store, token_id)
     if not rows:
         hmac.compare_digest(_sha256(secret), _sha256(""))  # same work either way
@@ -736,8 +738,14 @@ async def check_csrf(request: Request, expected: str) -> None:
     if sent is None:
         form = await request.form()
         sent = form.get(CSRF_FIELD)
-    if not isinstance(sent, str) or not hmac.compare_digest(sent, expected):
+    # compared as bytes: compare_digest refuses str holding anything but ASCII, and a
+    # header or form field may hold any character
+    if not isinstance(sent, str) or not hmac.compare_digest(_bytes(sent), _bytes(expected)):
         raise HTTPException(403, "missing or wrong CSRF token; reload the page")
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
 
 
 def _own_origin(request: Request) -> str:

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from healthscore.core.tables import TABLES
 from healthscore.errors import HealthscoreError
-from healthscore.service import auth, parked
+from healthscore.service import auth, parked, text
 from healthscore.service.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
@@ -42,9 +42,11 @@ class IngestError(HealthscoreError):
 
 
 async def read_body(request: Request, settings: Settings) -> bytes:
-    """The request body, decompressed when ``Content-Encoding: gzip``; 413 as soon as it
-    passes ``settings.max_body_bytes`` (as sent, or once decompressed), without reading
-    further: a gzip bomb stops at the limit, not at the end of its expansion."""
+    """The request body, decompressed when ``Content-Encoding: gzip`` (every member of it,
+    as ``gzip -d`` reads concatenated files; bytes after the last that are not gzip are
+    an error); 413 as soon as it passes ``settings.max_body_bytes`` (as sent, or once
+    decompressed), without reading further: a gzip bomb stops at the limit, not at the
+    end of its expansion."""
     limit = settings.max_body_bytes
     too_big = IngestError(
         f"the request body is larger than {limit:,} bytes",
@@ -70,12 +72,16 @@ async def read_body(request: Request, settings: Settings) -> bytes:
         try:
             data = chunk
             while data:
+                if inflate.eof:  # the next member (gzip members may follow one another)
+                    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
                 out = inflate.decompress(data, limit + 1 - size)
                 parts.append(out)
                 size += len(out)
                 if size > limit:
                     raise too_big
-                data = inflate.unconsumed_tail
+                # past a member's end: the bytes after it, read as the next member (bytes
+                # that are not one are invalid gzip, never silently dropped)
+                data = inflate.unused_data if inflate.eof else inflate.unconsumed_tail
         except zlib.error as e:
             raise IngestError(f"the body is not valid gzip: {e}") from None
     if inflate is not None and not inflate.eof and sent:
@@ -172,11 +178,20 @@ async def ingest(table: str, request: Request) -> dict:
 
 
 def _write(state, table: str, rows: list) -> dict:
+    from healthscore.errors import SourceError
     from healthscore.sources.rows import check_rows
 
     if not rows:
         return {"table": table, "inserted": 0, "updated": 0, "unchanged": 0,
                 "unknown_accounts": 0, "accounts_changed": 0}  # fmt: skip
+    _few_extra_columns(state, table, rows)
+    unstorable = text.row_problems(rows)  # text no store (nor Arrow) can take
+    if unstorable:
+        n = len({p.row for p in unstorable})
+        raise SourceError.collect(
+            unstorable,
+            f"{table} batch: {n} invalid row{'s' if n != 1 else ''}, nothing written",
+        )
     with check_rows(rows, table) as batch:
         data = batch.data.read_all()
         with state.ingest_access() as store:  # behind at most one other batch
@@ -198,22 +213,51 @@ def _write(state, table: str, rows: list) -> dict:
     return out
 
 
+def _few_extra_columns(state, table: str, rows: list) -> None:
+    """400 when the batch adds columns to ``table`` (names it does not hold yet) and
+    would make it hold more than ``max_extra_columns`` beyond its canonical ones: each
+    new name is a column added to the table, and a batch naming 3,000 held the store for
+    minutes. Names are compared whatever their case, as the store compares them."""
+    limit = state.settings.max_extra_columns
+    own = TABLES[table].columns.keys()
+    names = {k for r in rows if isinstance(r, dict) for k in r if isinstance(k, str)}
+    extra = {n.casefold() for n in names} - set(own)
+    if not extra:
+        return
+    with state.store_access() as store:
+        stored = {c.casefold() for c in store.table(table).columns} - set(own)
+    new = extra - stored
+    if new and len(stored | new) > limit:
+        raise IngestError(
+            f"{table} batch: {len(new):,} new columns would make {len(stored | new):,} "
+            f"beyond the table's own; at most {limit:,}, nothing written",
+            hint="send the table's columns (docs/data.md) and a few extra ones; "
+            "extra columns are kept as columns of the table",
+        )
+
+
+#: the largest offset a store can bind (a 64-bit integer); past it the query failed
+_OFFSET = Query(0, ge=0, le=2**63 - 1)
+
+
 @router.get("/ingest/rejects", dependencies=[auth.require("read")])
-def rejects(request: Request, limit: int = Query(100, ge=1), offset: int = Query(0, ge=0)) -> dict:
+def rejects(request: Request, limit: int = Query(100, ge=1), offset: int = _OFFSET) -> dict:
     """Messages the Segment routes refused, newest first, with the reason."""
     return _parked(request, parked.REJECTS, limit, offset)
 
 
 @router.get("/ingest/pending", dependencies=[auth.require("read")])
-def pending(request: Request, limit: int = Query(100, ge=1), offset: int = Query(0, ge=0)) -> dict:
+def pending(request: Request, limit: int = Query(100, ge=1), offset: int = _OFFSET) -> dict:
     """Segment messages waiting for a `group` call to link their user to an account."""
     return _parked(request, parked.PENDING, limit, offset)
 
 
 def _parked(request: Request, table: str, limit: int, offset: int) -> dict:
     state = request.app.state.service
-    if limit > state.settings.max_page:
-        raise HTTPException(400, f"limit: at most {state.settings.max_page}")
+    if limit > state.settings.max_page:  # as GET /v1/accounts says it
+        raise HTTPException(
+            422, f"`limit` {limit} is more than a page holds ({state.settings.max_page})"
+        )
     with state.store_access() as store:
         total, items = parked.listing(store, table, limit, offset)
     return {"total": total, "items": items}

@@ -14,6 +14,7 @@ from datetime import datetime
 
 import pyarrow as pa
 
+from healthscore.service.text import readable
 from healthscore.store import Store
 
 REJECTS = "ingest_rejects"
@@ -51,7 +52,9 @@ def _table(name: str, rows: list[dict]) -> pa.Table:
 
 
 def message_text(message) -> str:
-    text = json.dumps(message, default=str, ensure_ascii=False)
+    """The message as JSON text a store can keep: an unpaired surrogate anywhere in it
+    (refused or not, see :mod:`healthscore.service.text`) is kept as U+FFFD."""
+    text = readable(json.dumps(message, default=str, ensure_ascii=False))
     return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "..."
 
 

@@ -48,7 +48,16 @@ def _state(request: Request):
 
 
 def _card(request: Request, scorecard: str | None):
-    return _state(request).model.scorecard(scorecard)
+    """The model seen through ``scorecard`` (default health); one the model does not have
+    is a 400 naming those it has (the model's own error names its file on the server)."""
+    model = _state(request).model
+    names = model.scorecard_names()
+    if scorecard is not None and scorecard not in names:
+        raise HealthscoreError(
+            f"`scorecard` {scorecard!r}: not a scorecard of the model",
+            hint="scorecards: " + ", ".join(names),
+        )
+    return model.scorecard(scorecard)
 
 
 def _iso(v) -> str | None:
@@ -234,6 +243,8 @@ def why_it_moved(
     """Why the score moved between ``from`` and ``to`` (``explain --vs --format json``)."""
     state = _state(request)
     card = _card(request, scorecard)
+    if not from_.strip():  # else no earlier date: one explanation, not why it moved
+        raise HealthscoreError("`from` is empty", hint="the earlier date, e.g. from=2025-05-01")
     start, end = _date(from_, "from"), _date(to, "to")
     with state.store_access() as store:
         _known(store, account_id)

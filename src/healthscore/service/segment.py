@@ -18,16 +18,18 @@ Mapping (the service's "now" is ``receivedAt``):
   then attributed;
 - ``identify`` (userId, traits.createdAt): the user's ``users.created_at`` (other traits
   have no canonical column and are not kept); pending until the user is grouped;
-- ``track``: a ``usage_events`` row: event_id = messageId (a re-sent message is
-  unchanged), user_id = userId, event = event, quantity = properties.quantity, account
-  = the user's, and ts = timestamp + (receivedAt - sentAt), the client's clock skew
-  removed; pending until the user is grouped.
+- ``track``: a new ``usage_events`` row: event_id = messageId (a message whose
+  messageId is already an event there, re-sent or not, changes nothing), user_id =
+  userId, event = event, quantity = properties.quantity, account = the user's, and ts =
+  timestamp + (receivedAt - sentAt), the client's clock skew removed; pending until the
+  user is grouped.
 
 Refused (parked in ``ingest_rejects``): a message that is not an object, of another
 type (page, screen, alias), without userId (or a group without groupId, a track without
 event), with a time that does not parse, more than a day after it was received, with an
-id or event name of more than 1,000 characters (or a NUL character), or with values the
-canonical table's checks refuse (the reason says which).
+id or event name of more than 1,000 characters (or a NUL character), with text no store
+can keep (an unpaired surrogate, see :mod:`healthscore.service.text`) in a field it uses,
+or with values the canonical table's checks refuse (the reason says which).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from healthscore.core.limits import MAX_ID_CHARS, NUL
 from healthscore.errors import Problem
 from healthscore.service import auth, parked
 from healthscore.service.ingest import IngestError, json_body, read_json
+from healthscore.service.text import REASON, readable, unpaired
 
 router = APIRouter(prefix="/v1", tags=["segment"])
 
@@ -192,7 +195,7 @@ def message_id(raw) -> str:
     same message sent again gets the same id)."""
     if isinstance(raw, dict) and isinstance(raw.get("messageId"), str | int):
         given = str(raw["messageId"])
-        if NUL not in given and len(given) <= MAX_ID_CHARS:
+        if NUL not in given and len(given) <= MAX_ID_CHARS and not unpaired(given):
             # else (refused by normalise) one the store can keep
             return given
     text = json.dumps(
@@ -213,7 +216,10 @@ def _time(raw: dict, key: str) -> datetime | None:
         t = None
     if t is None:
         raise Refused(f"{key}: not an ISO 8601 time (got {value!r})")
-    return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
+    try:
+        return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before the first day there is in UTC
+        raise Refused(f"{key}: out of range once in UTC (got {value!r})") from None
 
 
 def _text(raw: dict, key: str) -> str | None:
@@ -222,12 +228,19 @@ def _text(raw: dict, key: str) -> str | None:
         return None
     if NUL in str(value):
         raise Refused(f"{key}: holds a NUL character (U+0000), which no text value may hold")
+    _storable(value, key)
     if len(str(value)) > MAX_ID_CHARS:
         raise Refused(
             f"{key}: {len(str(value)):,} characters; an id or event name is at most "
             f"{MAX_ID_CHARS:,}"
         )
     return str(value).strip() or None
+
+
+def _storable(value, key: str) -> None:
+    """Refuse text no store can keep (see :mod:`healthscore.service.text`)."""
+    if isinstance(value, str) and unpaired(value):
+        raise Refused(f"{key}: {REASON}")
 
 
 def normalise(raw, sent_at: str | None, received: datetime) -> Message:
@@ -265,6 +278,7 @@ def normalise(raw, sent_at: str | None, received: datetime) -> Message:
             raise Refused("track without an event name (`event`)")
         props = raw.get("properties")
         m.quantity = props.get("quantity") if isinstance(props, dict) else None
+        _storable(m.quantity, "properties.quantity")
     elif kind == "group":
         m.group_id = _text(raw, "groupId")
         if m.group_id is None:
@@ -273,6 +287,7 @@ def normalise(raw, sent_at: str | None, received: datetime) -> Message:
         traits = raw.get("traits")
         if isinstance(traits, dict):
             m.created_at = traits.get("createdAt", traits.get("created_at"))
+            _storable(m.created_at, "traits.createdAt")
     return m
 
 
@@ -287,6 +302,16 @@ class _Outcome:
     touched: set[str] = field(default_factory=set)
 
 
+def _type_text(raw) -> str | None:
+    """A refused message's ``type`` as its parked row keeps it: text (cut, and with any
+    unpaired surrogate replaced) or, for anything else (a list, an object), its JSON."""
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    if kind is None:
+        return None
+    text = kind if isinstance(kind, str) else parked.message_text(kind)
+    return readable(text[:MAX_ID_CHARS])
+
+
 def take(state, messages: list, sent_at: str | None) -> None:
     """Write what the messages say, park the rest; mark the accounts changed."""
     received = state.now()
@@ -296,7 +321,7 @@ def take(state, messages: list, sent_at: str | None) -> None:
         out.rejects.append(
             {
                 "message_id": message_id(raw),
-                "type": kind or (raw.get("type") if isinstance(raw, dict) else None),
+                "type": kind or _type_text(raw),
                 "received_at": received,
                 "reason": reason,
                 "message": parked.message_text(raw),
@@ -404,6 +429,13 @@ def _last_per_user(msgs: list, out: _Outcome) -> list:
 
 
 def _track(store, ready: list[tuple[Message, str]], out: _Outcome, refuse) -> None:
+    """New events only: a message whose messageId is already an event of usage_events is
+    a duplicate and changes nothing. (A write key is public: appending would otherwise
+    let it rewrite any event whose id it knows, another source's too, onto another
+    account.)"""
+    stored = _stored_events(store, [m.message_id for m, _ in ready])
+    out.done += [m.message_id for m, _ in ready if m.message_id in stored]
+    ready = [(m, a) for m, a in ready if m.message_id not in stored]
     rows = [
         {
             "event_id": m.message_id,
@@ -416,6 +448,15 @@ def _track(store, ready: list[tuple[Message, str]], out: _Outcome, refuse) -> No
         for m, account in ready
     ]
     _write(store, "usage_events", [m for m, _ in ready], rows, out, refuse)
+
+
+def _stored_events(store, event_ids: list[str]) -> set[str]:
+    """Which of ``event_ids`` usage_events holds."""
+    if not event_ids:
+        return set()
+    t = store.table("usage_events")
+    found = store.execute(t.filter(t.event_id.isin(event_ids)).select("event_id"))
+    return set(found["event_id"].to_pylist())
 
 
 def _identify(store, ready: list[tuple[Message, str]], out: _Outcome, refuse) -> None:

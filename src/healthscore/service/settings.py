@@ -21,6 +21,9 @@ MAX_FORM_BYTES = 64 * 1024
 MAX_BATCH_ROWS = 10_000
 #: the most rows one page of a list may hold
 MAX_PAGE = 500
+#: the most columns an input table may hold beyond its canonical ones, through ingestion:
+#: each new one is a column added to the table (a batch naming 3,000 took minutes)
+MAX_EXTRA_COLUMNS = 200
 
 
 @dataclass
@@ -43,6 +46,7 @@ class Settings:
     max_form_bytes: int = MAX_FORM_BYTES
     max_batch_rows: int = MAX_BATCH_ROWS
     max_page: int = MAX_PAGE
+    max_extra_columns: int = MAX_EXTRA_COLUMNS
     #: seconds the rescorer waits to gather touched accounts into one micro-batch
     rescore_every: float = 0.1
     #: run the daily rescore of everyone (off in tests that want a quiet store)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
+from healthscore.core.limits import NUL
 from healthscore.errors import HealthscoreError
 from healthscore.store import Store
 
@@ -65,6 +66,8 @@ def add(
         raise FeedbackError("say why the score looks wrong (`reason`)")
     if len(reason) > MAX_REASON:
         raise FeedbackError(f"`reason` is {len(reason)} characters; at most {MAX_REASON}")
+    if NUL in reason:  # PostgreSQL refuses it in text (a 500); DuckDB would keep it
+        raise FeedbackError("`reason` holds a NUL character (U+0000), which no text may hold")
     row = {
         "feedback_id": uuid.uuid4().hex[:12],
         "account_id": account_id,

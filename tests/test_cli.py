@@ -502,3 +502,16 @@ def test_load_names_a_column_renamed_away_as_the_cause(tmp_path):
     out = " ".join(result.output.split())
     assert "columns found: account_id (renamed outcome_id), ts, kind" in out
     assert "--map account_id=outcome_id renamed the file's account_id away" in out
+
+
+@pytest.mark.parametrize("out", ["made/.", "made/..", "made/"])
+def test_an_out_file_whose_last_part_is_dot_names_a_folder(project, out):
+    """`--out made/.` wrote a file named `made` (Path drops a trailing `.`): a name whose
+    last part is `.` or `..` names a folder, a usage error like `made/`, nothing written."""
+    (project / "made").mkdir()
+    before = sorted(p.name for p in project.iterdir())
+    res = run("score", "--format", "csv", "--out", out, cwd=project)
+    assert res.exit_code == 2, res.output
+    assert "names a folder" in " ".join(res.output.replace("│", " ").split()), res.output
+    assert sorted(p.name for p in project.iterdir()) == before
+

@@ -57,7 +57,7 @@ ScorecardOpt = Annotated[
 def file_to_write(value: str) -> Path:
     """An option naming a file to write: a name ending in a folder separator (``out/``)
     means a folder, which Path would silently turn into a file of that name."""
-    if value.endswith(("/", os.sep)) or Path(value).name in ("", ".", ".."):
+    if os.path.basename(value) in ("", ".", ".."):  # Path("out/.").name is "out"
         raise typer.BadParameter(f"{value!r} names a folder; give the file's name in it")
     return Path(value)
 

@@ -515,3 +515,18 @@ def test_an_out_file_whose_last_part_is_dot_names_a_folder(project, out):
     assert "names a folder" in " ".join(res.output.replace("│", " ").split()), res.output
     assert sorted(p.name for p in project.iterdir()) == before
 
+
+def test_help_shows_the_defaults_written_in_option_help():
+    """`--help` reads option help as Rich markup, where `[default: health]` is a tag: the
+    defaults written in the help (and `$HEALTHSCORE_DB`) vanished from it."""
+    for args, text in (
+        (["score", "--help"], "[default: health]"),
+        (["score", "--help"], "[env HEALTHSCORE_DB; default healthscore.duckdb]"),
+        (["score", "--help"], "[default: today 00:00 UTC"),
+        (["calibrate", "--help"], "at least 0.05 and at most 0.20]"),
+        (["model", "fit-percentiles", "--help"], "[default: in place]"),
+        (["token", "create", "--help"], "[default: never]"),
+    ):
+        res = runner.invoke(app, args, env={"COLUMNS": "500"})
+        assert res.exit_code == 0, res.output
+        assert text in " ".join(res.output.replace("│", " ").split()), (args, text)

@@ -151,6 +151,14 @@ def translate(message: str, command: TyperCommand | None) -> str:
 class Command(TyperCommand):
     """A command whose library errors are reported, never raised: the one boundary."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # `--help` reads option help as Rich markup, where `[default: health]` is a tag
+        # and vanished: the defaults and `[env HEALTHSCORE_DB ...]` written in it showed
+        for p in self.params:
+            if getattr(p, "help", None):
+                p.help = p.help.replace("[", "\\[")
+
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             self._check_store_free(ctx)

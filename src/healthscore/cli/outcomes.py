@@ -169,7 +169,8 @@ def calibrate_command(
         float | None,
         typer.Option(
             help="most of the training observations the red band may hold; wins over "
-            "--target-recall [default: 1.5 x the current model's red share, at least 0.05]"
+            "--target-recall [default: 1.5 x the current model's red share, at least 0.05 "
+            "and at most 0.20]"
         ),
     ] = None,
     out_file: Annotated[

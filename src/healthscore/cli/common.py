@@ -54,6 +54,10 @@ ScorecardOpt = Annotated[
 ]
 
 
+#: the options naming a file a command writes: checked before any work (:class:`Command`)
+WRITTEN = {"--out", "--rejects", "--predictions"}
+
+
 def file_to_write(value: str) -> Path:
     """An option naming a file to write: a name ending in a folder separator (``out/``)
     means a folder, which Path would silently turn into a file of that name."""
@@ -198,8 +202,10 @@ class Command(TyperCommand):
         """A file to write into a folder that does not exist fails before any work."""
         for p in self.params:
             value = ctx.params.get(p.name)
-            if "--out" in p.opts and value is not None and not value.resolve().parent.is_dir():
-                raise HealthscoreError(f"--out {value}: the folder {value.parent} does not exist")
+            if WRITTEN & set(p.opts) and value is not None and not value.resolve().parent.is_dir():
+                raise HealthscoreError(
+                    f"{p.opts[0]} {value}: the folder {value.parent} does not exist"
+                )
 
 
 def _spelled(ctx: typer.Context) -> str:

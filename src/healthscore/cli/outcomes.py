@@ -90,7 +90,10 @@ def backtest_command(
     pairs: Annotated[Path | None, typer.Option(help=PAIRS_HELP)] = None,
     predictions: Annotated[
         Path | None,
-        typer.Option(help="--challenger: write its held-out predictions here (.csv, .parquet)"),
+        typer.Option(
+            help="--challenger: write its held-out predictions here (.csv, .parquet)",
+            parser=file_to_write,
+        ),
     ] = None,
 ) -> None:
     """How well the model's point-in-time scores would have predicted churn (and expansion)."""

@@ -170,3 +170,37 @@ def test_the_demo_prints_account_ids_to_try_and_the_readme_sends_readers_there(d
     readme = README.read_text()
     assert re.findall(r"ACC-\d{5}", readme) == [], "the README names a demo account id"
     assert "an id from the try: lines" in readme
+
+
+def test_the_values_a_synopsis_lists_are_the_values_its_option_takes():
+    """`--format table|json|csv` in the docs names exactly the values the command's option
+    takes (those `--help` lists): a format added or dropped shows here."""
+    from enum import Enum
+
+    import typer.main
+
+    choices: dict[tuple[str, ...], dict[str, set[str]]] = {}
+
+    def walk(command, path):
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                walk(sub, (*path, name))
+            return
+        for p in command.params:
+            kind = getattr(getattr(p, "type_descriptor", None), "annotation", None)
+            if isinstance(kind, type) and issubclass(kind, Enum):
+                for o in p.opts:
+                    choices.setdefault(path, {})[o] = {e.value for e in kind}
+
+    walk(typer.main.get_command(app), ())
+    wrong, commands = [], _options()
+    for doc in DOC_FILES:
+        for path, rest, _snippet in _invocations(doc.read_text(), commands):
+            for flag, values in re.findall(r"(--[\w-]+) ([\w-]+(?:\\?\|[\w-]+)+)", rest):
+                listed = set(values.replace("\\", "").split("|"))
+                takes = choices.get(path, {}).get(flag)
+                if takes is not None and listed != takes:
+                    wrong.append(
+                        f"{doc.name}: healthscore {' '.join(path)} {flag}: {listed} != {takes}"
+                    )
+    assert wrong == [], "\n".join(wrong)

@@ -502,3 +502,59 @@ def test_load_names_a_column_renamed_away_as_the_cause(tmp_path):
     out = " ".join(result.output.split())
     assert "columns found: account_id (renamed outcome_id), ts, kind" in out
     assert "--map account_id=outcome_id renamed the file's account_id away" in out
+
+
+@pytest.mark.parametrize("out", ["made/.", "made/..", "made/"])
+def test_an_out_file_whose_last_part_is_dot_names_a_folder(project, out):
+    """`--out made/.` wrote a file named `made` (Path drops a trailing `.`): a name whose
+    last part is `.` or `..` names a folder, a usage error like `made/`, nothing written."""
+    (project / "made").mkdir()
+    before = sorted(p.name for p in project.iterdir())
+    res = run("score", "--format", "csv", "--out", out, cwd=project)
+    assert res.exit_code == 2, res.output
+    assert "names a folder" in " ".join(res.output.replace("│", " ").split()), res.output
+    assert sorted(p.name for p in project.iterdir()) == before
+
+
+def test_help_shows_the_defaults_written_in_option_help():
+    """`--help` reads option help as Rich markup, where `[default: health]` is a tag: the
+    defaults written in the help (and `$HEALTHSCORE_DB`) vanished from it."""
+    for args, text in (
+        (["score", "--help"], "[default: health]"),
+        (["score", "--help"], "[env HEALTHSCORE_DB; default healthscore.duckdb]"),
+        (["score", "--help"], "[default: today 00:00 UTC"),
+        (["calibrate", "--help"], "at least 0.05 and at most 0.20]"),
+        (["model", "fit-percentiles", "--help"], "[default: in place]"),
+        (["token", "create", "--help"], "[default: never]"),
+    ):
+        res = runner.invoke(app, args, env={"COLUMNS": "500"})
+        assert res.exit_code == 0, res.output
+        assert text in " ".join(res.output.replace("│", " ").split()), (args, text)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["load", "accounts", "bad.csv", "--rejects", "nope/rejects.csv"],
+        ["backtest", "--from", "2024-01-01", "--to", "2024-12-01", "--challenger"]
+        + ["--predictions", "nope/held_out.csv"],
+    ],
+    ids=["load --rejects", "backtest --predictions"],
+)
+def test_a_file_to_write_in_a_missing_folder_fails_before_any_work(project, args):
+    """`--rejects` and `--predictions` into a folder that does not exist failed only when
+    the file was written, after the whole load or backtest and challenger had run (`cannot
+    write ...: No such file or directory`): now, like `--out`, before any work."""
+    (project / "bad.csv").write_text("account_id,created_at\nX1,not a date\n")
+    res = run(*args, cwd=project)
+    assert res.exit_code == 1, res.output
+    flag, file = args[-2], args[-1]
+    assert f"Error: {flag} {file}: the folder nope does not exist" in res.output, res.output
+
+
+def test_predictions_naming_a_folder_is_a_usage_error(project):
+    """`--predictions out/` would have written a file named `out`, like `--out out/` did."""
+    args = ["--from", "2024-01-01", "--to", "2024-12-01", "--challenger", "--predictions"]
+    res = run("backtest", *args, "made/", cwd=project)
+    assert res.exit_code == 2, res.output
+    assert "names a folder" in " ".join(res.output.replace("│", " ").split()), res.output

@@ -54,10 +54,14 @@ ScorecardOpt = Annotated[
 ]
 
 
+#: the options naming a file a command writes: checked before any work (:class:`Command`)
+WRITTEN = {"--out", "--rejects", "--predictions"}
+
+
 def file_to_write(value: str) -> Path:
     """An option naming a file to write: a name ending in a folder separator (``out/``)
     means a folder, which Path would silently turn into a file of that name."""
-    if value.endswith(("/", os.sep)) or Path(value).name in ("", ".", ".."):
+    if os.path.basename(value) in ("", ".", ".."):  # Path("out/.").name is "out"
         raise typer.BadParameter(f"{value!r} names a folder; give the file's name in it")
     return Path(value)
 
@@ -151,6 +155,14 @@ def translate(message: str, command: TyperCommand | None) -> str:
 class Command(TyperCommand):
     """A command whose library errors are reported, never raised: the one boundary."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # `--help` reads option help as Rich markup, where `[default: health]` is a tag
+        # and vanished: the defaults and `[env HEALTHSCORE_DB ...]` written in it showed
+        for p in self.params:
+            if getattr(p, "help", None):
+                p.help = p.help.replace("[", "\\[")
+
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             self._check_store_free(ctx)
@@ -190,8 +202,10 @@ class Command(TyperCommand):
         """A file to write into a folder that does not exist fails before any work."""
         for p in self.params:
             value = ctx.params.get(p.name)
-            if "--out" in p.opts and value is not None and not value.resolve().parent.is_dir():
-                raise HealthscoreError(f"--out {value}: the folder {value.parent} does not exist")
+            if WRITTEN & set(p.opts) and value is not None and not value.resolve().parent.is_dir():
+                raise HealthscoreError(
+                    f"{p.opts[0]} {value}: the folder {value.parent} does not exist"
+                )
 
 
 def _spelled(ctx: typer.Context) -> str:

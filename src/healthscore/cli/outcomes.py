@@ -90,7 +90,10 @@ def backtest_command(
     pairs: Annotated[Path | None, typer.Option(help=PAIRS_HELP)] = None,
     predictions: Annotated[
         Path | None,
-        typer.Option(help="--challenger: write its held-out predictions here (.csv, .parquet)"),
+        typer.Option(
+            help="--challenger: write its held-out predictions here (.csv, .parquet)",
+            parser=file_to_write,
+        ),
     ] = None,
 ) -> None:
     """How well the model's point-in-time scores would have predicted churn (and expansion)."""
@@ -169,7 +172,8 @@ def calibrate_command(
         float | None,
         typer.Option(
             help="most of the training observations the red band may hold; wins over "
-            "--target-recall [default: 1.5 x the current model's red share, at least 0.05]"
+            "--target-recall [default: 1.5 x the current model's red share, at least 0.05 "
+            "and at most 0.20]"
         ),
     ] = None,
     out_file: Annotated[

@@ -266,9 +266,12 @@ def test_commands_that_only_read_work_on_a_read_only_store(read_only_project, tm
     assert f"cannot write {out}: the disk is read-only" in one_line_error(res.output)
 
 
-def test_model_suggest_and_fit_percentiles_read_a_read_only_store(read_only_project, tmp_path):
+def test_model_suggest_and_fit_percentiles_read_a_read_only_store(
+    read_only_project, tmp_path, monkeypatch
+):
     # both only read the store (they write a model file elsewhere): they opened it for
     # writing and stopped with "cannot open store ...: the disk is read-only"
+    monkeypatch.setenv("COLUMNS", "80")  # as CI's terminal: a long path wrapped the line
     ro = read_only_project
     store = (ro / "healthscore.duckdb").read_bytes()
     suggested = tmp_path / "suggested.yaml"

@@ -32,8 +32,9 @@ def add_command(
     """Raise a flag on an account (active until resolved; usable as has_flag('kind'))."""
     when = api.parse_as_of(at, "at") if at else None
     row = local.add_flag(db, account, kind, note=note, author=author, at=when)
-    terminal.stdout.print(
-        f"flag {row['flag_id']}: {row['kind']} on {account} from {row['ts']:%Y-%m-%d %H:%M}"
+    terminal.say(
+        terminal.stdout,
+        f"flag {row['flag_id']}: {row['kind']} on {account} from {row['ts']:%Y-%m-%d %H:%M}",
     )
 
 
@@ -46,7 +47,7 @@ def resolve_command(
     """Resolve a flag: it no longer counts from then on (history before is kept)."""
     when = api.parse_as_of(at, "at") if at else None
     row = local.resolve_flag(db, flag_id, at=when)
-    terminal.stdout.print(f"flag {flag_id} resolved on {row['resolved_at']:%Y-%m-%d %H:%M}")
+    terminal.say(terminal.stdout, f"flag {flag_id} resolved on {row['resolved_at']:%Y-%m-%d %H:%M}")
 
 
 def list_command(

@@ -113,8 +113,9 @@ def fit_percentiles_command(
     path = model_file(model)
     store = api.connect(db, create=False, read_only=True)  # it writes the model file only
     fitted = api.fit_percentiles(store, path, as_of, out_file)
-    terminal.stdout.print(
-        f"fitted percentiles written to {fitted.file}; new version {fitted.version[:12]}"
+    terminal.say(
+        terminal.stdout,
+        f"fitted percentiles written to {fitted.file}; new version {fitted.version[:12]}",
     )
 
 

@@ -23,10 +23,12 @@ def init_command(
     """Write a starter project: healthscore.yaml (the default model) and an empty store."""
     result = api.init_project(directory, force=force)
     if result.kept:
-        terminal.stderr.print(f"{result.model_file} exists; keeping it (use --force to overwrite)")
+        terminal.say(
+            terminal.stderr, f"{result.model_file} exists; keeping it (use --force to overwrite)"
+        )
     else:
-        terminal.stdout.print(f"wrote {result.model_file}")
-    terminal.stdout.print(f"store ready: {result.db_path}")
+        terminal.say(terminal.stdout, f"wrote {result.model_file}")
+    terminal.say(terminal.stdout, f"store ready: {result.db_path}")
     terminal.stdout.print(
         "next: healthscore load accounts accounts.csv   (see `healthscore load --help`)"
     )

@@ -101,11 +101,11 @@ def token_create_command(
     """Make an API token; it is printed once (the store keeps only its hash)."""
     made = local.create_token(db, name, scope, expires)
     _say(made["token"])
-    terminal.stderr.print(
+    terminal.say(
+        terminal.stderr,
         f"token {made['token_id']} ({' '.join(made['scopes'])}) for {made['name']}"
         + (f", expires {made['expires_at']}" if made.get("expires_at") else "")
         + ": shown once, store it now",
-        highlight=False,
     )
 
 

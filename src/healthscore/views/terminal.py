@@ -191,7 +191,7 @@ def error(message: object) -> None:
 
 
 def warning(message: object) -> None:
-    stderr.print(f"[yellow]Warning:[/] {escape(str(message))}", highlight=False)
+    stderr.print(f"[yellow]Warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 
 def note(message: object) -> None:
@@ -216,7 +216,7 @@ def _fmt(v, digits: int = 2) -> str:
 def render_explanation(console: Console, e: Explanation) -> None:
     band = e.band_name or e.band or "no data"
     console.print(
-        f"[bold]{e.account_id}[/] as of {e.as_of:%Y-%m-%d %H:%M} UTC - "
+        f"[bold]{escape(e.account_id)}[/] as of {e.as_of:%Y-%m-%d %H:%M} UTC - "
         f"score [bold]{_fmt(e.score, 1)}[/] [{BAND_STYLE.get(e.band)}]{escape(band)}[/], "
         f"coverage {e.coverage:.0%}",
         highlight=False,
@@ -231,7 +231,7 @@ def render_explanation(console: Console, e: Explanation) -> None:
         from healthscore.evaluate.probability import percent
 
         console.print(
-            f"probability of {e.probability_of}: [bold]{percent(e.probability)}[/]",
+            f"probability of {escape(e.probability_of)}: [bold]{percent(e.probability)}[/]",
             highlight=False,
         )
     pillars, _ = fitted_table(
@@ -431,15 +431,15 @@ def render_backtest(console: Console, r, *, plain: bool = True, model=None) -> N
         )
     if getattr(r, "snapshot", False):
         console.print(
-            f"[bold]backtest[/] of {r.model_label} ({r.model_version[:12]}) on snapshot data: "
-            f"one observation per account at {r.start:%Y-%m-%d}, labelled by the outcomes on "
+            f"[bold]backtest[/] of {escape(r.model_label)} ({r.model_version[:12]}) on snapshot "
+            f"data: one observation per account at {r.start:%Y-%m-%d}, labelled by the outcomes on "
             f"file (no dates, no lead time); {r.every}; 95 % intervals from a bootstrap over "
             "accounts",
             highlight=False,
         )
     else:
         console.print(
-            f"[bold]backtest[/] of {r.model_label} ({r.model_version[:12]}): observations "
+            f"[bold]backtest[/] of {escape(r.model_label)} ({r.model_version[:12]}): observations "
             f"{_observed_words(r)} from {r.start:%Y-%m-%d} to {r.end:%Y-%m-%d}, outcome within "
             f"{r.horizon}, judged {r.lead} before it; 95 % intervals from a bootstrap over "
             "accounts",
@@ -465,10 +465,10 @@ def render_backtest(console: Console, r, *, plain: bool = True, model=None) -> N
             box=box.SIMPLE_HEAD,
         )
         table.add_column("figure")
-        table.add_column(r.model_label, justify="right")
+        table.add_column(escape(r.model_label), justify="right")
         other = r.vs_evaluations.get(kind) if r.vs_evaluations else None
         if other is not None:
-            table.add_column(r.vs_label or "vs", justify="right")
+            table.add_column(escape(r.vs_label or "vs"), justify="right")
             table.add_column("difference", justify="right")
         diffs = {d.metric: d.value for d in r.differences.get(kind, [])}
         for label, key in rows:
@@ -503,7 +503,7 @@ def render_backtest(console: Console, r, *, plain: bool = True, model=None) -> N
             seg.add_column(c, justify="left" if c == "segment" else "right")
         for name, m in ev.segments.items():
             seg.add_row(
-                name,
+                escape(name),
                 f"{m.observations:,}",
                 str(m.events),
                 str(m.recall),
@@ -512,7 +512,7 @@ def render_backtest(console: Console, r, *, plain: bool = True, model=None) -> N
             )
         console.print(seg)
     for note in r.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
 
 
 def _pct(x) -> str:
@@ -562,12 +562,12 @@ def render_portfolio(console: Console, result, command: str = "healthscore") -> 
             for d in e.drivers(3)
         )
         top.add_row(
-            r["account_id"],
-            r["segment"] or "",
-            r["csm"] or "",
+            escape(r["account_id"]),
+            escape(r["segment"] or ""),
+            escape(r["csm"] or ""),
             _fmt(r["score"], 1),
             f"{r.get('arr') or 0:,.0f}",
-            drivers,
+            Text(drivers),
         )
     console.print(top)
     if result.history is not None:
@@ -583,14 +583,14 @@ def render_portfolio(console: Console, result, command: str = "healthscore") -> 
             highlight=False,
         )
         for c in result.declines[:15]:
-            console.print(f"  {c.summary()}", highlight=False, soft_wrap=True)
+            say(console, f"  {c.summary()}")
         if len(result.declines) > 15:
             console.print(f"  ... and {len(result.declines) - 15} more", highlight=False)
     where = "" if result.directory.resolve() == Path.cwd() else f"cd {result.directory} && "
     first = risky[0]["account_id"] if risky else "ACCOUNT"
-    console.print(f"store: {result.db_path}   model: {result.model_path}", highlight=False)
+    say(console, f"store: {result.db_path}   model: {result.model_path}")
     if result.report_path is not None:
-        console.print(f"report: {result.report_path} (open it in a browser)", highlight=False)
+        say(console, f"report: {result.report_path} (open it in a browser)")
     hints = [
         f"{command} explain {first} --as-of {result.as_of:%Y-%m-%d}",
         f"{command} score --format csv --out scores.csv",
@@ -643,7 +643,7 @@ def render_comparison(console: Console, c) -> None:
     card = "" if c.scorecard == "health" else f", scorecard {c.scorecard}"
     console.print(
         f"[bold]compare[/] as of {c.as_of:%Y-%m-%d %H:%M} UTC{card}\n"
-        f"  new:     {c.new}\n  current: {c.current}",
+        f"  new:     {escape(str(c.new))}\n  current: {escape(str(c.current))}",
         highlight=False,
     )
     arr = c.has_arr
@@ -696,7 +696,7 @@ def render_comparison(console: Console, c) -> None:
         markup=False,
     )
     for note in c.notes:
-        console.print(f"[yellow]Note:[/] {note}", highlight=False)
+        console.print(f"[yellow]Note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     changes = [ch for ch in c.changes if abs(ch.delta) >= 0.05]
     if c.changes and not changes:
         console.print("no account's score changes by 0.05 points or more", highlight=False)
@@ -712,8 +712,8 @@ def render_comparison(console: Console, c) -> None:
         top.add_column("biggest lines (points)")
         for ch in changes:
             top.add_row(
-                ch.account_id,
-                ch.segment or "",
+                escape(ch.account_id),
+                escape(ch.segment or ""),
                 f"{_fmt(ch.score_current, 1)} [{BAND_STYLE.get(ch.band_current, 'dim')}]"
                 f"{escape(ch.band_name_current or ch.band_current)}[/]",
                 f"{_fmt(ch.score_new, 1)} [{BAND_STYLE.get(ch.band_new, 'dim')}]"
@@ -760,11 +760,11 @@ def _render_compare_history(console: Console, h, red: str = "red", red_new: str 
                 _share(s.red_share_current),
                 _share(s.red_share_new),
                 "-" if s.mean_change is None else f"{s.mean_change:+.1f}",
-                "-" if big is None or abs(big[1]) < 0.05 else f"{big[0]} {big[1]:+.1f}",
+                "-" if big is None or abs(big[1]) < 0.05 else f"{escape(big[0])} {big[1]:+.1f}",
             )
         console.print(table)
     for note in h.notes:
-        console.print(f"[yellow]History:[/] {note}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]History:[/] {escape(note)}", highlight=False, soft_wrap=True)
 
 
 # --- ARR at risk (healthscore score with a fitted probability) ------------------------------
@@ -785,7 +785,7 @@ def render_arr_at_risk(console: Console, scores, model) -> None:
         else " (no `arr` metric in the model: ARR left out)"
     )
     console.print(
-        f"[bold]ARR at risk[/] of {what}: expected {total.expected:,.1f} of "
+        f"[bold]ARR at risk[/] of {escape(what)}: expected {total.expected:,.1f} of "
         f"{total.accounts:,} accounts{arr}",
         highlight=False,
     )
@@ -800,7 +800,7 @@ def render_arr_at_risk(console: Console, scores, model) -> None:
             table.add_column(c, justify="right")
         for r in arr_at_risk(scores, by):
             table.add_row(
-                r.group or "(none)",
+                escape(r.group or "(none)"),
                 f"{r.accounts:,}",
                 f"{r.expected:,.1f}" if r.expected >= 10 else f"{r.expected:.2f}",
                 money(r.arr),
@@ -857,16 +857,18 @@ def weights_table(metrics: list[MetricChange], pillars: dict[str, tuple[float, f
             if c.new_points is not None:
                 now = _points(c.new_points)
         t.add_row(
-            c.pillar,
-            c.metric,
+            escape(c.pillar),
+            escape(c.metric),
             _weight_pct(c.old_weight),
             _weight_pct(c.new_weight),
             was,
             now,
-            c.note,
+            escape(c.note or ""),
         )
     for p, (old, new) in pillars.items():
-        t.add_row(f"[bold]{p}[/]", "(pillar)", _weight_pct(old), _weight_pct(new), "", "", "")
+        t.add_row(
+            f"[bold]{escape(p)}[/]", "(pillar)", _weight_pct(old), _weight_pct(new), "", "", ""
+        )
     return t
 
 
@@ -884,12 +886,12 @@ def render_calibration(console: Console, r: CalibrationResult) -> None:
         "metric's weight before and after, the new bands, and the two models side by side.",
     )
     console.print(
-        f"[bold]calibrated[/] {r.old_label} ({r.old_version[:12]}) -> {r.model.label} "
-        f"({r.model.version[:12]}): {r.outcome} within {r.horizon}, trained on "
-        f"{r.observations:,} observations of {r.accounts:,} accounts at {len(r.train_dates)} "
-        f"dates {r.train_dates[0]:%Y-%m-%d} to {r.train_dates[-1]:%Y-%m-%d} "
-        f"({r.positives} positive, {r.events} accounts), nothing after "
-        f"{r.train_until:%Y-%m-%d}",
+        f"[bold]calibrated[/] {escape(r.old_label)} ({r.old_version[:12]}) -> "
+        f"{escape(r.model.label)} ({r.model.version[:12]}): {escape(r.outcome)} within "
+        f"{r.horizon}, trained on {r.observations:,} observations of {r.accounts:,} accounts "
+        f"at {len(r.train_dates)} dates {r.train_dates[0]:%Y-%m-%d} to "
+        f"{r.train_dates[-1]:%Y-%m-%d} ({r.positives} positive, {r.events} accounts), "
+        f"nothing after {r.train_until:%Y-%m-%d}",
         highlight=False,
     )
     render_review(console, r.review)
@@ -900,9 +902,10 @@ def render_calibration(console: Console, r: CalibrationResult) -> None:
         f"false-positive rate {_pct1(r.old_train_fpr)} -> {_pct1(r.train_fpr)}, "
         + _red_share_text(r),
         highlight=False,
+        markup=False,
     )
     if r.out is not None:
-        console.print(f"wrote {r.out}", highlight=False)
+        say(console, f"wrote {r.out}")
     if r.backtest is not None:
         console.print(
             f"[bold]held out[/]: {len(r.test_dates)} observation dates from "
@@ -921,7 +924,7 @@ def render_calibration(console: Console, r: CalibrationResult) -> None:
             )
         render_backtest(console, r.backtest, plain=False, model=r.model)
     for note in r.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
 
 
 def render_review(console: Console, lines: list[str]) -> None:
@@ -932,7 +935,7 @@ def render_review(console: Console, lines: list[str]) -> None:
         return
     console.print(f"[bold]review first[/] ({len(lines)}):", highlight=False)
     for line in lines:
-        console.print(f"  {line}", highlight=False, soft_wrap=True)
+        say(console, f"  {line}")
 
 
 def _bands_change(r) -> str:
@@ -969,9 +972,9 @@ def render_snapshot_calibration(console: Console, r: SnapshotCalibration) -> Non
         "metric's weight before and after, the new bands, and ROC AUC old vs new.",
     )
     console.print(
-        f"[bold]calibrated on snapshot data[/] {r.old_label} ({r.old_version[:12]}) -> "
-        f"{r.model.label} ({r.model.version[:12]}): {r.observations:,} accounts at "
-        f"{r.as_of:%Y-%m-%d}, {r.positives:,} {r.outcome}; {r.folds}-fold stratified "
+        f"[bold]calibrated on snapshot data[/] {escape(r.old_label)} ({r.old_version[:12]}) -> "
+        f"{escape(r.model.label)} ({r.model.version[:12]}): {r.observations:,} accounts at "
+        f"{r.as_of:%Y-%m-%d}, {r.positives:,} {escape(r.outcome)}; {r.folds}-fold stratified "
         f"cross-validation, seed {r.seed}",
         highlight=False,
     )
@@ -980,18 +983,19 @@ def render_snapshot_calibration(console: Console, r: SnapshotCalibration) -> Non
     console.print(
         f"bands: {_bands_change(r)}; " + _red_share_text(r),
         highlight=False,
+        markup=False,
     )
     a = _table(title="ROC AUC (95 % bootstrap interval)", box=box.SIMPLE_HEAD, title_justify="left")
     a.add_column("model")
     a.add_column("ROC AUC", justify="right")
     for name, est in r.auc.items():
-        a.add_row(name, str(est))
+        a.add_row(escape(name), str(est))
     console.print(a)
     if r.out is not None:
-        console.print(f"wrote {r.out}", highlight=False)
+        say(console, f"wrote {r.out}")
     render_backtest(console, r.backtest, plain=False, model=r.model)
     for note in r.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
 
 
 # --- tables of the scores, trends, flags and a probability curve -----------------------------
@@ -999,14 +1003,15 @@ def render_snapshot_calibration(console: Console, r: SnapshotCalibration) -> Non
 
 def render_validation(console: Console, model) -> None:
     """A valid model's outline; a note per percentile normalisation not fitted yet."""
-    console.print(
+    say(
+        console,
         f"{model.file}: OK - {len(model.spec.metrics)} metrics in {len(model.spec.pillars)} "
-        f"pillars, {len(model.segment_names())} segment overrides; version {model.version[:12]}"
+        f"pillars, {len(model.segment_names())} segment overrides; version {model.version[:12]}",
     )
     for name in model.unfitted_percentiles():
         stderr.print(
-            f"[yellow]Note:[/] {name} uses percentile normalisation that is not fitted yet; "
-            "run `healthscore model fit-percentiles --as-of <date>` before scoring",
+            f"[yellow]Note:[/] {escape(name)} uses percentile normalisation that is not fitted "
+            "yet; run `healthscore model fit-percentiles --as-of <date>` before scoring",
             highlight=False,
         )
 
@@ -1154,13 +1159,13 @@ def render_flags(console: Console, rows: list[dict]) -> None:
     table.add_column("note")
     for r in rows:
         table.add_row(
-            r["flag_id"],
-            r["account_id"],
-            r["kind"],
+            Text(r["flag_id"]),
+            Text(r["account_id"]),
+            Text(r["kind"]),
             f"{r['ts']:%Y-%m-%d}",
             f"{r['resolved_at']:%Y-%m-%d}" if r["resolved_at"] else "",
-            r["author"] or "",
-            r["note"] or "",
+            Text(r["author"] or ""),
+            Text(r["note"] or ""),
         )
     console.print(table)
 
@@ -1173,9 +1178,9 @@ def render_tokens(console: Console, rows: list[dict]) -> None:
         table.add_column(col, no_wrap=col != "name")
     for r in rows:
         table.add_row(
-            r["token_id"],
-            r["name"],
-            " ".join(r["scopes"]),
+            Text(r["token_id"]),
+            Text(r["name"]),
+            Text(" ".join(r["scopes"])),
             _day(r.get("created_at")),
             _day(r.get("expires_at")) or "never",
             _day(r.get("revoked_at")),
@@ -1189,7 +1194,7 @@ def render_users(console: Console, rows: list[dict]) -> None:
     for col in ("user", "role", "csm"):
         table.add_column(col, no_wrap=True)
     for r in rows:
-        table.add_row(r["username"], r["role"], r.get("csm") or "")
+        table.add_row(Text(r["username"]), r["role"], Text(r.get("csm") or ""))
     console.print(table)
 
 
@@ -1240,6 +1245,7 @@ def render_suggestion(console: Console, s) -> None:
             f"judged against {s.outcome}{'' if s.snapshot else ' within ' + s.horizon} on "
             f"{what}, {s.positives:,} with {s.outcome} (outcomes up to {s.as_of:%Y-%m-%d})",
             highlight=False,
+            markup=False,
         )
     table = _table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     for col, justify in [
@@ -1256,12 +1262,12 @@ def render_suggestion(console: Console, s) -> None:
             f"bad {m.bad:g}, good {m.good:g}" if m.kind == "linear" else f"{len(m.map)} values"
         )
         table.add_row(
-            m.pillar,
-            m.name,
+            Text(m.pillar),
+            Text(m.name),
             "-" if m.auc is None else f"{m.auc:.3f}",
-            m.healthy,
-            anchors,
-            f"{m.weight:g}" if m.merged_into is None else f"0 (moves with {m.merged_into})",
+            Text(m.healthy),
+            Text(anchors),
+            Text(f"{m.weight:g}" if m.merged_into is None else f"0 (moves with {m.merged_into})"),
         )
     console.print(table)
     for text in s.notes:
@@ -1270,11 +1276,11 @@ def render_suggestion(console: Console, s) -> None:
         note(f"left out {name}: {why}")
     if s.empty:
         note(f"no rows in {', '.join(s.empty)}: no metric from them")
-    console.print(
+    say(
+        console,
         f"{len(s.scored)} metrics weighted ({len(s.metrics) - len(s.scored)} more at weight 0: "
         f"they move with a stronger one) written to {s.out}; next: `healthscore calibrate` "
         "learns the weights",
-        highlight=False,
     )
 
 
@@ -1289,17 +1295,18 @@ def render_probability_fit(console: Console, run) -> None:
         f"at {len(fit.dates)} dates from {fit.dates[0]:%Y-%m-%d} to {fit.dates[-1]:%Y-%m-%d}, "
         f"{p.events:,} followed by {p.outcome} (outcomes up to {p.fitted_until})",
         highlight=False,
+        markup=False,
     )
     table = _table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     table.add_column("score", justify="right")
-    table.add_column(f"p({p.describe().split()[0]})", justify="right")
+    table.add_column(escape(f"p({p.describe().split()[0]})"), justify="right")
     for x, y in p.points:
         table.add_row(f"{x:g}", percent(y))
     console.print(table)
     for text in fit.notes:
         note(text)
-    console.print(
+    say(
+        console,
         f"written to {run.model.file}; model version {run.model.version[:12]} unchanged "
         "(the curve is fitted to a version, not part of it): its stored history still applies",
-        highlight=False,
     )

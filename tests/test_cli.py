@@ -558,3 +558,16 @@ def test_predictions_naming_a_folder_is_a_usage_error(project):
     res = run("backtest", *args, "made/", cwd=project)
     assert res.exit_code == 2, res.output
     assert "names a folder" in " ".join(res.output.replace("│", " ").split()), res.output
+
+
+def test_the_command_list_gives_each_command_its_first_paragraph_as_one_line():
+    # the docstring's own line breaks showed in the listing: "... With a store" then
+    # "(--db, or ./healthscore.duckdb ...)" on the next line, with room left on the first
+    for group in ([], ["model"], ["auth", "user"], ["flag"], ["token"]):
+        out = runner.invoke(app, [*group, "--help"], env={"COLUMNS": "100"}).output
+        panel = out[out.index("─ Commands ─") :].splitlines()[1:]
+        rows = [ln[1:-1] for ln in panel[: next(i for i, ln in enumerate(panel) if ln[0] == "╰")]]
+        for above, row in zip(rows, rows[1:], strict=False):
+            if row[1] == " ":  # a continuation: wrapped only where the next word did not fit
+                room = len(above) - len(above.rstrip())
+                assert room <= len(row.split()[0]) + 1, f"{above}\n{row}"

@@ -90,6 +90,15 @@ def _function(where: str) -> Any:
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
+def _first_paragraph(function: Any) -> str:
+    """A command's line in its group's listing: the first paragraph of its docstring on
+    one line (Rich's help keeps a docstring's line breaks, which read as broken
+    sentences in a list)."""
+    import inspect
+
+    return " ".join(inspect.cleandoc(function.__doc__ or "").split("\n\n")[0].split())
+
+
 def _listed(function: Any) -> Any:
     """A stand-in for the command ``function`` in a listing: its help, no options."""
 
@@ -126,7 +135,9 @@ def build(
         for name, where in commands.items():
             if only is None or only == (*path, name):
                 function = _function(where)
-                groups[path].command(name, cls=Command)(_listed(function) if listing else function)
+                groups[path].command(name, cls=Command, short_help=_first_paragraph(function))(
+                    _listed(function) if listing else function
+                )
     return groups
 
 

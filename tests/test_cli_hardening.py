@@ -1,0 +1,161 @@
+"""The command stops, filters and refuses as it says: Ctrl-C and SIGTERM on a DuckDB
+store, ``score --include-unscored`` with the list's filters, and a store the user may
+not read.
+
+Real subprocesses on a real demo store (signals sent mid-run, the store read after),
+the fixture store through the command, and a real permission check: a process without
+root's right to read any file (``setpriv``), or the user's own when not root.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+import healthscore as hs
+from healthscore import api
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+# a year of daily dates ending on the demo's last day: one chunk of 366 dates, scored in
+# one query of seconds, then written in one transaction
+HISTORY = ["history", "--from", "2024-07-01", "--to", "2025-07-01", "--every", "1d"]
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # a terminal's colours and cursor moves
+WEEKS = dict(start="2025-01-01", end="2025-07-01", every="1w")  # stored before
+
+
+def _env(**extra) -> dict:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(SRC),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "HEALTHSCORE_DUCKDB_THREADS": "1",
+        "COLUMNS": "100",
+        **extra,
+    }
+
+
+def _as_from_a_terminal() -> None:
+    """In the child: Ctrl-C delivered and handled as a terminal's shell leaves it (a test
+    worker's signal mask and dispositions are inherited through exec)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _per_date(db: Path) -> dict:
+    """as_of -> (scores rows, score_lines rows) stored in ``db``."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        if "scores" not in tables:
+            return {}
+        sql = "SELECT as_of, count(*) FROM {} GROUP BY as_of"
+        scores = dict(con.execute(sql.format("scores")).fetchall())
+        lines = dict(con.execute(sql.format("score_lines")).fetchall())
+    finally:
+        con.close()
+    return {d: (scores.get(d, 0), lines.get(d, 0)) for d in scores.keys() | lines.keys()}
+
+
+@pytest.fixture(scope="module")
+def books(demo_project, tmp_path_factory):
+    """The demo store with six months of weekly history stored (the store a user stops
+    a longer history on), and the per-date rows of the year of daily history, complete."""
+    d = tmp_path_factory.mktemp("stopped")
+    base = d / "base.duckdb"
+    shutil.copy2(demo_project.db_path, base)
+    model = hs.load_model(demo_project.model_path)
+    store = hs.connect(base)
+    api.history(store, model, **WEEKS)
+    store.close()
+    full = d / "full.duckdb"
+    shutil.copy2(base, full)
+    store = hs.connect(full)
+    api.history(store, model, *HISTORY[2:5:2], "1d")
+    store.close()
+    return base, _per_date(base), _per_date(full)
+
+
+def _stopped_mid_run(db: Path, model: Path, sig: signal.Signals) -> tuple[int, str]:
+    """``healthscore history`` on ``db``, sent ``sig`` a second into its scoring query
+    (it draws its progress on a terminal: the step shows when the query starts)."""
+    main, child = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "healthscore.cli", *HISTORY, "--db", str(db), "--model", str(model)],
+        cwd=db.parent,
+        env=_env(TERM="xterm"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=child,
+        preexec_fn=_as_from_a_terminal,
+    )
+    os.close(child)
+    seen, scoring = bytearray(), threading.Event()
+
+    def drain() -> None:  # read everything: a full terminal buffer would block the child
+        while True:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            seen.extend(chunk)
+            if b"scoring 2024-07-01" in seen:
+                scoring.set()
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        assert scoring.wait(120), "history never started scoring: " + seen.decode(errors="replace")
+        time.sleep(1.0)
+        assert proc.poll() is None, "history ended before it was stopped"
+        proc.send_signal(sig)
+        proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        reader.join(5)
+        os.close(main)
+    return proc.returncode, ANSI.sub("", seen.decode(errors="replace"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_stopping_history_on_duckdb_says_so_and_leaves_no_half_written_date(
+    books, demo_project, tmp_path, sig
+):
+    # DuckDB turned Ctrl-C under its query into "Error: ...: Query interrupted" (exit 1),
+    # or a traceback from the insert; SIGTERM ended the process silently (143), with the
+    # store's write-ahead log left behind for the next command to apply
+    base, weekly, full = books
+    db = tmp_path / "healthscore.duckdb"
+    shutil.copy2(base, db)
+    code, err = _stopped_mid_run(db, demo_project.model_path, sig)
+    assert code == 128 + sig, err
+    assert f"Error: interrupted ({sig.name}): stopped, work in progress cancelled" in err
+    assert "Traceback" not in err and "Query interrupted" not in err
+    assert not db.with_name(db.name + ".wal").exists(), "the store was left to recover"
+    stored = _per_date(db)
+    assert weekly.items() <= stored.items()  # what was stored before is kept
+    for day, rows in stored.items():  # a date is stored whole, or not at all
+        assert rows == full[day], day
+    again = subprocess.run(
+        [sys.executable, "-m", "healthscore.cli", *HISTORY, "--model", demo_project.model_path],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stderr
+    assert _per_date(db) == full

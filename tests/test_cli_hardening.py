@@ -9,6 +9,7 @@ root's right to read any file (``setpriv``), or the user's own when not root.
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -25,6 +26,7 @@ import pytest
 
 import healthscore as hs
 from healthscore import api
+from test_cli import run
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 # a year of daily dates ending on the demo's last day: one chunk of 366 dates, scored in
@@ -159,3 +161,65 @@ def test_stopping_history_on_duckdb_says_so_and_leaves_no_half_written_date(
     )
     assert again.returncode == 0, again.stderr
     assert _per_date(db) == full
+
+
+# --- score --include-unscored: the list's filters apply to the accounts left out ------------
+
+
+@pytest.fixture
+def project(tmp_path, fixture_db):
+    """A project folder: the default model and a copy of the fixture store."""
+    assert run("init", tmp_path).exit_code == 0
+    shutil.copyfile(fixture_db, tmp_path / "healthscore.duckdb")
+    return tmp_path
+
+
+# the fixture's book as of 2025-01-01: scored A1 (enterprise, alice), A2 (smb, bob), A3
+# (mid-market, alice); left out A4 (smb, bob: not yet created) and A5 (smb, bob: churned)
+AS_OF = ("--as-of", "2025-01-01")
+
+
+def _listed(cwd: Path, *args: str) -> tuple[list[str], list[str]]:
+    """The accounts ``score --include-unscored`` lists: scored, left out."""
+    result = run("score", *AS_OF, "--include-unscored", "-f", "json", *args, cwd=cwd)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    return (
+        [r["account_id"] for r in rows if "left_out" not in r],
+        [r["account_id"] for r in rows if "left_out" in r],
+    )
+
+
+def test_include_unscored_lists_only_the_accounts_left_out_that_the_filters_keep(project):
+    assert _listed(project) == (["A2", "A3", "A1"], ["A4", "A5"])
+    assert _listed(project, "--segment", "enterprise") == (["A1"], [])
+    assert _listed(project, "--segment", " SMB ") == (["A2"], ["A4", "A5"])
+    assert _listed(project, "--csm", "alice") == (["A3", "A1"], [])
+    assert _listed(project, "--csm", "bob", "--segment", "smb") == (["A2"], ["A4", "A5"])
+    # an account left out has no score, so no band
+    assert _listed(project, "--band", "red,yellow,green") == (["A2", "A3", "A1"], [])
+
+
+def test_include_unscored_counts_the_accounts_left_out_in_the_limit(project):
+    assert _listed(project, "--limit", "2") == (["A2", "A3"], [])
+    assert _listed(project, "--limit", "4") == (["A2", "A3", "A1"], ["A4"])
+    assert _listed(project, "--csm", "bob", "--limit", "2") == (["A2"], ["A4"])
+    csv = run("score", *AS_OF, "--include-unscored", "--limit", "4", "-f", "csv", cwd=project)
+    assert csv.exit_code == 0, csv.output
+    assert len(csv.stdout.strip().splitlines()) == 1 + 4
+    table = run("score", *AS_OF, "--include-unscored", "--segment", "enterprise", cwd=project)
+    assert "0 accounts left out" in table.stdout and "Dune" not in table.stdout
+
+
+def test_a_segment_only_accounts_left_out_have_lists_them_and_an_unknown_one_is_named(project):
+    # a CSM whose only account is left out
+    store = hs.connect(project / "healthscore.duckdb")
+    store.con.con.execute("UPDATE accounts SET csm = 'carol' WHERE account_id = 'A5'")
+    store.close()
+    assert _listed(project, "--csm", "carol") == ([], ["A5"])
+    plain = run("score", *AS_OF, "--csm", "carol", cwd=project)
+    assert plain.exit_code == 1 and "no scored account has it" in plain.output
+    unknown = run("score", *AS_OF, "--include-unscored", "--csm", "dave", cwd=project)
+    assert unknown.exit_code == 1
+    assert "--csm 'dave': no account, scored or left out, has it" in unknown.output
+    assert "alice, bob, carol" in unknown.output

@@ -223,3 +223,69 @@ def test_a_segment_only_accounts_left_out_have_lists_them_and_an_unknown_one_is_
     assert unknown.exit_code == 1
     assert "--csm 'dave': no account, scored or left out, has it" in unknown.output
     assert "alice, bob, carol" in unknown.output
+
+
+# --- a store the user may not read -----------------------------------------------------------
+
+
+def _as_a_user(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """The CLI as a user who may not read or write a file its mode does not allow: this
+    user when not root, else root without its right to read and write any file."""
+    cmd = [sys.executable, "-m", "healthscore.cli", *args]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root and no setpriv to drop root's file access")
+        drop = "-dac_override,-dac_read_search"
+        cmd = [setpriv, f"--bounding-set={drop}", "--inh-caps=-all", *cmd]
+    return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def locked_store(project):
+    """The project's store (a copy of the fixture's); the test sets its mode."""
+    db = project / "healthscore.duckdb"
+    yield db
+    db.chmod(0o644)
+
+
+def _error(r: subprocess.CompletedProcess) -> str:
+    return " ".join(r.stderr.split())
+
+
+def test_a_store_the_user_may_not_read_says_so_and_what_to_do(locked_store):
+    locked_store.chmod(0o000)
+    for args in (["score", *AS_OF], ["history", "--from", "2024-12-01", "--to", "2025-01-01"]):
+        r = _as_a_user(args, locked_store.parent)
+        assert r.returncode == 1, r.stdout + r.stderr
+        said = _error(r)
+        assert f"Error: cannot read the store {locked_store}: permission denied" in said, said
+        assert "read" in said.split("hint:")[1] and "--db" in said
+        assert "write to a folder" not in said and "Traceback" not in said
+
+
+def test_a_store_the_user_may_read_but_not_write_names_what_writes_it(locked_store):
+    locked_store.chmod(0o444)
+    read = _as_a_user(["score", *AS_OF], locked_store.parent)
+    assert read.returncode == 0, read.stderr
+    r = _as_a_user(["history", "--from", "2024-12-01", "--to", "2025-01-01"], locked_store.parent)
+    assert r.returncode == 1, r.stdout + r.stderr
+    said = _error(r)
+    assert f"cannot open the store {locked_store} for writing: permission denied" in said, said
+    assert "it can be read, not written" in said and "write access" in said
+    assert "write to a folder you may write to" not in said
+
+
+def test_a_store_in_a_folder_the_user_may_not_write_cannot_be_made(tmp_path):
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    (tmp_path / "a.csv").write_text("account_id,name\nX1,Acme\n")
+    folder.chmod(0o555)
+    try:
+        r = _as_a_user(["load", "accounts", "a.csv", "--db", "shared/new.duckdb"], tmp_path)
+    finally:
+        folder.chmod(0o755)
+    assert r.returncode == 1, r.stdout + r.stderr
+    said = _error(r)
+    assert f"cannot create the store {folder / 'new.duckdb'}: permission denied" in said, said
+    assert "a folder you may write to (--db)" in said

@@ -427,7 +427,9 @@ def score_accounts(
 ) -> ScoreResult:
     """Score every account as of ``as_of`` (default today 00:00 UTC); ``need_probability``
     fails early when the model has no fitted ``probability:`` section; with
-    ``include_unscored`` the accounts left out are listed with their reason.
+    ``include_unscored`` the accounts left out are listed with their reason, after the
+    scored ones: the filters below apply to them too (``bands`` leaves none, as an
+    account left out has no band), and ``limit`` counts both lists.
 
     With any of ``sort`` (score, arr, renewal, name), ``bands`` (green/yellow/red or
     the scorecard's names for them), ``segment``, ``csm`` or ``limit``, the scores are
@@ -476,11 +478,24 @@ def score_accounts(
         unscored = left_out(store, model, d)
     if not listing:
         return ScoreResult(scores, model, d, warnings, evidence=book, unscored=unscored)
-    from healthscore.portfolio import account_list
+    from healthscore.portfolio import account_list, left_out_list, with_segment_and_csm
 
+    filtered = not (wanted is None and segment is None and csm is None and limit is None)
+    if unscored is not None and filtered:
+        unscored = with_segment_and_csm(store, model, unscored)
     listed = account_list(
-        model, scores, sort=sort, bands=wanted, segment=segment, csm=csm, limit=limit
+        model,
+        scores,
+        sort=sort,
+        bands=wanted,
+        segment=segment,
+        csm=csm,
+        limit=limit,
+        left_out=unscored if filtered else None,
     )
+    if unscored is not None and filtered:  # the same filters; --limit counts both lists
+        room = None if limit is None else limit - listed.num_rows
+        unscored = left_out_list(unscored, bands=wanted, segment=segment, csm=csm, limit=room)
     return ScoreResult(
         listed,
         model,

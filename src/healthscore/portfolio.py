@@ -409,11 +409,15 @@ def account_list(
     segment: str | None = None,
     csm: str | None = None,
     limit: int | None = None,
+    left_out: pa.Table | None = None,
 ) -> pa.Table:
     """The scored accounts as a CS team reads them: the rows of :func:`listed_scores`
     (each with its name, ARR in force and renewal date, in the order of ``sort``), only
     those of ``bands`` (green/yellow/red), ``segment`` and ``csm`` (compared case- and
-    space-insensitively), cut to ``limit`` rows.
+    space-insensitively), cut to ``limit`` rows. A ``segment`` or ``csm`` no account
+    has is an error naming those there are; with ``left_out`` (the accounts left out,
+    with their segment and CSM: :func:`with_segment_and_csm`) one that only an account
+    left out has is not (:func:`left_out_list` lists it).
 
     ``sort``: ``score`` puts the end of the scorecard that needs attention first
     (lowest score for health, highest for a readiness scorecard such as expansion, see
@@ -435,10 +439,13 @@ def account_list(
         allowed = {_key(w) for w in ([wanted] if isinstance(wanted, str) else wanted)}
         values = scores[col].to_pylist()
         known = {_key(v): v for v in values if v is not None}
+        if left_out is not None and col != "band":
+            known = {_key(v): v for v in left_out[col].to_pylist() if v is not None} | known
         unknown = sorted(a for a in allowed if a not in known)
         if col != "band" and unknown:
+            whose = "no scored account" if left_out is None else "no account, scored or left out,"
             raise HealthscoreError(
-                f"`{col}` {wanted!r}: no scored account has it",
+                f"`{col}` {wanted!r}: {whose} has it",
                 hint=f"{col} values: " + ", ".join(sorted(map(str, known.values()))),
             )
         rows = range(len(values)) if keep is None else keep
@@ -454,6 +461,54 @@ def account_list(
     if keep is not None:  # in the query's order
         return _rows(scores, keep[:limit])
     return scores if limit is None else scores.slice(0, min(limit, scores.num_rows))
+
+
+def with_segment_and_csm(store: Store, model: Model, left_out: pa.Table) -> pa.Table:
+    """The accounts left out (``account_id, name, reason``: :func:`asof.left_out`) with
+    the segment and CSM the accounts table gives them, as the scores have them: the
+    segment from the model's ``segments.by`` column when it names one of the accounts
+    table (else none: a segment given by a metric is not computed for an account left
+    out), else ``segment``."""
+    import pyarrow as pa
+
+    by = model.spec.segments.by.removeprefix("accounts.") if model.spec.segments else "segment"
+    acc = store.table("accounts")
+    fields = {
+        "segment": acc[by].cast("string") if by in acc.columns else ibis.null("string"),
+        "csm": acc["csm"].cast("string") if "csm" in acc.columns else ibis.null("string"),
+    }
+    found = store.execute(acc.select("account_id", **fields))
+    ids = found["account_id"].to_pylist()
+    at = {a: i for i, a in enumerate(ids)}
+    rows = [at.get(a) for a in left_out["account_id"].to_pylist()]
+    out = left_out
+    for name in fields:
+        values = found[name].to_pylist()
+        out = out.append_column(
+            name, pa.array([None if i is None else values[i] for i in rows], pa.string())
+        )
+    return out
+
+
+def left_out_list(
+    left_out: pa.Table,
+    *,
+    bands: list[str] | None = None,
+    segment: str | None = None,
+    csm: str | None = None,
+    limit: int | None = None,
+) -> pa.Table:
+    """The accounts left out (:func:`with_segment_and_csm`) that the filters of the
+    account list keep: none with ``bands`` (an account left out has no score, so no
+    band), only those of ``segment`` and ``csm`` (compared as :func:`account_list`
+    does), at most ``limit`` (what the list of scored accounts left of its limit);
+    columns ``account_id, name, reason``."""
+    keep = list(range(left_out.num_rows)) if bands is None else []
+    for col, wanted in (("segment", segment), ("csm", csm)):
+        if wanted is not None:
+            values = left_out[col].to_pylist()
+            keep = [i for i in keep if _key(values[i]) == _key(wanted)]
+    return _rows(left_out.select(["account_id", "name", "reason"]), keep[:limit])
 
 
 def _ties_by_id(rows: pa.Table, column: str) -> pa.Table:

@@ -17,7 +17,9 @@ import re
 import shutil
 import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,7 +28,7 @@ import typer
 from typer.core import TyperCommand
 
 from healthscore import api
-from healthscore.errors import DurationError, HealthscoreError, StoreInUseError
+from healthscore.errors import DurationError, HealthscoreError, Interrupted, StoreInUseError
 from healthscore.service import local
 from healthscore.views import export, terminal
 
@@ -165,11 +167,20 @@ class Command(TyperCommand):
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
-            self._check_store_free(ctx)
-            self._check_out_folders(ctx)
-            result = super().invoke(ctx)
-            sys.stdout.flush()  # a full disk under a redirected stdout shows here
-            return result
+            try:
+                with _stopped_by_sigterm(self.callback):
+                    self._check_store_free(ctx)
+                    self._check_out_folders(ctx)
+                    result = super().invoke(ctx)
+                    sys.stdout.flush()  # a full disk under a redirected stdout shows here
+                    return result
+            except Exception as e:
+                # DuckDB turns a Ctrl-C (or SIGTERM) under a query into its own error
+                # (`Query interrupted`), and the layers above may wrap that in theirs
+                stop = interruption(e)
+                if stop is None:
+                    raise
+                raise stop from None
         except (api.ArgumentError, DurationError) as e:  # the options are wrong: usage
             raise typer.BadParameter(translate(str(e), self), ctx=ctx) from None
         except StoreInUseError as e:  # held by another process: the server, when it is
@@ -206,6 +217,51 @@ class Command(TyperCommand):
                 raise HealthscoreError(
                     f"{p.opts[0]} {value}: the folder {value.parent} does not exist"
                 )
+
+
+def interruption(error: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM (:class:`~healthscore.errors.Interrupted`) behind ``error``:
+    itself, or one it was raised from or while handling (DuckDB answers an interrupt
+    under a query with ``RuntimeError: Query interrupted``, raised from it)."""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+@contextmanager
+def _stopped_by_sigterm(command: Callable) -> Iterator[None]:
+    """SIGTERM stops the command as Ctrl-C does (:class:`~healthscore.errors.Interrupted`,
+    a KeyboardInterrupt): its work is rolled back and it says so, instead of the process
+    ending silently with a DuckDB store's write-ahead log left behind. Not for a command
+    whose server has its own shutdown (:func:`own_signals`), nor where SIGTERM already
+    has a handler or cannot get one (not the main thread)."""
+    if (
+        getattr(command, "own_signals", False)
+        or threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def own_signals(command: Callable) -> Callable:
+    """Mark a command that handles Ctrl-C and SIGTERM itself (a server's shutdown)."""
+    command.own_signals = True
+    return command
 
 
 def _spelled(ctx: typer.Context) -> str:

@@ -78,7 +78,9 @@ def score_command(
         typer.Option(
             "--include-unscored",
             help="also list the accounts left out (not yet created, no subscription in "
-            "force, outside the population) with the reason",
+            "force, outside the population) with the reason, after the scored ones: "
+            "--segment and --csm apply to them, --band leaves them out (no score, no "
+            "band), --limit counts them",
         ),
     ] = False,
     raw: RawOpt = False,

@@ -21,6 +21,7 @@ from healthscore.cli.common import (
     ModelOpt,
     OutOpt,
     TableFormat,
+    own_signals,
     through_server,
     write_output,
 )
@@ -28,6 +29,7 @@ from healthscore.service import local
 from healthscore.views import terminal
 
 
+@own_signals  # Uvicorn's graceful shutdown, which then ends the process by the signal
 def serve_command(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on (1-65535)")] = 8000,

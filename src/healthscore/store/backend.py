@@ -38,6 +38,7 @@ True
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
@@ -495,7 +496,13 @@ class DuckDBBackend(Backend):
         import duckdb
 
         threads = duckdb_threads()
-        native = duckdb.connect(database, read_only=read_only)
+        try:
+            native = duckdb.connect(database, read_only=read_only)
+        except duckdb.Error as e:
+            refused = _refused(database, read_only, e)
+            if refused is None:
+                raise
+            raise refused from None
         try:
             native.execute("SET TimeZone = 'UTC'")
             native.execute("SET python_enable_replacements = false")
@@ -838,6 +845,49 @@ class DuckDBBackend(Backend):
         result = self.native.execute(sql).arrow()
         # DuckDB hands over a RecordBatchReader in newer releases, a Table in older ones
         return result.read_all() if hasattr(result, "read_all") else result
+
+
+def _refused(path: str, read_only: bool, e: Exception) -> StoreError | None:
+    """The DuckDB file ``path`` this user may not open (permission denied), in words:
+    whether it cannot be read, or can be read but not written, or cannot be made, and
+    what to do; None for any other error. The error keeps the errno, so a caller that
+    words a disk error its own way (a write-ahead log to apply) still can."""
+    from healthscore.core.files import disk_errno
+
+    code = disk_errno(e)
+    if code not in (errno.EACCES, errno.EPERM):
+        return None
+    try:
+        with open(path, "rb"):
+            readable: bool | None = True
+    except FileNotFoundError:
+        readable = None
+    except OSError:
+        readable = False
+    if readable is None:
+        error = StoreError(
+            f"cannot create the store {path}: permission denied",
+            hint="make it in a folder you may write to (`db`)",
+        )
+    elif not readable:
+        error = StoreError(
+            f"cannot read the store {path}: permission denied",
+            hint="ask its owner to let you read the file (and open the folders above it; "
+            "commands that write into the store need write access too), or use a copy "
+            "you may read (`db`)",
+        )
+    elif read_only:
+        return None  # the file can be read: something else beside it was refused
+    else:
+        error = StoreError(
+            f"cannot open the store {path} for writing: permission denied (it can be "
+            "read, not written)",
+            hint="this command writes into the store: ask for write access to the file "
+            "and its folder, or work on a copy you may write (`db`); commands that only "
+            "read it (score, explain, trends, report) work on it as it is",
+        )
+    error.errno = code
+    return error
 
 
 class PostgresBackend(Backend):

@@ -217,7 +217,11 @@ def _few_extra_columns(state, table: str, rows: list) -> None:
     """400 when the batch adds columns to ``table`` (names it does not hold yet) and
     would make it hold more than ``max_extra_columns`` beyond its canonical ones: each
     new name is a column added to the table, and a batch naming 3,000 held the store for
-    minutes. Names are compared whatever their case, as the store compares them."""
+    minutes; or adds one whose name is longer than a column's may be
+    (:data:`~healthscore.store.MAX_COLUMN_NAME`), refused here before any row is read.
+    Names are compared whatever their case, as the store compares them."""
+    from healthscore.store import column_name_problem
+
     limit = state.settings.max_extra_columns
     own = TABLES[table].columns.keys()
     names = {k for r in rows if isinstance(r, dict) for k in r if isinstance(k, str)}
@@ -227,6 +231,13 @@ def _few_extra_columns(state, table: str, rows: list) -> None:
     with state.store_access() as store:
         stored = {c.casefold() for c in store.table(table).columns} - set(own)
     new = extra - stored
+    for name in sorted(n for n in names if n.casefold() in new):
+        too_long = column_name_problem(name)
+        if too_long:
+            raise IngestError(
+                f"{table} batch: {too_long}, nothing written",
+                hint="send it under a shorter key; extra columns are kept as columns of the table",
+            )
     if new and len(stored | new) > limit:
         raise IngestError(
             f"{table} batch: {len(new):,} new columns would make {len(stored | new):,} "

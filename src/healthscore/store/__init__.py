@@ -171,7 +171,8 @@ def connect(
             )
     read_only = read_only and bool(path)  # an in-memory store is the session's own
     try:
-        backend = _open(full, path, read_only)
+        with owner_only_files() if path else contextlib.nullcontext():
+            backend = _open(full, path, read_only)
     except HealthscoreError:
         raise
     except Exception as e:  # driver errors vary by backend; name the URL
@@ -210,6 +211,56 @@ def _held_by(e: Exception) -> int | None:
         return None
     m = _LOCK_HELD.search(text)
     return int(m.group(1)) if m else 0
+
+
+#: guards the process's umask while :func:`owner_only_files` holds it
+_UMASK_LOCK = threading.Lock()
+_umask_holders = 0
+_umask_saved = 0
+
+
+@contextmanager
+def owner_only_files() -> Iterator[None]:
+    """Files made while inside are readable and writable by their owner only (0600).
+
+    A DuckDB store holds the service's password and token hashes, and DuckDB makes its
+    file, and its write-ahead log (``<file>.wal``, made again at the first write after
+    each checkpoint), with the process's umask: 0644 under the usual 022. DuckDB has no
+    setting for the mode, so the store narrows the umask to 077 while it opens or
+    writes a DuckDB file (:meth:`Store.writing`), and puts it back after. The umask is
+    the process's: a file another thread makes meanwhile is owner-only too (never
+    more open than it would have been). Nested and concurrent uses share one change."""
+    global _umask_holders, _umask_saved
+    with _UMASK_LOCK:
+        if _umask_holders == 0:
+            _umask_saved = os.umask(0o077)
+            os.umask(_umask_saved | 0o077)  # a stricter umask of the user's stays
+        _umask_holders += 1
+    try:
+        yield
+    finally:
+        with _UMASK_LOCK:
+            _umask_holders -= 1
+            if _umask_holders == 0:
+                os.umask(_umask_saved)
+
+
+#: the longest name (in bytes of UTF-8) a column the store adds may have: PostgreSQL's
+#: limit on a name (it cuts a longer one short, silently), the same on every backend so
+#: that a store can move between them
+MAX_COLUMN_NAME = 63
+
+
+def column_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a new column of the store (too long), else None."""
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size <= MAX_COLUMN_NAME:
+        return None
+    shown = name if len(name) <= 40 else f"{name[:40]}..."
+    return (
+        f"column name {shown!r} is {size:,} bytes long; a column name is at most "
+        f"{MAX_COLUMN_NAME} bytes (63 plain letters)"
+    )
 
 
 def _writes(method):
@@ -337,6 +388,22 @@ class Store:
         return f"<Store {self.url}>"
 
     @property
+    def _is_file(self) -> bool:
+        """A DuckDB file this process may write (not one in memory, not read-only)."""
+        return self.url.startswith("duckdb:///") and not self.read_only
+
+    def make_owner_only(self) -> None:
+        """A DuckDB file store, and its write-ahead log, readable and writable by their
+        owner only (0600), as the service makes its session secret: the store holds
+        its password and token hashes. Other backends' access is the database's."""
+        if not self._is_file:
+            return
+        path = Path(self.location)
+        for f in (path, path.with_name(path.name + ".wal")):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(f, 0o600)
+
+    @property
     def location(self) -> str:
         """Where the store is, as a user names it: the DuckDB file, else the URL."""
         return self.url.removeprefix("duckdb://") if self.url.startswith("duckdb://") else self.url
@@ -345,9 +412,13 @@ class Store:
     def writing(self) -> Iterator[None]:
         """Writes to the store whose disk errors (full, quota, file size limit, permission,
         read-only) become a :class:`StoreError` naming the store and what to do, not a
-        driver traceback."""
+        driver traceback.
+
+        On a DuckDB file the files DuckDB makes meanwhile (its write-ahead log) are
+        owner-only (:func:`owner_only_files`)."""
         try:
-            yield
+            with owner_only_files() if self._is_file else contextlib.nullcontext():
+                yield
         except HealthscoreError:
             raise
         except Exception as e:
@@ -777,8 +848,9 @@ class Store:
         return result
 
     def _check_columns(self, name: str, pk: str, schema: pa.Schema) -> dict[str, str]:
-        """A key column, and no column that differs from a stored one only by case; the
-        stored columns and their types."""
+        """A key column, no new column whose name is longer than :data:`MAX_COLUMN_NAME`,
+        and no column that differs from a stored one only by case; the stored columns
+        and their types."""
         if pk not in schema.names:
             raise StoreError(f"{name}: the rows to load have no {pk} column")
         lowered: dict[str, str] = {}
@@ -791,6 +863,12 @@ class Store:
         stored = self.columns(name)
         have = {c.lower(): c for c in stored}
         for col in schema.names:
+            too_long = column_name_problem(col) if col not in stored else None
+            if too_long:
+                raise StoreError(
+                    f"{name}: {too_long}; nothing was loaded",
+                    hint="load it under a shorter name: --map '<its name>=<short name>'",
+                )
             if col not in have.values() and col.lower() in have:
                 raise StoreError(
                     f"{name}: column {col!r} differs from the stored column "
@@ -873,7 +951,10 @@ class Store:
             # thousands of accounts a micro-batch under heavy ingest): the same text
             listed = sge.Var(this=_literal_list(values, dialect))
             conds.append(column.isin(listed) if values else sge.false())
-        self._backend.statement(sge.delete(sg.table(table, quoted=True), where=sge.and_(*conds)))
+        with self.writing():
+            self._backend.statement(
+                sge.delete(sg.table(table, quoted=True), where=sge.and_(*conds))
+            )
 
     def transaction(self) -> AbstractContextManager[None]:
         """All writes inside happen together or not at all; an inner block joins the outer.

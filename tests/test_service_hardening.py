@@ -65,8 +65,8 @@ def test_an_extra_columns_value_of_another_type_is_a_400_naming_it_and_nothing_w
     assert (p["row"], p["column"], p["got"]) == (0, "seats_x", "many")
     assert _stored(service, "seats_x") == {"ht-1": 5}  # neither batch wrote anything
     # what fits the column is taken: a whole number sent as 8.0, text that reads as one
-    rows = [_event("ht-5", seats_x=8.0), _event("ht-6", seats_x="9")]
-    assert api.post("/v1/ingest/usage_events", json={"rows": rows}).status_code == 200
+    for row in (_event("ht-5", seats_x=8.0), _event("ht-6", seats_x="9")):
+        assert api.post("/v1/ingest/usage_events", json={"rows": [row]}).status_code == 200
     assert _stored(service, "seats_x") == {"ht-1": 5, "ht-5": 8, "ht-6": 9}
 
 
@@ -108,11 +108,13 @@ def test_load_of_a_second_file_refuses_a_value_its_extra_column_cannot_hold(tmp_
         assert "seats_x" in text and f"event_id {key!r}" in text and repr(got) in text, text
         assert "whole number" in text and "nothing was loaded" in text, text
         assert "Traceback" not in r.output
-    import duckdb
+    from healthscore.store import connect
 
-    with duckdb.connect(str(tmp_path / "healthscore.duckdb"), read_only=True) as con:
-        found = con.sql("SELECT event_id, seats_x FROM usage_events ORDER BY 1").fetchall()
-    assert found == [("e1", 5)]
+    store = connect(tmp_path / "healthscore.duckdb", read_only=True)
+    t = store.table("usage_events")
+    found = store.execute(t.select("event_id", "seats_x").order_by("event_id")).to_pylist()
+    store.close()
+    assert found == [{"event_id": "e1", "seats_x": 5}]
 
 
 # --- 2. the store file is its owner's only ----------------------------------------------

@@ -26,6 +26,7 @@ from healthscore.core.tables import TABLES
 from healthscore.errors import HealthscoreError
 from healthscore.service import auth, parked, text
 from healthscore.service.settings import Settings
+from healthscore.store import ColumnTypeError
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
 
@@ -194,8 +195,11 @@ def _write(state, table: str, rows: list) -> dict:
         )
     with check_rows(rows, table) as batch:
         data = batch.data.read_all()
-        with state.ingest_access() as store:  # behind at most one other batch
-            result = store.append(table, data, columns=batch.supplied)
+        try:
+            with state.ingest_access() as store:  # behind at most one other batch
+                result = store.append(table, data, columns=batch.supplied)
+        except ColumnTypeError as e:
+            raise _by_row(e, table, rows) from None
     state.touched(result.accounts)
     out = {
         "table": table,
@@ -211,6 +215,31 @@ def _write(state, table: str, rows: list) -> dict:
             "are stored (as `healthscore load` does) and count once the account is sent"
         )
     return out
+
+
+def _by_row(e, table: str, rows: list):
+    """A :class:`~healthscore.store.ColumnTypeError` of a batch as its invalid rows, each
+    named by its index in ``rows`` (found by its key; a key derived by the reader, by
+    its place among the rows, which follow the batch's order)."""
+    from healthscore.errors import Problem, SourceError
+
+    pk = TABLES[table].primary_key
+    where: dict[str, int] = {}
+    for i, r in enumerate(rows):
+        key = r.get(pk)
+        if isinstance(key, str | int) and not isinstance(key, bool):
+            where.setdefault(str(key).strip(), i)
+    problems = []
+    for (position, key), p in zip(e.misfits, e.problems, strict=True):
+        row = where.get(str(key), position)
+        reason = f"does not convert to the column's {e.expected} without loss"
+        problems.append(Problem(reason, row=row, column=p.column, got=p.got, expected=p.expected))
+    n = len({p.row for p in problems})
+    return SourceError.collect(
+        sorted(problems, key=lambda p: p.row),
+        f"{table} batch: {n} invalid row{'s' if n != 1 else ''}: column {e.column!r} holds "
+        f"{e.expected} values, nothing written",
+    )
 
 
 def _few_extra_columns(state, table: str, rows: list) -> None:

@@ -555,7 +555,12 @@ class Store:
         """Insert or update ``data`` (already validated, canonical columns) by primary key.
 
         All or nothing: new extra columns, the rows and the watermark are written in one
-        transaction. The rows are staged in the store first (a stream of record batches
+        transaction. A column the store holds already keeps its type: a value that does
+        not convert to it without loss (1.5 or "many" into whole numbers) raises
+        :class:`ColumnTypeError` naming the column, the rows by key and both types
+        (:func:`_convert` says what converts), and nothing is written; so does a new
+        column whose name is longer than :data:`MAX_COLUMN_NAME`. The rows are staged in
+        the store first (a stream of record batches
         is read once, batch by batch), and every check after that runs there, as SQL:
         a load of any size holds no more than the backend's memory (on DuckDB
         :func:`load_memory_limit`, beyond which it spills to disk).

@@ -521,20 +521,49 @@ class ExplainResult:
 
 
 def explain_account(
-    store: Store, model: Model, account_id: str, as_of=None, vs=None
+    store: Store,
+    model: Model,
+    account_id: str,
+    as_of=None,
+    vs=None,
+    *,
+    names: tuple[str, str] = ("vs", "as_of"),
 ) -> ExplainResult:
     """Why ``account_id`` has its score as of ``as_of`` (default today 00:00 UTC), or with ``vs``
-    (an earlier date) why it moved since then."""
+    (an earlier date) why it moved since then.
+
+    ``vs`` must be before ``as_of``: a :class:`ScoringError` names both (as ``names``
+    calls them: the service's ``from`` and ``to``) rather than explaining the change
+    backwards."""
     from healthscore.core.time import parse_as_of
     from healthscore.engine.asof import explain, explain_change
 
-    d = parse_as_of(as_of)
+    d = parse_as_of(as_of, names[1])
+    if vs is not None:
+        before = parse_as_of(vs, names[0])
+        if before >= d:
+            raise _dates_out_of_order(before, d, names)
     warnings = _freshness(store, [model], d) + _empty_tables(store, model)
     if vs is not None:
         return ExplainResult(
-            change=explain_change(store, model, account_id, d, vs), warnings=warnings
+            change=explain_change(store, model, account_id, d, before), warnings=warnings
         )
     return ExplainResult(explanation=explain(store, model, account_id, d), warnings=warnings)
+
+
+def _dates_out_of_order(before: datetime, after: datetime, names: tuple[str, str]):
+    from healthscore.errors import ScoringError
+
+    def when(d: datetime) -> str:
+        return f"{d:%Y-%m-%d}" if d.time() == datetime.min.time() else f"{d:%Y-%m-%d %H:%M}"
+
+    first, second = names
+    how = "is the same moment as" if before == after else "is after"
+    return ScoringError(
+        f"`{first}` {when(before)} {how} `{second}` {when(after)}",
+        hint=f"why a score moved is read from the earlier date (`{first}`) to the later "
+        f"(`{second}`)",
+    )
 
 
 def history(

@@ -61,6 +61,8 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
         try:
             app.state.service = state or ServiceState.open(settings)
             with app.state.service.store_access() as store:
+                # it keeps password and token hashes: owner-only, as the session secret
+                store.make_owner_only()
                 auth_mod.ensure_tables(store)
                 parked.ensure_tables(store)
                 # the key indexes the ingest route's appends use: made here, once per

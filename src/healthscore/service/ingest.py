@@ -26,6 +26,7 @@ from healthscore.core.tables import TABLES
 from healthscore.errors import HealthscoreError
 from healthscore.service import auth, parked, text
 from healthscore.service.settings import Settings
+from healthscore.store import ColumnTypeError
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
 
@@ -194,8 +195,11 @@ def _write(state, table: str, rows: list) -> dict:
         )
     with check_rows(rows, table) as batch:
         data = batch.data.read_all()
-        with state.ingest_access() as store:  # behind at most one other batch
-            result = store.append(table, data, columns=batch.supplied)
+        try:
+            with state.ingest_access() as store:  # behind at most one other batch
+                result = store.append(table, data, columns=batch.supplied)
+        except ColumnTypeError as e:
+            raise _by_row(e, table, rows) from None
     state.touched(result.accounts)
     out = {
         "table": table,
@@ -213,11 +217,40 @@ def _write(state, table: str, rows: list) -> dict:
     return out
 
 
+def _by_row(e, table: str, rows: list):
+    """A :class:`~healthscore.store.ColumnTypeError` of a batch as its invalid rows, each
+    named by its index in ``rows`` (found by its key; a key derived by the reader, by
+    its place among the rows, which follow the batch's order)."""
+    from healthscore.errors import Problem, SourceError
+
+    pk = TABLES[table].primary_key
+    where: dict[str, int] = {}
+    for i, r in enumerate(rows):
+        key = r.get(pk)
+        if isinstance(key, str | int) and not isinstance(key, bool):
+            where.setdefault(str(key).strip(), i)
+    problems = []
+    for (position, key), p in zip(e.misfits, e.problems, strict=True):
+        row = where.get(str(key), position)
+        reason = f"does not convert to the column's {e.expected} without loss"
+        problems.append(Problem(reason, row=row, column=p.column, got=p.got, expected=p.expected))
+    n = len({p.row for p in problems})
+    return SourceError.collect(
+        sorted(problems, key=lambda p: p.row),
+        f"{table} batch: {n} invalid row{'s' if n != 1 else ''}: column {e.column!r} holds "
+        f"{e.expected} values, nothing written",
+    )
+
+
 def _few_extra_columns(state, table: str, rows: list) -> None:
     """400 when the batch adds columns to ``table`` (names it does not hold yet) and
     would make it hold more than ``max_extra_columns`` beyond its canonical ones: each
     new name is a column added to the table, and a batch naming 3,000 held the store for
-    minutes. Names are compared whatever their case, as the store compares them."""
+    minutes; or adds one whose name is longer than a column's may be
+    (:data:`~healthscore.store.MAX_COLUMN_NAME`), refused here before any row is read.
+    Names are compared whatever their case, as the store compares them."""
+    from healthscore.store import column_name_problem
+
     limit = state.settings.max_extra_columns
     own = TABLES[table].columns.keys()
     names = {k for r in rows if isinstance(r, dict) for k in r if isinstance(k, str)}
@@ -227,6 +260,13 @@ def _few_extra_columns(state, table: str, rows: list) -> None:
     with state.store_access() as store:
         stored = {c.casefold() for c in store.table(table).columns} - set(own)
     new = extra - stored
+    for name in sorted(n for n in names if n.casefold() in new):
+        too_long = column_name_problem(name)
+        if too_long:
+            raise IngestError(
+                f"{table} batch: {too_long}, nothing written",
+                hint="send it under a shorter key; extra columns are kept as columns of the table",
+            )
     if new and len(stored | new) > limit:
         raise IngestError(
             f"{table} batch: {len(new):,} new columns would make {len(stored | new):,} "

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
 
 from healthscore import api
 from healthscore.core.limits import NUL
@@ -249,7 +249,7 @@ def why_it_moved(
     with state.store_access() as store:
         _known(store, account_id)
         end = end or state.now()
-        result = api.explain_account(store, card, account_id, end, start)
+        result = api.explain_account(store, card, account_id, end, start, names=("from", "to"))
     return {**result.to_dict(), "warnings": result.warnings}
 
 
@@ -288,6 +288,28 @@ def _flags_writer(request: Request, token=auth.require("ingest")):
 FLAGS_WRITE = Depends(_flags_writer)
 
 
+def _time_text(value, info: ValidationInfo):
+    """A time field of a body: ISO 8601 text (a date, or a time with or without an
+    offset), read as the query parameters' dates are. A number is refused: pydantic
+    would read ``-1`` (or ``"-1"``) as seconds since 1970, a flag raised in 1969."""
+    name = info.field_name
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(
+            f"`{name}` must be an ISO 8601 date or time as text, e.g. 2025-06-30 or "
+            f"2025-06-30T09:00:00Z (got {value!r}: a number is not read as a time)"
+        )
+    try:
+        return api.parse_as_of(value, name)
+    except HealthscoreError as e:
+        raise ValueError(str(e)) from None
+
+
+#: a time in a body: ISO 8601 text, never a number (see :func:`_time_text`)
+BodyTime = Annotated[datetime | None, BeforeValidator(_time_text)]
+
+
 class NewFlag(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not ignored
 
@@ -295,13 +317,13 @@ class NewFlag(BaseModel):
     kind: str = Field(min_length=1, max_length=100, description="e.g. champion_left")
     note: str | None = Field(default=None, max_length=2000)
     author: str | None = Field(default=None, max_length=200)
-    at: datetime | None = Field(default=None, description="when (UTC); default now")
+    at: BodyTime = Field(default=None, description="when (ISO 8601, UTC); default now")
 
 
 class Resolution(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    at: datetime | None = Field(default=None, description="when (UTC); default now")
+    at: BodyTime = Field(default=None, description="when (ISO 8601, UTC); default now")
 
 
 def _at(value: datetime | None, state) -> datetime:

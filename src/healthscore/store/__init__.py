@@ -53,7 +53,13 @@ from healthscore.core import cache
 from healthscore.core.files import disk_reason
 from healthscore.core.lazy import lazy
 from healthscore.core.tables import SCHEMA_VERSION, TABLES, Cadence, get_table
-from healthscore.errors import HealthscoreError, ScoringError, StoreError, StoreInUseError
+from healthscore.errors import (
+    HealthscoreError,
+    Problem,
+    ScoringError,
+    StoreError,
+    StoreInUseError,
+)
 from healthscore.store.backend import Backend, DuckDBBackend, Prepared, _value, backend_for
 from healthscore.store.backend import open_connections as open_connections
 from healthscore.store.backend import parameter as parameter  # re-exported for the engine
@@ -171,7 +177,8 @@ def connect(
             )
     read_only = read_only and bool(path)  # an in-memory store is the session's own
     try:
-        backend = _open(full, path, read_only)
+        with owner_only_files() if path else contextlib.nullcontext():
+            backend = _open(full, path, read_only)
     except HealthscoreError:
         raise
     except Exception as e:  # driver errors vary by backend; name the URL
@@ -210,6 +217,56 @@ def _held_by(e: Exception) -> int | None:
         return None
     m = _LOCK_HELD.search(text)
     return int(m.group(1)) if m else 0
+
+
+#: guards the process's umask while :func:`owner_only_files` holds it
+_UMASK_LOCK = threading.Lock()
+_umask_holders = 0
+_umask_saved = 0
+
+
+@contextmanager
+def owner_only_files() -> Iterator[None]:
+    """Files made while inside are readable and writable by their owner only (0600).
+
+    A DuckDB store holds the service's password and token hashes, and DuckDB makes its
+    file, and its write-ahead log (``<file>.wal``, made again at the first write after
+    each checkpoint), with the process's umask: 0644 under the usual 022. DuckDB has no
+    setting for the mode, so the store narrows the umask to 077 while it opens or
+    writes a DuckDB file (:meth:`Store.writing`), and puts it back after. The umask is
+    the process's: a file another thread makes meanwhile is owner-only too (never
+    more open than it would have been). Nested and concurrent uses share one change."""
+    global _umask_holders, _umask_saved
+    with _UMASK_LOCK:
+        if _umask_holders == 0:
+            _umask_saved = os.umask(0o077)
+            os.umask(_umask_saved | 0o077)  # a stricter umask of the user's stays
+        _umask_holders += 1
+    try:
+        yield
+    finally:
+        with _UMASK_LOCK:
+            _umask_holders -= 1
+            if _umask_holders == 0:
+                os.umask(_umask_saved)
+
+
+#: the longest name (in bytes of UTF-8) a column the store adds may have: PostgreSQL's
+#: limit on a name (it cuts a longer one short, silently), the same on every backend so
+#: that a store can move between them
+MAX_COLUMN_NAME = 63
+
+
+def column_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a new column of the store (too long), else None."""
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size <= MAX_COLUMN_NAME:
+        return None
+    shown = name if len(name) <= 40 else f"{name[:40]}..."
+    return (
+        f"column name {shown!r} is {size:,} bytes long; a column name is at most "
+        f"{MAX_COLUMN_NAME} bytes (63 plain letters)"
+    )
 
 
 def _writes(method):
@@ -337,6 +394,22 @@ class Store:
         return f"<Store {self.url}>"
 
     @property
+    def _is_file(self) -> bool:
+        """A DuckDB file this process may write (not one in memory, not read-only)."""
+        return self.url.startswith("duckdb:///") and not self.read_only
+
+    def make_owner_only(self) -> None:
+        """A DuckDB file store, and its write-ahead log, readable and writable by their
+        owner only (0600), as the service makes its session secret: the store holds
+        its password and token hashes. Other backends' access is the database's."""
+        if not self._is_file:
+            return
+        path = Path(self.location)
+        for f in (path, path.with_name(path.name + ".wal")):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(f, 0o600)
+
+    @property
     def location(self) -> str:
         """Where the store is, as a user names it: the DuckDB file, else the URL."""
         return self.url.removeprefix("duckdb://") if self.url.startswith("duckdb://") else self.url
@@ -345,9 +418,13 @@ class Store:
     def writing(self) -> Iterator[None]:
         """Writes to the store whose disk errors (full, quota, file size limit, permission,
         read-only) become a :class:`StoreError` naming the store and what to do, not a
-        driver traceback."""
+        driver traceback.
+
+        On a DuckDB file the files DuckDB makes meanwhile (its write-ahead log) are
+        owner-only (:func:`owner_only_files`)."""
         try:
-            yield
+            with owner_only_files() if self._is_file else contextlib.nullcontext():
+                yield
         except HealthscoreError:
             raise
         except Exception as e:
@@ -478,7 +555,12 @@ class Store:
         """Insert or update ``data`` (already validated, canonical columns) by primary key.
 
         All or nothing: new extra columns, the rows and the watermark are written in one
-        transaction. The rows are staged in the store first (a stream of record batches
+        transaction. A column the store holds already keeps its type: a value that does
+        not convert to it without loss (1.5 or "many" into whole numbers) raises
+        :class:`ColumnTypeError` naming the column, the rows by key and both types
+        (:func:`_convert` says what converts), and nothing is written; so does a new
+        column whose name is longer than :data:`MAX_COLUMN_NAME`. The rows are staged in
+        the store first (a stream of record batches
         is read once, batch by batch), and every check after that runs there, as SQL:
         a load of any size holds no more than the backend's memory (on DuckDB
         :func:`load_memory_limit`, beyond which it spills to disk).
@@ -529,8 +611,12 @@ class Store:
         """
         tdef = get_table(name)
         pk = tdef.primary_key
-        self._check_columns(name, pk, data.schema)
-        have = self.columns(name)
+        have = self._check_columns(name, pk, data.schema)
+        # the columns the store holds already in their stored types (an extra column's
+        # values of another type refused, not rounded or cast to NULL)
+        misfit: list[ColumnTypeError] = []  # raised while the driver reads the stream
+        types = {c: ibis.dtype(t).to_pyarrow() for c, t in have.items()}
+        data = _fitted(name, pk, data, types, misfit)
         extra = [f for f in data.schema if f.name not in have]
         target_cols = {**have, **{f.name: str(ibis.dtype(f.type)) for f in extra}}
         supplied = set(target_cols) if columns is None else {*columns, pk}
@@ -546,12 +632,12 @@ class Store:
         order = [*_cluster(name, target_cols), *([tdef.time] if tdef.time else []), pk]
         stored = self.count(name)
         if stored == 0:
-            with _load_errors(name), self._backend.memory_limit(load_memory_limit()):
+            with _load_errors(name, misfit), self._backend.memory_limit(load_memory_limit()):
                 return self._first_load(
                     name, data, extra, order, step, rows, unique_keys, rejected, skipped
                 )
         try:
-            with _load_errors(name), self._backend.memory_limit(load_memory_limit()):
+            with _load_errors(name, misfit), self._backend.memory_limit(load_memory_limit()):
                 # the staged copies are scratch: outside the transaction, dropped whatever
                 # happens
                 self._backend.stage(stage_name, _counted(data, step, rows), temp=temp)
@@ -716,10 +802,10 @@ class Store:
         pk = tdef.primary_key
         have = self._check_columns(name, pk, data.schema)
         _check_batch_keys(name, pk, data.column(pk))
+        types = {c: ibis.dtype(t).to_pyarrow() for c, t in have.items()}
+        data = _fit(name, pk, data, types)  # as load: a value of another type refused
         extra = [f for f in data.schema if f.name not in have]
-        target = pa.schema(
-            [pa.field(c, ibis.dtype(t).to_pyarrow()) for c, t in have.items()] + extra
-        )
+        target = pa.schema([pa.field(c, t) for c, t in types.items()] + extra)
         wanted = target.names if columns is None else {*columns, pk}
         supplied = [c for c in target.names if c in wanted]
         kept = [c for c in have if c not in supplied]
@@ -777,8 +863,9 @@ class Store:
         return result
 
     def _check_columns(self, name: str, pk: str, schema: pa.Schema) -> dict[str, str]:
-        """A key column, and no column that differs from a stored one only by case; the
-        stored columns and their types."""
+        """A key column, no new column whose name is longer than :data:`MAX_COLUMN_NAME`,
+        and no column that differs from a stored one only by case; the stored columns
+        and their types."""
         if pk not in schema.names:
             raise StoreError(f"{name}: the rows to load have no {pk} column")
         lowered: dict[str, str] = {}
@@ -791,6 +878,12 @@ class Store:
         stored = self.columns(name)
         have = {c.lower(): c for c in stored}
         for col in schema.names:
+            too_long = column_name_problem(col) if col not in stored else None
+            if too_long:
+                raise StoreError(
+                    f"{name}: {too_long}; nothing was loaded",
+                    hint="load it under a shorter name: --map '<its name>=<short name>'",
+                )
             if col not in have.values() and col.lower() in have:
                 raise StoreError(
                     f"{name}: column {col!r} differs from the stored column "
@@ -873,7 +966,10 @@ class Store:
             # thousands of accounts a micro-batch under heavy ingest): the same text
             listed = sge.Var(this=_literal_list(values, dialect))
             conds.append(column.isin(listed) if values else sge.false())
-        self._backend.statement(sge.delete(sg.table(table, quoted=True), where=sge.and_(*conds)))
+        with self.writing():
+            self._backend.statement(
+                sge.delete(sg.table(table, quoted=True), where=sge.and_(*conds))
+            )
 
     def transaction(self) -> AbstractContextManager[None]:
         """All writes inside happen together or not at all; an inner block joins the outer.
@@ -1205,15 +1301,194 @@ def _conform(stage: ir.Table, target: dict[str, str]) -> ir.Table:
     return stage.select(*columns)
 
 
+class ColumnTypeError(StoreError):
+    """Values a load cannot put in a stored column without changing them: an extra
+    column holds the type of its first load (whole numbers, say), and a later load's
+    values of that column do not convert to it without loss (``1.5``, ``"many"``).
+
+    ``column``, the ``expected`` (stored) and ``found`` Arrow types, and ``misfits``,
+    ``(position, key)`` of each refused row in the order of :attr:`problems` (position:
+    the row's index in the load's rows, valid rows only)."""
+
+    def __init__(self, message="", problems=None, hint=None, *, column="", expected=None,
+                 found=None, misfits=()):  # fmt: skip
+        self.column = column
+        self.expected = expected
+        self.found = found
+        self.misfits = list(misfits)
+        super().__init__(message, problems=problems, hint=hint)
+
+
+def _kind(t: pa.DataType) -> str:
+    """The kind of value an Arrow type holds, as :func:`_convert` compares them."""
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "number"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "text"
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        return "time"
+    if pa.types.is_boolean(t):
+        return "boolean"
+    return "null" if pa.types.is_null(t) else str(t)
+
+
+def _one(t: pa.DataType) -> str:
+    """One value of type ``t``, in words."""
+    if pa.types.is_integer(t):
+        return "a whole number"
+    return {"number": "a number", "text": "text", "time": "a date or time",
+            "boolean": "true or false"}.get(_kind(t), f"a {t} value")  # fmt: skip
+
+
+def _convert(values: pa.Array, to: pa.DataType) -> pa.Array:
+    """``values`` in type ``to`` when each converts without loss, else an Arrow error.
+
+    Any value converts to text; a value to a type of its own kind when nothing is lost
+    (a whole number to a decimal column, 8.0 to a whole-number one, never 1.5 nor a
+    number out of the column's range); text to another kind when it reads as one
+    ("9", "8.0", "2025-06-30T09:00:00Z"). Nothing else converts: a number is no time
+    (Arrow would read it as seconds since 1970), true/false no number."""
+    have, want = _kind(values.type), _kind(to)
+    if have == "null" or want == "text" or have == want:
+        return values.cast(to, safe=True)
+    if have != "text":
+        raise pa.ArrowInvalid(f"{values.type} values do not convert to {to}")
+    try:
+        return values.cast(to, safe=True)
+    except pa.ArrowException:
+        if len(values) > 1:  # a mixture of forms: each value in its own way
+            return pa.concat_arrays([_convert(values.slice(i, 1), to) for i in range(len(values))])
+        if pa.types.is_integer(to):  # "8.0"
+            return values.cast(pa.float64(), safe=True).cast(to, safe=True)
+        if want == "time":  # with an offset: "2025-06-30T09:00:00Z"
+            return values.cast(pa.timestamp("us", "UTC"), safe=True).cast(to, safe=True)
+        raise
+
+
+def _fit(name: str, pk: str, data, stored: Mapping[str, pa.DataType], start: int = 0, *,
+         to_text: bool = True):  # fmt: skip
+    """``data`` (a table or a record batch) with each column the store holds already in
+    the stored type (:func:`_convert`); columns it does not hold as they are.
+    ``to_text``: convert to a text column too (else the caller's SQL does). A value
+    that does not convert raises :class:`ColumnTypeError` naming the column, the rows
+    (by key; ``start``: the position of ``data``'s first row in the load) and the types."""
+    arrays, fields = [], []
+    for i, f in enumerate(data.schema):
+        values, to = data.column(i), stored.get(f.name)
+        if to is not None and f.type != to and (to_text or _kind(to) != "text"):
+            if isinstance(values, pa.ChunkedArray):
+                values = values.combine_chunks()
+            try:
+                values = _convert(values, to)
+            except (pa.ArrowException, ValueError, OverflowError):
+                raise _misfits(name, pk, data, f.name, to, start) from None
+            f = pa.field(f.name, to)
+        arrays.append(values)
+        fields.append(f)
+    schema = pa.schema(fields)
+    if schema.equals(data.schema):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.RecordBatch.from_arrays(arrays, schema=schema)
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _misfits(name: str, pk: str, data, column: str, to: pa.DataType, start: int):
+    """The :class:`ColumnTypeError` of ``data``'s values of ``column`` that do not
+    convert to ``to``."""
+    values = data.column(column)
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    keys = data.column(pk)
+    bad = []
+    for i in range(len(values)):
+        if values[i].is_valid:
+            try:
+                _convert(values.slice(i, 1), to)
+            except (pa.ArrowException, ValueError, OverflowError):
+                bad.append(i)
+    found = values.type
+    holds = _one(to)
+    problems = [
+        Problem(
+            f"{pk} {keys[i].as_py()!r}: does not fit the column",
+            column=column,
+            got=_as_text(values[i].as_py()),
+            expected=f"{holds}, as the column holds since its first load",
+        )
+        for i in bad
+    ]
+    n = len(bad)
+    rows = "row" if n == 1 else "rows"
+    return ColumnTypeError(
+        f"{name}: column {column!r} holds {_many(to)} ({to}); {n} {rows} of this load "
+        f"{'holds a value' if n == 1 else 'hold values'} that {'does' if n == 1 else 'do'} not "
+        f"convert to it without loss (found: {_many(found)}, {found}), nothing was loaded",
+        problems,
+        hint=f"a column keeps the type of its first load: send {holds} there, or these "
+        f"values under another name (e.g. --map '{column}={column}_2')",
+        column=column,
+        expected=to,
+        found=found,
+        misfits=[(start + i, keys[i].as_py()) for i in bad],
+    )
+
+
+def _many(t: pa.DataType) -> str:
+    """Values of type ``t``, in words."""
+    if pa.types.is_integer(t):
+        return "whole numbers"
+    return {"number": "numbers", "text": "text", "time": "dates and times",
+            "boolean": "true/false values"}.get(_kind(t), f"{t} values")  # fmt: skip
+
+
+def _as_text(value) -> str:
+    """A refused value as an error shows it."""
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def _fitted(name: str, pk: str, data, stored: Mapping[str, pa.DataType], caught: list):
+    """:func:`_fit` of a load's rows: a table at once, a stream batch by batch as it is
+    read (text columns left to the load's SQL, as before). The driver reading the
+    stream words an error raised in it its own way: the error is also put in
+    ``caught``, for :func:`_load_errors` to raise as it is."""
+    if isinstance(data, pa.Table):
+        return _fit(name, pk, data, stored, to_text=False)
+    schema = pa.schema(
+        pa.field(f.name, stored[f.name])
+        if f.name in stored and f.type != stored[f.name] and _kind(stored[f.name]) != "text"
+        else f
+        for f in data.schema
+    )
+    if schema.equals(data.schema):
+        return data
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        done = 0
+        for batch in data:
+            try:
+                yield _fit(name, pk, batch, stored, done, to_text=False)
+            except ColumnTypeError as e:
+                caught.append(e)
+                raise
+            done += batch.num_rows
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
 @contextmanager
-def _load_errors(name: str) -> Iterator[None]:
+def _load_errors(name: str, caught: Sequence[HealthscoreError] = ()) -> Iterator[None]:
     """A load that fails in the backend or its input stream (out of memory, no disk left
-    to spill to, a stream that breaks off) says so in our words: nothing was loaded."""
+    to spill to, a stream that breaks off) says so in our words: nothing was loaded.
+    ``caught``: errors of ours the stream raised, which the driver reading it wraps in
+    its own (raised as they are)."""
     try:
         yield
     except HealthscoreError:
         raise
     except Exception as e:  # drivers and Arrow raise their own classes; name the reason
+        if caught:
+            raise caught[0] from None
         if disk_reason(e) is not None:
             raise  # a full or read-only disk: Store.writing names the store and what to do
         reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__

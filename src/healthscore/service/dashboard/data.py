@@ -196,10 +196,10 @@ def _history(store, model: Model, account_id: str, d: datetime, now_explained):
 def why(state, account_id: str, start: datetime, end: datetime, scorecard: str | None = None):
     """Why the account's score moved from ``start`` to ``end`` (an ``api.Change``)."""
     model = card(state, scorecard)
-    if start >= end:
-        raise HealthscoreError("the first date must be before the second")
-    with state.store_access() as store:
-        return api.explain_account(store, model, account_id, end, vs=start).change
+    with state.store_access() as store:  # `from` before `to`, as GET .../why says it
+        return api.explain_account(
+            store, model, account_id, end, vs=start, names=("from", "to")
+        ).change
 
 
 def raise_flag(state, account_id: str, kind: str, note: str | None, author: str) -> dict:

@@ -289,3 +289,22 @@ def test_a_store_in_a_folder_the_user_may_not_write_cannot_be_made(tmp_path):
     said = _error(r)
     assert f"cannot create the store {folder / 'new.duckdb'}: permission denied" in said, said
     assert "a folder you may write to (--db)" in said
+
+
+def test_a_store_behind_a_folder_the_user_may_not_enter_says_it_cannot_be_read(tmp_path, project):
+    # Path.exists() raised PermissionError there: the command said "cannot write <store>:
+    # permission denied; hint: write to a folder..." for `score`, which writes nothing
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    shutil.copy(project / "healthscore.duckdb", locked / "healthscore.duckdb")
+    locked.chmod(0o600)  # readable listing, but no entering (no x)
+    try:
+        r = _as_a_user(["score", *AS_OF, "--db", "locked/healthscore.duckdb"], tmp_path)
+    finally:
+        locked.chmod(0o755)
+    assert r.returncode == 1, r.stdout + r.stderr
+    said = _error(r)
+    store = locked / "healthscore.duckdb"
+    assert f"Error: cannot read the store {store}: permission denied" in said, said
+    assert "may not be entered" in said and "(--db)" in said
+    assert "write to a folder" not in said and "Traceback" not in said

@@ -170,7 +170,15 @@ def connect(
     full = resolve_url(url)
     path = full.removeprefix("duckdb://") if full.startswith("duckdb://") else None
     if path is not None and not create:
-        if path and not Path(path).exists():
+        try:
+            there = not path or Path(path).exists()
+        except PermissionError:  # a folder on its path may not be entered
+            raise StoreError(
+                f"cannot read the store {path}: permission denied",
+                hint="a folder on its path may not be entered: ask for access to it, or "
+                "use a copy (`db`)",
+            ) from None
+        if not there:
             raise StoreError(
                 f"no store at {path}",
                 hint="run `healthscore init` or `healthscore demo`, or pass --db",

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from healthscore.core.tables import KEYABLE, TABLES, Table
 from healthscore.errors import Problem, SourceError
 from healthscore.sources.formats import DataFile
-from healthscore.sources.sql import plural
+from healthscore.sources.sql import SPACE, plural, sql_text
 
 #: how a required column the file lacks can be supplied
 MAP_HINT = "use `mapping` source=canonical"
@@ -67,6 +67,8 @@ class FileColumns:
     constants: dict[str, str] = field(default_factory=dict)
     #: the columns the primary key is built from (``key``), when the file lacks it
     key: list[Column] = field(default_factory=list)
+    #: positions of the file's columns the header leaves unnamed
+    unnamed: list[int] = field(default_factory=list)
 
     @classmethod
     def of(
@@ -171,7 +173,7 @@ def _rename(
             f"{file}: {what} {plural(len(unknown), 'column')} "
             f"not in the file (columns found: {found})",
         )
-    _check_case_twins(data)
+    cols.unnamed = _check_header(data, names)
     canonical = list(spec.columns)
     for s, targets in mapping.items():
         for k, target in enumerate(targets):
@@ -207,16 +209,62 @@ def _rename(
     return columns, aliases
 
 
-def _check_case_twins(data: DataFile) -> None:
-    """Two header names that differ only by case: the reader would rename one silently."""
+def _check_header(data: DataFile, names: list[str]) -> list[int]:
+    """Refuse a header whose names repeat (exactly or but for case): the reader would
+    rename one silently (``name_1``) and the canonical column would be whichever came
+    first. Returns the positions of columns the header leaves unnamed (``a,,b`` or a
+    trailing delimiter), which the reader would call ``column1``."""
+    header = [x.strip(SPACE) for x in data.header_names()]
     seen: dict[str, str] = {}
-    for n in (x.strip() for x in data.header_names()):
-        if n.lower() in seen and seen[n.lower()] != n:
+    for n in header:
+        if not n:
+            continue
+        if n.lower() in seen:
+            first = seen[n.lower()]
+            if first == n:
+                raise SourceError(
+                    f"{data.path}: the header names {n!r} twice; which one is meant cannot be told",
+                    hint="rename or delete one of them in the file",
+                )
             raise SourceError(
-                f"{data.path}: columns {seen[n.lower()]!r} and {n!r} differ only by case",
+                f"{data.path}: columns {first!r} and {n!r} differ only by case",
                 hint="rename one of them in the file",
             )
         seen[n.lower()] = n
+    if data.fmt == "json" or len(header) != len(names):
+        return []
+    return [i for i, n in enumerate(header) if not n]
+
+
+def unnamed_columns(db, cols: FileColumns, data: DataFile, unnamed: list[int]) -> list[str]:
+    """Columns the header leaves unnamed: left out with a warning when they hold no
+    value (a trailing delimiter), refused naming the first value when they do."""
+    if not unnamed:
+        return []
+    found = [c for c in cols.extras if c.index in unnamed]
+    values = db.execute(
+        "SELECT "
+        + ", ".join(
+            f"arg_min([CAST(__row AS VARCHAR), {sql_text(c.sql)}], __row) "
+            f"FILTER (WHERE {sql_text(c.sql)} IS NOT NULL)"
+            for c in found
+        )
+        + " FROM raw_read"
+    ).fetchone()
+    for c, value in zip(found, values, strict=True):
+        if value is not None:
+            row = data.user_rows([int(value[0])])[int(value[0])]
+            raise SourceError(
+                f"{data.path}:{row}: column {c.index + 1} has no name in the header but holds "
+                f"values (got {value[1]!r})",
+                hint="name the column in the header (then `mapping` can rename it)",
+            )
+    cols.extras = [c for c in cols.extras if c.index not in unnamed]
+    columns = ", ".join(str(c.index + 1) for c in found)
+    return [
+        f"left out {plural(len(found), 'column')} {columns}: no name in the header and no "
+        "value in any row (a trailing delimiter?)"
+    ]
 
 
 def _lookup_key(cols: FileColumns, account_lookup, by_name) -> Column | None:

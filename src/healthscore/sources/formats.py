@@ -16,6 +16,7 @@ from __future__ import annotations
 import codecs
 import csv
 import os
+import re
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
@@ -63,6 +64,8 @@ class DataFile:
     delim: str | None = field(init=False, default=None)
     #: False once a CSV is found to mix CRLF and LF line ends, and nothing else wrong
     strict: bool = field(init=False, default=True)
+    #: a JSON lines file's keys as written, when the reader renamed some
+    json_header: list[str] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         # .csv means commas (unless its header has none but has ';', tab or '|') and .tsv
@@ -91,7 +94,23 @@ class DataFile:
                 raise self.read_error(e, found) from None
             self.strict = False
             return self.describe(db)
-        return list(rel.columns), [str(t) for t in rel.types]
+        names = list(rel.columns)
+        if self.fmt == "json" and any(_MADE_UP.match(n) for n in names):
+            self._check_json_keys(db, names)
+        return names, [str(t) for t in rel.types]
+
+    def _check_json_keys(self, db: ScratchConnection, names: list[str]) -> None:
+        """The reader renames a key repeated but for case (``Account_ID_1``) and an empty
+        one (``C1``), and then reads no value for it: an empty key is refused here, and
+        the keys as written kept for :meth:`header_names` (whose caller refuses twins)."""
+        keys = self._json_keys(db)
+        if "" in keys:
+            raise SourceError(
+                f'{self.path}: a row has an empty key ("": ...); its values have no column',
+                hint="give the key a name in the file",
+            )
+        if any(n not in keys for n in names):
+            self.json_header = keys
 
     def check_not_empty(self) -> None:
         """A file with nothing in it, or a CSV without a header on its first line, is an
@@ -190,10 +209,23 @@ class DataFile:
         """The header exactly as written (Parquet, CSV with a known delimiter; else [])."""
         if self.fmt == "parquet":
             return pq.read_schema(self.path).names
+        if self.fmt == "json":
+            return self.json_header
         if self.fmt == "csv" and self.delim:
             with open(self.path, encoding="utf-8", errors="replace", newline="") as f:
                 return next(csv.reader(f, delimiter=self.delim), [])
         return []
+
+    def _json_keys(self, db: ScratchConnection) -> list[str]:
+        """Every key of a JSON lines file's objects, in order of first sight (a scan)."""
+        lit = sql_literal(self.path)
+        rows = db.execute(
+            "SELECT k FROM (SELECT unnest(json_keys(json)) AS k, generate_subscripts("
+            "json_keys(json), 1) AS i, n FROM (SELECT json, row_number() OVER () AS n FROM "
+            f"read_json_objects({lit}, format = 'newline_delimited'))) "
+            "GROUP BY k ORDER BY min(n * 100000 + i)"
+        ).fetchall()
+        return [k for (k,) in rows]
 
     def user_rows(self, rows: list[int]) -> dict[int, int]:
         """Map internal row numbers to those a user sees in the file.
@@ -226,6 +258,9 @@ class DataFile:
                     break
         return result | {r: r for r in rows if r not in result}
 
+
+# a name DuckDB's JSON reader makes up: for a key repeated but for case, or an empty key
+_MADE_UP = re.compile(r"^(.*_\d+|C\d+)$")
 
 #: bytes read at a time when a file is looked through
 _BLOCK = 1 << 22

@@ -45,7 +45,13 @@ from healthscore.sources.coerce import (
     type_extras,
     typed_sql,
 )
-from healthscore.sources.columns import Column, FileColumns, canonical_table, map_columns
+from healthscore.sources.columns import (
+    Column,
+    FileColumns,
+    canonical_table,
+    map_columns,
+    unnamed_columns,
+)
 from healthscore.sources.formats import DataFile, format_of
 from healthscore.sources.recode import recode
 from healthscore.sources.rejects import fetch_rejects
@@ -264,7 +270,9 @@ def stream_source(
         map_columns(cols, data, names, types, account_lookup, constants, key)
         check_required_columns(spec, cols)
         _create_raw(db, data, spec, cols, names)
+        left_out = unnamed_columns(db, cols, data, cols.unnamed)
         skipped, skip_reason, warnings = recode(db, spec, cols)
+        warnings = left_out + warnings
         _link_accounts(db, cols, account_lookup)
         type_extras(db, cols, fmt)
         typed_select = create_typed(db, spec, cols, fmt, date_format, number_format)

@@ -1,0 +1,94 @@
+"""`healthscore load` on the ambiguous data a first export holds: headers, ids, numbers,
+dates. Each case is refused naming file, row and column (nothing stored), or read by a
+documented rule; never guessed silently. Real files, a real DuckDB store, the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+import healthscore as hs
+from healthscore.cli import app
+
+ACCOUNTS = "account_id,name,created_at\n"
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def one_line(text: str) -> str:
+    """CLI output without the terminal's line wrapping."""
+    return " ".join(text.split())
+
+
+def load(tmp_path: Path, table: str, name: str, text: str | bytes, *args: str):
+    """Run `healthscore load` on a file holding ``text``: (exit code, output, store path)."""
+    f = write(tmp_path / name, text)
+    db = tmp_path / "s.duckdb"
+    result = CliRunner().invoke(app, ["load", table, str(f), "--db", str(db), *args])
+    assert "Traceback" not in result.output
+    return result.exit_code, one_line(result.output), db
+
+
+def stored(db: Path, table: str) -> list[dict]:
+    if not db.exists():
+        return []
+    store = hs.connect(db)
+    if table not in store.list_tables():
+        return []
+    return store.table(table).to_pyarrow().to_pylist()
+
+
+# ------------------------------------------------------------------------------ headers
+
+
+def test_a_header_naming_a_column_twice_is_refused_not_renamed(tmp_path):
+    # the reader renamed the second 'name' to name_1 and kept it as an extra column
+    code, out, db = load(
+        tmp_path, "accounts", "a.csv", "account_id,name,name,created_at\nA1,x,y,2025-01-01\n"
+    )
+    assert code == 1, out
+    assert "a.csv: the header names 'name' twice" in out
+    assert stored(db, "accounts") == []
+
+
+def test_a_column_without_a_header_name_but_with_values_is_refused(tmp_path):
+    # was stored as an extra column the reader called 'column1'
+    code, out, db = load(tmp_path, "accounts", "a.csv", "account_id,,created_at\nA1,x,2025-01-01\n")
+    assert code == 1, out
+    assert "a.csv:2: column 2 has no name in the header but holds values (got 'x')" in out
+    assert stored(db, "accounts") == []
+
+
+def test_a_trailing_delimiter_column_is_left_out_and_said(tmp_path):
+    # was stored as an empty extra column 'column3'
+    code, out, db = load(
+        tmp_path, "accounts", "a.csv", "account_id,name,created_at,\nA1,x,2025-01-01,\n"
+    )
+    assert code == 0, out
+    assert "left out column 4: no name in the header and no value in any row" in out
+    assert list(stored(db, "accounts")[0]) == ["account_id", "name", "segment", "csm", "created_at"]
+
+
+def test_json_keys_differing_only_by_case_are_refused_not_emptied(tmp_path):
+    # the reader renamed 'Account_ID' to 'Account_ID_1' and then read NULL for it: 'A2' lost
+    rows = '{"account_id": "A1", "Account_ID": "A2", "created_at": "2025-01-01"}\n'
+    code, out, db = load(tmp_path, "accounts", "a.jsonl", rows)
+    assert code == 1, out
+    assert "a.jsonl: columns 'account_id' and 'Account_ID' differ only by case" in out
+    assert stored(db, "accounts") == []
+
+
+def test_a_json_empty_key_is_refused_not_emptied(tmp_path):
+    # the reader called it 'C1' and then read NULL for it: the value was lost
+    rows = '{"account_id": "A1", "": "v", "created_at": "2025-01-01"}\n'
+    code, out, db = load(tmp_path, "accounts", "a.jsonl", rows)
+    assert code == 1, out
+    assert 'a.jsonl: a row has an empty key ("": ...)' in out
+    assert stored(db, "accounts") == []

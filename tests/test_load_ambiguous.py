@@ -92,3 +92,63 @@ def test_a_json_empty_key_is_refused_not_emptied(tmp_path):
     assert code == 1, out
     assert 'a.jsonl: a row has an empty key ("": ...)' in out
     assert stored(db, "accounts") == []
+
+
+# ------------------------------------------------------------------------------ ids
+
+
+def test_ids_written_in_composed_and_decomposed_unicode_are_one_id(tmp_path):
+    # 'José' as é (NFC) and as e + U+0301 (NFD) look the same: they were two accounts
+    nfc, nfd = "Jos\u00e9", "Jose\u0301"
+    code, out, db = load(
+        tmp_path, "accounts", "a.csv", ACCOUNTS + f"{nfc},x,2025-01-01\n{nfd},y,2025-01-01\n"
+    )
+    assert code == 1, out
+    assert "a.csv:3: account_id: duplicate account_id, first seen at row 2" in out
+    code, out, db = load(tmp_path, "accounts", "b.csv", ACCOUNTS + f"{nfd},x,2025-01-01\n")
+    assert code == 0, out
+    code, out, db = load(
+        tmp_path, "usage_events", "u.csv", f"account_id,event,ts\n{nfc},login,2025-01-02\n"
+    )
+    assert code == 0 and "not in the accounts table" not in out, out
+    assert [r["account_id"] for r in stored(db, "accounts")] == [nfc]
+    assert [r["account_id"] for r in stored(db, "usage_events")] == [nfc]
+
+
+def test_an_id_holding_a_zero_width_space_is_refused(tmp_path):
+    # 'A1\u200b' was stored as an account apart from 'A1', looking the same
+    code, out, db = load(
+        tmp_path, "accounts", "a.csv", ACCOUNTS + "A1\u200b,x,2025-01-01\nA1,y,2025-01-01\n"
+    )
+    assert code == 1, out
+    assert "a.csv:2: account_id: holds an invisible character (U+200B at character 3)" in out
+    assert stored(db, "accounts") == []
+
+
+def test_a_missing_value_marker_is_no_id_and_a_spec_can_say_it_is_missing(tmp_path):
+    # '#N/A' (a failed VLOOKUP) and 'NULL' were stored as accounts of those names
+    rows = "account_id,user_id,event,ts\n#N/A,U1,login,2025-01-01\nA1,NULL,login,2025-01-01\n"
+    code, out, db = load(tmp_path, "usage_events", "u.csv", rows)
+    assert code == 1, out
+    assert (
+        "u.csv:2: account_id: '#N/A' is how exports mark a missing value; refused as "
+        "account_id (got '#N/A'); hint: leave the cell empty, or say what it means in a "
+        "load spec: `map: {account_id: {values: {'#N/A': null}}}` (the row is then skipped)"
+    ) in out
+    assert "u.csv:3: user_id: 'NULL' is how exports mark a missing value" in out
+    assert stored(db, "usage_events") == []
+    spec = write(
+        tmp_path / "spec.yaml",
+        "map:\n  account_id: {values: {'#N/A': null}}\n  user_id: {values: {'NULL': null}}\n",
+    )
+    code, out, db = load(tmp_path, "usage_events", "u.csv", rows, "--spec", str(spec))
+    assert code == 0, out
+    assert [(r["account_id"], r["user_id"]) for r in stored(db, "usage_events")] == [("A1", None)]
+
+
+def test_a_missing_value_marker_in_a_required_text_column_is_refused(tmp_path):
+    # a flag of kind 'N/A' was stored
+    rows = "flag_id,account_id,ts,kind\nF1,A1,2025-01-01,N/A\n"
+    code, out, db = load(tmp_path, "flags", "f.csv", rows)
+    assert code == 1, out
+    assert "f.csv:2: kind: 'N/A' is how exports mark a missing value; refused as kind" in out

@@ -15,6 +15,7 @@ only touches the rows already found invalid, to word their problems.
 from __future__ import annotations
 
 import difflib
+import re
 
 import pyarrow as pa
 
@@ -191,6 +192,11 @@ def _row_checks(spec: Table, cols: FileColumns, declared: dict) -> list[Check]:
             if name.endswith("_id"):  # a key: the byte length first, cheap to read
                 long = f"strlen(v_{name}) > {MAX_ID_CHARS} AND length(v_{name}) > {MAX_ID_CHARS}"
                 checks.append((long, "too_long", name, None))
+                invisible = f"regexp_matches(v_{name}, {sql_literal(_INVISIBLE)})"
+                checks.append((invisible, "invisible", name, None))
+            if (name.endswith("_id") or name in spec.required) and name not in spec.enums:
+                words = ", ".join(sql_literal(w) for w in PLACEHOLDERS)
+                checks.append((f"lower(v_{name}) IN ({words})", "placeholder", name, None))
         if name in spec.required:
             checks.append((f"NOT p_{name}", "required", name, None))
         if name in spec.enums:
@@ -230,6 +236,19 @@ def _row_checks(spec: Table, cols: FileColumns, declared: dict) -> list[Check]:
         checks.append((f"{key_text} IS NULL", "lookup_empty", key, None))
         checks.append((f"{key_text} IS NOT NULL AND v_account_id IS NULL", "lookup", key, None))
     return checks
+
+
+#: text an export writes for a missing value: not an id, nor a required value
+PLACEHOLDERS = (
+    "null", "none", "nil", "nan", "n/a", "#n/a", "-", "--", "?", "undefined",
+    "#ref!", "#value!", "#name?", "#null!", "#num!", "#div/0!",
+)  # fmt: skip
+# Characters that show as nothing: zero-width spaces and joiners, direction marks, the
+# word joiner, a byte order mark, a soft hyphen. Two ids that look the same must be one.
+_INVISIBLE = r"[\x{00AD}\x{200B}-\x{200F}\x{202A}-\x{202E}\x{2060}-\x{2064}\x{FEFF}]"
+
+
+_INVISIBLE_PY = _INVISIBLE.replace("\\x{", "\\u").replace("}", "")
 
 
 def _holds_nul(text: str) -> str:
@@ -389,6 +408,27 @@ def _problem(spec: Table, cols: FileColumns, formats, shown, row, kind, column, 
             "holds a NUL character (U+0000), which no text value may hold",
             got=got,
             hint="remove the NUL characters (often a sign of a binary or UTF-16 file)",
+            **where,
+        )
+    if kind == "invisible":
+        at = next(i for i, ch in enumerate(got) if re.match(_INVISIBLE_PY, ch))
+        return Problem(
+            f"holds an invisible character (U+{ord(got[at]):04X} at character {at + 1}), "
+            "so it looks like an id it is not",
+            got=got,
+            hint="delete the character in the file (often pasted from a web page or chat)",
+            **where,
+        )
+    if kind == "placeholder":
+        source = cols.canonical[column].source
+        return Problem(
+            f"{got.strip()!r} is how exports mark a missing value; refused as {column}",
+            got=got,
+            hint=(
+                "leave the cell empty, or say what it means in a load spec: "
+                f"`map: {{{source}: {{values: {{{got.strip()!r}: null}}}}}}`"
+                + (" (the row is then skipped)" if column in spec.required else "")
+            ),
             **where,
         )
     if kind == "too_long":

@@ -190,6 +190,9 @@ def typed_sql(
         value, present = coerce_sql(col.sql, src, ctype, date_format, number_format)
         if name in spec.enums:
             value = f"lower({value})"
+        elif ctype == STRING and name.endswith("_id"):
+            # é written as one character or as e + accent is one id (Unicode NFC)
+            value = f"nfc_normalize({value})"
         parts += [
             f"{value} AS v_{name}",
             f"{present} AS p_{name}",

@@ -152,3 +152,35 @@ def test_a_missing_value_marker_in_a_required_text_column_is_refused(tmp_path):
     code, out, db = load(tmp_path, "flags", "f.csv", rows)
     assert code == 1, out
     assert "f.csv:2: kind: 'N/A' is how exports mark a missing value; refused as kind" in out
+
+
+# ------------------------------------------------------------------------------ numbers
+
+
+def test_a_number_like_1_200_alone_is_refused_not_read_as_decimals(tmp_path):
+    # a European export's ARR 12.000 and 1.200 were stored as 12.0 and 1.2
+    rows = (
+        "subscription_id,account_id,start_date,arr\n"
+        "S1,A1,2025-01-01,12.000\nS2,A1,2025-01-01,1.200\nS3,A1,2025-01-01,850\n"
+    )
+    code, out, db = load(tmp_path, "subscriptions", "s.csv", rows)
+    assert code == 1, out
+    assert (
+        "s.csv:2: arr: not a number: '.' could separate thousands or decimals (got '12.000', "
+        "expected a number like 1234.5); hint: no number in arr shows whether '.' separates "
+        "thousands or decimals (row 2: '12.000'): pass --number-format 1.234,56 (thousands) "
+        "or 1,234.56 (decimals)"
+    ) in out
+    assert stored(db, "subscriptions") == []
+    code, out, db = load(tmp_path, "subscriptions", "s.csv", rows, "--number-format", "1.234,56")
+    assert code == 0, out
+    assert [r["arr"] for r in stored(db, "subscriptions")] == [12000.0, 1200.0, 850.0]
+
+
+def test_a_column_that_shows_decimals_reads_1_200_as_decimals(tmp_path):
+    rows = (
+        "subscription_id,account_id,start_date,arr\nS1,A1,2025-01-01,1.200\nS2,A1,2025-01-01,0.5\n"
+    )
+    code, out, db = load(tmp_path, "subscriptions", "s.csv", rows)
+    assert code == 0, out
+    assert [r["arr"] for r in stored(db, "subscriptions")] == [1.2, 0.5]

@@ -192,11 +192,18 @@ def _row_checks(spec: Table, cols: FileColumns, declared: dict) -> list[Check]:
             if name.endswith("_id"):  # a key: the byte length first, cheap to read
                 long = f"strlen(v_{name}) > {MAX_ID_CHARS} AND length(v_{name}) > {MAX_ID_CHARS}"
                 checks.append((long, "too_long", name, None))
-                invisible = f"regexp_matches(v_{name}, {sql_literal(_INVISIBLE)})"
+                # only text that is not plain ASCII (more bytes than characters) can
+                invisible = (
+                    f"strlen(v_{name}) > length(v_{name}) AND "
+                    f"regexp_matches(v_{name}, {sql_literal(_INVISIBLE)})"
+                )
                 checks.append((invisible, "invisible", name, None))
             if (name.endswith("_id") or name in spec.required) and name not in spec.enums:
                 words = ", ".join(sql_literal(w) for w in PLACEHOLDERS)
-                checks.append((f"lower(v_{name}) IN ({words})", "placeholder", name, None))
+                short = f"strlen(v_{name}) <= {max(map(len, PLACEHOLDERS))}"
+                checks.append(
+                    (f"{short} AND lower(v_{name}) IN ({words})", "placeholder", name, None)
+                )
         if name in spec.required:
             checks.append((f"NOT p_{name}", "required", name, None))
         if name in spec.enums:

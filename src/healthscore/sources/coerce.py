@@ -86,6 +86,13 @@ _CURRENCY_SQL = (
 # 1,234,567); 1,234 alone could be 1234 or 1.234 and is refused.
 _US_GROUPED = r"^[0-9]{1,3}(,[0-9]{3})+\.[0-9]*$|^[0-9]{1,3}(,[0-9]{3}){2,}$"
 
+# 1.200 alone: one thousand two hundred (1.234,56) or one point two (1,234.56)?
+_DOT_AMBIGUOUS = r"^[1-9][0-9]{0,2}\.[0-9]{3}$"
+# the same in a value's text (a currency or sign around it); and a value whose '.' can
+# only mark decimals: 12.5, 1,234.56, 0.125, 1234.567
+_DOT_AMBIGUOUS_TEXT = r"^[^0-9]*[1-9][0-9]{0,2}\.[0-9]{3}[^0-9]*$"
+_DOT_DECIMALS = r"\.([0-9]{1,2}|[0-9]{4,})([^0-9.]|$)|[0-9]{4}\.|(^|[^0-9])0\.|,[0-9]{3}\."
+
 INT_TYPES = {
     "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
     "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT",
@@ -188,6 +195,12 @@ def typed_sql(
         # CSV and JSON canonical columns are read as text; Parquet keeps its types.
         src = col.type if fmt == "parquet" else "VARCHAR"
         value, present = coerce_sql(col.sql, src, ctype, date_format, number_format)
+        if name in cols.dot_ambiguous:  # refused: the column cannot tell (see there)
+            number = f"regexp_extract({sql_text(col.sql)}, {sql_literal(_CURRENCY_SQL)}, 4)"
+            value = (
+                f"CASE WHEN regexp_full_match({number}, {sql_literal(_DOT_AMBIGUOUS)}) "
+                f"THEN NULL ELSE {value} END"
+            )
         if name in spec.enums:
             value = f"lower({value})"
         elif ctype == STRING and name.endswith("_id"):
@@ -301,6 +314,33 @@ def coerce_sql(
     return value, present
 
 
+def find_dot_ambiguous(
+    db: ScratchConnection, spec: Table, cols: FileColumns, fmt: str, number_format: str | None
+) -> None:
+    """Set ``cols.dot_ambiguous``: the number columns read as text, without a
+    ``number_format``, where some value is written like ``1.200`` (one thousand two
+    hundred in 1.234,56, one point two in 1,234.56) and no value shows that ``.`` marks
+    decimals (``12.5``, ``1,234.5``, ``1234.567``): those values are refused, as ``1,234``
+    alone is, instead of read as decimals."""
+    if number_format is not None or fmt == "parquet":
+        return
+    names = [n for n, t in spec.columns.items() if t == FLOAT and cols.canonical[n] is not None]
+    if not names:
+        return
+    cells = []
+    for name in names:
+        text = sql_text(cols.canonical[name].sql)
+        dotted = f"strpos({text}, '.') > 0"
+        ambiguous = f"regexp_full_match({text}, {sql_literal(_DOT_AMBIGUOUS_TEXT)})"
+        evidence = f"regexp_matches({text}, {sql_literal(_DOT_DECIMALS)})"
+        cells.append(
+            f"coalesce(bool_or({dotted} AND {ambiguous}) AND NOT bool_or({dotted} AND "
+            f"{evidence}), false)"
+        )
+    found = db.execute(f"SELECT {', '.join(cells)} FROM raw").fetchone()
+    cols.dot_ambiguous = {n for n, hit in zip(names, found, strict=True) if hit}
+
+
 def number_text_sql(s: str, number_format: str | None) -> str:
     """SQL: text ``s`` as a plain number (``-1234.5``) as ``number_format`` writes it, a
     currency symbol or code around it dropped; other text unchanged (it then fails).
@@ -356,8 +396,15 @@ def _iso_timestamp_sql(s: str) -> str:
 
 def has_separators(text: str) -> bool:
     """Whether ``text`` is more than a plain number: digits grouped or with a comma."""
+    if ambiguous_dot(text):
+        return True
     plain = re.fullmatch(_NUM_RE[1:-1], text.strip())
     return not plain and bool(re.search(r"[0-9][,. \u00a0\u202f][0-9]", text))
+
+
+def ambiguous_dot(text: str) -> bool:
+    """Whether ``text`` is a number like ``1.200`` (or ``$1.200``): thousands or decimals."""
+    return bool(re.fullmatch(r"[^0-9]*[1-9][0-9]{0,2}\.[0-9]{3}[^0-9]*", text.strip()))
 
 
 def is_slashed_date(text: str) -> bool:
@@ -418,7 +465,9 @@ _NUMBER_EVIDENCE = {
     "1 234,56": r"^[0-9]{1,3}([ \x{00A0}\x{202F}][0-9]{3})+,[0-9]+$",
     "1 234.56": r"^[0-9]{1,3}([ \x{00A0}\x{202F}][0-9]{3})+\.[0-9]+$",
 }
-_AMBIGUOUS_NUMBER = r"^[0-9]{1,3},[0-9]{3}$|^[0-9]{1,3}([ \x{00A0}\x{202F}][0-9]{3})+$"
+_AMBIGUOUS_NUMBER = (
+    r"^[0-9]{1,3},[0-9]{3}$|^[1-9][0-9]{0,2}\.[0-9]{3}$|^[0-9]{1,3}([ \x{00A0}\x{202F}][0-9]{3})+$"
+)
 
 
 def number_format_hint(db: ScratchConnection, column: str, text_sql: str, user_row) -> str | None:
@@ -449,6 +498,12 @@ def number_format_hint(db: ScratchConnection, column: str, text_sql: str, user_r
     if formats:
         f, e = formats[0]
         return f"{column} writes numbers as {f} ({at(e)}): pass `number_format` {f}"
+    if ambiguous and re.fullmatch(r"\D*\d{1,3}\.\d{3}\D*", ambiguous[1].strip()):
+        return (
+            f"no number in {column} shows whether '.' separates thousands or decimals "
+            f"({at(ambiguous)}): pass `number_format` 1.234,56 (thousands) or 1,234.56 "
+            "(decimals)"
+        )
     if ambiguous and "," in ambiguous[1]:
         return (
             f"no number in {column} shows whether ',' separates thousands or decimals "
@@ -495,6 +550,8 @@ def coercion_reason(
                 expected = f"a number written like {number_format}"
             elif re.fullmatch(r"\D*\d{1,3},\d{3}\D*", text):
                 reason = "not a number: ',' could separate thousands or decimals"
+            elif re.fullmatch(r"\D*\d{1,3}\.\d{3}\D*", text):
+                reason = "not a number: '.' could separate thousands or decimals"
             return {"reason": reason, "expected": expected, "hint": hint}
         try:
             number = float(text)

@@ -69,6 +69,8 @@ class FileColumns:
     key: list[Column] = field(default_factory=list)
     #: positions of the file's columns the header leaves unnamed
     unnamed: list[int] = field(default_factory=list)
+    #: number columns whose values like 1.200 cannot tell thousands from decimals
+    dot_ambiguous: set[str] = field(default_factory=set)
 
     @classmethod
     def of(

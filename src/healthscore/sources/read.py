@@ -42,6 +42,7 @@ from healthscore.sources.coerce import (
     check_date_format,
     check_number_format,
     create_typed,
+    find_dot_ambiguous,
     type_extras,
     typed_sql,
 )
@@ -275,6 +276,7 @@ def stream_source(
         warnings = left_out + warnings
         _link_accounts(db, cols, account_lookup)
         type_extras(db, cols, fmt)
+        find_dot_ambiguous(db, spec, cols, fmt, number_format)
         typed_select = create_typed(db, spec, cols, fmt, date_format, number_format)
         rows_read = db.execute("SELECT count(*) FROM raw_read").fetchone()[0]
         if progress:

@@ -148,7 +148,7 @@ def test_unreadable_file_is_reported_with_its_name(tmp_path):
     with pytest.raises(SourceError, match=msg(f"{f}: cannot read as Parquet")):
         read_source(f, "accounts")
     j = write(tmp_path / "e.json", '[{"account_id": 1},\n {"account_id": 2}]\n')
-    with pytest.raises(SourceError, match=msg(f"{j}: cannot read as JSON lines")) as e:
+    with pytest.raises(SourceError, match=msg(f"{j}:1: cannot read as JSON lines")) as e:
         read_source(j, "accounts")
     assert str(e.value).endswith(
         "hint: write one JSON object per line; a file holding a JSON array is not read"

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import codecs
 import csv
+import json
 import os
 import re
+import shutil
+import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
@@ -66,6 +69,9 @@ class DataFile:
     strict: bool = field(init=False, default=True)
     #: a JSON lines file's keys as written, when the reader renamed some
     json_header: list[str] = field(init=False, default_factory=list)
+    #: what the reader reads: ``path``, or a copy of a JSON lines file without the UTF-8
+    #: byte order mark it starts with (DuckDB's JSON reader refuses one); see :meth:`open`
+    source: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
         # .csv means commas (unless its header has none but has ';', tab or '|') and .tsv
@@ -78,6 +84,25 @@ class DataFile:
                 header = f.readline(65536)
             if b"," in header or not any(d in header for d in (b";", b"\t", b"|")):
                 self.delim = ","
+        self.source = self.path
+
+    def __enter__(self) -> DataFile:
+        """Ready to read: a JSON lines file that starts with a UTF-8 byte order mark is
+        copied without it into a private temporary file (removed on exit), as a CSV's is
+        skipped by its reader; lines keep their numbers."""
+        if self.fmt == "json":
+            with open(self.path, "rb") as f:
+                if f.read(3) == codecs.BOM_UTF8:
+                    fd, copy = tempfile.mkstemp(prefix="healthscore-", suffix=".jsonl")
+                    with os.fdopen(fd, "wb") as out:
+                        shutil.copyfileobj(f, out, _BLOCK)
+                    self.source = copy
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.source != self.path:
+            os.remove(self.source)
+            self.source = self.path
 
     def describe(self, db: ScratchConnection) -> tuple[list[str], list[str]]:
         """The file's column names and DuckDB types, as the typed reader sees them."""
@@ -95,6 +120,13 @@ class DataFile:
             self.strict = False
             return self.describe(db)
         names = list(rel.columns)
+        if self.fmt == "json" and names == ["json"]:
+            # a line holding a list or a plain value makes the reader read every line
+            # as one column 'json'
+            problem = _json_problem(self.path)
+            if problem:
+                line, cause, hint = problem
+                raise SourceError(f"{self.path}:{line}: {cause}", hint=hint)
         if self.fmt == "json" and any(_MADE_UP.match(n) for n in names):
             self._check_json_keys(db, names)
         return names, [str(t) for t in rel.types]
@@ -167,7 +199,7 @@ class DataFile:
     def reader_sql(self, typed: bool, json_columns: str = "") -> str:
         """The DuckDB table function reading the file: types sniffed, or text (``typed``
         False: CSV all text; JSON the ``json_columns`` given)."""
-        lit = sql_literal(self.path)
+        lit = sql_literal(self.source)
         if self.fmt == "csv":
             opts = ", header = true, skip = 0"
             if self.delim:
@@ -194,11 +226,18 @@ class DataFile:
             if found.problem:
                 line, cause, hint = found.problem
                 return SourceError(f"{self.path}:{line}: {cause}", hint=hint)
+        if self.fmt == "json":
+            # the driver's line numbers are off (one past, blank lines not counted)
+            problem = _json_problem(self.path)
+            if problem:
+                line, cause, hint = problem
+                return SourceError(f"{self.path}:{line}: {cause}", hint=hint)
         detail = error_detail(e)
         hint = None
         if self.fmt == "json":
             detail = detail.replace(" Try auto-detecting the JSON format", "")
-            hint = "write one JSON object per line; a file holding a JSON array is not read"
+            detail = re.sub(r"Malformed JSON in file .*?, at byte \d+ in line \d+: ", "", detail)
+            hint = _ONE_OBJECT
             if "utf-8" in detail.lower() or "unicode" in detail.lower():
                 hint = "save the file as UTF-8"
         return SourceError(
@@ -218,7 +257,7 @@ class DataFile:
 
     def _json_keys(self, db: ScratchConnection) -> list[str]:
         """Every key of a JSON lines file's objects, in order of first sight (a scan)."""
-        lit = sql_literal(self.path)
+        lit = sql_literal(self.source)
         rows = db.execute(
             "SELECT k FROM (SELECT unnest(json_keys(json)) AS k, generate_subscripts("
             "json_keys(json), 1) AS i, n FROM (SELECT json, row_number() OVER () AS n FROM "
@@ -297,6 +336,61 @@ def _deep_line(file: str) -> None:
                     depth -= 1
 
 
+_ONE_OBJECT = "write one JSON object per line; a file holding a JSON array is not read"
+_JSON_KINDS = {list: "a list", str: "a string", bool: "true or false", type(None): "null"}
+
+
+def _json_problem(file: str) -> tuple[int, str, str | None] | None:
+    """The first line of a JSON lines file that is not one JSON object: (line, cause,
+    hint), lines numbered as a text editor shows them; None if every line is one.
+    Text that is UTF-16 or not UTF-8 is named as such (a UTF-8 byte order mark is not
+    a problem). Only called once the driver has refused the file, or read a line that
+    is no object."""
+    with open(file, "rb") as f:
+        if _utf16(f.read(4)):
+            return 1, "the file is UTF-16 text", "save the file as UTF-8"
+        f.seek(0)
+        for line_no, line in enumerate(f, start=1):
+            if line_no == 1:
+                line = line.removeprefix(codecs.BOM_UTF8)
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return line_no, _not_utf8(line, e), "save the file as UTF-8"
+            text = text.rstrip()
+            if not text.strip():
+                continue
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as e:
+                cause = f"{e.msg} (character {e.pos + 1})"
+                if e.pos >= len(text):
+                    cause = "the line ends inside a JSON value"
+            else:
+                if isinstance(value, dict):
+                    continue
+                cause = f"the line holds {_JSON_KINDS.get(type(value), 'a number')}, not an object"
+            return line_no, f"cannot read as {_FORMAT_NAMES['json']}: {cause}", _ONE_OBJECT
+    return None
+
+
+def _utf16(head: bytes) -> bool:
+    """Whether a file's first bytes show UTF-16 text: its byte order mark, or (without
+    one) a zero byte beside each of its first two ASCII characters."""
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return True
+    return len(head) == 4 and bool(
+        (head[1] == head[3] == 0 and head[0] and head[2])
+        or (head[0] == head[2] == 0 and head[1] and head[3])
+    )
+
+
+def _not_utf8(line: bytes, e: UnicodeDecodeError) -> str:
+    """Why a line is not UTF-8 text: its first bad byte and where."""
+    bad = line[e.start : e.start + 1].hex()
+    return f"not UTF-8 text (byte 0x{bad} at character {e.start + 1})"
+
+
 @dataclass
 class _Diagnosis:
     """What our own reading of a CSV the driver refused finds: the first problem as
@@ -314,8 +408,7 @@ def _diagnose(file: str, delim: str | None) -> _Diagnosis:
     found = _Diagnosis()
     crlf = lf = 0
     with open(file, "rb") as f:
-        head = f.read(4)
-        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        if _utf16(f.read(4)):
             found.problem = (1, "the file is UTF-16 text", "save the file as UTF-8")
             return found
         f.seek(0)
@@ -327,12 +420,7 @@ def _diagnose(file: str, delim: str | None) -> _Diagnosis:
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError as e:
-                bad = line[e.start : e.start + 1].hex()
-                found.problem = (
-                    line_no,
-                    f"not UTF-8 text (byte 0x{bad} at character {e.start + 1})",
-                    "save the file as UTF-8",
-                )
+                found.problem = (line_no, _not_utf8(line, e), "save the file as UTF-8")
                 return found
     found.mixed_newlines = crlf > 0 and lf > 0
     if delim:

@@ -260,7 +260,7 @@ def stream_source(
     data = DataFile(file, fmt)
     data.check_not_empty()
     data.check_nesting()
-    with open_scratch(memory_limit, shared=shared_scratch) as db:
+    with data, open_scratch(memory_limit, shared=shared_scratch) as db:
         if date_format is not None:
             check_date_format(db, date_format)
         check_number_format(number_format)

@@ -1,0 +1,123 @@
+"""`healthscore load` on what a first export holds, second round: JSON lines text that is
+not plain UTF-8, ISO 8601 offsets, two-digit-year dates, and ``--account-from`` keys in
+decomposed Unicode. Each case is read by a documented rule or refused naming the file and
+line; never guessed silently. Real files, a real DuckDB store, the CLI."""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import healthscore as hs
+from healthscore.cli import app
+
+ROWS = (
+    '{"account_id": "A1", "name": "x", "created_at": "2025-01-01"}\n'
+    '{"account_id": "A2", "name": "y", "created_at": "2025-01-02"}\n'
+)
+
+
+def one_line(text: str) -> str:
+    """CLI output without the terminal's line wrapping."""
+    return " ".join(text.split())
+
+
+def load(tmp_path: Path, table: str, name: str, data: str | bytes, *args: str):
+    """Run `healthscore load` on a file holding ``data``: (exit code, output, store path)."""
+    f = tmp_path / name
+    if isinstance(data, bytes):
+        f.write_bytes(data)
+    else:
+        f.write_text(data, encoding="utf-8")
+    db = tmp_path / "s.duckdb"
+    result = CliRunner().invoke(app, ["load", table, str(f), "--db", str(db), *args])
+    assert "Traceback" not in result.output
+    return result.exit_code, one_line(result.output), db
+
+
+def stored(db: Path, table: str) -> list[dict]:
+    if not db.exists():
+        return []
+    store = hs.connect(db)
+    if table not in store.list_tables():
+        return []
+    return store.table(table).to_pyarrow().to_pylist()
+
+
+# ------------------------------------------------------------------ JSON lines text
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_a_json_lines_file_starting_with_a_utf8_bom_is_read_as_a_csv_is(
+    tmp_path, monkeypatch, threads
+):
+    # read on one thread, refused on more: "line 2: byte order mark (BOM) is not
+    # supported"; hint "write one JSON object per line"
+    monkeypatch.setenv("HEALTHSCORE_DUCKDB_THREADS", threads)
+    code, out, db = load(tmp_path, "accounts", "a.jsonl", codecs.BOM_UTF8 + ROWS.encode())
+    assert code == 0, out
+    assert [r["account_id"] for r in stored(db, "accounts")] == ["A1", "A2"]
+
+
+def test_a_bad_line_after_a_bom_is_named_by_its_own_line(tmp_path):
+    text = codecs.BOM_UTF8 + (ROWS + '{"account_id": "A3", "name": x}\n').encode()
+    code, out, db = load(tmp_path, "accounts", "a.jsonl", text)
+    assert code == 1, out
+    assert (
+        "a.jsonl:3: cannot read as JSON lines (one object per line): Expecting value (character 30)"
+        in out
+    )
+    assert stored(db, "accounts") == []
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_a_utf16_json_lines_file_is_refused_naming_the_encoding(tmp_path, encoding):
+    # was "line 2: UTF-16 encoding is not supported" (or "unexpected character" without a
+    # byte order mark); hint "write one JSON object per line"
+    code, out, db = load(tmp_path, "accounts", "a.jsonl", ROWS.encode(encoding))
+    assert code == 1, out
+    assert "a.jsonl:1: the file is UTF-16 text; hint: save the file as UTF-8" in out
+    assert stored(db, "accounts") == []
+
+
+def test_a_utf16_csv_without_a_byte_order_mark_is_refused_naming_the_encoding(tmp_path):
+    # was "a.csv:3: has 1 field, the header has 3"
+    text = "account_id,name,created_at\nA1,x,2025-01-01\n".encode("utf-16-le")
+    code, out, db = load(tmp_path, "accounts", "a.csv", text)
+    assert code == 1, out
+    assert "a.csv:1: the file is UTF-16 text; hint: save the file as UTF-8" in out
+
+
+@pytest.mark.parametrize(
+    ("lines", "said"),
+    [
+        # the reader said "line 2" for line 1, and "line 3" for line 2
+        (b'{"account_id": "A1", "name": "caf\xe9"}\n', "a.jsonl:1: not UTF-8 text (byte 0xe9"),
+        (
+            ROWS.encode() + b'{"account_id": "A3",\n',
+            "a.jsonl:3: cannot read as JSON lines (one object per line): the line ends inside",
+        ),
+        (
+            b"\n" + ROWS.encode() + b'{"x": y}\n',
+            "a.jsonl:4: cannot read as JSON lines (one object per line): Expecting value",
+        ),
+    ],
+)
+def test_a_json_lines_read_error_names_the_line_a_text_editor_shows(tmp_path, lines, said):
+    code, out, db = load(tmp_path, "accounts", "a.jsonl", lines)
+    assert code == 1, out
+    assert said in out
+
+
+def test_a_json_line_holding_a_list_is_refused_naming_its_line(tmp_path):
+    # was "missing required columns for table accounts; columns found: json"
+    code, out, db = load(tmp_path, "accounts", "a.jsonl", ROWS + "[1, 2]\n")
+    assert code == 1, out
+    assert (
+        "a.jsonl:3: cannot read as JSON lines (one object per line): the line holds a list, "
+        "not an object; hint: write one JSON object per line"
+    ) in out
+    assert stored(db, "accounts") == []

@@ -6,6 +6,7 @@ line; never guessed silently. Real files, a real DuckDB store, the CLI."""
 from __future__ import annotations
 
 import codecs
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -120,4 +121,49 @@ def test_a_json_line_holding_a_list_is_refused_naming_its_line(tmp_path):
         "a.jsonl:3: cannot read as JSON lines (one object per line): the line holds a list, "
         "not an object; hint: write one JSON object per line"
     ) in out
+    assert stored(db, "accounts") == []
+
+
+# ------------------------------------------------------------------ ISO 8601 offsets
+
+ACCOUNTS = "account_id,name,created_at\n"
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        # refused without seconds; read with them
+        "2025-03-04T10:00+0200",
+        "2025-03-04T10:00+02",
+        "2025-03-04T10:00+02:00",
+        "2025-03-04 10:00 +02:00",
+        "2025-03-04T10:00:00+0200",
+        "2025-03-04T10:00:00.000+02",
+        "2025-03-04T08:00Z",
+        "2025-03-04T08:00:00Z",
+        # 'UTC' was read only after a space
+        "2025-03-04T08:00:00UTC",
+        "2025-03-04T13:30+0530",
+        "2025-03-04T05:00-03",
+    ],
+)
+def test_every_iso_8601_offset_form_is_read_with_or_without_seconds(tmp_path, written):
+    code, out, db = load(tmp_path, "accounts", "a.csv", ACCOUNTS + f"A1,x,{written}\n")
+    assert code == 0, out
+    assert [r["created_at"] for r in stored(db, "accounts")] == [datetime(2025, 3, 4, 8, 0)]
+
+
+@pytest.mark.parametrize(
+    ("written", "said"),
+    [
+        # +2500 was stored as a day earlier; +0260 as 07:00
+        ("2025-03-04T10:00:00+2500", "not a date or timestamp: the offset '+2500' is out of range"),
+        ("2025-03-04T10:00+02:60", "not a date or timestamp: the offset '+02:60' is out of range"),
+        ("2025-03-04T10:00:00+020", "not a date or timestamp (got"),
+    ],
+)
+def test_an_offset_that_is_none_is_refused_naming_row_and_column(tmp_path, written, said):
+    code, out, db = load(tmp_path, "accounts", "a.csv", ACCOUNTS + f"A1,x,{written}\n")
+    assert code == 1, out
+    assert f"a.csv:2: created_at: {said}" in out
     assert stored(db, "accounts") == []

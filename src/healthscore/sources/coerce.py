@@ -54,10 +54,17 @@ DATE_FORMAT_HINT = "pass `date_format`, e.g. %d/%m/%Y"
 #: what a valid date_format looks like
 DATE_FORMAT_EXAMPLES = "e.g. %d/%m/%Y or %m/%d/%Y %H:%M"
 
-# Text accepted as a timestamp: ISO 8601 date, optional time and offset; also 2024/03/01.
+# Text accepted as a timestamp: ISO 8601 date, optional time and offset (Z, UTC, +02,
+# +0200, +02:00: hours 00-23, minutes 00-59); also 2024/03/01.
 _ISO = (
     r"^(\d{4}-\d{1,2}-\d{1,2}|\d{4}/\d{1,2}/\d{1,2})"
-    r"([Tt ]\d{1,2}:\d{2}(:\d{2}(\.\d{1,9})?)?\s*([Zz]|UTC|[+-]\d{2}(:?\d{2})?)?)?$"
+    r"([Tt ]\d{1,2}:\d{2}(:\d{2}(\.\d{1,9})?)?\s*([Zz]|UTC|[+-]([01]\d|2[0-3])(:?[0-5]\d)?)?)?$"
+)
+# an offset written as ISO 8601 writes one, its digits aside: +25:00, +0260
+_BAD_OFFSET = re.compile(r"\d:\d{2}(?::\d{2}(?:\.\d+)?)?\s*([+-]\d{2}:?\d{2})$")
+# The forms DuckDB's cast reads as they are: seconds written, an offset +02 or +02:00.
+_ISO_AS_IS = (
+    r"^[0-9]{4}-[0-9-]+([T ][0-9]{1,2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}(:[0-9]{2})?)?)?$"
 )
 _INT_RE = r"^[+-]?[0-9]+(\.0*)?$"
 _NUM_RE = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
@@ -387,7 +394,21 @@ def _iso_timestamp_sql(s: str) -> str:
     no space before an offset) applies any offset, and the session time zone, UTC, makes
     both the offset-less reading and the final naive value UTC.
     """
-    text = f"replace(replace(replace(upper({s}), '/', '-'), ' +', '+'), ' -', '-')"
+    text = f"replace(upper({s}), '/', '-')"
+    # the other forms, written as those: Z or UTC as +00, no space before an offset,
+    # seconds added to HH:MM, a colon into +0200
+    canonical = text
+    for find, put in (
+        (r"\s*(Z|UTC)$", "+00"),
+        (r"\s+([+-][0-9]{2}:?[0-9]*)$", r"\1"),
+        (r"^([^T ]+[T ][0-9]{1,2}:[0-9]{2})([+-].*)?$", r"\1:00\2"),
+        (r"([+-][0-9]{2})([0-9]{2})$", r"\1:\2"),
+    ):
+        canonical = f"regexp_replace({canonical}, {sql_literal(find)}, {sql_literal(put)})"
+    text = (
+        f"CASE WHEN regexp_full_match({text}, {sql_literal(_ISO_AS_IS)}) THEN {text} "
+        f"ELSE {canonical} END"
+    )
     zoned = f"TRY_CAST({text} AS TIMESTAMPTZ)"
     return (
         f"CASE WHEN regexp_full_match({s}, {sql_literal(_ISO)}) THEN CAST({zoned} AS TIMESTAMP) END"
@@ -569,5 +590,11 @@ def coercion_reason(
             expected = f"a date in {date_format} or ISO 8601 like 2024-03-01"
             return {"reason": "not a date or timestamp", "expected": expected}
         hint = (hint or DATE_FORMAT_HINT) if _SLASHED_DATE.match(text) else None
-        return {"reason": "not a date or timestamp", "expected": expected, "hint": hint}
+        reason = "not a date or timestamp"
+        offset = _BAD_OFFSET.search(text)
+        if offset and not re.match(_ISO, text):
+            reason += (
+                f": the offset {offset.group(1)!r} is out of range (hours 00-23, minutes 00-59)"
+            )
+        return {"reason": reason, "expected": expected, "hint": hint}
     return {"reason": f"not a valid {ctype}", "expected": expected}

@@ -167,3 +167,50 @@ def test_an_offset_that_is_none_is_refused_naming_row_and_column(tmp_path, writt
     assert code == 1, out
     assert f"a.csv:2: created_at: {said}" in out
     assert stored(db, "accounts") == []
+
+
+# ------------------------------------------------------------------ two-digit years
+
+
+def test_a_two_digit_year_date_hint_names_year_first_among_the_formats(tmp_path):
+    # the hint said day first (%d-%m-%y) only: 25-03-04 is 4 March 2025 year first
+    code, out, db = load(tmp_path, "accounts", "a.csv", ACCOUNTS + "A1,x,25-03-04\n")
+    assert code == 1, out
+    assert (
+        "hint: created_at writes two-digit years and no date in it has a field above 31, so "
+        "the file cannot tell whether the year is first or last (row 2: '25-03-04'): pass "
+        "--date-format %y-%m-%d (year first) or %d-%m-%y (day first)"
+    ) in out
+    code, out, db = load(
+        tmp_path, "accounts", "a.csv", ACCOUNTS + "A1,x,25-03-04\n", "--date-format", "%y-%m-%d"
+    )
+    assert code == 0, out
+    assert [r["created_at"] for r in stored(db, "accounts")] == [datetime(2025, 3, 4)]
+
+
+@pytest.mark.parametrize(
+    ("rows", "hint"),
+    [
+        # no field above 12: three orders
+        ("03/04/25", "pass --date-format %y/%m/%d (year first), %d/%m/%y (day first) or "),
+        # a field above 31 says where the year is
+        (
+            "99-03-04",
+            "created_at has its year first (row 2: '99-03-04'): pass --date-format %y-%m-%d",
+        ),
+        ("04-03-99", "pass --date-format %d-%m-%y (day first) or %m-%d-%y (month first)"),
+        (
+            "99-03-04\nA2,x,04-03-99",
+            "created_at mixes year-first (row 2: '99-03-04') and year-last",
+        ),
+        # a second field above 12 is no month: the year is last
+        (
+            "04/15/25",
+            "created_at has its month first (row 2: '04/15/25'): pass --date-format %m/%d/%y",
+        ),
+    ],
+)
+def test_a_two_digit_year_hint_follows_the_columns_evidence(tmp_path, rows, hint):
+    code, out, db = load(tmp_path, "accounts", "a.csv", ACCOUNTS + f"A1,x,{rows}\n")
+    assert code == 1, out
+    assert hint in out

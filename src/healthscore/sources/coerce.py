@@ -438,42 +438,80 @@ def date_order_hint(db: ScratchConnection, column: str, text_sql: str, user_row)
 
     A first field above 12 anywhere in the column means day first, a second field above
     12 month first; when no value tells, or values tell both, the hint says so and names
-    both formats, never choosing one. ``user_row`` maps an internal row to the one a user
-    sees.
+    both formats, never choosing one. A two-digit year (``25-03-04``) may also come
+    first: a field above 31 tells where the year is, and until one does the hint names
+    year first (``%y-%m-%d``) among the candidates. ``user_row`` maps an internal row to
+    the one a user sees.
     """
     s = text_sql
-    first = f"TRY_CAST(regexp_extract({s}, {sql_literal(_SLASHED_SQL)}, 1) AS INTEGER)"
-    second = f"TRY_CAST(regexp_extract({s}, {sql_literal(_SLASHED_SQL)}, 3) AS INTEGER)"
-    day_first, month_first, example = db.execute(
-        f"SELECT arg_min([CAST(__row AS VARCHAR), {s}], __row) FILTER (WHERE {first} > 12), "
-        f"arg_min([CAST(__row AS VARCHAR), {s}], __row) FILTER (WHERE {second} > 12), "
-        f"arg_min([CAST(__row AS VARCHAR), {s}], __row) FILTER (WHERE {first} IS NOT NULL) "
-        "FROM raw"
+
+    def field(i: int) -> str:
+        return f"TRY_CAST(regexp_extract({s}, {sql_literal(_SLASHED_SQL)}, {i}) AS INTEGER)"
+
+    first, second, last = field(1), field(3), field(4)
+    short = f"length(regexp_extract({s}, {sql_literal(_SLASHED_SQL)}, 4)) = 2"
+    cells = [
+        f"{first} > 12",
+        f"{second} > 12",
+        f"{first} IS NOT NULL",
+        f"{short} AND {first} > 31",
+        f"{short} AND {last} > 31",
+    ]
+    day_first, month_first, example, year_first, year_last = db.execute(
+        "SELECT "
+        + ", ".join(
+            f"arg_min([CAST(__row AS VARCHAR), {s}], __row) FILTER (WHERE {c})" for c in cells
+        )
+        + " FROM raw"
     ).fetchone()
 
     def at(found) -> str:
         return f"row {user_row(int(found[0]))}: {found[1]!r}"
 
+    if year_first and year_last:
+        return (
+            f"{column} mixes year-first ({at(year_first)}) and year-last ({at(year_last)}) "
+            "dates; no one `date_format` reads both: fix the file"
+        )
+    if year_first:
+        return (
+            f"{column} has its year first ({at(year_first)}): pass `date_format` "
+            f"{_slashed_format(year_first[1], year_first=True)}"
+        )
     if day_first and month_first:
         return (
             f"{column} mixes day-first ({at(day_first)}) and month-first "
             f"({at(month_first)}) dates; no one `date_format` reads both: fix the file"
         )
-    if day_first or month_first:
-        found = day_first or month_first
+    shown = day_first or month_first or example
+    if not shown:
+        return DATE_FORMAT_HINT
+    candidates = []
+    match = re.match(_SLASHED_SQL, shown[1])
+    if match and len(match.group(4)) == 2 and not year_last and not month_first:
+        # 25-03-04: 4 March 2025 year first, 25 March 2004 day first
+        candidates.append((_slashed_format(shown[1], year_first=True), "year first"))
+    if not month_first:
+        candidates.append((_slashed_format(shown[1], day_first=True), "day first"))
+    if not day_first:
+        candidates.append((_slashed_format(shown[1], day_first=False), "month first"))
+    if len(candidates) == 1:
         order = "day" if day_first else "month"
         return (
-            f"{column} has its {order} first ({at(found)}): pass `date_format` "
-            f"{_slashed_format(found[1], day_first=bool(day_first))}"
+            f"{column} has its {order} first ({at(shown)}): pass `date_format` {candidates[0][0]}"
         )
-    if not example:
-        return DATE_FORMAT_HINT
+    named = [f"{f} ({label})" for f, label in candidates]
+    formats = ", ".join(named[:-1]) + " or " + named[-1]
+    if candidates[0][1] == "year first":
+        return (
+            f"{column} writes two-digit years and no date in it has a field above 31, so "
+            f"the file cannot tell whether the year is first or last ({at(shown)}): pass "
+            f"`date_format` {formats}"
+        )
     # e.g. 01/02/2024: 1 February day first, January 2 month first
     return (
         f"no date in {column} has a field above 12, so the file cannot tell whether "
-        f"{example[1]!r} ({at(example)}) is day first or month first: pass `date_format` "
-        f"{_slashed_format(example[1], True)} (day first) or "
-        f"{_slashed_format(example[1], False)} (month first)"
+        f"{shown[1]!r} ({at(shown)}) is day first or month first: pass `date_format` {formats}"
     )
 
 
@@ -538,14 +576,18 @@ def number_format_hint(db: ScratchConnection, column: str, text_sql: str, user_r
     return None
 
 
-def _slashed_format(text: str, day_first: bool) -> str:
-    """The strptime format of a date like ``15/03/2025 14:30``, day or month first."""
+def _slashed_format(text: str, day_first: bool = False, year_first: bool = False) -> str:
+    """The strptime format of a date like ``15/03/2025 14:30``, day or month first; or
+    of ``25-03-04``, year (two digits), month, day."""
     m = re.match(_SLASHED_SQL, text)
     if not m:
         return "%d/%m/%Y" if day_first else "%m/%d/%Y"
     sep = m.group(2)
     year = "%Y" if len(m.group(4)) == 4 else "%y"
-    fmt = sep.join(["%d", "%m"] if day_first else ["%m", "%d"]) + sep + year
+    if year_first:
+        fmt = sep.join(["%y", "%m", "%d"])
+    else:
+        fmt = sep.join(["%d", "%m"] if day_first else ["%m", "%d"]) + sep + year
     if m.group(5):
         between = text[m.end(4)]
         fmt += between + ("%H:%M:%S" if m.group(6) else "%H:%M")

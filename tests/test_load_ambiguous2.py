@@ -214,3 +214,33 @@ def test_a_two_digit_year_hint_follows_the_columns_evidence(tmp_path, rows, hint
     code, out, db = load(tmp_path, "accounts", "a.csv", ACCOUNTS + f"A1,x,{rows}\n")
     assert code == 1, out
     assert hint in out
+
+
+# ------------------------------------------------------------------ --account-from keys
+
+
+@pytest.mark.parametrize("events_form", ["NFD", "NFC"])
+def test_account_from_finds_a_key_written_in_decomposed_unicode(tmp_path, events_form):
+    # subscription ids are stored in NFC; a usage file writing 'Sé' as S + e + U+0301
+    # found no account for it ("unknown subscription_id")
+    nfc, nfd = "S\u00e9-1", "Se\u0301-1"
+    code, out, db = load(tmp_path, "accounts", "a.csv", ACCOUNTS + "A1,x,2025-01-01\n")
+    assert code == 0, out
+    code, out, db = load(
+        tmp_path,
+        "subscriptions",
+        "s.csv",
+        f"subscription_id,account_id,start_date,arr\n{nfd},A1,2025-01-01,100\n",
+    )
+    assert code == 0, out
+    key = nfd if events_form == "NFD" else nfc
+    code, out, db = load(
+        tmp_path,
+        "usage_events",
+        "u.csv",
+        f"subscription_id,event,ts\n{key},login,2025-01-02\n",
+        "--account-from",
+        "subscriptions",
+    )
+    assert code == 0, out
+    assert [r["account_id"] for r in stored(db, "usage_events")] == ["A1"]

@@ -21,6 +21,7 @@ per step, so a 10-million-row Parquet file of events is read in seconds:
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -449,12 +450,13 @@ def _link_accounts(db: ScratchConnection, cols: FileColumns, account_lookup) -> 
         "__accounts",
         pa.table(
             {
-                "k": pa.array([str(k) for k in pairs], pa.string()),
+                "k": pa.array([unicodedata.normalize("NFC", str(k)) for k in pairs], pa.string()),
                 "a": pa.array([str(a) for a in pairs.values()], pa.string()),
             }
         ),
     )
-    key = sql_text(f"f.{cols.lookup_key.sql}")
+    # compared in Unicode NFC, as ids are: é as one character or as e + accent
+    key = f"nfc_normalize({sql_text(f'f.{cols.lookup_key.sql}')})"
     db.execute(
         f"CREATE VIEW raw AS SELECT f.*, l.a AS __account{consts} FROM raw_file f "
         f"LEFT JOIN __accounts l ON l.k = {key}"

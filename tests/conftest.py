@@ -10,8 +10,14 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 # the session's own cache of compiled plans and checked models (core/cache.py), shared by
-# its tests and the commands they start, never the user's (set before healthscore loads)
-os.environ["HEALTHSCORE_CACHE_DIR"] = tempfile.mkdtemp(prefix="healthscore-test-cache-")
+# its tests and the commands they start, never the user's (set before healthscore loads).
+# One for the whole session: pytest-xdist's workers inherit the environment of the main
+# process, which imports this file before it starts them, so a plan one worker compiled
+# is not compiled again by the other (entries are written whole, by rename)
+_SESSION_CACHE = "HEALTHSCORE_TEST_SESSION_CACHE"
+if not (os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get(_SESSION_CACHE)):
+    os.environ[_SESSION_CACHE] = tempfile.mkdtemp(prefix="healthscore-test-cache-")
+os.environ["HEALTHSCORE_CACHE_DIR"] = os.environ[_SESSION_CACHE]
 
 import fixtures  # noqa: E402
 

@@ -159,8 +159,9 @@ class Prepared:
         return cls(None, schema, set(data["keys"]), [str(p) for p in parts])
 
 
-def _placeholders(tree: sge.Expression) -> tuple[sge.Expression, set[str]]:
-    """The tree with each parameter stand-in replaced by a typed placeholder."""
+def _placeholders(tree: sge.Expression, mark: str = "") -> tuple[sge.Expression, set[str]]:
+    """A copy of the tree with each parameter stand-in replaced by a typed placeholder
+    (named ``{mark}_{key}_{mark}`` with a ``mark``, else by its key)."""
     keys: set[str] = set()
 
     def swap(node):
@@ -168,7 +169,8 @@ def _placeholders(tree: sge.Expression) -> tuple[sge.Expression, set[str]]:
             key = node.expressions[0].this
             keys.add(key)
             to = PARAMETER_FUNCTIONS[str(node.name).lower()]
-            return sge.Cast(this=sge.Placeholder(this=key), to=sge.DataType.build(to))
+            name = f"{mark}_{key}_{mark}" if mark else key
+            return sge.Cast(this=sge.Placeholder(this=name), to=sge.DataType.build(to))
         return node
 
     return tree.transform(swap, copy=True), keys
@@ -763,18 +765,17 @@ class DuckDBBackend(Backend):
                 native.execute("PRAGMA enable_progress_bar")
 
     def prepare(self, expr: ir.Table) -> Prepared:
-        prepared = super().prepare(expr)
-        # the text, cut at each placeholder (rendered with a mark no query text holds)
+        # the text, cut at each placeholder (rendered with a mark no query text holds). A
+        # DuckDB plan runs from its text, as one read from the cache does, so no tree is
+        # kept: the placeholders' copy of the compiled tree is rendered as it is, not
+        # marked in a second pass and copied twice more (a quarter of a large plan's
+        # prepare)
+        expr = self._as_run(expr)
         mark = f"hs{uuid.uuid4().hex}"
-
-        def marked(node):
-            if isinstance(node, sge.Placeholder):
-                return sge.Placeholder(this=f"{mark}_{node.this}_{mark}")
-            return node
-
-        text = prepared.tree.transform(marked, copy=True).sql(self.con.dialect)
-        prepared.parts = re.split(rf"\${mark}_(\w+?)_{mark}", text)
-        return prepared
+        tree, keys = _placeholders(self.tree(expr), mark)
+        text = tree.sql(self.con.dialect, copy=False)
+        parts = re.split(rf"\${mark}_(\w+?)_{mark}", text)
+        return Prepared(None, expr.schema().to_pyarrow(), keys, parts)
 
     def run_prepared(self, prepared: Prepared, values: dict) -> pa.Table:
         # DuckDB plans a statement with parameters again at every run (binding and the

@@ -345,9 +345,9 @@ def test_the_store_waits_for_one_queued_batch_at_most_not_every_one(service):
     for t in senders:
         t.join(120)
     assert _count_prefix(service, "turn-") == queued * 3  # every batch written
-    # rows of at most two batches were written before it got the store (one, but the
-    # lock is not strictly first come first served); all five before the change
-    assert found and found[0] <= 2 * 3, found
+    # rows of one batch at most were written before it got the store (the lock is first
+    # come, first served: CI once saw three, with a lock that was not); all five before
+    assert found and found[0] <= 3, found
 
 
 def _count_prefix(service, prefix: str) -> int:

@@ -4,8 +4,9 @@ the accounts waiting to be rescored.
 Place in the flow: under every route of ``service/``. A DuckDB file has one writer
 process; while the service runs it is that process, and this module holds its only
 connection. One connection serves one statement at a time, so every use of the store
-goes through :meth:`ServiceState.store_access` (a re-entrant lock): HTTP requests, run
-on Uvicorn's worker threads, and the rescorer's thread take turns.
+goes through :meth:`ServiceState.store_access` (a re-entrant lock granted first come,
+first served: :class:`FairLock`): HTTP requests, run on Uvicorn's worker threads, and the
+rescorer's thread take turns.
 
 The rescorer reads through :meth:`ServiceState.reading` instead: on DuckDB a second
 connection to the same database (``Store.reader``), so scoring does not wait for a batch
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,6 +38,63 @@ from healthscore.service.settings import Settings
 if TYPE_CHECKING:
     from healthscore.model import Model
     from healthscore.store import Store
+
+
+class FairLock:
+    """A re-entrant lock granted in the order it was asked for.
+
+    ``threading.RLock`` is not: a thread that releases it and asks again at once (the
+    next ingest batch, a request after a request) usually gets it back before a thread
+    already waiting wakes up, so the rescorer's write could wait behind several batches
+    under load. Here each ``acquire`` takes its place in a queue; the owner may take the
+    lock again (a transaction inside a ``store_access``); a thread that gives up waiting
+    (``timeout``) or is interrupted leaves the queue."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: deque[object] = deque()
+        self._owner: int | None = None
+        self._count = 0
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me:
+                self._count += 1
+                return True
+            place = object()
+            self._queue.append(place)
+            try:
+                deadline = None if timeout < 0 else time.monotonic() + timeout
+                while self._owner is not None or self._queue[0] is not place:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if not blocking or (left is not None and left <= 0):
+                        self._queue.remove(place)
+                        self._cond.notify_all()  # the next in line may be first now
+                        return False
+                    self._cond.wait(left)
+            except BaseException:
+                self._queue.remove(place)
+                self._cond.notify_all()
+                raise
+            self._queue.popleft()
+            self._owner, self._count = me, 1
+            return True
+
+    def release(self) -> None:
+        with self._cond:
+            if self._owner != threading.get_ident():
+                raise RuntimeError("cannot release a lock this thread does not hold")
+            self._count -= 1
+            if self._count == 0:
+                self._owner = None
+                self._cond.notify_all()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 @dataclass
@@ -74,7 +133,7 @@ class ServiceState:
     settings: Settings
     store: Store
     model: Model  # the whole model file (scorecard views: model.scorecard(name))
-    lock: threading.RLock = field(default_factory=threading.RLock)
+    lock: FairLock = field(default_factory=FairLock)  # first come, first served
     _reader: _ReadConnection = field(default_factory=_ReadConnection)  # see reading()
     _ingest_turn: threading.Lock = field(default_factory=threading.Lock)  # ingest_access
     _request_reader: _ReadConnection = field(default_factory=_ReadConnection)

@@ -184,3 +184,28 @@ def test_a_column_that_shows_decimals_reads_1_200_as_decimals(tmp_path):
     code, out, db = load(tmp_path, "subscriptions", "s.csv", rows)
     assert code == 0, out
     assert [r["arr"] for r in stored(db, "subscriptions")] == [1.2, 0.5]
+
+
+# ------------------------------------------------------------------------------ offsets
+
+
+def test_times_with_and_without_an_offset_in_one_column_are_loaded_and_said(tmp_path):
+    # the ones without an offset were taken as UTC with no word: a file mixing
+    # 10:00+02:00 and 10:00 may hold local times in the second form
+    text = (
+        ACCOUNTS
+        + "A1,Acme,2025-01-01T10:00:00+02:00\n"
+        + "A2,Bolt,2025-01-02 10:00\n"
+        + "A3,Cove,2025-01-03 11:30:00\n"
+        + "A4,Dune,2025-01-04\n"
+    )
+    code, out, db = load(tmp_path, "accounts", "a.csv", text)
+    assert code == 0, out
+    assert (
+        "a.csv: created_at: 1 value gives a UTC offset and 2 times of day do not "
+        "(row 3: '2025-01-02 10:00'); those were read as UTC" in out
+    ), out
+    assert len(stored(db, "accounts")) == 4
+    # one form throughout says nothing
+    code, out, _ = load(tmp_path, "accounts", "b.csv", ACCOUNTS + "B1,x,2025-01-02 10:00\n")
+    assert code == 0 and "UTC offset" not in out, out

@@ -348,6 +348,43 @@ def find_dot_ambiguous(
     cols.dot_ambiguous = {n for n, hit in zip(names, found, strict=True) if hit}
 
 
+#: a time of day, then an offset (Z, UTC, +02, +0200, +02:00) or none, at the end of ISO text
+_TIME_OF_DAY = r"[T ][0-9]{1,2}:[0-9]{2}"
+_OFFSET = r"\s*(Z|UTC|[+-][0-9]{2}(:?[0-9]{2})?)$"
+
+
+def mixed_offsets(
+    db: ScratchConnection, spec: Table, cols: FileColumns, fmt: str, data
+) -> list[str]:
+    """A warning per time column read as text where some times of day give a UTC offset
+    and others do not: the ones without are read as UTC (the documented rule), but a
+    file mixing both forms may hold local times in the second; said, with the first
+    such value and its row, not guessed silently."""
+    if fmt == "parquet":
+        return []
+    names = [n for n, t in spec.columns.items() if t == TIMESTAMP and cols.canonical[n] is not None]
+    warnings = []
+    for name in names:
+        text = f"trim({sql_text(cols.canonical[name].sql)})"
+        timed = f"regexp_matches({text}, {sql_literal(_TIME_OF_DAY)})"
+        zoned = f"regexp_matches(upper({text}), {sql_literal(_OFFSET)})"
+        with_, without, first = db.execute(
+            f"SELECT count(*) FILTER (WHERE {timed} AND {zoned}), "
+            f"count(*) FILTER (WHERE {timed} AND NOT {zoned}), "
+            f"arg_min([CAST(__row AS VARCHAR), {text}], __row) "
+            f"FILTER (WHERE {timed} AND NOT {zoned}) FROM raw"
+        ).fetchone()
+        if with_ and without:
+            row = data.user_rows([int(first[0])])[int(first[0])]
+            warnings.append(
+                f"{data.path}: {name}: {with_:,} value{'s' if with_ != 1 else ''} "
+                f"give{'' if with_ != 1 else 's'} a UTC offset and {without:,} "
+                f"time{'s' if without != 1 else ''} of day do{'' if without != 1 else 'es'} "
+                f"not (row {row}: {first[1]!r}); those were read as UTC"
+            )
+    return warnings
+
+
 def number_text_sql(s: str, number_format: str | None) -> str:
     """SQL: text ``s`` as a plain number (``-1234.5``) as ``number_format`` writes it, a
     currency symbol or code around it dropped; other text unchanged (it then fails).

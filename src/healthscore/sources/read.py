@@ -44,6 +44,7 @@ from healthscore.sources.coerce import (
     check_number_format,
     create_typed,
     find_dot_ambiguous,
+    mixed_offsets,
     type_extras,
     typed_sql,
 )
@@ -278,6 +279,7 @@ def stream_source(
         _link_accounts(db, cols, account_lookup)
         type_extras(db, cols, fmt)
         find_dot_ambiguous(db, spec, cols, fmt, number_format)
+        warnings += mixed_offsets(db, spec, cols, fmt, data)
         typed_select = create_typed(db, spec, cols, fmt, date_format, number_format)
         rows_read = db.execute("SELECT count(*) FROM raw_read").fetchone()[0]
         if progress:

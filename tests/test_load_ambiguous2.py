@@ -7,45 +7,15 @@ from __future__ import annotations
 
 import codecs
 from datetime import datetime
-from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-import healthscore as hs
-from healthscore.cli import app
+from test_load_ambiguous import load, stored
 
 ROWS = (
     '{"account_id": "A1", "name": "x", "created_at": "2025-01-01"}\n'
     '{"account_id": "A2", "name": "y", "created_at": "2025-01-02"}\n'
 )
-
-
-def one_line(text: str) -> str:
-    """CLI output without the terminal's line wrapping."""
-    return " ".join(text.split())
-
-
-def load(tmp_path: Path, table: str, name: str, data: str | bytes, *args: str):
-    """Run `healthscore load` on a file holding ``data``: (exit code, output, store path)."""
-    f = tmp_path / name
-    if isinstance(data, bytes):
-        f.write_bytes(data)
-    else:
-        f.write_text(data, encoding="utf-8")
-    db = tmp_path / "s.duckdb"
-    result = CliRunner().invoke(app, ["load", table, str(f), "--db", str(db), *args])
-    assert "Traceback" not in result.output
-    return result.exit_code, one_line(result.output), db
-
-
-def stored(db: Path, table: str) -> list[dict]:
-    if not db.exists():
-        return []
-    store = hs.connect(db)
-    if table not in store.list_tables():
-        return []
-    return store.table(table).to_pyarrow().to_pylist()
 
 
 # ------------------------------------------------------------------ JSON lines text

@@ -23,14 +23,18 @@ from __future__ import annotations
 
 import math
 import re
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from healthscore.core.tables import BOOL, FLOAT, INT, STRING, TIMESTAMP, Table
 from healthscore.errors import SourceError
 from healthscore.sources.columns import Column, FileColumns
-from healthscore.sources.sql import sql_literal, sql_text
+from healthscore.sources.sql import plural, sql_literal, sql_text
 from healthscore.store.scratch import ScratchConnection, ScratchError, error_detail
+
+if TYPE_CHECKING:
+    from healthscore.sources.formats import DataFile
 
 #: Arrow type of each canonical column type.
 ARROW_TYPES = {
@@ -354,32 +358,39 @@ _OFFSET = r"\s*(Z|UTC|[+-][0-9]{2}(:?[0-9]{2})?)$"
 
 
 def mixed_offsets(
-    db: ScratchConnection, spec: Table, cols: FileColumns, fmt: str, data
+    db: ScratchConnection, spec: Table, cols: FileColumns, fmt: str, data: DataFile
 ) -> list[str]:
     """A warning per time column read as text where some times of day give a UTC offset
     and others do not: the ones without are read as UTC (the documented rule), but a
     file mixing both forms may hold local times in the second; said, with the first
-    such value and its row, not guessed silently."""
+    such value and its row, not guessed silently. One pass over the file for every
+    time column, as :func:`find_dot_ambiguous`."""
     if fmt == "parquet":
         return []
     names = [n for n, t in spec.columns.items() if t == TIMESTAMP and cols.canonical[n] is not None]
-    warnings = []
+    if not names:
+        return []
+    cells = []
     for name in names:
         text = f"trim({sql_text(cols.canonical[name].sql)})"
         timed = f"regexp_matches({text}, {sql_literal(_TIME_OF_DAY)})"
         zoned = f"regexp_matches(upper({text}), {sql_literal(_OFFSET)})"
-        with_, without, first = db.execute(
-            f"SELECT count(*) FILTER (WHERE {timed} AND {zoned}), "
-            f"count(*) FILTER (WHERE {timed} AND NOT {zoned}), "
+        cells += [
+            f"count(*) FILTER (WHERE {timed} AND {zoned})",
+            f"count(*) FILTER (WHERE {timed} AND NOT {zoned})",
             f"arg_min([CAST(__row AS VARCHAR), {text}], __row) "
-            f"FILTER (WHERE {timed} AND NOT {zoned}) FROM raw"
-        ).fetchone()
+            f"FILTER (WHERE {timed} AND NOT {zoned})",
+        ]
+    found = db.execute(f"SELECT {', '.join(cells)} FROM raw").fetchone()
+    warnings = []
+    for i, name in enumerate(names):
+        with_, without, first = found[3 * i : 3 * i + 3]
         if with_ and without:
             row = data.user_rows([int(first[0])])[int(first[0])]
             warnings.append(
-                f"{data.path}: {name}: {with_:,} value{'s' if with_ != 1 else ''} "
-                f"give{'' if with_ != 1 else 's'} a UTC offset and {without:,} "
-                f"time{'s' if without != 1 else ''} of day do{'' if without != 1 else 'es'} "
+                f"{data.path}: {name}: {with_:,} {plural(with_, 'value')} "
+                f"{'gives' if with_ == 1 else 'give'} a UTC offset and {without:,} "
+                f"{plural(without, 'time')} of day {'does' if without == 1 else 'do'} "
                 f"not (row {row}: {first[1]!r}); those were read as UTC"
             )
     return warnings

@@ -27,7 +27,10 @@ def test_a_waiting_thread_gets_the_store_before_the_one_that_released_it_asks_ag
     lock.acquire()
     t = threading.Thread(target=waiter)
     t.start()
-    time.sleep(0.3)  # the waiter is waiting for the lock
+    deadline = time.monotonic() + 30
+    while not lock._queue and time.monotonic() < deadline:  # until the waiter is in line
+        time.sleep(0.01)
+    assert lock._queue, "the waiter never asked for the lock"
     for _ in range(50):  # release and ask again at once, as batch after batch does
         lock.release()
         lock.acquire()
@@ -49,7 +52,9 @@ def test_the_lock_is_reentrant_and_a_thread_that_gives_up_waiting_leaves_no_gap(
     assert got == ["False"]  # gave up waiting
     after = threading.Thread(target=lambda: (lock.acquire(), got.append("after"), lock.release()))
     after.start()
-    time.sleep(0.2)
+    deadline = time.monotonic() + 30
+    while not lock._queue and time.monotonic() < deadline:
+        time.sleep(0.01)
     lock.release()
     after.join(5)
     assert got == ["False", "after"]  # the one that gave up did not hold the line

@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the lazily re-exported names, for readers and type checkers
     import pyarrow as pa
 
     from healthscore.core.files import disk_error
+    from healthscore.core.signals import interruptible
     from healthscore.core.time import parse_as_of, today
     from healthscore.demo.run import DemoResult, run_demo
     from healthscore.engine.asof import Evidence, explain, explain_change, score, score_expr
@@ -83,6 +84,7 @@ __all__ = [
     "compare_versions",
     "connect",
     "disk_error",
+    "interruptible",
     "explain",
     "explain_account",
     "explain_change",
@@ -119,6 +121,7 @@ __all__ = [
 #: name -> (module that owns it, its name there), imported on first use (PEP 562)
 _OWNERS: dict[str, tuple[str, str]] = {
     "disk_error": ("healthscore.core.files", "disk_error"),
+    "interruptible": ("healthscore.core.signals", "interruptible"),
     "parse_as_of": ("healthscore.core.time", "parse_as_of"),
     "today": ("healthscore.core.time", "today"),
     "Model": ("healthscore.model", "Model"),

@@ -17,7 +17,6 @@ import re
 import shutil
 import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -28,7 +27,7 @@ import typer
 from typer.core import TyperCommand
 
 from healthscore import api
-from healthscore.errors import DurationError, HealthscoreError, Interrupted, StoreInUseError
+from healthscore.errors import DurationError, HealthscoreError, StoreInUseError
 from healthscore.service import local
 from healthscore.views import export, terminal
 
@@ -235,27 +234,15 @@ def interruption(error: BaseException) -> KeyboardInterrupt | None:
 
 @contextmanager
 def _stopped_by_sigterm(command: Callable) -> Iterator[None]:
-    """SIGTERM stops the command as Ctrl-C does (:class:`~healthscore.errors.Interrupted`,
-    a KeyboardInterrupt): its work is rolled back and it says so, instead of the process
-    ending silently with a DuckDB store's write-ahead log left behind. Not for a command
-    whose server has its own shutdown (:func:`own_signals`), nor where SIGTERM already
-    has a handler or cannot get one (not the main thread)."""
-    if (
-        getattr(command, "own_signals", False)
-        or threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
-    ):
+    """SIGTERM stops the command as Ctrl-C does (:func:`healthscore.api.interruptible`):
+    its work is rolled back and it says so, instead of the process ending silently with
+    a DuckDB store's write-ahead log left behind. Not for a command whose server has its
+    own shutdown (:func:`own_signals`)."""
+    if getattr(command, "own_signals", False):
         yield
         return
-
-    def stop(signum: int, frame: Any) -> None:
-        raise Interrupted(signum)
-
-    signal.signal(signal.SIGTERM, stop)
-    try:
+    with api.interruptible():
         yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def own_signals(command: Callable) -> Callable:

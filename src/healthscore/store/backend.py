@@ -42,8 +42,6 @@ import errno
 import functools
 import os
 import re
-import signal
-import threading
 import uuid
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -54,7 +52,8 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from healthscore.core.lazy import lazy
-from healthscore.errors import Interrupted, StoreError
+from healthscore.core.signals import interruptible
+from healthscore.errors import StoreError
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -1108,38 +1107,6 @@ def fence_projections(tree: sge.Expression) -> sge.Expression:
 
 def _unaliased(e: sge.Expression) -> sge.Expression:
     return e.this if isinstance(e, sge.Alias) else e
-
-
-_depth = 0
-
-
-@contextmanager
-def interruptible() -> Iterator[None]:
-    """SIGTERM raises :class:`~healthscore.errors.Interrupted` inside: psycopg then
-    cancels the running query in the server, as it does on Ctrl-C (KeyboardInterrupt).
-
-    Only in the main thread (where Python runs signal handlers), and only where nobody
-    else handles SIGTERM (a web server has its own shutdown).
-    """
-    global _depth
-    if _depth or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous is not signal.SIG_DFL:
-        yield
-        return
-
-    def stop(signum, frame):
-        raise Interrupted(signum)
-
-    signal.signal(signal.SIGTERM, stop)
-    _depth += 1
-    try:
-        yield
-    finally:
-        _depth -= 1
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _floats_as_declared(expr: ir.Table) -> ir.Table:

@@ -185,7 +185,7 @@ def _write(state, table: str, rows: list) -> dict:
     if not rows:
         return {"table": table, "inserted": 0, "updated": 0, "unchanged": 0,
                 "unknown_accounts": 0, "accounts_changed": 0}  # fmt: skip
-    _few_extra_columns(state, table, rows)
+    as_text = _few_extra_columns(state, table, rows)
     unstorable = text.row_problems(rows)  # text no store (nor Arrow) can take
     if unstorable:
         n = len({p.row for p in unstorable})
@@ -193,7 +193,7 @@ def _write(state, table: str, rows: list) -> dict:
             unstorable,
             f"{table} batch: {n} invalid row{'s' if n != 1 else ''}, nothing written",
         )
-    with check_rows(rows, table) as batch:
+    with check_rows(rows, table, text_columns=as_text) as batch:
         data = batch.data.read_all()
         try:
             with state.ingest_access() as store:  # behind at most one other batch
@@ -242,11 +242,14 @@ def _by_row(e, table: str, rows: list):
     )
 
 
-def _few_extra_columns(state, table: str, rows: list) -> None:
-    """400 when the batch adds columns to ``table`` (names it does not hold yet) and
-    would make it hold more than ``max_extra_columns`` beyond its canonical ones: each
-    new name is a column added to the table, and a batch naming 3,000 held the store for
-    minutes; or adds one whose name is longer than a column's may be
+def _few_extra_columns(state, table: str, rows: list) -> set[str]:
+    """The extra columns ``table`` holds as text, where the batch has extra columns
+    (read as text: :func:`~healthscore.sources.check_rows`'s ``text_columns``).
+
+    400 when the batch adds columns to ``table`` (names it does not hold yet) and would
+    make it hold more than ``max_extra_columns`` beyond its canonical ones: each new name
+    is a column added to the table, and a batch naming 3,000 held the store for minutes;
+    or adds one whose name is longer than a column's may be
     (:data:`~healthscore.store.MAX_COLUMN_NAME`), refused here before any row is read.
     Names are compared whatever their case, as the store compares them."""
     from healthscore.store import column_name_problem
@@ -256,9 +259,10 @@ def _few_extra_columns(state, table: str, rows: list) -> None:
     names = {k for r in rows if isinstance(r, dict) for k in r if isinstance(k, str)}
     extra = {n.casefold() for n in names} - set(own)
     if not extra:
-        return
+        return set()
     with state.store_access() as store:
         stored = {c.casefold() for c in store.table(table).columns} - set(own)
+        as_text = store.text_columns(table) - set(own)
     new = extra - stored
     for name in sorted(n for n in names if n.casefold() in new):
         too_long = column_name_problem(name)
@@ -274,6 +278,7 @@ def _few_extra_columns(state, table: str, rows: list) -> None:
             hint="send the table's columns (docs/data.md) and a few extra ones; "
             "extra columns are kept as columns of the table",
         )
+    return as_text
 
 
 #: the largest offset a store can bind (a 64-bit integer); past it the query failed

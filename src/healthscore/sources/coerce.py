@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -133,15 +134,20 @@ def check_date_format(db: ScratchConnection, date_format: str) -> None:
         raise SourceError(f"`date_format` {date_format!r} is {problem}", hint=DATE_FORMAT_EXAMPLES)
 
 
-def type_extras(db: ScratchConnection, cols: FileColumns, fmt: str) -> None:
+def type_extras(
+    db: ScratchConnection, cols: FileColumns, fmt: str, as_text: Collection[str] = ()
+) -> None:
     """Type the extra columns read as text, if every value fits (sets ``text_type``).
 
     A CSV column gets the type DuckDB sniffed; a recoded column (any format) the first
     of boolean (only true/false), whole number, number and timestamp that all of its
-    new values fit. Otherwise the column stays text.
+    new values fit. Otherwise the column stays text, as do those named (case-folded)
+    in ``as_text``: each value as the file writes it.
     """
     tries: list[tuple[Column, str]] = []
     for c in cols.extras:
+        if c.name.casefold() in as_text:
+            continue
         if c.recoded:
             tries += [(c, t) for t in RECODED_TYPES]
         elif fmt == "csv" and c.type not in ("VARCHAR", "NULL"):

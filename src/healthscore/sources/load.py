@@ -84,6 +84,7 @@ def load_file(
             domains=domains,
             progress=progress,
             memory_limit=load_memory_limit(),
+            text_columns=store.text_columns(table),
         ) as batch,
         ExitStack() as stack,
     ):

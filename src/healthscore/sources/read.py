@@ -22,7 +22,7 @@ per step, so a 10-million-row Parquet file of events is read in seconds:
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +121,7 @@ def read_source(
     values: dict[str, dict[str, str | None]] | None = None,
     key: list[str] | None = None,
     domains: dict[str, tuple[float | None, float | None]] | None = None,
+    text_columns: Collection[str] = (),
 ) -> SourceBatch:
     """Read one data file into canonical table ``table``, validated.
 
@@ -173,6 +174,13 @@ def read_source(
         ``{column: (min, max)}`` (None: no bound): an extra column's domain, a range added
         to a canonical column, or a CSAT column's scale; a value outside it is an invalid
         row, like the canonical tables' own domains (no negative seats, NPS 0-10 ...).
+    text_columns
+        Extra columns to read as text whatever their values look like: those the store
+        holds as text already (:meth:`~healthscore.store.Store.text_columns`), so that a
+        value goes in as the file writes it (``9.50``, not ``9.5``; a JSON number as
+        its JSON text, as the service's ingest reads it). Names compare whatever their
+        case. An extra column of a JSON lines file whose values mix text and numbers is
+        text too, each value without its JSON quotes.
 
     Returns
     -------
@@ -211,6 +219,7 @@ def read_source(
         values=values,
         key=key,
         domains=domains,
+        text_columns=text_columns,
     ) as batch:
         batch.data = batch.data.read_all()
     return batch
@@ -233,6 +242,7 @@ def stream_source(
     progress: Progress | None = None,
     memory_limit: str | None = None,
     shared_scratch: bool = False,
+    text_columns: Collection[str] = (),
 ) -> Iterator[SourceBatch]:
     """:func:`read_source` for a file of any size: the valid rows as a stream.
 
@@ -272,12 +282,13 @@ def stream_source(
         names, types = data.describe(db)
         map_columns(cols, data, names, types, account_lookup, constants, key)
         check_required_columns(spec, cols)
-        _create_raw(db, data, spec, cols, names)
+        as_text = {n.casefold() for n in text_columns}
+        _create_raw(db, data, spec, cols, names, as_text)
         left_out = unnamed_columns(db, cols, data, cols.unnamed)
         skipped, skip_reason, warnings = recode(db, spec, cols)
         warnings = left_out + warnings
         _link_accounts(db, cols, account_lookup)
-        type_extras(db, cols, fmt)
+        type_extras(db, cols, fmt, as_text)
         find_dot_ambiguous(db, spec, cols, fmt, number_format)
         warnings += mixed_offsets(db, spec, cols, fmt, data)
         typed_select = create_typed(db, spec, cols, fmt, date_format, number_format)
@@ -411,9 +422,15 @@ def read_text_rows(text: pa.Table, table: str, label: str, derive_key: bool) -> 
 
 
 def _create_raw(
-    db: ScratchConnection, data: DataFile, spec: Table, cols: FileColumns, names: list[str]
+    db: ScratchConnection,
+    data: DataFile,
+    spec: Table,
+    cols: FileColumns,
+    names: list[str],
+    as_text: set[str],
 ) -> None:
-    """View ``raw_read``: the file's rows as read, columns c0, c1 ..., numbered ``__row``."""
+    """View ``raw_read``: the file's rows as read, columns c0, c1 ..., numbered ``__row``.
+    ``as_text``: extra columns (case-folded names) a JSON lines file's are read as text."""
     aliases = ", ".join(c.sql for c in cols.columns)
     alias = f"AS t({aliases})" if aliases else ""
     try:
@@ -424,7 +441,13 @@ def _create_raw(
             )
             return
         if data.fmt == "json":
-            # Canonical columns as text so that coercion and its errors are ours.
+            # Canonical columns as text so that coercion and its errors are ours; extra
+            # ones to be text too (a value's own text: a number's as JSON writes it), and
+            # those mixing text and numbers (DuckDB's JSON type: its text would keep a
+            # string's quotes)
+            for c in cols.extras:
+                if c.type == "JSON" or c.name.casefold() in as_text:
+                    c.type = "VARCHAR"
             json_columns = ", ".join(
                 f"{sql_literal(n)}: {sql_literal('VARCHAR' if c.name in spec.columns else c.type)}"
                 for n, c in zip(names, cols.columns, strict=True)

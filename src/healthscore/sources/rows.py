@@ -38,7 +38,7 @@ import json
 import math
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -82,6 +82,7 @@ def check_rows(
     table: str,
     *,
     allow_rejects: bool = False,
+    text_columns: Collection[str] = (),
 ) -> Iterator[SourceBatch]:
     """The valid rows of ``rows`` for canonical table ``table``, as
     :func:`~healthscore.sources.read.stream_source` gives a file's (read ``data``
@@ -90,7 +91,9 @@ def check_rows(
     Without ``allow_rejects`` any invalid row raises :class:`SourceError` listing every
     problem (``row``: the index in ``rows``, from 0; ``column``; reason), and nothing is
     returned. With it, ``rejects`` holds the problems (rows as indexes) and the valid
-    rows are returned.
+    rows are returned. ``text_columns``: extra columns read as text whatever their values
+    (those the store holds as text: a number as its JSON text, as `healthscore load`
+    reads a JSON lines file).
     """
     spec = canonical_table(table)
     label = f"{spec.name} batch"
@@ -125,7 +128,13 @@ def check_rows(
             # rejects allowed here, so that every problem of the batch is listed at once
             try:
                 batch = stack.enter_context(
-                    stream_source(path, spec.name, allow_rejects=True, shared_scratch=True)
+                    stream_source(
+                        path,
+                        spec.name,
+                        allow_rejects=True,
+                        shared_scratch=True,
+                        text_columns=text_columns,
+                    )
                 )
             except SourceError as e:  # the batch as a whole (a read error): no row to name
                 raise SourceError(

@@ -537,6 +537,14 @@ class Store:
     def columns(self, name: str) -> dict[str, str]:
         return self._backend.columns(name)
 
+    def text_columns(self, name: str) -> set[str]:
+        """The columns of table ``name`` that hold text (none: no such table yet): a
+        reader keeps a file's values for them as written
+        (:func:`~healthscore.sources.read_source`'s ``text_columns``)."""
+        if not self.has_table(name):
+            return set()
+        return {c for c, t in self.columns(name).items() if t.lstrip("!") == "string"}
+
     def count(self, name: str) -> int:
         return self._backend.count(name)
 

@@ -211,6 +211,18 @@ def test_include_unscored_counts_the_accounts_left_out_in_the_limit(project):
     assert "0 accounts left out" in table.stdout and "Dune" not in table.stdout
 
 
+def test_accounts_left_out_keep_their_segment_and_csm_in_every_format(project):
+    """A CSV or JSON of ``--include-unscored`` gave the accounts left out an empty segment
+    and CSM (found after the ninth session): a CS team sorting the file by CSM lost them."""
+    rows = json.loads(run("score", *AS_OF, "--include-unscored", "-f", "json", cwd=project).stdout)
+    left = {r["account_id"]: (r["segment"], r["csm"]) for r in rows if "left_out" in r}
+    assert left == {"A4": ("smb", "bob"), "A5": ("smb", "bob")}
+    csv = run("score", *AS_OF, "--include-unscored", "-f", "csv", cwd=project)
+    found = {r["account_id"]: r for r in __import__("csv").DictReader(csv.stdout.splitlines())}
+    assert (found["A4"]["segment"], found["A4"]["csm"], found["A4"]["score"]) == ("smb", "bob", "")
+    assert found["A5"]["left_out"] and found["A2"]["left_out"] == ""
+
+
 def test_a_segment_only_accounts_left_out_have_lists_them_and_an_unknown_one_is_named(project):
     # a CSM whose only account is left out
     store = hs.connect(project / "healthscore.duckdb")

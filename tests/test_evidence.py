@@ -225,7 +225,8 @@ def test_score_says_how_many_accounts_were_left_out_and_why(tmp_path):
     assert "X4 Dune outside the population" in text
     as_json = json.loads(run("score", *common, "--include-unscored", "-f", "json").stdout)
     assert [r["account_id"] for r in as_json] == ["X1", "X2", "X3", "X4"]
-    assert as_json[3] == {"account_id": "X4", "name": "Dune", "left_out": "outside the population"}
+    assert as_json[3] == {"account_id": "X4", "name": "Dune", "segment": "trial", "csm": None,
+                          "left_out": "outside the population"}  # fmt: skip
     history = run(
         "history", "--db", db, "--model", model, "--from", "2024-12-25", "--to", "2025-01-01"
     )

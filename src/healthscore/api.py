@@ -383,12 +383,13 @@ class ScoreResult:
     total: int | None = None  # accounts scored before the filters (None: not filtered)
     sort: str = "score"
     evidence: Evidence | None = None
-    unscored: pa.Table | None = None  # account_id, name, reason (with include_unscored)
+    #: with include_unscored: account_id, name, reason (and segment, csm in a listing)
+    unscored: pa.Table | None = None
 
     def to_dict(self) -> list[dict]:
         """One nested object per account: its lines per metric and rule, and its name,
         ARR in force and renewal date when the list has them; then, when asked for, one
-        ``{account_id, name, left_out}`` object per account left out."""
+        ``{account_id, name, segment, csm, left_out}`` object per account left out."""
         from healthscore.engine.explain import long_rows
         from healthscore.portfolio import FACTS
 
@@ -400,7 +401,7 @@ class ScoreResult:
                 facts["renewal_date"] = facts["renewal_date"].isoformat()
             out.append({**row, **facts})
         return out + [
-            {"account_id": r["account_id"], "name": r["name"], "left_out": r["reason"]}
+            {**{k: v for k, v in r.items() if k != "reason"}, "left_out": r["reason"]}
             for r in (self.unscored.to_pylist() if self.unscored is not None else [])
         ]
 
@@ -411,7 +412,8 @@ class ScoreResult:
             return self.scores
         import pyarrow as pa
 
-        out = self.unscored.rename_columns(["account_id", "name", "left_out"])
+        names = self.unscored.column_names
+        out = self.unscored.rename_columns([n if n != "reason" else "left_out" for n in names])
         return pa.concat_tables([self.scores, out], promote_options="default")
 
 
@@ -484,7 +486,7 @@ def score_accounts(
     from healthscore.portfolio import account_list, left_out_list, with_segment_and_csm
 
     filtered = not (wanted is None and segment is None and csm is None and limit is None)
-    if unscored is not None and filtered:
+    if unscored is not None:  # as the scored accounts have them: to filter, and to show
         unscored = with_segment_and_csm(store, model, unscored)
     listed = account_list(
         model,

@@ -502,13 +502,13 @@ def left_out_list(
     account list keep: none with ``bands`` (an account left out has no score, so no
     band), only those of ``segment`` and ``csm`` (compared as :func:`account_list`
     does), at most ``limit`` (what the list of scored accounts left of its limit);
-    columns ``account_id, name, reason``."""
+    its columns as they come."""
     keep = list(range(left_out.num_rows)) if bands is None else []
     for col, wanted in (("segment", segment), ("csm", csm)):
         if wanted is not None:
             values = left_out[col].to_pylist()
             keep = [i for i in keep if _key(values[i]) == _key(wanted)]
-    return _rows(left_out.select(["account_id", "name", "reason"]), keep[:limit])
+    return _rows(left_out, keep[:limit])
 
 
 def _ties_by_id(rows: pa.Table, column: str) -> pa.Table:

@@ -172,7 +172,58 @@ def list_accounts(
     }
 
 
-@router.get("/accounts/{account_id}")
+#: an account id may hold a "/" (``ACC/9``, sent as ``ACC%2F9`` or as is: the router reads
+#: the path decoded), so the account routes take the rest of the path as the id, and
+#: ``.../history`` and ``.../why`` are declared before the account itself, which would
+#: otherwise match them (an id ending in "/history" or "/why" is read as that route)
+
+
+@router.get("/accounts/{account_id:path}/history")
+def account_history(
+    request: Request, account_id: str, scorecard: str | None = None, token=READ
+) -> dict:
+    """The account's stored scores (``healthscore history``), oldest first."""
+    from healthscore.engine.history import account_history as stored
+
+    state = _state(request)
+    card = _card(request, scorecard)
+    with state.store_access() as store:
+        _known(store, account_id)
+        rows = stored(store, card, account_id).to_pylist()
+    for r in rows:
+        r["as_of"] = _iso(r["as_of"])
+        r["signals"] = r["signals"].split(",") if r["signals"] else []
+    return {
+        "account_id": account_id,
+        "model_version": card.version,
+        "scorecard": card.scorecard_name,
+        "history": rows,
+    }
+
+
+@router.get("/accounts/{account_id:path}/why")
+def why_it_moved(
+    request: Request,
+    account_id: str,
+    from_: Annotated[str, Query(alias="from", description="the earlier date (UTC)")],
+    to: Annotated[str | None, Query(description="the later date (UTC); default now")] = None,
+    scorecard: str | None = None,
+    token=READ,
+) -> dict:
+    """Why the score moved between ``from`` and ``to`` (``explain --vs --format json``)."""
+    state = _state(request)
+    card = _card(request, scorecard)
+    if not from_.strip():  # else no earlier date: one explanation, not why it moved
+        raise HealthscoreError("`from` is empty", hint="the earlier date, e.g. from=2025-05-01")
+    start, end = _date(from_, "from"), _date(to, "to")
+    with state.store_access() as store:
+        _known(store, account_id)
+        end = end or state.now()
+        result = api.explain_account(store, card, account_id, end, start, names=("from", "to"))
+    return {**result.to_dict(), "warnings": result.warnings}
+
+
+@router.get("/accounts/{account_id:path}")
 def get_account(request: Request, account_id: str, scorecard: str | None = None, token=READ):
     """One account's current score with its explanation (``explain --format json``),
     plus ``scored_at``, ``model_version``, ``trend`` and ``change_30d``."""
@@ -206,51 +257,6 @@ def get_account(request: Request, account_id: str, scorecard: str | None = None,
     out["model_version"] = card.version
     out["scorecard"] = card.scorecard_name
     return out
-
-
-@router.get("/accounts/{account_id}/history")
-def account_history(
-    request: Request, account_id: str, scorecard: str | None = None, token=READ
-) -> dict:
-    """The account's stored scores (``healthscore history``), oldest first."""
-    from healthscore.engine.history import account_history as stored
-
-    state = _state(request)
-    card = _card(request, scorecard)
-    with state.store_access() as store:
-        _known(store, account_id)
-        rows = stored(store, card, account_id).to_pylist()
-    for r in rows:
-        r["as_of"] = _iso(r["as_of"])
-        r["signals"] = r["signals"].split(",") if r["signals"] else []
-    return {
-        "account_id": account_id,
-        "model_version": card.version,
-        "scorecard": card.scorecard_name,
-        "history": rows,
-    }
-
-
-@router.get("/accounts/{account_id}/why")
-def why_it_moved(
-    request: Request,
-    account_id: str,
-    from_: Annotated[str, Query(alias="from", description="the earlier date (UTC)")],
-    to: Annotated[str | None, Query(description="the later date (UTC); default now")] = None,
-    scorecard: str | None = None,
-    token=READ,
-) -> dict:
-    """Why the score moved between ``from`` and ``to`` (``explain --vs --format json``)."""
-    state = _state(request)
-    card = _card(request, scorecard)
-    if not from_.strip():  # else no earlier date: one explanation, not why it moved
-        raise HealthscoreError("`from` is empty", hint="the earlier date, e.g. from=2025-05-01")
-    start, end = _date(from_, "from"), _date(to, "to")
-    with state.store_access() as store:
-        _known(store, account_id)
-        end = end or state.now()
-        result = api.explain_account(store, card, account_id, end, start, names=("from", "to"))
-    return {**result.to_dict(), "warnings": result.warnings}
 
 
 # --- portfolio ---------------------------------------------------------------------------

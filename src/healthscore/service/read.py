@@ -345,9 +345,13 @@ def list_flags(
     all: Annotated[bool, Query(description="include resolved flags")] = False,  # noqa: A002
     token=READ,
 ) -> dict:
-    """Flags active now (``all``: every flag), newest first (``flag list``)."""
+    """Flags active now (``all``: every flag), newest first (``flag list``); of an account
+    the store does not hold, a 404 naming it (as ``GET /v1/accounts/{id}``), not the
+    empty list a mistyped id would otherwise get."""
     state = _state(request)
     with state.store_access() as store:
+        if account_id is not None:
+            _known(store, account_id)
         now = state.now()
         rows = api.list_flags(store, account_id=account_id, as_of=now, include_resolved=all)
     return {"as_of": _iso(now), "items": [_flag(r) for r in rows]}

@@ -12,9 +12,10 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from healthscore.service import auth
+from healthscore.service.bodies import JSONRoute
 from healthscore.service.text import StoredText
 
-router = APIRouter(prefix="/v1", tags=["admin"])
+router = APIRouter(prefix="/v1", tags=["admin"], route_class=JSONRoute)
 
 
 class TokenRequest(BaseModel):

@@ -31,8 +31,9 @@ from healthscore import api
 from healthscore.core.limits import NUL
 from healthscore.errors import HealthscoreError
 from healthscore.service import accounts, auth
+from healthscore.service.bodies import JSONRoute
 
-router = APIRouter(prefix="/v1", tags=["read"])
+router = APIRouter(prefix="/v1", tags=["read"], route_class=JSONRoute)
 
 READ = auth.require("read")
 

@@ -27,7 +27,8 @@ Mapping (the service's "now" is ``receivedAt``):
 Refused (parked in ``ingest_rejects``): a message that is not an object, of another
 type (page, screen, alias), without userId (or a group without groupId, a track without
 event), with a time that does not parse, more than a day after it was received, with an
-id or event name of more than 1,000 characters (or a NUL character), with text no store
+id or event name of more than 1,000 characters (or a NUL character), naming a key twice
+(``{"userId": "a", "userId": "b"}``: which one it meant is not ours to guess), with text no store
 can keep (an unpaired surrogate, see :mod:`healthscore.service.text`) in a field it uses,
 or with values the canonical table's checks refuse (the reason says which).
 """
@@ -46,6 +47,7 @@ from starlette.concurrency import run_in_threadpool
 from healthscore.core.limits import MAX_ID_CHARS, NUL
 from healthscore.errors import Problem
 from healthscore.service import auth, parked
+from healthscore.service.bodies import TWICE, Twice, twice
 from healthscore.service.ingest import IngestError, json_body, read_json
 from healthscore.service.text import REASON, readable, unpaired
 
@@ -103,6 +105,8 @@ async def batch(request: Request, token: auth.Token = Depends(write_key)) -> dic
     body = await read_json(request, state.settings)
     if not isinstance(body, dict) or not isinstance(body.get("batch"), list):
         raise IngestError('the body must be a JSON object {"batch": [...]}')
+    if isinstance(body, Twice):  # which batch, which sentAt: the request as a whole
+        raise IngestError(f"the body's {body.names[0]!r} is {TWICE}")
     messages = body["batch"]
     if len(messages) > state.settings.max_batch_rows:
         raise IngestError(
@@ -118,7 +122,11 @@ async def _single(request: Request, kind: str) -> dict:
     message = await read_json(request, state.settings)
     if not isinstance(message, dict):
         raise IngestError("the body must be a JSON object (one message)")
-    message = {**message, "type": kind}
+    typed = {**message, "type": kind}
+    if isinstance(message, Twice):  # parked as such by normalise
+        typed = Twice(typed)
+        typed.names = message.names
+    message = typed
     await run_in_threadpool(take, state, [message], message.get("sentAt"))
     return {"success": True}
 
@@ -247,6 +255,9 @@ def normalise(raw, sent_at: str | None, received: datetime) -> Message:
     """A received message checked and its time corrected; :class:`Refused` says why not."""
     if not isinstance(raw, dict):
         raise Refused("a message must be a JSON object")
+    where = twice(raw)
+    if where:  # which of the two values it meant is not ours to guess
+        raise Refused(f"{where}: {TWICE}")
     kind = raw.get("type")
     if kind not in TYPES:
         raise Refused(f"type {kind!r} is not used (healthscore takes {', '.join(TYPES)})")

@@ -223,3 +223,12 @@ def test_an_ingestion_body_with_a_field_it_does_not_take_is_refused_naming_it(ap
     assert r.status_code == 400, r.text
     assert "'upsert'" in r.json()["error"], r.text
     assert _events(service, ["p3-extra"]) == []
+
+
+def test_a_token_name_with_a_control_character_is_refused(service):
+    with service.client() as admin:
+        r = admin.post("/v1/tokens", json={"name": "p3\nsync", "scopes": ["read"]})
+        assert r.status_code == 400, r.text
+        assert "token name" in r.json()["error"] and "U+000A" in r.json()["error"]
+        names = [t["name"] for t in admin.get("/v1/tokens").json()["items"]]
+    assert "p3\nsync" not in names

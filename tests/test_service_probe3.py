@@ -232,3 +232,44 @@ def test_a_token_name_with_a_control_character_is_refused(service):
         assert "token name" in r.json()["error"] and "U+000A" in r.json()["error"]
         names = [t["name"] for t in admin.get("/v1/tokens").json()["items"]]
     assert "p3\nsync" not in names
+
+
+# --- 7. user names and flag ids holding a slash ---------------------------------------------
+
+
+def test_a_user_whose_name_holds_a_slash_is_removed_through_the_api(service):
+    """Added, but ``DELETE /v1/users/ops%2Fana`` (what ``healthscore auth user remove``
+    sends while a server owns the store) was a bare 404 "Not Found"."""
+    with light_password_hashing(), service.client() as admin:
+        made = admin.post(
+            "/v1/users", json={"username": "ops/ana", "password": PASSWORD, "role": "viewer"}
+        )
+        assert made.status_code == 201, made.text
+        r = admin.delete("/v1/users/ops%2Fana")
+        assert r.status_code == 200 and r.json()["removed"] is True, r.text
+        listed = [u["username"] for u in admin.get("/v1/users").json()["items"]]
+    assert "ops/ana" not in listed
+
+
+def test_a_flag_whose_id_holds_a_slash_is_resolved_through_the_api_and_the_dashboard(api, service):
+    rows = [{"flag_id": f"FLG/P3-{i}", "account_id": ACC, "ts": "2025-06-01",
+             "kind": "champion_left"} for i in (1, 2)]  # fmt: skip
+    assert api.post("/v1/ingest/flags", json={"rows": rows}).status_code == 200
+    r = api.post("/v1/flags/FLG%2FP3-1/resolve", json={})
+    assert r.status_code == 200 and r.json()["flag_id"] == "FLG/P3-1", r.text
+    with light_password_hashing():
+        from healthscore.service import auth
+
+        with service.state.store_access() as store:
+            auth.add_user(store, "probe3-flags", PASSWORD, "member")
+        cookies = login_cookies(service.url, "probe3-flags", PASSWORD)
+    with httpx.Client(base_url=service.url, cookies=cookies, timeout=30) as browser:
+        page = browser.get(f"/accounts/{ACC}")
+        csrf = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
+        [action] = re.findall(r'action="(/flags/FLG[^"]*P3-2/resolve)"', page.text)
+        r = browser.post(action, data={"csrf_token": csrf})
+        assert r.status_code == 303, r.text[:300]
+    with service.state.store_access() as store:
+        t = store.table("flags")
+        found = store.execute(t.filter(t.flag_id.isin(["FLG/P3-1", "FLG/P3-2"])))
+    assert all(f["resolved_at"] is not None for f in found.to_pylist())

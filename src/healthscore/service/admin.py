@@ -87,7 +87,8 @@ def add_user(request: Request, body: UserRequest) -> dict:
         )
 
 
-@router.delete("/users/{username}", dependencies=[auth.require("admin")])
+# a user name may hold a "/" (ops/ana, sent as ops%2Fana): the rest of the path
+@router.delete("/users/{username:path}", dependencies=[auth.require("admin")])
 def remove_user(request: Request, username: str) -> dict:
     """Remove a dashboard login; its sessions end with it."""
     with request.app.state.service.store_access() as store:

@@ -408,7 +408,8 @@ def add_flag(request: Request, body: NewFlag, token=FLAGS_WRITE) -> dict:
     return _flag(row)
 
 
-@router.post("/flags/{flag_id}/resolve")
+# a flag id may hold a "/" (an ingested one): the path up to /resolve
+@router.post("/flags/{flag_id:path}/resolve")
 def resolve_flag(
     request: Request, flag_id: str, body: Resolution | None = None, token=FLAGS_WRITE
 ) -> dict:

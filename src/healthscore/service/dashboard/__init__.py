@@ -356,7 +356,8 @@ async def raise_flag(request: Request, account_id: str, user=auth.require_user("
     return _see_other(f"/accounts/{_path(account_id)}#flags")
 
 
-@router.post("/flags/{flag_id}/resolve")
+# a flag id may hold a "/" (an ingested one): the path up to /resolve
+@router.post("/flags/{flag_id:path}/resolve")
 async def resolve_flag(request: Request, flag_id: str, user=auth.require_user("member")):
     from starlette.concurrency import run_in_threadpool
 

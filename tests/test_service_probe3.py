@@ -116,6 +116,12 @@ def test_an_ingested_row_naming_a_column_twice_is_refused_naming_row_and_column(
     assert p["row"] == 1 and p["column"] == "account_id" and "twice" in p["reason"], p
     assert "nothing written" in r.json()["error"]
     assert _events(service, ["p3-d0", "p3-d1"]) == []
+    # an object naming a key twice nested in a row is refused as any nested object is
+    nested = '{"rows": [{"event_id": "p3-d2", "meta": {"a": 1, "a": 2}}]}'
+    r = _raw(api, "/v1/ingest/usage_events", nested)
+    assert r.status_code == 400, r.text
+    [p] = [p for p in r.json()["problems"] if p["column"] == "meta"]
+    assert p["got"] == "dict", p
     # the body's own keys too
     r = _raw(api, "/v1/ingest/usage_events", '{"rows": [], "rows": []}')
     assert r.status_code == 400 and "'rows'" in r.json()["error"], r.text

@@ -50,6 +50,11 @@ class Twice(dict):
     __slots__ = ("names",)
 
 
+# its type reads as the object JSON sent (a check naming the type of a value it refuses,
+# e.g. an object nested in an ingested row, says "dict" for any other object)
+Twice.__name__ = "dict"
+
+
 def _object(pairs: list) -> dict:
     found = dict(pairs)
     if len(found) == len(pairs):

@@ -279,3 +279,33 @@ def test_a_flag_whose_id_holds_a_slash_is_resolved_through_the_api_and_the_dashb
         t = store.table("flags")
         found = store.execute(t.filter(t.flag_id.isin(["FLG/P3-1", "FLG/P3-2"])))
     assert all(f["resolved_at"] is not None for f in found.to_pylist())
+
+
+# --- 8. a Segment time out of the years a store keeps --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("message_id", "times"),
+    [
+        ("p3-old", {"timestamp": "1899-12-31T00:00:00Z"}),
+        ("p3-skew", {"timestamp": "2025-06-30T00:00:00Z", "sentAt": "2999-01-01T00:00:00Z"}),
+    ],
+    ids=["a time before 1900", "a sender's clock 974 years fast"],
+)
+def test_a_segment_time_out_of_range_is_refused_at_once_not_left_pending(
+    api, service, message_id, times
+):
+    """Such a message, of a user no group call had linked yet, waited in the pending list
+    (``GET /v1/ingest/pending``) as if it could be taken later; it never could: the
+    usage_events check refuses a time outside 1900-2999 once the user is linked."""
+    key = service.token("segment")
+    auth = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+    message = {"type": "track", "userId": "p3-nobody", "event": "search",
+               "messageId": message_id, **times}  # fmt: skip
+    r = api.post("/v1/batch", json={"batch": [message]}, headers={"Authorization": auth})
+    assert r.status_code == 200, r.text
+    pending = api.get("/v1/ingest/pending", params={"limit": 500}).json()["items"]
+    assert not [m for m in pending if m["message_id"] == message_id]
+    rejects = api.get("/v1/ingest/rejects", params={"limit": 500}).json()["items"]
+    [parked] = [m for m in rejects if m["message_id"] == message_id]
+    assert "1900" in parked["reason"] and "2999" in parked["reason"], parked

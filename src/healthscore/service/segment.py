@@ -26,7 +26,8 @@ Mapping (the service's "now" is ``receivedAt``):
 
 Refused (parked in ``ingest_rejects``): a message that is not an object, of another
 type (page, screen, alias), without userId (or a group without groupId, a track without
-event), with a time that does not parse, more than a day after it was received, with an
+event), with a time that does not parse, outside the years 1900-2999 (once corrected for the
+sender's clock), more than a day after it was received, with an
 id or event name of more than 1,000 characters (or a NUL character), naming a key twice
 (``{"userId": "a", "userId": "b"}``: which one it meant is not ours to guess), with text no store
 can keep (an unpaired surrogate, see :mod:`healthscore.service.text`) in a field it uses,
@@ -44,7 +45,7 @@ from datetime import UTC, datetime, timedelta
 from fastapi import APIRouter, Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
-from healthscore.core.limits import MAX_ID_CHARS, NUL
+from healthscore.core.limits import MAX_ID_CHARS, MAX_YEAR, MIN_YEAR, NUL
 from healthscore.errors import Problem
 from healthscore.service import auth, parked
 from healthscore.service.bodies import TWICE, Twice, twice
@@ -276,6 +277,12 @@ def normalise(raw, sent_at: str | None, received: datetime) -> Message:
         )
     except OverflowError:
         raise Refused("timestamp: out of range") from None
+    if not MIN_YEAR <= ts.year <= MAX_YEAR:  # else pending until its user is linked, and
+        # refused only then, by the table's check: never a message that could be taken
+        raise Refused(
+            f"timestamp {ts.isoformat()} (corrected for the sender's clock) is out of "
+            f"range: times must lie in the years {MIN_YEAR} to {MAX_YEAR}"
+        )
     if ts > received + MAX_FUTURE:
         raise Refused(
             f"timestamp {ts.isoformat()} (corrected for the sender's clock) is more than "

@@ -309,3 +309,15 @@ def test_a_segment_time_out_of_range_is_refused_at_once_not_left_pending(
     rejects = api.get("/v1/ingest/rejects", params={"limit": 500}).json()["items"]
     [parked] = [m for m in rejects if m["message_id"] == message_id]
     assert "1900" in parked["reason"] and "2999" in parked["reason"], parked
+
+
+# --- 9. a time field holding an object or a list -------------------------------------------
+
+
+@pytest.mark.parametrize("at", [{"t": "2025-06-30"}, ["2025-06-30"]], ids=["object", "list"])
+def test_a_flag_time_that_is_an_object_or_list_is_not_called_a_number(service, at):
+    with service.client(service.token("ingest:flags")) as writer:
+        r = writer.post("/v1/flags", json={"account_id": ACC, "kind": "p3_at", "at": at})
+    assert r.status_code == 422, r.text
+    text = r.json()["error"]
+    assert "`at`" in text and "ISO 8601" in text and "a number" not in text, text

@@ -303,9 +303,11 @@ def _time_text(value, info: ValidationInfo):
     if value is None:
         return None
     if not isinstance(value, str):
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        why = "a number is not read as a time" if number else "only text is read as a time"
         raise ValueError(
             f"`{name}` must be an ISO 8601 date or time as text, e.g. 2025-06-30 or "
-            f"2025-06-30T09:00:00Z (got {value!r}: a number is not read as a time)"
+            f"2025-06-30T09:00:00Z (got {value!r}: {why})"
         )
     try:
         return api.parse_as_of(value, name)

@@ -10,6 +10,8 @@ Modules, each owning one job:
 - ``state``     the one open store, its lock, the model, the accounts waiting to be
                 rescored (:class:`ServiceState`)
 - ``auth``      API tokens (``hs_<id>_<secret>``), dashboard users, sessions, CSRF
+- ``bodies``    JSON bodies read strictly (a key named twice is refused) and their
+                errors worded, for every route that takes JSON
 - ``ingest``    ``POST /v1/ingest/{table}``: canonical rows, validated as ``load`` does
 - ``segment``   the Segment-compatible routes (``/v1/batch``, ``track``, ``identify``,
                 ``group``)

@@ -12,9 +12,10 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from healthscore.service import auth
+from healthscore.service.bodies import JSONRoute
 from healthscore.service.text import StoredText
 
-router = APIRouter(prefix="/v1", tags=["admin"])
+router = APIRouter(prefix="/v1", tags=["admin"], route_class=JSONRoute)
 
 
 class TokenRequest(BaseModel):
@@ -86,7 +87,8 @@ def add_user(request: Request, body: UserRequest) -> dict:
         )
 
 
-@router.delete("/users/{username}", dependencies=[auth.require("admin")])
+# a user name may hold a "/" (ops/ana, sent as ops%2Fana): the rest of the path
+@router.delete("/users/{username:path}", dependencies=[auth.require("admin")])
 def remove_user(request: Request, username: str) -> dict:
     """Remove a dashboard login; its sessions end with it."""
     with request.app.state.service.store_access() as store:

@@ -102,7 +102,10 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
 
     @app.exception_handler(HTTPException)
     async def refused(request: Request, e: HTTPException) -> JSONResponse:
-        # the framework's {"detail"} in the shape of every other error
+        # the framework's {"detail"} in the shape of every other error; one raised for a
+        # library error (a body that is not JSON, see bodies.JSONRoute) as that error
+        if isinstance(e.__cause__, HealthscoreError):
+            return JSONResponse(error_body(e.__cause__), status_code=e.status_code)
         text = e.detail if isinstance(e.detail, str) else str(e.detail)
         return JSONResponse({"error": text}, status_code=e.status_code, headers=e.headers)
 
@@ -158,7 +161,8 @@ class LimitBody:
     """413 for a request body past ``limit`` bytes (declared or as read), before any
     route reads it: FastAPI reads a JSON or form body whole into memory, so a flag,
     token, user or login of megabytes would otherwise cost its size (and a password
-    its hashing time). Ingestion and Segment routes keep their own, larger limit."""
+    its hashing time). Ingestion and Segment routes keep their own, larger limit. A
+    compressed body is 415 here: the routes would read the compressed bytes as the body."""
 
     def __init__(self, app, limit: int):
         self.app = app
@@ -168,12 +172,25 @@ class LimitBody:
         if scope["type"] != "http" or scope["path"].startswith(OWN_BODY_LIMIT):
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        headers = dict(scope.get("headers") or ())
+        declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
             await self._too_large(scope, receive, send)
             return
         if scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
+            return
+        encoding = headers.get(b"content-encoding", b"identity").strip().lower()
+        if encoding not in (b"", b"identity"):  # else read as the compressed bytes
+            response = JSONResponse(
+                {
+                    "error": f"Content-Encoding {encoding.decode('latin-1')!r} is not "
+                    "accepted by this route (its body is a few fields, sent as is)",
+                    "hint": "gzip is accepted by POST /v1/ingest/{table} and the Segment routes",
+                },
+                status_code=415,
+            )
+            await response(scope, receive, send)
             return
         messages, size = [], 0
         while True:  # read it all (at most the limit) before the route does

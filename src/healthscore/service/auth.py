@@ -178,6 +178,29 @@ def _no_nul(text: str, what: str) -> None:
         raise AuthError(f"{what} holds a NUL character (U+0000), which no name may hold")
 
 
+#: the Unicode categories a name may not hold: control characters (a newline, an escape
+#: that colours or moves a terminal's cursor), format characters (invisible: a zero-width
+#: space, a right-to-left override that shows a name as another) and line separators
+_UNSHOWN = {"Cc": "a control character", "Cf": "an invisible format character",
+            "Zl": "a line separator", "Zp": "a paragraph separator"}  # fmt: skip
+
+
+def _shown(text: str, what: str) -> None:
+    """Refuse a name holding a character that does not show as itself (see _UNSHOWN): a
+    login form cannot type it, a listing cannot show it, or it reads as another name."""
+    import unicodedata
+
+    _no_nul(text, what)
+    for i, c in enumerate(text):
+        kind = _UNSHOWN.get(unicodedata.category(c))
+        if kind:
+            raise AuthError(
+                f"{what} holds U+{ord(c):04X} ({kind}) at character {i + 1}, which no "
+                "name may hold",
+                hint="letters, digits, spaces and punctuation",
+            )
+
+
 def create_token(
     store: Store, name: str, scopes: list[str], *, expires_at: datetime | None = None
 ) -> NewToken:
@@ -190,7 +213,7 @@ def create_token(
             f"a token name is at most {MAX_TOKEN_NAME} characters (got {len(name):,})",
             hint="name who or what uses it, e.g. 'CRM sync'",
         )
-    _no_nul(name, "a token name")
+    _shown(name, "a token name")
     words = parse_scopes(scopes)
     token_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
@@ -454,7 +477,7 @@ def add_user(
     username = username.strip()
     if not username or len(username) > 100:
         raise AuthError("a user name must be 1 to 100 characters")
-    _no_nul(username, "a user name")
+    _shown(username, "a user name")
     if csm is not None:
         _no_nul(csm, "a CSM name")
         if len(csm) > MAX_CSM_NAME:

@@ -16,7 +16,6 @@ per bad value, ``row`` being the row's index in ``rows`` (from 0).
 
 from __future__ import annotations
 
-import json
 import zlib
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -25,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from healthscore.core.tables import TABLES
 from healthscore.errors import HealthscoreError
 from healthscore.service import auth, parked, text
+from healthscore.service.bodies import TWICE, Twice, loads
 from healthscore.service.settings import Settings
 from healthscore.store import ColumnTypeError
 
@@ -91,21 +91,10 @@ async def read_body(request: Request, settings: Settings) -> bytes:
 
 
 async def read_json(request: Request, settings: Settings):
-    """The body as JSON (400 when it is not, or nests too deeply for the reader)."""
-    body = await read_body(request, settings)
-    try:
-        return json.loads(body, parse_constant=_not_json)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise IngestError(f"the body is not JSON: {e}") from None
-    except RecursionError:  # [[[[... a few hundred KB deep: the reader's stack, not ours
-        raise IngestError(
-            "the body nests arrays or objects too deeply to be read",
-            hint='send {"rows": [{...}, ...]}: a row holds text, numbers, true/false or null',
-        ) from None
-
-
-def _not_json(name: str):
-    raise ValueError(f"{name} is not a JSON value")
+    """The body as JSON (400 saying why when it is not: see
+    :func:`healthscore.service.bodies.loads`; an object naming a key twice is read as a
+    :class:`~healthscore.service.bodies.Twice`, which the caller refuses where it is)."""
+    return loads(await read_body(request, settings))
 
 
 def _table(table: str) -> str:
@@ -168,6 +157,15 @@ async def ingest(table: str, request: Request) -> dict:
             'the body must be a JSON object {"rows": [...]}',
             hint='e.g. {"rows": [{"event_id": "e1", "account_id": "A1", "ts": "2025-06-30"}]}',
         )
+    if isinstance(body, Twice):
+        raise IngestError(f"the body's {body.names[0]!r} is {TWICE}, nothing written")
+    others = sorted(set(body) - {"rows"})
+    if others:  # a field of another client's API (e.g. an upsert mode) is not ignored
+        raise IngestError(
+            f"the body holds {', '.join(map(repr, others))}, which this route does not "
+            'take (only "rows"), nothing written',
+            hint='send {"rows": [...]}; each row is an object of the table\'s columns',
+        )
     rows = body["rows"]
     if len(rows) > settings.max_batch_rows:
         raise IngestError(
@@ -179,14 +177,22 @@ async def ingest(table: str, request: Request) -> dict:
 
 
 def _write(state, table: str, rows: list) -> dict:
-    from healthscore.errors import SourceError
+    from healthscore.errors import Problem, SourceError
     from healthscore.sources.rows import check_rows
 
     if not rows:
         return {"table": table, "inserted": 0, "updated": 0, "unchanged": 0,
                 "unknown_accounts": 0, "accounts_changed": 0}  # fmt: skip
     as_text = _few_extra_columns(state, table, rows)
-    unstorable = text.row_problems(rows)  # text no store (nor Arrow) can take
+    # a row naming a column twice (as `healthscore load` refuses it), and text no store
+    # (nor Arrow) can take
+    twice = [
+        Problem(TWICE, row=i, column=str(name))
+        for i, r in enumerate(rows)
+        if isinstance(r, Twice)
+        for name in r.names
+    ]
+    unstorable = sorted(twice + text.row_problems(rows), key=lambda p: p.row)
     if unstorable:
         n = len({p.row for p in unstorable})
         raise SourceError.collect(

@@ -31,8 +31,9 @@ from healthscore import api
 from healthscore.core.limits import NUL
 from healthscore.errors import HealthscoreError
 from healthscore.service import accounts, auth
+from healthscore.service.bodies import JSONRoute
 
-router = APIRouter(prefix="/v1", tags=["read"])
+router = APIRouter(prefix="/v1", tags=["read"], route_class=JSONRoute)
 
 READ = auth.require("read")
 
@@ -172,7 +173,58 @@ def list_accounts(
     }
 
 
-@router.get("/accounts/{account_id}")
+#: an account id may hold a "/" (``ACC/9``, sent as ``ACC%2F9`` or as is: the router reads
+#: the path decoded), so the account routes take the rest of the path as the id, and
+#: ``.../history`` and ``.../why`` are declared before the account itself, which would
+#: otherwise match them (an id ending in "/history" or "/why" is read as that route)
+
+
+@router.get("/accounts/{account_id:path}/history")
+def account_history(
+    request: Request, account_id: str, scorecard: str | None = None, token=READ
+) -> dict:
+    """The account's stored scores (``healthscore history``), oldest first."""
+    from healthscore.engine.history import account_history as stored
+
+    state = _state(request)
+    card = _card(request, scorecard)
+    with state.store_access() as store:
+        _known(store, account_id)
+        rows = stored(store, card, account_id).to_pylist()
+    for r in rows:
+        r["as_of"] = _iso(r["as_of"])
+        r["signals"] = r["signals"].split(",") if r["signals"] else []
+    return {
+        "account_id": account_id,
+        "model_version": card.version,
+        "scorecard": card.scorecard_name,
+        "history": rows,
+    }
+
+
+@router.get("/accounts/{account_id:path}/why")
+def why_it_moved(
+    request: Request,
+    account_id: str,
+    from_: Annotated[str, Query(alias="from", description="the earlier date (UTC)")],
+    to: Annotated[str | None, Query(description="the later date (UTC); default now")] = None,
+    scorecard: str | None = None,
+    token=READ,
+) -> dict:
+    """Why the score moved between ``from`` and ``to`` (``explain --vs --format json``)."""
+    state = _state(request)
+    card = _card(request, scorecard)
+    if not from_.strip():  # else no earlier date: one explanation, not why it moved
+        raise HealthscoreError("`from` is empty", hint="the earlier date, e.g. from=2025-05-01")
+    start, end = _date(from_, "from"), _date(to, "to")
+    with state.store_access() as store:
+        _known(store, account_id)
+        end = end or state.now()
+        result = api.explain_account(store, card, account_id, end, start, names=("from", "to"))
+    return {**result.to_dict(), "warnings": result.warnings}
+
+
+@router.get("/accounts/{account_id:path}")
 def get_account(request: Request, account_id: str, scorecard: str | None = None, token=READ):
     """One account's current score with its explanation (``explain --format json``),
     plus ``scored_at``, ``model_version``, ``trend`` and ``change_30d``."""
@@ -206,51 +258,6 @@ def get_account(request: Request, account_id: str, scorecard: str | None = None,
     out["model_version"] = card.version
     out["scorecard"] = card.scorecard_name
     return out
-
-
-@router.get("/accounts/{account_id}/history")
-def account_history(
-    request: Request, account_id: str, scorecard: str | None = None, token=READ
-) -> dict:
-    """The account's stored scores (``healthscore history``), oldest first."""
-    from healthscore.engine.history import account_history as stored
-
-    state = _state(request)
-    card = _card(request, scorecard)
-    with state.store_access() as store:
-        _known(store, account_id)
-        rows = stored(store, card, account_id).to_pylist()
-    for r in rows:
-        r["as_of"] = _iso(r["as_of"])
-        r["signals"] = r["signals"].split(",") if r["signals"] else []
-    return {
-        "account_id": account_id,
-        "model_version": card.version,
-        "scorecard": card.scorecard_name,
-        "history": rows,
-    }
-
-
-@router.get("/accounts/{account_id}/why")
-def why_it_moved(
-    request: Request,
-    account_id: str,
-    from_: Annotated[str, Query(alias="from", description="the earlier date (UTC)")],
-    to: Annotated[str | None, Query(description="the later date (UTC); default now")] = None,
-    scorecard: str | None = None,
-    token=READ,
-) -> dict:
-    """Why the score moved between ``from`` and ``to`` (``explain --vs --format json``)."""
-    state = _state(request)
-    card = _card(request, scorecard)
-    if not from_.strip():  # else no earlier date: one explanation, not why it moved
-        raise HealthscoreError("`from` is empty", hint="the earlier date, e.g. from=2025-05-01")
-    start, end = _date(from_, "from"), _date(to, "to")
-    with state.store_access() as store:
-        _known(store, account_id)
-        end = end or state.now()
-        result = api.explain_account(store, card, account_id, end, start, names=("from", "to"))
-    return {**result.to_dict(), "warnings": result.warnings}
 
 
 # --- portfolio ---------------------------------------------------------------------------
@@ -296,9 +303,11 @@ def _time_text(value, info: ValidationInfo):
     if value is None:
         return None
     if not isinstance(value, str):
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        why = "a number is not read as a time" if number else "only text is read as a time"
         raise ValueError(
             f"`{name}` must be an ISO 8601 date or time as text, e.g. 2025-06-30 or "
-            f"2025-06-30T09:00:00Z (got {value!r}: a number is not read as a time)"
+            f"2025-06-30T09:00:00Z (got {value!r}: {why})"
         )
     try:
         return api.parse_as_of(value, name)
@@ -339,9 +348,13 @@ def list_flags(
     all: Annotated[bool, Query(description="include resolved flags")] = False,  # noqa: A002
     token=READ,
 ) -> dict:
-    """Flags active now (``all``: every flag), newest first (``flag list``)."""
+    """Flags active now (``all``: every flag), newest first (``flag list``); of an account
+    the store does not hold, a 404 naming it (as ``GET /v1/accounts/{id}``), not the
+    empty list a mistyped id would otherwise get."""
     state = _state(request)
     with state.store_access() as store:
+        if account_id is not None:
+            _known(store, account_id)
         now = state.now()
         rows = api.list_flags(store, account_id=account_id, as_of=now, include_resolved=all)
     return {"as_of": _iso(now), "items": [_flag(r) for r in rows]}
@@ -397,7 +410,8 @@ def add_flag(request: Request, body: NewFlag, token=FLAGS_WRITE) -> dict:
     return _flag(row)
 
 
-@router.post("/flags/{flag_id}/resolve")
+# a flag id may hold a "/" (an ingested one): the path up to /resolve
+@router.post("/flags/{flag_id:path}/resolve")
 def resolve_flag(
     request: Request, flag_id: str, body: Resolution | None = None, token=FLAGS_WRITE
 ) -> dict:

@@ -26,8 +26,10 @@ Mapping (the service's "now" is ``receivedAt``):
 
 Refused (parked in ``ingest_rejects``): a message that is not an object, of another
 type (page, screen, alias), without userId (or a group without groupId, a track without
-event), with a time that does not parse, more than a day after it was received, with an
-id or event name of more than 1,000 characters (or a NUL character), with text no store
+event), with a time that does not parse, outside the years 1900-2999 (once corrected for the
+sender's clock), more than a day after it was received, with an
+id or event name of more than 1,000 characters (or a NUL character), naming a key twice
+(``{"userId": "a", "userId": "b"}``: which one it meant is not ours to guess), with text no store
 can keep (an unpaired surrogate, see :mod:`healthscore.service.text`) in a field it uses,
 or with values the canonical table's checks refuse (the reason says which).
 """
@@ -43,9 +45,10 @@ from datetime import UTC, datetime, timedelta
 from fastapi import APIRouter, Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
-from healthscore.core.limits import MAX_ID_CHARS, NUL
+from healthscore.core.limits import MAX_ID_CHARS, MAX_YEAR, MIN_YEAR, NUL
 from healthscore.errors import Problem
 from healthscore.service import auth, parked
+from healthscore.service.bodies import TWICE, Twice, twice
 from healthscore.service.ingest import IngestError, json_body, read_json
 from healthscore.service.text import REASON, readable, unpaired
 
@@ -103,6 +106,8 @@ async def batch(request: Request, token: auth.Token = Depends(write_key)) -> dic
     body = await read_json(request, state.settings)
     if not isinstance(body, dict) or not isinstance(body.get("batch"), list):
         raise IngestError('the body must be a JSON object {"batch": [...]}')
+    if isinstance(body, Twice):  # which batch, which sentAt: the request as a whole
+        raise IngestError(f"the body's {body.names[0]!r} is {TWICE}")
     messages = body["batch"]
     if len(messages) > state.settings.max_batch_rows:
         raise IngestError(
@@ -118,7 +123,11 @@ async def _single(request: Request, kind: str) -> dict:
     message = await read_json(request, state.settings)
     if not isinstance(message, dict):
         raise IngestError("the body must be a JSON object (one message)")
-    message = {**message, "type": kind}
+    typed = {**message, "type": kind}
+    if isinstance(message, Twice):  # parked as such by normalise
+        typed = Twice(typed)
+        typed.names = message.names
+    message = typed
     await run_in_threadpool(take, state, [message], message.get("sentAt"))
     return {"success": True}
 
@@ -247,6 +256,9 @@ def normalise(raw, sent_at: str | None, received: datetime) -> Message:
     """A received message checked and its time corrected; :class:`Refused` says why not."""
     if not isinstance(raw, dict):
         raise Refused("a message must be a JSON object")
+    where = twice(raw)
+    if where:  # which of the two values it meant is not ours to guess
+        raise Refused(f"{where}: {TWICE}")
     kind = raw.get("type")
     if kind not in TYPES:
         raise Refused(f"type {kind!r} is not used (healthscore takes {', '.join(TYPES)})")
@@ -265,6 +277,12 @@ def normalise(raw, sent_at: str | None, received: datetime) -> Message:
         )
     except OverflowError:
         raise Refused("timestamp: out of range") from None
+    if not MIN_YEAR <= ts.year <= MAX_YEAR:  # else pending until its user is linked, and
+        # refused only then, by the table's check: never a message that could be taken
+        raise Refused(
+            f"timestamp {ts.isoformat()} (corrected for the sender's clock) is out of "
+            f"range: times must lie in the years {MIN_YEAR} to {MAX_YEAR}"
+        )
     if ts > received + MAX_FUTURE:
         raise Refused(
             f"timestamp {ts.isoformat()} (corrected for the sender's clock) is more than "

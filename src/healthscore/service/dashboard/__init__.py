@@ -244,7 +244,9 @@ def _date(text: str | None, what: str) -> datetime | None:
     return parse_as_of(text, what)
 
 
-@router.get("/accounts/{account_id}", response_class=HTMLResponse)
+# the account id may hold a "/": the rest of the path (as the read API's routes take it);
+# the POST routes below end in /flags and /feedback, which a GET never matches
+@router.get("/accounts/{account_id:path}", response_class=HTMLResponse)
 def account_page(request: Request, account_id: str, user=auth.require_user("viewer")):
     from healthscore.service.dashboard import data
 
@@ -332,7 +334,7 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
-@router.post("/accounts/{account_id}/flags")
+@router.post("/accounts/{account_id:path}/flags")
 async def raise_flag(request: Request, account_id: str, user=auth.require_user("member")):
     from starlette.concurrency import run_in_threadpool
 
@@ -354,7 +356,8 @@ async def raise_flag(request: Request, account_id: str, user=auth.require_user("
     return _see_other(f"/accounts/{_path(account_id)}#flags")
 
 
-@router.post("/flags/{flag_id}/resolve")
+# a flag id may hold a "/" (an ingested one): the path up to /resolve
+@router.post("/flags/{flag_id:path}/resolve")
 async def resolve_flag(request: Request, flag_id: str, user=auth.require_user("member")):
     from starlette.concurrency import run_in_threadpool
 
@@ -368,7 +371,7 @@ async def resolve_flag(request: Request, flag_id: str, user=auth.require_user("m
     return _see_other(f"/accounts/{_path(row['account_id'])}#flags")
 
 
-@router.post("/accounts/{account_id}/feedback")
+@router.post("/accounts/{account_id:path}/feedback")
 async def score_feedback(request: Request, account_id: str, user=auth.require_user("member")):
     from starlette.concurrency import run_in_threadpool
 

@@ -111,6 +111,7 @@ __all__ = [
     "score_accounts",
     "suggest_model",
     "score_expr",
+    "store_file",
     "tables_needed",
     "today",
     "validate_model",
@@ -194,6 +195,17 @@ def model_path(model: str | Path | None = None) -> Path | None:
     if model is not None:
         return Path(model)
     return Path(DEFAULT_MODEL) if Path(DEFAULT_MODEL).exists() else None
+
+
+def store_file(db: str | Path | None = None) -> Path | None:
+    """The DuckDB file the store ``db`` is (default: ``$HEALTHSCORE_DB``, else
+    ./healthscore.duckdb), absolute; None for another backend or a store in memory."""
+    from healthscore.store import resolve_url
+
+    url = resolve_url(db)
+    if not url.startswith("duckdb://") or url == "duckdb://":
+        return None
+    return Path(url.removeprefix("duckdb://"))
 
 
 def open_connections() -> int:

@@ -30,12 +30,33 @@ def has_bidi(text: str) -> bool:
 def isolate(text: str) -> str:
     """``text`` closed off from what is around it when it holds bidirectional controls:
     wrapped in FSI ... PDI, which ends every embedding and override opened inside, so a
-    name with U+202E cannot reverse the text after it. Other text is returned as it is.
+    name with U+202E cannot reverse the text after it. A PDI in ``text`` with no isolate
+    of its own to end would end the wrapping one early (and let an override after it
+    loose): it is dropped; an isolate ``text`` leaves open is ended, so the closing PDI
+    ends the wrapping one. Other text is returned as it is.
 
     >>> isolate("Acme"), isolate("\u202eemca") == "\u2068\u202eemca\u2069"
     ('Acme', True)
+    >>> isolate("\u2069\u202eevil") == "\u2068\u202eevil\u2069"
+    True
     """
-    return f"{FSI}{text}{PDI}" if has_bidi(text) else text
+    if not has_bidi(text):
+        return text
+    if PDI in text or not _ISOLATES.isdisjoint(text):
+        kept, depth = [], 0
+        for c in text:
+            if c in _ISOLATES:
+                depth += 1
+            elif c == PDI:
+                if not depth:
+                    continue  # it would end the wrapping isolate
+                depth -= 1
+            kept.append(c)
+        text = "".join(kept) + PDI * depth
+    return f"{FSI}{text}{PDI}"
+
+
+_ISOLATES = frozenset("\u2066\u2067\u2068")  # LRI, RLI, FSI: each ended by a PDI
 
 
 def strip_bidi(text: str) -> str:

@@ -283,3 +283,33 @@ def test_isolate_closes_isolates_a_name_opens_and_drops_the_pops_it_has_no_opene
         assert shown.replace("\u2068", "").replace("\u2069", "") == name.replace(
             "\u2068", ""
         ).replace("\u2069", "")
+
+
+# --- temporary files of a load ----------------------------------------------------------------
+
+
+def test_a_bom_json_lines_copy_on_a_full_temp_disk_is_removed_and_named(
+    project,
+    small_disk,  # noqa: F811 (the fixture of test_outputs)
+    monkeypatch,
+):
+    # a JSON lines file with a byte order mark is copied without it to the temporary
+    # folder; on a full disk the partial copy stayed there, and the error said "cannot
+    # write standard output"
+    import json
+    import tempfile
+
+    data = project / "accounts.jsonl"
+    with open(data, "wb") as f:
+        f.write(b"\xef\xbb\xbf")
+        for i in range(15_000):  # 1.3 MB: more than the 1 MB disk holds
+            row = {"account_id": f"B{i}", "name": "x" * 40, "created_at": "2024-01-01"}
+            f.write((json.dumps(row) + "\n").encode())
+    monkeypatch.setenv("TMPDIR", str(small_disk))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    res = run("load", "accounts", data, cwd=project)
+    assert res.exit_code == 1, res.output
+    error = one_line_error(res.output)
+    assert "standard output" not in error, error
+    assert str(small_disk) in error and "disk is full" in error and "TMPDIR" in error, error
+    assert list(small_disk.iterdir()) == []

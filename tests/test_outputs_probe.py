@@ -313,3 +313,36 @@ def test_a_bom_json_lines_copy_on_a_full_temp_disk_is_removed_and_named(
     assert "standard output" not in error, error
     assert str(small_disk) in error and "disk is full" in error and "TMPDIR" in error, error
     assert list(small_disk.iterdir()) == []
+
+
+# --- init and demo: the project folder --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["init", "{file}"],
+        ["init", "{file}/sub"],
+        ["demo", "--accounts", "20", "--months", "6", "--dir", "{file}"],
+    ],
+    ids=["init into a file", "init under a file", "demo into a file"],
+)
+def test_a_project_folder_that_is_a_file_is_a_one_line_error(tmp_path, args):
+    # FileExistsError / NotADirectoryError came out as tracebacks
+    file = tmp_path / "notes.txt"
+    file.write_text("mine")
+    res = run(*(a.format(file=file) for a in args), cwd=tmp_path)
+    assert res.exit_code == 1, res.output
+    error = one_line_error(res.output)
+    assert str(file) in error and "not a folder" in error, error
+    assert file.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_init_over_a_model_file_that_is_a_folder_says_so(tmp_path):
+    # "healthscore.yaml exists; keeping it": the folder was taken for the model file
+    (tmp_path / "healthscore.yaml").mkdir()
+    res = run("init", tmp_path, cwd=tmp_path)
+    assert res.exit_code == 1, res.output
+    error = one_line_error(res.output)
+    assert "healthscore.yaml" in error and "is a folder" in error, error

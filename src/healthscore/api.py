@@ -250,14 +250,13 @@ class InitResult:
 def init_project(directory: str | Path = ".", *, force: bool = False) -> InitResult:
     """Write a starter project: the default model (kept if present, unless ``force``)
     and an empty store."""
-    from healthscore.core.files import write_text_atomic
+    from healthscore.core.files import make_folder, model_target, write_text_atomic
     from healthscore.model import default_model_text
     from healthscore.store import connect
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = make_folder(directory, param="directory")
     target = directory / DEFAULT_MODEL
-    kept = target.exists() and not force
+    kept = not model_target(target, force=force)
     if not kept:
         write_text_atomic(target, default_model_text())
     db = directory / DEFAULT_STORE

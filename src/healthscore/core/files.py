@@ -129,6 +129,37 @@ def folder_error(path: str | os.PathLike, param: str | None = None) -> OutputErr
     return OutputError(f"cannot write {path}: it is a folder", hint=fix, path=Path(path))
 
 
+def make_folder(path: str | os.PathLike, *, param: str | None = None) -> Path:
+    """Make the folder ``path`` (and its parents) unless it is there; a file in the way
+    (``path`` or one of its parents) or a disk error is an :class:`OutputError`."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        file = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
+        raise OutputError(
+            f"cannot make the folder {folder}: {file} is a file, not a folder",
+            hint="name another folder" + (f" (`{param}`)" if param else ""),
+            path=folder,
+        ) from None
+    except OSError as e:
+        raise output_error(folder, e, param) from None
+    return folder
+
+
+def model_target(path: str | os.PathLike, *, force: bool) -> bool:
+    """Whether a model file is to be written at ``path``: not when one is there, unless
+    ``force``; a folder there is an :class:`OutputError` either way."""
+    target = Path(path)
+    if target.is_dir():
+        raise OutputError(
+            f"cannot write the model file {target}: it is a folder",
+            hint="move the folder away, or use another project folder",
+            path=target,
+        )
+    return force or not target.exists()
+
+
 @contextmanager
 def atomic_path(
     path: str | os.PathLike, *, param: str | None = None, perms: int | None = None

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 from dateutil.relativedelta import relativedelta
 
-from healthscore.core.files import write_text_atomic
+from healthscore.core.files import make_folder, model_target, write_text_atomic
 from healthscore.core.limits import MAX_DEMO_MONTHS
 from healthscore.core.tables import TABLES
 from healthscore.core.time import today
@@ -70,10 +70,9 @@ def run_demo(
         raise SourceError(
             f"demo: history months must be from 0 to {MAX_DEMO_MONTHS} (got {history_months})"
         )
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = make_folder(directory, param="directory")
     model_path = directory / "healthscore.yaml"
-    if not model_path.exists():
+    if model_target(model_path, force=False):
         write_text_atomic(model_path, default_model_text())
     model = load_model(model_path)
     db_path = directory / "healthscore.duckdb"

@@ -346,3 +346,25 @@ def test_init_over_a_model_file_that_is_a_folder_says_so(tmp_path):
     assert res.exit_code == 1, res.output
     error = one_line_error(res.output)
     assert "healthscore.yaml" in error and "is a folder" in error, error
+
+
+# --- the terminal is a reader too -------------------------------------------------------------
+
+
+def test_escape_sequences_in_names_are_shown_not_run_by_the_terminal(project):
+    # an account named "Acme\x1b]0;pwned\x07\x1b[2J" set the terminal's title and cleared
+    # the screen of whoever listed the scores: Rich drops BEL but prints ESC as it is
+    import csv
+    import io
+
+    rows = io.StringIO()
+    w = csv.writer(rows)
+    w.writerow(["account_id", "name", "csm", "segment", "created_at"])
+    w.writerow(["A1", "Acme\x1b]0;pwned\x07\x1b[2J", "\x1b[31mred\x9b1m", "seg", "2023-01-01"])
+    (project / "esc.csv").write_text(rows.getvalue())
+    assert run("load", "accounts", project / "esc.csv", cwd=project).exit_code == 0
+    for args in (["score", *AS_OF], ["explain", "A1", *AS_OF], ["explain", "\x1b[2J", *AS_OF]):
+        res = run(*args, cwd=project)
+        assert "\x1b" not in res.output and "\x9b" not in res.output, repr(res.output)
+    res = run("score", *AS_OF, cwd=project)
+    assert "Acme\u241b]0;pwned" in res.output and "\u241b[31mred" in res.output

@@ -8,6 +8,7 @@ report templates (see :func:`healthscore.views.report.page_environment`).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from healthscore.core.values import value_text
@@ -57,6 +58,35 @@ def isolate(text: str) -> str:
 
 
 _ISOLATES = frozenset("\u2066\u2067\u2068")  # LRI, RLI, FSI: each ended by a PDI
+
+
+#: characters a terminal runs rather than shows: C0 controls but tab and line feed (ESC
+#: starts the sequences that move the cursor, clear the screen, set the title or the
+#: clipboard), DEL and the C1 controls (U+009B is a one-character ESC [)
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _control_picture(m: re.Match) -> str:
+    code = ord(m.group())
+    if code < 0x20:
+        return chr(0x2400 + code)  # the Control Pictures block: ESC as U+241B
+    return "\u2421" if code == 0x7F else "\ufffd"
+
+
+def show_controls(text: str) -> str:
+    """``text`` with the control characters a terminal would run shown as symbols
+    (ESC as U+241B), so a name cannot move the cursor, clear the screen or retitle the
+    window of whoever reads it.
+
+    >>> show_controls("Acme\\x1b[2J"), show_controls("a\\tb\\nc") == "a\\tb\\nc"
+    ('Acme␛[2J', True)
+    """
+    return _CONTROL.sub(_control_picture, text)
+
+
+def has_controls(text: str) -> bool:
+    """Whether ``text`` holds a character :func:`show_controls` replaces."""
+    return _CONTROL.search(text) is not None
 
 
 def strip_bidi(text: str) -> str:

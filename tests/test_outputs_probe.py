@@ -368,3 +368,39 @@ def test_escape_sequences_in_names_are_shown_not_run_by_the_terminal(project):
         assert "\x1b" not in res.output and "\x9b" not in res.output, repr(res.output)
     res = run("score", *AS_OF, cwd=project)
     assert "Acme\u241b]0;pwned" in res.output and "\u241b[31mred" in res.output
+
+
+# --- the service's CSV download ---------------------------------------------------------------
+
+
+def test_the_feedback_download_neutralizes_formulas_behind_leading_spaces(fixture_db, tmp_path):
+    # a CSM's reason "\u200b@SUM(...)" went into the spreadsheet download as it was
+    import csv
+    import io
+    from datetime import datetime
+
+    from healthscore.service.dashboard import feedback
+    from service_support import running_service
+
+    db = tmp_path / "healthscore.duckdb"
+    shutil.copy2(fixture_db, db)
+    reasons = [' =HYPERLINK("http://evil","x")', "\u200b@SUM(1+1)", "\n+cmd|' /C calc'!A0"]
+    with running_service(db) as r:
+        with r.state.store_access() as store:
+            for i, reason in enumerate(reasons):
+                feedback.add(
+                    store,
+                    account_id="A1",
+                    model_version="v",
+                    scorecard="health",
+                    score=40.0,
+                    verdict="too_high",
+                    reason=reason,
+                    username="csm1",
+                    at=datetime(2025, 6, 1 + i),
+                )
+        with r.client() as c:
+            got = c.get("/v1/feedback", params={"format": "csv"})
+    assert got.status_code == 200, got.text
+    cells = [row["reason"] for row in csv.DictReader(io.StringIO(got.text))]
+    assert len(cells) == 3 and all(c.startswith("'") for c in cells), cells  # stored trimmed

@@ -404,3 +404,14 @@ def test_the_feedback_download_neutralizes_formulas_behind_leading_spaces(fixtur
     assert got.status_code == 200, got.text
     cells = [row["reason"] for row in csv.DictReader(io.StringIO(got.text))]
     assert len(cells) == 3 and all(c.startswith("'") for c in cells), cells  # stored trimmed
+
+
+def test_demo_with_a_folder_named_report_html_stops_before_any_work(tmp_path):
+    # the demo built and loaded its store, then failed at the end on the report, with a
+    # hint about an --out the demo does not have
+    (tmp_path / "report.html").mkdir()
+    res = run("demo", "--accounts", "20", "--months", "6", "--dir", tmp_path, cwd=tmp_path)
+    assert res.exit_code == 1, res.output
+    error = one_line_error(res.output)
+    assert "report.html" in error and "is a folder" in error and "--out" not in error, error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]

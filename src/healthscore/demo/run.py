@@ -24,7 +24,7 @@ from healthscore.core.time import today
 from healthscore.demo import book
 from healthscore.engine import asof, trends
 from healthscore.engine.explain import Change
-from healthscore.errors import SourceError, StoreError
+from healthscore.errors import OutputError, SourceError, StoreError
 from healthscore.model import Model, default_model_text, load_model
 from healthscore.store import LoadResult, connect
 from healthscore.views.report import write_report
@@ -71,6 +71,12 @@ def run_demo(
             f"demo: history months must be from 0 to {MAX_DEMO_MONTHS} (got {history_months})"
         )
     directory = make_folder(directory, param="directory")
+    if report and (directory / "report.html").is_dir():  # before the store is built
+        raise OutputError(
+            f"cannot write the demo's report {directory / 'report.html'}: it is a folder",
+            hint="move the folder away, or run the demo in another folder (`directory`)",
+            path=directory / "report.html",
+        )
     model_path = directory / "healthscore.yaml"
     if model_target(model_path, force=False):
         write_text_atomic(model_path, default_model_text())

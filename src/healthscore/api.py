@@ -111,6 +111,7 @@ __all__ = [
     "score_accounts",
     "suggest_model",
     "score_expr",
+    "store_file",
     "tables_needed",
     "today",
     "validate_model",
@@ -196,6 +197,17 @@ def model_path(model: str | Path | None = None) -> Path | None:
     return Path(DEFAULT_MODEL) if Path(DEFAULT_MODEL).exists() else None
 
 
+def store_file(db: str | Path | None = None) -> Path | None:
+    """The DuckDB file the store ``db`` is (default: ``$HEALTHSCORE_DB``, else
+    ./healthscore.duckdb), absolute; None for another backend or a store in memory."""
+    from healthscore.store import resolve_url
+
+    url = resolve_url(db)
+    if not url.startswith("duckdb://") or url == "duckdb://":
+        return None
+    return Path(url.removeprefix("duckdb://"))
+
+
 def open_connections() -> int:
     """How many store connections this process has open (see
     :func:`healthscore.store.open_connections`); none before a store was first opened."""
@@ -238,14 +250,13 @@ class InitResult:
 def init_project(directory: str | Path = ".", *, force: bool = False) -> InitResult:
     """Write a starter project: the default model (kept if present, unless ``force``)
     and an empty store."""
-    from healthscore.core.files import write_text_atomic
+    from healthscore.core.files import make_folder, model_target, write_text_atomic
     from healthscore.model import default_model_text
     from healthscore.store import connect
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = make_folder(directory, param="directory")
     target = directory / DEFAULT_MODEL
-    kept = target.exists() and not force
+    kept = not model_target(target, force=force)
     if not kept:
         write_text_atomic(target, default_model_text())
     db = directory / DEFAULT_STORE

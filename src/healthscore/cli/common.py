@@ -169,7 +169,7 @@ class Command(TyperCommand):
             try:
                 with _stopped_by_sigterm(self.callback):
                     self._check_store_free(ctx)
-                    self._check_out_folders(ctx)
+                    self._check_out_files(ctx)
                     result = super().invoke(ctx)
                     sys.stdout.flush()  # a full disk under a redirected stdout shows here
                     return result
@@ -208,14 +208,74 @@ class Command(TyperCommand):
         if "db" in ctx.params and not getattr(self.callback, "through_server", False):
             local.check_free(ctx.params["db"], _spelled(ctx))
 
-    def _check_out_folders(self, ctx: typer.Context) -> None:
-        """A file to write into a folder that does not exist fails before any work."""
-        for p in self.params:
-            value = ctx.params.get(p.name)
-            if WRITTEN & set(p.opts) and value is not None and not value.resolve().parent.is_dir():
-                raise HealthscoreError(
-                    f"{p.opts[0]} {value}: the folder {value.parent} does not exist"
-                )
+    def _check_out_files(self, ctx: typer.Context) -> None:
+        """A file to write fails before any work when it cannot be written or would
+        replace what the command works from: its folder does not exist, it is a folder,
+        or it is the store, the model file, a file the command reads or a file another
+        of its options writes."""
+        written = [p for p in self.params if WRITTEN & set(p.opts) and ctx.params.get(p.name)]
+        if not written:
+            return
+        names = flag_names(self)
+        kept = _files_read(self, ctx, names)
+        for p in written:
+            value = ctx.params[p.name]
+            flag = names[p.name]
+            real = Path(os.path.realpath(value))  # a link is written through (files.py)
+            if real.is_dir():
+                raise HealthscoreError(f"{flag} {value} is a folder; give the file's name in it")
+            if not real.parent.is_dir():
+                folder = real.parent if value.is_symlink() else value.parent
+                raise HealthscoreError(f"{flag} {value}: the folder {folder} does not exist")
+            for path, what in kept:
+                if _same_file(real, path) and not (
+                    what == MODEL_READ and getattr(self.callback, "edits_model", False)
+                ):
+                    raise HealthscoreError(f"{flag} {value} is {what}; write to another file")
+            kept.append((real, f"the file {flag} writes"))
+
+
+MODEL_READ = "the model file this command reads (--model)"
+
+
+def _files_read(command: TyperCommand, ctx: typer.Context, names: dict[str, str]) -> list:
+    """(path, what it is) of every file ``command`` works from: the store (and its
+    write-ahead log), the model file and the files its other options name."""
+    kept: list[tuple[Path, str]] = []
+    if "db" in ctx.params:
+        store = api.store_file(ctx.params["db"])
+        if store is not None:
+            what = "the store this command uses (--db)"
+            kept += [(store, what), (store.with_name(store.name + ".wal"), what)]
+    if "model" in ctx.params:
+        model = api.model_path(ctx.params["model"])
+        if model is not None:
+            kept.append((model, MODEL_READ))
+    for p in command.params:
+        if WRITTEN & set(p.opts) or p.name in ("db", "model"):
+            continue
+        value = ctx.params.get(p.name)
+        for v in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(v, Path):
+                kept.append((v, f"the file it reads ({names[p.name]})"))
+    return kept
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file (through links, other spellings, hard links)."""
+    if Path(os.path.realpath(a)) == Path(os.path.realpath(b)):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them is not there (yet)
+        return False
+
+
+def edits_model(command: Callable) -> Callable:
+    """Mark a command that rewrites the model file it reads (by default in place): its
+    ``--out`` may name that file."""
+    command.edits_model = True
+    return command
 
 
 def interruption(error: BaseException) -> KeyboardInterrupt | None:

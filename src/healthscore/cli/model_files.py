@@ -25,6 +25,7 @@ from healthscore.cli.common import (
     ModelOpt,
     ScorecardOpt,
     TableFormat,
+    edits_model,
     file_to_write,
     model_file,
     reject_options,
@@ -103,6 +104,7 @@ def suggest_command(
     write_output(format, None, result, render=render)
 
 
+@edits_model  # --out may name the model it reads: in place is its default
 def fit_percentiles_command(
     as_of: AsOfOpt = None,
     model: ModelOpt = None,
@@ -119,6 +121,7 @@ def fit_percentiles_command(
     )
 
 
+@edits_model  # --out may name the model it reads: in place is its default
 def fit_probability_command(
     ctx: typer.Context,
     until: Annotated[

@@ -20,6 +20,7 @@ from healthscore.cli.common import (
     ModelOpt,
     ScorecardOpt,
     TableFormat,
+    edits_model,
     file_to_write,
     reject_options,
     write_output,
@@ -147,6 +148,7 @@ def backtest_command(
     write_output(format, None, run, render=render)
 
 
+@edits_model  # --out may name the model it reads: in place is its default
 def calibrate_command(
     ctx: typer.Context,
     train_until: Annotated[

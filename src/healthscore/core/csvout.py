@@ -5,13 +5,14 @@ command writes (``score --format csv``, ``trends --format csv``, ``load --reject
 goes through :func:`write_csv` or :func:`csv_bytes`.
 
 A spreadsheet runs a cell that starts with ``=``, ``+``, ``-`` or ``@`` (and, in some,
-tab or carriage return) as a formula, so an account, CSM or segment name such as
-``=HYPERLINK(...)`` would run on the reader's machine. As OWASP recommends ("CSV
-injection"), :func:`neutralize` prefixes such text cells with a single quote, which
-spreadsheets show as text. Only text cells are touched: numeric columns stay numbers
-(``-12.5`` in a score column is written as it is), and a text cell that is just a number
-(``-3``, ``+1.5e3``) is left alone, since it cannot run anything. Column names are text
-cells too. ``raw=True`` writes every value as it is, for a program that reads the file.
+tab or carriage return, or any of them behind spaces it trims) as a formula, so an
+account, CSM or segment name such as ``=HYPERLINK(...)`` would run on the reader's
+machine. As OWASP recommends ("CSV injection"), :func:`neutralize` prefixes such text
+cells with a single quote, which spreadsheets show as text. Only text cells are touched:
+numeric columns stay numbers (``-12.5`` in a score column is written as it is), and a
+text cell that is just a number (``-3``, ``+1.5e3``) is left alone, since it cannot run
+anything. Column names are text cells too. ``raw=True`` writes every value as it is,
+for a program that reads the file.
 
 Examples
 --------
@@ -41,10 +42,12 @@ from healthscore.core.files import atomic_path
 
 #: a text cell starting with one of these is run as a formula by some spreadsheet; the
 #: full-width forms (U+FF1D, U+FF0B, U+FF0D, U+FF20) too, which a spreadsheet in an East
-#: Asian locale may read as the ASCII signs
-FORMULA_START = r"^[=+\-@\t\r\x{ff1d}\x{ff0b}\x{ff0d}\x{ff20}]"
-#: ... unless it is just a number, which runs nothing
-PLAIN_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+#: Asian locale may read as the ASCII signs; and behind leading spaces, line breaks or
+#: invisible characters (a no-break space, a zero-width space, a byte-order mark), which
+#: a spreadsheet may trim on import before it looks at the cell
+FORMULA_START = r"^[\s\p{Z}\p{Cf}]*[=+\-@\t\r\x{ff1d}\x{ff0b}\x{ff0d}\x{ff20}]"
+#: ... unless it is just a number (spaces around it aside), which runs nothing
+PLAIN_NUMBER = r"^ *[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)? *$"
 
 
 def neutral_text(value: str) -> str:

@@ -123,18 +123,61 @@ def disk_error(e: BaseException) -> OutputError | None:
     return output_error(getattr(e, "filename", None) or "standard output", e)
 
 
+def folder_error(path: str | os.PathLike, param: str | None = None) -> OutputError:
+    """The :class:`OutputError` for a file to write that is a folder."""
+    fix = "give the file's name in it" + (f" (`{param}`)" if param else "")
+    return OutputError(f"cannot write {path}: it is a folder", hint=fix, path=Path(path))
+
+
+def make_folder(path: str | os.PathLike, *, param: str | None = None) -> Path:
+    """Make the folder ``path`` (and its parents) unless it is there; a file in the way
+    (``path`` or one of its parents) or a disk error is an :class:`OutputError`."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        file = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
+        raise OutputError(
+            f"cannot make the folder {folder}: {file} is a file, not a folder",
+            hint="name another folder" + (f" (`{param}`)" if param else ""),
+            path=folder,
+        ) from None
+    except OSError as e:
+        raise output_error(folder, e, param) from None
+    return folder
+
+
+def model_target(path: str | os.PathLike, *, force: bool) -> bool:
+    """Whether a model file is to be written at ``path``: not when one is there, unless
+    ``force``; a folder there is an :class:`OutputError` either way."""
+    target = Path(path)
+    if target.is_dir():
+        raise OutputError(
+            f"cannot write the model file {target}: it is a folder",
+            hint="move the folder away, or use another project folder",
+            path=target,
+        )
+    return force or not target.exists()
+
+
 @contextmanager
-def atomic_path(path: str | os.PathLike, *, param: str | None = None) -> Iterator[Path]:
+def atomic_path(
+    path: str | os.PathLike, *, param: str | None = None, perms: int | None = None
+) -> Iterator[Path]:
     """A temporary path in ``path``'s folder to write to; renamed to ``path`` when the
     block ends without error, removed otherwise.
 
     For writers that take a file name (Arrow, DuckDB). The file keeps ``path``'s mode
-    (a new one gets the umask's). A ``path`` that is a device or a pipe
+    (a new one gets the umask's), or gets ``perms`` when given (``0o600``: a file only
+    its owner may read, never readable by others on its way). A folder is an error
+    (:func:`folder_error`). A ``path`` that is a device or a pipe
     (``/dev/stdout``) cannot be replaced: it is written in place. A symbolic link is
     followed: the file it points to is replaced, the link is kept. OS errors become
     :class:`OutputError` naming ``path``.
     """
     target = Path(path)
+    if os.path.isdir(target):  # not "special": a folder cannot be written in place
+        raise folder_error(target, param)
     if _special(target):
         try:
             yield target
@@ -151,7 +194,7 @@ def atomic_path(path: str | os.PathLike, *, param: str | None = None) -> Iterato
     try:
         yield tmp
         _sync(tmp)
-        os.chmod(tmp, _file_mode(real))  # mkstemp makes 0600
+        os.chmod(tmp, _file_mode(real) if perms is None else perms)  # mkstemp makes 0600
         os.replace(tmp, real)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
@@ -169,11 +212,12 @@ def atomic_write(
     param: str | None = None,
     encoding: str | None = "utf-8",
     newline: str | None = None,
+    perms: int | None = None,
 ) -> Iterator[IO]:
     """An open file (``mode`` ``"w"`` or ``"wb"``) whose contents replace ``path`` when
     the block ends without error (see :func:`atomic_path`)."""
     binary = "b" in mode
-    with atomic_path(path, param=param) as tmp:
+    with atomic_path(path, param=param, perms=perms) as tmp:
         with open(
             tmp,
             mode,
@@ -184,11 +228,16 @@ def atomic_write(
 
 
 def write_text_atomic(
-    path: str | os.PathLike, text: str, *, param: str | None = None, newline: str | None = ""
+    path: str | os.PathLike,
+    text: str,
+    *,
+    param: str | None = None,
+    newline: str | None = "",
+    perms: int | None = None,
 ) -> None:
     """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder:
     readers see the old file or the new one, never a half-written one."""
-    with atomic_write(path, param=param, newline=newline) as f:
+    with atomic_write(path, param=param, newline=newline, perms=perms) as f:
         f.write(text)
 
 

@@ -17,14 +17,14 @@ from pathlib import Path
 import pyarrow as pa
 from dateutil.relativedelta import relativedelta
 
-from healthscore.core.files import write_text_atomic
+from healthscore.core.files import make_folder, model_target, write_text_atomic
 from healthscore.core.limits import MAX_DEMO_MONTHS
 from healthscore.core.tables import TABLES
 from healthscore.core.time import today
 from healthscore.demo import book
 from healthscore.engine import asof, trends
 from healthscore.engine.explain import Change
-from healthscore.errors import SourceError, StoreError
+from healthscore.errors import OutputError, SourceError, StoreError
 from healthscore.model import Model, default_model_text, load_model
 from healthscore.store import LoadResult, connect
 from healthscore.views.report import write_report
@@ -70,10 +70,15 @@ def run_demo(
         raise SourceError(
             f"demo: history months must be from 0 to {MAX_DEMO_MONTHS} (got {history_months})"
         )
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = make_folder(directory, param="directory")
+    if report and (directory / "report.html").is_dir():  # before the store is built
+        raise OutputError(
+            f"cannot write the demo's report {directory / 'report.html'}: it is a folder",
+            hint="move the folder away, or run the demo in another folder (`directory`)",
+            path=directory / "report.html",
+        )
     model_path = directory / "healthscore.yaml"
-    if not model_path.exists():
+    if model_target(model_path, force=False):
         write_text_atomic(model_path, default_model_text())
     model = load_model(model_path)
     db_path = directory / "healthscore.duckdb"

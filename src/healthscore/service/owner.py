@@ -55,14 +55,13 @@ def default_state_dir(db: str | os.PathLike | None) -> Path | None:
 
 
 def write(state_dir: Path, owner: Owner) -> Path:
-    """Write the owner file (owner-only, replaced atomically)."""
+    """Write the owner file (owner-only, replaced atomically): a write cut short (a full
+    disk) is an :class:`~healthscore.errors.OutputError` naming it, and leaves the old
+    file or none, and no temporary file."""
+    from healthscore.core.files import write_text_atomic
+
     path = Path(state_dir) / OWNER_FILE
-    tmp = path.with_name(f".{OWNER_FILE}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(asdict(owner), f)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(asdict(owner)), perms=0o600)
     return path
 
 

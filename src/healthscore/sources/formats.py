@@ -22,11 +22,13 @@ import shutil
 import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from healthscore.core.files import disk_reason
 from healthscore.core.limits import MAX_JSON_DEPTH
-from healthscore.errors import SourceError
+from healthscore.errors import OutputError, SourceError
 from healthscore.sources.sql import plural, sql_literal
 from healthscore.store.scratch import ScratchConnection, ScratchError, error_detail
 
@@ -93,11 +95,35 @@ class DataFile:
         if self.fmt == "json":
             with open(self.path, "rb") as f:
                 if f.read(3) == codecs.BOM_UTF8:
-                    fd, copy = tempfile.mkstemp(prefix="healthscore-", suffix=".jsonl")
-                    with os.fdopen(fd, "wb") as out:
-                        shutil.copyfileobj(f, out, _BLOCK)
-                    self.source = copy
+                    self.source = self._copy_without_bom(f)
         return self
+
+    def _copy_without_bom(self, f) -> str:
+        """The rest of ``f`` copied into a private temporary file; a copy cut short (a
+        full disk) is removed and is an error naming the temporary folder."""
+        folder = tempfile.gettempdir()
+        try:
+            fd, copy = tempfile.mkstemp(prefix="healthscore-", suffix=".jsonl")
+        except OSError as e:
+            raise self._copy_error(folder, e) from None
+        try:
+            with os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(f, out, _BLOCK)
+        except BaseException as e:
+            os.remove(copy)
+            if isinstance(e, OSError):
+                raise self._copy_error(folder, e) from None
+            raise
+        return copy
+
+    def _copy_error(self, folder: str, e: OSError) -> OutputError:
+        reason = disk_reason(e)
+        return OutputError(
+            f"{self.path}: cannot copy it without its byte order mark into the temporary "
+            f"folder {folder}: {reason[0] if reason else e.strerror or e}",
+            hint="free space there, or set TMPDIR to a folder with room you may write to",
+            path=Path(folder),
+        )
 
     def __exit__(self, *exc) -> None:
         if self.source != self.path:

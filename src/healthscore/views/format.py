@@ -8,6 +8,7 @@ report templates (see :func:`healthscore.views.report.page_environment`).
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from healthscore.core.values import value_text
@@ -30,12 +31,62 @@ def has_bidi(text: str) -> bool:
 def isolate(text: str) -> str:
     """``text`` closed off from what is around it when it holds bidirectional controls:
     wrapped in FSI ... PDI, which ends every embedding and override opened inside, so a
-    name with U+202E cannot reverse the text after it. Other text is returned as it is.
+    name with U+202E cannot reverse the text after it. A PDI in ``text`` with no isolate
+    of its own to end would end the wrapping one early (and let an override after it
+    loose): it is dropped; an isolate ``text`` leaves open is ended, so the closing PDI
+    ends the wrapping one. Other text is returned as it is.
 
     >>> isolate("Acme"), isolate("\u202eemca") == "\u2068\u202eemca\u2069"
     ('Acme', True)
+    >>> isolate("\u2069\u202eevil") == "\u2068\u202eevil\u2069"
+    True
     """
-    return f"{FSI}{text}{PDI}" if has_bidi(text) else text
+    if not has_bidi(text):
+        return text
+    if PDI in text or not _ISOLATES.isdisjoint(text):
+        kept, depth = [], 0
+        for c in text:
+            if c in _ISOLATES:
+                depth += 1
+            elif c == PDI:
+                if not depth:
+                    continue  # it would end the wrapping isolate
+                depth -= 1
+            kept.append(c)
+        text = "".join(kept) + PDI * depth
+    return f"{FSI}{text}{PDI}"
+
+
+_ISOLATES = frozenset("\u2066\u2067\u2068")  # LRI, RLI, FSI: each ended by a PDI
+
+
+#: characters a terminal runs rather than shows: C0 controls but tab and line feed (ESC
+#: starts the sequences that move the cursor, clear the screen, set the title or the
+#: clipboard), DEL and the C1 controls (U+009B is a one-character ESC [)
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _control_picture(m: re.Match) -> str:
+    code = ord(m.group())
+    if code < 0x20:
+        return chr(0x2400 + code)  # the Control Pictures block: ESC as U+241B
+    return "\u2421" if code == 0x7F else "\ufffd"
+
+
+def show_controls(text: str) -> str:
+    """``text`` with the control characters a terminal would run shown as symbols
+    (ESC as U+241B), so a name cannot move the cursor, clear the screen or retitle the
+    window of whoever reads it.
+
+    >>> show_controls("Acme\\x1b[2J"), show_controls("a\\tb\\nc") == "a\\tb\\nc"
+    ('Acme␛[2J', True)
+    """
+    return _CONTROL.sub(_control_picture, text)
+
+
+def has_controls(text: str) -> bool:
+    """Whether ``text`` holds a character :func:`show_controls` replaces."""
+    return _CONTROL.search(text) is not None
 
 
 def strip_bidi(text: str) -> str:

@@ -23,7 +23,7 @@ from rich.segment import Segment
 from rich.text import Text
 
 from healthscore.core.values import value_text
-from healthscore.views.format import has_bidi, isolate, money
+from healthscore.views.format import has_bidi, has_controls, isolate, money, show_controls
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -81,12 +81,21 @@ class _Console(Console):
     def render(self, renderable, options=None):
         """Every piece of text printed, with bidirectional controls isolated
         (:func:`~healthscore.views.format.isolate`): an account, segment or CSM named with
-        U+202E cannot reverse the cells and lines after it in a terminal."""
+        U+202E cannot reverse the cells and lines after it in a terminal; and with the
+        control characters a terminal would run shown as symbols
+        (:func:`~healthscore.views.format.show_controls`): a name holding ESC sequences
+        cannot clear the screen or retitle the window. Rich's own styles and controls
+        are not in the text: they pass as they are."""
         for segment in super().render(renderable, options):
-            if segment.text and not segment.control and has_bidi(segment.text):
-                yield Segment(isolate(segment.text), segment.style, segment.control)
-            else:
+            text = segment.text
+            if not text or segment.control:
                 yield segment
+                continue
+            if has_controls(text):
+                text = show_controls(text)
+            if has_bidi(text):
+                text = isolate(text)
+            yield segment if text is segment.text else Segment(text, segment.style, None)
 
 
 # Rich finds sys.stdout / sys.stderr when it prints, so these follow a test's capture

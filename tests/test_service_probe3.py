@@ -99,6 +99,32 @@ def test_an_account_whose_id_holds_a_slash_opens_in_the_dashboard(service, slash
     assert [f["kind"] for f in flags] == ["champion_left"]
 
 
+def test_an_account_id_with_dot_segments_links_to_its_own_page(api, service):
+    """The dashboard's links quoted an id with ``urlencode``, which keeps ``/``: the link
+    of an account ``../x`` read ``/accounts/../x``, which a browser resolves to ``/x``
+    (found by the output probe of the tenth session)."""
+    from urllib.parse import urljoin, urlsplit
+
+    rows = [{"account_id": "../dots", "name": "Dot Dot Co", "created_at": "2024-01-01"}]
+    assert api.post("/v1/ingest/accounts", json={"rows": rows}).status_code == 200
+    sub = [{"subscription_id": "S-DOTS", "account_id": "../dots", "plan": "pro", "mrr": 100,
+            "start_date": "2024-01-01"}]  # fmt: skip
+    assert api.post("/v1/ingest/subscriptions", json={"rows": sub}).status_code == 200
+    with light_password_hashing():
+        from healthscore.service import auth
+
+        with service.state.store_access() as store:
+            auth.add_user(store, "probe3-dots", PASSWORD, "viewer")
+        cookies = login_cookies(service.url, "probe3-dots", PASSWORD)
+    with httpx.Client(base_url=service.url, cookies=cookies, timeout=30) as browser:
+        listing = browser.get("/accounts", params={"q": "Dot Dot"})
+        [link] = re.findall(r'href="(/accounts/[^"?#]*)"', listing.text)
+        resolved = urlsplit(urljoin(service.url + "/accounts", link)).path  # as a browser does
+        assert resolved.startswith("/accounts/"), (link, resolved)
+        page = browser.get(resolved)
+        assert page.status_code == 200 and "Dot Dot Co" in page.text, page.text[:300]
+
+
 # --- 2. a JSON object naming a key twice --------------------------------------------------
 
 

@@ -52,6 +52,9 @@ def environment():
     env = base.overlay(
         loader=ChoiceLoader([PackageLoader("healthscore.service.dashboard"), base.loader])
     )
+    # an id in a link's path as one segment: Jinja's ``urlencode`` keeps ``/``, so the
+    # link of an account ``../x`` was ``/accounts/../x``, which a browser reads as ``/x``
+    env.filters = {**base.filters, "path_part": _path}
     from healthscore.engine.explain import rule_effect
     from healthscore.evaluate.diagnostics import anchors
 
@@ -399,10 +402,12 @@ async def score_feedback(request: Request, account_id: str, user=auth.require_us
     return _see_other(f"/accounts/{_path(account_id)}{suffix}#feedback")
 
 
-def _path(account_id: str) -> str:
+def _path(part) -> str:
+    """``part`` (an account id, a flag or token id) quoted as one segment of a URL's path,
+    ``/`` too; the templates' ``path_part``."""
     from urllib.parse import quote
 
-    return quote(account_id, safe="")
+    return quote(str(part), safe="")
 
 
 # --- model and trust ---------------------------------------------------------------------

@@ -89,3 +89,25 @@ def test_flag_commands(tmp_path, fixture_db):
     assert done.exit_code == 0 and "resolved on 2025-01-02" in done.output
     again = runner.invoke(app, ["flag", "resolve", flag_id, "--db", str(db)])
     assert again.exit_code == 1 and "already resolved" in again.output
+
+
+@pytest.mark.parametrize(
+    ("kind", "code"),
+    [("champion\x1b[31m_left", "U+001B"), ("budget\u200bfreeze", "U+200B"), ("re\norg", "U+000A")],
+)
+def test_a_flag_kind_holding_a_character_that_does_not_show_is_refused(fresh_store, kind, code):
+    """A kind is what ``has_flag('kind')`` matches: one holding an escape, a zero-width
+    space or a line break was stored, matched no rule, and read as another kind (or
+    coloured the terminal) wherever it was listed (found by the service probe of the
+    tenth session)."""
+    before = list_flags(fresh_store, account_id="A2", include_resolved=True)
+    with pytest.raises(hs.StoreError) as e:
+        add_flag(fresh_store, "A2", kind)
+    assert code in str(e.value) and "kind" in str(e.value)
+    assert list_flags(fresh_store, account_id="A2", include_resolved=True) == before
+
+
+def test_a_flag_kind_past_its_length_is_refused(fresh_store):
+    with pytest.raises(hs.StoreError, match="at most 100"):
+        add_flag(fresh_store, "A2", "x" * 101)
+    assert add_flag(fresh_store, "A2", "x" * 100)["kind"] == "x" * 100

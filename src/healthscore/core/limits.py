@@ -42,6 +42,34 @@ MAX_JSON_DEPTH = 100
 #: so an id holding one could never be looked up)
 NUL = "\x00"
 
+#: characters that do not show as themselves, by Unicode category: control characters (an
+#: escape that colours or moves a terminal's cursor), format characters (invisible: a
+#: zero-width space, a right-to-left override that shows a name as another) and line
+#: separators; no name a person types or reads (a login, a token's name, a flag's kind)
+#: may hold one
+UNSHOWN = {"Cc": "a control character", "Cf": "an invisible format character",
+           "Zl": "a line separator", "Zp": "a paragraph separator"}  # fmt: skip
+
+
+def unshown(text: str) -> str | None:
+    """The first character of ``text`` that does not show as itself (:data:`UNSHOWN`), in
+    words (``U+001B (a control character) at character 3``); None when each one shows.
+
+    >>> unshown("champion_left"), unshown("re\\norg")
+    (None, 'U+000A (a control character) at character 3')
+    """
+    import unicodedata
+
+    for i, c in enumerate(text):
+        kind = UNSHOWN.get(unicodedata.category(c))
+        if kind:
+            return f"U+{ord(c):04X} ({kind}) at character {i + 1}"
+    return None
+
+
+#: characters in a flag's kind (what ``has_flag('kind')`` matches: a word or two)
+MAX_FLAG_KIND = 100
+
 #: characters in an id: a loaded or ingested ``*_id`` value, and a Segment message's userId,
 #: groupId, messageId or event name; real ones are tens of characters, so a longer one is
 #: a row error (parked, for Segment), never stored as a key

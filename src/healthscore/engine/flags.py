@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from healthscore.core.limits import NUL
+from healthscore.core.limits import MAX_FLAG_KIND, NUL, unshown
 from healthscore.core.tables import TABLES
 from healthscore.errors import StoreError
 from healthscore.store import LoadResult, Store
@@ -59,6 +59,15 @@ def add_flag(
     kind = kind.strip().lower().replace(" ", "_")
     if not kind:
         raise StoreError("a flag needs a kind, e.g. champion_left")
+    # what has_flag('kind') matches: a kind that does not show as itself matches no rule
+    # and reads as another wherever it is listed
+    found = unshown(kind)
+    hint = "a word or two, e.g. champion_left"
+    if found:
+        raise StoreError(f"a flag's kind holds {found}, which a kind may not hold", hint=hint)
+    if len(kind) > MAX_FLAG_KIND:
+        got = f"got {len(kind):,}"
+        raise StoreError(f"a flag's kind is at most {MAX_FLAG_KIND} characters ({got})", hint=hint)
     row = {
         "flag_id": f"FLG-{uuid.uuid4().hex[:10]}",
         "account_id": account_id,

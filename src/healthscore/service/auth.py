@@ -178,27 +178,19 @@ def _no_nul(text: str, what: str) -> None:
         raise AuthError(f"{what} holds a NUL character (U+0000), which no name may hold")
 
 
-#: the Unicode categories a name may not hold: control characters (a newline, an escape
-#: that colours or moves a terminal's cursor), format characters (invisible: a zero-width
-#: space, a right-to-left override that shows a name as another) and line separators
-_UNSHOWN = {"Cc": "a control character", "Cf": "an invisible format character",
-            "Zl": "a line separator", "Zp": "a paragraph separator"}  # fmt: skip
-
-
 def _shown(text: str, what: str) -> None:
-    """Refuse a name holding a character that does not show as itself (see _UNSHOWN): a
-    login form cannot type it, a listing cannot show it, or it reads as another name."""
-    import unicodedata
+    """Refuse a name holding a character that does not show as itself
+    (:func:`~healthscore.core.limits.unshown`): a login form cannot type it, a listing
+    cannot show it, or it reads as another name."""
+    from healthscore.core.limits import unshown
 
     _no_nul(text, what)
-    for i, c in enumerate(text):
-        kind = _UNSHOWN.get(unicodedata.category(c))
-        if kind:
-            raise AuthError(
-                f"{what} holds U+{ord(c):04X} ({kind}) at character {i + 1}, which no "
-                "name may hold",
-                hint="letters, digits, spaces and punctuation",
-            )
+    found = unshown(text)
+    if found:
+        raise AuthError(
+            f"{what} holds {found}, which no name may hold",
+            hint="letters, digits, spaces and punctuation",
+        )
 
 
 def create_token(

@@ -89,6 +89,22 @@ def test_a_short_secret_file_is_refused_with_what_to_do(tmp_path, content):
     assert "delete the file" in str(e.value)
 
 
+def test_serve_refuses_a_session_secret_that_is_a_folder_naming_it(fixture_db, tmp_path):
+    """A folder where the secret's file goes gave a traceback (IsADirectoryError), found
+    by the output probe of the tenth session."""
+    db = tmp_path / "healthscore.duckdb"
+    shutil.copy2(fixture_db, db)
+    state = tmp_path / "healthscore.duckdb.service"
+    (state / "session_secret").mkdir(parents=True)
+    try:
+        r = _serve(db, str(_free_port()))
+    except subprocess.TimeoutExpired:
+        pytest.fail("serve started without a session secret")
+    text = r.stderr.replace("\n", "")
+    assert r.returncode == 1 and str(state / "session_secret") in text, r.stdout + r.stderr
+    assert "folder" in text and "Traceback" not in r.stderr
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

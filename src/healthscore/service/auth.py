@@ -597,8 +597,18 @@ def session_secret(state_dir) -> str:
             _make_secret(path)
         except OSError as e:
             raise output_error(path, e) from None
-    os.chmod(path, 0o600)
-    secret = path.read_text().strip()
+    try:
+        if path.is_dir():  # read_text would say only "Is a directory"
+            raise IsADirectoryError(21, "it is a folder, not the secret's file")
+        os.chmod(path, 0o600)
+        secret = path.read_text().strip()
+    except OSError as e:
+        raise HealthscoreError(
+            f"cannot read the session secret {path}: {e.strerror or e}",
+            hint="it must be a file this user may read and write; move what is there "
+            "away and start the server again: a new secret is made (dashboard users sign "
+            "in again)",
+        ) from None
     if len(secret) < MIN_SECRET:
         raise HealthscoreError(
             f"{path}: the session secret holds {len(secret)} characters, not a secret "

@@ -152,3 +152,10 @@ def service(demo_project):
 
     with running_service(demo_project.db_path, demo_project.model_path) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def api(service):
+    """An HTTP client of the module's service, sending the admin's token."""
+    with service.client() as client:
+        yield client

@@ -132,3 +132,25 @@ def light_password_hashing() -> Iterator[None]:
         yield
     finally:
         auth._hasher, auth._DUMMY = real, dummy
+
+
+#: the demo book's account the service tests send events of
+DEMO_ACCOUNT = "ACC-00102"
+
+
+def demo_event(event_id: str, **extra) -> dict:
+    """One usage event of :data:`DEMO_ACCOUNT` as ``POST /v1/ingest/usage_events`` takes
+    it, with ``extra`` columns."""
+    return {"event_id": event_id, "account_id": DEMO_ACCOUNT, "event": "search",
+            "ts": "2025-06-30T09:15:00Z", **extra}  # fmt: skip
+
+
+def stored_events(running: Running, column: str) -> dict:
+    """``{event_id: value}`` of the stored usage events whose ``column`` is set (none
+    when the table has no such column)."""
+    with running.state.store_access() as store:
+        t = store.table("usage_events")
+        if column not in t.columns:
+            return {}
+        rows = store.execute(t.filter(t[column].notnull()).select("event_id", column))
+    return {r["event_id"]: r[column] for r in rows.to_pylist()}

@@ -10,24 +10,14 @@ JSON stored ``8.0``."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+
+from service_support import demo_event, stored_events
+from test_cli import run
 
 ACC = "ACC-00102"
-
-
-def _cli(*args, cwd: Path):
-    from healthscore.cli import app
-
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        return CliRunner().invoke(app, [str(a) for a in args], env={"HEALTHSCORE_DB": None})
-    finally:
-        os.chdir(old)
 
 
 def _column(db: Path, table: str, key: str, column: str) -> dict:
@@ -44,13 +34,13 @@ def _column(db: Path, table: str, key: str, column: str) -> dict:
 
 @pytest.fixture
 def project(tmp_path):
-    assert _cli("init", tmp_path, cwd=tmp_path).exit_code == 0
+    assert run("init", tmp_path, cwd=tmp_path).exit_code == 0
     return tmp_path
 
 
 def _load(project: Path, table: str, name: str, text: str) -> None:
     (project / name).write_text(text)
-    r = _cli("load", table, name, cwd=project)
+    r = run("load", table, name, cwd=project)
     assert r.exit_code == 0, r.output
 
 
@@ -86,29 +76,20 @@ def test_json_numbers_into_an_extra_text_column_read_as_the_service_reads_them(p
     assert got == {"A1": "gold", "A2": "8.0", "A3": "12"}
 
 
-@pytest.fixture(scope="module")
-def api(service):
-    with service.client() as c:
-        yield c
-
-
-def _event(event_id: str, **extra) -> dict:
-    return {"event_id": event_id, "account_id": ACC, "event": "search",
-            "ts": "2025-06-30T09:15:00Z", **extra}  # fmt: skip
-
-
-def _stored(service, column: str) -> dict:
-    with service.state.store_access() as store:
-        t = store.table("usage_events")
-        rows = store.execute(t.filter(t[column].notnull()).select("event_id", column))
-    return {r["event_id"]: r[column] for r in rows.to_pylist()}
-
-
 def test_ingest_stores_text_and_numbers_of_one_column_as_load_does(api, service):
-    rows = [_event("xt-1", plan_t="9"), _event("xt-2", plan_t=7), _event("xt-3", plan_t="pro")]
+    rows = [
+        demo_event("xt-1", plan_t="9"),
+        demo_event("xt-2", plan_t=7),
+        demo_event("xt-3", plan_t="pro"),
+    ]
     r = api.post("/v1/ingest/usage_events", json={"rows": rows})
     assert r.status_code == 200, r.text
     # a number into the text column it made: the number's JSON text, as `load` keeps it
-    r = api.post("/v1/ingest/usage_events", json={"rows": [_event("xt-4", plan_t=8.0)]})
+    r = api.post("/v1/ingest/usage_events", json={"rows": [demo_event("xt-4", plan_t=8.0)]})
     assert r.status_code == 200, r.text
-    assert _stored(service, "plan_t") == {"xt-1": "9", "xt-2": "7", "xt-3": "pro", "xt-4": "8.0"}
+    assert stored_events(service, "plan_t") == {
+        "xt-1": "9",
+        "xt-2": "7",
+        "xt-3": "pro",
+        "xt-4": "8.0",
+    }

@@ -16,30 +16,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from service_support import light_password_hashing, login_cookies
+from service_support import demo_event, light_password_hashing, login_cookies, stored_events
 
 ACC = "ACC-00102"
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def api(service):
-    with service.client() as c:
-        yield c
-
-
-def _event(event_id: str, **extra) -> dict:
-    return {"event_id": event_id, "account_id": ACC, "event": "search",
-            "ts": "2025-06-30T09:15:00Z", **extra}  # fmt: skip
-
-
-def _stored(service, column: str) -> dict:
-    with service.state.store_access() as store:
-        t = store.table("usage_events")
-        if column not in t.columns:
-            return {}
-        rows = store.execute(t.filter(t[column].notnull()).select("event_id", column))
-    return {r["event_id"]: r[column] for r in rows.to_pylist()}
 
 
 # --- 1. an extra column whose type changes between batches ------------------------------
@@ -48,9 +28,11 @@ def _stored(service, column: str) -> dict:
 def test_an_extra_columns_value_of_another_type_is_a_400_naming_it_and_nothing_written(
     api, service
 ):
-    assert api.post("/v1/ingest/usage_events", json={"rows": [_event("ht-1", seats_x=5)]}).json()
+    assert api.post(
+        "/v1/ingest/usage_events", json={"rows": [demo_event("ht-1", seats_x=5)]}
+    ).json()
     # a fraction where the column holds whole numbers (it was a 500: ArrowInvalid)
-    rows = [_event("ht-2", seats_x=7), _event("ht-3", seats_x=1.5)]
+    rows = [demo_event("ht-2", seats_x=7), demo_event("ht-3", seats_x=1.5)]
     r = api.post("/v1/ingest/usage_events", json={"rows": rows})
     assert r.status_code == 400, r.text
     body = r.json()
@@ -59,22 +41,22 @@ def test_an_extra_columns_value_of_another_type_is_a_400_naming_it_and_nothing_w
     assert p["row"] == 1 and p["column"] == "seats_x" and p["got"] == "1.5"
     assert "whole number" in p["expected"]
     # text where the column holds numbers
-    r = api.post("/v1/ingest/usage_events", json={"rows": [_event("ht-4", seats_x="many")]})
+    r = api.post("/v1/ingest/usage_events", json={"rows": [demo_event("ht-4", seats_x="many")]})
     assert r.status_code == 400, r.text
     [p] = r.json()["problems"]
     assert (p["row"], p["column"], p["got"]) == (0, "seats_x", "many")
-    assert _stored(service, "seats_x") == {"ht-1": 5}  # neither batch wrote anything
+    assert stored_events(service, "seats_x") == {"ht-1": 5}  # neither batch wrote anything
     # what fits the column is taken: a whole number sent as 8.0, text that reads as one
-    for row in (_event("ht-5", seats_x=8.0), _event("ht-6", seats_x="9")):
+    for row in (demo_event("ht-5", seats_x=8.0), demo_event("ht-6", seats_x="9")):
         assert api.post("/v1/ingest/usage_events", json={"rows": [row]}).status_code == 200
-    assert _stored(service, "seats_x") == {"ht-1": 5, "ht-5": 8, "ht-6": 9}
+    assert stored_events(service, "seats_x") == {"ht-1": 5, "ht-5": 8, "ht-6": 9}
 
 
 def test_a_number_into_an_extra_text_column_is_kept_as_text(api, service):
-    assert api.post("/v1/ingest/usage_events", json={"rows": [_event("ht-7", plan_x="pro")]})
-    r = api.post("/v1/ingest/usage_events", json={"rows": [_event("ht-8", plan_x=5)]})
+    assert api.post("/v1/ingest/usage_events", json={"rows": [demo_event("ht-7", plan_x="pro")]})
+    r = api.post("/v1/ingest/usage_events", json={"rows": [demo_event("ht-8", plan_x=5)]})
     assert r.status_code == 200, r.text
-    assert _stored(service, "plan_x") == {"ht-7": "pro", "ht-8": "5"}
+    assert stored_events(service, "plan_x") == {"ht-7": "pro", "ht-8": "5"}
 
 
 def _cli(*args, cwd: Path):
@@ -202,18 +184,22 @@ def test_a_column_name_past_the_limit_is_a_400_naming_it(api, service):
     from healthscore.store import MAX_COLUMN_NAME
 
     long = "x" * (MAX_COLUMN_NAME + 1)
-    r = api.post("/v1/ingest/usage_events", json={"rows": [_event("ht-long", **{long: 1})]})
+    r = api.post("/v1/ingest/usage_events", json={"rows": [demo_event("ht-long", **{long: 1})]})
     assert r.status_code == 400, r.text
     text = r.json()["error"]
     assert long[:20] in text and f"at most {MAX_COLUMN_NAME}" in text
-    assert _stored(service, long) == {}
+    assert stored_events(service, long) == {}
     with service.state.store_access() as store:
         assert long not in store.table("usage_events").columns
     # a megabyte of name is refused as fast, before anything is read into a table
-    r = api.post("/v1/ingest/usage_events", json={"rows": [_event("ht-huge", **{"y" * 10**6: 1})]})
+    r = api.post(
+        "/v1/ingest/usage_events", json={"rows": [demo_event("ht-huge", **{"y" * 10**6: 1})]}
+    )
     assert r.status_code == 400 and len(r.text) < 2_000
     ok = "z" * MAX_COLUMN_NAME
-    assert api.post("/v1/ingest/usage_events", json={"rows": [_event("ht-ok", **{ok: 1})]}).json()
+    assert api.post(
+        "/v1/ingest/usage_events", json={"rows": [demo_event("ht-ok", **{ok: 1})]}
+    ).json()
 
 
 def test_load_refuses_a_header_past_the_limit(tmp_path):
@@ -247,7 +233,7 @@ def test_a_flag_at_a_number_is_a_422_naming_the_field(service, at):
 
 
 def test_ingest_and_segment_times_refuse_numbers(api, service):
-    r = api.post("/v1/ingest/usage_events", json={"rows": [{**_event("ht-num"), "ts": -1}]})
+    r = api.post("/v1/ingest/usage_events", json={"rows": [{**demo_event("ht-num"), "ts": -1}]})
     assert r.status_code == 400 and r.json()["problems"][0]["column"] == "ts"
     from healthscore.service.segment import Refused, normalise
 

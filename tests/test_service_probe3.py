@@ -13,22 +13,11 @@ import re
 import httpx
 import pytest
 
-from service_support import light_password_hashing, login_cookies
+from service_support import demo_event, light_password_hashing, login_cookies
 
 ACC = "ACC-00102"
 SLASHED = "ACC/X9"
 PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture(scope="module")
-def api(service):
-    with service.client() as c:
-        yield c
-
-
-def _event(event_id: str, **extra) -> dict:
-    return {"event_id": event_id, "account_id": ACC, "event": "search",
-            "ts": "2025-06-30T09:15:00Z", **extra}  # fmt: skip
 
 
 def _events(service, event_ids: list[str]) -> list[dict]:
@@ -132,7 +121,7 @@ def test_an_ingested_row_naming_a_column_twice_is_refused_naming_row_and_column(
     """``healthscore load`` refuses a JSON lines row naming a key twice; the service took
     the last value silently (an event moved to another account, say)."""
     body = (
-        '{"rows": [' + __import__("json").dumps(_event("p3-d0")) + ", "
+        '{"rows": [' + __import__("json").dumps(demo_event("p3-d0")) + ", "
         '{"event_id": "p3-d1", "account_id": "ACC-00102", "account_id": "ACC-00103", '
         '"event": "search", "ts": "2025-06-30"}]}'
     )
@@ -251,7 +240,9 @@ def test_flags_of_an_unknown_account_are_404_not_an_empty_list(service):
 def test_an_ingestion_body_with_a_field_it_does_not_take_is_refused_naming_it(api, service):
     """``{"rows": [...], "upsert": false}`` wrote the rows and ignored the field (the
     flag and token bodies refuse a field they do not take)."""
-    r = api.post("/v1/ingest/usage_events", json={"rows": [_event("p3-extra")], "upsert": False})
+    r = api.post(
+        "/v1/ingest/usage_events", json={"rows": [demo_event("p3-extra")], "upsert": False}
+    )
     assert r.status_code == 400, r.text
     assert "'upsert'" in r.json()["error"], r.text
     assert _events(service, ["p3-extra"]) == []

@@ -13,12 +13,6 @@ import fixtures
 
 
 @pytest.fixture(scope="module")
-def api(service):
-    with service.client() as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def everyone(api):
     """The whole list, as the API pages it (the largest page)."""
     body = api.get("/v1/accounts", params={"limit": 500}).json()

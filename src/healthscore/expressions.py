@@ -38,6 +38,7 @@ healthscore.expressions.ExpressionError: unknown function 'nosuch'; allowed: abs
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -60,7 +61,21 @@ _ibis_annotations = lazy("ibis.common.annotations")
 _ibis_exceptions = lazy("ibis.common.exceptions")
 
 SECONDS_PER_DAY = 86_400.0
-_DIALECT = DuckDB()
+
+
+class _Parser(DuckDB.Parser):
+    # every call parses as the name and the arguments written: DuckDB's parser would read
+    # `ifnull(a, b)` as coalesce, `log10(x, 2)` as log10(x) and `ceil(x, 2)` as ceil(x),
+    # silently (see _function); names outside the language are refused by name
+    FUNCTIONS: dict = {}
+    FUNCTION_PARSERS: dict = {}
+
+
+class _Dialect(DuckDB):
+    Parser = _Parser
+
+
+_DIALECT = _Dialect()
 
 
 class ExpressionError(Exception):
@@ -109,32 +124,6 @@ AGGREGATES = (
 
 #: aggregates whose value over no rows is 0 (not missing)
 ZERO_WHEN_EMPTY = frozenset({"count", "count_distinct", "sum"})
-
-_SQLGLOT_NAMES = {
-    exp.Abs: "abs",
-    exp.Ceil: "ceil",
-    exp.Coalesce: "coalesce",
-    exp.Exp: "exp",
-    exp.Floor: "floor",
-    exp.Greatest: "greatest",
-    exp.Least: "least",
-    exp.Length: "length",
-    exp.Ln: "ln",
-    exp.Lower: "lower",
-    exp.Nullif: "nullif",
-    exp.Pow: "power",
-    exp.Round: "round",
-    exp.Sqrt: "sqrt",
-    exp.Upper: "upper",
-    exp.Count: "count",
-    exp.Sum: "sum",
-    exp.Avg: "avg",
-    exp.Min: "min",
-    exp.Max: "max",
-    exp.Median: "median",
-    exp.Last: "last",
-    exp.First: "first",
-}
 
 Resolver = Callable[..., "ir.Value"]
 
@@ -240,11 +229,10 @@ def names_in(text: str | exp.Expression) -> list[tuple[str | None, str]]:
 
 
 def function_name(node: exp.Expression) -> str | None:
+    """The name of a call as written, in lower case (None: not a call)."""
     if isinstance(node, exp.Anonymous):
         return node.name.lower()
-    if isinstance(node, exp.Log):
-        return "log" if node.expression is not None else "log10"
-    return _SQLGLOT_NAMES.get(type(node))
+    return None
 
 
 def compile_row(
@@ -340,10 +328,7 @@ class _Builder:
         if isinstance(node, exp.Column):
             return self._column(node)
         if isinstance(node, exp.Literal):
-            if node.is_string:
-                return ibis.literal(node.this)
-            v = float(node.this)
-            return ibis.literal(int(v) if v.is_integer() and "." not in node.this else v)
+            return ibis.literal(node.this) if node.is_string else _number(node.this)
         if isinstance(node, exp.Boolean):
             return ibis.literal(bool(node.this))
         if isinstance(node, exp.Null):
@@ -351,11 +336,12 @@ class _Builder:
         if isinstance(node, exp.Neg):
             return -b(node.this)
         if isinstance(node, exp.Not):
-            return ~b(node.this)
-        if isinstance(node, exp.And):
-            return b(node.this) & b(node.expression)
-        if isinstance(node, exp.Or):
-            return b(node.this) | b(node.expression)
+            return ~_condition(b(node.this), "NOT", node)
+        if isinstance(node, exp.And | exp.Or):
+            word = "AND" if isinstance(node, exp.And) else "OR"
+            x = _condition(b(node.this), word, node)
+            y = _condition(b(node.expression), word, node)
+            return x & y if word == "AND" else x | y
         binary = {
             exp.Add: lambda x, y: x + y,
             exp.Sub: lambda x, y: x - y,
@@ -387,17 +373,39 @@ class _Builder:
         if isinstance(node, exp.In):
             if node.args.get("query"):
                 raise ExpressionError("subqueries are not allowed")
+            if any(node.args.get(k) for k in ("unnest", "field")) or not node.expressions:
+                raise ExpressionError(
+                    f"IN takes a list of values, e.g. kind IN ('a', 'b'): {node.sql()!r}"
+                )
             x, *values = _categories(b(node.this), *[b(e) for e in node.expressions])
+            for v in values:  # the backend would fail at run time, or compare as text
+                if not _comparable(x, v):
+                    raise ExpressionError(
+                        f"IN compares {x.type()} with {v.type()} in {node.sql()!r}; "
+                        "give values of one type"
+                    )
             return x.isin(values)
         if isinstance(node, exp.Between):
+            if node.args.get("symmetric"):
+                raise ExpressionError(
+                    f"BETWEEN SYMMETRIC is not allowed: {node.sql()!r}; write low AND high"
+                )
             return b(node.this).between(b(node.args["low"]), b(node.args["high"]))
         if isinstance(node, exp.Like):  # a category comparison: as ILIKE, spaces around ignored
+            pattern = node.expression
+            if not (isinstance(pattern, exp.Literal) and pattern.is_string):
+                raise ExpressionError(
+                    f"LIKE takes a quoted pattern, e.g. event LIKE 'export%': {node.sql()!r}"
+                )
             x = b(node.this)
             if _text(x):
-                return x.strip().ilike(node.expression.this)
-            return x.like(node.expression.this)
+                return x.strip().ilike(pattern.this)
+            return x.like(pattern.this)
         if isinstance(node, exp.ILike):
-            return b(node.this).ilike(node.expression.this)
+            raise ExpressionError(
+                f"ILIKE is not allowed: {node.sql()!r}; LIKE already ignores case and "
+                "surrounding spaces"
+            )
         if isinstance(node, exp.Case):
             return self._case(node)
         if isinstance(node, exp.Func):
@@ -408,6 +416,10 @@ class _Builder:
         if self.agg is not None and not self.in_aggregate:
             raise ExpressionError(
                 f"column {node.sql()!r} must be inside an aggregate, e.g. max({node.sql()})"
+            )
+        if node.args.get("db") or node.args.get("catalog"):
+            raise ExpressionError(
+                f"{node.sql()!r} names a database or schema; write column or table.column"
             )
         qualifier = node.table or None
         try:
@@ -433,23 +445,17 @@ class _Builder:
 
     # --- functions -------------------------------------------------------------------
     def _args(self, node: exp.Func) -> list[exp.Expression]:
-        if isinstance(node, exp.Anonymous):
-            return list(node.expressions)
-        if isinstance(node, exp.Log):  # log(base, x) or log10(x)
-            return [node.this, node.expression] if node.expression is not None else [node.this]
-        if isinstance(node, exp.Round):
-            return [a for a in (node.this, node.args.get("decimals")) if a is not None]
-        args = [node.this] if node.this is not None else []
-        args += [node.expression] if node.args.get("expression") is not None else []
-        args += list(node.expressions or [])
-        return args
+        return list(node.expressions)
 
     def _function(self, node: exp.Func) -> ir.Value:
         name = function_name(node)
-        if name is None or (name not in SCALARS and name not in AGGREGATES):
-            shown = node.name.lower() if isinstance(node, exp.Anonymous) else node.key
+        if name is None:  # an operator or keyword the parser reads as a function
+            shown = node.sql()
+            word = shown.split("(")[0].strip() if "(" in shown else node.key.upper()
+            raise ExpressionError(f"{word} is not allowed here: {shown!r}")
+        if name not in SCALARS and name not in AGGREGATES:
             allowed = sorted(SCALARS) + ([] if self.agg is None else list(AGGREGATES))
-            raise ExpressionError(f"unknown function {shown!r}; allowed: {', '.join(allowed)}")
+            raise ExpressionError(f"unknown function {node.name!r}; allowed: {', '.join(allowed)}")
         if name in AGGREGATES:
             return self._aggregate(name, node)
         args = self._args(node)
@@ -460,6 +466,12 @@ class _Builder:
         if name == "has_flag":
             return self._has_flag(args)
         v = [self._build(a) for a in args]
+        if name in ("days_since", "days_until", "days_between", "hours_between"):
+            for a, x in zip(args, v, strict=True):
+                if not (x.type().is_timestamp() or x.type().is_date()):
+                    raise ExpressionError(
+                        f"{name}() takes dates or timestamps; {a.sql()!r} is {x.type()}"
+                    )
         if name in ("days_since", "days_until"):
             if self.as_of is None:
                 raise ExpressionError(f"{name}() needs the as-of date and is not allowed here")
@@ -498,7 +510,7 @@ class _Builder:
         if name == "power":
             return v[0] ** v[1]
         if name == "round":
-            return v[0].round(int(args[1].this) if len(args) > 1 else 0)
+            return v[0].round(_places(args[1]) if len(args) > 1 else 0)
         raise AssertionError(name)  # pragma: no cover - SCALARS and this switch agree
 
     def _has_flag(self, args: list[exp.Expression]) -> ir.Value:
@@ -530,6 +542,8 @@ class _Builder:
     def _reduction(self, name, node, args, where) -> ir.Scalar:
         self.in_aggregate = True
         try:
+            if name == "count" and len(args) > 1:
+                raise ExpressionError(f"count() takes at most 1 argument, got {len(args)}")
             if name == "count":
                 if not args or isinstance(args[0], exp.Star):
                     return self.agg.table.count(where=where)
@@ -565,6 +579,61 @@ def _finite(v: ir.Value) -> ir.Value:
     if v.type().is_floating():
         return ibis.ifelse(v.isnan() | v.isinf(), ibis.null(v.type()), v)
     return v
+
+
+def _number(text: str) -> ir.Value:
+    """A number as written: a whole number exactly (not through a float, which would
+    turn 9007199254740993 into ...992), anything else as a finite float."""
+    digits = text.replace("_", "")
+    if digits.isascii() and digits.isdigit():
+        n = int(digits)
+        if n > _INT64_MAX:
+            raise ExpressionError(
+                f"{text} is too large for a whole number (at most {_INT64_MAX}); "
+                "write it with a decimal point or an exponent to mean a decimal number"
+            )
+        return ibis.literal(n)
+    v = float(digits)
+    if not math.isfinite(v):
+        raise ExpressionError(f"{text} is not a finite number")
+    if v.is_integer() and "." not in digits and abs(v) <= _INT64_MAX:  # 1e3: a whole number
+        return ibis.literal(int(v))
+    return ibis.literal(v)
+
+
+_INT64_MAX = 2**63 - 1
+
+
+def _places(arg: exp.Expression) -> int:
+    """round()'s decimal places: a whole number as written (negative: tens, hundreds)."""
+    node, sign = (arg.this, -1) if isinstance(arg, exp.Neg) else (arg, 1)
+    if (
+        isinstance(node, exp.Literal)
+        and not node.is_string
+        and node.this.isascii()
+        and node.this.isdigit()
+    ):
+        return sign * int(node.this)
+    raise ExpressionError(
+        f"round() takes a whole number of decimal places, e.g. round(x, 2); got {arg.sql()!r}"
+    )
+
+
+def _condition(v: ir.Value, word: str, node: exp.Expression) -> ir.Value:
+    """``v`` if it is a condition (true/false, or NULL); else what is wrong."""
+    if v.type().is_boolean() or v.type().is_null():
+        return v
+    raise ExpressionError(
+        f"{word} needs conditions (true/false); {node.sql()!r} gives it {v.type()}"
+    )
+
+
+def _comparable(x: ir.Value, y: ir.Value) -> bool:
+    try:
+        x == y  # noqa: B015 - Ibis checks the types as it builds the comparison
+    except (_ibis_exceptions.IbisTypeError, _ibis_annotations.ValidationError, TypeError):
+        return False
+    return True
 
 
 def _text(v: ir.Value) -> bool:

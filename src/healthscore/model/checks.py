@@ -439,17 +439,21 @@ def check_model(model: Model) -> list[Problem]:
 
 
 def _formula_resolver(c: Checks):
-    """Names in formulas and rules: metrics built so far (typed NULLs) and account columns."""
+    """Names in formulas and rules: metrics built so far and account columns.
+
+    A metric stands in as a column of its type (a typed NULL literal would compare with
+    anything: Ibis lets ``NULL = 'a'`` through, so ``seats = 'a'`` passed here and failed
+    in the backend)."""
     known = {**c.metric_types}
+    typed = {n: t for n, t in known.items() if not t.is_null()}
+    built = ibis.table(typed, name="metrics") if typed else None
     acc = c.accounts
 
     def resolve(name, qualifier=None):
         if qualifier not in (None, "accounts"):
             raise KeyError(f"only accounts.<column> may be qualified (got {qualifier}.)")
         if qualifier is None and name in known:
-            return (
-                ibis.literal(None, type=known[name]) if not known[name].is_null() else ibis.null()
-            )
+            return built[name] if name in typed else ibis.null()
         if name in acc.columns:
             return acc[name]
         if name in c.spec.metrics:

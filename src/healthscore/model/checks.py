@@ -30,11 +30,15 @@ import ibis
 import ibis.expr.types as ir
 
 from healthscore import expressions as ex
+from healthscore.core.limits import MAX_NAME_CHARS
 from healthscore.core.tables import TABLES
 from healthscore.core.yamlio import key_path
 from healthscore.errors import Problem
 from healthscore.model.model import Model
-from healthscore.model.schema import HEALTH, MetricSpec, MetricUse, Rule
+from healthscore.model.schema import HEALTH, SCORE_COLUMNS, MetricSpec, MetricUse, Rule
+
+#: a metric's name (it names columns of the scores)
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 #: any date will do: expressions are built, never run
 _AS_OF = "2000-01-01"
@@ -121,13 +125,35 @@ def check_metrics(c: Checks) -> None:
 
 
 def check_metric_name(c: Checks, name: str, metric: MetricSpec) -> None:
-    """A metric may not shadow an account column (except the metric that is that column)."""
-    same_column = metric.column and metric.column.removeprefix("accounts.") == name
-    if name in c.model.table_schema("accounts") and not same_column:
+    """A metric's name is a name of letters, digits and single ``_`` of at most
+    :data:`~healthscore.core.limits.MAX_NAME_CHARS` characters, and no other metric, no
+    account column (except the one it is) and no column of the score has it whatever its
+    case: each becomes columns of the scoring query, where case does not tell names apart."""
+    path = ("metrics", name)
+    if not _NAME.fullmatch(name) or "__" in name:
         c.add(
-            f"metric name {name!r} clashes with an account column; rename the metric",
-            "metrics",
-            name,
+            "a metric name is letters, digits and _ (not __), starting with a letter: it names "
+            "columns of the scores",
+            *path,
+        )
+    elif len(name) > MAX_NAME_CHARS:
+        c.add(f"a metric name is at most {MAX_NAME_CHARS} characters (got {len(name)})", *path)
+    key = name.casefold()
+    twin = next((m for m in c.spec.metrics if m != name and m.casefold() == key), None)
+    if twin is not None and list(c.spec.metrics).index(twin) < list(c.spec.metrics).index(name):
+        c.add(f"metric names {twin!r} and {name!r} differ only in case: rename one", *path)
+    column = metric.column.removeprefix("accounts.") if metric.column else None
+    clash = next((a for a in c.model.table_schema("accounts") if a.casefold() == key), None)
+    if clash is not None and clash != column:
+        c.add(
+            f"metric name {name!r} clashes with the account column {clash!r}; rename the metric",
+            *path,
+        )
+    if key in SCORE_COLUMNS:
+        c.add(
+            f"metric name {name!r} is a column of the scores ({', '.join(SCORE_COLUMNS)}); "
+            "rename the metric",
+            *path,
         )
 
 
@@ -337,13 +363,41 @@ def check_rules(c: Checks) -> None:
     """Each rule, in file order."""
     for name, rule in c.spec.rules.items():
         check_rule(c, name, rule)
+    _case_twins(c, "rule", list(c.spec.rules), "rules")
+
+
+def check_pillar_names(c: Checks) -> None:
+    """Pillar names differ whatever their case and are at most
+    :data:`~healthscore.core.limits.MAX_NAME_CHARS` characters (each names a column)."""
+    for p in c.spec.pillars:
+        if len(p.encode("utf-8")) > MAX_NAME_CHARS:
+            c.add(
+                f"a pillar name is at most {MAX_NAME_CHARS} bytes (got {len(p.encode())})",
+                "pillars",
+                p,
+            )
+    _case_twins(c, "pillar", list(c.spec.pillars), "pillars")
+
+
+def _case_twins(c: Checks, noun: str, names: list[str], *path) -> None:
+    """One problem per name that differs from an earlier one only in case: both would name
+    the same column of the scoring query (its columns are matched whatever their case)."""
+    seen: dict[str, str] = {}
+    for name in names:
+        first = seen.setdefault(name.casefold(), name)
+        if first != name:
+            c.add(
+                f"{noun} names {first!r} and {name!r} differ only in case: rename one", *path, name
+            )
 
 
 def check_rule(c: Checks, name: str, rule: Rule) -> None:
     """A rule's name can name a column, its ``when`` is a condition, its floor <= its cap."""
     path = ("rules", name)
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        c.add("a rule name is letters, digits and _ (it names output columns)", *path)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or "__" in name:
+        c.add("a rule name is letters, digits and _ (not __): it names output columns", *path)
+    elif len(name) > MAX_NAME_CHARS:
+        c.add(f"a rule name is at most {MAX_NAME_CHARS} characters (got {len(name)})", *path)
     value = c.compile(
         lambda: ex.compile_row(rule.when, _formula_resolver(c), as_of=c.as_of, has_flag=_flag_stub),
         *path,
@@ -357,6 +411,7 @@ def check_rule(c: Checks, name: str, rule: Rule) -> None:
 
 #: what one scorecard scores with: checked for the file's own pillars and each scorecard
 SCORING_CHECKS = (
+    check_pillar_names,
     check_pillar_metrics,
     check_metrics_scored_once,
     check_pillar_weights,

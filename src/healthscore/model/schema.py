@@ -38,6 +38,18 @@ from healthscore.errors import DurationError
 HEALTH = "health"
 #: the bands, best first
 BAND_NAMES = ("green", "yellow", "red")
+#: columns of a scored row (besides the account columns) that a metric may not be named:
+#: the scoring query would hold two columns of that name (``engine.scoring``)
+SCORE_COLUMNS = (
+    "as_of",
+    "score",
+    "band",
+    "coverage",
+    "probability",
+    "base_score",
+    "signals",
+    "band_forced_by",
+)
 
 
 def _duration(v: str) -> str:

@@ -1,0 +1,154 @@
+"""Hostile and ambiguous model files (issue 15: untrusted files cannot hang or fool the
+tool): what the scoring query cannot hold, and numbers or keys YAML reads as something
+else, are refused when the model loads, naming the line and what is wrong.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import fixtures
+import healthscore as hs
+from healthscore.errors import ModelError
+from healthscore.model import load_model_text
+
+HEAD = """\
+metrics:
+  n: {from: usage_events, aggregate: count(), window: 30d}
+  t: {from: tickets, aggregate: count(), window: 30d}
+"""
+PILLARS = """\
+pillars:
+  p: {weight: 1, metrics: {n: {weight: 1, bad: 0, good: 10}}}
+  q: {weight: 1, metrics: {t: {weight: 1, bad: 5, good: 0}}}
+"""
+
+
+def _refused(text: str) -> str:
+    with pytest.raises(ModelError) as e:
+        load_model_text(text, file="m.yaml")
+    return str(e.value)
+
+
+# --- names: each names columns of the scoring query ------------------------------------
+
+NAMES_REFUSED = {
+    # both became one column: "Binder Error: Duplicate struct entry name" when scoring
+    "metrics differ in case": (
+        HEAD + "  N: {formula: n * 2}\n" + PILLARS,
+        "m.yaml:4: metrics.N: metric names 'n' and 'N' differ only in case",
+    ),
+    # "Target schema's field names are not matching" when scoring
+    "pillars differ in case": (
+        HEAD + PILLARS.replace("  q:", "  P:"),
+        "m.yaml:6: pillars.P: pillar names 'p' and 'P' differ only in case",
+    ),
+    "rules differ in case": (
+        HEAD + PILLARS + "rules:\n  r: {when: n > 1, add: 5}\n  R: {when: n > 2, add: 5}\n",
+        "m.yaml:9: rules.R: rule names 'r' and 'R' differ only in case",
+    ),
+    "scorecard pillars differ in case": (
+        HEAD
+        + PILLARS
+        + "scorecards:\n  other:\n    pillars:\n"
+        + "      u: {weight: 1, metrics: {n: {weight: 1, bad: 0, good: 10}}}\n"
+        + "      U: {weight: 1, metrics: {t: {weight: 1, bad: 5, good: 0}}}\n",
+        "m.yaml:11: scorecards.other.pillars.U: pillar names 'u' and 'U' differ only in case",
+    ),
+    # the engine's own columns: a traceback (Duplicate column name 'score')
+    "metric named score": (
+        HEAD + "  score: {formula: n * 2}\n" + PILLARS,
+        "m.yaml:4: metrics.score: metric name 'score' is a column of the scores",
+    ),
+    "metric named As_Of": (
+        HEAD + "  As_Of: {formula: n * 2}\n" + PILLARS,
+        "metric name 'As_Of' is a column of the scores",
+    ),
+    # <metric>__norm is the normalised value of <metric>: a traceback
+    "metric named n__norm": (
+        HEAD + "  n__norm: {formula: n * 2}\n" + PILLARS,
+        "m.yaml:4: metrics.n__norm: a metric name is letters, digits and _ (not __)",
+    ),
+    # rule__<r>__contribution: rule a__contribution was rule a's points
+    "rule named a__contribution": (
+        HEAD + PILLARS + "rules:\n  a__contribution: {when: n > 1, add: 5}\n",
+        "m.yaml:8: rules.a__contribution: a rule name is letters, digits and _ (not __)",
+    ),
+    # an account column whatever its case: the query held two columns 'segment'
+    "metric named Segment": (
+        HEAD + "  Segment: {formula: n * 2}\n" + PILLARS,
+        "metric name 'Segment' clashes with the account column 'segment'",
+    ),
+    # PostgreSQL cuts names at 63 bytes: 'column reference ... is ambiguous'
+    "long metric name": (
+        HEAD + f"  {'y' * 41}: {{formula: n * 2}}\n" + PILLARS,
+        "a metric name is at most 40 characters (got 41)",
+    ),
+    "long pillar name": (
+        HEAD + PILLARS + f"  {'é' * 21}: {{weight: 1, metrics: {{}}}}\n",
+        "a pillar name is at most 40 bytes (got 42)",
+    ),
+    "long rule name": (
+        HEAD + PILLARS + f"rules:\n  {'r' * 41}: {{when: n > 1, add: 5}}\n",
+        "a rule name is at most 40 characters (got 41)",
+    ),
+    "metric name with a space": (
+        HEAD + '  "late invoices": {formula: n * 2}\n' + PILLARS,
+        "metrics.late invoices: a metric name is letters, digits and _",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(NAMES_REFUSED))
+def test_names_the_scores_cannot_hold_are_refused(case):
+    text, says = NAMES_REFUSED[case]
+    assert says in _refused(text)
+
+
+def test_sql_keywords_are_fine_names(store):
+    """Names are quoted wherever they reach SQL: `select`, `order`, `from` score."""
+    text = (
+        HEAD
+        + '  select: {formula: "n + 1"}\n  order: {formula: \'"select" * 2\'}\n'
+        + "pillars:\n  from:\n    weight: 1\n    metrics:\n"
+        + "      select: {weight: 1, bad: 0, good: 10}\n"
+        + "      order: {weight: 1, bad: 0, good: 10}\n"
+        + "rules:\n  group: {when: n > 1, add: 5}\n"
+    )
+    rows = hs.score(store, load_model_text(text), "2025-01-01").to_pylist()
+    assert rows and all(r["order"] == 2 * r["select"] for r in rows)
+
+
+def test_a_true_false_metric_scores_on_postgres():
+    """A condition scored with bad/good (false 0, true 1) failed on PostgreSQL: "cannot
+    cast type boolean to double precision"; DuckDB read true as 1."""
+    text = (
+        HEAD
+        + "  busy: {formula: n > 0}\n"
+        + "pillars:\n  p: {weight: 1, metrics: {busy: {weight: 1, bad: 0, good: 1}}}\n"
+    )
+    model = load_model_text(text)
+    with fixtures.postgres_store() as pg:
+        for name, table in fixtures.tables().items():
+            pg.load(name, table)
+        rows = hs.score(pg, model, "2025-01-01").to_pylist()
+    by_id = {r["account_id"]: r for r in rows}
+    assert by_id["A1"]["busy"] is True and by_id["A1"]["busy__norm"] == 100.0
+    assert any(r["busy"] is False and r["busy__norm"] == 0.0 for r in rows)
+
+
+def test_score_columns_name_every_fixed_column_of_the_scores():
+    """SCORE_COLUMNS (what a metric may not be named) keeps up with the engine's output."""
+    from healthscore.engine.scoring import output_columns
+    from healthscore.model.schema import SCORE_COLUMNS
+
+    text = (
+        HEAD
+        + PILLARS
+        + "rules:\n  r: {when: n > 1, add: 5}\n"
+        + "probability: {points: [[0, 0.5], [100, 0.1]]}\n"
+    )
+    model = load_model_text(text)
+    accounts = set(model.table_schema("accounts"))
+    for col in output_columns(model):
+        assert col in SCORE_COLUMNS or col in accounts or col in model.spec.metrics or "__" in col

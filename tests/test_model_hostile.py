@@ -152,3 +152,111 @@ def test_score_columns_name_every_fixed_column_of_the_scores():
     accounts = set(model.table_schema("accounts"))
     for col in output_columns(model):
         assert col in SCORE_COLUMNS or col in accounts or col in model.spec.metrics or "__" in col
+
+
+# --- numbers and keys as YAML reads them ------------------------------------------------
+
+NUMBERS_REFUSED = {
+    # pydantic's lax mode read true as 1 and false as 0
+    "pillar weight true": (
+        HEAD + PILLARS.replace("p: {weight: 1", "p: {weight: true"),
+        "m.yaml:5: pillars.p.weight: Input should be a valid number (got True)",
+    ),
+    "bad false": (
+        HEAD + PILLARS.replace("bad: 0", "bad: false"),
+        "m.yaml:5: pillars.p.metrics.n.bad: Input should be a valid number (got False)",
+    ),
+    "band green true": (
+        "bands: {green: true, yellow: 0}\n" + HEAD + PILLARS,
+        "m.yaml:1: bands.green: Input should be a valid number (got True)",
+    ),
+    "rule add true": (
+        HEAD + PILLARS + "rules:\n  r: {when: n > 1, add: true}\n",
+        "m.yaml:8: rules.r.add: Input should be a valid number (got True)",
+    ),
+    # quoted text was read as the number it spells
+    "weight '80'": (
+        HEAD + PILLARS.replace("p: {weight: 1", "p: {weight: '80'"),
+        "m.yaml:5: pillars.p.weight: Input should be a valid number (got '80')",
+    ),
+    # the sum was infinity: every share 0, nothing scored (score null for every account)
+    "pillar weights overflow": (
+        HEAD + PILLARS.replace("weight: 1, metrics", "weight: 1e308, metrics"),
+        "m.yaml:4: pillars: pillar weights add up to more than a number can hold",
+    ),
+    "metric weights overflow": (
+        HEAD
+        + "pillars:\n  p: {weight: 1, metrics: {n: {weight: 1e308, bad: 0, good: 10}, "
+        + "t: {weight: 1e308, bad: 5, good: 0}}}\n",
+        "m.yaml:5: pillars.p.metrics: metric weights add up to more than a number can hold",
+    ),
+    # good - bad was infinity: every value scored 0
+    "bad and good too far apart": (
+        HEAD + PILLARS.replace("bad: 0, good: 10", "bad: -1e308, good: 1e308"),
+        "m.yaml:5: pillars.p.metrics.n: `bad` (-1e+308) and `good` (1e+308) are too far apart",
+    ),
+    "quantiles not ascending": (
+        HEAD + PILLARS.replace("bad: 0, good: 10", "percentile: {quantiles: [0.5, 0.5]}"),
+        "`quantiles` must be strictly ascending (got [0.5, 0.5])",
+    ),
+    # became the segment named 'None'
+    "null segment name": (
+        HEAD + PILLARS + "segments: {by: segment, weights: {null: {p: 2}}}\n",
+        "m.yaml:7: a key is null (empty)",
+    ),
+    # DuckDB's SQL text ends at a NUL: "unterminated quoted string" when scoring
+    "NUL in a where": (
+        HEAD.replace("window: 30d}\n  t", "window: 30d, where: \"event = 'a\\0b'\"}\n  t")
+        + PILLARS,
+        "m.yaml:2: \"event = 'a\\x00b'\" holds a NUL character",
+    ),
+    "NUL in a label": (
+        HEAD.replace("window: 30d}\n  t", 'window: 30d, label: "a\\0b"}\n  t') + PILLARS,
+        "m.yaml:2: 'a\\x00b' holds a NUL character",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(NUMBERS_REFUSED))
+def test_numbers_and_keys_yaml_reads_otherwise_are_refused(case):
+    text, says = NUMBERS_REFUSED[case]
+    assert says in _refused(text)
+
+
+SPECS_REFUSED = {
+    # min: true was 1
+    "domain min true": (
+        "domains: {score: {min: true, max: 5}}\n",
+        "s.yaml:1: domains.score.min: Input should be a valid number (got True)",
+    ),
+    # names are stripped: the second replaced the first, silently
+    "map names twice": (
+        "map:\n  Score: score\n  'Score ': comment\n",
+        "s.yaml:3: map.Score : 'Score' and 'Score ' are the same column",
+    ),
+    "domains twice": (
+        "domains:\n  score: {min: 1, max: 5}\n  ' score': {min: 0, max: 10}\n",
+        "s.yaml:3: domains. score: 'score' and ' score' are the same column",
+    ),
+    "recoded value twice": (
+        "map:\n  Kind:\n    to: kind\n    values: {Churned: csat, ' Churned': nps}\n",
+        "s.yaml:4: map.Kind.values: 'Churned' is given twice",
+    ),
+    # became the file column '' (map) or was a Python error without a line
+    "null source": ("map: {null: kind}\n", "s.yaml:1: a key is null (empty)"),
+    "NUL constant": ('set: {kind: "a\\0b"}\n', "s.yaml:1: 'a\\x00b' holds a NUL character"),
+    "empty key": ("set: {kind: nps}\nkey: ''\n", "s.yaml:2: key: `key` ''"),
+}
+
+
+@pytest.mark.parametrize("case", list(SPECS_REFUSED))
+def test_load_spec_values_yaml_reads_otherwise_are_refused(case, tmp_path):
+    from healthscore.errors import SourceError
+    from healthscore.sources import read_spec
+
+    text, says = SPECS_REFUSED[case]
+    f = tmp_path / "s.yaml"
+    f.write_text(text)
+    with pytest.raises(SourceError) as e:
+        read_spec(f, "surveys")
+    assert says in str(e.value).replace(str(f), "s.yaml")

@@ -21,6 +21,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,9 @@ from healthscore.core.yamlio import key_path
 from healthscore.errors import Problem
 from healthscore.model.model import Model
 from healthscore.model.schema import HEALTH, SCORE_COLUMNS, MetricSpec, MetricUse, Rule
+
+#: weights whose sum is no finite number: each share would be 0 and nothing would score
+_TOO_LARGE = "{} add up to more than a number can hold; only their ratios matter: use smaller ones"
 
 #: a metric's name (it names columns of the scores)
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -261,6 +265,8 @@ def check_pillar_metrics(c: Checks) -> None:
             c.add("a pillar needs at least one metric", "pillars", p, "metrics")
         elif pillar.weight > 0 and sum(u.weight for u in pillar.metrics.values()) <= 0:
             c.add("all metric weights are 0 in a pillar that has weight", "pillars", p, "metrics")
+        elif not math.isfinite(sum(u.weight for u in pillar.metrics.values())):
+            c.add(_TOO_LARGE.format("metric weights"), "pillars", p, "metrics")
         for m, use in pillar.metrics.items():
             check_metric_use(c, p, m, use)
 
@@ -324,6 +330,8 @@ def check_pillar_weights(c: Checks) -> None:
         c.add("a model needs at least one pillar", "pillars")
     elif sum(p.weight for p in c.spec.pillars.values()) <= 0:
         c.add("pillar weights add up to 0", "pillars")
+    elif not math.isfinite(sum(p.weight for p in c.spec.pillars.values())):
+        c.add(_TOO_LARGE.format("pillar weights"), "pillars")
 
 
 def check_segments(c: Checks) -> None:
@@ -357,6 +365,8 @@ def check_segments(c: Checks) -> None:
         merged.update({k: v for k, v in weights.items() if k in merged})
         if sum(merged.values()) <= 0:
             c.add("pillar weights add up to 0 for this segment", "segments", "weights", s)
+        elif not math.isfinite(sum(merged.values())):
+            c.add(_TOO_LARGE.format("pillar weights"), "segments", "weights", s)
 
 
 def check_rules(c: Checks) -> None:

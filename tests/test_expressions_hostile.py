@@ -157,3 +157,44 @@ def test_the_documented_language_still_loads(where):
 def test_aggregates_in_any_case_and_star_still_load():
     text = _model().replace("aggregate: count()", "aggregate: COUNT(*) + count(DISTINCT user_id)")
     load_model_text(text)
+
+
+def test_exp_and_power_beyond_a_float_score_alike_on_postgres(store):
+    """exp() and power() where the result is no finite number have no value (0 below the
+    smallest float), on PostgreSQL as on DuckDB: PostgreSQL stopped the whole scoring
+    query ("value out of range: overflow", "a negative number raised to a non-integer
+    power yields a complex result", "zero raised to a negative power is undefined")."""
+    import fixtures
+
+    formulas = {
+        "big": "exp(n + 1000)",
+        "tiny": "exp(-1000 - n)",
+        "complex": "power(-8, 0.5 + n)",
+        "zero_neg": "power(0 * n, -1)",
+        "over": "power(10, 400 + n)",
+        "under": "power(10, -400 - n)",
+        "fine": "power(2, 3) + exp(0 * n)",
+    }
+    text = (
+        "metrics:\n  n: {from: usage_events, aggregate: count(), window: 30d}\n"
+        + "".join(f'  {k}: {{formula: "{f}"}}\n' for k, f in formulas.items())
+        + "pillars:\n  p: {weight: 1, metrics: {n: {weight: 1, bad: 0, good: 10}}}\n"
+    )
+    model = load_model_text(text)
+    want = {r["account_id"]: r for r in hs.score(store, model, "2025-01-01").to_pylist()}
+    with fixtures.postgres_store() as pg:
+        for name, table in fixtures.tables().items():
+            pg.load(name, table)
+        got = {r["account_id"]: r for r in hs.score(pg, model, "2025-01-01").to_pylist()}
+    assert got.keys() == want.keys()
+    for acc, row in want.items():
+        for k in formulas:
+            assert got[acc][k] == row[k], (acc, k)
+        if row["n"] is not None:
+            assert (row["big"], row["tiny"], row["complex"], row["zero_neg"]) == (
+                None,
+                0,
+                None,
+                None,
+            )
+            assert (row["over"], row["under"], row["fine"]) == (None, 0, 9)

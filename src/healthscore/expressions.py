@@ -484,7 +484,7 @@ class _Builder:
             "abs": lambda x: x.abs(),
             "ceil": lambda x: x.ceil(),
             "floor": lambda x: x.floor(),
-            "exp": lambda x: x.exp(),
+            "exp": _exp,
             # outside their domain these give no value (like division by zero), not an error
             "ln": lambda x: ibis.ifelse(x > 0, x.ln(), ibis.null("float64")),
             "log10": lambda x: ibis.ifelse(x > 0, x.log10(), ibis.null("float64")),
@@ -508,7 +508,7 @@ class _Builder:
             ok = (x > 0) & (base > 0) & (base != 1)
             return ibis.ifelse(ok, x.ln() / base.ln(), ibis.null("float64"))
         if name == "power":
-            return v[0] ** v[1]
+            return _power(*v)
         if name == "round":
             return v[0].round(_places(args[1]) if len(args) > 1 else 0)
         raise AssertionError(name)  # pragma: no cover - SCALARS and this switch agree
@@ -634,6 +634,38 @@ def _comparable(x: ir.Value, y: ir.Value) -> bool:
     except (_ibis_exceptions.IbisTypeError, _ibis_annotations.ValidationError, TypeError):
         return False
     return True
+
+
+#: ln of the largest and of the smallest normal float: past them exp() overflows to
+#: infinity or underflows to 0, which PostgreSQL reports as an error ("value out of range")
+_LN_MAX, _LN_MIN = 709.0, -708.0
+
+
+def _exp(x: ir.NumericValue) -> ir.FloatingValue:
+    """exp(x), with no value past the largest float and 0 below the smallest, as on DuckDB
+    (PostgreSQL stops the query: "value out of range: overflow")."""
+    x = x.cast("float64")
+    return ibis.cases(
+        (x > _LN_MAX, ibis.null("float64")), (x < _LN_MIN, ibis.literal(0.0)), else_=x.exp()
+    )
+
+
+def _power(b: ir.NumericValue, e: ir.NumericValue) -> ir.FloatingValue:
+    """b ** e, with no value where it is no finite real number (a negative base to a
+    fractional power, 0 to a negative one, beyond the largest float) and 0 below the
+    smallest: DuckDB gives NaN or infinity there, PostgreSQL stops the query."""
+    b, e = b.cast("float64"), e.cast("float64")
+    # e's magnitude bounded so that the test itself cannot overflow (|ln| < 745)
+    size = ibis.least(ibis.greatest(e, -1e300), 1e300) * ibis.greatest(b.abs(), 1e-300).ln()
+    none = ibis.null("float64")
+    return ibis.cases(
+        ((b < 0) & (e != e.floor()), none),
+        ((b == 0) & (e < 0), none),
+        (b == 0, b**e),
+        (size > _LN_MAX, none),
+        (size < _LN_MIN, ibis.literal(0.0)),
+        else_=b**e,
+    )
 
 
 def _text(v: ir.Value) -> bool:

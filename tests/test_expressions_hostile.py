@@ -198,3 +198,31 @@ def test_exp_and_power_beyond_a_float_score_alike_on_postgres(store):
                 None,
             )
             assert (row["over"], row["under"], row["fine"]) == (None, 0, 9)
+
+
+def test_long_flag_kinds_sharing_a_beginning_score_on_postgres():
+    """has_flag('<kind>') reads a column named after the kind: PostgreSQL cut names at 63
+    bytes, so two kinds sharing their first 56 characters were one ambiguous column
+    ("column reference ... is ambiguous") and nothing scored."""
+    import pyarrow as pa
+
+    import fixtures
+
+    long = "k" * 60
+    text = (
+        "metrics:\n  n: {from: usage_events, aggregate: count(), window: 30d}\n"
+        f"  f: {{formula: \"CASE WHEN has_flag('{long}a') THEN 1 "
+        f"WHEN has_flag('{long}B') THEN 2 ELSE 0 END\"}}\n"
+        "pillars:\n  p: {weight: 1, metrics: {f: {weight: 1, bad: 0, good: 2}}}\n"
+    )
+    model = load_model_text(text)
+    tables = fixtures.tables()
+    flags = tables["flags"].to_pylist()
+    flags.append({**flags[0], "flag_id": "F9", "account_id": "A3", "kind": f"{long}b"})
+    tables["flags"] = pa.Table.from_pylist(flags, schema=tables["flags"].schema)
+    with fixtures.postgres_store() as pg:
+        for name, table in tables.items():
+            pg.load(name, table)
+        rows = {r["account_id"]: r for r in hs.score(pg, model, "2025-01-01").to_pylist()}
+    assert rows["A3"]["f"] == 2  # the second kind (B: a kind is a category)
+    assert rows["A1"]["f"] == 0

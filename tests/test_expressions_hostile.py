@@ -67,6 +67,8 @@ WHERE_REFUSED = [
     ("length(event, 2) > 1", "length() takes 1 argument(s), got 2"),
     # the literal was infinity: `quantity > 1e309` held for no row
     ("quantity > 1e309", "1e309 is not a finite number"),
+    # float() reads fullwidth digits: `quantity > １０` was quantity > 10
+    ("quantity > １０", "'１０' is not a number written with the digits 0-9"),
     # DuckDB's aliases were read as the documented function, and the file named them so
     ("ifnull(event, 'a') = 'a'", "unknown function 'ifnull'"),
     ("len(event) > 1", "unknown function 'len'"),

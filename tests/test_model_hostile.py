@@ -214,6 +214,23 @@ NUMBERS_REFUSED = {
         HEAD.replace("window: 30d}\n  t", 'window: 30d, label: "a\\0b"}\n  t') + PILLARS,
         "m.yaml:2: 'a\\x00b' holds a NUL character",
     ),
+    # the file showed base64 and the model filtered on the text it decodes to
+    # ("event = 'login'"): what a reviewer reads is not what runs
+    "binary tag": (
+        HEAD.replace("window: 30d}\n  t", "window: 30d, where: !!binary ZXZlbnQgPSAnbG9naW4n}\n  t")
+        + PILLARS,
+        "m.yaml:2: a YAML tag (!!binary) is not read here",
+    ),
+    # !!str 1 is the text '1'; a tag of the reader's choosing is not read either
+    "str tag": (
+        HEAD + PILLARS.replace("p: {weight: 1", "p: {weight: !env WEIGHT"),
+        "m.yaml:5: a YAML tag (!env) is not read here",
+    ),
+    # Python's int() reads fullwidth digits: "３0d" was 30 days
+    "fullwidth duration": (
+        HEAD.replace("window: 30d}\n  t", "window: ３0d}\n  t") + PILLARS,
+        "m.yaml:2: metrics.n.window: not a duration: '３0d'",
+    ),
 }
 
 

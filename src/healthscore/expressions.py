@@ -585,7 +585,9 @@ def _number(text: str) -> ir.Value:
     """A number as written: a whole number exactly (not through a float, which would
     turn 9007199254740993 into ...992), anything else as a finite float."""
     digits = text.replace("_", "")
-    if digits.isascii() and digits.isdigit():
+    if not digits.isascii():  # Python's float() reads "１０" (fullwidth) as 10
+        raise ExpressionError(f"{text!r} is not a number written with the digits 0-9")
+    if digits.isdigit():
         n = int(digits)
         if n > _INT64_MAX:
             raise ExpressionError(

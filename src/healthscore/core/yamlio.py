@@ -201,6 +201,16 @@ class _BoundedComposer(Composer):
             self._add(self._sizes[id(node)], event)
             return node
         event = self.parser.peek_event()
+        tag = getattr(event, "tag", None)
+        if tag is not None and str(getattr(tag, "value", tag) or ""):
+            # `!!binary aGVsbG8=` turns into text the file does not show; `!!str 1`,
+            # `!env X`: the value is read as something other than it looks
+            shown = str(getattr(tag, "value", tag)).replace("tag:yaml.org,2002:", "!!")
+            raise _Refused(
+                f"a YAML tag ({shown}) is not read here",
+                event.start_mark,
+                hint="write the value itself, quoted if it is text",
+            )
         if self.depth >= MAX_YAML_DEPTH:
             raise _Refused(f"nested more than {MAX_YAML_DEPTH} levels deep", event.start_mark)
         node = super().compose_node(parent, index)

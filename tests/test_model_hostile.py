@@ -92,6 +92,25 @@ NAMES_REFUSED = {
         HEAD + PILLARS + f"rules:\n  {'r' * 41}: {{when: n > 1, add: 5}}\n",
         "a rule name is at most 40 characters (got 41)",
     ),
+    # `score --band red` read 'red' as the green band (the first whose name matched)
+    "band names swapped": (
+        "band_names: {green: red, yellow: yellow, red: green}\n" + HEAD + PILLARS,
+        "m.yaml:1: band_names: green: 'red' is the word for the red band",
+    ),
+    "two bands one name": (
+        "band_names: {green: fine, yellow: Fine, red: bad}\n" + HEAD + PILLARS,
+        "green: 'fine' is also the name of the yellow band",
+    ),
+    # the store matches names whatever their case: 'Segment' could never be found
+    # ("declared in the model but the store has no such column") though 'segment' was
+    "declared column differs in case": (
+        "columns: {accounts: {Segment: string}}\n" + HEAD + PILLARS,
+        "m.yaml:1: columns.accounts.Segment: accounts.Segment and accounts.segment differ only",
+    ),
+    "declared column of the engine": (
+        "columns: {accounts: {__flag_x: boolean}}\n" + HEAD + PILLARS,
+        "a column name starting with __ is kept for healthscore's own columns",
+    ),
     "metric name with a space": (
         HEAD + '  "late invoices": {formula: n * 2}\n' + PILLARS,
         "metrics.late invoices: a metric name is letters, digits and _",

@@ -110,11 +110,28 @@ def check_columns(c: Checks) -> None:
         if t not in TABLES:
             c.add(f"unknown table {t!r}", "columns", t, hint=_tables_hint())
             continue
+        seen = {k.casefold(): k for k in TABLES[t].columns}
         for col, typ in cols.items():
             canon = TABLES[t].columns.get(col)
             if canon and canon != typ:
                 c.add(
                     f"{t}.{col} is a canonical column of type {canon}", "columns", t, col, got=typ
+                )
+            first = seen.setdefault(col.casefold(), col)
+            if first != col:  # the store matches names whatever their case: one column
+                c.add(
+                    f"{t}.{col} and {t}.{first} differ only in case: they would be one column",
+                    "columns",
+                    t,
+                    col,
+                )
+            if col.startswith("__"):
+                c.add(
+                    f"{t}.{col}: a column name starting with __ is kept for healthscore's own "
+                    "columns",
+                    "columns",
+                    t,
+                    col,
                 )
 
 

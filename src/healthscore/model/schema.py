@@ -281,6 +281,21 @@ class BandNames(_Strict):
     yellow: str = "yellow"
     red: str = "red"
 
+    @model_validator(mode="after")
+    def _distinct(self):
+        # a name is read back whatever its case (`score --band`): one that is another
+        # band's name, or another band's own word, would select the wrong band
+        names = {b: getattr(self, b).strip().casefold() for b in BAND_NAMES}
+        for band in BAND_NAMES:
+            for other in BAND_NAMES:
+                if other != band and names[band] in (names[other], other):
+                    whose = "the word for" if names[band] == other else "also the name of"
+                    raise ValueError(
+                        f"{band}: {getattr(self, band)!r} is {whose} the {other} band; "
+                        "give each band a name of its own"
+                    )
+        return self
+
 
 #: which end of a scorecard ``score`` lists first: the red (at risk, lowest score first)
 #: or the green (ready, highest score first)

@@ -281,6 +281,11 @@ SPECS_REFUSED = {
     # became the file column '' (map) or was a Python error without a line
     "null source": ("map: {null: kind}\n", "s.yaml:1: a key is null (empty)"),
     "NUL constant": ('set: {kind: "a\\0b"}\n', "s.yaml:1: 'a\\x00b' holds a NUL character"),
+    # matched no column (domains match names exactly): the bound 1-3 was never applied
+    "domain of a canonical column in other case": (
+        "domains: {Score: {min: 1, max: 3}}\n",
+        "s.yaml:1: domains.Score: 'Score' is not a column of surveys; did you mean 'score'?",
+    ),
     "empty key": ("set: {kind: nps}\nkey: ''\n", "s.yaml:2: key: `key` ''"),
 }
 

@@ -465,6 +465,21 @@ def _check_domain_columns(parsed: _SpecFile, spec: Table | None, add) -> None:
     """A domain bounds numbers: not a canonical text, true/false or timestamp column."""
     for column in parsed.domains:
         ctype = spec.columns.get(column.strip()) if spec else None
+        twin = next(
+            (
+                c
+                for c in (spec.columns if spec else ())
+                if c.casefold() == column.strip().casefold()
+            ),
+            None,
+        )
+        if ctype is None and twin is not None:  # bounded nothing: domains match names exactly
+            add(
+                f"{column!r} is not a column of {spec.name}; did you mean {twin!r}?",
+                ("domains", column),
+                hint=columns_hint(spec),
+            )
+            continue
         if ctype is not None and ctype not in ("int64", "float64"):
             add(f"{column!r} holds {ctype} values; a domain bounds numbers", ("domains", column))
 

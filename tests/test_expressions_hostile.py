@@ -105,6 +105,8 @@ FORMULA_REFUSED = [
     ("round(seats, seats)", "round() takes a whole number of decimal places"),
     ("days_since(1)", "days_since() takes dates or timestamps"),
     ("seats AND seats", "AND needs conditions (true/false)"),
+    # no flag has an empty kind: it never held
+    ("CASE WHEN has_flag(' ') THEN 1 ELSE 0 END", "has_flag() needs a flag kind"),
     ("NOT seats", "NOT needs conditions (true/false)"),
     # a whole number beyond int64 was refused as "out of bounds for Int64" after a
     # trip through a float; 1e20 (a decimal number) too

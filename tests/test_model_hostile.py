@@ -218,6 +218,16 @@ NUMBERS_REFUSED = {
         HEAD + PILLARS.replace("bad: 0, good: 10", "percentile: {quantiles: [0.5, 0.5]}"),
         "`quantiles` must be strictly ascending (got [0.5, 0.5])",
     ),
+    # the backend cannot put a number where text or true/false goes: a traceback when
+    # scoring (Cannot compute precedence for `string` and `float64` types)
+    "fill on a text metric": (
+        HEAD + "  last_event: {from: usage_events, aggregate: last(event), fill: 5}\n" + PILLARS,
+        "m.yaml:4: metrics.last_event.fill: `fill` is a number and 'last_event' is string",
+    ),
+    "fill on a true/false metric": (
+        HEAD + "  busy: {formula: n > 2, fill: 1}\n" + PILLARS,
+        "m.yaml:4: metrics.busy.fill: `fill` is a number and 'busy' is boolean",
+    ),
     # became the segment named 'None'
     "null segment name": (
         HEAD + PILLARS + "segments: {by: segment, weights: {null: {p: 2}}}\n",

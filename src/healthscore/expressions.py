@@ -518,6 +518,8 @@ class _Builder:
             raise ExpressionError(
                 "has_flag() takes a quoted flag kind, e.g. has_flag('champion_left')"
             )
+        if not args[0].this.strip():  # no flag has an empty kind: it would never hold
+            raise ExpressionError("has_flag() needs a flag kind, e.g. has_flag('champion_left')")
         if self.has_flag is None:
             raise ExpressionError("has_flag() is only allowed in formulas, rules and population")
         return self.has_flag(args[0].this)

@@ -272,6 +272,21 @@ def check_formulas(c: Checks) -> None:
             c.metric_types[n] = value.type()
 
 
+def check_fills(c: Checks) -> None:
+    """A metric's ``fill`` (a number) stands in for a number: the backend cannot put 5
+    where text, a date or true/false goes (scoring stopped with a traceback)."""
+    for name, metric in c.spec.metrics.items():
+        typ = c.metric_types.get(name)
+        if metric.fill is not None and typ is not None and not typ.is_numeric():
+            c.add(
+                f"`fill` is a number and {name!r} is {typ}: a missing value can only be "
+                "filled in a number metric (use `missing:` where it is scored)",
+                "metrics",
+                name,
+                "fill",
+            )
+
+
 # --- what one scorecard scores with --------------------------------------------------------
 
 
@@ -502,6 +517,7 @@ MODEL_CHECKS = (
     check_columns,
     check_metrics,
     check_formulas,
+    check_fills,
     *SCORING_CHECKS,
     check_population,
     check_freshness,

@@ -105,6 +105,8 @@ FORMULA_REFUSED = [
     ("round(seats, seats)", "round() takes a whole number of decimal places"),
     ("days_since(1)", "days_since() takes dates or timestamps"),
     ("seats AND seats", "AND needs conditions (true/false)"),
+    # Ibis's own words reached the user ("SearchedCase(cases=(r0 := UnboundTable ...")
+    ("CASE WHEN seats THEN 1 ELSE 0 END", "CASE WHEN needs conditions (true/false)"),
     # no flag has an empty kind: it never held
     ("CASE WHEN has_flag(' ') THEN 1 ELSE 0 END", "has_flag() needs a flag kind"),
     ("NOT seats", "NOT needs conditions (true/false)"),
@@ -230,3 +232,10 @@ def test_long_flag_kinds_sharing_a_beginning_score_on_postgres():
         rows = {r["account_id"]: r for r in hs.score(pg, model, "2025-01-01").to_pylist()}
     assert rows["A3"]["f"] == 2  # the second kind (B: a kind is a category)
     assert rows["A1"]["f"] == 0
+
+
+def test_a_where_that_is_no_condition_is_one_problem():
+    """The aggregate was checked with the bad filter too: a second problem in Ibis's words
+    ("types do not fit in 'COUNT()': CountStar(UnboundTable ...")."""
+    msg = _refused(_model(where="quantity"))
+    assert msg == "m.yaml:5: metrics.n.where: `where` must be a condition (true/false)"

@@ -438,6 +438,8 @@ class _Builder:
             if base is not None:
                 x, y = _categories(base, cond)
                 cond = x == y
+            else:
+                cond = _condition(cond, "CASE WHEN", branch.this)
             pair = (cond, self._build(branch.args["true"]))
             case = [pair] if case is None else case + [pair]
         default = node.args.get("default")

@@ -208,6 +208,7 @@ def check_aggregate(c: Checks, name: str, metric: MetricSpec) -> None:
         where = c.compile(lambda: ex.compile_row(metric.where, resolve), *path, "where")
         if where is not None and not where.type().is_boolean():
             c.add("`where` must be a condition (true/false)", *path, "where")
+            where = None  # the aggregate is checked on its own
     agg = ex.AggregateContext(table, where, [table[time], table[table_def.primary_key]])
     value = c.compile(
         lambda: ex.compile_aggregate(metric.aggregate, resolve, agg, as_of=c.as_of),

@@ -21,6 +21,13 @@ Two contexts:
 Division by zero gives NULL on every backend (the metric's missing-data policy then
 applies), never infinity.
 
+Nothing outside this language is read another way: a call is parsed as the name and the
+arguments written (sqlglot's DuckDB parser would read ``ifnull(a, b)`` as coalesce and
+drop the second argument of ``ceil(x, 2)``), so an alias is an unknown function named as
+written and a wrong number of arguments is an error; ``LIKE`` takes a quoted pattern,
+``IN`` a list of values of one type; numbers are read exactly as written (digits 0-9,
+finite).
+
 Examples
 --------
 >>> import ibis

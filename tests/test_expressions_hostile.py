@@ -75,6 +75,10 @@ WHERE_REFUSED = [
     # the function is named as written (was 'readcsv', 'regexplike')
     ("read_csv('/etc/passwd') IS NOT NULL", "unknown function 'read_csv'"),
     ("regexp_matches(event, 'a')", "unknown function 'regexp_matches'"),
+    # a Cyrillic е looks like e in any editor: the error showed 'evеnt', unknown, and
+    # the user saw no difference from the column listed beside it
+    ("evеnt = 'a'", "unknown name 'evеnt' (holds U+0435 'е', not ASCII)"),
+    ("lоwer(event) = 'a'", "unknown function 'lоwer' (holds U+043E 'о', not ASCII)"),
 ]
 
 

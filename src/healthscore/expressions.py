@@ -434,7 +434,7 @@ class _Builder:
         except KeyError as e:
             shown = f"{qualifier}.{node.name}" if qualifier else node.name
             known = e.args[0] if e.args and isinstance(e.args[0], str) else ""
-            msg = f"unknown name {shown!r}" + (f"; {known}" if known else "")
+            msg = f"unknown name {shown!r}{_lookalike(shown)}" + (f"; {known}" if known else "")
             raise ExpressionError(msg) from None
 
     def _case(self, node: exp.Case) -> ir.Value:
@@ -464,7 +464,10 @@ class _Builder:
             raise ExpressionError(f"{word} is not allowed here: {shown!r}")
         if name not in SCALARS and name not in AGGREGATES:
             allowed = sorted(SCALARS) + ([] if self.agg is None else list(AGGREGATES))
-            raise ExpressionError(f"unknown function {node.name!r}; allowed: {', '.join(allowed)}")
+            raise ExpressionError(
+                f"unknown function {node.name!r}{_lookalike(node.name)}; "
+                f"allowed: {', '.join(allowed)}"
+            )
         if name in AGGREGATES:
             return self._aggregate(name, node)
         args = self._args(node)
@@ -630,6 +633,13 @@ def _places(arg: exp.Expression) -> int:
     raise ExpressionError(
         f"round() takes a whole number of decimal places, e.g. round(x, 2); got {arg.sql()!r}"
     )
+
+
+def _lookalike(name: str) -> str:
+    """`` (holds U+0456 'і', not ASCII)`` for a name with a character that is not plain
+    ASCII: `kіnd` with a Cyrillic і looks like `kind` in any editor."""
+    odd = next((ch for ch in name if not ch.isascii()), None)
+    return f" (holds U+{ord(odd):04X} {odd!r}, not ASCII)" if odd else ""
 
 
 def _condition(v: ir.Value, word: str, node: exp.Expression) -> ir.Value:

@@ -21,6 +21,13 @@ Two contexts:
 Division by zero gives NULL on every backend (the metric's missing-data policy then
 applies), never infinity.
 
+Nothing outside this language is read another way: a call is parsed as the name and the
+arguments written (sqlglot's DuckDB parser would read ``ifnull(a, b)`` as coalesce and
+drop the second argument of ``ceil(x, 2)``), so an alias is an unknown function named as
+written and a wrong number of arguments is an error; ``LIKE`` takes a quoted pattern,
+``IN`` a list of values of one type; numbers are read exactly as written (digits 0-9,
+finite).
+
 Examples
 --------
 >>> import ibis
@@ -38,6 +45,7 @@ healthscore.expressions.ExpressionError: unknown function 'nosuch'; allowed: abs
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -60,7 +68,21 @@ _ibis_annotations = lazy("ibis.common.annotations")
 _ibis_exceptions = lazy("ibis.common.exceptions")
 
 SECONDS_PER_DAY = 86_400.0
-_DIALECT = DuckDB()
+
+
+class _Parser(DuckDB.Parser):
+    # every call parses as the name and the arguments written: DuckDB's parser would read
+    # `ifnull(a, b)` as coalesce, `log10(x, 2)` as log10(x) and `ceil(x, 2)` as ceil(x),
+    # silently (see _function); names outside the language are refused by name
+    FUNCTIONS: dict = {}
+    FUNCTION_PARSERS: dict = {}
+
+
+class _Dialect(DuckDB):
+    Parser = _Parser
+
+
+_DIALECT = _Dialect()
 
 
 class ExpressionError(Exception):
@@ -109,32 +131,6 @@ AGGREGATES = (
 
 #: aggregates whose value over no rows is 0 (not missing)
 ZERO_WHEN_EMPTY = frozenset({"count", "count_distinct", "sum"})
-
-_SQLGLOT_NAMES = {
-    exp.Abs: "abs",
-    exp.Ceil: "ceil",
-    exp.Coalesce: "coalesce",
-    exp.Exp: "exp",
-    exp.Floor: "floor",
-    exp.Greatest: "greatest",
-    exp.Least: "least",
-    exp.Length: "length",
-    exp.Ln: "ln",
-    exp.Lower: "lower",
-    exp.Nullif: "nullif",
-    exp.Pow: "power",
-    exp.Round: "round",
-    exp.Sqrt: "sqrt",
-    exp.Upper: "upper",
-    exp.Count: "count",
-    exp.Sum: "sum",
-    exp.Avg: "avg",
-    exp.Min: "min",
-    exp.Max: "max",
-    exp.Median: "median",
-    exp.Last: "last",
-    exp.First: "first",
-}
 
 Resolver = Callable[..., "ir.Value"]
 
@@ -240,11 +236,10 @@ def names_in(text: str | exp.Expression) -> list[tuple[str | None, str]]:
 
 
 def function_name(node: exp.Expression) -> str | None:
+    """The name of a call as written, in lower case (None: not a call)."""
     if isinstance(node, exp.Anonymous):
         return node.name.lower()
-    if isinstance(node, exp.Log):
-        return "log" if node.expression is not None else "log10"
-    return _SQLGLOT_NAMES.get(type(node))
+    return None
 
 
 def compile_row(
@@ -340,10 +335,7 @@ class _Builder:
         if isinstance(node, exp.Column):
             return self._column(node)
         if isinstance(node, exp.Literal):
-            if node.is_string:
-                return ibis.literal(node.this)
-            v = float(node.this)
-            return ibis.literal(int(v) if v.is_integer() and "." not in node.this else v)
+            return ibis.literal(node.this) if node.is_string else _number(node.this)
         if isinstance(node, exp.Boolean):
             return ibis.literal(bool(node.this))
         if isinstance(node, exp.Null):
@@ -351,11 +343,12 @@ class _Builder:
         if isinstance(node, exp.Neg):
             return -b(node.this)
         if isinstance(node, exp.Not):
-            return ~b(node.this)
-        if isinstance(node, exp.And):
-            return b(node.this) & b(node.expression)
-        if isinstance(node, exp.Or):
-            return b(node.this) | b(node.expression)
+            return ~_condition(b(node.this), "NOT", node)
+        if isinstance(node, exp.And | exp.Or):
+            word = "AND" if isinstance(node, exp.And) else "OR"
+            x = _condition(b(node.this), word, node)
+            y = _condition(b(node.expression), word, node)
+            return x & y if word == "AND" else x | y
         binary = {
             exp.Add: lambda x, y: x + y,
             exp.Sub: lambda x, y: x - y,
@@ -387,17 +380,39 @@ class _Builder:
         if isinstance(node, exp.In):
             if node.args.get("query"):
                 raise ExpressionError("subqueries are not allowed")
+            if any(node.args.get(k) for k in ("unnest", "field")) or not node.expressions:
+                raise ExpressionError(
+                    f"IN takes a list of values, e.g. kind IN ('a', 'b'): {node.sql()!r}"
+                )
             x, *values = _categories(b(node.this), *[b(e) for e in node.expressions])
+            for v in values:  # the backend would fail at run time, or compare as text
+                if not _comparable(x, v):
+                    raise ExpressionError(
+                        f"IN compares {x.type()} with {v.type()} in {node.sql()!r}; "
+                        "give values of one type"
+                    )
             return x.isin(values)
         if isinstance(node, exp.Between):
+            if node.args.get("symmetric"):
+                raise ExpressionError(
+                    f"BETWEEN SYMMETRIC is not allowed: {node.sql()!r}; write low AND high"
+                )
             return b(node.this).between(b(node.args["low"]), b(node.args["high"]))
         if isinstance(node, exp.Like):  # a category comparison: as ILIKE, spaces around ignored
+            pattern = node.expression
+            if not (isinstance(pattern, exp.Literal) and pattern.is_string):
+                raise ExpressionError(
+                    f"LIKE takes a quoted pattern, e.g. event LIKE 'export%': {node.sql()!r}"
+                )
             x = b(node.this)
             if _text(x):
-                return x.strip().ilike(node.expression.this)
-            return x.like(node.expression.this)
+                return x.strip().ilike(pattern.this)
+            return x.like(pattern.this)
         if isinstance(node, exp.ILike):
-            return b(node.this).ilike(node.expression.this)
+            raise ExpressionError(
+                f"ILIKE is not allowed: {node.sql()!r}; LIKE already ignores case and "
+                "surrounding spaces"
+            )
         if isinstance(node, exp.Case):
             return self._case(node)
         if isinstance(node, exp.Func):
@@ -409,13 +424,17 @@ class _Builder:
             raise ExpressionError(
                 f"column {node.sql()!r} must be inside an aggregate, e.g. max({node.sql()})"
             )
+        if node.args.get("db") or node.args.get("catalog"):
+            raise ExpressionError(
+                f"{node.sql()!r} names a database or schema; write column or table.column"
+            )
         qualifier = node.table or None
         try:
             return self.resolve(node.name, qualifier) if qualifier else self.resolve(node.name)
         except KeyError as e:
             shown = f"{qualifier}.{node.name}" if qualifier else node.name
             known = e.args[0] if e.args and isinstance(e.args[0], str) else ""
-            msg = f"unknown name {shown!r}" + (f"; {known}" if known else "")
+            msg = f"unknown name {shown!r}{_lookalike(shown)}" + (f"; {known}" if known else "")
             raise ExpressionError(msg) from None
 
     def _case(self, node: exp.Case) -> ir.Value:
@@ -426,6 +445,8 @@ class _Builder:
             if base is not None:
                 x, y = _categories(base, cond)
                 cond = x == y
+            else:
+                cond = _condition(cond, "CASE WHEN", branch.this)
             pair = (cond, self._build(branch.args["true"]))
             case = [pair] if case is None else case + [pair]
         default = node.args.get("default")
@@ -433,23 +454,20 @@ class _Builder:
 
     # --- functions -------------------------------------------------------------------
     def _args(self, node: exp.Func) -> list[exp.Expression]:
-        if isinstance(node, exp.Anonymous):
-            return list(node.expressions)
-        if isinstance(node, exp.Log):  # log(base, x) or log10(x)
-            return [node.this, node.expression] if node.expression is not None else [node.this]
-        if isinstance(node, exp.Round):
-            return [a for a in (node.this, node.args.get("decimals")) if a is not None]
-        args = [node.this] if node.this is not None else []
-        args += [node.expression] if node.args.get("expression") is not None else []
-        args += list(node.expressions or [])
-        return args
+        return list(node.expressions)
 
     def _function(self, node: exp.Func) -> ir.Value:
         name = function_name(node)
-        if name is None or (name not in SCALARS and name not in AGGREGATES):
-            shown = node.name.lower() if isinstance(node, exp.Anonymous) else node.key
+        if name is None:  # an operator or keyword the parser reads as a function
+            shown = node.sql()
+            word = shown.split("(")[0].strip() if "(" in shown else node.key.upper()
+            raise ExpressionError(f"{word} is not allowed here: {shown!r}")
+        if name not in SCALARS and name not in AGGREGATES:
             allowed = sorted(SCALARS) + ([] if self.agg is None else list(AGGREGATES))
-            raise ExpressionError(f"unknown function {shown!r}; allowed: {', '.join(allowed)}")
+            raise ExpressionError(
+                f"unknown function {node.name!r}{_lookalike(node.name)}; "
+                f"allowed: {', '.join(allowed)}"
+            )
         if name in AGGREGATES:
             return self._aggregate(name, node)
         args = self._args(node)
@@ -460,6 +478,12 @@ class _Builder:
         if name == "has_flag":
             return self._has_flag(args)
         v = [self._build(a) for a in args]
+        if name in ("days_since", "days_until", "days_between", "hours_between"):
+            for a, x in zip(args, v, strict=True):
+                if not (x.type().is_timestamp() or x.type().is_date()):
+                    raise ExpressionError(
+                        f"{name}() takes dates or timestamps; {a.sql()!r} is {x.type()}"
+                    )
         if name in ("days_since", "days_until"):
             if self.as_of is None:
                 raise ExpressionError(f"{name}() needs the as-of date and is not allowed here")
@@ -472,7 +496,7 @@ class _Builder:
             "abs": lambda x: x.abs(),
             "ceil": lambda x: x.ceil(),
             "floor": lambda x: x.floor(),
-            "exp": lambda x: x.exp(),
+            "exp": _exp,
             # outside their domain these give no value (like division by zero), not an error
             "ln": lambda x: ibis.ifelse(x > 0, x.ln(), ibis.null("float64")),
             "log10": lambda x: ibis.ifelse(x > 0, x.log10(), ibis.null("float64")),
@@ -496,9 +520,9 @@ class _Builder:
             ok = (x > 0) & (base > 0) & (base != 1)
             return ibis.ifelse(ok, x.ln() / base.ln(), ibis.null("float64"))
         if name == "power":
-            return v[0] ** v[1]
+            return _power(*v)
         if name == "round":
-            return v[0].round(int(args[1].this) if len(args) > 1 else 0)
+            return v[0].round(_places(args[1]) if len(args) > 1 else 0)
         raise AssertionError(name)  # pragma: no cover - SCALARS and this switch agree
 
     def _has_flag(self, args: list[exp.Expression]) -> ir.Value:
@@ -506,6 +530,8 @@ class _Builder:
             raise ExpressionError(
                 "has_flag() takes a quoted flag kind, e.g. has_flag('champion_left')"
             )
+        if not args[0].this.strip():  # no flag has an empty kind: it would never hold
+            raise ExpressionError("has_flag() needs a flag kind, e.g. has_flag('champion_left')")
         if self.has_flag is None:
             raise ExpressionError("has_flag() is only allowed in formulas, rules and population")
         return self.has_flag(args[0].this)
@@ -530,6 +556,8 @@ class _Builder:
     def _reduction(self, name, node, args, where) -> ir.Scalar:
         self.in_aggregate = True
         try:
+            if name == "count" and len(args) > 1:
+                raise ExpressionError(f"count() takes at most 1 argument, got {len(args)}")
             if name == "count":
                 if not args or isinstance(args[0], exp.Star):
                     return self.agg.table.count(where=where)
@@ -565,6 +593,102 @@ def _finite(v: ir.Value) -> ir.Value:
     if v.type().is_floating():
         return ibis.ifelse(v.isnan() | v.isinf(), ibis.null(v.type()), v)
     return v
+
+
+def _number(text: str) -> ir.Value:
+    """A number as written: a whole number exactly (not through a float, which would
+    turn 9007199254740993 into ...992), anything else as a finite float."""
+    digits = text.replace("_", "")
+    if not digits.isascii():  # Python's float() reads "１０" (fullwidth) as 10
+        raise ExpressionError(f"{text!r} is not a number written with the digits 0-9")
+    if digits.isdigit():
+        n = int(digits)
+        if n > _INT64_MAX:
+            raise ExpressionError(
+                f"{text} is too large for a whole number (at most {_INT64_MAX}); "
+                "write it with a decimal point or an exponent to mean a decimal number"
+            )
+        return ibis.literal(n)
+    v = float(digits)
+    if not math.isfinite(v):
+        raise ExpressionError(f"{text} is not a finite number")
+    if v.is_integer() and "." not in digits and abs(v) <= _INT64_MAX:  # 1e3: a whole number
+        return ibis.literal(int(v))
+    return ibis.literal(v)
+
+
+_INT64_MAX = 2**63 - 1
+
+
+def _places(arg: exp.Expression) -> int:
+    """round()'s decimal places: a whole number as written (negative: tens, hundreds)."""
+    node, sign = (arg.this, -1) if isinstance(arg, exp.Neg) else (arg, 1)
+    if (
+        isinstance(node, exp.Literal)
+        and not node.is_string
+        and node.this.isascii()
+        and node.this.isdigit()
+    ):
+        return sign * int(node.this)
+    raise ExpressionError(
+        f"round() takes a whole number of decimal places, e.g. round(x, 2); got {arg.sql()!r}"
+    )
+
+
+def _lookalike(name: str) -> str:
+    """`` (holds U+0456 'і', not ASCII)`` for a name with a character that is not plain
+    ASCII: `kіnd` with a Cyrillic і looks like `kind` in any editor."""
+    odd = next((ch for ch in name if not ch.isascii()), None)
+    return f" (holds U+{ord(odd):04X} {odd!r}, not ASCII)" if odd else ""
+
+
+def _condition(v: ir.Value, word: str, node: exp.Expression) -> ir.Value:
+    """``v`` if it is a condition (true/false, or NULL); else what is wrong."""
+    if v.type().is_boolean() or v.type().is_null():
+        return v
+    raise ExpressionError(
+        f"{word} needs conditions (true/false); {node.sql()!r} gives it {v.type()}"
+    )
+
+
+def _comparable(x: ir.Value, y: ir.Value) -> bool:
+    try:
+        x == y  # noqa: B015 - Ibis checks the types as it builds the comparison
+    except (_ibis_exceptions.IbisTypeError, _ibis_annotations.ValidationError, TypeError):
+        return False
+    return True
+
+
+#: ln of the largest and of the smallest normal float: past them exp() overflows to
+#: infinity or underflows to 0, which PostgreSQL reports as an error ("value out of range")
+_LN_MAX, _LN_MIN = 709.0, -708.0
+
+
+def _exp(x: ir.NumericValue) -> ir.FloatingValue:
+    """exp(x), with no value past the largest float and 0 below the smallest, as on DuckDB
+    (PostgreSQL stops the query: "value out of range: overflow")."""
+    x = x.cast("float64")
+    return ibis.cases(
+        (x > _LN_MAX, ibis.null("float64")), (x < _LN_MIN, ibis.literal(0.0)), else_=x.exp()
+    )
+
+
+def _power(b: ir.NumericValue, e: ir.NumericValue) -> ir.FloatingValue:
+    """b ** e, with no value where it is no finite real number (a negative base to a
+    fractional power, 0 to a negative one, beyond the largest float) and 0 below the
+    smallest: DuckDB gives NaN or infinity there, PostgreSQL stops the query."""
+    b, e = b.cast("float64"), e.cast("float64")
+    # e's magnitude bounded so that the test itself cannot overflow (|ln| < 745)
+    size = ibis.least(ibis.greatest(e, -1e300), 1e300) * ibis.greatest(b.abs(), 1e-300).ln()
+    none = ibis.null("float64")
+    return ibis.cases(
+        ((b < 0) & (e != e.floor()), none),
+        ((b == 0) & (e < 0), none),
+        (b == 0, b**e),
+        (size > _LN_MAX, none),
+        (size < _LN_MIN, ibis.literal(0.0)),
+        else_=b**e,
+    )
 
 
 def _text(v: ir.Value) -> bool:

@@ -28,6 +28,11 @@ MAX_SCORECARDS = 20
 MAX_COLUMNS = 200
 #: entries in one ``map:`` (category -> 0-100) and points in one piecewise curve
 MAX_MAP_ENTRIES = 1_000
+#: characters in a metric, pillar or rule name: each names columns of the scoring query
+#: with a suffix (``<metric>__contribution``, ``rule__<rule>__contribution``), and
+#: PostgreSQL cuts a column name at 63 bytes, so two long names sharing a beginning became
+#: one column ("column reference ... is ambiguous")
+MAX_NAME_CHARS = 40
 #: characters in one expression (``where``, ``formula``, a rule's ``when`` ...)
 MAX_EXPRESSION_CHARS = 2_000
 #: how deeply one expression may nest (``a + b + c`` nests as deeply as it has terms)

@@ -20,7 +20,7 @@ from dateutil.relativedelta import relativedelta
 from healthscore.core.limits import MAX_DATES, MAX_DURATION_DAYS, MAX_YEAR, MIN_YEAR
 from healthscore.errors import DurationError, ScoringError
 
-DURATION = re.compile(r"^(\d+)(d|w|mo)$")
+DURATION = re.compile(r"^([0-9]+)(d|w|mo)$")  # ASCII digits: "３0d" is not 30 days
 
 
 def parse_as_of(value: str | date | datetime | None, name: str = "as_of") -> datetime:

@@ -38,18 +38,31 @@ from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Strict, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.composer import Composer
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.events import AliasEvent
-from ruamel.yaml.nodes import MappingNode, SequenceNode
+from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
-from healthscore.core.limits import MAX_YAML_ALIASES, MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES
+from healthscore.core.limits import (
+    MAX_YAML_ALIASES,
+    MAX_YAML_BYTES,
+    MAX_YAML_DEPTH,
+    MAX_YAML_NODES,
+    NUL,
+)
 from healthscore.errors import HealthscoreError, Problem
 
 #: lines shown on each side of a syntax error
 CONTEXT_LINES = 2
+
+#: a number in a YAML file, as YAML typed it: ``true``/``false`` and quoted text such as
+#: ``"80"`` are not numbers (pydantic's lax mode read ``weight: true`` as 1 and
+#: ``min: false`` as 0, silently)
+Number = Annotated[float, Strict()]
+#: a whole number in a YAML file (``true`` is not 1)
+Count = Annotated[int, Strict()]
 
 
 def read_yaml_text(path: str | Path, file: str, error: type[HealthscoreError]) -> str:
@@ -188,9 +201,37 @@ class _BoundedComposer(Composer):
             self._add(self._sizes[id(node)], event)
             return node
         event = self.parser.peek_event()
+        tag = getattr(event, "tag", None)
+        if tag is not None and str(getattr(tag, "value", tag) or ""):
+            # `!!binary aGVsbG8=` turns into text the file does not show; `!!str 1`,
+            # `!env X`: the value is read as something other than it looks
+            shown = str(getattr(tag, "value", tag)).replace("tag:yaml.org,2002:", "!!")
+            raise _Refused(
+                f"a YAML tag ({shown}) is not read here",
+                event.start_mark,
+                hint="write the value itself, quoted if it is text",
+            )
         if self.depth >= MAX_YAML_DEPTH:
             raise _Refused(f"nested more than {MAX_YAML_DEPTH} levels deep", event.start_mark)
         node = super().compose_node(parent, index)
+        if isinstance(node, ScalarNode) and NUL in node.value:
+            # a `"\0"` escape: no store keeps it in text, and DuckDB's SQL text ends at it
+            shown = node.value if len(node.value) <= 60 else node.value[:57] + "..."
+            raise _Refused(
+                f"{shown!r} holds a NUL character (\\0)",
+                node.start_mark,
+                hint="remove the \\0 escape",
+            )
+        if isinstance(node, MappingNode):
+            for k, _ in node.value:
+                if isinstance(k, ScalarNode) and str(getattr(k.tag, "value", k.tag)).endswith(
+                    ":null"
+                ):  # `null:`, `~:` or an empty key: it became the name 'None'
+                    raise _Refused(
+                        "a key is null (empty)",
+                        k.start_mark,
+                        hint='write the name; quote it ("null") if it is the word null',
+                    )
         if isinstance(node, SequenceNode):
             size = 1 + sum(self._sizes[id(v)] for v in node.value)
         elif isinstance(node, MappingNode):

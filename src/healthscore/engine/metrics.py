@@ -40,6 +40,7 @@ value came from data, not from a fill).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -514,7 +515,12 @@ def _flag_reader(t: ir.Table):
 
 
 def _flag_col(kind: str) -> str:
-    return f"__flag_{kind}"
+    """The column holding "has an active flag of ``kind``": named by a digest of the kind
+    as a category, so that `X` and `x` are one column and a long kind is not cut by
+    PostgreSQL at 63 bytes (two kinds sharing their first 56 characters were one
+    ambiguous column)."""
+    digest = hashlib.sha256(kind.strip().lower().encode("utf-8")).hexdigest()[:16]
+    return f"__flag_{digest}"
 
 
 def _flag_kind(flags: ir.Table, kind: str) -> ir.BooleanValue:

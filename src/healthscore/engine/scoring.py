@@ -71,6 +71,8 @@ def _normalized_value(x: ir.Value, use: MetricUse, segment: ir.StringValue) -> i
         keys = {k.strip().lower(): v for k, v in use.map.items()}
         value = ex.category(x.cast("string"))
         return value.substitute(keys, else_=ibis.null("float64")).cast("float64")
+    if x.type().is_boolean():  # true 1, false 0: PostgreSQL casts no boolean to a float
+        x = x.cast("int32")
     x = x.cast("float64")
     if use.points is not None:
         return _piecewise(x, use.points)

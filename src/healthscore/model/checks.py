@@ -21,6 +21,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,11 +31,18 @@ import ibis
 import ibis.expr.types as ir
 
 from healthscore import expressions as ex
+from healthscore.core.limits import MAX_NAME_CHARS
 from healthscore.core.tables import TABLES
 from healthscore.core.yamlio import key_path
 from healthscore.errors import Problem
 from healthscore.model.model import Model
-from healthscore.model.schema import HEALTH, MetricSpec, MetricUse, Rule
+from healthscore.model.schema import HEALTH, SCORE_COLUMNS, MetricSpec, MetricUse, Rule
+
+#: weights whose sum is no finite number: each share would be 0 and nothing would score
+_TOO_LARGE = "{} add up to more than a number can hold; only their ratios matter: use smaller ones"
+
+#: a metric's name (it names columns of the scores)
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 #: any date will do: expressions are built, never run
 _AS_OF = "2000-01-01"
@@ -102,11 +110,28 @@ def check_columns(c: Checks) -> None:
         if t not in TABLES:
             c.add(f"unknown table {t!r}", "columns", t, hint=_tables_hint())
             continue
+        seen = {k.casefold(): k for k in TABLES[t].columns}
         for col, typ in cols.items():
             canon = TABLES[t].columns.get(col)
             if canon and canon != typ:
                 c.add(
                     f"{t}.{col} is a canonical column of type {canon}", "columns", t, col, got=typ
+                )
+            first = seen.setdefault(col.casefold(), col)
+            if first != col:  # the store matches names whatever their case: one column
+                c.add(
+                    f"{t}.{col} and {t}.{first} differ only in case: they would be one column",
+                    "columns",
+                    t,
+                    col,
+                )
+            if col.startswith("__"):
+                c.add(
+                    f"{t}.{col}: a column name starting with __ is kept for healthscore's own "
+                    "columns",
+                    "columns",
+                    t,
+                    col,
                 )
 
 
@@ -121,13 +146,35 @@ def check_metrics(c: Checks) -> None:
 
 
 def check_metric_name(c: Checks, name: str, metric: MetricSpec) -> None:
-    """A metric may not shadow an account column (except the metric that is that column)."""
-    same_column = metric.column and metric.column.removeprefix("accounts.") == name
-    if name in c.model.table_schema("accounts") and not same_column:
+    """A metric's name is a name of letters, digits and single ``_`` of at most
+    :data:`~healthscore.core.limits.MAX_NAME_CHARS` characters, and no other metric, no
+    account column (except the one it is) and no column of the score has it whatever its
+    case: each becomes columns of the scoring query, where case does not tell names apart."""
+    path = ("metrics", name)
+    if not _NAME.fullmatch(name) or "__" in name:
         c.add(
-            f"metric name {name!r} clashes with an account column; rename the metric",
-            "metrics",
-            name,
+            "a metric name is letters, digits and _ (not __), starting with a letter: it names "
+            "columns of the scores",
+            *path,
+        )
+    elif len(name) > MAX_NAME_CHARS:
+        c.add(f"a metric name is at most {MAX_NAME_CHARS} characters (got {len(name)})", *path)
+    key = name.casefold()
+    twin = next((m for m in c.spec.metrics if m != name and m.casefold() == key), None)
+    if twin is not None and list(c.spec.metrics).index(twin) < list(c.spec.metrics).index(name):
+        c.add(f"metric names {twin!r} and {name!r} differ only in case: rename one", *path)
+    column = metric.column.removeprefix("accounts.") if metric.column else None
+    clash = next((a for a in c.model.table_schema("accounts") if a.casefold() == key), None)
+    if clash is not None and clash != column:
+        c.add(
+            f"metric name {name!r} clashes with the account column {clash!r}; rename the metric",
+            *path,
+        )
+    if key in SCORE_COLUMNS:
+        c.add(
+            f"metric name {name!r} is a column of the scores ({', '.join(SCORE_COLUMNS)}); "
+            "rename the metric",
+            *path,
         )
 
 
@@ -161,6 +208,7 @@ def check_aggregate(c: Checks, name: str, metric: MetricSpec) -> None:
         where = c.compile(lambda: ex.compile_row(metric.where, resolve), *path, "where")
         if where is not None and not where.type().is_boolean():
             c.add("`where` must be a condition (true/false)", *path, "where")
+            where = None  # the aggregate is checked on its own
     agg = ex.AggregateContext(table, where, [table[time], table[table_def.primary_key]])
     value = c.compile(
         lambda: ex.compile_aggregate(metric.aggregate, resolve, agg, as_of=c.as_of),
@@ -225,6 +273,21 @@ def check_formulas(c: Checks) -> None:
             c.metric_types[n] = value.type()
 
 
+def check_fills(c: Checks) -> None:
+    """A metric's ``fill`` (a number) stands in for a number: the backend cannot put 5
+    where text, a date or true/false goes (scoring stopped with a traceback)."""
+    for name, metric in c.spec.metrics.items():
+        typ = c.metric_types.get(name)
+        if metric.fill is not None and typ is not None and not typ.is_numeric():
+            c.add(
+                f"`fill` is a number and {name!r} is {typ}: a missing value can only be "
+                "filled in a number metric (use `missing:` where it is scored)",
+                "metrics",
+                name,
+                "fill",
+            )
+
+
 # --- what one scorecard scores with --------------------------------------------------------
 
 
@@ -235,6 +298,8 @@ def check_pillar_metrics(c: Checks) -> None:
             c.add("a pillar needs at least one metric", "pillars", p, "metrics")
         elif pillar.weight > 0 and sum(u.weight for u in pillar.metrics.values()) <= 0:
             c.add("all metric weights are 0 in a pillar that has weight", "pillars", p, "metrics")
+        elif not math.isfinite(sum(u.weight for u in pillar.metrics.values())):
+            c.add(_TOO_LARGE.format("metric weights"), "pillars", p, "metrics")
         for m, use in pillar.metrics.items():
             check_metric_use(c, p, m, use)
 
@@ -298,6 +363,8 @@ def check_pillar_weights(c: Checks) -> None:
         c.add("a model needs at least one pillar", "pillars")
     elif sum(p.weight for p in c.spec.pillars.values()) <= 0:
         c.add("pillar weights add up to 0", "pillars")
+    elif not math.isfinite(sum(p.weight for p in c.spec.pillars.values())):
+        c.add(_TOO_LARGE.format("pillar weights"), "pillars")
 
 
 def check_segments(c: Checks) -> None:
@@ -331,19 +398,49 @@ def check_segments(c: Checks) -> None:
         merged.update({k: v for k, v in weights.items() if k in merged})
         if sum(merged.values()) <= 0:
             c.add("pillar weights add up to 0 for this segment", "segments", "weights", s)
+        elif not math.isfinite(sum(merged.values())):
+            c.add(_TOO_LARGE.format("pillar weights"), "segments", "weights", s)
 
 
 def check_rules(c: Checks) -> None:
     """Each rule, in file order."""
     for name, rule in c.spec.rules.items():
         check_rule(c, name, rule)
+    _case_twins(c, "rule", list(c.spec.rules), "rules")
+
+
+def check_pillar_names(c: Checks) -> None:
+    """Pillar names differ whatever their case and are at most
+    :data:`~healthscore.core.limits.MAX_NAME_CHARS` characters (each names a column)."""
+    for p in c.spec.pillars:
+        if len(p.encode("utf-8")) > MAX_NAME_CHARS:
+            c.add(
+                f"a pillar name is at most {MAX_NAME_CHARS} bytes (got {len(p.encode())})",
+                "pillars",
+                p,
+            )
+    _case_twins(c, "pillar", list(c.spec.pillars), "pillars")
+
+
+def _case_twins(c: Checks, noun: str, names: list[str], *path) -> None:
+    """One problem per name that differs from an earlier one only in case: both would name
+    the same column of the scoring query (its columns are matched whatever their case)."""
+    seen: dict[str, str] = {}
+    for name in names:
+        first = seen.setdefault(name.casefold(), name)
+        if first != name:
+            c.add(
+                f"{noun} names {first!r} and {name!r} differ only in case: rename one", *path, name
+            )
 
 
 def check_rule(c: Checks, name: str, rule: Rule) -> None:
     """A rule's name can name a column, its ``when`` is a condition, its floor <= its cap."""
     path = ("rules", name)
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        c.add("a rule name is letters, digits and _ (it names output columns)", *path)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or "__" in name:
+        c.add("a rule name is letters, digits and _ (not __): it names output columns", *path)
+    elif len(name) > MAX_NAME_CHARS:
+        c.add(f"a rule name is at most {MAX_NAME_CHARS} characters (got {len(name)})", *path)
     value = c.compile(
         lambda: ex.compile_row(rule.when, _formula_resolver(c), as_of=c.as_of, has_flag=_flag_stub),
         *path,
@@ -357,6 +454,7 @@ def check_rule(c: Checks, name: str, rule: Rule) -> None:
 
 #: what one scorecard scores with: checked for the file's own pillars and each scorecard
 SCORING_CHECKS = (
+    check_pillar_names,
     check_pillar_metrics,
     check_metrics_scored_once,
     check_pillar_weights,
@@ -420,6 +518,7 @@ MODEL_CHECKS = (
     check_columns,
     check_metrics,
     check_formulas,
+    check_fills,
     *SCORING_CHECKS,
     check_population,
     check_freshness,
@@ -439,17 +538,21 @@ def check_model(model: Model) -> list[Problem]:
 
 
 def _formula_resolver(c: Checks):
-    """Names in formulas and rules: metrics built so far (typed NULLs) and account columns."""
+    """Names in formulas and rules: metrics built so far and account columns.
+
+    A metric stands in as a column of its type (a typed NULL literal would compare with
+    anything: Ibis lets ``NULL = 'a'`` through, so ``seats = 'a'`` passed here and failed
+    in the backend)."""
     known = {**c.metric_types}
+    typed = {n: t for n, t in known.items() if not t.is_null()}
+    built = ibis.table(typed, name="metrics") if typed else None
     acc = c.accounts
 
     def resolve(name, qualifier=None):
         if qualifier not in (None, "accounts"):
             raise KeyError(f"only accounts.<column> may be qualified (got {qualifier}.)")
         if qualifier is None and name in known:
-            return (
-                ibis.literal(None, type=known[name]) if not known[name].is_null() else ibis.null()
-            )
+            return built[name] if name in typed else ibis.null()
         if name in acc.columns:
             return acc[name]
         if name in c.spec.metrics:

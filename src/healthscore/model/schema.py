@@ -19,6 +19,7 @@ pydantic_core._pydantic_core.ValidationError: 1 validation error for Bands
 
 from __future__ import annotations
 
+import math
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
@@ -32,12 +33,25 @@ from pydantic import (
 )
 
 from healthscore.core.time import parse_duration
+from healthscore.core.yamlio import Count, Number
 from healthscore.errors import DurationError
 
 #: the scorecard made of the file's top-level pillars, bands, segments and rules
 HEALTH = "health"
 #: the bands, best first
 BAND_NAMES = ("green", "yellow", "red")
+#: columns of a scored row (besides the account columns) that a metric may not be named:
+#: the scoring query would hold two columns of that name (``engine.scoring``)
+SCORE_COLUMNS = (
+    "as_of",
+    "score",
+    "band",
+    "coverage",
+    "probability",
+    "base_score",
+    "signals",
+    "band_forced_by",
+)
 
 
 def _duration(v: str) -> str:
@@ -85,12 +99,12 @@ class MetricSpec(_Strict):
         description="relative change (a fraction): `previous` = vs the previous window; "
         "a duration like 90d = vs the value as of D - 90d",
     )
-    if_previous_zero: float | None = Field(
+    if_previous_zero: Number | None = Field(
         None, description="change when the previous window is empty and the current is not"
     )
     formula: str | None = Field(None, description="expression over metrics and account columns")
     column: str | None = Field(None, description="an account column used directly")
-    fill: float | None = Field(None, description="raw value when there is no data")
+    fill: Number | None = Field(None, description="raw value when there is no data")
 
     _check_window = field_validator("window")(lambda cls, v: v if v is None else _duration(v))
     _check_change = field_validator("change_vs")(
@@ -126,7 +140,7 @@ class MissingPolicy(_Strict):
     """What a metric contributes when it has no value."""
 
     policy: Literal["neutral", "reweight", "penalty"] = "reweight"
-    value: float | None = Field(None, ge=0, le=100)
+    value: Number | None = Field(None, ge=0, le=100)
 
     @model_validator(mode="after")
     def _value(self):
@@ -151,12 +165,12 @@ class Percentile(_Strict):
 
     better: Literal["higher", "lower"] = Field("higher", description="which end scores 100")
     by_segment: bool = Field(True, description="fit separately within each segment")
-    quantiles: list[float] = Field(
+    quantiles: list[Number] = Field(
         default_factory=lambda: [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0],
         description="quantiles to fit (0-1)",
     )
     fitted_at: str | None = Field(None, description="as-of date of the fit (written by the fit)")
-    points: dict[str, list[tuple[float, float]]] | None = Field(
+    points: dict[str, list[tuple[Number, Number]]] | None = Field(
         None,
         description="segment -> [[raw, score], ...] ('*' = all accounts; written by "
         "`healthscore model fit-percentiles`)",
@@ -164,8 +178,11 @@ class Percentile(_Strict):
 
     @model_validator(mode="after")
     def _check(self):
-        if any(not 0 <= q <= 1 for q in self.quantiles) or len(self.quantiles) < 2:
+        qs = self.quantiles
+        if any(not 0 <= q <= 1 for q in qs) or len(qs) < 2:
             raise ValueError("`quantiles` needs 2+ values within 0-1")
+        if any(b <= a for a, b in zip(qs, qs[1:], strict=False)):
+            raise ValueError(f"`quantiles` must be strictly ascending (got {qs})")
         for seg, pts in (self.points or {}).items():
             xs = [p[0] for p in pts]
             if not pts or any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
@@ -178,19 +195,19 @@ class Percentile(_Strict):
 class MetricUse(_Strict):
     """A metric inside a pillar: its weight, normalisation to 0-100 and missing policy."""
 
-    weight: float = Field(ge=0)
-    bad: float | None = None
-    good: float | None = None
+    weight: Number = Field(ge=0)
+    bad: Number | None = None
+    good: Number | None = None
     scale: Literal["linear", "log"] | None = Field(
         None,
         description="`log`: `bad`, `good` and the value are read as ln(1 + x), for heavily "
         "skewed counts (anchors >= 0; a negative value reads as 0); written by "
         "`healthscore calibrate` when it fits clearly better",
     )
-    points: list[tuple[float, float]] | None = Field(
+    points: list[tuple[Number, Number]] | None = Field(
         None, description="piecewise-linear [[raw, score], ...], raw ascending"
     )
-    map: dict[str, float] | None = Field(None, description="category -> score 0-100")
+    map: dict[str, Number] | None = Field(None, description="category -> score 0-100")
     percentile: Percentile | None = Field(None, description="percentile within segment")
     missing: Annotated[MissingPolicy, Field(default_factory=MissingPolicy)]
     direction: Literal["fixed", "learned"] | None = Field(
@@ -217,6 +234,11 @@ class MetricUse(_Strict):
                 raise ValueError("`bad` and `good` go together")
             if self.bad == self.good:
                 raise ValueError(f"`bad` and `good` must differ (both {self.bad})")
+            if not math.isfinite(self.good - self.bad):  # every value would score 0
+                raise ValueError(
+                    f"`bad` ({self.bad:g}) and `good` ({self.good:g}) are too far apart to "
+                    "score between"
+                )
             if self.scale == "log" and min(self.bad, self.good) < 0:
                 raise ValueError(
                     f"`scale: log` reads ln(1 + x): `bad` and `good` must be >= 0 "
@@ -236,14 +258,14 @@ class MetricUse(_Strict):
 
 
 class Pillar(_Strict):
-    weight: float = Field(ge=0)
+    weight: Number = Field(ge=0)
     label: str | None = None
     metrics: dict[str, MetricUse]
 
 
 class Bands(_Strict):
-    green: float = Field(80, ge=0, le=100)
-    yellow: float = Field(50, ge=0, le=100)
+    green: Number = Field(80, ge=0, le=100)
+    yellow: Number = Field(50, ge=0, le=100)
 
     @model_validator(mode="after")
     def _order(self):
@@ -259,6 +281,21 @@ class BandNames(_Strict):
     yellow: str = "yellow"
     red: str = "red"
 
+    @model_validator(mode="after")
+    def _distinct(self):
+        # a name is read back whatever its case (`score --band`): one that is another
+        # band's name, or another band's own word, would select the wrong band
+        names = {b: getattr(self, b).strip().casefold() for b in BAND_NAMES}
+        for band in BAND_NAMES:
+            for other in BAND_NAMES:
+                if other != band and names[band] in (names[other], other):
+                    whose = "the word for" if names[band] == other else "also the name of"
+                    raise ValueError(
+                        f"{band}: {getattr(self, band)!r} is {whose} the {other} band; "
+                        "give each band a name of its own"
+                    )
+        return self
+
 
 #: which end of a scorecard ``score`` lists first: the red (at risk, lowest score first)
 #: or the green (ready, highest score first)
@@ -267,7 +304,7 @@ ListFirst = Literal["red", "green"]
 
 class Segments(_Strict):
     by: str = Field(description="account column or metric giving the segment")
-    weights: dict[str, dict[str, Annotated[float, Field(ge=0)]]] = Field(
+    weights: dict[str, dict[str, Annotated[Number, Field(ge=0)]]] = Field(
         default_factory=dict,
         description="segment -> pillar -> weight (pillars left out keep their default weight)",
     )
@@ -278,24 +315,24 @@ class Segments(_Strict):
 
 
 class RapidDecline(_Strict):
-    drop: float = Field(20, gt=0, description="points lost ...")
+    drop: Number = Field(20, gt=0, description="points lost ...")
     within: str = Field("30d", description="... within this long")
 
     _d = field_validator("within")(lambda cls, v: _duration(v))
 
 
 class Slope(_Strict):
-    slope: float = Field(5, gt=0, description="points per 30 days (a fitted line's slope)")
+    slope: Number = Field(5, gt=0, description="points per 30 days (a fitted line's slope)")
     over: str = Field("90d", description="fitted over the scores of this long")
     min_span: str = Field("60d", description="the stored scores must span at least this")
-    r2: float = Field(0.5, ge=0, le=1, description="how consistent: the fit's R squared")
+    r2: Number = Field(0.5, ge=0, le=1, description="how consistent: the fit's R squared")
 
     _d = field_validator("over", "min_span")(lambda cls, v: _duration(v))
 
 
 class StableHigh(_Strict):
     for_: str = Field("60d", alias="for", description="green at every stored date of this long")
-    max_range: float = Field(10, ge=0, description="highest minus lowest score at most this")
+    max_range: Number = Field(10, ge=0, description="highest minus lowest score at most this")
 
     _d = field_validator("for_")(lambda cls, v: _duration(v))
 
@@ -319,9 +356,9 @@ class Rule(_Strict):
 
     description: str | None = None
     when: str = Field(description="SQL condition, e.g. usage_change_30d < -0.2 AND nps_latest < 7")
-    add: float | None = Field(None, ge=-100, le=100, description="points added (negative: taken)")
-    floor: float | None = Field(None, ge=0, le=100, description="the score is at least this")
-    cap: float | None = Field(None, ge=0, le=100, description="the score is at most this")
+    add: Number | None = Field(None, ge=-100, le=100, description="points added (negative: taken)")
+    floor: Number | None = Field(None, ge=0, le=100, description="the score is at least this")
+    cap: Number | None = Field(None, ge=0, le=100, description="the score is at most this")
     band: Literal["green", "yellow", "red"] | None = Field(None, description="force this band")
     signal: str | None = Field(None, description="name of a signal raised while the rule holds")
 
@@ -353,9 +390,9 @@ class Probability(_Strict):
     fitted_until: str | None = Field(
         None, description="only observations whose horizon closed by this date were used"
     )
-    observations: int | None = Field(None, ge=0, description="(account, date) pairs fitted on")
-    events: int | None = Field(None, ge=0, description="of which followed by the outcome")
-    points: list[tuple[float, float]] = Field(
+    observations: Count | None = Field(None, ge=0, description="(account, date) pairs fitted on")
+    events: Count | None = Field(None, ge=0, description="of which followed by the outcome")
+    points: list[tuple[Number, Number]] = Field(
         description="[[score, probability], ...], score strictly ascending within 0-100, "
         "linear in between and flat beyond the ends"
     )

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from healthscore.core.tables import Table
 from healthscore.core.yamlio import (
+    Number,
     key_path,
     load_yaml,
     node_at,
@@ -259,6 +260,11 @@ hint: columns: outcome_id, account_id, ts, kind, arr_delta
     except ValidationError as e:
         raise SourceError(problems=validation_problems(e, doc, file, _SpecFile)) from None
     problems = _spec_checks(parsed, doc, file, table)
+    try:
+        key = parse_key(parsed.key)
+    except SourceError as e:
+        key = None
+        problems.append(Problem(e.message, file=file, line=node_at(doc, ("key",))[1], key="key"))
     if problems:
         raise SourceError(problems=problems)
     return LoadSpec(
@@ -267,7 +273,7 @@ hint: columns: outcome_id, account_id, ts, kind, arr_delta
         {c.strip(): v for c, v in parsed.set_.items()},
         parsed.date_format,
         parsed.number_format,
-        parse_key(parsed.key),
+        key,
         {c.strip(): (d.min, d.max) for c, d in parsed.domains.items()},
     )
 
@@ -325,7 +331,12 @@ class _SpecColumn(_SpecBase):
                 raise ValueError(
                     f"{scalar_text(key)!r}: a new value must be text, a number, true/false or null"
                 )
-            out[scalar_text(key).strip()] = None if new is None else scalar_text(new)
+            text = scalar_text(key).strip()
+            if text in out:  # the later one replaced the earlier one, silently
+                raise ValueError(
+                    f"{text!r} is given twice (surrounding spaces do not matter): keep one"
+                )
+            out[text] = None if new is None else scalar_text(new)
         return out
 
     @model_validator(mode="after")
@@ -338,8 +349,8 @@ class _SpecColumn(_SpecBase):
 class _SpecDomain(_SpecBase):
     """One entry of ``domains:``: the inclusive bounds of a column's numbers."""
 
-    min: float | None = None
-    max: float | None = None
+    min: Number | None = None
+    max: Number | None = None
 
     @model_validator(mode="after")
     def _bounds(self):
@@ -395,11 +406,28 @@ def _spec_checks(parsed: _SpecFile, doc: Any, file: str, table: str | None) -> l
             Problem(reason, file=file, line=node_at(doc, path)[1], key=key_path(path), **kw)
         )
 
+    _check_same_names(parsed, add)
     _check_map_targets(parsed, doc, spec, add)
     _check_set_columns(parsed, spec, add)
     _check_spec_date_format(parsed, add)
     _check_domain_columns(parsed, spec, add)
     return problems
+
+
+def _check_same_names(parsed: _SpecFile, add) -> None:
+    """Names are read without their surrounding spaces: two that differ only so are one
+    name given twice (the last one silently replaced the first)."""
+    sections = {"map": parsed.map_, "set": parsed.set_, "domains": parsed.domains}
+    for section, entries in sections.items():
+        seen: dict[str, str] = {}
+        for name in entries:
+            first = seen.setdefault(name.strip(), name)
+            if first != name:
+                add(
+                    f"{first!r} and {name!r} are the same column (surrounding spaces do not "
+                    "matter): keep one",
+                    (section, name),
+                )
 
 
 def _check_map_targets(parsed: _SpecFile, doc: Any, spec: Table | None, add) -> None:
@@ -437,6 +465,21 @@ def _check_domain_columns(parsed: _SpecFile, spec: Table | None, add) -> None:
     """A domain bounds numbers: not a canonical text, true/false or timestamp column."""
     for column in parsed.domains:
         ctype = spec.columns.get(column.strip()) if spec else None
+        twin = next(
+            (
+                c
+                for c in (spec.columns if spec else ())
+                if c.casefold() == column.strip().casefold()
+            ),
+            None,
+        )
+        if ctype is None and twin is not None:  # bounded nothing: domains match names exactly
+            add(
+                f"{column!r} is not a column of {spec.name}; did you mean {twin!r}?",
+                ("domains", column),
+                hint=columns_hint(spec),
+            )
+            continue
         if ctype is not None and ctype not in ("int64", "float64"):
             add(f"{column!r} holds {ctype} values; a domain bounds numbers", ("domains", column))
 

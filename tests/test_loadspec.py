@@ -334,6 +334,23 @@ def test_a_spec_declares_the_domain_of_an_extra_column_and_the_csat_scale(tmp_pa
     ]
 
 
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [("TENURE_MONTHS", "did you mean 'tenure_months'"), ("nosuch", "columns of the file")],
+)
+def test_a_domain_of_a_column_the_file_does_not_have_is_refused(tmp_path, name, said):
+    """A spec's domain on a name the file has no column of bounded nothing, with no word
+    (found by the model probe of the tenth session): a user read the column as bounded."""
+    f = write(
+        tmp_path / "surveys.csv",
+        "response_id,account_id,ts,kind,score,tenure_months\nR1,A1,2024-01-01,nps,9,-3\n",
+    )
+    with pytest.raises(SourceError) as e:
+        read_source(f, "surveys", domains={name: (0.0, 1200.0)})
+    text = str(e.value)
+    assert f"domain of {name!r}" in text and said in text, text
+
+
 def test_cli_load_sets_out_of_domain_rows_aside_with_rejects(tmp_path):
     spec = write(tmp_path / "spec.yaml", "domains:\n  discount: {max: 1}\n")
     f = write(

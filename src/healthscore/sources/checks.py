@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 
 import pyarrow as pa
 
@@ -102,6 +103,26 @@ def check_required_columns(spec: Table, cols: FileColumns) -> None:
         f"{cols.file}: missing required {plural(len(missing), 'column')} for table "
         f"{spec.name} ({', '.join(missing)}); columns found: {found}",
     )
+
+
+def check_domain_columns(cols: FileColumns, domains: Mapping[str, object] | None) -> None:
+    """Every column a load spec's ``domains`` bounds is one of the file's (after
+    ``mapping``): a domain of a name the file has no column of would bound nothing."""
+    have = [n for n, c in cols.canonical.items() if c is not None] + [c.name for c in cols.extras]
+    for name in domains or {}:
+        if name in have:
+            continue
+        twin = next((h for h in have if h.casefold() == name.casefold()), None)
+        hint = (
+            f"did you mean {twin!r}? (names are compared as written)"
+            if twin
+            else f"columns of the file (after --map): {', '.join(have)}"
+        )
+        raise SourceError(
+            f"{cols.file}: the domain of {name!r} bounds nothing: the file has no column "
+            "of that name, nothing loaded",
+            hint=hint,
+        )
 
 
 def find_problems(

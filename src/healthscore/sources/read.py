@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 from healthscore.core.tables import DERIVABLE_KEYS, DERIVED_KEY_COLUMNS, Table
 from healthscore.errors import Problem, SourceError
 from healthscore.sources.checks import (
+    check_domain_columns,
     check_required_columns,
     failing_sql,
     find_problems,
@@ -282,6 +283,7 @@ def stream_source(
         names, types = data.describe(db)
         map_columns(cols, data, names, types, account_lookup, constants, key)
         check_required_columns(spec, cols)
+        check_domain_columns(cols, domains)
         as_text = {n.casefold() for n in text_columns}
         _create_raw(db, data, spec, cols, names, as_text)
         left_out = unnamed_columns(db, cols, data, cols.unnamed)

@@ -415,3 +415,23 @@ def test_has_table_says_what_the_list_of_tables_says(tmp_path):
     for name in ("accounts", "scratch_one", "a_view", "ACCOUNTS", "missing", "it's", ""):
         assert s.has_table(name) == (name in listed), name
     s.close()
+
+
+def test_ctrl_c_during_a_query_is_a_keyboard_interrupt_for_a_library_caller(tmp_path):
+    """A script or notebook pressing Ctrl-C during a long query got a ScoringError ("the
+    store could not run the scoring query: Query interrupted"), which reads as a broken
+    model and which ``except KeyboardInterrupt`` does not catch."""
+    import os
+    import signal
+    import threading
+
+    store = connect(tmp_path / "s.duckdb")
+    slow = store.con.sql("SELECT count(*) AS n FROM range(20000000000) a")
+    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            store.execute(slow)
+    finally:
+        timer.cancel()
+        store.close()

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # the lazily re-exported names, for readers and type checkers
     import pyarrow as pa
 
     from healthscore.core.files import disk_error
-    from healthscore.core.signals import interruptible
+    from healthscore.core.signals import interruptible, interruption
     from healthscore.core.time import parse_as_of, today
     from healthscore.demo.run import DemoResult, run_demo
     from healthscore.engine.asof import Evidence, explain, explain_change, score, score_expr
@@ -85,6 +85,7 @@ __all__ = [
     "connect",
     "disk_error",
     "interruptible",
+    "interruption",
     "explain",
     "explain_account",
     "explain_change",
@@ -123,6 +124,7 @@ __all__ = [
 _OWNERS: dict[str, tuple[str, str]] = {
     "disk_error": ("healthscore.core.files", "disk_error"),
     "interruptible": ("healthscore.core.signals", "interruptible"),
+    "interruption": ("healthscore.core.signals", "interruption"),
     "parse_as_of": ("healthscore.core.time", "parse_as_of"),
     "today": ("healthscore.core.time", "today"),
     "Model": ("healthscore.model", "Model"),

@@ -176,7 +176,7 @@ class Command(TyperCommand):
             except Exception as e:
                 # DuckDB turns a Ctrl-C (or SIGTERM) under a query into its own error
                 # (`Query interrupted`), and the layers above may wrap that in theirs
-                stop = interruption(e)
+                stop = api.interruption(e)
                 if stop is None:
                     raise
                 raise stop from None
@@ -276,20 +276,6 @@ def edits_model(command: Callable) -> Callable:
     ``--out`` may name that file."""
     command.edits_model = True
     return command
-
-
-def interruption(error: BaseException) -> KeyboardInterrupt | None:
-    """The Ctrl-C or SIGTERM (:class:`~healthscore.errors.Interrupted`) behind ``error``:
-    itself, or one it was raised from or while handling (DuckDB answers an interrupt
-    under a query with ``RuntimeError: Query interrupted``, raised from it)."""
-    seen: set[int] = set()
-    e: BaseException | None = error
-    while e is not None and id(e) not in seen:
-        if isinstance(e, KeyboardInterrupt):
-            return e
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return None
 
 
 @contextmanager

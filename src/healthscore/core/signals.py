@@ -4,7 +4,7 @@ Place in the flow: ``core``, under everything. The store wraps each PostgreSQL s
 in :func:`interruptible` (psycopg then cancels the running query in the server, as on
 Ctrl-C), and the CLI wraps a whole command in it (DuckDB rolls the write under way back
 and the store closes properly, instead of the process ending with its write-ahead log
-left behind).
+left behind). :func:`interruption` finds the Ctrl-C behind a driver's own error.
 """
 
 from __future__ import annotations
@@ -46,3 +46,17 @@ def interruptible() -> Iterator[None]:
     finally:
         _depth -= 1
         signal.signal(signal.SIGTERM, previous)
+
+
+def interruption(error: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM (:class:`~healthscore.errors.Interrupted`) behind ``error``:
+    itself, or one it was raised from or while handling (DuckDB answers an interrupt
+    under a query with ``RuntimeError: Query interrupted``, raised while handling it)."""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None

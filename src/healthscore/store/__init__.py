@@ -52,6 +52,7 @@ import pyarrow as pa
 from healthscore.core import cache
 from healthscore.core.files import disk_reason
 from healthscore.core.lazy import lazy
+from healthscore.core.signals import interruption
 from healthscore.core.tables import SCHEMA_VERSION, TABLES, Cadence, get_table
 from healthscore.errors import (
     HealthscoreError,
@@ -1251,6 +1252,9 @@ def _typed(run: Callable[[], pa.Table], want: pa.Schema) -> pa.Table:
     except HealthscoreError:
         raise
     except Exception as e:
+        stop = interruption(e)  # Ctrl-C under a query: DuckDB's "Query interrupted"
+        if stop is not None:
+            raise stop from None
         reason = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         raise ScoringError(f"the store could not run the scoring query: {reason}") from e
 

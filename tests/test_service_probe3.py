@@ -338,3 +338,24 @@ def test_a_flag_time_that_is_an_object_or_list_is_not_called_a_number(service, a
     assert r.status_code == 422, r.text
     text = r.json()["error"]
     assert "`at`" in text and "ISO 8601" in text and "a number" not in text, text
+
+
+# --- 9. the URL itself (tenth session, after the probe) ----------------------------------
+
+
+def test_a_query_parameter_given_twice_is_refused_naming_it(api, service):
+    """``sort=score&sort=arr`` was read as its last value, silently: which one the client
+    meant is a guess. No parameter of the service takes a list."""
+    r = api.get("/v1/accounts", params=[("sort", "score"), ("sort", "arr")])
+    assert r.status_code == 400, r.text
+    assert "'sort'" in r.json()["error"] and "twice" in r.json()["error"], r.text
+    assert api.get("/v1/accounts", params={"sort": "arr"}).status_code == 200
+
+
+def test_head_of_the_health_check_answers_as_get_does(service):
+    """Uptime monitors often check with HEAD; it was a 405, which reads as the service
+    being down."""
+    with httpx.Client(base_url=service.url, timeout=30) as anyone:
+        r = anyone.head("/health")
+        assert r.status_code == 200 and r.content == b""
+        assert anyone.get("/health").json() == {"status": "ok"}

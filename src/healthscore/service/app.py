@@ -135,7 +135,8 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
 
-    @app.get("/health", tags=["service"])
+    # HEAD too: uptime monitors often check with it (a 405 reads as the service down)
+    @app.api_route("/health", methods=["GET", "HEAD"], tags=["service"])
     def health() -> dict:
         """Whether the service is up (open to anyone; says nothing about the data)."""
         return {"status": "ok"}
@@ -223,27 +224,42 @@ class LimitBody:
 
 
 class RefuseNul:
-    """400 for a URL whose path or query holds a NUL character (``%00``), before any
-    route reads it: no id, name or value may hold one (no store keeps it in text, and
-    DuckDB's SQL text ends at it), so such a request could only fail deeper down."""
+    """400 for a URL the service cannot read one way only, before any route reads it:
+    - its path or query holds a NUL character (``%00``): no id, name or value may hold
+      one (no store keeps it in text, and DuckDB's SQL text ends at it), so such a
+      request could only fail deeper down;
+    - its query names a parameter twice (``sort=score&sort=arr``): no parameter of the
+      service takes a list, and reading the last one is a guess at what was meant."""
 
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and (
-            NUL in scope["path"] or b"%00" in scope.get("query_string", b"")
-        ):
-            response = JSONResponse(
-                {
-                    "error": "the URL holds a NUL character (%00), which no id, name or "
-                    "value may hold"
-                },
-                status_code=400,
-            )
-            await response(scope, receive, send)
+        error = _url_error(scope) if scope["type"] == "http" else None
+        if error is not None:
+            await JSONResponse({"error": error}, status_code=400)(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+def _url_error(scope) -> str | None:
+    """What is wrong with the request's URL (see :class:`RefuseNul`), or None."""
+    from urllib.parse import parse_qsl
+
+    query = scope.get("query_string", b"")
+    if NUL in scope["path"] or b"%00" in query:
+        return "the URL holds a NUL character (%00), which no id, name or value may hold"
+    if b"&" not in query:
+        return None
+    seen: set[str] = set()
+    for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if name in seen:
+            return (
+                f"the query names {name!r} twice; a parameter takes one value (which one "
+                "was meant would be a guess)"
+            )
+        seen.add(name)
+    return None
 
 
 #: the name of the admin token a server makes for local CLI commands (see owner.py)

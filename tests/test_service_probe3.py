@@ -359,3 +359,11 @@ def test_head_of_the_health_check_answers_as_get_does(service):
         r = anyone.head("/health")
         assert r.status_code == 200 and r.content == b""
         assert anyone.get("/health").json() == {"status": "ok"}
+
+
+def test_an_unknown_long_account_id_is_named_by_its_start_and_length(api):
+    """A 10,000-character id was repeated whole in the 404 (a 10 KB error)."""
+    r = api.get("/v1/accounts/" + "A" * 10_000)
+    assert r.status_code == 404
+    error = r.json()["error"]
+    assert len(error) < 200 and "10,000 characters" in error, error

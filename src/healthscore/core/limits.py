@@ -72,6 +72,25 @@ def unshown(text: str) -> str | None:
     return None
 
 
+#: characters of a value an error message repeats (an id, a name): past this, the start
+#: and the value's length
+MAX_SHOWN_CHARS = 80
+
+
+def quoted(value: str) -> str:
+    """``value`` quoted as an error message repeats it: whole when short, else its start
+    and its length (a 10,000-character id made a 10 KB message).
+
+    >>> quoted("ACC-1")
+    "'ACC-1'"
+    >>> quoted("x" * 100).replace("x" * 64, "x...x")
+    "'x...x'... (100 characters)"
+    """
+    if len(value) <= MAX_SHOWN_CHARS:
+        return repr(value)
+    return f"{value[: MAX_SHOWN_CHARS - 16]!r}... ({len(value):,} characters)"
+
+
 #: characters in a flag's kind (what ``has_flag('kind')`` matches: a word or two)
 MAX_FLAG_KIND = 100
 

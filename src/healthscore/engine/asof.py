@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from healthscore.core.limits import quoted
 from healthscore.core.time import dates_between, parse_as_of
 from healthscore.engine.inputs import (
     check_scorable,
@@ -243,7 +244,7 @@ def why_not_scored(store: Store, account_id: str, d: datetime) -> str:
     acc = store.table("accounts")
     found = acc.filter(acc.account_id == account_id).select("created_at").to_pyarrow()
     if not found.num_rows:
-        raise ScoringError(f"unknown account {account_id!r}")
+        raise ScoringError(f"unknown account {quoted(account_id)}")
     created = found["created_at"][0].as_py()
     if created is None or created >= d:
         return f"it was created on {created:%Y-%m-%d}, after that date"

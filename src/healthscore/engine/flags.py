@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-from healthscore.core.limits import MAX_FLAG_KIND, NUL, unshown
+from healthscore.core.limits import MAX_FLAG_KIND, NUL, quoted, unshown
 from healthscore.core.tables import TABLES
 from healthscore.errors import StoreError
 from healthscore.store import LoadResult, Store
@@ -55,7 +55,7 @@ def add_flag(
             raise StoreError(f"`{name}` holds a NUL character (U+0000), which no text may hold")
     acc = store.table("accounts")
     if not acc.filter(acc.account_id == account_id).count().to_pyarrow().as_py():
-        raise StoreError(f"unknown account {account_id!r}", hint="load the account first")
+        raise StoreError(f"unknown account {quoted(account_id)}", hint="load the account first")
     kind = kind.strip().lower().replace(" ", "_")
     if not kind:
         raise StoreError("a flag needs a kind, e.g. champion_left")

@@ -23,6 +23,7 @@ import ibis
 import pyarrow as pa
 
 from healthscore import expressions as ex
+from healthscore.core.limits import quoted
 from healthscore.engine.explain import Explanation, from_row
 from healthscore.engine.metrics import COVERED, RULE
 from healthscore.engine.scoring import MISSING, score_metrics
@@ -128,7 +129,7 @@ def what_if(
     t = t.mutate(**rules)
     out = store.execute(score_metrics(t, model)).to_pylist()
     if not out:
-        raise ScoringError(f"unknown account {row['account_id']!r}")
+        raise ScoringError(f"unknown account {quoted(str(row['account_id']))}")
     return WhatIf(from_row(model, out[0]), kept)
 
 

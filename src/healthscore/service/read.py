@@ -28,7 +28,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
 
 from healthscore import api
-from healthscore.core.limits import NUL
+from healthscore.core.limits import NUL, quoted
 from healthscore.errors import HealthscoreError
 from healthscore.service import accounts, auth
 from healthscore.service.bodies import JSONRoute
@@ -77,7 +77,7 @@ def _known(store, account_id: str) -> None:
         one = acc.filter(acc.account_id == account_id).select("account_id").limit(1)
         found = store.execute(one).num_rows
     if not found:
-        raise NotFound(f"unknown account {account_id!r}", hint="GET /v1/accounts lists them")
+        raise NotFound(f"unknown account {quoted(account_id)}", hint="GET /v1/accounts lists them")
 
 
 def _current(store, card, account_ids: list[str] | None = None):

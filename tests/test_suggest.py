@@ -237,3 +237,33 @@ def test_json_lists_every_metric_with_its_auc(suggested, tmp_path):
     names = {m["metric"] for m in r["metrics"]}
     assert "days_since_activity" in names
     assert all(m["auc"] is None or 0.5 <= m["auc"] <= 1 for m in r["metrics"])
+
+
+def test_event_names_alike_or_long_and_an_account_column_named_score_suggest_a_valid_model(
+    demo_project, tmp_path
+):
+    """The model checks of the tenth session (no ``__``, at most 40 characters, no
+    column of the scores) refused the names suggest made of two events alike once
+    slugged (``x`` then ``x_``: ``x__28d``), of a long event name, and of an account
+    column named ``score``: suggest stopped on ordinary product data."""
+    db = _copy(demo_project.db_path, tmp_path)
+    store = api.connect(db)
+    con = store.con.con
+    top = [r[0] for r in con.execute(
+        "SELECT event FROM usage_events GROUP BY 1 ORDER BY count(*) DESC LIMIT 3"
+    ).fetchall()]  # fmt: skip
+    long = "3 Exported the quarterly usage report to a spreadsheet"
+    con.execute(f"UPDATE usage_events SET event = upper('{top[1]}') WHERE event = '{top[0]}'")
+    con.execute(f"UPDATE usage_events SET event = '{long}' WHERE event = '{top[2]}'")
+    con.execute("ALTER TABLE accounts ADD COLUMN score DOUBLE")
+    con.execute("UPDATE accounts SET score = length(account_id) + hash(account_id) % 7")
+    store.close()
+    out = tmp_path / "suggested.yaml"
+    res = run("model", "suggest", "--db", db, "--until", D, "--out", out)
+    assert "does not validate" not in res.output, res.output
+    assert "OK" in run("validate", out, "--db", db).output
+    metrics = api.load_model(out).spec.metrics
+    wheres = {m.where for m in metrics.values() if m.where and m.from_ == "usage_events"}
+    assert {f"event = '{top[1]}'", f"event = '{top[1].upper()}'", f"event = '{long}'"} <= wheres
+    assert all(len(n) <= 40 and "__" not in n for n in metrics)
+    assert any(m.column == "score" for m in metrics.values())

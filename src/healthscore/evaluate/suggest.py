@@ -42,6 +42,7 @@ outcomes up to D (the same inputs give the same bytes).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -49,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
+from healthscore.core.limits import MAX_NAME_CHARS
 from healthscore.core.modelfile import (
     block_map,
     dump_document,
@@ -65,6 +67,7 @@ from healthscore.evaluate.percentiles import fit_points
 from healthscore.evaluate.snapshot import RISKS
 from healthscore.evaluate.stats import rank_roc_auc
 from healthscore.model import Model, load_model_text
+from healthscore.model.schema import SCORE_COLUMNS
 from healthscore.store import Store
 
 #: the window of the per-event-type counts and of their change
@@ -183,9 +186,17 @@ class Suggestion:
 # --- candidates -------------------------------------------------------------------------------
 
 
-def _slug(text: str) -> str:
+def _slug(text: str, room: int = MAX_NAME_CHARS) -> str:
+    """The stem of a metric name for ``text``: lower-case letters, digits and single
+    ``_``, starting with a letter, at most ``room`` characters (what the name's suffix
+    leaves of :data:`~healthscore.core.limits.MAX_NAME_CHARS`); a longer one is cut and
+    ends in a digest of the whole, so two that begin alike stay apart."""
     s = re.sub(r"[^a-z0-9]+", "_", str(text).strip().lower()).strip("_") or "x"
-    return s if s[0].isalpha() else f"x_{s}"
+    s = s if s[0].isalpha() else f"x_{s}"
+    if len(s) > room:
+        digest = hashlib.sha1(s.encode()).hexdigest()[:6]
+        s = f"{s[: room - 7].rstrip('_')}_{digest}"
+    return s
 
 
 def _label(column: str) -> str:
@@ -315,10 +326,12 @@ def candidates(store: Store, loaded: set[str]) -> tuple[list[Candidate], dict, l
                 f"{MAX_EVENT_TYPES} most frequent get metrics"
             )
         seen: set[str] = set()
+        room = MAX_NAME_CHARS - len("_change_28d")
         for value, _ in types[:MAX_EVENT_TYPES]:
-            slug = _slug(value)
-            while slug in seen:
-                slug += "_"
+            slug, n = _slug(value, room), 1
+            while slug in seen:  # two event names alike once slugged: "View", "view"
+                n += 1
+                slug = _slug(f"{value} {n}", room)
             seen.add(slug)
             where = f"event = {_quote(value)}"
             add(
@@ -399,7 +412,7 @@ def candidates(store: Store, loaded: set[str]) -> tuple[list[Candidate], dict, l
                 continue
             columns.setdefault("subscriptions", {})[col] = _declared(typ)
             add(
-                f"sub_{_slug(col)}",
+                f"sub_{_slug(col, MAX_NAME_CHARS - 4)}",
                 _agg("subscriptions", f"avg({col})", label=col.replace("_", " ").capitalize()),
                 "financial",
                 "higher",
@@ -486,7 +499,7 @@ def candidates(store: Store, loaded: set[str]) -> tuple[list[Candidate], dict, l
         )
     if "surveys" in loaded:
         for kind, _ in _distinct(store, "surveys", "kind", MAX_CATEGORIES)[:MAX_CATEGORIES]:
-            slug = _slug(kind)
+            slug = _slug(kind, MAX_NAME_CHARS - len("_latest"))
             add(
                 f"{slug}_latest",
                 _agg(
@@ -542,14 +555,17 @@ def candidates(store: Store, loaded: set[str]) -> tuple[list[Candidate], dict, l
     for col, typ in store.columns("accounts").items():
         if col in canonical:
             continue
+        name = _slug(col)
+        if name in SCORE_COLUMNS:  # an account column named "score": not a metric's name
+            name = _slug(f"account {col}")
         if _numeric(typ) or typ == "boolean":
             columns.setdefault("accounts", {})[col] = _declared(typ)
-            add(_slug(col), {"label": _label(col), "column": col}, "profile", "higher")
+            add(name, {"label": _label(col), "column": col}, "profile", "higher")
         elif typ == "string":
             values = _distinct(store, "accounts", col, MAX_CATEGORIES)
             if 2 <= len(values) <= MAX_CATEGORIES:
                 columns.setdefault("accounts", {})[col] = "string"
-                add(_slug(col), {"label": _label(col), "column": col}, "profile", "category")
+                add(name, {"label": _label(col), "column": col}, "profile", "category")
             else:
                 many = "more than " if len(values) > MAX_CATEGORIES else ""
                 notes.append(

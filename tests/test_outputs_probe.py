@@ -124,6 +124,29 @@ def test_two_outputs_of_one_command_naming_the_same_file_are_refused(project):
     assert not (project / "same.csv").exists()
 
 
+def test_two_outputs_to_one_device_are_not_refused(project):
+    """/dev/null for both outputs (or /dev/stdout beside /dev/stderr on one terminal) is
+    no file to replace: the check that refuses two outputs to one file refused them
+    (found by the review of the tenth session)."""
+    (project / "p.csv").symlink_to("/dev/null")  # --predictions names its format
+    res = run(
+        "backtest",
+        "--from",
+        "2024-06-01",
+        "--to",
+        "2024-12-01",
+        "--challenger",
+        "--out",
+        "/dev/null",
+        "--predictions",
+        "p.csv",
+        cwd=project,
+    )
+    # the command goes on to its work (which needs outcomes this store lacks)
+    assert "the outcomes table is empty" in res.output, res.output
+    assert (project / "p.csv").is_symlink()
+
+
 # --- an output naming a folder, or through a link to nowhere ----------------------------------
 
 

@@ -227,6 +227,8 @@ class Command(TyperCommand):
             if not real.parent.is_dir():
                 folder = real.parent if value.is_symlink() else value.parent
                 raise HealthscoreError(f"{flag} {value}: the folder {folder} does not exist")
+            if real.exists() and not real.is_file():
+                continue  # a device or a pipe (/dev/null, a terminal): written in place
             for path, what in kept:
                 if _same_file(real, path) and not (
                     what == MODEL_READ and getattr(self.callback, "edits_model", False)

@@ -258,7 +258,7 @@ def _few_extra_columns(state, table: str, rows: list) -> set[str]:
     or adds one whose name is longer than a column's may be
     (:data:`~healthscore.store.MAX_COLUMN_NAME`), refused here before any row is read.
     Names are compared whatever their case, as the store compares them."""
-    from healthscore.store import column_name_problem
+    from healthscore.store import column_name_problem, text_columns
 
     limit = state.settings.max_extra_columns
     own = TABLES[table].columns.keys()
@@ -267,8 +267,9 @@ def _few_extra_columns(state, table: str, rows: list) -> set[str]:
     if not extra:
         return set()
     with state.store_access() as store:
-        stored = {c.casefold() for c in store.table(table).columns} - set(own)
-        as_text = store.text_columns(table) - set(own)
+        held = store.columns(table)  # one catalog read: the names and their types
+    stored = {c.casefold() for c in held} - set(own)
+    as_text = text_columns(held) - set(own)
     new = extra - stored
     for name in sorted(n for n in names if n.casefold() in new):
         too_long = column_name_problem(name)

@@ -544,7 +544,7 @@ class Store:
         (:func:`~healthscore.sources.read_source`'s ``text_columns``)."""
         if not self.has_table(name):
             return set()
-        return {c for c, t in self.columns(name).items() if t.lstrip("!") == "string"}
+        return text_columns(self.columns(name))
 
     def count(self, name: str) -> int:
         return self._backend.count(name)
@@ -1337,6 +1337,12 @@ class ColumnTypeError(StoreError):
         self.found = found
         self.misfits = list(misfits)
         super().__init__(message, problems=problems, hint=hint)
+
+
+def text_columns(columns: Mapping[str, str]) -> set[str]:
+    """The names among ``columns`` (:meth:`Store.columns`: name to Ibis type) that hold
+    text."""
+    return {c for c, t in columns.items() if t.lstrip("!") == "string"}
 
 
 def _kind(t: pa.DataType) -> str:

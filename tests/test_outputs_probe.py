@@ -100,8 +100,12 @@ def test_an_output_naming_the_store_or_an_input_is_refused_and_the_file_kept(
 def test_a_model_command_may_still_write_its_model_in_place(project):
     # calibrate, fit-percentiles and fit-probability rewrite the model they read: --out
     # naming it is what they do without --out, not a clash
+    from test_percentiles import MODEL
+
+    (project / "healthscore.yaml").write_text(MODEL)
     res = run("model", "fit-percentiles", *AS_OF, "--out", "healthscore.yaml", cwd=project)
-    assert "another file" not in res.output, res.output
+    assert res.exit_code == 0, res.output
+    assert "fitted_at" in (project / "healthscore.yaml").read_text()  # written in place
 
 
 def test_two_outputs_of_one_command_naming_the_same_file_are_refused(project):

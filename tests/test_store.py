@@ -427,7 +427,9 @@ def test_ctrl_c_during_a_query_is_a_keyboard_interrupt_for_a_library_caller(tmp_
 
     store = connect(tmp_path / "s.duckdb")
     slow = store.con.sql("SELECT count(*) AS n FROM range(20000000000) a")
-    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    # the query runs for minutes: a second in, it is inside DuckDB (the store's own
+    # Python before it takes milliseconds)
+    timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.start()
     try:
         with pytest.raises(KeyboardInterrupt):

@@ -53,7 +53,7 @@ if TYPE_CHECKING:  # the lazily re-exported names, for readers and type checkers
     from healthscore.model import Model, json_schema, load_model
     from healthscore.sources import LoadSpec
     from healthscore.sources.load import load_file
-    from healthscore.store import LoadResult, Store, connect
+    from healthscore.store import LoadResult, Store, connect, store_file
     from healthscore.views.backtest_report import BacktestReportResult
     from healthscore.views.report import write_report
 
@@ -125,6 +125,7 @@ _OWNERS: dict[str, tuple[str, str]] = {
     "disk_error": ("healthscore.core.files", "disk_error"),
     "interruptible": ("healthscore.core.signals", "interruptible"),
     "interruption": ("healthscore.core.signals", "interruption"),
+    "store_file": ("healthscore.store", "store_file"),
     "parse_as_of": ("healthscore.core.time", "parse_as_of"),
     "today": ("healthscore.core.time", "today"),
     "Model": ("healthscore.model", "Model"),
@@ -197,17 +198,6 @@ def model_path(model: str | Path | None = None) -> Path | None:
     if model is not None:
         return Path(model)
     return Path(DEFAULT_MODEL) if Path(DEFAULT_MODEL).exists() else None
-
-
-def store_file(db: str | Path | None = None) -> Path | None:
-    """The DuckDB file the store ``db`` is (default: ``$HEALTHSCORE_DB``, else
-    ./healthscore.duckdb), absolute; None for another backend or a store in memory."""
-    from healthscore.store import resolve_url
-
-    url = resolve_url(db)
-    if not url.startswith("duckdb://") or url == "duckdb://":
-        return None
-    return Path(url.removeprefix("duckdb://"))
 
 
 def open_connections() -> int:

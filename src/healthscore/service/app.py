@@ -273,8 +273,9 @@ def _claim_store(state: ServiceState) -> str | None:
     import os
 
     from healthscore.service import owner
+    from healthscore.store import store_file
 
-    if owner.duckdb_path(state.store.url) is None:
+    if store_file(state.store.url) is None:
         return None
     pid = os.getpid()
     with state.store_access() as store:

@@ -36,21 +36,12 @@ class Owner:
         return f"the healthscore server at {self.url} (pid {self.pid})"
 
 
-def duckdb_path(db: str | os.PathLike | None) -> Path | None:
-    """The DuckDB file ``db`` names (see ``store.resolve_url``); None for other stores
-    and an in-memory one."""
-    from healthscore.store import resolve_url
-
-    url = resolve_url(db)
-    if not url.startswith("duckdb://") or url == "duckdb://":
-        return None
-    return Path(url.removeprefix("duckdb://"))
-
-
 def default_state_dir(db: str | os.PathLike | None) -> Path | None:
     """Where a server over ``db`` keeps its private files by default (the folder
     ``Settings.resolved_state_dir`` makes); None when ``db`` is not a DuckDB file."""
-    path = duckdb_path(db)
+    from healthscore.store import store_file
+
+    path = store_file(db)
     return path.with_name(path.name + ".service") if path is not None else None
 
 

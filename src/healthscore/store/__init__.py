@@ -157,6 +157,16 @@ def resolve_url(url: str | os.PathLike | None) -> str:
     return url
 
 
+def store_file(db: str | os.PathLike | None = None) -> Path | None:
+    """The DuckDB file the store ``db`` is (:func:`resolve_url`: default
+    ``$HEALTHSCORE_DB``, else ./healthscore.duckdb); None for another backend or a store
+    in memory."""
+    url = resolve_url(db)
+    if not url.startswith("duckdb://") or url == "duckdb://":
+        return None
+    return Path(url.removeprefix("duckdb://"))
+
+
 def connect(
     url: str | os.PathLike | None = None, *, create: bool = True, read_only: bool = False
 ) -> Store:

@@ -56,7 +56,7 @@ def running_service(db: Path, model: Path | None = None, **settings) -> Iterator
     """Serve the store ``db`` (and model) on a free loopback port until the block ends."""
     import uvicorn
 
-    from healthscore.service import Settings
+    from healthscore.service import Settings, server_config
     from healthscore.service.app import create_app
     from healthscore.service.auth import create_token
     from healthscore.service.state import ServiceState
@@ -79,7 +79,7 @@ def running_service(db: Path, model: Path | None = None, **settings) -> Iterator
     ensure_tables(state.store)
     admin = create_token(state.store, "test admin", ["admin"]).text
     app = create_app(s, state)
-    server = uvicorn.Server(uvicorn.Config(app, host=s.host, port=s.port, log_level="warning"))
+    server = uvicorn.Server(server_config(app, s))  # the service's own, as `serve` runs it
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -436,6 +436,28 @@ def test_five_failures_from_one_address_lock_other_users_too(strict):
     assert login(strict.url, "ben", PASSWORD).status_code == 303
 
 
+def test_a_forwarded_for_header_does_not_pass_the_per_address_limit(strict):
+    """Uvicorn took the client's address from ``X-Forwarded-For`` when sent from
+    127.0.0.1, so a program on the machine naming a new address at each attempt was
+    never limited (found by the service probe of the tenth session)."""
+    for i, name in enumerate(("f1", "f2", "f3", "f4", "f5")):
+        page = httpx.get(strict.url + "/login", timeout=30)
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+        r = httpx.post(
+            strict.url + "/login",
+            data={"username": name, "password": "wrong password!!", "csrf_token": csrf},
+            headers={
+                "Cookie": f"hs_login_csrf={page.cookies['hs_login_csrf']}",
+                "X-Forwarded-For": f"203.0.113.{i + 1}",
+            },
+            timeout=30,
+        )
+        assert r.status_code == 401, r.text
+    r = login(strict.url, "ben", PASSWORD)
+    assert r.status_code == 429, r.text
+    strict.skip(int(r.headers["retry-after"]))
+
+
 def test_the_session_cookie_is_httponly_lax_and_secure_when_asked(service, strict):
     from healthscore.service.auth import add_user
 

@@ -30,7 +30,27 @@ from collections.abc import Callable
 
 from healthscore.service.settings import Settings
 
-__all__ = ["Settings", "run"]
+__all__ = ["Settings", "run", "server_config"]
+
+
+def server_config(app, settings: Settings):
+    """Uvicorn's configuration of the service (``run``'s, and the tests' servers').
+
+    ``proxy_headers`` off: Uvicorn otherwise takes the client's address from an
+    ``X-Forwarded-For`` header sent from 127.0.0.1, so any program on the machine could
+    name a new address at each login and pass the per-address login limit. Behind a
+    reverse proxy every client has the proxy's address (docs/service.md)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+    )
 
 
 def run(settings: Settings, on_ready: Callable[[], None] | None = None) -> None:
@@ -53,14 +73,7 @@ def run(settings: Settings, on_ready: Callable[[], None] | None = None) -> None:
         return getattr(app.state, "startup_error", None) is None
 
     log = logging.getLogger("uvicorn.error")
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-    )
+    config = server_config(app, settings)
 
     class Server(uvicorn.Server):
         async def startup(self, sockets=None) -> None:

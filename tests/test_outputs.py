@@ -439,16 +439,21 @@ def test_raw_applies_to_csv_only(project):
 # --- HTML that names cannot spoof -------------------------------------------------------------
 
 
-def test_bidi_override_in_names_is_isolated_in_the_report(project, tmp_path):
-    evil = "\u202eevil\u202c"
+def report_with_names(project: Path, out: Path, evil: str) -> str:
+    """The portfolio report (written to ``out``) of a book whose account A1 has ``evil``
+    in its name, CSM and segment."""
     (project / "bidi.csv").write_text(
         f"account_id,name,csm,segment,created_at\nA1,{evil} corp,{evil} csm,{evil} seg,2023-01-01\n"
     )
     assert run("load", "accounts", project / "bidi.csv", cwd=project).exit_code == 0
-    out = tmp_path / "report.html"
     res = run("report", "--out", out, *AS_OF, cwd=project)
     assert res.exit_code == 0, res.output
-    page = out.read_text()
+    return out.read_text()
+
+
+def test_bidi_override_in_names_is_isolated_in_the_report(project, tmp_path):
+    evil = "\u202eevil\u202c"
+    page = report_with_names(project, tmp_path / "report.html", evil)
     assert "\u202eevil\u202c csm" in page  # the CSM is on the page ...
     for m in re.finditer("\u202e", page):  # ... and every override is isolated
         before = page[: m.start()]

@@ -15,7 +15,14 @@ import shutil
 import pytest
 
 from test_cli import run
-from test_outputs import AS_OF, fill, leftovers, one_line_error, small_disk  # noqa: F401
+from test_outputs import (  # noqa: F401
+    AS_OF,
+    fill,
+    leftovers,
+    one_line_error,
+    report_with_names,
+    small_disk,
+)
 
 
 @pytest.fixture
@@ -108,20 +115,15 @@ def test_a_model_command_may_still_write_its_model_in_place(project):
     assert "fitted_at" in (project / "healthscore.yaml").read_text()  # written in place
 
 
+def _backtest(project, out: str, predictions: str):
+    """``backtest --challenger`` of the fixture's second half of 2024, its report to
+    ``out`` and its predictions to ``predictions``."""
+    period = ("--from", "2024-06-01", "--to", "2024-12-01", "--challenger")
+    return run("backtest", *period, "--out", out, "--predictions", predictions, cwd=project)
+
+
 def test_two_outputs_of_one_command_naming_the_same_file_are_refused(project):
-    res = run(
-        "backtest",
-        "--from",
-        "2024-06-01",
-        "--to",
-        "2024-12-01",
-        "--challenger",
-        "--out",
-        "same.csv",
-        "--predictions",
-        "same.csv",
-        cwd=project,
-    )
+    res = _backtest(project, "same.csv", "same.csv")
     assert res.exit_code == 1, res.output
     error = one_line_error(res.output)
     assert "same.csv" in error and "--predictions" in error and "another file" in error, error
@@ -133,19 +135,7 @@ def test_two_outputs_to_one_device_are_not_refused(project):
     no file to replace: the check that refuses two outputs to one file refused them
     (found by the review of the tenth session)."""
     (project / "p.csv").symlink_to("/dev/null")  # --predictions names its format
-    res = run(
-        "backtest",
-        "--from",
-        "2024-06-01",
-        "--to",
-        "2024-12-01",
-        "--challenger",
-        "--out",
-        "/dev/null",
-        "--predictions",
-        "p.csv",
-        cwd=project,
-    )
+    res = _backtest(project, "/dev/null", "p.csv")
     # the command goes on to its work (which needs outcomes this store lacks)
     assert "the outcomes table is empty" in res.output, res.output
     assert (project / "p.csv").is_symlink()
@@ -279,15 +269,7 @@ def _open_after(text: str) -> list[str]:
 def test_a_stray_pop_isolate_in_a_name_cannot_reverse_the_text_after_it(project, tmp_path):
     # isolate() wrapped the name in FSI ... PDI; a PDI inside the name closed the FSI
     # early, the U+202E after it stayed open, and reversed the rest of the line
-    evil = "\u2069\u202eevil"
-    (project / "bidi.csv").write_text(
-        f"account_id,name,csm,segment,created_at\nA1,{evil} corp,{evil} csm,{evil} seg,2023-01-01\n"
-    )
-    assert run("load", "accounts", project / "bidi.csv", cwd=project).exit_code == 0
-    out = tmp_path / "report.html"
-    res = run("report", "--out", out, *AS_OF, cwd=project)
-    assert res.exit_code == 0, res.output
-    page = out.read_text()
+    page = report_with_names(project, tmp_path / "report.html", "\u2069\u202eevil")
     from healthscore.views.charts import plotly_js
 
     page = page.replace(plotly_js(), "")

@@ -66,16 +66,27 @@ def test_an_account_whose_id_holds_a_slash_is_read_through_the_api(api, slashed)
     assert api.get(f"/v1/accounts/{ACC}/history").json()["account_id"] == ACC
 
 
-def test_an_account_whose_id_holds_a_slash_opens_in_the_dashboard(service, slashed):
-    with light_password_hashing():
-        from healthscore.service import auth
+def _browser(service, username: str, role: str) -> httpx.Client:
+    """A dashboard client logged in as a new user ``username`` of ``role``."""
+    from healthscore.service import auth
 
+    with light_password_hashing():
         with service.state.store_access() as store:
-            auth.add_user(store, "probe3-member", PASSWORD, "member")
-        cookies = login_cookies(service.url, "probe3-member", PASSWORD)
-    with httpx.Client(base_url=service.url, cookies=cookies, timeout=30) as browser:
-        listing = browser.get("/accounts", params={"q": "Slash Co"})
-        [link] = re.findall(r'href="(/accounts/[^"?#]*)"', listing.text)
+            auth.add_user(store, username, PASSWORD, role)
+        cookies = login_cookies(service.url, username, PASSWORD)
+    return httpx.Client(base_url=service.url, cookies=cookies, timeout=30)
+
+
+def _link(browser: httpx.Client, name: str) -> str:
+    """The link of the one account the dashboard's list finds searching ``name``."""
+    listing = browser.get("/accounts", params={"q": name})
+    [link] = re.findall(r'href="(/accounts/[^"?#]*)"', listing.text)
+    return link
+
+
+def test_an_account_whose_id_holds_a_slash_opens_in_the_dashboard(service, slashed):
+    with _browser(service, "probe3-member", "member") as browser:
+        link = _link(browser, "Slash Co")
         page = browser.get(link)
         assert page.status_code == 200 and "Slash Co" in page.text, page.text[:300]
         assert browser.get("/accounts/ACC%2FX9").status_code == 200
@@ -99,15 +110,8 @@ def test_an_account_id_with_dot_segments_links_to_its_own_page(api, service):
     sub = [{"subscription_id": "S-DOTS", "account_id": "../dots", "plan": "pro", "mrr": 100,
             "start_date": "2024-01-01"}]  # fmt: skip
     assert api.post("/v1/ingest/subscriptions", json={"rows": sub}).status_code == 200
-    with light_password_hashing():
-        from healthscore.service import auth
-
-        with service.state.store_access() as store:
-            auth.add_user(store, "probe3-dots", PASSWORD, "viewer")
-        cookies = login_cookies(service.url, "probe3-dots", PASSWORD)
-    with httpx.Client(base_url=service.url, cookies=cookies, timeout=30) as browser:
-        listing = browser.get("/accounts", params={"q": "Dot Dot"})
-        [link] = re.findall(r'href="(/accounts/[^"?#]*)"', listing.text)
+    with _browser(service, "probe3-dots", "viewer") as browser:
+        link = _link(browser, "Dot Dot")
         resolved = urlsplit(urljoin(service.url + "/accounts", link)).path  # as a browser does
         assert resolved.startswith("/accounts/"), (link, resolved)
         page = browser.get(resolved)
@@ -280,13 +284,7 @@ def test_a_flag_whose_id_holds_a_slash_is_resolved_through_the_api_and_the_dashb
     assert api.post("/v1/ingest/flags", json={"rows": rows}).status_code == 200
     r = api.post("/v1/flags/FLG%2FP3-1/resolve", json={})
     assert r.status_code == 200 and r.json()["flag_id"] == "FLG/P3-1", r.text
-    with light_password_hashing():
-        from healthscore.service import auth
-
-        with service.state.store_access() as store:
-            auth.add_user(store, "probe3-flags", PASSWORD, "member")
-        cookies = login_cookies(service.url, "probe3-flags", PASSWORD)
-    with httpx.Client(base_url=service.url, cookies=cookies, timeout=30) as browser:
+    with _browser(service, "probe3-flags", "member") as browser:
         page = browser.get(f"/accounts/{ACC}")
         csrf = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
         [action] = re.findall(r'action="(/flags/FLG[^"]*P3-2/resolve)"', page.text)

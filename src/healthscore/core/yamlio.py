@@ -51,6 +51,7 @@ from healthscore.core.limits import (
     MAX_YAML_DEPTH,
     MAX_YAML_NODES,
     NUL,
+    quoted,
 )
 from healthscore.errors import HealthscoreError, Problem
 
@@ -216,9 +217,8 @@ class _BoundedComposer(Composer):
         node = super().compose_node(parent, index)
         if isinstance(node, ScalarNode) and NUL in node.value:
             # a `"\0"` escape: no store keeps it in text, and DuckDB's SQL text ends at it
-            shown = node.value if len(node.value) <= 60 else node.value[:57] + "..."
             raise _Refused(
-                f"{shown!r} holds a NUL character (\\0)",
+                f"{quoted(node.value)} holds a NUL character (\\0)",
                 node.start_mark,
                 hint="remove the \\0 escape",
             )

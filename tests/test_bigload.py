@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta
 
 import pyarrow as pa
@@ -336,3 +337,42 @@ def test_a_first_load_killed_midway_leaves_the_table_empty_and_the_next_load_cle
     assert store.load("usage_events", pa.Table.from_batches([_events(["e1"])])).inserted == 1
     assert not [t for t in store.list_tables() if t.startswith("_load_")]
     store.close()
+
+
+def test_the_next_chunk_is_read_while_one_is_written_and_stops_when_the_writer_does():
+    """A first load reads its next chunk on a thread of its own while the store writes
+    the one before. The chunks come whole and in order, an error of the reader reaches
+    the writer, and a writer that stops early stops the reader at its next batch
+    (nothing reads a file whose reading the load has left)."""
+    import threading
+
+    from healthscore.store.backend import _read_ahead
+
+    read_on = []
+
+    def batches(n, fail_at=None, pause=0.0):
+        for i in range(n):
+            if i == fail_at:
+                raise OSError("connection to the source reset")
+            read_on.append(threading.current_thread().name)
+            time.sleep(pause)
+            yield _events([f"e{i}-{j}" for j in range(10)])
+
+    stream = pa.RecordBatchReader.from_batches(EVENTS, batches(7))
+    chunks = list(_read_ahead(stream, 20))
+    assert [c.num_rows for c in chunks] == [20, 20, 20, 10]
+    assert pa.concat_tables(chunks).column("event_id").to_pylist() == [
+        f"e{i}-{j}" for i in range(7) for j in range(10)
+    ]
+    assert read_on and all(name.startswith("read-ahead") for name in read_on)
+
+    with pytest.raises(OSError, match="connection to the source reset"):
+        list(_read_ahead(pa.RecordBatchReader.from_batches(EVENTS, batches(7, 3)), 20))
+
+    read_on.clear()  # chunks of 50 batches, each batch read in 5 ms
+    stream = pa.RecordBatchReader.from_batches(EVENTS, batches(1000, pause=0.005))
+    ahead = _read_ahead(stream, 500)
+    assert next(ahead).num_rows == 500
+    ahead.close()  # the writer failed: the thread is waited for, the next chunk left unread
+    assert 50 <= len(read_on) < 90
+    assert not [t for t in threading.enumerate() if t.name.startswith("read-ahead")]

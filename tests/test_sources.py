@@ -501,6 +501,62 @@ def test_tabs_and_no_break_spaces_are_stripped_too(tmp_path):
     assert batch.data.to_pylist() == [{"user_id": "U1", "account_id": "A1", "created_at": None}]
 
 
+def test_every_kind_of_edge_space_is_stripped_from_a_parquet_text_column_and_no_other(tmp_path):
+    """Parquet text keeps its type, so its values are trimmed by SQL (the edges compared
+    character by character): each whitespace character at either edge goes; a form
+    feed, or whitespace inside, stays."""
+    values = [" a", "b\t", "\nc", "d\r", "\u00a0e", "f\ufeff", "g h", "\fi", "j\f", " \t "]
+    f = tmp_path / "u.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": [f"U{i}" for i in range(len(values))],
+                "account_id": ["A1"] * len(values),
+                "role": values,
+            }
+        ),
+        f,
+    )
+    assert col(read_source(f, "users"), "role") == [
+        "a", "b", "c", "d", "e", "f", "g h", "\fi", "j\f", None
+    ]  # fmt: skip
+
+
+def test_integer_ids_of_a_parquet_file_derive_the_event_ids_a_csv_of_the_same_events_does(
+    tmp_path,
+):
+    """A Parquet file's integer account and user ids are read as their text (no
+    normalisation or text checks are needed for digits): the derived event ids are the
+    ones the same events get from a CSV, negative numbers included."""
+    rows = {
+        "account_id": pa.array([42, -7, 42], pa.int32()),
+        "user_id": pa.array([1, 2, 1], pa.int64()),
+        "event": ["login", "export", "login"],
+        "ts": pa.array(
+            [dt.datetime(2025, 3, 1, 9), dt.datetime(2025, 3, 2), dt.datetime(2025, 3, 1, 9)]
+        ),
+    }
+    pq.write_table(pa.table(rows), tmp_path / "e.parquet")
+    write(
+        tmp_path / "e.csv",
+        "account_id,user_id,event,ts\n42,1,login,2025-03-01 09:00:00\n"
+        "-7,2,export,2025-03-02\n42,1,login,2025-03-01 09:00:00\n",
+    )
+    parquet, text = (
+        read_source(tmp_path / "e.parquet", "usage_events"),
+        read_source(tmp_path / "e.csv", "usage_events"),
+    )
+
+    def rows(batch):
+        return sorted(batch.data.select(["account_id", "user_id", "event_id"]).to_pylist(), key=str)
+
+    assert rows(parquet) == rows(text)
+    assert sorted(col(parquet, "account_id")) == ["-7", "42", "42"]
+    assert sorted(col(parquet, "user_id")) == ["1", "1", "2"]
+    ids = col(parquet, "event_id")
+    assert len(set(ids)) == 3  # the repeated row is numbered apart
+
+
 def test_windows_line_endings_are_read(tmp_path):
     f = tmp_path / "u.csv"
     f.write_bytes(b"user_id,account_id,created_at\r\nU1,A1,2024-03-01\r\n")

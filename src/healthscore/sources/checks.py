@@ -35,6 +35,7 @@ from healthscore.errors import Problem, SourceError
 from healthscore.sources.coerce import (
     coercion_reason,
     date_order_hint,
+    from_integers,
     has_separators,
     is_slashed_date,
     number_format_hint,
@@ -143,7 +144,7 @@ def find_problems(
     range to a canonical column, or sets a CSAT column's scale. ``repeats`` (SQL over
     ``typed``: the values that identify a row) also makes table ``__repeating`` in the
     same pass: the ``hash`` of each value seen on more than one valid row (``h``)."""
-    checks = _row_checks(spec, cols, domains or {})
+    checks = _row_checks(spec, cols, domains or {}, data.fmt)
     found, null_keys = _failed_row_checks(db, spec, cols, typed_select, checks, repeats)
     if cols.canonical[spec.primary_key] is not None:
         found += _duplicate_keys(db, spec.primary_key)
@@ -200,15 +201,18 @@ def _any_failed(checks: list[Check]) -> str:
     return " OR ".join(f"coalesce({sql}, false)" for sql, *_ in checks) or "false"
 
 
-def _row_checks(spec: Table, cols: FileColumns, declared: dict) -> list[Check]:
-    """What each row must pass: (SQL true when it fails, kind, column, its domain)."""
+def _row_checks(spec: Table, cols: FileColumns, declared: dict, fmt: str = "json") -> list[Check]:
+    """What each row must pass: (SQL true when it fails, kind, column, its domain).
+    ``fmt``: the file's format (a text column read from integers is not checked as text:
+    :func:`~healthscore.sources.coerce.from_integers`)."""
     checks: list[Check] = []
     looked_up = cols.lookup_key is not None
     for name, ctype in spec.columns.items():
         if cols.canonical[name] is None or (looked_up and name == "account_id"):
             continue
         checks.append((f"p_{name} AND v_{name} IS NULL", "type", name, None))
-        if ctype == STRING:  # other types: a NUL does not coerce (a type error)
+        if ctype == STRING and not from_integers(cols.canonical[name], fmt):
+            # other types: a NUL does not coerce (a type error)
             checks.append((_holds_nul(f"v_{name}"), "nul", name, None))
             if name.endswith("_id"):  # a key: the byte length first, cheap to read
                 long = f"strlen(v_{name}) > {MAX_ID_CHARS} AND length(v_{name}) > {MAX_ID_CHARS}"

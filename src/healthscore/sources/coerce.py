@@ -118,6 +118,20 @@ _NATIVE_TIME_TYPES = {
 RECODED_TYPES = ("BOOLEAN", "BIGINT", "DOUBLE", "TIMESTAMP")
 
 
+def from_integers(col: Column | None, fmt: str) -> bool:
+    """A column read natively from a Parquet integer column (not recoded): as text its
+    values are digits after an optional minus, which Unicode normalisation leaves as
+    they are and no text check (NUL, length, invisible characters, placeholders like
+    ``n/a``) can refuse."""
+    return (
+        col is not None
+        and fmt == "parquet"
+        and not col.recoded
+        and not col.alias
+        and col.type.split("(")[0] in INT_TYPES
+    )
+
+
 def date_format_problem(db: ScratchConnection, date_format: str) -> str | None:
     """Why ``date_format`` is not a strptime format DuckDB accepts, or None if it is."""
     try:
@@ -220,7 +234,7 @@ def typed_sql(
             )
         if name in spec.enums:
             value = f"lower({value})"
-        elif ctype == STRING and name.endswith("_id"):
+        elif ctype == STRING and name.endswith("_id") and not from_integers(col, fmt):
             # é written as one character or as e + accent is one id (Unicode NFC)
             value = f"nfc_normalize({value})"
         parts += [

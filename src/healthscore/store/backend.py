@@ -42,10 +42,12 @@ import errno
 import functools
 import os
 import re
+import threading
 import uuid
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, closing, contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -382,9 +384,10 @@ class Backend:
         holds one chunk, and the rows of one value of ``order[0]`` sit together in each.
 
         Generic path: each chunk sorted by Arrow and inserted (:meth:`insert`)."""
-        for chunk in _chunks(rows, chunk_rows):
-            self.insert(table, chunk.sort_by([(c, "ascending") for c in order]))
-            del chunk  # before the next one is read
+        with closing(_read_ahead(rows, chunk_rows)) as chunks:
+            for chunk in chunks:
+                self.insert(table, chunk.sort_by([(c, "ascending") for c in order]))
+                del chunk  # before the next one is read
 
     @contextmanager
     def memory_limit(self, limit: str | None) -> Iterator[None]:
@@ -720,14 +723,15 @@ class DuckDBBackend(Backend):
         native, target = self.native, _quoted(table)
         names = ", ".join(_quoted(c) for c in rows.schema.names)
         by = f" ORDER BY {', '.join(_quoted(c) for c in order)}" if order else ""
-        for chunk in _chunks(rows, chunk_rows):
-            view = f"_chunk_{uuid.uuid4().hex[:8]}"
-            native.register(view, chunk)
-            try:
-                native.execute(f"INSERT INTO {target} ({names}) SELECT {names} FROM {view}{by}")
-            finally:
-                native.unregister(view)
-            del chunk  # before the next one is read
+        with closing(_read_ahead(rows, chunk_rows)) as chunks:
+            for chunk in chunks:
+                view = f"_chunk_{uuid.uuid4().hex[:8]}"
+                native.register(view, chunk)
+                try:
+                    native.execute(f"INSERT INTO {target} ({names}) SELECT {names} FROM {view}{by}")
+                finally:
+                    native.unregister(view)
+                del chunk  # before the next one is read
 
     @contextmanager
     def memory_limit(self, limit: str | None) -> Iterator[None]:
@@ -1146,6 +1150,34 @@ def _chunks(rows: pa.RecordBatchReader, chunk_rows: int) -> Iterator[pa.Table]:
             pending, held = [], 0
     if pending:
         yield pa.Table.from_batches(pending, schema=rows.schema)
+
+
+def _read_ahead(rows: pa.RecordBatchReader, chunk_rows: int) -> Iterator[pa.Table]:
+    """:func:`_chunks`, each next chunk read on a thread of its own while the caller
+    writes the one before (the reader, a scratch DuckDB query, and the store's insert
+    then run at once: both release the GIL). Memory holds two chunks.
+
+    An error of the reader is raised here. When the caller stops early (an error of its
+    own, Ctrl-C), the thread stops at its next batch and is waited for, so that nothing
+    reads the stream after its caller has moved on (and its database may be closed)."""
+    stop = threading.Event()
+
+    def until_stopped() -> Iterator[pa.RecordBatch]:
+        for batch in rows:
+            if stop.is_set():
+                return
+            yield batch
+
+    chunks = _chunks(pa.RecordBatchReader.from_batches(rows.schema, until_stopped()), chunk_rows)
+    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as pool:
+        future = pool.submit(next, chunks, None)
+        try:
+            while (chunk := future.result()) is not None:
+                future = pool.submit(next, chunks, None)
+                yield chunk
+                del chunk
+        finally:
+            stop.set()  # the pool's exit waits for the chunk being read
 
 
 def _duckdb_literal(value) -> str:

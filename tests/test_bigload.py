@@ -238,9 +238,9 @@ def test_a_first_load_whose_stream_breaks_off_after_a_chunk_was_written_loads_no
     assert "usage_events" not in empty_store.watermarks()
 
 
-def test_a_first_load_writes_each_chunk_by_account_then_time(empty_store, monkeypatch, tmp_path):
+def test_a_first_load_writes_each_chunk_by_account(empty_store, monkeypatch, tmp_path):
     """The rescorer reads one account's row groups: a first load (no event ids in the
-    file) writes each chunk clustered by account, then time, and reports what it did."""
+    file) writes each chunk clustered by account, and reports what it did."""
     import healthscore.store as store_module
 
     monkeypatch.setattr(store_module, "LOAD_CHUNK_ROWS", 600)
@@ -264,7 +264,7 @@ def test_a_first_load_writes_each_chunk_by_account_then_time(empty_store, monkey
     assert "writing rows (1,200)" in steps and "checking keys" in steps
     assert empty_store.watermarks()["usage_events"] == max(rows["ts"])
     stored = empty_store.con.con.execute(
-        "SELECT account_id, ts FROM usage_events ORDER BY rowid"
+        "SELECT account_id FROM usage_events ORDER BY rowid"
     ).fetchall()
     chunks = [stored[i : i + 600] for i in range(0, n, 600)]
     assert all(chunk == sorted(chunk) for chunk in chunks)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pyarrow as pa
 import pytest
@@ -437,3 +437,51 @@ def test_ctrl_c_during_a_query_is_a_keyboard_interrupt_for_a_library_caller(tmp_
     finally:
         timer.cancel()
         store.close()
+
+
+def test_a_reload_tells_new_changed_and_unchanged_rows_apart_by_every_column_and_null(tmp_path):
+    """A reload compares each row with the stored one (on DuckDB by a hash of the row's
+    columns, not the columns carried through the join): a change in any column, or
+    between a value and NULL, is an update; NULL where NULL was stored, or the same
+    value, is unchanged."""
+    s = connect(tmp_path / "r.duckdb")
+    day = datetime(2025, 3, 1)
+
+    def rows(changes: dict[int, dict]) -> pa.Table:
+        base = [
+            {"event_id": f"e{i}", "account_id": "A1", "user_id": "u1" if i % 2 else None,
+             "event": "login", "ts": day + timedelta(hours=i), "quantity": float(i)}
+            for i in range(6)
+        ]  # fmt: skip
+        for i, change in changes.items():
+            base[i] |= change
+        return pa.Table.from_pylist(
+            base,
+            pa.schema(
+                [
+                    ("event_id", pa.string()),
+                    ("account_id", pa.string()),
+                    ("user_id", pa.string()),
+                    ("event", pa.string()),
+                    ("ts", pa.timestamp("us")),
+                    ("quantity", pa.float64()),
+                ]
+            ),  # fmt: skip
+        )
+
+    assert s.load("usage_events", rows({})).inserted == 6
+    again = s.load("usage_events", rows({}))
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, 6)
+    changed = {
+        1: {"user_id": None},  # a value to NULL
+        2: {"user_id": "u2"},  # NULL to a value
+        3: {"ts": day + timedelta(hours=3, microseconds=1)},
+        4: {"quantity": 4.5},
+        5: {"event": "Login"},
+    }
+    result = s.load("usage_events", rows(changed))
+    assert (result.inserted, result.updated, result.unchanged) == (0, 5, 1)
+    stored = {r["event_id"]: r for r in s.table("usage_events").to_pyarrow().to_pylist()}
+    assert stored["e1"]["user_id"] is None and stored["e2"]["user_id"] == "u2"
+    assert stored["e3"]["ts"] == day + timedelta(hours=3, microseconds=1)
+    assert (stored["e4"]["quantity"], stored["e5"]["event"]) == (4.5, "Login")

@@ -690,7 +690,9 @@ class Store:
                     # and the insert read them instead of comparing again
                     scratch.append(f"{stage_name}_diff")
                     diff = self.con.create_table(
-                        scratch[-1], _differing(stage, target, pk, compared), temp=temp
+                        scratch[-1],
+                        _differing(stage, target, pk, compared, self._backend.row_digest),
+                        temp=temp,
                     )
                     inserted, updated = self._kinds(diff)
                     unchanged = n - inserted - updated
@@ -1288,19 +1290,35 @@ def _literal_list(values: list, dialect) -> str:
     return sg.Dialect.get_or_raise(dialect).generate(listed, copy=False)[1:-1]
 
 
-def _differing(stage: ir.Table, target: ir.Table, pk: str, compared: list[str]) -> ir.Table:
+def _differing(
+    stage: ir.Table,
+    target: ir.Table,
+    pk: str,
+    compared: list[str],
+    digest: Callable[[ir.Table, list[str]], ir.Value | None] = lambda _t, _c: None,
+) -> ir.Table:
     """The staged keys that are new, or whose ``compared`` columns differ from the stored
     row's (NULL equal to NULL), with ``__kind`` ``new`` or ``changed``.
 
-    A column the load does not supply keeps its stored value (:func:`_with_stored`), so
-    comparing only the supplied columns says the same as comparing whole rows."""
+    Where the backend has a ``digest`` of a row's columns
+    (:meth:`~healthscore.store.backend.Backend.row_digest`), the join carries that
+    instead of every stored column. A column the load does not supply keeps its stored
+    value (:func:`_with_stored`), so comparing only the supplied columns says the same as
+    comparing whole rows."""
     others = [c for c in compared if c != pk]
-    stored = target.select(
-        __key=target[pk], __hit=ibis.literal(True), **{f"__old_{c}": target[c] for c in others}
-    )
-    j = stage.left_join(stored, stage[pk] == stored["__key"])
-    same = [j[c].identical_to(j[f"__old_{c}"]) for c in others]
-    all_same = ibis.and_(*same) if same else ibis.literal(True)
+    old = digest(target, others)
+    if old is not None:
+        stored = target.select(__key=target[pk], __hit=ibis.literal(True), __old=old)
+        staged = stage.select(stage[pk], __new=digest(stage, others))
+        j = staged.left_join(stored, staged[pk] == stored["__key"])
+        all_same = j["__new"] == j["__old"]
+    else:
+        stored = target.select(
+            __key=target[pk], __hit=ibis.literal(True), **{f"__old_{c}": target[c] for c in others}
+        )
+        j = stage.left_join(stored, stage[pk] == stored["__key"])
+        same = [j[c].identical_to(j[f"__old_{c}"]) for c in others]
+        all_same = ibis.and_(*same) if same else ibis.literal(True)
     kind = ibis.cases((j["__hit"].isnull(), "new"), (all_same, "same"), else_="changed")
     classified = j.select(j[pk], __kind=kind)
     return classified.filter(classified["__kind"] != "same")

@@ -10,6 +10,7 @@ import pytest
 import healthscore as hs
 from fixtures import tables
 from healthscore.store import SCHEMA_VERSION, LoadResult, connect
+from test_bigload import EVENTS
 
 
 def test_new_store_has_typed_canonical_tables_and_schema_version(tmp_path):
@@ -455,19 +456,7 @@ def test_a_reload_tells_new_changed_and_unchanged_rows_apart_by_every_column_and
         ]  # fmt: skip
         for i, change in changes.items():
             base[i] |= change
-        return pa.Table.from_pylist(
-            base,
-            pa.schema(
-                [
-                    ("event_id", pa.string()),
-                    ("account_id", pa.string()),
-                    ("user_id", pa.string()),
-                    ("event", pa.string()),
-                    ("ts", pa.timestamp("us")),
-                    ("quantity", pa.float64()),
-                ]
-            ),  # fmt: skip
-        )
+        return pa.Table.from_pylist(base, EVENTS)
 
     assert s.load("usage_events", rows({})).inserted == 6
     again = s.load("usage_events", rows({}))

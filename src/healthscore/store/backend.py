@@ -382,7 +382,8 @@ class Backend:
     ) -> None:
         """Append the stream ``rows`` to ``table`` (by column name; a column it lacks is
         NULL), ``chunk_rows`` rows at a time, each chunk sorted by ``order``: memory
-        holds one chunk, and the rows of one value of ``order[0]`` sit together in each.
+        holds two chunks (the next one is read while one is written: :func:`_read_ahead`),
+        and the rows of one value of ``order[0]`` sit together in each.
 
         Generic path: each chunk sorted by Arrow and inserted (:meth:`insert`)."""
         with closing(_read_ahead(rows, chunk_rows)) as chunks:

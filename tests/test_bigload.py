@@ -376,3 +376,42 @@ def test_the_next_chunk_is_read_while_one_is_written_and_stops_when_the_writer_d
     ahead.close()  # the writer failed: the thread is waited for, the next chunk left unread
     assert 50 <= len(read_on) < 90
     assert not [t for t in threading.enumerate() if t.name.startswith("read-ahead")]
+
+
+def test_a_second_ctrl_c_while_the_reader_stops_still_waits_for_it():
+    """Ctrl-C pressed again (or SIGTERM after it) while a stopped load waits for its
+    reading thread to finish its batch: the thread is still waited for, and the Ctrl-C
+    is raised after. (The wait was a thread join, which a Ctrl-C broke off and which
+    Python then took for done: the load's caller closed the scratch database under the
+    thread, and the process died at exit, "Fatal Python error: PyGILState_Release".)"""
+    import signal
+    import threading
+
+    from healthscore.store.backend import _read_ahead
+
+    reads: list[float] = []
+
+    def batches():
+        for i in range(100):
+            time.sleep(0.2)  # a slow batch: a heavy query, a slow disk
+            reads.append(time.monotonic())
+            yield _events([f"e{i}-{j}" for j in range(10)])
+
+    ahead = _read_ahead(pa.RecordBatchReader.from_batches(EVENTS, batches()), 20)
+    assert next(ahead).num_rows == 20  # the thread goes on to the next chunk
+
+    def again(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, again)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)  # while the stop waits for the thread
+        with pytest.raises(KeyboardInterrupt):
+            ahead.close()  # the first Ctrl-C stopped the writer
+        left = time.monotonic()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    time.sleep(0.5)
+    assert not [t for t in reads if t > left], "the stream was read after the load left it"
+    assert not [t for t in threading.enumerate() if t.name.startswith("read-ahead")]

@@ -56,7 +56,8 @@ def load_file(
     A file of any size loads in bounded memory: its valid rows stream from the reading
     into the store batch by batch, and the checks on them (one row per key, accounts
     not known yet) and the comparison with the stored rows run in the store, as SQL.
-    ``progress(step, fraction)`` hears of each step.
+    ``progress(step, fraction)`` hears of each step (from another thread while a first
+    load writes its rows: :meth:`~healthscore.store.Store.load`).
     """
 
     lookup = None

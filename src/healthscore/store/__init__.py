@@ -610,7 +610,9 @@ class Store:
             absent from ``data`` becomes NULL on the rows loaded.
         progress, rows
             ``progress(step, fraction)`` hears of each step; ``rows``, how many rows a
-            stream holds, lets it say how far staging is.
+            stream holds, lets it say how far staging is. A first load reports the rows
+            it writes from the thread that reads them (the caller's waits): ``progress``
+            must be safe to call from another thread.
         unique_keys
             The caller has made sure no key occurs twice in ``data`` (the reader checks
             the keys of a file: :attr:`~healthscore.sources.read.SourceBatch.unique_keys`),
@@ -619,7 +621,7 @@ class Store:
 
         Into an empty table (a first load) there is no staged copy: the rows are written
         in chunks of :data:`LOAD_CHUNK_ROWS`, each sorted by account (:func:`_cluster`),
-        so memory holds one chunk, and checked once written; on
+        so memory holds two chunks (one written, the next read), and checked once written; on
         DuckDB into a table of the load's own that replaces the empty one at the end,
         elsewhere straight into it inside the transaction (:meth:`_first_load`). A
         failed check leaves the table empty either way.

@@ -46,7 +46,8 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, closing, contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -391,7 +392,8 @@ class Backend:
     ) -> None:
         """Append the stream ``rows`` to ``table`` (by column name; a column it lacks is
         NULL), ``chunk_rows`` rows at a time, each chunk sorted by ``order``: memory
-        holds one chunk, and the rows of one value of ``order[0]`` sit together in each.
+        holds two chunks (the next one is read while one is written: :func:`_read_ahead`),
+        and the rows of one value of ``order[0]`` sit together in each.
 
         Generic path: each chunk sorted by Arrow and inserted (:meth:`insert`)."""
         with closing(_read_ahead(rows, chunk_rows)) as chunks:
@@ -1173,8 +1175,9 @@ def _read_ahead(rows: pa.RecordBatchReader, chunk_rows: int) -> Iterator[pa.Tabl
     then run at once: both release the GIL). Memory holds two chunks.
 
     An error of the reader is raised here. When the caller stops early (an error of its
-    own, Ctrl-C), the thread stops at its next batch and is waited for, so that nothing
-    reads the stream after its caller has moved on (and its database may be closed)."""
+    own, Ctrl-C), the thread stops at its next batch and is waited for, a Ctrl-C pressed
+    again meanwhile included (:func:`_wait_out`), so that nothing reads the stream after
+    its caller has moved on (and its database may be closed)."""
     stop = threading.Event()
 
     def until_stopped() -> Iterator[pa.RecordBatch]:
@@ -1192,7 +1195,28 @@ def _read_ahead(rows: pa.RecordBatchReader, chunk_rows: int) -> Iterator[pa.Tabl
                 yield chunk
                 del chunk
         finally:
-            stop.set()  # the pool's exit waits for the chunk being read
+            stop.set()
+            _wait_out(future)  # then the pool's exit joins an idle thread
+
+
+def _wait_out(future: Future) -> None:
+    """Wait until ``future`` is done, however often Ctrl-C (or SIGTERM) comes meanwhile;
+    then raise the first of those.
+
+    Not a thread join: a join that a Ctrl-C broke off leaves the thread marked finished
+    while it runs on (CPython before 3.13), so nothing waited for it any more: the load's
+    caller closed the scratch database under it and the process died at its exit
+    ("Fatal Python error: PyGILState_Release"). The wait is one batch: the thread stops
+    at its next."""
+    stopped: KeyboardInterrupt | None = None
+    while True:
+        try:
+            futures.wait([future])
+            break
+        except KeyboardInterrupt as e:
+            stopped = stopped or e
+    if stopped is not None:
+        raise stopped
 
 
 def _duckdb_literal(value) -> str:

@@ -46,8 +46,7 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from concurrent import futures
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, closing, contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -1211,7 +1210,7 @@ def _wait_out(future: Future) -> None:
     stopped: KeyboardInterrupt | None = None
     while True:
         try:
-            futures.wait([future])
+            wait([future])
             break
         except KeyboardInterrupt as e:
             stopped = stopped or e

@@ -47,8 +47,8 @@ ScratchConnection = duckdb.DuckDBPyConnection
 
 #: Rows per Arrow record batch when a scratch query's result is streamed.
 BATCH_ROWS = 1 << 17
-#: how much of a streamed result DuckDB computes ahead (its default, 976 KB, keeps a
-#: stream on about one thread: a stream of 10 M events took twice as long)
+#: how much of a streamed result a private scratch database computes ahead (DuckDB's
+#: default, 976 KB, keeps a stream on about one thread: 10 M events took twice as long)
 STREAM_BUFFER = "100MB"
 
 
@@ -121,6 +121,8 @@ def open_scratch(
             db.execute("SET TimeZone = 'UTC'")
             # no progress bar of DuckDB's own: the caller reports progress its way
             db.execute("PRAGMA disable_progress_bar")
+            # a big file's rows stream from here: computed ahead on every thread
+            db.execute(f"SET streaming_buffer_size = '{STREAM_BUFFER}'")
             yield db
         finally:
             db.close()
@@ -153,7 +155,6 @@ def stream_arrow(db: ScratchConnection, sql: str) -> pa.RecordBatchReader:
     """A scratch query's result as a stream of Arrow record batches (``BATCH_ROWS`` each),
     so that a result of any size never sits in memory whole; read it before the
     connection closes."""
-    db.execute(f"SET streaming_buffer_size = '{STREAM_BUFFER}'")
     result = db.execute(sql)
     stream = getattr(result, "to_arrow_reader", None) or result.fetch_record_batch
     return stream(BATCH_ROWS)

@@ -242,8 +242,10 @@ def test_a_first_load_writes_each_chunk_by_account(empty_store, monkeypatch, tmp
     """The rescorer reads one account's row groups: a first load (no event ids in the
     file) writes each chunk clustered by account, and reports what it did."""
     import healthscore.store as store_module
+    import healthscore.store.scratch as scratch
 
     monkeypatch.setattr(store_module, "LOAD_CHUNK_ROWS", 600)
+    monkeypatch.setattr(scratch, "BATCH_ROWS", 100)  # the file's rows come in 12 batches
     n = 1200
     rows = {
         "account_id": [f"A{(i * 7) % 5}" for i in range(n)],
@@ -268,6 +270,7 @@ def test_a_first_load_writes_each_chunk_by_account(empty_store, monkeypatch, tmp
     ).fetchall()
     chunks = [stored[i : i + 600] for i in range(0, n, 600)]
     assert all(chunk == sorted(chunk) for chunk in chunks)
+    assert stored != sorted(stored)  # two chunks, each sorted on its own
     again = load_file(empty_store, "usage_events", tmp_path / "events.parquet")
     assert str(again) == f"usage_events: 0 inserted, 0 updated, {n} unchanged, 0 rejected"
 
